@@ -1,0 +1,79 @@
+# The user's entry points. Every target creates the virtual environment and installs what it needs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+WIT    := $(BIN)/wit
+STAMP  := $(VENV)/.installed
+export NO_ALBUMENTATIONS_UPDATE := 1
+export WANDB_MODE := disabled
+
+# Defaults for the user-facing stage targets (override on the command line).
+OUT        ?= out/queries
+WORDNET    ?= /usr/share/wordnet
+ENWIKI      = $(shell $(BIN)/python -c "import gensim, os; print(os.path.join(os.path.dirname(gensim.__file__), 'test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2'))" 2>/dev/null)
+DUMP       ?= $(ENWIKI)
+BEAM_ARGS  ?= --runner=FnApiRunner
+
+.PHONY: demo test lint install wordnet build-queries build-pairs download finalize train \
+        bench bench-queries bench-match bench-download bench-train clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[train,img2dataset,test,bench]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# WordNet 3.0 dict files from Debian, installed when we are allowed to (root with apt-get).
+wordnet:
+	@if [ ! -d $(WORDNET) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -qq wordnet-base || (apt-get update -qq && apt-get install -y -qq wordnet-base)) >/dev/null; fi
+	@[ -d $(WORDNET) ] || echo "note: $(WORDNET) not found; install Debian's wordnet-base for WordNet queries"
+
+## The README's first command: the main job end to end on the bundled default data.
+demo: $(STAMP) wordnet
+	$(WIT) demo --out out/demo $(BEAM_ARGS)
+
+## The README's second command.
+test: $(STAMP) wordnet
+	$(BIN)/ruff check .
+	$(BIN)/pytest -n 2 -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+build-queries: $(STAMP) wordnet
+	$(WIT) build-queries $(foreach d,$(DUMP),--dump $(d)) --out $(OUT) \
+	  $(if $(wildcard $(WORDNET)),--wordnet-dir $(WORDNET)) $(QUERY_ARGS) $(BEAM_ARGS)
+
+build-pairs: $(STAMP)
+	$(WIT) build-pairs --queries $(QUERIES) $(foreach p,$(POOL),--pool $(p)) --out $(OUT) $(PAIRS_ARGS) $(BEAM_ARGS)
+
+download: $(STAMP)
+	$(WIT) download --pairs $(PAIRS) --out $(OUT) $(DOWNLOAD_ARGS) $(BEAM_ARGS)
+
+finalize: $(STAMP)
+	$(WIT) finalize --raw $(RAW) --out $(OUT) $(FINALIZE_ARGS) $(BEAM_ARGS)
+
+SHARDS ?= out/demo/shards
+TRAIN_OUT ?= out/train
+train: $(STAMP)
+	$(WIT) train --shards $(SHARDS) --out $(TRAIN_OUT) --model tiny --batch-size 64 --steps 300 $(TRAIN_ARGS)
+
+bench: bench-queries bench-match bench-download bench-train
+
+bench-queries: $(STAMP)
+	$(BIN)/python benchmarks/bench_queries.py
+
+bench-match: $(STAMP)
+	$(BIN)/python benchmarks/bench_match.py
+
+bench-download: $(STAMP)
+	$(BIN)/python benchmarks/bench_download.py
+
+bench-train: $(STAMP)
+	$(BIN)/python benchmarks/bench_train.py
+
+clean:
+	rm -rf out build *.egg-info

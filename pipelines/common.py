@@ -1,0 +1,134 @@
+"""Shared Beam plumbing: pipeline options with offline defaults, counters, atomic writes via FileSystems."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any, BinaryIO
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+
+# Beam 2.77's default runner tries to download the Prism binary first; name the in-process runner.
+DEFAULT_RUNNER = "FnApiRunner"
+
+
+def pipeline_options(beam_argv: Iterable[str]) -> PipelineOptions:
+    """PipelineOptions from pass-through arguments, with ``--runner=FnApiRunner`` unless one is named."""
+    argv = list(beam_argv)
+    if not any(a == "--runner" or a.startswith("--runner=") for a in argv):
+        argv.append(f"--runner={DEFAULT_RUNNER}")
+    return PipelineOptions(argv)
+
+
+def counters(result: beam.runners.runner.PipelineResult, namespace: str) -> dict[str, int]:
+    """Committed values of every counter in ``namespace``, summed over steps, sorted by name."""
+    totals: dict[str, int] = {}
+    for c in result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]:
+        value = c.committed if c.committed is not None else c.attempted
+        totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + int(value or 0)
+    return dict(sorted(totals.items()))
+
+
+# ---- files, through FileSystems so that gs://, s3:// and hdfs:// work like local paths ----
+
+def join(base: str, *parts: str) -> str:
+    return FileSystems.join(base, *parts)
+
+
+def makedirs(path: str) -> None:
+    if not FileSystems.exists(path):
+        FileSystems.mkdirs(path)
+
+
+def exists(path: str) -> bool:
+    return FileSystems.exists(path)
+
+
+def expand_patterns(patterns: Iterable[str], what: str = "input") -> list[str]:
+    """Every file matching any of ``patterns`` (paths or globs), sorted and deduplicated.
+
+    Raises FileNotFoundError naming the first pattern that matches nothing.
+    """
+    found: set[str] = set()
+    for pattern in patterns:
+        metadata = FileSystems.match([pattern])[0].metadata_list
+        if not metadata:
+            raise FileNotFoundError(f"{what} {pattern!r} matches no file")
+        found.update(m.path for m in metadata)
+    return sorted(found)
+
+
+@contextlib.contextmanager
+def open_read(path: str) -> Iterator[BinaryIO]:
+    """Open a file for reading, uncompressed as stored (callers choose their own decompression)."""
+    from apache_beam.io.filesystem import CompressionTypes
+
+    f = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+def sha256_file(path: str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open_read(path) as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_create(path: str) -> Iterator[BinaryIO]:
+    """Write to a temporary name beside ``path`` and rename it into place only when the block succeeds."""
+    from apache_beam.io.filesystem import CompressionTypes
+
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    f = FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED)
+    try:
+        yield f
+        f.close()
+    except BaseException:
+        f.close()
+        FileSystems.delete([tmp])
+        raise
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    with atomic_create(path) as f:
+        f.write(data)
+
+
+def write_json(path: str, obj: Any) -> None:
+    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode())
+
+
+def write_parquet(path: str, table: pa.Table) -> None:
+    """Write a table atomically; the same table always gives the same bytes."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    write_bytes(path, buf.getvalue())
+
+
+def read_parquet(path: str, schema: pa.Schema | None = None) -> pa.Table:
+    with open_read(path) as f:
+        table = pq.read_table(io.BytesIO(f.read()), schema=schema)
+    return table
+
+
+def local_path_or_none(path: str) -> str | None:
+    """The local filesystem path for ``path``, or None when it lives on a remote filesystem."""
+    return None if "://" in path else os.path.abspath(path)

@@ -1,0 +1,1 @@
+"""The WIT builder's library: pure functions and small classes, no Beam imports."""
