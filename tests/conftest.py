@@ -20,7 +20,8 @@ def enwiki_sample() -> Path:
     """The real 206-page English Wikipedia dump sample shipped in the gensim wheel."""
     import gensim
 
-    path = Path(gensim.__file__).parent / "test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+    name = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+    path = Path(gensim.__file__).parent / "test" / "test_data" / name
     assert path.exists(), path
     return path
 
