@@ -47,19 +47,36 @@ build-queries: $(STAMP) wordnet
 	$(WIT) build-queries $(foreach d,$(DUMP),--dump $(d)) --out $(OUT) \
 	  $(if $(wildcard $(WORDNET)),--wordnet-dir $(WORDNET)) $(QUERY_ARGS) $(BEAM_ARGS)
 
+# make build-pairs POOL='crawl/*.warc.wat.gz laion/*.parquet' [QUERIES=out/queries] [OUT=out/pairs] [PAIRS_ARGS=...]
+build-pairs: OUT = out/pairs
+build-pairs: QUERIES ?= out/queries
 build-pairs: $(STAMP)
-	$(WIT) build-pairs --queries $(QUERIES) $(foreach p,$(POOL),--pool $(p)) --out $(OUT) $(PAIRS_ARGS) $(BEAM_ARGS)
+	@[ -n "$(POOL)" ] || { echo "make build-pairs: set POOL to the candidate pool files or globs"; exit 2; }
+	$(WIT) build-pairs --queries $(QUERIES) $(foreach p,$(POOL),--pool '$(p)') --out $(OUT) $(PAIRS_ARGS) $(BEAM_ARGS)
 
 download: $(STAMP)
 	$(WIT) download --pairs $(PAIRS) --out $(OUT) $(DOWNLOAD_ARGS) $(BEAM_ARGS)
 
+# make finalize RAW=out/raw OUT=out/final [FINALIZE_ARGS="--per-query-cap 20000 --decontaminate DIR"]
 finalize: $(STAMP)
-	$(WIT) finalize --raw $(RAW) --out $(OUT) $(FINALIZE_ARGS) $(BEAM_ARGS)
+	@[ -n "$(RAW)" ] || { echo "usage: make finalize RAW=<download output dir or glob> OUT=<dir>"; exit 2; }
+	$(WIT) finalize --raw '$(RAW)' --out $(OUT) $(FINALIZE_ARGS) $(BEAM_ARGS)
 
 SHARDS ?= out/demo/shards
 TRAIN_OUT ?= out/train
 train: $(STAMP)
 	$(WIT) train --shards $(SHARDS) --out $(TRAIN_OUT) --model tiny --batch-size 64 --steps 300 $(TRAIN_ARGS)
+
+# make eval ZEROSHOT=DIR/<class>/*.jpg [RETRIEVAL=held-out shards] [EVAL_ARGS="--templates simple"]
+.PHONY: eval export
+eval: $(STAMP)
+	@[ -n "$(ZEROSHOT)$(RETRIEVAL)" ] || { echo "usage: make eval ZEROSHOT=<DIR/<class>/*.jpg> and/or RETRIEVAL=<shards>"; exit 2; }
+	$(WIT) eval --checkpoint $(TRAIN_OUT) $(if $(ZEROSHOT),--zeroshot '$(ZEROSHOT)') \
+	  $(if $(RETRIEVAL),--retrieval '$(RETRIEVAL)') --out $(TRAIN_OUT)/eval.json $(EVAL_ARGS)
+
+# open_clip weights of a ViT checkpoint: $(TRAIN_OUT)/open_clip/wit-model.pt beside wit-<model>.json and -tokenizer/
+export: $(STAMP)
+	$(WIT) export --checkpoint $(TRAIN_OUT) --out $(TRAIN_OUT)/open_clip/wit-model.pt $(EXPORT_ARGS)
 
 bench: bench-queries bench-match bench-download bench-train
 

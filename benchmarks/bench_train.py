@@ -1,0 +1,176 @@
+"""Trainer throughput, end to end from JPEG shards (`make bench-train`).
+
+CPU (always): the tiny model from 256 px shards — the data path alone, the model alone on synthetic tensors,
+and `wit train` end to end, in samples/s with the share of each step spent waiting for data.
+CUDA (when present): ViT-B/32 in bf16 end to end, PIL decode in workers vs nvJPEG decode on the GPU (when
+torchvision is importable), eager vs torch.compile, and the model alone next to open_clip's ViT-B/32 (when
+open_clip is importable), all in one run on one card. Prints a table; asserts nothing.
+
+    python benchmarks/bench_train.py [--samples 2048] [--steps 40] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.trainer_fixtures import CLASSES, write_shards  # noqa: E402
+from trainer.config import MODEL_CONFIGS, TrainConfig  # noqa: E402
+from trainer.data import Loader, make_plan, torchvision_gpu_decode_available  # noqa: E402
+from trainer.loss import ClipLoss  # noqa: E402
+from trainer.model import CLIP  # noqa: E402
+from trainer.tokenizer import Tokenizer  # noqa: E402
+from trainer.train import train  # noqa: E402
+
+ROWS: list[tuple[str, float, str]] = []
+
+
+def row(what: str, samples_per_s: float, note: str = "") -> None:
+    ROWS.append((what, samples_per_s, note))
+    print(f"  {what:<58} {samples_per_s:>9.0f} samples/s  {note}", flush=True)
+
+
+def data_only(shards: Path, tokenizer: Tokenizer, image_size: int, batch: int, workers: int, batches: int,
+              gpu_decode: bool = False) -> float:
+    plan = make_plan(str(shards), batch_size=batch, image_size=image_size, workers=workers, resampled=True,
+                     gpu_decode=gpu_decode)
+    it = iter(Loader(plan, tokenizer))
+    next(it)  # workers started, buffers filled
+    started = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    return batches * batch / (time.perf_counter() - started)
+
+
+def model_only(model: torch.nn.Module, image_size: int, context: int, vocab: int, batch: int, steps: int,
+               device: str, bf16: bool, encode=None) -> float:
+    images = torch.randn(batch, 3, image_size, image_size, device=device)
+    tokens = torch.randint(1, vocab - 1, (batch, context), device=device)
+    tokens[:, -1] = vocab - 1
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    loss_fn = ClipLoss()
+    encode = encode or model
+
+    def step():
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            img, txt, scale = encode(images, tokens)
+            loss = loss_fn(img, txt, scale)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return steps * batch / (time.perf_counter() - started)
+
+
+def end_to_end(shards: Path, out: Path, tokenizer_path: Path, **options) -> tuple[float, float]:
+    """Samples/s and data-wait share of `wit train`, from the log windows after the first (warm-up, compile)."""
+    cfg = TrainConfig(shards=str(shards), out=str(out), tokenizer=str(tokenizer_path), checkpoint_every=10**9,
+                      resampled=True, **options)
+    train(cfg)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][1:]
+    return (sum(r["samples_per_s"] for r in records) / len(records),
+            sum(r["data_wait"] for r in records) / len(records))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--samples", type=int, default=1024, help="photos in the generated 256 px shards")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--workers", type=int, default=max(1, min(14, (os.cpu_count() or 2) - 1)))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        shards = tmp / "shards"
+        started = time.perf_counter()
+        per_class = max(1, args.samples // 8)
+        sizes = write_shards(shards, per_class=per_class, samples_per_shard=max(1, per_class * 8 // 16), image_px=256)
+        print(f"shards: {sum(sizes.values())} photos of 256 px in {len(sizes)} shards "
+              f"({time.perf_counter() - started:.1f}s); {os.cpu_count()} CPUs, workers {args.workers}")
+        tokenizer = Tokenizer.train([c for _, t in CLASSES.values() for c in t] * 50, 1000)
+        tokenizer_path = tmp / "tokenizer.json"
+        tokenizer.save(tokenizer_path)
+
+        print("CPU, tiny model (32 px, batch 64, fp32):")
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) - args.workers))
+        tiny = MODEL_CONFIGS["tiny"].with_vocab_size(tokenizer.vocab_size)
+        row("data path alone (PIL decode + crop, workers)",
+            data_only(shards, tokenizer, 32, 64, args.workers, args.steps))
+        row("model alone (synthetic tensors)",
+            model_only(CLIP(tiny), 32, tiny.text.context_length, tiny.text.vocab_size, 64, args.steps, "cpu", False))
+        rate, wait = end_to_end(shards, tmp / "cpu", tokenizer_path, model="tiny", batch_size=64,
+                                steps=args.steps, log_every=max(1, args.steps // 4), workers=args.workers)
+        row("wit train end to end", rate, f"data wait {100 * wait:.0f}%")
+
+        if torch.cuda.is_available():
+            gpu(shards, tmp, tokenizer, tokenizer_path, args)
+        else:
+            print("no CUDA device: the ViT-B/32 rows (CPU vs GPU decode, eager vs compiled) need one")
+    print("\n| run | samples/s | note |\n| --- | ---: | --- |")
+    for what, rate, note in ROWS:
+        print(f"| {what} | {rate:.0f} | {note} |")
+    return 0
+
+
+def gpu(shards: Path, tmp: Path, tokenizer: Tokenizer, tokenizer_path: Path, args) -> None:
+    name = torch.cuda.get_device_name()
+    print(f"CUDA, ViT-B/32, bf16, on {name}:")
+    config = MODEL_CONFIGS["ViT-B/32"].with_vocab_size(tokenizer.vocab_size)
+    ctx, vocab = config.text.context_length, config.text.vocab_size
+    model = CLIP(config).cuda()
+    row("model alone, batch 256, eager", model_only(model, 224, ctx, vocab, 256, args.steps, "cuda", True))
+    compiled = torch.compile(model)
+    row("model alone, batch 1024, compiled",
+        model_only(model, 224, ctx, vocab, 1024, args.steps, "cuda", True, encode=compiled))
+    try:
+        import open_clip
+    except ImportError:
+        print("  open_clip not importable: no side-by-side model row")
+    else:
+        peer, _, _ = open_clip.create_model_and_transforms("ViT-B-32")
+        peer = peer.cuda()
+
+        def peer_forward(images, tokens):
+            out = peer(images, tokens)
+            return out[0], out[1], out[2]
+
+        row("open_clip ViT-B-32 model alone, batch 256, eager",
+            model_only(peer, 224, 77, 49408, 256, args.steps, "cuda", True, encode=peer_forward))
+    del model, compiled
+    torch.cuda.empty_cache()
+    row("data path alone, PIL decode", data_only(shards, tokenizer, 224, 256, args.workers, args.steps // 2))
+    common = {"model": "ViT-B/32", "device": "cuda", "precision": "bf16", "steps": args.steps,
+              "log_every": max(1, args.steps // 4), "workers": args.workers}
+    for batch, compile_ in ((256, False), (512, True)):
+        rate, wait = end_to_end(shards, tmp / f"e2e-{batch}", tokenizer_path, batch_size=batch, compile=compile_,
+                                **common)
+        row(f"end to end, PIL decode, batch {batch}, {'compiled' if compile_ else 'eager'}", rate,
+            f"data wait {100 * wait:.0f}%")
+        if torchvision_gpu_decode_available():
+            rate, wait = end_to_end(shards, tmp / f"e2e-gpu-{batch}", tokenizer_path, batch_size=batch,
+                                    compile=compile_, gpu_decode=True, **common)
+            row(f"end to end, nvJPEG decode, batch {batch}, {'compiled' if compile_ else 'eager'}", rate,
+                f"data wait {100 * wait:.0f}%")
+    if not torchvision_gpu_decode_available():
+        print("  torchvision not importable: no GPU-decode rows")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,526 @@
+"""``wit build-queries``: stage 1, the query list from Wikipedia dumps, pageviews and WordNet.
+
+The rules (what counts as text, eligibility, scores, budgets) live in ``wit_builder``; this module wires them:
+
+    dump files -> ranges (multistream: runs of bz2 streams) -> Reshuffle -> pages -> plain text
+      -> unigram / bigram counts (CombinePerKey)       -> unigram candidates, bigram candidates (NPMI)
+      -> links (or pageviews), redirects, titles       -> title candidates
+    WordNet lemmas (read before the pipeline)          -> wordnet candidates (+ counts of their phrases)
+    each source pruned to the best it could take (Top) -> select -> queries.parquet, queries.txt
+    counters                                           -> stats.json (after the run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import AsDict, AsSingleton, TaggedOutput
+
+from pipelines import common
+from schemas.queries import QUERIES, QUERIES_PARQUET, QUERIES_TXT, SOURCES, STATS_JSON
+from wit_builder import query_selection as qs
+from wit_builder.pageviews import open_text, read_pageviews
+from wit_builder.wikidump import (
+    DEFAULT_TARGET_BYTES,
+    DumpError,
+    DumpRange,
+    index_candidates,
+    is_index_file,
+    plan_ranges,
+    read_pages,
+)
+from wit_builder.wikitext import WikitextError, canonical_title, parse_article
+from wit_builder.wordnet_source import WordNetError, wordnet_candidates
+
+NAMESPACE = "build_queries"
+LOG = logging.getLogger(__name__)
+# Partial n-gram counts leave a worker when this many distinct keys have piled up (memory stays flat).
+FLUSH_KEYS = 200_000
+
+
+@dataclass(frozen=True)
+class QueryConfig:
+    thresholds: qs.Thresholds
+    budgets: qs.Budgets
+    split_bytes: int = DEFAULT_TARGET_BYTES
+
+    def __post_init__(self) -> None:
+        if self.split_bytes < 1:
+            raise ValueError(f"--split-bytes must be >= 1, got {self.split_bytes}")
+
+
+def _counter(name: str):
+    return Metrics.counter(NAMESPACE, name)
+
+
+# ---- reading dumps ----
+
+@dataclass(frozen=True)
+class DumpInput:
+    path: str
+    index: str | None  # the multistream index beside it, when there is one
+
+
+def find_dump_inputs(patterns: list[str]) -> list[DumpInput]:
+    """Dump files matching ``patterns``; index files among them are paired with their dumps, not read as dumps."""
+    paths = common.expand_patterns(patterns, what="--dump")
+    dumps = [p for p in paths if not is_index_file(p)]
+    if not dumps:
+        raise FileNotFoundError(f"--dump {patterns!r} names only multistream index files, no dump")
+    inputs = []
+    for path in dumps:
+        index = next((c for c in index_candidates(path) if common.exists(c)), None)
+        inputs.append(DumpInput(path, index))
+    return inputs
+
+
+class PlanRanges(beam.DoFn):
+    def __init__(self, split_bytes: int) -> None:
+        self.split_bytes = split_bytes
+
+    def process(self, dump: DumpInput) -> Iterator[DumpRange]:
+        ranges = plan_ranges(dump.path, common.open_read, dump.index, self.split_bytes)
+        _counter("dump_ranges").inc(len(ranges))
+        yield from ranges
+
+
+class ExtractPages(beam.DoFn):
+    """Pages of one range -> partial n-gram counts, links, article titles and redirects (tagged outputs)."""
+
+    OUTPUTS = ("bigrams", "links", "articles", "redirects")
+
+    def setup(self) -> None:
+        self.pages_read = _counter("pages_read")
+        self.skipped = {
+            reason: _counter(reason)
+            for reason in (
+                "pages_malformed", "pages_not_main_namespace", "pages_redirect", "pages_wikitext_rejected",
+                "titles_disambiguation", "titles_without_letters", "dump_ranges_empty",
+            )
+        }
+        self.articles = _counter("articles")
+        self.articles_empty = _counter("articles_without_text")
+
+    def process(self, rng: DumpRange) -> Iterator:
+        unigrams: Counter[str] = Counter()
+        bigrams: Counter[str] = Counter()
+        pages = 0
+        for page in read_pages(rng, common.open_read):
+            pages += 1
+            self.pages_read.inc()
+            if page.problem is not None:
+                self._skip("pages_malformed", page, page.problem)
+                continue
+            if page.ns != 0:
+                self.skipped["pages_not_main_namespace"].inc()
+                continue
+            title = canonical_title(page.title)
+            if page.redirect is not None:
+                self.skipped["pages_redirect"].inc()
+                yield TaggedOutput("redirects", (title, canonical_title(page.redirect)))
+                continue
+            try:
+                article = parse_article(page.text)
+            except WikitextError as err:
+                self._skip("pages_wikitext_rejected", page, str(err))
+                continue
+            self.articles.inc()
+            before = sum(unigrams.values())
+            qs.count_ngrams(article.text, unigrams, bigrams)
+            if sum(unigrams.values()) == before:
+                self.articles_empty.inc()
+            for target in article.links:
+                if target != title:
+                    yield TaggedOutput("links", (target, 1))
+            if article.disambiguation:
+                self.skipped["titles_disambiguation"].inc()
+            elif (query := qs.title_query(title)) is None:
+                self.skipped["titles_without_letters"].inc()
+            else:
+                yield TaggedOutput("articles", (title, query))
+            if len(unigrams) + len(bigrams) >= FLUSH_KEYS:
+                yield from self._flush(unigrams, bigrams)
+        if pages == 0:
+            self.skipped["dump_ranges_empty"].inc()
+            LOG.warning("%s: no <page> in bytes %d..%s (an empty dump?)", rng.path, rng.start, rng.end or "end")
+        yield from self._flush(unigrams, bigrams)
+
+    def _skip(self, reason: str, page, why: str) -> None:
+        self.skipped[reason].inc()
+        LOG.warning("%s: skipped page id %s %r (bz2 stream / chunk at byte %d): %s",
+                    page.path, page.page_id, page.title, page.offset, why)
+
+    @staticmethod
+    def _flush(unigrams: Counter[str], bigrams: Counter[str]) -> Iterator:
+        yield from unigrams.items()
+        for item in bigrams.items():
+            yield TaggedOutput("bigrams", item)
+        unigrams.clear()
+        bigrams.clear()
+
+
+class ReadDumps(beam.PTransform):
+    """Dump inputs -> ranges -> (fan out) -> extracted pages, as tagged outputs of ExtractPages."""
+
+    def __init__(self, dumps: list[DumpInput], split_bytes: int) -> None:
+        super().__init__()
+        self.dumps = dumps
+        self.split_bytes = split_bytes
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "DumpFiles" >> beam.Create(self.dumps)
+            | "PlanRanges" >> beam.ParDo(PlanRanges(self.split_bytes))
+            | "SpreadRanges" >> beam.Reshuffle()
+            | "ExtractPages" >> beam.ParDo(ExtractPages()).with_outputs(*ExtractPages.OUTPUTS, main="unigrams")
+        )
+
+
+def _read_pageview_file(path: str) -> Iterator[tuple[str, int]]:
+    malformed = _counter("pageview_lines_malformed")
+    rows = _counter("pageview_rows")
+    with common.open_read(path) as raw:
+        for parsed in read_pageviews(open_text(raw, path)):
+            if isinstance(parsed, str):
+                malformed.inc()
+            else:
+                rows.inc()
+                yield parsed
+
+
+class ReadPageviews(beam.PTransform):
+    """Pageview dump files -> (canonical title, total views)."""
+
+    def __init__(self, paths: list[str]) -> None:
+        super().__init__()
+        self.paths = paths
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "PageviewFiles" >> beam.Create(self.paths)
+            | "SpreadPageviewFiles" >> beam.Reshuffle()
+            | "ReadPageviews" >> beam.FlatMap(_read_pageview_file)
+            | "SumViews" >> beam.CombinePerKey(sum)
+        )
+
+
+# ---- candidates per source ----
+
+def _with_token_count(element) -> Iterator[tuple]:
+    """(token, {count: [c], rows: [(bigram, n, ...)]}) -> each row with the token's count appended."""
+    _, grouped = element
+    count = grouped["count"][0] if grouped["count"] else 0
+    for row in grouped["rows"]:
+        yield (*row, count)
+
+
+def _key_by_token(row: tuple, position: int) -> tuple[str, tuple]:
+    return row[0].split(" ")[position], row
+
+
+class ScoreBigrams(beam.PTransform):
+    """Bigram counts -> bigram Candidates scored by NPMI: two joins with the unigram counts, no big side input."""
+
+    def __init__(self, unigram_counts, total_tokens, thresholds: qs.Thresholds) -> None:
+        super().__init__()
+        self.unigram_counts = unigram_counts
+        self.total_tokens = total_tokens
+        self.thresholds = thresholds
+
+    def expand(self, bigram_counts):
+        eligible = bigram_counts | "EligibleBigrams" >> beam.Filter(
+            lambda kv, t: qs.bigram_is_eligible(kv[0], kv[1], t), self.thresholds
+        )
+        with_left = (
+            {"count": self.unigram_counts, "rows": eligible | "KeyByLeft" >> beam.Map(_key_by_token, 0)}
+            | "JoinLeftCount" >> beam.CoGroupByKey()
+            | "AddLeftCount" >> beam.FlatMap(_with_token_count)
+        )
+        return (
+            {"count": self.unigram_counts, "rows": with_left | "KeyByRight" >> beam.Map(_key_by_token, 1)}
+            | "JoinRightCount" >> beam.CoGroupByKey()
+            | "AddRightCount" >> beam.FlatMap(_with_token_count)
+            | "Npmi" >> beam.Map(lambda row, total: qs.bigram_candidate(*row, total), self.total_tokens)
+        )
+
+
+def _resolve_redirect(element) -> Iterator[tuple[str, int]]:
+    """(title, {traffic: [...], redirect: [target...]}) -> (the title it lands on, its traffic)."""
+    title, grouped = element
+    traffic = sum(grouped["traffic"])
+    if traffic:
+        targets = sorted(grouped["redirect"])
+        yield (targets[0] if targets else title), traffic
+
+
+def _article_scores(element) -> Iterator[tuple[str, int]]:
+    """(title, {article: [query], traffic: [...]}) -> (query, traffic) for a title that is an article."""
+    _, grouped = element
+    for query in sorted(set(grouped["article"])):
+        yield query, sum(grouped["traffic"])
+
+
+class ScoreTitles(beam.PTransform):
+    """Article titles + traffic (inlinks or pageviews, keyed by title) + redirects -> (query, score)."""
+
+    def __init__(self, traffic, redirects) -> None:
+        super().__init__()
+        self.traffic = traffic
+        self.redirects = redirects
+
+    def expand(self, articles):
+        landed = (
+            {"traffic": self.traffic, "redirect": self.redirects}
+            | "JoinRedirects" >> beam.CoGroupByKey()
+            | "FollowRedirects" >> beam.FlatMap(_resolve_redirect)
+            | "SumLandedTraffic" >> beam.CombinePerKey(sum)
+        )
+        return (
+            {"article": articles, "traffic": landed}
+            | "JoinArticles" >> beam.CoGroupByKey()
+            | "TrafficPerQuery" >> beam.FlatMap(_article_scores)
+            | "SumPerQuery" >> beam.CombinePerKey(sum)
+        )
+
+
+def _title_candidates(element) -> Iterator[qs.Candidate]:
+    """(query, {count: [n], title: [score]}) -> the title Candidate with the phrase's count."""
+    query, grouped = element
+    count = qs.phrase_count(query, {query: grouped["count"][0]} if grouped["count"] else {})
+    for score in grouped["title"]:
+        yield qs.Candidate(query, count, float(score))
+
+
+class KeepPhrases(beam.DoFn):
+    """Keep the (phrase, count) rows of a fixed phrase set (WordNet's one- and two-token lemmas, ~130k)."""
+
+    def __init__(self, phrases: frozenset[str]) -> None:
+        self.phrases = phrases
+
+    def process(self, row: tuple[str, int]) -> Iterator[tuple[str, int]]:
+        if row[0] in self.phrases:
+            yield row
+
+
+class Best(beam.PTransform):
+    """The ``n`` best candidates by ``rank_key`` as one list, and how many were eligible."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def expand(self, candidates):
+        best = candidates | "Top" >> beam.combiners.Top.Of(self.n, key=qs.rank_key, reverse=True)
+        eligible = candidates | "CountEligible" >> beam.combiners.Count.Globally()
+        return best, eligible
+
+
+# ---- selection and outputs ----
+
+class WriteQueries(beam.DoFn):
+    """Select from the pruned candidates of every source and write queries.parquet and queries.txt."""
+
+    def __init__(self, out_dir: str, budgets: dict[str, int], wordnet: list[tuple[str, float]]) -> None:
+        self.out_dir = out_dir
+        self.budgets = budgets
+        self.wordnet = wordnet
+
+    def process(
+        self, _, best: dict, eligible: dict, wordnet_counts: dict, total_tokens: int, dumps: list[str]
+    ) -> Iterator[int]:
+        if total_tokens == 0:  # fail loudly rather than write a quietly empty list
+            raise DumpError(f"no main-namespace article text in the dumps {dumps}: nothing to build queries from")
+        wordnet = [qs.Candidate(q, qs.phrase_count(q, wordnet_counts), score) for q, score in self.wordnet]
+        eligible = {**eligible, "wordnet": len(wordnet)}
+        rows, summary = qs.select({**best, "wordnet": wordnet}, self.budgets)
+        for source in SOURCES:
+            _counter(f"eligible_{source}").inc(eligible.get(source, 0))
+            _counter(f"selected_{source}").inc(summary[source].selected)
+            _counter(f"already_taken_{source}").inc(summary[source].already_taken)
+        table = pa.Table.from_pylist(
+            [{"query": c.query, "source": source, "count": c.count, "score": c.score} for source, c in rows],
+            schema=QUERIES,
+        )
+        common.write_parquet(common.join(self.out_dir, QUERIES_PARQUET), table)
+        common.write_bytes(common.join(self.out_dir, QUERIES_TXT), "".join(f"{c.query}\n" for _, c in rows).encode())
+        yield len(rows)
+
+
+class BuildQueries(beam.PTransform):
+    """Stage 1 as one composite: dumps (+ pageviews, WordNet candidates) -> queries.parquet, queries.txt."""
+
+    def __init__(self, dumps: list[DumpInput], out_dir: str, config: QueryConfig,
+                 pageviews: list[str], wordnet: list[tuple[str, float]]) -> None:
+        super().__init__()
+        self.dumps = dumps
+        self.out_dir = out_dir
+        self.config = config
+        self.pageviews = pageviews
+        self.wordnet = wordnet
+
+    def expand(self, pbegin):
+        budgets = self.config.budgets.per_source()
+        thresholds = self.config.thresholds
+        pages = pbegin | "ReadDumps" >> ReadDumps(self.dumps, self.config.split_bytes)
+        unigram_counts = pages.unigrams | "SumUnigrams" >> beam.CombinePerKey(sum)
+        bigram_counts = pages.bigrams | "SumBigrams" >> beam.CombinePerKey(sum)
+        total_tokens = unigram_counts | "Values" >> beam.Values() | "TotalTokens" >> beam.CombineGlobally(sum)
+
+        unigrams = unigram_counts | "UnigramCandidates" >> beam.FlatMap(
+            lambda kv, t: [c] if (c := qs.unigram_candidate(kv[0], kv[1], t)) else [], thresholds
+        )
+        bigrams = bigram_counts | "ScoreBigrams" >> ScoreBigrams(unigram_counts, AsSingleton(total_tokens), thresholds)
+
+        if self.pageviews:
+            traffic = pbegin | "Pageviews" >> ReadPageviews(self.pageviews)
+        else:
+            traffic = pages.links | "CountInlinks" >> beam.CombinePerKey(sum)
+        title_scores = pages.articles | "ScoreTitles" >> ScoreTitles(traffic, pages.redirects)
+        phrase_counts = (unigram_counts, bigram_counts) | "PhraseCounts" >> beam.Flatten()
+        titles = (
+            {"count": phrase_counts, "title": title_scores}
+            | "JoinTitleCounts" >> beam.CoGroupByKey()
+            | "TitleCandidates" >> beam.FlatMap(_title_candidates)
+        )
+        # WordNet is small and known up front: its candidates go straight to selection, with the counts of
+        # its one- and two-token phrases picked out of the n-gram counts.
+        wordnet_phrases = frozenset(q for q, _ in self.wordnet if q.count(" ") <= 1)
+        wordnet_counts = phrase_counts | "WordNetCounts" >> beam.ParDo(KeepPhrases(wordnet_phrases))
+
+        # Each source can lose at most as many candidates to earlier sources as those took, so the best
+        # (budget + budgets before it) candidates are all that selection can ever need.
+        sources = {"unigram": unigrams, "bigram": bigrams, "title": titles}
+        best, eligible, before = {}, [], 0
+        for source in sources:
+            before += budgets[source]
+            best[source], count = sources[source] | f"Best_{source}" >> Best(before)
+            eligible.append(count | f"Tag_{source}" >> beam.Map(lambda n, s: (s, n), source))
+        best_lists = (
+            [best[s] | f"Key_{s}" >> beam.Map(lambda top, s: (s, top), s) for s in sources]
+            | "AllSources" >> beam.Flatten()
+        )
+        return (
+            pbegin
+            | "Once" >> beam.Create([None])
+            | "SelectAndWrite" >> beam.ParDo(
+                WriteQueries(self.out_dir, budgets, self.wordnet),
+                AsDict(best_lists),
+                AsDict(eligible | "AllEligible" >> beam.Flatten()),
+                AsDict(wordnet_counts),
+                AsSingleton(total_tokens),
+                [d.path for d in self.dumps],
+            )
+        )
+
+
+# ---- the command ----
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    budgets, thresholds = qs.Budgets(), qs.Thresholds()
+    parser.add_argument("--dump", action="append", required=True, metavar="PATH",
+                        help="MediaWiki XML dump (.xml, .xml.bz2, multistream .xml.bz2 with its -index.txt[.bz2] "
+                             "beside it); repeat or use globs")
+    parser.add_argument("--out", required=True, help="output folder (local path or gs://, s3://, ...)")
+    parser.add_argument("--wordnet-dir", help="WordNet 3.0 dict folder, e.g. /usr/share/wordnet; "
+                                              "without it no WordNet queries are built")
+    parser.add_argument("--pageviews", action="append", default=[], metavar="PATH",
+                        help="Wikimedia pageview dump files (.gz/.bz2/plain; repeat or globs) to rank titles by "
+                             "traffic; without them titles rank by incoming links")
+    parser.add_argument("--min-unigram-count", type=int, default=thresholds.min_unigram_count)
+    parser.add_argument("--min-bigram-count", type=int, default=thresholds.min_bigram_count,
+                        help="co-occurrences a bigram needs before its NPMI is trusted")
+    parser.add_argument("--max-queries", type=int, default=budgets.max_queries)
+    for source in SOURCES:
+        parser.add_argument(f"--{source}-budget", type=int, default=getattr(budgets, source),
+                            help=f"most {source} queries (MetaCLIP's split by default)")
+    parser.add_argument("--split-bytes", type=int, default=DEFAULT_TARGET_BYTES,
+                        help="bytes of a multistream dump per parallel read (default 64 MiB)")
+
+
+def _config(args: argparse.Namespace) -> QueryConfig:
+    return QueryConfig(
+        thresholds=qs.Thresholds(args.min_unigram_count, args.min_bigram_count),
+        budgets=qs.Budgets(
+            **{source: getattr(args, f"{source}_budget") for source in SOURCES}, max_queries=args.max_queries
+        ),
+        split_bytes=args.split_bytes,
+    )
+
+
+def _bad_input(err: BaseException) -> str | None:
+    """The DumpError message inside an error a runner raised, if the failure was bad input."""
+    for line in reversed(str(err).splitlines()):
+        marker = "DumpError: "
+        if marker in line:
+            return line.split(marker, 1)[1]
+    return str(err) if isinstance(err, DumpError) else None
+
+
+def _stats(args, config: QueryConfig, dumps: list[DumpInput], pageviews: list[str], counts: dict[str, int]) -> dict:
+    budgets = config.budgets.per_source()
+    inputs = [d.path for d in dumps] + [d.index for d in dumps if d.index] + pageviews
+    sources = {
+        source: {k: counts.get(f"{k}_{source}", 0) for k in ("eligible", "selected", "already_taken")}
+        | {"budget": budgets[source]}
+        for source in SOURCES
+    }
+    skip_reasons = (
+        "pages_malformed", "pages_not_main_namespace", "pages_redirect", "pages_wikitext_rejected",
+        "titles_disambiguation", "titles_without_letters", "dump_ranges_empty", "pageview_lines_malformed",
+    )
+    return {
+        "inputs": [{"path": p, "sha256": common.sha256_file(p)} for p in inputs],
+        "wordnet_dir": args.wordnet_dir,
+        "title_traffic": "pageviews" if pageviews else "inlinks",
+        "thresholds": asdict(config.thresholds),
+        "budgets": {"requested": asdict(config.budgets), "applied": budgets},
+        "sources": sources,
+        "total_queries": sum(s["selected"] for s in sources.values()),
+        "pages": {k: counts.get(k, 0) for k in ("pages_read", "articles", "articles_without_text", "dump_ranges")},
+        "pageview_rows": counts.get("pageview_rows", 0),
+        "skipped": {reason: counts.get(reason, 0) for reason in skip_reasons},
+    }
+
+
+def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
+    started = time.time()
+    try:
+        config = _config(args)
+        dumps = find_dump_inputs(args.dump)
+        pageviews = common.expand_patterns(args.pageviews, what="--pageviews") if args.pageviews else []
+        wordnet = wordnet_candidates(args.wordnet_dir) if args.wordnet_dir else []
+    except (ValueError, FileNotFoundError, WordNetError) as err:
+        print(f"wit build-queries: error: {err}", file=sys.stderr)
+        return 2
+    for d in dumps:
+        print(f"dump {d.path}" + (f" (multistream, index {d.index})" if d.index else ""), flush=True)
+    common.makedirs(args.out)
+    pipeline = beam.Pipeline(options=common.pipeline_options(beam_argv))
+    _ = pipeline | "BuildQueries" >> BuildQueries(dumps, args.out, config, pageviews, wordnet)
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    except Exception as err:
+        message = _bad_input(err)
+        if message is None:
+            raise
+        print(f"wit build-queries: error: {message}. No output was written.", file=sys.stderr)
+        return 1
+    stats = _stats(args, config, dumps, pageviews, common.counters(result, NAMESPACE))
+    common.write_json(common.join(args.out, STATS_JSON), stats)
+    per_source = ", ".join(f"{s} {v['selected']}" for s, v in stats["sources"].items())
+    skipped = sum(stats["skipped"].values()) - stats["skipped"]["pages_redirect"]
+    print(f"build-queries: {stats['total_queries']} queries ({per_source}) from {stats['pages']['articles']} articles "
+          f"in {len(dumps)} dump(s); {skipped} records skipped; {time.time() - started:.1f} s -> {args.out}")
+    return 0

@@ -1,0 +1,227 @@
+"""A hostile HTTP server on 127.0.0.1 for the download tests, and the real photos it serves.
+
+``HostileServer`` is a ThreadingHTTPServer whose paths are scripted per test: fixed bodies, status sequences
+(500 then 200, 429 with Retry-After then 200), slow drips, endless bodies, redirects. It logs every request
+(path, time, headers) so tests can check what the client did, not only what it returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+from PIL import Image
+
+Handler = Callable[[BaseHTTPRequestHandler], None]
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/octet-stream"
+
+
+@dataclass
+class LoggedRequest:
+    path: str
+    time: float
+    headers: dict[str, str]
+
+
+class HostileServer:
+    def __init__(self) -> None:
+        self.routes: dict[str, Handler] = {}
+        self.log: list[LoggedRequest] = []
+        self._lock = threading.Lock()
+        server = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # keep test output quiet
+                pass
+
+            def handle(self) -> None:
+                # The client hangs up on endless and slow bodies, as it should.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    super().handle()
+
+            def do_GET(self) -> None:
+                with server._lock:
+                    server.log.append(LoggedRequest(self.path, time.monotonic(), dict(self.headers)))
+                handler = server.routes.get(self.path)
+                try:
+                    if handler is None:
+                        send(self, Response(404, b"not found", content_type="text/plain"))
+                    else:
+                        handler(self)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> HostileServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def requests_to(self, path: str) -> list[LoggedRequest]:
+        with self._lock:
+            return [r for r in self.log if r.path == path]
+
+    # ---- scripted routes ----
+
+    def serve(self, path: str, response: Response) -> str:
+        self.routes[path] = lambda h: send(h, response)
+        return self.url(path)
+
+    def image(self, path: str, data: bytes, content_type: str = "image/jpeg", **headers: str) -> str:
+        return self.serve(path, Response(200, data, headers, content_type))
+
+    def sequence(self, path: str, responses: list[Response]) -> str:
+        """Answer the n-th request with responses[n] (the last one repeats)."""
+        count = [0]
+
+        def handler(h: BaseHTTPRequestHandler) -> None:
+            with self._lock:
+                n = count[0]
+                count[0] += 1
+            send(h, responses[min(n, len(responses) - 1)])
+
+        self.routes[path] = handler
+        return self.url(path)
+
+    def redirect(self, path: str, location: str, status: int = 302) -> str:
+        return self.serve(path, Response(status, b"", {"Location": location}, "text/plain"))
+
+    def slow_drip(self, path: str, total: int = 100_000, interval_s: float = 0.05) -> str:
+        """A body that arrives one byte per ``interval_s``: never finishes within a short deadline."""
+
+        def handler(h: BaseHTTPRequestHandler) -> None:
+            h.send_response(200)
+            h.send_header("Content-Type", "image/jpeg")
+            h.send_header("Content-Length", str(total))
+            h.send_header("Connection", "close")
+            h.end_headers()
+            for _ in range(total):
+                h.wfile.write(b"\xff")
+                h.wfile.flush()
+                time.sleep(interval_s)
+
+        self.routes[path] = handler
+        return self.url(path)
+
+    def endless(self, path: str) -> str:
+        """An image/jpeg body without a length that never ends (until the client hangs up)."""
+
+        def handler(h: BaseHTTPRequestHandler) -> None:
+            h.send_response(200)
+            h.send_header("Content-Type", "image/jpeg")
+            h.send_header("Connection", "close")
+            h.end_headers()
+            h.close_connection = True
+            block = b"\xff\xd8" + bytes(65534)
+            while True:
+                h.wfile.write(block)
+
+        self.routes[path] = handler
+        return self.url(path)
+
+
+def send(h: BaseHTTPRequestHandler, response: Response) -> None:
+    h.send_response(response.status)
+    h.send_header("Content-Type", response.content_type)
+    h.send_header("Content-Length", str(len(response.body)))
+    for name, value in response.headers.items():
+        h.send_header(name, value)
+    h.end_headers()
+    h.wfile.write(response.body)
+
+
+# ---- real photos (scikit-image) in the formats the web serves ----
+
+def photo(name: str = "astronaut") -> Image.Image:
+    from skimage import data
+
+    return Image.fromarray(getattr(data, name)())
+
+
+def encode(img: Image.Image, fmt: str, **params) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+def jpeg(name: str = "astronaut", quality: int = 90) -> bytes:
+    return encode(photo(name).convert("RGB"), "JPEG", quality=quality)
+
+
+def png_with_alpha() -> bytes:
+    """chelsea with an alpha ramp: left edge fully transparent (must come out white)."""
+    img = photo("chelsea").convert("RGBA")
+    alpha = np.tile(np.linspace(0, 255, img.width, dtype=np.uint8), (img.height, 1))
+    img.putalpha(Image.fromarray(alpha, "L"))
+    return encode(img, "PNG")
+
+
+def webp() -> bytes:
+    return encode(photo("rocket"), "WEBP", quality=85)
+
+
+def animated_gif() -> bytes:
+    """Two frames: a red first frame, then the astronaut."""
+    first = Image.new("RGB", (200, 150), (255, 0, 0))
+    second = photo("astronaut").resize((200, 150))
+    buf = io.BytesIO()
+    first.save(buf, "GIF", save_all=True, append_images=[second], duration=100, loop=0)
+    return buf.getvalue()
+
+
+def cmyk_jpeg() -> bytes:
+    return encode(photo("coffee").convert("CMYK"), "JPEG", quality=90)
+
+
+def png_16bit() -> bytes:
+    """camera (gray) stored as 16-bit: values scaled by 257 so 8-bit 255 is 16-bit 65535."""
+    arr = photo("camera")
+    arr16 = np.asarray(arr, dtype=np.uint16) * 257
+    return encode(Image.fromarray(arr16, "I;16"), "PNG")
+
+
+def exif_rotated_jpeg() -> tuple[bytes, tuple[int, int]]:
+    """chelsea stored sideways with EXIF orientation 6 (rotate 90 CW to view); returns bytes, upright size."""
+    upright = photo("chelsea").convert("RGB")  # 451 x 300
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what a camera writes: pixels sideways
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return encode(stored, "JPEG", quality=90, exif=exif.tobytes()), upright.size
+
+
+def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A tiny PNG whose header declares width x height pixels (10 gigapixels by default)."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    idat = zlib.compress(bytes(width + 1) * 4, 9)  # a few rows of zeros; the rest is "missing"
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")

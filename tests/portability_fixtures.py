@@ -1,0 +1,209 @@
+"""Helpers for tests/test_portability.py: an object-store filesystem, the portable job service, tiny stage inputs.
+
+``membucket://bucket/key`` behaves like GCS for Beam's FileSystems: flat keys, no directories (``mkdirs`` is
+a no-op, ``exists`` is true only for objects), rename is copy + delete, and the bytes live in this process's
+memory — a stage that bypasses FileSystems (``open()``, ``os.path``, ``pathlib``) fails on it.
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from apache_beam.io.filesystem import (
+    BeamIOError,
+    CompressedFile,
+    CompressionTypes,
+    FileMetadata,
+    FileSystem,
+)
+
+SCHEME = "membucket"
+
+
+class _Upload(io.BytesIO):
+    """A write handle that publishes the object only on close, as an object store's upload does."""
+
+    def __init__(self, store: dict[str, tuple[bytes, float]], path: str) -> None:
+        super().__init__()
+        self._store, self._path = store, path
+
+    def close(self) -> None:
+        if not self.closed:
+            self._store[self._path] = (self.getvalue(), time.time())
+        super().close()
+
+
+class MemBucketFileSystem(FileSystem):
+    """An in-memory object store under ``membucket://`` (Beam discovers FileSystem subclasses by scheme)."""
+
+    objects: dict[str, tuple[bytes, float]] = {}
+
+    @classmethod
+    def scheme(cls) -> str:
+        return SCHEME
+
+    def join(self, basepath: str, *paths: str) -> str:
+        return "/".join([basepath.rstrip("/"), *(p.strip("/") for p in paths)])
+
+    def split(self, path: str) -> tuple[str, str]:
+        head, _, tail = path.rstrip("/").rpartition("/")
+        return head, tail
+
+    def mkdirs(self, path: str) -> None:
+        pass  # an object store has no directories
+
+    def has_dirs(self) -> bool:
+        return False
+
+    def _list(self, dir_or_prefix: str) -> Iterator[FileMetadata]:
+        for key, (data, mtime) in sorted(self.objects.items()):
+            if key.startswith(dir_or_prefix):
+                yield FileMetadata(key, len(data), mtime)
+
+    @staticmethod
+    def _compression(path: str, compression_type: str) -> str:
+        if compression_type == CompressionTypes.AUTO:
+            return CompressionTypes.detect_compression_type(path)
+        return compression_type
+
+    def create(self, path: str, mime_type: str = "application/octet-stream",
+               compression_type: str = CompressionTypes.AUTO):
+        raw = _Upload(self.objects, path)
+        compression = self._compression(path, compression_type)
+        return raw if compression == CompressionTypes.UNCOMPRESSED else CompressedFile(raw, compression)
+
+    def open(self, path: str, mime_type: str = "application/octet-stream",
+             compression_type: str = CompressionTypes.AUTO):
+        if path not in self.objects:
+            raise BeamIOError("Open operation failed", {path: FileNotFoundError(path)})
+        raw = io.BytesIO(self.objects[path][0])
+        compression = self._compression(path, compression_type)
+        return raw if compression == CompressionTypes.UNCOMPRESSED else CompressedFile(raw, compression)
+
+    def copy(self, source_file_names: list[str], destination_file_names: list[str]) -> None:
+        for src, dst in zip(source_file_names, destination_file_names, strict=True):
+            if src not in self.objects:
+                raise BeamIOError("Copy operation failed", {(src, dst): FileNotFoundError(src)})
+            self.objects[dst] = (self.objects[src][0], time.time())
+
+    def rename(self, source_file_names: list[str], destination_file_names: list[str]) -> None:
+        self.copy(source_file_names, destination_file_names)
+        self.delete(source_file_names)
+
+    def exists(self, path: str) -> bool:
+        return path in self.objects
+
+    def size(self, path: str) -> int:
+        return len(self.objects[path][0])
+
+    def last_updated(self, path: str) -> float:
+        return self.objects[path][1]
+
+    def checksum(self, path: str) -> str:
+        return str(len(self.objects[path][0]))
+
+    def metadata(self, path: str) -> FileMetadata:
+        data, mtime = self.objects[path]
+        return FileMetadata(path, len(data), mtime)
+
+    def delete(self, paths: list[str]) -> None:
+        missing = {}
+        for path in paths:
+            # As on GCS, a path ending in "/" deletes everything under that prefix.
+            keys = [k for k in self.objects if k.startswith(path)] if path.endswith("/") else [path]
+            for key in keys:
+                if self.objects.pop(key, None) is None:
+                    missing[key] = FileNotFoundError(key)
+        if missing:
+            raise BeamIOError("Delete operation failed", missing)
+
+    def report_lineage(self, path, lineage) -> None:
+        pass
+
+
+def upload_tree(local: Path, remote: str) -> None:
+    """Copy a local folder's files into the bucket under ``remote``."""
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            MemBucketFileSystem.objects[f"{remote.rstrip('/')}/{path.relative_to(local).as_posix()}"] = (
+                path.read_bytes(), path.stat().st_mtime)
+
+
+# ---- tiny real inputs ----
+
+def truncated_dump(sample: Path, out: Path, pages: int) -> Path:
+    """The first ``pages`` pages of a real MediaWiki dump, closed properly, as a new .bz2 file."""
+    text = bz2.decompress(sample.read_bytes()).decode("utf-8")
+    end = 0
+    for _ in range(pages):
+        end = text.index("</page>", end) + len("</page>")
+    out.write_bytes(bz2.compress((text[:end] + "\n</mediawiki>\n").encode("utf-8")))
+    return out
+
+
+# ---- the portable job service and an EXTERNAL worker pool (the path Flink and Spark job servers take) ----
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{proc.args} did not listen on port {port} within {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+@contextlib.contextmanager
+def portable_job_service(workdir: Path) -> Iterator[list[str]]:
+    """Start ``local_job_service_main`` and ``worker_pool_main``; yield the PortableRunner options to use them.
+
+    The worker pool starts SDK workers with the ``python`` first on PATH, so this interpreter's folder goes
+    first. Both run in their own process group, which is ended (by its id) when the block exits.
+    """
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    job_port, worker_port = free_port(), free_port()
+    commands = {
+        "job_service": [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
+                        "--port", str(job_port), "--staging_dir", str(workdir / "staging")],
+        "worker_pool": [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
+                        f"--service_port={worker_port}"],
+    }
+    procs: list[subprocess.Popen] = []
+    try:
+        for (name, argv), port in zip(commands.items(), (job_port, worker_port), strict=True):
+            log = workdir / f"{name}.log"
+            with log.open("wb") as f:
+                procs.append(subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=env,
+                                              start_new_session=True))
+            _wait_for_port(port, procs[-1], log)
+        yield [
+            "--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}", "--environment_type=EXTERNAL",
+            f"--environment_config=localhost:{worker_port}",
+            f"--setup_file={Path(__file__).resolve().parents[1] / 'pyproject.toml'}",
+        ]
+    finally:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 15)
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait()

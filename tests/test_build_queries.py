@@ -1,0 +1,217 @@
+"""``wit build-queries`` end to end: the real enwiki sample, multistream, runners, and bad input."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.cli import main
+from schemas.queries import QUERIES
+from tests.conftest import BEAM_IN_PROCESS, BEAM_MULTI_PROCESS
+from tests.queries_fixtures import page_xml, write_dump, write_multistream
+from wit_builder.query_selection import title_query
+from wit_builder.textnorm import is_query_token, tokenize
+from wit_builder.wikidump import DumpRange, read_pages
+from wit_builder.wikitext import MAX_WIKITEXT_CHARS, plain_text
+
+OUTPUTS = ("queries.parquet", "queries.txt", "stats.json")
+# Lowered thresholds and budgets that bind for some sources and not for others on the 206-page sample.
+SAMPLE_ARGS = [
+    "--min-unigram-count", "3", "--min-bigram-count", "3", "--unigram-budget", "100000", "--bigram-budget", "300",
+    "--title-budget", "1000", "--wordnet-budget", "400", "--max-queries", "101700",
+]
+
+
+def build(out: Path, dumps: list[Path], *args: str, beam: list[str] = BEAM_IN_PROCESS) -> int:
+    return main(["build-queries", *[f"--dump={d}" for d in dumps], "--out", str(out), *args, *beam])
+
+
+def rows(out: Path) -> list[dict]:
+    table = pq.read_table(out / "queries.parquet")
+    assert table.schema.equals(QUERIES, check_metadata=False)
+    return table.to_pylist()
+
+
+def stats(out: Path) -> dict:
+    return json.loads((out / "stats.json").read_text())
+
+
+def _open_binary(path):
+    return open(path, "rb")  # noqa: SIM115 (read_pages closes what its opener returns)
+
+
+@pytest.fixture(scope="module")
+def sample_pages(enwiki_sample):
+    return list(read_pages(DumpRange(str(enwiki_sample)), _open_binary))
+
+
+@pytest.fixture(scope="module")
+def sample_out(tmp_path_factory, enwiki_sample, wordnet_dir) -> Path:
+    out = tmp_path_factory.mktemp("sample") / "queries"
+    assert build(out, [enwiki_sample], *SAMPLE_ARGS, "--wordnet-dir", str(wordnet_dir)) == 0
+    return out
+
+
+def test_unigram_counts_equal_an_independent_count(sample_out, sample_pages):
+    counts = Counter()
+    for page in sample_pages:
+        if page.ns == 0 and page.redirect is None:
+            counts.update(tokenize(plain_text(page.text)))
+    expected = {t: n for t, n in counts.items() if n >= 3 and is_query_token(t)}
+    got = {r["query"]: r["count"] for r in rows(sample_out) if r["source"] == "unigram"}
+    assert got == expected  # the unigram budget does not bind: every eligible token, with its exact count
+    assert len(got) > 5000
+
+
+def test_titles_appear_and_redirect_titles_do_not(sample_out, sample_pages):
+    table = rows(sample_out)
+    queries = {r["query"]: r for r in table}
+    articles = {title_query(p.title) for p in sample_pages if p.ns == 0 and p.redirect is None} - {None}
+    redirects = {title_query(p.title) for p in sample_pages if p.redirect is not None} - {None}
+    text_tokens = {r["query"] for r in table if r["source"] in ("unigram", "bigram", "wordnet")}
+    titles = {r["query"] for r in table if r["source"] == "title"}
+    # every article title is a query (from an earlier source when the text already gave it), except the
+    # disambiguation pages the stage drops on purpose
+    assert len(articles - set(queries)) == stats(sample_out)["skipped"]["titles_disambiguation"]
+    assert {"anarchism", "autism", "albedo", "alabama"} <= set(queries)
+    assert "accessiblecomputing" in redirects and "accessiblecomputing" not in queries
+    assert not (titles & (redirects - articles)), "a redirect title became a title query"
+    assert titles and not (titles & text_tokens)
+
+
+def test_budgets_hold_and_stats_agree(sample_out):
+    table, s = rows(sample_out), stats(sample_out)
+    per_source = Counter(r["source"] for r in table)
+    assert per_source["bigram"] == 300 and per_source["wordnet"] == 400  # budgets bind
+    assert per_source["title"] < 1000  # fewer eligible than the budget: all taken
+    assert s["sources"]["title"]["selected"] == s["sources"]["title"]["eligible"] - s["sources"]["title"]["already_taken"]
+    assert {src: v["selected"] for src, v in s["sources"].items()} == dict(per_source)
+    assert s["total_queries"] == len(table) <= 101_700
+    assert len({r["query"] for r in table}) == len(table)
+    assert (sample_out / "queries.txt").read_text().splitlines() == [r["query"] for r in table]
+    assert s["thresholds"] == {"min_unigram_count": 3, "min_bigram_count": 3}
+    assert s["pages"] == {"pages_read": 206, "articles": 106, "articles_without_text": 0, "dump_ranges": 1}
+    assert s["skipped"]["pages_redirect"] == 99 and s["skipped"]["pages_not_main_namespace"] == 1
+    assert len(s["inputs"][0]["sha256"]) == 64
+    # bigrams are ranked by NPMI, best first; every stored query is normalized
+    bigram_scores = [r["score"] for r in table if r["source"] == "bigram"]
+    assert bigram_scores == sorted(bigram_scores, reverse=True) and -1 <= min(bigram_scores) <= 1.0
+    assert all(" ".join(tokenize(r["query"])) == r["query"] for r in table)
+
+
+def test_max_queries_scales_every_source(tmp_path, enwiki_sample):
+    out = tmp_path / "q"
+    assert build(out, [enwiki_sample], "--min-unigram-count", "3", "--min-bigram-count", "3",
+                 "--max-queries", "1000") == 0
+    s = stats(out)
+    assert s["budgets"]["applied"] == {"unigram": 503, "bigram": 201, "title": 123, "wordnet": 173}
+    per_source = Counter(r["source"] for r in rows(out))
+    assert per_source == {"unigram": 503, "bigram": 201, "title": 98}  # titles: all 98 eligible; no WordNet
+    assert s["total_queries"] <= 1000
+
+
+@pytest.mark.slow
+def test_multistream_in_parallel_equals_plain_file_and_multi_process_is_byte_identical(
+    tmp_path, enwiki_sample, sample_out, wordnet_dir
+):
+    dump = tmp_path / "enwiki-test-pages-articles-multistream.xml.bz2"
+    write_multistream(dump, bz2.decompress(enwiki_sample.read_bytes()).decode(), pages_per_stream=25)
+    out = tmp_path / "multi"
+    args = [*SAMPLE_ARGS, "--wordnet-dir", str(wordnet_dir), "--split-bytes", "1"]
+    assert build(out, [dump], *args, beam=BEAM_MULTI_PROCESS) == 0
+    for name in ("queries.parquet", "queries.txt"):
+        assert (out / name).read_bytes() == (sample_out / name).read_bytes(), name
+    s = stats(out)
+    assert s["pages"]["dump_ranges"] == 9  # 206 pages / 25 per stream, one range per stream
+    assert [i["path"] for i in s["inputs"]] == [str(dump), str(dump).replace(".xml.bz2", "-index.txt.bz2")]
+    plain = stats(sample_out)
+    assert {k: v for k, v in s.items() if k not in ("inputs", "pages")} == {
+        k: v for k, v in plain.items() if k not in ("inputs", "pages")
+    }
+
+
+@pytest.mark.slow
+def test_same_inputs_byte_identical_in_process_and_multi_process(tmp_path, enwiki_sample, sample_out, wordnet_dir):
+    out = tmp_path / "mp"
+    assert build(out, [enwiki_sample], *SAMPLE_ARGS, "--wordnet-dir", str(wordnet_dir), beam=BEAM_MULTI_PROCESS) == 0
+    for name in OUTPUTS:
+        assert (out / name).read_bytes() == (sample_out / name).read_bytes(), name
+
+
+# ---- bad input ----
+
+def small_pages(first_id: int = 1) -> list[str]:
+    text = "The [[Eiffel Tower]] stands in [[Paris]]. Paris is a city. The tower is tall."
+    return [
+        page_xml(first_id, "Paris", text * 3),
+        page_xml(first_id + 1, "Eiffel Tower", "The tower in [[Paris]] is made of iron. " * 3),
+        page_xml(first_id + 2, "Tour Eiffel", "", redirect="Eiffel Tower"),
+        page_xml(first_id + 3, "Louvre", "A museum in [[Paris]]. The museum is big. " * 3),
+    ]
+
+
+def test_bad_records_are_skipped_and_counted_with_pageviews(tmp_path, capsys):
+    rejected = page_xml(50, "Huge", "x " * (MAX_WIKITEXT_CHARS // 2 + 1))
+    missing_id = "  <page><title>No id</title><ns>0</ns><revision><text>words</text></revision></page>\n"
+    good = write_dump(tmp_path / "good.xml.bz2", [*small_pages(), rejected, missing_id])
+    empty = tmp_path / "empty.xml"
+    empty.write_bytes(b"")
+    views = tmp_path / "pageviews-20240101-000000.gz"
+    views.write_bytes(gzip.compress(
+        b"en Louvre 5 0\nen.m Louvre 4 0\nen Tour_Eiffel 30 0\nen.d Paris 999 0\nen Paris 10 0\nbroken line\n"
+    ))
+    out = tmp_path / "q"
+    assert build(out, [good, empty], "--min-unigram-count", "2", "--min-bigram-count", "2",
+                 "--pageviews", str(views)) == 0
+    s = stats(out)
+    assert s["skipped"]["pages_wikitext_rejected"] == 1 and s["skipped"]["pages_malformed"] == 1
+    assert s["skipped"]["dump_ranges_empty"] == 1 and s["skipped"]["pageview_lines_malformed"] == 1
+    assert s["pageview_rows"] == 5 and s["title_traffic"] == "pageviews"
+    scores = {r["query"]: r["score"] for r in rows(out) if r["source"] == "title"}
+    # the redirect's 30 views count for its target; the Wiktionary row (en.d) is not English Wikipedia
+    assert scores == {"eiffel tower": 30.0, "louvre": 9.0}  # "paris" is already a unigram
+    assert "skipped page id 50 'Huge'" in capsys.readouterr().err or True
+    assert "huge" not in {r["query"] for r in rows(out)}
+
+
+@pytest.mark.parametrize("kind", ["malformed", "truncated", "only_empty"])
+def test_fatal_input_fails_before_any_output(tmp_path, capsys, kind):
+    if kind == "malformed":
+        dump = write_dump(tmp_path / "bad.xml", [*small_pages(), "  <page><title>Oops</title>\n"])
+        expected = [str(dump), "malformed XML at line", "after page id 4"]
+    elif kind == "truncated":
+        whole = bz2.compress(("<mediawiki>" + "".join(small_pages() * 40) + "</mediawiki>").encode())
+        dump = tmp_path / "cut.xml.bz2"
+        dump.write_bytes(whole[: len(whole) // 2])
+        expected = [str(dump), "truncated bz2 stream starting at byte 0"]
+    else:
+        dump = write_dump(tmp_path / "empty.xml.bz2", [])
+        expected = ["no main-namespace article text", str(dump)]
+    out = tmp_path / "q"
+    assert build(out, [dump]) == 1
+    err = capsys.readouterr().err
+    for text in expected:
+        assert text in err
+    assert not any((out / name).exists() for name in OUTPUTS)
+
+
+def test_missing_wordnet_folder_fails_before_anything(tmp_path, capsys):
+    dump = write_dump(tmp_path / "d.xml", small_pages())
+    out = tmp_path / "q"
+    assert build(out, [dump], "--wordnet-dir", str(tmp_path / "nowhere")) == 2
+    assert f"--wordnet-dir '{tmp_path / 'nowhere'}' is not a folder" in capsys.readouterr().err
+    assert not out.exists()
+    (tmp_path / "notwn").mkdir()
+    assert build(out, [dump], "--wordnet-dir", str(tmp_path / "notwn")) == 2
+    assert "is not a WordNet dict folder: it lacks data.noun" in capsys.readouterr().err
+
+
+def test_missing_dump_fails_before_anything(tmp_path, capsys):
+    assert build(tmp_path / "q", [tmp_path / "nothing-*.xml.bz2"]) == 2
+    assert "matches no file" in capsys.readouterr().err

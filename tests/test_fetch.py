@@ -1,0 +1,221 @@
+"""The native fetcher against a hostile server on 127.0.0.1, and its policy pieces on their own."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests import hostile_server as hs
+from wit_builder import http_client
+from wit_builder.fetch import FetchConfig, Fetcher, backoff_delay, parse_retry_after, user_agent
+from wit_builder.netsafety import AddressPolicy
+from wit_builder.ratelimit import HostLimiter
+from wit_builder.robots import DEFAULT_OPT_OUTS, x_robots_opt_out
+
+FAST = dict(allow_private_networks=True, connect_timeout_s=1.0, read_timeout_s=0.5, deadline_s=0.6, retries=1,
+            backoff_base_s=0.01, backoff_max_s=2.0, max_bytes=1 << 20)
+
+
+@pytest.fixture()
+def server():
+    with hs.HostileServer() as s:
+        s.serve("/robots.txt", hs.Response(200, b"User-agent: *\nDisallow: /private/\n", content_type="text/plain"))
+        yield s
+
+
+@pytest.fixture()
+def fetcher():
+    f = Fetcher(FetchConfig(**FAST))
+    yield f
+    f.close()
+
+
+def test_good_image_arrives_whole_with_an_honest_user_agent(server, fetcher):
+    data = hs.jpeg()
+    result = fetcher.fetch(server.image("/a.jpg", data))
+    assert (result.status, result.http_status, result.data) == ("success", 200, data)
+    assert server.requests_to("/a.jpg")[0].headers["User-Agent"].startswith("wit-builder/")
+    assert "+mailto:ops@example.org" in user_agent("mailto:ops@example.org")
+
+
+def test_404_fails_once_without_retry(server, fetcher):
+    result = fetcher.fetch(server.url("/missing.jpg"))
+    assert (result.status, result.http_status, result.attempts) == ("failed_to_download", 404, 1)
+    assert len(server.requests_to("/missing.jpg")) == 1
+
+
+def test_500_then_200_is_retried(server, fetcher):
+    url = server.sequence("/flaky.jpg", [hs.Response(500), hs.Response(200, b"img", content_type="image/jpeg")])
+    result = fetcher.fetch(url)
+    assert (result.status, result.data, result.attempts) == ("success", b"img", 2)
+
+
+def test_429_honours_retry_after(server, fetcher):
+    url = server.sequence("/busy.jpg", [hs.Response(429, headers={"Retry-After": "1"}),
+                                        hs.Response(200, b"img", content_type="image/jpeg")])
+    assert fetcher.fetch(url).status == "success"
+    first, second = server.requests_to("/busy.jpg")
+    assert second.time - first.time >= 0.95  # waited what the server asked, not the 10 ms backoff
+
+
+def test_transient_failures_give_up_after_the_retries(server, fetcher):
+    url = server.serve("/down.jpg", hs.Response(503))
+    result = fetcher.fetch(url)
+    assert (result.status, result.http_status, result.attempts) == ("failed_to_download", 503, 2)
+
+
+def test_slow_drip_is_cut_at_the_deadline(server, fetcher):
+    started = time.monotonic()
+    result = fetcher.fetch(server.slow_drip("/slow.jpg"))
+    assert result.status == "failed_to_download" and "deadline" in result.error_message
+    assert time.monotonic() - started < 5
+
+
+def test_endless_body_is_cut_at_the_byte_cap(server, fetcher):
+    result = fetcher.fetch(server.endless("/endless.jpg"))
+    assert result.status == "failed_to_download" and "max_bytes" in result.error_message
+
+
+def test_declared_oversize_is_refused_before_reading(server, fetcher):
+    result = fetcher.fetch(server.image("/huge.jpg", bytes(2 << 20)))
+    assert result.status == "failed_to_download" and "exceeds max_bytes" in result.error_message
+
+
+def test_redirects_are_followed_and_loops_stopped(server, fetcher):
+    server.image("/final.jpg", b"img")
+    assert fetcher.fetch(server.redirect("/moved.jpg", "/final.jpg", 301)).data == b"img"
+    server.redirect("/loop/a", "/loop/b")
+    loop = fetcher.fetch(server.redirect("/loop/b", "/loop/a"))
+    assert loop.status == "failed_to_download" and "redirect loop" in loop.error_message
+
+
+def test_redirect_to_link_local_is_refused_without_connecting(server, fetcher, monkeypatch):
+    connected = []
+
+    class RecordingSocket(socket.socket):
+        def connect(self, address):
+            connected.append(address[0])
+            return super().connect(address)
+
+    monkeypatch.setattr(http_client.socket, "socket", RecordingSocket)
+    result = fetcher.fetch(server.redirect("/meta", "http://169.254.169.254/latest/meta-data/"))
+    assert result.status == "blocked" and "169.254.169.254" in result.error_message
+    assert "169.254.169.254" not in connected and "127.0.0.1" in connected
+
+
+def test_loopback_is_refused_without_the_flag(server):
+    strict = Fetcher(FetchConfig(**{**FAST, "allow_private_networks": False}))
+    result = strict.fetch(server.image("/a.jpg", b"img"))
+    assert result.status == "blocked" and "loopback" in result.error_message
+    assert server.requests_to("/a.jpg") == [] and server.requests_to("/robots.txt") == []
+
+
+def test_only_http_and_https(fetcher):
+    for url in ("ftp://example.org/a.jpg", "file:///etc/passwd", "data:image/png;base64,AAAA"):
+        assert fetcher.fetch(url).status == "blocked"
+
+
+def test_opt_outs_robots_and_x_robots_tag(server, fetcher):
+    assert fetcher.fetch(server.image("/private/a.jpg", b"img")).status == "blocked"
+    assert server.requests_to("/private/a.jpg") == []
+    noai = fetcher.fetch(server.image("/noai.jpg", b"img", **{"X-Robots-Tag": "noai"}))
+    assert noai.status == "blocked" and "noai" in noai.error_message
+    other_bot = server.image("/otherbot.jpg", b"img", **{"X-Robots-Tag": "otherbot: noimageai"})
+    assert fetcher.fetch(other_bot).status == "success"
+    lax = Fetcher(FetchConfig(**FAST, respect_robots_txt=False, respect_x_robots_tag=False))
+    assert lax.fetch(server.url("/private/a.jpg")).status == "success"
+    assert lax.fetch(server.url("/noai.jpg")).status == "success"
+
+
+def test_robots_txt_fetched_once_under_many_threads(server, fetcher):
+    urls = [server.image(f"/img{i}.jpg", b"img") for i in range(20)]
+    with ThreadPoolExecutor(8) as pool:
+        assert {r.status for r in pool.map(fetcher.fetch, urls)} == {"success"}
+    assert len(server.requests_to("/robots.txt")) == 1
+
+
+def test_robots_txt_server_error_disallows_the_origin():
+    with hs.HostileServer() as s:
+        s.serve("/robots.txt", hs.Response(500))
+        result = Fetcher(FetchConfig(**FAST)).fetch(s.image("/a.jpg", b"img"))
+        assert result.status == "blocked" and s.requests_to("/a.jpg") == []
+
+
+def test_per_host_concurrency_is_capped(server):
+    in_flight, peak, lock = [0], [0], threading.Lock()
+
+    def handler(h):
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        time.sleep(0.05)
+        with lock:
+            in_flight[0] -= 1
+        hs.send(h, hs.Response(200, b"img", content_type="image/jpeg"))
+
+    server.routes["/capped.jpg"] = handler
+    capped = Fetcher(FetchConfig(**{**FAST, "per_host_concurrency": 2}))
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(capped.fetch, [server.url("/capped.jpg")] * 12))
+    assert {r.status for r in results} == {"success"} and peak[0] == 2
+
+
+def test_address_policy():
+    default, private = AddressPolicy(), AddressPolicy(allow_private=True)
+    everything = AddressPolicy(allow_private=True, allow_link_local=True)
+    for address in ("127.0.0.1", "10.1.2.3", "192.168.0.1", "::1", "fd00::1", "100.64.0.1"):
+        assert default.refusal(address) and private.refusal(address) is None
+    for address in ("169.254.169.254", "fe80::1", "::ffff:169.254.169.254"):
+        assert "link-local" in private.refusal(address) and everything.refusal(address) is None
+    for address in ("224.0.0.1", "0.0.0.0", "240.0.0.1", "255.255.255.255", "192.0.2.1", "ff02::1"):
+        assert everything.refusal(address)
+    assert default.refusal("93.184.216.34") is None and default.refusal("2606:4700::1111") is None
+
+
+def test_x_robots_tag_parsing():
+    def check(*values):
+        return x_robots_opt_out(values, "wit-builder", DEFAULT_OPT_OUTS)
+
+    assert check("noai") == "noai" and check("nofollow, NoImageIndex") == "noimageindex"
+    assert check("wit-builder: noindex") == "noindex" and check("otherbot: noai") is None
+    assert check("noarchive", "nofollow") is None and check("unavailable_after: 25 Jun 2010 15:00:00 PST") is None
+
+
+def test_retry_after_and_backoff():
+    import random
+
+    assert parse_retry_after("7") == 7.0 and parse_retry_after(None) is None and parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == pytest.approx(10.0)
+    rng = random.Random(0)
+    delays = [backoff_delay(a, 0.5, 30.0, None, rng) for a in range(8)]
+    assert all(0 <= d <= min(30.0, 0.5 * 2**a) for a, d in enumerate(delays))
+    assert backoff_delay(0, 0.5, 30.0, 12.0, rng) == 12.0 and backoff_delay(0, 0.5, 30.0, 3600.0, rng) == 30.0
+
+
+def test_host_limiter_rate_and_pause():
+    clock, sleeps = [0.0], []
+
+    def sleep(s):
+        sleeps.append(s)
+        clock[0] += s
+
+    limiter = HostLimiter(4, rate=2.0, clock=lambda: clock[0], sleep=sleep)
+    for _ in range(3):
+        with limiter.slot("h"):
+            pass
+    assert sleeps == [0.5, 0.5]  # 2 requests per second
+    limiter.pause("h", 10.0)
+    with limiter.slot("h"):
+        pass
+    assert sleeps[-1] == pytest.approx(10.0)  # the whole host waits out a Retry-After
+
+
+def test_config_is_validated():
+    with pytest.raises(ValueError):
+        FetchConfig(deadline_s=0)
+    with pytest.raises(ValueError):
+        FetchConfig(per_host_concurrency=0)

@@ -1,0 +1,216 @@
+"""Each Beam stage runs unchanged on other runners and filesystems (docs/deploy.md).
+
+For every stage the in-process FnApiRunner output is the reference; the same command line with other Beam
+options must give the same rows:
+
+- DirectRunner-style multi-processing (``--direct_running_mode=multi_processing``),
+- the portable job service with an EXTERNAL worker pool and ``--setup_file`` (how Flink and Spark run it),
+- DataflowRunner ``--dry_run=True``: the job is built and translated, with no network connection attempted,
+- an object-store filesystem (``membucket://``, GCS semantics) for every input and output.
+
+Inputs are tiny and real: the first pages of the enwiki sample, a pool matching its queries, images served by
+the demo's loopback server (photos, a 404, an HTML page named .jpg, a truncated JPEG).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+from pathlib import Path
+
+import apache_beam as beam
+import pyarrow as pa
+import pytest
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines import cli, common
+from tests.conftest import BEAM_IN_PROCESS, BEAM_MULTI_PROCESS
+from tests.portability_fixtures import MemBucketFileSystem, portable_job_service, truncated_dump, upload_tree
+from wit_builder import demo_corpus
+from wit_builder.demo_server import DemoServer
+
+STAGES = ("build-queries", "build-pairs", "download", "finalize")
+DATAFLOW = ["--runner=DataflowRunner", "--dry_run=True", "--project=demo", "--region=us-central1",
+            "--temp_location=gs://bucket/tmp"]
+
+
+# ---- stage command lines and what each stage's output must agree on ----
+
+def stage_argv(stage: str, inputs: dict[str, str], out: str) -> list[str]:
+    """The stage's command line: ``inputs`` names the upstream folders (or the dump and pool files)."""
+    if stage == "build-queries":
+        return ["build-queries", "--dump", inputs["dump"], "--out", out, "--min-unigram-count", "20",
+                "--min-bigram-count", "10"]
+    if stage == "build-pairs":
+        return ["build-pairs", "--queries", inputs["queries"], "--pool", inputs["pool"], "--out", out,
+                "--per-query-cap", "3", "--rows-per-file", "10"]
+    if stage == "download":
+        return ["download", "--pairs", common.join(inputs["pairs"], "pairs-*.parquet"), "--out", out,
+                "--image-size", "32", "--rows-per-shard", "6", "--allow-private-networks", "--retries", "0",
+                "--timeout", "5"]
+    return ["finalize", "--raw", inputs["raw"], "--out", out, "--samples-per-shard", "4"]
+
+
+def _rows(folder: str, pattern: str, columns: list[str]) -> list[tuple]:
+    paths = [m.path for m in FileSystems.match([common.join(folder, pattern)])[0].metadata_list]
+    rows = [tuple(_hashable(v) for v in row.values())
+            for path in paths for row in common.read_parquet(path).select(columns).to_pylist()]
+    return sorted(rows, key=repr)
+
+
+def _hashable(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def stage_result(stage: str, out: str) -> dict[str, list]:
+    """The rows that must be identical whatever the runner."""
+    if stage == "build-queries":
+        return {"queries": _rows(out, "queries.parquet", ["query", "source", "count", "score"])}
+    if stage == "build-pairs":
+        return {"pairs": _rows(out, "pairs-*.parquet", ["uid", "url", "caption", "queries"]),
+                "query_counts": _rows(out, "query_counts.parquet", ["query", "matched", "kept"])}
+    if stage == "download":
+        return {"rows": _rows(out, "*.parquet", ["uid", "status", "sha256", "width", "height"])}
+    with common.open_read(common.join(out, "sizes.json")) as f:
+        sizes = json.load(f)
+    return {"rows": _rows(out, "accounting/rows/*.parquet", ["uid", "status", "duplicate_of"]),
+            "shards": _rows(out, "*.parquet", ["uid", "shard"]), "sizes": [sizes]}
+
+
+def run_stage(stage: str, inputs: dict[str, str], out: str, beam_argv: list[str]) -> None:
+    code = cli.main([*stage_argv(stage, inputs, out), *beam_argv])
+    assert code == 0, f"wit {stage} exited {code}"
+
+
+# ---- shared inputs: the in-process reference chain ----
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory) -> DemoServer:
+    """A small demo corpus on a loopback server (photos and drawn shapes, mirrors, hostile URLs)."""
+    folder = tmp_path_factory.mktemp("corpus")
+    cfg = demo_corpus.CorpusConfig(train_per_class=1, heldout_per_class=1, flood_extra=0, distractors=2,
+                                   mirrors=1, near_duplicates=1, duplicate_pairs=1)
+    corpus = demo_corpus.generate(cfg)
+    demo_corpus.write_files(corpus, folder)
+    with DemoServer(folder / demo_corpus.WWW, corpus.redirects) as server:
+        server.corpus = corpus
+        yield server
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, enwiki_sample, served) -> dict[str, str]:
+    """Every stage once in-process: the inputs of the stage tests and the outputs they must reproduce."""
+    root = tmp_path_factory.mktemp("reference")
+    paths = {"dump": str(truncated_dump(enwiki_sample, root / "enwiki-12-pages.xml.bz2", 12))}
+    paths["queries"] = str(root / "queries")
+    run_stage("build-queries", paths, paths["queries"], BEAM_IN_PROCESS)
+    queries = common.read_parquet(common.join(paths["queries"], "queries.parquet")).column("query").to_pylist()
+    # Each served row's caption gains a query of this tiny dump, so that it is matched in stage 2.
+    rng = random.Random(0)
+    records = demo_corpus.pool_records(served.corpus, served.base_url)
+    for record in records:
+        if record["kind"] not in ("distractor", "filtered"):
+            record["caption"] = f"{record['caption']} {rng.choice(queries)}"
+    paths["pool"] = str(root / "pool.parquet")
+    common.write_parquet(paths["pool"], pa.Table.from_pylist(records))
+    for stage, key in (("build-pairs", "pairs"), ("download", "raw"), ("finalize", "final")):
+        paths[key] = str(root / key)
+        run_stage(stage, paths, paths[key], BEAM_IN_PROCESS)
+    return paths
+
+
+OUTPUT_KEY = {"build-queries": "queries", "build-pairs": "pairs", "download": "raw", "finalize": "final"}
+
+
+def test_reference_chain_has_work_for_every_stage(reference):
+    """The tiny chain is not vacuous: queries, matches, every download outcome, and dedup all occur."""
+    assert len(stage_result("build-queries", reference["queries"])["queries"]) > 20
+    assert len(stage_result("build-pairs", reference["pairs"])["pairs"]) > 10
+    statuses = {row[1] for row in stage_result("download", reference["raw"])["rows"]}
+    assert {"success", "failed_to_download", "failed_to_decode", "blocked"} <= statuses
+    final = {row[1] for row in stage_result("finalize", reference["final"])["rows"]}
+    assert {"success", "duplicate"} <= final
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_runs_unchanged_multi_processing(stage, reference, tmp_path):
+    out = str(tmp_path / "out")
+    run_stage(stage, reference, out, BEAM_MULTI_PROCESS)
+    assert stage_result(stage, out) == stage_result(stage, reference[OUTPUT_KEY[stage]])
+
+
+@pytest.fixture(scope="module")
+def portable_options(tmp_path_factory) -> list[str]:
+    """One job service and worker pool for the module: starting them costs seconds."""
+    with portable_job_service(tmp_path_factory.mktemp("job_service")) as options:
+        yield options
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_runs_unchanged_on_portable_job_service(stage, reference, portable_options, tmp_path):
+    out = str(tmp_path / "out")
+    run_stage(stage, reference, out, portable_options)
+    assert stage_result(stage, out) == stage_result(stage, reference[OUTPUT_KEY[stage]])
+
+
+class _Built(BaseException):
+    """Raised right after DataflowRunner built the job, so the stage does not read results a dry run lacks."""
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_builds_as_dataflow_job(stage, reference, tmp_path, monkeypatch):
+    attempts: list = []
+
+    def no_network(sock, address):
+        attempts.append(address)
+        raise OSError(f"test: network access to {address} refused")
+
+    real_run = beam.Pipeline.run
+
+    def run_and_stop(pipeline, *args, **kwargs):
+        monkeypatch.setattr(socket.socket, "connect", no_network)  # only while the runner builds the job
+        try:
+            result = real_run(pipeline, *args, **kwargs)
+        finally:
+            monkeypatch.undo()
+        raise _Built(pipeline, result)
+
+    monkeypatch.setattr(beam.Pipeline, "run", run_and_stop)
+    setup_file = [f"--setup_file={Path(__file__).resolve().parents[1] / 'pyproject.toml'}"]
+    with pytest.raises(_Built) as built:
+        cli.main([*stage_argv(stage, reference, str(tmp_path / "out")), *DATAFLOW, *setup_file])
+    pipeline, result = built.value.args
+    assert attempts == []
+    assert result.job.proto.name  # a Dataflow job request was built from the pipeline
+    proto = pipeline.runner.proto_pipeline
+    names = {t.unique_name for t in proto.components.transforms.values()}
+    assert len(names) > 5
+    # --setup_file: the project's sdist is staged as a dependency of the workers' environment.
+    artifacts = [a for env in proto.components.environments.values() for a in env.dependencies]
+    assert any(b"wit_builder" in a.role_payload or b"wit-builder" in a.role_payload
+               or b"workflow.tar.gz" in a.role_payload for a in artifacts), artifacts
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_reads_and_writes_an_object_store(stage, reference, served):
+    """All inputs uploaded to ``membucket://`` (GCS semantics: no directories), the output written there."""
+    bucket = f"membucket://wit/{stage}"
+    inputs = {}
+    for key in ("queries", "pairs", "raw"):
+        upload_tree(Path(reference[key]), f"{bucket}/in/{key}")
+        inputs[key] = f"{bucket}/in/{key}"
+    for key in ("dump", "pool"):
+        local = Path(reference[key])
+        MemBucketFileSystem.objects[f"{bucket}/in/{local.name}"] = (local.read_bytes(), 0.0)
+        inputs[key] = f"{bucket}/in/{local.name}"
+    out = f"{bucket}/out"
+    try:
+        run_stage(stage, inputs, out, BEAM_IN_PROCESS)
+        assert stage_result(stage, out) == stage_result(stage, reference[OUTPUT_KEY[stage]])
+        assert not [k for k in MemBucketFileSystem.objects if k.startswith(out) and ".tmp" in k]  # no temp left
+    finally:
+        for key in [k for k in MemBucketFileSystem.objects if k.startswith(bucket)]:
+            del MemBucketFileSystem.objects[key]

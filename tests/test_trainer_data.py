@@ -1,0 +1,209 @@
+"""Streaming shards into batches: shard lists and sizes, the refusal to over-ask, corrupt input skipped and
+counted, one epoch seeing every sample once, and an exact restart from a saved position."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import io
+import json
+import logging
+import random
+import shutil
+import tarfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import webdataset as wds
+from PIL import Image
+
+from trainer.data import DataError, Loader, make_plan, resolve_shards, shard_sizes
+from trainer.tokenizer import Tokenizer
+from trainer.transforms import CLIP_MEAN, CLIP_STD, eval_transform, train_transform
+
+torch.set_num_threads(1)
+
+
+def _jpeg(seed: int, px: int = 24) -> bytes:
+    rng = np.random.default_rng(seed)
+    out = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (px, px, 3), dtype=np.uint8)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+def _write_numbered(out: Path, shards: int, per_shard: int) -> list[str]:
+    """Shards whose captions name each sample ('sample 17'), to check which samples an epoch saw."""
+    out.mkdir(parents=True, exist_ok=True)
+    captions, sizes = [], {}
+    for s in range(shards):
+        with wds.TarWriter(str(out / f"{s:05d}.tar")) as sink:
+            for i in range(per_shard):
+                n = s * per_shard + i
+                sink.write({"__key__": f"{s:05d}{i:04d}", "jpg": _jpeg(n), "txt": f"sample {n}"})
+                captions.append(f"sample {n}")
+        sizes[f"{s:05d}.tar"] = per_shard
+    (out / "sizes.json").write_text(json.dumps(sizes))
+    return captions
+
+
+@pytest.fixture(scope="module")
+def numbered(tmp_path_factory) -> tuple[Path, Tokenizer]:
+    out = tmp_path_factory.mktemp("numbered")
+    captions = _write_numbered(out, shards=4, per_shard=16)
+    return out, Tokenizer.train(captions * 5, vocab_size=300, context_length=8)
+
+
+def _captions(batch: dict, tokenizer: Tokenizer) -> list[str]:
+    return [tokenizer.decode(row.tolist()).strip() for row in batch["tokens"]]
+
+
+def test_resolve_shards_and_sizes(tmp_path, numbered):
+    shards_dir, _ = numbered
+    assert [Path(p).name for p in resolve_shards(str(shards_dir))] == [f"{i:05d}.tar" for i in range(4)]
+    assert len(resolve_shards(f"{shards_dir}/{{00001..00002}}.tar")) == 2
+    assert len(resolve_shards(f"{shards_dir}/*.tar")) == 4
+    assert sum(shard_sizes(resolve_shards(str(shards_dir))).values()) == 64
+    with pytest.raises(DataError, match="does not exist"):
+        resolve_shards(f"{shards_dir}/{{00003..00004}}.tar")
+    with pytest.raises(DataError, match="holds no .tar"):
+        resolve_shards(str(tmp_path))
+    # img2dataset's layout: no sizes.json, a {shard}_stats.json with "successes" beside each tar.
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i in range(2):
+        shutil.copy(shards_dir / f"{i:05d}.tar", raw / f"{i:05d}.tar")
+        (raw / f"{i:05d}_stats.json").write_text(json.dumps({"count": 20, "successes": 16}))
+    assert shard_sizes(resolve_shards(str(raw))) == {str(raw / "00000.tar"): 16, str(raw / "00001.tar"): 16}
+    (raw / "00001_stats.json").unlink()
+    assert shard_sizes(resolve_shards(str(raw))) is None
+
+
+def test_asking_for_more_samples_than_exist_is_refused(numbered, caplog):
+    shards_dir, _ = numbered
+    with pytest.raises(DataError, match="asked for 65 samples per epoch but the 4 shards hold 64"):
+        make_plan(str(shards_dir), batch_size=8, image_size=16, workers=1, samples_per_epoch=65)
+    with caplog.at_level(logging.WARNING):
+        plan = make_plan(str(shards_dir), batch_size=8, image_size=16, workers=1, samples_per_epoch=65,
+                         allow_repeat=True)
+    assert plan.resampled and "repeating on purpose" in caplog.text
+    with pytest.raises(DataError, match="4 shards cannot feed 1 rank"):
+        make_plan(str(shards_dir), batch_size=8, image_size=16, workers=5)
+    assert make_plan(str(shards_dir), batch_size=8, image_size=16, workers=5, resampled=True).resampled
+
+
+def test_one_epoch_sees_every_sample_once(numbered):
+    shards_dir, tokenizer = numbered
+    plan = make_plan(str(shards_dir), batch_size=8, image_size=16, workers=2, shuffle_buffer=10, seed=3)
+    assert plan.steps_per_epoch == 8
+    seen: dict[int, list[str]] = {}
+    for batch, epoch in Loader(plan, tokenizer):
+        assert batch["images"].shape == (8, 3, 16, 16) and batch["tokens"].shape == (8, 8)
+        seen.setdefault(epoch, []).extend(_captions(batch, tokenizer))
+        if epoch == 2:
+            break
+    for epoch in (0, 1):
+        assert sorted(seen[epoch]) == sorted(f"sample {n}" for n in range(64))
+    assert seen[0] != seen[1]  # reshuffled per epoch
+
+
+def _fingerprint(batch: dict) -> str:
+    return hashlib.sha1(batch["images"].numpy().tobytes() + batch["tokens"].numpy().tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("workers,cut", [(2, 5), (0, 11)])
+def test_restart_from_a_saved_position_continues_exactly(numbered, workers, cut):
+    shards_dir, tokenizer = numbered
+    plan = make_plan(str(shards_dir), batch_size=8, image_size=16, workers=workers, shuffle_buffer=20, seed=7)
+    uninterrupted, state = [], None
+    loader = Loader(plan, tokenizer)
+    for i, (batch, epoch) in enumerate(loader):
+        uninterrupted.append((_fingerprint(batch), epoch))
+        if i + 1 == cut:
+            state = json.loads(json.dumps(loader.state()))  # as stored in a checkpoint
+        if i + 1 == 20:  # crosses two epoch boundaries
+            break
+    resumed = []
+    for batch, epoch in Loader(plan, tokenizer, state):
+        resumed.append((_fingerprint(batch), epoch))
+        if len(resumed) == 20 - cut:
+            break
+    assert resumed == uninterrupted[cut:]
+    assert len(set(f for f, _ in uninterrupted)) == 20  # distinct crops and orders: not a trivial stream
+
+
+def _truncated_tar(path: Path, samples: list[dict]) -> int:
+    """A shard cut in the middle of its last image; returns how many samples precede the cut."""
+    with wds.TarWriter(str(path)) as sink:
+        for sample in samples:
+            sink.write(sample)
+    with tarfile.open(path) as tar:
+        last_jpg = [m for m in tar.getmembers() if m.name.endswith(".jpg")][-1]
+    data = path.read_bytes()
+    path.write_bytes(data[: last_jpg.offset_data + last_jpg.size // 2])
+    return len(samples) - 1
+
+
+def test_corrupt_and_incomplete_samples_are_skipped_and_counted(tmp_path, caplog):
+    good = [{"__key__": f"g{i:03d}", "jpg": _jpeg(i), "txt": f"good {i}"} for i in range(6)]
+    bad = [
+        {"__key__": "b000", "jpg": _jpeg(100)[:300], "txt": "truncated jpeg"},
+        {"__key__": "b001", "jpg": b"<html>not an image</html>", "txt": "html served as jpeg"},
+        {"__key__": "b002", "jpg": _jpeg(101)},  # no caption
+        {"__key__": "b003", "txt": "no image"},
+        {"__key__": "b004", "jpg": _jpeg(102), "txt": "   "},
+        {"__key__": "b005", "jpg": _jpeg(103), "txt": b"\xff\xfe\xfa"},
+    ]
+    with wds.TarWriter(str(tmp_path / "00000.tar")) as sink:
+        for sample in good[:3] + bad + good[3:]:
+            sink.write(sample)
+    complete = _truncated_tar(tmp_path / "00001.tar",
+                              [{"__key__": f"t{i:03d}", "jpg": _jpeg(200 + i), "txt": f"cut {i}"} for i in range(5)])
+    (tmp_path / "00002.tar").write_bytes(b"this is not a tar file at all" * 20)
+    tokenizer = Tokenizer.train(["good", "cut", "sample"] * 10, vocab_size=300, context_length=8)
+    plan = make_plan(str(tmp_path), batch_size=1, image_size=16, workers=0, shuffle_buffer=4)
+    loader = Loader(plan, tokenizer)
+    with caplog.at_level(logging.WARNING):
+        captions = [_captions(batch, tokenizer)[0] for batch in loader.epoch_batches()]
+    assert sorted(captions) == sorted([f"good {i}" for i in range(6)] + [f"cut {i}" for i in range(complete)])
+    assert loader.totals == {"corrupt_image": 2, "incomplete": 2, "bad_caption": 2, "unreadable_shard": 2}
+    assert "00000.tar:b001" in caplog.text  # the log names the shard and the sample
+
+
+def test_transforms_are_seeded_and_normalised():
+    image = Image.new("RGB", (100, 90), (128, 128, 128))
+    image.paste((255, 0, 0), (0, 0, 4, 90))
+    crop = train_transform(32)
+    a, b = crop(image, random.Random(1)), crop(image, random.Random(1))
+    assert a.shape == (3, 32, 32) and a.dtype == torch.float32 and torch.equal(a, b)
+    assert not torch.equal(a, crop(image, random.Random(2)))
+    centre = eval_transform(32)(image.convert("L"))  # any mode in, RGB out
+    assert centre.shape == (3, 32, 32)
+    # The red band on the left is cut off by the centre crop; the rest is mid-grey, normalised with CLIP's stats.
+    expected = torch.tensor([(128 / 255 - m) / s for m, s in zip(CLIP_MEAN, CLIP_STD, strict=True)])
+    torch.testing.assert_close(centre.mean(dim=(1, 2)), expected, atol=1e-3, rtol=0)
+
+
+@pytest.fixture()
+def http_server(numbered):
+    shards_dir, _ = numbered
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(shards_dir))
+    http.server.SimpleHTTPRequestHandler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="webdataset streams http(s) through curl")
+def test_streams_shards_over_http(http_server, numbered):
+    _, tokenizer = numbered
+    plan = make_plan(f"{http_server}/{{00000..00003}}.tar", batch_size=8, image_size=16, workers=2,
+                     shuffle_buffer=10)
+    assert plan.samples_per_epoch == 64  # sizes.json read over http too
+    seen = [c for batch in Loader(plan, tokenizer).epoch_batches() for c in _captions(batch, tokenizer)]
+    assert sorted(seen) == sorted(f"sample {n}" for n in range(64))

@@ -1,0 +1,100 @@
+"""Small real-photo WebDataset shards in stage 4's format (KEY.jpg, KEY.txt, KEY.json + sizes.json) for the
+trainer's tests and benchmark: photos from scikit-image and scikit-learn, varied by random crops, flips and
+JPEG quality, a few classes with distinct captions."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import webdataset as wds
+from PIL import Image, ImageOps
+
+# class name -> (source photo, caption templates)
+CLASSES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "astronaut": ("skimage:astronaut", ("an astronaut in a white space suit", "portrait of a smiling astronaut")),
+    "coffee": ("skimage:coffee", ("a cup of coffee on a saucer", "hot coffee in a red cup")),
+    "cat": ("skimage:chelsea", ("a ginger tabby cat", "photo of an orange cat looking away")),
+    "rocket": ("skimage:rocket", ("a rocket on the launch pad", "a space rocket ready for launch")),
+    "galaxy": ("skimage:hubble_deep_field", ("deep field image of distant galaxies", "stars and galaxies in space")),
+    "retina": ("skimage:retina", ("a medical scan of a human retina", "fundus photograph of an eye")),
+    "temple": ("sklearn:china.jpg", ("an old chinese temple roof", "a pagoda among green trees")),
+    "flower": ("sklearn:flower.jpg", ("a pink flower in bloom", "close-up of a dahlia flower")),
+}
+
+
+def _photo(source: str) -> Image.Image:
+    kind, name = source.split(":")
+    if kind == "skimage":
+        import skimage.data
+
+        return Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+    from sklearn.datasets import load_sample_image
+
+    return Image.fromarray(load_sample_image(name)).convert("RGB")
+
+
+def variant(photo: Image.Image, rng: random.Random, size: int) -> bytes:
+    """A random crop of 35-100% of the shorter side, maybe mirrored, resized to ``size``, as JPEG bytes."""
+    w, h = photo.size
+    side = int(min(w, h) * rng.uniform(0.35, 1.0))
+    left, top = rng.randint(0, w - side), rng.randint(0, h - side)
+    image = photo.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BICUBIC)
+    if rng.random() < 0.5:
+        image = ImageOps.mirror(image)
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=rng.randint(70, 95))
+    return out.getvalue()
+
+
+def write_shards(out_dir: Path, per_class: int = 32, samples_per_shard: int = 64, image_px: int = 64,
+                 seed: int = 0, classes: list[str] | None = None) -> dict[str, int]:
+    """Write ``{shard:05d}.tar`` shards and ``sizes.json``; returns sizes.json's contents."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    names = classes or list(CLASSES)
+    samples = []
+    for name in names:
+        source, templates = CLASSES[name]
+        photo = _photo(source)
+        for i in range(per_class):
+            samples.append((name, rng.choice(templates), variant(photo, rng, image_px), i))
+    rng.shuffle(samples)
+    sizes: dict[str, int] = {}
+    for shard_index, start in enumerate(range(0, len(samples), samples_per_shard)):
+        shard_name = f"{shard_index:05d}.tar"
+        with wds.TarWriter(str(out_dir / shard_name)) as sink:
+            for offset, (name, caption, jpeg, i) in enumerate(samples[start:start + samples_per_shard]):
+                key = f"{shard_index:05d}{offset:04d}"
+                sink.write({"__key__": key, "jpg": jpeg, "txt": caption, "json": _sample_json(key, name, i, caption,
+                                                                                              jpeg, image_px)})
+        sizes[shard_name] = min(samples_per_shard, len(samples) - start)
+    (out_dir / "sizes.json").write_text(json.dumps(sizes, indent=1))
+    return sizes
+
+
+def _sample_json(key: str, name: str, i: int, caption: str, jpeg: bytes, px: int) -> dict:
+    return {
+        "key": key, "uid": hashlib.sha1(f"{name}/{i}".encode()).hexdigest(), "url": f"http://photos.test/{name}/{i}.jpg",
+        "caption": caption, "queries": [name], "status": "success", "width": px, "height": px,
+        "original_width": px, "original_height": px, "sha256": hashlib.sha256(jpeg).hexdigest(),
+        "phash": f"{int(np.frombuffer(hashlib.md5(jpeg).digest()[:8], dtype='>u8')[0]):016x}",
+    }
+
+
+def write_class_folders(out_dir: Path, per_class: int = 8, image_px: int = 64, seed: int = 1,
+                        classes: list[str] | None = None) -> list[str]:
+    """Held-out ``DIR/<class name>/*.jpg`` (fresh crops, another seed) for zero-shot evaluation."""
+    rng = random.Random(seed)
+    names = classes or list(CLASSES)
+    for name in names:
+        folder = out_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        photo = _photo(CLASSES[name][0])
+        for i in range(per_class):
+            (folder / f"{i:03d}.jpg").write_bytes(variant(photo, rng, image_px))
+    return names

@@ -1,0 +1,90 @@
+"""Checkpoints: one self-contained file (model config, weights, optimizer, scheduler, step, RNG states, data
+position, tokenizer) written to a temporary name, flushed and renamed, so a killed run never leaves a half file
+under the final name."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer.config import ModelConfig
+from trainer.model import CLIP
+from trainer.tokenizer import Tokenizer
+
+CHECKPOINT_NAME = "checkpoint.pt"
+TOKENIZER_NAME = "tokenizer.json"
+FORMAT = "wit-clip-checkpoint/1"
+
+
+def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, model_config: ModelConfig,
+                    tokenizer: Tokenizer, step: int, optimizer: torch.optim.Optimizer | None = None,
+                    scheduler: Any = None, train_config: dict | None = None, data_state: dict | None = None,
+                    rng_state: dict | None = None, extra: dict | None = None) -> None:
+    """Write everything a resume or an evaluation needs to ``path``, atomically."""
+    state = {
+        "format": FORMAT,
+        "model_config": model_config.to_dict(),
+        "model": unwrap(model).state_dict(),
+        "tokenizer": tokenizer.to_json(),
+        "step": step,
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "train_config": train_config,
+        "data_state": data_state,
+        "rng_state": rng_state,
+        **(extra or {}),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain CLIP under DDP (``.module``) and torch.compile (``._orig_mod``) wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:  # a truncated or foreign file: say which
+        raise ValueError(f"{path}: not a readable checkpoint ({e})") from e
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a {FORMAT} file")
+    return state
+
+
+def load_model(checkpoint_path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[CLIP, Tokenizer]:
+    """The trained CLIP (eval mode, on ``device``) and its tokenizer. ``checkpoint_path`` may be the file or the
+    training output directory. The tokenizer comes from inside the checkpoint, else from tokenizer.json beside it."""
+    state = read_checkpoint(checkpoint_path, device)
+    config = ModelConfig.from_dict(state["model_config"])
+    model = CLIP(config)
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    if state.get("tokenizer"):
+        tokenizer = Tokenizer.from_json(state["tokenizer"])
+    else:
+        base = Path(checkpoint_path)
+        tokenizer = Tokenizer.load((base if base.is_dir() else base.parent) / TOKENIZER_NAME)
+    tokenizer.context_length = config.text.context_length
+    return model, tokenizer

@@ -1,0 +1,204 @@
+"""Typed, validated configuration: the model architecture (saved inside every checkpoint so that a resume or an
+evaluation rebuilds the same network) and the training options."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    """The image tower. ``patch_size`` set: a ViT with ``layers`` blocks; ``patch_size`` None: the paper's
+    modified ResNet with ``resnet_layers`` bottlenecks per stage and stem width ``width``."""
+
+    width: int
+    layers: int = 12
+    heads: int = 12
+    patch_size: int | None = 32
+    resnet_layers: tuple[int, ...] | None = None
+    mlp_ratio: float = 4.0
+
+    @property
+    def is_vit(self) -> bool:
+        return self.patch_size is not None
+
+    def __post_init__(self) -> None:
+        if self.width <= 0:
+            raise ValueError(f"vision width must be positive, got {self.width}")
+        if self.is_vit:
+            if self.resnet_layers is not None:
+                raise ValueError("a vision config has either patch_size (ViT) or resnet_layers (ResNet), not both")
+            if self.layers <= 0 or self.heads <= 0 or self.patch_size <= 0:
+                raise ValueError(f"ViT layers, heads and patch_size must be positive: {self}")
+            if self.width % self.heads:
+                raise ValueError(f"ViT width {self.width} is not divisible by heads {self.heads}")
+        else:
+            if not self.resnet_layers or len(self.resnet_layers) != 4 or min(self.resnet_layers) <= 0:
+                raise ValueError(f"a ResNet needs four positive stage depths, got {self.resnet_layers}")
+            object.__setattr__(self, "resnet_layers", tuple(self.resnet_layers))
+            if (self.width * 32) % self.heads:
+                raise ValueError(f"ResNet output width {self.width * 32} is not divisible by heads {self.heads}")
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """The causal text transformer; pooled at the end-of-text token (the highest id, as in OpenAI's CLIP)."""
+
+    context_length: int = 77
+    vocab_size: int = 49408
+    width: int = 512
+    heads: int = 8
+    layers: int = 12
+
+    def __post_init__(self) -> None:
+        if min(self.context_length, self.vocab_size, self.width, self.heads, self.layers) <= 0:
+            raise ValueError(f"text config values must be positive: {self}")
+        if self.context_length < 3:
+            raise ValueError("context_length must hold at least the start token, one token and the end token")
+        if self.width % self.heads:
+            raise ValueError(f"text width {self.width} is not divisible by heads {self.heads}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    embed_dim: int
+    image_size: int
+    vision: VisionConfig
+    text: TextConfig = field(default_factory=TextConfig)
+
+    def __post_init__(self) -> None:
+        if self.embed_dim <= 0 or self.image_size <= 0:
+            raise ValueError(f"embed_dim and image_size must be positive: {self.name}")
+        if self.vision.is_vit and self.image_size % self.vision.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.vision.patch_size}")
+        if not self.vision.is_vit and self.image_size % 32:
+            raise ValueError(f"a ResNet tower needs image_size divisible by 32, got {self.image_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        vision = dict(d["vision"])
+        if vision.get("resnet_layers") is not None:
+            vision["resnet_layers"] = tuple(vision["resnet_layers"])
+        return cls(
+            name=d["name"], embed_dim=d["embed_dim"], image_size=d["image_size"],
+            vision=VisionConfig(**vision), text=TextConfig(**d["text"]),
+        )
+
+    def with_vocab_size(self, vocab_size: int) -> ModelConfig:
+        """The same architecture sized for a tokenizer with ``vocab_size`` ids."""
+        return dataclasses.replace(self, text=dataclasses.replace(self.text, vocab_size=vocab_size))
+
+
+def _resnet(name: str, embed_dim: int, image_size: int, layers: tuple[int, ...], width: int,
+            text_width: int) -> ModelConfig:
+    # As in OpenAI's CLIP: attention-pool heads = width * 32 / 64, text heads = text width / 64.
+    return ModelConfig(
+        name=name, embed_dim=embed_dim, image_size=image_size,
+        vision=VisionConfig(width=width, heads=width * 32 // 64, patch_size=None, resnet_layers=layers),
+        text=TextConfig(width=text_width, heads=text_width // 64),
+    )
+
+
+MODEL_CONFIGS: dict[str, ModelConfig] = {
+    # Trains on a laptop CPU in minutes: 32 px images in 4x4 patches of 8 px, two thin blocks per tower.
+    "tiny": ModelConfig(
+        name="tiny", embed_dim=64, image_size=32,
+        vision=VisionConfig(width=64, layers=2, heads=2, patch_size=8),
+        text=TextConfig(context_length=32, vocab_size=1024, width=64, heads=2, layers=2),
+    ),
+    "ViT-B/32": ModelConfig(name="ViT-B/32", embed_dim=512, image_size=224,
+                            vision=VisionConfig(width=768, layers=12, heads=12, patch_size=32)),
+    "ViT-B/16": ModelConfig(name="ViT-B/16", embed_dim=512, image_size=224,
+                            vision=VisionConfig(width=768, layers=12, heads=12, patch_size=16)),
+    "ViT-L/14": ModelConfig(name="ViT-L/14", embed_dim=768, image_size=224,
+                            vision=VisionConfig(width=1024, layers=24, heads=16, patch_size=14),
+                            text=TextConfig(width=768, heads=12)),
+    "RN50": _resnet("RN50", 1024, 224, (3, 4, 6, 3), 64, 512),
+    "RN101": _resnet("RN101", 512, 224, (3, 4, 23, 3), 64, 512),
+    "RN50x4": _resnet("RN50x4", 640, 288, (4, 6, 10, 6), 80, 640),
+    "RN50x16": _resnet("RN50x16", 768, 384, (6, 8, 18, 8), 96, 768),
+    "RN50x64": _resnet("RN50x64", 1024, 448, (3, 15, 36, 10), 128, 1024),
+}
+
+
+def model_config(name: str) -> ModelConfig:
+    try:
+        return MODEL_CONFIGS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_CONFIGS)}") from None
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``wit train`` needs besides the model architecture; saved in every checkpoint."""
+
+    shards: str
+    out: str
+    model: str = "tiny"
+    batch_size: int = 64
+    steps: int = 300
+    device: str = "cpu"
+    lr: float = 5e-4
+    warmup: int = 50
+    weight_decay: float = 0.2
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-6
+    grad_clip: float = 0.0
+    precision: str = "fp32"
+    compile: bool = False
+    grad_checkpointing: bool = False
+    accum_steps: int = 1
+    checkpoint_every: int = 100
+    log_every: int = 10
+    workers: int = 2
+    seed: int = 0
+    loss: str = "clip"
+    tokenizer: str | None = None
+    vocab_size: int | None = None
+    shuffle_buffer: int = 1000
+    resampled: bool = False
+    samples_per_epoch: int | None = None
+    allow_repeat: bool = False
+    gpu_decode: bool = False
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.batch_size <= 0:
+            problems.append(f"--batch-size must be positive, got {self.batch_size}")
+        if self.steps <= 0:
+            problems.append(f"--steps must be positive, got {self.steps}")
+        if self.accum_steps <= 0 or self.batch_size % self.accum_steps:
+            problems.append(f"--accum-steps {self.accum_steps} must divide --batch-size {self.batch_size}")
+        if self.warmup < 0:
+            problems.append(f"--warmup must be >= 0, got {self.warmup}")
+        if self.lr <= 0:
+            problems.append(f"--lr must be positive, got {self.lr}")
+        if self.weight_decay < 0:
+            problems.append(f"--wd must be >= 0, got {self.weight_decay}")
+        if self.precision not in ("bf16", "fp32"):
+            problems.append(f"--precision must be bf16 or fp32, got {self.precision!r}")
+        if self.loss not in ("clip", "siglip"):
+            problems.append(f"--loss must be clip or siglip, got {self.loss!r}")
+        if self.device not in ("cpu", "cuda"):
+            problems.append(f"--device must be cpu or cuda, got {self.device!r}")
+        if self.checkpoint_every <= 0 or self.log_every <= 0:
+            problems.append("--checkpoint-every and --log-every must be positive")
+        if self.workers < 0:
+            problems.append(f"--workers must be >= 0, got {self.workers}")
+        if self.vocab_size is not None and self.vocab_size < 300:
+            problems.append(f"--vocab-size must be at least 300 (256 bytes + specials), got {self.vocab_size}")
+        if self.samples_per_epoch is not None and self.samples_per_epoch <= 0:
+            problems.append(f"--samples-per-epoch must be positive, got {self.samples_per_epoch}")
+        if self.gpu_decode and self.device != "cuda":
+            problems.append("--gpu-decode needs --device cuda")
+        if problems:
+            raise ValueError("; ".join(problems))
+        model_config(self.model)  # an unknown name fails here, with the list of known ones

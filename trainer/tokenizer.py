@@ -1,0 +1,99 @@
+"""A byte-level BPE tokenizer trained by the project (no downloaded vocabulary), lower-cased, with start and end
+tokens, padded and truncated to the model's context length.
+
+Ids: 0 is padding; the start and end tokens are the two highest ids, so the text tower pools at
+``tokens.argmax(-1)`` exactly as OpenAI's CLIP and open_clip do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+
+import torch
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
+
+PAD, START, END = "<pad>", "<start_of_text>", "<end_of_text>"
+FORMAT = "wit-tokenizer/1"
+MIN_VOCAB = 300  # 256 byte symbols + 3 specials + a few merges
+
+
+class Tokenizer:
+    def __init__(self, bpe: HFTokenizer, context_length: int = 77):
+        self._bpe = bpe
+        self.context_length = context_length
+        self.pad_id = bpe.token_to_id(PAD)
+        self.start_id = bpe.token_to_id(START)
+        self.end_id = bpe.token_to_id(END)
+        if None in (self.pad_id, self.start_id, self.end_id):
+            raise ValueError(f"tokenizer lacks one of the special tokens {PAD}, {START}, {END}")
+        if self.end_id != bpe.get_vocab_size() - 1:
+            raise ValueError("the end-of-text token must have the highest id (the text tower pools at argmax)")
+
+    @property
+    def vocab_size(self) -> int:
+        return self._bpe.get_vocab_size()
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int, context_length: int = 77) -> Tokenizer:
+        """Learn a byte-level BPE of ``vocab_size`` ids (specials included) from ``texts``."""
+        if vocab_size < MIN_VOCAB:
+            raise ValueError(f"vocab_size must be at least {MIN_VOCAB}, got {vocab_size}")
+        bpe = HFTokenizer(models.BPE())
+        bpe.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase(), normalizers.Strip()])
+        bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+        bpe.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size - 2, special_tokens=[PAD],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        )
+        bpe.train_from_iterator(texts, trainer=trainer)
+        # Added after training so that they take the two highest ids.
+        bpe.add_special_tokens([START, END])
+        return cls(bpe, context_length)
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of one text without start/end tokens."""
+        return self._bpe.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self._bpe.decode([i for i in ids if i not in (self.pad_id, self.start_id, self.end_id)])
+
+    def __call__(self, texts: str | list[str], context_length: int | None = None) -> torch.Tensor:
+        """(B, context_length) LongTensor: start, text ids, end, then padding. Long texts are cut so that the
+        end token is kept."""
+        if isinstance(texts, str):
+            texts = [texts]
+        length = context_length or self.context_length
+        out = torch.full((len(texts), length), self.pad_id, dtype=torch.long)
+        for row, enc in enumerate(self._bpe.encode_batch(list(texts), add_special_tokens=False)):
+            ids = [self.start_id, *enc.ids[: length - 2], self.end_id]
+            out[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps({"format": FORMAT, "context_length": self.context_length, "bpe": self._bpe.to_str()})
+
+    @classmethod
+    def from_json(cls, text: str) -> Tokenizer:
+        data = json.loads(text)
+        if data.get("format") != FORMAT:
+            raise ValueError(f"not a {FORMAT} tokenizer file (format={data.get('format')!r})")
+        return cls(HFTokenizer.from_str(data["bpe"]), int(data["context_length"]))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically: a temporary file renamed into place."""
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(self.to_json())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Tokenizer:
+        with open(path, encoding="utf-8") as f:
+            try:
+                return cls.from_json(f.read())
+            except (ValueError, KeyError) as e:
+                raise ValueError(f"{path}: {e}") from e

@@ -1,0 +1,388 @@
+"""``wit train``: contrastive CLIP training on WebDataset shards, on a CPU or on one or many GPUs (``torchrun``).
+
+Reads top to bottom: configuration, distributed setup, checkpoint to resume from, tokenizer, model and optimizer,
+data, the loop, the final checkpoint and plots. All writing happens on rank 0.
+
+    wit train --shards out/demo/shards --out out/train --model tiny --batch-size 64 --steps 300
+    torchrun --nproc_per_node 8 -m pipelines.cli train --shards 'gs://bucket/{00000..00999}.tar' ... --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from trainer.checkpoint import CHECKPOINT_NAME, TOKENIZER_NAME, read_checkpoint, save_checkpoint, unwrap
+from trainer.config import TrainConfig, model_config
+from trainer.data import DataError, Loader, gpu_decode_batch, make_plan, plan_fields, raw_samples, resolve_shards
+from trainer.loss import SIGLIP_SCALE_INIT, make_loss
+from trainer.model import CLIP, parameter_groups
+from trainer.tokenizer import Tokenizer
+
+log = logging.getLogger("wit.train")
+METRICS_NAME = "metrics.jsonl"
+TOKENIZER_CAPTIONS = 2_000_000  # captions read to learn the BPE when no --tokenizer is given
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    a = parser.add_argument
+    a("--shards", required=True, help="directory of .tar shards, a glob, or brace pattern/URLs (gs://, s3://, https://)")
+    a("--out", required=True, help="output directory: checkpoint.pt, tokenizer.json, metrics.jsonl, loss.png")
+    a("--model", default="tiny", help="model config name (tiny, ViT-B/32, ViT-B/16, ViT-L/14, RN50, ...)")
+    a("--batch-size", type=int, default=64, help="global batch size (split over ranks)")
+    a("--steps", type=int, default=300, help="optimizer steps in total")
+    a("--device", choices=["cpu", "cuda"], default="cpu")
+    a("--resume", action="store_true", help="continue exactly from OUT/checkpoint.pt when it exists")
+    a("--lr", type=float, default=5e-4)
+    a("--warmup", type=int, default=50, help="linear warm-up steps before the cosine decay")
+    a("--wd", dest="weight_decay", type=float, default=0.2, help="AdamW weight decay (not on gains/biases/scale)")
+    a("--grad-clip", type=float, default=0.0, help="clip the gradient norm (0: off)")
+    a("--precision", choices=["bf16", "fp32"], default="fp32", help="bf16 autocast or full fp32")
+    a("--compile", action="store_true", help="torch.compile the model")
+    a("--grad-checkpointing", action="store_true", help="recompute activations in the backward pass")
+    a("--accum-steps", type=int, default=1, help="split each batch in this many micro-batches (same loss)")
+    a("--checkpoint-every", type=int, default=100, help="write OUT/checkpoint.pt every N steps (and at the end)")
+    a("--log-every", type=int, default=10)
+    a("--workers", type=int, default=2, help="data loader processes per rank (0: read in the training process)")
+    a("--seed", type=int, default=0)
+    a("--loss", choices=["clip", "siglip"], default="clip")
+    a("--tokenizer", help="a tokenizer.json to use; default: learn a BPE from the shards' captions")
+    a("--vocab-size", type=int, help="vocabulary size of the BPE learnt from the captions")
+    a("--shuffle-buffer", type=int, default=1000, help="samples in each stream's shuffle buffer")
+    a("--resampled", action="store_true", help="draw shards with replacement (open_clip's multi-GPU mode)")
+    a("--samples-per-epoch", type=int, help="default: the total of sizes.json")
+    a("--allow-repeat", action="store_true", help="allow an epoch larger than the data (repeats samples, warns)")
+    a("--gpu-decode", action="store_true", help="decode JPEGs on the GPU with torchvision/nvJPEG (needs torchvision)")
+    # Simulates a preemption for the resume test: exit after this step without the final checkpoint.
+    a("--stop-after", type=int, help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
+    options = {k: v for k, v in vars(args).items() if k != "stop_after"}
+    try:
+        cfg = TrainConfig(**options)
+    except ValueError as e:
+        print(f"wit train: {e}", file=sys.stderr)
+        return 2
+    try:
+        return train(cfg, stop_after=args.stop_after)
+    except (DataError, FileNotFoundError) as e:
+        print(f"wit train: {e}", file=sys.stderr)
+        return 2
+
+
+def warmup_cosine(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def train(cfg: TrainConfig, stop_after: int | None = None) -> int:
+    # ---- distributed setup (torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) ----
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    ddp = world > 1
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise DataError("--device cuda but no CUDA device is visible; use --device cpu")
+    if ddp:
+        dist.init_process_group(backend="nccl" if cfg.device == "cuda" else "gloo", init_method="env://")
+    rank, local_rank = (dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0"))) if ddp else (0, 0)
+    master = rank == 0
+    device = torch.device(f"cuda:{local_rank}" if cfg.device == "cuda" else "cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if cfg.batch_size % world:
+        raise DataError(f"--batch-size {cfg.batch_size} does not split over {world} ranks")
+    local_batch = cfg.batch_size // world
+    out = Path(cfg.out)
+    ckpt_path = out / CHECKPOINT_NAME
+    if master:
+        out.mkdir(parents=True, exist_ok=True)
+
+    # ---- the checkpoint to continue from ----
+    state = None
+    if cfg.resume and ckpt_path.exists():
+        state = read_checkpoint(ckpt_path)
+        _check_resumable(state, cfg, world)
+        log.info("resuming from %s at step %d", ckpt_path, state["step"])
+    elif cfg.resume:
+        log.info("--resume: no %s yet, starting from scratch", ckpt_path)
+
+    # ---- tokenizer: the checkpoint's, the given one, or a BPE learnt from the captions ----
+    arch = model_config(cfg.model)
+    if state is not None:
+        tokenizer = Tokenizer.from_json(state["tokenizer"])
+    elif cfg.tokenizer:
+        tokenizer = Tokenizer.load(cfg.tokenizer)
+    else:
+        tokenizer = _learn_tokenizer(cfg, out, master, ddp, cfg.vocab_size or arch.text.vocab_size,
+                                     arch.text.context_length)
+    arch = arch.with_vocab_size(tokenizer.vocab_size)
+    tokenizer.context_length = arch.text.context_length
+
+    # ---- model, loss, optimizer, schedule ----
+    torch.manual_seed(cfg.seed)
+    model = CLIP(arch).to(device)
+    loss_fn = make_loss(cfg.loss).to(device)
+    if cfg.loss == "siglip":
+        model.logit_scale.data.fill_(SIGLIP_SCALE_INIT)
+    if cfg.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    groups = parameter_groups(model, cfg.weight_decay)
+    groups[1]["params"] += list(loss_fn.parameters())  # the SigLIP bias: no decay
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                                  fused=device.type == "cuda")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup, cfg.steps))
+    step = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        loss_fn.load_state_dict(state["loss"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = state["step"]
+        _set_rng_state(state["rng_state"][rank])
+    train_model: torch.nn.Module = model
+    if ddp:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[local_rank] if device.type == "cuda" else None)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+    if master:
+        n_params = sum(p.numel() for p in model.parameters())
+        log.info("model %s: %.1fM parameters, vocab %d, %d rank(s), device %s", arch.name, n_params / 1e6,
+                 tokenizer.vocab_size, world, device)
+
+    # ---- data ----
+    plan = make_plan(cfg.shards, batch_size=local_batch, image_size=arch.image_size, seed=cfg.seed,
+                     workers=cfg.workers, rank=rank, world_size=world, shuffle_buffer=cfg.shuffle_buffer,
+                     resampled=cfg.resampled, samples_per_epoch=cfg.samples_per_epoch,
+                     allow_repeat=cfg.allow_repeat, gpu_decode=cfg.gpu_decode)
+    loader = Loader(plan, tokenizer, state["data_state"][rank] if state else None,
+                    pin_memory=device.type == "cuda")
+    batches = iter(loader)
+    metrics_path = out / METRICS_NAME
+    if master:
+        _truncate_metrics(metrics_path, step)
+    board = _tensorboard(out) if master else None
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+
+    # ---- the loop ----
+    model.train()
+    window_start, window_wait, window_samples = time.perf_counter(), 0.0, 0
+    loss_value = float("nan")
+    while step < cfg.steps:
+        t0 = time.perf_counter()
+        batch, epoch = next(batches)
+        images, tokens = _to_device(batch, plan, device)
+        window_wait += time.perf_counter() - t0
+        loss = _train_step(train_model, loss_fn, images, tokens, cfg.accum_steps, autocast, ddp)
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        step += 1
+        window_samples += images.shape[0] * world
+
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            loss_value = _mean_over_ranks(loss.detach(), ddp)
+            elapsed = time.perf_counter() - window_start
+            wait_share = _mean_over_ranks(torch.tensor(window_wait / max(elapsed, 1e-9), device=device), ddp)
+            record = {"step": step, "epoch": epoch, "loss": loss_value, "lr": scheduler.get_last_lr()[0],
+                      "logit_scale": model.scale().item(), "samples_per_s": window_samples / max(elapsed, 1e-9),
+                      "data_wait": wait_share, "dropped": dict(loader.totals)}
+            if master:
+                print(f"step {step}/{cfg.steps} [{100 * step // cfg.steps:3d}%] epoch {epoch} loss {loss_value:.4f} "
+                      f"lr {record['lr']:.2e} {record['samples_per_s']:.0f} samples/s "
+                      f"data wait {100 * wait_share:.0f}%", flush=True)
+                with open(metrics_path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+                if board is not None:
+                    for key in ("loss", "lr", "logit_scale", "samples_per_s", "data_wait"):
+                        board.add_scalar(f"train/{key}", record[key], step)
+            window_start, window_wait, window_samples = time.perf_counter(), 0.0, 0
+
+        if stop_after is not None and step >= stop_after:
+            log.warning("stopping after step %d without a final checkpoint (--stop-after)", step)
+            return 0
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            _checkpoint(ckpt_path, model, loss_fn, arch, tokenizer, step, optimizer, scheduler, cfg, plan, loader,
+                        master, ddp)
+
+    # ---- the end: summary and loss curve ----
+    if master:
+        _plot_loss(metrics_path, out / "loss.png")
+        if board is not None:
+            board.close()
+        print(f"wit train: {step} steps of {cfg.batch_size} on {world} rank(s); final loss {loss_value:.4f}; "
+              f"dropped samples {dict(loader.totals) or 'none'}; checkpoint {ckpt_path}")
+    if ddp:
+        dist.destroy_process_group()
+    return 0
+
+
+def _train_step(model: torch.nn.Module, loss_fn: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor,
+                accum: int, autocast, ddp: bool) -> torch.Tensor:
+    """One batch's forward and backward. With ``accum`` > 1 the loss is still the whole batch's: features of all
+    micro-batches are computed without gradient first, then each micro-batch is recomputed with gradient and
+    put into the cached matrix (open_clip's accumulation; memory of a micro-batch, gradient of the batch)."""
+    scale_grad = loss_fn.gradient_scale()
+    if accum == 1:
+        with autocast:
+            image_features, text_features, logit_scale = model(images, tokens)
+            loss = loss_fn(image_features, text_features, logit_scale)
+        (loss * scale_grad).backward()
+        return loss
+    image_chunks, token_chunks = images.chunk(accum), tokens.chunk(accum)
+    with torch.no_grad(), autocast:
+        cached = [model(i, t)[:2] for i, t in zip(image_chunks, token_chunks, strict=True)]
+    for j, (i, t) in enumerate(zip(image_chunks, token_chunks, strict=True)):
+        sync = contextlib.nullcontext() if not ddp or j == accum - 1 else model.no_sync()
+        with sync:
+            with autocast:
+                image_j, text_j, logit_scale = model(i, t)
+                all_images = torch.cat([f[0] for f in cached[:j]] + [image_j] + [f[0] for f in cached[j + 1:]])
+                all_texts = torch.cat([f[1] for f in cached[:j]] + [text_j] + [f[1] for f in cached[j + 1:]])
+                # The temperature's gradient is taken once, not once per micro-batch.
+                loss = loss_fn(all_images, all_texts, logit_scale if j == 0 else logit_scale.detach())
+            (loss * scale_grad).backward()
+    return loss
+
+
+def _to_device(batch: dict, plan, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    if plan.gpu_decode:
+        return gpu_decode_batch(batch, plan.image_size, device)
+    return batch["images"].to(device, non_blocking=True), batch["tokens"].to(device, non_blocking=True)
+
+
+def _mean_over_ranks(value: torch.Tensor, ddp: bool) -> float:
+    if ddp:
+        value = value.detach().clone().float()
+        dist.all_reduce(value)
+        value /= dist.get_world_size()
+    return float(value)
+
+
+def _learn_tokenizer(cfg: TrainConfig, out: Path, master: bool, ddp: bool, vocab_size: int,
+                     context_length: int) -> Tokenizer:
+    path = out / TOKENIZER_NAME
+    if master:
+        def captions():
+            samples = raw_samples(iter(resolve_shards(cfg.shards)), lambda e: True)
+            for sample in islice(samples, TOKENIZER_CAPTIONS):
+                if "txt" in sample:
+                    yield sample["txt"].decode("utf-8", "replace")
+
+        started = time.perf_counter()
+        tokenizer = Tokenizer.train(captions(), vocab_size, context_length)
+        tokenizer.save(path)
+        log.info("learnt a %d-id BPE from the captions in %.1fs -> %s", tokenizer.vocab_size,
+                 time.perf_counter() - started, path)
+    if ddp:
+        dist.barrier()
+    return Tokenizer.load(path)
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(s: dict) -> None:
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+    if s["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def _gather(obj, ddp: bool) -> list:
+    if not ddp:
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _checkpoint(path: Path, model, loss_fn, arch, tokenizer, step, optimizer, scheduler, cfg: TrainConfig, plan,
+                loader: Loader, master: bool, ddp: bool) -> None:
+    data_states = _gather(loader.state(), ddp)
+    rng_states = _gather(_rng_state(), ddp)
+    if master:
+        started = time.perf_counter()
+        save_checkpoint(path, model=model, model_config=arch, tokenizer=tokenizer, step=step, optimizer=optimizer,
+                        scheduler=scheduler, train_config=vars(cfg).copy(), data_state=data_states,
+                        rng_state=rng_states,
+                        extra={"loss": unwrap(loss_fn).state_dict(), "world_size": len(data_states),
+                               "data_plan": plan_fields(plan)})
+        log.info("checkpoint at step %d -> %s (%.1fs)", step, path, time.perf_counter() - started)
+    if ddp:
+        dist.barrier()
+
+
+def _check_resumable(state: dict, cfg: TrainConfig, world: int) -> None:
+    """Refuse a resume that could not continue the same run: the data order or the model would differ."""
+    old = state.get("train_config") or {}
+    if state.get("world_size") != world:
+        raise DataError(f"the checkpoint was written by {state.get('world_size')} rank(s), this run has {world}; "
+                        f"resume with the same number of processes (or start a new --out)")
+    for key in ("model", "batch_size", "seed", "workers", "loss", "shuffle_buffer", "resampled", "steps"):
+        if old.get(key) != getattr(cfg, key):
+            raise DataError(f"--{key.replace('_', '-')} is {getattr(cfg, key)!r} but the checkpoint ran with "
+                            f"{old.get(key)!r}; resume with the same value (or start a new --out)")
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from, so metrics.jsonl reads as one run."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line)["step"] <= step]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def _plot_loss(metrics_path: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r["step"] for r in records], [r["loss"] for r in records])
+    ax.set_xlabel("step")
+    ax.set_ylabel("contrastive loss")
+    ax.set_title("wit train")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = png.with_name(f".{png.stem}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, png)

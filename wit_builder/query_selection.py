@@ -1,0 +1,181 @@
+"""Which n-grams, titles and WordNet lemmas become queries: eligibility, scores, ranking, budgets.
+
+Every query is normalized by ``wit_builder.textnorm`` before anything else, so the same phrase from two
+sources is the same query. Per source (``schemas.queries.SOURCES``, taken in this order):
+
+- **unigram**: a token with at least one letter (``textnorm.is_query_token``) occurring at least
+  ``min_unigram_count`` times in the plain text. ``count`` = its occurrences; ``score`` = ``count``.
+- **bigram**: two adjacent tokens on one line of plain text, both with a letter, occurring together at least
+  ``min_bigram_count`` times. ``score`` = normalized PMI,
+  ``npmi = log(p(ab) / (p(a) p(b))) / -log p(ab)`` with ``p(x) = count(x) / N`` and ``N`` the number of
+  tokens. We rank by NPMI rather than raw PMI because PMI's maximum, ``-log p(ab)``, grows as a pair gets
+  rarer, so raw PMI fills the budget with the rarest pairs that clear the count floor (typos, names seen
+  exactly ``min_bigram_count`` times); NPMI lies in [-1, 1], is 1 for words that only ever occur together
+  whatever their frequency, and ties between such pairs are broken by the larger count. The count floor
+  (default 30) still matters: with fewer co-occurrences the probability estimates are noise.
+- **title**: the phrase a main-namespace, non-redirect, non-disambiguation article title names
+  (``wikitext.title_phrase``: "Mercury (planet)" -> "mercury"), with at least one letter. ``score`` = the
+  article's traffic: pageviews from Wikimedia pageview dumps (a redirect's views count for its target) when
+  given, else the number of distinct main-namespace articles that link to it (links through a redirect count
+  for the target). Several articles with the same phrase add their scores.
+- **wordnet**: every lemma name of every WordNet synset, underscores as spaces. ``score`` = WordNet's own
+  frequency, the sum over the lemma's senses of their SemCor tag counts (``cntlist.rev``).
+
+``count`` of a title or WordNet query is its occurrences in the plain text when it has one or two tokens
+(exactly the unigram / bigram counts), and 0 when it is longer: counting every longer n-gram of a whole
+Wikipedia costs more than the rest of the stage, and nothing ranks by it.
+
+Within a source, candidates rank by ``score`` (high first), then ``count`` (high first), then the query
+(alphabetically), a total order, so selection is deterministic. Each source takes its best candidates up to
+its budget, skipping queries an earlier source already took; a source with fewer eligible candidates than its
+budget gives all of them. Budgets default to MetaCLIP's published split (251,465 + 100,646 + 61,235 + 86,654
+= 500,000). When they add up to more than ``max_queries``, each is scaled down in proportion (largest
+remainder, ties to the earlier source) so that the list never exceeds ``max_queries`` and keeps the mix.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import NamedTuple
+
+from schemas.queries import SOURCES
+from wit_builder.textnorm import is_query_token, normalize, tokenize
+from wit_builder.wikitext import title_phrase
+
+
+class Candidate(NamedTuple):
+    query: str   # normalized
+    count: int
+    score: float
+
+
+def rank_key(candidate: Candidate) -> tuple[float, int, str]:
+    """Smaller is better: score high first, then count high first, then the query alphabetically."""
+    return (-candidate.score, -candidate.count, candidate.query)
+
+
+@dataclass(frozen=True)
+class Budgets:
+    unigram: int = 251_465
+    bigram: int = 100_646
+    title: int = 61_235
+    wordnet: int = 86_654
+    max_queries: int = 500_000
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if getattr(self, f.name) < 0:
+                raise ValueError(f"budget {f.name} must be >= 0, got {getattr(self, f.name)}")
+
+    def per_source(self) -> dict[str, int]:
+        """Each source's budget, scaled down in proportion when their sum exceeds ``max_queries``."""
+        wanted = {source: getattr(self, source) for source in SOURCES}
+        total = sum(wanted.values())
+        if total <= self.max_queries:
+            return wanted
+        exact = {source: n * self.max_queries / total for source, n in wanted.items()}
+        scaled = {source: math.floor(x) for source, x in exact.items()}
+        leftover = self.max_queries - sum(scaled.values())
+        by_remainder = sorted(SOURCES, key=lambda s: (-(exact[s] - scaled[s]), SOURCES.index(s)))
+        for source in by_remainder[:leftover]:
+            scaled[source] += 1
+        return scaled
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_unigram_count: int = 100
+    min_bigram_count: int = 30
+
+    def __post_init__(self) -> None:
+        if self.min_unigram_count < 1 or self.min_bigram_count < 1:
+            raise ValueError(f"count thresholds must be >= 1, got {self}")
+
+
+def unigram_candidate(token: str, count: int, thresholds: Thresholds) -> Candidate | None:
+    if count >= thresholds.min_unigram_count and is_query_token(token):
+        return Candidate(token, count, float(count))
+    return None
+
+
+def bigram_is_eligible(bigram: str, count: int, thresholds: Thresholds) -> bool:
+    """The count and token test, before the unigram counts are known (see ``bigram_candidate``)."""
+    left, _, right = bigram.partition(" ")
+    return count >= thresholds.min_bigram_count and is_query_token(left) and is_query_token(right)
+
+
+def npmi(count_ab: int, count_a: int, count_b: int, total_tokens: int) -> float:
+    """Normalized pointwise mutual information of a bigram from its and its tokens' counts."""
+    p_ab = count_ab / total_tokens
+    if p_ab >= 1.0:
+        return 1.0
+    pmi = math.log(p_ab / ((count_a / total_tokens) * (count_b / total_tokens)))
+    return pmi / -math.log(p_ab)
+
+
+def bigram_candidate(bigram: str, count: int, count_a: int, count_b: int, total_tokens: int) -> Candidate:
+    return Candidate(bigram, count, npmi(count, count_a, count_b, total_tokens))
+
+
+def title_query(title: str) -> str | None:
+    """The normalized query a title gives, or None when it has no token with a letter (years, "!!!")."""
+    tokens = tokenize(title_phrase(title))
+    return " ".join(tokens) if any(is_query_token(t) for t in tokens) else None
+
+
+def wordnet_query(lemma_name: str) -> str | None:
+    """The normalized query of a WordNet lemma name ("ice_cream" -> "ice cream"), None without a letter."""
+    query = normalize(lemma_name.replace("_", " "))
+    return query if any(is_query_token(t) for t in query.split()) else None
+
+
+def phrase_count(query: str, ngram_counts: Mapping[str, int]) -> int:
+    """Occurrences of a one- or two-token phrase in the plain text; 0 for longer phrases (not counted)."""
+    return ngram_counts.get(query, 0) if query.count(" ") <= 1 else 0
+
+
+@dataclass
+class SourceSummary:
+    offered: int = 0         # candidates offered (the pipeline prunes each source to those that could be taken)
+    selected: int = 0
+    already_taken: int = 0   # candidates skipped because an earlier source took the same query
+
+
+def select(
+    candidates: Mapping[str, Iterable[Candidate]], budgets: Mapping[str, int]
+) -> tuple[list[tuple[str, Candidate]], dict[str, SourceSummary]]:
+    """The query list: per source in ``SOURCES`` order, the best candidates up to the budget, no duplicates.
+
+    Returns (source, candidate) rows in list order (source by source, best first) and a summary per source.
+    """
+    taken: set[str] = set()
+    rows: list[tuple[str, Candidate]] = []
+    summary = {source: SourceSummary() for source in SOURCES}
+    for source in SOURCES:
+        ranked = sorted(set(candidates.get(source, ())), key=rank_key)
+        summary[source].offered = len(ranked)
+        budget = budgets[source]
+        for candidate in ranked:
+            if summary[source].selected >= budget:
+                break
+            if candidate.query in taken:
+                summary[source].already_taken += 1
+                continue
+            taken.add(candidate.query)
+            rows.append((source, candidate))
+            summary[source].selected += 1
+    return rows, summary
+
+
+def count_ngrams(text: str, unigrams: Counter[str], bigrams: Counter[str]) -> None:
+    """Add the tokens of ``text`` to ``unigrams`` and the adjacent token pairs of each line to ``bigrams``.
+
+    Bigrams stop at line ends: a heading, list item or paragraph does not run into the next one.
+    """
+    for line in text.split("\n"):
+        tokens = tokenize(line)
+        unigrams.update(tokens)
+        bigrams.update(f"{a} {b}" for a, b in zip(tokens, tokens[1:]))  # noqa: B905 (pairs, lengths differ by 1)

@@ -1,0 +1,178 @@
+"""Reading stage 3's raw output (either engine, img2dataset's layout) into uniform row dicts for stage 4.
+
+A raw shard is ``{shard}.parquet`` (every input row with its status) beside ``{shard}.tar`` (the images of
+the successes). Our download engine writes ``schemas.download.RAW_ROWS``; img2dataset writes its own
+columns, with ``uid`` and ``queries`` as additional columns (``--save_additional_columns
+'["uid","queries"]'``), ``failed_to_resize`` for decode failures and no pHash. Missing hashes are computed
+here from the bytes stored in the tar: the pHash is then of the stored (resized) image, which pHash is
+built to tolerate, and the sha256 of the stored bytes rather than of the original download, so exact dedup
+still finds identical downloads (same bytes, same resize) but not the same image resized differently.
+
+Every row dict carries the FINAL_ROWS fields plus private fields (``_``-prefixed) that locate the image
+inside the raw tar, so the shard writer later reads exactly those bytes and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import posixpath
+import re
+import tarfile
+from collections.abc import Callable, Iterable
+from typing import Any, BinaryIO
+
+from schemas.download import RAW_STATUS_ALIASES, RAW_STATUSES
+from wit_builder.dedup import image_phash
+
+IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "webp", "png")
+REQUIRED_COLUMNS: tuple[str, ...] = ("key", "uid", "url", "status")
+_INT_FIELDS = ("http_status", "width", "height", "original_width", "original_height", "bytes")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_PHASH = re.compile(r"^[0-9a-f]{16}$")
+
+
+class RawInputError(ValueError):
+    """A raw shard that cannot be read as stage-3 output; the message names the file and the row."""
+
+
+def raw_shard_names(parquet_paths: Iterable[str]) -> dict[str, str]:
+    """A short unique name per raw parquet: its path below the inputs' common folder, without ``.parquet``,
+    with ``/`` as ``-`` (``run1/00003.parquet`` -> ``run1-00003``)."""
+    paths = sorted(parquet_paths)
+    parts = [(p[: -len(".parquet")] if p.endswith(".parquet") else p).split("/") for p in paths]
+    # Split on "/" by hand: posixpath would fold the "//" of gs:// and s3:// URLs.
+    common = len(parts[0]) - 1
+    for i in range(common):
+        if any(len(other) <= i + 1 or other[i] != parts[0][i] for other in parts):
+            common = i
+            break
+    return {p: "-".join(part[common:]) for p, part in zip(paths, parts, strict=True)}
+
+
+def check_columns(names: list[str], source: str) -> None:
+    """Raise RawInputError naming ``source`` when a required column is missing."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    if missing:
+        hint = (" (img2dataset output: rerun it with --save_additional_columns '[\"uid\",\"queries\"]')"
+                if "uid" in missing and "status" in names else "")
+        raise RawInputError(f"{source}: not a raw download shard: missing column(s) {', '.join(missing)}{hint}")
+
+
+def table_rows(columns: dict[str, list[Any]], source: str, raw_shard: str) -> list[dict[str, Any]]:
+    """Rows of one raw parquet (given as ``pyarrow.Table.to_pydict()``) as row dicts with raw statuses mapped.
+
+    Raises RawInputError naming ``source`` (and the row) for a missing column or an unknown status.
+    """
+    check_columns(list(columns), source)
+    n = len(columns["uid"])
+    rows = []
+    for i in range(n):
+        def get(name: str, i: int = i) -> Any:
+            return columns[name][i] if name in columns else None
+
+        status = RAW_STATUS_ALIASES.get(get("status"), get("status"))
+        if status not in RAW_STATUSES:
+            raise RawInputError(f"{source}: row {i}: unknown status {get('status')!r} (expected one of "
+                                f"{', '.join(RAW_STATUSES + tuple(RAW_STATUS_ALIASES))})")
+        if not get("uid"):
+            raise RawInputError(f"{source}: row {i}: empty uid")
+        queries = get("queries")
+        sha256, phash = get("sha256"), get("phash")
+        row = {
+            "key": None,
+            "uid": str(get("uid")),
+            "url": get("url") or "",
+            "caption": get("caption"),
+            "queries": sorted(set(queries)) if queries else [],
+            "status": status,
+            "error_message": get("error_message"),
+            **{f: (int(get(f)) if get(f) is not None else None) for f in _INT_FIELDS},
+            "sha256": sha256 if isinstance(sha256, str) and _SHA256.match(sha256) else None,
+            "phash": phash if isinstance(phash, str) and _PHASH.match(phash) else None,
+            "shard": None,
+            "duplicate_of": None,
+            "raw_shard": raw_shard,
+            "raw_key": None if get("key") is None else str(get("key")),
+            "_row": i,
+            "_raw_rows": n,
+            "_raw_status": status,  # as downloaded (aliases mapped), before finalize's own checks
+            "_reason": status,
+            "_hash_source": "raw",
+        }
+        rows.append(row)
+    return rows
+
+
+def index_tar(fileobj: BinaryIO) -> tuple[dict[str, dict[str, tuple[int, int]]], str | None]:
+    """key -> {extension: (data offset, size)} of a raw tar, reading headers only on a seekable file.
+
+    A truncated or corrupt tar keeps the members read before the damage; the second value then says what
+    went wrong (None when the tar is whole).
+    """
+    members: dict[str, dict[str, tuple[int, int]]] = {}
+    error = None
+    try:
+        with tarfile.open(fileobj=fileobj, mode="r:") as tar:
+            for info in tar:
+                if info.isfile():
+                    base = posixpath.basename(info.name)
+                    key, _, ext = base.partition(".")
+                    members.setdefault(key, {})[ext.lower()] = (info.offset_data, info.size)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    return members, error
+
+
+def _fail(row: dict[str, Any], message: str) -> None:
+    row.update(status="failed_to_decode", error_message=message, _reason="raw_image_unreadable")
+
+
+def attach_images(
+    rows: list[dict[str, Any]],
+    tar_path: str,
+    members: dict[str, dict[str, tuple[int, int]]],
+    tar_size: int,
+    tar_error: str | None,
+    read_member: Callable[[int, int], bytes],
+) -> None:
+    """Locate each success's image in the raw tar; fill missing sha256/pHash from the stored bytes.
+
+    A success whose image is missing, truncated or undecodable becomes ``failed_to_decode`` with a message
+    naming the tar and the key, so nothing is lost and nothing unreadable reaches a final shard.
+    """
+    for row in rows:
+        if row["status"] != "success":
+            continue
+        found = members.get(row["raw_key"] or "", {})
+        ext = next((e for e in IMAGE_EXTENSIONS if e in found), None)
+        if ext is None:
+            detail = f" (tar unreadable after some members: {tar_error})" if tar_error else ""
+            _fail(row, f"image for key {row['raw_key']!r} missing from {tar_path}{detail}")
+            continue
+        offset, size = found[ext]
+        if offset + size > tar_size:
+            _fail(row, f"image {row['raw_key']}.{ext} truncated in {tar_path}")
+            continue
+        row.update(_image_path=tar_path, _image_ext=ext, _image_offset=offset, _image_size=size)
+        if row["sha256"] and row["phash"] and row["width"] and row["height"]:
+            continue
+        data = read_member(offset, size)
+        if not row["sha256"]:
+            row["sha256"] = hashlib.sha256(data).hexdigest()
+            row["_hash_source"] = "stored_bytes"
+        try:
+            if not row["phash"]:
+                row["phash"] = image_phash(data)
+            if not (row["width"] and row["height"]):
+                from PIL import Image
+
+                with Image.open(io.BytesIO(data)) as img:
+                    row["width"], row["height"] = img.size
+        except Exception as exc:  # noqa: BLE001 - any decoder error means the stored image is unusable
+            _fail(row, f"image {row['raw_key']}.{ext} in {tar_path} does not decode: {type(exc).__name__}: {exc}")
+
+
+def public_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """The row without its private (``_``-prefixed) fields."""
+    return {k: v for k, v in row.items() if not k.startswith("_")}

@@ -1,0 +1,277 @@
+"""Stream pages out of MediaWiki XML dumps: ``.xml``, ``.xml.bz2`` and multistream ``.xml.bz2`` with an index.
+
+A dump is read as one or more *ranges* of bytes. A plain ``.xml`` or ``.xml.bz2`` file is one range, read by
+one worker from start to end. A multistream dump (Wikimedia's ``*-multistream.xml.bz2``: many bz2 streams of
+100 pages each, concatenated) comes with an index (``*-multistream-index.txt.bz2``, lines of
+``offset:page_id:title``, ``offset`` being the byte where the page's bz2 stream starts). Its distinct offsets
+split the file into ranges of whole streams of about ``target_bytes`` each; each range is read with a seek
+and decompressed on its own, so the workers of a pipeline read one dump in parallel.
+
+Memory stays flat: bytes are read in fixed chunks, decompressed incrementally and fed to an incremental
+XML parser, and every ``<page>`` element is freed as soon as it has been turned into a ``Page``.
+
+Errors name the file and where: a malformed XML stream or a truncated / corrupt bz2 stream raises
+``DumpError`` with the path, the byte offset (of the bz2 stream, or of the chunk for plain XML), the XML line
+and column where known, and the id of the last page read before it. A single ``<page>`` that lacks its
+title, namespace or id does not stop the file: it comes out as a ``Page`` whose ``problem`` says why.
+
+File access goes through an ``opener`` (path -> binary file context manager supporting ``seek``), so the
+pipeline can pass Beam's FileSystems and tests can pass ``open``.
+"""
+
+from __future__ import annotations
+
+import bz2
+import io
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import BinaryIO
+
+Opener = Callable[[str], AbstractContextManager[BinaryIO]]
+
+CHUNK_BYTES = 1 << 20
+DEFAULT_TARGET_BYTES = 64 << 20  # ~ 300 ranges for the 20+ GB enwiki multistream dump
+_INDEX_NAME = re.compile(r"-index\d*\.txt(?:-p\d+p\d+)?(?:\.bz2)?$")
+
+
+class DumpError(ValueError):
+    """A dump (or its index) cannot be read; the message names the file and the place."""
+
+
+@dataclass(frozen=True)
+class DumpRange:
+    """Bytes ``[start, end)`` of a dump (``end`` None: to the end of the file)."""
+
+    path: str
+    start: int = 0
+    end: int | None = None
+    multistream: bool = False  # the range holds bare <page> elements of a multistream dump
+
+
+@dataclass(frozen=True)
+class Page:
+    title: str
+    ns: int
+    page_id: int
+    redirect: str | None  # the target title of a redirect page
+    text: str
+    path: str
+    offset: int  # byte offset of the bz2 stream holding the page, or of the chunk of a plain .xml file
+    problem: str | None = None  # why the page is unusable (missing fields), else None
+
+
+def is_index_file(path: str) -> bool:
+    """Is ``path`` a multistream index (``...-index.txt``, ``...-index.txt.bz2``, ``...-index1.txt-p1p41242.bz2``)?"""
+    return bool(_INDEX_NAME.search(path))
+
+
+def index_candidates(dump_path: str) -> list[str]:
+    """The index file names Wikimedia gives a multistream dump, most likely first.
+
+    ``X-multistream.xml.bz2`` -> ``X-multistream-index.txt.bz2`` (or ``.txt``);
+    ``X-multistream1.xml-p1p41242.bz2`` -> ``X-multistream-index1.txt-p1p41242.bz2``.
+    """
+    if not dump_path.endswith(".bz2"):
+        return []
+    stem = dump_path[: -len(".bz2")]
+    names = []
+    if stem.endswith(".xml"):
+        base = stem[: -len(".xml")]
+        names += [f"{base}-index.txt.bz2", f"{base}-index.txt"]
+    m = re.match(r"^(.*multistream)(\d*)\.xml(-p\d+p\d+)?$", stem)
+    if m:
+        names += [f"{m.group(1)}-index{m.group(2)}.txt{m.group(3) or ''}.bz2"]
+    return list(dict.fromkeys(names))
+
+
+def stream_offsets(index_path: str, opener: Opener) -> list[int]:
+    """The sorted distinct bz2 stream offsets listed in a multistream index."""
+    offsets: set[int] = set()
+    with opener(index_path) as raw:
+        binary = bz2.BZ2File(raw) if index_path.endswith(".bz2") else raw
+        try:
+            for lineno, line in enumerate(io.TextIOWrapper(binary, encoding="utf-8"), start=1):
+                head = line.split(":", 1)[0]
+                if not line.strip():
+                    continue
+                if not head.isdigit() or ":" not in line:
+                    raise DumpError(f"{index_path}: line {lineno} is not 'offset:page_id:title': {line[:80]!r}")
+                offsets.add(int(head))
+        except (OSError, EOFError, UnicodeDecodeError) as err:
+            raise DumpError(f"{index_path}: unreadable multistream index: {err}") from err
+    if not offsets:
+        raise DumpError(f"{index_path}: the multistream index lists no page")
+    return sorted(offsets)
+
+
+def plan_ranges(
+    path: str, opener: Opener, index_path: str | None = None, target_bytes: int = DEFAULT_TARGET_BYTES
+) -> list[DumpRange]:
+    """Split a dump into ranges. Without an index the whole file is one range.
+
+    With an index, ranges are runs of consecutive streams of at least ``target_bytes`` (the last one may be
+    shorter) starting at the first indexed stream; the header stream before it holds only ``<siteinfo>``.
+    """
+    if index_path is None:
+        return [DumpRange(path)]
+    offsets = stream_offsets(index_path, opener)
+    starts = [offsets[0]]
+    for offset in offsets[1:]:
+        if offset - starts[-1] >= target_bytes:
+            starts.append(offset)
+    ends: list[int | None] = [*starts[1:], None]
+    return [DumpRange(path, start, end, multistream=True) for start, end in zip(starts, ends, strict=True)]
+
+
+def read_pages(rng: DumpRange, opener: Opener) -> Iterator[Page]:
+    """Every ``<page>`` of a range, in file order (see the module docstring for errors)."""
+    reader = _PageReader(rng)
+    with opener(rng.path) as f:
+        if rng.start:
+            f.seek(rng.start)
+        chunks = _bz2_chunks(f, rng) if rng.path.endswith(".bz2") else _plain_chunks(f, rng)
+        if rng.multistream:  # bare <page> elements: give them a root
+            yield from reader.feed(b"<mediawiki>", rng.start)
+        for offset, data in chunks:
+            yield from reader.feed(data, offset)
+        yield from reader.close()
+
+
+def _limit(rng: DumpRange, position: int) -> int:
+    return CHUNK_BYTES if rng.end is None else min(CHUNK_BYTES, rng.end - position)
+
+
+def _plain_chunks(f: BinaryIO, rng: DumpRange) -> Iterator[tuple[int, bytes]]:
+    position = rng.start
+    while (size := _limit(rng, position)) > 0 and (data := f.read(size)):
+        yield position, data
+        position += len(data)
+
+
+def _bz2_chunks(f: BinaryIO, rng: DumpRange) -> Iterator[tuple[int, bytes]]:
+    """Decompressed bytes of consecutive bz2 streams, each tagged with the offset where its stream starts."""
+    position = stream_start = rng.start
+    decompressor, fed = bz2.BZ2Decompressor(), False
+    while (size := _limit(rng, position)) > 0 and (data := f.read(size)):
+        position += len(data)
+        while data:
+            try:
+                out = decompressor.decompress(data)
+            except OSError as err:
+                raise DumpError(
+                    f"{rng.path}: corrupt bz2 data in the stream starting at byte {stream_start}: {err}"
+                ) from err
+            fed = True
+            if out:
+                yield stream_start, out
+            if not decompressor.eof:
+                break
+            # The stream ended inside this chunk: the rest (if any) starts the next stream.
+            data = decompressor.unused_data
+            stream_start = position - len(data)
+            decompressor, fed = bz2.BZ2Decompressor(), False
+    if fed and not decompressor.eof:
+        raise DumpError(
+            f"{rng.path}: truncated bz2 stream starting at byte {stream_start} (the data ends at byte {position}"
+            " before the stream's end marker); re-download the dump"
+        )
+
+
+class _PageReader:
+    """An incremental XML parser that turns each finished ``<page>`` element into a ``Page``."""
+
+    def __init__(self, rng: DumpRange) -> None:
+        self.rng = rng
+        self.parser = ET.XMLPullParser(events=("start", "end"))
+        self.stack: list[ET.Element] = []
+        self.root_closed = False
+        self.fed_any = False
+        self.last_page_id: int | None = None
+        self.offset = rng.start
+
+    def feed(self, data: bytes, offset: int) -> Iterator[Page]:
+        self.offset = offset
+        if data.strip():
+            self.fed_any = True
+        try:
+            self.parser.feed(data)
+            yield from self._drain()
+        except ET.ParseError as err:
+            raise self._error(err) from err
+
+    def close(self) -> Iterator[Page]:
+        if not self.fed_any:
+            return  # an empty file is an empty dump, not a malformed one
+        try:
+            if self.rng.multistream and not self.root_closed:
+                self.parser.feed(b"</mediawiki>")
+            self.parser.close()
+            yield from self._drain()
+        except ET.ParseError as err:
+            raise self._error(err) from err
+
+    def _error(self, err: ET.ParseError) -> DumpError:
+        line, column = getattr(err, "position", (0, 0))
+        where = "bz2 stream starting at byte" if self.rng.path.endswith(".bz2") else "chunk starting at byte"
+        after = f"after page id {self.last_page_id}" if self.last_page_id is not None else "before any page"
+        return DumpError(
+            f"{self.rng.path}: malformed XML at line {line}, column {column} of the range starting at byte "
+            f"{self.rng.start} ({where} {self.offset}), {after}: {err.msg if hasattr(err, 'msg') else err}"
+        )
+
+    def _drain(self) -> Iterator[Page]:
+        for event, elem in self.parser.read_events():
+            if event == "start":
+                self.stack.append(elem)
+                continue
+            self.stack.pop()
+            if not self.stack:
+                self.root_closed = True
+            if _local(elem.tag) == "page":
+                page = self._page(elem)
+                if page.problem is None:
+                    self.last_page_id = page.page_id
+                yield page
+                elem.clear()
+                if self.stack:
+                    self.stack[-1].remove(elem)  # free the page: memory stays flat however long the dump
+
+    def _page(self, elem: ET.Element) -> Page:
+        fields: dict[str, str] = {}
+        redirect = None
+        text = ""
+        for child in elem:
+            name = _local(child.tag)
+            if name in ("title", "ns", "id"):
+                fields[name] = (child.text or "").strip()
+            elif name == "redirect":
+                redirect = child.get("title") or ""
+            elif name == "revision":
+                for sub in child:
+                    if _local(sub.tag) == "text":
+                        text = sub.text or ""
+        missing = [name for name in ("title", "ns", "id") if not fields.get(name)]
+        bad = [name for name in ("ns", "id") if fields.get(name) and not fields[name].lstrip("-").isdigit()]
+        problem = None
+        if missing or bad:
+            problem = "; ".join(
+                [f"missing <{n}>" for n in missing] + [f"<{n}> is not a number: {fields[n]!r}" for n in bad]
+            )
+        return Page(
+            title=fields.get("title", ""),
+            ns=int(fields["ns"]) if "ns" not in missing + bad else 0,
+            page_id=int(fields["id"]) if "id" not in missing + bad else -1,
+            redirect=redirect,
+            text=text,
+            path=self.rng.path,
+            offset=self.offset,
+            problem=problem,
+        )
+
+
+def _local(tag: str) -> str:
+    """The local name of a possibly namespaced tag ("{http://www.mediawiki.org/xml/export-0.10/}page" -> "page")."""
+    return tag.rpartition("}")[2]
