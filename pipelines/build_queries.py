@@ -520,7 +520,8 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
     stats = _stats(args, config, dumps, pageviews, common.counters(result, NAMESPACE))
     common.write_json(common.join(args.out, STATS_JSON), stats)
     per_source = ", ".join(f"{s} {v['selected']}" for s, v in stats["sources"].items())
-    skipped = sum(stats["skipped"].values()) - stats["skipped"]["pages_redirect"]
+    bad = ("pages_malformed", "pages_wikitext_rejected", "dump_ranges_empty", "pageview_lines_malformed")
+    skipped = sum(stats["skipped"][reason] for reason in bad)
     print(f"build-queries: {stats['total_queries']} queries ({per_source}) from {stats['pages']['articles']} articles "
-          f"in {len(dumps)} dump(s); {skipped} records skipped; {time.time() - started:.1f} s -> {args.out}")
+          f"in {len(dumps)} dump(s); {skipped} bad records skipped; {time.time() - started:.1f} s -> {args.out}")
     return 0

@@ -234,14 +234,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d_fetch, d_image = FetchConfig(), ImageConfig()
     parser.add_argument("--pairs", required=True, help="pairs directory, parquet file or glob (needs a url column)")
     parser.add_argument("--out", required=True, help="output directory for raw shards")
-    parser.add_argument("--engine", choices=ENGINES, default="native")
-    parser.add_argument("--rows-per-shard", type=int, default=DownloadConfig.rows_per_shard)
+    parser.add_argument("--engine", choices=ENGINES, default="native",
+                        help="native (requests + Pillow, polite and safe) or img2dataset (the peer, unchanged)")
+    parser.add_argument("--rows-per-shard", type=int, default=DownloadConfig.rows_per_shard,
+                        help="input rows per url shard (one Beam element, one raw shard)")
     parser.add_argument("--threads", type=int, default=DownloadConfig.threads, help="requests in flight per worker")
     img = parser.add_argument_group("images")
-    img.add_argument("--image-size", type=int, default=d_image.image_size)
-    img.add_argument("--resize-mode", choices=RESIZE_MODES, default=d_image.resize_mode)
+    img.add_argument("--image-size", type=int, default=d_image.image_size, help="target side in pixels")
+    img.add_argument("--resize-mode", choices=RESIZE_MODES, default=d_image.resize_mode,
+                     help="img2dataset's resize modes")
     img.add_argument("--encode-format", choices=tuple(ENCODE_FORMATS), default=d_image.encode_format)
-    img.add_argument("--encode-quality", type=int, default=d_image.encode_quality)
+    img.add_argument("--encode-quality", type=int, default=d_image.encode_quality, help="1-100")
     img.add_argument("--min-image-size", type=int, default=d_image.min_image_size,
                      help="smallest accepted side in pixels (smaller: status filtered)")
     img.add_argument("--max-aspect-ratio", type=float, default=d_image.max_aspect_ratio,
@@ -256,7 +259,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--backoff-base", type=float, default=d_fetch.backoff_base_s, help="first backoff, s")
     net.add_argument("--backoff-max", type=float, default=d_fetch.backoff_max_s,
                      help="longest backoff, and the longest Retry-After honoured, s")
-    net.add_argument("--per-host-concurrency", type=int, default=d_fetch.per_host_concurrency)
+    net.add_argument("--per-host-concurrency", type=int, default=d_fetch.per_host_concurrency,
+                     help="requests in flight per host per worker")
     net.add_argument("--per-host-rate", type=float, default=d_fetch.per_host_rate,
                      help="request starts per second per host per worker (0: unlimited)")
     net.add_argument("--user-agent-contact", default=None, help="URL or e-mail put in the User-Agent")

@@ -130,6 +130,35 @@ class HostileServer:
         self.routes[path] = handler
         return self.url(path)
 
+    def short_body(self, path: str, declared: int = 50_000, sent: int = 1000) -> str:
+        """Declares ``declared`` bytes, sends ``sent``, hangs up."""
+
+        def handler(h: BaseHTTPRequestHandler) -> None:
+            h.send_response(200)
+            h.send_header("Content-Type", "image/jpeg")
+            h.send_header("Content-Length", str(declared))
+            h.end_headers()
+            h.wfile.write(bytes(sent))
+            h.close_connection = True
+
+        self.routes[path] = handler
+        return self.url(path)
+
+    def stall(self, path: str, seconds: float = 3.0) -> str:
+        """Headers, then silence for ``seconds``: a read timeout."""
+
+        def handler(h: BaseHTTPRequestHandler) -> None:
+            h.send_response(200)
+            h.send_header("Content-Type", "image/jpeg")
+            h.send_header("Content-Length", "1000")
+            h.end_headers()
+            h.wfile.flush()
+            time.sleep(seconds)
+            h.close_connection = True
+
+        self.routes[path] = handler
+        return self.url(path)
+
     def endless(self, path: str) -> str:
         """An image/jpeg body without a length that never ends (until the client hangs up)."""
 

@@ -80,6 +80,15 @@ def test_endless_body_is_cut_at_the_byte_cap(server, fetcher):
     assert result.status == "failed_to_download" and "max_bytes" in result.error_message
 
 
+def test_short_body_and_stalled_body_fail_cleanly(server, fetcher):
+    short = fetcher.fetch(server.short_body("/short.jpg"))
+    assert short.status == "failed_to_download" and short.attempts == 1
+    stalled = fetcher.fetch(server.stall("/stall.jpg", seconds=1.5))
+    assert stalled.status == "failed_to_download" and stalled.attempts == 2  # a timeout is transient
+    assert "timeout" in stalled.error_message or "deadline" in stalled.error_message
+    assert fetcher.fetch("http://127.0.0.1:notaport/a.jpg").status == "failed_to_download"
+
+
 def test_declared_oversize_is_refused_before_reading(server, fetcher):
     result = fetcher.fetch(server.image("/huge.jpg", bytes(2 << 20)))
     assert result.status == "failed_to_download" and "exceeds max_bytes" in result.error_message

@@ -302,3 +302,59 @@ def test_shard_plan_and_tar_bytes_are_reproducible():
     final_shards.write_tar(first, members)
     final_shards.write_tar(second, members)
     assert first.getvalue() == second.getvalue() and len(first.getvalue()) % tarfile.RECORDSIZE == 0
+
+
+@pytest.mark.slow
+def test_reads_real_img2dataset_output(tmp_path):
+    """img2dataset itself downloads from a loopback server; finalize reads its output as it is."""
+    import functools
+    import http.server
+    import threading
+
+    download = pytest.importorskip("img2dataset").download  # the [img2dataset] extra
+
+    www = tmp_path / "www"
+    www.mkdir()
+    for name in ("astronaut", "coffee", "chelsea"):
+        photo(name).save(www / f"{name}.jpg", quality=90)
+    (www / "copy.jpg").write_bytes((www / "astronaut.jpg").read_bytes())
+    (www / "broken.jpg").write_bytes(b"<html>not an image</html>")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    names = ["astronaut", "coffee", "chelsea", "copy", "broken", "missing"]
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    pq.write_table(pa.table({"url": [f"{base}/{n}.jpg" for n in names], "caption": names,
+                             "uid": [f"{i:032x}" for i in range(len(names))], "queries": [[n] for n in names]}),
+                   tmp_path / "pairs.parquet")
+    try:
+        download(url_list=str(tmp_path / "pairs.parquet"), input_format="parquet", url_col="url",
+                 caption_col="caption", save_additional_columns=["uid", "queries"], output_format="webdataset",
+                 output_folder=str(tmp_path / "raw"), processes_count=1, thread_count=2, image_size=128,
+                 compute_hash="sha256", distributor="multiprocessing", enable_wandb=False, timeout=5)
+    finally:
+        server.shutdown()
+    out = tmp_path / "out"
+    assert finalize(tmp_path / "raw", out) == 0
+    status = {r["uid"]: (r["status"], r["duplicate_of"]) for r in accounting(out).values()}
+    assert status == {
+        f"{0:032x}": ("success", None), f"{1:032x}": ("success", None), f"{2:032x}": ("success", None),
+        f"{3:032x}": ("duplicate", f"{0:032x}"),                            # same bytes under another URL
+        f"{4:032x}": ("failed_to_decode", None),                           # img2dataset's failed_to_resize
+        f"{5:032x}": ("failed_to_download", None),
+    }
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["hash_sources"] == {"raw": 4}  # img2dataset's sha256 (of the original bytes) is kept
+
+
+def test_table_rows_maps_img2dataset_statuses_and_text_query_lists():
+    columns = {"key": ["a", "b", "c"], "uid": ["1", "2", "3"], "url": ["https://x/1.jpg"] * 3,
+               "status": ["success", "failed_to_resize", "blocked"],
+               "queries": ['["dog", "cat", "dog"]', "space", None]}
+    rows = raw_rows.table_rows(columns, "x.parquet", "x")
+    assert [r["status"] for r in rows] == ["success", "failed_to_decode", "blocked"]
+    assert [r["_raw_status"] for r in rows] == ["success", "failed_to_decode", "blocked"]
+    assert [r["queries"] for r in rows] == [["cat", "dog"], ["space"], []]
+    assert [r["_row"] for r in rows] == [0, 1, 2] and {r["_raw_rows"] for r in rows} == {3}
+    with pytest.raises(raw_rows.RawInputError, match=r"x.parquet: row 1: empty uid"):
+        raw_rows.table_rows(dict(columns, uid=["1", "", "3"]), "x.parquet", "x")

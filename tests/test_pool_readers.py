@@ -201,6 +201,6 @@ def test_format_detection() -> None:
     assert detect_format("part-0.parquet") == "parquet"
     assert detect_format("anything", "csv") == "csv"
     with pytest.raises(PoolFormatError, match="--pool-format"):
-        detect_format("pool.bin")
+        detect_format("CC-MAIN-x.warc.gz")  # a WARC, not its WAT: no alt texts without parsing HTML
     with pytest.raises(ValueError):
         PoolOptions(fmt="xml")

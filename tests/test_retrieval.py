@@ -153,7 +153,7 @@ def test_wit_eval_retrieval_on_real_photo_shards(tmp_path, tiny_checkpoint):  # 
                  classes=["cat", "rocket", "coffee"])
     out = tmp_path / "retrieval.json"
     assert wit(["eval", "--checkpoint", str(tiny_checkpoint), "--retrieval", str(tmp_path / "heldout"),
-                "--batch-size", "5", "--retrieval-chunk", "4", "--out", str(out)]) == 0
+                "--batch-size", "5", "--retrieval-chunk", "4", "--workers", "0", "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["task"] == "zeroshot_retrieval" and doc["dataset"] == "heldout"
     assert doc["inputs"]["shards"] == 2 and doc["inputs"]["images"] == 12 and doc["inputs"]["captions"] == 12

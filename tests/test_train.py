@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,19 +78,47 @@ def test_tiny_model_learns_from_real_photos(trained, tmp_path):
     assert correct / total > 0.5
 
 
-def test_killed_run_resumes_exactly(shards, trained, tmp_path):
-    common = ["--batch-size", "16", "--steps", "24", "--log-every", "1", "--checkpoint-every", "5", "--workers", "2",
+def _run_until(shards: Path, out: Path, args: list[str], lines: int, sig: int) -> int:
+    """Start `wit train` in a subprocess, send ``sig`` once metrics.jsonl has ``lines`` lines; its exit code."""
+    command = [sys.executable, "-m", "pipelines.cli", "train", "--shards", str(shards), "--out", str(out),
+               "--model", "tiny", *args]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 180
+    while proc.poll() is None and time.monotonic() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= lines:
+            proc.send_signal(sig)
+            break
+        time.sleep(0.01)
+    try:
+        return proc.wait(timeout=120)
+    finally:
+        proc.stderr.close()
+
+
+def test_killed_or_stopped_run_resumes_exactly(shards, trained, tmp_path):
+    common = ["--batch-size", "16", "--steps", "40", "--log-every", "1", "--checkpoint-every", "5", "--workers", "2",
               "--shuffle-buffer", "32", "--seed", "5", "--tokenizer", str(trained / "tokenizer.json")]
     assert _train(shards, tmp_path / "whole", *common) == 0
-    # Killed after step 8: the last checkpoint is step 5 (mid-epoch, mid round-robin); an epoch is 16 steps.
-    assert _train(shards, tmp_path / "cut", *common, "--stop-after", "8") == 0
-    assert [r["step"] for r in _metrics(tmp_path / "cut")][-1] == 8
-    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["step"] == 5
-    assert _train(shards, tmp_path / "cut", *common, "--resume") == 0
-    whole, resumed = _metrics(tmp_path / "whole"), _metrics(tmp_path / "cut")
-    assert [r["step"] for r in resumed] == list(range(1, 25))
-    assert [r["loss"] for r in resumed] == [r["loss"] for r in whole]  # bit for bit
-    assert {r["epoch"] for r in whole} == {0, 1}
+    whole = _metrics(tmp_path / "whole")
+    assert {r["epoch"] for r in whole} == {0, 1, 2}  # an epoch is 16 steps: resumes cross epoch boundaries
+
+    # SIGKILL after step 7 or later: nothing but the periodic checkpoints survive.
+    killed = tmp_path / "killed"
+    assert _run_until(shards, killed, common, lines=7, sig=signal.SIGKILL) == -signal.SIGKILL
+    checkpoint_step = torch.load(killed / "checkpoint.pt", weights_only=False)["step"]
+    assert checkpoint_step % 5 == 0 and 5 <= checkpoint_step < 40
+    assert _train(shards, killed, *common, "--resume") == 0
+    assert [r["loss"] for r in _metrics(killed)] == [r["loss"] for r in whole]  # bit for bit, steps 1..40
+
+    # SIGTERM: the run finishes its step, checkpoints there (not on a multiple of 5) and exits cleanly.
+    stopped = tmp_path / "stopped"
+    assert _run_until(shards, stopped, common, lines=3, sig=signal.SIGTERM) == 0
+    state = torch.load(stopped / "checkpoint.pt", weights_only=False)
+    assert state["step"] == _metrics(stopped)[-1]["step"] < 40
+    assert _train(shards, stopped, *common, "--resume") == 0
+    assert [r["loss"] for r in _metrics(stopped)] == [r["loss"] for r in whole]
 
 
 def test_training_options_run(shards, tmp_path):
@@ -107,6 +137,8 @@ def test_bad_requests_fail_with_a_clear_message(shards, trained, tmp_path, capsy
     assert "asked for 1000 samples per epoch but the 4 shards hold 256" in capsys.readouterr().err
     assert _train(shards, tmp_path / "c", "--steps", "2", "--accum-steps", "3") == 2
     assert "--accum-steps 3 must divide" in capsys.readouterr().err
+    assert _train(shards, trained, "--steps", "2") == 2  # would overwrite a run's checkpoint
+    assert "checkpoint.pt already exists; pass --resume" in capsys.readouterr().err
     args = ["--steps", "200", "--workers", "1", "--shuffle-buffer", "128", "--vocab-size", "400", "--resume"]
     assert _train(shards, trained, "--batch-size", "64", *args) == 2
     assert "--batch-size is 64 but the checkpoint ran with 32" in capsys.readouterr().err
@@ -118,7 +150,8 @@ def test_two_ranks_under_torchrun(shards, trained, tmp_path, capsys):
                "-m", "pipelines.cli", "train", "--shards", str(shards), "--out", str(out), "--model", "tiny",
                "--batch-size", "16", "--steps", "6", "--log-every", "2", "--checkpoint-every", "3", "--workers", "1",
                "--shuffle-buffer", "16", "--tokenizer", str(trained / "tokenizer.json")]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "6 steps of 16 on 2 rank(s)" in done.stdout
     assert [r["step"] for r in _metrics(out)] == [2, 4, 6]

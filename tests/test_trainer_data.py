@@ -23,7 +23,14 @@ from PIL import Image
 
 from trainer.data import DataError, Loader, make_plan, resolve_shards, shard_sizes
 from trainer.tokenizer import Tokenizer
-from trainer.transforms import CLIP_MEAN, CLIP_STD, eval_transform, train_transform
+from trainer.transforms import (
+    CLIP_MEAN,
+    CLIP_STD,
+    eval_transform,
+    normalize_uint8,
+    to_uint8_tensor,
+    train_transform,
+)
 
 torch.set_num_threads(1)
 
@@ -90,9 +97,12 @@ def test_asking_for_more_samples_than_exist_is_refused(numbered, caplog):
         plan = make_plan(str(shards_dir), batch_size=8, image_size=16, workers=1, samples_per_epoch=65,
                          allow_repeat=True)
     assert plan.resampled and "repeating on purpose" in caplog.text
-    with pytest.raises(DataError, match="4 shards cannot feed 1 rank"):
-        make_plan(str(shards_dir), batch_size=8, image_size=16, workers=5)
-    assert make_plan(str(shards_dir), batch_size=8, image_size=16, workers=5, resampled=True).resampled
+    # Fewer shards than workers: fewer workers (each stream needs a shard of its own) ...
+    assert make_plan(str(shards_dir), batch_size=8, image_size=16, workers=5).workers == 4
+    assert make_plan(str(shards_dir), batch_size=8, image_size=16, workers=5, resampled=True).workers == 5
+    # ... but fewer shards than ranks cannot work without repeating.
+    with pytest.raises(DataError, match="4 shards cannot feed 5 ranks"):
+        make_plan(str(shards_dir), batch_size=8, image_size=16, workers=1, world_size=5)
 
 
 def test_one_epoch_sees_every_sample_once(numbered):
@@ -102,6 +112,7 @@ def test_one_epoch_sees_every_sample_once(numbered):
     seen: dict[int, list[str]] = {}
     for batch, epoch in Loader(plan, tokenizer):
         assert batch["images"].shape == (8, 3, 16, 16) and batch["tokens"].shape == (8, 8)
+        assert batch["images"].dtype == torch.uint8  # normalised on the training device
         seen.setdefault(epoch, []).extend(_captions(batch, tokenizer))
         if epoch == 2:
             break
@@ -173,6 +184,16 @@ def test_corrupt_and_incomplete_samples_are_skipped_and_counted(tmp_path, caplog
     assert "00000.tar:b001" in caplog.text  # the log names the shard and the sample
 
 
+def test_an_epoch_without_a_single_batch_fails_instead_of_looping(tmp_path):
+    with wds.TarWriter(str(tmp_path / "00000.tar")) as sink:
+        for i in range(5):
+            sink.write({"__key__": f"k{i}", "jpg": b"broken" if i else _jpeg(i), "txt": "x"})
+    tokenizer = Tokenizer.train(["x"] * 10, vocab_size=300, context_length=8)
+    plan = make_plan(str(tmp_path), batch_size=2, image_size=16, workers=0)
+    with pytest.raises(DataError, match="epoch 0 produced no batch.*'corrupt_image': 4"):
+        next(iter(Loader(plan, tokenizer)))
+
+
 def test_transforms_are_seeded_and_normalised():
     image = Image.new("RGB", (100, 90), (128, 128, 128))
     image.paste((255, 0, 0), (0, 0, 4, 90))
@@ -182,6 +203,9 @@ def test_transforms_are_seeded_and_normalised():
     assert not torch.equal(a, crop(image, random.Random(2)))
     centre = eval_transform(32)(image.convert("L"))  # any mode in, RGB out
     assert centre.shape == (3, 32, 32)
+    # The loader's uint8 path normalises to exactly the same values.
+    cropped = crop.crop(image, random.Random(1))
+    assert torch.equal(normalize_uint8(to_uint8_tensor(cropped)[None])[0], a)
     # The red band on the left is cut off by the centre crop; the rest is mid-grey, normalised with CLIP's stats.
     expected = torch.tensor([(128 / 255 - m) / s for m, s in zip(CLIP_MEAN, CLIP_STD, strict=True)])
     torch.testing.assert_close(centre.mean(dim=(1, 2)), expected, atol=1e-3, rtol=0)

@@ -111,6 +111,8 @@ def test_template_file_and_bad_templates(tmp_path):
         zeroshot.load_templates(tmp_path / "empty.txt")
     with pytest.raises(FileNotFoundError, match="imagenet, simple"):
         zeroshot.load_templates("no-such-set")
+    with pytest.raises(ValueError, match="cannot read templates file"):
+        zeroshot.load_templates(tmp_path)  # a directory
 
 
 # ---- image folders, end to end with an oracle encoder ----

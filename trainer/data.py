@@ -37,7 +37,7 @@ from PIL import Image
 from webdataset import filters, tariterators
 
 from trainer.tokenizer import Tokenizer
-from trainer.transforms import TrainTransform, normalize_uint8, random_resized_crop_box
+from trainer.transforms import TrainTransform, normalize_uint8, random_resized_crop_box, to_uint8_tensor
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +176,12 @@ def make_plan(shards_spec: str, *, batch_size: int, image_size: int, seed: int =
         if resampled and samples_per_epoch is None:
             raise DataError("resampled mode needs an epoch size: add sizes.json or pass --samples-per-epoch")
     if not resampled and len(shards) < streams:
-        raise DataError(f"{len(shards)} shards cannot feed {world_size} rank(s) x {max(1, workers)} worker(s) "
-                        f"without repeating; lower --workers, write more shards, or use resampled mode")
+        if len(shards) < world_size:
+            raise DataError(f"{len(shards)} shards cannot feed {world_size} ranks without repeating; write more "
+                            f"shards (finalize --samples-per-shard) or use --resampled")
+        log.warning("%d shards for %d worker(s) per rank: reading with %d", len(shards), workers,
+                    len(shards) // world_size)
+        workers = len(shards) // world_size
     if samples_per_epoch is not None and samples_per_epoch < batch_size * world_size:
         raise DataError(f"an epoch of {samples_per_epoch} samples is smaller than one global batch "
                         f"({batch_size} x {world_size}); lower --batch-size")
@@ -294,7 +298,7 @@ def stream_items(plan: DataPlan, tokenizer: Tokenizer, epoch: int, local_stream:
         item = _gpu_item(sample, plan.image_size, rng, counts) if plan.gpu_decode else None
         if not plan.gpu_decode:
             image = _decode_pil(sample, plan.image_size, counts)
-            item = transform(image, rng) if image is not None else None
+            item = to_uint8_tensor(transform.crop(image, rng)) if image is not None else None
         if item is None:
             continue
         images.append(item)
@@ -317,7 +321,7 @@ def _collate(images: list, captions: list[str], tokenizer: Tokenizer, gpu_decode
     if gpu_decode:
         return {"jpeg": [data for data, _ in images], "boxes": torch.tensor([box for _, box in images]),
                 "tokens": tokens}
-    return {"images": torch.stack(images), "tokens": tokens}  # (B, 3, H, W), (B, L)
+    return {"images": torch.stack(images), "tokens": tokens}  # (B, 3, H, W) uint8, (B, L)
 
 
 # ---- the GPU-decode path: workers only parse JPEG headers; nvJPEG decodes whole batches on the device ----
@@ -338,6 +342,14 @@ def _gpu_item(sample: dict, image_size: int, rng: random.Random,
         return None
     box = random_resized_crop_box(header.width, header.height, rng)
     return torch.frombuffer(bytearray(data), dtype=torch.uint8), box
+
+
+def batch_to_device(batch: dict, plan: DataPlan, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised float images and tokens on ``device``; uint8 crosses the bus, normalisation runs there."""
+    if plan.gpu_decode:
+        return gpu_decode_batch(batch, plan.image_size, device)
+    images = batch["images"].to(device, non_blocking=True)
+    return normalize_uint8(images), batch["tokens"].to(device, non_blocking=True)
 
 
 def gpu_decode_batch(batch: dict, image_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -422,9 +434,15 @@ class Loader:
 
     def __iter__(self) -> Iterator[tuple[dict, int]]:
         while True:
-            epoch = self._state["epoch"]
+            epoch, produced = self._state["epoch"], 0
             for batch in self.epoch_batches():
+                produced += 1
                 yield batch, epoch
+            if produced == 0:  # an empty epoch would repeat forever
+                raise DataError(
+                    f"epoch {epoch} produced no batch: no stream of {self.plan.streams_per_rank} per rank holds "
+                    f"{self.plan.batch_size} readable samples (dropped: {dict(self.totals) or 'none'}); lower "
+                    f"--batch-size or --workers, or check the shards")
 
     def epoch_batches(self) -> Iterator[dict]:
         """The rest of the current epoch's batches; afterwards the position points at the next epoch's start."""

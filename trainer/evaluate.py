@@ -56,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="L-BFGS iterations per fit (the paper's 1,000 by default)")
     lp.add_argument("--seed", type=int, default=0, help="seed of the few-shot draw and validation split")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="image loading processes")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="image decoding processes (0: in this process)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="autocast dtype on the device")
     parser.add_argument("--max-skipped-fraction", type=float, default=0.5,

@@ -39,7 +39,7 @@ def read_classnames(path: Path, folders: Sequence[str]) -> tuple[list[str], list
     """
     try:
         lines = [line.strip("\r\n") for line in path.read_text(encoding="utf-8").splitlines()]
-    except (FileNotFoundError, UnicodeDecodeError) as e:
+    except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"--classnames {path}: cannot read ({e})") from None
     entries = [(n, line) for n, line in enumerate(lines, 1) if line.strip() and not line.startswith("#")]
     if not entries:

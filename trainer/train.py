@@ -16,7 +16,9 @@ import logging
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from itertools import islice
 from pathlib import Path
@@ -27,7 +29,16 @@ import torch.distributed as dist
 
 from trainer.checkpoint import CHECKPOINT_NAME, TOKENIZER_NAME, read_checkpoint, save_checkpoint, unwrap
 from trainer.config import TrainConfig, model_config
-from trainer.data import DataError, Loader, gpu_decode_batch, make_plan, plan_fields, raw_samples, resolve_shards
+from trainer.data import (
+    DataError,
+    Loader,
+    batch_to_device,
+    make_plan,
+    plan_fields,
+    raw_samples,
+    resolve_shards,
+    torchvision_gpu_decode_available,
+)
 from trainer.loss import SIGLIP_SCALE_INIT, make_loss
 from trainer.model import CLIP, parameter_groups
 from trainer.tokenizer import Tokenizer
@@ -66,19 +77,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--samples-per-epoch", type=int, help="default: the total of sizes.json")
     a("--allow-repeat", action="store_true", help="allow an epoch larger than the data (repeats samples, warns)")
     a("--gpu-decode", action="store_true", help="decode JPEGs on the GPU with torchvision/nvJPEG (needs torchvision)")
-    # Simulates a preemption for the resume test: exit after this step without the final checkpoint.
-    a("--stop-after", type=int, help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
-    options = {k: v for k, v in vars(args).items() if k != "stop_after"}
     try:
-        cfg = TrainConfig(**options)
+        cfg = TrainConfig(**vars(args))
     except ValueError as e:
         print(f"wit train: {e}", file=sys.stderr)
         return 2
     try:
-        return train(cfg, stop_after=args.stop_after)
+        return train(cfg)
     except (DataError, FileNotFoundError) as e:
         print(f"wit train: {e}", file=sys.stderr)
         return 2
@@ -93,7 +101,7 @@ def warmup_cosine(warmup: int, total: int):
     return factor
 
 
-def train(cfg: TrainConfig, stop_after: int | None = None) -> int:
+def train(cfg: TrainConfig) -> int:
     # ---- distributed setup (torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) ----
     world = int(os.environ.get("WORLD_SIZE", "1"))
     ddp = world > 1
@@ -124,6 +132,8 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> int:
         log.info("resuming from %s at step %d", ckpt_path, state["step"])
     elif cfg.resume:
         log.info("--resume: no %s yet, starting from scratch", ckpt_path)
+    elif ckpt_path.exists():
+        raise DataError(f"{ckpt_path} already exists; pass --resume to continue that run, or choose another --out")
 
     # ---- tokenizer: the checkpoint's, the given one, or a BPE learnt from the captions ----
     arch = model_config(cfg.model)
@@ -170,6 +180,8 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> int:
                  tokenizer.vocab_size, world, device)
 
     # ---- data ----
+    if cfg.gpu_decode and not torchvision_gpu_decode_available():
+        raise DataError("--gpu-decode needs torchvision (a build matching torch 2.13) and a CUDA device")
     plan = make_plan(cfg.shards, batch_size=local_batch, image_size=arch.image_size, seed=cfg.seed,
                      workers=cfg.workers, rank=rank, world_size=world, shuffle_buffer=cfg.shuffle_buffer,
                      resampled=cfg.resampled, samples_per_epoch=cfg.samples_per_epoch,
@@ -184,13 +196,18 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> int:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
     # ---- the loop ----
+    # SIGTERM (preemption, scancel, docker stop) finishes the step, writes a checkpoint and exits.
+    terminated = threading.Event()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        previous_handler = signal.signal(signal.SIGTERM, lambda signum, frame: terminated.set())
     model.train()
     window_start, window_wait, window_samples = time.perf_counter(), 0.0, 0
     loss_value = float("nan")
     while step < cfg.steps:
         t0 = time.perf_counter()
         batch, epoch = next(batches)
-        images, tokens = _to_device(batch, plan, device)
+        images, tokens = batch_to_device(batch, plan, device)
         window_wait += time.perf_counter() - t0
         loss = _train_step(train_model, loss_fn, images, tokens, cfg.accum_steps, autocast, ddp)
         if cfg.grad_clip > 0:
@@ -219,20 +236,25 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> int:
                         board.add_scalar(f"train/{key}", record[key], step)
             window_start, window_wait, window_samples = time.perf_counter(), 0.0, 0
 
-        if stop_after is not None and step >= stop_after:
-            log.warning("stopping after step %d without a final checkpoint (--stop-after)", step)
-            return 0
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        stopping = _any_rank(terminated.is_set(), device, ddp)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
             _checkpoint(ckpt_path, model, loss_fn, arch, tokenizer, step, optimizer, scheduler, cfg, plan, loader,
                         master, ddp)
+        if stopping:
+            if master:
+                print(f"wit train: stopped by SIGTERM after step {step}; checkpoint {ckpt_path}; "
+                      f"rerun with --resume to continue", flush=True)
+            break
 
     # ---- the end: summary and loss curve ----
-    if master:
+    if master and step == cfg.steps:
         _plot_loss(metrics_path, out / "loss.png")
         if board is not None:
             board.close()
         print(f"wit train: {step} steps of {cfg.batch_size} on {world} rank(s); final loss {loss_value:.4f}; "
               f"dropped samples {dict(loader.totals) or 'none'}; checkpoint {ckpt_path}")
+    if in_main_thread:
+        signal.signal(signal.SIGTERM, previous_handler)
     if ddp:
         dist.destroy_process_group()
     return 0
@@ -266,10 +288,12 @@ def _train_step(model: torch.nn.Module, loss_fn: torch.nn.Module, images: torch.
     return loss
 
 
-def _to_device(batch: dict, plan, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    if plan.gpu_decode:
-        return gpu_decode_batch(batch, plan.image_size, device)
-    return batch["images"].to(device, non_blocking=True), batch["tokens"].to(device, non_blocking=True)
+def _any_rank(flag: bool, device: torch.device, ddp: bool) -> bool:
+    if not ddp:
+        return flag
+    t = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def _mean_over_ranks(value: torch.Tensor, ddp: bool) -> float:

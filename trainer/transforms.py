@@ -28,8 +28,13 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(((arr - _MEAN) / _STD).transpose(2, 0, 1).copy())
 
 
+def to_uint8_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> (3, H, W) uint8: a quarter of float32's bytes between processes; normalised later."""
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1).copy())
+
+
 def normalize_uint8(images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) uint8 on any device -> normalised float32 (the GPU-decode path normalises on the device)."""
+    """(B, 3, H, W) uint8 on any device -> normalised float32, the same values as ``to_tensor``."""
     mean = torch.tensor(_MEAN, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(_STD, device=images.device).view(1, 3, 1, 1)
     return (images.float() - mean) / std
@@ -67,12 +72,15 @@ class TrainTransform:
         self.image_size = image_size
         self.scale = scale
 
-    def __call__(self, image: Image.Image, rng: random.Random | None = None) -> torch.Tensor:
+    def crop(self, image: Image.Image, rng: random.Random | None = None) -> Image.Image:
+        """The random resized crop alone: an RGB ``image_size`` square."""
         rng = rng or random.Random()
         image = image.convert("RGB")
         box = random_resized_crop_box(image.width, image.height, rng, self.scale)
-        image = image.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC, box=box)
-        return to_tensor(image)
+        return image.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC, box=box)
+
+    def __call__(self, image: Image.Image, rng: random.Random | None = None) -> torch.Tensor:
+        return to_tensor(self.crop(image, rng))
 
 
 class EvalTransform:

@@ -26,8 +26,8 @@ def _read_lines(path: Path, what: str) -> list[tuple[int, str]]:
     """Non-empty, non-comment lines of a UTF-8 text file with their 1-based line numbers."""
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{what} file {str(path)!r} does not exist") from None
+    except OSError as e:  # a directory, no permission...
+        raise ValueError(f"cannot read {what} file {str(path)!r} ({e.strerror or e})") from None
     except UnicodeDecodeError as e:
         raise ValueError(f"{what} file {str(path)!r} is not UTF-8 text ({e})") from None
     lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1)]

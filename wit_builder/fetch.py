@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3.exceptions
 from urllib3.exceptions import NameResolutionError
 
 from wit_builder.http_client import guarded_session
@@ -163,7 +164,11 @@ class Fetcher:
         seen = {url}
         current = url
         for _ in range(cfg.max_redirects + 1):
-            parts = urlsplit(current)
+            try:
+                parts = urlsplit(current)
+                parts.port  # noqa: B018 -- raises ValueError on a bad port
+            except ValueError as e:
+                raise _Final("failed_to_download", f"malformed url {current!r}: {e}") from None
             if parts.scheme not in ("http", "https"):
                 raise _Final("blocked", f"scheme {parts.scheme!r} not allowed: {current}")
             if not parts.hostname:
@@ -206,6 +211,11 @@ class Fetcher:
             raise _Final("failed_to_download", f"connection failed for {url}: {_root_cause(e)}") from None
         except requests.RequestException as e:
             raise _Final("failed_to_download", f"{type(e).__name__} for {url}: {_root_cause(e)}") from None
+        # The body is read through urllib3 (read1, for the deadline), whose errors requests does not wrap.
+        except urllib3.exceptions.ReadTimeoutError as e:
+            raise _Transient(f"timeout reading {url}: {e}") from None
+        except urllib3.exceptions.HTTPError as e:
+            raise _Final("failed_to_download", f"{type(e).__name__} reading {url}: {e}") from None
 
     def _handle(self, url: str, response: requests.Response, deadline: _Deadline) -> str | tuple[bytes, int]:
         cfg = self.config

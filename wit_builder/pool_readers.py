@@ -93,11 +93,9 @@ def detect_format(path: str, fmt: str = "auto") -> str:
     if fmt != "auto":
         return fmt
     name = path.lower()
-    for suffix in (".gz", ".zst"):
-        if name.endswith(suffix) and not name.endswith((".wat.gz", ".warc.gz")):
-            name = name[: -len(suffix)]
-    if name.endswith((".wat.gz", ".wat", ".warc.gz", ".warc")):
+    if name.endswith((".wat.gz", ".wat")):
         return "wat"
+    name = name.removesuffix(".gz")  # tables may be gzipped; the readers detect it by magic bytes
     for ext, found in ((".parquet", "parquet"), (".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "jsonl"),
                        (".csv", "csv"), (".tsv", "tsv")):
         if name.endswith(ext):

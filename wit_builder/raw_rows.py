@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import posixpath
 import re
 import tarfile
@@ -78,6 +79,11 @@ def table_rows(columns: dict[str, list[Any]], source: str, raw_shard: str) -> li
         if not get("uid"):
             raise RawInputError(f"{source}: row {i}: empty uid")
         queries = get("queries")
+        if isinstance(queries, str):  # a list that went through CSV/JSON on the way (img2dataset keeps it as text)
+            try:
+                queries = json.loads(queries)
+            except ValueError:
+                queries = [queries]
         sha256, phash = get("sha256"), get("phash")
         row = {
             "key": None,

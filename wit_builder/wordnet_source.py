@@ -101,7 +101,7 @@ def _reader(path: str):
 
         def tag_counts(self) -> dict[str, int]:
             """Sense key -> SemCor tag count, all of ``cntlist.rev`` at once (``Lemma.count()`` binary-searches
-            the file per lemma, 30 s for all of WordNet)."""
+            the file once per lemma: 30 s for all of WordNet)."""
             counts = {}
             with self.open("cntlist.rev") as fp:
                 for line in fp:
@@ -117,23 +117,25 @@ def _reader(path: str):
         return LocalWordNetReader(root, None)
 
 
-@functools.lru_cache(maxsize=2)  # reading all of WordNet takes ~10 s; a process may build queries twice
+@functools.lru_cache(maxsize=2)  # reading WordNet takes seconds; a process may build queries twice
 def wordnet_candidates(path: str) -> list[tuple[str, float]]:
-    """(normalized query, score) for every distinct WordNet lemma name, sorted by query.
+    """(normalized query, score) for every distinct WordNet lemma name (all parts of speech), sorted by query.
 
-    ``score`` is the sum of the SemCor tag counts of the lemma's senses (``Lemma.count()``); lemma names
-    that normalize alike ("Ice_cream", "ice-cream") add up. Raises WordNetError for a bad folder.
+    ``score`` is WordNet's own frequency for the lemma: the sum of the SemCor tag counts (``cntlist.rev``) of
+    all its sense keys. Lemma names that normalize alike ("ice_cream", "ice-cream") add up. Raises
+    WordNetError for a bad folder.
     """
     check_wordnet_dir(path)
     try:
         wn = _reader(path)
-        tag_counts = wn.tag_counts()
+        per_lemma: dict[str, int] = defaultdict(int)
+        for sense_key, count in wn.tag_counts().items():
+            per_lemma[sense_key.split("%", 1)[0]] += count  # "dog%1:05:00::" -> "dog"
         scores: dict[str, float] = defaultdict(float)
-        for synset in wn.all_synsets():
-            for lemma in synset.lemmas():
-                query = wordnet_query(lemma.name())
-                if query is not None:
-                    scores[query] += tag_counts.get(lemma.key(), 0)
+        for name in wn.all_lemma_names():
+            query = wordnet_query(name)
+            if query is not None:
+                scores[query] += per_lemma.get(name, 0)
     except WordNetError:
         raise
     except Exception as err:  # nltk's parse errors of damaged dict files
