@@ -14,6 +14,7 @@ over (its folder emptied) when an upstream stage changed. The server always stop
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import shutil
@@ -127,12 +128,22 @@ def enwiki_sample() -> Path:
     return path
 
 
-def _bind_port(corpus_dir: Path, wanted: int) -> int:
-    """The port the pool's URLs use: the one recorded by an earlier run when free, else ``wanted`` (0: any)."""
+def start_server(corpus_dir: Path, wanted: int) -> DemoServer:
+    """The corpus server on ``wanted`` (0: the port an earlier run recorded when still free, else any free one).
+
+    Reusing the port keeps the pool's URLs, so a rerun reuses build-pairs and download.
+    """
+    www, redirects = corpus_dir / demo_corpus.WWW, json.loads((corpus_dir / demo_corpus.REDIRECTS).read_text())
     recorded = corpus_dir / SERVER_JSON
-    if wanted == 0 and recorded.exists():
-        wanted = json.loads(recorded.read_text())["port"]
-    return wanted
+    if wanted:
+        try:
+            return DemoServer(www, redirects, port=wanted)
+        except OSError as e:
+            raise DemoError(f"cannot serve the corpus on port {wanted} ({e}); pass another --port or 0") from None
+    if recorded.exists():
+        with contextlib.suppress(OSError):  # taken now: a new address, and the stages from build-pairs on rerun
+            return DemoServer(www, redirects, port=json.loads(recorded.read_text())["port"])
+    return DemoServer(www, redirects, port=0)
 
 
 def prepare_corpus(corpus_dir: Path, cfg: demo_corpus.CorpusConfig) -> dict:
@@ -208,14 +219,7 @@ def _run(args: argparse.Namespace, beam_argv: list[str], out: Path, started: flo
         print(f"warning: demo classes that are not queries (no training pairs will match them): {missing}",
               flush=True)
 
-    port = _bind_port(dirs["corpus"], args.port)
-    try:
-        server = DemoServer(dirs["corpus"] / demo_corpus.WWW,
-                            json.loads((dirs["corpus"] / demo_corpus.REDIRECTS).read_text()), port=port)
-    except OSError:  # the recorded port is taken now: a new address, so the stages from build-pairs on rerun
-        server = DemoServer(dirs["corpus"] / demo_corpus.WWW,
-                            json.loads((dirs["corpus"] / demo_corpus.REDIRECTS).read_text()), port=0)
-    with server:
+    with start_server(dirs["corpus"], args.port) as server:
         (dirs["corpus"] / SERVER_JSON).write_text(json.dumps({"port": server.port}) + "\n")
         print(f"serving {dirs['corpus'] / demo_corpus.WWW} at {server.base_url}", flush=True)
         pool = write_pool(dirs["corpus"], manifest, server.base_url)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import fcntl
 import io
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from apache_beam.io.filesystem import (
@@ -25,6 +27,7 @@ from apache_beam.io.filesystem import (
     FileMetadata,
     FileSystem,
 )
+from apache_beam.runners.portability.stager import Stager
 
 SCHEME = "membucket"
 
@@ -148,6 +151,24 @@ def truncated_dump(sample: Path, out: Path, pages: int) -> Path:
         end = text.index("</page>", end) + len("</page>")
     out.write_bytes(bz2.compress((text[:end] + "\n</mediawiki>\n").encode("utf-8")))
     return out
+
+
+# ---- --setup_file: Beam builds the project's sdist in the source tree ----
+
+SDIST_LOCK = Path(tempfile.gettempdir()) / "wit-builder-sdist.lock"
+
+
+def serialized_sdist_builds() -> Callable:
+    """Beam's sdist builder wrapped in a file lock: pytest-xdist workers building at once in the same source tree
+    would race on its egg-info folder."""
+    original = Stager._build_setup_package
+
+    def build(*args, **kwargs):
+        with SDIST_LOCK.open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return original(*args, **kwargs)
+
+    return build
 
 
 # ---- the portable job service and an EXTERNAL worker pool (the path Flink and Spark job servers take) ----

@@ -94,7 +94,7 @@ def test_accumulation_gives_the_whole_batch_gradient(loss_name):
     assert set(g1) == set(g4)
     for name in g1:
         torch.testing.assert_close(g4[name], g1[name], rtol=1e-8, atol=1e-10, msg=name)
-    assert float(whole) > 0
+    assert whole.item() > 0
 
 
 def _ddp_worker(rank: int, world: int, init_file: str, features: torch.Tensor, out_dir: str) -> None:

@@ -23,16 +23,28 @@ import apache_beam as beam
 import pyarrow as pa
 import pytest
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.runners.portability.stager import Stager
 
 from pipelines import cli, common
 from tests.conftest import BEAM_IN_PROCESS, BEAM_MULTI_PROCESS
-from tests.portability_fixtures import MemBucketFileSystem, portable_job_service, truncated_dump, upload_tree
+from tests.portability_fixtures import (
+    MemBucketFileSystem,
+    portable_job_service,
+    serialized_sdist_builds,
+    truncated_dump,
+    upload_tree,
+)
 from wit_builder import demo_corpus
 from wit_builder.demo_server import DemoServer
 
 STAGES = ("build-queries", "build-pairs", "download", "finalize")
 DATAFLOW = ["--runner=DataflowRunner", "--dry_run=True", "--project=demo", "--region=us-central1",
             "--temp_location=gs://bucket/tmp"]
+
+
+@pytest.fixture(autouse=True)
+def _one_sdist_build_at_a_time(monkeypatch):
+    monkeypatch.setattr(Stager, "_build_setup_package", staticmethod(serialized_sdist_builds()))
 
 
 # ---- stage command lines and what each stage's output must agree on ----
@@ -171,11 +183,9 @@ def test_stage_builds_as_dataflow_job(stage, reference, tmp_path, monkeypatch):
     real_run = beam.Pipeline.run
 
     def run_and_stop(pipeline, *args, **kwargs):
-        monkeypatch.setattr(socket.socket, "connect", no_network)  # only while the runner builds the job
-        try:
+        with monkeypatch.context() as patch:  # sockets refused only while the runner builds the job
+            patch.setattr(socket.socket, "connect", no_network)
             result = real_run(pipeline, *args, **kwargs)
-        finally:
-            monkeypatch.undo()
         raise _Built(pipeline, result)
 
     monkeypatch.setattr(beam.Pipeline, "run", run_and_stop)

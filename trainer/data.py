@@ -18,6 +18,7 @@ Corrupt, truncated or incomplete samples and unreadable shards are skipped and c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import io
 import json
@@ -452,7 +453,7 @@ class Loader:
             batch = None
             if limit is None or self._state["step_in_epoch"] < limit:
                 batch = self._next_batch(items)
-            if not _all_ranks_have(batch is not None):
+            if not all_ranks_agree(batch is not None):  # every rank ends the epoch at the same step
                 break
             self._state["step_in_epoch"] += 1
             yield batch
@@ -476,13 +477,20 @@ class Loader:
         return None
 
 
-def _all_ranks_have(flag: bool) -> bool:
-    """Every rank must stop an epoch at the same step, or DDP's collectives would hang."""
+def all_ranks_agree(flag: bool, op: str = "all") -> bool:
+    """Whether ``flag`` holds on all (``op="all"``) or any (``op="any"``) rank, through a CPU (gloo) group so that
+    the per-step vote never waits for the GPU's queue (a CUDA tensor's .item() would sync every step)."""
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return flag
-    t = torch.tensor([1 if flag else 0], device="cuda" if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    t = torch.tensor([1 if flag else 0])
+    dist.all_reduce(t, op=dist.ReduceOp.MIN if op == "all" else dist.ReduceOp.MAX, group=_cpu_group())
     return bool(t.item())
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_group():
+    # Created lazily, on every rank at the same point: the first vote of the first epoch.
+    return dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else dist.group.WORLD
 
 
 def plan_fields(plan: DataPlan) -> dict:

@@ -32,6 +32,7 @@ from trainer.config import TrainConfig, model_config
 from trainer.data import (
     DataError,
     Loader,
+    all_ranks_agree,
     batch_to_device,
     make_plan,
     plan_fields,
@@ -236,7 +237,7 @@ def train(cfg: TrainConfig) -> int:
                         board.add_scalar(f"train/{key}", record[key], step)
             window_start, window_wait, window_samples = time.perf_counter(), 0.0, 0
 
-        stopping = _any_rank(terminated.is_set(), device, ddp)
+        stopping = all_ranks_agree(terminated.is_set(), op="any")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
             _checkpoint(ckpt_path, model, loss_fn, arch, tokenizer, step, optimizer, scheduler, cfg, plan, loader,
                         master, ddp)
@@ -286,14 +287,6 @@ def _train_step(model: torch.nn.Module, loss_fn: torch.nn.Module, images: torch.
                 loss = loss_fn(all_images, all_texts, logit_scale if j == 0 else logit_scale.detach())
             (loss * scale_grad).backward()
     return loss
-
-
-def _any_rank(flag: bool, device: torch.device, ddp: bool) -> bool:
-    if not ddp:
-        return flag
-    t = torch.tensor([1 if flag else 0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
 
 
 def _mean_over_ranks(value: torch.Tensor, ddp: bool) -> float:
