@@ -42,7 +42,7 @@ def row(what: str, samples_per_s: float, note: str = "") -> None:
 def data_only(shards: Path, tokenizer: Tokenizer, image_size: int, batch: int, workers: int, batches: int,
               gpu_decode: bool = False) -> float:
     plan = make_plan(str(shards), batch_size=batch, image_size=image_size, workers=workers, resampled=True,
-                     gpu_decode=gpu_decode)
+                     gpu_decode=gpu_decode, samples_per_epoch=batch * (batches + 1), allow_repeat=True)
     it = iter(Loader(plan, tokenizer))
     next(it)  # workers started, buffers filled
     started = time.perf_counter()
@@ -82,8 +82,10 @@ def model_only(model: torch.nn.Module, image_size: int, context: int, vocab: int
 
 def end_to_end(shards: Path, out: Path, tokenizer_path: Path, **options) -> tuple[float, float]:
     """Samples/s and data-wait share of `wit train`, from the log windows after the first (warm-up, compile)."""
+    # One epoch spans the run (resampled shards, repeats allowed): the steady state, not epoch restarts.
     cfg = TrainConfig(shards=str(shards), out=str(out), tokenizer=str(tokenizer_path), checkpoint_every=10**9,
-                      resampled=True, **options)
+                      resampled=True, allow_repeat=True, samples_per_epoch=options["batch_size"] * options["steps"],
+                      **options)
     train(cfg)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][1:]
     return (sum(r["samples_per_s"] for r in records) / len(records),

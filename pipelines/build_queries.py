@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 from collections import Counter
@@ -43,6 +44,16 @@ from wit_builder.wordnet_source import WordNetError, wordnet_candidates
 
 NAMESPACE = "build_queries"
 LOG = logging.getLogger(__name__)
+# Why a page, range or title is not used; each is a counter and a key of stats.json's "skipped".
+SKIP_REASONS = (
+    "pages_malformed",  # a <page> without title, ns or id
+    "pages_not_main_namespace",
+    "pages_redirect",  # not text; its traffic counts for its target
+    "pages_wikitext_rejected",  # mwparserfromhell failed, or the text is over MediaWiki's 2 MiB limit
+    "titles_disambiguation",  # the article is text, its title names no single thing
+    "titles_without_letters",  # "1990", "!!!"
+    "dump_ranges_empty",  # an empty dump (or a range of one without pages)
+)
 # Partial n-gram counts leave a worker when this many distinct keys have piled up (memory stays flat).
 FLUSH_KEYS = 200_000
 
@@ -100,13 +111,7 @@ class ExtractPages(beam.DoFn):
 
     def setup(self) -> None:
         self.pages_read = _counter("pages_read")
-        self.skipped = {
-            reason: _counter(reason)
-            for reason in (
-                "pages_malformed", "pages_not_main_namespace", "pages_redirect", "pages_wikitext_rejected",
-                "titles_disambiguation", "titles_without_letters", "dump_ranges_empty",
-            )
-        }
+        self.skipped = {reason: _counter(reason) for reason in SKIP_REASONS}
         self.articles = _counter("articles")
         self.articles_empty = _counter("articles_without_text")
 
@@ -134,9 +139,7 @@ class ExtractPages(beam.DoFn):
                 self._skip("pages_wikitext_rejected", page, str(err))
                 continue
             self.articles.inc()
-            before = sum(unigrams.values())
-            qs.count_ngrams(article.text, unigrams, bigrams)
-            if sum(unigrams.values()) == before:
+            if qs.count_ngrams(article.text, unigrams, bigrams) == 0:
                 self.articles_empty.inc()
             for target in article.links:
                 if target != title:
@@ -152,6 +155,8 @@ class ExtractPages(beam.DoFn):
         if pages == 0:
             self.skipped["dump_ranges_empty"].inc()
             LOG.warning("%s: no <page> in bytes %d..%s (an empty dump?)", rng.path, rng.start, rng.end or "end")
+        else:
+            LOG.info("%s: read %d pages from bytes %d..%s", rng.path, pages, rng.start, rng.end or "end")
         yield from self._flush(unigrams, bigrams)
 
     def _skip(self, reason: str, page, why: str) -> None:
@@ -294,34 +299,34 @@ class ScoreTitles(beam.PTransform):
         )
 
 
-def _title_candidates(element) -> Iterator[qs.Candidate]:
-    """(query, {count: [n], title: [score]}) -> the title Candidate with the phrase's count."""
-    query, grouped = element
-    count = qs.phrase_count(query, {query: grouped["count"][0]} if grouped["count"] else {})
-    for score in grouped["title"]:
-        yield qs.Candidate(query, count, float(score))
-
-
 class KeepPhrases(beam.DoFn):
-    """Keep the (phrase, count) rows of a fixed phrase set (WordNet's one- and two-token lemmas, ~130k)."""
+    """Keep the (phrase, count) rows of a phrase set: WordNet's lemmas, fixed, or the titles that could be
+    selected, as a side input (at most the sum of the budgets, so a few MB)."""
 
-    def __init__(self, phrases: frozenset[str]) -> None:
+    def __init__(self, phrases: frozenset[str] = frozenset()) -> None:
         self.phrases = phrases
 
-    def process(self, row: tuple[str, int]) -> Iterator[tuple[str, int]]:
-        if row[0] in self.phrases:
+    def process(self, row: tuple[str, int], phrases: frozenset[str] | None = None) -> Iterator[tuple[str, int]]:
+        if row[0] in (self.phrases if phrases is None else phrases):
             yield row
 
 
-class Best(beam.PTransform):
-    """The ``n`` best candidates by ``rank_key`` as one list, and how many were eligible."""
+def _short_phrases(candidates: list[qs.Candidate]) -> frozenset[str]:
+    """The one- and two-token queries among ``candidates``: the ones whose count can be looked up."""
+    return frozenset(c.query for c in candidates if c.query.count(" ") <= 1)
 
-    def __init__(self, n: int) -> None:
+
+class Best(beam.PTransform):
+    """The ``n`` best candidates of a source as one list, and how many were eligible."""
+
+    def __init__(self, n: int, source: str) -> None:
         super().__init__()
         self.n = n
+        self.source = source
 
     def expand(self, candidates):
-        best = candidates | "Top" >> beam.combiners.Top.Of(self.n, key=qs.rank_key, reverse=True)
+        key = qs.RANK_KEYS[self.source]
+        best = candidates | "Top" >> beam.combiners.Top.Of(self.n, key=key, reverse=True)
         eligible = candidates | "CountEligible" >> beam.combiners.Count.Globally()
         return best, eligible
 
@@ -337,13 +342,14 @@ class WriteQueries(beam.DoFn):
         self.wordnet = wordnet
 
     def process(
-        self, _, best: dict, eligible: dict, wordnet_counts: dict, total_tokens: int, dumps: list[str]
+        self, _, best: dict, eligible: dict, phrase_counts: dict, total_tokens: int, dumps: list[str]
     ) -> Iterator[int]:
         if total_tokens == 0:  # fail loudly rather than write a quietly empty list
             raise DumpError(f"no main-namespace article text in the dumps {dumps}: nothing to build queries from")
-        wordnet = [qs.Candidate(q, qs.phrase_count(q, wordnet_counts), score) for q, score in self.wordnet]
+        titles = [c._replace(count=qs.phrase_count(c.query, phrase_counts)) for c in best["title"]]
+        wordnet = [qs.Candidate(q, qs.phrase_count(q, phrase_counts), score) for q, score in self.wordnet]
         eligible = {**eligible, "wordnet": len(wordnet)}
-        rows, summary = qs.select({**best, "wordnet": wordnet}, self.budgets)
+        rows, summary = qs.select({**best, "title": titles, "wordnet": wordnet}, self.budgets)
         for source in SOURCES:
             _counter(f"eligible_{source}").inc(eligible.get(source, 0))
             _counter(f"selected_{source}").inc(summary[source].selected)
@@ -387,16 +393,7 @@ class BuildQueries(beam.PTransform):
         else:
             traffic = pages.links | "CountInlinks" >> beam.CombinePerKey(sum)
         title_scores = pages.articles | "ScoreTitles" >> ScoreTitles(traffic, pages.redirects)
-        phrase_counts = (unigram_counts, bigram_counts) | "PhraseCounts" >> beam.Flatten()
-        titles = (
-            {"count": phrase_counts, "title": title_scores}
-            | "JoinTitleCounts" >> beam.CoGroupByKey()
-            | "TitleCandidates" >> beam.FlatMap(_title_candidates)
-        )
-        # WordNet is small and known up front: its candidates go straight to selection, with the counts of
-        # its one- and two-token phrases picked out of the n-gram counts.
-        wordnet_phrases = frozenset(q for q, _ in self.wordnet if q.count(" ") <= 1)
-        wordnet_counts = phrase_counts | "WordNetCounts" >> beam.ParDo(KeepPhrases(wordnet_phrases))
+        titles = title_scores | "TitleCandidates" >> beam.MapTuple(lambda q, score: qs.Candidate(q, 0, float(score)))
 
         # Each source can lose at most as many candidates to earlier sources as those took, so the best
         # (budget + budgets before it) candidates are all that selection can ever need.
@@ -404,8 +401,18 @@ class BuildQueries(beam.PTransform):
         best, eligible, before = {}, [], 0
         for source in sources:
             before += budgets[source]
-            best[source], count = sources[source] | f"Best_{source}" >> Best(before)
+            best[source], count = sources[source] | f"Best_{source}" >> Best(before, source)
             eligible.append(count | f"Tag_{source}" >> beam.Map(lambda n, s: (s, n), source))
+
+        # Counts of the one- and two-token titles that could be selected and of the WordNet lemmas (small,
+        # known up front), picked out of the n-gram counts: no join of every n-gram with every title.
+        phrase_counts = (unigram_counts, bigram_counts) | "PhraseCounts" >> beam.Flatten()
+        title_phrases = best["title"] | "TitlePhrases" >> beam.Map(_short_phrases)
+        wordnet_phrases = frozenset(q for q, _ in self.wordnet if q.count(" ") <= 1)
+        looked_up = (
+            phrase_counts | "TitleCounts" >> beam.ParDo(KeepPhrases(), AsSingleton(title_phrases)),
+            phrase_counts | "WordNetCounts" >> beam.ParDo(KeepPhrases(wordnet_phrases)),
+        ) | "LookedUpCounts" >> beam.Flatten()
         best_lists = (
             [best[s] | f"Key_{s}" >> beam.Map(lambda top, s: (s, top), s) for s in sources]
             | "AllSources" >> beam.Flatten()
@@ -417,7 +424,7 @@ class BuildQueries(beam.PTransform):
                 WriteQueries(self.out_dir, budgets, self.wordnet),
                 AsDict(best_lists),
                 AsDict(eligible | "AllEligible" >> beam.Flatten()),
-                AsDict(wordnet_counts),
+                AsDict(looked_up),
                 AsSingleton(total_tokens),
                 [d.path for d in self.dumps],
             )
@@ -460,11 +467,12 @@ def _config(args: argparse.Namespace) -> QueryConfig:
 
 def _bad_input(err: BaseException) -> str | None:
     """The DumpError message inside an error a runner raised, if the failure was bad input."""
+    message = str(err) if isinstance(err, DumpError) else None
     for line in reversed(str(err).splitlines()):
-        marker = "DumpError: "
-        if marker in line:
-            return line.split(marker, 1)[1]
-    return str(err) if isinstance(err, DumpError) else None
+        if message is None and "DumpError: " in line:
+            message = line.split("DumpError: ", 1)[1]
+    # Beam appends the failing step to the message; the file and place are what the user needs.
+    return None if message is None else re.sub(r" \[while running '[^']*'\]$", "", message.strip())
 
 
 def _stats(args, config: QueryConfig, dumps: list[DumpInput], pageviews: list[str], counts: dict[str, int]) -> dict:
@@ -475,10 +483,6 @@ def _stats(args, config: QueryConfig, dumps: list[DumpInput], pageviews: list[st
         | {"budget": budgets[source]}
         for source in SOURCES
     }
-    skip_reasons = (
-        "pages_malformed", "pages_not_main_namespace", "pages_redirect", "pages_wikitext_rejected",
-        "titles_disambiguation", "titles_without_letters", "dump_ranges_empty", "pageview_lines_malformed",
-    )
     return {
         "inputs": [{"path": p, "sha256": common.sha256_file(p)} for p in inputs],
         "wordnet_dir": args.wordnet_dir,
@@ -489,7 +493,7 @@ def _stats(args, config: QueryConfig, dumps: list[DumpInput], pageviews: list[st
         "total_queries": sum(s["selected"] for s in sources.values()),
         "pages": {k: counts.get(k, 0) for k in ("pages_read", "articles", "articles_without_text", "dump_ranges")},
         "pageview_rows": counts.get("pageview_rows", 0),
-        "skipped": {reason: counts.get(reason, 0) for reason in skip_reasons},
+        "skipped": {reason: counts.get(reason, 0) for reason in (*SKIP_REASONS, "pageview_lines_malformed")},
     }
 
 

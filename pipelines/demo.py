@@ -36,25 +36,33 @@ from wit_builder import demo_corpus
 from wit_builder.demo_server import DemoServer
 
 ENWIKI = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
-DONE = ".wit-demo-done.json"        # written when a stage finished: its fingerprint and summary
+DONE = ".wit-demo-done.json"        # written when a stage finished: its fingerprint and duration
 STARTED = ".wit-demo-started.json"  # written when a stage starts: a rerun with the same fingerprint resumes
 SERVER_JSON = "server.json"         # the port the pool's URLs point at, reused by reruns
+DEFAULT_PORT = 18765                # fixed, so that every fresh demo run draws the same sample
 ACCOUNTING_ROWS = "accounting/rows"  # finalize: every raw row with its final status
+# Pool row kinds that never reach the download, and why.
+DROPPED_BY_PAIRS = {
+    "duplicate_pair": "merged with the identical train row by build-pairs (same uid)",
+    "distractor": "matched no query: dropped by build-pairs",
+    "filtered": "refused by build-pairs: empty caption, data: URI, ftp:// URL, URL over 2048 characters",
+}
 
 POOL_SCHEMA = pa.schema([pa.field("url", pa.string()), pa.field("caption", pa.string()),
                          pa.field("kind", pa.string())])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="folder for every output of the demo (default target: out/demo)")
+    parser.add_argument("--out", required=True, help="folder for every output of the demo (make demo: out/demo)")
     parser.add_argument("--wordnet-dir", default="/usr/share/wordnet",
                         help="WordNet 3.0 dict folder (Debian's wordnet-base); skipped when absent")
-    parser.add_argument("--port", type=int, default=0, help="port of the loopback image server (default: a free one)")
+    parser.add_argument("--port", type=int, default=0,
+                        help=f"port of the loopback image server (default: the last run's, else {DEFAULT_PORT})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the corpus, the balancing and training")
     parser.add_argument("--per-query-cap", type=int, default=80,
                         help="pairs kept per query (small so that the demo's flooded class is capped)")
     parser.add_argument("--image-size", type=int, default=64, help="side of the stored images (the tiny model uses 32)")
-    parser.add_argument("--steps", type=int, default=400, help="training steps")
+    parser.add_argument("--steps", type=int, default=200, help="training steps of the tiny model")
     parser.add_argument("--batch-size", type=int, default=64, help="training batch size")
     parser.add_argument("--workers", type=int, default=1, help="data loader processes for train and eval")
     parser.add_argument("--force", action="store_true", help="rerun every stage even when its outputs are complete")
@@ -129,20 +137,23 @@ def enwiki_sample() -> Path:
 
 
 def start_server(corpus_dir: Path, wanted: int) -> DemoServer:
-    """The corpus server on ``wanted`` (0: the port an earlier run recorded when still free, else any free one).
+    """The corpus server on ``wanted``; with 0, on the port an earlier run recorded, else DEFAULT_PORT, else any.
 
-    Reusing the port keeps the pool's URLs, so a rerun reuses build-pairs and download.
+    The port is part of every URL, so of every pair's uid and hash rank: the same port gives the same balanced
+    sample (and a rerun reuses build-pairs and download).
     """
     www, redirects = corpus_dir / demo_corpus.WWW, json.loads((corpus_dir / demo_corpus.REDIRECTS).read_text())
-    recorded = corpus_dir / SERVER_JSON
     if wanted:
         try:
             return DemoServer(www, redirects, port=wanted)
         except OSError as e:
             raise DemoError(f"cannot serve the corpus on port {wanted} ({e}); pass another --port or 0") from None
-    if recorded.exists():
-        with contextlib.suppress(OSError):  # taken now: a new address, and the stages from build-pairs on rerun
-            return DemoServer(www, redirects, port=json.loads(recorded.read_text())["port"])
+    recorded = corpus_dir / SERVER_JSON
+    for port in ([json.loads(recorded.read_text())["port"]] if recorded.exists() else []) + [DEFAULT_PORT]:
+        with contextlib.suppress(OSError):
+            return DemoServer(www, redirects, port=port)
+    print(f"note: port {DEFAULT_PORT} is taken; serving on another, so the sample differs slightly from the "
+          f"reference run (pass --port to choose)", flush=True)
     return DemoServer(www, redirects, port=0)
 
 
@@ -283,14 +294,14 @@ def kind_table(pool_path: Path, pairs_dir: Path, shards_dir: Path) -> list[tuple
         urls = sorted({r["url"] for r in pool if r["kind"] == kind})
         if not urls:
             continue
-        if kind == "duplicate_pair":  # the same url and caption as a train row: one uid, counted there
-            rows.append((kind, len(urls), 0, "merged with the identical train row by build-pairs (same uid)"))
+        if kind in DROPPED_BY_PAIRS:
+            rows.append((kind, sum(r["kind"] == kind for r in pool), 0, DROPPED_BY_PAIRS[kind]))
             continue
         outcomes = [o for url in urls for o in final.get(url, [])]
         statuses = Counter(status for status, _ in outcomes)
         text = ", ".join(f"{s} {n}" for s, n in statuses.most_common())
         if len(outcomes) == 1 and outcomes[0][1]:  # a single hostile URL: say why
-            text += f" ({outcomes[0][1][:70]})"
+            text += f" ({outcomes[0][1][:90]})"
         rows.append((kind, sum(r["kind"] == kind for r in pool), sum(kept_urls[u] for u in urls), text or "-"))
     return rows
 

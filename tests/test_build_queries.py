@@ -195,6 +195,7 @@ def test_fatal_input_fails_before_any_output(tmp_path, capsys, kind):
     err = capsys.readouterr().err
     for text in expected:
         assert text in err
+    assert "while running" not in err and "No output was written" in err
     assert not any((out / name).exists() for name in OUTPUTS)
 
 

@@ -110,3 +110,14 @@ def test_pool_follows_the_server_address(tmp_path):
     urls = pq.read_table(path).column("url").to_pylist()
     assert any(u.startswith("http://127.0.0.1:2222/img/") for u in urls)
     assert not any(":1111/" in u for u in urls)
+
+
+def test_server_port_is_stable_across_runs_and_a_taken_port_is_named(tmp_path):
+    corpus = demo_corpus.generate(SMALL())
+    demo_corpus.write_files(corpus, tmp_path)
+    with demo.start_server(tmp_path, 0) as first:
+        (tmp_path / demo.SERVER_JSON).write_text(json.dumps({"port": first.port}))
+        with pytest.raises(demo.DemoError, match=f"port {first.port}"):
+            demo.start_server(tmp_path, first.port)
+    with demo.start_server(tmp_path, 0) as again:
+        assert again.port == first.port  # the recorded port, so the pool's URLs stay the same

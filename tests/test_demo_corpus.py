@@ -114,7 +114,8 @@ def test_server_serves_files_robots_and_hostile_cases(corpus, written):
             img.load()
         redirect = _get(server, "/hostile/redirect.jpg")
         assert (redirect.status, redirect.getheader("Location")) == (302, demo_corpus.METADATA_URL)
-        with pytest.warns(Image.DecompressionBombWarning), Image.open(io.BytesIO(_get(server, "/hostile/huge.png").body)) as bomb:
+        bomb_bytes = _get(server, "/hostile/huge.png").body
+        with pytest.warns(Image.DecompressionBombWarning), Image.open(io.BytesIO(bomb_bytes)) as bomb:
             assert bomb.size[0] * bomb.size[1] > Image.MAX_IMAGE_PIXELS
     with pytest.raises(OSError):  # stopped: the port no longer answers
         _get(server, "/robots.txt")

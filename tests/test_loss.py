@@ -51,14 +51,27 @@ def test_clip_loss_matches_float64_paper_pseudocode(n, d, t):
     rng = np.random.default_rng(n)
     img, txt = rng.normal(size=(n, d)), rng.normal(size=(n, d))
     expected = paper_clip_loss(img, txt, t)
-    got = ClipLoss()(F.normalize(torch.tensor(img), dim=-1), F.normalize(torch.tensor(txt), dim=-1),
-                     torch.tensor(np.exp(t)))
+    got = ClipLoss()(F.normalize(torch.tensor(img), dim=-1).float(), F.normalize(torch.tensor(txt), dim=-1).float(),
+                     torch.tensor(np.exp(t)).float())
     assert got.dtype == torch.float32  # computed in float32 like training; compared to the float64 reference
     assert abs(float(got) - expected) < 1e-5 * max(1.0, expected)
     # Matching pairs make the loss small; shuffled pairs make it large.
     matched = ClipLoss()(F.normalize(torch.tensor(img), dim=-1), F.normalize(torch.tensor(img), dim=-1),
                          torch.tensor(100.0))
     assert float(matched) < 1e-3 < expected
+
+
+@pytest.mark.parametrize("loss_name", ["clip", "siglip"])
+def test_losses_run_in_fp32_under_bf16_autocast(loss_name):
+    torch.manual_seed(0)
+    img = F.normalize(torch.randn(64, 32), dim=-1).bfloat16()
+    txt = F.normalize(torch.randn(64, 32), dim=-1).bfloat16()
+    loss_fn = make_loss(loss_name)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = loss_fn(img, txt, torch.tensor(100.0))
+    exact = loss_fn(img.float(), txt.float(), torch.tensor(100.0))  # the same bf16 features, fp32 arithmetic
+    assert mixed.dtype == torch.float32
+    assert abs(mixed.item() - exact.item()) < 1e-5 * exact.item()
 
 
 def test_siglip_loss_matches_float64_reference():

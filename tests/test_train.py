@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from pipelines.cli import main as wit
 from tests.trainer_fixtures import CLASSES, write_class_folders, write_shards
 from trainer.checkpoint import load_model
+from trainer.tokenizer import Tokenizer
 from trainer.transforms import eval_transform
 
 torch.set_num_threads(1)
@@ -37,6 +38,13 @@ def _metrics(out: Path) -> list[dict]:
 
 def _train(shards: Path, out: Path, *extra: str) -> int:
     return wit(["train", "--shards", str(shards), "--out", str(out), "--model", "tiny", *extra])
+
+
+@pytest.fixture(scope="module")
+def tokenizer_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
+    Tokenizer.train([c for _, templates in CLASSES.values() for c in templates] * 20, 400, 32).save(path)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +105,9 @@ def _run_until(shards: Path, out: Path, args: list[str], lines: int, sig: int) -
         proc.stderr.close()
 
 
-def test_killed_or_stopped_run_resumes_exactly(shards, trained, tmp_path):
+def test_killed_or_stopped_run_resumes_exactly(shards, tokenizer_file, tmp_path):
     common = ["--batch-size", "16", "--steps", "40", "--log-every", "1", "--checkpoint-every", "5", "--workers", "2",
-              "--shuffle-buffer", "32", "--seed", "5", "--tokenizer", str(trained / "tokenizer.json")]
+              "--shuffle-buffer", "32", "--seed", "5", "--tokenizer", str(tokenizer_file)]
     assert _train(shards, tmp_path / "whole", *common) == 0
     whole = _metrics(tmp_path / "whole")
     assert {r["epoch"] for r in whole} == {0, 1, 2}  # an epoch is 16 steps: resumes cross epoch boundaries
@@ -130,31 +138,33 @@ def test_training_options_run(shards, tmp_path):
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
 
 
-def test_bad_requests_fail_with_a_clear_message(shards, trained, tmp_path, capsys):
+def test_bad_requests_fail_with_a_clear_message(shards, tokenizer_file, tmp_path, capsys):
     assert _train(tmp_path / "nowhere", tmp_path / "a", "--steps", "2") == 2
     assert "does not exist" in capsys.readouterr().err
     assert _train(shards, tmp_path / "b", "--steps", "2", "--samples-per-epoch", "1000") == 2
     assert "asked for 1000 samples per epoch but the 4 shards hold 256" in capsys.readouterr().err
     assert _train(shards, tmp_path / "c", "--steps", "2", "--accum-steps", "3") == 2
     assert "--accum-steps 3 must divide" in capsys.readouterr().err
-    assert _train(shards, trained, "--steps", "2") == 2  # would overwrite a run's checkpoint
+    run = tmp_path / "run"
+    args = ["--steps", "2", "--workers", "0", "--tokenizer", str(tokenizer_file)]
+    assert _train(shards, run, "--batch-size", "32", *args) == 0
+    assert _train(shards, run, "--batch-size", "32", *args) == 2  # would overwrite the run's checkpoint
     assert "checkpoint.pt already exists; pass --resume" in capsys.readouterr().err
-    args = ["--steps", "200", "--workers", "1", "--shuffle-buffer", "128", "--vocab-size", "400", "--resume"]
-    assert _train(shards, trained, "--batch-size", "64", *args) == 2
+    assert _train(shards, run, "--batch-size", "64", *args, "--resume") == 2
     assert "--batch-size is 64 but the checkpoint ran with 32" in capsys.readouterr().err
 
 
-def test_two_ranks_under_torchrun(shards, trained, tmp_path, capsys):
+def test_two_ranks_under_torchrun(shards, tmp_path, capsys):
     out = tmp_path / "ddp"
     command = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", "2",
                "-m", "pipelines.cli", "train", "--shards", str(shards), "--out", str(out), "--model", "tiny",
                "--batch-size", "16", "--steps", "6", "--log-every", "2", "--checkpoint-every", "3", "--workers", "1",
-               "--shuffle-buffer", "16", "--tokenizer", str(trained / "tokenizer.json")]
+               "--shuffle-buffer", "16", "--vocab-size", "300"]  # rank 0 learns the BPE and sends it
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "6 steps of 16 on 2 rank(s)" in done.stdout
-    assert [r["step"] for r in _metrics(out)] == [2, 4, 6]
+    assert [r["step"] for r in _metrics(out)] == [2, 4, 6] and (out / "tokenizer.json").exists()
     state = torch.load(out / "checkpoint.pt", weights_only=False)
     assert state["world_size"] == 2 and len(state["data_state"]) == 2
     # Each rank read its own shards: 6 steps x 8 samples per rank.

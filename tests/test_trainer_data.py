@@ -21,7 +21,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from trainer.data import DataError, Loader, make_plan, resolve_shards, shard_sizes
+from trainer.data import DataError, Loader, crop_resize_normalize, make_plan, resolve_shards, shard_sizes
 from trainer.tokenizer import Tokenizer
 from trainer.transforms import (
     CLIP_MEAN,
@@ -52,7 +52,7 @@ def _write_numbered(out: Path, shards: int, per_shard: int) -> list[str]:
                 n = s * per_shard + i
                 sink.write({"__key__": f"{s:05d}{i:04d}", "jpg": _jpeg(n), "txt": f"sample {n}"})
                 captions.append(f"sample {n}")
-        sizes[f"{s:05d}.tar"] = per_shard
+        sizes[f"{s:05d}.tar"] = per_shard  # open_clip's convention; trainer_fixtures writes stage 4's stems
     (out / "sizes.json").write_text(json.dumps(sizes))
     return captions
 
@@ -231,3 +231,22 @@ def test_streams_shards_over_http(http_server, numbered):
     assert plan.samples_per_epoch == 64  # sizes.json read over http too
     seen = [c for batch in Loader(plan, tokenizer).epoch_batches() for c in _captions(batch, tokenizer)]
     assert sorted(seen) == sorted(f"sample {n}" for n in range(64))
+
+
+def test_gpu_decode_path_without_the_gpu(numbered):
+    """The GPU path's worker half (JPEG headers, seeded crop boxes) and its crop/resize/normalise half, with PIL
+    standing in for nvJPEG: the batches match the CPU path's up to the resampling filter."""
+    shards_dir, tokenizer = numbered
+    kwargs = {"batch_size": 8, "image_size": 16, "workers": 1, "shuffle_buffer": 10, "seed": 2}
+    cpu_batch = next(iter(Loader(make_plan(str(shards_dir), **kwargs), tokenizer)))[0]
+    gpu_batch = next(iter(Loader(make_plan(str(shards_dir), gpu_decode=True, **kwargs), tokenizer)))[0]
+    assert set(gpu_batch) == {"jpeg", "boxes", "tokens"} and gpu_batch["boxes"].shape == (8, 4)
+    assert torch.equal(gpu_batch["tokens"], cpu_batch["tokens"])  # same samples, same order
+    decoded = [to_uint8_tensor(Image.open(io.BytesIO(bytes(j.numpy())))) for j in gpu_batch["jpeg"]]
+    decoded[3] = None  # an image the decoder rejects is dropped with its caption
+    images, keep = crop_resize_normalize(decoded, gpu_batch["boxes"], 16)
+    assert keep == [0, 1, 2, 4, 5, 6, 7] and images.shape == (7, 3, 16, 16)
+    reference = normalize_uint8(cpu_batch["images"][keep])
+    assert (images - reference).abs().mean() < 0.1  # bicubic in torch vs PIL; values span about 4
+    with pytest.raises(DataError, match="rerun without --gpu-decode"):
+        crop_resize_normalize([None] * 8, gpu_batch["boxes"], 16)

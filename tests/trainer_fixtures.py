@@ -53,7 +53,7 @@ def variant(photo: Image.Image, rng: random.Random, size: int) -> bytes:
 
 def write_shards(out_dir: Path, per_class: int = 32, samples_per_shard: int = 64, image_px: int = 64,
                  seed: int = 0, classes: list[str] | None = None) -> dict[str, int]:
-    """Write ``{shard:05d}.tar`` shards and ``sizes.json``; returns sizes.json's contents."""
+    """Write ``{shard:05d}.tar`` shards and ``sizes.json`` (stem -> count, as stage 4 writes it); returns it."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     names = classes or list(CLASSES)
@@ -72,7 +72,7 @@ def write_shards(out_dir: Path, per_class: int = 32, samples_per_shard: int = 64
                 key = f"{shard_index:05d}{offset:04d}"
                 sink.write({"__key__": key, "jpg": jpeg, "txt": caption, "json": _sample_json(key, name, i, caption,
                                                                                               jpeg, image_px)})
-        sizes[shard_name] = min(samples_per_shard, len(samples) - start)
+        sizes[f"{shard_index:05d}"] = min(samples_per_shard, len(samples) - start)  # stage 4 names shards by stem
     (out_dir / "sizes.json").write_text(json.dumps(sizes, indent=1))
     return sizes
 

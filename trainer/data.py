@@ -354,29 +354,37 @@ def batch_to_device(batch: dict, plan: DataPlan, device: torch.device) -> tuple[
 
 
 def gpu_decode_batch(batch: dict, image_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode a GPU-path batch on ``device`` (torchvision.io.decode_jpeg), crop, resize, normalise.
-    Images nvJPEG rejects are dropped together with their captions."""
+    """Decode a GPU-path batch on ``device`` with nvJPEG (torchvision.io.decode_jpeg), then crop, resize and
+    normalise there. Images nvJPEG rejects are dropped together with their captions, and logged."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    tokens = batch["tokens"]
     try:
         decoded = decode_jpeg(batch["jpeg"], mode=ImageReadMode.RGB, device=device)
-    except RuntimeError:
+    except RuntimeError:  # one bad image fails the batched call: find it
         decoded = []
         for data in batch["jpeg"]:
             try:
                 decoded.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
             except RuntimeError:
                 decoded.append(None)
-    keep = [i for i, img in enumerate(decoded) if img is not None]
+        log.warning("nvJPEG rejected %d image(s) of a batch; dropped", sum(d is None for d in decoded))
+    images, keep = crop_resize_normalize(decoded, batch["boxes"], image_size)
+    return images, batch["tokens"][keep].to(device, non_blocking=True)
+
+
+def crop_resize_normalize(decoded: list[torch.Tensor | None], boxes: torch.Tensor,
+                          image_size: int) -> tuple[torch.Tensor, list[int]]:
+    """Decoded (3, H, W) uint8 images (None: undecodable) -> the crops as a normalised (B, 3, S, S) batch on the
+    images' device, and the indices kept."""
+    keep = [i for i, image in enumerate(decoded) if image is not None]
+    if not keep:
+        raise DataError("no image of a batch could be decoded on the GPU; rerun without --gpu-decode")
     crops = []
-    for i in keep:
-        left, top, right, bottom = batch["boxes"][i].tolist()
+    for i, (left, top, right, bottom) in zip(keep, boxes[keep].tolist(), strict=True):
         crop = decoded[i][:, top:bottom, left:right].unsqueeze(0).float()  # (1, 3, h, w)
         crops.append(torch.nn.functional.interpolate(crop, size=(image_size, image_size), mode="bicubic",
                                                      antialias=True, align_corners=False))
-    images = normalize_uint8(torch.cat(crops).clamp(0, 255))  # (B, 3, S, S)
-    return images, tokens[keep].to(device, non_blocking=True)
+    return normalize_uint8(torch.cat(crops).clamp(0, 255)), keep  # (B, 3, S, S)
 
 
 def torchvision_gpu_decode_available() -> bool:

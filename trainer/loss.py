@@ -61,17 +61,26 @@ def gather_with_grad(local: torch.Tensor) -> tuple[torch.Tensor, int]:
     return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)]), sum(sizes[:rank])
 
 
+def full_precision(like: torch.Tensor) -> torch.autocast:
+    """Autocast off: with a logit scale near 100, bf16 logits would be off by about 0.5."""
+    return torch.autocast(like.device.type, enabled=False)
+
+
+def _fp32(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 class ClipLoss(nn.Module):
     """Mean of image->text and text->image cross-entropy; labels are the diagonal of the global batch."""
 
     def forward(self, image_features: torch.Tensor, text_features: torch.Tensor,
                 logit_scale: torch.Tensor) -> torch.Tensor:
-        all_images, _ = gather_without_grad(image_features)  # (N, D)
-        all_texts, _ = gather_without_grad(text_features)  # (N, D)
-        logits = logit_scale * all_images @ all_texts.t()  # (N, N)
-        labels = torch.arange(logits.shape[0], device=logits.device)
-        loss = (F.cross_entropy(logits.float(), labels) + F.cross_entropy(logits.t().float(), labels)) / 2
-        return loss
+        with full_precision(image_features):
+            all_images, _ = gather_without_grad(_fp32(image_features))  # (N, D)
+            all_texts, _ = gather_without_grad(_fp32(text_features))  # (N, D)
+            logits = _fp32(logit_scale) * all_images @ all_texts.t()  # (N, N)
+            labels = torch.arange(logits.shape[0], device=logits.device)
+            return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
 
     @staticmethod
     def gradient_scale() -> float:
@@ -89,8 +98,9 @@ class SigLipLoss(nn.Module):
 
     def forward(self, image_features: torch.Tensor, text_features: torch.Tensor,
                 logit_scale: torch.Tensor) -> torch.Tensor:
-        all_texts, offset = gather_with_grad(text_features)  # (N, D)
-        logits = (logit_scale * image_features @ all_texts.t() + self.logit_bias).float()  # (b, N)
+        with full_precision(image_features):
+            all_texts, offset = gather_with_grad(_fp32(text_features))  # (N, D)
+            logits = _fp32(logit_scale) * _fp32(image_features) @ all_texts.t() + self.logit_bias  # (b, N)
         signs = -torch.ones_like(logits)
         rows = torch.arange(logits.shape[0], device=logits.device)
         signs[rows, rows + offset] = 1.0

@@ -127,13 +127,16 @@ def train(cfg: TrainConfig) -> int:
 
     # ---- the checkpoint to continue from ----
     state = None
-    if cfg.resume and ckpt_path.exists():
+    found = ckpt_path.exists()
+    if all_ranks_agree(found, op="any") and not all_ranks_agree(found, op="all"):
+        raise DataError(f"{ckpt_path} exists on some nodes only: --out must be a filesystem every node shares")
+    if cfg.resume and found:
         state = read_checkpoint(ckpt_path)
         _check_resumable(state, cfg, world)
         log.info("resuming from %s at step %d", ckpt_path, state["step"])
     elif cfg.resume:
         log.info("--resume: no %s yet, starting from scratch", ckpt_path)
-    elif ckpt_path.exists():
+    elif found:
         raise DataError(f"{ckpt_path} already exists; pass --resume to continue that run, or choose another --out")
 
     # ---- tokenizer: the checkpoint's, the given one, or a BPE learnt from the captions ----
@@ -312,9 +315,12 @@ def _learn_tokenizer(cfg: TrainConfig, out: Path, master: bool, ddp: bool, vocab
         tokenizer.save(path)
         log.info("learnt a %d-id BPE from the captions in %.1fs -> %s", tokenizer.vocab_size,
                  time.perf_counter() - started, path)
-    if ddp:
-        dist.barrier()
-    return Tokenizer.load(path)
+    if not ddp:
+        return tokenizer
+    # Sent to the other ranks rather than read back, so that nodes need not share OUT to start.
+    message = [tokenizer.to_json() if master else None]
+    dist.broadcast_object_list(message, src=0)
+    return Tokenizer.from_json(message[0])
 
 
 def _rng_state() -> dict:

@@ -28,6 +28,7 @@ from wit_builder.robots import DEFAULT_OPT_OUTS, RobotsCache, x_robots_opt_out
 USER_AGENT_TOKEN = "wit-builder"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+THROTTLE_STATUSES = frozenset({429, 503})  # "slow down": the host limiter spaces requests further apart
 
 
 def user_agent(contact: str | None) -> str:
@@ -146,10 +147,13 @@ class Fetcher:
         for attempt in range(cfg.retries + 1):
             try:
                 data, http_status = self._attempt(url)
+                self.limiter.succeeded(_host_key(url))
                 return FetchResult("success", None, http_status, data, attempt + 1)
             except _Final as e:
                 return FetchResult(e.status, str(e), e.http_status, None, attempt + 1)
             except _Transient as e:
+                if e.http_status in THROTTLE_STATUSES:
+                    self.limiter.throttled(_host_key(url))
                 if attempt == cfg.retries:
                     return FetchResult("failed_to_download", str(e), e.http_status, None, attempt + 1)
                 delay = backoff_delay(attempt, cfg.backoff_base_s, cfg.backoff_max_s, e.retry_after, self._rng)

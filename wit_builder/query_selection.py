@@ -19,14 +19,16 @@ sources is the same query. Per source (``schemas.queries.SOURCES``, taken in thi
   given, else the number of distinct main-namespace articles that link to it (links through a redirect count
   for the target). Several articles with the same phrase add their scores.
 - **wordnet**: every lemma name of every WordNet synset, underscores as spaces. ``score`` = WordNet's own
-  frequency, the sum over the lemma's senses of their SemCor tag counts (``cntlist.rev``).
+  frequency, the sum of the SemCor tag counts (``cntlist.rev``) of the lemma's sense keys.
 
 ``count`` of a title or WordNet query is its occurrences in the plain text when it has one or two tokens
 (exactly the unigram / bigram counts), and 0 when it is longer: counting every longer n-gram of a whole
 Wikipedia costs more than the rest of the stage, and nothing ranks by it.
 
 Within a source, candidates rank by ``score`` (high first), then ``count`` (high first), then the query
-(alphabetically), a total order, so selection is deterministic. Each source takes its best candidates up to
+(alphabetically), a total order, so selection is deterministic. Titles skip the ``count`` step (score, then
+query): the pipeline keeps only the titles that could be selected before it looks their counts up, so that
+the title list is not joined with every n-gram of the dump. Each source takes its best candidates up to
 its budget, skipping queries an earlier source already took; a source with fewer eligible candidates than its
 budget gives all of them. Budgets default to MetaCLIP's published split (251,465 + 100,646 + 61,235 + 86,654
 = 500,000). When they add up to more than ``max_queries``, each is scaled down in proportion (largest
@@ -55,6 +57,14 @@ class Candidate(NamedTuple):
 def rank_key(candidate: Candidate) -> tuple[float, int, str]:
     """Smaller is better: score high first, then count high first, then the query alphabetically."""
     return (-candidate.score, -candidate.count, candidate.query)
+
+
+def title_rank_key(candidate: Candidate) -> tuple[float, str]:
+    """Titles: score high first, then the query alphabetically (``count`` plays no part)."""
+    return (-candidate.score, candidate.query)
+
+
+RANK_KEYS = {"unigram": rank_key, "bigram": rank_key, "title": title_rank_key, "wordnet": rank_key}
 
 
 @dataclass(frozen=True)
@@ -155,7 +165,7 @@ def select(
     rows: list[tuple[str, Candidate]] = []
     summary = {source: SourceSummary() for source in SOURCES}
     for source in SOURCES:
-        ranked = sorted(set(candidates.get(source, ())), key=rank_key)
+        ranked = sorted(set(candidates.get(source, ())), key=RANK_KEYS[source])
         summary[source].offered = len(ranked)
         budget = budgets[source]
         for candidate in ranked:
@@ -170,12 +180,16 @@ def select(
     return rows, summary
 
 
-def count_ngrams(text: str, unigrams: Counter[str], bigrams: Counter[str]) -> None:
-    """Add the tokens of ``text`` to ``unigrams`` and the adjacent token pairs of each line to ``bigrams``.
+def count_ngrams(text: str, unigrams: Counter[str], bigrams: Counter[str]) -> int:
+    """Add the tokens of ``text`` to ``unigrams`` and the adjacent token pairs of each line to ``bigrams``;
+    return how many tokens ``text`` has.
 
     Bigrams stop at line ends: a heading, list item or paragraph does not run into the next one.
     """
+    total = 0
     for line in text.split("\n"):
         tokens = tokenize(line)
+        total += len(tokens)
         unigrams.update(tokens)
         bigrams.update(f"{a} {b}" for a, b in zip(tokens, tokens[1:]))  # noqa: B905 (pairs, lengths differ by 1)
+    return total

@@ -1,12 +1,21 @@
-"""Per-host politeness: at most N requests in flight and at most R request starts per second per host, and a
-host-wide pause when a server says ``Retry-After`` (so the other threads stop hammering it too)."""
+"""Per-host politeness: at most N requests in flight and at most R request starts per second per host, a
+host-wide pause when a server says ``Retry-After`` (so the other threads stop hammering it too), and an
+adaptive spacing between request starts (AIMD): doubled on every 429/503, shrunk a little on every success,
+so a worker settles near the rate a throttling host accepts instead of bursting into it after each pause."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
+
+MIN_INTERVAL_S = 0.01  # first spacing after a throttle: 100 starts/s
+MAX_INTERVAL_S = 10.0
+RECOVERY = 0.97        # per success: about 23 successes to halve the spacing again
+THROTTLE_WINDOW_S = 1.0
 
 
 class _Host:
@@ -14,6 +23,9 @@ class _Host:
         self.slots = threading.BoundedSemaphore(concurrency)
         self.lock = threading.Lock()
         self.next_start = 0.0  # monotonic time before which no request may start
+        self.interval = 0.0    # learned spacing between request starts, on top of the configured rate
+        self.widened_at = -math.inf  # when the spacing last widened
+        self.starts: deque[float] = deque(maxlen=4096)  # recent start times, to measure the actual rate
 
 
 class HostLimiter:
@@ -52,7 +64,8 @@ class HostLimiter:
         try:
             with state.lock:
                 start = max(self._clock(), state.next_start)
-                state.next_start = start + self.interval
+                state.next_start = start + max(self.interval, state.interval)
+                state.starts.append(start)
             wait = start - self._clock()
             if wait > 0:
                 self._sleep(wait)
@@ -65,3 +78,25 @@ class HostLimiter:
         state = self._host(host)
         with state.lock:
             state.next_start = max(state.next_start, self._clock() + seconds)
+
+    def throttled(self, host: str) -> None:
+        """The host said "too many" (429/503): halve the rate of request starts to it.
+
+        Halves the rate actually used over the last THROTTLE_WINDOW_S (or the learned one, if lower), at most
+        once per window: the refusals of one burst of in-flight requests are one signal.
+        """
+        state = self._host(host)
+        with state.lock:
+            now = self._clock()
+            if now - state.widened_at < THROTTLE_WINDOW_S:
+                return
+            state.widened_at = now
+            recent = sum(1 for t in state.starts if now - t <= THROTTLE_WINDOW_S)
+            measured = THROTTLE_WINDOW_S / recent if recent else 0.0
+            state.interval = min(MAX_INTERVAL_S, max(MIN_INTERVAL_S, 2 * state.interval, 2 * measured))
+
+    def succeeded(self, host: str) -> None:
+        state = self._host(host)
+        if state.interval:
+            with state.lock:
+                state.interval = 0.0 if state.interval < MIN_INTERVAL_S else state.interval * RECOVERY
