@@ -114,6 +114,13 @@ def test_every_hostile_case_ends_with_its_status(hostile, tmp_path):
         assert files["txt"].decode() == successes[key]["caption"]
         assert hashlib.sha256(files["jpg"]).hexdigest() != successes[key]["sha256"]  # re-encoded, hash of original
 
+    import webdataset
+
+    tars = [str(p) for p in sorted(out.glob("*.tar"))]
+    read = list(webdataset.WebDataset(tars, shardshuffle=False, empty_check=False))
+    assert sorted(s["__key__"] for s in read) == sorted(successes)
+    assert all(json.loads(s["json"]) == successes[s["__key__"]] for s in read)
+
     good, copy, resized = by_uid["uid-jpeg"], by_uid["uid-copy"], by_uid["uid-resized"]
     assert good["sha256"] == copy["sha256"] == hashlib.sha256(hs.jpeg()).hexdigest()
     assert imagehash.hex_to_hash(good["phash"]) - imagehash.hex_to_hash(resized["phash"]) <= 4

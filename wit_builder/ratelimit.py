@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 MIN_INTERVAL_S = 0.01  # first spacing after a throttle: 100 starts/s
 MAX_INTERVAL_S = 10.0
-RECOVERY = 0.97        # per success: about 23 successes to halve the spacing again
+RECOVERY = 0.93        # per success: about 10 successes to halve the spacing again
 THROTTLE_WINDOW_S = 1.0
 
 
