@@ -8,7 +8,6 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_MODE := disabled
 
 # Defaults for the user-facing stage targets (override on the command line).
-OUT        ?= out/queries
 WORDNET    ?= /usr/share/wordnet
 ENWIKI      = $(shell $(BIN)/python -c "import gensim, os; print(os.path.join(os.path.dirname(gensim.__file__), 'test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2'))" 2>/dev/null)
 DUMP       ?= $(ENWIKI)
@@ -43,6 +42,7 @@ test: $(STAMP) wordnet
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+build-queries: OUT = out/queries
 build-queries: $(STAMP) wordnet
 	$(WIT) build-queries $(foreach d,$(DUMP),--dump $(d)) --out $(OUT) \
 	  $(if $(wildcard $(WORDNET)),--wordnet-dir $(WORDNET)) $(QUERY_ARGS) $(BEAM_ARGS)
@@ -54,10 +54,14 @@ build-pairs: $(STAMP)
 	@[ -n "$(POOL)" ] || { echo "make build-pairs: set POOL to the candidate pool files or globs"; exit 2; }
 	$(WIT) build-pairs --queries $(QUERIES) $(foreach p,$(POOL),--pool '$(p)') --out $(OUT) $(PAIRS_ARGS) $(BEAM_ARGS)
 
+# make download [PAIRS=out/pairs] [OUT=out/raw] [DOWNLOAD_ARGS=...]
+download: OUT = out/raw
+download: PAIRS ?= out/pairs
 download: $(STAMP)
 	$(WIT) download --pairs $(PAIRS) --out $(OUT) $(DOWNLOAD_ARGS) $(BEAM_ARGS)
 
 # make finalize RAW=out/raw OUT=out/final [FINALIZE_ARGS="--per-query-cap 20000 --decontaminate DIR"]
+finalize: OUT = out/shards
 finalize: $(STAMP)
 	@[ -n "$(RAW)" ] || { echo "usage: make finalize RAW=<download output dir or glob> OUT=<dir>"; exit 2; }
 	$(WIT) finalize --raw '$(RAW)' --out $(OUT) $(FINALIZE_ARGS) $(BEAM_ARGS)
