@@ -26,6 +26,7 @@ from apache_beam.metrics import Metrics
 
 from pipelines import common
 from schemas.download import RAW_STATUSES
+from schemas.pairs import PAIRS_GLOB
 from wit_builder import raw_shards
 from wit_builder.fetch import FetchConfig
 from wit_builder.images import ENCODE_FORMATS, RESIZE_MODES, ImageConfig
@@ -75,10 +76,18 @@ class InputError(ValueError):
 
 
 def input_files(pattern: str) -> list[str]:
-    """A directory means its ``*.parquet`` files; anything else is a path or glob."""
-    if common.exists(pattern) and not pattern.endswith(".parquet"):
-        pattern = common.join(pattern, "*.parquet")
-    return common.expand_patterns([pattern], what="--pairs")
+    """A file or glob as given; a folder means stage 2's ``pairs-*.parquet`` in it, else all its ``*.parquet``.
+
+    Folders are recognised by name, not by ``exists()``: object stores (gs://, s3://) have no folders.
+    """
+    if pattern.endswith(".parquet") or any(ch in pattern for ch in "*?["):
+        return common.expand_patterns([pattern], what="--pairs")
+    for name in (PAIRS_GLOB, "*.parquet"):
+        try:
+            return common.expand_patterns([common.join(pattern, name)], what="--pairs")
+        except FileNotFoundError:
+            continue
+    raise FileNotFoundError(f"--pairs {pattern!r} holds no {PAIRS_GLOB} nor any *.parquet file")
 
 
 def plan_shards(paths: list[str], rows_per_shard: int) -> list[ShardSpec]:

@@ -232,3 +232,22 @@ def test_shards_are_cut_in_row_order_across_files_and_row_groups(tmp_path):
     uids = [[r["uid"] for r in read_shard_rows(s)] for s in specs]
     assert uids == [[f"a{i}" for i in range(7)], [f"a{i}" for i in range(7, 12)] + ["b0", "b1"], ["b2", "b3", "b4"]]
     assert plan_shards([str(first), str(second)], rows_per_shard=7) == specs
+
+
+def test_a_pairs_folder_means_its_pairs_files_not_its_other_tables(tmp_path):
+    from pipelines.download import input_files
+
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    pairs = [write_pairs(folder / f"pairs-0000{i}-of-00002.parquet", [{"uid": f"u{i}", "url": f"http://h/{i}"}])
+             for i in range(2)]
+    pq.write_table(pa.table({"query": ["cat"], "matched": [1], "kept": [1]}), folder / "query_counts.parquet")
+    assert input_files(str(folder)) == [str(p) for p in pairs]
+    # a folder of other url tables still works, and a folder without parquet is named in the error
+    other = tmp_path / "tables"
+    other.mkdir()
+    table = write_pairs(other / "laion.parquet", [{"uid": "x", "url": "http://h/x"}])
+    assert input_files(str(other)) == [str(table)]
+    with pytest.raises(FileNotFoundError, match="empty"):
+        (tmp_path / "empty").mkdir()
+        input_files(str(tmp_path / "empty"))
