@@ -84,6 +84,14 @@ def test_select_budgets_order_and_no_duplicates():
     assert len(queries) == len(set(queries))
 
 
+def test_wordnet_ties_put_single_words_before_phrases():
+    # no SemCor score, no text count: a binding budget must not be filled alphabetically by phrases
+    wordnet = [Candidate("aaron's rod", 0, 0.0), Candidate("a cappella", 0, 0.0), Candidate("motorcycle", 0, 0.0),
+               Candidate("zebra", 0, 0.0), Candidate("abacus", 0, 2.0)]
+    rows, _ = qs.select({"wordnet": wordnet}, {"unigram": 0, "bigram": 0, "title": 0, "wordnet": 3})
+    assert [c.query for _, c in rows] == ["abacus", "motorcycle", "zebra"]
+
+
 def test_select_is_deterministic_whatever_the_input_order():
     rng = random.Random(0)
     pool = [Candidate(f"w{i % 40}", rng.randint(1, 5), float(rng.randint(1, 3))) for i in range(40)]

@@ -26,7 +26,8 @@ sources is the same query. Per source (``schemas.queries.SOURCES``, taken in thi
 Wikipedia costs more than the rest of the stage, and nothing ranks by it.
 
 Within a source, candidates rank by ``score`` (high first), then ``count`` (high first), then the query
-(alphabetically), a total order, so selection is deterministic. Titles skip the ``count`` step (score, then
+(alphabetically), a total order, so selection is deterministic. WordNet puts fewer tokens before the
+alphabetical step (``wordnet_rank_key``). Titles skip the ``count`` step (score, then
 query): the pipeline keeps only the titles that could be selected before it looks their counts up, so that
 the title list is not joined with every n-gram of the dump. Each source takes its best candidates up to
 its budget, skipping queries an earlier source already took; a source with fewer eligible candidates than its
@@ -64,7 +65,16 @@ def title_rank_key(candidate: Candidate) -> tuple[float, str]:
     return (-candidate.score, candidate.query)
 
 
-RANK_KEYS = {"unigram": rank_key, "bigram": rank_key, "title": title_rank_key, "wordnet": rank_key}
+def wordnet_rank_key(candidate: Candidate) -> tuple[float, int, int, str]:
+    """WordNet: like ``rank_key``, but among equals fewer tokens first, then alphabetically.
+
+    Most lemmas have no SemCor count and phrases of 3+ tokens have no text count, so without this step a
+    binding WordNet budget would be filled alphabetically (a..m); single words are the more general concepts.
+    """
+    return (-candidate.score, -candidate.count, candidate.query.count(" "), candidate.query)
+
+
+RANK_KEYS = {"unigram": rank_key, "bigram": rank_key, "title": title_rank_key, "wordnet": wordnet_rank_key}
 
 
 @dataclass(frozen=True)
