@@ -123,6 +123,11 @@ def write_parquet(path: str, table: pa.Table) -> None:
     write_bytes(path, buf.getvalue())
 
 
+def read_json(path: str) -> Any:
+    with open_read(path) as f:
+        return json.loads(f.read().decode())
+
+
 def read_parquet(path: str, schema: pa.Schema | None = None) -> pa.Table:
     with open_read(path) as f:
         table = pq.read_table(io.BytesIO(f.read()), schema=schema)

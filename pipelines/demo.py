@@ -27,7 +27,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import cli
+from pipelines import cli, common
 from schemas.finalize import DATASET_CARD, SIZES_JSON
 from schemas.finalize import STATS_JSON as FINAL_STATS
 from schemas.pairs import PAIRS_GLOB
@@ -72,10 +72,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _fingerprint(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class Stage:
@@ -184,9 +180,7 @@ def write_pool(corpus_dir: Path, manifest: dict, base_url: str) -> Path:
     table = pa.Table.from_pylist(records, schema=POOL_SCHEMA)
     path = corpus_dir / demo_corpus.POOL
     if not path.exists() or not pq.read_table(path).equals(table):
-        tmp = path.with_name(f".{path.name}.tmp")
-        pq.write_table(table, tmp, compression="zstd")
-        tmp.replace(path)
+        common.write_parquet(str(path), table)
     return path
 
 
@@ -236,7 +230,8 @@ def _run(args: argparse.Namespace, beam_argv: list[str], out: Path, started: flo
         pool = write_pool(dirs["corpus"], manifest, server.base_url)
 
         pairs = Stage("build-pairs", dirs["pairs"],
-                      _fingerprint(queries.fingerprint, _file_digest(pool), args.per_query_cap, args.seed), args.force)
+                      _fingerprint(queries.fingerprint, common.sha256_file(str(pool)), args.per_query_cap, args.seed),
+                      args.force)
         _stage(pairs, timings, ["build-pairs", "--queries", str(queries.folder), "--pool", str(pool),
                                 "--out", str(pairs.folder), "--per-query-cap", str(args.per_query_cap),
                                 "--seed", str(args.seed), "--rows-per-file", "400", *beam_argv])

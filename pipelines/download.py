@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import shutil
 import tempfile
@@ -153,11 +152,6 @@ def remove_leftovers(out: str, shard_id: int) -> None:
         FileSystems.delete(leftovers)
 
 
-def read_json(path: str) -> Any:
-    with common.open_read(path) as f:
-        return json.loads(f.read().decode())
-
-
 class DownloadShardFn(beam.DoFn):
     """Downloads one url shard and writes its raw shard; yields the shard's stats."""
 
@@ -184,7 +178,7 @@ class DownloadShardFn(beam.DoFn):
         tar_path, parquet_path, stats_path = shard_paths(cfg.out, spec.shard_id)
         if shard_complete(cfg.out, spec.shard_id):
             self.skipped_counter.inc()
-            yield read_json(stats_path)
+            yield common.read_json(stats_path)
             return
         started = time.monotonic()
         remove_leftovers(cfg.out, spec.shard_id)
@@ -304,7 +298,7 @@ def _check_plan(out: str, plan: dict[str, Any]) -> None:
     """A rerun must cut the same shards, or skipping complete shards would mix two different runs."""
     path = common.join(out, PLAN_JSON)
     if common.exists(path):
-        previous = read_json(path)
+        previous = common.read_json(path)
         if previous != plan:
             raise InputError(f"{path}: this output folder holds a run with other inputs or --rows-per-shard "
                              f"(was {previous}); use a fresh --out or the same inputs")
@@ -316,7 +310,7 @@ def summarize(out: str, shard_ids: list[int]) -> dict[str, Any]:
     """stats.json: the sum of every shard's stats (complete shards from earlier runs included)."""
     totals = {"shards": 0, "count": 0, "statuses": dict.fromkeys(RAW_STATUSES, 0), "bytes_downloaded": 0}
     for shard_id in shard_ids:
-        stats = read_json(shard_paths(out, shard_id)[2])
+        stats = common.read_json(shard_paths(out, shard_id)[2])
         totals["shards"] += 1
         totals["count"] += stats["count"]
         totals["bytes_downloaded"] += stats["bytes_downloaded"]

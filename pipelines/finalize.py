@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import sys
 import time
 from collections import Counter
@@ -685,8 +684,7 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
         print(f"wit finalize: failed: {exc}", file=sys.stderr)
         return 1
     elapsed = time.monotonic() - started
-    with common.open_read(common.join(config.out, STATS_JSON)) as f:
-        stats = json.load(f)
+    stats = common.read_json(common.join(config.out, STATS_JSON))
     counted = common.counters(result, NAMESPACE)
     expected = {f"status_{s}": n for s, n in stats["statuses"].items()}
     expected.update({r: stats["reasons"].get(r, 0) for r in DROP_REASONS})
@@ -694,8 +692,7 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
     if mismatched:
         print(f"wit finalize: counters disagree with stats.json (stats, counter): {mismatched}", file=sys.stderr)
         return 1
-    with common.open_read(common.join(config.out, SIZES_JSON)) as f:
-        stale = remove_stale_shards(config.out, json.load(f))
+    stale = remove_stale_shards(config.out, common.read_json(common.join(config.out, SIZES_JSON)))
     if stale:
         print(f"finalize: removed {len(stale)} stale shard files of an earlier run", flush=True)
     statuses = ", ".join(f"{s} {n}" for s, n in stats["statuses"].items() if n)

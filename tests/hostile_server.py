@@ -1,4 +1,4 @@
-"""A hostile HTTP server on 127.0.0.1 for the download tests, and the real photos it serves.
+"""A hostile HTTP server on 127.0.0.1 for the download tests, the real photos it serves, and a plain one.
 
 ``HostileServer`` is a ThreadingHTTPServer whose paths are scripted per test: fixed bodies, status sequences
 (500 then 200, 429 with Retry-After then 200), slow drips, endless bodies, redirects. It logs every request
@@ -8,14 +8,16 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -184,6 +186,25 @@ def send(h: BaseHTTPRequestHandler, response: Response) -> None:
         h.send_header(name, value)
     h.end_headers()
     h.wfile.write(response.body)
+
+
+# ---- a well-behaved static file server ----
+
+class _QuietFileHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # keep test output free of access logs
+        pass
+
+
+@contextlib.contextmanager
+def serve_folder(root: str | Path) -> Iterator[str]:
+    """Serve the files under ``root`` on 127.0.0.1 while the block runs; yields the base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietFileHandler, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # ---- real photos (scikit-image) in the formats the web serves ----

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from schemas.download import RAW_ROWS
+from tests.hostile_server import encode
 from wit_builder.dedup import image_phash
 from wit_builder.rebalance import hash_rank
 from wit_builder.uid import pair_uid
@@ -47,12 +48,6 @@ def photo(name: str) -> Image.Image:
     if isinstance(array, tuple):  # stereo pairs
         array = array[0]
     return Image.fromarray(np.asarray(array)).convert("RGB")
-
-
-def encode(img: Image.Image, fmt: str, **kwargs: Any) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **kwargs)
-    return buf.getvalue()
 
 
 def stored(img: Image.Image) -> Image.Image:

@@ -6,13 +6,10 @@ from __future__ import annotations
 import bz2
 import collections
 import csv
-import functools
 import gzip
-import http.server
 import itertools
 import json
 import re
-import threading
 from pathlib import Path
 
 import pyarrow as pa
@@ -25,6 +22,7 @@ from pipelines.common import open_read
 from schemas.pairs import BALANCE_PNG, PAIRS, QUERY_COUNTS, QUERY_COUNTS_PARQUET, STATS_JSON
 from tests.build_pairs_fixtures import WatBuilder, img, write_queries
 from tests.conftest import BEAM_IN_PROCESS, BEAM_MULTI_PROCESS
+from tests.hostile_server import photo, serve_folder
 from wit_builder.balance import reference_hard_selection
 from wit_builder.matcher import reference_match
 from wit_builder.pool_readers import Candidate, PoolOptions, read_pool_file
@@ -223,28 +221,15 @@ def test_bad_arguments_and_inputs_exit_2(pool: dict, tmp_path: Path, capsys: pyt
 
 # ---- img2dataset reads what we write ----
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture
 def image_server(tmp_path: Path):
     """Three real photos (scikit-image) served over HTTP on loopback."""
-    from PIL import Image
-    from skimage import data
-
     root = tmp_path / "www"
     root.mkdir()
     for name in ("astronaut", "coffee", "chelsea"):
-        Image.fromarray(getattr(data, name)()).save(root / f"{name}.jpg", quality=90)
-    handler = functools.partial(QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+        photo(name).save(root / f"{name}.jpg", quality=90)
+    with serve_folder(root) as base_url:
+        yield base_url
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from pipelines.cli import main
 from schemas.finalize import FINAL_ROWS, FINAL_STATUSES
 from schemas.sample import SAMPLE_JSON_FIELDS
 from tests.conftest import BEAM_IN_PROCESS, BEAM_MULTI_PROCESS
+from tests.hostile_server import serve_folder
 from tests.raw_fixtures import SHARDS, SPACE_CAP, encode, expected_statuses, photo, stored, write_raw_fixture
 from wit_builder import raw_rows
 from wit_builder.final_shards import FIXED_MTIME
@@ -307,10 +308,6 @@ def test_shard_plan_and_tar_bytes_are_reproducible():
 @pytest.mark.slow
 def test_reads_real_img2dataset_output(tmp_path):
     """img2dataset itself downloads from a loopback server; finalize reads its output as it is."""
-    import functools
-    import http.server
-    import threading
-
     download = pytest.importorskip("img2dataset").download  # the [img2dataset] extra
 
     www = tmp_path / "www"
@@ -319,21 +316,15 @@ def test_reads_real_img2dataset_output(tmp_path):
         photo(name).save(www / f"{name}.jpg", quality=90)
     (www / "copy.jpg").write_bytes((www / "astronaut.jpg").read_bytes())
     (www / "broken.jpg").write_bytes(b"<html>not an image</html>")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     names = ["astronaut", "coffee", "chelsea", "copy", "broken", "missing"]
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    pq.write_table(pa.table({"url": [f"{base}/{n}.jpg" for n in names], "caption": names,
-                             "uid": [f"{i:032x}" for i in range(len(names))], "queries": [[n] for n in names]}),
-                   tmp_path / "pairs.parquet")
-    try:
+    with serve_folder(www) as base:
+        pq.write_table(pa.table({"url": [f"{base}/{n}.jpg" for n in names], "caption": names,
+                                 "uid": [f"{i:032x}" for i in range(len(names))], "queries": [[n] for n in names]}),
+                       tmp_path / "pairs.parquet")
         download(url_list=str(tmp_path / "pairs.parquet"), input_format="parquet", url_col="url",
                  caption_col="caption", save_additional_columns=["uid", "queries"], output_format="webdataset",
                  output_folder=str(tmp_path / "raw"), processes_count=1, thread_count=2, image_size=128,
                  compute_hash="sha256", distributor="multiprocessing", enable_wandb=False, timeout=5)
-    finally:
-        server.shutdown()
     out = tmp_path / "out"
     assert finalize(tmp_path / "raw", out) == 0
     status = {r["uid"]: (r["status"], r["duplicate_of"]) for r in accounting(out).values()}

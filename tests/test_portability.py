@@ -14,7 +14,6 @@ the demo's loopback server (photos, a 404, an HTML page named .jpg, a truncated 
 
 from __future__ import annotations
 
-import json
 import random
 import socket
 from pathlib import Path
@@ -84,8 +83,7 @@ def stage_result(stage: str, out: str) -> dict[str, list]:
                 "query_counts": _rows(out, "query_counts.parquet", ["query", "matched", "kept"])}
     if stage == "download":
         return {"rows": _rows(out, "*.parquet", ["uid", "status", "sha256", "width", "height"])}
-    with common.open_read(common.join(out, "sizes.json")) as f:
-        sizes = json.load(f)
+    sizes = common.read_json(common.join(out, "sizes.json"))
     return {"rows": _rows(out, "accounting/rows/*.parquet", ["uid", "status", "duplicate_of"]),
             "shards": _rows(out, "*.parquet", ["uid", "shard"]), "sizes": [sizes]}
 

@@ -3,16 +3,13 @@ counted, one epoch seeing every sample once, and an exact restart from a saved p
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import io
 import json
 import logging
 import random
 import shutil
 import tarfile
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +18,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
+from tests.hostile_server import serve_folder
 from trainer.data import DataError, Loader, crop_resize_normalize, make_plan, resolve_shards, shard_sizes
 from trainer.tokenizer import Tokenizer
 from trainer.transforms import (
@@ -214,13 +212,8 @@ def test_transforms_are_seeded_and_normalised():
 @pytest.fixture()
 def http_server(numbered):
     shards_dir, _ = numbered
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(shards_dir))
-    http.server.SimpleHTTPRequestHandler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serve_folder(shards_dir) as base_url:
+        yield base_url
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="webdataset streams http(s) through curl")

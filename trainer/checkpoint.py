@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from trainer.atomic import write_atomic
 from trainer.config import ModelConfig
 from trainer.model import CLIP
 from trainer.tokenizer import Tokenizer
@@ -39,12 +40,14 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, model_co
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+
+    write_atomic(path, write)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

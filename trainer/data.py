@@ -199,19 +199,21 @@ def raw_samples(urls: Iterator[str], on_error: Callable[[Exception], bool]) -> I
     return tariterators.group_by_keys(files, handler=on_error)
 
 
-def _first(sample: dict, keys: tuple[str, ...]) -> Any:
+def first_member(sample: dict, keys: tuple[str, ...]) -> Any:
+    """The first of ``keys`` (member extensions, in order of preference) that the sample holds, else None."""
     return next((sample[k] for k in keys if k in sample), None)
 
 
-def _where(sample: dict) -> str:
+def sample_where(sample: dict) -> str:
+    """``shard-url:key``, to name a sample in warnings."""
     return f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
 
 
 def _decode_caption(sample: dict, counts: Counter) -> str | None:
-    raw = _first(sample, TEXT_KEYS)
+    raw = first_member(sample, TEXT_KEYS)
     if raw is None:
         counts["incomplete"] += 1
-        log.warning("skipping %s: no caption (.txt)", _where(sample))
+        log.warning("skipping %s: no caption (.txt)", sample_where(sample))
         return None
     try:
         caption = raw.decode("utf-8").strip()
@@ -219,16 +221,16 @@ def _decode_caption(sample: dict, counts: Counter) -> str | None:
         caption = ""
     if not caption:
         counts["bad_caption"] += 1
-        log.warning("skipping %s: empty or non-UTF-8 caption", _where(sample))
+        log.warning("skipping %s: empty or non-UTF-8 caption", sample_where(sample))
         return None
     return caption
 
 
 def _decode_pil(sample: dict, image_size: int, counts: Counter) -> Image.Image | None:
-    data = _first(sample, IMAGE_KEYS)
+    data = first_member(sample, IMAGE_KEYS)
     if data is None:
         counts["incomplete"] += 1
-        log.warning("skipping %s: no image member", _where(sample))
+        log.warning("skipping %s: no image member", sample_where(sample))
         return None
     try:
         image = Image.open(io.BytesIO(data))
@@ -238,7 +240,7 @@ def _decode_pil(sample: dict, image_size: int, counts: Counter) -> Image.Image |
         return image
     except Exception as e:  # truncated, not an image, decompression bomb...
         counts["corrupt_image"] += 1
-        log.warning("skipping %s: undecodable image (%s)", _where(sample), e)
+        log.warning("skipping %s: undecodable image (%s)", sample_where(sample), e)
         return None
 
 
@@ -329,7 +331,7 @@ def _collate(images: list, captions: list[str], tokenizer: Tokenizer, gpu_decode
 
 def _gpu_item(sample: dict, image_size: int, rng: random.Random,
               counts: Counter) -> tuple[torch.Tensor, tuple[int, int, int, int]] | None:
-    data = _first(sample, IMAGE_KEYS)
+    data = first_member(sample, IMAGE_KEYS)
     if data is None:
         counts["incomplete"] += 1
         return None
@@ -339,7 +341,7 @@ def _gpu_item(sample: dict, image_size: int, rng: random.Random,
             raise ValueError(f"{header.format} {header.mode} is not a baseline RGB/greyscale JPEG")
     except Exception as e:
         counts["corrupt_image"] += 1
-        log.warning("skipping %s: %s", _where(sample), e)
+        log.warning("skipping %s: %s", sample_where(sample), e)
         return None
     box = random_resized_crop_box(header.width, header.height, rng)
     return torch.frombuffer(bytearray(data), dtype=torch.uint8), box

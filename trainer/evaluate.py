@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from trainer import image_folder, linear_probe, retrieval, zeroshot
+from trainer.atomic import write_atomic
 from trainer.checkpoint import load_model
 from trainer.data import resolve_shards
 from trainer.model import CLIP
@@ -206,9 +207,7 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        tmp.write_text(text + "\n", encoding="utf-8")
-        os.replace(tmp, out)
+        write_atomic(out, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
     else:
         print(text)
     summary = "; ".join(_summary(r) for r in document["results"])

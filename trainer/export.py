@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import torch
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers.processors import TemplateProcessing
 
+from trainer.atomic import write_atomic
 from trainer.checkpoint import read_checkpoint
 from trainer.config import ModelConfig
 from trainer.tokenizer import END, PAD, START, Tokenizer
@@ -139,12 +139,6 @@ def hf_tokenizer(tokenizer: Tokenizer) -> HFTokenizer:
     return bpe
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 @dataclass(frozen=True)
 class Exported:
     weights: Path
@@ -172,15 +166,15 @@ def export(checkpoint: str, out: str | Path, model_name: str | None = None) -> E
     tokenizer_dir.mkdir(exist_ok=True)
     config_path = out.parent / f"{name}.json"
 
-    _write_atomic(out, lambda p: torch.save(weights, p))
+    write_atomic(out, lambda p: torch.save(weights, p))
     hf = hf_tokenizer(tokenizer)
-    _write_atomic(tokenizer_dir / "tokenizer.json", lambda p: hf.save(str(p)))
+    write_atomic(tokenizer_dir / "tokenizer.json", lambda p: hf.save(str(p)))
     tokenizer_config = {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": PAD, "bos_token": START,
                         "eos_token": END, "model_max_length": tokenizer.context_length}
-    _write_atomic(tokenizer_dir / "tokenizer_config.json",
+    write_atomic(tokenizer_dir / "tokenizer_config.json",
                   lambda p: p.write_text(json.dumps(tokenizer_config, indent=2) + "\n", encoding="utf-8"))
     model_cfg = open_clip_model_config(config, str(tokenizer_dir.resolve()))
-    _write_atomic(config_path, lambda p: p.write_text(json.dumps(model_cfg, indent=2) + "\n", encoding="utf-8"))
+    write_atomic(config_path, lambda p: p.write_text(json.dumps(model_cfg, indent=2) + "\n", encoding="utf-8"))
     return Exported(out, config_path, tokenizer_dir, len(weights))
 
 

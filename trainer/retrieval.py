@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from trainer.data import IMAGE_KEYS, raw_samples
+from trainer.data import IMAGE_KEYS, first_member, raw_samples, sample_where
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,8 @@ def read_shard_samples(urls: Sequence[str], stats: ReadStats) -> Iterator[ShardS
         return True  # keep going with the next member or shard
 
     for sample in raw_samples(iter(urls), on_error):
-        where = f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
-        image_bytes = next((sample[ext] for ext in IMAGE_KEYS if ext in sample), None)
+        where = sample_where(sample)
+        image_bytes = first_member(sample, IMAGE_KEYS)
         if image_bytes is None:
             stats.skip("no_image", where)
             continue

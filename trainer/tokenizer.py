@@ -15,6 +15,8 @@ import torch
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
+from trainer.atomic import write_atomic
+
 PAD, START, END = "<pad>", "<start_of_text>", "<end_of_text>"
 FORMAT = "wit-tokenizer/1"
 MIN_VOCAB = 300  # 256 byte symbols + 3 specials + a few merges
@@ -85,10 +87,7 @@ class Tokenizer:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically: a temporary file renamed into place."""
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(self.to_json())
-        os.replace(tmp, path)
+        write_atomic(path, lambda tmp: tmp.write_text(self.to_json(), encoding="utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from trainer.atomic import write_atomic
 from trainer.checkpoint import CHECKPOINT_NAME, TOKENIZER_NAME, read_checkpoint, save_checkpoint, unwrap
 from trainer.config import TrainConfig, model_config
 from trainer.data import (
@@ -378,9 +379,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
         return
     kept = [line for line in path.read_text(encoding="utf-8").splitlines()
             if line.strip() and json.loads(line)["step"] <= step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8"))
 
 
 def _tensorboard(out: Path):
@@ -405,7 +404,5 @@ def _plot_loss(metrics_path: Path, png: Path) -> None:
     ax.set_title("wit train")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = png.with_name(f".{png.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    write_atomic(png, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
-    os.replace(tmp, png)

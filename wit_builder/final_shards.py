@@ -10,11 +10,11 @@ always give the same bytes.
 from __future__ import annotations
 
 import json
-import tarfile
 from collections.abc import Iterable, Mapping
 from typing import Any, BinaryIO
 
 from schemas.sample import SAMPLE_JSON_FIELDS
+from wit_builder import tar_writer
 
 DEFAULT_SAMPLES_PER_SHARD = 10_000
 KEY_DIGITS = 10          # room for 10 billion samples
@@ -62,33 +62,5 @@ def sample_members(row: Mapping[str, Any], image_ext: str, image: bytes) -> list
 
 
 def write_tar(fileobj: BinaryIO, members: Iterable[tuple[str, bytes]]) -> int:
-    """Write ``members`` (name, bytes) as a reproducible ustar stream; returns the member count.
-
-    Stream mode (``w|``) never seeks, so the target may be any writable file (gs://, s3://).
-    """
-    count = 0
-    with tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mtime = FIXED_MTIME
-            info.mode = 0o644
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            tar.addfile(info, _BytesReader(data))
-            count += 1
-    return count
-
-
-class _BytesReader:
-    """The minimal reader tarfile.addfile needs, without copying ``data`` into a BytesIO."""
-
-    def __init__(self, data: bytes) -> None:
-        self._view = memoryview(data)
-        self._pos = 0
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self._view) if size < 0 else min(len(self._view), self._pos + size)
-        chunk = self._view[self._pos:end].tobytes()
-        self._pos = end
-        return chunk
+    """Write ``members`` (name, bytes) as a reproducible ustar stream; returns the member count."""
+    return tar_writer.write_members(fileobj, members, FIXED_MTIME)

@@ -10,18 +10,16 @@ point of offering the peer unchanged.
 
 from __future__ import annotations
 
-import io
 import os
 import tarfile
 from collections.abc import Sequence
 from typing import Any
 
-import imagehash
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
 
 from schemas.download import RAW_STATUS_ALIASES, RAW_STATUSES
+from wit_builder.dedup import image_phash
 from wit_builder.download_shard import base_row
 from wit_builder.fetch import USER_AGENT_TOKEN, FetchConfig
 from wit_builder.images import ImageConfig
@@ -106,7 +104,7 @@ def _convert(base: list[dict[str, Any]], output_dir: str, ext: str) -> list[RawS
                "original_width": row.get("original_width"), "original_height": row.get("original_height"),
                "sha256": row.get("sha256")}
         if data is not None:
-            out["phash"] = str(imagehash.phash(Image.open(io.BytesIO(data))))
+            out["phash"] = image_phash(data)  # img2dataset re-encodes without EXIF, so no rotation applies
         samples.append(RawSample(out, data, ext if data is not None else None))
     return samples
 

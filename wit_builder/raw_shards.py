@@ -10,11 +10,9 @@ The caller writes each file temp-then-rename, the stats last: a shard is complet
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
-import tarfile
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 
 from schemas.download import RAW_ROWS, RAW_STATUSES
+from wit_builder import tar_writer
 
 SHARD_DIGITS = 5  # img2dataset's oom_shard_count
 TOP_ERRORS = 20
@@ -52,27 +51,16 @@ def sample_key(shard_id: int, index: int, rows_per_shard: int) -> str:
     return f"{shard_id * 10**digits + index:0{digits + SHARD_DIGITS}d}"
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    tar.addfile(info, io.BytesIO(data))
-
-
 def write_tar(fileobj: BinaryIO, samples: Iterable[RawSample]) -> int:
     """Stream the successes into a tar (works on non-seekable streams); returns how many were written."""
-    written = 0
-    with tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
-        for sample in sorted((s for s in samples if s.image is not None), key=lambda s: s.row["key"]):
-            key = sample.row["key"]
-            _add(tar, f"{key}.{sample.image_ext}", sample.image)
-            _add(tar, f"{key}.json", sample_json(sample.row))
-            _add(tar, f"{key}.txt", (sample.row.get("caption") or "").encode())
-            written += 1
-    return written
+    successes = sorted((s for s in samples if s.image is not None), key=lambda s: s.row["key"])
+    members = ((name, data) for s in successes for name, data in (
+        (f"{s.row['key']}.{s.image_ext}", s.image),
+        (f"{s.row['key']}.json", sample_json(s.row)),
+        (f"{s.row['key']}.txt", (s.row.get("caption") or "").encode()),
+    ))
+    tar_writer.write_members(fileobj, members, mtime=0)
+    return len(successes)
 
 
 def sample_json(row: dict[str, Any]) -> bytes:
