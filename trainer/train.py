@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
 from trainer.atomic import write_atomic
 from trainer.checkpoint import CHECKPOINT_NAME, TOKENIZER_NAME, read_checkpoint, save_checkpoint, unwrap
@@ -207,6 +208,9 @@ def train(cfg: TrainConfig) -> int:
     if in_main_thread:
         previous_handler = signal.signal(signal.SIGTERM, lambda signum, frame: terminated.set())
     model.train()
+    # A live bar only on an interactive terminal; logs and CI get the same numbers as plain lines.
+    bar = tqdm(total=cfg.steps, initial=step, unit="step", dynamic_ncols=True,
+               disable=not (master and sys.stderr.isatty()))
     window_start, window_wait, window_samples = time.perf_counter(), 0.0, 0
     loss_value = float("nan")
     while step < cfg.steps:
@@ -221,6 +225,7 @@ def train(cfg: TrainConfig) -> int:
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         step += 1
+        bar.update(1)
         window_samples += images.shape[0] * world
 
         if step % cfg.log_every == 0 or step == cfg.steps:
@@ -231,9 +236,12 @@ def train(cfg: TrainConfig) -> int:
                       "logit_scale": model.scale().item(), "samples_per_s": window_samples / max(elapsed, 1e-9),
                       "data_wait": wait_share, "dropped": dict(loader.totals)}
             if master:
-                print(f"step {step}/{cfg.steps} [{100 * step // cfg.steps:3d}%] epoch {epoch} loss {loss_value:.4f} "
-                      f"lr {record['lr']:.2e} {record['samples_per_s']:.0f} samples/s "
-                      f"data wait {100 * wait_share:.0f}%", flush=True)
+                bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{record['samples_per_s']:.0f}",
+                                data_wait=f"{100 * wait_share:.0f}%")
+                tqdm.write(f"step {step}/{cfg.steps} [{100 * step // cfg.steps:3d}%] epoch {epoch} "
+                           f"loss {loss_value:.4f} lr {record['lr']:.2e} {record['samples_per_s']:.0f} samples/s "
+                           f"data wait {100 * wait_share:.0f}%", file=sys.stdout)
+                sys.stdout.flush()
                 with open(metrics_path, "a", encoding="utf-8") as f:
                     f.write(json.dumps(record) + "\n")
                 if board is not None:
@@ -250,6 +258,8 @@ def train(cfg: TrainConfig) -> int:
                 print(f"wit train: stopped by SIGTERM after step {step}; checkpoint {ckpt_path}; "
                       f"rerun with --resume to continue", flush=True)
             break
+
+    bar.close()
 
     # ---- the end: summary and loss curve ----
     if master and step == cfg.steps:
