@@ -4,35 +4,78 @@ A text becomes a sequence of tokens by these rules, applied in order:
 
 1. Unicode NFKC: compatibility forms fold (full-width letters, ligatures, superscript digits, the "ﬁ"
    ligature); accents stay ("café" stays "café").
-2. Case: ``str.casefold()``, so "Paris", "PARIS" and "paris" are one query and match each other.
-   (MetaCLIP matches case-sensitively; we fold case because alt texts are often in all caps or title case.)
-3. Curly apostrophes (U+2018, U+2019, U+02BC) become "'".
-4. Tokens are maximal runs of letters, marks and digits (Unicode ``\\w`` minus "_"), optionally joined by
-   single inner apostrophes: "don't" and "o'brien" are one token each. Everything else — spaces,
-   punctuation, hyphens, slashes, underscores, symbols, emoji — separates tokens and is dropped, so
-   "state-of-the-art" is the four tokens "state of the art" and "covid-19" is "covid 19".
+2. Case: ``str.casefold()``, then NFKC again (casefold can decompose, "ǰ" -> "j" + U+030C; the second
+   NFKC recomposes, so the result is stable), so "Paris", "PARIS" and "paris" are one query and match
+   each other. A dotted "i" (the fold of Turkish "İ", "i" + U+0307 COMBINING DOT ABOVE, one or more)
+   becomes a plain "i": the lower-case i already carries its dot, so "İSTANBUL" is "istanbul", like
+   "Istanbul" (the dotless "ı" stays itself).
+   (MetaCLIP matches case-sensitively; we fold case because alt texts are often in all caps or title
+   case — see docs/ARCHITECTURE.md, "Match rule", for the measurement behind this choice.)
+3. Curly apostrophes (U+2018, U+2019, U+02BC) become "'"; variation selectors (U+FE00-FE0F,
+   U+E0100-E01EF, which pick a glyph, e.g. the emoji form of "❤") are deleted.
+4. Tokens are maximal runs of letters, combining marks and digits: a token starts with a letter or digit
+   (Unicode ``\\w`` minus "_"), and then takes letters, digits and nonspacing or spacing combining marks
+   (categories Mn, Mc), so "हिन्दी" (vowel signs and virama), "বাংলা", "ภาษาไทย", "مَدْرَسَة" (harakat)
+   and decomposed Latin stay whole words. Inner apostrophes join runs: "don't" and "o'brien" are one
+   token each. Everything else — spaces, punctuation, hyphens, slashes, underscores, symbols, emoji,
+   enclosing marks (Me, e.g. the keycap U+20E3), a mark with no letter before it — separates tokens and
+   is dropped, so "state-of-the-art" is the four tokens "state of the art" and "covid-19" is "covid 19".
 5. Digits are kept as tokens ("1990", "19"). The query builder decides which tokens may be queries
    (see ``is_query_token``); the matcher sees every token.
 
-The normalized form of a text is its tokens joined by single spaces. A query matches a text when the
-query's normalized form occurs in the text's normalized form on token boundaries, i.e. when
-``" " + query + " "`` is a substring of ``" " + text + " "`` (MetaCLIP's space-padded rule, applied to
-normalized text). Queries are stored already normalized, so stage 2 never renormalizes them.
+The normalized form of a text is its tokens joined by single spaces; normalizing it again changes
+nothing. A query matches a text when the query's normalized form occurs in the text's normalized form
+on token boundaries, i.e. when ``" " + query + " "`` is a substring of ``" " + text + " "`` (MetaCLIP's
+space-padded rule, applied to normalized text). Queries are stored already normalized, so stage 2
+never renormalizes them. MetaCLIP's own rule, on text as written, is ``wit_builder.metaclip_rule``.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 import unicodedata
 
-_APOSTROPHES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u02bc": "'"})
-_TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
+_FOLD = str.maketrans(
+    {"\u2018": "'", "\u2019": "'", "\u02bc": "'"}
+    | {c: None for c in range(0xFE00, 0xFE10)}
+    | {c: None for c in range(0xE0100, 0xE01F0)}
+)
+
+
+def _class_of(categories: tuple[str, ...], exclude: range | None = None) -> str:
+    """A regex character class body (escaped ranges) of every code point in ``categories``."""
+    ranges: list[tuple[int, int]] = []
+    for cp in range(sys.maxunicode + 1):
+        if unicodedata.category(chr(cp)) in categories and not (exclude and cp in exclude):
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1] = (ranges[-1][0], cp)
+            else:
+                ranges.append((cp, cp))
+    return "".join(f"\\U{a:08x}-\\U{b:08x}" if a != b else f"\\U{a:08x}" for a, b in ranges)
+
+
+# Combining marks that continue a token (Mn, Mc), from the running Python's Unicode database, so the
+# class and ``unicodedata`` never disagree. Variation selectors are deleted before (rule 3).
+_MARKS = _class_of(("Mn", "Mc"))
+_WORD = r"[^\W_]"
+_RUN = rf"{_WORD}(?:{_WORD}|[{_MARKS}])*"
+_TOKEN = re.compile(rf"{_RUN}(?:'{_RUN})*")
+_DOTTED_I = re.compile("i\u0307+")
+
+
+def fold(text: str) -> str:
+    """Rules 1-3 (apostrophes unified and variation selectors deleted first, so the result is stable)."""
+    folded = unicodedata.normalize("NFKC", text.translate(_FOLD)).casefold()
+    folded = _DOTTED_I.sub("i", folded)
+    # Again after casefold, which can make U+02BC ("ŉ" -> "ʼn").
+    folded = folded.translate(_FOLD)
+    return unicodedata.normalize("NFKC", folded)
 
 
 def tokenize(text: str) -> list[str]:
     """Split ``text`` into normalized tokens (rules 1-5 of the module docstring)."""
-    folded = unicodedata.normalize("NFKC", text).casefold().translate(_APOSTROPHES)
-    return _TOKEN.findall(folded)
+    return _TOKEN.findall(fold(text))
 
 
 def normalize(text: str) -> str:
