@@ -150,3 +150,41 @@ def test_every_single_code_point_is_stable() -> None:
         for text in ("a" + c + "\u0301", "İ" + c):
             n = normalize(text)
             assert normalize(n) == n, (hex(cp), text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(unicode_texts, unicode_texts)
+def test_stage_1_queries_are_matched_by_stage_2_in_their_own_text(line_a: str, line_b: str) -> None:
+    """Stages 1 and 2 agree: every unigram and bigram stage 1 counts in a text is a valid stored query
+    (normalized, so stage 2 accepts it) that stage 2's matcher finds in that same text, and no other."""
+    from collections import Counter
+
+    from wit_builder.matcher import validate_queries
+    from wit_builder.query_selection import count_ngrams, title_query, wordnet_query
+
+    text = f"{line_a}\n{line_b}"
+    unigrams: Counter[str] = Counter()
+    bigrams: Counter[str] = Counter()
+    count_ngrams(text, unigrams, bigrams)
+    queries = [q for q in [*unigrams, *bigrams] if all(is_query_token(t) for t in q.split())]
+    for phrase in (title_query(line_a), wordnet_query(line_b.replace(" ", "_"))):
+        if phrase is not None:
+            queries.append(phrase)
+    if not queries:
+        return
+    validate_queries(queries)
+    matcher = QueryMatcher(queries)
+    found = set(matcher.match(line_a)) | set(matcher.match(line_b))
+    assert set(unigrams) | set(bigrams) >= found - {title_query(line_a), wordnet_query(line_b.replace(" ", "_"))}
+    assert found >= {q for q in queries if q in unigrams or q in bigrams}
+
+
+def test_one_letter_tokens_are_no_queries_but_phrases_keep_them() -> None:
+    from wit_builder.query_selection import title_query, wordnet_query
+
+    assert [t for t in ("a", "t", "i", "x", "é", "猫", "ก", "ab", "1990", "b52") if is_query_token(t)] == [
+        "猫", "ก", "ab", "b52"]
+    assert title_query("C (programming language)") is None  # the title phrase is "C"
+    assert title_query("X") is None and wordnet_query("t") is None
+    assert title_query("Vitamin C") == "vitamin c"
+    assert (wordnet_query("B-52"), wordnet_query("3-D"), wordnet_query("vitamin_C")) == ("b 52", "3 d", "vitamin c")

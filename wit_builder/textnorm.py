@@ -106,3 +106,11 @@ def is_query_token(token: str) -> bool:
     if len(token) == 1:
         return unicodedata.category(token) == "Lo"
     return any(ch.isalpha() for ch in token)
+
+
+def is_phrase_query(tokens: list[str]) -> bool:
+    """May these tokens, a title's or a WordNet lemma's, stand as one query? A single token must pass
+    ``is_query_token``; a phrase of several needs a letter somewhere ("b 52", "3 d", "vitamin c" stay)."""
+    if len(tokens) == 1:
+        return is_query_token(tokens[0])
+    return any(ch.isalpha() for token in tokens for ch in token)
