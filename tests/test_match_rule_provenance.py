@@ -41,7 +41,8 @@ def _download_folder(source: Path, root: Path, rule: str | None) -> Path:
     return raw
 
 
-def test_finalize_refuses_raw_shards_of_two_rules(raw_fixture: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_finalize_refuses_raw_shards_of_two_rules(raw_fixture: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
     a = _download_folder(raw_fixture, tmp_path / "a", "normalized")
     b = _download_folder(raw_fixture, tmp_path / "b", "metaclip")
     argv = ["finalize", "--raw", str(a), "--raw", str(b), "--out", str(tmp_path / "out"), *BEAM_IN_PROCESS]
