@@ -43,33 +43,40 @@ _FOLD = str.maketrans(
 )
 
 
-def _class_of(categories: tuple[str, ...], exclude: range | None = None) -> str:
-    """A regex character class body (escaped ranges) of every code point in ``categories``."""
-    ranges: list[tuple[int, int]] = []
+def _token_continuation_class() -> str:
+    """A regex character class body (escaped ranges): letters and digits (``str.isalnum``, which is what
+    ``\\w`` means without "_") and combining marks (Mn, Mc), from the running Python's Unicode database, so
+    the class and ``unicodedata`` never disagree. One class instead of an alternation: several times faster."""
+    ranges: list[list[int]] = []
     for cp in range(sys.maxunicode + 1):
-        if unicodedata.category(chr(cp)) in categories and not (exclude and cp in exclude):
+        ch = chr(cp)
+        if ch.isalnum() or unicodedata.category(ch) in ("Mn", "Mc"):
             if ranges and ranges[-1][1] == cp - 1:
-                ranges[-1] = (ranges[-1][0], cp)
+                ranges[-1][1] = cp
             else:
-                ranges.append((cp, cp))
+                ranges.append([cp, cp])
     return "".join(f"\\U{a:08x}-\\U{b:08x}" if a != b else f"\\U{a:08x}" for a, b in ranges)
 
 
-# Combining marks that continue a token (Mn, Mc), from the running Python's Unicode database, so the
-# class and ``unicodedata`` never disagree. Variation selectors are deleted before (rule 3).
-_MARKS = _class_of(("Mn", "Mc"))
-_WORD = r"[^\W_]"
-_RUN = rf"{_WORD}(?:{_WORD}|[{_MARKS}])*"
+# A token starts with a letter or digit and continues with letters, digits and combining marks.
+# Variation selectors (Mn too) are deleted before (rule 3), so they never reach the class.
+_RUN = rf"[^\W_][{_token_continuation_class()}]*"
 _TOKEN = re.compile(rf"{_RUN}(?:'{_RUN})*")
 _DOTTED_I = re.compile("i\u0307+")
+_TO_FOLD = re.compile("[\u2018\u2019\u02bc\ufe00-\ufe0f\U000e0100-\U000e01ef]")
 
 
 def fold(text: str) -> str:
     """Rules 1-3 (apostrophes unified and variation selectors deleted first, so the result is stable)."""
-    folded = unicodedata.normalize("NFKC", text.translate(_FOLD)).casefold()
-    folded = _DOTTED_I.sub("i", folded)
-    # Again after casefold, which can make U+02BC ("ŉ" -> "ʼn").
-    folded = folded.translate(_FOLD)
+    if text.isascii():  # NFKC changes no ASCII text and casefold is lower(); nothing to unify
+        return text.lower()
+    if _TO_FOLD.search(text):
+        text = text.translate(_FOLD)
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    if "\u0307" in folded:
+        folded = _DOTTED_I.sub("i", folded)
+    if "\u02bc" in folded:  # again after casefold, which can make U+02BC ("ŉ" -> "ʼn")
+        folded = folded.translate(_FOLD)
     return unicodedata.normalize("NFKC", folded)
 
 
