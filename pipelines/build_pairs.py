@@ -29,7 +29,10 @@ from schemas.pairs import BALANCE_PNG, PAIRS, PAIRS_GLOB, QUERY_COUNTS, QUERY_CO
 from schemas.queries import QUERIES_PARQUET
 from wit_builder.balance import BalanceConfig, SmallestRanks, cut_value, kept_queries
 from wit_builder.balance_plot import balance_png
-from wit_builder.matcher import QueryMatcher, validate_queries
+from wit_builder.match_rules import DEFAULT_RULE, MATCH_RULES, entries_column, make_matcher
+from wit_builder.match_rules import validate as validate_entries
+from wit_builder.matcher import QueryMatcher
+from wit_builder.metaclip_rule import MetaClipMatcher
 from wit_builder.pool_readers import (
     BAD_REASONS,
     FILTER_REASONS,
@@ -93,9 +96,10 @@ class ReadPoolFile(beam.DoFn):
                                          f"; {rejected}" if rejected else "")
 
 
-def load_matcher(queries_path: str) -> QueryMatcher:
+def load_matcher(queries_path: str, match_rule: str = DEFAULT_RULE) -> QueryMatcher | MetaClipMatcher:
+    """The automaton of ``match_rule`` (``wit_builder.match_rules``) over the queries file's entries."""
     table = common.read_parquet(queries_path)
-    return QueryMatcher(table.column("query").to_pylist())
+    return make_matcher(table.column(entries_column(table, match_rule)).to_pylist(), match_rule)
 
 
 class MatchQueries(beam.DoFn):
@@ -105,16 +109,18 @@ class MatchQueries(beam.DoFn):
     file read on the worker: it is never pickled or shipped as a side input.
     """
 
-    def __init__(self, queries_path: str, queries_fingerprint: str):
+    def __init__(self, queries_path: str, queries_fingerprint: str, match_rule: str = DEFAULT_RULE):
         self._queries_path = queries_path
-        self._tag = f"{queries_path}#{queries_fingerprint}"
+        self._match_rule = match_rule
+        self._tag = f"{queries_path}#{queries_fingerprint}#{match_rule}"
         self._shared = shared.Shared()
         self._no_match = Metrics.counter(NAMESPACE, "no_match")
         self._matched = Metrics.counter(NAMESPACE, "matched")
-        self._matcher: QueryMatcher | None = None
+        self._matcher: QueryMatcher | MetaClipMatcher | None = None
 
     def setup(self) -> None:
-        self._matcher = self._shared.acquire(lambda: load_matcher(self._queries_path), tag=self._tag)
+        self._matcher = self._shared.acquire(lambda: load_matcher(self._queries_path, self._match_rule),
+                                             tag=self._tag)
 
     def process(self, batch: list[Candidate]) -> Iterator[tuple[str, MatchedPair]]:
         matched = 0
@@ -228,21 +234,25 @@ def pairs_file_name(index: int, count: int) -> str:
 class WritePairsFile(beam.DoFn):
     """(file index, rows) -> one parquet file sorted by uid, written temp-then-rename."""
 
-    def __init__(self, out_dir: str):
+    def __init__(self, out_dir: str, match_rule: str = DEFAULT_RULE):
         self._out_dir = out_dir
+        self._match_rule = match_rule
 
     def process(self, element: tuple[int, Iterable[dict | None]], num_files: int) -> Iterator[tuple[str, int]]:
         index, rows = element
-        ordered = sorted((r for r in rows if r is not None), key=lambda r: r["uid"])
+        ordered = sorted(({**r, "match_rule": self._match_rule} for r in rows if r is not None),
+                         key=lambda r: r["uid"])
         name = pairs_file_name(index, num_files)
         common.write_parquet(common.join(self._out_dir, name), pa.Table.from_pylist(ordered, schema=PAIRS))
         yield name, len(ordered)
 
 
-def write_query_counts(counts: list[tuple[str, int, int]], queries_path: str, out_path: str) -> None:
-    """All queries, matched or not, most matched first (ties by query)."""
+def write_query_counts(counts: list[tuple[str, int, int]], queries_path: str, out_path: str,
+                       match_rule: str = DEFAULT_RULE) -> None:
+    """All queries (the entries ``match_rule`` matched with), matched or not, most matched first (ties by query)."""
     seen = {q: (m, k) for q, m, k in counts}
-    for q in common.read_parquet(queries_path).column("query").to_pylist():
+    table = common.read_parquet(queries_path)
+    for q in table.column(entries_column(table, match_rule)).to_pylist():
         seen.setdefault(q, (0, 0))
     rows = sorted(((q, m, k) for q, (m, k) in seen.items()), key=lambda r: (-r[1], r[0]))
     table = pa.table(
@@ -265,8 +275,9 @@ class BuildPairs(beam.PTransform):
     """Pool file paths -> writes pairs-*.parquet, query_counts.parquet and bad_records.jsonl under ``out_dir``."""
 
     def __init__(self, queries_path: str, queries_fingerprint: str, out_dir: str, pool: PoolOptions,
-                 balance: BalanceConfig, rows_per_file: int):
+                 balance: BalanceConfig, rows_per_file: int, match_rule: str = DEFAULT_RULE):
         super().__init__()
+        self._match_rule = match_rule
         self._queries_path = queries_path
         self._fingerprint = queries_fingerprint
         self._out_dir = out_dir
@@ -285,7 +296,7 @@ class BuildPairs(beam.PTransform):
             read.candidates
             | "SpreadCandidates" >> beam.Reshuffle()  # one file fans out to millions of records
             | "BatchCandidates" >> beam.BatchElements(min_batch_size=64, max_batch_size=2048)
-            | "MatchQueries" >> beam.ParDo(MatchQueries(self._queries_path, self._fingerprint))
+            | "MatchQueries" >> beam.ParDo(MatchQueries(self._queries_path, self._fingerprint, self._match_rule))
             | "CollapseDuplicates" >> beam.CombinePerKey(FirstByProvenance())
             | "RankUnique" >> beam.ParDo(RankUnique(config.seed))
         )
@@ -314,7 +325,7 @@ class BuildPairs(beam.PTransform):
             | "CountRow" >> beam.Map(lambda kv: (kv[0], sum(kv[1]["matched"]), sum(kv[1]["kept"])))
             | "GatherCounts" >> beam.combiners.ToList()
             | "WriteQueryCounts" >> beam.Map(write_query_counts, self._queries_path,
-                                             common.join(self._out_dir, QUERY_COUNTS_PARQUET))
+                                             common.join(self._out_dir, QUERY_COUNTS_PARQUET), self._match_rule)
         )
         _ = (
             read.rejected
@@ -338,7 +349,8 @@ class BuildPairs(beam.PTransform):
             (assigned, markers)
             | "MergeMarkers" >> beam.Flatten()
             | "GroupByFile" >> beam.GroupByKey()
-            | "WritePairs" >> beam.ParDo(WritePairsFile(self._out_dir), num_files=beam.pvalue.AsSingleton(num_files))
+            | "WritePairs" >> beam.ParDo(WritePairsFile(self._out_dir, self._match_rule),
+                                         num_files=beam.pvalue.AsSingleton(num_files))
         )
 
 
@@ -354,6 +366,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="hard: each query keeps its cap smallest-ranked pairs; probabilistic: MetaCLIP's "
                              "p = min(1, cap / matched)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the ranks and draws (default 0)")
+    parser.add_argument("--match-rule", choices=MATCH_RULES, default=DEFAULT_RULE,
+                        help="normalized (default): case-folded tokens, wit_builder.textnorm; metaclip: MetaCLIP "
+                             "v1's rule, entries and text as written (the queries' query_as_written column "
+                             "when present, else query); see docs/ARCHITECTURE.md")
     parser.add_argument("--oversample", type=float, default=1.0,
                         help="keep this many times the cap, for download losses; stage 4 caps again (default 1)")
     parser.add_argument("--pool-format", default="auto", choices=("auto", "wat", "parquet", "jsonl", "csv", "tsv"))
@@ -373,8 +389,10 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
         queries_path = common.join(args.queries, QUERIES_PARQUET)
         if not common.exists(queries_path):
             raise FileNotFoundError(f"{queries_path} not found; run 'wit build-queries' first or fix --queries")
-        query_list = common.read_parquet(queries_path).column("query").to_pylist()
-        validate_queries(query_list, queries_path)
+        match_rule = getattr(args, "match_rule", DEFAULT_RULE)
+        queries_table = common.read_parquet(queries_path)
+        query_list = queries_table.column(entries_column(queries_table, match_rule)).to_pylist()
+        validate_entries(query_list, match_rule, queries_path)
         files = common.expand_patterns(args.pool, "pool")
         for path in files:  # a table without its URL or caption column fails here, before any work
             check_table_columns(path, common.open_read, pool)
@@ -382,7 +400,8 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
         print(f"wit build-pairs: {e}", file=sys.stderr)
         return 2
     print(f"build-pairs: {len(files)} pool file(s), {len(query_list):,} queries, balance={balance.mode} "
-          f"cap={balance.per_query_cap} target={balance.target} seed={balance.seed}", flush=True)
+          f"cap={balance.per_query_cap} target={balance.target} seed={balance.seed} match_rule={match_rule}",
+          flush=True)
 
     common.makedirs(args.out)
     # A rerun replaces the previous output: stale files of another run must not mix in; stats.json comes last.
@@ -398,13 +417,14 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
     _ = (
         pipeline
         | "PoolFiles" >> beam.Create(files)
-        | "BuildPairs" >> BuildPairs(queries_path, fingerprint, args.out, pool, balance, args.rows_per_file)
+        | "BuildPairs" >> BuildPairs(queries_path, fingerprint, args.out, pool, balance, args.rows_per_file,
+                                   match_rule)
     )
     result = pipeline.run()
     result.wait_until_finish()
     counts = {name: 0 for name in COUNTERS} | common.counters(result, NAMESPACE)
 
-    stats = write_summary(args.out, files, queries_path, fingerprint, balance, pool, counts)
+    stats = write_summary(args.out, files, queries_path, fingerprint, balance, pool, counts, match_rule)
     elapsed = time.monotonic() - started
     print(f"build-pairs: {counts['records']:,} records -> {counts['candidates']:,} candidates -> "
           f"{counts['matched']:,} matched -> {counts['unique_pairs']:,} unique -> {counts['kept']:,} kept "
@@ -418,7 +438,7 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
 
 
 def write_summary(out: str, files: list[str], queries_path: str, fingerprint: str, balance: BalanceConfig,
-                  pool: PoolOptions, counts: dict[str, int]) -> dict:
+                  pool: PoolOptions, counts: dict[str, int], match_rule: str = DEFAULT_RULE) -> dict:
     """balance.png and stats.json (written last: its presence marks a complete output)."""
     query_counts = common.read_parquet(common.join(out, QUERY_COUNTS_PARQUET))
     matched = query_counts.column("matched").to_pylist()
@@ -433,7 +453,8 @@ def write_summary(out: str, files: list[str], queries_path: str, fingerprint: st
         "inputs": {"queries": queries_path, "queries_sha256": fingerprint, "pool_files": files},
         "params": {"balance": balance.mode, "per_query_cap": balance.per_query_cap, "seed": balance.seed,
                    "oversample": balance.oversample, "target": balance.target, "pool_format": pool.fmt,
-                   "url_col": pool.url_col, "caption_col": pool.caption_col, "max_url_length": pool.max_url_length},
+                   "url_col": pool.url_col, "caption_col": pool.caption_col, "max_url_length": pool.max_url_length,
+                   "match_rule": match_rule},
         "counters": counts,
         "queries": {
             "total": len(matched),
@@ -446,6 +467,7 @@ def write_summary(out: str, files: list[str], queries_path: str, fingerprint: st
                   "file_names": [p.rsplit("/", 1)[-1] for p in pair_files]},
         "bad_records": {"count": len(bad_lines), "file": BAD_RECORDS_JSONL,
                         "first": [json.loads(line) for line in bad_lines[:20]]},
+        "details": {"match_rule": match_rule},
     }
     common.write_json(common.join(out, STATS_JSON), stats)
     return stats

@@ -28,6 +28,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipelines import common
+from pipelines.match_rule_check import raw_match_rule
 from schemas.finalize import (
     DATASET_CARD,
     FINAL_ROWS,
@@ -64,6 +65,7 @@ class FinalizeConfig:
     seed: int = 0
     decontaminate: str | None = None
     eval_files: tuple[str, ...] = ()
+    match_rule: str | None = None      # the rule the pairs were matched under (pipelines.match_rule_check)
 
     def __post_init__(self) -> None:
         if self.samples_per_shard < 1:
@@ -80,6 +82,7 @@ class FinalizeConfig:
             "raw": " ".join(self.raw), "samples_per_shard": self.samples_per_shard,
             "per_query_cap": self.per_query_cap, "phash_distance": self.phash_distance, "seed": self.seed,
             "decontaminate": self.decontaminate, "eval_images": len(self.eval_files),
+            "match_rule": self.match_rule,
         }
 
 
@@ -471,6 +474,7 @@ def write_summary(_, facts: list[tuple[tuple[str, str], int]], sizes: list[tuple
                    "samples_per_shard": config.samples_per_shard},
         "image_sizes": {side: dict(sorted(by.get(f"size_{side}", {}).items())) for side in ("width", "height")},
         "settings": config.settings(),
+        "details": {"match_rule": config.match_rule},
     }
     out = config.out
     common.write_json(common.join(out, SIZES_JSON), sizes_map)
@@ -649,6 +653,7 @@ def build_config(args: argparse.Namespace) -> FinalizeConfig:
         raw=tuple(args.raw), out=args.out, raw_files=tuple(files), raw_names=tuple(sorted(names.items())),
         expected_rows=expected, samples_per_shard=args.samples_per_shard, per_query_cap=args.per_query_cap,
         phash_distance=args.phash_distance, seed=args.seed, decontaminate=args.decontaminate, eval_files=evals,
+        match_rule=raw_match_rule(files),  # ValueError when the pairs behind the shards mix match rules
     )
 
 

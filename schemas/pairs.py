@@ -18,6 +18,8 @@ PAIRS = pa.schema(
         pa.field("source_file", pa.string(), nullable=False),
         pa.field("source_record", pa.int64(), nullable=False),  # record offset/index within source_file
         pa.field("page_url", pa.string(), nullable=True),       # WAT: the page the image appeared on
+        # the match rule that matched ``queries`` (wit_builder.match_rules): pairs of two rules never mix
+        pa.field("match_rule", pa.string(), nullable=False),
     ],
     metadata={"wit.table": "pairs"},
 )

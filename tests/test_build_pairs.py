@@ -119,7 +119,7 @@ def reference(pool: dict, target: int, seed: int) -> dict[str, dict]:
         if keeping:
             rows[uid] = {"uid": uid, "url": item.url, "caption": item.caption, "queries": keeping,
                          "source_file": item.source_file, "source_record": item.source_record,
-                         "page_url": item.page_url}
+                         "page_url": item.page_url, "match_rule": "normalized"}
     return {"rows": rows, "matched": matched}
 
 
@@ -264,3 +264,59 @@ def test_img2dataset_downloads_from_pairs_parquet(image_server: str, tmp_path: P
     assert list(by_caption["Chelsea the cat"]["queries"]) == ["cat"]
     assert by_caption["Chelsea the cat"]["uid"] == pair_uid(f"{image_server}/chelsea.jpg", "Chelsea the cat")
     assert len(list((tmp_path / "images").rglob("*.jpg"))) == 3
+
+
+def test_metaclip_rule_with_probabilistic_balance_is_metaclips_curation(pool: dict, tmp_path: Path) -> None:
+    """``--match-rule metaclip --balance probabilistic``: entries as written (``query_as_written``) matched by
+    MetaCLIP's rule, each entry keeping a text with p = min(1, cap / count), a text kept when any entry keeps it."""
+    from wit_builder.metaclip_rule import reference_match as metaclip_match
+    from wit_builder.uid import draw
+
+    table = pq.read_table(pool["queries"] / "queries.parquet")
+    written = [q.title() if i % 2 else q for i, q in enumerate(table.column("query").to_pylist())]
+    queries_dir = tmp_path / "queries"
+    queries_dir.mkdir()
+    pq.write_table(table.append_column("query_as_written", pa.array(written)), queries_dir / "queries.parquet")
+    out = tmp_path / "out"
+    argv = ["build-pairs", "--queries", str(queries_dir), "--out", str(out), "--per-query-cap", str(CAP),
+            "--match-rule", "metaclip", "--balance", "probabilistic", "--seed", "5"]
+    for pattern in pool["pool"]:
+        argv += ["--pool", pattern]
+    assert wit([*argv, *BEAM_IN_PROCESS]) == 0
+
+    matched: dict[str, list[str]] = {}
+    for path in sorted(str(p) for p in pool["files"].iterdir()):
+        for item in read_pool_file(path, open_read, PoolOptions()):
+            if isinstance(item, Candidate) and (found := metaclip_match(written, item.caption)):
+                matched[pair_uid(item.url, item.caption)] = found
+    count = collections.Counter(q for qs in matched.values() for q in qs)
+    assert any(q[0].isupper() for q in count) and any(n > CAP for n in count.values())
+    expected = {}
+    for uid, entries in matched.items():
+        keeping = [q for q in entries if count[q] <= CAP or draw(uid, q, 5) < CAP / count[q]]
+        if keeping:
+            expected[uid] = keeping
+    rows = read_pairs(out).to_pylist()
+    assert {r["uid"]: r["queries"] for r in rows} == expected
+    assert {r["match_rule"] for r in rows} == {"metaclip"}
+    stats = json.loads((out / STATS_JSON).read_text())
+    assert stats["details"]["match_rule"] == stats["params"]["match_rule"] == "metaclip"
+    assert stats["counters"]["unique_pairs"] == len(matched)
+    counts = {r["query"]: r["matched"] for r in pq.read_table(out / QUERY_COUNTS_PARQUET).to_pylist()}
+    assert set(counts) == set(written) and all(counts[q] == count[q] for q in written)
+
+
+def test_unnormalized_queries_and_unknown_rules_are_clear_errors(pool: dict, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    # The default rule needs normalized queries: as-written entries in the query column are a clear error.
+    queries_dir = tmp_path / "queries"
+    queries_dir.mkdir()
+    pq.write_table(pa.table({"query": ["New York", "dog"]}), queries_dir / "queries.parquet")
+    argv = ["build-pairs", "--queries", str(queries_dir), "--out", str(tmp_path / "out")]
+    for pattern in pool["pool"]:
+        argv += ["--pool", pattern]
+    assert wit([*argv, *BEAM_IN_PROCESS]) == 2
+    assert "'New York' is not normalized" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        wit([*argv, "--match-rule", "nonsense", *BEAM_IN_PROCESS])
+    assert exit_info.value.code == 2

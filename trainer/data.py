@@ -114,6 +114,24 @@ def shard_sizes(shards: list[str]) -> dict[str, int] | None:
     return sizes
 
 
+def check_match_rules(shards: list[str]) -> str | None:
+    """The one match rule (wit_builder.match_rules) of the folders the shards come from, read from finalize's
+    ``stats.json`` beside them (``details.match_rule``); DataError when two folders differ. Folders without
+    a recorded rule (img2dataset output, older runs) are not counted."""
+    rules: dict[str, list[str]] = {}
+    for directory in sorted({url.rsplit("/", 1)[0] if "/" in url else "." for url in shards}):
+        stats = _read_json(f"{directory}/stats.json")
+        details = stats.get("details") if isinstance(stats, dict) else None
+        rule = details.get("match_rule") if isinstance(details, dict) else None
+        if rule:
+            rules.setdefault(rule, []).append(directory)
+    if len(rules) > 1:
+        listing = "; ".join(f"{rule}: {', '.join(dirs)}" for rule, dirs in sorted(rules.items()))
+        raise DataError(f"the shards mix pairs matched under different match rules ({listing}); "
+                        "train on shards of one --match-rule")
+    return next(iter(rules), None)
+
+
 # ---- the epoch plan ----
 
 @dataclass(frozen=True)
@@ -159,6 +177,7 @@ def make_plan(shards_spec: str, *, batch_size: int, image_size: int, seed: int =
               gpu_decode: bool = False) -> DataPlan:
     """Resolve shards and sizes and check that the request can be met without silently repeating samples."""
     shards = resolve_shards(shards_spec)
+    check_match_rules(shards)
     sizes = shard_sizes(shards)
     total = sum(sizes.values()) if sizes is not None else None
     streams = world_size * max(1, workers)

@@ -3,9 +3,9 @@
 Every query is normalized by ``wit_builder.textnorm`` before anything else, so the same phrase from two
 sources is the same query. Per source (``schemas.queries.SOURCES``, taken in this order):
 
-- **unigram**: a token with at least one letter (``textnorm.is_query_token``) occurring at least
-  ``min_unigram_count`` times in the plain text. ``count`` = its occurrences; ``score`` = ``count``.
-- **bigram**: two adjacent tokens on one line of plain text, both with a letter, occurring together at least
+- **unigram**: a token with at least one letter, not one alphabet letter alone (``textnorm.is_query_token``),
+  occurring at least ``min_unigram_count`` times in the plain text. ``count`` = its occurrences; ``score`` = ``count``.
+- **bigram**: two adjacent tokens on one line of plain text, both query tokens, occurring together at least
   ``min_bigram_count`` times. ``score`` = normalized PMI,
   ``npmi = log(p(ab) / (p(a) p(b))) / -log p(ab)`` with ``p(x) = count(x) / N`` and ``N`` the number of
   tokens. We rank by NPMI rather than raw PMI because PMI's maximum, ``-log p(ab)``, grows as a pair gets
@@ -45,7 +45,7 @@ from dataclasses import dataclass, fields
 from typing import NamedTuple
 
 from schemas.queries import SOURCES
-from wit_builder.textnorm import is_query_token, normalize, tokenize
+from wit_builder.textnorm import is_phrase_query, is_query_token, normalize, tokenize
 from wit_builder.wikitext import title_phrase
 
 
@@ -143,13 +143,13 @@ def bigram_candidate(bigram: str, count: int, count_a: int, count_b: int, total_
 def title_query(title: str) -> str | None:
     """The normalized query a title gives, or None when it has no token with a letter (years, "!!!")."""
     tokens = tokenize(title_phrase(title))
-    return " ".join(tokens) if any(is_query_token(t) for t in tokens) else None
+    return " ".join(tokens) if is_phrase_query(tokens) else None
 
 
 def wordnet_query(lemma_name: str) -> str | None:
     """The normalized query of a WordNet lemma name ("ice_cream" -> "ice cream"), None without a letter."""
     query = normalize(lemma_name.replace("_", " "))
-    return query if any(is_query_token(t) for t in query.split()) else None
+    return query if query and is_phrase_query(query.split()) else None
 
 
 def phrase_count(query: str, ngram_counts: Mapping[str, int]) -> int:
