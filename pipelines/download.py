@@ -248,6 +248,10 @@ class Download(beam.PTransform):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d_fetch, d_image = FetchConfig(), ImageConfig()
+    parser.epilog = " ".join(filter(None, [parser.epilog, (
+        "Exit status: 0 some row succeeded; 1 the run failed; 2 bad input or settings, or --out holds shards of "
+        f"other inputs or settings (see --overwrite); {EXIT_NOTHING_SUCCEEDED} the run finished but no row "
+        "succeeded (the summary lists the top reasons).")]))
     parser.add_argument("--pairs", required=True, help="pairs directory, parquet file or glob (needs a url column)")
     parser.add_argument("--out", required=True, help="output directory for raw shards")
     parser.add_argument("--engine", choices=ENGINES, default="native",
