@@ -129,7 +129,8 @@ def _process(data: bytes, cfg: ImageConfig) -> ImageResult:
         scale = _scale(original_w, original_h, cfg)
         if scale < 0.5:
             img.draft(img.mode, (math.ceil(header_w * scale), math.ceil(header_h * scale)))
-    work = estimate_work_bytes(img.size[0] * img.size[1], img.mode, out_w * out_h,
+    kept = cfg.image_size**2 if cfg.resize_mode == "border" else out_w * out_h  # border pads to a square
+    work = estimate_work_bytes(img.size[0] * img.size[1], img.mode, max(kept, out_w * out_h),
                                "transparency" in img.info, orientation != 1)
     if work > cfg.memory_budget_bytes:
         raise _Refused("failed_to_decode",
