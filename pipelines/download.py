@@ -5,12 +5,22 @@ of ``--rows-per-shard`` rows (the same input always gives the same shards). Each
 after a Reshuffle (so that shards spread over workers) a per-shard DoFn downloads its rows with the chosen
 engine and writes ``{shard}.tar``, ``{shard}.parquet`` and, last, ``{shard}_stats.json``, each
 temp-then-rename. A rerun skips shards whose three files exist, so a killed run resumes where it stopped.
+
+The settings are part of the output's identity: ``plan.json`` records the inputs, the shard cut and every
+setting that decides what a shard holds (engine, image and network settings; not the speed-only
+``--threads``, ``--per-host-concurrency``, ``--per-host-rate``). A rerun with other settings refuses, saying
+what differs, unless ``--overwrite`` deletes the folder's shards first.
+
+Exit status: 0 when the run finished and some row succeeded; 1 when the run failed; 2 for bad input or
+settings found before any work (including a folder made with other settings); 3 when the run finished but
+no row succeeded (every row refused or failed: the summary prints the top reasons and a hint).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import shutil
 import tempfile
@@ -35,6 +45,9 @@ ENGINES = ("native", "img2dataset")
 PLAN_JSON = "plan.json"
 STATS_JSON = "stats.json"
 INPUT_COLUMNS = ("uid", "url", "caption", "queries")
+EXIT_NOTHING_SUCCEEDED = 3
+# Settings that change only how fast or how politely shards are made, not what they hold.
+SPEED_ONLY_SETTINGS = ("threads", "per_host_concurrency", "per_host_rate", "pool_maxsize")
 logger = logging.getLogger(__name__)
 
 
@@ -235,6 +248,10 @@ class Download(beam.PTransform):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d_fetch, d_image = FetchConfig(), ImageConfig()
+    parser.epilog = " ".join(filter(None, [parser.epilog, (
+        "Exit status: 0 some row succeeded; 1 the run failed; 2 bad input or settings, or --out holds shards of "
+        f"other inputs or settings (see --overwrite); {EXIT_NOTHING_SUCCEEDED} the run finished but no row "
+        "succeeded (the summary lists the top reasons).")]))
     parser.add_argument("--pairs", required=True, help="pairs directory, parquet file or glob (needs a url column)")
     parser.add_argument("--out", required=True, help="output directory for raw shards")
     parser.add_argument("--engine", choices=ENGINES, default="native",
@@ -254,6 +271,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="largest accepted long/short side ratio (larger: status filtered)")
     img.add_argument("--max-image-pixels", type=int, default=d_image.max_image_pixels,
                      help="refuse images whose header declares more pixels (decompression bombs)")
+    img.add_argument("--max-output-pixels", type=int, default=d_image.max_output_pixels,
+                     help="refuse images whose resized picture would have more pixels (keep_ratio on a very "
+                          "elongated image), checked from the header before decoding")
+    img.add_argument("--image-memory-budget", type=int, default=d_image.memory_budget_bytes >> 20,
+                     help="MiB of image decode/resize work in flight per worker process, all threads together; "
+                          "an image needing more is refused (failed_to_decode)")
     net = parser.add_argument_group("network")
     net.add_argument("--timeout", type=float, default=d_fetch.read_timeout_s, help="connect and read timeout, s")
     net.add_argument("--deadline", type=float, default=d_fetch.deadline_s, help="total time per attempt, s")
@@ -273,6 +296,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="also allow link-local addresses (169.254/16: cloud metadata!); separate on purpose")
     net.add_argument("--no-robots", action="store_true", help="ignore robots.txt")
     net.add_argument("--no-x-robots-tag", action="store_true", help="ignore X-Robots-Tag noai/noindex opt-outs")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="the --out folder holds shards of other inputs or settings: delete them and download "
+                             "again (without it such a rerun is refused)")
 
 
 def config_from_args(args: argparse.Namespace) -> DownloadConfig:
@@ -289,26 +315,72 @@ def config_from_args(args: argparse.Namespace) -> DownloadConfig:
         image_size=args.image_size, resize_mode=args.resize_mode, encode_format=args.encode_format,
         encode_quality=args.encode_quality, min_image_size=args.min_image_size,
         max_aspect_ratio=args.max_aspect_ratio, max_image_pixels=args.max_image_pixels,
+        max_output_pixels=args.max_output_pixels, memory_budget_bytes=args.image_memory_budget << 20,
     )
     return DownloadConfig(out=args.out, engine=args.engine, rows_per_shard=args.rows_per_shard,
                           threads=args.threads, fetch=fetch, image=image)
 
 
-def _check_plan(out: str, plan: dict[str, Any]) -> None:
-    """A rerun must cut the same shards, or skipping complete shards would mix two different runs."""
+def output_settings(config: DownloadConfig) -> dict[str, Any]:
+    """The settings that decide what a raw shard holds, as JSON (a rerun must match them)."""
+    settings = {"engine": config.engine, "image": dataclasses.asdict(config.image),
+                "network": dataclasses.asdict(config.fetch)}
+    for group in ("image", "network"):
+        for name in SPEED_ONLY_SETTINGS:
+            settings[group].pop(name, None)
+    return json.loads(json.dumps(settings, default=str))  # tuples -> lists, as read back from plan.json
+
+
+def plan_differences(previous: dict[str, Any], plan: dict[str, Any], prefix: str = "") -> list[str]:
+    """``name: was X, now Y`` for every leaf that differs (nested keys joined with dots)."""
+    differences = []
+    for key in sorted(set(previous) | set(plan), key=str):
+        name = f"{prefix}{key}"
+        old, new = previous.get(key, "(not recorded)"), plan.get(key, "(not recorded)")
+        if isinstance(old, dict) != isinstance(new, dict) and "(not recorded)" in (old, new):
+            old, new = (old if isinstance(old, dict) else {}), (new if isinstance(new, dict) else {})
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences += plan_differences(old, new, f"{name}.")
+        elif old != new:
+            differences.append(f"{name}: was {old!r}, now {new!r}")
+    return differences
+
+
+def _check_plan(out: str, plan: dict[str, Any], overwrite: bool = False) -> list[str]:
+    """A rerun must cut the same shards with the same settings, or skipping complete shards would mix two
+    different runs. Returns the files ``overwrite`` deleted."""
     path = common.join(out, PLAN_JSON)
+    removed: list[str] = []
     if common.exists(path):
         previous = common.read_json(path)
-        if previous != plan:
-            raise InputError(f"{path}: this output folder holds a run with other inputs or --rows-per-shard "
-                             f"(was {previous}); use a fresh --out or the same inputs")
-    else:
-        common.write_json(path, plan)
+        if previous == plan:
+            return removed
+        if not overwrite:
+            differences = plan_differences(previous, plan)
+            shown = "; ".join(differences[:8]) + (f"; and {len(differences) - 8} more" if len(differences) > 8 else "")
+            raise InputError(f"{out} holds raw shards made with other inputs or settings ({shown}); rerun with "
+                             "the same ones to resume, use a fresh --out, or pass --overwrite to delete those "
+                             "shards and download again")
+    if overwrite:
+        removed = remove_run(out)
+    common.write_json(path, plan)
+    return removed
+
+
+def remove_run(out: str) -> list[str]:
+    """Delete a download run's files from ``out``: shards, their temporaries, plan.json and stats.json."""
+    names = [f"{'[0-9]' * raw_shards.SHARD_DIGITS}*", PLAN_JSON, STATS_JSON, f"{PLAN_JSON}.tmp-*",
+             f"{STATS_JSON}.tmp-*"]
+    found = [m.path for name in names for m in FileSystems.match([common.join(out, name)])[0].metadata_list]
+    if found:
+        FileSystems.delete(found)
+    return found
 
 
 def summarize(out: str, shard_ids: list[int]) -> dict[str, Any]:
     """stats.json: the sum of every shard's stats (complete shards from earlier runs included)."""
     totals = {"shards": 0, "count": 0, "statuses": dict.fromkeys(RAW_STATUSES, 0), "bytes_downloaded": 0}
+    errors = []
     for shard_id in shard_ids:
         stats = common.read_json(shard_paths(out, shard_id)[2])
         totals["shards"] += 1
@@ -316,7 +388,17 @@ def summarize(out: str, shard_ids: list[int]) -> dict[str, Any]:
         totals["bytes_downloaded"] += stats["bytes_downloaded"]
         for status, n in stats["statuses"].items():
             totals["statuses"][status] = totals["statuses"].get(status, 0) + n
+        errors.append(stats.get("top_errors", {}))
+    totals["top_errors"] = raw_shards.merge_top_errors(errors)
     return totals
+
+
+def nothing_succeeded_report(totals: dict[str, Any], shown: int = 5) -> str:
+    """The summary's tail when no row succeeded: the most frequent reasons and what to try."""
+    lines = [f"wit download: nothing succeeded: all {totals['count']} rows were refused or failed. Top reasons:"]
+    lines += [f"  {n:>8}  {kind}" for kind, n in list(totals["top_errors"].items())[:shown]]
+    lines += [f"hint: {hint}" for hint in raw_shards.failure_hints(totals["statuses"], totals["top_errors"])]
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
@@ -330,11 +412,15 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
         paths = input_files(args.pairs)
         specs = plan_shards(paths, config.rows_per_shard)
         common.makedirs(config.out)
-        _check_plan(config.out, {"inputs": paths, "rows_per_shard": config.rows_per_shard,
-                                 "shards": len(specs), "rows": sum(s.rows for s in specs)})
+        removed = _check_plan(config.out, {"inputs": paths, "rows_per_shard": config.rows_per_shard,
+                                           "shards": len(specs), "rows": sum(s.rows for s in specs),
+                                           "settings": output_settings(config)}, args.overwrite)
     except (InputError, FileNotFoundError, ValueError) as e:
         print(f"wit download: {e}", flush=True)
         return 2
+    if removed:
+        print(f"wit download: --overwrite: deleted {len(removed)} files of the earlier run in {config.out}",
+              flush=True)
     todo = [s for s in specs if not shard_complete(config.out, s.shard_id)]
     print(f"wit download: {sum(s.rows for s in specs)} rows in {len(specs)} shards of <= {config.rows_per_shard} "
           f"({len(specs) - len(todo)} already complete), engine {config.engine}", flush=True)
@@ -356,4 +442,7 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
     statuses = " ".join(f"{k}={v}" for k, v in totals["statuses"].items())
     print(f"wit download: {totals['count']} rows in {len(specs)} shards -> {config.out}: {statuses}; this run "
           f"downloaded {run_counts.get('rows', 0)} rows in {len(todo)} shards in {elapsed:.1f}s", flush=True)
+    if totals["count"] and not totals["statuses"].get("success"):
+        print(nothing_succeeded_report(totals), flush=True)
+        return EXIT_NOTHING_SUCCEEDED
     return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
 import sys
 import time
 from collections import Counter
@@ -30,6 +31,7 @@ from apache_beam.metrics import Metrics
 from pipelines import common
 from pipelines.match_rule_check import raw_match_rule
 from schemas.finalize import (
+    ACCOUNTING_DIR,
     DATASET_CARD,
     FINAL_ROWS,
     FINAL_STATUSES,
@@ -44,6 +46,9 @@ from schemas.finalize import (
 from wit_builder import dataset_card, dedup, final_shards, raw_rows, rebalance
 
 NAMESPACE = "finalize"
+# Written last, removed first: their presence says the folder holds a complete run.
+COMPLETION_FILES = (STATS_JSON, SIZES_JSON, DATASET_CARD)
+logger = logging.getLogger(__name__)
 
 DECIDED = "decided"  # tagged output: rows whose final status is settled (all but the survivors)
 # Reasons finalize itself drops a row for; each is a counter and a key of stats.json's "reasons".
@@ -477,15 +482,19 @@ def write_summary(_, facts: list[tuple[tuple[str, str], int]], sizes: list[tuple
         "details": {"match_rule": config.match_rule},
     }
     out = config.out
-    common.write_json(common.join(out, SIZES_JSON), sizes_map)
     common.write_parquet(common.join(out, QUERY_COUNTS_PARQUET),
                          pa.Table.from_pylist([{"query": q, "input": i, "final": f} for q, i, f in query_rows],
                                               schema=QUERY_COUNTS))
     common.write_bytes(common.join(out, IMAGE_SIZES_PNG), dataset_card.plot_image_sizes(stats["image_sizes"]))
     common.write_bytes(common.join(out, QUERY_COUNTS_PNG),
                        dataset_card.plot_query_counts(query_rows, config.per_query_cap))
+    stale = remove_stale_outputs(out, sizes_map, [name for _, name in config.raw_names])
+    if stale:
+        logger.info("finalize: removed %d files of an earlier run that this run did not write", len(stale))
+    # The completion files last, stats.json very last: a run killed before them never looks complete.
+    common.write_json(common.join(out, SIZES_JSON), sizes_map)
     common.write_bytes(common.join(out, DATASET_CARD), dataset_card.render_card(stats, query_rows).encode())
-    common.write_json(common.join(out, STATS_JSON), stats)  # last: its presence marks a complete run
+    common.write_json(common.join(out, STATS_JSON), stats)
     return stats
 
 
@@ -657,18 +666,35 @@ def build_config(args: argparse.Namespace) -> FinalizeConfig:
     )
 
 
-def remove_stale_shards(out: str, keep: Iterable[str]) -> list[str]:
-    """Delete final shards of an earlier, larger run that this run did not write."""
-    keep = set(keep)
+def remove_stale_outputs(out: str, keep_shards: Iterable[str], keep_raw_names: Iterable[str]) -> list[str]:
+    """Delete final shards and accounting parquets of an earlier run that this run did not write."""
+    keep_shards, keep_raw = set(keep_shards), set(keep_raw_names)
     stale = []
     for ext in ("tar", "parquet"):
         for m in FileSystems.match([common.join(out, f"*.{ext}")])[0].metadata_list:
             name = m.path.rsplit("/", 1)[-1][: -len(ext) - 1]
-            if name.isdigit() and name not in keep:
+            if name.isdigit() and name not in keep_shards:
                 stale.append(m.path)
+    for m in FileSystems.match([common.join(out, ROWS_DIR, "*.parquet")])[0].metadata_list:
+        if m.path.rsplit("/", 1)[-1][: -len(".parquet")] not in keep_raw:
+            stale.append(m.path)
     if stale:
         FileSystems.delete(stale)
     return stale
+
+
+def start_rerun(out: str) -> list[str]:
+    """Before writing anything: delete the completion files of an earlier run (stats.json first), so that a
+    killed rerun never looks complete, and the ``*.tmp-*`` files killed writers left behind."""
+    removed = [p for p in (common.join(out, name) for name in COMPLETION_FILES) if common.exists(p)]
+    if removed:
+        FileSystems.delete(removed)
+    folders = (out, common.join(out, ACCOUNTING_DIR), common.join(out, ROWS_DIR))
+    orphans = [m.path for folder in folders
+               for m in FileSystems.match([common.join(folder, "*.tmp-*")])[0].metadata_list]
+    if orphans:
+        FileSystems.delete(orphans)
+    return removed + orphans
 
 
 def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
@@ -679,6 +705,9 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
         return 2
     print(f"finalize: {len(config.raw_files)} raw shards, {config.expected_rows} rows -> {config.out}", flush=True)
     common.makedirs(config.out)
+    removed = start_rerun(config.out)
+    if removed:
+        print(f"finalize: removed {len(removed)} completion and temporary files of an earlier run", flush=True)
     started = time.monotonic()
     pipeline = beam.Pipeline(options=common.pipeline_options(beam_argv))
     _ = pipeline | "Finalize" >> Finalize(config)
@@ -697,9 +726,6 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
     if mismatched:
         print(f"wit finalize: counters disagree with stats.json (stats, counter): {mismatched}", file=sys.stderr)
         return 1
-    stale = remove_stale_shards(config.out, common.read_json(common.join(config.out, SIZES_JSON)))
-    if stale:
-        print(f"finalize: removed {len(stale)} stale shard files of an earlier run", flush=True)
     statuses = ", ".join(f"{s} {n}" for s, n in stats["statuses"].items() if n)
     print(f"finalize: {stats['input']['rows']} rows -> {stats['output']['samples']} samples in "
           f"{stats['output']['shards']} shards ({statuses}) in {elapsed:.1f}s "

@@ -275,3 +275,43 @@ def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
     idat = zlib.compress(bytes(width + 1) * 4, 9)  # a few rows of zeros; the rest is "missing"
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+# ---- image bombs whose pixel data is complete (the decoder really produces every pixel) ----
+
+_PNG_COLOR = {"L": (0, 1), "RGB": (2, 3), "RGBA": (6, 4)}  # mode -> (PNG colour type, channels)
+
+
+def png_complete(width: int, height: int, mode: str = "L", bit_depth: int = 8) -> bytes:
+    """A valid PNG of width x height zero pixels, streamed through zlib (a 1 x 100,000 gray PNG is ~500 bytes,
+    2 x 40,000,000 is ~120 KB): unlike png_bomb, it decodes completely."""
+    color_type, channels = _PNG_COLOR[mode]
+    row = bytes(1 + width * channels * bit_depth // 8)  # filter byte 0, then zeros
+    rows_per_chunk = max(1, (1 << 20) // len(row))
+    block = row * rows_per_chunk
+    z = zlib.compressobj(9)
+    parts, left = [], height
+    while left:
+        take = min(left, rows_per_chunk)
+        parts.append(z.compress(block if take == rows_per_chunk else row * take))
+        left -= take
+    parts.append(z.flush())
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
+
+
+def animated_tall(fmt: str, width: int = 1, height: int = 60_000) -> bytes:
+    """A two-frame animated GIF or APNG of width x height (GIF sides stop at 65,535)."""
+    first = Image.new("RGBA" if fmt == "PNG" else "P", (width, height), 0)
+    second = Image.new(first.mode, (width, height), 1)
+    buf = io.BytesIO()
+    first.save(buf, fmt, save_all=True, append_images=[second], duration=100, loop=0)
+    return buf.getvalue()
+
+
+def cmyk_jpeg_tall(width: int = 1, height: int = 60_000) -> bytes:
+    return encode(Image.new("CMYK", (width, height), (0, 0, 0, 0)), "JPEG", quality=90)

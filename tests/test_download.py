@@ -146,7 +146,7 @@ def test_every_hostile_case_ends_with_its_status(hostile, tmp_path):
 def test_url_caption_tables_without_uid_and_bad_input(tmp_path, capsys):
     table = pa.table({"url": ["http://127.0.0.1:1/a.jpg"], "caption": ["a cat"]})
     pq.write_table(table, tmp_path / "pool.parquet")
-    assert run_download(tmp_path / "pool.parquet", tmp_path / "raw", "--retries", "0") == 0
+    assert run_download(tmp_path / "pool.parquet", tmp_path / "raw", "--retries", "0") == 3  # nothing succeeded
     rows, _ = read_raw(tmp_path / "raw")
     assert len(rows) == 1 and len(rows[0]["uid"]) == 32 and rows[0]["status"] == "blocked"
     assert "robots.txt unreachable" in rows[0]["error_message"]  # RFC 9309: no robots.txt answer, no fetch
@@ -251,3 +251,75 @@ def test_a_pairs_folder_means_its_pairs_files_not_its_other_tables(tmp_path):
     with pytest.raises(FileNotFoundError, match="empty"):
         (tmp_path / "empty").mkdir()
         input_files(str(tmp_path / "empty"))
+
+
+# ---- reruns: settings are part of the output's identity; a run where nothing succeeded says so ----
+
+def test_a_rerun_with_other_settings_refuses_and_names_them_until_overwrite(tmp_path, capsys):
+    with hs.HostileServer() as server:
+        server.serve("/robots.txt", hs.Response(200, b"User-agent: *\nAllow: /\n", content_type="text/plain"))
+        urls = [server.image("/a.jpg", hs.jpeg("coffee")), server.image("/b.jpg", hs.jpeg("astronaut"))]
+        pairs = write_pairs(tmp_path / "pairs.parquet", [
+            {"uid": f"u{i}", "url": u, "caption": f"c{i}", "queries": ["q"]} for i, u in enumerate(urls)])
+        out = tmp_path / "raw"
+        assert run_download(pairs, out, "--image-size", "64") == 0
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+        capsys.readouterr()
+
+        for flags, named in [
+            (["--image-size", "32"], "image.image_size: was 64, now 32"),
+            (["--image-size", "64", "--resize-mode", "center_crop"], "image.resize_mode: was 'keep_ratio', now"),
+            (["--image-size", "64", "--encode-format", "webp"], "image.encode_format: was 'jpg', now 'webp'"),
+            (["--image-size", "64", "--no-robots"], "network.respect_robots_txt: was True, now False"),
+            (["--image-size", "64", "--allow-link-local"], "network.allow_link_local: was False, now True"),
+            (["--image-size", "64", "--engine", "img2dataset"], "engine: was 'native', now 'img2dataset'"),
+        ]:
+            assert run_download(pairs, out, *flags) == 2, flags
+            message = capsys.readouterr().out
+            assert named in message and "--overwrite" in message, message
+            assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing touched
+
+        # Speed-only settings are no part of the identity: the rerun resumes (nothing to do).
+        assert run_download(pairs, out, "--image-size", "64", "--threads", "3", "--per-host-rate", "50") == 0
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+        (out / "00000.tar.tmp-dead").write_bytes(b"half")
+        assert run_download(pairs, out, "--image-size", "32", "--overwrite") == 0
+        assert "--overwrite: deleted" in capsys.readouterr().out
+        rows, members = read_raw(out)
+        assert [r["status"] for r in rows] == ["success", "success"] and not list(out.glob("*.tmp-*"))
+        assert {(r["width"], r["height"]) for r in rows} == {(48, 32), (32, 32)}
+        plan = json.loads((out / "plan.json").read_text())
+        assert plan["settings"]["image"]["image_size"] == 32 and "threads" not in plan["settings"]["network"]
+
+
+def test_a_run_where_nothing_succeeded_prints_reasons_and_a_hint_and_exits_3(tmp_path, capsys):
+    with hs.HostileServer() as server:
+        urls = [server.image(f"/{i}.jpg", hs.jpeg()) for i in range(6)]
+        pairs = write_pairs(tmp_path / "pairs.parquet", [
+            {"uid": f"u{i}", "url": u, "caption": "c", "queries": ["q"]} for i, u in enumerate(urls)])
+        flags = [f for f in FAST_FLAGS if f != "--allow-private-networks"]
+        out = tmp_path / "raw"
+        code = wit(["download", "--pairs", str(pairs), "--out", str(out), *flags, "--rows-per-shard", "4",
+                    *BEAM_IN_PROCESS])
+        printed = capsys.readouterr().out
+        assert code == 3
+        assert "blocked=6" in printed and "nothing succeeded: all 6 rows were refused or failed" in printed
+        assert "loopback address 127.0.0.1" in printed and "hint:" in printed
+        assert "--allow-private-networks" in printed
+        assert not server.log  # refused before any connection
+        stats = json.loads((out / "stats.json").read_text())
+        assert stats["statuses"]["blocked"] == 6 and sum(stats["top_errors"].values()) == 6
+
+        # Every image refused by the size limits: the reason and the limits to look at.
+        bombs = [server.image("/tall.png", hs.png_complete(1, 100_000), "image/png"),
+                 server.image("/overflow.png", hs.png_complete(2, 40_000_000), "image/png")]
+        pairs = write_pairs(tmp_path / "bombs.parquet", [
+            {"uid": f"b{i}", "url": u, "caption": "c", "queries": ["q"]} for i, u in enumerate(bombs)])
+        code = wit(["download", "--pairs", str(pairs), "--out", str(tmp_path / "bombs"), "--allow-private-networks",
+                    "--no-robots", "--max-bytes", str(1 << 20), *BEAM_IN_PROCESS])
+        printed = capsys.readouterr().out
+        assert code == 3 and "failed_to_decode=2" in printed and "--max-output-pixels" in printed
+        rows, _ = read_raw(tmp_path / "bombs")
+        assert all(r["status"] == "failed_to_decode" and "too elongated" in r["error_message"] for r in rows)
+        assert {(r["original_width"], r["original_height"]) for r in rows} == {(1, 100_000), (2, 40_000_000)}

@@ -349,3 +349,94 @@ def test_table_rows_maps_img2dataset_statuses_and_text_query_lists():
     assert [r["_row"] for r in rows] == [0, 1, 2] and {r["_raw_rows"] for r in rows} == {3}
     with pytest.raises(raw_rows.RawInputError, match=r"x.parquet: row 1: empty uid"):
         raw_rows.table_rows(dict(columns, uid=["1", "", "3"]), "x.parquet", "x")
+
+
+def test_stored_images_that_do_not_decode_never_reach_the_final_shards(tmp_path):
+    """Raw rows whose metadata looks complete (hashes, sizes) but whose stored bytes are cut or not an image
+    become failed_to_decode; finalize decodes every stored image, not only those missing a hash."""
+    from wit_builder import raw_shards
+    from wit_builder.dedup import image_phash
+
+    good = {name: encode(stored(photo(name)), "JPEG", quality=90) for name in ("astronaut", "coffee", "chelsea")}
+    stored_bytes = [good["astronaut"], good["coffee"][: len(good["coffee"]) // 2],
+                    b"<html><body>soft 404</body></html>", good["chelsea"]]
+    samples = []
+    for i, data in enumerate(stored_bytes):
+        meta = good[("astronaut", "coffee", "coffee", "chelsea")[i]]  # what a healthy row would carry
+        row = {"key": raw_shards.sample_key(0, i, 10), "uid": f"{i:032x}", "url": f"https://example.org/{i}.jpg",
+               "caption": str(i), "queries": ["q"], "status": "success", "error_message": None,
+               "http_status": 200, "width": 256, "height": 256, "original_width": 512, "original_height": 512,
+               "sha256": hashlib.sha256(meta).hexdigest() if i != 2 else "a" * 64, "phash": image_phash(meta),
+               "bytes": len(meta)}
+        samples.append(raw_shards.RawSample(row, data, "jpg"))
+    raw_dir = tmp_path / "raw"
+    raw_dir.mkdir()
+    tar_name, parquet_name, _ = raw_shards.shard_files(0)
+    with open(raw_dir / tar_name, "wb") as f:
+        raw_shards.write_tar(f, samples)
+    pq.write_table(raw_shards.rows_table(samples), raw_dir / parquet_name)
+    out = tmp_path / "out"
+    assert finalize(raw_dir, out) == 0
+    final = list(accounting(out).values())
+    assert [r["status"] for r in final] == ["success", "failed_to_decode", "failed_to_decode", "success"]
+    assert "does not decode" in final[1]["error_message"] and "truncated" in final[1]["error_message"]
+    assert "does not decode" in final[2]["error_message"] and "00000.tar" in final[2]["error_message"]
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["reasons"]["raw_image_unreadable"] == 2 and stats["statuses"]["success"] == 2
+    shipped = [s for s in wds.WebDataset(str(out / "00000.tar"), shardshuffle=False)]
+    assert [json.loads(s["json"])["uid"] for s in shipped] == [f"{0:032x}", f"{3:032x}"]
+    for sample in shipped:
+        Image.open(io.BytesIO(sample["jpg"])).load()
+
+
+COMPLETION = ("stats.json", "sizes.json", "DATASET.md")
+
+
+def test_a_failed_rerun_never_looks_complete_and_orphans_are_removed(raw, out, tmp_path, monkeypatch):
+    from pipelines import finalize as stage
+
+    rerun = tmp_path / "rerun"
+    shutil.copytree(out, rerun)
+    orphans = [rerun / "00000.tar.tmp-0123abcd", rerun / "accounting" / "rows" / "00001.parquet.tmp-dead"]
+    for orphan in orphans:
+        orphan.write_bytes(b"half-written")
+
+    def crash(self, element):
+        raise RuntimeError("worker lost")
+
+    monkeypatch.setattr(stage.WriteFinalShard, "process", crash)
+    assert finalize(raw.root, rerun) == 1
+    assert not [name for name in COMPLETION if (rerun / name).exists()]
+    assert not [o for o in orphans if o.exists()]
+    monkeypatch.undo()
+    assert finalize(raw.root, rerun) == 0
+    assert tree_bytes(rerun) == tree_bytes(out)
+
+
+@pytest.mark.slow
+def test_a_killed_rerun_never_looks_complete_then_resumes_to_the_same_bytes(raw, out, tmp_path):
+    """SIGKILL a real `wit finalize` rerun as soon as it started: the folder no longer looks complete (the old
+    completion files went first), and the next rerun gives the same bytes as an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rerun = tmp_path / "rerun"
+    shutil.copytree(out, rerun)
+    argv = ["finalize", "--raw", str(raw.root), "--out", str(rerun), "--samples-per-shard", str(PER_SHARD),
+            "--per-query-cap", str(SPACE_CAP), *BEAM_IN_PROCESS]
+    code = "import sys; from pipelines.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", code, *argv], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while (rerun / "stats.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the rerun finished before it could be killed"
+    assert not [name for name in COMPLETION if (rerun / name).exists()]
+    assert finalize(raw.root, rerun) == 0
+    assert tree_bytes(rerun) == tree_bytes(out)

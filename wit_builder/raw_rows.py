@@ -20,6 +20,7 @@ import json
 import posixpath
 import re
 import tarfile
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO
 
@@ -142,10 +143,12 @@ def attach_images(
     tar_error: str | None,
     read_member: Callable[[int, int], bytes],
 ) -> None:
-    """Locate each success's image in the raw tar; fill missing sha256/pHash from the stored bytes.
+    """Locate each success's image in the raw tar, check that it decodes, fill missing sha256/pHash/size
+    from the stored bytes.
 
-    A success whose image is missing, truncated or undecodable becomes ``failed_to_decode`` with a message
-    naming the tar and the key, so nothing is lost and nothing unreadable reaches a final shard.
+    A success whose image is missing, truncated or undecodable becomes ``failed_to_decode`` (reason
+    ``raw_image_unreadable``) with a message naming the tar and the key, so nothing is lost and nothing
+    unreadable reaches a final shard, even when the raw row carries hashes and sizes.
     """
     for row in rows:
         if row["status"] != "success":
@@ -161,22 +164,49 @@ def attach_images(
             _fail(row, f"image {row['raw_key']}.{ext} truncated in {tar_path}")
             continue
         row.update(_image_path=tar_path, _image_ext=ext, _image_offset=offset, _image_size=size)
-        if row["sha256"] and row["phash"] and row["width"] and row["height"]:
-            continue
         data = read_member(offset, size)
+        if len(data) != size:
+            _fail(row, f"image {row['raw_key']}.{ext} truncated in {tar_path}")
+            continue
+        # Decode every stored image, even when the row's metadata looks complete: bytes that do not decode
+        # must not reach a final shard whatever the raw row says.
+        failure, header_size = decode_check(data)
+        if failure is not None:
+            _fail(row, f"image {row['raw_key']}.{ext} in {tar_path} does not decode: {failure}")
+            continue
         if not row["sha256"]:
             row["sha256"] = hashlib.sha256(data).hexdigest()
             row["_hash_source"] = "stored_bytes"
-        try:
-            if not row["phash"]:
+        if not (row["width"] and row["height"]):
+            row["width"], row["height"] = header_size
+        if not row["phash"]:
+            try:
                 row["phash"] = image_phash(data)
-            if not (row["width"] and row["height"]):
-                from PIL import Image
+            except Exception as exc:  # noqa: BLE001 - any decoder error means the stored image is unusable
+                _fail(row, f"image {row['raw_key']}.{ext} in {tar_path} does not decode: "
+                           f"{type(exc).__name__}: {exc}")
 
-                with Image.open(io.BytesIO(data)) as img:
-                    row["width"], row["height"] = img.size
-        except Exception as exc:  # noqa: BLE001 - any decoder error means the stored image is unusable
-            _fail(row, f"image {row['raw_key']}.{ext} in {tar_path} does not decode: {type(exc).__name__}: {exc}")
+
+def decode_check(data: bytes) -> tuple[str | None, tuple[int, int]]:
+    """(None, (width, height)) when ``data`` decodes to its last byte, else (why, (0, 0)).
+
+    Cheap: a JPEG is decoded at 1/8 scale (libjpeg still reads every entropy-coded block, so a truncated
+    or cut file fails as at full scale); the stored images are small (the download stage resized them).
+    Pillow's decompression-bomb limit applies (a stored image is never that large).
+    """
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                size = img.size
+                if img.format == "JPEG":
+                    img.draft(img.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
+                img.load()
+        return None, size
+    except Exception as exc:  # noqa: BLE001 - Pillow reports bad data through many exception types
+        return f"{type(exc).__name__}: {exc}", (0, 0)
 
 
 def public_fields(row: dict[str, Any]) -> dict[str, Any]:

@@ -90,3 +90,45 @@ def shard_stats(shard_id: int, samples: Iterable[RawSample], engine: str) -> dic
         "bytes_downloaded": sum(r.get("bytes") or 0 for r in rows),
         "top_errors": dict(sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_ERRORS]),
     }
+
+
+# (status, words in the error kind) -> what to try; the first rule that matches a top error gives its hint.
+_HINTS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("blocked", ("loopback", "private"), "the URLs resolve to loopback or private addresses, refused by default: "
+     "pass --allow-private-networks if that is intended (a test server, an intranet mirror)"),
+    ("blocked", ("link-local", "metadata"), "the URLs resolve to link-local or metadata addresses, refused by "
+     "default: only a test of your own may need --allow-link-local"),
+    ("blocked", ("robots.txt",), "robots.txt disallows our user agent on these hosts; --no-robots ignores it, "
+     "only with the site owner's permission"),
+    ("blocked", ("x-robots-tag",), "the servers opt out with X-Robots-Tag; --no-x-robots-tag ignores that, only "
+     "with the site owner's permission"),
+    ("blocked", ("scheme",), "the URLs are not http(s)"),
+    ("failed_to_download", ("dns", "timeout", "connection", "deadline"), "the hosts are not reachable from this "
+     "machine (DNS, proxy, firewall?), or too slow for --timeout/--deadline"),
+    ("failed_to_download", ("http 4", "http 5"), "the servers answer with HTTP errors: check the URLs in a browser"),
+    ("failed_to_decode", (), "the URLs do not serve images (HTML pages, soft 404s?), or the images are over the "
+     "size limits (--max-image-pixels, --max-output-pixels, --image-memory-budget)"),
+    ("filtered", (), "every image was filtered: relax --min-image-size or --max-aspect-ratio"),
+)
+
+
+def merge_top_errors(tables: Iterable[dict[str, int]], limit: int = TOP_ERRORS) -> dict[str, int]:
+    """Sum several shards' ``top_errors`` and keep the ``limit`` most frequent (ties by text)."""
+    total: Counter[str] = Counter()
+    for table in tables:
+        total.update(table)
+    return dict(sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))[:limit])
+
+
+def failure_hints(statuses: dict[str, int], top_errors: dict[str, int]) -> list[str]:
+    """What to try when no row succeeded: one hint per matching rule, most frequent status first."""
+    hints: list[str] = []
+    errors = [kind.lower() for kind in top_errors]
+    for status, _ in sorted(statuses.items(), key=lambda kv: -kv[1]):
+        if not statuses.get(status) or status == "success":
+            continue
+        for rule_status, words, hint in _HINTS:
+            if rule_status == status and hint not in hints and (
+                    not words or any(word in kind for kind in errors for word in words)):
+                hints.append(hint)
+    return hints or ["see top_errors in the shards' *_stats.json"]
