@@ -83,8 +83,9 @@ def test_endless_body_is_cut_at_the_byte_cap(server, fetcher):
 def test_short_body_and_stalled_body_fail_cleanly(server, fetcher):
     short = fetcher.fetch(server.short_body("/short.jpg"))
     assert short.status == "failed_to_download" and short.attempts == 1
-    stalled = fetcher.fetch(server.stall("/stall.jpg", seconds=1.5))
-    assert stalled.status == "failed_to_download" and stalled.attempts == 2  # a timeout is transient
+    patient = Fetcher(FetchConfig(**{**FAST, "deadline_s": 5.0}))
+    stalled = patient.fetch(server.stall("/stall.jpg", seconds=1.5))
+    assert stalled.status == "failed_to_download" and stalled.attempts == 2  # a read timeout is transient
     assert "timeout" in stalled.error_message or "deadline" in stalled.error_message
     assert fetcher.fetch("http://127.0.0.1:notaport/a.jpg").status == "failed_to_download"
 
@@ -254,3 +255,49 @@ def test_config_is_validated():
         FetchConfig(deadline_s=0)
     with pytest.raises(ValueError):
         FetchConfig(per_host_concurrency=0)
+
+
+# ---- every wait bounded by the deadline (issue 13) ----
+
+@pytest.mark.parametrize("part", ["status", "headers", "body"])
+def test_a_trickling_status_line_header_or_body_is_cut_at_the_deadline(server, part):
+    """One byte every 0.2 s never trips a 1 s read timeout; the 1.5 s deadline must still end the exchange."""
+    cfg = FetchConfig(**{**FAST, "read_timeout_s": 1.0, "deadline_s": 1.5, "retries": 2})
+    fetcher = Fetcher(cfg)
+    started = time.monotonic()
+    result = fetcher.fetch(server.trickle(f"/trickle-{part}.jpg", part, interval_s=0.2))
+    elapsed = time.monotonic() - started
+    assert result.status == "failed_to_download" and "deadline" in result.error_message, result
+    assert result.attempts == 1  # a server slower than the deadline is not asked again
+    assert elapsed < 1.5 + 3.0, elapsed  # generous: a loaded machine
+    fetcher.close()
+
+
+def test_a_trickling_robots_txt_is_bounded_and_does_not_hold_the_host_hostage():
+    with hs.HostileServer() as s:
+        s.trickle("/robots.txt", "headers", interval_s=0.2)
+        urls = [s.image(f"/r{i}.jpg", b"img") for i in range(6)]
+        fetcher = Fetcher(FetchConfig(**{**FAST, "read_timeout_s": 1.0, "deadline_s": 1.5}))
+        started = time.monotonic()
+        with ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(fetcher.fetch, urls))
+        elapsed = time.monotonic() - started
+        # robots.txt unreachable within the deadline: the whole origin counts as disallowed (RFC 9309 2.3.1.4)
+        assert {r.status for r in results} == {"blocked"}
+        assert all("robots.txt" in r.error_message for r in results)
+        assert elapsed < 2 * 1.5 + 3.0, elapsed  # every row waited at most about one deadline
+        assert all(s.requests_to(f"/r{i}.jpg") == [] for i in range(6))
+        assert len(s.requests_to("/robots.txt")) == 1
+
+
+@pytest.mark.parametrize("location", [b"/caf\xe9.jpg", b"\xff\xfe/x.jpg", b"http://[::1/x", b"/a\x01b.jpg"])
+def test_a_broken_redirect_location_is_a_failed_download_with_a_reason(server, fetcher, location):
+    result = fetcher.fetch(server.raw_redirect("/bad-redirect.jpg", location))
+    assert result.status == "failed_to_download" and "Location" in (result.error_message or ""), result
+    assert result.http_status == 302
+
+
+def test_a_utf8_redirect_location_is_followed(server, fetcher):
+    server.image("/caf%C3%A9.jpg", b"img")
+    result = fetcher.fetch(server.raw_redirect("/utf8-redirect.jpg", "/café.jpg".encode()))
+    assert (result.status, result.data) == ("success", b"img")
