@@ -268,9 +268,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="request starts per second per host per worker (0: unlimited)")
     net.add_argument("--user-agent-contact", default=None, help="URL or e-mail put in the User-Agent")
     net.add_argument("--allow-private-networks", action="store_true",
-                     help="allow loopback and private addresses (tests, intranet mirrors)")
+                     help="allow loopback, private and shared addresses (tests, intranet mirrors); never opens "
+                          "a cloud metadata endpoint nor a special-purpose range")
     net.add_argument("--allow-link-local", action="store_true",
-                     help="also allow link-local addresses (169.254/16: cloud metadata!); separate on purpose")
+                     help="also allow link-local addresses and cloud metadata endpoints (169.254.169.254, "
+                          "100.100.100.200, fd00:ec2::254, ...); separate on purpose")
     net.add_argument("--no-robots", action="store_true", help="ignore robots.txt")
     net.add_argument("--no-x-robots-tag", action="store_true", help="ignore X-Robots-Tag noai/noindex opt-outs")
 
