@@ -131,7 +131,8 @@ def test_every_hostile_case_ends_with_its_status(hostile, tmp_path):
 
     stats = json.loads((out / "stats.json").read_text())
     expected = {s: sum(1 for *_, st in cases if st == s) for s in RAW_STATUSES}
-    assert stats["statuses"] == expected and stats["count"] == len(cases) and stats["shards"] == 4
+    # shards by host: 23 rows of 127.0.0.1 make a chain of 7 + 7 + 7 + 2, the empty url a shard of its own
+    assert stats["statuses"] == expected and stats["count"] == len(cases) and stats["shards"] == 5
     shard_stats = json.loads((out / "00000_stats.json").read_text())
     assert shard_stats["count"] == 7 and sum(shard_stats["statuses"].values()) == 7
 
@@ -221,17 +222,28 @@ def test_sigkill_midway_then_rerun_equals_an_uninterrupted_run(tmp_path):
     assert len([n for n in resumed if n.endswith(".tar")]) == 6 and not [n for n in resumed if ".tmp-" in n]
 
 
-def test_shards_are_cut_in_row_order_across_files_and_row_groups(tmp_path):
+def test_shards_group_rows_by_host_across_files_and_row_groups(tmp_path):
     from pipelines.download import plan_shards, read_shard_rows
 
-    first = write_pairs(tmp_path / "a.parquet", [{"uid": f"a{i}", "url": f"http://h/{i}"} for i in range(12)])
-    second = write_pairs(tmp_path / "b.parquet", [{"uid": f"b{i}", "url": f"http://h/{i}"} for i in range(5)])
+    hosts = ["a.example", "b.example", "c.example"]
+    first = write_pairs(tmp_path / "a.parquet", [{"uid": f"a{i}", "url": f"http://{hosts[i % 3]}/{i}.jpg"}
+                                                 for i in range(12)])
+    second = write_pairs(tmp_path / "b.parquet", [{"uid": f"b{i}", "url": f"http://A.example/{i}.jpg"}
+                                                  for i in range(5)])
     specs = plan_shards([str(first), str(second)], rows_per_shard=7)
-    assert [s.rows for s in specs] == [7, 7, 3]
-    assert specs[1].slices == ((str(first), 7, 12), (str(second), 0, 2))
-    uids = [[r["uid"] for r in read_shard_rows(s)] for s in specs]
-    assert uids == [[f"a{i}" for i in range(7)], [f"a{i}" for i in range(7, 12)] + ["b0", "b1"], ["b2", "b3", "b4"]]
-    assert plan_shards([str(first), str(second)], rows_per_shard=7) == specs
+    assert sum(s.rows for s in specs) == 17 and all(s.rows <= 7 for s in specs)
+    shard_rows = [read_shard_rows(s) for s in specs]
+    host_of = {}
+    for spec, rows in zip(specs, shard_rows, strict=True):
+        for row in rows:
+            host = row["url"].split("/")[2].lower()
+            assert host_of.setdefault(host, spec.chain) == spec.chain  # one host, one chain
+    # a.example has 4 + 5 = 9 rows > 7: a chain of two shards of its own; b and c (4 rows each) are packed
+    chain_a = [s for s in specs if s.chain == host_of["a.example"]]
+    assert [s.rows for s in chain_a] == [7, 2]
+    assert sorted(r["uid"] for rows in shard_rows for r in rows) == sorted(
+        [f"a{i}" for i in range(12)] + [f"b{i}" for i in range(5)])
+    assert plan_shards([str(first), str(second)], rows_per_shard=7) == specs  # deterministic
 
 
 def test_a_pairs_folder_means_its_pairs_files_not_its_other_tables(tmp_path):
