@@ -307,9 +307,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--backoff-max", type=float, default=d_fetch.backoff_max_s,
                      help="longest backoff, and the longest Retry-After honoured, s")
     net.add_argument("--per-host-concurrency", type=int, default=d_fetch.per_host_concurrency,
-                     help="requests in flight per host per worker")
+                     help="requests in flight per host, for the whole run (a host is served by one shard at a "
+                          "time)")
     net.add_argument("--per-host-rate", type=float, default=d_fetch.per_host_rate,
-                     help="request starts per second per host per worker (0: unlimited)")
+                     help="request starts per second per host, for the whole run (0: unlimited)")
     net.add_argument("--user-agent-contact", default=None, help="URL or e-mail put in the User-Agent")
     net.add_argument("--allow-private-networks", action="store_true",
                      help="allow loopback, private and shared addresses (tests, intranet mirrors); never opens "
