@@ -1,10 +1,11 @@
 """Stage 3, ``wit download``: fetch, check and resize the images of the pairs, one raw shard per url shard.
 
-The launcher reads only the input parquet footers and cuts the rows, in file and row order, into url shards
-of ``--rows-per-shard`` rows (the same input always gives the same shards). Each shard is one Beam element;
-after a Reshuffle (so that shards spread over workers) a per-shard DoFn downloads its rows with the chosen
-engine and writes ``{shard}.tar``, ``{shard}.parquet`` and, last, ``{shard}_stats.json``, each
-temp-then-rename. A rerun skips shards whose three files exist, so a killed run resumes where it stopped.
+The launcher reads the input parquet footers and url column and cuts the rows into url shards of at most
+``--rows-per-shard`` rows grouped by host (``wit_builder.host_shards``; the same input always gives the same
+shards). The shards of one host chain form one Beam element (after a GroupByKey that spreads the chains over
+workers); a DoFn downloads the chain's shards one after another with the chosen engine and writes, per
+shard, ``{shard}.tar``, ``{shard}.parquet`` and, last, ``{shard}_stats.json``, each temp-then-rename.
+A rerun skips shards whose three files exist, so a killed run resumes where it stopped.
 
 The settings are part of the output's identity: ``plan.json`` records the inputs, the shard cut and every
 setting that decides what a shard holds (engine, image and network settings; not the speed-only
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
@@ -38,6 +40,7 @@ from schemas.download import RAW_STATUSES
 from schemas.pairs import PAIRS_GLOB
 from wit_builder import raw_shards
 from wit_builder.fetch import FetchConfig
+from wit_builder.host_shards import HostPlanner, url_key
 from wit_builder.images import ENCODE_FORMATS, RESIZE_MODES, ImageConfig
 
 NAMESPACE = "download"
@@ -73,14 +76,20 @@ class DownloadConfig:
 
 @dataclass(frozen=True)
 class ShardSpec:
-    """One url shard: row ranges ``[start, stop)`` of input files, in order."""
+    """One url shard: ``members`` are (index into ``paths``, row number in that file), in download order.
+
+    ``chain`` is the shard id of the first shard of its host chain (see ``wit_builder.host_shards``): the
+    shards of one chain are downloaded one after another by one worker, so a host sees one shard at a time.
+    """
 
     shard_id: int
-    slices: tuple[tuple[str, int, int], ...]
+    chain: int
+    paths: tuple[str, ...]
+    members: tuple[tuple[int, int], ...]
 
     @property
     def rows(self) -> int:
-        return sum(stop - start for _, start, stop in self.slices)
+        return len(self.members)
 
 
 class InputError(ValueError):
@@ -103,50 +112,67 @@ def input_files(pattern: str) -> list[str]:
 
 
 def plan_shards(paths: list[str], rows_per_shard: int) -> list[ShardSpec]:
-    """Cut the rows of ``paths`` (footers only) into consecutive shards of ``rows_per_shard`` rows."""
-    shards: list[ShardSpec] = []
-    current: list[tuple[str, int, int]] = []
-    filled = 0
+    """Cut the rows of ``paths`` into url shards of at most ``rows_per_shard`` rows, grouped by host.
+
+    Reads the footers and the url column only (about 20 us and 16 bytes of memory per row at the launcher).
+    The same inputs always give the same shards. Rules: ``wit_builder.host_shards``.
+    """
+    planner = HostPlanner()
+    offsets: list[int] = []
     for path in paths:
         try:
             with common.open_read(path) as f:
                 footer = pq.ParquetFile(f)
-                names, total = set(footer.schema_arrow.names), footer.metadata.num_rows
+                names = set(footer.schema_arrow.names)
+                if "url" not in names:
+                    raise InputError(f"{path}: no 'url' column (has {sorted(names)}); pass a url/caption parquet")
+                offsets.append(planner.rows)
+                for batch in footer.iter_batches(batch_size=65_536, columns=["url"]):
+                    planner.add(str(u) if u is not None else None for u in batch.column(0).to_pylist())
+        except InputError:
+            raise
         except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for a bad file
             raise InputError(f"{path}: not a readable parquet file ({e}); pass the pairs of `wit build-pairs`") from e
-        if "url" not in names:
-            raise InputError(f"{path}: no 'url' column (has {sorted(names)}); pass a url/caption parquet")
-        start = 0
-        while start < total:
-            take = min(rows_per_shard - filled, total - start)
-            current.append((path, start, start + take))
-            filled += take
-            start += take
-            if filled == rows_per_shard:
-                shards.append(ShardSpec(len(shards), tuple(current)))
-                current, filled = [], 0
-    if current:
-        shards.append(ShardSpec(len(shards), tuple(current)))
-    return shards
+    starts = np.asarray(offsets, dtype=np.int64)
+    specs = []
+    for shard_id, planned in enumerate(planner.shards(rows_per_shard)):
+        rows = np.asarray(planned.rows, dtype=np.int64)
+        files = np.searchsorted(starts, rows, side="right") - 1
+        members = tuple(zip(files.tolist(), (rows - starts[files]).tolist(), strict=True))
+        specs.append(ShardSpec(shard_id, planned.chain, tuple(paths), members))
+    return specs
 
 
 def read_shard_rows(spec: ShardSpec) -> list[dict[str, Any]]:
-    """The shard's input rows, reading only the row groups that hold them."""
-    rows: list[dict[str, Any]] = []
-    for path, start, stop in spec.slices:
+    """The shard's input rows in its download order, reading only the row groups that hold them."""
+    wanted: dict[int, list[int]] = {}
+    for file_index, row in spec.members:
+        wanted.setdefault(file_index, []).append(row)
+    found: dict[tuple[int, int], dict[str, Any]] = {}
+    for file_index, rows in sorted(wanted.items()):
+        path = spec.paths[file_index]
+        targets = sorted(set(rows))
         with common.open_read(path) as f:  # seekable: only the footer and the needed row groups are read
             pf = pq.ParquetFile(f)
             columns = [c for c in INPUT_COLUMNS if c in pf.schema_arrow.names]
-            groups, first, offset = [], None, 0
+            groups, firsts, offset = [], [], 0
+            bounds = np.asarray(targets, dtype=np.int64)
             for g in range(pf.metadata.num_row_groups):
                 n = pf.metadata.row_group(g).num_rows
-                if offset + n > start and offset < stop:
+                lo, hi = np.searchsorted(bounds, [offset, offset + n])
+                if hi > lo:
                     groups.append(g)
-                    first = offset if first is None else first
+                    firsts.append(offset)
                 offset += n
-            table = pf.read_row_groups(groups, columns=columns).slice(start - (first or 0), stop - start)
-        rows.extend(table.to_pylist())
-    return rows
+            table = pf.read_row_groups(groups, columns=columns)
+            starts_in_file = np.asarray(firsts, dtype=np.int64)
+            sizes = np.asarray([pf.metadata.row_group(g).num_rows for g in groups], dtype=np.int64)
+            starts_in_table = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+            which = np.searchsorted(starts_in_file, bounds, side="right") - 1
+            positions = (starts_in_table[which] + bounds - starts_in_file[which]).tolist()
+            for row, values in zip(targets, table.take(positions).to_pylist(), strict=True):
+                found[(file_index, row)] = values
+    return [found[m] for m in spec.members]
 
 
 def shard_paths(out: str, shard_id: int) -> tuple[str, str, str]:
@@ -186,19 +212,30 @@ class DownloadShardFn(beam.DoFn):
         if self.fetcher is not None:
             self.fetcher.close()
 
-    def process(self, spec: ShardSpec):
+    def process(self, element: tuple[int, Any]):
+        """One host chain: its shards in order, one after another (see ``wit_builder.host_shards``)."""
+        _, specs = element
+        carry: dict[str, raw_shards.RawSample] = {}  # the URL at a shard boundary, handed to the next shard
+        for spec in sorted(specs, key=lambda s: s.shard_id):
+            yield from self._process_shard(spec, carry)
+
+    def _process_shard(self, spec: ShardSpec, carry: dict[str, raw_shards.RawSample]):
         cfg = self.config
         tar_path, parquet_path, stats_path = shard_paths(cfg.out, spec.shard_id)
         if shard_complete(cfg.out, spec.shard_id):
+            carry.clear()
             self.skipped_counter.inc()
             yield common.read_json(stats_path)
             return
         started = time.monotonic()
         remove_leftovers(cfg.out, spec.shard_id)
         rows = read_shard_rows(spec)
-        samples = self._download(spec, rows)
+        samples = self._download(spec, rows, carry)
         if len(samples) != len(rows):
             raise AssertionError(f"shard {spec.shard_id}: {len(rows)} rows in, {len(samples)} out")
+        carry.clear()
+        if samples:
+            carry[url_key(rows[-1].get("url"))] = samples[-1]
         with common.atomic_create(tar_path) as f:
             raw_shards.write_tar(f, samples)
         common.write_parquet(parquet_path, raw_shards.rows_table(samples))
@@ -213,12 +250,14 @@ class DownloadShardFn(beam.DoFn):
                     len(rows), stats["successes"], elapsed, len(rows) / max(elapsed, 1e-9))
         yield stats
 
-    def _download(self, spec: ShardSpec, rows: list[dict[str, Any]]) -> list[raw_shards.RawSample]:
+    def _download(self, spec: ShardSpec, rows: list[dict[str, Any]],
+                  carry: dict[str, raw_shards.RawSample]) -> list[raw_shards.RawSample]:
         cfg = self.config
         if cfg.engine == "native":
             from wit_builder.download_shard import download_rows
 
-            return download_rows(rows, spec.shard_id, cfg.rows_per_shard, self.fetcher, cfg.image, cfg.threads)
+            return download_rows(rows, spec.shard_id, cfg.rows_per_shard, self.fetcher, cfg.image, cfg.threads,
+                                 known=carry)
         from wit_builder.img2dataset_engine import download_rows_img2dataset
 
         workdir = tempfile.mkdtemp(prefix=f"wit-img2dataset-{spec.shard_id}-")
@@ -230,7 +269,11 @@ class DownloadShardFn(beam.DoFn):
 
 
 class Download(beam.PTransform):
-    """url shards -> raw shards on disk -> per-shard stats."""
+    """url shards -> raw shards on disk -> per-shard stats.
+
+    Shards are grouped by host chain: the group is the unit of parallelism, so no two workers ever serve
+    one host at the same time and per-host limits hold for the whole run (``wit_builder.host_shards``).
+    """
 
     def __init__(self, config: DownloadConfig) -> None:
         super().__init__()
@@ -239,8 +282,9 @@ class Download(beam.PTransform):
     def expand(self, specs):
         return (
             specs
-            | "SpreadShards" >> beam.Reshuffle()
-            | "DownloadShard" >> beam.ParDo(DownloadShardFn(self.config))
+            | "ByHostChain" >> beam.Map(lambda spec: (spec.chain, spec))
+            | "GroupHostChains" >> beam.GroupByKey()  # also spreads the chains over workers
+            | "DownloadChain" >> beam.ParDo(DownloadShardFn(self.config))
         )
 
 
@@ -286,14 +330,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--backoff-max", type=float, default=d_fetch.backoff_max_s,
                      help="longest backoff, and the longest Retry-After honoured, s")
     net.add_argument("--per-host-concurrency", type=int, default=d_fetch.per_host_concurrency,
-                     help="requests in flight per host per worker")
+                     help="requests in flight per host, for the whole run (a host is served by one shard at a "
+                          "time)")
     net.add_argument("--per-host-rate", type=float, default=d_fetch.per_host_rate,
-                     help="request starts per second per host per worker (0: unlimited)")
+                     help="request starts per second per host, for the whole run (0: unlimited)")
     net.add_argument("--user-agent-contact", default=None, help="URL or e-mail put in the User-Agent")
     net.add_argument("--allow-private-networks", action="store_true",
-                     help="allow loopback and private addresses (tests, intranet mirrors)")
+                     help="allow loopback, private and shared addresses (tests, intranet mirrors); never opens "
+                          "a cloud metadata endpoint nor a special-purpose range")
     net.add_argument("--allow-link-local", action="store_true",
-                     help="also allow link-local addresses (169.254/16: cloud metadata!); separate on purpose")
+                     help="also allow link-local addresses and cloud metadata endpoints (169.254.169.254, "
+                          "100.100.100.200, fd00:ec2::254, ...); separate on purpose")
     net.add_argument("--no-robots", action="store_true", help="ignore robots.txt")
     net.add_argument("--no-x-robots-tag", action="store_true", help="ignore X-Robots-Tag noai/noindex opt-outs")
     parser.add_argument("--overwrite", action="store_true",

@@ -177,6 +177,53 @@ class HostileServer:
         self.routes[path] = handler
         return self.url(path)
 
+    # ---- network-side hostile cases (issue 13): trickles, odd redirects, request counting ----
+
+    def trickle(self, path: str, part: str = "headers", interval_s: float = 1.0, total_s: float = 60.0) -> str:
+        """A response trickled one byte per ``interval_s`` for up to ``total_s``: ``part`` is "status" (the
+        status line itself), "headers" (a status line, then endless header bytes) or "body"."""
+
+        def handler(h: BaseHTTPRequestHandler) -> None:
+            h.close_connection = True
+            if part == "status":
+                stream = b"HTTP/1.1 200 OK\r\n"
+                stream = stream[:-2] + b" " * 10_000  # a status line that never ends
+            elif part == "headers":
+                stream = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nX-Slow: " + b"a" * 10_000
+            else:
+                stream = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 10000\r\n\r\n" + bytes(10_000)
+            ends = time.monotonic() + total_s
+            for byte in stream:
+                if time.monotonic() > ends:
+                    break
+                h.wfile.write(bytes([byte]))
+                h.wfile.flush()
+                time.sleep(interval_s)
+
+        self.routes[path] = handler
+        return self.url(path)
+
+    def raw_redirect(self, path: str, location: bytes, status: int = 302) -> str:
+        """A redirect whose Location header is sent as these exact bytes (not UTF-8, control characters...)."""
+
+        def handler(h: BaseHTTPRequestHandler) -> None:
+            h.wfile.write(b"HTTP/1.1 %d Found\r\nLocation: " % status + location
+                          + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            h.close_connection = True
+
+        self.routes[path] = handler
+        return self.url(path)
+
+    def counted_image(self, path: str, data: bytes, delay_s: float = 0.0) -> str:
+        """An image served after ``delay_s``; ``requests_to(path)`` counts the GETs."""
+
+        def handler(h: BaseHTTPRequestHandler) -> None:
+            time.sleep(delay_s)
+            send(h, Response(200, data, content_type="image/jpeg"))
+
+        self.routes[path] = handler
+        return self.url(path)
+
 
 def send(h: BaseHTTPRequestHandler, response: Response) -> None:
     h.send_response(response.status)

@@ -131,7 +131,8 @@ def test_every_hostile_case_ends_with_its_status(hostile, tmp_path):
 
     stats = json.loads((out / "stats.json").read_text())
     expected = {s: sum(1 for *_, st in cases if st == s) for s in RAW_STATUSES}
-    assert stats["statuses"] == expected and stats["count"] == len(cases) and stats["shards"] == 4
+    # shards by host: 23 rows of 127.0.0.1 make a chain of 7 + 7 + 7 + 2, the empty url a shard of its own
+    assert stats["statuses"] == expected and stats["count"] == len(cases) and stats["shards"] == 5
     shard_stats = json.loads((out / "00000_stats.json").read_text())
     assert shard_stats["count"] == 7 and sum(shard_stats["statuses"].values()) == 7
 
@@ -221,17 +222,28 @@ def test_sigkill_midway_then_rerun_equals_an_uninterrupted_run(tmp_path):
     assert len([n for n in resumed if n.endswith(".tar")]) == 6 and not [n for n in resumed if ".tmp-" in n]
 
 
-def test_shards_are_cut_in_row_order_across_files_and_row_groups(tmp_path):
+def test_shards_group_rows_by_host_across_files_and_row_groups(tmp_path):
     from pipelines.download import plan_shards, read_shard_rows
 
-    first = write_pairs(tmp_path / "a.parquet", [{"uid": f"a{i}", "url": f"http://h/{i}"} for i in range(12)])
-    second = write_pairs(tmp_path / "b.parquet", [{"uid": f"b{i}", "url": f"http://h/{i}"} for i in range(5)])
+    hosts = ["a.example", "b.example", "c.example"]
+    first = write_pairs(tmp_path / "a.parquet", [{"uid": f"a{i}", "url": f"http://{hosts[i % 3]}/{i}.jpg"}
+                                                 for i in range(12)])
+    second = write_pairs(tmp_path / "b.parquet", [{"uid": f"b{i}", "url": f"http://A.example/{i}.jpg"}
+                                                  for i in range(5)])
     specs = plan_shards([str(first), str(second)], rows_per_shard=7)
-    assert [s.rows for s in specs] == [7, 7, 3]
-    assert specs[1].slices == ((str(first), 7, 12), (str(second), 0, 2))
-    uids = [[r["uid"] for r in read_shard_rows(s)] for s in specs]
-    assert uids == [[f"a{i}" for i in range(7)], [f"a{i}" for i in range(7, 12)] + ["b0", "b1"], ["b2", "b3", "b4"]]
-    assert plan_shards([str(first), str(second)], rows_per_shard=7) == specs
+    assert sum(s.rows for s in specs) == 17 and all(s.rows <= 7 for s in specs)
+    shard_rows = [read_shard_rows(s) for s in specs]
+    host_of = {}
+    for spec, rows in zip(specs, shard_rows, strict=True):
+        for row in rows:
+            host = row["url"].split("/")[2].lower()
+            assert host_of.setdefault(host, spec.chain) == spec.chain  # one host, one chain
+    # a.example has 4 + 5 = 9 rows > 7: a chain of two shards of its own; b and c (4 rows each) are packed
+    chain_a = [s for s in specs if s.chain == host_of["a.example"]]
+    assert [s.rows for s in chain_a] == [7, 2]
+    assert sorted(r["uid"] for rows in shard_rows for r in rows) == sorted(
+        [f"a{i}" for i in range(12)] + [f"b{i}" for i in range(5)])
+    assert plan_shards([str(first), str(second)], rows_per_shard=7) == specs  # deterministic
 
 
 def test_a_pairs_folder_means_its_pairs_files_not_its_other_tables(tmp_path):
@@ -323,3 +335,106 @@ def test_a_run_where_nothing_succeeded_prints_reasons_and_a_hint_and_exits_3(tmp
         rows, _ = read_raw(tmp_path / "bombs")
         assert all(r["status"] == "failed_to_decode" and "too elongated" in r["error_message"] for r in rows)
         assert {(r["original_width"], r["original_height"]) for r in rows} == {(1, 100_000), (2, 40_000_000)}
+# ---- network side of issue 13: deadlines per shard, one GET per URL, per-host limits across workers ----
+
+def test_a_shard_with_trickling_servers_ends_near_the_deadline(tmp_path):
+    """Status line, headers, body and robots.txt trickled one byte a second: the shard still ends in about
+    one deadline, and its good rows succeed."""
+    with hs.HostileServer() as s, hs.HostileServer() as slow_robots:
+        s.serve("/robots.txt", hs.Response(200, b"User-agent: *\nAllow: /\n", content_type="text/plain"))
+        slow_robots.trickle("/robots.txt", "headers", interval_s=1.0)
+        good = hs.jpeg()
+        inputs = [
+            {"uid": "good1", "url": s.image("/good1.jpg", good)},
+            {"uid": "status", "url": s.trickle("/t-status.jpg", "status", interval_s=1.0)},
+            {"uid": "headers", "url": s.trickle("/t-headers.jpg", "headers", interval_s=1.0)},
+            {"uid": "body", "url": s.trickle("/t-body.jpg", "body", interval_s=1.0)},
+            {"uid": "robots", "url": slow_robots.image("/behind-slow-robots.jpg", good)},
+            {"uid": "good2", "url": s.image("/good2.jpg", good)},
+            {"uid": "bad-location", "url": s.raw_redirect("/bad-location.jpg", b"/caf\xe9.jpg")},
+        ]
+        pairs = write_pairs(tmp_path / "pairs.parquet", [{**r, "caption": r["uid"], "queries": ["q"]} for r in inputs])
+        out = tmp_path / "raw"
+        deadline = 3.0
+        started = time.monotonic()
+        assert wit(["download", "--pairs", str(pairs), "--out", str(out), "--allow-private-networks",
+                    "--timeout", "2", "--deadline", str(deadline), "--retries", "2", "--backoff-base", "0.01",
+                    *BEAM_IN_PROCESS]) == 0
+        elapsed = time.monotonic() - started
+        rows, _ = read_raw(out)
+    by_uid = {r["uid"]: r for r in rows}
+    assert {u: by_uid[u]["status"] for u in by_uid} == {
+        "good1": "success", "good2": "success", "status": "failed_to_download", "headers": "failed_to_download",
+        "body": "failed_to_download", "robots": "blocked", "bad-location": "failed_to_download"}
+    for uid in ("status", "headers", "body"):
+        assert "deadline" in by_uid[uid]["error_message"]
+    assert "robots.txt" in by_uid["robots"]["error_message"]
+    assert "not UTF-8" in by_uid["bad-location"]["error_message"]
+    # generous bound for a loaded machine (pipeline start-up included); unbounded, this took minutes
+    assert elapsed < 4 * deadline + 30, elapsed
+
+
+def test_rows_sharing_a_url_are_fetched_once_per_run(tmp_path):
+    """2,000 rows with one URL (in several spellings), cut into shards of 300: one GET, one shared result."""
+    with hs.HostileServer() as s:
+        s.serve("/robots.txt", hs.Response(200, b"User-agent: *\nAllow: /\n", content_type="text/plain"))
+        small = hs.encode(hs.photo("coffee").resize((96, 64)), "JPEG")
+        url = s.counted_image("/same.jpg", small, delay_s=0.05)
+        spellings = [url, url.replace("http://", "HTTP://") + "#frag", url]
+        other = s.counted_image("/other.jpg", small)
+        inputs = [{"uid": f"u{i:04d}", "url": spellings[i % 3], "caption": f"caption {i}", "queries": ["q"]}
+                  for i in range(2000)]
+        inputs += [{"uid": f"o{i}", "url": other, "caption": f"other {i}", "queries": ["q"]} for i in range(5)]
+        pairs = write_pairs(tmp_path / "pairs.parquet", inputs)
+        out = tmp_path / "raw"
+        assert run_download(pairs, out, "--rows-per-shard", "300", "--deadline", "5") == 0
+        assert len(s.requests_to("/same.jpg")) == 1 and len(s.requests_to("/other.jpg")) == 1
+    rows, members = read_raw(out)
+    assert len(rows) == 2005 and {r["status"] for r in rows} == {"success"}
+    assert len({r["key"] for r in rows}) == 2005 and len(members) == 2005
+    same = [r for r in rows if r["uid"].startswith("u")]
+    assert len({r["sha256"] for r in same}) == 1
+    assert {r["uid"]: r["caption"] for r in same} == {f"u{i:04d}": f"caption {i}" for i in range(2000)}
+    assert len(list(out.glob("*_stats.json"))) >= 7  # several shards, still one GET
+
+
+@pytest.mark.slow
+def test_per_host_limits_hold_across_worker_processes(tmp_path):
+    """Three worker processes, 48 rows of one host in 8 shards: the server's log shows at most
+    --per-host-concurrency requests in flight and at most --per-host-rate starts per second."""
+    with hs.HostileServer() as s:
+        s.serve("/robots.txt", hs.Response(200, b"User-agent: *\nAllow: /\n", content_type="text/plain"))
+        small = hs.encode(hs.photo("coffee").resize((96, 64)), "JPEG")
+        in_flight, peak, lock = [0], [0], __import__("threading").Lock()
+
+        def handler(h):
+            with lock:
+                in_flight[0] += 1
+                peak[0] = max(peak[0], in_flight[0])
+            try:
+                time.sleep(0.15)
+                hs.send(h, hs.Response(200, small, content_type="image/jpeg"))
+            finally:
+                with lock:
+                    in_flight[0] -= 1
+
+        inputs = []
+        for i in range(48):
+            s.routes[f"/p{i}.jpg"] = handler
+            inputs.append({"uid": f"p{i:02d}", "url": s.url(f"/p{i}.jpg"), "caption": f"p {i}", "queries": ["q"]})
+        pairs = write_pairs(tmp_path / "pairs.parquet", inputs)
+        rate = 8.0
+        command = [sys.executable, "-m", "pipelines.cli", "download", "--pairs", str(pairs), "--out",
+                   str(tmp_path / "raw"), *FAST_FLAGS, "--deadline", "5", "--rows-per-shard", "6",
+                   "--per-host-concurrency", "2", "--per-host-rate", str(rate),
+                   "--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=3"]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        starts = sorted(r.time for r in s.log if r.path.startswith("/p"))
+    assert len(starts) == 48 and peak[0] <= 2, peak[0]
+    # rate: in any one-second window, at most rate + 1 request starts (server-side times, so a little slack)
+    most = max(sum(1 for t in starts if t0 <= t < t0 + 1.0) for t0 in starts)
+    assert most <= rate + 2, most
+    rows, _ = read_raw(tmp_path / "raw")
+    assert {r["status"] for r in rows} == {"success"} and len(rows) == 48

@@ -11,7 +11,7 @@ import pytest
 
 from tests import hostile_server as hs
 from wit_builder import http_client
-from wit_builder.fetch import FetchConfig, Fetcher, backoff_delay, parse_retry_after, user_agent
+from wit_builder.fetch import USER_AGENT_TOKEN, FetchConfig, Fetcher, backoff_delay, parse_retry_after, user_agent
 from wit_builder.netsafety import AddressPolicy
 from wit_builder.ratelimit import HostLimiter
 from wit_builder.robots import DEFAULT_OPT_OUTS, x_robots_opt_out
@@ -83,8 +83,9 @@ def test_endless_body_is_cut_at_the_byte_cap(server, fetcher):
 def test_short_body_and_stalled_body_fail_cleanly(server, fetcher):
     short = fetcher.fetch(server.short_body("/short.jpg"))
     assert short.status == "failed_to_download" and short.attempts == 1
-    stalled = fetcher.fetch(server.stall("/stall.jpg", seconds=1.5))
-    assert stalled.status == "failed_to_download" and stalled.attempts == 2  # a timeout is transient
+    patient = Fetcher(FetchConfig(**{**FAST, "deadline_s": 5.0}))
+    stalled = patient.fetch(server.stall("/stall.jpg", seconds=1.5))
+    assert stalled.status == "failed_to_download" and stalled.attempts == 2  # a read timeout is transient
     assert "timeout" in stalled.error_message or "deadline" in stalled.error_message
     assert fetcher.fetch("http://127.0.0.1:notaport/a.jpg").status == "failed_to_download"
 
@@ -254,3 +255,247 @@ def test_config_is_validated():
         FetchConfig(deadline_s=0)
     with pytest.raises(ValueError):
         FetchConfig(per_host_concurrency=0)
+
+
+# ---- every wait bounded by the deadline (issue 13) ----
+
+@pytest.mark.parametrize("part", ["status", "headers", "body"])
+def test_a_trickling_status_line_header_or_body_is_cut_at_the_deadline(server, part):
+    """One byte every 0.2 s never trips a 1 s read timeout; the 1.5 s deadline must still end the exchange."""
+    cfg = FetchConfig(**{**FAST, "read_timeout_s": 1.0, "deadline_s": 1.5, "retries": 2})
+    fetcher = Fetcher(cfg)
+    started = time.monotonic()
+    result = fetcher.fetch(server.trickle(f"/trickle-{part}.jpg", part, interval_s=0.2))
+    elapsed = time.monotonic() - started
+    assert result.status == "failed_to_download" and "deadline" in result.error_message, result
+    assert result.attempts == 1  # a server slower than the deadline is not asked again
+    assert elapsed < 1.5 + 3.0, elapsed  # generous: a loaded machine
+    fetcher.close()
+
+
+def test_a_trickling_robots_txt_is_bounded_and_does_not_hold_the_host_hostage():
+    with hs.HostileServer() as s:
+        s.trickle("/robots.txt", "headers", interval_s=0.2)
+        urls = [s.image(f"/r{i}.jpg", b"img") for i in range(6)]
+        fetcher = Fetcher(FetchConfig(**{**FAST, "read_timeout_s": 1.0, "deadline_s": 1.5}))
+        started = time.monotonic()
+        with ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(fetcher.fetch, urls))
+        elapsed = time.monotonic() - started
+        # robots.txt unreachable within the deadline: the whole origin counts as disallowed (RFC 9309 2.3.1.4)
+        assert {r.status for r in results} == {"blocked"}
+        assert all("robots.txt" in r.error_message for r in results)
+        assert elapsed < 2 * 1.5 + 3.0, elapsed  # every row waited at most about one deadline
+        assert all(s.requests_to(f"/r{i}.jpg") == [] for i in range(6))
+        assert len(s.requests_to("/robots.txt")) == 1
+
+
+@pytest.mark.parametrize("location", [b"/caf\xe9.jpg", b"\xff\xfe/x.jpg", b"http://[::1/x", b"/a\x01b.jpg"])
+def test_a_broken_redirect_location_is_a_failed_download_with_a_reason(server, fetcher, location):
+    result = fetcher.fetch(server.raw_redirect("/bad-redirect.jpg", location))
+    assert result.status == "failed_to_download" and "Location" in (result.error_message or ""), result
+    assert result.http_status == 302
+
+
+def test_a_utf8_redirect_location_is_followed(server, fetcher):
+    server.image("/caf%C3%A9.jpg", b"img")
+    result = fetcher.fetch(server.raw_redirect("/utf8-redirect.jpg", "/café.jpg".encode()))
+    assert (result.status, result.data) == ("success", b"img")
+
+
+# ---- address policy: every special-purpose class refused, through the downloader's own path (issue 13) ----
+
+ALWAYS_REFUSED_ADDRESSES = [
+    "0.0.0.0", "0.1.2.3", "192.0.0.8", "192.0.0.170", "192.0.0.192", "192.0.2.1", "192.88.99.1", "198.18.0.1",
+    "198.51.100.7", "203.0.113.9", "224.0.0.1", "239.255.255.250", "240.0.0.1", "255.255.255.255",
+    "::", "::127.0.0.1", "64:ff9b:1::1", "100::1", "2001:2::1", "2001:10::1", "2001:db8::1", "3fff::1",
+    "5f00::1", "fec0::1", "fed0::abcd", "ff02::1", "ff05::1:3",
+    "2002:c000:0208::1",          # 6to4 of 192.0.2.8... documentation range
+    "64:ff9b::c000:c0",           # NAT64 of 192.0.0.192 (Oracle Cloud metadata)
+    "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo whose client is 192.0.2.45
+    "::ffff:0:e000:1",            # SIIT of 224.0.0.1
+]
+METADATA_ADDRESSES = [
+    "169.254.169.254", "169.254.170.2", "100.100.100.200", "168.63.129.16", "fd00:ec2::254",
+    "::ffff:169.254.169.254", "2002:a9fe:a9fe::1", "64:ff9b::a9fe:a9fe", "64:ff9b::6464:64c8",
+    "2001:0:4136:e378:8000:63bf:5601:5601",  # Teredo whose client is 169.254.169.254 (XOR-obfuscated)
+]
+PRIVATE_ADDRESSES = ["127.0.0.1", "10.1.2.3", "172.16.5.4", "192.168.0.1", "100.64.0.1", "::1", "fd12:3456::1",
+                     "2002:7f00:1::1", "64:ff9b::a00:1", "::ffff:192.168.1.1"]
+
+
+@pytest.fixture()
+def resolver_to(monkeypatch):
+    """Make every host name resolve to one chosen address; record every socket connect attempted."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.setblocking(False)
+    connects: list = []
+
+    class RecordingSocket(socket.socket):
+        def connect(self, address):
+            connects.append(address)
+            return super().connect(address)
+
+    monkeypatch.setattr(http_client.socket, "socket", RecordingSocket)
+    chosen: list[str] = []
+
+    def fake_getaddrinfo(host, port, *args, **kwargs):
+        address = chosen[0]
+        if ":" in address:
+            return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, port, 0, 0))]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr("wit_builder.netsafety.socket.getaddrinfo", fake_getaddrinfo)
+
+    def accepted() -> int:
+        n = 0
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except BlockingIOError:
+                return n
+            conn.close()
+            n += 1
+
+    def set_address(address: str):
+        chosen[:] = [address]
+        return listener.getsockname()[1], connects, accepted
+
+    yield set_address
+    listener.close()
+
+
+@pytest.mark.parametrize("robots", [True, False])
+def test_every_special_purpose_class_is_refused_without_a_connection(resolver_to, robots):
+    flags = [dict(), dict(allow_private_networks=True), dict(allow_private_networks=True, allow_link_local=True)]
+    for address in ALWAYS_REFUSED_ADDRESSES:
+        for extra in flags:
+            port, connects, accepted = resolver_to(address)
+            fetcher = Fetcher(FetchConfig(**{**FAST, **extra, "respect_robots_txt": robots}))
+            result = fetcher.fetch(f"http://images.example.org:{port}/a.jpg")
+            assert result.status == "blocked" and "always refused" in result.error_message, (address, extra, result)
+            assert connects == [] and accepted() == 0, (address, extra)
+
+
+@pytest.mark.parametrize("address", METADATA_ADDRESSES)
+def test_allow_private_networks_never_opens_a_metadata_endpoint(resolver_to, address):
+    port, connects, accepted = resolver_to(address)
+    for extra in (dict(), dict(allow_private_networks=True)):
+        fetcher = Fetcher(FetchConfig(**{**FAST, **extra}))
+        result = fetcher.fetch(f"http://metadata.example.org:{port}/latest/meta-data/")
+        assert result.status == "blocked" and "metadata" in result.error_message, (address, result)
+    assert connects == [] and accepted() == 0
+    assert AddressPolicy(allow_private=True, allow_link_local=True).refusal(address) is None
+
+
+@pytest.mark.parametrize("address", PRIVATE_ADDRESSES)
+def test_private_classes_need_the_private_flag(resolver_to, address):
+    port, connects, accepted = resolver_to(address)
+    result = Fetcher(FetchConfig(**{**FAST, "allow_private_networks": False})).fetch(
+        f"http://intranet.example.org:{port}/a.jpg")
+    assert result.status == "blocked" and connects == [] and accepted() == 0
+    assert AddressPolicy(allow_private=True).refusal(address) is None
+
+
+def test_translation_forms_of_a_public_address_are_allowed():
+    policy = AddressPolicy()
+    for address in ("2002:5db8:d822::1", "64:ff9b::5db8:d822", "::ffff:93.184.216.34", "2606:4700::1111"):
+        assert policy.refusal(address) is None, address
+
+
+
+# ---- robots.txt per RFC 9309 (issue 13) ----
+
+def _rules(text: str):
+    from wit_builder.robots import RobotsRules
+
+    return RobotsRules(200, text.encode())
+
+
+RFC_9309_EXAMPLE = """\
+User-Agent: *
+Disallow: *.gif$
+Disallow: /example/
+Allow: /publications/
+
+User-Agent: foobot
+Disallow:/
+Allow:/example/page.html
+Allow:/example/allowed.gif
+
+User-Agent: barbot
+User-Agent: bazbot
+Disallow: /example/page.html
+
+User-Agent: quxbot
+
+EOF
+"""
+
+
+@pytest.mark.parametrize("agent, path, allowed", [
+    # RFC 9309 section 5.1, "Simple Example"
+    ("foobot", "/example/page.html", True), ("foobot", "/example/allowed.gif", True),
+    ("foobot", "/example/other.html", False), ("foobot", "/", False),
+    ("barbot", "/example/page.html", False), ("bazbot", "/example/page.html", False),
+    ("barbot", "/example/other.html", True), ("BAZBOT", "/example/page.html", False),
+    ("quxbot", "/example/page.html", True), ("quxbot", "/anything.gif", True),
+    ("otherbot", "/example/page.html", False), ("otherbot", "/publications/a.html", True),
+    ("otherbot", "/img/a.gif", False), ("otherbot", "/img/a.gif?x=1", True),
+])
+def test_robots_rfc_9309_simple_example(agent, path, allowed):
+    assert _rules(RFC_9309_EXAMPLE).allows("http://example.com" + path, agent) is allowed
+
+
+def test_robots_rfc_9309_longest_match_and_allow_wins_ties():
+    # RFC 9309 section 5.2, "Longest Match"
+    rules = _rules("User-Agent: foobot\nAllow: /example/page/\nDisallow: /example/page/disallowed.gif\n")
+    assert rules.allows("http://example.com/example/page/a.gif", "foobot")
+    assert not rules.allows("http://example.com/example/page/disallowed.gif", "foobot")
+    # the issue's cases: a more specific Allow beats a shorter Disallow; wildcards and $ anchor
+    rules = _rules("User-agent: *\nDisallow: /img/\nAllow: /img/public/\nDisallow: /*.jpg$\n")
+    assert rules.allows("http://s/img/public/a.png", USER_AGENT_TOKEN)
+    assert not rules.allows("http://s/img/private/a.png", USER_AGENT_TOKEN)
+    assert not rules.allows("http://s/photos/a.jpg", USER_AGENT_TOKEN)
+    assert rules.allows("http://s/photos/a.jpg?size=2", USER_AGENT_TOKEN)  # $ anchors the end
+    assert rules.allows("http://s/photos/a.jpeg", USER_AGENT_TOKEN)
+    # equivalent Allow and Disallow: Allow wins (RFC 9309 2.2.2)
+    assert _rules("User-agent: *\nDisallow: /a\nAllow: /a\n").allows("http://s/a/b.jpg", USER_AGENT_TOKEN)
+
+
+def test_robots_group_is_chosen_by_our_token_not_the_star_group():
+    text = f"User-agent: *\nDisallow: /\n\nUser-agent: {USER_AGENT_TOKEN}\nDisallow: /private/\n"
+    assert _rules(text).allows("http://s/a.jpg", USER_AGENT_TOKEN)
+    assert not _rules(text).allows("http://s/private/a.jpg", USER_AGENT_TOKEN)
+    assert not _rules(text).allows("http://s/a.jpg", "otherbot")
+
+
+def test_robots_rules_beyond_500_kib_are_ignored():
+    from wit_builder.robots import MAX_ROBOTS_BYTES
+
+    filler = "# " + "x" * 97 + "\n"
+    head = "User-agent: *\nDisallow: /early/\n" + filler * (MAX_ROBOTS_BYTES // len(filler))
+    text = head + "Disallow: /late/\n"
+    assert len(text.encode()) > MAX_ROBOTS_BYTES
+    rules = _rules(text)
+    assert not rules.allows("http://s/early/a.jpg", USER_AGENT_TOKEN)
+    assert rules.allows("http://s/late/a.jpg", USER_AGENT_TOKEN)
+
+
+def test_robots_wildcards_and_size_limit_end_to_end():
+    with hs.HostileServer() as s:
+        s.serve("/robots.txt", hs.Response(200, b"User-agent: *\nDisallow: /*.jpg$\nDisallow: /img/\n"
+                                                b"Allow: /img/public/\n", content_type="text/plain"))
+        fetcher = Fetcher(FetchConfig(**FAST))
+        assert fetcher.fetch(s.image("/photo.jpg", b"img")).status == "blocked"
+        assert fetcher.fetch(s.image("/img/public/a.png", b"img")).status == "success"
+        assert fetcher.fetch(s.image("/img/secret/a.png", b"img")).status == "blocked"
+        assert s.requests_to("/photo.jpg") == [] and s.requests_to("/img/secret/a.png") == []
+    big = b"User-agent: *\nDisallow: /early/\n" + b"#" * (2 << 20) + b"\nDisallow: /late/\n"
+    with hs.HostileServer() as t:  # a robots.txt over 500 KiB: read up to the limit, the rest ignored
+        t.serve("/robots.txt", hs.Response(200, big, content_type="text/plain"))
+        fetcher = Fetcher(FetchConfig(**{**FAST, "deadline_s": 5.0}))
+        assert fetcher.fetch(t.image("/early/a.png", b"img")).status == "blocked"
+        assert fetcher.fetch(t.image("/late/a.png", b"img")).status == "success"

@@ -12,12 +12,13 @@ import contextlib
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
 from wit_builder.fetch import Fetcher
+from wit_builder.host_shards import url_key
 from wit_builder.images import ImageConfig, process_image
 from wit_builder.raw_shards import RawSample, sample_key
 from wit_builder.uid import clean_caption, normalize_url, pair_uid
@@ -85,10 +86,36 @@ def host_interleaved(urls: Sequence[str]) -> list[int]:
 
 
 def download_rows(rows: Sequence[dict[str, Any]], shard_id: int, rows_per_shard: int, fetcher: Fetcher,
-                  image_config: ImageConfig, threads: int) -> list[RawSample]:
-    """One RawSample per input row, in row order."""
+                  image_config: ImageConfig, threads: int,
+                  known: Mapping[str, RawSample] | None = None) -> list[RawSample]:
+    """One RawSample per input row, in row order; each distinct URL is fetched once.
+
+    Rows are grouped by ``host_shards.url_key`` (the normalized URL); the first row of a group is fetched
+    and processed, every other row of the group gets the same result under its own key, uid and caption.
+    ``known`` maps URL keys to results already obtained (the previous shard of the same host chain).
+    """
     keys = [sample_key(shard_id, i, rows_per_shard) for i in range(len(rows))]
-    order = host_interleaved([str(r.get("url") or "") for r in rows])
+    urls = [str(r.get("url") or "") for r in rows]
+    known = known or {}
+    first_of: dict[str, int] = {}
+    group = []
+    for i, url in enumerate(urls):
+        group.append(first_of.setdefault(url_key(url), i) if url.strip() else i)
+    leaders = [i for i in range(len(rows)) if group[i] == i]
+    order = [leaders[j] for j in host_interleaved([urls[i] for i in leaders])]
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="fetch") as pool:
-        futures = {i: pool.submit(process_row, rows[i], keys[i], fetcher, image_config) for i in order}
-        return [futures[i].result() for i in range(len(rows))]
+        futures = {}
+        for i in order:
+            previous = known.get(url_key(urls[i])) if urls[i].strip() else None
+            if previous is None:
+                futures[i] = pool.submit(process_row, rows[i], keys[i], fetcher, image_config)
+        results = {i: futures[i].result() if i in futures else known[url_key(urls[i])] for i in leaders}
+    return [shared_result(rows[i], keys[i], results[group[i]]) for i in range(len(rows))]
+
+
+def shared_result(row: dict[str, Any], key: str, result: RawSample) -> RawSample:
+    """``result`` (of a row with the same URL) for this row: its own key, uid, url, caption and queries."""
+    own = base_row(row, key)
+    if result.row.get("key") == key:
+        return result
+    return RawSample({**result.row, **own}, result.image, result.image_ext)

@@ -2,7 +2,9 @@
 
 ``Fetcher.fetch(url)`` follows redirects itself (each hop checked for scheme, robots.txt and, at connect
 time, the address policy), holds a per-host slot while a request is in flight, reads at most ``max_bytes``
-within a total deadline, honours ``X-Robots-Tag`` opt-outs, and retries only transient failures (DNS,
+within a total deadline that bounds every wait of the exchange (connect, status line, headers, body: see
+``http_client.exchange_deadline``; a trickling server is cut at the deadline and not retried), honours
+``X-Robots-Tag`` opt-outs, and retries only transient failures (DNS,
 timeouts, 408, 429, 5xx) with jittered exponential backoff that honours ``Retry-After``. It never raises for
 a bad URL or a hostile server: every outcome is a FetchResult with a raw status.
 """
@@ -10,6 +12,7 @@ a bad URL or a hostile server: every outcome is a FetchResult with a raw status.
 from __future__ import annotations
 
 import email.utils
+import http.client
 import importlib.metadata
 import random
 import time
@@ -20,10 +23,10 @@ import requests
 import urllib3.exceptions
 from urllib3.exceptions import NameResolutionError
 
-from wit_builder.http_client import guarded_session
+from wit_builder.http_client import exchange_deadline, guarded_session
 from wit_builder.netsafety import AddressPolicy, BlockedAddressError, DnsCache
 from wit_builder.ratelimit import HostLimiter
-from wit_builder.robots import DEFAULT_OPT_OUTS, RobotsCache, x_robots_opt_out
+from wit_builder.robots import DEFAULT_OPT_OUTS, MAX_ROBOTS_BYTES, RobotsCache, x_robots_opt_out
 
 USER_AGENT_TOKEN = "wit-builder"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -137,7 +140,9 @@ class Fetcher:
         self.dns = DnsCache(policy)
         self.session = guarded_session(self.dns, user_agent(config.user_agent_contact), config.pool_maxsize)
         self.limiter = HostLimiter(config.per_host_concurrency, config.per_host_rate)
-        self.robots = RobotsCache(self._fetch_robots, USER_AGENT_TOKEN) if config.respect_robots_txt else None
+        self.robots = (RobotsCache(self._fetch_robots, USER_AGENT_TOKEN, wait_s=config.deadline_s)
+                       if config.respect_robots_txt else None)
+        self.session.max_redirects = 5  # robots.txt redirects (RFC 9309 2.3.1.2); images follow their own
 
     def close(self) -> None:
         self.session.close()
@@ -194,15 +199,19 @@ class Fetcher:
         cfg = self.config
         try:
             with self.limiter.slot(_host_key(url)):
-                remaining = deadline.remaining()
-                if remaining <= 0:
-                    raise _Transient(f"deadline of {cfg.deadline_s}s exceeded before requesting {url}")
-                timeout = (min(cfg.connect_timeout_s, remaining), min(cfg.read_timeout_s, remaining))
-                response = self.session.get(url, stream=True, allow_redirects=False, timeout=timeout)
-                try:
-                    return self._handle(url, response, deadline)
-                finally:
-                    response.close()
+                if deadline.remaining() <= 0:
+                    raise _Final("failed_to_download",
+                                 f"deadline of {cfg.deadline_s}s exceeded before requesting {url}")
+                with exchange_deadline(deadline.ends) as scope:
+                    try:
+                        return self._exchange(url, deadline)
+                    except (_Final, _Transient):
+                        raise
+                    except Exception:
+                        if scope.expired:  # the watchdog cut a trickling connect, status line, header or body
+                            raise _Final("failed_to_download",
+                                         f"deadline of {cfg.deadline_s}s exceeded fetching {url}") from None
+                        raise
         except BlockedAddressError as e:
             raise _Final("blocked", str(e)) from None
         except requests.Timeout as e:
@@ -220,12 +229,25 @@ class Fetcher:
             raise _Transient(f"timeout reading {url}: {e}") from None
         except urllib3.exceptions.HTTPError as e:
             raise _Final("failed_to_download", f"{type(e).__name__} reading {url}: {e}") from None
+        except (OSError, ValueError, http.client.HTTPException) as e:  # odd URLs, headers or sockets
+            raise _Final("failed_to_download", f"{type(e).__name__} fetching {url}: {e}") from None
+
+    def _exchange(self, url: str, deadline: _Deadline) -> str | tuple[bytes, int]:
+        remaining = deadline.remaining()
+        timeout = (min(self.config.connect_timeout_s, remaining), min(self.config.read_timeout_s, remaining))
+        # The adapter directly: Session.send would parse a redirect's Location itself (and raise on non-UTF-8).
+        request = self.session.prepare_request(requests.Request("GET", url))
+        response = self.session.get_adapter(url).send(request, stream=True, timeout=timeout)
+        try:
+            return self._handle(url, response, deadline)
+        finally:
+            response.close()
 
     def _handle(self, url: str, response: requests.Response, deadline: _Deadline) -> str | tuple[bytes, int]:
         cfg = self.config
         code = response.status_code
         if code in REDIRECT_STATUSES and response.headers.get("Location"):
-            return urljoin(url, response.headers["Location"])
+            return redirect_target(url, response.headers["Location"], code)
         if cfg.respect_x_robots_tag:
             opted_out = x_robots_opt_out(
                 response.raw.headers.getlist("X-Robots-Tag"),
@@ -248,7 +270,7 @@ class Fetcher:
             if size > cfg.max_bytes:
                 raise _Final("failed_to_download", f"body exceeds max_bytes={cfg.max_bytes} from {url}", code)
             if deadline.remaining() <= 0:
-                raise _Transient(f"deadline of {cfg.deadline_s}s exceeded reading {url}", code)
+                raise _Final("failed_to_download", f"deadline of {cfg.deadline_s}s exceeded reading {url}", code)
             chunks.append(chunk)
         return b"".join(chunks), code
 
@@ -264,22 +286,51 @@ class Fetcher:
             pass  # DNS failures surface (and are retried) on the request itself
         return self.robots.refusal(url)
 
-    def _fetch_robots(self, robots_url: str) -> tuple[int | None, str]:
-        """robots.txt through the same guarded session, timeouts and byte cap (512 KiB per RFC 9309)."""
+    def _fetch_robots(self, robots_url: str) -> tuple[int | None, bytes]:
+        """robots.txt through the same guarded session, bounded by the same per-URL deadline as a row, and
+        read up to the RFC 9309 parse limit (redirects followed, at most 5, each hop address-checked)."""
+        cfg = self.config
         try:
             with self.limiter.slot(_host_key(robots_url)):
-                response = self.session.get(
-                    robots_url, timeout=(self.config.connect_timeout_s, self.config.read_timeout_s), stream=True
-                )
-                try:
-                    body = response.raw.read(512 * 1024, decode_content=True) if response.status_code < 300 else b""
-                    return response.status_code, body.decode("utf-8", errors="replace")
-                finally:
-                    response.close()
-        except BlockedAddressError:
-            return None, ""
-        except (requests.RequestException, OSError):
-            return None, ""
+                ends = time.monotonic() + cfg.deadline_s
+                with exchange_deadline(ends):
+                    response = self.session.get(robots_url, timeout=(cfg.connect_timeout_s, cfg.read_timeout_s),
+                                                stream=True)
+                    try:
+                        if response.status_code >= 300:
+                            return response.status_code, b""
+                        chunks, size = [], 0
+                        while size <= MAX_ROBOTS_BYTES and (chunk := response.raw.read1(1 << 16,
+                                                                                         decode_content=True)):
+                            chunks.append(chunk)
+                            size += len(chunk)
+                            if time.monotonic() > ends:
+                                return None, b""
+                        return response.status_code, b"".join(chunks)
+                    finally:
+                        response.close()
+        except Exception:  # blocked address, timeout, deadline, broken server: all "unreachable"
+            return None, b""
+
+
+def redirect_target(url: str, location: str, code: int) -> str:
+    """The absolute URL a redirect points to; a Location that is not UTF-8 or not a URL fails the download.
+
+    http.client decodes header bytes as latin-1, so the original bytes are recovered and decoded as UTF-8
+    (RFC 3986 IRIs); anything else is a broken server, not something to guess at.
+    """
+    try:
+        text = location.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise _Final("failed_to_download", f"redirect from {url} has a Location that is not UTF-8: "
+                                           f"{location.encode('latin-1', 'replace')[:200]!r}", code) from None
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+        raise _Final("failed_to_download", f"redirect from {url} has control characters in its Location", code)
+    try:
+        return urljoin(url, text.strip())
+    except ValueError as e:
+        raise _Final("failed_to_download", f"redirect from {url} has a malformed Location {text[:200]!r}: {e}",
+                     code) from None
 
 
 def _version() -> str:
