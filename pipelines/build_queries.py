@@ -13,6 +13,7 @@ The rules (what counts as text, eligibility, scores, budgets) live in ``wit_buil
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import sys
@@ -23,13 +24,15 @@ from dataclasses import asdict, dataclass
 
 import apache_beam as beam
 import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.pvalue import AsDict, AsSingleton, TaggedOutput
+from apache_beam.pvalue import AsDict, AsList, AsSingleton, TaggedOutput
 
 from pipelines import common
 from schemas.queries import QUERIES, QUERIES_PARQUET, QUERIES_TXT, SOURCES, STATS_JSON
 from wit_builder import query_selection as qs
-from wit_builder.pageviews import open_text, read_pageviews
+from wit_builder.pageviews import FileTally, PageviewError, Traffic, check_readable, open_text, read_pageviews
+from wit_builder.parse_budget import DEFAULT_PARSE_MEMORY_BYTES, DEFAULT_PARSE_SECONDS, BoundedParser, ParseTimeout
 from wit_builder.wikidump import (
     DEFAULT_TARGET_BYTES,
     DumpError,
@@ -39,7 +42,7 @@ from wit_builder.wikidump import (
     plan_ranges,
     read_pages,
 )
-from wit_builder.wikitext import WikitextError, canonical_title, parse_article
+from wit_builder.wikitext import WikitextError, canonical_title
 from wit_builder.wordnet_source import WordNetError, wordnet_candidates
 
 NAMESPACE = "build_queries"
@@ -50,12 +53,15 @@ SKIP_REASONS = (
     "pages_not_main_namespace",
     "pages_redirect",  # not text; its traffic counts for its target
     "pages_wikitext_rejected",  # mwparserfromhell failed, or the text is over MediaWiki's 2 MiB limit
+    "pages_parse_timeout",  # the parse ran past --parse-timeout seconds (or its memory limit): page skipped
     "titles_disambiguation",  # the article is text, its title names no single thing
     "titles_without_letters",  # "1990", "!!!"
     "dump_ranges_empty",  # an empty dump (or a range of one without pages)
 )
 # Partial n-gram counts leave a worker when this many distinct keys have piled up (memory stays flat).
 FLUSH_KEYS = 200_000
+# Rejected pages kept as examples per reason in stats.json (the smallest by file, offset and page id).
+REJECTED_EXAMPLES = 20
 
 
 @dataclass(frozen=True)
@@ -63,10 +69,17 @@ class QueryConfig:
     thresholds: qs.Thresholds
     budgets: qs.Budgets
     split_bytes: int = DEFAULT_TARGET_BYTES
+    parse_seconds: float = DEFAULT_PARSE_SECONDS
+    parse_memory_bytes: int = DEFAULT_PARSE_MEMORY_BYTES
+    traffic: Traffic = Traffic()
 
     def __post_init__(self) -> None:
         if self.split_bytes < 1:
             raise ValueError(f"--split-bytes must be >= 1, got {self.split_bytes}")
+        if not self.parse_seconds > 0:
+            raise ValueError(f"--parse-timeout must be > 0 seconds, got {self.parse_seconds}")
+        if self.parse_memory_bytes < 64 << 20:
+            raise ValueError(f"--parse-memory-mb must be >= 64, got {self.parse_memory_bytes >> 20}")
 
 
 def _counter(name: str):
@@ -105,64 +118,95 @@ class PlanRanges(beam.DoFn):
 
 
 class ExtractPages(beam.DoFn):
-    """Pages of one range -> partial n-gram counts, links, article titles and redirects (tagged outputs)."""
+    """Pages of one range -> partial n-gram counts, links, article titles and redirects (tagged outputs), plus
+    a tally of what happened to the range's pages (``tally``: (name, n)) and every rejected page
+    (``rejected``: (reason, (path, offset, page_id, title, why))), so that stats.json is computed from data.
 
-    OUTPUTS = ("bigrams", "links", "articles", "redirects")
+    Each page is parsed under a time and memory budget (``parse_budget.BoundedParser``): a page over it is
+    skipped and counted as ``pages_parse_timeout``, and the range goes on.
+    """
+
+    OUTPUTS = ("bigrams", "links", "articles", "redirects", "tally", "rejected")
+
+    def __init__(self, parse_seconds: float = DEFAULT_PARSE_SECONDS,
+                 parse_memory_bytes: int = DEFAULT_PARSE_MEMORY_BYTES) -> None:
+        self.parse_seconds = parse_seconds
+        self.parse_memory_bytes = parse_memory_bytes
+        self.parser: BoundedParser | None = None
 
     def setup(self) -> None:
         self.pages_read = _counter("pages_read")
         self.skipped = {reason: _counter(reason) for reason in SKIP_REASONS}
         self.articles = _counter("articles")
         self.articles_empty = _counter("articles_without_text")
+        self.parser = BoundedParser(self.parse_seconds, self.parse_memory_bytes)
+
+    def teardown(self) -> None:
+        if self.parser is not None:
+            self.parser.close()
 
     def process(self, rng: DumpRange) -> Iterator:
         unigrams: Counter[str] = Counter()
         bigrams: Counter[str] = Counter()
-        pages = 0
+        tally: Counter[str] = Counter()
         for page in read_pages(rng, common.open_read):
-            pages += 1
+            tally["pages_read"] += 1
             self.pages_read.inc()
             if page.problem is not None:
-                self._skip("pages_malformed", page, page.problem)
+                yield self._skip("pages_malformed", page, page.problem, tally)
                 continue
             if page.ns != 0:
-                self.skipped["pages_not_main_namespace"].inc()
+                self._count("pages_not_main_namespace", tally)
                 continue
             title = canonical_title(page.title)
             if page.redirect is not None:
-                self.skipped["pages_redirect"].inc()
+                self._count("pages_redirect", tally)
                 yield TaggedOutput("redirects", (title, canonical_title(page.redirect)))
                 continue
             try:
-                article = parse_article(page.text)
-            except WikitextError as err:
-                self._skip("pages_wikitext_rejected", page, str(err))
+                article = self.parser.parse(page.text)
+            except ParseTimeout as err:
+                yield self._skip("pages_parse_timeout", page, str(err), tally)
                 continue
+            except WikitextError as err:
+                reason = "pages_parse_timeout" if "memory limit" in str(err) else "pages_wikitext_rejected"
+                yield self._skip(reason, page, str(err), tally)
+                continue
+            tally["articles"] += 1
             self.articles.inc()
             if qs.count_ngrams(article.text, unigrams, bigrams) == 0:
+                tally["articles_without_text"] += 1
                 self.articles_empty.inc()
             for target in article.links:
                 if target != title:
                     yield TaggedOutput("links", (target, 1))
             if article.disambiguation:
-                self.skipped["titles_disambiguation"].inc()
+                self._count("titles_disambiguation", tally)
             elif (query := qs.title_query(title)) is None:
-                self.skipped["titles_without_letters"].inc()
+                self._count("titles_without_letters", tally)
             else:
                 yield TaggedOutput("articles", (title, query))
             if len(unigrams) + len(bigrams) >= FLUSH_KEYS:
                 yield from self._flush(unigrams, bigrams)
-        if pages == 0:
-            self.skipped["dump_ranges_empty"].inc()
+        if tally["pages_read"] == 0:
+            self._count("dump_ranges_empty", tally)
             LOG.warning("%s: no <page> in bytes %d..%s (an empty dump?)", rng.path, rng.start, rng.end or "end")
         else:
-            LOG.info("%s: read %d pages from bytes %d..%s", rng.path, pages, rng.start, rng.end or "end")
+            LOG.info("%s: read %d pages from bytes %d..%s", rng.path, tally["pages_read"], rng.start,
+                     rng.end or "end")
         yield from self._flush(unigrams, bigrams)
+        for name in ("pages_read", "articles", "articles_without_text", *SKIP_REASONS):
+            yield TaggedOutput("tally", (name, tally[name]))  # zeros too: every name is in the totals
 
-    def _skip(self, reason: str, page, why: str) -> None:
+    def _count(self, reason: str, tally: Counter[str]) -> None:
+        tally[reason] += 1
         self.skipped[reason].inc()
+
+    def _skip(self, reason: str, page, why: str, tally: Counter[str]) -> TaggedOutput:
+        self._count(reason, tally)
         LOG.warning("%s: skipped page id %s %r (bz2 stream / chunk at byte %d): %s",
                     page.path, page.page_id, page.title, page.offset, why)
+        return TaggedOutput("rejected", (reason, (page.path, page.offset, page.page_id, page.title, why)))
 
     @staticmethod
     def _flush(unigrams: Counter[str], bigrams: Counter[str]) -> Iterator:
@@ -176,48 +220,56 @@ class ExtractPages(beam.DoFn):
 class ReadDumps(beam.PTransform):
     """Dump inputs -> ranges -> (fan out) -> extracted pages, as tagged outputs of ExtractPages."""
 
-    def __init__(self, dumps: list[DumpInput], split_bytes: int) -> None:
+    def __init__(self, dumps: list[DumpInput], config: QueryConfig) -> None:
         super().__init__()
         self.dumps = dumps
-        self.split_bytes = split_bytes
+        self.config = config
 
     def expand(self, pbegin):
         return (
             pbegin
             | "DumpFiles" >> beam.Create(self.dumps)
-            | "PlanRanges" >> beam.ParDo(PlanRanges(self.split_bytes))
+            | "PlanRanges" >> beam.ParDo(PlanRanges(self.config.split_bytes))
             | "SpreadRanges" >> beam.Reshuffle()
-            | "ExtractPages" >> beam.ParDo(ExtractPages()).with_outputs(*ExtractPages.OUTPUTS, main="unigrams")
+            | "ExtractPages" >> beam.ParDo(
+                ExtractPages(self.config.parse_seconds, self.config.parse_memory_bytes)
+            ).with_outputs(*ExtractPages.OUTPUTS, main="unigrams")
         )
 
 
-def _read_pageview_file(path: str) -> Iterator[tuple[str, int]]:
-    malformed = _counter("pageview_lines_malformed")
-    rows = _counter("pageview_rows")
-    with common.open_read(path) as raw:
-        for parsed in read_pageviews(open_text(raw, path)):
-            if isinstance(parsed, str):
-                malformed.inc()
-            else:
-                rows.inc()
-                yield parsed
+class ReadPageviewFile(beam.DoFn):
+    """One pageview file -> (canonical title, views) rows for the chosen project and sites, and its tally
+    (``files`` output: (path, FileTally as a dict)). A file of which no line can be read fails the run."""
+
+    def __init__(self, traffic: Traffic) -> None:
+        self.traffic = traffic
+
+    def process(self, path: str) -> Iterator:
+        tally = FileTally()
+        with common.open_read(path) as raw:
+            yield from read_pageviews(open_text(raw, path), self.traffic, tally, path)
+        _counter("pageview_rows").inc(tally.rows)
+        _counter("pageview_lines_malformed").inc(tally.malformed)
+        check_readable(path, tally)
+        yield TaggedOutput("files", (path, asdict(tally)))
 
 
 class ReadPageviews(beam.PTransform):
-    """Pageview dump files -> (canonical title, total views)."""
+    """Pageview dump files -> (canonical title, total views), and a tally per file (see ReadPageviewFile)."""
 
-    def __init__(self, paths: list[str]) -> None:
+    def __init__(self, paths: list[str], traffic: Traffic) -> None:
         super().__init__()
         self.paths = paths
+        self.traffic = traffic
 
     def expand(self, pbegin):
-        return (
+        read = (
             pbegin
             | "PageviewFiles" >> beam.Create(self.paths)
             | "SpreadPageviewFiles" >> beam.Reshuffle()
-            | "ReadPageviews" >> beam.FlatMap(_read_pageview_file)
-            | "SumViews" >> beam.CombinePerKey(sum)
+            | "ReadPageviews" >> beam.ParDo(ReadPageviewFile(self.traffic)).with_outputs("files", main="rows")
         )
+        return read.rows | "SumViews" >> beam.CombinePerKey(sum), read.files
 
 
 # ---- candidates per source ----
@@ -333,19 +385,48 @@ class Best(beam.PTransform):
 
 # ---- selection and outputs ----
 
-class WriteQueries(beam.DoFn):
-    """Select from the pruned candidates of every source and write queries.parquet and queries.txt."""
+DETAILS_JSON = "_build_queries_details.json"  # written by the pipeline, merged into stats.json, then removed
 
-    def __init__(self, out_dir: str, budgets: dict[str, int], wordnet: list[tuple[str, float]]) -> None:
+
+def no_text_message(dumps: list[str], tally: dict[str, int], rejected: dict[str, list]) -> str:
+    """Why there is nothing to build queries from: every page rejected (count, first reason), or no article."""
+    read = tally.get("pages_read", 0)
+    bad = {r: tally.get(r, 0) for r in ("pages_malformed", "pages_wikitext_rejected", "pages_parse_timeout")}
+    if read and sum(bad.values()) and tally.get("articles", 0) == 0:
+        first = min(example for examples in rejected.values() for example in examples)
+        reason = next(r for r, examples in rejected.items() if first in examples)
+        counts = ", ".join(f"{n} {r}" for r, n in bad.items() if n)
+        return (f"every page of the dumps {dumps} was rejected ({read} pages read: {counts}); the first, page id "
+                f"{first[2]} {first[3]!r} in {first[0]} at byte {first[1]}, for {reason}: {first[4]}")
+    others = ", ".join(f"{tally.get(r, 0)} {r}" for r in ("pages_not_main_namespace", "pages_redirect") if tally.get(r))
+    return (f"no main-namespace article text in the dumps {dumps} ({read} pages read"
+            f"{': ' + others if others else ''}): nothing to build queries from")
+
+
+class WriteQueries(beam.DoFn):
+    """Select from the pruned candidates of every source and write queries.parquet and queries.txt, and the
+    data-derived figures for stats.json (``DETAILS_JSON``)."""
+
+    def __init__(self, out_dir: str, budgets: dict[str, int], wordnet: list[tuple[str, float]],
+                 traffic: Traffic | None) -> None:
         self.out_dir = out_dir
         self.budgets = budgets
         self.wordnet = wordnet
+        self.traffic = traffic  # None: titles rank by inlinks
 
     def process(
-        self, _, best: dict, eligible: dict, phrase_counts: dict, total_tokens: int, dumps: list[str]
+        self, _, best: dict, eligible: dict, phrase_counts: dict, total_tokens: int, dumps: list[str],
+        tally: dict, rejected: dict, pageview_files: list,
     ) -> Iterator[int]:
         if total_tokens == 0:  # fail loudly rather than write a quietly empty list
-            raise DumpError(f"no main-namespace article text in the dumps {dumps}: nothing to build queries from")
+            raise DumpError(no_text_message(dumps, tally, rejected))
+        files = dict(sorted(pageview_files))
+        if self.traffic is not None and not sum(f["rows"] for f in files.values()):
+            raise PageviewError(
+                f"no row of the pageview files {sorted(files)} is for {self.traffic.wiki} "
+                f"({', '.join(sorted(self.traffic.sites))}): their {sum(f['other'] for f in files.values())} rows "
+                f"are other projects or sites; titles would be ranked by nothing (check --wiki)"
+            )
         titles = [c._replace(count=qs.phrase_count(c.query, phrase_counts)) for c in best["title"]]
         wordnet = [qs.Candidate(q, qs.phrase_count(q, phrase_counts), score) for q, score in self.wordnet]
         eligible = {**eligible, "wordnet": len(wordnet)}
@@ -360,6 +441,19 @@ class WriteQueries(beam.DoFn):
         )
         common.write_parquet(common.join(self.out_dir, QUERIES_PARQUET), table)
         common.write_bytes(common.join(self.out_dir, QUERIES_TXT), "".join(f"{c.query}\n" for _, c in rows).encode())
+        details = {
+            "counts": {**{k: int(v) for k, v in sorted(tally.items())}, "total_tokens": int(total_tokens)},
+            "rejected_pages": {
+                reason: [dict(zip(("path", "offset", "page_id", "title", "why"), e, strict=True))
+                         for e in sorted(examples)]
+                for reason, examples in sorted(rejected.items())
+            },
+            "traffic": {"source": "inlinks"} if self.traffic is None else {
+                "source": "pageviews", "wiki": self.traffic.wiki, "sites": sorted(self.traffic.sites),
+                "files": files,
+            },
+        }
+        common.write_bytes(common.join(self.out_dir, DETAILS_JSON), json.dumps(details).encode())
         yield len(rows)
 
 
@@ -378,7 +472,9 @@ class BuildQueries(beam.PTransform):
     def expand(self, pbegin):
         budgets = self.config.budgets.per_source()
         thresholds = self.config.thresholds
-        pages = pbegin | "ReadDumps" >> ReadDumps(self.dumps, self.config.split_bytes)
+        pages = pbegin | "ReadDumps" >> ReadDumps(self.dumps, self.config)
+        tally = pages.tally | "SumTally" >> beam.CombinePerKey(sum)
+        rejected = pages.rejected | "FirstRejected" >> beam.combiners.Top.SmallestPerKey(REJECTED_EXAMPLES)
         unigram_counts = pages.unigrams | "SumUnigrams" >> beam.CombinePerKey(sum)
         bigram_counts = pages.bigrams | "SumBigrams" >> beam.CombinePerKey(sum)
         total_tokens = unigram_counts | "Values" >> beam.Values() | "TotalTokens" >> beam.CombineGlobally(sum)
@@ -389,9 +485,10 @@ class BuildQueries(beam.PTransform):
         bigrams = bigram_counts | "ScoreBigrams" >> ScoreBigrams(unigram_counts, AsSingleton(total_tokens), thresholds)
 
         if self.pageviews:
-            traffic = pbegin | "Pageviews" >> ReadPageviews(self.pageviews)
+            traffic, pageview_files = pbegin | "Pageviews" >> ReadPageviews(self.pageviews, self.config.traffic)
         else:
             traffic = pages.links | "CountInlinks" >> beam.CombinePerKey(sum)
+            pageview_files = pbegin | "NoPageviewFiles" >> beam.Create([])
         title_scores = pages.articles | "ScoreTitles" >> ScoreTitles(traffic, pages.redirects)
         titles = title_scores | "TitleCandidates" >> beam.MapTuple(lambda q, score: qs.Candidate(q, 0, float(score)))
 
@@ -421,12 +518,15 @@ class BuildQueries(beam.PTransform):
             pbegin
             | "Once" >> beam.Create([None])
             | "SelectAndWrite" >> beam.ParDo(
-                WriteQueries(self.out_dir, budgets, self.wordnet),
+                WriteQueries(self.out_dir, budgets, self.wordnet, self.config.traffic if self.pageviews else None),
                 AsDict(best_lists),
                 AsDict(eligible | "AllEligible" >> beam.Flatten()),
                 AsDict(looked_up),
                 AsSingleton(total_tokens),
                 [d.path for d in self.dumps],
+                AsDict(tally),
+                AsDict(rejected),
+                AsList(pageview_files),
             )
         )
 
@@ -453,6 +553,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help=f"most {source} queries (MetaCLIP's split by default)")
     parser.add_argument("--split-bytes", type=int, default=DEFAULT_TARGET_BYTES,
                         help="bytes of a multistream dump per parallel read (default 64 MiB)")
+    parser.add_argument("--parse-timeout", type=float, default=DEFAULT_PARSE_SECONDS, metavar="SECONDS",
+                        help="most seconds one page's wikitext may take to parse; a page over it is skipped and "
+                             f"counted as pages_parse_timeout (default {DEFAULT_PARSE_SECONDS:g})")
+    parser.add_argument("--parse-memory-mb", type=int, default=DEFAULT_PARSE_MEMORY_BYTES >> 20, metavar="MiB",
+                        help="address-space limit of the page parser process, in MiB; a page over it is skipped "
+                             f"like a timeout (default {DEFAULT_PARSE_MEMORY_BYTES >> 20})")
+    parser.add_argument("--wiki", default="en.wikipedia",
+                        help="project whose --pageviews rows count, as LANGUAGE.PROJECT (default en.wikipedia)")
+    parser.add_argument("--pageview-sites", default="desktop,mobile",
+                        help="comma-separated sites whose --pageviews rows count: desktop, mobile "
+                             "(mobile web and apps); default both")
 
 
 def _config(args: argparse.Namespace) -> QueryConfig:
@@ -462,21 +573,32 @@ def _config(args: argparse.Namespace) -> QueryConfig:
             **{source: getattr(args, f"{source}_budget") for source in SOURCES}, max_queries=args.max_queries
         ),
         split_bytes=args.split_bytes,
+        parse_seconds=args.parse_timeout,
+        parse_memory_bytes=args.parse_memory_mb << 20,
+        traffic=Traffic(args.wiki, frozenset(s.strip() for s in args.pageview_sites.split(",") if s.strip())),
     )
 
 
 def _bad_input(err: BaseException) -> str | None:
     """The DumpError message inside an error a runner raised, if the failure was bad input."""
-    message = str(err) if isinstance(err, DumpError) else None
+    message = str(err) if isinstance(err, (DumpError, PageviewError)) else None
     for line in reversed(str(err).splitlines()):
-        if message is None and "DumpError: " in line:
-            message = line.split("DumpError: ", 1)[1]
+        for name in ("DumpError: ", "PageviewError: "):
+            if message is None and name in line:
+                message = line.split(name, 1)[1]
     # Beam appends the failing step to the message; the file and place are what the user needs.
     return None if message is None else re.sub(r" \[while running '[^']*'\]$", "", message.strip())
 
 
-def _stats(args, config: QueryConfig, dumps: list[DumpInput], pageviews: list[str], counts: dict[str, int]) -> dict:
+def _stats(args, config: QueryConfig, dumps: list[DumpInput], pageviews: list[str], counts: dict[str, int],
+           details: dict) -> dict:
+    """stats.json. Page figures come from the pipeline's own data (``details``, combined per key), the selection
+    figures from counters; new figures go under ``counts`` and ``details`` (the shared envelope's keys)."""
     budgets = config.budgets.per_source()
+    data_counts = details["counts"]
+    files = details["traffic"].get("files", {})
+    counts = {**counts, **data_counts, "pageview_rows": sum(f["rows"] for f in files.values()),
+              "pageview_lines_malformed": sum(f["malformed"] for f in files.values())}
     inputs = [d.path for d in dumps] + [d.index for d in dumps if d.index] + pageviews
     sources = {
         source: {k: counts.get(f"{k}_{source}", 0) for k in ("eligible", "selected", "already_taken")}
@@ -486,7 +608,7 @@ def _stats(args, config: QueryConfig, dumps: list[DumpInput], pageviews: list[st
     return {
         "inputs": [{"path": p, "sha256": common.sha256_file(p)} for p in inputs],
         "wordnet_dir": args.wordnet_dir,
-        "title_traffic": "pageviews" if pageviews else "inlinks",
+        "title_traffic": details["traffic"]["source"],
         "thresholds": asdict(config.thresholds),
         "budgets": {"requested": asdict(config.budgets), "applied": budgets},
         "sources": sources,
@@ -494,6 +616,14 @@ def _stats(args, config: QueryConfig, dumps: list[DumpInput], pageviews: list[st
         "pages": {k: counts.get(k, 0) for k in ("pages_read", "articles", "articles_without_text", "dump_ranges")},
         "pageview_rows": counts.get("pageview_rows", 0),
         "skipped": {reason: counts.get(reason, 0) for reason in (*SKIP_REASONS, "pageview_lines_malformed")},
+        "counts": {k: int(counts.get(k, 0)) for k in (
+            "pages_read", "articles", "articles_without_text", "dump_ranges", *SKIP_REASONS, "total_tokens",
+            "pageview_rows", "pageview_lines_malformed")},
+        "details": {
+            "traffic": details["traffic"],
+            "rejected_pages": details["rejected_pages"],
+            "parse_budget": {"seconds": config.parse_seconds, "memory_bytes": config.parse_memory_bytes},
+        },
     }
 
 
@@ -521,10 +651,14 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
             raise
         print(f"wit build-queries: error: {message}. No output was written.", file=sys.stderr)
         return 1
-    stats = _stats(args, config, dumps, pageviews, common.counters(result, NAMESPACE))
+    details_path = common.join(args.out, DETAILS_JSON)
+    details = common.read_json(details_path)
+    stats = _stats(args, config, dumps, pageviews, common.counters(result, NAMESPACE), details)
     common.write_json(common.join(args.out, STATS_JSON), stats)
+    FileSystems.delete([details_path])
     per_source = ", ".join(f"{s} {v['selected']}" for s, v in stats["sources"].items())
-    bad = ("pages_malformed", "pages_wikitext_rejected", "dump_ranges_empty", "pageview_lines_malformed")
+    bad = ("pages_malformed", "pages_wikitext_rejected", "pages_parse_timeout", "dump_ranges_empty",
+           "pageview_lines_malformed")
     skipped = sum(stats["skipped"][reason] for reason in bad)
     print(f"build-queries: {stats['total_queries']} queries ({per_source}) from {stats['pages']['articles']} articles "
           f"in {len(dumps)} dump(s); {skipped} bad records skipped; {time.time() - started:.1f} s -> {args.out}")
