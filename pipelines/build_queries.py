@@ -3,8 +3,11 @@
 The rules (what counts as text, eligibility, scores, budgets) live in ``wit_builder``; this module wires them:
 
     dump files -> ranges (multistream: runs of bz2 streams) -> Reshuffle -> pages -> plain text
-      -> unigram / bigram counts (CombinePerKey)       -> unigram candidates, bigram candidates (NPMI)
-      -> links (or pageviews), redirects, titles       -> title candidates
+      pass 1: -> count-min sketches of unigram and bigram counts (one fixed-size array each, summed)
+              -> the plain text, cached per range (gzip, under OUT/_tmp_text, removed at the end)
+              -> links (or pageviews), redirects, titles  -> title candidates
+      pass 2: cached text -> exact counts of only the n-grams that can pass the thresholds by the sketches
+              (and of the title / WordNet phrases) (CombinePerKey) -> unigram, bigram candidates (NPMI)
     WordNet lemmas (read before the pipeline)          -> wordnet candidates (+ counts of their phrases)
     each source pruned to the best it could take (Top) -> select -> queries.parquet, queries.txt
     counters                                           -> stats.json (after the run)
@@ -13,6 +16,9 @@ The rules (what counts as text, eligibility, scores, budgets) live in ``wit_buil
 from __future__ import annotations
 
 import argparse
+import gzip
+import hashlib
+import io
 import json
 import logging
 import re
@@ -31,6 +37,7 @@ from apache_beam.pvalue import AsDict, AsList, AsSingleton, TaggedOutput
 from pipelines import common
 from schemas.queries import QUERIES, QUERIES_PARQUET, QUERIES_TXT, SOURCES, STATS_JSON
 from wit_builder import query_selection as qs
+from wit_builder.ngram_sketch import CountMinSketch
 from wit_builder.pageviews import FileTally, PageviewError, Traffic, check_readable, open_text, read_pageviews
 from wit_builder.parse_budget import DEFAULT_PARSE_MEMORY_BYTES, DEFAULT_PARSE_SECONDS, BoundedParser, ParseTimeout
 from wit_builder.wikidump import (
@@ -60,6 +67,8 @@ SKIP_REASONS = (
 )
 # Partial n-gram counts leave a worker when this many distinct keys have piled up (memory stays flat).
 FLUSH_KEYS = 200_000
+DEFAULT_SKETCH_WIDTH = 1 << 21  # counters per row of the bigram sketch (4 rows x 8 bytes: 64 MiB)
+TEXT_CACHE = "_tmp_text"
 # Rejected pages kept as examples per reason in stats.json (the smallest by file, offset and page id).
 REJECTED_EXAMPLES = 20
 
@@ -72,8 +81,11 @@ class QueryConfig:
     parse_seconds: float = DEFAULT_PARSE_SECONDS
     parse_memory_bytes: int = DEFAULT_PARSE_MEMORY_BYTES
     traffic: Traffic = Traffic()
+    sketch_width: int = DEFAULT_SKETCH_WIDTH
 
     def __post_init__(self) -> None:
+        if self.sketch_width < 1024:
+            raise ValueError(f"--sketch-width must be >= 1024, got {self.sketch_width}")
         if self.split_bytes < 1:
             raise ValueError(f"--split-bytes must be >= 1, got {self.split_bytes}")
         if not self.parse_seconds > 0:
@@ -126,12 +138,13 @@ class ExtractPages(beam.DoFn):
     skipped and counted as ``pages_parse_timeout``, and the range goes on.
     """
 
-    OUTPUTS = ("bigrams", "links", "articles", "redirects", "tally", "rejected")
+    OUTPUTS = ("links", "articles", "redirects", "tally", "rejected")
 
-    def __init__(self, parse_seconds: float = DEFAULT_PARSE_SECONDS,
-                 parse_memory_bytes: int = DEFAULT_PARSE_MEMORY_BYTES) -> None:
-        self.parse_seconds = parse_seconds
-        self.parse_memory_bytes = parse_memory_bytes
+    def __init__(self, config: QueryConfig, cache_dir: str) -> None:
+        self.parse_seconds = config.parse_seconds
+        self.parse_memory_bytes = config.parse_memory_bytes
+        self.sketch_width = config.sketch_width
+        self.cache_dir = cache_dir
         self.parser: BoundedParser | None = None
 
     def setup(self) -> None:
@@ -146,9 +159,15 @@ class ExtractPages(beam.DoFn):
             self.parser.close()
 
     def process(self, rng: DumpRange) -> Iterator:
+        with common.atomic_create(text_cache_path(self.cache_dir, rng)) as raw, \
+                gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as cache:
+            yield from self._pages(rng, cache)
+
+    def _pages(self, rng: DumpRange, cache) -> Iterator:
         unigrams: Counter[str] = Counter()
         bigrams: Counter[str] = Counter()
         tally: Counter[str] = Counter()
+        sketches = (CountMinSketch(self.sketch_width // 4), CountMinSketch(self.sketch_width))
         for page in read_pages(rng, common.open_read):
             tally["pages_read"] += 1
             self.pages_read.inc()
@@ -174,9 +193,13 @@ class ExtractPages(beam.DoFn):
                 continue
             tally["articles"] += 1
             self.articles.inc()
-            if qs.count_ngrams(article.text, unigrams, bigrams) == 0:
+            tokens = qs.count_ngrams(article.text, unigrams, bigrams)
+            tally["tokens"] += tokens
+            if tokens == 0:
                 tally["articles_without_text"] += 1
                 self.articles_empty.inc()
+            else:
+                cache.write(article.text.encode() + b"\n")  # pass 2 counts from this text
             for target in article.links:
                 if target != title:
                     yield TaggedOutput("links", (target, 1))
@@ -187,15 +210,16 @@ class ExtractPages(beam.DoFn):
             else:
                 yield TaggedOutput("articles", (title, query))
             if len(unigrams) + len(bigrams) >= FLUSH_KEYS:
-                yield from self._flush(unigrams, bigrams)
+                _sketch(sketches, unigrams, bigrams)
         if tally["pages_read"] == 0:
             self._count("dump_ranges_empty", tally)
             LOG.warning("%s: no <page> in bytes %d..%s (an empty dump?)", rng.path, rng.start, rng.end or "end")
         else:
             LOG.info("%s: read %d pages from bytes %d..%s", rng.path, tally["pages_read"], rng.start,
                      rng.end or "end")
-        yield from self._flush(unigrams, bigrams)
-        for name in ("pages_read", "articles", "articles_without_text", *SKIP_REASONS):
+        _sketch(sketches, unigrams, bigrams)
+        yield sketches
+        for name in ("pages_read", "articles", "articles_without_text", "tokens", *SKIP_REASONS):
             yield TaggedOutput("tally", (name, tally[name]))  # zeros too: every name is in the totals
 
     def _count(self, reason: str, tally: Counter[str]) -> None:
@@ -208,33 +232,91 @@ class ExtractPages(beam.DoFn):
                     page.path, page.page_id, page.title, page.offset, why)
         return TaggedOutput("rejected", (reason, (page.path, page.offset, page.page_id, page.title, why)))
 
-    @staticmethod
-    def _flush(unigrams: Counter[str], bigrams: Counter[str]) -> Iterator:
-        yield from unigrams.items()
-        for item in bigrams.items():
+
+def text_cache_path(cache_dir: str, rng: DumpRange) -> str:
+    """Where pass 1 leaves a range's plain text for pass 2 (a name fixed by the range: a retry overwrites it)."""
+    key = hashlib.sha1(f"{rng.path}\0{rng.start}\0{rng.end}".encode()).hexdigest()[:20]
+    return common.join(cache_dir, f"text-{key}.txt.gz")
+
+
+def _sketch(sketches: tuple[CountMinSketch, CountMinSketch], unigrams: Counter[str], bigrams: Counter[str]) -> None:
+    """Add partial counts to the (unigram, bigram) sketches and clear them."""
+    for sketch, counts in zip(sketches, (unigrams, bigrams), strict=True):
+        sketch.add(list(counts), counts.values())
+        counts.clear()
+
+
+class MergeSketches(beam.CombineFn):
+    """(unigram, bigram) sketches of every range -> their sums (None when there is no range)."""
+
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, acc, sketches):
+        if acc is None:  # copy: inputs are not ours to change
+            acc = tuple(CountMinSketch(s.width, s.depth) for s in sketches)
+        return tuple(a.merge(s) for a, s in zip(acc, sketches, strict=True))
+
+    def merge_accumulators(self, accs):
+        merged = None
+        for acc in accs:
+            if acc is not None:
+                merged = self.add_input(merged, acc)
+        return merged
+
+    def extract_output(self, acc):
+        return acc
+
+
+class CountKept(beam.DoFn):
+    """Pass 2: a range's cached text -> exact counts of the n-grams ``qs.keep_ngrams`` keeps (unigrams as the
+    main output, ``bigrams`` tagged). Memory: at most FLUSH_KEYS distinct n-grams before they leave."""
+
+    def __init__(self, cache_dir: str, thresholds: qs.Thresholds) -> None:
+        self.cache_dir = cache_dir
+        self.thresholds = thresholds
+
+    def process(self, rng: DumpRange, sketches, phrases: frozenset[str]) -> Iterator:
+        if sketches is None:
+            return
+        unigrams: Counter[str] = Counter()
+        bigrams: Counter[str] = Counter()
+        with common.open_read(text_cache_path(self.cache_dir, rng)) as raw, gzip.GzipFile(fileobj=raw) as cache:
+            for line in io.TextIOWrapper(cache, encoding="utf-8"):
+                qs.count_ngrams(line.rstrip("\n"), unigrams, bigrams)
+                if len(unigrams) + len(bigrams) >= FLUSH_KEYS:
+                    yield from self._flush(unigrams, bigrams, sketches, phrases)
+        yield from self._flush(unigrams, bigrams, sketches, phrases)
+
+    def _flush(self, unigrams, bigrams, sketches, phrases) -> Iterator:
+        kept_unigrams, kept_bigrams = qs.keep_ngrams(unigrams, bigrams, *sketches, self.thresholds, phrases)
+        yield from kept_unigrams
+        for item in kept_bigrams:
             yield TaggedOutput("bigrams", item)
         unigrams.clear()
         bigrams.clear()
 
 
 class ReadDumps(beam.PTransform):
-    """Dump inputs -> ranges -> (fan out) -> extracted pages, as tagged outputs of ExtractPages."""
+    """Dump inputs -> ranges -> (fan out) -> (the ranges, the tagged outputs of ExtractPages: main = sketches)."""
 
-    def __init__(self, dumps: list[DumpInput], config: QueryConfig) -> None:
+    def __init__(self, dumps: list[DumpInput], config: QueryConfig, cache_dir: str) -> None:
         super().__init__()
         self.dumps = dumps
         self.config = config
+        self.cache_dir = cache_dir
 
     def expand(self, pbegin):
-        return (
+        ranges = (
             pbegin
             | "DumpFiles" >> beam.Create(self.dumps)
             | "PlanRanges" >> beam.ParDo(PlanRanges(self.config.split_bytes))
             | "SpreadRanges" >> beam.Reshuffle()
-            | "ExtractPages" >> beam.ParDo(
-                ExtractPages(self.config.parse_seconds, self.config.parse_memory_bytes)
-            ).with_outputs(*ExtractPages.OUTPUTS, main="unigrams")
         )
+        pages = ranges | "ExtractPages" >> beam.ParDo(
+            ExtractPages(self.config, self.cache_dir)
+        ).with_outputs(*ExtractPages.OUTPUTS, main="sketches")
+        return ranges, pages
 
 
 class ReadPageviewFile(beam.DoFn):
@@ -472,18 +554,17 @@ class BuildQueries(beam.PTransform):
     def expand(self, pbegin):
         budgets = self.config.budgets.per_source()
         thresholds = self.config.thresholds
-        pages = pbegin | "ReadDumps" >> ReadDumps(self.dumps, self.config)
+        cache_dir = common.join(self.out_dir, TEXT_CACHE)
+        ranges, pages = pbegin | "ReadDumps" >> ReadDumps(self.dumps, self.config, cache_dir)
+        sketches = pages.sketches | "MergeSketches" >> beam.CombineGlobally(MergeSketches())
         tally = pages.tally | "SumTally" >> beam.CombinePerKey(sum)
         rejected = pages.rejected | "FirstRejected" >> beam.combiners.Top.SmallestPerKey(REJECTED_EXAMPLES)
-        unigram_counts = pages.unigrams | "SumUnigrams" >> beam.CombinePerKey(sum)
-        bigram_counts = pages.bigrams | "SumBigrams" >> beam.CombinePerKey(sum)
-        total_tokens = unigram_counts | "Values" >> beam.Values() | "TotalTokens" >> beam.CombineGlobally(sum)
-
-        unigrams = unigram_counts | "UnigramCandidates" >> beam.FlatMap(
-            lambda kv, t: [c] if (c := qs.unigram_candidate(kv[0], kv[1], t)) else [], thresholds
+        total_tokens = (
+            pages.tally
+            | "TokenTally" >> beam.Filter(lambda kv: kv[0] == "tokens")
+            | "TokenCounts" >> beam.Values()
+            | "TotalTokens" >> beam.CombineGlobally(sum)
         )
-        bigrams = bigram_counts | "ScoreBigrams" >> ScoreBigrams(unigram_counts, AsSingleton(total_tokens), thresholds)
-
         if self.pageviews:
             traffic, pageview_files = pbegin | "Pageviews" >> ReadPageviews(self.pageviews, self.config.traffic)
         else:
@@ -494,18 +575,33 @@ class BuildQueries(beam.PTransform):
 
         # Each source can lose at most as many candidates to earlier sources as those took, so the best
         # (budget + budgets before it) candidates are all that selection can ever need.
-        sources = {"unigram": unigrams, "bigram": bigrams, "title": titles}
-        best, eligible, before = {}, [], 0
-        for source in sources:
-            before += budgets[source]
-            best[source], count = sources[source] | f"Best_{source}" >> Best(before, source)
-            eligible.append(count | f"Tag_{source}" >> beam.Map(lambda n, s: (s, n), source))
+        before = {}
+        for source in SOURCES:
+            before[source] = sum(budgets[s] for s in SOURCES[: SOURCES.index(source) + 1])
+        best, count = titles | "Best_title" >> Best(before["title"], "title")
+        best = {"title": best}
+        eligible = [count | "Tag_title" >> beam.Map(lambda n: ("title", n))]
 
-        # Counts of the one- and two-token titles that could be selected and of the WordNet lemmas (small,
-        # known up front), picked out of the n-gram counts: no join of every n-gram with every title.
-        phrase_counts = (unigram_counts, bigram_counts) | "PhraseCounts" >> beam.Flatten()
+        # Pass 2: exact counts of the n-grams the sketches let through, and of the one- and two-token titles
+        # that could be selected and the WordNet lemmas (small, known before pass 2), from the cached text.
         title_phrases = best["title"] | "TitlePhrases" >> beam.Map(_short_phrases)
         wordnet_phrases = frozenset(q for q, _ in self.wordnet if q.count(" ") <= 1)
+        phrases = title_phrases | "AllPhrases" >> beam.Map(lambda titles, w: titles | w, wordnet_phrases)
+        kept = ranges | "CountKept" >> beam.ParDo(
+            CountKept(cache_dir, thresholds), AsSingleton(sketches), AsSingleton(phrases)
+        ).with_outputs("bigrams", main="unigrams")
+        unigram_counts = kept.unigrams | "SumUnigrams" >> beam.CombinePerKey(sum)
+        bigram_counts = kept.bigrams | "SumBigrams" >> beam.CombinePerKey(sum)
+        unigrams = unigram_counts | "UnigramCandidates" >> beam.FlatMap(
+            lambda kv, t: [c] if (c := qs.unigram_candidate(kv[0], kv[1], t)) else [], thresholds
+        )
+        bigrams = bigram_counts | "ScoreBigrams" >> ScoreBigrams(unigram_counts, AsSingleton(total_tokens), thresholds)
+        for source, candidates in (("unigram", unigrams), ("bigram", bigrams)):
+            best[source], count = candidates | f"Best_{source}" >> Best(before[source], source)
+            eligible.append(count | f"Tag_{source}" >> beam.Map(lambda n, s: (s, n), source))
+        sources = ("unigram", "bigram", "title")
+
+        phrase_counts = (unigram_counts, bigram_counts) | "PhraseCounts" >> beam.Flatten()
         looked_up = (
             phrase_counts | "TitleCounts" >> beam.ParDo(KeepPhrases(), AsSingleton(title_phrases)),
             phrase_counts | "WordNetCounts" >> beam.ParDo(KeepPhrases(wordnet_phrases)),
@@ -559,6 +655,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parse-memory-mb", type=int, default=DEFAULT_PARSE_MEMORY_BYTES >> 20, metavar="MiB",
                         help="address-space limit of the page parser process, in MiB; a page over it is skipped "
                              f"like a timeout (default {DEFAULT_PARSE_MEMORY_BYTES >> 20})")
+    parser.add_argument("--sketch-width", type=int, default=DEFAULT_SKETCH_WIDTH, metavar="COUNTERS",
+                        help="counters per row of the bigram count-min sketch (4 rows of 8-byte counters; the "
+                             "unigram sketch has a quarter); wider = fewer n-grams below the thresholds counted "
+                             f"exactly in pass 2 (default {DEFAULT_SKETCH_WIDTH}: 64 MiB)")
     parser.add_argument("--wiki", default="en.wikipedia",
                         help="project whose --pageviews rows count, as LANGUAGE.PROJECT (default en.wikipedia)")
     parser.add_argument("--pageview-sites", default="desktop,mobile",
@@ -575,6 +675,7 @@ def _config(args: argparse.Namespace) -> QueryConfig:
         split_bytes=args.split_bytes,
         parse_seconds=args.parse_timeout,
         parse_memory_bytes=args.parse_memory_mb << 20,
+        sketch_width=args.sketch_width,
         traffic=Traffic(args.wiki, frozenset(s.strip() for s in args.pageview_sites.split(",") if s.strip())),
     )
 
@@ -651,6 +752,10 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
             raise
         print(f"wit build-queries: error: {message}. No output was written.", file=sys.stderr)
         return 1
+    finally:
+        cache_dir = common.join(args.out, TEXT_CACHE)
+        if common.exists(cache_dir):  # pass 1's text cache: only pass 2 needs it
+            FileSystems.delete([cache_dir])
     details_path = common.join(args.out, DETAILS_JSON)
     details = common.read_json(details_path)
     stats = _stats(args, config, dumps, pageviews, common.counters(result, NAMESPACE), details)

@@ -292,3 +292,29 @@ def test_pageviews_of_another_wiki(tmp_path):
     scores = {r["query"]: r["score"] for r in rows(out) if r["source"] == "title"}
     assert scores == {"louvre": 54.0, "eiffel tower": 0.0}  # the "en" row is not German Wikipedia
     assert stats(out)["details"]["traffic"]["wiki"] == "de.wikipedia"
+
+
+def test_bounded_counting_selects_what_exact_counting_selects(sample_out, sample_pages):
+    """The sketch + second pass (issue 10) against the old method, every n-gram counted exactly: the same
+    unigram and bigram queries with the same counts and scores, and exact counts for title / WordNet phrases."""
+    from wit_builder import query_selection as qs
+
+    unigrams, bigrams = Counter(), Counter()
+    for page in sample_pages:
+        if page.ns == 0 and page.redirect is None:
+            qs.count_ngrams(plain_text(page.text), unigrams, bigrams)
+    total, t = sum(unigrams.values()), qs.Thresholds(3, 3)
+    candidates = {
+        "unigram": [c for k, n in unigrams.items() if (c := qs.unigram_candidate(k, n, t))],
+        "bigram": [qs.bigram_candidate(b, n, unigrams[b.split(" ")[0]], unigrams[b.split(" ")[1]], total)
+                   for b, n in bigrams.items() if qs.bigram_is_eligible(b, n, t)],
+    }
+    exact, _ = qs.select(candidates, {**APPLIED, "title": 0, "wordnet": 0})
+    got = [(r["source"], r["query"], r["count"], r["score"]) for r in rows(sample_out)
+           if r["source"] in ("unigram", "bigram")]
+    assert got == [(source, c.query, c.count, c.score) for source, c in exact]
+    counts = {**unigrams, **bigrams}
+    for r in rows(sample_out):
+        if r["source"] in ("title", "wordnet"):
+            assert r["count"] == qs.phrase_count(r["query"], counts), r
+    assert stats(sample_out)["counts"]["total_tokens"] == total
