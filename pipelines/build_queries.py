@@ -67,7 +67,7 @@ SKIP_REASONS = (
 )
 # Partial n-gram counts leave a worker when this many distinct keys have piled up (memory stays flat).
 FLUSH_KEYS = 200_000
-DEFAULT_SKETCH_WIDTH = 1 << 21  # counters per row of the bigram sketch (4 rows x 8 bytes: 64 MiB)
+DEFAULT_SKETCH_WIDTH = 1 << 20  # counters per row of the bigram sketch (4 rows x 8 bytes: 32 MiB)
 TEXT_CACHE = "_tmp_text"
 # Rejected pages kept as examples per reason in stats.json (the smallest by file, offset and page id).
 REJECTED_EXAMPLES = 20
@@ -658,7 +658,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sketch-width", type=int, default=DEFAULT_SKETCH_WIDTH, metavar="COUNTERS",
                         help="counters per row of the bigram count-min sketch (4 rows of 8-byte counters; the "
                              "unigram sketch has a quarter); wider = fewer n-grams below the thresholds counted "
-                             f"exactly in pass 2 (default {DEFAULT_SKETCH_WIDTH}: 64 MiB)")
+                             f"exactly in pass 2 (default {DEFAULT_SKETCH_WIDTH}: 32 MiB)")
     parser.add_argument("--wiki", default="en.wikipedia",
                         help="project whose --pageviews rows count, as LANGUAGE.PROJECT (default en.wikipedia)")
     parser.add_argument("--pageview-sites", default="desktop,mobile",

@@ -129,6 +129,8 @@ def test_multistream_read_in_parallel_equals_plain_file(
     assert s["pages"]["dump_ranges"] == 9  # 206 pages / 25 per stream, one range per stream
     assert [i["path"] for i in s["inputs"]] == [str(dump), str(dump).replace(".xml.bz2", "-index.txt.bz2")]
     plain = stats(sample_out)
+    for one in (s, plain):
+        one["counts"].pop("dump_ranges")
     assert {k: v for k, v in s.items() if k not in ("inputs", "pages")} == {
         k: v for k, v in plain.items() if k not in ("inputs", "pages")
     }

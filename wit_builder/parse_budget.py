@@ -80,6 +80,11 @@ class BoundedParser:
             return Article(answer[1], answer[2], answer[3])
         raise WikitextError(answer[1])
 
+    @property
+    def pid(self) -> int | None:
+        """The helper process's id while it runs (for CPU accounting in benchmarks), else None."""
+        return self._child.pid if self._child is not None and self._child.poll() is None else None
+
     def close(self) -> None:
         child, self._child = self._child, None
         if child is not None and child.poll() is None:
