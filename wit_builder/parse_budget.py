@@ -32,6 +32,7 @@ from wit_builder.wikitext import Article, WikitextError, parse_article
 
 DEFAULT_PARSE_SECONDS = 5.0
 DEFAULT_PARSE_MEMORY_BYTES = 2 << 30
+START_SECONDS = 120.0  # for the helper to import the parser and say it is ready (not part of any page's budget)
 _HEADER = struct.Struct(">I")
 
 
@@ -102,6 +103,13 @@ class BoundedParser:
             [sys.executable, "-m", "wit_builder.parse_budget", str(self.memory_bytes)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
         )
+        try:  # wait until it is ready, so that its start-up does not count against the next page's budget
+            ready = _read_until(self._child.stdout, time.monotonic() + START_SECONDS)
+        except (EOFError, OSError):
+            ready = None
+        if ready != "ready":
+            self._kill()
+            raise WikitextError(f"the parser helper process did not start within {START_SECONDS:g} s")
         return self._child
 
     def _kill(self) -> None:
@@ -151,6 +159,7 @@ def _serve(memory_bytes: int) -> None:
     with contextlib.suppress(ValueError, OSError):  # a hard limit below ours already bounds it
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    _write(stdout, "ready")
     while True:
         try:
             header = _read_exact(stdin, _HEADER.size, None)
