@@ -6,24 +6,41 @@ the ratio compares the reading + extraction that differ. Ours: ``wikidump.read_p
 ``wikitext.parse_article`` (mwparserfromhell). Peer: wikiextractor 3.1's own page reader (``collect_pages``
 over ``decode_open``) and ``Extractor.extract``, as its ``--article`` mode runs them, without templates.
 
-Rates are pages per CPU-second of this process (``time.process_time``), i.e. pages/s per core, so that other
-load on a shared machine does not tilt the ratio; the two run alternately, best of ``--repeat``.
+Ours parses each page under the pipeline's per-page budget (``parse_budget.BoundedParser``: a helper
+process), so its CPU time includes the helper's. Rates are pages per CPU-second (this process and its
+children, ``resource.getrusage``), i.e. pages/s per core, so that other load on a shared machine does not
+tilt the ratio; the two run alternately, best of ``--repeat``.
 
-    python benchmarks/bench_queries.py [--dump PATH] [--repeat 3]
+Then a **scaling run** of the whole stage (``wit build-queries``, in-process FnApiRunner, in a subprocess of
+its own) on generated dumps of ``--pages`` and 4x as many pages, whose words are Zipf-distributed
+(exponent 1.05) over ``--types`` types, so that, as in real text, distinct unigrams and bigrams keep growing
+with the input. It reports each run's peak RSS (the largest process: ``ru_maxrss`` of the children) and
+pages/s per core, and checks the issue's bounds: peak RSS at 4x <= 1.25x peak RSS at 1x, and pages/s per
+core at 4x not below 1x (within 10% for timing noise).
+
+    python benchmarks/bench_queries.py [--dump PATH] [--repeat 3] [--pages 2000] [--types 5000000]
 """
 
 from __future__ import annotations
 
 import argparse
+import bz2
 import io
 import logging
+import os
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
+from wit_builder.parse_budget import BoundedParser
 from wit_builder.query_selection import count_ngrams
 from wit_builder.wikidump import DumpRange, read_pages
-from wit_builder.wikitext import parse_article
 
 
 def default_dump() -> Path:
@@ -33,11 +50,14 @@ def default_dump() -> Path:
     return Path(gensim.__file__).parent / "test" / "test_data" / name
 
 
+PARSER = BoundedParser()  # the pipeline's default budget; started once, like a worker's (see cpu_seconds)
+
+
 def ours(dump: Path) -> tuple[int, int]:
     unigrams, bigrams, pages = Counter(), Counter(), 0
     for page in read_pages(DumpRange(str(dump)), lambda p: open(p, "rb")):  # noqa: SIM115 (closed by read_pages)
         if page.ns == 0 and page.redirect is None and page.problem is None:
-            count_ngrams(parse_article(page.text).text, unigrams, bigrams)
+            count_ngrams(PARSER.parse(page.text).text, unigrams, bigrams)
             pages += 1
     return pages, sum(unigrams.values())
 
@@ -57,20 +77,111 @@ def wikiextractor(dump: Path) -> tuple[int, int]:
     return pages, sum(unigrams.values())
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process, of its children that have been waited for, and of the running parser
+    helper (from /proc: its one-time start is outside the timed runs, as it is once per worker)."""
+    own = sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, (resource.RUSAGE_SELF,
+                                                                        resource.RUSAGE_CHILDREN)))
+    if PARSER.pid is None:
+        return own
+    with open(f"/proc/{PARSER.pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return own + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def timed(fn, dump: Path) -> tuple[float, int, int, float]:
-    cpu, wall = time.process_time(), time.perf_counter()
+    cpu, wall = cpu_seconds(), time.perf_counter()
     pages, tokens = fn(dump)
-    return time.process_time() - cpu, pages, tokens, time.perf_counter() - wall
+    return cpu_seconds() - cpu, pages, tokens, time.perf_counter() - wall
+
+
+# ---- the scaling run ----
+
+def _word(rank: int) -> str:
+    """A distinct lower-case word per rank (base 26, at least two letters)."""
+    letters = []
+    rank += 26
+    while rank:
+        rank, digit = divmod(rank, 26)
+        letters.append(chr(97 + digit))
+    return "".join(reversed(letters))
+
+
+def generate_dump(path: Path, pages: int, types: int, seed: int = 0, words_per_page: int = 600) -> None:
+    """A bz2 dump of ``pages`` articles of Zipf(1.05) words over ``types`` types, in lines of 12-30 words,
+    with a few links and a heading each, so that the parser has markup to read."""
+    rng = np.random.default_rng(seed)
+    header = ('<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10">\n'
+              "<siteinfo><sitename>Wikipedia</sitename></siteinfo>\n")
+    with bz2.open(path, "wt", encoding="utf-8", compresslevel=1) as f:
+        f.write(header)
+        for page_id in range(1, pages + 1):
+            ranks = rng.zipf(1.05, words_per_page)
+            ranks[ranks > types] = rng.integers(1, types, int((ranks > types).sum()))
+            words = [_word(int(r)) for r in ranks]
+            lines, i = [], 0
+            while i < len(words):
+                n = int(rng.integers(12, 31))
+                line = words[i:i + n]
+                if line:
+                    line[0] = f"[[{line[0]}]]"
+                lines.append(" ".join(line) + ".")
+                i += n
+            text = f"== {words[0]} ==\n" + "\n".join(lines)
+            f.write(f"<page><title>Page {page_id} {words[1]}</title><ns>0</ns><id>{page_id}</id><revision>"
+                    f'<text xml:space="preserve">{text}</text></revision></page>\n')
+        f.write("</mediawiki>\n")
+
+
+def scaling_run(dump: Path, out: Path) -> tuple[float, float, float]:
+    """(peak RSS in MiB, CPU seconds, wall seconds) of ``wit build-queries`` on ``dump`` in a fresh process."""
+    code = ("import sys; from pipelines.cli import main; "
+            f"sys.exit(main(['build-queries', '--dump', {str(dump)!r}, '--out', {str(out)!r}, "
+            "'--runner=FnApiRunner']))")
+    wall = time.perf_counter()
+    # a fresh process per run: ru_maxrss of the children is then this run's peak (the biggest process)
+    child = subprocess.run(  # noqa: S603 (our own interpreter and code)
+        [sys.executable, "-c", f"import resource, subprocess, sys; r = subprocess.run([sys.executable, '-c', "
+                               f"{code!r}], stdout=subprocess.DEVNULL); "
+                               "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+                               "print(u.ru_maxrss, u.ru_utime + u.ru_stime, r.returncode)"],
+        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    rss_kib, cpu, rc = child.stdout.split()
+    if rc != "0":
+        raise SystemExit(f"build-queries failed on {dump}: {child.stderr[-2000:]}")
+    return int(rss_kib) / 1024, float(cpu), time.perf_counter() - wall
+
+
+def scaling(pages: int, types: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-queries-") as tmp:
+        results = {}
+        for factor in (1, 4):
+            dump = Path(tmp) / f"zipf-{factor}x.xml.bz2"
+            generate_dump(dump, pages * factor, types, seed=factor)
+            results[factor] = scaling_run(dump, Path(tmp) / f"out-{factor}x")
+        print(f"scaling: generated dumps of {pages} and {4 * pages} pages (600 Zipf(1.05) words each over "
+              f"{types:,} types), wit build-queries in-process (FnApiRunner), default thresholds and sketch")
+        for factor, (rss, cpu, wall) in results.items():
+            print(f"  {factor}x {pages * factor:6d} pages: peak RSS {rss:7.1f} MiB, {pages * factor / cpu:6.1f} "
+                  f"pages/s per core (cpu {cpu:.1f} s, wall {wall:.1f} s)")
+        rss_ratio = results[4][0] / results[1][0]
+        speed_ratio = (4 * pages / results[4][1]) / (pages / results[1][1])
+        print(f"  peak RSS 4x / 1x: {rss_ratio:.2f} (bound 1.25: {'ok' if rss_ratio <= 1.25 else 'FAILED'}); "
+              f"pages/s per core 4x / 1x: {speed_ratio:.2f} ({'ok' if speed_ratio >= 0.9 else 'FAILED'})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dump", type=Path, default=None)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--pages", type=int, default=2000, help="pages of the 1x generated dump (0: no scaling run)")
+    parser.add_argument("--types", type=int, default=5_000_000, help="word types of the generated dumps")
     args = parser.parse_args()
     dump = args.dump or default_dump()
     logging.getLogger("wikiextractor").setLevel(logging.ERROR)
     logging.disable(logging.WARNING)
+    PARSER.parse("warm up")  # start the helper before the timed runs
     best: dict[str, tuple[float, int, int, float]] = {}
     for _ in range(args.repeat):
         for name, fn in (("ours", ours), ("wikiextractor", wikiextractor)):
@@ -83,6 +194,8 @@ def main() -> None:
               f"(cpu {cpu:.2f} s, wall {wall:.2f} s)")
     ratio = (best["ours"][1] / best["ours"][0]) / (best["wikiextractor"][1] / best["wikiextractor"][0])
     print(f"ratio ours / wikiextractor: {ratio:.2f}x pages/s per core")
+    if args.pages:
+        scaling(args.pages, args.types)
 
 
 if __name__ == "__main__":

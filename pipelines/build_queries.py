@@ -3,8 +3,11 @@
 The rules (what counts as text, eligibility, scores, budgets) live in ``wit_builder``; this module wires them:
 
     dump files -> ranges (multistream: runs of bz2 streams) -> Reshuffle -> pages -> plain text
-      -> unigram / bigram counts (CombinePerKey)       -> unigram candidates, bigram candidates (NPMI)
-      -> links (or pageviews), redirects, titles       -> title candidates
+      pass 1: -> count-min sketches of unigram and bigram counts (one fixed-size array each, summed)
+              -> the plain text, cached per range (gzip, under OUT/_tmp_text, removed at the end)
+              -> links (or pageviews), redirects, titles  -> title candidates
+      pass 2: cached text -> exact counts of only the n-grams that can pass the thresholds by the sketches
+              (and of the title / WordNet phrases) (CombinePerKey) -> unigram, bigram candidates (NPMI)
     WordNet lemmas (read before the pipeline)          -> wordnet candidates (+ counts of their phrases)
     each source pruned to the best it could take (Top) -> select -> queries.parquet, queries.txt
     counters                                           -> stats.json (after the run)
@@ -13,6 +16,10 @@ The rules (what counts as text, eligibility, scores, budgets) live in ``wit_buil
 from __future__ import annotations
 
 import argparse
+import gzip
+import hashlib
+import io
+import json
 import logging
 import re
 import sys
@@ -23,13 +30,16 @@ from dataclasses import asdict, dataclass
 
 import apache_beam as beam
 import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.pvalue import AsDict, AsSingleton, TaggedOutput
+from apache_beam.pvalue import AsDict, AsList, AsSingleton, TaggedOutput
 
 from pipelines import common
 from schemas.queries import QUERIES, QUERIES_PARQUET, QUERIES_TXT, SOURCES, STATS_JSON
 from wit_builder import query_selection as qs
-from wit_builder.pageviews import open_text, read_pageviews
+from wit_builder.ngram_sketch import CountMinSketch
+from wit_builder.pageviews import FileTally, PageviewError, Traffic, check_readable, open_text, read_pageviews
+from wit_builder.parse_budget import DEFAULT_PARSE_MEMORY_BYTES, DEFAULT_PARSE_SECONDS, BoundedParser, ParseTimeout
 from wit_builder.wikidump import (
     DEFAULT_TARGET_BYTES,
     DumpError,
@@ -39,7 +49,7 @@ from wit_builder.wikidump import (
     plan_ranges,
     read_pages,
 )
-from wit_builder.wikitext import WikitextError, canonical_title, parse_article
+from wit_builder.wikitext import WikitextError, canonical_title
 from wit_builder.wordnet_source import WordNetError, wordnet_candidates
 
 NAMESPACE = "build_queries"
@@ -50,12 +60,17 @@ SKIP_REASONS = (
     "pages_not_main_namespace",
     "pages_redirect",  # not text; its traffic counts for its target
     "pages_wikitext_rejected",  # mwparserfromhell failed, or the text is over MediaWiki's 2 MiB limit
+    "pages_parse_timeout",  # the parse ran past --parse-timeout seconds (or its memory limit): page skipped
     "titles_disambiguation",  # the article is text, its title names no single thing
     "titles_without_letters",  # "1990", "!!!"
     "dump_ranges_empty",  # an empty dump (or a range of one without pages)
 )
 # Partial n-gram counts leave a worker when this many distinct keys have piled up (memory stays flat).
 FLUSH_KEYS = 200_000
+DEFAULT_SKETCH_WIDTH = 1 << 20  # counters per row of the bigram sketch (4 rows x 8 bytes: 32 MiB)
+TEXT_CACHE = "_tmp_text"
+# Rejected pages kept as examples per reason in stats.json (the smallest by file, offset and page id).
+REJECTED_EXAMPLES = 20
 
 
 @dataclass(frozen=True)
@@ -63,10 +78,20 @@ class QueryConfig:
     thresholds: qs.Thresholds
     budgets: qs.Budgets
     split_bytes: int = DEFAULT_TARGET_BYTES
+    parse_seconds: float = DEFAULT_PARSE_SECONDS
+    parse_memory_bytes: int = DEFAULT_PARSE_MEMORY_BYTES
+    traffic: Traffic = Traffic()
+    sketch_width: int = DEFAULT_SKETCH_WIDTH
 
     def __post_init__(self) -> None:
+        if self.sketch_width < 1024:
+            raise ValueError(f"--sketch-width must be >= 1024, got {self.sketch_width}")
         if self.split_bytes < 1:
             raise ValueError(f"--split-bytes must be >= 1, got {self.split_bytes}")
+        if not self.parse_seconds > 0:
+            raise ValueError(f"--parse-timeout must be > 0 seconds, got {self.parse_seconds}")
+        if self.parse_memory_bytes < 64 << 20:
+            raise ValueError(f"--parse-memory-mb must be >= 64, got {self.parse_memory_bytes >> 20}")
 
 
 def _counter(name: str):
@@ -105,119 +130,228 @@ class PlanRanges(beam.DoFn):
 
 
 class ExtractPages(beam.DoFn):
-    """Pages of one range -> partial n-gram counts, links, article titles and redirects (tagged outputs)."""
+    """Pages of one range -> partial n-gram counts, links, article titles and redirects (tagged outputs), plus
+    a tally of what happened to the range's pages (``tally``: (name, n)) and every rejected page
+    (``rejected``: (reason, (path, offset, page_id, title, why))), so that stats.json is computed from data.
 
-    OUTPUTS = ("bigrams", "links", "articles", "redirects")
+    Each page is parsed under a time and memory budget (``parse_budget.BoundedParser``): a page over it is
+    skipped and counted as ``pages_parse_timeout``, and the range goes on.
+    """
+
+    OUTPUTS = ("links", "articles", "redirects", "tally", "rejected")
+
+    def __init__(self, config: QueryConfig, cache_dir: str) -> None:
+        self.parse_seconds = config.parse_seconds
+        self.parse_memory_bytes = config.parse_memory_bytes
+        self.sketch_width = config.sketch_width
+        self.cache_dir = cache_dir
+        self.parser: BoundedParser | None = None
 
     def setup(self) -> None:
         self.pages_read = _counter("pages_read")
         self.skipped = {reason: _counter(reason) for reason in SKIP_REASONS}
         self.articles = _counter("articles")
         self.articles_empty = _counter("articles_without_text")
+        self.parser = BoundedParser(self.parse_seconds, self.parse_memory_bytes)
+
+    def teardown(self) -> None:
+        if self.parser is not None:
+            self.parser.close()
 
     def process(self, rng: DumpRange) -> Iterator:
+        with common.atomic_create(text_cache_path(self.cache_dir, rng)) as raw, \
+                gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as cache:
+            yield from self._pages(rng, cache)
+
+    def _pages(self, rng: DumpRange, cache) -> Iterator:
         unigrams: Counter[str] = Counter()
         bigrams: Counter[str] = Counter()
-        pages = 0
+        tally: Counter[str] = Counter()
+        sketches = (CountMinSketch(self.sketch_width // 4), CountMinSketch(self.sketch_width))
         for page in read_pages(rng, common.open_read):
-            pages += 1
+            tally["pages_read"] += 1
             self.pages_read.inc()
             if page.problem is not None:
-                self._skip("pages_malformed", page, page.problem)
+                yield self._skip("pages_malformed", page, page.problem, tally)
                 continue
             if page.ns != 0:
-                self.skipped["pages_not_main_namespace"].inc()
+                self._count("pages_not_main_namespace", tally)
                 continue
             title = canonical_title(page.title)
             if page.redirect is not None:
-                self.skipped["pages_redirect"].inc()
+                self._count("pages_redirect", tally)
                 yield TaggedOutput("redirects", (title, canonical_title(page.redirect)))
                 continue
             try:
-                article = parse_article(page.text)
-            except WikitextError as err:
-                self._skip("pages_wikitext_rejected", page, str(err))
+                article = self.parser.parse(page.text)
+            except ParseTimeout as err:
+                yield self._skip("pages_parse_timeout", page, str(err), tally)
                 continue
+            except WikitextError as err:
+                reason = "pages_parse_timeout" if "memory limit" in str(err) else "pages_wikitext_rejected"
+                yield self._skip(reason, page, str(err), tally)
+                continue
+            tally["articles"] += 1
             self.articles.inc()
-            if qs.count_ngrams(article.text, unigrams, bigrams) == 0:
+            tokens = qs.count_ngrams(article.text, unigrams, bigrams)
+            tally["tokens"] += tokens
+            if tokens == 0:
+                tally["articles_without_text"] += 1
                 self.articles_empty.inc()
+            else:
+                cache.write(article.text.encode() + b"\n")  # pass 2 counts from this text
             for target in article.links:
                 if target != title:
                     yield TaggedOutput("links", (target, 1))
             if article.disambiguation:
-                self.skipped["titles_disambiguation"].inc()
+                self._count("titles_disambiguation", tally)
             elif (query := qs.title_query(title)) is None:
-                self.skipped["titles_without_letters"].inc()
+                self._count("titles_without_letters", tally)
             else:
                 yield TaggedOutput("articles", (title, query))
             if len(unigrams) + len(bigrams) >= FLUSH_KEYS:
-                yield from self._flush(unigrams, bigrams)
-        if pages == 0:
-            self.skipped["dump_ranges_empty"].inc()
+                _sketch(sketches, unigrams, bigrams)
+        if tally["pages_read"] == 0:
+            self._count("dump_ranges_empty", tally)
             LOG.warning("%s: no <page> in bytes %d..%s (an empty dump?)", rng.path, rng.start, rng.end or "end")
         else:
-            LOG.info("%s: read %d pages from bytes %d..%s", rng.path, pages, rng.start, rng.end or "end")
-        yield from self._flush(unigrams, bigrams)
+            LOG.info("%s: read %d pages from bytes %d..%s", rng.path, tally["pages_read"], rng.start,
+                     rng.end or "end")
+        _sketch(sketches, unigrams, bigrams)
+        yield sketches
+        for name in ("pages_read", "articles", "articles_without_text", "tokens", *SKIP_REASONS):
+            yield TaggedOutput("tally", (name, tally[name]))  # zeros too: every name is in the totals
 
-    def _skip(self, reason: str, page, why: str) -> None:
+    def _count(self, reason: str, tally: Counter[str]) -> None:
+        tally[reason] += 1
         self.skipped[reason].inc()
+
+    def _skip(self, reason: str, page, why: str, tally: Counter[str]) -> TaggedOutput:
+        self._count(reason, tally)
         LOG.warning("%s: skipped page id %s %r (bz2 stream / chunk at byte %d): %s",
                     page.path, page.page_id, page.title, page.offset, why)
+        return TaggedOutput("rejected", (reason, (page.path, page.offset, page.page_id, page.title, why)))
 
-    @staticmethod
-    def _flush(unigrams: Counter[str], bigrams: Counter[str]) -> Iterator:
-        yield from unigrams.items()
-        for item in bigrams.items():
+
+def text_cache_path(cache_dir: str, rng: DumpRange) -> str:
+    """Where pass 1 leaves a range's plain text for pass 2 (a name fixed by the range: a retry overwrites it)."""
+    key = hashlib.sha1(f"{rng.path}\0{rng.start}\0{rng.end}".encode()).hexdigest()[:20]
+    return common.join(cache_dir, f"text-{key}.txt.gz")
+
+
+def _sketch(sketches: tuple[CountMinSketch, CountMinSketch], unigrams: Counter[str], bigrams: Counter[str]) -> None:
+    """Add partial counts to the (unigram, bigram) sketches and clear them."""
+    for sketch, counts in zip(sketches, (unigrams, bigrams), strict=True):
+        sketch.add(list(counts), counts.values())
+        counts.clear()
+
+
+class MergeSketches(beam.CombineFn):
+    """(unigram, bigram) sketches of every range -> their sums (None when there is no range)."""
+
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, acc, sketches):
+        if acc is None:  # copy: inputs are not ours to change
+            acc = tuple(CountMinSketch(s.width, s.depth) for s in sketches)
+        return tuple(a.merge(s) for a, s in zip(acc, sketches, strict=True))
+
+    def merge_accumulators(self, accs):
+        merged = None
+        for acc in accs:
+            if acc is not None:
+                merged = self.add_input(merged, acc)
+        return merged
+
+    def extract_output(self, acc):
+        return acc
+
+
+class CountKept(beam.DoFn):
+    """Pass 2: a range's cached text -> exact counts of the n-grams ``qs.keep_ngrams`` keeps (unigrams as the
+    main output, ``bigrams`` tagged). Memory: at most FLUSH_KEYS distinct n-grams before they leave."""
+
+    def __init__(self, cache_dir: str, thresholds: qs.Thresholds) -> None:
+        self.cache_dir = cache_dir
+        self.thresholds = thresholds
+
+    def process(self, rng: DumpRange, sketches, phrases: frozenset[str]) -> Iterator:
+        if sketches is None:
+            return
+        unigrams: Counter[str] = Counter()
+        bigrams: Counter[str] = Counter()
+        with common.open_read(text_cache_path(self.cache_dir, rng)) as raw, gzip.GzipFile(fileobj=raw) as cache:
+            for line in io.TextIOWrapper(cache, encoding="utf-8"):
+                qs.count_ngrams(line.rstrip("\n"), unigrams, bigrams)
+                if len(unigrams) + len(bigrams) >= FLUSH_KEYS:
+                    yield from self._flush(unigrams, bigrams, sketches, phrases)
+        yield from self._flush(unigrams, bigrams, sketches, phrases)
+
+    def _flush(self, unigrams, bigrams, sketches, phrases) -> Iterator:
+        kept_unigrams, kept_bigrams = qs.keep_ngrams(unigrams, bigrams, *sketches, self.thresholds, phrases)
+        yield from kept_unigrams
+        for item in kept_bigrams:
             yield TaggedOutput("bigrams", item)
         unigrams.clear()
         bigrams.clear()
 
 
 class ReadDumps(beam.PTransform):
-    """Dump inputs -> ranges -> (fan out) -> extracted pages, as tagged outputs of ExtractPages."""
+    """Dump inputs -> ranges -> (fan out) -> (the ranges, the tagged outputs of ExtractPages: main = sketches)."""
 
-    def __init__(self, dumps: list[DumpInput], split_bytes: int) -> None:
+    def __init__(self, dumps: list[DumpInput], config: QueryConfig, cache_dir: str) -> None:
         super().__init__()
         self.dumps = dumps
-        self.split_bytes = split_bytes
+        self.config = config
+        self.cache_dir = cache_dir
 
     def expand(self, pbegin):
-        return (
+        ranges = (
             pbegin
             | "DumpFiles" >> beam.Create(self.dumps)
-            | "PlanRanges" >> beam.ParDo(PlanRanges(self.split_bytes))
+            | "PlanRanges" >> beam.ParDo(PlanRanges(self.config.split_bytes))
             | "SpreadRanges" >> beam.Reshuffle()
-            | "ExtractPages" >> beam.ParDo(ExtractPages()).with_outputs(*ExtractPages.OUTPUTS, main="unigrams")
         )
+        pages = ranges | "ExtractPages" >> beam.ParDo(
+            ExtractPages(self.config, self.cache_dir)
+        ).with_outputs(*ExtractPages.OUTPUTS, main="sketches")
+        return ranges, pages
 
 
-def _read_pageview_file(path: str) -> Iterator[tuple[str, int]]:
-    malformed = _counter("pageview_lines_malformed")
-    rows = _counter("pageview_rows")
-    with common.open_read(path) as raw:
-        for parsed in read_pageviews(open_text(raw, path)):
-            if isinstance(parsed, str):
-                malformed.inc()
-            else:
-                rows.inc()
-                yield parsed
+class ReadPageviewFile(beam.DoFn):
+    """One pageview file -> (canonical title, views) rows for the chosen project and sites, and its tally
+    (``files`` output: (path, FileTally as a dict)). A file of which no line can be read fails the run."""
+
+    def __init__(self, traffic: Traffic) -> None:
+        self.traffic = traffic
+
+    def process(self, path: str) -> Iterator:
+        tally = FileTally()
+        with common.open_read(path) as raw:
+            yield from read_pageviews(open_text(raw, path), self.traffic, tally, path)
+        _counter("pageview_rows").inc(tally.rows)
+        _counter("pageview_lines_malformed").inc(tally.malformed)
+        check_readable(path, tally)
+        yield TaggedOutput("files", (path, asdict(tally)))
 
 
 class ReadPageviews(beam.PTransform):
-    """Pageview dump files -> (canonical title, total views)."""
+    """Pageview dump files -> (canonical title, total views), and a tally per file (see ReadPageviewFile)."""
 
-    def __init__(self, paths: list[str]) -> None:
+    def __init__(self, paths: list[str], traffic: Traffic) -> None:
         super().__init__()
         self.paths = paths
+        self.traffic = traffic
 
     def expand(self, pbegin):
-        return (
+        read = (
             pbegin
             | "PageviewFiles" >> beam.Create(self.paths)
             | "SpreadPageviewFiles" >> beam.Reshuffle()
-            | "ReadPageviews" >> beam.FlatMap(_read_pageview_file)
-            | "SumViews" >> beam.CombinePerKey(sum)
+            | "ReadPageviews" >> beam.ParDo(ReadPageviewFile(self.traffic)).with_outputs("files", main="rows")
         )
+        return read.rows | "SumViews" >> beam.CombinePerKey(sum), read.files
 
 
 # ---- candidates per source ----
@@ -333,19 +467,48 @@ class Best(beam.PTransform):
 
 # ---- selection and outputs ----
 
-class WriteQueries(beam.DoFn):
-    """Select from the pruned candidates of every source and write queries.parquet and queries.txt."""
+DETAILS_JSON = "_build_queries_details.json"  # written by the pipeline, merged into stats.json, then removed
 
-    def __init__(self, out_dir: str, budgets: dict[str, int], wordnet: list[tuple[str, float]]) -> None:
+
+def no_text_message(dumps: list[str], tally: dict[str, int], rejected: dict[str, list]) -> str:
+    """Why there is nothing to build queries from: every page rejected (count, first reason), or no article."""
+    read = tally.get("pages_read", 0)
+    bad = {r: tally.get(r, 0) for r in ("pages_malformed", "pages_wikitext_rejected", "pages_parse_timeout")}
+    if read and sum(bad.values()) and tally.get("articles", 0) == 0:
+        first = min(example for examples in rejected.values() for example in examples)
+        reason = next(r for r, examples in rejected.items() if first in examples)
+        counts = ", ".join(f"{n} {r}" for r, n in bad.items() if n)
+        return (f"every page of the dumps {dumps} was rejected ({read} pages read: {counts}); the first, page id "
+                f"{first[2]} {first[3]!r} in {first[0]} at byte {first[1]}, for {reason}: {first[4]}")
+    others = ", ".join(f"{tally.get(r, 0)} {r}" for r in ("pages_not_main_namespace", "pages_redirect") if tally.get(r))
+    return (f"no main-namespace article text in the dumps {dumps} ({read} pages read"
+            f"{': ' + others if others else ''}): nothing to build queries from")
+
+
+class WriteQueries(beam.DoFn):
+    """Select from the pruned candidates of every source and write queries.parquet and queries.txt, and the
+    data-derived figures for stats.json (``DETAILS_JSON``)."""
+
+    def __init__(self, out_dir: str, budgets: dict[str, int], wordnet: list[tuple[str, float]],
+                 traffic: Traffic | None) -> None:
         self.out_dir = out_dir
         self.budgets = budgets
         self.wordnet = wordnet
+        self.traffic = traffic  # None: titles rank by inlinks
 
     def process(
-        self, _, best: dict, eligible: dict, phrase_counts: dict, total_tokens: int, dumps: list[str]
+        self, _, best: dict, eligible: dict, phrase_counts: dict, total_tokens: int, dumps: list[str],
+        tally: dict, rejected: dict, pageview_files: list,
     ) -> Iterator[int]:
         if total_tokens == 0:  # fail loudly rather than write a quietly empty list
-            raise DumpError(f"no main-namespace article text in the dumps {dumps}: nothing to build queries from")
+            raise DumpError(no_text_message(dumps, tally, rejected))
+        files = dict(sorted(pageview_files))
+        if self.traffic is not None and not sum(f["rows"] for f in files.values()):
+            raise PageviewError(
+                f"no row of the pageview files {sorted(files)} is for {self.traffic.wiki} "
+                f"({', '.join(sorted(self.traffic.sites))}): their {sum(f['other'] for f in files.values())} rows "
+                f"are other projects or sites; titles would be ranked by nothing (check --wiki)"
+            )
         titles = [c._replace(count=qs.phrase_count(c.query, phrase_counts)) for c in best["title"]]
         wordnet = [qs.Candidate(q, qs.phrase_count(q, phrase_counts), score) for q, score in self.wordnet]
         eligible = {**eligible, "wordnet": len(wordnet)}
@@ -360,6 +523,19 @@ class WriteQueries(beam.DoFn):
         )
         common.write_parquet(common.join(self.out_dir, QUERIES_PARQUET), table)
         common.write_bytes(common.join(self.out_dir, QUERIES_TXT), "".join(f"{c.query}\n" for _, c in rows).encode())
+        details = {
+            "counts": {**{k: int(v) for k, v in sorted(tally.items())}, "total_tokens": int(total_tokens)},
+            "rejected_pages": {
+                reason: [dict(zip(("path", "offset", "page_id", "title", "why"), e, strict=True))
+                         for e in sorted(examples)]
+                for reason, examples in sorted(rejected.items())
+            },
+            "traffic": {"source": "inlinks"} if self.traffic is None else {
+                "source": "pageviews", "wiki": self.traffic.wiki, "sites": sorted(self.traffic.sites),
+                "files": files,
+            },
+        }
+        common.write_bytes(common.join(self.out_dir, DETAILS_JSON), json.dumps(details).encode())
         yield len(rows)
 
 
@@ -378,37 +554,54 @@ class BuildQueries(beam.PTransform):
     def expand(self, pbegin):
         budgets = self.config.budgets.per_source()
         thresholds = self.config.thresholds
-        pages = pbegin | "ReadDumps" >> ReadDumps(self.dumps, self.config.split_bytes)
-        unigram_counts = pages.unigrams | "SumUnigrams" >> beam.CombinePerKey(sum)
-        bigram_counts = pages.bigrams | "SumBigrams" >> beam.CombinePerKey(sum)
-        total_tokens = unigram_counts | "Values" >> beam.Values() | "TotalTokens" >> beam.CombineGlobally(sum)
-
-        unigrams = unigram_counts | "UnigramCandidates" >> beam.FlatMap(
-            lambda kv, t: [c] if (c := qs.unigram_candidate(kv[0], kv[1], t)) else [], thresholds
+        cache_dir = common.join(self.out_dir, TEXT_CACHE)
+        ranges, pages = pbegin | "ReadDumps" >> ReadDumps(self.dumps, self.config, cache_dir)
+        sketches = pages.sketches | "MergeSketches" >> beam.CombineGlobally(MergeSketches())
+        tally = pages.tally | "SumTally" >> beam.CombinePerKey(sum)
+        rejected = pages.rejected | "FirstRejected" >> beam.combiners.Top.SmallestPerKey(REJECTED_EXAMPLES)
+        total_tokens = (
+            pages.tally
+            | "TokenTally" >> beam.Filter(lambda kv: kv[0] == "tokens")
+            | "TokenCounts" >> beam.Values()
+            | "TotalTokens" >> beam.CombineGlobally(sum)
         )
-        bigrams = bigram_counts | "ScoreBigrams" >> ScoreBigrams(unigram_counts, AsSingleton(total_tokens), thresholds)
-
         if self.pageviews:
-            traffic = pbegin | "Pageviews" >> ReadPageviews(self.pageviews)
+            traffic, pageview_files = pbegin | "Pageviews" >> ReadPageviews(self.pageviews, self.config.traffic)
         else:
             traffic = pages.links | "CountInlinks" >> beam.CombinePerKey(sum)
+            pageview_files = pbegin | "NoPageviewFiles" >> beam.Create([])
         title_scores = pages.articles | "ScoreTitles" >> ScoreTitles(traffic, pages.redirects)
         titles = title_scores | "TitleCandidates" >> beam.MapTuple(lambda q, score: qs.Candidate(q, 0, float(score)))
 
         # Each source can lose at most as many candidates to earlier sources as those took, so the best
         # (budget + budgets before it) candidates are all that selection can ever need.
-        sources = {"unigram": unigrams, "bigram": bigrams, "title": titles}
-        best, eligible, before = {}, [], 0
-        for source in sources:
-            before += budgets[source]
-            best[source], count = sources[source] | f"Best_{source}" >> Best(before, source)
-            eligible.append(count | f"Tag_{source}" >> beam.Map(lambda n, s: (s, n), source))
+        before = {}
+        for source in SOURCES:
+            before[source] = sum(budgets[s] for s in SOURCES[: SOURCES.index(source) + 1])
+        best, count = titles | "Best_title" >> Best(before["title"], "title")
+        best = {"title": best}
+        eligible = [count | "Tag_title" >> beam.Map(lambda n: ("title", n))]
 
-        # Counts of the one- and two-token titles that could be selected and of the WordNet lemmas (small,
-        # known up front), picked out of the n-gram counts: no join of every n-gram with every title.
-        phrase_counts = (unigram_counts, bigram_counts) | "PhraseCounts" >> beam.Flatten()
+        # Pass 2: exact counts of the n-grams the sketches let through, and of the one- and two-token titles
+        # that could be selected and the WordNet lemmas (small, known before pass 2), from the cached text.
         title_phrases = best["title"] | "TitlePhrases" >> beam.Map(_short_phrases)
         wordnet_phrases = frozenset(q for q, _ in self.wordnet if q.count(" ") <= 1)
+        phrases = title_phrases | "AllPhrases" >> beam.Map(lambda titles, w: titles | w, wordnet_phrases)
+        kept = ranges | "CountKept" >> beam.ParDo(
+            CountKept(cache_dir, thresholds), AsSingleton(sketches), AsSingleton(phrases)
+        ).with_outputs("bigrams", main="unigrams")
+        unigram_counts = kept.unigrams | "SumUnigrams" >> beam.CombinePerKey(sum)
+        bigram_counts = kept.bigrams | "SumBigrams" >> beam.CombinePerKey(sum)
+        unigrams = unigram_counts | "UnigramCandidates" >> beam.FlatMap(
+            lambda kv, t: [c] if (c := qs.unigram_candidate(kv[0], kv[1], t)) else [], thresholds
+        )
+        bigrams = bigram_counts | "ScoreBigrams" >> ScoreBigrams(unigram_counts, AsSingleton(total_tokens), thresholds)
+        for source, candidates in (("unigram", unigrams), ("bigram", bigrams)):
+            best[source], count = candidates | f"Best_{source}" >> Best(before[source], source)
+            eligible.append(count | f"Tag_{source}" >> beam.Map(lambda n, s: (s, n), source))
+        sources = ("unigram", "bigram", "title")
+
+        phrase_counts = (unigram_counts, bigram_counts) | "PhraseCounts" >> beam.Flatten()
         looked_up = (
             phrase_counts | "TitleCounts" >> beam.ParDo(KeepPhrases(), AsSingleton(title_phrases)),
             phrase_counts | "WordNetCounts" >> beam.ParDo(KeepPhrases(wordnet_phrases)),
@@ -421,12 +614,15 @@ class BuildQueries(beam.PTransform):
             pbegin
             | "Once" >> beam.Create([None])
             | "SelectAndWrite" >> beam.ParDo(
-                WriteQueries(self.out_dir, budgets, self.wordnet),
+                WriteQueries(self.out_dir, budgets, self.wordnet, self.config.traffic if self.pageviews else None),
                 AsDict(best_lists),
                 AsDict(eligible | "AllEligible" >> beam.Flatten()),
                 AsDict(looked_up),
                 AsSingleton(total_tokens),
                 [d.path for d in self.dumps],
+                AsDict(tally),
+                AsDict(rejected),
+                AsList(pageview_files),
             )
         )
 
@@ -453,6 +649,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help=f"most {source} queries (MetaCLIP's split by default)")
     parser.add_argument("--split-bytes", type=int, default=DEFAULT_TARGET_BYTES,
                         help="bytes of a multistream dump per parallel read (default 64 MiB)")
+    parser.add_argument("--parse-timeout", type=float, default=DEFAULT_PARSE_SECONDS, metavar="SECONDS",
+                        help="most seconds one page's wikitext may take to parse; a page over it is skipped and "
+                             f"counted as pages_parse_timeout (default {DEFAULT_PARSE_SECONDS:g})")
+    parser.add_argument("--parse-memory-mb", type=int, default=DEFAULT_PARSE_MEMORY_BYTES >> 20, metavar="MiB",
+                        help="address-space limit of the page parser process, in MiB; a page over it is skipped "
+                             f"like a timeout (default {DEFAULT_PARSE_MEMORY_BYTES >> 20})")
+    parser.add_argument("--sketch-width", type=int, default=DEFAULT_SKETCH_WIDTH, metavar="COUNTERS",
+                        help="counters per row of the bigram count-min sketch (4 rows of 8-byte counters; the "
+                             "unigram sketch has a quarter); wider = fewer n-grams below the thresholds counted "
+                             f"exactly in pass 2 (default {DEFAULT_SKETCH_WIDTH}: 32 MiB)")
+    parser.add_argument("--wiki", default="en.wikipedia",
+                        help="project whose --pageviews rows count, as LANGUAGE.PROJECT (default en.wikipedia)")
+    parser.add_argument("--pageview-sites", default="desktop,mobile",
+                        help="comma-separated sites whose --pageviews rows count: desktop, mobile "
+                             "(mobile web and apps); default both")
 
 
 def _config(args: argparse.Namespace) -> QueryConfig:
@@ -462,21 +673,33 @@ def _config(args: argparse.Namespace) -> QueryConfig:
             **{source: getattr(args, f"{source}_budget") for source in SOURCES}, max_queries=args.max_queries
         ),
         split_bytes=args.split_bytes,
+        parse_seconds=args.parse_timeout,
+        parse_memory_bytes=args.parse_memory_mb << 20,
+        sketch_width=args.sketch_width,
+        traffic=Traffic(args.wiki, frozenset(s.strip() for s in args.pageview_sites.split(",") if s.strip())),
     )
 
 
 def _bad_input(err: BaseException) -> str | None:
     """The DumpError message inside an error a runner raised, if the failure was bad input."""
-    message = str(err) if isinstance(err, DumpError) else None
+    message = str(err) if isinstance(err, (DumpError, PageviewError)) else None
     for line in reversed(str(err).splitlines()):
-        if message is None and "DumpError: " in line:
-            message = line.split("DumpError: ", 1)[1]
+        for name in ("DumpError: ", "PageviewError: "):
+            if message is None and name in line:
+                message = line.split(name, 1)[1]
     # Beam appends the failing step to the message; the file and place are what the user needs.
     return None if message is None else re.sub(r" \[while running '[^']*'\]$", "", message.strip())
 
 
-def _stats(args, config: QueryConfig, dumps: list[DumpInput], pageviews: list[str], counts: dict[str, int]) -> dict:
+def _stats(args, config: QueryConfig, dumps: list[DumpInput], pageviews: list[str], counts: dict[str, int],
+           details: dict) -> dict:
+    """stats.json. Page figures come from the pipeline's own data (``details``, combined per key), the selection
+    figures from counters; new figures go under ``counts`` and ``details`` (the shared envelope's keys)."""
     budgets = config.budgets.per_source()
+    data_counts = details["counts"]
+    files = details["traffic"].get("files", {})
+    counts = {**counts, **data_counts, "pageview_rows": sum(f["rows"] for f in files.values()),
+              "pageview_lines_malformed": sum(f["malformed"] for f in files.values())}
     inputs = [d.path for d in dumps] + [d.index for d in dumps if d.index] + pageviews
     sources = {
         source: {k: counts.get(f"{k}_{source}", 0) for k in ("eligible", "selected", "already_taken")}
@@ -486,7 +709,7 @@ def _stats(args, config: QueryConfig, dumps: list[DumpInput], pageviews: list[st
     return {
         "inputs": [{"path": p, "sha256": common.sha256_file(p)} for p in inputs],
         "wordnet_dir": args.wordnet_dir,
-        "title_traffic": "pageviews" if pageviews else "inlinks",
+        "title_traffic": details["traffic"]["source"],
         "thresholds": asdict(config.thresholds),
         "budgets": {"requested": asdict(config.budgets), "applied": budgets},
         "sources": sources,
@@ -494,6 +717,14 @@ def _stats(args, config: QueryConfig, dumps: list[DumpInput], pageviews: list[st
         "pages": {k: counts.get(k, 0) for k in ("pages_read", "articles", "articles_without_text", "dump_ranges")},
         "pageview_rows": counts.get("pageview_rows", 0),
         "skipped": {reason: counts.get(reason, 0) for reason in (*SKIP_REASONS, "pageview_lines_malformed")},
+        "counts": {k: int(counts.get(k, 0)) for k in (
+            "pages_read", "articles", "articles_without_text", "dump_ranges", *SKIP_REASONS, "total_tokens",
+            "pageview_rows", "pageview_lines_malformed")},
+        "details": {
+            "traffic": details["traffic"],
+            "rejected_pages": details["rejected_pages"],
+            "parse_budget": {"seconds": config.parse_seconds, "memory_bytes": config.parse_memory_bytes},
+        },
     }
 
 
@@ -521,10 +752,18 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
             raise
         print(f"wit build-queries: error: {message}. No output was written.", file=sys.stderr)
         return 1
-    stats = _stats(args, config, dumps, pageviews, common.counters(result, NAMESPACE))
+    finally:
+        cache_dir = common.join(args.out, TEXT_CACHE)
+        if common.exists(cache_dir):  # pass 1's text cache: only pass 2 needs it
+            FileSystems.delete([cache_dir])
+    details_path = common.join(args.out, DETAILS_JSON)
+    details = common.read_json(details_path)
+    stats = _stats(args, config, dumps, pageviews, common.counters(result, NAMESPACE), details)
     common.write_json(common.join(args.out, STATS_JSON), stats)
+    FileSystems.delete([details_path])
     per_source = ", ".join(f"{s} {v['selected']}" for s, v in stats["sources"].items())
-    bad = ("pages_malformed", "pages_wikitext_rejected", "dump_ranges_empty", "pageview_lines_malformed")
+    bad = ("pages_malformed", "pages_wikitext_rejected", "pages_parse_timeout", "dump_ranges_empty",
+           "pageview_lines_malformed")
     skipped = sum(stats["skipped"][reason] for reason in bad)
     print(f"build-queries: {stats['total_queries']} queries ({per_source}) from {stats['pages']['articles']} articles "
           f"in {len(dumps)} dump(s); {skipped} bad records skipped; {time.time() - started:.1f} s -> {args.out}")

@@ -129,6 +129,8 @@ def test_multistream_read_in_parallel_equals_plain_file(
     assert s["pages"]["dump_ranges"] == 9  # 206 pages / 25 per stream, one range per stream
     assert [i["path"] for i in s["inputs"]] == [str(dump), str(dump).replace(".xml.bz2", "-index.txt.bz2")]
     plain = stats(sample_out)
+    for one in (s, plain):
+        one["counts"].pop("dump_ranges")
     assert {k: v for k, v in s.items() if k not in ("inputs", "pages")} == {
         k: v for k, v in plain.items() if k not in ("inputs", "pages")
     }
@@ -213,3 +215,108 @@ def test_missing_wordnet_folder_fails_before_anything(tmp_path, capsys):
 def test_missing_dump_fails_before_anything(tmp_path, capsys):
     assert build(tmp_path / "q", [tmp_path / "nothing-*.xml.bz2"]) == 2
     assert "matches no file" in capsys.readouterr().err
+
+
+# ---- issue 10: parse budget, rejected runs, pageview formats ----
+
+def test_page_over_the_parse_budget_is_skipped_counted_with_its_id(tmp_path):
+    slow = page_xml(77, "Slow page", "{{a|[[b|<i>" * 4000)  # 74 s unbounded
+    dump = write_dump(tmp_path / "d.xml.bz2", [*small_pages(), slow])
+    out = tmp_path / "q"
+    assert build(out, [dump], "--min-unigram-count", "2", "--min-bigram-count", "2", "--parse-timeout", "1") == 0
+    s = stats(out)
+    assert s["counts"]["pages_parse_timeout"] == 1 and s["skipped"]["pages_parse_timeout"] == 1
+    assert s["counts"]["articles"] == 3 and s["counts"]["pages_read"] == 5
+    [example] = s["details"]["rejected_pages"]["pages_parse_timeout"]
+    assert example["page_id"] == 77 and example["title"] == "Slow page" and "1 s budget" in example["why"]
+    assert {"paris", "tower"} <= {r["query"] for r in rows(out)}
+    assert not (out / "_build_queries_details.json").exists()
+
+
+def test_every_page_rejected_says_so(tmp_path, capsys):
+    huge = [page_xml(i, f"Huge {i}", "x " * (MAX_WIKITEXT_CHARS // 2 + 1)) for i in (3, 4)]
+    dump = write_dump(tmp_path / "d.xml", [*huge, page_xml(9, "Talk:X", "chat", ns=1)])
+    out = tmp_path / "q"
+    assert build(out, [dump]) == 1
+    err = capsys.readouterr().err
+    assert "every page of the dumps" in err and "3 pages read: 2 pages_wikitext_rejected" in err
+    assert "the first, page id 3 'Huge 3'" in err and "2 MiB" in err
+    assert "no main-namespace article text" not in err
+    assert not any((out / name).exists() for name in OUTPUTS)
+
+
+@pytest.mark.parametrize(("name", "compress", "lines"), [
+    ("pageviews-20240101-000000.gz", gzip.compress, b"en Louvre 5 0\nen.m Louvre 4 0\nen Tour_Eiffel 30 0\n"),
+    ("pageviews-20240101-user.bz2", bz2.compress,
+     b"en.wikipedia Louvre 4 desktop 5 A5\nen.wikipedia Louvre 4 mobile-web 4 B4\n"
+     b"en.wikipedia Tour_Eiffel null desktop 30 C30\nde.wikipedia Louvre 8 desktop 900 A900\n"),
+    ("pageviews-202401-user.bz2", bz2.compress,
+     b"en.wikipedia Louvre 4 mobile-app 9 A9\nen.wikipedia Tour_Eiffel 2 desktop 30 A20B10\n"),
+])
+def test_pageview_formats_rank_titles(tmp_path, name, compress, lines):
+    dump = write_dump(tmp_path / "d.xml.bz2", small_pages())
+    views = tmp_path / name
+    views.write_bytes(compress(lines))
+    out = tmp_path / "q"
+    assert build(out, [dump], "--min-unigram-count", "2", "--min-bigram-count", "2", "--pageviews", str(views)) == 0
+    s = stats(out)
+    assert s["title_traffic"] == "pageviews" and s["details"]["traffic"]["wiki"] == "en.wikipedia"
+    assert s["details"]["traffic"]["files"][str(views)]["rows"] == s["counts"]["pageview_rows"] == 3 - (
+        name == "pageviews-202401-user.bz2")
+    scores = {r["query"]: r["score"] for r in rows(out) if r["source"] == "title"}
+    assert scores == {"eiffel tower": 30.0, "louvre": 9.0}
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (b"<html>404 Not Found</html>\n", ["no line could be read as a Wikimedia pageview line", "line 1"]),
+    (b"", ["no line could be read"]),
+    (b"de Louvre 5 0\nfr.m Louvre 3 0\n", ["no row of the pageview files", "is for en.wikipedia", "2 rows"]),
+])
+def test_unusable_pageviews_fail_the_run(tmp_path, capsys, content, expected):
+    dump = write_dump(tmp_path / "d.xml.bz2", small_pages())
+    views = tmp_path / "pageviews-20240101-000000.gz"
+    views.write_bytes(gzip.compress(content))
+    out = tmp_path / "q"
+    assert build(out, [dump], "--pageviews", str(views)) == 1
+    err = capsys.readouterr().err
+    for text in expected:
+        assert text in err, err
+    assert not any((out / n).exists() for n in OUTPUTS)
+
+
+def test_pageviews_of_another_wiki(tmp_path):
+    dump = write_dump(tmp_path / "d.xml.bz2", small_pages())
+    views = tmp_path / "pageviews-20240101-000000.gz"
+    views.write_bytes(gzip.compress(b"de Louvre 50 0\nde.m Louvre 4 0\nen Louvre 1 0\n"))
+    out = tmp_path / "q"
+    assert build(out, [dump], "--min-unigram-count", "2", "--min-bigram-count", "2", "--pageviews", str(views),
+                 "--wiki", "de.wikipedia") == 0
+    scores = {r["query"]: r["score"] for r in rows(out) if r["source"] == "title"}
+    assert scores == {"louvre": 54.0, "eiffel tower": 0.0}  # the "en" row is not German Wikipedia
+    assert stats(out)["details"]["traffic"]["wiki"] == "de.wikipedia"
+
+
+def test_bounded_counting_selects_what_exact_counting_selects(sample_out, sample_pages):
+    """The sketch + second pass (issue 10) against the old method, every n-gram counted exactly: the same
+    unigram and bigram queries with the same counts and scores, and exact counts for title / WordNet phrases."""
+    from wit_builder import query_selection as qs
+
+    unigrams, bigrams = Counter(), Counter()
+    for page in sample_pages:
+        if page.ns == 0 and page.redirect is None:
+            qs.count_ngrams(plain_text(page.text), unigrams, bigrams)
+    total, t = sum(unigrams.values()), qs.Thresholds(3, 3)
+    candidates = {
+        "unigram": [c for k, n in unigrams.items() if (c := qs.unigram_candidate(k, n, t))],
+        "bigram": [qs.bigram_candidate(b, n, unigrams[b.split(" ")[0]], unigrams[b.split(" ")[1]], total)
+                   for b, n in bigrams.items() if qs.bigram_is_eligible(b, n, t)],
+    }
+    exact, _ = qs.select(candidates, {**APPLIED, "title": 0, "wordnet": 0})
+    got = [(r["source"], r["query"], r["count"], r["score"]) for r in rows(sample_out)
+           if r["source"] in ("unigram", "bigram")]
+    assert got == [(source, c.query, c.count, c.score) for source, c in exact]
+    counts = {**unigrams, **bigrams}
+    for r in rows(sample_out):
+        if r["source"] in ("title", "wordnet"):
+            assert r["count"] == qs.phrase_count(r["query"], counts), r
+    assert stats(sample_out)["counts"]["total_tokens"] == total

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from tests.queries_fixtures import HEADER as HEADER_V10
 from tests.queries_fixtures import page_xml, write_dump, write_multistream
 from wit_builder.wikidump import (
     DumpError,
@@ -118,3 +119,121 @@ def test_index_names():
     )
     assert index_candidates("plain.xml") == []
     assert not is_index_file("enwiki-pages-articles.xml.bz2")
+
+
+# ---- old and unusual dumps (issue 10) ----
+
+# The head of enwik8 (Matt Mahoney's first 10^8 bytes of the English Wikipedia dump of 2006-03-03, export
+# schema 0.3: no <ns>, <redirect> absent), as published; the namespace list is cut to the names used here.
+ENWIK8_HEAD = """<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.3/" \
+xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" \
+xsi:schemaLocation="http://www.mediawiki.org/xml/export-0.3/ http://www.mediawiki.org/xml/export-0.3.xsd" \
+version="0.3" xml:lang="en">
+  <siteinfo>
+    <sitename>Wikipedia</sitename>
+    <base>http://en.wikipedia.org/wiki/Main_Page</base>
+    <generator>MediaWiki 1.6alpha</generator>
+    <case>first-letter</case>
+      <namespaces>
+      <namespace key="-2">Media</namespace>
+      <namespace key="-1">Special</namespace>
+      <namespace key="0" />
+      <namespace key="1">Talk</namespace>
+      <namespace key="2">User</namespace>
+      <namespace key="3">User talk</namespace>
+      <namespace key="4">Wikipedia</namespace>
+      <namespace key="10">Template</namespace>
+      <namespace key="14">Category</namespace>
+      <namespace key="100">Portal</namespace>
+    </namespaces>
+  </siteinfo>
+  <page>
+    <title>AaA</title>
+    <id>1</id>
+    <revision>
+      <id>32899315</id>
+      <timestamp>2005-12-27T18:46:47Z</timestamp>
+      <contributor>
+        <username>Jsmethers</username>
+        <id>614213</id>
+      </contributor>
+      <text xml:space="preserve">#REDIRECT [[AAA]]</text>
+    </revision>
+  </page>
+"""
+
+
+def _old_page(page_id: int, title: str, text: str) -> str:
+    return (f"  <page>\n    <title>{title}</title>\n    <id>{page_id}</id>\n    <revision>\n      <id>{page_id}0</id>\n"
+            f"      <timestamp>2006-01-01T00:00:00Z</timestamp>\n"
+            f'      <text xml:space="preserve">{text}</text>\n    </revision>\n  </page>\n')
+
+
+def test_schema_0_3_namespace_from_title_prefix_and_siteinfo(tmp_path):
+    pages = [_old_page(2, "Anarchism", "Anarchism is a philosophy."), _old_page(3, "Talk:Anarchism", "chat"),
+             _old_page(4, "Portal:Arts", "portal"), _old_page(5, "Wikipedia:About", "about"),
+             _old_page(6, "Star Wars: A New Hope", "film"), _old_page(7, "Template talk:X", "unknown name")]
+    path = tmp_path / "enwik8-head.xml"
+    path.write_text(ENWIK8_HEAD + "".join(pages) + "</mediawiki>\n", encoding="utf-8")
+    got = {p.title: (p.ns, p.redirect, p.problem) for p in read_pages(DumpRange(str(path)), opener)}
+    assert got["AaA"] == (0, "AAA", None)  # redirect known from its text
+    assert got["Anarchism"] == (0, None, None)
+    assert got["Talk:Anarchism"][0] == 1 and got["Portal:Arts"][0] == 100 and got["Wikipedia:About"][0] == 4
+    assert got["Star Wars: A New Hope"][0] == 0  # a colon that names no namespace
+    assert got["Template talk:X"][0] == 11  # not in this siteinfo: MediaWiki's canonical names
+
+
+@pytest.mark.parametrize("version", ["0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9", "0.10", "0.11"])
+def test_every_export_schema_reads(tmp_path, version):
+    header = (f'<mediawiki xmlns="http://www.mediawiki.org/xml/export-{version}/" version="{version}" '
+              'xml:lang="en">\n  <siteinfo><sitename>Wikipedia</sitename></siteinfo>\n')
+    with_ns = float(version.split(".")[1]) >= 6 or version.endswith(".10") or version.endswith(".11")
+    pages = [page_xml(1, "Paris", "Paris is a city.") if with_ns else _old_page(1, "Paris", "Paris is a city."),
+             page_xml(2, "User:Me", "me", ns=2) if with_ns else _old_page(2, "User:Me", "me")]
+    path = write_dump(tmp_path / f"v{version}.xml.bz2", pages, header=header)
+    got = [(p.title, p.ns, p.page_id, p.text, p.problem) for p in read_pages(DumpRange(str(path)), opener)]
+    assert got == [("Paris", 0, 1, "Paris is a city.", None), ("User:Me", 2, 2, "me", None)]
+
+
+def test_history_dump_yields_latest_revision_once(tmp_path):
+    revisions = "".join(
+        f"    <revision>\n      <id>{i}</id>\n      <timestamp>{ts}</timestamp>\n"
+        f'      <text xml:space="preserve">{text}</text>\n    </revision>\n'
+        for i, (ts, text) in enumerate([("2001-01-01T00:00:00Z", "first"), ("2009-05-05T00:00:00Z", "latest"),
+                                        ("2004-01-01T00:00:00Z", "middle, listed out of order")])
+    )
+    page = f"  <page>\n    <title>Paris</title>\n    <ns>0</ns>\n    <id>9</id>\n{revisions}  </page>\n"
+    path = write_dump(tmp_path / "history.xml", [page, page_xml(10, "Lyon", "only")])
+    got = [(p.title, p.text) for p in read_pages(DumpRange(str(path)), opener)]
+    assert got == [("Paris", "latest"), ("Lyon", "only")]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_utf16_dump(tmp_path, encoding):
+    xml = ('<?xml version="1.0" encoding="UTF-16"?>\n' + HEADER_V10 + page_xml(1, "İstanbul", "Şehir ünlü. " * 200_000)
+           + page_xml(2, "Zürich", "See") + "</mediawiki>\n")
+    data = xml.encode(encoding)
+    if encoding != "utf-16":  # the plain codec writes a BOM; the -le/-be ones do not, so add it
+        data = ("\ufeff").encode(encoding) + data
+    path = tmp_path / "utf16.xml"
+    path.write_bytes(data)
+    assert len(data) > 2 * (1 << 20)  # spans several read chunks
+    got = [(p.title, len(p.text)) for p in read_pages(DumpRange(str(path)), opener)]
+    assert got == [("İstanbul", len("Şehir ünlü. ") * 200_000), ("Zürich", 3)]
+
+
+def test_truncated_small_bz2_names_the_last_whole_page(tmp_path):
+    whole = write_dump(tmp_path / "whole.xml", [page_xml(i, f"T{i}", "word " * 50) for i in range(1, 6)])
+    data = whole.read_bytes()
+    assert len(data) < 1 << 20
+    cut = data[: data.index(b"<title>T5</title>")]  # the file ends inside page 5
+    (tmp_path / "cut.xml").write_bytes(cut)
+    (tmp_path / "cut.xml.bz2").write_bytes(bz2.compress(cut))  # a whole bz2 stream of truncated XML
+    for name in ("cut.xml", "cut.xml.bz2"):
+        with pytest.raises(DumpError) as err:
+            list(read_pages(DumpRange(str(tmp_path / name)), opener))
+        assert "the last whole page read" in str(err.value) and "4 'T4'" in str(err.value), str(err.value)
+    big = write_dump(tmp_path / "big.xml.bz2", [page_xml(i, f"T{i}", f"word{i} " * 40_000) for i in range(1, 9)])
+    (tmp_path / "bigcut.xml.bz2").write_bytes(big.read_bytes()[: big.stat().st_size * 3 // 4])
+    with pytest.raises(DumpError, match=r"truncated bz2 stream .*the last whole page read was id \d+ 'T\d+'"):
+        list(read_pages(DumpRange(str(tmp_path / "bigcut.xml.bz2")), opener))

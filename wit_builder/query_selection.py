@@ -25,6 +25,28 @@ sources is the same query. Per source (``schemas.queries.SOURCES``, taken in thi
 (exactly the unigram / bigram counts), and 0 when it is longer: counting every longer n-gram of a whole
 Wikipedia costs more than the rest of the stage, and nothing ranks by it.
 
+**Bounded memory: which n-grams are counted exactly.** Holding an exact count for every distinct unigram and
+bigram costs memory that grows with the text (hundreds of millions of distinct bigrams in the English
+Wikipedia), so stage 1 counts in two passes (``keep_ngrams``):
+
+1. Every token and every bigram goes into a count-min sketch (``ngram_sketch.CountMinSketch``; ``depth`` rows
+   of ``width`` counters, fixed size, summed over workers). An estimate ``est(x)`` is never below the true
+   count ``c(x)``, and ``est(x) <= c(x) + e / width * N`` (``N``: the tokens, or bigrams, counted) with
+   probability at least ``1 - exp(-depth)`` (Cormode & Muthukrishnan 2005).
+2. The text is read again, and only these n-grams are counted exactly:
+   - a unigram with a letter whose ``est >= min(min_unigram_count, min_bigram_count)``;
+   - a bigram of two tokens with a letter whose ``est(ab) >= min_bigram_count`` and whose words both have
+     ``est >= min_bigram_count`` (a bigram occurs at most as often as each of its words);
+   - the one- and two-token phrases of the titles that could be selected and of the WordNet lemmas.
+
+Since estimates never fall short, every n-gram that reaches a threshold is among those counted, with its exact
+count, and so is every word of such a bigram: the candidates, their scores and the selected queries are
+exactly those of counting everything. What the sketch's error changes is only how many n-grams below the
+thresholds are counted too (those whose estimate is pushed over by at most ``e / width * N``): memory is the
+two sketches (``8 * depth * width`` bytes each) plus the exactly counted n-grams, which grow with the number
+of n-grams near or above the thresholds, not with the number of distinct n-grams. On Dataflow only those
+exact counts and one sketch per worker are shuffled, instead of every distinct n-gram.
+
 Within a source, candidates rank by ``score`` (high first), then ``count`` (high first), then the query
 (alphabetically), a total order, so selection is deterministic. WordNet puts fewer tokens before the
 alphabetical step (``wordnet_rank_key``). Titles skip the ``count`` step (score, then
@@ -188,6 +210,28 @@ def select(
             rows.append((source, candidate))
             summary[source].selected += 1
     return rows, summary
+
+
+def keep_ngrams(
+    unigrams: Mapping[str, int], bigrams: Mapping[str, int], unigram_sketch, bigram_sketch,
+    thresholds: Thresholds, phrases: frozenset[str],
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """The (n-gram, count) items of partial counts that are counted exactly, by the rule of the module docstring.
+
+    ``unigrams`` must hold every token of the bigrams in ``bigrams`` (both counted from the same text).
+    The sketches are ``ngram_sketch.CountMinSketch`` of the whole text's unigram and bigram counts.
+    """
+    floor = min(thresholds.min_unigram_count, thresholds.min_bigram_count)
+    words = list(unigrams)
+    word_estimates = dict(zip(words, unigram_sketch.estimate(words).tolist(), strict=True))
+    kept_unigrams = [(w, unigrams[w]) for w in words
+                     if (word_estimates[w] >= floor and is_query_token(w)) or w in phrases]
+    frequent = {w for w, est in word_estimates.items() if est >= thresholds.min_bigram_count and is_query_token(w)}
+    pairs = [b for b in bigrams if b in phrases or all(w in frequent for w in b.split(" "))]
+    pair_estimates = bigram_sketch.estimate(pairs).tolist()
+    kept_bigrams = [(b, bigrams[b]) for b, est in zip(pairs, pair_estimates, strict=True)
+                    if est >= thresholds.min_bigram_count or b in phrases]
+    return kept_unigrams, kept_bigrams
 
 
 def count_ngrams(text: str, unigrams: Counter[str], bigrams: Counter[str]) -> int:

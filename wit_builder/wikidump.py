@@ -15,6 +15,14 @@ Errors name the file and where: a malformed XML stream or a truncated / corrupt 
 and column where known, and the id of the last page read before it. A single ``<page>`` that lacks its
 title, namespace or id does not stop the file: it comes out as a ``Page`` whose ``problem`` says why.
 
+Every export schema from 0.3 to 0.11 reads the same way. Pages without ``<ns>`` (schemas before 0.6) get their
+namespace from the title's prefix, looked up in the dump's ``<siteinfo>`` namespace list (or in English
+Wikipedia's canonical names when the range has no ``<siteinfo>``); a redirect without ``<redirect title=...>``
+is recognised by its text (``#REDIRECT [[Target]]``). A history dump (every revision of every page) yields
+each page once with its latest revision (greatest ``<timestamp>``, later in the file on ties); each revision
+is freed as soon as it is read, so a page with a long history costs the memory of one revision. UTF-16
+files (with a byte-order mark) are read like UTF-8 ones: expat detects the encoding.
+
 File access goes through an ``opener`` (path -> binary file context manager supporting ``seek``), so the
 pipeline can pass Beam's FileSystems and tests can pass ``open``.
 """
@@ -33,6 +41,15 @@ from typing import BinaryIO
 Opener = Callable[[str], AbstractContextManager[BinaryIO]]
 
 CHUNK_BYTES = 1 << 20
+# English Wikipedia's namespace names (canonical and local aliases), for ranges without a <siteinfo>.
+DEFAULT_NAMESPACES = {
+    "media": -2, "special": -1, "talk": 1, "user": 2, "user talk": 3, "wikipedia": 4, "project": 4,
+    "wp": 4, "wikipedia talk": 5, "project talk": 5, "file": 6, "image": 6, "file talk": 7, "image talk": 7,
+    "mediawiki": 8, "mediawiki talk": 9, "template": 10, "template talk": 11, "help": 12, "help talk": 13,
+    "category": 14, "category talk": 15, "portal": 100, "portal talk": 101, "draft": 118, "draft talk": 119,
+    "timedtext": 710, "timedtext talk": 711, "module": 828, "module talk": 829,
+}
+_REDIRECT_TEXT = re.compile(r"\s*#redirect\s*:?\s*\[\[([^\]|\n]+)", re.I)
 DEFAULT_TARGET_BYTES = 64 << 20  # ~ 300 ranges for the 20+ GB enwiki multistream dump
 _INDEX_NAME = re.compile(r"-index\d*\.txt(?:-p\d+p\d+)?(?:\.bz2)?$")
 
@@ -135,8 +152,13 @@ def read_pages(rng: DumpRange, opener: Opener) -> Iterator[Page]:
         chunks = _bz2_chunks(f, rng) if rng.path.endswith(".bz2") else _plain_chunks(f, rng)
         if rng.multistream:  # bare <page> elements: give them a root
             yield from reader.feed(b"<mediawiki>", rng.start)
-        for offset, data in chunks:
-            yield from reader.feed(data, offset)
+        try:
+            for offset, data in chunks:
+                yield from reader.feed(data, offset)
+        except DumpError as err:
+            if "last whole page" in str(err):
+                raise
+            raise DumpError(f"{err}; {reader.last_page()}") from err
         yield from reader.close()
 
 
@@ -190,7 +212,16 @@ class _PageReader:
         self.root_closed = False
         self.fed_any = False
         self.last_page_id: int | None = None
+        self.last_title = ""
         self.offset = rng.start
+        self.namespaces = dict(DEFAULT_NAMESPACES)
+        self.latest: tuple[str, str] | None = None  # (timestamp, text) of the latest revision of the open page
+
+    def last_page(self) -> str:
+        """Where reading stopped, for error messages."""
+        if self.last_page_id is None:
+            return "no whole page was read before it"
+        return f"the last whole page read was id {self.last_page_id} {self.last_title!r}"
 
     def feed(self, data: bytes, offset: int) -> Iterator[Page]:
         self.offset = offset
@@ -216,10 +247,13 @@ class _PageReader:
     def _error(self, err: ET.ParseError) -> DumpError:
         line, column = getattr(err, "position", (0, 0))
         where = "bz2 stream starting at byte" if self.rng.path.endswith(".bz2") else "chunk starting at byte"
-        after = f"after page id {self.last_page_id}" if self.last_page_id is not None else "before any page"
+        after = (f"after page id {self.last_page_id} {self.last_title!r} (the last whole page read)"
+                 if self.last_page_id is not None else "before any page (no whole page was read)")
+        truncated = " (the file ends inside an element: truncated?)" if "no element found" in str(err) else ""
         return DumpError(
             f"{self.rng.path}: malformed XML at line {line}, column {column} of the range starting at byte "
             f"{self.rng.start} ({where} {self.offset}), {after}: {err.msg if hasattr(err, 'msg') else err}"
+            f"{truncated}"
         )
 
     def _drain(self) -> Iterator[Page]:
@@ -230,29 +264,67 @@ class _PageReader:
             self.stack.pop()
             if not self.stack:
                 self.root_closed = True
-            if _local(elem.tag) == "page":
+            name = _local(elem.tag)
+            if name == "revision" and self.stack and _local(self.stack[-1].tag) == "page":
+                self._revision(elem)
+                self.stack[-1].remove(elem)  # history dumps: keep one revision's text, not every revision
+                continue
+            if name == "siteinfo":
+                self._siteinfo(elem)
+            if name == "page":
                 page = self._page(elem)
+                self.latest = None
                 if page.problem is None:
-                    self.last_page_id = page.page_id
+                    self.last_page_id, self.last_title = page.page_id, page.title
                 yield page
                 elem.clear()
                 if self.stack:
                     self.stack[-1].remove(elem)  # free the page: memory stays flat however long the dump
 
+    def _revision(self, elem: ET.Element) -> None:
+        """Keep the revision's text if it is the page's latest so far (greatest timestamp, later on ties)."""
+        timestamp, text = "", ""
+        for sub in elem:
+            name = _local(sub.tag)
+            if name == "timestamp":
+                timestamp = (sub.text or "").strip()
+            elif name == "text":
+                text = sub.text or ""
+        if self.latest is None or timestamp >= self.latest[0]:
+            self.latest = (timestamp, text)
+        elem.clear()
+
+    def _siteinfo(self, elem: ET.Element) -> None:
+        """The dump's own namespace names (``<namespaces><namespace key="4">Wikipedia</namespace>``)."""
+        names = {}
+        for sub in elem.iter():
+            if _local(sub.tag) == "namespace" and (sub.get("key") or "").lstrip("-").isdigit():
+                names[" ".join((sub.text or "").replace("_", " ").split()).lower()] = int(sub.get("key"))
+        names.pop("", None)
+        if names:
+            self.namespaces = {**DEFAULT_NAMESPACES, **names}
+
+    def _namespace_of(self, title: str) -> str:
+        """The namespace number (as text) a title's prefix names; "0" without a known prefix."""
+        prefix, colon, _ = title.partition(":")
+        if not colon:
+            return "0"
+        return str(self.namespaces.get(" ".join(prefix.replace("_", " ").split()).lower(), 0))
+
     def _page(self, elem: ET.Element) -> Page:
         fields: dict[str, str] = {}
         redirect = None
-        text = ""
+        text = self.latest[1] if self.latest is not None else ""
         for child in elem:
             name = _local(child.tag)
             if name in ("title", "ns", "id"):
                 fields[name] = (child.text or "").strip()
             elif name == "redirect":
                 redirect = child.get("title") or ""
-            elif name == "revision":
-                for sub in child:
-                    if _local(sub.tag) == "text":
-                        text = sub.text or ""
+        if "ns" not in fields and fields.get("title"):
+            fields["ns"] = self._namespace_of(fields["title"])  # schemas before 0.6 have no <ns>
+        if not redirect and (m := _REDIRECT_TEXT.match(text)) is not None:
+            redirect = m.group(1).strip()  # old schemas: <redirect/> without a title, or none at all
         missing = [name for name in ("title", "ns", "id") if not fields.get(name)]
         bad = [name for name in ("ns", "id") if fields.get(name) and not fields[name].lstrip("-").isdigit()]
         problem = None

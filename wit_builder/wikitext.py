@@ -26,6 +26,20 @@ keeps, construct by construct (named as mwparserfromhell's node types):
   that only a template would produce (infobox values, ``{{convert}}`` numbers) is not in the plain text.
 - Magic words such as ``__NOTOC__`` are removed.
 
+Before tokenizing (``strip_tables``): comments are removed (MediaWiki strips them first; an unclosed
+``<!--`` hides the rest of the page), and tables are dropped in every form MediaWiki renders one: a line whose
+first non-blank, non-``:`` characters are ``{|`` (so indented ``:{| class="wikitable"`` too) or the
+``{{(!}}`` template opens a table, ``|}`` / ``{{!)}}`` at a line start closes it, tables nest, and a table left
+unclosed ends at the next section heading or the page end. Text after a closing ``|}`` on its line (the
+``}}`` of a template the table sat in) is kept. mwparserfromhell's own table tokenizing only sees the
+unindented, closed form and turns every other form into text: ``class``, ``rowspan``, colour codes.
+
+After rendering (``_scrub``), what the tokenizer gave up on and left as text is removed, so that no token
+that comes only from markup reaches the counts: tag-shaped text (``<span style="...">``, ``</div>``) of
+HTML or extension tags, ``name="value"`` attribute pairs, the rest of the line after an unclosed
+File/Image/Category link (``[[File:x.jpg|thumb|upright|``) or an unclosed parser function / magic-word
+template (``{{#if:``, ``{{DEFAULTSORT:``), and leftover ``[[ ]] {{ }} {| |}`` brackets.
+
 Wikitext longer than ``MAX_WIKITEXT_CHARS`` is rejected unparsed: MediaWiki refuses to save an article over
 2 MiB (``$wgMaxArticleSize``), so such text is not an article, and the parser can backtrack for minutes on it.
 
@@ -77,6 +91,22 @@ DISAMBIGUATION_TEMPLATES = frozenset(
 MAX_WIKITEXT_CHARS = 2 * 1024 * 1024
 _MAGIC_WORD = re.compile(r"__[A-Z]+__")
 _BOLD_ITALIC = re.compile(r"'{2,}")
+_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
+_TABLE_OPEN = re.compile(r"[ \t:]*(?:\{\||\{\{\s*\(!\s*\}\})")
+_TABLE_CLOSE = re.compile(r"[ \t:]*(?:\|\}|\{\{\s*!\)\s*\}\})")
+_HEADING_LINE = re.compile(r"=+[^=\n].*=+[ \t]*$")
+# HTML and MediaWiki extension tags that can show up as text when the tokenizer gives up on them.
+_TAG_NAMES = (
+    "a|abbr|b|bdi|bdo|big|blockquote|br|caption|center|cite|code|col|colgroup|data|dd|del|dfn|div|dl|dt|em|"
+    "font|h[1-6]|hr|i|img|ins|kbd|li|mark|ol|p|pre|q|rb|rp|rt|rtc|ruby|s|samp|small|span|strike|strong|sub|"
+    "sup|table|tbody|td|tfoot|th|thead|time|tr|tt|u|ul|var|wbr|nowiki|noinclude|includeonly|onlyinclude|"
+    + "|".join(sorted(DROPPED_TAGS))
+)
+_STRAY_TAG = re.compile(rf"</?(?:{_TAG_NAMES})(?:\s[^<>\n]*)?/?>", re.I)
+_ATTRIBUTE = re.compile(r"\b[\w-]+[ \t]*=[ \t]*(?:\"[^\"\n]*\"|'[^'\n]*')")
+_STRAY_LINK = re.compile(r"\[\[[ \t]*:?[ \t]*(?:file|image|media|category)[ \t]*:[^\n]*?(?:\]\]|$)", re.I | re.M)
+_STRAY_FUNCTION = re.compile(r"\{\{[ \t]*(?:#|[A-Z]+[ \t]*:|[A-Z]{4,}[ \t]*(?:\||\}\}|$))[^\n]*", re.M)
+_STRAY_BRACKETS = re.compile(r"\[\[|\]\]|\{\{+|\}\}+|\{\||\|\}")
 
 
 class WikitextError(ValueError):
@@ -101,14 +131,56 @@ def parse_article(wikitext: str) -> Article:
     if len(wikitext) > MAX_WIKITEXT_CHARS:
         raise WikitextError(f"wikitext of {len(wikitext)} characters exceeds MediaWiki's 2 MiB article limit")
     try:
-        tokens = _Tokenizer().tokenize(wikitext, 0, True)  # skip_style_tags: see the module docstring
+        tokens = _Tokenizer().tokenize(strip_tables(wikitext), 0, True)  # skip_style_tags: see the module docstring
         renderer = _Renderer()
         renderer.run(tokens)
     except Exception as err:  # the parser's own errors (ParserError, its C tokenizer's SystemError, ...)
         raise WikitextError(f"mwparserfromhell rejected the wikitext: {type(err).__name__}: {err}") from err
-    text = _BOLD_ITALIC.sub("", _MAGIC_WORD.sub("", "".join(renderer.root.parts)))
+    text = _scrub(_BOLD_ITALIC.sub("", _MAGIC_WORD.sub("", "".join(renderer.root.parts))))
     disambiguation = any(name in DISAMBIGUATION_TEMPLATES for name in renderer.top_templates)
     return Article(text, tuple(renderer.links), disambiguation)
+
+
+def strip_tables(wikitext: str) -> str:
+    """``wikitext`` without comments and without its tables, by the rules of the module docstring.
+
+    Lines are kept or dropped whole (their newlines too), so the rest of the page tokenizes as before.
+    """
+    if "<!--" in wikitext:
+        wikitext = _COMMENT.sub("", wikitext)
+    if "{|" not in wikitext and "(!" not in wikitext:
+        return wikitext
+    kept: list[str] = []
+    depth = 0
+    for line in wikitext.split("\n"):
+        if _TABLE_OPEN.match(line):
+            depth += 1
+            if _TABLE_CLOSE.search(line, _TABLE_OPEN.match(line).end()) and line.rstrip().endswith("|}"):
+                depth -= 1  # a one-line table "{| ... |}"
+            continue
+        if depth == 0:
+            kept.append(line)
+        elif (close := _TABLE_CLOSE.match(line)) is not None:
+            depth -= 1
+            if depth == 0 and line[close.end():].strip():
+                kept.append(line[close.end():])  # e.g. the "}}" of a template the table sat in
+        elif _HEADING_LINE.match(line):
+            depth = 0  # an unclosed table ends at the next section
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def _scrub(text: str) -> str:
+    """Remove the markup the tokenizer left as text (see the module docstring)."""
+    if "<" in text:
+        text = _STRAY_TAG.sub("", text)
+    if "=" in text:
+        text = _ATTRIBUTE.sub("", text)
+    if "[[" in text:
+        text = _STRAY_LINK.sub("", text)
+    if "{{" in text:
+        text = _STRAY_FUNCTION.sub("", text)
+    return _STRAY_BRACKETS.sub("", text)
 
 
 def plain_text(wikitext: str) -> str:

@@ -1,0 +1,71 @@
+"""A mergeable count-min sketch of n-gram counts (Cormode & Muthukrishnan 2005), with deterministic hashing.
+
+``depth`` rows of ``width`` int64 counters. A key adds its count to one counter per row; its estimate is the
+smallest of its ``depth`` counters. The estimate never falls below the true count, and exceeds it by more
+than ``e / width * N`` (``N``: the total count added) with probability at most ``exp(-depth)``. Two sketches of
+the same shape merge by adding their tables, so partial sketches from many workers combine exactly into the
+sketch of the whole input.
+
+Row ``i``'s counter is ``(h1 + i * h2) mod width`` (Kirsch-Mitzenmacher double hashing), ``h1`` and ``h2``
+two CRC-32s of the key's UTF-8 bytes with different seeds: the same on every worker and every run (Python's
+``hash`` of a str is salted per process, so it cannot be used). Memory: ``8 * depth * width`` bytes.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+_SEED = 0x9E3779B9
+
+
+class CountMinSketch:
+    def __init__(self, width: int, depth: int = 4) -> None:
+        if width < 16 or depth < 1:
+            raise ValueError(f"sketch width must be >= 16 and depth >= 1, got {width} x {depth}")
+        self.width = width
+        self.depth = depth
+        self.table = np.zeros((depth, width), dtype=np.int64)
+
+    def _columns(self, keys: Sequence[str]) -> np.ndarray:
+        """(depth, len(keys)) counter indices."""
+        data = [k.encode() for k in keys]
+        h1 = np.fromiter((zlib.crc32(b) for b in data), dtype=np.uint64, count=len(data))
+        h2 = np.fromiter((zlib.crc32(b, _SEED) | 1 for b in data), dtype=np.uint64, count=len(data))
+        rows = np.arange(self.depth, dtype=np.uint64)[:, None]
+        return ((h1[None, :] + rows * h2[None, :]) % np.uint64(self.width)).astype(np.int64)
+
+    def add(self, keys: Sequence[str], counts: Iterable[int]) -> None:
+        """Add ``counts[i]`` to ``keys[i]``."""
+        if not keys:
+            return
+        columns = self._columns(keys)
+        weights = np.fromiter(counts, dtype=np.int64, count=len(keys))
+        for row in range(self.depth):
+            if len(keys) * 16 > self.width:  # a big batch: one pass over the row
+                self.table[row] += np.bincount(columns[row], weights=weights, minlength=self.width).astype(np.int64)
+            else:
+                np.add.at(self.table[row], columns[row], weights)
+
+    def estimate(self, keys: Sequence[str]) -> np.ndarray:
+        """Upper bounds of the keys' counts (int64 array, one per key)."""
+        if not keys:
+            return np.zeros(0, dtype=np.int64)
+        columns = self._columns(keys)
+        return np.min(self.table[np.arange(self.depth)[:, None], columns], axis=0)
+
+    def merge(self, other: CountMinSketch) -> CountMinSketch:
+        if (self.width, self.depth) != (other.width, other.depth):
+            raise ValueError("only sketches of the same shape merge")
+        self.table += other.table
+        return self
+
+    def total(self) -> int:
+        """The total count added (every row sums to it)."""
+        return int(self.table[0].sum())
+
+    def error_bound(self) -> float:
+        """``e / width * N``: the overestimate exceeded with probability at most ``exp(-depth)``."""
+        return float(np.e / self.width * self.total())
