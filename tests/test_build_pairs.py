@@ -119,7 +119,7 @@ def reference(pool: dict, target: int, seed: int) -> dict[str, dict]:
         if keeping:
             rows[uid] = {"uid": uid, "url": item.url, "caption": item.caption, "queries": keeping,
                          "source_file": item.source_file, "source_record": item.source_record,
-                         "page_url": item.page_url}
+                         "page_url": item.page_url, "matched_queries": matched[uid]}
     return {"rows": rows, "matched": matched}
 
 
