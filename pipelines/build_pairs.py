@@ -211,31 +211,50 @@ class CollapseBucket(beam.DoFn):
 
 
 class MergeQueryStats(beam.CombineFn):
-    """Dicts {query: (matched, smallest ranks)} -> {query: (matched, k-th smallest rank or None)}; bounded."""
+    """Dicts {query: (matched, smallest ranks)} -> {query: (matched, k-th smallest rank or None)}.
+
+    Bounded like ``wit_builder.balance.SmallestRanks`` (whose ``extract`` gives the result): a query holds at
+    most 2k ranks, cut back to its k smallest whenever it reaches 2k.
+    """
 
     def __init__(self, k: int):
         self._ranks = SmallestRanks(k)
+        self._k = k
 
     def create_accumulator(self) -> dict:
         return {}
 
     def add_input(self, acc: dict, stats: dict) -> dict:
+        limit = 2 * self._k
         for q, (count, ranks) in stats.items():
             held = acc.get(q)
-            acc[q] = (count, list(ranks)) if held is None else self._ranks.merge([held, (count, ranks)])
+            if held is None:
+                acc[q] = [count, list(ranks)]
+                continue
+            held[0] += count
+            held_ranks = held[1]
+            held_ranks.extend(ranks)
+            if len(held_ranks) >= limit:
+                held_ranks.sort()
+                del held_ranks[self._k:]
         return acc
 
     def merge_accumulators(self, accs) -> dict:
-        merged: dict = {}
+        accs = iter(accs)
+        merged = next(accs, {})
         for acc in accs:
             self.add_input(merged, acc)
         return merged
 
     def compact(self, acc: dict) -> dict:
-        return {q: self._ranks.compact(v) for q, v in acc.items()}
+        for held in acc.values():
+            if len(held[1]) > self._k:
+                held[1].sort()
+                del held[1][self._k:]
+        return acc
 
     def extract_output(self, acc: dict) -> dict:
-        return {q: self._ranks.extract(v) for q, v in acc.items()}
+        return {q: self._ranks.extract((count, ranks)) for q, (count, ranks) in acc.items()}
 
 
 def cut_table(shard_stats: list[tuple[int, dict]], config: BalanceConfig) -> dict:

@@ -430,3 +430,26 @@ def test_pairs_schema_check_for_download() -> None:
     with pytest.raises(ColumnTypeError, match=r"no column 'queries'"):
         check_pairs_schema("p.parquet", pa.schema([("uid", pa.string()), ("url", pa.string()),
                                                    ("caption", pa.string())]))
+
+
+@pytest.mark.parametrize("url", [
+    "http://a.example", "https://a.example?x=1", "https://a.example/?x=1", "http://a.example/p/q.jpg?x=1&y=2",
+    "http://a.example//double/slash", "http://a_b.example/x@y.jpg", "http://a.example/caf\u00e9.jpg",
+    "http://1.2.3.4/x", "http://a.example/p%20q", "http://a.example/[x]", "http://a.example/a;b,c",
+    # not plain: the general path decides
+    "HTTP://A.Example/X", "http://a.example:80/x", "http://a.example:8080/x", "http://u:p@a.example/x",
+    "http://a.example./x", "http://a.example/x#frag", "http://a.example/x\\y", "https://[::1]/x",
+    "http://a.example:bad/x", "http://a.example/x\ty",
+])
+def test_plain_url_fast_path_equals_normalize_url(url: str) -> None:
+    from wit_builder.pool_readers import _PLAIN_URL, clean_pair
+    from wit_builder.uid import normalize_url
+
+    try:
+        expected: object = normalize_url(url)
+    except ValueError:
+        expected = "invalid_url"
+    got = clean_pair(url, "caption", None, 2048)
+    assert (got[0] if isinstance(got, tuple) else got) == expected
+    if _PLAIN_URL.match(url):
+        assert "#" not in url and ":" not in url.split("//", 1)[1].split("/", 1)[0]

@@ -213,6 +213,12 @@ def detect_format(path: str, fmt: str = "auto") -> str:
     raise PoolFormatError(f"{path}: cannot tell the pool format from the name; pass --pool-format")
 
 
+# An absolute http(s) URL that normalize_url leaves as it is (but for a "/" after a bare host): lower-case
+# scheme and host of plain labels, no userinfo, port or fragment, and none of the characters urllib strips
+# or splits on (whitespace, control characters, backslash, "#").
+_PLAIN_URL = re.compile(r"(https?://[a-z0-9_-]+(?:\.[a-z0-9_-]+)*)([/?][^#\\\x00-\x20\x7f]*)?\Z")
+
+
 def clean_pair(
     raw_url: object, raw_caption: object, base: str | None, max_url_length: int
 ) -> tuple[str, str] | str:
@@ -231,13 +237,22 @@ def clean_pair(
             url = urljoin(base, url)
         except ValueError:
             return "invalid_url"
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    if scheme not in ("http", "https"):
-        return "non_http_url"
-    try:
-        url = normalize_url(url)
-    except ValueError:
-        return "invalid_url"
+    if (plain := _PLAIN_URL.match(url)) is not None:
+        # Already in normalize_url's form (lower-case scheme and host, no port, userinfo or fragment): skip
+        # urllib's split and join, the costliest step of a record. Only "/" may be missing after the host.
+        rest = plain.group(2)
+        if rest is None:
+            url += "/"
+        elif rest[0] == "?":
+            url = plain.group(1) + "/" + rest
+    else:
+        scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+        if scheme not in ("http", "https"):
+            return "non_http_url"
+        try:
+            url = normalize_url(url)
+        except ValueError:
+            return "invalid_url"
     if len(url) > max_url_length:
         return "url_too_long"
     caption = clean_caption(raw_caption)
