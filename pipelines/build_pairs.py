@@ -1,8 +1,9 @@
 """Stage 2, ``wit build-pairs``: match candidate (image URL, alt text) pairs against the queries and balance.
 
     pool files ─► ReadAndMatch (read, clean, match: automaton per process) ─► (bucket, [matched pairs])
-      ─► GroupByKey(bucket) ─► CollapseBucket (one copy per uid, seeded rank) ─► per-query (count, ranks) by shard
-      ─► MergeQueryStats ─► cut table (side input) ─► BalanceBucket ─► (file, [rows]) ─► WritePairs
+      ─► GroupByKey(bucket) ─► CollapseBucket (one copy per uid, seeded rank) ─► matched per query ─► capped set
+      ─► CappedRanks (k smallest ranks of capped queries) ─► cut table (side input) ─► BalanceBucket
+      ─► (file, [rows]) ─► WritePairs
                                                    └─► query_counts.parquet, stats.json, balance.png
 
 Records move through the graph in batches: a pool file is read, cleaned and matched inside one DoFn call, and
@@ -22,7 +23,6 @@ import logging
 import math
 import sys
 import time
-import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
@@ -59,7 +59,6 @@ COUNTERS = (
 )
 MATCH_CHUNK = 4096  # candidates matched at a time
 EMIT_BATCH = 4096  # matched pairs per (bucket, list) element
-QUERY_SHARDS = 64  # per-query statistics travel as one dict per (bucket, shard); merged per shard
 
 # A matched pair: (uid, url, caption, queries found (tuple, sorted), source_file, source_record, page_url).
 UID, URL, CAPTION, QUERIES, SOURCE_FILE, SOURCE_RECORD, PAGE_URL = range(7)
@@ -67,10 +66,6 @@ UID, URL, CAPTION, QUERIES, SOURCE_FILE, SOURCE_RECORD, PAGE_URL = range(7)
 
 def bucket_of(uid: str, buckets: int) -> int:
     return int(uid[:8], 16) % buckets
-
-
-def query_shard(query: str) -> int:
-    return zlib.crc32(query.encode()) % QUERY_SHARDS
 
 
 def load_matcher(queries_path: str) -> QueryMatcher:
@@ -158,13 +153,12 @@ def _provenance(pair: tuple) -> tuple:
 
 
 class CollapseBucket(beam.DoFn):
-    """(bucket, lists of matched pairs) -> (bucket, [(rank, pair)]) one copy per uid, the copy from the earliest
-    file and record (deterministic anywhere); tagged ``query_stats``: (shard, {query: (matched, smallest ranks)}).
+    """(bucket, lists of matched pairs) -> (bucket, [(rank, pair)] by uid) one copy per uid, the copy from the
+    earliest file and record (deterministic anywhere); tagged ``query_counts``: {query: matched} of the bucket.
     """
 
     def __init__(self, config: BalanceConfig):
-        self._config = config
-        self._k = config.target if config.mode == "hard" else 1  # probabilistic needs counts only
+        self._seed = config.seed
         self._duplicates = Metrics.counter(NAMESPACE, "duplicates")
         self._unique = Metrics.counter(NAMESPACE, "unique_pairs")
         self._matches = Metrics.counter(NAMESPACE, "matches")
@@ -180,34 +174,54 @@ class CollapseBucket(beam.DoFn):
                 held = best.get(uid)
                 if held is None or _provenance(pair) < _provenance(held):
                     best[uid] = pair
-        seed, k = self._config.seed, self._k
+        seed = self._seed
+        counts: Counter[str] = Counter()
         ranked = []
-        per_query: dict[str, list] = {}
-        matches = 0
         for uid in sorted(best):
             pair = best[uid]
-            rank = hash_rank(uid, seed)
-            ranked.append((rank, pair))
-            matches += len(pair[QUERIES])
-            for q in pair[QUERIES]:
-                entry = per_query.get(q)
-                if entry is None:
-                    per_query[q] = [1, [rank]]
-                else:
-                    entry[0] += 1
-                    entry[1].append(rank)
+            ranked.append((hash_rank(uid, seed), pair))
+            counts.update(pair[QUERIES])  # a C loop: per-query counting costs little per match
         self._duplicates.inc(copies - len(best))
         self._unique.inc(len(best))
-        self._matches.inc(matches)
-        shards: dict[int, dict] = {}
-        for q, (count, ranks) in per_query.items():
-            if len(ranks) > k:
+        self._matches.inc(sum(counts.values()))
+        if counts:
+            yield beam.pvalue.TaggedOutput("query_counts", dict(counts))
+        yield bucket, ranked
+
+
+class CappedRanks(beam.DoFn):
+    """Hard balance, second look at a bucket: {query: (n, its k smallest ranks)} for the capped queries only.
+
+    Only queries matched more than ``target`` times need a threshold, so ranks are collected for those alone
+    (a set intersection per pair), not for every match.
+    """
+
+    def __init__(self, k: int):
+        self._k = k
+
+    def process(self, element: tuple[int, list[tuple]], capped: frozenset) -> Iterator[dict]:
+        if not capped:
+            return
+        _, ranked = element
+        found: dict[str, list[int]] = {}
+        intersection = capped.intersection
+        for rank, pair in ranked:
+            for q in intersection(pair[QUERIES]):
+                held = found.get(q)
+                if held is None:
+                    found[q] = [rank]
+                else:
+                    held.append(rank)
+        k = self._k
+        out = {}
+        for q, ranks in found.items():
+            n = len(ranks)
+            if n > k:
                 ranks.sort()
                 del ranks[k:]
-            shards.setdefault(query_shard(q), {})[q] = (count, ranks)
-        for shard in sorted(shards):
-            yield beam.pvalue.TaggedOutput("query_stats", (shard, shards[shard]))
-        yield bucket, ranked
+            out[q] = (n, ranks)
+        if out:
+            yield out
 
 
 class MergeQueryStats(beam.CombineFn):
@@ -257,13 +271,20 @@ class MergeQueryStats(beam.CombineFn):
         return {q: self._ranks.extract((count, ranks)) for q, (count, ranks) in acc.items()}
 
 
-def cut_table(shard_stats: list[tuple[int, dict]], config: BalanceConfig) -> dict:
+def capped_queries(matched: dict[str, int], config: BalanceConfig) -> frozenset:
+    """Queries matched more often than the target (hard mode: the only ones that need rank thresholds)."""
+    if config.mode != "hard":
+        return frozenset()  # probabilistic cuts need the matched counts only
+    return frozenset(q for q, n in matched.items() if n > config.target)
+
+
+def cut_table(matched: dict[str, int], thresholds: dict, config: BalanceConfig) -> dict:
     """{query: cut} for the queries over the target (hard: rank threshold; probabilistic: keep probability)."""
     cuts = {}
-    for _, stats in shard_stats:
-        for q, (matched, threshold) in stats.items():
-            if (cut := cut_value(config, matched, threshold)) is not None:
-                cuts[q] = cut
+    for q, n in matched.items():
+        threshold = thresholds.get(q, (n, None))[1]
+        if (cut := cut_value(config, n, threshold)) is not None:
+            cuts[q] = cut
     return cuts
 
 
@@ -282,9 +303,12 @@ class BalanceBucket(beam.DoFn):
         rows = []
         kept_counts: Counter[str] = Counter()
         config = self._config
+        cut_queries = cuts.keys()
         for rank, pair in ranked:
             found = pair[QUERIES]
-            keeping = kept_queries(pair[UID], rank, found, cuts, config) if cuts else list(found)
+            # Most pairs match no capped query: they keep all their queries (a C-level disjointness test).
+            keeping = list(found) if cut_queries.isdisjoint(found) else kept_queries(pair[UID], rank, found, cuts,
+                                                                                     config)
             if not keeping:
                 continue
             kept_counts.update(keeping)
@@ -387,14 +411,22 @@ class BuildPairs(beam.PTransform):
         collapsed = (
             read.matched
             | "GroupByBucket" >> beam.GroupByKey()
-            | "CollapseBucket" >> beam.ParDo(CollapseBucket(config)).with_outputs("query_stats", main="ranked")
+            | "CollapseBucket" >> beam.ParDo(CollapseBucket(config)).with_outputs("query_counts", main="ranked")
         )
-        per_shard = (
-            collapsed.query_stats
-            | "MergeQueryStats" >> beam.CombinePerKey(MergeQueryStats(config.target if config.mode == "hard" else 1))
-            | "GatherQueryStats" >> beam.combiners.ToList()
+        matched = (
+            collapsed.query_counts
+            | "GatherMatchedCounts" >> beam.combiners.ToList()
+            | "MergeMatchedCounts" >> beam.Map(merge_counts)
         )
-        cuts = per_shard | "CutTable" >> beam.Map(cut_table, config)
+        capped = matched | "CappedQueries" >> beam.Map(capped_queries, config)
+        thresholds = (
+            collapsed.ranked
+            | "CappedRanks" >> beam.ParDo(CappedRanks(config.target if config.mode == "hard" else 1),
+                                          capped=beam.pvalue.AsSingleton(capped))
+            | "MergeCappedRanks" >> beam.CombineGlobally(
+                MergeQueryStats(config.target if config.mode == "hard" else 1))
+        )
+        cuts = matched | "CutTable" >> beam.Map(cut_table, beam.pvalue.AsSingleton(thresholds), config)
         balanced = collapsed.ranked | "Balance" >> beam.ParDo(
             BalanceBucket(config), cuts=beam.pvalue.AsSingleton(cuts)
         ).with_outputs("kept_counts", main="kept")
@@ -405,9 +437,9 @@ class BuildPairs(beam.PTransform):
             | "MergeKeptCounts" >> beam.Map(merge_counts)
         )
         _ = (
-            per_shard
+            matched
             | "QueryCountRows" >> beam.Map(
-                lambda shards, kept: [(q, m, kept.get(q, 0)) for _, stats in shards for q, (m, _) in stats.items()],
+                lambda m, kept: [(q, n, kept.get(q, 0)) for q, n in m.items()],
                 kept=beam.pvalue.AsSingleton(kept_counts))
             | "WriteQueryCounts" >> beam.Map(write_query_counts, self._queries_path,
                                              common.join(self._out_dir, QUERY_COUNTS_PARQUET))
