@@ -451,5 +451,14 @@ def test_plain_url_fast_path_equals_normalize_url(url: str) -> None:
         expected = "invalid_url"
     got = clean_pair(url, "caption", None, 2048)
     assert (got[0] if isinstance(got, tuple) else got) == expected
+    # With a page base (WAT/WARC) an absolute URL resolves to itself, as urljoin would have it.
+    from urllib.parse import urljoin
+
+    try:
+        joined: object = normalize_url(urljoin("https://page.example/dir/index.html", url))
+    except ValueError:
+        joined = "invalid_url"
+    got = clean_pair(url, "caption", "https://page.example/dir/index.html", 2048)
+    assert (got[0] if isinstance(got, tuple) else got) == joined
     if _PLAIN_URL.match(url):
         assert "#" not in url and ":" not in url.split("//", 1)[1].split("/", 1)[0]

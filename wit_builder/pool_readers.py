@@ -232,12 +232,14 @@ def clean_pair(
         return "url_too_long"
     if url[:5].lower() == "data:":
         return "data_uri"
-    if base:
+    plain = _PLAIN_URL.match(url)
+    if base and plain is None:  # an absolute plain URL resolves to itself: no urljoin
         try:
             url = urljoin(base, url)
         except ValueError:
             return "invalid_url"
-    if (plain := _PLAIN_URL.match(url)) is not None:
+        plain = _PLAIN_URL.match(url)
+    if plain is not None:
         # Already in normalize_url's form (lower-case scheme and host, no port, userinfo or fragment): skip
         # urllib's split and join, the costliest step of a record. Only "/" may be missing after the host.
         rest = plain.group(2)
