@@ -1,42 +1,49 @@
-"""Stage 2 match step vs a raw pyahocorasick loop, side by side on the same generated alt texts.
+"""Stage 2 as a whole vs a raw pyahocorasick loop, and the WAT reader vs a plain warcio + json loop.
 
-    .venv/bin/python benchmarks/bench_match.py [--texts 1000000] [--queries 500000] [--repeats 3]
+    .venv/bin/python benchmarks/bench_match.py [--texts 1000000] [--queries 500000] [--files 8] [--wat-pages 2000]
     (or BENCH_MATCH_TEXTS / BENCH_MATCH_QUERIES / BENCH_MATCH_REPEATS in the environment)
 
-Peer: the loop MetaCLIP and most re-implementations run, one automaton over the space-padded queries and
-``automaton.iter(" " + text + " ")`` per text. Ours: the ``MatchQueries`` DoFn the pipeline ships, called on
-batches of ``Candidate`` records (normalization per the shared spec, automaton, uid hash, output records),
-with its automaton built by ``setup()`` from a queries.parquet file exactly as on a worker.
+1. Stage vs matcher. Peer: the loop MetaCLIP and most re-implementations run, one automaton over the
+   space-padded queries and ``automaton.iter(" " + text + " ")`` per text, over texts already in memory. Ours:
+   ``wit build-pairs`` itself on the in-process runner (FnApiRunner), over a pool of parquet files holding the
+   same texts: read, clean, match, collapse duplicates, balance and write pairs-*.parquet, query_counts and
+   stats.json. The stage runs in a child process (one worker: the in-process runner), so its CPU time and
+   its peak resident memory are its own. Throughput is texts per CPU-second (per core), so load from other
+   processes on a shared machine hits both sides alike; the raw loop runs before and after the stage and its
+   best round counts.
+2. WAT reading: ``read_pool_file`` over generated Common Crawl-layout WAT files (one gzip member per record,
+   20 image links per page) vs ``warcio.ArchiveIterator`` + ``json.loads`` + the IMG@/src filter over the same
+   files, records (image links) per CPU-second.
 
 Texts and queries come from one word-like vocabulary with Zipfian frequencies, so frequent words are both
-queries and common in texts (as with Wikipedia queries against web alt texts). Throughput is texts per
-CPU-second of this process (per core), measured in interleaved rounds so that load from other processes
-on the machine hits both sides alike; the best round of each side is reported.
+queries and common in texts (as with Wikipedia queries against web alt texts).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import multiprocessing
+import json
 import os
 import random
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 
 import ahocorasick
 import pyarrow as pa
 import pyarrow.parquet as pq
+from warcio.archiveiterator import ArchiveIterator
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-from pipelines.build_pairs import MatchQueries  # noqa: E402
 from schemas.queries import QUERIES  # noqa: E402
-from wit_builder.pool_readers import Candidate  # noqa: E402
+from wit_builder.pool_readers import Candidate, PoolOptions, read_pool_file  # noqa: E402
 
 ONSETS = ["", "b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "st", "tr", "br",
           "ch", "sh", "th", "pl", "gr", "cl", "fr", "sp"]
@@ -86,24 +93,11 @@ def make_texts(words: list[str], cum: list[float], count: int, rng: random.Rando
     return texts
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
-
-
 def raw_loop(automaton: ahocorasick.Automaton, texts: list[str]) -> int:
     """The peer: MetaCLIP-style loop, padded raw text, a set of hits per text."""
     total = 0
     for text in texts:
         total += len({value for _, value in automaton.iter(f" {text} ")})
-    return total
-
-
-def pipeline_step(dofn: MatchQueries, batches: list[list[Candidate]]) -> int:
-    total = 0
-    for batch in batches:
-        for _, pair in dofn.process(batch):
-            total += len(pair.queries)
     return total
 
 
@@ -114,22 +108,81 @@ def timed(fn, *args) -> tuple[float, float, int]:
     return time.process_time() - cpu, time.perf_counter() - wall, result
 
 
-def traced_build(path: str, queue: multiprocessing.Queue) -> None:
-    """In a child: tracemalloc's view of the automaton build (pyahocorasick allocates via PyMem)."""
-    from pipelines.build_pairs import load_matcher
+# The child: `wit build-pairs` in-process; CPU and peak RSS of the stage alone (imports excluded).
+STAGE_CHILD = """
+import json, resource, sys, time
+from pipelines import cli
+import pipelines.build_pairs
+cpu, wall = time.process_time(), time.perf_counter()
+code = cli.main(sys.argv[1:])
+cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+print("STAGE " + json.dumps({"code": code, "cpu": cpu, "wall": wall,
+                             "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
 
-    tracemalloc.start()
-    matcher = load_matcher(path)
-    current, peak = tracemalloc.get_traced_memory()
-    queue.put((current / 1e6, peak / 1e6, matcher.num_queries))
+
+def run_stage(queries_dir: str, pool_glob: str, out: str, cap: int) -> dict:
+    argv = [sys.executable, "-c", STAGE_CHILD, "build-pairs", "--queries", queries_dir, "--pool", pool_glob,
+            "--out", out, "--per-query-cap", str(cap), "--runner=FnApiRunner"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("STAGE ")), None)
+    if line is None or done.returncode != 0:
+        sys.exit(f"the stage failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    result = json.loads(line[6:])
+    result["summary"] = next((x for x in done.stdout.splitlines() if "records ->" in x), "")
+    return result
+
+
+def write_wat(path: Path, pages: int, words: list[str], rng: random.Random) -> int:
+    from tests.build_pairs_fixtures import WatBuilder, img
+
+    wat = WatBuilder()
+    links = 0
+    for page in range(pages):
+        items = [img(f"/img/{page}/{i}.jpg?w=1&amp;h=2", " ".join(rng.choices(words[:5000], k=6)))
+                 for i in range(20)]
+        items += [{"path": "A@/href", "url": f"/p/{i}", "text": "link"} for i in range(10)]
+        wat.page(f"https://site{page % 97}.example/page/{page}.html", items)
+        links += 20
+    wat.write(path)
+    return links
+
+
+def warcio_loop(paths: list[str]) -> int:
+    """The peer: warcio + json over the WAT files, image links with their alt text, nothing else."""
+    found = 0
+    for path in paths:
+        with open(path, "rb") as f:
+            for record in ArchiveIterator(f):
+                if record.rec_type != "metadata":
+                    continue
+                doc = json.loads(record.content_stream().read())
+                meta = doc["Envelope"]["Payload-Metadata"].get("HTTP-Response-Metadata", {}).get("HTML-Metadata")
+                for link in (meta or {}).get("Links", []):
+                    if link.get("path") == "IMG@/src" and link.get("alt"):
+                        found += 1
+    return found
+
+
+def our_wat_reader(paths: list[str]) -> int:
+    found = 0
+    for path in paths:  # the same plain file object as the peer
+        items = read_pool_file(path, lambda p: open(p, "rb"), PoolOptions())  # noqa: SIM115 (the reader closes it)
+        found += sum(1 for item in items if isinstance(item, Candidate))
+    return found
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, default=int(os.environ.get("BENCH_MATCH_TEXTS", 1_000_000)))
     parser.add_argument("--queries", type=int, default=int(os.environ.get("BENCH_MATCH_QUERIES", 500_000)))
-    parser.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_MATCH_REPEATS", 3)))
-    parser.add_argument("--batch-size", type=int, default=1024, help="texts per DoFn batch (BatchElements' max 2048)")
+    parser.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_MATCH_REPEATS", 2)),
+                        help="raw loop rounds (before and after the stage)")
+    parser.add_argument("--files", type=int, default=8, help="parquet files the pool is split into")
+    parser.add_argument("--cap", type=int, default=20_000, help="--per-query-cap of the stage")
+    parser.add_argument("--wat-pages", type=int, default=2000, help="pages (20 image links each) per WAT file")
+    parser.add_argument("--wat-files", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -139,60 +192,73 @@ def main() -> int:
     cum = zipf_weights(len(words))
     queries = make_queries(words, cum, args.queries, rng)
     texts = make_texts(words, cum, args.texts, rng)
-    del words, cum
     print(f"generated {len(texts):,} texts (mean {statistics.fmean(len(t) for t in texts[:100_000]):.0f} chars) "
           f"and {len(queries):,} queries in {time.perf_counter() - t0:.1f}s", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
-        queries_path = os.path.join(tmp, "queries.parquet")
+        queries_dir = os.path.join(tmp, "queries")
+        os.makedirs(queries_dir)
         n = len(queries)
         pq.write_table(pa.table({"query": queries, "source": ["bench"] * n, "count": [1] * n, "score": [1.0] * n},
-                                schema=QUERIES), queries_path)
+                                schema=QUERIES), os.path.join(queries_dir, "queries.parquet"))
+        pool_dir = os.path.join(tmp, "pool")
+        os.makedirs(pool_dir)
+        per_file = -(-len(texts) // args.files)
+        for i in range(args.files):
+            part = texts[i * per_file : (i + 1) * per_file]
+            urls = [f"https://img{(i * per_file + j) % 1000}.example/{i * per_file + j}.jpg" for j in range(len(part))]
+            pq.write_table(pa.table({"url": urls, "caption": part}), os.path.join(pool_dir, f"part-{i:03d}.parquet"))
 
-        # Memory: RSS delta of the worker-side build (setup() reads the parquet and builds the automaton).
+        raw = ahocorasick.Automaton()  # the peer's automaton: keys padded, the query string as the value
+        for q in queries:
+            raw.add_word(f" {q} ", q)
+        raw.make_automaton()
+        del queries
+
+        raw_rounds = [timed(raw_loop, raw, texts)]
+        print(f"raw loop: {raw_rounds[-1][0]:.1f} cpu-s", flush=True)
+        del raw
         gc.collect()
-        before = rss_mb()
-        t0 = time.perf_counter()
-        dofn = MatchQueries(queries_path, "bench")
-        dofn.setup()
-        build_s = time.perf_counter() - t0
-        gc.collect()
-        automaton_rss = rss_mb() - before
-        stats = dofn._matcher.automaton_stats()
-        queue: multiprocessing.Queue = multiprocessing.get_context("fork").Queue()
-        child = multiprocessing.get_context("fork").Process(target=traced_build, args=(queries_path, queue))
-        child.start()
-        traced_now, traced_peak, _ = queue.get()
-        child.join()
+        stage = run_stage(queries_dir, os.path.join(pool_dir, "*.parquet"), os.path.join(tmp, "out"), args.cap)
+        print(f"stage: {stage['cpu']:.1f} cpu-s, {stage['wall']:.1f} s wall; {stage['summary']}", flush=True)
+        raw = ahocorasick.Automaton()
+        for q in pq.read_table(os.path.join(queries_dir, "queries.parquet")).column("query").to_pylist():
+            raw.add_word(f" {q} ", q)
+        raw.make_automaton()
+        for _ in range(max(1, args.repeats - 1)):
+            raw_rounds.append(timed(raw_loop, raw, texts))
+            print(f"raw loop: {raw_rounds[-1][0]:.1f} cpu-s", flush=True)
+        del raw
+        raw_cpu, raw_wall, raw_hits = min(raw_rounds)
 
-    # The peer's automaton: keys padded, the query string as the value (its usual form).
-    raw = ahocorasick.Automaton()
-    for q in queries:
-        raw.add_word(f" {q} ", q)
-    raw.make_automaton()
-    del queries
+        wat_paths = []
+        links = 0
+        for i in range(args.wat_files):
+            path = Path(tmp) / f"CC-MAIN-{i}.warc.wat.gz"
+            links += write_wat(path, args.wat_pages, words, rng)
+            wat_paths.append(str(path))
+        peer_rounds, ours_rounds = [], []
+        for _ in range(2):
+            peer_rounds.append(timed(warcio_loop, wat_paths))
+            ours_rounds.append(timed(our_wat_reader, wat_paths))
+        peer_cpu, _, peer_found = min(peer_rounds)
+        ours_cpu, _, ours_found = min(ours_rounds)
+        assert peer_found == ours_found == links, (peer_found, ours_found, links)
 
-    candidates = [Candidate(f"https://img.example/{i}.jpg", t, "bench.parquet", i) for i, t in enumerate(texts)]
-    batches = [candidates[i : i + args.batch_size] for i in range(0, len(candidates), args.batch_size)]
-
-    raw_rounds, ours_rounds = [], []
-    for round_no in range(args.repeats):
-        raw_rounds.append(timed(raw_loop, raw, texts))
-        ours_rounds.append(timed(pipeline_step, dofn, batches))
-        print(f"round {round_no + 1}: raw {raw_rounds[-1][0]:.2f} cpu-s, pipeline {ours_rounds[-1][0]:.2f} cpu-s",
-              flush=True)
-    raw_cpu, raw_wall, raw_hits = min(raw_rounds)
-    ours_cpu, ours_wall, ours_hits = min(ours_rounds)
-    raw_rate, ours_rate = len(texts) / raw_cpu, len(texts) / ours_cpu
-
+    raw_rate, stage_rate = len(texts) / raw_cpu, len(texts) / stage["cpu"]
     print()
-    print(f"{'':28}{'texts/s per core':>18}{'wall s':>9}{'matches/text':>14}")
-    print(f"{'raw pyahocorasick loop':28}{raw_rate:>18,.0f}{raw_wall:>9.2f}{raw_hits / len(texts):>14.2f}")
-    print(f"{'pipeline MatchQueries DoFn':28}{ours_rate:>18,.0f}{ours_wall:>9.2f}{ours_hits / len(texts):>14.2f}")
-    print(f"ratio pipeline / raw: {ours_rate / raw_rate:.2f}x (target >= 0.5x)")
-    print(f"automaton: {stats['words_count']:,} queries, {stats['nodes_count']:,} nodes, built in {build_s:.1f}s; "
-          f"memory: RSS delta {automaton_rss:.0f} MB, tracemalloc {traced_now:.0f} MB (peak during build "
-          f"{traced_peak:.0f} MB), pyahocorasick's own estimate {stats['total_size'] / 1e6:.0f} MB (target <= 200 MB)")
+    print(f"{len(texts):,} texts x {n:,} queries, pool of {args.files} parquet files; "
+          f"{raw_hits / len(texts):.2f} matches per text")
+    print(f"{'':34}{'texts/s per core':>18}{'cpu s':>9}{'wall s':>9}")
+    print(f"{'raw pyahocorasick loop':34}{raw_rate:>18,.0f}{raw_cpu:>9.1f}{raw_wall:>9.1f}")
+    print(f"{'wit build-pairs (FnApiRunner)':34}{stage_rate:>18,.0f}{stage['cpu']:>9.1f}{stage['wall']:>9.1f}")
+    print(f"ratio stage / raw matcher: {stage_rate / raw_rate:.3f}x (target >= 0.25x)")
+    print(f"peak memory of the stage's worker (the in-process runner, one process): {stage['maxrss_mb']:,.0f} MB; "
+          f"this process (texts, peer automaton): "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
+    print(f"WAT reading, {links:,} image links in {args.wat_files} files: warcio+json loop "
+          f"{links / peer_cpu:,.0f} links/s, read_pool_file {links / ours_cpu:,.0f} links/s per core; "
+          f"ratio {peer_cpu / ours_cpu:.2f}x")
     return 0
 
 

@@ -1,8 +1,15 @@
 """Stage 2, ``wit build-pairs``: match candidate (image URL, alt text) pairs against the queries and balance.
 
-    pool files ─► ReadPool ─► Reshuffle ─► MatchQueries (automaton per process) ─► CollapseDuplicates (by uid)
-      ─► (query, rank) ─► CountAndCap (bounded combiner) ─► cut table (side input) ─► Balance ─► pairs-*.parquet
-                                                         └─► query_counts.parquet, stats.json, balance.png
+    pool files ─► ReadAndMatch (read, clean, match: automaton per process) ─► (bucket, [matched pairs])
+      ─► GroupByKey(bucket) ─► CollapseBucket (one copy per uid, seeded rank) ─► matched per query ─► capped set
+      ─► CappedRanks (k smallest ranks of capped queries) ─► cut table (side input) ─► BalanceBucket
+      ─► (file, [rows]) ─► WritePairs
+                                                   └─► query_counts.parquet, stats.json, balance.png
+
+Records move through the graph in batches: a pool file is read, cleaned and matched inside one DoFn call, and
+only matched pairs leave it, as plain tuples in lists keyed by a uid bucket (``--shuffle-buckets``). Every later
+step works on a bucket's list, so Beam handles a few thousand elements, not one per record; plain tuples of
+str/int go through Beam's compiled coder without pickling.
 
 Every pool record ends in exactly one counter of the ``build_pairs`` namespace: a filter or bad-record
 reason, ``no_match``, ``duplicates``, ``over_cap`` or ``kept``; the same counts go to ``stats.json``.
@@ -16,8 +23,8 @@ import logging
 import math
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -36,9 +43,11 @@ from wit_builder.metaclip_rule import MetaClipMatcher
 from wit_builder.pool_readers import (
     BAD_REASONS,
     FILTER_REASONS,
+    LAYOUTS,
     Candidate,
     PoolOptions,
-    check_table_columns,
+    check_pool_file,
+    parse_layout,
     read_pool_file,
 )
 from wit_builder.uid import hash_rank, pair_uid
@@ -51,49 +60,15 @@ COUNTERS = (
     "pool_files", "records", *FILTER_REASONS, *BAD_REASONS, "candidates", "no_match", "matched",
     "duplicates", "unique_pairs", "matches", "over_cap", "kept", "kept_matches",
 )
+MATCH_CHUNK = 4096  # candidates matched at a time
+EMIT_BATCH = 4096  # matched pairs per (bucket, list) element
+
+# A matched pair: (uid, url, caption, queries found (tuple, sorted), source_file, source_record, page_url).
+UID, URL, CAPTION, QUERIES, SOURCE_FILE, SOURCE_RECORD, PAGE_URL = range(7)
 
 
-class MatchedPair(NamedTuple):
-    url: str
-    caption: str
-    queries: tuple[str, ...]
-    source_file: str
-    source_record: int
-    page_url: str | None
-
-
-class RankedPair(NamedTuple):
-    uid: str
-    rank: int
-    pair: MatchedPair
-
-
-# ---- DoFns and CombineFns: thin wrappers over wit_builder ----
-
-class ReadPoolFile(beam.DoFn):
-    """One pool file -> candidates (main output) and rejections (tagged output ``rejected``)."""
-
-    def __init__(self, options: PoolOptions):
-        self._options = options
-        self._counters = {name: Metrics.counter(NAMESPACE, name) for name in ("pool_files", "records", "candidates",
-                                                                                *FILTER_REASONS, *BAD_REASONS)}
-
-    def process(self, path: str) -> Iterator:
-        self._counters["pool_files"].inc()
-        counts: dict[str, int] = {}
-        for item in read_pool_file(path, common.open_read, self._options):
-            key = "candidates" if isinstance(item, Candidate) else item.reason
-            counts[key] = counts.get(key, 0) + 1
-            if isinstance(item, Candidate):
-                yield item
-            elif item.is_bad:
-                yield beam.pvalue.TaggedOutput("rejected", item)
-        for key, n in counts.items():
-            self._counters[key].inc(n)
-        self._counters["records"].inc(sum(counts.values()))
-        rejected = ", ".join(f"{k} {n:,}" for k, n in sorted(counts.items()) if k != "candidates")
-        logging.getLogger(__name__).info("read %s: %s candidates%s", path, f"{counts.get('candidates', 0):,}",
-                                         f"; {rejected}" if rejected else "")
+def bucket_of(uid: str, buckets: int) -> int:
+    return int(uid[:8], 16) % buckets
 
 
 def load_matcher(queries_path: str, match_rule: str = DEFAULT_RULE) -> QueryMatcher | MetaClipMatcher:
@@ -102,110 +77,227 @@ def load_matcher(queries_path: str, match_rule: str = DEFAULT_RULE) -> QueryMatc
     return make_matcher(table.column(entries_column(table, match_rule)).to_pylist(), match_rule)
 
 
-class MatchQueries(beam.DoFn):
-    """Batches of candidates -> (uid, MatchedPair) for texts that contain a query; the rest are counted.
+# ---- DoFns and CombineFns: thin wrappers over wit_builder ----
+
+class ReadAndMatch(beam.DoFn):
+    """One pool file -> (bucket, [matched pair tuples]) lists; bad records (tagged ``rejected``) reported.
 
     The automaton is built once per worker process and shared by its threads (``Shared``), from the queries
     file read on the worker: it is never pickled or shipped as a side input.
     """
 
-    def __init__(self, queries_path: str, queries_fingerprint: str, match_rule: str = DEFAULT_RULE):
+    def __init__(self, options: PoolOptions, queries_path: str, queries_fingerprint: str, buckets: int,
+                 match_rule: str = DEFAULT_RULE):
+        self._options = options
         self._queries_path = queries_path
         self._match_rule = match_rule
         self._tag = f"{queries_path}#{queries_fingerprint}#{match_rule}"
+        self._buckets = buckets
         self._shared = shared.Shared()
-        self._no_match = Metrics.counter(NAMESPACE, "no_match")
-        self._matched = Metrics.counter(NAMESPACE, "matched")
         self._matcher: QueryMatcher | MetaClipMatcher | None = None
+        self._counters = {name: Metrics.counter(NAMESPACE, name) for name in (
+            "pool_files", "records", "candidates", "no_match", "matched", *FILTER_REASONS, *BAD_REASONS)}
 
     def setup(self) -> None:
         self._matcher = self._shared.acquire(lambda: load_matcher(self._queries_path, self._match_rule),
                                              tag=self._tag)
 
-    def process(self, batch: list[Candidate]) -> Iterator[tuple[str, MatchedPair]]:
-        matched = 0
+    def process(self, path: str) -> Iterator:
+        self._counters["pool_files"].inc()
+        counts: Counter[str] = Counter()
+        buffers: dict[int, list[tuple]] = {}
+        chunk: list[Candidate] = []
+        for item in read_pool_file(path, common.open_read, self._options):
+            if isinstance(item, Candidate):
+                chunk.append(item)
+                if len(chunk) >= MATCH_CHUNK:
+                    yield from self._match(chunk, buffers, counts)
+                    chunk = []
+            else:
+                counts[item.reason] += 1
+                if item.is_bad:
+                    yield beam.pvalue.TaggedOutput("rejected", item)
+        yield from self._match(chunk, buffers, counts)
+        for bucket in sorted(buffers):
+            yield bucket, buffers[bucket]
+        for key, n in counts.items():
+            self._counters[key].inc(n)
+        read = sum(n for k, n in counts.items() if k not in ("no_match", "matched"))
+        self._counters["records"].inc(read)
+        rejected = ", ".join(f"{k} {n:,}" for k, n in sorted(counts.items())
+                             if k not in ("candidates", "matched", "no_match"))
+        logging.getLogger(__name__).info("read %s: %s candidates, %s matched%s", path,
+                                         f"{counts['candidates']:,}", f"{counts['matched']:,}",
+                                         f"; {rejected}" if rejected else "")
+
+    def _match(self, chunk: list[Candidate], buffers: dict[int, list[tuple]], counts: Counter) -> Iterator:
+        if not chunk:
+            return
+        counts["candidates"] += len(chunk)
         match = self._matcher.match
-        for candidate in batch:
-            if queries := match(candidate.caption):
-                matched += 1
-                yield pair_uid(candidate.url, candidate.caption), MatchedPair(
-                    candidate.url, candidate.caption, tuple(queries), candidate.source_file,
-                    candidate.source_record, candidate.page_url,
-                )
-        self._matched.inc(matched)
-        self._no_match.inc(len(batch) - matched)
+        buckets = self._buckets
+        matched = 0
+        for c in chunk:
+            found = match(c.caption)
+            if not found:
+                continue
+            matched += 1
+            uid = pair_uid(c.url, c.caption)
+            bucket = int(uid[:8], 16) % buckets
+            pairs = buffers.get(bucket)
+            if pairs is None:
+                pairs = buffers[bucket] = []
+            pairs.append((uid, c.url, c.caption, tuple(found), c.source_file, c.source_record, c.page_url))
+            if len(pairs) >= EMIT_BATCH:
+                yield bucket, pairs
+                buffers[bucket] = []
+        counts["matched"] += matched
+        counts["no_match"] += len(chunk) - matched
 
 
-def _provenance(pair: MatchedPair) -> tuple:
-    return pair.source_file, pair.source_record, pair.url, pair.caption, pair.page_url or ""
+def _provenance(pair: tuple) -> tuple:
+    return pair[SOURCE_FILE], pair[SOURCE_RECORD], pair[URL], pair[CAPTION], pair[PAGE_URL] or ""
 
 
-class FirstByProvenance(beam.CombineFn):
-    """Copies of one uid -> (copies, the copy from the earliest file and record): deterministic anywhere."""
+class CollapseBucket(beam.DoFn):
+    """(bucket, lists of matched pairs) -> (bucket, [(rank, pair)] by uid) one copy per uid, the copy from the
+    earliest file and record (deterministic anywhere); tagged ``query_counts``: {query: matched} of the bucket.
+    """
 
-    def create_accumulator(self) -> tuple[int, MatchedPair | None]:
-        return 0, None
-
-    @staticmethod
-    def _earlier(a: MatchedPair | None, b: MatchedPair | None) -> MatchedPair | None:
-        if a is None or b is None:
-            return a or b
-        return a if _provenance(a) <= _provenance(b) else b
-
-    def add_input(self, acc, pair: MatchedPair):
-        return acc[0] + 1, self._earlier(acc[1], pair)
-
-    def merge_accumulators(self, accs):
-        count, best = 0, None
-        for c, pair in accs:
-            count, best = count + c, self._earlier(best, pair)
-        return count, best
-
-    def extract_output(self, acc):
-        return acc
-
-
-class RankUnique(beam.DoFn):
-    """(uid, (copies, pair)) -> RankedPair with the uid's seeded rank; extra copies are counted as duplicates."""
-
-    def __init__(self, seed: int):
-        self._seed = seed
+    def __init__(self, config: BalanceConfig):
+        self._seed = config.seed
         self._duplicates = Metrics.counter(NAMESPACE, "duplicates")
         self._unique = Metrics.counter(NAMESPACE, "unique_pairs")
         self._matches = Metrics.counter(NAMESPACE, "matches")
 
-    def process(self, element: tuple[str, tuple[int, MatchedPair]]) -> Iterator[RankedPair]:
-        uid, (copies, pair) = element
-        self._duplicates.inc(copies - 1)
-        self._unique.inc()
-        self._matches.inc(len(pair.queries))
-        yield RankedPair(uid, hash_rank(uid, self._seed), pair)
+    def process(self, element: tuple[int, Iterable[list[tuple]]]) -> Iterator:
+        bucket, lists = element
+        best: dict[str, tuple] = {}
+        copies = 0
+        for pairs in lists:
+            for pair in pairs:
+                copies += 1
+                uid = pair[UID]
+                held = best.get(uid)
+                if held is None or _provenance(pair) < _provenance(held):
+                    best[uid] = pair
+        seed = self._seed
+        counts: Counter[str] = Counter()
+        ranked = []
+        for uid in sorted(best):
+            pair = best[uid]
+            ranked.append((hash_rank(uid, seed), pair))
+            counts.update(pair[QUERIES])  # a C loop: per-query counting costs little per match
+        self._duplicates.inc(copies - len(best))
+        self._unique.inc(len(best))
+        self._matches.inc(sum(counts.values()))
+        if counts:
+            yield beam.pvalue.TaggedOutput("query_counts", dict(counts))
+        yield bucket, ranked
 
 
-class CountAndCap(beam.CombineFn):
-    """Per query: (matched count, target-th smallest rank or None). Bounded: at most 2 x target ranks held."""
+class CappedRanks(beam.DoFn):
+    """Hard balance, second look at a bucket: {query: (n, its k smallest ranks)} for the capped queries only.
 
-    def __init__(self, target: int):
-        self._ranks = SmallestRanks(target)
+    Only queries matched more than ``target`` times need a threshold, so ranks are collected for those alone
+    (a set intersection per pair), not for every match.
+    """
 
-    def create_accumulator(self):
-        return self._ranks.create()
+    def __init__(self, k: int):
+        self._k = k
 
-    def add_input(self, acc, rank: int):
-        return self._ranks.add(acc, rank)
+    def process(self, element: tuple[int, list[tuple]], capped: frozenset) -> Iterator[dict]:
+        if not capped:
+            return
+        _, ranked = element
+        found: dict[str, list[int]] = {}
+        intersection = capped.intersection
+        for rank, pair in ranked:
+            for q in intersection(pair[QUERIES]):
+                held = found.get(q)
+                if held is None:
+                    found[q] = [rank]
+                else:
+                    held.append(rank)
+        k = self._k
+        out = {}
+        for q, ranks in found.items():
+            n = len(ranks)
+            if n > k:
+                ranks.sort()
+                del ranks[k:]
+            out[q] = (n, ranks)
+        if out:
+            yield out
 
-    def merge_accumulators(self, accs):
-        return self._ranks.merge(accs)
 
-    def compact(self, acc):
-        return self._ranks.compact(acc)
+class MergeQueryStats(beam.CombineFn):
+    """Dicts {query: (matched, smallest ranks)} -> {query: (matched, k-th smallest rank or None)}.
 
-    def extract_output(self, acc):
-        return self._ranks.extract(acc)
+    Bounded like ``wit_builder.balance.SmallestRanks`` (whose ``extract`` gives the result): a query holds at
+    most 2k ranks, cut back to its k smallest whenever it reaches 2k.
+    """
+
+    def __init__(self, k: int):
+        self._ranks = SmallestRanks(k)
+        self._k = k
+
+    def create_accumulator(self) -> dict:
+        return {}
+
+    def add_input(self, acc: dict, stats: dict) -> dict:
+        limit = 2 * self._k
+        for q, (count, ranks) in stats.items():
+            held = acc.get(q)
+            if held is None:
+                acc[q] = [count, list(ranks)]
+                continue
+            held[0] += count
+            held_ranks = held[1]
+            held_ranks.extend(ranks)
+            if len(held_ranks) >= limit:
+                held_ranks.sort()
+                del held_ranks[self._k:]
+        return acc
+
+    def merge_accumulators(self, accs) -> dict:
+        accs = iter(accs)
+        merged = next(accs, {})
+        for acc in accs:
+            self.add_input(merged, acc)
+        return merged
+
+    def compact(self, acc: dict) -> dict:
+        for held in acc.values():
+            if len(held[1]) > self._k:
+                held[1].sort()
+                del held[1][self._k:]
+        return acc
+
+    def extract_output(self, acc: dict) -> dict:
+        return {q: self._ranks.extract((count, ranks)) for q, (count, ranks) in acc.items()}
 
 
-class Balance(beam.DoFn):
-    """Keep a pair when any of its queries keeps it; its ``queries`` become the keeping ones."""
+def capped_queries(matched: dict[str, int], config: BalanceConfig) -> frozenset:
+    """Queries matched more often than the target (hard mode: the only ones that need rank thresholds)."""
+    if config.mode != "hard":
+        return frozenset()  # probabilistic cuts need the matched counts only
+    return frozenset(q for q, n in matched.items() if n > config.target)
+
+
+def cut_table(matched: dict[str, int], thresholds: dict, config: BalanceConfig) -> dict:
+    """{query: cut} for the queries over the target (hard: rank threshold; probabilistic: keep probability)."""
+    cuts = {}
+    for q, n in matched.items():
+        threshold = thresholds.get(q, (n, None))[1]
+        if (cut := cut_value(config, n, threshold)) is not None:
+            cuts[q] = cut
+    return cuts
+
+
+class BalanceBucket(beam.DoFn):
+    """A bucket's ranked pairs -> its kept rows (a pair is kept when any of its queries keeps it; its ``queries``
+    become the keeping ones); tagged ``kept_counts``: {query: kept} of the bucket."""
 
     def __init__(self, config: BalanceConfig):
         self._config = config
@@ -213,38 +305,71 @@ class Balance(beam.DoFn):
         self._kept_matches = Metrics.counter(NAMESPACE, "kept_matches")
         self._over_cap = Metrics.counter(NAMESPACE, "over_cap")
 
-    def process(self, ranked: RankedPair, cuts: dict) -> Iterator[dict]:
-        keeping = kept_queries(ranked.uid, ranked.rank, ranked.pair.queries, cuts, self._config)
-        if not keeping:
-            self._over_cap.inc()
-            return
-        self._kept.inc()
-        self._kept_matches.inc(len(keeping))
-        pair = ranked.pair
-        yield {
-            "uid": ranked.uid, "url": pair.url, "caption": pair.caption, "queries": keeping,
-            "source_file": pair.source_file, "source_record": pair.source_record, "page_url": pair.page_url,
-        }
+    def process(self, element: tuple[int, list[tuple]], cuts: dict) -> Iterator:
+        bucket, ranked = element
+        rows = []
+        kept_counts: Counter[str] = Counter()
+        config = self._config
+        cut_queries = cuts.keys()
+        for rank, pair in ranked:
+            found = pair[QUERIES]
+            # Most pairs match no capped query: they keep all their queries (a C-level disjointness test).
+            keeping = list(found) if cut_queries.isdisjoint(found) else kept_queries(pair[UID], rank, found, cuts,
+                                                                                     config)
+            if not keeping:
+                continue
+            kept_counts.update(keeping)
+            rows.append((pair[UID], pair[URL], pair[CAPTION], keeping, pair[SOURCE_FILE], pair[SOURCE_RECORD],
+                         pair[PAGE_URL], list(found)))
+        self._over_cap.inc(len(ranked) - len(rows))
+        self._kept.inc(len(rows))
+        self._kept_matches.inc(sum(kept_counts.values()))
+        if kept_counts:
+            yield beam.pvalue.TaggedOutput("kept_counts", dict(kept_counts))
+        yield bucket, rows
 
 
 def pairs_file_name(index: int, count: int) -> str:
     return f"pairs-{index:05d}-of-{count:05d}.parquet"
 
 
+def file_of(uid: str, num_files: int) -> int:
+    return int(uid[:15], 16) % num_files
+
+
+def assign_files(element: tuple[int, list[tuple]], num_files: int) -> Iterator[tuple[int, list[tuple]]]:
+    _, rows = element
+    by_file: dict[int, list[tuple]] = {}
+    for row in rows:
+        by_file.setdefault(file_of(row[0], num_files), []).append(row)
+    yield from by_file.items()
+
+
 class WritePairsFile(beam.DoFn):
-    """(file index, rows) -> one parquet file sorted by uid, written temp-then-rename."""
+    """(file index, lists of rows) -> one parquet file sorted by uid, written temp-then-rename."""
 
     def __init__(self, out_dir: str, match_rule: str = DEFAULT_RULE):
         self._out_dir = out_dir
         self._match_rule = match_rule
 
-    def process(self, element: tuple[int, Iterable[dict | None]], num_files: int) -> Iterator[tuple[str, int]]:
-        index, rows = element
-        ordered = sorted(({**r, "match_rule": self._match_rule} for r in rows if r is not None),
-                         key=lambda r: r["uid"])
+    def process(self, element: tuple[int, Iterable[list[tuple]]], num_files: int) -> Iterator[tuple[str, int]]:
+        index, lists = element
+        rule = (self._match_rule,)
+        ordered = sorted((row + rule for rows in lists for row in rows), key=lambda r: r[0])
         name = pairs_file_name(index, num_files)
-        common.write_parquet(common.join(self._out_dir, name), pa.Table.from_pylist(ordered, schema=PAIRS))
+        columns = list(zip(*ordered, strict=True)) if ordered else [[] for _ in PAIRS.names]
+        table = pa.Table.from_arrays([pa.array(col, type=field.type) for col, field in zip(columns, PAIRS,
+                                                                                          strict=True)],
+                                     schema=PAIRS)
+        common.write_parquet(common.join(self._out_dir, name), table)
         yield name, len(ordered)
+
+
+def merge_counts(dicts: Iterable[dict]) -> dict:
+    total: Counter[str] = Counter()
+    for d in dicts:
+        total.update(d)
+    return dict(total)
 
 
 def write_query_counts(counts: list[tuple[str, int, int]], queries_path: str, out_path: str,
@@ -275,7 +400,7 @@ class BuildPairs(beam.PTransform):
     """Pool file paths -> writes pairs-*.parquet, query_counts.parquet and bad_records.jsonl under ``out_dir``."""
 
     def __init__(self, queries_path: str, queries_fingerprint: str, out_dir: str, pool: PoolOptions,
-                 balance: BalanceConfig, rows_per_file: int, match_rule: str = DEFAULT_RULE):
+                 balance: BalanceConfig, rows_per_file: int, buckets: int = 256, match_rule: str = DEFAULT_RULE):
         super().__init__()
         self._match_rule = match_rule
         self._queries_path = queries_path
@@ -284,46 +409,50 @@ class BuildPairs(beam.PTransform):
         self._pool = pool
         self._balance = balance
         self._rows_per_file = rows_per_file
+        self._buckets = buckets
 
     def expand(self, paths):
         config = self._balance
         read = (
             paths
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadPool" >> beam.ParDo(ReadPoolFile(self._pool)).with_outputs("rejected", main="candidates")
+            | "ReadAndMatch" >> beam.ParDo(
+                ReadAndMatch(self._pool, self._queries_path, self._fingerprint, self._buckets, self._match_rule)
+            ).with_outputs("rejected", main="matched")
         )
-        ranked = (
-            read.candidates
-            | "SpreadCandidates" >> beam.Reshuffle()  # one file fans out to millions of records
-            | "BatchCandidates" >> beam.BatchElements(min_batch_size=64, max_batch_size=2048)
-            | "MatchQueries" >> beam.ParDo(MatchQueries(self._queries_path, self._fingerprint, self._match_rule))
-            | "CollapseDuplicates" >> beam.CombinePerKey(FirstByProvenance())
-            | "RankUnique" >> beam.ParDo(RankUnique(config.seed))
+        collapsed = (
+            read.matched
+            | "GroupByBucket" >> beam.GroupByKey()
+            | "CollapseBucket" >> beam.ParDo(CollapseBucket(config)).with_outputs("query_counts", main="ranked")
         )
-        # The bounded combiner only needs the target smallest ranks in hard mode; counting is enough otherwise.
-        per_query = (
-            ranked
-            | "FanOutQueries" >> beam.FlatMap(lambda r: ((q, r.rank) for q in r.pair.queries))
-            | "CountAndCap" >> beam.CombinePerKey(CountAndCap(config.target if config.mode == "hard" else 1))
+        matched = (
+            collapsed.query_counts
+            | "GatherMatchedCounts" >> beam.combiners.ToList()
+            | "MergeMatchedCounts" >> beam.Map(merge_counts)
         )
-        cuts = (
-            per_query
-            | "CutTable" >> beam.FlatMap(
-                lambda kv: [] if (cut := cut_value(config, kv[1][0], kv[1][1])) is None else [(kv[0], cut)]
-            )
+        capped = matched | "CappedQueries" >> beam.Map(capped_queries, config)
+        thresholds = (
+            collapsed.ranked
+            | "CappedRanks" >> beam.ParDo(CappedRanks(config.target if config.mode == "hard" else 1),
+                                          capped=beam.pvalue.AsSingleton(capped))
+            | "MergeCappedRanks" >> beam.CombineGlobally(
+                MergeQueryStats(config.target if config.mode == "hard" else 1))
         )
-        kept = ranked | "Balance" >> beam.ParDo(Balance(config), cuts=beam.pvalue.AsDict(cuts))
+        cuts = matched | "CutTable" >> beam.Map(cut_table, beam.pvalue.AsSingleton(thresholds), config)
+        balanced = collapsed.ranked | "Balance" >> beam.ParDo(
+            BalanceBucket(config), cuts=beam.pvalue.AsSingleton(cuts)
+        ).with_outputs("kept_counts", main="kept")
 
-        kept_per_query = (
-            kept
-            | "KeptQueries" >> beam.FlatMap(lambda row: ((q, 1) for q in row["queries"]))
-            | "CountKept" >> beam.CombinePerKey(sum)
+        kept_counts = (
+            balanced.kept_counts
+            | "GatherKeptCounts" >> beam.combiners.ToList()
+            | "MergeKeptCounts" >> beam.Map(merge_counts)
         )
         _ = (
-            {"matched": per_query | "Matched" >> beam.Map(lambda kv: (kv[0], kv[1][0])), "kept": kept_per_query}
-            | "JoinCounts" >> beam.CoGroupByKey()
-            | "CountRow" >> beam.Map(lambda kv: (kv[0], sum(kv[1]["matched"]), sum(kv[1]["kept"])))
-            | "GatherCounts" >> beam.combiners.ToList()
+            matched
+            | "QueryCountRows" >> beam.Map(
+                lambda m, kept: [(q, n, kept.get(q, 0)) for q, n in m.items()],
+                kept=beam.pvalue.AsSingleton(kept_counts))
             | "WriteQueryCounts" >> beam.Map(write_query_counts, self._queries_path,
                                              common.join(self._out_dir, QUERY_COUNTS_PARQUET), self._match_rule)
         )
@@ -333,18 +462,18 @@ class BuildPairs(beam.PTransform):
             | "WriteBadRecords" >> beam.Map(write_bad_records, common.join(self._out_dir, BAD_RECORDS_JSONL))
         )
 
-        # Files: a count known only after balancing, so it comes in as a side input; every index gets a marker
-        # so that a file with no rows is still written and the set of names is complete.
+        # Files: a count known only after balancing, so it comes in as a side input; every index gets an empty
+        # list so that a file with no rows is still written and the set of names is complete.
         rows_per_file = self._rows_per_file
         num_files = (
-            kept
-            | "CountKeptPairs" >> beam.combiners.Count.Globally()
+            balanced.kept
+            | "CountRows" >> beam.Map(lambda kv: len(kv[1]))
+            | "CountKeptPairs" >> beam.CombineGlobally(sum)
             | "NumFiles" >> beam.Map(lambda n: max(1, math.ceil(n / rows_per_file)))
         )
-        markers = num_files | "FileMarkers" >> beam.FlatMap(lambda n: ((i, None) for i in range(n)))
-        assigned = kept | "AssignFile" >> beam.Map(
-            lambda row, n: (int(row["uid"][:15], 16) % n, row), n=beam.pvalue.AsSingleton(num_files)
-        )
+        markers = num_files | "FileMarkers" >> beam.FlatMap(lambda n: ((i, []) for i in range(n)))
+        assigned = balanced.kept | "AssignFiles" >> beam.FlatMap(assign_files,
+                                                                 num_files=beam.pvalue.AsSingleton(num_files))
         return (
             (assigned, markers)
             | "MergeMarkers" >> beam.Flatten()
@@ -372,20 +501,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "when present, else query); see docs/ARCHITECTURE.md")
     parser.add_argument("--oversample", type=float, default=1.0,
                         help="keep this many times the cap, for download losses; stage 4 caps again (default 1)")
-    parser.add_argument("--pool-format", default="auto", choices=("auto", "wat", "parquet", "jsonl", "csv", "tsv"))
-    parser.add_argument("--url-col", default="url", help="URL column of table pools (default url)")
-    parser.add_argument("--caption-col", default="caption", help="caption column of table pools (default caption)")
+    parser.add_argument("--pool-format", default="auto", choices=("auto", "wat", "warc", "parquet", "jsonl", "csv",
+                                                                  "tsv"),
+                        help="format of every pool file (default auto: from the name; the content is checked)")
+    parser.add_argument("--url-col", default="url",
+                        help="URL column of table pools (default url); a 0-based position with --no-header")
+    parser.add_argument("--caption-col", default="caption",
+                        help="caption column of table pools (default caption); a 0-based position with --no-header")
+    parser.add_argument("--no-header", dest="header", action="store_false",
+                        help="csv/tsv pools have no header line; --url-col/--caption-col are positions")
+    parser.add_argument("--pool-preset", choices=tuple(LAYOUTS), default=None,
+                        help="the layout of a well-known pool for every file: cc3m (caption<TAB>url, no header), "
+                             "cc12m (url<TAB>caption, no header), laion (URL, TEXT), datacomp/coyo (url, text), "
+                             "img2dataset (url, caption)")
+    parser.add_argument("--pool-layout", action="append", default=[], metavar="PATTERN=LAYOUT",
+                        help="per-input layout for mixed pools: files whose path or name matches the glob PATTERN "
+                             "use LAYOUT, a preset name or items like 'url=URL,caption=TEXT[,format=tsv,header=no]'; "
+                             "repeatable, the first match wins; other files use the options above")
+    parser.add_argument("--shuffle-buckets", type=int, default=256,
+                        help="uid buckets matched pairs are grouped into (default 256); a bucket's pairs are held "
+                             "in memory by one worker (about 0.5 KB each), so raise it for pools beyond ~1e9 pairs")
     parser.add_argument("--max-url-length", type=int, default=2048, help="longer URLs are reported and dropped")
     parser.add_argument("--rows-per-file", type=int, default=500_000, help="rows per pairs-*.parquet file")
+
+
+def pool_options(args: argparse.Namespace) -> PoolOptions:
+    """PoolOptions from the command line: a preset, or the format/column options; then per-input layouts."""
+    fmt, url_col, caption_col, header = args.pool_format, args.url_col, args.caption_col, args.header
+    if args.pool_preset:
+        preset = LAYOUTS[args.pool_preset]
+        fmt = preset.fmt if fmt == "auto" else fmt
+        url_col, caption_col, header = preset.url_col, preset.caption_col, preset.header
+    layouts = []
+    for item in args.pool_layout:
+        pattern, sep, spec = item.partition("=")
+        if not sep or not pattern.strip():
+            raise ValueError(f"--pool-layout {item!r}: expected PATTERN=LAYOUT")
+        layouts.append((pattern.strip(), parse_layout(spec)))
+    return PoolOptions(fmt, url_col, caption_col, args.max_url_length, header, tuple(layouts))
 
 
 def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
     started = time.monotonic()
     try:
         balance = BalanceConfig(args.balance, args.per_query_cap, args.seed, args.oversample)
-        pool = PoolOptions(args.pool_format, args.url_col, args.caption_col, args.max_url_length)
+        pool = pool_options(args)
         if args.rows_per_file < 1:
             raise ValueError(f"--rows-per-file must be at least 1, not {args.rows_per_file}")
+        if args.shuffle_buckets < 1:
+            raise ValueError(f"--shuffle-buckets must be at least 1, not {args.shuffle_buckets}")
         queries_path = common.join(args.queries, QUERIES_PARQUET)
         if not common.exists(queries_path):
             raise FileNotFoundError(f"{queries_path} not found; run 'wit build-queries' first or fix --queries")
@@ -394,8 +558,8 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
         query_list = queries_table.column(entries_column(queries_table, match_rule)).to_pylist()
         validate_entries(query_list, match_rule, queries_path)
         files = common.expand_patterns(args.pool, "pool")
-        for path in files:  # a table without its URL or caption column fails here, before any work
-            check_table_columns(path, common.open_read, pool)
+        for path in files:  # a wrong format, a missing or mistyped column fails here, before any work
+            check_pool_file(path, common.open_read, pool)
     except (ValueError, FileNotFoundError, KeyError) as e:
         print(f"wit build-pairs: {e}", file=sys.stderr)
         return 2
@@ -418,7 +582,7 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
         pipeline
         | "PoolFiles" >> beam.Create(files)
         | "BuildPairs" >> BuildPairs(queries_path, fingerprint, args.out, pool, balance, args.rows_per_file,
-                                   match_rule)
+                                     args.shuffle_buckets, match_rule)
     )
     result = pipeline.run()
     result.wait_until_finish()
@@ -454,6 +618,8 @@ def write_summary(out: str, files: list[str], queries_path: str, fingerprint: st
         "params": {"balance": balance.mode, "per_query_cap": balance.per_query_cap, "seed": balance.seed,
                    "oversample": balance.oversample, "target": balance.target, "pool_format": pool.fmt,
                    "url_col": pool.url_col, "caption_col": pool.caption_col, "max_url_length": pool.max_url_length,
+                   "header": pool.header,
+                   "pool_layouts": [[pattern, vars(layout)] for pattern, layout in pool.layouts],
                    "match_rule": match_rule},
         "counters": counts,
         "queries": {

@@ -17,7 +17,9 @@ PAIRS = pa.schema(
         # provenance
         pa.field("source_file", pa.string(), nullable=False),
         pa.field("source_record", pa.int64(), nullable=False),  # record offset/index within source_file
-        pa.field("page_url", pa.string(), nullable=True),       # WAT: the page the image appeared on
+        pa.field("page_url", pa.string(), nullable=True),       # WAT/WARC: the page the image appeared on
+        # every query found in the caption (a superset of ``queries``): re-balance with another cap, no re-match
+        pa.field("matched_queries", pa.list_(pa.string()), nullable=False),
         # the match rule that matched ``queries`` (wit_builder.match_rules): pairs of two rules never mix
         pa.field("match_rule", pa.string(), nullable=False),
     ],

@@ -92,3 +92,38 @@ def write_queries(directory: Path, queries: list[str]) -> Path:
     )
     pq.write_table(table, directory / QUERIES_PARQUET)
     return directory
+
+
+class WarcBuilder:
+    """Appends WARC response records (HTTP headers and body, one gzip member each) like a crawler's WARC."""
+
+    def __init__(self) -> None:
+        self.buffer = io.BytesIO()
+        self.writer = WARCWriter(self.buffer, gzip=True)
+        self.offsets: list[int] = []
+
+    def response(self, uri: str, body: bytes, content_type: str = "text/html; charset=utf-8") -> int:
+        from warcio.statusandheaders import StatusAndHeaders
+
+        self.offsets.append(self.buffer.tell())
+        http = StatusAndHeaders("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))],
+                                protocol="HTTP/1.1")
+        record = self.writer.create_warc_record(uri, "response", payload=io.BytesIO(body), http_headers=http)
+        self.writer.write_record(record)
+        return self.offsets[-1]
+
+    def request(self, uri: str) -> int:
+        from warcio.statusandheaders import StatusAndHeaders
+
+        self.offsets.append(self.buffer.tell())
+        http = StatusAndHeaders("GET / HTTP/1.1", [("Host", "example")], is_http_request=True)
+        record = self.writer.create_warc_record(uri, "request", payload=io.BytesIO(b""), http_headers=http)
+        self.writer.write_record(record)
+        return self.offsets[-1]
+
+    def bytes(self) -> bytes:
+        return self.buffer.getvalue()
+
+    def write(self, path: Path) -> Path:
+        path.write_bytes(self.bytes())
+        return path

@@ -119,7 +119,7 @@ def reference(pool: dict, target: int, seed: int) -> dict[str, dict]:
         if keeping:
             rows[uid] = {"uid": uid, "url": item.url, "caption": item.caption, "queries": keeping,
                          "source_file": item.source_file, "source_record": item.source_record,
-                         "page_url": item.page_url, "match_rule": "normalized"}
+                         "page_url": item.page_url, "matched_queries": matched[uid], "match_rule": "normalized"}
     return {"rows": rows, "matched": matched}
 
 
@@ -320,3 +320,69 @@ def test_unnormalized_queries_and_unknown_rules_are_clear_errors(pool: dict, tmp
     with pytest.raises(SystemExit) as exit_info:
         wit([*argv, "--match-rule", "nonsense", *BEAM_IN_PROCESS])
     assert exit_info.value.code == 2
+
+
+# ---- pools as people have them: mixed layouts, WARC, headerless TSV ----
+
+def test_mixed_pool_layouts_warc_and_headerless_tsv(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from tests.build_pairs_fixtures import WarcBuilder
+
+    queries = write_queries(tmp_path / "q", ["red bus", "vinyl", "cat"])
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    (pool / "Train_GCC-training.tsv").write_text(
+        '"red bus" at the station\thttp://cc3m.example/bus.jpg\n'
+        'a 12" vinyl record\thttp://cc3m.example/vinyl.jpg\n'
+        'nothing to see\thttp://cc3m.example/none.jpg\n', encoding="utf-8")
+    pq.write_table(pa.table({"URL": ["http://laion.example/cat.jpg"], "TEXT": ["A cat on a mat"]}),
+                   pool / "laion-0.parquet")
+    warc = WarcBuilder()
+    warc.response("https://blog.example/posts/1.html",
+                  b"<html><head><base href='/media/'></head><body><img src='cat.png' alt='my cat'>"
+                  b"<img src='/bus.png' alt='The red bus'></body></html>")
+    warc.response("https://blog.example/cat.png", b"\x89PNG", "image/png")
+    warc.write(pool / "CC-MAIN-1.warc.gz")
+    out = tmp_path / "out"
+    argv = ["build-pairs", "--queries", str(queries), "--pool", str(pool / "*"), "--out", str(out),
+            "--pool-layout", "laion-*=laion", "--pool-layout", "*GCC*=cc3m", *BEAM_IN_PROCESS]
+    assert wit(argv) == 0
+    rows = {r["url"]: r for r in read_pairs(out).to_pylist()}
+    assert {u: (r["caption"], r["queries"], r["matched_queries"]) for u, r in rows.items()} == {
+        "http://cc3m.example/bus.jpg": ('"red bus" at the station', ["red bus"], ["red bus"]),
+        "http://cc3m.example/vinyl.jpg": ('a 12" vinyl record', ["vinyl"], ["vinyl"]),
+        "http://laion.example/cat.jpg": ("A cat on a mat", ["cat"], ["cat"]),
+        "https://blog.example/media/cat.png": ("my cat", ["cat"], ["cat"]),
+        "https://blog.example/bus.png": ("The red bus", ["red bus"], ["red bus"]),
+    }
+    stats = json.loads((out / STATS_JSON).read_text())
+    assert stats["counters"]["records"] == 3 + 1 + 2 + 1  # tsv lines, parquet row, img tags, one non-HTML response
+    assert stats["counters"]["non_html"] == 1 and stats["counters"]["no_match"] == 1
+    capsys.readouterr()
+    # The same pool without the layouts fails before any work, naming the file and the column.
+    assert wit(["build-pairs", "--queries", str(queries), "--pool", str(pool / "*"), "--out", str(tmp_path / "o2"),
+                *BEAM_IN_PROCESS]) == 2
+    err = capsys.readouterr().err
+    assert "Train_GCC-training.tsv" in err and "'url'" in err and not (tmp_path / "o2").exists()
+
+
+def test_wrong_pool_format_exits_2_without_abort(tmp_path: Path) -> None:
+    """The `wit` process itself (not main() in-process): exit 2 and the message, never an abort at teardown."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.build_pairs_fixtures import WarcBuilder
+
+    queries = write_queries(tmp_path / "q", ["cat"])
+    warc = WarcBuilder()
+    warc.response("https://blog.example/", b"<img src='cat.png' alt='my cat'>")
+    path = warc.write(tmp_path / "crawl.warc.gz")
+    code = "import sys; from pipelines.cli import main; sys.argv[0] = 'wit'; main()"
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", code, "build-pairs", "--queries", str(queries), "--pool",
+                               str(path), "--pool-format", "wat", "--out", str(tmp_path / "o")],
+                              capture_output=True, text=True, timeout=300, check=False,
+                              env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)))
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert "read as wat but its content is a WARC file" in done.stderr
+        assert "terminate called" not in done.stderr

@@ -12,16 +12,20 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.common import open_read
-from tests.build_pairs_fixtures import WatBuilder, img
+from tests.build_pairs_fixtures import WarcBuilder, WatBuilder, img
 from wit_builder.pool_readers import (
+    LAYOUTS,
     Candidate,
     PoolFormatError,
     PoolOptions,
     Rejection,
+    check_pool_file,
     check_table_columns,
     detect_format,
+    parse_layout,
     read_pool_file,
 )
+from wit_builder.table_checks import ColumnTypeError, check_pairs_schema
 
 
 def read(path: Path, **options) -> list[Candidate | Rejection]:
@@ -160,7 +164,7 @@ def test_jsonl_gz_bad_lines_and_truncation(tmp_path: Path) -> None:
     assert rejections(items)[-1][1] > len(kept)  # the line where reading stopped
 
 
-@pytest.mark.parametrize("fmt, delimiter", [("csv", ","), ("tsv", "\t")])
+@pytest.mark.parametrize("fmt, delimiter", [("csv", ",")])
 def test_delimited_with_custom_columns(tmp_path: Path, fmt: str, delimiter: str) -> None:
     path = tmp_path / f"pool.{fmt}"
     with open(path, "w", newline="", encoding="utf-8") as f:
@@ -200,7 +204,261 @@ def test_format_detection() -> None:
     assert detect_format("a.tsv.gz") == "tsv"
     assert detect_format("part-0.parquet") == "parquet"
     assert detect_format("anything", "csv") == "csv"
+    assert detect_format("CC-MAIN-x.warc.gz") == "warc"
+    with pytest.raises(PoolFormatError, match="WET"):
+        detect_format("CC-MAIN-x.warc.wet.gz")
     with pytest.raises(PoolFormatError, match="--pool-format"):
-        detect_format("CC-MAIN-x.warc.gz")  # a WARC, not its WAT: no alt texts without parsing HTML
+        detect_format("pool.txt")
     with pytest.raises(ValueError):
         PoolOptions(fmt="xml")
+
+
+# ---- TSV: no quoting; every data line is a record ----
+
+def test_tsv_quotes_are_ordinary_characters(tmp_path: Path) -> None:
+    rows = [
+        '"Quoted" start of a caption\thttp://t.example/0.jpg',
+        'a 12" vinyl record\thttp://t.example/1.jpg',
+        'plain caption\thttp://t.example/2.jpg',
+        '"unbalanced quote\thttp://t.example/3.jpg',
+        'the last "one"\thttp://t.example/4.jpg',
+    ]
+    path = tmp_path / "pool.tsv"
+    path.write_text("caption\turl\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    items = read(path)
+    assert len(items) == 5  # records == data lines
+    assert candidates(items) == [(f"http://t.example/{i}.jpg", row.split("\t")[0]) for i, row in enumerate(rows)]
+
+
+def test_tsv_bad_lines_accounted_with_line_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "pool.tsv.gz"
+    body = b"url\tcaption\nhttp://t.example/0.jpg\tzero\n\nno tab here\nhttp://t.example/3.jpg\tcaf\xe9\r\n" \
+           b"http://t.example/4.jpg\tfour\textra\n"
+    path.write_bytes(gzip.compress(body))
+    items = read(path)
+    assert len(items) == body.count(b"\n") - 1  # every data line, the header excepted
+    assert candidates(items) == [("http://t.example/0.jpg", "zero"), ("http://t.example/4.jpg", "four")]
+    bad = [r for r in items if isinstance(r, Rejection)]
+    assert [(r.reason, r.source_record) for r in bad] == [("malformed_record", 1), ("malformed_record", 2),
+                                                          ("non_utf8", 3)]
+    assert [r.detail.split(":")[0] for r in bad] == ["line 3", "line 4", "line 5"]
+
+
+def test_csv_keeps_rfc4180_quoting_and_counts_rows(tmp_path: Path) -> None:
+    path = tmp_path / "pool.csv"
+    path.write_text('url,caption\nhttp://c.example/0.jpg,"a ""12"" vinyl, on\ntwo lines"\n'
+                    'http://c.example/1.jpg,plain\n', encoding="utf-8")
+    assert candidates(read(path)) == [("http://c.example/0.jpg", 'a "12" vinyl, on two lines'),
+                                      ("http://c.example/1.jpg", "plain")]
+
+
+# ---- headerless tables and presets ----
+
+def test_headerless_cc3m_and_cc12m_layouts(tmp_path: Path) -> None:
+    # Conceptual Captions ship without a header: CC3M caption<TAB>url, CC12M url<TAB>caption.
+    (tmp_path / "Train_GCC-training.tsv").write_text(
+        "a very typical bus station\thttp://lh6.example/-bus.jpg\n"
+        "sierra looked stunning in this top and this skirt\thttp://cdn.example/skirt.jpg\n", encoding="utf-8")
+    (tmp_path / "cc12m.tsv").write_text(
+        "http://www.example/a.jpg\t<PERSON> with a \"cat\" on the lawn\n", encoding="utf-8")
+    cc3m = read(tmp_path / "Train_GCC-training.tsv", fmt="tsv", header=False, url_col="1", caption_col="0")
+    assert candidates(cc3m) == [("http://lh6.example/-bus.jpg", "a very typical bus station"),
+                                ("http://cdn.example/skirt.jpg", "sierra looked stunning in this top and this skirt")]
+    preset = LAYOUTS["cc3m"]
+    assert candidates(read(tmp_path / "Train_GCC-training.tsv", fmt=preset.fmt, header=preset.header,
+                           url_col=preset.url_col, caption_col=preset.caption_col)) == candidates(cc3m)
+    options = PoolOptions(layouts=(("cc12m*", parse_layout("cc12m")),))
+    items = list(read_pool_file(str(tmp_path / "cc12m.tsv"), open_read, options))
+    assert candidates(items) == [("http://www.example/a.jpg", '<PERSON> with a "cat" on the lawn')]
+    # Without --no-header the first data row would be the header: the check says so before any work.
+    with pytest.raises(PoolFormatError, match="'url'"):
+        check_pool_file(str(tmp_path / "cc12m.tsv"), open_read, PoolOptions())
+    with pytest.raises(ValueError, match="position"):
+        PoolOptions(header=False, url_col="url", caption_col="0")
+    with pytest.raises(ValueError):
+        parse_layout("cc99m")
+
+
+def test_mixed_pool_per_input_layouts(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"URL": ["http://l.example/1.jpg"], "TEXT": ["laion row"], "similarity": [0.3]}),
+                   tmp_path / "laion-part-0.parquet")
+    pq.write_table(pa.table({"uid": ["a" * 32], "url": ["http://d.example/1.jpg"], "text": ["datacomp row"]}),
+                   tmp_path / "datacomp-0.parquet")
+    pq.write_table(pa.table({"caption": ["img2dataset row"], "url": ["http://i.example/1.jpg"], "key": ["000"],
+                             "status": ["success"]}), tmp_path / "00000.parquet")
+    (tmp_path / "own.csv").write_text("image,alt\nhttp://o.example/1.jpg,own row\n")
+    options = PoolOptions(layouts=(
+        ("laion-*.parquet", parse_layout("laion")),
+        (str(tmp_path / "datacomp-*"), parse_layout("datacomp")),
+        ("*.csv", parse_layout("url=image,caption=alt")),
+    ))
+    got = []
+    for name in ("laion-part-0.parquet", "datacomp-0.parquet", "00000.parquet", "own.csv"):
+        path = str(tmp_path / name)
+        check_pool_file(path, open_read, options)
+        got += candidates(read_pool_file(path, open_read, options))
+    assert got == [("http://l.example/1.jpg", "laion row"), ("http://d.example/1.jpg", "datacomp row"),
+                   ("http://i.example/1.jpg", "img2dataset row"), ("http://o.example/1.jpg", "own row")]
+    with pytest.raises(PoolFormatError, match="'URL'"):  # without the mapping, laion's columns are missing
+        check_pool_file(str(tmp_path / "laion-part-0.parquet"), open_read, PoolOptions())
+
+
+def test_utf8_bom_is_not_a_bad_first_record(tmp_path: Path) -> None:
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "b.jsonl").write_bytes(bom + b'{"url": "http://b.example/0.jpg", "caption": "zero"}\n')
+    (tmp_path / "b.csv").write_bytes(bom + b"url,caption\nhttp://b.example/0.jpg,zero\n")
+    (tmp_path / "b.tsv").write_bytes(bom + b"url\tcaption\nhttp://b.example/0.jpg\tzero\n")
+    (tmp_path / "h.tsv").write_bytes(bom + b"zero\thttp://b.example/0.jpg\n")
+    for name in ("b.jsonl", "b.csv", "b.tsv"):
+        check_pool_file(str(tmp_path / name), open_read, PoolOptions())
+        assert read(tmp_path / name) == [Candidate("http://b.example/0.jpg", "zero", str(tmp_path / name), 0)]
+    items = read(tmp_path / "h.tsv", header=False, url_col="1", caption_col="0")
+    assert candidates(items) == [("http://b.example/0.jpg", "zero")] and len(items) == 1
+
+
+# ---- WAT entity URLs, WARC pages ----
+
+def test_wat_url_entities_decoded_like_alt(tmp_path: Path) -> None:
+    wat = WatBuilder()
+    wat.page("http://e.example/p", [img("/img?id=1&amp;size=large&#38;v=2", "A &amp; B"),
+                                    img("/plain?a=1&b=2", "raw ampersand")])
+    assert candidates(read(wat.write(tmp_path / "e.warc.wat.gz"))) == [
+        ("http://e.example/img?id=1&size=large&v=2", "A & B"),
+        ("http://e.example/plain?a=1&b=2", "raw ampersand"),
+    ]
+
+
+def test_warc_pages_relative_urls_base_and_non_html(tmp_path: Path) -> None:
+    warc = WarcBuilder()
+    warc.request("https://news.example/a/story.html")
+    page = warc.response("https://news.example/a/story.html", (
+        b"<!doctype html><html><head><title>x</title></head><body>"
+        b"<img src='../img/cat.jpg' alt='A cat &amp; a dog'>"
+        b"<IMG SRC=\"//cdn.example/p.png?w=1&amp;h=2\" ALT=\"Protocol relative\">"
+        b"<img src='data:image/png;base64,AAAA' alt='inline'>"
+        b"<img src='no-alt.jpg'>"
+        b"<p>text <img alt='unclosed' src=/abs.jpg></p></body></html>"))
+    based = warc.response("http://blog.example/2020/post/", (
+        "<html><head><meta charset='windows-1252'><base href='/static/'></head>"
+        "<body><img src=\"pic.jpg\" alt=\"Caf\xe9 au lait\"></body></html>").encode("cp1252"),
+        content_type="text/html")
+    image = warc.response("https://news.example/img/cat.jpg", b"\xff\xd8\xff\xe0 jpeg bytes", "image/jpeg")
+    path = warc.write(tmp_path / "CC-MAIN-1.warc.gz")
+    check_pool_file(str(path), open_read, PoolOptions())
+    items = read(path)
+    assert candidates(items) == [
+        ("https://news.example/img/cat.jpg", "A cat & a dog"),
+        ("https://cdn.example/p.png?w=1&h=2", "Protocol relative"),
+        ("https://news.example/abs.jpg", "unclosed"),
+        ("http://blog.example/static/pic.jpg", "Café au lait"),  # <base href> wins over the page URL
+    ]
+    assert rejections(items) == [("data_uri", page), ("empty_caption", page), ("non_html", image)]
+    assert {c.source_record for c in items if isinstance(c, Candidate)} == {page, based}
+    assert items[0].page_url == "https://news.example/a/story.html"
+
+
+def test_wrong_pool_format_is_said(tmp_path: Path) -> None:
+    warc = WarcBuilder()
+    warc.response("http://w.example/", b"<img src=a.jpg alt=x>")
+    warc_path = warc.write(tmp_path / "crawl.warc.gz")
+    wat = WatBuilder()
+    wat.page("http://w.example/", [img("a.jpg", "x")])
+    wat_path = wat.write(tmp_path / "crawl.warc.wat.gz")
+    pq.write_table(pa.table({"url": ["http://w.example/a.jpg"], "caption": ["x"]}), tmp_path / "p.parquet")
+    (tmp_path / "p.jsonl").write_text('{"url": "http://w.example/a.jpg", "caption": "x"}\n')
+    cases = [(warc_path, "wat", "a WARC file"), (wat_path, "warc", "a WAT file"),
+             (tmp_path / "p.parquet", "csv", "a parquet file"), (tmp_path / "p.jsonl", "parquet", "JSON lines"),
+             (warc_path, "tsv", "a WARC file")]
+    for path, fmt, said in cases:
+        with pytest.raises(PoolFormatError, match=said) as error:
+            check_pool_file(str(path), open_read, PoolOptions(fmt=fmt))
+        assert str(path) in str(error.value) and fmt in str(error.value)
+
+
+# ---- column types checked before any work ----
+
+@pytest.mark.parametrize("table, column, said", [
+    (pa.table({"url": ["http://x.example/a.jpg"], "caption": [42]}), "caption", "int64"),
+    (pa.table({"url": [["http://x.example/a.jpg"]], "caption": ["a"]}), "url", "list<element: string>"),
+    (pa.table({"url": ["http://x.example/a.jpg"], "caption": [1.5]}), "caption", "double"),
+])
+def test_parquet_wrong_column_types(tmp_path: Path, table: pa.Table, column: str, said: str) -> None:
+    pq.write_table(table, tmp_path / "t.parquet")
+    with pytest.raises(PoolFormatError) as error:
+        check_pool_file(str(tmp_path / "t.parquet"), open_read, PoolOptions())
+    message = str(error.value)
+    assert str(tmp_path / "t.parquet") in message and repr(column) in message and said in message
+
+
+def test_duplicate_column_names_are_refused(tmp_path: Path) -> None:
+    table = pa.Table.from_arrays([pa.array(["http://x.example/a.jpg"]), pa.array(["first"]), pa.array(["second"])],
+                                 names=["url", "caption", "caption"])
+    pq.write_table(table, tmp_path / "dup.parquet")
+    (tmp_path / "dup.csv").write_text("url,caption,caption\nhttp://x.example/a.jpg,first,second\n")
+    (tmp_path / "dup.tsv").write_text("caption\turl\tcaption\nfirst\thttp://x.example/a.jpg\tsecond\n")
+    (tmp_path / "dup.jsonl").write_text('{"url": "http://x.example/a.jpg", "caption": "a", "caption": "b"}\n')
+    for name in ("dup.parquet", "dup.csv", "dup.tsv", "dup.jsonl"):
+        with pytest.raises(PoolFormatError, match="'caption' appears 2 times") as error:
+            check_pool_file(str(tmp_path / name), open_read, PoolOptions())
+        assert str(tmp_path / name) in str(error.value)
+
+
+def test_jsonl_wrong_types_checked_and_counted(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"url": "http://x.example/a.jpg", "caption": 7}\n')
+    with pytest.raises(PoolFormatError, match=r"line 1: column 'caption' holds a int"):
+        check_pool_file(str(path), open_read, PoolOptions())
+    lines = [json.dumps({"url": f"http://x.example/{i}.jpg", "caption": f"c {i}"}) for i in range(1200)]
+    lines[1100] = json.dumps({"url": ["http://x.example/l.jpg"], "caption": "late list"})  # past the check
+    path.write_text("\n".join(lines) + "\n")
+    check_pool_file(str(path), open_read, PoolOptions())
+    items = read(path)
+    assert rejections(items) == [("wrong_type", 1100)] and len(candidates(items)) == 1199
+
+
+def test_pairs_schema_check_for_download() -> None:
+    from schemas.pairs import PAIRS
+
+    check_pairs_schema("pairs.parquet", PAIRS)
+    bad = pa.schema([("uid", pa.int64()), ("url", pa.string()), ("caption", pa.string()),
+                     ("queries", pa.list_(pa.string()))])
+    with pytest.raises(ColumnTypeError, match=r"pairs.parquet: column 'uid' has type int64, expected string"):
+        check_pairs_schema("pairs.parquet", bad)
+    bad = pa.schema([("uid", pa.string()), ("url", pa.string()), ("caption", pa.string()), ("queries", pa.string())])
+    with pytest.raises(ColumnTypeError, match=r"column 'queries' has type string, expected list<string>"):
+        check_pairs_schema("p.parquet", bad)
+    with pytest.raises(ColumnTypeError, match=r"no column 'queries'"):
+        check_pairs_schema("p.parquet", pa.schema([("uid", pa.string()), ("url", pa.string()),
+                                                   ("caption", pa.string())]))
+
+
+@pytest.mark.parametrize("url", [
+    "http://a.example", "https://a.example?x=1", "https://a.example/?x=1", "http://a.example/p/q.jpg?x=1&y=2",
+    "http://a.example//double/slash", "http://a_b.example/x@y.jpg", "http://a.example/caf\u00e9.jpg",
+    "http://1.2.3.4/x", "http://a.example/p%20q", "http://a.example/[x]", "http://a.example/a;b,c",
+    # not plain: the general path decides
+    "HTTP://A.Example/X", "http://a.example:80/x", "http://a.example:8080/x", "http://u:p@a.example/x",
+    "http://a.example./x", "http://a.example/x#frag", "http://a.example/x\\y", "https://[::1]/x",
+    "http://a.example:bad/x", "http://a.example/x\ty",
+])
+def test_plain_url_fast_path_equals_normalize_url(url: str) -> None:
+    from wit_builder.pool_readers import _PLAIN_URL, clean_pair
+    from wit_builder.uid import normalize_url
+
+    try:
+        expected: object = normalize_url(url)
+    except ValueError:
+        expected = "invalid_url"
+    got = clean_pair(url, "caption", None, 2048)
+    assert (got[0] if isinstance(got, tuple) else got) == expected
+    # With a page base (WAT/WARC) an absolute URL resolves to itself, as urljoin would have it.
+    from urllib.parse import urljoin
+
+    try:
+        joined: object = normalize_url(urljoin("https://page.example/dir/index.html", url))
+    except ValueError:
+        joined = "invalid_url"
+    got = clean_pair(url, "caption", "https://page.example/dir/index.html", 2048)
+    assert (got[0] if isinstance(got, tuple) else got) == joined
+    if _PLAIN_URL.match(url):
+        assert "#" not in url and ":" not in url.split("//", 1)[1].split("/", 1)[0]

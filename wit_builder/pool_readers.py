@@ -1,12 +1,18 @@
-"""Streaming readers of the candidate pool: Common Crawl WAT files and url/caption tables.
+"""Streaming readers of the candidate pool: Common Crawl WAT and WARC files and url/caption tables.
 
 Each reader walks one file and yields, for every input record, either a ``Candidate`` (a usable
 absolute http(s) URL with a non-empty caption) or a ``Rejection`` with its reason, file and record
 offset. Memory stays flat: nothing is read ahead beyond a parquet row batch or one WARC record.
 
-Record offsets (``source_record``): for WAT files the byte offset of the WARC record in the file as
-stored (what ``warcio`` and CDX indexes use); for parquet and csv/tsv the 0-based data row index (the
+Record offsets (``source_record``): for WAT and WARC files the byte offset of the WARC record in the file
+as stored (what ``warcio`` and CDX indexes use); for parquet and csv/tsv the 0-based data row index (the
 header is not a row); for jsonl the 0-based line number.
+
+Tables: TSV is tab-separated with no quoting (the IANA ``text/tab-separated-values`` rule: a field holds no
+tab or newline, and a ``"`` is an ordinary character), so every line after the header is one record. CSV
+follows RFC 4180 (quoted fields may hold commas, quotes and newlines). A UTF-8 byte-order mark is skipped.
+Headerless tables (CC3M, CC12M) name their columns by 0-based position. Presets (``LAYOUTS``) give the
+layouts of well-known pools; a per-input layout (``PoolOptions.layouts``) lets one run mix them.
 
 One bad record never ends a file: a malformed WARC record or a cut gzip member is reported and reading
 resumes at the next gzip member that holds a WARC record; a bad table row is reported and skipped.
@@ -14,29 +20,37 @@ resumes at the next gzip member that holds a WARC record; a bad table row is rep
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
+import fnmatch
 import gzip
 import html
 import io
 import json
+import re
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 from urllib.parse import urljoin
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from selectolax.lexbor import LexborHTMLParser
 from warcio.archiveiterator import ArchiveIterator
 
+from wit_builder.table_checks import TEXT_OR_BINARY, ColumnTypeError, check_columns, check_header
 from wit_builder.uid import clean_caption, normalize_url
 
-FORMATS = ("wat", "parquet", "jsonl", "csv", "tsv")
+FORMATS = ("wat", "warc", "parquet", "jsonl", "csv", "tsv")
+TABLE_FORMATS = ("parquet", "jsonl", "csv", "tsv")
 
 # Ordinary web content that is not a pair: counted only.
-FILTER_REASONS = ("data_uri", "empty_caption", "missing_url", "non_http_url", "invalid_url")
+FILTER_REASONS = ("data_uri", "empty_caption", "missing_url", "non_http_url", "invalid_url", "non_html")
 # Damaged or hostile input: counted and reported with file and offset.
-BAD_REASONS = ("url_too_long", "non_utf8", "malformed_record", "malformed_json", "truncated_file", "unreadable_file")
+BAD_REASONS = ("url_too_long", "non_utf8", "wrong_type", "malformed_record", "malformed_json", "truncated_file",
+               "unreadable_file")
 
 _IMG_PATH = "IMG@/src"
 _WARC_TYPES = frozenset(
@@ -49,19 +63,111 @@ Opener = Callable[[str], BinaryIO]
 
 
 @dataclass(frozen=True)
+class Layout:
+    """How to read one table: format (or auto), url and caption columns, and whether a header line names them.
+
+    Without a header the columns are 0-based positions written as digits (``"0"``, ``"1"``).
+    """
+
+    fmt: str = "auto"
+    url_col: str = "url"
+    caption_col: str = "caption"
+    header: bool = True
+
+    def __post_init__(self) -> None:
+        if self.fmt != "auto" and self.fmt not in FORMATS:
+            raise ValueError(f"pool format must be auto or one of {', '.join(FORMATS)}, not {self.fmt!r}")
+        if not self.url_col or not self.caption_col:
+            raise ValueError("url and caption column names must not be empty")
+        if not self.header:
+            if self.fmt not in ("auto", "csv", "tsv"):
+                raise ValueError(f"a headerless pool must be csv or tsv, not {self.fmt}")
+            for flag, col in (("--url-col", self.url_col), ("--caption-col", self.caption_col)):
+                if not col.isdigit():
+                    raise ValueError(f"without a header {flag} is a 0-based column position, not {col!r}")
+            if self.url_col == self.caption_col:
+                raise ValueError(f"url and caption are the same column {self.url_col}")
+
+
+# Well-known pool layouts (--pool-preset, --pool-layout PATTERN=PRESET).
+LAYOUTS: dict[str, Layout] = {
+    # Conceptual Captions 3M (Train_GCC-training.tsv): caption<TAB>url, no header.
+    "cc3m": Layout("tsv", url_col="1", caption_col="0", header=False),
+    # Conceptual 12M (cc12m.tsv): url<TAB>caption, no header.
+    "cc12m": Layout("tsv", url_col="0", caption_col="1", header=False),
+    # LAION-400M/2B/5B metadata parquets: URL, TEXT.
+    "laion": Layout("auto", url_col="URL", caption_col="TEXT"),
+    # DataComp / COYO metadata: url, text.
+    "datacomp": Layout("auto", url_col="url", caption_col="text"),
+    "coyo": Layout("auto", url_col="url", caption_col="text"),
+    # img2dataset output parquets (url, caption, key, status, ...).
+    "img2dataset": Layout("auto", url_col="url", caption_col="caption"),
+}
+
+
+def parse_layout(spec: str) -> Layout:
+    """A preset name, or ``key=value`` items joined by commas: ``format``, ``url``, ``caption``, ``header``.
+
+    ``"laion"``; ``"format=tsv,header=no,url=1,caption=0"``; ``"url=URL,caption=TEXT"``. Raises ValueError.
+    """
+    spec = spec.strip()
+    if spec in LAYOUTS:
+        return LAYOUTS[spec]
+    if "=" not in spec:
+        raise ValueError(f"pool layout {spec!r} is neither a preset ({', '.join(LAYOUTS)}) nor key=value items")
+    fields: dict[str, object] = {}
+    for item in spec.split(","):
+        key, _, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if key == "format":
+            fields["fmt"] = value
+        elif key in ("url", "caption"):
+            fields[f"{key}_col"] = value
+        elif key == "header":
+            if value not in ("yes", "no", "true", "false"):
+                raise ValueError(f"pool layout header={value!r}: say yes or no")
+            fields["header"] = value in ("yes", "true")
+        elif key == "preset":
+            fields.update({k: getattr(LAYOUTS[value], k) for k in ("fmt", "url_col", "caption_col", "header")}
+                          if value in LAYOUTS else {})
+            if value not in LAYOUTS:
+                raise ValueError(f"unknown pool preset {value!r} (presets: {', '.join(LAYOUTS)})")
+        else:
+            raise ValueError(f"pool layout key {key!r} is not one of format, url, caption, header, preset")
+    return Layout(**fields)
+
+
+@dataclass(frozen=True)
 class PoolOptions:
     fmt: str = "auto"
     url_col: str = "url"
     caption_col: str = "caption"
     max_url_length: int = 2048  # longer URLs are almost always tracking junk; browsers cap around here
+    header: bool = True
+    # Per-input layouts: (glob pattern, Layout); a file takes the first whose pattern matches its path or
+    # its base name, else the layout of the fields above.
+    layouts: tuple[tuple[str, Layout], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.fmt != "auto" and self.fmt not in FORMATS:
-            raise ValueError(f"pool format must be auto or one of {', '.join(FORMATS)}, not {self.fmt!r}")
+        Layout(self.fmt, self.url_col, self.caption_col, self.header)  # validates the default layout
         if self.max_url_length < 16:
             raise ValueError(f"max_url_length must be at least 16, not {self.max_url_length}")
-        if not self.url_col or not self.caption_col:
-            raise ValueError("url and caption column names must not be empty")
+        for pattern, layout in self.layouts:
+            if not pattern or not isinstance(layout, Layout):
+                raise ValueError(f"pool layout for {pattern!r} is not a (pattern, Layout) pair")
+
+    def layout_for(self, path: str) -> Layout:
+        base = path.rsplit("/", 1)[-1]
+        for pattern, layout in self.layouts:
+            if fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(base, pattern) or path == pattern:
+                return layout
+        return Layout(self.fmt, self.url_col, self.caption_col, self.header)
+
+    def for_file(self, path: str) -> PoolOptions:
+        """These options with the file's own layout applied (no per-input layouts left)."""
+        layout = self.layout_for(path)
+        return replace(self, fmt=layout.fmt, url_col=layout.url_col, caption_col=layout.caption_col,
+                       header=layout.header, layouts=())
 
 
 @dataclass(frozen=True)
@@ -85,8 +191,8 @@ class Rejection:
         return self.reason in BAD_REASONS
 
 
-class PoolFormatError(ValueError):
-    """A pool file that cannot be read at all as configured (unknown format, missing column)."""
+class PoolFormatError(ColumnTypeError):
+    """A pool file that cannot be read at all as configured (unknown or wrong format, missing column)."""
 
 
 def detect_format(path: str, fmt: str = "auto") -> str:
@@ -95,12 +201,22 @@ def detect_format(path: str, fmt: str = "auto") -> str:
     name = path.lower()
     if name.endswith((".wat.gz", ".wat")):
         return "wat"
+    if name.endswith((".warc.gz", ".warc")):
+        return "warc"
+    if name.endswith((".wet.gz", ".wet")):
+        raise PoolFormatError(f"{path}: a WET file holds page text only, no images; give the WAT or WARC file")
     name = name.removesuffix(".gz")  # tables may be gzipped; the readers detect it by magic bytes
     for ext, found in ((".parquet", "parquet"), (".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "jsonl"),
                        (".csv", "csv"), (".tsv", "tsv")):
         if name.endswith(ext):
             return found
     raise PoolFormatError(f"{path}: cannot tell the pool format from the name; pass --pool-format")
+
+
+# An absolute http(s) URL that normalize_url leaves as it is (but for a "/" after a bare host): lower-case
+# scheme and host of plain labels, no userinfo, port or fragment, and none of the characters urllib strips
+# or splits on (whitespace, control characters, backslash, "#").
+_PLAIN_URL = re.compile(r"(https?://[a-z0-9_-]+(?:\.[a-z0-9_-]+)*)([/?][^#\\\x00-\x20\x7f]*)?\Z")
 
 
 def clean_pair(
@@ -116,18 +232,29 @@ def clean_pair(
         return "url_too_long"
     if url[:5].lower() == "data:":
         return "data_uri"
-    if base:
+    plain = _PLAIN_URL.match(url)
+    if base and plain is None:  # an absolute plain URL resolves to itself: no urljoin
         try:
             url = urljoin(base, url)
         except ValueError:
             return "invalid_url"
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    if scheme not in ("http", "https"):
-        return "non_http_url"
-    try:
-        url = normalize_url(url)
-    except ValueError:
-        return "invalid_url"
+        plain = _PLAIN_URL.match(url)
+    if plain is not None:
+        # Already in normalize_url's form (lower-case scheme and host, no port, userinfo or fragment): skip
+        # urllib's split and join, the costliest step of a record. Only "/" may be missing after the host.
+        rest = plain.group(2)
+        if rest is None:
+            url += "/"
+        elif rest[0] == "?":
+            url = plain.group(1) + "/" + rest
+    else:
+        scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+        if scheme not in ("http", "https"):
+            return "non_http_url"
+        try:
+            url = normalize_url(url)
+        except ValueError:
+            return "invalid_url"
     if len(url) > max_url_length:
         return "url_too_long"
     caption = clean_caption(raw_caption)
@@ -144,32 +271,42 @@ def _judge(raw_url: object, raw_caption: object, base: str | None, options: Pool
 
 
 def read_pool_file(path: str, opener: Opener, options: PoolOptions) -> Iterator[Candidate | Rejection]:
-    """Every record of one pool file as a Candidate or a Rejection. Never raises for bad content."""
+    """Every record of one pool file as a Candidate or a Rejection. Never raises for bad content.
+
+    Raises PoolFormatError when the file cannot be read as configured at all (``check_pool_file`` finds
+    that before any work).
+    """
+    options = options.for_file(path)
     fmt = detect_format(path, options.fmt)
     try:
         with opener(path) as fh:
             if fmt == "wat":
-                yield from _read_wat(path, fh, options)
+                yield from _read_warc(path, fh, options, _wat_record)
+            elif fmt == "warc":
+                yield from _read_warc(path, fh, options, _warc_record)
             elif fmt == "parquet":
                 yield from _read_parquet(path, fh, options)
             elif fmt == "jsonl":
                 yield from _read_jsonl(path, _maybe_gunzip(fh), options)
+            elif fmt == "tsv":
+                yield from _read_tsv(path, _maybe_gunzip(fh), options)
             else:
-                yield from _read_delimited(path, _maybe_gunzip(fh), options, "\t" if fmt == "tsv" else ",")
+                yield from _read_csv(path, _maybe_gunzip(fh), options)
     except OSError as e:  # cannot open, or the filesystem failed mid-read
         yield Rejection("unreadable_file", path, -1, f"{type(e).__name__}: {e}")
 
 
-# ---- WAT ----
+# ---- WAT and WARC ----
 
-def _read_wat(path: str, fh: BinaryIO, options: PoolOptions) -> Iterator[Candidate | Rejection]:
+def _read_warc(path: str, fh: BinaryIO, options: PoolOptions, handle) -> Iterator[Candidate | Rejection]:
+    """Records of a WARC-format file through ``handle``; damaged gzip members are reported and skipped."""
     start = 0
     while start is not None:
         fh.seek(start)
         records = ArchiveIterator(fh)
         try:
             for record in records:
-                yield from _wat_record(path, records.offset, record, options)
+                yield from handle(path, records.offset, record, options)
         except Exception as e:  # warcio/zlib raise many types for damaged input; the rest must go on
             # records.offset is the start of the record being parsed (warcio advances it between records).
             # An uncompressed WAT has no member boundaries to resume at: its rest is lost, reported here.
@@ -225,10 +362,69 @@ def _wat_record(path: str, offset: int, record, options: PoolOptions) -> Iterato
         yield Rejection("malformed_json", path, offset, f"unexpected WAT layout: {type(e).__name__}: {e}"[:300])
         return
     for link in links:
-        alt = link.get("alt")
+        # WAT links keep attribute text as written in the page: src and alt alike hold entities (&amp;).
+        url, alt = link.get("url"), link.get("alt")
+        if isinstance(url, str) and "&" in url:
+            url = html.unescape(url)
         if isinstance(alt, str) and "&" in alt:
-            alt = html.unescape(alt)  # attribute text as written in the page
-        yield _judge(link.get("url"), alt, base, options, path, offset, page_url)
+            alt = html.unescape(alt)
+        yield _judge(url, alt, base, options, path, offset, page_url)
+
+
+_MAX_HTML_BYTES = 8 << 20  # a page body beyond this is cut: images of a page sit well within it
+_META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]{1,40})""", re.IGNORECASE)
+_HTML_TYPES = ("text/html", "application/xhtml+xml")
+
+
+def _warc_record(path: str, offset: int, record, options: PoolOptions) -> Iterator[Candidate | Rejection]:
+    """A WARC response record: ``<img src alt>`` of an HTML page; other responses count as ``non_html``."""
+    if record.rec_type not in _WARC_TYPES:
+        yield Rejection("malformed_record", path, offset, f"WARC-Type {record.rec_type!r}")
+        return
+    if record.rec_type != "response":
+        return  # warcinfo, request, metadata: no page
+    page_url = record.rec_headers.get_header("WARC-Target-URI")
+    http = record.http_headers
+    content_type = (http.get_header("Content-Type") if http is not None else None) or ""
+    mime = content_type.split(";", 1)[0].strip().lower()
+    if http is None or mime not in _HTML_TYPES:
+        yield Rejection("non_html", path, offset, mime or "no content type")
+        return
+    try:
+        body = record.content_stream().read(_MAX_HTML_BYTES)
+    except Exception as e:  # content-encoding or chunking damaged: the record is lost, the file goes on
+        yield Rejection("malformed_record", path, offset, _describe(e))
+        return
+    text = _decode_html(body, content_type)
+    tree = LexborHTMLParser(text)
+    base = page_url
+    base_node = tree.css_first("base[href]")
+    if base_node is not None:
+        declared = (base_node.attributes.get("href") or "").strip()
+        if declared:
+            with contextlib.suppress(ValueError):  # an unparseable <base> leaves the page URL as the base
+                base = urljoin(page_url or "", declared)  # <base href> may itself be relative
+    for node in tree.css("img"):
+        attributes = node.attributes
+        yield _judge(attributes.get("src"), attributes.get("alt"), base, options, path, offset, page_url)
+
+
+def _decode_html(body: bytes, content_type: str) -> str:
+    """Page text: the charset of the HTTP header, else of a ``<meta>`` in the first 2 KB, else UTF-8."""
+    charset = None
+    if "charset=" in content_type.lower():
+        charset = content_type.lower().split("charset=", 1)[1].split(";")[0].strip(" \"'")
+    if not charset and (found := _META_CHARSET.search(body[:2048])):
+        charset = found.group(1).decode("ascii").lower()
+    if body.startswith(codecs.BOM_UTF8):
+        charset, body = "utf-8", body[len(codecs.BOM_UTF8):]
+    try:
+        codec = codecs.lookup(charset or "utf-8").name
+    except LookupError:
+        codec = "utf-8"
+    if codec in ("latin-1", "iso8859-1", "ascii"):
+        codec = "cp1252"  # WHATWG: these labels mean windows-1252
+    return body.decode(codec, errors="replace")
 
 
 def _next_gzip_record(fh: BinaryIO, position: int) -> int | None:
@@ -276,7 +472,7 @@ def _read_parquet(path: str, fh: BinaryIO, options: PoolOptions) -> Iterator[Can
     row = 0
     try:
         parquet = pq.ParquetFile(fh)
-        _require_columns(path, parquet.schema_arrow.names, options)
+        _check_schema(path, parquet.schema_arrow, options)
         for batch in parquet.iter_batches(batch_size=8192, columns=[options.url_col, options.caption_col]):
             urls = _column_as_text(batch.column(0))
             captions = _column_as_text(batch.column(1))
@@ -310,6 +506,8 @@ def _read_jsonl(path: str, fh: BinaryIO, options: PoolOptions) -> Iterator[Candi
     line_no = 0
     try:
         for line_no, line in enumerate(fh):
+            if line_no == 0 and line.startswith(codecs.BOM_UTF8):
+                line = line[len(codecs.BOM_UTF8):]
             if not line.strip():
                 continue
             try:
@@ -325,34 +523,98 @@ def _read_jsonl(path: str, fh: BinaryIO, options: PoolOptions) -> Iterator[Candi
             if not isinstance(doc, dict):
                 yield Rejection("malformed_json", path, line_no, f"a line holds a {type(doc).__name__}, not an object")
                 continue
-            yield _judge(doc.get(options.url_col), doc.get(options.caption_col), None, options, path, line_no)
+            url, caption = doc.get(options.url_col), doc.get(options.caption_col)
+            if (wrong := _wrong_type(url, caption, options)) is not None:
+                yield Rejection("wrong_type", path, line_no, wrong)
+                continue
+            yield _judge(url, caption, None, options, path, line_no)
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         yield Rejection("truncated_file", path, line_no + 1, f"{type(e).__name__}: {e}")
 
 
-def _read_delimited(path: str, fh: BinaryIO, options: PoolOptions, delimiter: str) -> Iterator[Candidate | Rejection]:
+def _wrong_type(url: object, caption: object, options: PoolOptions) -> str | None:
+    """Why a jsonl record's url/caption cannot be text (a number, a list, an object), or None."""
+    for column, value in ((options.url_col, url), (options.caption_col, caption)):
+        if value is not None and not isinstance(value, str):
+            return f"column {column!r} holds a {type(value).__name__}, not a string"
+    return None
+
+
+def _column_indices(path: str, header: list[str] | None, options: PoolOptions) -> tuple[int, int]:
+    if not options.header:
+        return int(options.url_col), int(options.caption_col)
+    try:
+        url_index, caption_index = check_header(
+            path, header or [], ((options.url_col, "--url-col"), (options.caption_col, "--caption-col"))
+        )
+    except PoolFormatError:
+        raise
+    except ColumnTypeError as e:
+        raise PoolFormatError(str(e)) from e
+    return url_index, caption_index
+
+
+def _read_tsv(path: str, fh: BinaryIO, options: PoolOptions) -> Iterator[Candidate | Rejection]:
+    """One record per line, split on tabs, no quoting; bad lines are reported with their line numbers."""
+    row_no = 0
+    line_no = 0
+    try:
+        lines = iter(fh)
+        header = None
+        if options.header:
+            first = next(lines, None)
+            if first is None:
+                return
+            line_no = 1
+            header = first.removeprefix(codecs.BOM_UTF8).rstrip(b"\r\n").decode("utf-8", "replace").split("\t")
+        url_index, caption_index = _column_indices(path, header, options)
+        needed = max(url_index, caption_index)
+        for raw in lines:
+            line_no += 1
+            if line_no == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
+            fields = raw.rstrip(b"\r\n").split(b"\t")
+            if len(fields) <= needed:
+                yield Rejection("malformed_record", path, row_no,
+                                f"line {line_no}: {len(fields)} field(s), column {needed} needed")
+            else:
+                try:
+                    url, caption = fields[url_index].decode("utf-8"), fields[caption_index].decode("utf-8")
+                except UnicodeDecodeError:
+                    yield Rejection("non_utf8", path, row_no, f"line {line_no}: undecodable bytes")
+                else:
+                    yield _judge(url, caption, None, options, path, row_no)
+            row_no += 1
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        yield Rejection("truncated_file", path, row_no, f"line {line_no + 1}: {type(e).__name__}: {e}")
+
+
+def _read_csv(path: str, fh: BinaryIO, options: PoolOptions) -> Iterator[Candidate | Rejection]:
+    """RFC 4180 rows (quoted fields may span lines); bad rows are reported with the line they end on."""
     # surrogateescape keeps reading past undecodable bytes; rows holding them are reported below.
-    text = io.TextIOWrapper(fh, encoding="utf-8", errors="surrogateescape", newline="")
-    rows = csv.reader(text, delimiter=delimiter)
+    text = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    rows = csv.reader(text)
     row_no = 0
     try:
-        header = next(rows, None)
-        if header is None:
+        header = next(rows, None) if options.header else None
+        if options.header and header is None:
             return
-        url_index, caption_index = _require_columns(path, header, options)
+        url_index, caption_index = _column_indices(path, header, options)
         while True:
             try:
                 fields = next(rows)
             except StopIteration:
                 return
             except csv.Error as e:
-                yield Rejection("malformed_record", path, row_no, str(e)[:300])
+                yield Rejection("malformed_record", path, row_no, f"line {rows.line_num}: {str(e)[:300]}")
                 row_no += 1
                 continue
             if len(fields) <= max(url_index, caption_index):
-                yield Rejection("malformed_record", path, row_no, f"{len(fields)} fields, header has {len(header)}")
+                yield Rejection("malformed_record", path, row_no,
+                                f"line {rows.line_num}: {len(fields)} field(s), column "
+                                f"{max(url_index, caption_index)} needed")
             elif not _is_utf8(fields[url_index]) or not _is_utf8(fields[caption_index]):
-                yield Rejection("non_utf8", path, row_no, "undecodable bytes")
+                yield Rejection("non_utf8", path, row_no, f"line {rows.line_num}: undecodable bytes")
             else:
                 yield _judge(fields[url_index], fields[caption_index], None, options, path, row_no)
             row_no += 1
@@ -368,45 +630,134 @@ def _is_utf8(value: str) -> bool:
     return True
 
 
-# ---- column checks, run before any work ----
+# ---- checks run before any work ----
 
-def _require_columns(path: str, names: list[str], options: PoolOptions) -> tuple[int, int]:
-    for flag, column in (("--url-col", options.url_col), ("--caption-col", options.caption_col)):
-        if column not in names:
-            shown = ", ".join(repr(n) for n in names[:20])
-            raise PoolFormatError(f"{path}: no column {column!r} (columns: {shown}); name the right one with {flag}")
-    return names.index(options.url_col), names.index(options.caption_col)
+def _check_schema(path: str, schema: pa.Schema, options: PoolOptions) -> None:
+    try:
+        check_columns(path, schema, {options.url_col: TEXT_OR_BINARY, options.caption_col: TEXT_OR_BINARY},
+                      hints={options.url_col: "--url-col", options.caption_col: "--caption-col"})
+    except PoolFormatError:
+        raise
+    except ColumnTypeError as e:
+        raise PoolFormatError(str(e)) from e
 
 
-def check_table_columns(path: str, opener: Opener, options: PoolOptions) -> None:
-    """Raise PoolFormatError naming the file and column when a table lacks the url or caption column.
+_WARC_TYPE_LINE = re.compile(rb"\r?\nWARC-Type:\s*([A-Za-z]+)")
 
-    Reads only the parquet footer, the csv/tsv header or the first parseable jsonl object.
+
+def sniff_content(head: bytes) -> str:
+    """What the first bytes (decompressed) of a file look like: warc, wat, wet, parquet, json or text."""
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if head.startswith(b"WARC/"):
+        types = {m.group(1).decode().lower() for m in _WARC_TYPE_LINE.finditer(head)}
+        if types & {"response", "request", "resource", "revisit"}:
+            return "warc"
+        if "conversion" in types:
+            return "wet"
+        return "wat"
+    stripped = head.removeprefix(codecs.BOM_UTF8).lstrip()
+    if stripped.startswith((b"{", b"[")):
+        return "json"
+    return "text"
+
+
+_FITS = {"wat": ("wat",), "warc": ("warc",), "parquet": ("parquet",), "jsonl": ("json",),
+         "csv": ("text", "json"), "tsv": ("text", "json")}
+_NAMES = {"wat": "a WAT file", "warc": "a WARC file", "wet": "a WET file (page text only, no images)",
+          "parquet": "a parquet file", "json": "JSON lines", "text": "a text table (csv/tsv)"}
+
+
+def _head(fh: BinaryIO, size: int = 1 << 16) -> bytes:
+    """The first ``size`` bytes of the file's content, through gzip members when it is gzipped."""
+    raw = fh.read(size)
+    fh.seek(0)
+    if not raw.startswith(b"\x1f\x8b"):
+        return raw
+    out, data = b"", raw
+    try:  # one member after another (WARC files are one member per record) until enough is seen
+        while data and len(out) < size:
+            d = zlib.decompressobj(wbits=31)
+            out += d.decompress(data, size - len(out))
+            data = d.unused_data if d.eof else b""
+    except zlib.error:
+        pass
+    return out
+
+
+def check_pool_file(path: str, opener: Opener, options: PoolOptions) -> None:
+    """Raise PoolFormatError naming the file when it cannot be read as configured, before any work.
+
+    Checks that the content fits the (given or detected) format, that a table has its url and caption
+    columns once each, with text types (parquet: from the footer; jsonl: the first 1,000 objects; csv/tsv:
+    the header line). Reads only the head of a file and a parquet footer.
     """
+    options = options.for_file(path)
     fmt = detect_format(path, options.fmt)
-    if fmt == "wat":
-        return
     with opener(path) as fh:
+        head = _head(fh)
+        if not head:
+            return  # an empty file: it reads as no records
+        kind = sniff_content(head)
+        if kind not in _FITS[fmt]:
+            hint = {"wat": "wat", "warc": "warc", "parquet": "parquet", "json": "jsonl"}.get(kind)
+            advice = f"; pass --pool-format {hint} (or name it by its extension)" if hint else ""
+            if kind == "wet":
+                advice = "; give the WAT or WARC file of the same crawl"
+            raise PoolFormatError(f"{path}: read as {fmt} but its content is {_NAMES[kind]}{advice}")
+        if fmt in ("wat", "warc"):
+            return
         if fmt == "parquet":
             try:
-                names = pq.ParquetFile(fh).schema_arrow.names
+                schema = pq.ParquetFile(fh).schema_arrow
             except (pa.ArrowException, OSError) as e:
                 raise PoolFormatError(f"{path}: not a readable parquet file ({e})") from e
-            _require_columns(path, names, options)
+            _check_schema(path, schema, options)
             return
         stream = _maybe_gunzip(fh)
         if fmt == "jsonl":
-            for line_no, line in enumerate(stream):
-                if line_no >= 1000:
-                    break
-                try:
-                    doc = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(doc, dict):
-                    _require_columns(path, list(doc), options)
-                    return
-            raise PoolFormatError(f"{path}: no JSON object in the first lines; is this a jsonl file?")
-        header = next(csv.reader(io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline=""),
-                                 delimiter="\t" if fmt == "tsv" else ","), None)
-        _require_columns(path, header or [], options)
+            _check_jsonl_head(path, stream, options)
+            return
+        if not options.header:
+            return
+        if fmt == "tsv":
+            first = stream.readline().removeprefix(codecs.BOM_UTF8).rstrip(b"\r\n")
+            header = first.decode("utf-8", "replace").split("\t") if first else []
+        else:
+            header = next(csv.reader(io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")),
+                          None) or []
+        _column_indices(path, header, options)
+
+
+def _check_jsonl_head(path: str, stream: BinaryIO, options: PoolOptions) -> None:
+    found = False
+    for line_no, line in enumerate(stream):
+        if line_no >= 1000:
+            break
+        try:
+            doc = json.loads(line.removeprefix(codecs.BOM_UTF8), object_pairs_hook=list)
+        except ValueError:
+            continue
+        if not isinstance(doc, list) or (doc and not isinstance(doc[0], tuple)):
+            continue
+        keys = [k for k, _ in doc]
+        for column in (options.url_col, options.caption_col):
+            if keys.count(column) > 1:
+                raise PoolFormatError(f"{path}: line {line_no + 1}: key {column!r} appears {keys.count(column)} "
+                                      "times in one object; which one is meant is ambiguous")
+        values = dict(doc)
+        if not found:
+            _column_indices(path, keys, options)  # the first object names the columns
+            found = True
+        for column in (options.url_col, options.caption_col):
+            value = values.get(column)
+            if value is not None and not isinstance(value, str):
+                raise PoolFormatError(f"{path}: line {line_no + 1}: column {column!r} holds a "
+                                      f"{type(value).__name__} ({json.dumps(value)[:60]}), expected a string")
+    if not found:
+        raise PoolFormatError(f"{path}: no JSON object in the first lines; is this a jsonl file?")
+
+
+def check_table_columns(path: str, opener: Opener, options: PoolOptions) -> None:
+    """Former name of ``check_pool_file``."""
+    check_pool_file(path, opener, options)
