@@ -17,6 +17,7 @@ import math
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -27,12 +28,15 @@ from apache_beam.utils import shared
 from pipelines import common
 from schemas.pairs import BALANCE_PNG, PAIRS, PAIRS_GLOB, QUERY_COUNTS, QUERY_COUNTS_PARQUET, STATS_JSON
 from schemas.queries import QUERIES_PARQUET
-from wit_builder.balance import BalanceConfig, SmallestRanks, cut_value, kept_queries
+from wit_builder import options
+from wit_builder.balance import MODES, BalanceConfig, SmallestRanks, cut_value, kept_queries
 from wit_builder.balance_plot import balance_png
 from wit_builder.matcher import QueryMatcher, validate_queries
+from wit_builder.options import option
 from wit_builder.pool_readers import (
     BAD_REASONS,
     FILTER_REASONS,
+    FORMATS,
     Candidate,
     PoolOptions,
     check_table_columns,
@@ -344,32 +348,52 @@ class BuildPairs(beam.PTransform):
 
 # ---- the command ----
 
+@dataclass(frozen=True)
+class BuildPairsOptions:
+    """``wit build-pairs``'s settings; the flags, defaults and help are generated from these fields."""
+
+    queries: str = option(help=f"directory holding stage 1's {QUERIES_PARQUET}")
+    pool: tuple[str, ...] = option(help="pool file or glob (WAT .warc.wat.gz, parquet, jsonl[.gz], csv, tsv); "
+                                        "repeatable")
+    out: str = option(help="output directory")
+    per_query_cap: int = option(BalanceConfig.per_query_cap, unit="pairs", help="pairs kept per query")
+    balance: str = option(BalanceConfig.mode, choices=MODES,
+                          help="hard: each query keeps its cap smallest-ranked pairs; probabilistic: MetaCLIP's "
+                               "p = min(1, cap / matched)")
+    seed: int = option(BalanceConfig.seed, help="seed of the ranks and draws")
+    oversample: float = option(BalanceConfig.oversample, unit="x cap",
+                               help="keep this many times the cap, for download losses; stage 4 caps again")
+    pool_format: str = option(PoolOptions.fmt, choices=("auto", *FORMATS), help="format of the pool files")
+    url_col: str = option(PoolOptions.url_col, help="URL column of table pools")
+    caption_col: str = option(PoolOptions.caption_col, help="caption column of table pools")
+    max_url_length: int = option(PoolOptions.max_url_length, unit="characters",
+                                 help="longer URLs are reported and dropped")
+    rows_per_file: int = option(500_000, unit="rows", help="rows per pairs-*.parquet file")
+
+    def __post_init__(self) -> None:
+        self.balance_config()
+        self.pool_options()
+        if self.rows_per_file < 1:
+            raise ValueError(f"--rows-per-file must be at least 1, not {self.rows_per_file}")
+
+    def balance_config(self) -> BalanceConfig:
+        return BalanceConfig(self.balance, self.per_query_cap, self.seed, self.oversample)
+
+    def pool_options(self) -> PoolOptions:
+        return PoolOptions(self.pool_format, self.url_col, self.caption_col, self.max_url_length)
+
+
+OPTIONS = BuildPairsOptions
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--queries", required=True, help=f"directory holding stage 1's {QUERIES_PARQUET}")
-    parser.add_argument("--pool", required=True, action="append",
-                        help="pool file or glob (WAT .warc.wat.gz, parquet, jsonl[.gz], csv, tsv); repeatable")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--per-query-cap", type=int, default=20_000, help="pairs kept per query (default 20000)")
-    parser.add_argument("--balance", choices=("hard", "probabilistic"), default="hard",
-                        help="hard: each query keeps its cap smallest-ranked pairs; probabilistic: MetaCLIP's "
-                             "p = min(1, cap / matched)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the ranks and draws (default 0)")
-    parser.add_argument("--oversample", type=float, default=1.0,
-                        help="keep this many times the cap, for download losses; stage 4 caps again (default 1)")
-    parser.add_argument("--pool-format", default="auto", choices=("auto", "wat", "parquet", "jsonl", "csv", "tsv"))
-    parser.add_argument("--url-col", default="url", help="URL column of table pools (default url)")
-    parser.add_argument("--caption-col", default="caption", help="caption column of table pools (default caption)")
-    parser.add_argument("--max-url-length", type=int, default=2048, help="longer URLs are reported and dropped")
-    parser.add_argument("--rows-per-file", type=int, default=500_000, help="rows per pairs-*.parquet file")
+    options.add_arguments(parser, OPTIONS)
 
 
-def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
+def run(args: BuildPairsOptions, beam_argv: list[str]) -> int:
     started = time.monotonic()
     try:
-        balance = BalanceConfig(args.balance, args.per_query_cap, args.seed, args.oversample)
-        pool = PoolOptions(args.pool_format, args.url_col, args.caption_col, args.max_url_length)
-        if args.rows_per_file < 1:
-            raise ValueError(f"--rows-per-file must be at least 1, not {args.rows_per_file}")
+        balance, pool = args.balance_config(), args.pool_options()
         queries_path = common.join(args.queries, QUERIES_PARQUET)
         if not common.exists(queries_path):
             raise FileNotFoundError(f"{queries_path} not found; run 'wit build-queries' first or fix --queries")

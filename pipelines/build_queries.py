@@ -28,7 +28,9 @@ from apache_beam.pvalue import AsDict, AsSingleton, TaggedOutput
 
 from pipelines import common
 from schemas.queries import QUERIES, QUERIES_PARQUET, QUERIES_TXT, SOURCES, STATS_JSON
+from wit_builder import options
 from wit_builder import query_selection as qs
+from wit_builder.options import option
 from wit_builder.pageviews import open_text, read_pageviews
 from wit_builder.wikidump import (
     DEFAULT_TARGET_BYTES,
@@ -433,36 +435,54 @@ class BuildQueries(beam.PTransform):
 
 # ---- the command ----
 
+@dataclass(frozen=True)
+class BuildQueriesOptions:
+    """``wit build-queries``'s settings; the flags, defaults and help are generated from these fields."""
+
+    dump: tuple[str, ...] = option(
+        help="MediaWiki XML dump (.xml, .xml.bz2, multistream .xml.bz2 with its -index.txt[.bz2] beside it); "
+             "repeat or use globs", metavar="PATH")
+    out: str = option(help="output folder (local path or gs://, s3://, ...)")
+    wordnet_dir: str | None = option(None, help="WordNet 3.0 dict folder, e.g. /usr/share/wordnet; without it no "
+                                                "WordNet queries are built")
+    pageviews: tuple[str, ...] = option((), metavar="PATH",
+                                        help="Wikimedia pageview dump files (.gz/.bz2/plain; repeat or globs) to "
+                                             "rank titles by traffic; without them titles rank by incoming links")
+    min_unigram_count: int = option(qs.Thresholds.min_unigram_count, unit="occurrences",
+                                    help="occurrences a word needs to become a query")
+    min_bigram_count: int = option(qs.Thresholds.min_bigram_count, unit="co-occurrences",
+                                   help="co-occurrences a bigram needs before its NPMI is trusted")
+    max_queries: int = option(qs.Budgets.max_queries, unit="queries",
+                              help="most queries in all; the sources' budgets scale down to fit")
+    unigram_budget: int = option(qs.Budgets.unigram, unit="queries", help="most unigram queries (MetaCLIP's split)")
+    bigram_budget: int = option(qs.Budgets.bigram, unit="queries", help="most bigram queries (MetaCLIP's split)")
+    title_budget: int = option(qs.Budgets.title, unit="queries", help="most title queries (MetaCLIP's split)")
+    wordnet_budget: int = option(qs.Budgets.wordnet, unit="queries", help="most wordnet queries (MetaCLIP's split)")
+    split_bytes: int = option(DEFAULT_TARGET_BYTES, unit="bytes",
+                              help="bytes of a multistream dump per parallel read (64 MiB)")
+
+    def __post_init__(self) -> None:
+        self.config()  # every threshold and budget checked before any work
+
+    def config(self) -> QueryConfig:
+        return QueryConfig(
+            thresholds=qs.Thresholds(self.min_unigram_count, self.min_bigram_count),
+            budgets=qs.Budgets(
+                **{source: getattr(self, f"{source}_budget") for source in SOURCES}, max_queries=self.max_queries
+            ),
+            split_bytes=self.split_bytes,
+        )
+
+
+OPTIONS = BuildQueriesOptions
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    budgets, thresholds = qs.Budgets(), qs.Thresholds()
-    parser.add_argument("--dump", action="append", required=True, metavar="PATH",
-                        help="MediaWiki XML dump (.xml, .xml.bz2, multistream .xml.bz2 with its -index.txt[.bz2] "
-                             "beside it); repeat or use globs")
-    parser.add_argument("--out", required=True, help="output folder (local path or gs://, s3://, ...)")
-    parser.add_argument("--wordnet-dir", help="WordNet 3.0 dict folder, e.g. /usr/share/wordnet; "
-                                              "without it no WordNet queries are built")
-    parser.add_argument("--pageviews", action="append", default=[], metavar="PATH",
-                        help="Wikimedia pageview dump files (.gz/.bz2/plain; repeat or globs) to rank titles by "
-                             "traffic; without them titles rank by incoming links")
-    parser.add_argument("--min-unigram-count", type=int, default=thresholds.min_unigram_count)
-    parser.add_argument("--min-bigram-count", type=int, default=thresholds.min_bigram_count,
-                        help="co-occurrences a bigram needs before its NPMI is trusted")
-    parser.add_argument("--max-queries", type=int, default=budgets.max_queries)
-    for source in SOURCES:
-        parser.add_argument(f"--{source}-budget", type=int, default=getattr(budgets, source),
-                            help=f"most {source} queries (MetaCLIP's split by default)")
-    parser.add_argument("--split-bytes", type=int, default=DEFAULT_TARGET_BYTES,
-                        help="bytes of a multistream dump per parallel read (default 64 MiB)")
+    options.add_arguments(parser, OPTIONS)
 
 
-def _config(args: argparse.Namespace) -> QueryConfig:
-    return QueryConfig(
-        thresholds=qs.Thresholds(args.min_unigram_count, args.min_bigram_count),
-        budgets=qs.Budgets(
-            **{source: getattr(args, f"{source}_budget") for source in SOURCES}, max_queries=args.max_queries
-        ),
-        split_bytes=args.split_bytes,
-    )
+def _config(args: BuildQueriesOptions) -> QueryConfig:
+    return args.config()
 
 
 def _bad_input(err: BaseException) -> str | None:
@@ -497,7 +517,7 @@ def _stats(args, config: QueryConfig, dumps: list[DumpInput], pageviews: list[st
     }
 
 
-def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
+def run(args: BuildQueriesOptions, beam_argv: list[str]) -> int:
     started = time.time()
     try:
         config = _config(args)

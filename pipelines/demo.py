@@ -21,7 +21,7 @@ import shutil
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -32,8 +32,9 @@ from schemas.finalize import DATASET_CARD, SIZES_JSON
 from schemas.finalize import STATS_JSON as FINAL_STATS
 from schemas.pairs import PAIRS_GLOB
 from schemas.queries import QUERIES_PARQUET
-from wit_builder import demo_corpus
+from wit_builder import demo_corpus, options
 from wit_builder.demo_server import DemoServer
+from wit_builder.options import option
 
 ENWIKI = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 DONE = ".wit-demo-done.json"        # written when a stage finished: its fingerprint and duration
@@ -52,20 +53,36 @@ POOL_SCHEMA = pa.schema([pa.field("url", pa.string()), pa.field("caption", pa.st
                          pa.field("kind", pa.string())])
 
 
+@dataclass(frozen=True)
+class DemoOptions:
+    """``wit demo``'s settings; the flags, defaults and help are generated from these fields."""
+
+    out: str = option(help="folder for every output of the demo (make demo: out/demo)")
+    wordnet_dir: str = option("/usr/share/wordnet",
+                              help="WordNet 3.0 dict folder (Debian's wordnet-base); skipped when absent")
+    port: int = option(0, help=f"port of the loopback image server (0: the last run's, else {DEFAULT_PORT})")
+    seed: int = option(0, help="seed of the corpus, the balancing and training")
+    per_query_cap: int = option(80, unit="pairs",
+                                help="pairs kept per query (small so that the demo's flooded class is capped)")
+    image_size: int = option(64, unit="px", help="side of the stored images (the tiny model uses 32)")
+    steps: int = option(200, unit="steps", help="training steps of the tiny model")
+    batch_size: int = option(64, unit="samples", help="training batch size")
+    workers: int = option(1, unit="processes", help="data loader processes for train and eval")
+    force: bool = option(False, help="rerun every stage even when its outputs are complete")
+
+    def __post_init__(self) -> None:
+        for name in ("per_query_cap", "image_size", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.port < 65536 or self.workers < 0:
+            raise ValueError(f"--port must be 0-65535 and --workers >= 0, got {self.port}, {self.workers}")
+
+
+OPTIONS = DemoOptions
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="folder for every output of the demo (make demo: out/demo)")
-    parser.add_argument("--wordnet-dir", default="/usr/share/wordnet",
-                        help="WordNet 3.0 dict folder (Debian's wordnet-base); skipped when absent")
-    parser.add_argument("--port", type=int, default=0,
-                        help=f"port of the loopback image server (default: the last run's, else {DEFAULT_PORT})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the corpus, the balancing and training")
-    parser.add_argument("--per-query-cap", type=int, default=80,
-                        help="pairs kept per query (small so that the demo's flooded class is capped)")
-    parser.add_argument("--image-size", type=int, default=64, help="side of the stored images (the tiny model uses 32)")
-    parser.add_argument("--steps", type=int, default=200, help="training steps of the tiny model")
-    parser.add_argument("--batch-size", type=int, default=64, help="training batch size")
-    parser.add_argument("--workers", type=int, default=1, help="data loader processes for train and eval")
-    parser.add_argument("--force", action="store_true", help="rerun every stage even when its outputs are complete")
+    options.add_arguments(parser, OPTIONS)
 
 
 # ---- stage bookkeeping ----

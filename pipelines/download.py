@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import logging
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -26,9 +27,10 @@ from apache_beam.metrics import Metrics
 from pipelines import common
 from schemas.download import RAW_STATUSES
 from schemas.pairs import PAIRS_GLOB
-from wit_builder import raw_shards
+from wit_builder import options, raw_shards
 from wit_builder.fetch import FetchConfig
 from wit_builder.images import ENCODE_FORMATS, RESIZE_MODES, ImageConfig
+from wit_builder.options import option
 
 NAMESPACE = "download"
 ENGINES = ("native", "img2dataset")
@@ -233,56 +235,74 @@ class Download(beam.PTransform):
 
 # ---- command line ----
 
+_F, _I = FetchConfig, ImageConfig
+_IMG, _NET = "images", "network"
+
+
+@dataclass(frozen=True)
+class DownloadOptions:
+    """``wit download``'s settings; the flags, defaults and help are generated from these fields."""
+
+    pairs: tuple[str, ...] = option(help="pairs directory, parquet file or glob (needs a url column); repeatable")
+    out: str = option(help="output directory for raw shards")
+    engine: str = option(DownloadConfig.engine, choices=ENGINES,
+                         help="native (requests + Pillow, polite and safe) or img2dataset (the peer, unchanged)")
+    rows_per_shard: int = option(DownloadConfig.rows_per_shard, unit="rows",
+                                 help="input rows per url shard (one Beam element, one raw shard)")
+    threads: int = option(DownloadConfig.threads, help="requests in flight per worker")
+    image_size: int = option(_I.image_size, unit="px", group=_IMG, help="target side")
+    resize_mode: str = option(_I.resize_mode, choices=RESIZE_MODES, group=_IMG, help="img2dataset's resize modes")
+    encode_format: str = option(_I.encode_format, choices=tuple(ENCODE_FORMATS), group=_IMG,
+                                help="stored image format")
+    encode_quality: int = option(_I.encode_quality, group=_IMG, help="encoder quality, 1-100")
+    min_image_size: int = option(_I.min_image_size, unit="px", group=_IMG,
+                                 help="smallest accepted side (smaller: status filtered)")
+    max_aspect_ratio: float = option(_I.max_aspect_ratio, group=_IMG,
+                                     help="largest accepted long/short side ratio (larger: status filtered)")
+    max_image_pixels: int = option(_I.max_image_pixels, unit="px", group=_IMG,
+                                   help="refuse images whose header declares more pixels (decompression bombs)")
+    timeout: float | None = option(None, unit="s", group=_NET,
+                                   help=f"connect and read timeout; none: the fetcher's {_F.connect_timeout_s} s "
+                                        f"connect, {_F.read_timeout_s} s read")
+    deadline: float = option(_F.deadline_s, unit="s", group=_NET, help="total time per attempt")
+    max_bytes: int = option(_F.max_bytes, unit="bytes", group=_NET, help="largest body read")
+    retries: int = option(_F.retries, group=_NET, help="extra attempts for transient failures")
+    backoff_base: float = option(_F.backoff_base_s, unit="s", group=_NET, help="first backoff")
+    backoff_max: float = option(_F.backoff_max_s, unit="s", group=_NET,
+                                help="longest backoff, and the longest Retry-After honoured")
+    per_host_concurrency: int = option(_F.per_host_concurrency, group=_NET,
+                                       help="requests in flight per host per worker")
+    per_host_rate: float = option(_F.per_host_rate, unit="requests/s", group=_NET,
+                                  help="request starts per second per host per worker (0: unlimited)")
+    user_agent_contact: str | None = option(None, group=_NET, help="URL or e-mail put in the User-Agent")
+    allow_private_networks: bool = option(False, group=_NET,
+                                          help="allow loopback and private addresses (tests, intranet mirrors)")
+    allow_link_local: bool = option(False, group=_NET, help="also allow link-local addresses (169.254/16: cloud "
+                                                            "metadata!); separate on purpose")
+    robots: bool = option(True, negate="--no-robots", group=_NET, help="ignore robots.txt")
+    x_robots_tag: bool = option(True, negate="--no-x-robots-tag", group=_NET,
+                                help="ignore X-Robots-Tag noai/noindex opt-outs")
+
+    def __post_init__(self) -> None:
+        config_from_args(self)
+
+
+OPTIONS = DownloadOptions
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d_fetch, d_image = FetchConfig(), ImageConfig()
-    parser.add_argument("--pairs", required=True, help="pairs directory, parquet file or glob (needs a url column)")
-    parser.add_argument("--out", required=True, help="output directory for raw shards")
-    parser.add_argument("--engine", choices=ENGINES, default="native",
-                        help="native (requests + Pillow, polite and safe) or img2dataset (the peer, unchanged)")
-    parser.add_argument("--rows-per-shard", type=int, default=DownloadConfig.rows_per_shard,
-                        help="input rows per url shard (one Beam element, one raw shard)")
-    parser.add_argument("--threads", type=int, default=DownloadConfig.threads, help="requests in flight per worker")
-    img = parser.add_argument_group("images")
-    img.add_argument("--image-size", type=int, default=d_image.image_size, help="target side in pixels")
-    img.add_argument("--resize-mode", choices=RESIZE_MODES, default=d_image.resize_mode,
-                     help="img2dataset's resize modes")
-    img.add_argument("--encode-format", choices=tuple(ENCODE_FORMATS), default=d_image.encode_format)
-    img.add_argument("--encode-quality", type=int, default=d_image.encode_quality, help="1-100")
-    img.add_argument("--min-image-size", type=int, default=d_image.min_image_size,
-                     help="smallest accepted side in pixels (smaller: status filtered)")
-    img.add_argument("--max-aspect-ratio", type=float, default=d_image.max_aspect_ratio,
-                     help="largest accepted long/short side ratio (larger: status filtered)")
-    img.add_argument("--max-image-pixels", type=int, default=d_image.max_image_pixels,
-                     help="refuse images whose header declares more pixels (decompression bombs)")
-    net = parser.add_argument_group("network")
-    net.add_argument("--timeout", type=float, default=d_fetch.read_timeout_s, help="connect and read timeout, s")
-    net.add_argument("--deadline", type=float, default=d_fetch.deadline_s, help="total time per attempt, s")
-    net.add_argument("--max-bytes", type=int, default=d_fetch.max_bytes, help="largest body read, bytes")
-    net.add_argument("--retries", type=int, default=d_fetch.retries, help="extra attempts for transient failures")
-    net.add_argument("--backoff-base", type=float, default=d_fetch.backoff_base_s, help="first backoff, s")
-    net.add_argument("--backoff-max", type=float, default=d_fetch.backoff_max_s,
-                     help="longest backoff, and the longest Retry-After honoured, s")
-    net.add_argument("--per-host-concurrency", type=int, default=d_fetch.per_host_concurrency,
-                     help="requests in flight per host per worker")
-    net.add_argument("--per-host-rate", type=float, default=d_fetch.per_host_rate,
-                     help="request starts per second per host per worker (0: unlimited)")
-    net.add_argument("--user-agent-contact", default=None, help="URL or e-mail put in the User-Agent")
-    net.add_argument("--allow-private-networks", action="store_true",
-                     help="allow loopback and private addresses (tests, intranet mirrors)")
-    net.add_argument("--allow-link-local", action="store_true",
-                     help="also allow link-local addresses (169.254/16: cloud metadata!); separate on purpose")
-    net.add_argument("--no-robots", action="store_true", help="ignore robots.txt")
-    net.add_argument("--no-x-robots-tag", action="store_true", help="ignore X-Robots-Tag noai/noindex opt-outs")
+    options.add_arguments(parser, OPTIONS)
 
 
-def config_from_args(args: argparse.Namespace) -> DownloadConfig:
+def config_from_args(args: DownloadOptions) -> DownloadConfig:
+    timeouts = {} if args.timeout is None else {"connect_timeout_s": args.timeout, "read_timeout_s": args.timeout}
     fetch = FetchConfig(
-        connect_timeout_s=args.timeout, read_timeout_s=args.timeout, deadline_s=args.deadline,
+        **timeouts, deadline_s=args.deadline,
         max_bytes=args.max_bytes, retries=args.retries, backoff_base_s=args.backoff_base,
         backoff_max_s=args.backoff_max, per_host_concurrency=args.per_host_concurrency,
         per_host_rate=args.per_host_rate, user_agent_contact=args.user_agent_contact,
         allow_private_networks=args.allow_private_networks, allow_link_local=args.allow_link_local,
-        respect_robots_txt=not args.no_robots, respect_x_robots_tag=not args.no_x_robots_tag,
+        respect_robots_txt=args.robots, respect_x_robots_tag=args.x_robots_tag,
         pool_maxsize=max(args.per_host_concurrency, 1),
     )
     image = ImageConfig(
@@ -319,7 +339,7 @@ def summarize(out: str, shard_ids: list[int]) -> dict[str, Any]:
     return totals
 
 
-def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
+def run(args: DownloadOptions, beam_argv: list[str]) -> int:
     try:
         config = config_from_args(args)
         if config.engine == "img2dataset":
@@ -327,13 +347,13 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
 
             if not img2dataset_available():
                 raise InputError(INSTALL_HINT)
-        paths = input_files(args.pairs)
+        paths = list(dict.fromkeys(p for pattern in args.pairs for p in input_files(pattern)))
         specs = plan_shards(paths, config.rows_per_shard)
         common.makedirs(config.out)
         _check_plan(config.out, {"inputs": paths, "rows_per_shard": config.rows_per_shard,
                                  "shards": len(specs), "rows": sum(s.rows for s in specs)})
     except (InputError, FileNotFoundError, ValueError) as e:
-        print(f"wit download: {e}", flush=True)
+        print(f"wit download: error: {e}", file=sys.stderr, flush=True)
         return 2
     todo = [s for s in specs if not shard_complete(config.out, s.shard_id)]
     print(f"wit download: {sum(s.rows for s in specs)} rows in {len(specs)} shards of <= {config.rows_per_shard} "

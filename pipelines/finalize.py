@@ -40,7 +40,8 @@ from schemas.finalize import (
     SIZES_JSON,
     STATS_JSON,
 )
-from wit_builder import dataset_card, dedup, final_shards, raw_rows, rebalance
+from wit_builder import dataset_card, dedup, final_shards, options, raw_rows, rebalance
+from wit_builder.options import option
 
 NAMESPACE = "finalize"
 
@@ -596,18 +597,40 @@ class Finalize(beam.PTransform):
 
 # ---- command line ----
 
+@dataclass(frozen=True)
+class FinalizeOptions:
+    """``wit finalize``'s settings; the flags, defaults and help are generated from these fields.
+
+    The inputs they name are resolved (and checked) into a :class:`FinalizeConfig` by :func:`build_config`.
+    """
+
+    raw: tuple[str, ...] = option(metavar="DIR_OR_GLOB",
+                                  help="stage 3 output: a folder of {shard}.parquet/.tar, a parquet file or a glob "
+                                       "(repeatable)")
+    out: str = option(help="output folder for the final shards")
+    samples_per_shard: int = option(FinalizeConfig.samples_per_shard, unit="samples", help="samples per final shard")
+    per_query_cap: int | None = option(FinalizeConfig.per_query_cap, unit="samples",
+                                       help="cap every query again after losses (none: no re-cap)")
+    phash_distance: int = option(FinalizeConfig.phash_distance, unit="bits",
+                                 help="near duplicates: pHash Hamming distance at most this")
+    decontaminate: str | None = option(FinalizeConfig.decontaminate, metavar="DIR",
+                                       help="folder of evaluation images (searched recursively); near duplicates "
+                                            "become 'filtered'")
+    seed: int = option(FinalizeConfig.seed, help="seed of the re-balance hash rank (stage 2's seed)")
+
+    def __post_init__(self) -> None:
+        if self.samples_per_shard < 1:
+            raise ValueError(f"--samples-per-shard must be >= 1, got {self.samples_per_shard}")
+        if self.per_query_cap is not None and self.per_query_cap < 1:
+            raise ValueError(f"--per-query-cap must be >= 1, got {self.per_query_cap}")
+        dedup.bands(self.phash_distance)  # validates the range
+
+
+OPTIONS = FinalizeOptions
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--raw", required=True, action="append", metavar="DIR_OR_GLOB",
-                        help="stage 3 output: a folder of {shard}.parquet/.tar, a parquet file or a glob (repeatable)")
-    parser.add_argument("--out", required=True, help="output folder for the final shards")
-    parser.add_argument("--samples-per-shard", type=int, default=final_shards.DEFAULT_SAMPLES_PER_SHARD)
-    parser.add_argument("--per-query-cap", type=int, default=None,
-                        help="cap every query again after losses (default: no re-cap)")
-    parser.add_argument("--phash-distance", type=int, default=4,
-                        help="near duplicates: pHash Hamming distance at most this (default 4)")
-    parser.add_argument("--decontaminate", metavar="DIR", default=None,
-                        help="folder of evaluation images (searched recursively); near duplicates become 'filtered'")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the re-balance hash rank (stage 2's seed)")
+    options.add_arguments(parser, OPTIONS)
 
 
 def raw_parquets(patterns: Iterable[str]) -> list[str]:
@@ -638,7 +661,7 @@ def parquet_rows(path: str) -> int:
     return footer.num_rows
 
 
-def build_config(args: argparse.Namespace) -> FinalizeConfig:
+def build_config(args: FinalizeOptions) -> FinalizeConfig:
     files = raw_parquets(args.raw)
     names = raw_rows.raw_shard_names(files)
     expected = sum(parquet_rows(f) for f in files)
@@ -666,7 +689,7 @@ def remove_stale_shards(out: str, keep: Iterable[str]) -> list[str]:
     return stale
 
 
-def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
+def run(args: FinalizeOptions, beam_argv: list[str]) -> int:
     try:
         config = build_config(args)
     except (FileNotFoundError, ValueError) as exc:
