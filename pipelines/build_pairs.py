@@ -424,8 +424,7 @@ def run(args: BuildPairsOptions, beam_argv: list[str]) -> int:
         | "PoolFiles" >> beam.Create(files)
         | "BuildPairs" >> BuildPairs(queries_path, fingerprint, args.out, pool, balance, args.rows_per_file)
     )
-    result = pipeline.run()
-    result.wait_until_finish()
+    result = common.run_pipeline(pipeline, args.out)
     counts = {name: 0 for name in COUNTERS} | common.counters(result, NAMESPACE)
 
     stats = write_summary(args.out, files, queries_path, fingerprint, balance, pool, counts)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 import time
 from collections import Counter
@@ -27,9 +26,11 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsDict, AsSingleton, TaggedOutput
 
 from pipelines import common
+from schemas import stats as stats_schema
 from schemas.queries import QUERIES, QUERIES_PARQUET, QUERIES_TXT, SOURCES, STATS_JSON
 from wit_builder import options
 from wit_builder import query_selection as qs
+from wit_builder.errors import StageFailed
 from wit_builder.options import option
 from wit_builder.pageviews import open_text, read_pageviews
 from wit_builder.wikidump import (
@@ -485,17 +486,9 @@ def _config(args: BuildQueriesOptions) -> QueryConfig:
     return args.config()
 
 
-def _bad_input(err: BaseException) -> str | None:
-    """The DumpError message inside an error a runner raised, if the failure was bad input."""
-    message = str(err) if isinstance(err, DumpError) else None
-    for line in reversed(str(err).splitlines()):
-        if message is None and "DumpError: " in line:
-            message = line.split("DumpError: ", 1)[1]
-    # Beam appends the failing step to the message; the file and place are what the user needs.
-    return None if message is None else re.sub(r" \[while running '[^']*'\]$", "", message.strip())
-
-
-def _stats(args, config: QueryConfig, dumps: list[DumpInput], pageviews: list[str], counts: dict[str, int]) -> dict:
+def _stats(args: BuildQueriesOptions, config: QueryConfig, dumps: list[DumpInput], pageviews: list[str],
+           counts: dict[str, int], seconds: float) -> dict:
+    """stats.json in the declared layout (schemas/stats.py): per-source table and budgets under ``details``."""
     budgets = config.budgets.per_source()
     inputs = [d.path for d in dumps] + [d.index for d in dumps if d.index] + pageviews
     sources = {
@@ -503,18 +496,23 @@ def _stats(args, config: QueryConfig, dumps: list[DumpInput], pageviews: list[st
         | {"budget": budgets[source]}
         for source in SOURCES
     }
-    return {
-        "inputs": [{"path": p, "sha256": common.sha256_file(p)} for p in inputs],
-        "wordnet_dir": args.wordnet_dir,
-        "title_traffic": "pageviews" if pageviews else "inlinks",
-        "thresholds": asdict(config.thresholds),
-        "budgets": {"requested": asdict(config.budgets), "applied": budgets},
-        "sources": sources,
-        "total_queries": sum(s["selected"] for s in sources.values()),
-        "pages": {k: counts.get(k, 0) for k in ("pages_read", "articles", "articles_without_text", "dump_ranges")},
-        "pageview_rows": counts.get("pageview_rows", 0),
-        "skipped": {reason: counts.get(reason, 0) for reason in (*SKIP_REASONS, "pageview_lines_malformed")},
-    }
+    names = ("pages_read", "articles", "articles_without_text", "dump_ranges", "pageview_rows",
+             *SKIP_REASONS, "pageview_lines_malformed")
+    flat = {name: counts.get(name, 0) for name in names}
+    flat |= {f"{k}_{source}": v for source, table in sources.items() for k, v in table.items() if k != "budget"}
+    flat["queries"] = sum(s["selected"] for s in sources.values())
+    return stats_schema.envelope(
+        "build-queries",
+        inputs=[stats_schema.input_entry(p, common.sha256_file(p)) for p in inputs],
+        parameters=options.as_parameters(args),
+        counts=flat,
+        outputs=[stats_schema.output_entry(common.join(args.out, QUERIES_PARQUET), flat["queries"]),
+                 stats_schema.output_entry(common.join(args.out, QUERIES_TXT), flat["queries"])],
+        seconds=seconds,
+        details={"wordnet_dir": args.wordnet_dir, "title_traffic": "pageviews" if pageviews else "inlinks",
+                 "thresholds": asdict(config.thresholds),
+                 "budgets": {"requested": asdict(config.budgets), "applied": budgets}, "sources": sources},
+    )
 
 
 def run(args: BuildQueriesOptions, beam_argv: list[str]) -> int:
@@ -533,19 +531,15 @@ def run(args: BuildQueriesOptions, beam_argv: list[str]) -> int:
     pipeline = beam.Pipeline(options=common.pipeline_options(beam_argv))
     _ = pipeline | "BuildQueries" >> BuildQueries(dumps, args.out, config, pageviews, wordnet)
     try:
-        result = pipeline.run()
-        result.wait_until_finish()
-    except Exception as err:
-        message = _bad_input(err)
-        if message is None:
-            raise
-        print(f"wit build-queries: error: {message}. No output was written.", file=sys.stderr)
-        return 1
-    stats = _stats(args, config, dumps, pageviews, common.counters(result, NAMESPACE))
+        result = common.run_pipeline(pipeline, args.out)
+    except StageFailed as err:
+        raise StageFailed(f"{err}. No output was written.") from err
+    stats = _stats(args, config, dumps, pageviews, common.counters(result, NAMESPACE), time.time() - started)
     common.write_json(common.join(args.out, STATS_JSON), stats)
-    per_source = ", ".join(f"{s} {v['selected']}" for s, v in stats["sources"].items())
+    counts = stats["counts"]
+    per_source = ", ".join(f"{s} {v['selected']}" for s, v in stats["details"]["sources"].items())
     bad = ("pages_malformed", "pages_wikitext_rejected", "dump_ranges_empty", "pageview_lines_malformed")
-    skipped = sum(stats["skipped"][reason] for reason in bad)
-    print(f"build-queries: {stats['total_queries']} queries ({per_source}) from {stats['pages']['articles']} articles "
+    skipped = sum(counts[reason] for reason in bad)
+    print(f"build-queries: {counts['queries']} queries ({per_source}) from {counts['articles']} articles "
           f"in {len(dumps)} dump(s); {skipped} bad records skipped; {time.time() - started:.1f} s -> {args.out}")
     return 0

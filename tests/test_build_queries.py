@@ -13,6 +13,7 @@ import pytest
 
 from pipelines.cli import main
 from schemas.queries import QUERIES
+from schemas.stats import validate as validate_stats
 from tests.conftest import BEAM_IN_PROCESS, BEAM_MULTI_PROCESS
 from tests.queries_fixtures import page_xml, write_dump, write_multistream
 from wit_builder.query_selection import title_query
@@ -82,7 +83,7 @@ def test_titles_appear_and_redirect_titles_do_not(sample_out, sample_pages):
     # disambiguation pages, which the stage drops on purpose
     disambiguation = {title_query(p.title) for p in sample_pages
                       if p.ns == 0 and p.redirect is None and parse_article(p.text).disambiguation}
-    assert len(disambiguation) == stats(sample_out)["skipped"]["titles_disambiguation"] == 8
+    assert len(disambiguation) == stats(sample_out)["counts"]["titles_disambiguation"] == 8
     assert articles - set(queries) <= disambiguation
     assert {"anarchism", "autism", "albedo", "alabama"} <= set(queries)
     assert "accessiblecomputing" in redirects and "accessiblecomputing" not in queries
@@ -92,19 +93,21 @@ def test_titles_appear_and_redirect_titles_do_not(sample_out, sample_pages):
 
 def test_budgets_and_max_queries_hold_and_stats_agree(sample_out):
     table, s = rows(sample_out), stats(sample_out)
-    assert s["budgets"]["applied"] == APPLIED and sum(APPLIED.values()) == 50_000
+    assert s["details"]["budgets"]["applied"] == APPLIED and sum(APPLIED.values()) == 50_000
     per_source = Counter(r["source"] for r in table)
     assert per_source["bigram"] == APPLIED["bigram"] and per_source["wordnet"] == APPLIED["wordnet"]  # bind
     for source in ("unigram", "title"):  # fewer eligible than the budget: all of them taken
-        v = s["sources"][source]
+        v = s["details"]["sources"][source]
         assert per_source[source] == v["eligible"] - v["already_taken"] < APPLIED[source]
-    assert {src: v["selected"] for src, v in s["sources"].items()} == dict(per_source)
-    assert s["total_queries"] == len(table) <= 50_000
+    assert {src: v["selected"] for src, v in s["details"]["sources"].items()} == dict(per_source)
+    assert s["counts"]["queries"] == len(table) <= 50_000
     assert len({r["query"] for r in table}) == len(table)
     assert (sample_out / "queries.txt").read_text().splitlines() == [r["query"] for r in table]
-    assert s["thresholds"] == {"min_unigram_count": 3, "min_bigram_count": 3}
-    assert s["pages"] == {"pages_read": 206, "articles": 106, "articles_without_text": 0, "dump_ranges": 1}
-    assert s["skipped"]["pages_redirect"] == 99 and s["skipped"]["pages_not_main_namespace"] == 1
+    assert s["details"]["thresholds"] == {"min_unigram_count": 3, "min_bigram_count": 3}
+    pages = {k: s["counts"][k] for k in ("pages_read", "articles", "articles_without_text", "dump_ranges")}
+    assert pages == {"pages_read": 206, "articles": 106, "articles_without_text": 0, "dump_ranges": 1}
+    assert s["counts"]["pages_redirect"] == 99 and s["counts"]["pages_not_main_namespace"] == 1
+    validate_stats(s)
     assert len(s["inputs"][0]["sha256"]) == 64
     # ranked best first within each source (bigrams by NPMI); every stored query is normalized
     bigram_scores = [r["score"] for r in table if r["source"] == "bigram"]
@@ -126,11 +129,14 @@ def test_multistream_read_in_parallel_equals_plain_file(
     for name in ("queries.parquet", "queries.txt"):
         assert (out / name).read_bytes() == (sample_out / name).read_bytes(), name
     s = stats(out)
-    assert s["pages"]["dump_ranges"] == 9  # 206 pages / 25 per stream, one range per stream
+    assert s["counts"]["dump_ranges"] == 9  # 206 pages / 25 per stream, one range per stream
     assert [i["path"] for i in s["inputs"]] == [str(dump), str(dump).replace(".xml.bz2", "-index.txt.bz2")]
     plain = stats(sample_out)
-    assert {k: v for k, v in s.items() if k not in ("inputs", "pages")} == {
-        k: v for k, v in plain.items() if k not in ("inputs", "pages")
+    assert {k: v for k, v in s["counts"].items() if k != "dump_ranges"} == {
+        k: v for k, v in plain["counts"].items() if k != "dump_ranges"
+    }
+    assert {k: v for k, v in s.items() if k not in ("inputs", "counts", "parameters", "outputs", "timings")} == {
+        k: v for k, v in plain.items() if k not in ("inputs", "counts", "parameters", "outputs", "timings")
     }
 
 
@@ -168,9 +174,10 @@ def test_bad_records_are_skipped_and_counted_with_pageviews(tmp_path):
     assert build(out, [good, empty], "--min-unigram-count", "2", "--min-bigram-count", "2",
                  "--pageviews", str(views)) == 0
     s = stats(out)
-    assert s["skipped"]["pages_wikitext_rejected"] == 1 and s["skipped"]["pages_malformed"] == 1
-    assert s["skipped"]["dump_ranges_empty"] == 1 and s["skipped"]["pageview_lines_malformed"] == 1
-    assert s["pageview_rows"] == 4 and s["title_traffic"] == "pageviews"  # en + en.m rows only
+    c = s["counts"]
+    assert c["pages_wikitext_rejected"] == 1 and c["pages_malformed"] == 1
+    assert c["dump_ranges_empty"] == 1 and c["pageview_lines_malformed"] == 1
+    assert c["pageview_rows"] == 4 and s["details"]["title_traffic"] == "pageviews"  # en + en.m rows only
     scores = {r["query"]: r["score"] for r in rows(out) if r["source"] == "title"}
     # the redirect's 30 views count for its target; the Wiktionary row (en.d) is not English Wikipedia
     assert scores == {"eiffel tower": 30.0, "louvre": 9.0}  # "paris" is already a unigram
