@@ -26,6 +26,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
 from pipelines import common
+from schemas import stats as stats_schema
 from schemas.pairs import BALANCE_PNG, PAIRS, PAIRS_GLOB, QUERY_COUNTS, QUERY_COUNTS_PARQUET, STATS_JSON
 from schemas.queries import QUERIES_PARQUET
 from wit_builder import options
@@ -427,12 +428,14 @@ def run(args: BuildPairsOptions, beam_argv: list[str]) -> int:
     result = common.run_pipeline(pipeline, args.out)
     counts = {name: 0 for name in COUNTERS} | common.counters(result, NAMESPACE)
 
-    stats = write_summary(args.out, files, queries_path, fingerprint, balance, pool, counts)
+    stats = write_summary(args.out, files, queries_path, fingerprint, balance, pool, counts, args.rows_per_file,
+                          time.monotonic() - started)
     elapsed = time.monotonic() - started
+    c = stats["counts"]
     print(f"build-pairs: {counts['records']:,} records -> {counts['candidates']:,} candidates -> "
           f"{counts['matched']:,} matched -> {counts['unique_pairs']:,} unique -> {counts['kept']:,} kept "
-          f"in {stats['pairs']['files']} file(s); {stats['bad_records']['count']:,} bad records; "
-          f"{stats['queries']['capped']:,} queries capped; {elapsed:.1f}s -> {args.out}", flush=True)
+          f"in {c['pair_files']} file(s); {c['bad_records']:,} bad records; "
+          f"{c['queries_capped']:,} queries capped; {elapsed:.1f}s -> {args.out}", flush=True)
     if counts["matched"] == 0:
         print("wit build-pairs: no candidate matched any query; check --caption-col, --pool-format and the "
               "queries", file=sys.stderr)
@@ -441,7 +444,7 @@ def run(args: BuildPairsOptions, beam_argv: list[str]) -> int:
 
 
 def write_summary(out: str, files: list[str], queries_path: str, fingerprint: str, balance: BalanceConfig,
-                  pool: PoolOptions, counts: dict[str, int]) -> dict:
+                  pool: PoolOptions, counts: dict[str, int], rows_per_file: int, seconds: float) -> dict:
     """balance.png and stats.json (written last: its presence marks a complete output)."""
     query_counts = common.read_parquet(common.join(out, QUERY_COUNTS_PARQUET))
     matched = query_counts.column("matched").to_pylist()
@@ -451,25 +454,28 @@ def write_summary(out: str, files: list[str], queries_path: str, fingerprint: st
     pair_files = sorted(m.path for m in common.FileSystems.match([common.join(out, PAIRS_GLOB)])[0].metadata_list)
     with common.open_read(common.join(out, BAD_RECORDS_JSONL)) as f:
         bad_lines = f.read().decode().splitlines()
-    stats = {
-        "stage": "build-pairs",
-        "inputs": {"queries": queries_path, "queries_sha256": fingerprint, "pool_files": files},
-        "params": {"balance": balance.mode, "per_query_cap": balance.per_query_cap, "seed": balance.seed,
-                   "oversample": balance.oversample, "target": balance.target, "pool_format": pool.fmt,
-                   "url_col": pool.url_col, "caption_col": pool.caption_col, "max_url_length": pool.max_url_length},
-        "counters": counts,
-        "queries": {
-            "total": len(matched),
-            "matched": sum(1 for m in matched if m > 0),
-            "capped": sum(1 for m in matched if m > balance.target),
-            "max_matched": max(matched, default=0),
-            "max_kept": max(kept, default=0),
+    capped = sum(1 for m in matched if m > balance.target)
+    stats = stats_schema.envelope(
+        "build-pairs",
+        inputs=[stats_schema.input_entry(queries_path, fingerprint, rows=len(matched)),
+                *(stats_schema.input_entry(f) for f in files)],
+        parameters={"balance": balance.mode, "per_query_cap": balance.per_query_cap, "seed": balance.seed,
+                    "oversample": balance.oversample, "target": balance.target, "pool_format": pool.fmt,
+                    "url_col": pool.url_col, "caption_col": pool.caption_col,
+                    "max_url_length": pool.max_url_length, "rows_per_file": rows_per_file},
+        counts={**counts, "bad_records": len(bad_lines), "queries": len(matched),
+                "queries_matched": sum(1 for m in matched if m > 0), "queries_capped": capped,
+                "pair_files": len(pair_files)},
+        outputs=[*(stats_schema.output_entry(p) for p in pair_files),
+                 stats_schema.output_entry(common.join(out, QUERY_COUNTS_PARQUET), len(matched)),
+                 stats_schema.output_entry(common.join(out, BAD_RECORDS_JSONL), len(bad_lines))],
+        seconds=seconds,
+        details={
+            "queries": {"max_matched": max(matched, default=0), "max_kept": max(kept, default=0)},
+            "pairs": {"file_names": [p.rsplit("/", 1)[-1] for p in pair_files]},
+            "bad_records": {"file": BAD_RECORDS_JSONL, "first": [json.loads(line) for line in bad_lines[:20]]},
         },
-        "pairs": {"kept": counts["kept"], "files": len(pair_files),
-                  "file_names": [p.rsplit("/", 1)[-1] for p in pair_files]},
-        "bad_records": {"count": len(bad_lines), "file": BAD_RECORDS_JSONL,
-                        "first": [json.loads(line) for line in bad_lines[:20]]},
-    }
+    )
     common.write_json(common.join(out, STATS_JSON), stats)
     return stats
 

@@ -25,6 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipelines import common
+from schemas import stats as stats_schema
 from schemas.download import RAW_STATUSES
 from schemas.pairs import PAIRS_GLOB
 from wit_builder import options, raw_shards
@@ -327,7 +328,7 @@ def _check_plan(out: str, plan: dict[str, Any]) -> None:
 
 
 def summarize(out: str, shard_ids: list[int]) -> dict[str, Any]:
-    """stats.json: the sum of every shard's stats (complete shards from earlier runs included)."""
+    """The sum of every shard's stats (complete shards from earlier runs included)."""
     totals = {"shards": 0, "count": 0, "statuses": dict.fromkeys(RAW_STATUSES, 0), "bytes_downloaded": 0}
     for shard_id in shard_ids:
         stats = common.read_json(shard_paths(out, shard_id)[2])
@@ -337,6 +338,41 @@ def summarize(out: str, shard_ids: list[int]) -> dict[str, Any]:
         for status, n in stats["statuses"].items():
             totals["statuses"][status] = totals["statuses"].get(status, 0) + n
     return totals
+
+
+def stats_document(args: DownloadOptions, specs: list[ShardSpec], totals: dict[str, Any], this_run: dict[str, int],
+                   seconds: float) -> dict[str, Any]:
+    """stats.json in the declared layout (schemas/stats.py), from the shards' own stats files."""
+    rows_in: dict[str, int] = {}
+    for spec in specs:
+        for path, start, stop in spec.slices:
+            rows_in[path] = rows_in.get(path, 0) + stop - start
+    counts = {"shards": totals["shards"], "rows": totals["count"], "bytes_downloaded": totals["bytes_downloaded"],
+              **{f"status_{k}": v for k, v in totals["statuses"].items()}}
+    return stats_schema.envelope(
+        "download",
+        inputs=[stats_schema.input_entry(path, rows=n) for path, n in rows_in.items()],
+        parameters=options.as_parameters(args, skip=("out",)),
+        counts=counts,
+        outputs=[stats_schema.output_entry(shard_paths(args.out, s.shard_id)[1], s.rows) for s in specs],
+        seconds=seconds,
+        details={"statuses": totals["statuses"], "this_run": this_run},
+    )
+
+
+def _write_stats(out: str, doc: dict[str, Any], unchanged_run: bool) -> None:
+    """Write stats.json; a rerun that downloaded nothing keeps the file when only its timings would change."""
+    path = common.join(out, STATS_JSON)
+    if unchanged_run and common.exists(path):
+        try:
+            old = common.read_json(path)
+            stats_schema.validate(old)
+        except (ValueError, OSError):
+            old = None
+        if old is not None and {k: v for k, v in old.items() if k != "timings"} == {
+                k: v for k, v in doc.items() if k != "timings"}:
+            return
+    common.write_json(path, doc)
 
 
 def run(args: DownloadOptions, beam_argv: list[str]) -> int:
@@ -370,8 +406,9 @@ def run(args: DownloadOptions, beam_argv: list[str]) -> int:
         result = common.run_pipeline(pipeline, config.out)
         run_counts = common.counters(result, NAMESPACE)
     totals = summarize(config.out, [s.shard_id for s in specs])
-    common.write_json(common.join(config.out, STATS_JSON), totals)
     elapsed = time.monotonic() - started
+    this_run = {"rows": sum(s.rows for s in todo), "shards": len(todo)}
+    _write_stats(config.out, stats_document(args, specs, totals, this_run, elapsed), unchanged_run=not todo)
     statuses = " ".join(f"{k}={v}" for k, v in totals["statuses"].items())
     print(f"wit download: {totals['count']} rows in {len(specs)} shards -> {config.out}: {statuses}; this run "
           f"downloaded {run_counts.get('rows', 0)} rows in {len(todo)} shards in {elapsed:.1f}s", flush=True)

@@ -98,3 +98,13 @@ def validate(doc: Any) -> None:
     for name, value in doc["timings"].items():
         if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
             raise StatsError(f"stats.json: timings.{name} must be a non-negative number of seconds, got {value!r}")
+
+
+def stats_without_timings(path: Any) -> dict:
+    """A stats.json file's document without ``timings`` (the part that differs between identical runs)."""
+    import json
+    from pathlib import Path
+
+    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    validate(doc)
+    return {k: v for k, v in doc.items() if k != "timings"}

@@ -19,6 +19,7 @@ import pytest
 
 from pipelines.cli import main as wit
 from schemas.download import RAW_ROWS, RAW_STATUSES
+from schemas.stats import validate as validate_stats
 from tests import hostile_server as hs
 from tests.conftest import BEAM_IN_PROCESS, BEAM_MULTI_PROCESS
 
@@ -131,7 +132,9 @@ def test_every_hostile_case_ends_with_its_status(hostile, tmp_path):
 
     stats = json.loads((out / "stats.json").read_text())
     expected = {s: sum(1 for *_, st in cases if st == s) for s in RAW_STATUSES}
-    assert stats["statuses"] == expected and stats["count"] == len(cases) and stats["shards"] == 4
+    validate_stats(stats)
+    assert stats["details"]["statuses"] == expected == {k[7:]: v for k, v in stats["counts"].items() if k[:7] == "status_"}
+    assert stats["counts"]["rows"] == len(cases) and stats["counts"]["shards"] == 4
     shard_stats = json.loads((out / "00000_stats.json").read_text())
     assert shard_stats["count"] == 7 and sum(shard_stats["statuses"].values()) == 7
 
@@ -153,7 +156,7 @@ def test_url_caption_tables_without_uid_and_bad_input(tmp_path, capsys):
 
     pq.write_table(pa.table({"link": ["x"]}), tmp_path / "nourl.parquet")
     assert run_download(tmp_path / "nourl.parquet", tmp_path / "raw2") == 2
-    assert "no 'url' column" in capsys.readouterr().out
+    assert "no 'url' column" in capsys.readouterr().err
     (tmp_path / "junk.parquet").write_bytes(b"not parquet")
     assert run_download(tmp_path / "junk.parquet", tmp_path / "raw3") == 2
     assert run_download(tmp_path / "nothing-*.parquet", tmp_path / "raw4") == 2
