@@ -22,10 +22,10 @@ from typing import NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
 from pipelines import common
+from pipelines.common import COUNTS
 from schemas import stats as stats_schema
 from schemas.pairs import BALANCE_PNG, PAIRS, PAIRS_GLOB, QUERY_COUNTS, QUERY_COUNTS_PARQUET, STATS_JSON
 from schemas.queries import QUERIES_PARQUET
@@ -72,16 +72,16 @@ class RankedPair(NamedTuple):
 
 # ---- DoFns and CombineFns: thin wrappers over wit_builder ----
 
-class ReadPoolFile(beam.DoFn):
+class ReadPoolFile(common.CountingDoFn):
     """One pool file -> candidates (main output) and rejections (tagged output ``rejected``)."""
+
+    namespace = NAMESPACE
 
     def __init__(self, options: PoolOptions):
         self._options = options
-        self._counters = {name: Metrics.counter(NAMESPACE, name) for name in ("pool_files", "records", "candidates",
-                                                                                *FILTER_REASONS, *BAD_REASONS)}
 
     def process(self, path: str) -> Iterator:
-        self._counters["pool_files"].inc()
+        self.count("pool_files")
         counts: dict[str, int] = {}
         for item in read_pool_file(path, common.open_read, self._options):
             key = "candidates" if isinstance(item, Candidate) else item.reason
@@ -91,8 +91,8 @@ class ReadPoolFile(beam.DoFn):
             elif item.is_bad:
                 yield beam.pvalue.TaggedOutput("rejected", item)
         for key, n in counts.items():
-            self._counters[key].inc(n)
-        self._counters["records"].inc(sum(counts.values()))
+            self.count(key, n)
+        self.count("records", sum(counts.values()))
         rejected = ", ".join(f"{k} {n:,}" for k, n in sorted(counts.items()) if k != "candidates")
         logging.getLogger(__name__).info("read %s: %s candidates%s", path, f"{counts.get('candidates', 0):,}",
                                          f"; {rejected}" if rejected else "")
@@ -103,7 +103,7 @@ def load_matcher(queries_path: str) -> QueryMatcher:
     return QueryMatcher(table.column("query").to_pylist())
 
 
-class MatchQueries(beam.DoFn):
+class MatchQueries(common.CountingDoFn):
     """Batches of candidates -> (uid, MatchedPair) for texts that contain a query; the rest are counted.
 
     The automaton is built once per worker process and shared by its threads (``Shared``), from the queries
@@ -114,8 +114,6 @@ class MatchQueries(beam.DoFn):
         self._queries_path = queries_path
         self._tag = f"{queries_path}#{queries_fingerprint}"
         self._shared = shared.Shared()
-        self._no_match = Metrics.counter(NAMESPACE, "no_match")
-        self._matched = Metrics.counter(NAMESPACE, "matched")
         self._matcher: QueryMatcher | None = None
 
     def setup(self) -> None:
@@ -131,8 +129,8 @@ class MatchQueries(beam.DoFn):
                     candidate.url, candidate.caption, tuple(queries), candidate.source_file,
                     candidate.source_record, candidate.page_url,
                 )
-        self._matched.inc(matched)
-        self._no_match.inc(len(batch) - matched)
+        self.count("matched", matched)
+        self.count("no_match", len(batch) - matched)
 
 
 def _provenance(pair: MatchedPair) -> tuple:
@@ -164,20 +162,17 @@ class FirstByProvenance(beam.CombineFn):
         return acc
 
 
-class RankUnique(beam.DoFn):
+class RankUnique(common.CountingDoFn):
     """(uid, (copies, pair)) -> RankedPair with the uid's seeded rank; extra copies are counted as duplicates."""
 
     def __init__(self, seed: int):
         self._seed = seed
-        self._duplicates = Metrics.counter(NAMESPACE, "duplicates")
-        self._unique = Metrics.counter(NAMESPACE, "unique_pairs")
-        self._matches = Metrics.counter(NAMESPACE, "matches")
 
     def process(self, element: tuple[str, tuple[int, MatchedPair]]) -> Iterator[RankedPair]:
         uid, (copies, pair) = element
-        self._duplicates.inc(copies - 1)
-        self._unique.inc()
-        self._matches.inc(len(pair.queries))
+        self.count("duplicates", copies - 1)
+        self.count("unique_pairs")
+        self.count("matches", len(pair.queries))
         yield RankedPair(uid, hash_rank(uid, self._seed), pair)
 
 
@@ -203,22 +198,19 @@ class CountAndCap(beam.CombineFn):
         return self._ranks.extract(acc)
 
 
-class Balance(beam.DoFn):
+class Balance(common.CountingDoFn):
     """Keep a pair when any of its queries keeps it; its ``queries`` become the keeping ones."""
 
     def __init__(self, config: BalanceConfig):
         self._config = config
-        self._kept = Metrics.counter(NAMESPACE, "kept")
-        self._kept_matches = Metrics.counter(NAMESPACE, "kept_matches")
-        self._over_cap = Metrics.counter(NAMESPACE, "over_cap")
 
     def process(self, ranked: RankedPair, cuts: dict) -> Iterator[dict]:
         keeping = kept_queries(ranked.uid, ranked.rank, ranked.pair.queries, cuts, self._config)
         if not keeping:
-            self._over_cap.inc()
+            self.count("over_cap")
             return
-        self._kept.inc()
-        self._kept_matches.inc(len(keeping))
+        self.count("kept")
+        self.count("kept_matches", len(keeping))
         pair = ranked.pair
         yield {
             "uid": ranked.uid, "url": pair.url, "caption": pair.caption, "queries": keeping,
@@ -284,16 +276,21 @@ class BuildPairs(beam.PTransform):
         read = (
             paths
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadPool" >> beam.ParDo(ReadPoolFile(self._pool)).with_outputs("rejected", main="candidates")
+            | "ReadPool" >> beam.ParDo(ReadPoolFile(self._pool)).with_outputs("rejected", COUNTS, main="candidates")
         )
-        ranked = (
+        matched = (
             read.candidates
             | "SpreadCandidates" >> beam.Reshuffle()  # one file fans out to millions of records
             | "BatchCandidates" >> beam.BatchElements(min_batch_size=64, max_batch_size=2048)
-            | "MatchQueries" >> beam.ParDo(MatchQueries(self._queries_path, self._fingerprint))
-            | "CollapseDuplicates" >> beam.CombinePerKey(FirstByProvenance())
-            | "RankUnique" >> beam.ParDo(RankUnique(config.seed))
+            | "MatchQueries" >> beam.ParDo(MatchQueries(self._queries_path, self._fingerprint)).with_outputs(
+                COUNTS, main="pairs")
         )
+        ranked_out = (
+            matched.pairs
+            | "CollapseDuplicates" >> beam.CombinePerKey(FirstByProvenance())
+            | "RankUnique" >> beam.ParDo(RankUnique(config.seed)).with_outputs(COUNTS, main="ranked")
+        )
+        ranked = ranked_out.ranked
         # The bounded combiner only needs the target smallest ranks in hard mode; counting is enough otherwise.
         per_query = (
             ranked
@@ -306,7 +303,15 @@ class BuildPairs(beam.PTransform):
                 lambda kv: [] if (cut := cut_value(config, kv[1][0], kv[1][1])) is None else [(kv[0], cut)]
             )
         )
-        kept = ranked | "Balance" >> beam.ParDo(Balance(config), cuts=beam.pvalue.AsDict(cuts))
+        balanced = ranked | "Balance" >> beam.ParDo(Balance(config), cuts=beam.pvalue.AsDict(cuts)).with_outputs(
+            COUNTS, main="kept")
+        kept = balanced.kept
+        # stats.json's counts: summed from the DoFns' COUNTS outputs (exact under retries), not from metrics
+        _ = (
+            [out[COUNTS] for out in (read, matched, ranked_out, balanced)]
+            | "AllCounts" >> beam.Flatten()
+            | "WriteCounts" >> common.WriteCounts(common.join(self._out_dir, common.COUNTS_FILE))
+        )
 
         kept_per_query = (
             kept
@@ -426,7 +431,8 @@ def run(args: BuildPairsOptions, beam_argv: list[str]) -> int:
         | "BuildPairs" >> BuildPairs(queries_path, fingerprint, args.out, pool, balance, args.rows_per_file)
     )
     result = common.run_pipeline(pipeline, args.out)
-    counts = {name: 0 for name in COUNTERS} | common.counters(result, NAMESPACE)
+    counts = common.read_counts(args.out, COUNTERS)
+    _cross_check(counts, common.counters(result, NAMESPACE))
 
     stats = write_summary(args.out, files, queries_path, fingerprint, balance, pool, counts, args.rows_per_file,
                           time.monotonic() - started)
@@ -441,6 +447,15 @@ def run(args: BuildPairsOptions, beam_argv: list[str]) -> int:
               "queries", file=sys.stderr)
         return 1
     return 0
+
+
+def _cross_check(counts: dict[str, int], counted: dict[str, int]) -> None:
+    """Metrics are for monitoring: a difference from the data-derived counts (a retried bundle on a runner
+    that reports attempted values) is logged, never fatal."""
+    differ = {k: (n, counted.get(k, 0)) for k, n in counts.items() if counted.get(k, 0) != n}
+    if differ:
+        logging.getLogger(__name__).info("monitoring counters differ from the data-derived counts "
+                                         "(counts, counter): %s", differ)
 
 
 def write_summary(out: str, files: list[str], queries_path: str, fingerprint: str, balance: BalanceConfig,

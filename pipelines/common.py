@@ -17,8 +17,10 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.transforms.window import GlobalWindows
 
 from wit_builder import errors
 
@@ -90,8 +92,70 @@ def run_pipeline(pipeline: beam.Pipeline, out: str | None = None) -> beam.runner
     return result
 
 
+COUNTS = "counts"  # tagged output of a CountingDoFn: (name, n) pairs that become stats.json's counts
+COUNTS_FILE = "_counts.json"  # written by WriteCounts, read by the launcher, removed once stats.json is written
+
+
+class CountingDoFn(beam.DoFn):
+    """A DoFn whose counts are data, not only metrics.
+
+    ``self.count(name, n)`` adds to a per-bundle tally and to the Beam counter ``namespace/name`` (monitoring).
+    ``finish_bundle`` emits the tally on the tagged output :data:`COUNTS` as ``(name, n)`` pairs. A failed
+    bundle's outputs are discarded by the runner and its retry starts a fresh tally, so summing that output
+    (:class:`WriteCounts`) counts every record once, on any runner, where attempted metrics would count a
+    retried bundle twice. Subclasses that define ``start_bundle``/``finish_bundle`` call ``super()``.
+    """
+
+    namespace = "wit"
+
+    def start_bundle(self) -> None:
+        self._tally: dict[str, int] = {}
+
+    def count(self, name: str, n: int = 1) -> None:
+        if not hasattr(self, "_tally"):
+            self._tally = {}
+        self._tally[name] = self._tally.get(name, 0) + n
+        Metrics.counter(self.namespace, name).inc(n)
+
+    def finish_bundle(self) -> Iterator[beam.pvalue.TaggedOutput]:
+        tally, self._tally = getattr(self, "_tally", {}), {}
+        for name, n in tally.items():
+            yield beam.pvalue.TaggedOutput(COUNTS, GlobalWindows.windowed_value((name, n)))
+
+
+class WriteCounts(beam.PTransform):
+    """``(name, n)`` pairs (from any number of COUNTS outputs, flattened) -> ``{name: total}`` in one JSON file.
+
+    The sum is a combiner over the pipeline's own outputs, so it is exact under bundle retries.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._path = path
+
+    def expand(self, pairs):
+        return (
+            pairs
+            | "SumCounts" >> beam.CombinePerKey(sum)
+            | "CountsToDict" >> beam.combiners.ToDict()
+            | "WriteCountsFile" >> beam.Map(lambda counts, path: write_json(path, dict(sorted(counts.items()))),
+                                            self._path)
+        )
+
+
+def read_counts(folder: str, names: Iterable[str] = ()) -> dict[str, int]:
+    """The counts a pipeline wrote with :class:`WriteCounts` into ``folder`` (zeros for ``names`` not seen);
+    the file is removed after reading (it is rewritten by every run)."""
+    path = join(folder, COUNTS_FILE)
+    counts = {name: 0 for name in names} | {k: int(v) for k, v in read_json(path).items()}
+    FileSystems.delete([path])
+    return dict(sorted(counts.items()))
+
+
 def counters(result: beam.runners.runner.PipelineResult, namespace: str) -> dict[str, int]:
-    """Committed values of every counter in ``namespace``, summed over steps, sorted by name."""
+    """Committed values of every counter in ``namespace``, summed over steps, sorted by name (attempted values
+    where a runner reports no committed ones: then a retried bundle counts twice, so use these for monitoring
+    and cross-checks only; stats come from :class:`WriteCounts`)."""
     totals: dict[str, int] = {}
     for c in result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]:
         value = c.committed if c.committed is not None else c.attempted

@@ -28,10 +28,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import cli, common
+from schemas import stats as stats_schema
 from schemas.finalize import DATASET_CARD, SIZES_JSON
-from schemas.finalize import STATS_JSON as FINAL_STATS
 from schemas.pairs import PAIRS_GLOB
 from schemas.queries import QUERIES_PARQUET
+from schemas.stats import STATS_JSON
 from wit_builder import demo_corpus, options
 from wit_builder.demo_server import DemoServer
 from wit_builder.options import option
@@ -319,24 +320,27 @@ def kind_table(pool_path: Path, pairs_dir: Path, shards_dir: Path) -> list[tuple
 
 
 def stage_counts(dirs: dict[str, Path]) -> list[str]:
-    """One line of counts per stage, from the stats each stage wrote."""
+    """One line of counts per stage, from the stats.json each stage wrote (one layout: schemas/stats.py)."""
     def load(path: Path) -> dict:
-        return json.loads(path.read_text())
+        doc = json.loads(path.read_text())
+        stats_schema.validate(doc)
+        return doc
 
-    queries = load(dirs["queries"] / "stats.json")
-    per_source = ", ".join(f"{k} {v['selected']:,}" for k, v in queries["sources"].items())
-    pairs = load(dirs["pairs"] / "stats.json")["counters"]
-    raw = load(dirs["raw"] / "stats.json")["statuses"]
-    final = load(dirs["shards"] / FINAL_STATS)
+    queries = load(dirs["queries"] / STATS_JSON)
+    per_source = ", ".join(f"{k} {v['selected']:,}" for k, v in queries["details"]["sources"].items())
+    pairs = load(dirs["pairs"] / STATS_JSON)["counts"]
+    raw = stats_schema.prefixed(load(dirs["raw"] / STATS_JSON)["counts"], "status_")
+    final = load(dirs["shards"] / STATS_JSON)["counts"]
+    reasons = stats_schema.prefixed(final, "reason_")
     steps = [json.loads(line) for line in (dirs["train"] / "metrics.jsonl").read_text().splitlines() if line]
     return [
-        f"build-queries  {queries['total_queries']:,} queries ({per_source})",
+        f"build-queries  {queries['counts']['queries']:,} queries ({per_source})",
         f"build-pairs    {pairs['records']:,} pool rows -> {pairs['candidates']:,} candidates -> {pairs['matched']:,} "
         f"matched ({pairs['no_match']:,} no match) -> {pairs['unique_pairs']:,} unique -> {pairs['kept']:,} kept "
         f"({pairs['over_cap']:,} over the cap)",
         "download       " + ", ".join(f"{k} {v:,}" for k, v in raw.items() if v),
-        "finalize       " + ", ".join(f"{k} {v:,}" for k, v in final["reasons"].items() if v)
-        + f" -> {final['output']['samples']:,} samples in {final['output']['shards']} shards",
+        "finalize       " + ", ".join(f"{k} {v:,}" for k, v in reasons.items() if v)
+        + f" -> {final['samples']:,} samples in {final['shards']} shards",
         f"train          {steps[-1]['step']} steps, loss {steps[0]['loss']:.3f} -> {steps[-1]['loss']:.3f}",
     ]
 
@@ -362,7 +366,7 @@ def report(out: Path, dirs: dict[str, Path], manifest: dict, eval_json: Path, ti
     for label, path in (("corpus (served files, held-out images, pool)", dirs["corpus"]),
                         ("queries", dirs["queries"] / QUERIES_PARQUET), ("pairs", dirs["pairs"]),
                         ("raw download shards", dirs["raw"]), ("final WebDataset shards", dirs["shards"]),
-                        ("dataset card", card), ("final statistics", dirs["shards"] / FINAL_STATS),
+                        ("dataset card", card), ("final statistics", dirs["shards"] / STATS_JSON),
                         ("checkpoint and training metrics", dirs["train"]), ("evaluation", eval_json)):
         print(f"  {label:<46} {path}")
     print("\nStage times: " + ", ".join(f"{k} {v:.0f}s" if v else f"{k} reused" for k, v in timings.items()))

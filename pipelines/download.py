@@ -340,7 +340,7 @@ def summarize(out: str, shard_ids: list[int]) -> dict[str, Any]:
     return totals
 
 
-def stats_document(args: DownloadOptions, specs: list[ShardSpec], totals: dict[str, Any], this_run: dict[str, int],
+def stats_document(args: DownloadOptions, specs: list[ShardSpec], totals: dict[str, Any],
                    seconds: float) -> dict[str, Any]:
     """stats.json in the declared layout (schemas/stats.py), from the shards' own stats files."""
     rows_in: dict[str, int] = {}
@@ -356,7 +356,7 @@ def stats_document(args: DownloadOptions, specs: list[ShardSpec], totals: dict[s
         counts=counts,
         outputs=[stats_schema.output_entry(shard_paths(args.out, s.shard_id)[1], s.rows) for s in specs],
         seconds=seconds,
-        details={"statuses": totals["statuses"], "this_run": this_run},
+        details={"statuses": totals["statuses"]},
     )
 
 
@@ -407,8 +407,7 @@ def run(args: DownloadOptions, beam_argv: list[str]) -> int:
         run_counts = common.counters(result, NAMESPACE)
     totals = summarize(config.out, [s.shard_id for s in specs])
     elapsed = time.monotonic() - started
-    this_run = {"rows": sum(s.rows for s in todo), "shards": len(todo)}
-    _write_stats(config.out, stats_document(args, specs, totals, this_run, elapsed), unchanged_run=not todo)
+    _write_stats(config.out, stats_document(args, specs, totals, elapsed), unchanged_run=not todo)
     statuses = " ".join(f"{k}={v}" for k, v in totals["statuses"].items())
     print(f"wit download: {totals['count']} rows in {len(specs)} shards -> {config.out}: {statuses}; this run "
           f"downloaded {run_counts.get('rows', 0)} rows in {len(todo)} shards in {elapsed:.1f}s", flush=True)

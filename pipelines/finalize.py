@@ -28,6 +28,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipelines import common
+from schemas import stats as stats_schema
 from schemas.finalize import (
     DATASET_CARD,
     FINAL_ROWS,
@@ -428,7 +429,7 @@ def _final_facts(row: dict[str, Any]) -> Iterator[tuple[str, str]]:
 
 
 def write_summary(_, facts: list[tuple[tuple[str, str], int]], sizes: list[tuple[str, int]],
-                  uids: int, capped_queries: int, config: FinalizeConfig) -> dict[str, Any]:
+                  uids: int, capped_queries: int, config: FinalizeConfig, started: float) -> dict[str, Any]:
     """stats.json, sizes.json, query counts, the card and its plots; fails loudly when rows went missing."""
     by: dict[str, dict[str, int]] = {}
     for (category, name), n in facts:
@@ -471,7 +472,6 @@ def write_summary(_, facts: list[tuple[tuple[str, str], int]], sizes: list[tuple
         "output": {"samples": statuses["success"], "shards": len(sizes_map),
                    "samples_per_shard": config.samples_per_shard},
         "image_sizes": {side: dict(sorted(by.get(f"size_{side}", {}).items())) for side in ("width", "height")},
-        "settings": config.settings(),
     }
     out = config.out
     common.write_json(common.join(out, SIZES_JSON), sizes_map)
@@ -481,9 +481,33 @@ def write_summary(_, facts: list[tuple[tuple[str, str], int]], sizes: list[tuple
     common.write_bytes(common.join(out, IMAGE_SIZES_PNG), dataset_card.plot_image_sizes(stats["image_sizes"]))
     common.write_bytes(common.join(out, QUERY_COUNTS_PNG),
                        dataset_card.plot_query_counts(query_rows, config.per_query_cap))
-    common.write_bytes(common.join(out, DATASET_CARD), dataset_card.render_card(stats, query_rows).encode())
-    common.write_json(common.join(out, STATS_JSON), stats)  # last: its presence marks a complete run
-    return stats
+    common.write_bytes(common.join(out, DATASET_CARD),
+                       dataset_card.render_card({**stats, "settings": config.settings()}, query_rows).encode())
+    document = stats_document(stats, config, sizes_map, time.time() - started)
+    common.write_json(common.join(out, STATS_JSON), document)  # last: its presence marks a complete run
+    return document
+
+
+def stats_document(stats: dict[str, Any], config: FinalizeConfig, sizes: dict[str, int],
+                   seconds: float) -> dict[str, Any]:
+    """stats.json in the declared layout (schemas/stats.py): every status and drop reason under ``counts``."""
+    counts = {"rows": stats["input"]["rows"], "uids": stats["input"]["uids"], "raw_shards": len(config.raw_files),
+              "samples": stats["output"]["samples"], "shards": stats["output"]["shards"],
+              "dedup_candidates": stats["dedup"]["candidates"],
+              "queries_over_cap": stats["rebalance"]["queries_over_cap"],
+              **{f"status_{k}": v for k, v in stats["statuses"].items()},
+              **{f"reason_{k}": v for k, v in stats["reasons"].items()},
+              **{f"raw_status_{k}": v for k, v in stats["raw_statuses"].items()},
+              **{f"hash_source_{k}": v for k, v in stats["hash_sources"].items()}}
+    return stats_schema.envelope(
+        "finalize",
+        inputs=[stats_schema.input_entry(path) for path in config.raw_files],
+        parameters=config.settings(),
+        counts=counts,
+        outputs=[stats_schema.output_entry(common.join(config.out, f"{name}.tar"), n) for name, n in sizes.items()],
+        seconds=seconds,
+        details={k: stats[k] for k in ("input", "dedup", "rebalance", "output", "image_sizes")},
+    )
 
 
 class SelectSurvivors(beam.PTransform):
@@ -591,6 +615,7 @@ class Finalize(beam.PTransform):
                 uids=beam.pvalue.AsSingleton(selected["uids"]),
                 capped_queries=beam.pvalue.AsSingleton(selected["queries_over_cap"]),
                 config=config,
+                started=time.time(),
             )
         )
 
@@ -703,9 +728,11 @@ def run(args: FinalizeOptions, beam_argv: list[str]) -> int:
     result = common.run_pipeline(pipeline, config.out)
     elapsed = time.monotonic() - started
     stats = common.read_json(common.join(config.out, STATS_JSON))
+    counts = stats["counts"]
+    statuses = stats_schema.prefixed(counts, "status_")
     counted = common.counters(result, NAMESPACE)
-    expected = {f"status_{s}": n for s, n in stats["statuses"].items()}
-    expected.update({r: stats["reasons"].get(r, 0) for r in DROP_REASONS})
+    expected = {f"status_{s}": n for s, n in statuses.items()}
+    expected.update({r: counts.get(f"reason_{r}", 0) for r in DROP_REASONS})
     mismatched = {name: (n, counted.get(name, 0)) for name, n in expected.items() if counted.get(name, 0) != n}
     if mismatched:  # stats.json comes from the data; a retried bundle can inflate attempted-only counters
         print(f"wit finalize: warning: monitoring counters differ from stats.json (stats, counter): {mismatched}",
@@ -713,8 +740,8 @@ def run(args: FinalizeOptions, beam_argv: list[str]) -> int:
     stale = remove_stale_shards(config.out, common.read_json(common.join(config.out, SIZES_JSON)))
     if stale:
         print(f"finalize: removed {len(stale)} stale shard files of an earlier run", flush=True)
-    statuses = ", ".join(f"{s} {n}" for s, n in stats["statuses"].items() if n)
-    print(f"finalize: {stats['input']['rows']} rows -> {stats['output']['samples']} samples in "
-          f"{stats['output']['shards']} shards ({statuses}) in {elapsed:.1f}s "
-          f"({stats['input']['rows'] / max(elapsed, 1e-9):.0f} rows/s)", flush=True)
+    shown = ", ".join(f"{s} {n}" for s, n in statuses.items() if n)
+    print(f"finalize: {counts['rows']} rows -> {counts['samples']} samples in "
+          f"{counts['shards']} shards ({shown}) in {elapsed:.1f}s "
+          f"({counts['rows'] / max(elapsed, 1e-9):.0f} rows/s)", flush=True)
     return 0

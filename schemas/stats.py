@@ -108,3 +108,8 @@ def stats_without_timings(path: Any) -> dict:
     doc = json.loads(Path(path).read_text(encoding="utf-8"))
     validate(doc)
     return {k: v for k, v in doc.items() if k != "timings"}
+
+
+def prefixed(counts: Mapping[str, int], prefix: str) -> dict[str, int]:
+    """``{name: n}`` of the counts named ``prefix + name``, e.g. ``prefixed(counts, "status_")``."""
+    return {k[len(prefix):]: v for k, v in counts.items() if k.startswith(prefix)}

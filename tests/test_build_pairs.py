@@ -268,3 +268,26 @@ def test_img2dataset_downloads_from_pairs_parquet(image_server: str, tmp_path: P
     assert list(by_caption["Chelsea the cat"]["queries"]) == ["cat"]
     assert by_caption["Chelsea the cat"]["uid"] == pair_uid(f"{image_server}/chelsea.jpg", "Chelsea the cat")
     assert len(list((tmp_path / "images").rglob("*.jpg"))) == 3
+
+
+def test_a_retried_bundle_leaves_the_stats_unchanged(pool: dict, tmp_path: Path, monkeypatch) -> None:
+    """Beam's BundleBasedDirectRunner retries a failed bundle; its metrics then count the bundle twice (committed
+    and attempted alike), while stats.json's counts, summed from the DoFns' own outputs, do not."""
+    from pipelines import build_pairs
+
+    assert build(pool, tmp_path / "plain", BEAM_IN_PROCESS) == 0
+    original = build_pairs.RankUnique.process
+    failed = tmp_path / "failed-once"
+
+    def flaky(self, element):
+        yield from original(self, element)  # counted first, then the bundle is lost
+        if not failed.exists():
+            failed.touch()
+            raise RuntimeError("a worker lost on purpose")
+
+    monkeypatch.setattr(build_pairs.RankUnique, "process", flaky)
+    assert build(pool, tmp_path / "retried", ["--runner=BundleBasedDirectRunner"]) == 0
+    assert failed.exists()
+    plain, retried = (json.loads((tmp_path / name / STATS_JSON).read_text()) for name in ("plain", "retried"))
+    assert retried["counts"] == plain["counts"] and retried["details"] == plain["details"]
+    assert read_pairs(tmp_path / "retried") == read_pairs(tmp_path / "plain")

@@ -19,6 +19,7 @@ import pytest
 
 from pipelines.cli import main as wit
 from schemas.download import RAW_ROWS, RAW_STATUSES
+from schemas.stats import prefixed
 from schemas.stats import validate as validate_stats
 from tests import hostile_server as hs
 from tests.conftest import BEAM_IN_PROCESS, BEAM_MULTI_PROCESS
@@ -133,7 +134,7 @@ def test_every_hostile_case_ends_with_its_status(hostile, tmp_path):
     stats = json.loads((out / "stats.json").read_text())
     expected = {s: sum(1 for *_, st in cases if st == s) for s in RAW_STATUSES}
     validate_stats(stats)
-    assert stats["details"]["statuses"] == expected == {k[7:]: v for k, v in stats["counts"].items() if k[:7] == "status_"}
+    assert stats["details"]["statuses"] == expected == prefixed(stats["counts"], "status_")
     assert stats["counts"]["rows"] == len(cases) and stats["counts"]["shards"] == 4
     shard_stats = json.loads((out / "00000_stats.json").read_text())
     assert shard_stats["count"] == 7 and sum(shard_stats["statuses"].values()) == 7
