@@ -519,7 +519,7 @@ def run(args: BuildQueriesOptions, beam_argv: list[str]) -> int:
     started = time.time()
     try:
         config = _config(args)
-        dumps = find_dump_inputs(args.dump)
+        dumps = find_dump_inputs(list(args.dump))
         pageviews = common.expand_patterns(args.pageviews, what="--pageviews") if args.pageviews else []
         wordnet = wordnet_candidates(args.wordnet_dir) if args.wordnet_dir else []
     except (ValueError, FileNotFoundError, WordNetError) as err:

@@ -15,11 +15,14 @@ choices; the flags are generated from it by :mod:`wit_builder.options`) and ``ru
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import importlib
 import logging
+import signal
 import sys
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from wit_builder import errors
@@ -54,7 +57,7 @@ def beam_parser() -> argparse.ArgumentParser:
     for cls in PipelineOptions.__subclasses__():  # what Beam itself parses (PipelineOptions.get_all_options)
         classes.setdefault(str(cls), cls)
     for cls in classes.values():
-        cls._add_argparse_args(parser)  # type: ignore[attr-defined]
+        cls._add_argparse_args(parser)
     return parser
 
 
@@ -122,6 +125,29 @@ def _configure_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+@contextlib.contextmanager
+def _catch_ctrl_c() -> Iterator[threading.Event]:
+    """Ctrl-C raises KeyboardInterrupt as usual and also sets the yielded flag (main thread only)."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum: int, frame: object) -> None:
+        flag.set()
+        raise KeyboardInterrupt
+
+    if previous is signal.SIG_IGN:  # a parent asked us to ignore Ctrl-C
+        yield flag
+        return
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -134,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wit: unknown command {name!r}{hint}\n\n{_usage()}", file=sys.stderr)
         return errors.EXIT_USAGE
     module_name, _, takes_beam = COMMANDS[name]
+    with _catch_ctrl_c() as interrupted:
+        return _run(name, rest, module_name, takes_beam, interrupted)
+
+
+def _run(name: str, rest: list[str], module_name: str, takes_beam: bool, interrupted: threading.Event) -> int:
     try:
         module = importlib.import_module(module_name)
         parser = build_parser(name, module)
@@ -148,10 +179,13 @@ def main(argv: list[str] | None = None) -> int:
             return errors.EXIT_USAGE
         _configure_logging()
         return int(module.run(config, beam_argv) or 0)
-    except KeyboardInterrupt:
-        print(f"\nwit {name}: {errors.INTERRUPTED}", file=sys.stderr, flush=True)
-        return errors.EXIT_INTERRUPTED
-    except Exception as err:
+    except BaseException as err:
+        # A runner may wrap the KeyboardInterrupt raised inside a DoFn into its own error: the flag tells.
+        if isinstance(err, KeyboardInterrupt) or interrupted.is_set():
+            print(f"\nwit {name}: {errors.INTERRUPTED}", file=sys.stderr, flush=True)
+            return errors.EXIT_INTERRUPTED
+        if not isinstance(err, Exception):
+            raise  # SystemExit from --help or a usage error of argparse
         message = errors.known_error_message(err)
         if message is None:
             raise  # not one of ours: the traceback is what a bug report needs

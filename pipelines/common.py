@@ -41,8 +41,8 @@ BEAM_ERRORS_LOG = "beam-errors.log"  # where Beam's own log of a failed DoFn goe
 
 class _KeepKnownErrorsOffTerminal(logging.Filter):
     """Beam logs a failed DoFn's error with its traceback before the run fails; when the error is one of the
-    project's own (it names the file and record), the launcher prints the one-line message instead and Beam's
-    record goes to ``path``."""
+    project's own (it names the file and record) or Ctrl-C, the launcher prints the one-line message instead and
+    Beam's record goes to ``path``."""
 
     def __init__(self, path: str) -> None:
         super().__init__()
@@ -56,7 +56,8 @@ class _KeepKnownErrorsOffTerminal(logging.Filter):
         known = errors.known_error_message(exc) if exc is not None else None
         if known is None:
             known = errors.known_error_message(Exception(record.getMessage()))
-        if known is None:
+        interrupted = isinstance(exc, KeyboardInterrupt) or "KeyboardInterrupt" in record.getMessage()
+        if known is None and not interrupted:  # Ctrl-C: the launcher says it in one line
             return True
         self.kept += 1
         with open(self.path, "a", encoding="utf-8") as f:

@@ -296,9 +296,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: DownloadOptions) -> DownloadConfig:
-    timeouts = {} if args.timeout is None else {"connect_timeout_s": args.timeout, "read_timeout_s": args.timeout}
+    defaults = FetchConfig()
     fetch = FetchConfig(
-        **timeouts, deadline_s=args.deadline,
+        connect_timeout_s=defaults.connect_timeout_s if args.timeout is None else args.timeout,
+        read_timeout_s=defaults.read_timeout_s if args.timeout is None else args.timeout, deadline_s=args.deadline,
         max_bytes=args.max_bytes, retries=args.retries, backoff_base_s=args.backoff_base,
         backoff_max_s=args.backoff_max, per_host_concurrency=args.per_host_concurrency,
         per_host_rate=args.per_host_rate, user_agent_contact=args.user_agent_contact,
@@ -329,7 +330,8 @@ def _check_plan(out: str, plan: dict[str, Any]) -> None:
 
 def summarize(out: str, shard_ids: list[int]) -> dict[str, Any]:
     """The sum of every shard's stats (complete shards from earlier runs included)."""
-    totals = {"shards": 0, "count": 0, "statuses": dict.fromkeys(RAW_STATUSES, 0), "bytes_downloaded": 0}
+    totals: dict[str, Any] = {"shards": 0, "count": 0, "statuses": dict.fromkeys(RAW_STATUSES, 0),
+                              "bytes_downloaded": 0}
     for shard_id in shard_ids:
         stats = common.read_json(shard_paths(out, shard_id)[2])
         totals["shards"] += 1

@@ -454,7 +454,7 @@ def write_summary(_, facts: list[tuple[tuple[str, str], int]], sizes: list[tuple
         (q, by.get("query_input", {}).get(q, 0), by.get("query_final", {}).get(q, 0))
         for q in set(by.get("query_input", {})) | set(by.get("query_final", {}))
     )
-    stats = {
+    stats: dict[str, Any] = {
         "input": {"raw_shards": len(config.raw_files), "rows": input_rows, "uids": uids,
                   "files": [name for _, name in config.raw_names]},
         "raw_statuses": dict(sorted(by.get("raw_status", {}).items())),

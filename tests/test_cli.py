@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import apache_beam as beam
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines import cli, common
@@ -294,7 +295,11 @@ def test_ctrl_c_on_a_running_stage_prints_one_line_and_the_rerun_completes(tmp_p
         assert done.returncode == 0, done.stderr
     stats = json.loads((out / stats_schema.STATS_JSON).read_text())
     stats_schema.validate(stats)
-    assert stats["counts"]["rows"] == 24 and stats["counts"]["status_success"] == 24
+    assert stats["counts"]["rows"] == 24 == sum(stats_schema.prefixed(stats["counts"], "status_").values())
+    rows = [r for p in sorted(out.glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+    assert sorted(r["uid"] for r in rows) == [f"u{i:02d}" for i in range(24)]  # every row once, none lost
+    interrupted = [r for r in rows if r["status"] != "success"]
+    assert all("nterrupt" not in (r["error_message"] or "") for r in interrupted), interrupted
 
 
 # ---- stats.json layout ----

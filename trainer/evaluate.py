@@ -118,8 +118,9 @@ def _progress(label: str) -> Callable[[int, int], None]:
     return report
 
 
-def run_zeroshot(args: argparse.Namespace, model: CLIP, tokenizer: Tokenizer, transform: Transform,
+def run_zeroshot(args: EvalOptions, model: CLIP, tokenizer: Tokenizer, transform: Transform,
                  model_name: str) -> dict:
+    assert args.zeroshot is not None
     folder = image_folder.scan_image_folder(args.zeroshot, args.classnames)
     templates = zeroshot.load_templates(args.templates)
     print(f"zeroshot: {len(folder.samples)} images, {len(folder.classnames)} classes, "
@@ -136,7 +137,7 @@ def run_zeroshot(args: argparse.Namespace, model: CLIP, tokenizer: Tokenizer, tr
     return _record(Path(args.zeroshot).name, model_name, args.checkpoint, "zeroshot_classification", metrics, inputs)
 
 
-def run_retrieval(args: argparse.Namespace, model: CLIP, tokenizer: Tokenizer, transform: Transform,
+def run_retrieval(args: EvalOptions, model: CLIP, tokenizer: Tokenizer, transform: Transform,
                   model_name: str) -> dict:
     urls = [url for spec in args.retrieval for url in resolve_shards(spec)]
     print(f"retrieval: reading {len(urls)} shard(s)", flush=True)
@@ -155,8 +156,9 @@ def run_retrieval(args: argparse.Namespace, model: CLIP, tokenizer: Tokenizer, t
     return _record(dataset, model_name, args.checkpoint, "zeroshot_retrieval", metrics, inputs)
 
 
-def run_linear_probe(args: argparse.Namespace, model: CLIP, transform: Transform, model_name: str) -> list[dict]:
-    encoded = {}
+def run_linear_probe(args: EvalOptions, model: CLIP, transform: Transform, model_name: str) -> list[dict]:
+    assert args.linear_probe_train is not None and args.linear_probe_test is not None
+    encoded: dict[str, Any] = {}
     for split, root in (("train", args.linear_probe_train), ("test", args.linear_probe_test)):
         folders = encoded["train"][0].folders if split == "test" else None
         folder = image_folder.scan_image_folder(root, folders=folders)
@@ -198,6 +200,7 @@ def evaluate(args: EvalOptions | argparse.Namespace) -> dict[str, Any]:
     """Run every requested task; the CLIP_benchmark-style document."""
     if isinstance(args, argparse.Namespace):  # a caller's namespace gets the same checks as the command line
         args = options.from_namespace(EvalOptions, args)
+    assert isinstance(args, EvalOptions)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but torch sees no CUDA device")
     model, tokenizer = load_model(args.checkpoint, device=args.device)
@@ -217,7 +220,7 @@ def evaluate(args: EvalOptions | argparse.Namespace) -> dict[str, Any]:
     return {**primary, **primary["metrics"], "results": records}
 
 
-def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
+def run(args: EvalOptions, beam_argv: list[str]) -> int:
     try:
         document = evaluate(args)
     except (ValueError, FileNotFoundError) as e:

@@ -23,7 +23,7 @@ import argparse
 import dataclasses
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 _MISSING: Any = dataclasses.MISSING
@@ -66,7 +66,8 @@ def field_default(field: dataclasses.Field) -> Any:
     if field.default is not _MISSING:
         return field.default
     if field.default_factory is not _MISSING:
-        return field.default_factory()
+        factory: Callable[[], Any] = field.default_factory  # type: ignore[assignment]
+        return factory()
     return _MISSING
 
 
