@@ -353,3 +353,46 @@ def test_counts_are_data_exact_when_a_bundle_is_retried(tmp_path):
     assert flag.exists()
     assert common.read_counts(str(tmp_path), ["odd"]) == {"even": 5, "odd": 0, "seen": 10}
     assert common.counters(run, "probe")["seen"] > 10  # what stats read from metrics would have said
+
+
+# ---- the Makefile passes what the user typed, quoted, every input as its own flag ----
+
+def make_dry_run(*args: str) -> str:
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(["make", "-n", "-o", ".venv/.installed", *args], cwd=root, capture_output=True,
+                          text=True, check=True)
+    return done.stdout
+
+
+def test_makefile_quotes_patterns_and_passes_every_input():
+    out = make_dry_run("download", "PAIRS=a/*.parquet b/*.parquet")
+    assert "--pairs 'a/*.parquet' --pairs 'b/*.parquet' --out 'out/raw'" in out
+    out = make_dry_run("build-pairs", "POOL=c/*.wat.gz d/*.parquet", "OUT=o")
+    assert "--pool 'c/*.wat.gz' --pool 'd/*.parquet' --out 'o'" in out
+    assert "--raw 'r/' --raw 's/*.parquet'" in make_dry_run("finalize", "RAW=r/ s/*.parquet")
+    assert "--retrieval 'x' --retrieval 'y'" in make_dry_run("eval", "ZEROSHOT=z", "RETRIEVAL=x y")
+
+
+def test_makefile_out_means_the_targets_output_everywhere():
+    assert "--out 'mine'" in make_dry_run("train", "OUT=mine")
+    assert "--out 'alias'" in make_dry_run("train", "TRAIN_OUT=alias")  # the older name still works
+    out = make_dry_run("eval", "ZEROSHOT=z", "CHECKPOINT=ck")
+    assert "--checkpoint 'ck'" in out and "--out 'ck/eval.json'" in out
+    assert "kept as" in out  # an existing results file is renamed and reported, never silently replaced
+    assert "--checkpoint 'ck' --out 'w.pt'" in make_dry_run("export", "CHECKPOINT=ck", "OUT=w.pt")
+
+
+def test_make_eval_keeps_the_previous_results(tmp_path):
+    make_dry_run("eval", "ZEROSHOT=z")  # skips without make
+    root = Path(__file__).resolve().parents[1]
+    previous = tmp_path / "eval.json"
+    previous.write_text('{"acc1": 0.5}\n')
+    done = subprocess.run(["make", "-s", "-o", ".venv/.installed", "eval", "ZEROSHOT=z", f"CHECKPOINT={tmp_path}",
+                           "WIT=true"], cwd=root, capture_output=True, text=True, check=True)
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("eval-") and p.suffix == ".json"]
+    assert len(kept) == 1 and kept[0].read_text() == '{"acc1": 0.5}\n'
+    assert f"previous results are kept as {kept[0]}" in done.stdout
