@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import cli, demo
-from wit_builder import demo_corpus
+from pipelines.demo import corpus as demo_corpus
 
 SMALL = functools.partial(demo_corpus.CorpusConfig, train_per_class=2, heldout_per_class=1, flood_extra=1,
                           distractors=2, mirrors=1, near_duplicates=1, duplicate_pairs=1)

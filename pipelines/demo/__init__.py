@@ -1,7 +1,7 @@
 """``wit demo``: the whole chain on data that ships offline, served from a loopback HTTP server.
 
     enwiki sample (gensim) + WordNet ──► build-queries ──► queries/
-    demo corpus (wit_builder.demo_corpus) ──► corpus/www served on 127.0.0.1 ──► pool.parquet
+    demo corpus (pipelines.demo.corpus) ──► corpus/www served on 127.0.0.1 ──► pool.parquet
     build-pairs ──► pairs/ ──► download ──► raw/ ──► finalize (decontaminated against heldout/) ──► shards/
     train (tiny CLIP, CPU) ──► train/ ──► eval (zero-shot, prompt ensembling, on heldout/) ──► eval.json
 
@@ -28,13 +28,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import cli, common
+from pipelines.demo import corpus as demo_corpus
+from pipelines.demo.server import DemoServer
 from schemas import stats as stats_schema
 from schemas.finalize import DATASET_CARD, SIZES_JSON
 from schemas.pairs import PAIRS_GLOB
 from schemas.queries import QUERIES_PARQUET
 from schemas.stats import STATS_JSON
-from wit_builder import demo_corpus, options
-from wit_builder.demo_server import DemoServer
+from wit_builder import options
 from wit_builder.options import option
 
 ENWIKI = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
