@@ -29,7 +29,7 @@ from pipelines.common import COUNTS
 from schemas import stats as stats_schema
 from schemas.pairs import BALANCE_PNG, PAIRS, PAIRS_GLOB, QUERY_COUNTS, QUERY_COUNTS_PARQUET, STATS_JSON
 from schemas.queries import QUERIES_PARQUET
-from wit_builder import options
+from wit_builder import options, progress
 from wit_builder.balance import MODES, BalanceConfig, SmallestRanks, cut_value, kept_queries
 from wit_builder.balance_plot import balance_png
 from wit_builder.matcher import QueryMatcher, validate_queries
@@ -83,7 +83,9 @@ class ReadPoolFile(common.CountingDoFn):
     def process(self, path: str) -> Iterator:
         self.count("pool_files")
         counts: dict[str, int] = {}
+        bar = progress.reporter("build-pairs", "records")
         for item in read_pool_file(path, common.open_read, self._options):
+            bar.add(1)
             key = "candidates" if isinstance(item, Candidate) else item.reason
             counts[key] = counts.get(key, 0) + 1
             if isinstance(item, Candidate):
@@ -438,10 +440,10 @@ def run(args: BuildPairsOptions, beam_argv: list[str]) -> int:
                           time.monotonic() - started)
     elapsed = time.monotonic() - started
     c = stats["counts"]
-    print(f"build-pairs: {counts['records']:,} records -> {counts['candidates']:,} candidates -> "
-          f"{counts['matched']:,} matched -> {counts['unique_pairs']:,} unique -> {counts['kept']:,} kept "
-          f"in {c['pair_files']} file(s); {c['bad_records']:,} bad records; "
-          f"{c['queries_capped']:,} queries capped; {elapsed:.1f}s -> {args.out}", flush=True)
+    print(progress.summary_line("build-pairs", [
+        f"{counts['records']:,} records -> {counts['candidates']:,} candidates -> {counts['matched']:,} matched -> "
+        f"{counts['unique_pairs']:,} unique -> {counts['kept']:,} kept in {c['pair_files']} file(s)",
+        f"{c['bad_records']:,} bad records", f"{c['queries_capped']:,} queries capped"], elapsed, args.out), flush=True)
     if counts["matched"] == 0:
         print("wit build-pairs: no candidate matched any query; check --caption-col, --pool-format and the "
               "queries", file=sys.stderr)

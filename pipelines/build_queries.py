@@ -28,7 +28,7 @@ from apache_beam.pvalue import AsDict, AsSingleton, TaggedOutput
 from pipelines import common
 from schemas import stats as stats_schema
 from schemas.queries import QUERIES, QUERIES_PARQUET, QUERIES_TXT, SOURCES, STATS_JSON
-from wit_builder import options
+from wit_builder import options, progress
 from wit_builder import query_selection as qs
 from wit_builder.errors import StageFailed
 from wit_builder.options import option
@@ -155,6 +155,7 @@ class ExtractPages(beam.DoFn):
                 yield TaggedOutput("articles", (title, query))
             if len(unigrams) + len(bigrams) >= FLUSH_KEYS:
                 yield from self._flush(unigrams, bigrams)
+        progress.reporter("build-queries", "pages").add(pages)
         if pages == 0:
             self.skipped["dump_ranges_empty"].inc()
             LOG.warning("%s: no <page> in bytes %d..%s (an empty dump?)", rng.path, rng.start, rng.end or "end")
@@ -540,6 +541,7 @@ def run(args: BuildQueriesOptions, beam_argv: list[str]) -> int:
     per_source = ", ".join(f"{s} {v['selected']}" for s, v in stats["details"]["sources"].items())
     bad = ("pages_malformed", "pages_wikitext_rejected", "dump_ranges_empty", "pageview_lines_malformed")
     skipped = sum(counts[reason] for reason in bad)
-    print(f"build-queries: {counts['queries']} queries ({per_source}) from {counts['articles']} articles "
-          f"in {len(dumps)} dump(s); {skipped} bad records skipped; {time.time() - started:.1f} s -> {args.out}")
+    print(progress.summary_line("build-queries", [
+        f"{counts['queries']:,} queries ({per_source}) from {counts['articles']:,} articles in {len(dumps)} dump(s)",
+        f"{skipped:,} bad records skipped"], time.time() - started, args.out), flush=True)
     return 0

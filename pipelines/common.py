@@ -22,7 +22,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms.window import GlobalWindows
 
-from wit_builder import errors
+from wit_builder import errors, progress
 
 # Beam 2.77's default runner tries to download the Prism binary first; name the in-process runner.
 DEFAULT_RUNNER = "FnApiRunner"
@@ -90,6 +90,7 @@ def run_pipeline(pipeline: beam.Pipeline, out: str | None = None) -> beam.runner
     finally:
         for handler in handlers:
             handler.removeFilter(keep)
+        progress.close_all()  # the bars end before the stage's summary line
     return result
 
 

@@ -28,7 +28,7 @@ from pipelines import common
 from schemas import stats as stats_schema
 from schemas.download import RAW_STATUSES
 from schemas.pairs import PAIRS_GLOB
-from wit_builder import options, raw_shards
+from wit_builder import options, progress, raw_shards
 from wit_builder.fetch import FetchConfig
 from wit_builder.images import ENCODE_FORMATS, RESIZE_MODES, ImageConfig
 from wit_builder.options import option
@@ -198,6 +198,7 @@ class DownloadShardFn(beam.DoFn):
             self.status_counters[status].inc(n)
         self.rows_counter.inc(len(rows))
         self.written_counter.inc()
+        progress.reporter("download", "rows").add(len(rows), success=stats["successes"])
         elapsed = time.monotonic() - started
         logger.info("shard %s: %d rows, %d ok in %.1fs (%.1f rows/s)", raw_shards.shard_name(spec.shard_id),
                     len(rows), stats["successes"], elapsed, len(rows) / max(elapsed, 1e-9))
@@ -397,7 +398,6 @@ def run(args: DownloadOptions, beam_argv: list[str]) -> int:
     print(f"wit download: {sum(s.rows for s in specs)} rows in {len(specs)} shards of <= {config.rows_per_shard} "
           f"({len(specs) - len(todo)} already complete), engine {config.engine}", flush=True)
     started = time.monotonic()
-    run_counts: dict[str, int] = {}
     if todo:
         pipeline = beam.Pipeline(options=common.pipeline_options(beam_argv))
         _ = (
@@ -405,12 +405,13 @@ def run(args: DownloadOptions, beam_argv: list[str]) -> int:
             | "UrlShards" >> beam.Create(todo)
             | "Download" >> Download(config)
         )
-        result = common.run_pipeline(pipeline, config.out)
-        run_counts = common.counters(result, NAMESPACE)
+        common.run_pipeline(pipeline, config.out)
     totals = summarize(config.out, [s.shard_id for s in specs])
     elapsed = time.monotonic() - started
     _write_stats(config.out, stats_document(args, specs, totals, elapsed), unchanged_run=not todo)
     statuses = " ".join(f"{k}={v}" for k, v in totals["statuses"].items())
-    print(f"wit download: {totals['count']} rows in {len(specs)} shards -> {config.out}: {statuses}; this run "
-          f"downloaded {run_counts.get('rows', 0)} rows in {len(todo)} shards in {elapsed:.1f}s", flush=True)
+    print(progress.summary_line("download", [
+        f"{totals['count']:,} rows in {len(specs)} shards: {statuses}",
+        f"this run downloaded {sum(s.rows for s in todo):,} rows in {len(todo)} shards"], elapsed, config.out),
+        flush=True)
     return 0

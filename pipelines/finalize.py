@@ -41,7 +41,7 @@ from schemas.finalize import (
     SIZES_JSON,
     STATS_JSON,
 )
-from wit_builder import dataset_card, dedup, final_shards, options, raw_rows, rebalance
+from wit_builder import dataset_card, dedup, final_shards, options, progress, raw_rows, rebalance
 from wit_builder.options import option
 
 NAMESPACE = "finalize"
@@ -111,6 +111,7 @@ class ReadRawShard(beam.DoFn):
         if any(r["status"] == "success" for r in rows):
             self._attach_images(rows, parquet_path[: -len(".parquet")] + ".tar")
         _count("raw_rows", len(rows))
+        progress.reporter("finalize", "rows").add(len(rows))
         for row in rows:
             _count(f"raw_{row['_raw_status']}")
             yield row
@@ -741,7 +742,7 @@ def run(args: FinalizeOptions, beam_argv: list[str]) -> int:
     if stale:
         print(f"finalize: removed {len(stale)} stale shard files of an earlier run", flush=True)
     shown = ", ".join(f"{s} {n}" for s, n in statuses.items() if n)
-    print(f"finalize: {counts['rows']} rows -> {counts['samples']} samples in "
-          f"{counts['shards']} shards ({shown}) in {elapsed:.1f}s "
-          f"({counts['rows'] / max(elapsed, 1e-9):.0f} rows/s)", flush=True)
+    print(progress.summary_line("finalize", [
+        f"{counts['rows']:,} rows -> {counts['samples']:,} samples in {counts['shards']} shards ({shown})",
+        f"{counts['rows'] / max(elapsed, 1e-9):.0f} rows/s"], elapsed, config.out), flush=True)
     return 0
