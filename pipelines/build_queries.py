@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsDict, AsSingleton, TaggedOutput
 
 from pipelines import common
@@ -72,10 +71,6 @@ class QueryConfig:
             raise ValueError(f"--split-bytes must be >= 1, got {self.split_bytes}")
 
 
-def _counter(name: str):
-    return Metrics.counter(NAMESPACE, name)
-
-
 # ---- reading dumps ----
 
 @dataclass(frozen=True)
@@ -102,23 +97,23 @@ class PlanRanges(beam.DoFn):
         self.split_bytes = split_bytes
 
     def process(self, dump: DumpInput) -> Iterator[DumpRange]:
-        ranges = plan_ranges(dump.path, common.open_read, dump.index, self.split_bytes)
-        _counter("dump_ranges").inc(len(ranges))
-        yield from ranges
+        yield from plan_ranges(dump.path, common.open_read, dump.index, self.split_bytes)
 
 
-class ExtractPages(beam.DoFn):
+class ExtractPages(common.CountingDoFn):
     """Pages of one range -> partial n-gram counts, links, article titles and redirects (tagged outputs)."""
 
-    OUTPUTS = ("bigrams", "links", "articles", "redirects")
+    OUTPUTS = ("bigrams", "links", "articles", "redirects", common.COUNTS)
+    namespace = NAMESPACE
 
     def setup(self) -> None:
-        self.pages_read = _counter("pages_read")
-        self.skipped = {reason: _counter(reason) for reason in SKIP_REASONS}
-        self.articles = _counter("articles")
-        self.articles_empty = _counter("articles_without_text")
+        self.pages_read = self.counter("pages_read")
+        self.skipped = {reason: self.counter(reason) for reason in SKIP_REASONS}
+        self.articles = self.counter("articles")
+        self.articles_empty = self.counter("articles_without_text")
 
     def process(self, rng: DumpRange) -> Iterator:
+        self.count("dump_ranges")  # each planned range is extracted exactly once
         unigrams: Counter[str] = Counter()
         bigrams: Counter[str] = Counter()
         pages = 0
@@ -195,33 +190,38 @@ class ReadDumps(beam.PTransform):
         )
 
 
-def _read_pageview_file(path: str) -> Iterator[tuple[str, int]]:
-    malformed = _counter("pageview_lines_malformed")
-    rows = _counter("pageview_rows")
-    with common.open_read(path) as raw:
-        for parsed in read_pageviews(open_text(raw, path)):
-            if isinstance(parsed, str):
-                malformed.inc()
-            else:
-                rows.inc()
-                yield parsed
+class ReadPageviewFile(common.CountingDoFn):
+    """A pageview dump file -> (canonical title, views) rows; malformed lines are counted."""
+
+    namespace = NAMESPACE
+
+    def process(self, path: str) -> Iterator[tuple[str, int]]:
+        malformed = self.counter("pageview_lines_malformed")
+        rows = self.counter("pageview_rows")
+        with common.open_read(path) as raw:
+            for parsed in read_pageviews(open_text(raw, path)):
+                if isinstance(parsed, str):
+                    malformed.inc()
+                else:
+                    rows.inc()
+                    yield parsed
 
 
 class ReadPageviews(beam.PTransform):
-    """Pageview dump files -> (canonical title, total views)."""
+    """Pageview dump files -> {"views": (canonical title, total views), COUNTS: (name, n)}."""
 
     def __init__(self, paths: list[str]) -> None:
         super().__init__()
         self.paths = paths
 
     def expand(self, pbegin):
-        return (
+        read = (
             pbegin
             | "PageviewFiles" >> beam.Create(self.paths)
             | "SpreadPageviewFiles" >> beam.Reshuffle()
-            | "ReadPageviews" >> beam.FlatMap(_read_pageview_file)
-            | "SumViews" >> beam.CombinePerKey(sum)
+            | "ReadPageviews" >> beam.ParDo(ReadPageviewFile()).with_outputs(common.COUNTS, main="rows")
         )
+        return {"views": read.rows | "SumViews" >> beam.CombinePerKey(sum), common.COUNTS: read[common.COUNTS]}
 
 
 # ---- candidates per source ----
@@ -337,13 +337,15 @@ class Best(beam.PTransform):
 
 # ---- selection and outputs ----
 
-class WriteQueries(beam.DoFn):
+class WriteQueries(common.CountingDoFn):
     """Select from the pruned candidates of every source and write queries.parquet and queries.txt."""
 
     def __init__(self, out_dir: str, budgets: dict[str, int], wordnet: list[tuple[str, float]]) -> None:
         self.out_dir = out_dir
         self.budgets = budgets
         self.wordnet = wordnet
+
+    namespace = NAMESPACE
 
     def process(
         self, _, best: dict, eligible: dict, phrase_counts: dict, total_tokens: int, dumps: list[str]
@@ -355,9 +357,9 @@ class WriteQueries(beam.DoFn):
         eligible = {**eligible, "wordnet": len(wordnet)}
         rows, summary = qs.select({**best, "title": titles, "wordnet": wordnet}, self.budgets)
         for source in SOURCES:
-            _counter(f"eligible_{source}").inc(eligible.get(source, 0))
-            _counter(f"selected_{source}").inc(summary[source].selected)
-            _counter(f"already_taken_{source}").inc(summary[source].already_taken)
+            self.count(f"eligible_{source}", eligible.get(source, 0))
+            self.count(f"selected_{source}", summary[source].selected)
+            self.count(f"already_taken_{source}", summary[source].already_taken)
         table = pa.Table.from_pylist(
             [{"query": c.query, "source": source, "count": c.count, "score": c.score} for source, c in rows],
             schema=QUERIES,
@@ -392,8 +394,11 @@ class BuildQueries(beam.PTransform):
         )
         bigrams = bigram_counts | "ScoreBigrams" >> ScoreBigrams(unigram_counts, AsSingleton(total_tokens), thresholds)
 
+        counts = [pages[common.COUNTS]]
         if self.pageviews:
-            traffic = pbegin | "Pageviews" >> ReadPageviews(self.pageviews)
+            pageviews = pbegin | "Pageviews" >> ReadPageviews(self.pageviews)
+            traffic = pageviews["views"]
+            counts.append(pageviews[common.COUNTS])
         else:
             traffic = pages.links | "CountInlinks" >> beam.CombinePerKey(sum)
         title_scores = pages.articles | "ScoreTitles" >> ScoreTitles(traffic, pages.redirects)
@@ -421,7 +426,7 @@ class BuildQueries(beam.PTransform):
             [best[s] | f"Key_{s}" >> beam.Map(lambda top, s: (s, top), s) for s in sources]
             | "AllSources" >> beam.Flatten()
         )
-        return (
+        written = (
             pbegin
             | "Once" >> beam.Create([None])
             | "SelectAndWrite" >> beam.ParDo(
@@ -431,8 +436,15 @@ class BuildQueries(beam.PTransform):
                 AsDict(looked_up),
                 AsSingleton(total_tokens),
                 [d.path for d in self.dumps],
-            )
+            ).with_outputs(common.COUNTS, main="written")
         )
+        # stats.json's counts: summed from the DoFns' COUNTS outputs (exact under retries), not from metrics
+        _ = (
+            [*counts, written[common.COUNTS]]
+            | "AllCounts" >> beam.Flatten()
+            | "WriteCounts" >> common.WriteCounts(common.join(self.out_dir, common.COUNTS_FILE))
+        )
+        return written.written
 
 
 # ---- the command ----
@@ -535,7 +547,11 @@ def run(args: BuildQueriesOptions, beam_argv: list[str]) -> int:
         result = common.run_pipeline(pipeline, args.out)
     except StageFailed as err:
         raise StageFailed(f"{err}. No output was written.") from err
-    stats = _stats(args, config, dumps, pageviews, common.counters(result, NAMESPACE), time.time() - started)
+    counts = common.read_counts(args.out)
+    differ = {k: (n, v) for k, v in common.counters(result, NAMESPACE).items() if (n := counts.get(k, 0)) != v}
+    if differ:  # metrics are for monitoring; a retried bundle can inflate them
+        LOG.info("monitoring counters differ from the data-derived counts (counts, counter): %s", differ)
+    stats = _stats(args, config, dumps, pageviews, counts, time.time() - started)
     common.write_json(common.join(args.out, STATS_JSON), stats)
     counts = stats["counts"]
     per_source = ", ".join(f"{s} {v['selected']}" for s, v in stats["details"]["sources"].items())

@@ -98,6 +98,14 @@ COUNTS = "counts"  # tagged output of a CountingDoFn: (name, n) pairs that becom
 COUNTS_FILE = "_counts.json"  # written by WriteCounts, read by the launcher, removed once stats.json is written
 
 
+class _Count:
+    def __init__(self, dofn: CountingDoFn, name: str) -> None:
+        self._dofn, self._name = dofn, name
+
+    def inc(self, n: int = 1) -> None:
+        self._dofn.count(self._name, n)
+
+
 class CountingDoFn(beam.DoFn):
     """A DoFn whose counts are data, not only metrics.
 
@@ -112,6 +120,10 @@ class CountingDoFn(beam.DoFn):
 
     def start_bundle(self) -> None:
         self._tally: dict[str, int] = {}
+
+    def counter(self, name: str) -> _Count:
+        """A handle with Beam's counter interface (``.inc(n=1)``) that counts through :meth:`count`."""
+        return _Count(self, name)
 
     def count(self, name: str, n: int = 1) -> None:
         if not hasattr(self, "_tally"):
