@@ -222,3 +222,29 @@ def test_missing_wordnet_folder_fails_before_anything(tmp_path, capsys):
 def test_missing_dump_fails_before_anything(tmp_path, capsys):
     assert build(tmp_path / "q", [tmp_path / "nothing-*.xml.bz2"]) == 2
     assert "matches no file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_retried_bundle_leaves_the_stats_unchanged(tmp_path, monkeypatch):
+    """BundleBasedDirectRunner retries a failed bundle (and its metrics count it twice); the stats do not."""
+    from pipelines import build_queries
+
+    dump = write_dump(tmp_path / "d.xml.bz2", [*small_pages(), *small_pages(10)])
+    args = ["--min-unigram-count", "2", "--min-bigram-count", "2"]
+    assert build(tmp_path / "plain", [dump], *args) == 0
+    original = build_queries.ExtractPages.process
+    failed = tmp_path / "failed-once"
+
+    def flaky(self, rng):
+        yield from original(self, rng)  # every page counted, then the bundle is lost
+        if not failed.exists():
+            failed.touch()
+            raise RuntimeError("a worker lost on purpose")
+
+    monkeypatch.setattr(build_queries.ExtractPages, "process", flaky)
+    assert build(tmp_path / "retried", [dump], *args, beam=["--runner=BundleBasedDirectRunner"]) == 0
+    assert failed.exists()
+    plain, retried = stats(tmp_path / "plain"), stats(tmp_path / "retried")
+    assert retried["counts"] == plain["counts"] and retried["counts"]["pages_read"] == 8
+    retried_rows, plain_rows = (tmp_path / "retried" / "queries.parquet"), (tmp_path / "plain" / "queries.parquet")
+    assert retried_rows.read_bytes() == plain_rows.read_bytes()

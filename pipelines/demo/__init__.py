@@ -31,6 +31,7 @@ from pipelines import cli, common
 from pipelines.demo import corpus as demo_corpus
 from pipelines.demo.server import DemoServer
 from schemas import stats as stats_schema
+from schemas.download import RAW_STATUSES
 from schemas.finalize import DATASET_CARD, SIZES_JSON
 from schemas.pairs import PAIRS_GLOB
 from schemas.queries import QUERIES_PARQUET
@@ -330,7 +331,8 @@ def stage_counts(dirs: dict[str, Path]) -> list[str]:
     queries = load(dirs["queries"] / STATS_JSON)
     per_source = ", ".join(f"{k} {v['selected']:,}" for k, v in queries["details"]["sources"].items())
     pairs = load(dirs["pairs"] / STATS_JSON)["counts"]
-    raw = stats_schema.prefixed(load(dirs["raw"] / STATS_JSON)["counts"], "status_")
+    raw_counts = stats_schema.prefixed(load(dirs["raw"] / STATS_JSON)["counts"], "status_")
+    raw = {s: raw_counts[s] for s in RAW_STATUSES if s in raw_counts}  # the schema's order, not alphabetical
     final = load(dirs["shards"] / STATS_JSON)["counts"]
     reasons = stats_schema.prefixed(final, "reason_")
     steps = [json.loads(line) for line in (dirs["train"] / "metrics.jsonl").read_text().splitlines() if line]
