@@ -483,9 +483,9 @@ def write_summary(out: str, files: list[str], queries_path: str, fingerprint: st
         counts={**counts, "bad_records": len(bad_lines), "queries": len(matched),
                 "queries_matched": sum(1 for m in matched if m > 0), "queries_capped": capped,
                 "pair_files": len(pair_files)},
-        outputs=[*(stats_schema.output_entry(p) for p in pair_files),
-                 stats_schema.output_entry(common.join(out, QUERY_COUNTS_PARQUET), len(matched)),
-                 stats_schema.output_entry(common.join(out, BAD_RECORDS_JSONL), len(bad_lines))],
+        outputs=[*(stats_schema.output_entry(p.rsplit("/", 1)[-1]) for p in pair_files),
+                 stats_schema.output_entry(QUERY_COUNTS_PARQUET, len(matched)),
+                 stats_schema.output_entry(BAD_RECORDS_JSONL, len(bad_lines))],
         seconds=seconds,
         details={
             "queries": {"max_matched": max(matched, default=0), "max_kept": max(kept, default=0)},

@@ -517,10 +517,10 @@ def _stats(args: BuildQueriesOptions, config: QueryConfig, dumps: list[DumpInput
     return stats_schema.envelope(
         "build-queries",
         inputs=[stats_schema.input_entry(p, common.sha256_file(p)) for p in inputs],
-        parameters=options.as_parameters(args),
+        parameters=options.as_parameters(args, skip=("out",)),
         counts=flat,
-        outputs=[stats_schema.output_entry(common.join(args.out, QUERIES_PARQUET), flat["queries"]),
-                 stats_schema.output_entry(common.join(args.out, QUERIES_TXT), flat["queries"])],
+        outputs=[stats_schema.output_entry(QUERIES_PARQUET, flat["queries"]),
+                 stats_schema.output_entry(QUERIES_TXT, flat["queries"])],
         seconds=seconds,
         details={"wordnet_dir": args.wordnet_dir, "title_traffic": "pageviews" if pageviews else "inlinks",
                  "thresholds": asdict(config.thresholds),

@@ -357,7 +357,7 @@ def stats_document(args: DownloadOptions, specs: list[ShardSpec], totals: dict[s
         inputs=[stats_schema.input_entry(path, rows=n) for path, n in rows_in.items()],
         parameters=options.as_parameters(args, skip=("out",)),
         counts=counts,
-        outputs=[stats_schema.output_entry(shard_paths(args.out, s.shard_id)[1], s.rows) for s in specs],
+        outputs=[stats_schema.output_entry(raw_shards.shard_files(s.shard_id)[1], s.rows) for s in specs],
         seconds=seconds,
         details={"statuses": totals["statuses"]},
     )

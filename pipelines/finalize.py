@@ -505,7 +505,7 @@ def stats_document(stats: dict[str, Any], config: FinalizeConfig, sizes: dict[st
         inputs=[stats_schema.input_entry(path) for path in config.raw_files],
         parameters=config.settings(),
         counts=counts,
-        outputs=[stats_schema.output_entry(common.join(config.out, f"{name}.tar"), n) for name, n in sizes.items()],
+        outputs=[stats_schema.output_entry(f"{name}.tar", n) for name, n in sizes.items()],
         seconds=seconds,
         details={k: stats[k] for k in ("input", "dedup", "rebalance", "output", "image_sizes")},
     )

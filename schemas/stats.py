@@ -6,12 +6,14 @@ marks a complete output).
      "inputs":  [{"path": str, "sha256": str | null, "bytes": int | null, "rows": int | null}, ...],
      "parameters": {...the command's settings as JSON...},
      "counts":  {"<name>": int, ...},        # flat: records in/out and every drop reason, from the data
-     "outputs": [{"path": str, "rows": int | null}, ...],
+     "outputs": [{"path": str, "rows": int | null}, ...],  # relative to the folder holding stats.json
      "timings": {"seconds": float, ...},
      "details": {...stage-specific: per-source tables, thresholds, the rule used, ...}}
 
-``counts`` are computed from the pipeline's own outputs (combiners whose result is written to a file), never
-from Beam metrics: a runner that reports only attempted metrics counts a retried bundle twice.
+``parameters`` and ``outputs`` hold no output location, so the same inputs give the same document wherever it
+is written (only ``timings`` differ between identical runs). ``counts`` are computed from the pipeline's own
+outputs (combiners whose result is written to a file), never from Beam metrics: a runner that reports only
+attempted metrics counts a retried bundle twice.
 """
 
 from __future__ import annotations
