@@ -20,7 +20,7 @@ from PIL import Image
 from pipelines.cli import main
 from schemas.finalize import FINAL_ROWS, FINAL_STATUSES
 from schemas.sample import SAMPLE_JSON_FIELDS
-from schemas.stats import prefixed
+from schemas.stats import prefixed, stats_without_timings
 from schemas.stats import validate as validate_stats
 from tests.conftest import BEAM_IN_PROCESS, BEAM_MULTI_PROCESS
 from tests.hostile_server import serve_folder
@@ -160,8 +160,11 @@ def test_dataset_card_and_plots(raw, out):
     assert {"query": "space", "input": 4, "final": space_final} in counts
 
 
-def tree_bytes(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+def tree_bytes(root: Path) -> dict[str, object]:
+    files: dict[str, object] = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+                                if p.is_file()}
+    files["stats.json"] = stats_without_timings(root / "stats.json")  # the same but for how long it took
+    return files
 
 
 @pytest.mark.slow
