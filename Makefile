@@ -13,8 +13,13 @@ ENWIKI      = $(shell $(BIN)/python -c "import gensim, os; print(os.path.join(os
 DUMP       ?= $(ENWIKI)
 BEAM_ARGS  ?= --runner=FnApiRunner
 
-.PHONY: demo test lint install wordnet build-queries build-pairs download finalize train \
+.PHONY: demo test test-fast typecheck lint install wordnet build-queries build-pairs download finalize train \
         bench bench-queries bench-match bench-download bench-train clean
+
+# Conventions of the stage targets: OUT is always the target's output (a folder, or a file for eval/export);
+# every input variable may hold several paths or globs, separated by spaces: each is passed quoted, unexpanded,
+# as its own repeated flag (the command expands globs itself, also on gs:// and s3://).
+quote_each = $(foreach v,$(2),$(1) '$(v)')
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,14 +42,23 @@ demo: $(STAMP) wordnet
 ## The README's second command.
 test: $(STAMP) wordnet
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest -n 2 -q
+
+## Everything but the tests marked slow (full Beam runs in multi-processing mode, servers, training).
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -n 2 -q -m "not slow"
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
 build-queries: OUT = out/queries
 build-queries: $(STAMP) wordnet
-	$(WIT) build-queries $(foreach d,$(DUMP),--dump $(d)) --out $(OUT) \
+	$(WIT) build-queries $(call quote_each,--dump,$(DUMP)) --out '$(OUT)' \
 	  $(if $(wildcard $(WORDNET)),--wordnet-dir $(WORDNET)) $(QUERY_ARGS) $(BEAM_ARGS)
 
 # make build-pairs POOL='crawl/*.warc.wat.gz laion/*.parquet' [QUERIES=out/queries] [OUT=out/pairs] [PAIRS_ARGS=...]
@@ -52,35 +66,43 @@ build-pairs: OUT = out/pairs
 build-pairs: QUERIES ?= out/queries
 build-pairs: $(STAMP)
 	@[ -n "$(POOL)" ] || { echo "make build-pairs: set POOL to the candidate pool files or globs"; exit 2; }
-	$(WIT) build-pairs --queries $(QUERIES) $(foreach p,$(POOL),--pool '$(p)') --out $(OUT) $(PAIRS_ARGS) $(BEAM_ARGS)
+	$(WIT) build-pairs --queries '$(QUERIES)' $(call quote_each,--pool,$(POOL)) --out '$(OUT)' $(PAIRS_ARGS) $(BEAM_ARGS)
 
-# make download [PAIRS=out/pairs] [OUT=out/raw] [DOWNLOAD_ARGS=...]
+# make download [PAIRS='out/pairs more/*.parquet'] [OUT=out/raw] [DOWNLOAD_ARGS=...]
 download: OUT = out/raw
 download: PAIRS ?= out/pairs
 download: $(STAMP)
-	$(WIT) download --pairs $(PAIRS) --out $(OUT) $(DOWNLOAD_ARGS) $(BEAM_ARGS)
+	$(WIT) download $(call quote_each,--pairs,$(PAIRS)) --out '$(OUT)' $(DOWNLOAD_ARGS) $(BEAM_ARGS)
 
 # make finalize RAW=out/raw OUT=out/final [FINALIZE_ARGS="--per-query-cap 20000 --decontaminate DIR"]
 finalize: OUT = out/shards
 finalize: $(STAMP)
 	@[ -n "$(RAW)" ] || { echo "usage: make finalize RAW=<download output dir or glob> OUT=<dir>"; exit 2; }
-	$(WIT) finalize --raw '$(RAW)' --out $(OUT) $(FINALIZE_ARGS) $(BEAM_ARGS)
+	$(WIT) finalize $(call quote_each,--raw,$(RAW)) --out '$(OUT)' $(FINALIZE_ARGS) $(BEAM_ARGS)
 
+# make train [SHARDS=out/demo/shards] [OUT=out/train] [TRAIN_ARGS=...]; TRAIN_OUT= is an alias of OUT here
 SHARDS ?= out/demo/shards
 TRAIN_OUT ?= out/train
+CHECKPOINT ?= $(TRAIN_OUT)
+train: OUT = $(TRAIN_OUT)
 train: $(STAMP)
-	$(WIT) train --shards $(SHARDS) --out $(TRAIN_OUT) --model tiny --batch-size 64 --steps 300 $(TRAIN_ARGS)
+	$(WIT) train --shards '$(SHARDS)' --out '$(OUT)' --model tiny --batch-size 64 --steps 300 $(TRAIN_ARGS)
 
-# make eval ZEROSHOT=DIR/<class>/*.jpg [RETRIEVAL=held-out shards] [EVAL_ARGS="--templates simple"]
+# make eval ZEROSHOT=DIR/<class>/*.jpg [RETRIEVAL=held-out shards] [CHECKPOINT=out/train] [OUT=CHECKPOINT/eval.json]
+# A previous results file is kept (renamed with its date), never silently overwritten.
 .PHONY: eval export
+eval: OUT = $(CHECKPOINT)/eval.json
 eval: $(STAMP)
 	@[ -n "$(ZEROSHOT)$(RETRIEVAL)" ] || { echo "usage: make eval ZEROSHOT=<DIR/<class>/*.jpg> and/or RETRIEVAL=<shards>"; exit 2; }
-	$(WIT) eval --checkpoint $(TRAIN_OUT) $(if $(ZEROSHOT),--zeroshot '$(ZEROSHOT)') \
-	  $(if $(RETRIEVAL),--retrieval '$(RETRIEVAL)') --out $(TRAIN_OUT)/eval.json $(EVAL_ARGS)
+	@if [ -e '$(OUT)' ]; then kept='$(basename $(OUT))'-$$(date -r '$(OUT)' +%Y%m%dT%H%M%S)'$(suffix $(OUT))'; \
+	  mv '$(OUT)' "$$kept" && echo "make eval: $(OUT) exists; the previous results are kept as $$kept"; fi
+	$(WIT) eval --checkpoint '$(CHECKPOINT)' $(if $(ZEROSHOT),--zeroshot '$(ZEROSHOT)') \
+	  $(call quote_each,--retrieval,$(RETRIEVAL)) --out '$(OUT)' $(EVAL_ARGS)
 
-# open_clip weights of a ViT checkpoint: $(TRAIN_OUT)/open_clip/wit-model.pt beside wit-<model>.json and -tokenizer/
+# open_clip weights of a ViT checkpoint: OUT=CHECKPOINT/open_clip/wit-model.pt beside wit-<model>.json and -tokenizer/
+export: OUT = $(CHECKPOINT)/open_clip/wit-model.pt
 export: $(STAMP)
-	$(WIT) export --checkpoint $(TRAIN_OUT) --out $(TRAIN_OUT)/open_clip/wit-model.pt $(EXPORT_ARGS)
+	$(WIT) export --checkpoint '$(CHECKPOINT)' --out '$(OUT)' $(EXPORT_ARGS)
 
 bench: bench-queries bench-match bench-download bench-train
 

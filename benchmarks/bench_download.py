@@ -215,8 +215,9 @@ def run_native(s: Settings, urls: Path, out: Path, env: dict[str, str], extra: l
         command += ["--direct_running_mode=multi_processing", f"--direct_num_workers={s.processes}"]
     wall, cpu, _ = timed(command, env)
     stats = json.loads((out / "stats.json").read_text())
-    return {"wall_s": wall, "cpu_s": cpu, "rows": stats["count"], "successes": stats["statuses"]["success"],
-            "statuses": stats["statuses"]}
+    statuses = stats["details"]["statuses"]
+    return {"wall_s": wall, "cpu_s": cpu, "rows": stats["counts"]["rows"], "successes": statuses["success"],
+            "statuses": statuses}
 
 
 def run_img2dataset(s: Settings, urls: Path, out: Path, env: dict[str, str]) -> dict:

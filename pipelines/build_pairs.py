@@ -25,24 +25,29 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
 from pipelines import common
+from pipelines.common import COUNTS
+from schemas import stats as stats_schema
 from schemas.pairs import BALANCE_PNG, PAIRS, PAIRS_GLOB, QUERY_COUNTS, QUERY_COUNTS_PARQUET, STATS_JSON
 from schemas.queries import QUERIES_PARQUET
-from wit_builder.balance import BalanceConfig, SmallestRanks, cut_value, kept_queries
+from wit_builder import options, progress
+from wit_builder.balance import MODES, BalanceConfig, SmallestRanks, cut_value, kept_queries
 from wit_builder.balance_plot import balance_png
 from wit_builder.match_rules import DEFAULT_RULE, MATCH_RULES, entries_column, make_matcher
 from wit_builder.match_rules import validate as validate_entries
 from wit_builder.matcher import QueryMatcher
 from wit_builder.metaclip_rule import MetaClipMatcher
+from wit_builder.options import option
 from wit_builder.pool_readers import (
     BAD_REASONS,
     FILTER_REASONS,
+    FORMATS,
     LAYOUTS,
     Candidate,
     PoolOptions,
@@ -79,7 +84,7 @@ def load_matcher(queries_path: str, match_rule: str = DEFAULT_RULE) -> QueryMatc
 
 # ---- DoFns and CombineFns: thin wrappers over wit_builder ----
 
-class ReadAndMatch(beam.DoFn):
+class ReadAndMatch(common.CountingDoFn):
     """One pool file -> (bucket, [matched pair tuples]) lists; bad records (tagged ``rejected``) reported.
 
     The automaton is built once per worker process and shared by its threads (``Shared``), from the queries
@@ -95,15 +100,15 @@ class ReadAndMatch(beam.DoFn):
         self._buckets = buckets
         self._shared = shared.Shared()
         self._matcher: QueryMatcher | MetaClipMatcher | None = None
-        self._counters = {name: Metrics.counter(NAMESPACE, name) for name in (
-            "pool_files", "records", "candidates", "no_match", "matched", *FILTER_REASONS, *BAD_REASONS)}
+
+    namespace = NAMESPACE
 
     def setup(self) -> None:
         self._matcher = self._shared.acquire(lambda: load_matcher(self._queries_path, self._match_rule),
                                              tag=self._tag)
 
     def process(self, path: str) -> Iterator:
-        self._counters["pool_files"].inc()
+        self.count("pool_files")
         counts: Counter[str] = Counter()
         buffers: dict[int, list[tuple]] = {}
         chunk: list[Candidate] = []
@@ -121,9 +126,10 @@ class ReadAndMatch(beam.DoFn):
         for bucket in sorted(buffers):
             yield bucket, buffers[bucket]
         for key, n in counts.items():
-            self._counters[key].inc(n)
+            self.count(key, n)
         read = sum(n for k, n in counts.items() if k not in ("no_match", "matched"))
-        self._counters["records"].inc(read)
+        self.count("records", read)
+        progress.reporter("build-pairs", "records").add(read)
         rejected = ", ".join(f"{k} {n:,}" for k, n in sorted(counts.items())
                              if k not in ("candidates", "matched", "no_match"))
         logging.getLogger(__name__).info("read %s: %s candidates, %s matched%s", path,
@@ -159,16 +165,15 @@ def _provenance(pair: tuple) -> tuple:
     return pair[SOURCE_FILE], pair[SOURCE_RECORD], pair[URL], pair[CAPTION], pair[PAGE_URL] or ""
 
 
-class CollapseBucket(beam.DoFn):
+class CollapseBucket(common.CountingDoFn):
     """(bucket, lists of matched pairs) -> (bucket, [(rank, pair)] by uid) one copy per uid, the copy from the
     earliest file and record (deterministic anywhere); tagged ``query_counts``: {query: matched} of the bucket.
     """
 
     def __init__(self, config: BalanceConfig):
         self._seed = config.seed
-        self._duplicates = Metrics.counter(NAMESPACE, "duplicates")
-        self._unique = Metrics.counter(NAMESPACE, "unique_pairs")
-        self._matches = Metrics.counter(NAMESPACE, "matches")
+
+    namespace = NAMESPACE
 
     def process(self, element: tuple[int, Iterable[list[tuple]]]) -> Iterator:
         bucket, lists = element
@@ -188,9 +193,9 @@ class CollapseBucket(beam.DoFn):
             pair = best[uid]
             ranked.append((hash_rank(uid, seed), pair))
             counts.update(pair[QUERIES])  # a C loop: per-query counting costs little per match
-        self._duplicates.inc(copies - len(best))
-        self._unique.inc(len(best))
-        self._matches.inc(sum(counts.values()))
+        self.count("duplicates", copies - len(best))
+        self.count("unique_pairs", len(best))
+        self.count("matches", sum(counts.values()))
         if counts:
             yield beam.pvalue.TaggedOutput("query_counts", dict(counts))
         yield bucket, ranked
@@ -295,15 +300,14 @@ def cut_table(matched: dict[str, int], thresholds: dict, config: BalanceConfig) 
     return cuts
 
 
-class BalanceBucket(beam.DoFn):
+class BalanceBucket(common.CountingDoFn):
     """A bucket's ranked pairs -> its kept rows (a pair is kept when any of its queries keeps it; its ``queries``
     become the keeping ones); tagged ``kept_counts``: {query: kept} of the bucket."""
 
     def __init__(self, config: BalanceConfig):
         self._config = config
-        self._kept = Metrics.counter(NAMESPACE, "kept")
-        self._kept_matches = Metrics.counter(NAMESPACE, "kept_matches")
-        self._over_cap = Metrics.counter(NAMESPACE, "over_cap")
+
+    namespace = NAMESPACE
 
     def process(self, element: tuple[int, list[tuple]], cuts: dict) -> Iterator:
         bucket, ranked = element
@@ -321,9 +325,9 @@ class BalanceBucket(beam.DoFn):
             kept_counts.update(keeping)
             rows.append((pair[UID], pair[URL], pair[CAPTION], keeping, pair[SOURCE_FILE], pair[SOURCE_RECORD],
                          pair[PAGE_URL], list(found)))
-        self._over_cap.inc(len(ranked) - len(rows))
-        self._kept.inc(len(rows))
-        self._kept_matches.inc(sum(kept_counts.values()))
+        self.count("over_cap", len(ranked) - len(rows))
+        self.count("kept", len(rows))
+        self.count("kept_matches", sum(kept_counts.values()))
         if kept_counts:
             yield beam.pvalue.TaggedOutput("kept_counts", dict(kept_counts))
         yield bucket, rows
@@ -418,12 +422,13 @@ class BuildPairs(beam.PTransform):
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadAndMatch" >> beam.ParDo(
                 ReadAndMatch(self._pool, self._queries_path, self._fingerprint, self._buckets, self._match_rule)
-            ).with_outputs("rejected", main="matched")
+            ).with_outputs("rejected", COUNTS, main="matched")
         )
         collapsed = (
             read.matched
             | "GroupByBucket" >> beam.GroupByKey()
-            | "CollapseBucket" >> beam.ParDo(CollapseBucket(config)).with_outputs("query_counts", main="ranked")
+            | "CollapseBucket" >> beam.ParDo(CollapseBucket(config)).with_outputs("query_counts", COUNTS,
+                                                                             main="ranked")
         )
         matched = (
             collapsed.query_counts
@@ -441,7 +446,13 @@ class BuildPairs(beam.PTransform):
         cuts = matched | "CutTable" >> beam.Map(cut_table, beam.pvalue.AsSingleton(thresholds), config)
         balanced = collapsed.ranked | "Balance" >> beam.ParDo(
             BalanceBucket(config), cuts=beam.pvalue.AsSingleton(cuts)
-        ).with_outputs("kept_counts", main="kept")
+        ).with_outputs("kept_counts", COUNTS, main="kept")
+        # stats.json's counts: summed from the DoFns' COUNTS outputs (exact under retries), not from metrics
+        _ = (
+            [out[COUNTS] for out in (read, collapsed, balanced)]
+            | "AllCounts" >> beam.Flatten()
+            | "WriteCounts" >> common.WriteCounts(common.join(self._out_dir, common.COUNTS_FILE))
+        )
 
         kept_counts = (
             balanced.kept_counts
@@ -485,75 +496,94 @@ class BuildPairs(beam.PTransform):
 
 # ---- the command ----
 
+@dataclass(frozen=True)
+class BuildPairsOptions:
+    """``wit build-pairs``'s settings; the flags, defaults and help are generated from these fields."""
+
+    queries: str = option(help=f"directory holding stage 1's {QUERIES_PARQUET}")
+    pool: tuple[str, ...] = option(help="pool file or glob (WAT .warc.wat.gz, WARC .warc.gz, parquet, jsonl[.gz], "
+                                        "csv, tsv); repeatable")
+    out: str = option(help="output directory")
+    per_query_cap: int = option(BalanceConfig.per_query_cap, unit="pairs", help="pairs kept per query")
+    balance: str = option(BalanceConfig.mode, choices=MODES,
+                          help="hard: each query keeps its cap smallest-ranked pairs; probabilistic: MetaCLIP's "
+                               "p = min(1, cap / matched)")
+    seed: int = option(BalanceConfig.seed, help="seed of the ranks and draws")
+    match_rule: str = option(DEFAULT_RULE, choices=MATCH_RULES,
+                             help="normalized: case-folded tokens, wit_builder.textnorm; metaclip: MetaCLIP v1's "
+                                  "rule, entries and text as written (the queries' query_as_written column when "
+                                  "present, else query); see docs/ARCHITECTURE.md")
+    oversample: float = option(BalanceConfig.oversample, unit="x cap",
+                               help="keep this many times the cap, for download losses; stage 4 caps again")
+    pool_format: str = option(PoolOptions.fmt, choices=("auto", *FORMATS),
+                              help="format of every pool file (auto: from the name; the content is checked)")
+    url_col: str = option(PoolOptions.url_col, help="URL column of table pools; a 0-based position with --no-header")
+    caption_col: str = option(PoolOptions.caption_col,
+                              help="caption column of table pools; a 0-based position with --no-header")
+    header: bool = option(True, negate="--no-header",
+                          help="csv/tsv pools have no header line; --url-col/--caption-col are positions")
+    pool_preset: str | None = option(None, choices=tuple(LAYOUTS),
+                                     help="the layout of a well-known pool for every file: cc3m (caption<TAB>url, "
+                                          "no header), cc12m (url<TAB>caption, no header), laion (URL, TEXT), "
+                                          "datacomp/coyo (url, text), img2dataset (url, caption)")
+    pool_layout: tuple[str, ...] = option((), metavar="PATTERN=LAYOUT",
+                                          help="per-input layout for mixed pools: files whose path or name matches "
+                                               "the glob PATTERN use LAYOUT, a preset name or items like "
+                                               "'url=URL,caption=TEXT[,format=tsv,header=no]'; repeatable, the "
+                                               "first match wins; other files use the options above")
+    shuffle_buckets: int = option(256, unit="buckets",
+                                  help="uid buckets matched pairs are grouped into; a bucket's pairs are held in "
+                                       "memory by one worker (about 0.5 KB each), so raise it beyond ~1e9 pairs")
+    max_url_length: int = option(PoolOptions.max_url_length, unit="characters",
+                                 help="longer URLs are reported and dropped")
+    rows_per_file: int = option(500_000, unit="rows", help="rows per pairs-*.parquet file")
+
+    def __post_init__(self) -> None:
+        self.balance_config()
+        self.pool_options()
+        if self.rows_per_file < 1:
+            raise ValueError(f"--rows-per-file must be at least 1, not {self.rows_per_file}")
+        if self.shuffle_buckets < 1:
+            raise ValueError(f"--shuffle-buckets must be at least 1, not {self.shuffle_buckets}")
+
+    def balance_config(self) -> BalanceConfig:
+        return BalanceConfig(self.balance, self.per_query_cap, self.seed, self.oversample)
+
+    def pool_options(self) -> PoolOptions:
+        """PoolOptions from the command line: a preset, or the format/column options; then per-input layouts."""
+        fmt, url_col, caption_col, header = self.pool_format, self.url_col, self.caption_col, self.header
+        if self.pool_preset:
+            preset = LAYOUTS[self.pool_preset]
+            fmt = preset.fmt if fmt == "auto" else fmt
+            url_col, caption_col, header = preset.url_col, preset.caption_col, preset.header
+        layouts = []
+        for item in self.pool_layout:
+            pattern, sep, spec = item.partition("=")
+            if not sep or not pattern.strip():
+                raise ValueError(f"--pool-layout {item!r}: expected PATTERN=LAYOUT")
+            layouts.append((pattern.strip(), parse_layout(spec)))
+        return PoolOptions(fmt, url_col, caption_col, self.max_url_length, header, tuple(layouts))
+
+
+OPTIONS = BuildPairsOptions
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--queries", required=True, help=f"directory holding stage 1's {QUERIES_PARQUET}")
-    parser.add_argument("--pool", required=True, action="append",
-                        help="pool file or glob (WAT .warc.wat.gz, parquet, jsonl[.gz], csv, tsv); repeatable")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--per-query-cap", type=int, default=20_000, help="pairs kept per query (default 20000)")
-    parser.add_argument("--balance", choices=("hard", "probabilistic"), default="hard",
-                        help="hard: each query keeps its cap smallest-ranked pairs; probabilistic: MetaCLIP's "
-                             "p = min(1, cap / matched)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the ranks and draws (default 0)")
-    parser.add_argument("--match-rule", choices=MATCH_RULES, default=DEFAULT_RULE,
-                        help="normalized (default): case-folded tokens, wit_builder.textnorm; metaclip: MetaCLIP "
-                             "v1's rule, entries and text as written (the queries' query_as_written column "
-                             "when present, else query); see docs/ARCHITECTURE.md")
-    parser.add_argument("--oversample", type=float, default=1.0,
-                        help="keep this many times the cap, for download losses; stage 4 caps again (default 1)")
-    parser.add_argument("--pool-format", default="auto", choices=("auto", "wat", "warc", "parquet", "jsonl", "csv",
-                                                                  "tsv"),
-                        help="format of every pool file (default auto: from the name; the content is checked)")
-    parser.add_argument("--url-col", default="url",
-                        help="URL column of table pools (default url); a 0-based position with --no-header")
-    parser.add_argument("--caption-col", default="caption",
-                        help="caption column of table pools (default caption); a 0-based position with --no-header")
-    parser.add_argument("--no-header", dest="header", action="store_false",
-                        help="csv/tsv pools have no header line; --url-col/--caption-col are positions")
-    parser.add_argument("--pool-preset", choices=tuple(LAYOUTS), default=None,
-                        help="the layout of a well-known pool for every file: cc3m (caption<TAB>url, no header), "
-                             "cc12m (url<TAB>caption, no header), laion (URL, TEXT), datacomp/coyo (url, text), "
-                             "img2dataset (url, caption)")
-    parser.add_argument("--pool-layout", action="append", default=[], metavar="PATTERN=LAYOUT",
-                        help="per-input layout for mixed pools: files whose path or name matches the glob PATTERN "
-                             "use LAYOUT, a preset name or items like 'url=URL,caption=TEXT[,format=tsv,header=no]'; "
-                             "repeatable, the first match wins; other files use the options above")
-    parser.add_argument("--shuffle-buckets", type=int, default=256,
-                        help="uid buckets matched pairs are grouped into (default 256); a bucket's pairs are held "
-                             "in memory by one worker (about 0.5 KB each), so raise it for pools beyond ~1e9 pairs")
-    parser.add_argument("--max-url-length", type=int, default=2048, help="longer URLs are reported and dropped")
-    parser.add_argument("--rows-per-file", type=int, default=500_000, help="rows per pairs-*.parquet file")
+    options.add_arguments(parser, OPTIONS)
 
 
-def pool_options(args: argparse.Namespace) -> PoolOptions:
-    """PoolOptions from the command line: a preset, or the format/column options; then per-input layouts."""
-    fmt, url_col, caption_col, header = args.pool_format, args.url_col, args.caption_col, args.header
-    if args.pool_preset:
-        preset = LAYOUTS[args.pool_preset]
-        fmt = preset.fmt if fmt == "auto" else fmt
-        url_col, caption_col, header = preset.url_col, preset.caption_col, preset.header
-    layouts = []
-    for item in args.pool_layout:
-        pattern, sep, spec = item.partition("=")
-        if not sep or not pattern.strip():
-            raise ValueError(f"--pool-layout {item!r}: expected PATTERN=LAYOUT")
-        layouts.append((pattern.strip(), parse_layout(spec)))
-    return PoolOptions(fmt, url_col, caption_col, args.max_url_length, header, tuple(layouts))
+def pool_options(args: BuildPairsOptions) -> PoolOptions:
+    return args.pool_options()
 
 
-def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
+def run(args: BuildPairsOptions, beam_argv: list[str]) -> int:
     started = time.monotonic()
     try:
-        balance = BalanceConfig(args.balance, args.per_query_cap, args.seed, args.oversample)
-        pool = pool_options(args)
-        if args.rows_per_file < 1:
-            raise ValueError(f"--rows-per-file must be at least 1, not {args.rows_per_file}")
-        if args.shuffle_buckets < 1:
-            raise ValueError(f"--shuffle-buckets must be at least 1, not {args.shuffle_buckets}")
+        balance, pool = args.balance_config(), args.pool_options()
         queries_path = common.join(args.queries, QUERIES_PARQUET)
         if not common.exists(queries_path):
             raise FileNotFoundError(f"{queries_path} not found; run 'wit build-queries' first or fix --queries")
-        match_rule = getattr(args, "match_rule", DEFAULT_RULE)
+        match_rule = args.match_rule
         queries_table = common.read_parquet(queries_path)
         query_list = queries_table.column(entries_column(queries_table, match_rule)).to_pylist()
         validate_entries(query_list, match_rule, queries_path)
@@ -561,7 +591,7 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
         for path in files:  # a wrong format, a missing or mistyped column fails here, before any work
             check_pool_file(path, common.open_read, pool)
     except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"wit build-pairs: {e}", file=sys.stderr)
+        print(f"wit build-pairs: error: {e}", file=sys.stderr)
         return 2
     print(f"build-pairs: {len(files)} pool file(s), {len(query_list):,} queries, balance={balance.mode} "
           f"cap={balance.per_query_cap} target={balance.target} seed={balance.seed} match_rule={match_rule}",
@@ -584,16 +614,18 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
         | "BuildPairs" >> BuildPairs(queries_path, fingerprint, args.out, pool, balance, args.rows_per_file,
                                      args.shuffle_buckets, match_rule)
     )
-    result = pipeline.run()
-    result.wait_until_finish()
-    counts = {name: 0 for name in COUNTERS} | common.counters(result, NAMESPACE)
+    result = common.run_pipeline(pipeline, args.out)
+    counts = common.read_counts(args.out, COUNTERS)
+    _cross_check(counts, common.counters(result, NAMESPACE))
 
-    stats = write_summary(args.out, files, queries_path, fingerprint, balance, pool, counts, match_rule)
+    stats = write_summary(args.out, files, queries_path, fingerprint, balance, pool, counts, args.rows_per_file,
+                          time.monotonic() - started, match_rule)
     elapsed = time.monotonic() - started
-    print(f"build-pairs: {counts['records']:,} records -> {counts['candidates']:,} candidates -> "
-          f"{counts['matched']:,} matched -> {counts['unique_pairs']:,} unique -> {counts['kept']:,} kept "
-          f"in {stats['pairs']['files']} file(s); {stats['bad_records']['count']:,} bad records; "
-          f"{stats['queries']['capped']:,} queries capped; {elapsed:.1f}s -> {args.out}", flush=True)
+    c = stats["counts"]
+    print(progress.summary_line("build-pairs", [
+        f"{counts['records']:,} records -> {counts['candidates']:,} candidates -> {counts['matched']:,} matched -> "
+        f"{counts['unique_pairs']:,} unique -> {counts['kept']:,} kept in {c['pair_files']} file(s)",
+        f"{c['bad_records']:,} bad records", f"{c['queries_capped']:,} queries capped"], elapsed, args.out), flush=True)
     if counts["matched"] == 0:
         print("wit build-pairs: no candidate matched any query; check --caption-col, --pool-format and the "
               "queries", file=sys.stderr)
@@ -601,8 +633,18 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
     return 0
 
 
+def _cross_check(counts: dict[str, int], counted: dict[str, int]) -> None:
+    """Metrics are for monitoring: a difference from the data-derived counts (a retried bundle on a runner
+    that reports attempted values) is logged, never fatal."""
+    differ = {k: (n, counted.get(k, 0)) for k, n in counts.items() if counted.get(k, 0) != n}
+    if differ:
+        logging.getLogger(__name__).info("monitoring counters differ from the data-derived counts "
+                                         "(counts, counter): %s", differ)
+
+
 def write_summary(out: str, files: list[str], queries_path: str, fingerprint: str, balance: BalanceConfig,
-                  pool: PoolOptions, counts: dict[str, int], match_rule: str = DEFAULT_RULE) -> dict:
+                  pool: PoolOptions, counts: dict[str, int], rows_per_file: int, seconds: float,
+                  match_rule: str = DEFAULT_RULE) -> dict:
     """balance.png and stats.json (written last: its presence marks a complete output)."""
     query_counts = common.read_parquet(common.join(out, QUERY_COUNTS_PARQUET))
     matched = query_counts.column("matched").to_pylist()
@@ -612,29 +654,30 @@ def write_summary(out: str, files: list[str], queries_path: str, fingerprint: st
     pair_files = sorted(m.path for m in common.FileSystems.match([common.join(out, PAIRS_GLOB)])[0].metadata_list)
     with common.open_read(common.join(out, BAD_RECORDS_JSONL)) as f:
         bad_lines = f.read().decode().splitlines()
-    stats = {
-        "stage": "build-pairs",
-        "inputs": {"queries": queries_path, "queries_sha256": fingerprint, "pool_files": files},
-        "params": {"balance": balance.mode, "per_query_cap": balance.per_query_cap, "seed": balance.seed,
-                   "oversample": balance.oversample, "target": balance.target, "pool_format": pool.fmt,
-                   "url_col": pool.url_col, "caption_col": pool.caption_col, "max_url_length": pool.max_url_length,
-                   "header": pool.header,
-                   "pool_layouts": [[pattern, vars(layout)] for pattern, layout in pool.layouts],
-                   "match_rule": match_rule},
-        "counters": counts,
-        "queries": {
-            "total": len(matched),
-            "matched": sum(1 for m in matched if m > 0),
-            "capped": sum(1 for m in matched if m > balance.target),
-            "max_matched": max(matched, default=0),
-            "max_kept": max(kept, default=0),
+    capped = sum(1 for m in matched if m > balance.target)
+    stats = stats_schema.envelope(
+        "build-pairs",
+        inputs=[stats_schema.input_entry(queries_path, fingerprint, rows=len(matched)),
+                *(stats_schema.input_entry(f) for f in files)],
+        parameters={"balance": balance.mode, "per_query_cap": balance.per_query_cap, "seed": balance.seed,
+                    "oversample": balance.oversample, "target": balance.target, "pool_format": pool.fmt,
+                    "url_col": pool.url_col, "caption_col": pool.caption_col,
+                    "max_url_length": pool.max_url_length, "rows_per_file": rows_per_file, "header": pool.header,
+                    "pool_layouts": [[pattern, vars(layout)] for pattern, layout in pool.layouts],
+                    "match_rule": match_rule},
+        counts={**counts, "bad_records": len(bad_lines), "queries": len(matched),
+                "queries_matched": sum(1 for m in matched if m > 0), "queries_capped": capped,
+                "pair_files": len(pair_files)},
+        outputs=[*(stats_schema.output_entry(p.rsplit("/", 1)[-1]) for p in pair_files),
+                 stats_schema.output_entry(QUERY_COUNTS_PARQUET, len(matched)),
+                 stats_schema.output_entry(BAD_RECORDS_JSONL, len(bad_lines))],
+        seconds=seconds,
+        details={
+            "match_rule": match_rule,
+            "queries": {"max_matched": max(matched, default=0), "max_kept": max(kept, default=0)},
+            "pairs": {"file_names": [p.rsplit("/", 1)[-1] for p in pair_files]},
+            "bad_records": {"file": BAD_RECORDS_JSONL, "first": [json.loads(line) for line in bad_lines[:20]]},
         },
-        "pairs": {"kept": counts["kept"], "files": len(pair_files),
-                  "file_names": [p.rsplit("/", 1)[-1] for p in pair_files]},
-        "bad_records": {"count": len(bad_lines), "file": BAD_RECORDS_JSONL,
-                        "first": [json.loads(line) for line in bad_lines[:20]]},
-        "details": {"match_rule": match_rule},
-    }
+    )
     common.write_json(common.join(out, STATS_JSON), stats)
     return stats
-

@@ -21,7 +21,6 @@ import hashlib
 import io
 import json
 import logging
-import re
 import sys
 import time
 from collections import Counter
@@ -35,9 +34,13 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsDict, AsList, AsSingleton, TaggedOutput
 
 from pipelines import common
+from schemas import stats as stats_schema
 from schemas.queries import QUERIES, QUERIES_PARQUET, QUERIES_TXT, SOURCES, STATS_JSON
+from wit_builder import options, progress
 from wit_builder import query_selection as qs
+from wit_builder.errors import StageFailed
 from wit_builder.ngram_sketch import CountMinSketch
+from wit_builder.options import option
 from wit_builder.pageviews import FileTally, PageviewError, Traffic, check_readable, open_text, read_pageviews
 from wit_builder.parse_budget import DEFAULT_PARSE_MEMORY_BYTES, DEFAULT_PARSE_SECONDS, BoundedParser, ParseTimeout
 from wit_builder.wikidump import (
@@ -218,8 +221,10 @@ class ExtractPages(beam.DoFn):
             LOG.info("%s: read %d pages from bytes %d..%s", rng.path, tally["pages_read"], rng.start,
                      rng.end or "end")
         _sketch(sketches, unigrams, bigrams)
+        progress.reporter("build-queries", "pages").add(tally["pages_read"])
+        tally["dump_ranges"] += 1  # each planned range is extracted once (a retried bundle's outputs are dropped)
         yield sketches
-        for name in ("pages_read", "articles", "articles_without_text", "tokens", *SKIP_REASONS):
+        for name in ("pages_read", "articles", "articles_without_text", "tokens", "dump_ranges", *SKIP_REASONS):
             yield TaggedOutput("tally", (name, tally[name]))  # zeros too: every name is in the totals
 
     def _count(self, reason: str, tally: Counter[str]) -> None:
@@ -523,8 +528,12 @@ class WriteQueries(beam.DoFn):
         )
         common.write_parquet(common.join(self.out_dir, QUERIES_PARQUET), table)
         common.write_bytes(common.join(self.out_dir, QUERIES_TXT), "".join(f"{c.query}\n" for _, c in rows).encode())
+        selection = {f"{k}_{source}": int(n) for source in SOURCES for k, n in (
+            ("eligible", eligible.get(source, 0)), ("selected", summary[source].selected),
+            ("already_taken", summary[source].already_taken))}
         details = {
-            "counts": {**{k: int(v) for k, v in sorted(tally.items())}, "total_tokens": int(total_tokens)},
+            "counts": {**{k: int(v) for k, v in sorted(tally.items())}, "total_tokens": int(total_tokens),
+                       **selection},
             "rejected_pages": {
                 reason: [dict(zip(("path", "offset", "page_id", "title", "why"), e, strict=True))
                          for e in sorted(examples)]
@@ -629,110 +638,116 @@ class BuildQueries(beam.PTransform):
 
 # ---- the command ----
 
+@dataclass(frozen=True)
+class BuildQueriesOptions:
+    """``wit build-queries``'s settings; the flags, defaults and help are generated from these fields."""
+
+    dump: tuple[str, ...] = option(
+        help="MediaWiki XML dump (.xml, .xml.bz2, multistream .xml.bz2 with its -index.txt[.bz2] beside it); "
+             "repeat or use globs", metavar="PATH")
+    out: str = option(help="output folder (local path or gs://, s3://, ...)")
+    wordnet_dir: str | None = option(None, help="WordNet 3.0 dict folder, e.g. /usr/share/wordnet; without it no "
+                                                "WordNet queries are built")
+    pageviews: tuple[str, ...] = option((), metavar="PATH",
+                                        help="Wikimedia pageview files: hourly pageviews-*.gz, daily or monthly "
+                                             "pageview_complete (.gz/.bz2/plain; repeat or globs) to rank titles "
+                                             "by traffic; without them titles rank by incoming links")
+    min_unigram_count: int = option(qs.Thresholds.min_unigram_count, unit="occurrences",
+                                    help="occurrences a word needs to become a query")
+    min_bigram_count: int = option(qs.Thresholds.min_bigram_count, unit="co-occurrences",
+                                   help="co-occurrences a bigram needs before its NPMI is trusted")
+    max_queries: int = option(qs.Budgets.max_queries, unit="queries",
+                              help="most queries in all; the sources' budgets scale down to fit")
+    unigram_budget: int = option(qs.Budgets.unigram, unit="queries", help="most unigram queries (MetaCLIP's split)")
+    bigram_budget: int = option(qs.Budgets.bigram, unit="queries", help="most bigram queries (MetaCLIP's split)")
+    title_budget: int = option(qs.Budgets.title, unit="queries", help="most title queries (MetaCLIP's split)")
+    wordnet_budget: int = option(qs.Budgets.wordnet, unit="queries", help="most wordnet queries (MetaCLIP's split)")
+    split_bytes: int = option(DEFAULT_TARGET_BYTES, unit="bytes",
+                              help="bytes of a multistream dump per parallel read (64 MiB)")
+    parse_timeout: float = option(DEFAULT_PARSE_SECONDS, unit="s", metavar="SECONDS",
+                                  help="most seconds one page's wikitext may take to parse; a page over it is "
+                                       "skipped and counted as pages_parse_timeout")
+    parse_memory_mb: int = option(DEFAULT_PARSE_MEMORY_BYTES >> 20, unit="MiB", metavar="MiB",
+                                  help="address-space limit of the page parser process; a page over it is "
+                                       "skipped like a timeout")
+    sketch_width: int = option(DEFAULT_SKETCH_WIDTH, unit="counters", metavar="COUNTERS",
+                               help="counters per row of the bigram count-min sketch (4 rows of 8-byte counters; "
+                                    "the unigram sketch has a quarter); wider = fewer n-grams below the thresholds "
+                                    "counted exactly in pass 2 (the default is 32 MiB; full enwiki wants ~2^27, "
+                                    "docs/deploy.md)")
+    wiki: str = option("en.wikipedia", help="project whose --pageviews rows count, as LANGUAGE.PROJECT")
+    pageview_sites: str = option("desktop,mobile", help="comma-separated sites whose --pageviews rows count: "
+                                                        "desktop, mobile (mobile web and apps)")
+
+    def __post_init__(self) -> None:
+        self.config()  # every threshold, budget and limit checked before any work
+
+    def config(self) -> QueryConfig:
+        return QueryConfig(
+            thresholds=qs.Thresholds(self.min_unigram_count, self.min_bigram_count),
+            budgets=qs.Budgets(
+                **{source: getattr(self, f"{source}_budget") for source in SOURCES}, max_queries=self.max_queries
+            ),
+            split_bytes=self.split_bytes,
+            parse_seconds=self.parse_timeout,
+            parse_memory_bytes=self.parse_memory_mb << 20,
+            sketch_width=self.sketch_width,
+            traffic=Traffic(self.wiki, frozenset(s.strip() for s in self.pageview_sites.split(",") if s.strip())),
+        )
+
+
+OPTIONS = BuildQueriesOptions
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    budgets, thresholds = qs.Budgets(), qs.Thresholds()
-    parser.add_argument("--dump", action="append", required=True, metavar="PATH",
-                        help="MediaWiki XML dump (.xml, .xml.bz2, multistream .xml.bz2 with its -index.txt[.bz2] "
-                             "beside it); repeat or use globs")
-    parser.add_argument("--out", required=True, help="output folder (local path or gs://, s3://, ...)")
-    parser.add_argument("--wordnet-dir", help="WordNet 3.0 dict folder, e.g. /usr/share/wordnet; "
-                                              "without it no WordNet queries are built")
-    parser.add_argument("--pageviews", action="append", default=[], metavar="PATH",
-                        help="Wikimedia pageview dump files (.gz/.bz2/plain; repeat or globs) to rank titles by "
-                             "traffic; without them titles rank by incoming links")
-    parser.add_argument("--min-unigram-count", type=int, default=thresholds.min_unigram_count)
-    parser.add_argument("--min-bigram-count", type=int, default=thresholds.min_bigram_count,
-                        help="co-occurrences a bigram needs before its NPMI is trusted")
-    parser.add_argument("--max-queries", type=int, default=budgets.max_queries)
-    for source in SOURCES:
-        parser.add_argument(f"--{source}-budget", type=int, default=getattr(budgets, source),
-                            help=f"most {source} queries (MetaCLIP's split by default)")
-    parser.add_argument("--split-bytes", type=int, default=DEFAULT_TARGET_BYTES,
-                        help="bytes of a multistream dump per parallel read (default 64 MiB)")
-    parser.add_argument("--parse-timeout", type=float, default=DEFAULT_PARSE_SECONDS, metavar="SECONDS",
-                        help="most seconds one page's wikitext may take to parse; a page over it is skipped and "
-                             f"counted as pages_parse_timeout (default {DEFAULT_PARSE_SECONDS:g})")
-    parser.add_argument("--parse-memory-mb", type=int, default=DEFAULT_PARSE_MEMORY_BYTES >> 20, metavar="MiB",
-                        help="address-space limit of the page parser process, in MiB; a page over it is skipped "
-                             f"like a timeout (default {DEFAULT_PARSE_MEMORY_BYTES >> 20})")
-    parser.add_argument("--sketch-width", type=int, default=DEFAULT_SKETCH_WIDTH, metavar="COUNTERS",
-                        help="counters per row of the bigram count-min sketch (4 rows of 8-byte counters; the "
-                             "unigram sketch has a quarter); wider = fewer n-grams below the thresholds counted "
-                             f"exactly in pass 2 (default {DEFAULT_SKETCH_WIDTH}: 32 MiB)")
-    parser.add_argument("--wiki", default="en.wikipedia",
-                        help="project whose --pageviews rows count, as LANGUAGE.PROJECT (default en.wikipedia)")
-    parser.add_argument("--pageview-sites", default="desktop,mobile",
-                        help="comma-separated sites whose --pageviews rows count: desktop, mobile "
-                             "(mobile web and apps); default both")
+    options.add_arguments(parser, OPTIONS)
 
 
-def _config(args: argparse.Namespace) -> QueryConfig:
-    return QueryConfig(
-        thresholds=qs.Thresholds(args.min_unigram_count, args.min_bigram_count),
-        budgets=qs.Budgets(
-            **{source: getattr(args, f"{source}_budget") for source in SOURCES}, max_queries=args.max_queries
-        ),
-        split_bytes=args.split_bytes,
-        parse_seconds=args.parse_timeout,
-        parse_memory_bytes=args.parse_memory_mb << 20,
-        sketch_width=args.sketch_width,
-        traffic=Traffic(args.wiki, frozenset(s.strip() for s in args.pageview_sites.split(",") if s.strip())),
-    )
+def _config(args: BuildQueriesOptions) -> QueryConfig:
+    return args.config()
 
 
-def _bad_input(err: BaseException) -> str | None:
-    """The DumpError message inside an error a runner raised, if the failure was bad input."""
-    message = str(err) if isinstance(err, (DumpError, PageviewError)) else None
-    for line in reversed(str(err).splitlines()):
-        for name in ("DumpError: ", "PageviewError: "):
-            if message is None and name in line:
-                message = line.split(name, 1)[1]
-    # Beam appends the failing step to the message; the file and place are what the user needs.
-    return None if message is None else re.sub(r" \[while running '[^']*'\]$", "", message.strip())
-
-
-def _stats(args, config: QueryConfig, dumps: list[DumpInput], pageviews: list[str], counts: dict[str, int],
-           details: dict) -> dict:
-    """stats.json. Page figures come from the pipeline's own data (``details``, combined per key), the selection
-    figures from counters; new figures go under ``counts`` and ``details`` (the shared envelope's keys)."""
+def _stats(args: BuildQueriesOptions, config: QueryConfig, dumps: list[DumpInput], pageviews: list[str],
+           details: dict, seconds: float) -> dict:
+    """stats.json in the declared layout (schemas/stats.py). Every count comes from the pipeline's own data
+    (``details``, written by WriteQueries from combined tallies), never from runner metrics."""
     budgets = config.budgets.per_source()
-    data_counts = details["counts"]
+    data = details["counts"]
     files = details["traffic"].get("files", {})
-    counts = {**counts, **data_counts, "pageview_rows": sum(f["rows"] for f in files.values()),
-              "pageview_lines_malformed": sum(f["malformed"] for f in files.values())}
-    inputs = [d.path for d in dumps] + [d.index for d in dumps if d.index] + pageviews
     sources = {
-        source: {k: counts.get(f"{k}_{source}", 0) for k in ("eligible", "selected", "already_taken")}
+        source: {k: data.get(f"{k}_{source}", 0) for k in ("eligible", "selected", "already_taken")}
         | {"budget": budgets[source]}
         for source in SOURCES
     }
-    return {
-        "inputs": [{"path": p, "sha256": common.sha256_file(p)} for p in inputs],
-        "wordnet_dir": args.wordnet_dir,
-        "title_traffic": details["traffic"]["source"],
-        "thresholds": asdict(config.thresholds),
-        "budgets": {"requested": asdict(config.budgets), "applied": budgets},
-        "sources": sources,
-        "total_queries": sum(s["selected"] for s in sources.values()),
-        "pages": {k: counts.get(k, 0) for k in ("pages_read", "articles", "articles_without_text", "dump_ranges")},
-        "pageview_rows": counts.get("pageview_rows", 0),
-        "skipped": {reason: counts.get(reason, 0) for reason in (*SKIP_REASONS, "pageview_lines_malformed")},
-        "counts": {k: int(counts.get(k, 0)) for k in (
-            "pages_read", "articles", "articles_without_text", "dump_ranges", *SKIP_REASONS, "total_tokens",
-            "pageview_rows", "pageview_lines_malformed")},
-        "details": {
-            "traffic": details["traffic"],
-            "rejected_pages": details["rejected_pages"],
-            "parse_budget": {"seconds": config.parse_seconds, "memory_bytes": config.parse_memory_bytes},
-        },
-    }
+    names = ("pages_read", "articles", "articles_without_text", "dump_ranges", *SKIP_REASONS, "total_tokens")
+    flat = {name: int(data.get(name, 0)) for name in names}
+    flat["pageview_rows"] = sum(f["rows"] for f in files.values())
+    flat["pageview_lines_malformed"] = sum(f["malformed"] for f in files.values())
+    flat |= {f"{k}_{source}": v for source, table in sources.items() for k, v in table.items() if k != "budget"}
+    flat["queries"] = sum(s["selected"] for s in sources.values())
+    inputs = [d.path for d in dumps] + [d.index for d in dumps if d.index] + pageviews
+    rows_per_file = {path: f["rows"] for path, f in files.items()}
+    return stats_schema.envelope(
+        "build-queries",
+        inputs=[stats_schema.input_entry(p, common.sha256_file(p), rows=rows_per_file.get(p)) for p in inputs],
+        parameters=options.as_parameters(args, skip=("out",)),
+        counts=flat,
+        outputs=[stats_schema.output_entry(QUERIES_PARQUET, flat["queries"]),
+                 stats_schema.output_entry(QUERIES_TXT, flat["queries"])],
+        seconds=seconds,
+        details={"wordnet_dir": args.wordnet_dir, "title_traffic": details["traffic"]["source"],
+                 "traffic": details["traffic"], "rejected_pages": details["rejected_pages"],
+                 "parse_budget": {"seconds": config.parse_seconds, "memory_bytes": config.parse_memory_bytes},
+                 "thresholds": asdict(config.thresholds),
+                 "budgets": {"requested": asdict(config.budgets), "applied": budgets}, "sources": sources},
+    )
 
 
-def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
+def run(args: BuildQueriesOptions, beam_argv: list[str]) -> int:
     started = time.time()
     try:
         config = _config(args)
-        dumps = find_dump_inputs(args.dump)
+        dumps = find_dump_inputs(list(args.dump))
         pageviews = common.expand_patterns(args.pageviews, what="--pageviews") if args.pageviews else []
         wordnet = wordnet_candidates(args.wordnet_dir) if args.wordnet_dir else []
     except (ValueError, FileNotFoundError, WordNetError) as err:
@@ -744,27 +759,28 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
     pipeline = beam.Pipeline(options=common.pipeline_options(beam_argv))
     _ = pipeline | "BuildQueries" >> BuildQueries(dumps, args.out, config, pageviews, wordnet)
     try:
-        result = pipeline.run()
-        result.wait_until_finish()
-    except Exception as err:
-        message = _bad_input(err)
-        if message is None:
-            raise
-        print(f"wit build-queries: error: {message}. No output was written.", file=sys.stderr)
-        return 1
+        result = common.run_pipeline(pipeline, args.out)
+    except StageFailed as err:
+        raise StageFailed(f"{err}. No output was written.") from err
     finally:
         cache_dir = common.join(args.out, TEXT_CACHE)
         if common.exists(cache_dir):  # pass 1's text cache: only pass 2 needs it
             FileSystems.delete([cache_dir])
     details_path = common.join(args.out, DETAILS_JSON)
     details = common.read_json(details_path)
-    stats = _stats(args, config, dumps, pageviews, common.counters(result, NAMESPACE), details)
+    stats = _stats(args, config, dumps, pageviews, details, time.time() - started)
+    differ = {k: (stats["counts"].get(k, 0), v) for k, v in common.counters(result, NAMESPACE).items()
+              if stats["counts"].get(k, 0) != v}
+    if differ:  # metrics are for monitoring; a retried bundle can inflate them
+        LOG.info("monitoring counters differ from the data-derived counts (counts, counter): %s", differ)
     common.write_json(common.join(args.out, STATS_JSON), stats)
     FileSystems.delete([details_path])
-    per_source = ", ".join(f"{s} {v['selected']}" for s, v in stats["sources"].items())
+    counts = stats["counts"]
+    per_source = ", ".join(f"{s} {v['selected']}" for s, v in stats["details"]["sources"].items())
     bad = ("pages_malformed", "pages_wikitext_rejected", "pages_parse_timeout", "dump_ranges_empty",
            "pageview_lines_malformed")
-    skipped = sum(stats["skipped"][reason] for reason in bad)
-    print(f"build-queries: {stats['total_queries']} queries ({per_source}) from {stats['pages']['articles']} articles "
-          f"in {len(dumps)} dump(s); {skipped} bad records skipped; {time.time() - started:.1f} s -> {args.out}")
+    skipped = sum(counts[reason] for reason in bad)
+    print(progress.summary_line("build-queries", [
+        f"{counts['queries']:,} queries ({per_source}) from {counts['articles']:,} articles in {len(dumps)} dump(s)",
+        f"{skipped:,} bad records skipped"], time.time() - started, args.out), flush=True)
     return 0

@@ -6,7 +6,9 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
+import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
@@ -15,8 +17,12 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.transforms.window import GlobalWindows
+
+from wit_builder import errors, progress
 
 # Beam 2.77's default runner tries to download the Prism binary first; name the in-process runner.
 DEFAULT_RUNNER = "FnApiRunner"
@@ -30,8 +36,140 @@ def pipeline_options(beam_argv: Iterable[str]) -> PipelineOptions:
     return PipelineOptions(argv)
 
 
+BEAM_ERRORS_LOG = "beam-errors.log"  # where Beam's own log of a failed DoFn goes when the error is one of ours
+
+
+class _KeepKnownErrorsOffTerminal(logging.Filter):
+    """Beam logs a failed DoFn's error with its traceback before the run fails; when the error is one of the
+    project's own (it names the file and record) or Ctrl-C, the launcher prints the one-line message instead and
+    Beam's record goes to ``path``."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+        self.kept = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("apache_beam") or record.levelno < logging.ERROR:
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        known = errors.known_error_message(exc) if exc is not None else None
+        if known is None:
+            known = errors.known_error_message(Exception(record.getMessage()))
+        interrupted = isinstance(exc, KeyboardInterrupt) or "KeyboardInterrupt" in record.getMessage()
+        if known is None and not interrupted:  # Ctrl-C: the launcher says it in one line
+            return True
+        self.kept += 1
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s").format(record) + "\n")
+        return False
+
+
+def run_pipeline(pipeline: beam.Pipeline, out: str | None = None) -> beam.runners.runner.PipelineResult:
+    """Run ``pipeline`` and wait for it: the one launch sequence of every Beam stage.
+
+    A known error (:mod:`wit_builder.errors`) raised inside the run becomes :class:`StageFailed` with its
+    message (the CLI exits 1 without a traceback); Beam's own log of it goes to ``OUT/beam-errors.log`` (a temp
+    folder when ``out`` is remote). Any other error propagates with its traceback. Ctrl-C propagates as
+    KeyboardInterrupt (the CLI exits 130).
+    """
+    folder = out if out and "://" not in out and os.path.isdir(out) else tempfile.gettempdir()
+    keep = _KeepKnownErrorsOffTerminal(os.path.join(folder, BEAM_ERRORS_LOG))
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(keep)
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    except Exception as exc:
+        message = errors.known_error_message(exc)
+        if message is None:
+            raise
+        where = f" (Beam's log: {keep.path})" if keep.kept else ""
+        raise errors.StageFailed(f"{message}{where}") from exc
+    finally:
+        for handler in handlers:
+            handler.removeFilter(keep)
+        progress.close_all()  # the bars end before the stage's summary line
+    return result
+
+
+COUNTS = "counts"  # tagged output of a CountingDoFn: (name, n) pairs that become stats.json's counts
+COUNTS_FILE = "_counts.json"  # written by WriteCounts, read by the launcher, removed once stats.json is written
+
+
+class _Count:
+    def __init__(self, dofn: CountingDoFn, name: str) -> None:
+        self._dofn, self._name = dofn, name
+
+    def inc(self, n: int = 1) -> None:
+        self._dofn.count(self._name, n)
+
+
+class CountingDoFn(beam.DoFn):
+    """A DoFn whose counts are data, not only metrics.
+
+    ``self.count(name, n)`` adds to a per-bundle tally and to the Beam counter ``namespace/name`` (monitoring).
+    ``finish_bundle`` emits the tally on the tagged output :data:`COUNTS` as ``(name, n)`` pairs. A failed
+    bundle's outputs are discarded by the runner and its retry starts a fresh tally, so summing that output
+    (:class:`WriteCounts`) counts every record once, on any runner, where attempted metrics would count a
+    retried bundle twice. Subclasses that define ``start_bundle``/``finish_bundle`` call ``super()``.
+    """
+
+    namespace = "wit"
+
+    def start_bundle(self) -> None:
+        self._tally: dict[str, int] = {}
+
+    def counter(self, name: str) -> _Count:
+        """A handle with Beam's counter interface (``.inc(n=1)``) that counts through :meth:`count`."""
+        return _Count(self, name)
+
+    def count(self, name: str, n: int = 1) -> None:
+        if not hasattr(self, "_tally"):
+            self._tally = {}
+        self._tally[name] = self._tally.get(name, 0) + n
+        Metrics.counter(self.namespace, name).inc(n)
+
+    def finish_bundle(self) -> Iterator[beam.pvalue.TaggedOutput]:
+        tally, self._tally = getattr(self, "_tally", {}), {}
+        for name, n in tally.items():
+            yield beam.pvalue.TaggedOutput(COUNTS, GlobalWindows.windowed_value((name, n)))
+
+
+class WriteCounts(beam.PTransform):
+    """``(name, n)`` pairs (from any number of COUNTS outputs, flattened) -> ``{name: total}`` in one JSON file.
+
+    The sum is a combiner over the pipeline's own outputs, so it is exact under bundle retries.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._path = path
+
+    def expand(self, pairs):
+        return (
+            pairs
+            | "SumCounts" >> beam.CombinePerKey(sum)
+            | "CountsToDict" >> beam.combiners.ToDict()
+            | "WriteCountsFile" >> beam.Map(lambda counts, path: write_json(path, dict(sorted(counts.items()))),
+                                            self._path)
+        )
+
+
+def read_counts(folder: str, names: Iterable[str] = ()) -> dict[str, int]:
+    """The counts a pipeline wrote with :class:`WriteCounts` into ``folder`` (zeros for ``names`` not seen);
+    the file is removed after reading (it is rewritten by every run)."""
+    path = join(folder, COUNTS_FILE)
+    counts = {name: 0 for name in names} | {k: int(v) for k, v in read_json(path).items()}
+    FileSystems.delete([path])
+    return dict(sorted(counts.items()))
+
+
 def counters(result: beam.runners.runner.PipelineResult, namespace: str) -> dict[str, int]:
-    """Committed values of every counter in ``namespace``, summed over steps, sorted by name."""
+    """Committed values of every counter in ``namespace``, summed over steps, sorted by name (attempted values
+    where a runner reports no committed ones: then a retried bundle counts twice, so use these for monitoring
+    and cross-checks only; stats come from :class:`WriteCounts`)."""
     totals: dict[str, int] = {}
     for c in result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]:
         value = c.committed if c.committed is not None else c.attempted

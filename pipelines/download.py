@@ -24,6 +24,7 @@ import dataclasses
 import json
 import logging
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -36,12 +37,14 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipelines import common
+from schemas import stats as stats_schema
 from schemas.download import RAW_STATUSES
 from schemas.pairs import PAIRS_GLOB
-from wit_builder import raw_shards
+from wit_builder import options, progress, raw_shards
 from wit_builder.fetch import FetchConfig
 from wit_builder.host_shards import HostPlanner, url_key
 from wit_builder.images import ENCODE_FORMATS, RESIZE_MODES, ImageConfig
+from wit_builder.options import option
 
 NAMESPACE = "download"
 ENGINES = ("native", "img2dataset")
@@ -245,6 +248,7 @@ class DownloadShardFn(beam.DoFn):
             self.status_counters[status].inc(n)
         self.rows_counter.inc(len(rows))
         self.written_counter.inc()
+        progress.reporter("download", "rows").add(len(rows), success=stats["successes"])
         elapsed = time.monotonic() - started
         logger.info("shard %s: %d rows, %d ok in %.1fs (%.1f rows/s)", raw_shards.shard_name(spec.shard_id),
                     len(rows), stats["successes"], elapsed, len(rows) / max(elapsed, 1e-9))
@@ -290,72 +294,90 @@ class Download(beam.PTransform):
 
 # ---- command line ----
 
+_F, _I = FetchConfig, ImageConfig
+_IMG, _NET = "images", "network"
+
+
+@dataclass(frozen=True)
+class DownloadOptions:
+    """``wit download``'s settings; the flags, defaults and help are generated from these fields."""
+
+    pairs: tuple[str, ...] = option(help="pairs directory, parquet file or glob (needs a url column); repeatable")
+    out: str = option(help="output directory for raw shards")
+    engine: str = option(DownloadConfig.engine, choices=ENGINES,
+                         help="native (requests + Pillow, polite and safe) or img2dataset (the peer, unchanged)")
+    rows_per_shard: int = option(DownloadConfig.rows_per_shard, unit="rows",
+                                 help="input rows per url shard (one Beam element, one raw shard)")
+    threads: int = option(DownloadConfig.threads, help="requests in flight per worker")
+    image_size: int = option(_I.image_size, unit="px", group=_IMG, help="target side")
+    resize_mode: str = option(_I.resize_mode, choices=RESIZE_MODES, group=_IMG, help="img2dataset's resize modes")
+    encode_format: str = option(_I.encode_format, choices=tuple(ENCODE_FORMATS), group=_IMG,
+                                help="stored image format")
+    encode_quality: int = option(_I.encode_quality, group=_IMG, help="encoder quality, 1-100")
+    min_image_size: int = option(_I.min_image_size, unit="px", group=_IMG,
+                                 help="smallest accepted side (smaller: status filtered)")
+    max_aspect_ratio: float = option(_I.max_aspect_ratio, group=_IMG,
+                                     help="largest accepted long/short side ratio (larger: status filtered)")
+    max_image_pixels: int = option(_I.max_image_pixels, unit="px", group=_IMG,
+                                   help="refuse images whose header declares more pixels (decompression bombs)")
+    max_output_pixels: int = option(_I.max_output_pixels, unit="px", group=_IMG,
+                                    help="refuse images whose resized picture would have more pixels (keep_ratio on "
+                                         "a very elongated image), checked from the header before decoding")
+    image_memory_budget: int = option(_I.memory_budget_bytes >> 20, unit="MiB", group=_IMG,
+                                      help="image decode/resize work in flight per worker process, all threads "
+                                           "together; an image needing more is refused (failed_to_decode)")
+    timeout: float | None = option(None, unit="s", group=_NET,
+                                   help=f"connect and read timeout; none: the fetcher's {_F.connect_timeout_s} s "
+                                        f"connect, {_F.read_timeout_s} s read")
+    deadline: float = option(_F.deadline_s, unit="s", group=_NET, help="total time per attempt")
+    max_bytes: int = option(_F.max_bytes, unit="bytes", group=_NET, help="largest body read")
+    retries: int = option(_F.retries, group=_NET, help="extra attempts for transient failures")
+    backoff_base: float = option(_F.backoff_base_s, unit="s", group=_NET, help="first backoff")
+    backoff_max: float = option(_F.backoff_max_s, unit="s", group=_NET,
+                                help="longest backoff, and the longest Retry-After honoured")
+    per_host_concurrency: int = option(_F.per_host_concurrency, group=_NET,
+                                       help="requests in flight per host, for the whole run (a host is served by "
+                                            "one shard at a time)")
+    per_host_rate: float = option(_F.per_host_rate, unit="requests/s", group=_NET,
+                                  help="request starts per second per host, for the whole run (0: unlimited)")
+    user_agent_contact: str | None = option(None, group=_NET, help="URL or e-mail put in the User-Agent")
+    allow_private_networks: bool = option(False, group=_NET,
+                                          help="allow loopback, private and shared addresses (tests, intranet "
+                                               "mirrors); never opens a cloud metadata endpoint nor a "
+                                               "special-purpose range")
+    allow_link_local: bool = option(False, group=_NET,
+                                    help="also allow link-local addresses and cloud metadata endpoints "
+                                         "(169.254.169.254, 100.100.100.200, fd00:ec2::254, ...); separate on purpose")
+    robots: bool = option(True, negate="--no-robots", group=_NET, help="ignore robots.txt")
+    x_robots_tag: bool = option(True, negate="--no-x-robots-tag", group=_NET,
+                                help="ignore X-Robots-Tag noai/noindex opt-outs")
+    overwrite: bool = option(False, help="the --out folder holds shards of other inputs or settings: delete them "
+                                         "and download again (without it such a rerun is refused)")
+
+    def __post_init__(self) -> None:
+        config_from_args(self)
+
+
+OPTIONS = DownloadOptions
+EPILOG = ("Exit status: 0 some row succeeded; 1 the run failed; 2 bad input or settings, or --out holds shards of "
+          "other inputs or settings (see --overwrite); 3 the run finished but no row succeeded (the summary lists "
+          "the top reasons).")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d_fetch, d_image = FetchConfig(), ImageConfig()
-    parser.epilog = " ".join(filter(None, [parser.epilog, (
-        "Exit status: 0 some row succeeded; 1 the run failed; 2 bad input or settings, or --out holds shards of "
-        f"other inputs or settings (see --overwrite); {EXIT_NOTHING_SUCCEEDED} the run finished but no row "
-        "succeeded (the summary lists the top reasons).")]))
-    parser.add_argument("--pairs", required=True, help="pairs directory, parquet file or glob (needs a url column)")
-    parser.add_argument("--out", required=True, help="output directory for raw shards")
-    parser.add_argument("--engine", choices=ENGINES, default="native",
-                        help="native (requests + Pillow, polite and safe) or img2dataset (the peer, unchanged)")
-    parser.add_argument("--rows-per-shard", type=int, default=DownloadConfig.rows_per_shard,
-                        help="input rows per url shard (one Beam element, one raw shard)")
-    parser.add_argument("--threads", type=int, default=DownloadConfig.threads, help="requests in flight per worker")
-    img = parser.add_argument_group("images")
-    img.add_argument("--image-size", type=int, default=d_image.image_size, help="target side in pixels")
-    img.add_argument("--resize-mode", choices=RESIZE_MODES, default=d_image.resize_mode,
-                     help="img2dataset's resize modes")
-    img.add_argument("--encode-format", choices=tuple(ENCODE_FORMATS), default=d_image.encode_format)
-    img.add_argument("--encode-quality", type=int, default=d_image.encode_quality, help="1-100")
-    img.add_argument("--min-image-size", type=int, default=d_image.min_image_size,
-                     help="smallest accepted side in pixels (smaller: status filtered)")
-    img.add_argument("--max-aspect-ratio", type=float, default=d_image.max_aspect_ratio,
-                     help="largest accepted long/short side ratio (larger: status filtered)")
-    img.add_argument("--max-image-pixels", type=int, default=d_image.max_image_pixels,
-                     help="refuse images whose header declares more pixels (decompression bombs)")
-    img.add_argument("--max-output-pixels", type=int, default=d_image.max_output_pixels,
-                     help="refuse images whose resized picture would have more pixels (keep_ratio on a very "
-                          "elongated image), checked from the header before decoding")
-    img.add_argument("--image-memory-budget", type=int, default=d_image.memory_budget_bytes >> 20,
-                     help="MiB of image decode/resize work in flight per worker process, all threads together; "
-                          "an image needing more is refused (failed_to_decode)")
-    net = parser.add_argument_group("network")
-    net.add_argument("--timeout", type=float, default=d_fetch.read_timeout_s, help="connect and read timeout, s")
-    net.add_argument("--deadline", type=float, default=d_fetch.deadline_s, help="total time per attempt, s")
-    net.add_argument("--max-bytes", type=int, default=d_fetch.max_bytes, help="largest body read, bytes")
-    net.add_argument("--retries", type=int, default=d_fetch.retries, help="extra attempts for transient failures")
-    net.add_argument("--backoff-base", type=float, default=d_fetch.backoff_base_s, help="first backoff, s")
-    net.add_argument("--backoff-max", type=float, default=d_fetch.backoff_max_s,
-                     help="longest backoff, and the longest Retry-After honoured, s")
-    net.add_argument("--per-host-concurrency", type=int, default=d_fetch.per_host_concurrency,
-                     help="requests in flight per host, for the whole run (a host is served by one shard at a "
-                          "time)")
-    net.add_argument("--per-host-rate", type=float, default=d_fetch.per_host_rate,
-                     help="request starts per second per host, for the whole run (0: unlimited)")
-    net.add_argument("--user-agent-contact", default=None, help="URL or e-mail put in the User-Agent")
-    net.add_argument("--allow-private-networks", action="store_true",
-                     help="allow loopback, private and shared addresses (tests, intranet mirrors); never opens "
-                          "a cloud metadata endpoint nor a special-purpose range")
-    net.add_argument("--allow-link-local", action="store_true",
-                     help="also allow link-local addresses and cloud metadata endpoints (169.254.169.254, "
-                          "100.100.100.200, fd00:ec2::254, ...); separate on purpose")
-    net.add_argument("--no-robots", action="store_true", help="ignore robots.txt")
-    net.add_argument("--no-x-robots-tag", action="store_true", help="ignore X-Robots-Tag noai/noindex opt-outs")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="the --out folder holds shards of other inputs or settings: delete them and download "
-                             "again (without it such a rerun is refused)")
+    options.add_arguments(parser, OPTIONS)
 
 
-def config_from_args(args: argparse.Namespace) -> DownloadConfig:
+def config_from_args(args: DownloadOptions) -> DownloadConfig:
+    defaults = FetchConfig()
     fetch = FetchConfig(
-        connect_timeout_s=args.timeout, read_timeout_s=args.timeout, deadline_s=args.deadline,
+        connect_timeout_s=defaults.connect_timeout_s if args.timeout is None else args.timeout,
+        read_timeout_s=defaults.read_timeout_s if args.timeout is None else args.timeout, deadline_s=args.deadline,
         max_bytes=args.max_bytes, retries=args.retries, backoff_base_s=args.backoff_base,
         backoff_max_s=args.backoff_max, per_host_concurrency=args.per_host_concurrency,
         per_host_rate=args.per_host_rate, user_agent_contact=args.user_agent_contact,
         allow_private_networks=args.allow_private_networks, allow_link_local=args.allow_link_local,
-        respect_robots_txt=not args.no_robots, respect_x_robots_tag=not args.no_x_robots_tag,
+        respect_robots_txt=args.robots, respect_x_robots_tag=args.x_robots_tag,
         pool_maxsize=max(args.per_host_concurrency, 1),
     )
     image = ImageConfig(
@@ -425,8 +447,9 @@ def remove_run(out: str) -> list[str]:
 
 
 def summarize(out: str, shard_ids: list[int]) -> dict[str, Any]:
-    """stats.json: the sum of every shard's stats (complete shards from earlier runs included)."""
-    totals = {"shards": 0, "count": 0, "statuses": dict.fromkeys(RAW_STATUSES, 0), "bytes_downloaded": 0}
+    """The sum of every shard's stats (complete shards from earlier runs included), with their top errors."""
+    totals: dict[str, Any] = {"shards": 0, "count": 0, "statuses": dict.fromkeys(RAW_STATUSES, 0),
+                              "bytes_downloaded": 0}
     errors = []
     for shard_id in shard_ids:
         stats = common.read_json(shard_paths(out, shard_id)[2])
@@ -448,7 +471,42 @@ def nothing_succeeded_report(totals: dict[str, Any], shown: int = 5) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
+def stats_document(args: DownloadOptions, specs: list[ShardSpec], totals: dict[str, Any],
+                   seconds: float) -> dict[str, Any]:
+    """stats.json in the declared layout (schemas/stats.py), from the shards' own stats files."""
+    rows_in: dict[str, int] = {}
+    for spec in specs:
+        for path, start, stop in spec.slices:
+            rows_in[path] = rows_in.get(path, 0) + stop - start
+    counts = {"shards": totals["shards"], "rows": totals["count"], "bytes_downloaded": totals["bytes_downloaded"],
+              **{f"status_{k}": v for k, v in totals["statuses"].items()}}
+    return stats_schema.envelope(
+        "download",
+        inputs=[stats_schema.input_entry(path, rows=n) for path, n in rows_in.items()],
+        parameters=options.as_parameters(args, skip=("out",)),
+        counts=counts,
+        outputs=[stats_schema.output_entry(raw_shards.shard_files(s.shard_id)[1], s.rows) for s in specs],
+        seconds=seconds,
+        details={"statuses": totals["statuses"], "top_errors": totals["top_errors"]},
+    )
+
+
+def _write_stats(out: str, doc: dict[str, Any], unchanged_run: bool) -> None:
+    """Write stats.json; a rerun that downloaded nothing keeps the file when only its timings would change."""
+    path = common.join(out, STATS_JSON)
+    if unchanged_run and common.exists(path):
+        try:
+            old = common.read_json(path)
+            stats_schema.validate(old)
+        except (ValueError, OSError):
+            old = None
+        if old is not None and {k: v for k, v in old.items() if k != "timings"} == {
+                k: v for k, v in doc.items() if k != "timings"}:
+            return
+    common.write_json(path, doc)
+
+
+def run(args: DownloadOptions, beam_argv: list[str]) -> int:
     try:
         config = config_from_args(args)
         if config.engine == "img2dataset":
@@ -456,14 +514,14 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
 
             if not img2dataset_available():
                 raise InputError(INSTALL_HINT)
-        paths = input_files(args.pairs)
+        paths = list(dict.fromkeys(p for pattern in args.pairs for p in input_files(pattern)))
         specs = plan_shards(paths, config.rows_per_shard)
         common.makedirs(config.out)
         removed = _check_plan(config.out, {"inputs": paths, "rows_per_shard": config.rows_per_shard,
                                            "shards": len(specs), "rows": sum(s.rows for s in specs),
                                            "settings": output_settings(config)}, args.overwrite)
     except (InputError, FileNotFoundError, ValueError) as e:
-        print(f"wit download: {e}", flush=True)
+        print(f"wit download: error: {e}", file=sys.stderr, flush=True)
         return 2
     if removed:
         print(f"wit download: --overwrite: deleted {len(removed)} files of the earlier run in {config.out}",
@@ -472,7 +530,6 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
     print(f"wit download: {sum(s.rows for s in specs)} rows in {len(specs)} shards of <= {config.rows_per_shard} "
           f"({len(specs) - len(todo)} already complete), engine {config.engine}", flush=True)
     started = time.monotonic()
-    run_counts: dict[str, int] = {}
     if todo:
         pipeline = beam.Pipeline(options=common.pipeline_options(beam_argv))
         _ = (
@@ -480,16 +537,16 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
             | "UrlShards" >> beam.Create(todo)
             | "Download" >> Download(config)
         )
-        result = pipeline.run()
-        result.wait_until_finish()
-        run_counts = common.counters(result, NAMESPACE)
+        common.run_pipeline(pipeline, config.out)
     totals = summarize(config.out, [s.shard_id for s in specs])
-    common.write_json(common.join(config.out, STATS_JSON), totals)
     elapsed = time.monotonic() - started
+    _write_stats(config.out, stats_document(args, specs, totals, elapsed), unchanged_run=not todo)
     statuses = " ".join(f"{k}={v}" for k, v in totals["statuses"].items())
-    print(f"wit download: {totals['count']} rows in {len(specs)} shards -> {config.out}: {statuses}; this run "
-          f"downloaded {run_counts.get('rows', 0)} rows in {len(todo)} shards in {elapsed:.1f}s", flush=True)
+    print(progress.summary_line("download", [
+        f"{totals['count']:,} rows in {len(specs)} shards: {statuses}",
+        f"this run downloaded {sum(s.rows for s in todo):,} rows in {len(todo)} shards"], elapsed, config.out),
+        flush=True)
     if totals["count"] and not totals["statuses"].get("success"):
-        print(nothing_succeeded_report(totals), flush=True)
+        print(nothing_succeeded_report(totals), file=sys.stderr, flush=True)
         return EXIT_NOTHING_SUCCEEDED
     return 0

@@ -30,6 +30,7 @@ from apache_beam.metrics import Metrics
 
 from pipelines import common
 from pipelines.match_rule_check import raw_match_rule
+from schemas import stats as stats_schema
 from schemas.finalize import (
     ACCOUNTING_DIR,
     DATASET_CARD,
@@ -43,7 +44,8 @@ from schemas.finalize import (
     SIZES_JSON,
     STATS_JSON,
 )
-from wit_builder import dataset_card, dedup, final_shards, raw_rows, rebalance
+from wit_builder import dataset_card, dedup, final_shards, options, progress, raw_rows, rebalance
+from wit_builder.options import option
 
 NAMESPACE = "finalize"
 # Written last, removed first: their presence says the folder holds a complete run.
@@ -117,6 +119,7 @@ class ReadRawShard(beam.DoFn):
         if any(r["status"] == "success" for r in rows):
             self._attach_images(rows, parquet_path[: -len(".parquet")] + ".tar")
         _count("raw_rows", len(rows))
+        progress.reporter("finalize", "rows").add(len(rows))
         for row in rows:
             _count(f"raw_{row['_raw_status']}")
             yield row
@@ -435,7 +438,7 @@ def _final_facts(row: dict[str, Any]) -> Iterator[tuple[str, str]]:
 
 
 def write_summary(_, facts: list[tuple[tuple[str, str], int]], sizes: list[tuple[str, int]],
-                  uids: int, capped_queries: int, config: FinalizeConfig) -> dict[str, Any]:
+                  uids: int, capped_queries: int, config: FinalizeConfig, started: float) -> dict[str, Any]:
     """stats.json, sizes.json, query counts, the card and its plots; fails loudly when rows went missing."""
     by: dict[str, dict[str, int]] = {}
     for (category, name), n in facts:
@@ -460,7 +463,7 @@ def write_summary(_, facts: list[tuple[tuple[str, str], int]], sizes: list[tuple
         (q, by.get("query_input", {}).get(q, 0), by.get("query_final", {}).get(q, 0))
         for q in set(by.get("query_input", {})) | set(by.get("query_final", {}))
     )
-    stats = {
+    stats: dict[str, Any] = {
         "input": {"raw_shards": len(config.raw_files), "rows": input_rows, "uids": uids,
                   "files": [name for _, name in config.raw_names]},
         "raw_statuses": dict(sorted(by.get("raw_status", {}).items())),
@@ -478,8 +481,6 @@ def write_summary(_, facts: list[tuple[tuple[str, str], int]], sizes: list[tuple
         "output": {"samples": statuses["success"], "shards": len(sizes_map),
                    "samples_per_shard": config.samples_per_shard},
         "image_sizes": {side: dict(sorted(by.get(f"size_{side}", {}).items())) for side in ("width", "height")},
-        "settings": config.settings(),
-        "details": {"match_rule": config.match_rule},
     }
     out = config.out
     common.write_parquet(common.join(out, QUERY_COUNTS_PARQUET),
@@ -493,9 +494,34 @@ def write_summary(_, facts: list[tuple[tuple[str, str], int]], sizes: list[tuple
         logger.info("finalize: removed %d files of an earlier run that this run did not write", len(stale))
     # The completion files last, stats.json very last: a run killed before them never looks complete.
     common.write_json(common.join(out, SIZES_JSON), sizes_map)
-    common.write_bytes(common.join(out, DATASET_CARD), dataset_card.render_card(stats, query_rows).encode())
-    common.write_json(common.join(out, STATS_JSON), stats)
-    return stats
+    common.write_bytes(common.join(out, DATASET_CARD),
+                       dataset_card.render_card({**stats, "settings": config.settings()}, query_rows).encode())
+    document = stats_document(stats, config, sizes_map, time.time() - started)
+    common.write_json(common.join(out, STATS_JSON), document)
+    return document
+
+
+def stats_document(stats: dict[str, Any], config: FinalizeConfig, sizes: dict[str, int],
+                   seconds: float) -> dict[str, Any]:
+    """stats.json in the declared layout (schemas/stats.py): every status and drop reason under ``counts``."""
+    counts = {"rows": stats["input"]["rows"], "uids": stats["input"]["uids"], "raw_shards": len(config.raw_files),
+              "samples": stats["output"]["samples"], "shards": stats["output"]["shards"],
+              "dedup_candidates": stats["dedup"]["candidates"],
+              "queries_over_cap": stats["rebalance"]["queries_over_cap"],
+              **{f"status_{k}": v for k, v in stats["statuses"].items()},
+              **{f"reason_{k}": v for k, v in stats["reasons"].items()},
+              **{f"raw_status_{k}": v for k, v in stats["raw_statuses"].items()},
+              **{f"hash_source_{k}": v for k, v in stats["hash_sources"].items()}}
+    return stats_schema.envelope(
+        "finalize",
+        inputs=[stats_schema.input_entry(path) for path in config.raw_files],
+        parameters=config.settings(),
+        counts=counts,
+        outputs=[stats_schema.output_entry(f"{name}.tar", n) for name, n in sizes.items()],
+        seconds=seconds,
+        details={**{k: stats[k] for k in ("input", "dedup", "rebalance", "output", "image_sizes")},
+                 "match_rule": config.match_rule},
+    )
 
 
 class SelectSurvivors(beam.PTransform):
@@ -603,24 +629,47 @@ class Finalize(beam.PTransform):
                 uids=beam.pvalue.AsSingleton(selected["uids"]),
                 capped_queries=beam.pvalue.AsSingleton(selected["queries_over_cap"]),
                 config=config,
+                started=time.time(),
             )
         )
 
 
 # ---- command line ----
 
+@dataclass(frozen=True)
+class FinalizeOptions:
+    """``wit finalize``'s settings; the flags, defaults and help are generated from these fields.
+
+    The inputs they name are resolved (and checked) into a :class:`FinalizeConfig` by :func:`build_config`.
+    """
+
+    raw: tuple[str, ...] = option(metavar="DIR_OR_GLOB",
+                                  help="stage 3 output: a folder of {shard}.parquet/.tar, a parquet file or a glob "
+                                       "(repeatable)")
+    out: str = option(help="output folder for the final shards")
+    samples_per_shard: int = option(FinalizeConfig.samples_per_shard, unit="samples", help="samples per final shard")
+    per_query_cap: int | None = option(FinalizeConfig.per_query_cap, unit="samples",
+                                       help="cap every query again after losses (none: no re-cap)")
+    phash_distance: int = option(FinalizeConfig.phash_distance, unit="bits",
+                                 help="near duplicates: pHash Hamming distance at most this")
+    decontaminate: str | None = option(FinalizeConfig.decontaminate, metavar="DIR",
+                                       help="folder of evaluation images (searched recursively); near duplicates "
+                                            "become 'filtered'")
+    seed: int = option(FinalizeConfig.seed, help="seed of the re-balance hash rank (stage 2's seed)")
+
+    def __post_init__(self) -> None:
+        if self.samples_per_shard < 1:
+            raise ValueError(f"--samples-per-shard must be >= 1, got {self.samples_per_shard}")
+        if self.per_query_cap is not None and self.per_query_cap < 1:
+            raise ValueError(f"--per-query-cap must be >= 1, got {self.per_query_cap}")
+        dedup.bands(self.phash_distance)  # validates the range
+
+
+OPTIONS = FinalizeOptions
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--raw", required=True, action="append", metavar="DIR_OR_GLOB",
-                        help="stage 3 output: a folder of {shard}.parquet/.tar, a parquet file or a glob (repeatable)")
-    parser.add_argument("--out", required=True, help="output folder for the final shards")
-    parser.add_argument("--samples-per-shard", type=int, default=final_shards.DEFAULT_SAMPLES_PER_SHARD)
-    parser.add_argument("--per-query-cap", type=int, default=None,
-                        help="cap every query again after losses (default: no re-cap)")
-    parser.add_argument("--phash-distance", type=int, default=4,
-                        help="near duplicates: pHash Hamming distance at most this (default 4)")
-    parser.add_argument("--decontaminate", metavar="DIR", default=None,
-                        help="folder of evaluation images (searched recursively); near duplicates become 'filtered'")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the re-balance hash rank (stage 2's seed)")
+    options.add_arguments(parser, OPTIONS)
 
 
 def raw_parquets(patterns: Iterable[str]) -> list[str]:
@@ -651,7 +700,7 @@ def parquet_rows(path: str) -> int:
     return footer.num_rows
 
 
-def build_config(args: argparse.Namespace) -> FinalizeConfig:
+def build_config(args: FinalizeOptions) -> FinalizeConfig:
     files = raw_parquets(args.raw)
     names = raw_rows.raw_shard_names(files)
     expected = sum(parquet_rows(f) for f in files)
@@ -697,7 +746,7 @@ def start_rerun(out: str) -> list[str]:
     return removed + orphans
 
 
-def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
+def run(args: FinalizeOptions, beam_argv: list[str]) -> int:
     try:
         config = build_config(args)
     except (FileNotFoundError, ValueError) as exc:
@@ -711,23 +760,20 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
     started = time.monotonic()
     pipeline = beam.Pipeline(options=common.pipeline_options(beam_argv))
     _ = pipeline | "Finalize" >> Finalize(config)
-    try:
-        result = pipeline.run()
-        result.wait_until_finish()
-    except Exception as exc:  # noqa: BLE001 - report the failing file/row the error names, then exit non-zero
-        print(f"wit finalize: failed: {exc}", file=sys.stderr)
-        return 1
+    result = common.run_pipeline(pipeline, config.out)
     elapsed = time.monotonic() - started
     stats = common.read_json(common.join(config.out, STATS_JSON))
+    counts = stats["counts"]
+    statuses = stats_schema.prefixed(counts, "status_")
     counted = common.counters(result, NAMESPACE)
-    expected = {f"status_{s}": n for s, n in stats["statuses"].items()}
-    expected.update({r: stats["reasons"].get(r, 0) for r in DROP_REASONS})
+    expected = {f"status_{s}": n for s, n in statuses.items()}
+    expected.update({r: counts.get(f"reason_{r}", 0) for r in DROP_REASONS})
     mismatched = {name: (n, counted.get(name, 0)) for name, n in expected.items() if counted.get(name, 0) != n}
-    if mismatched:
-        print(f"wit finalize: counters disagree with stats.json (stats, counter): {mismatched}", file=sys.stderr)
-        return 1
-    statuses = ", ".join(f"{s} {n}" for s, n in stats["statuses"].items() if n)
-    print(f"finalize: {stats['input']['rows']} rows -> {stats['output']['samples']} samples in "
-          f"{stats['output']['shards']} shards ({statuses}) in {elapsed:.1f}s "
-          f"({stats['input']['rows'] / max(elapsed, 1e-9):.0f} rows/s)", flush=True)
+    if mismatched:  # stats.json comes from the data; a retried bundle can inflate attempted-only counters
+        print(f"wit finalize: warning: monitoring counters differ from stats.json (stats, counter): {mismatched}",
+              file=sys.stderr)
+    shown = ", ".join(f"{s} {n}" for s, n in statuses.items() if n)
+    print(progress.summary_line("finalize", [
+        f"{counts['rows']:,} rows -> {counts['samples']:,} samples in {counts['shards']} shards ({shown})",
+        f"{counts['rows'] / max(elapsed, 1e-9):.0f} rows/s"], elapsed, config.out), flush=True)
     return 0

@@ -20,6 +20,8 @@ from pipelines.build_pairs import BAD_RECORDS_JSONL
 from pipelines.cli import main as wit
 from pipelines.common import open_read
 from schemas.pairs import BALANCE_PNG, PAIRS, QUERY_COUNTS, QUERY_COUNTS_PARQUET, STATS_JSON
+from schemas.stats import stats_without_timings
+from schemas.stats import validate as validate_stats
 from tests.build_pairs_fixtures import WatBuilder, img, write_queries
 from tests.conftest import BEAM_IN_PROCESS, BEAM_MULTI_PROCESS
 from tests.hostile_server import photo, serve_folder
@@ -147,7 +149,8 @@ def test_build_pairs_matches_the_reference(pool: dict, tmp_path: Path) -> None:
     assert sum(1 for r in by_query.values() if r["matched"] > CAP) >= 5  # the cap really bites
 
     stats = json.loads((out / STATS_JSON).read_text())
-    c = stats["counters"]
+    c = stats["counts"]
+    validate_stats(stats)
     assert c["records"] == c["candidates"] + sum(c[r] for r in ("data_uri", "empty_caption", "missing_url",
                                                                  "non_http_url", "invalid_url", "url_too_long",
                                                                  "non_utf8", "malformed_record", "malformed_json",
@@ -163,7 +166,7 @@ def test_build_pairs_matches_the_reference(pool: dict, tmp_path: Path) -> None:
         ("CC-MAIN-0.warc.wat.gz", "url_too_long"), ("part-1.jsonl.gz", "malformed_json"),
         ("part-1.jsonl.gz", "non_utf8"),
     ]
-    assert stats["bad_records"]["count"] == 5
+    assert c["bad_records"] == 5
     assert (out / BALANCE_PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -172,7 +175,8 @@ def test_same_bytes_across_runs_and_runners(pool: dict, tmp_path: Path) -> None:
     outputs = {}
     for name, beam in (("first", BEAM_IN_PROCESS), ("again", BEAM_IN_PROCESS), ("multi", BEAM_MULTI_PROCESS)):
         assert build(pool, tmp_path / name, beam, "--rows-per-file", "50") == 0
-        outputs[name] = {p.name: p.read_bytes() for p in sorted((tmp_path / name).iterdir())}
+        outputs[name] = {p.name: p.read_bytes() for p in sorted((tmp_path / name).iterdir()) if p.name != STATS_JSON}
+        outputs[name][STATS_JSON] = stats_without_timings(tmp_path / name / STATS_JSON)
     assert len([n for n in outputs["first"] if n.startswith("pairs-")]) > 1
     assert outputs["first"] == outputs["again"] == outputs["multi"]
 
@@ -189,7 +193,7 @@ def test_rerun_replaces_stale_output_and_seed_changes_selection(pool: dict, tmp_
     counts = {r["query"]: r for r in pq.read_table(out / QUERY_COUNTS_PARQUET).to_pylist()}
     kept = collections.Counter(q for r in rows for q in r["queries"])
     assert all(counts[q]["kept"] == kept[q] <= counts[q]["matched"] for q in counts)
-    assert json.loads((out / STATS_JSON).read_text())["params"]["balance"] == "probabilistic"
+    assert json.loads((out / STATS_JSON).read_text())["parameters"]["balance"] == "probabilistic"
 
 
 def test_missing_caption_column_fails_before_any_work(pool: dict, tmp_path: Path,
@@ -300,8 +304,8 @@ def test_metaclip_rule_with_probabilistic_balance_is_metaclips_curation(pool: di
     assert {r["uid"]: r["queries"] for r in rows} == expected
     assert {r["match_rule"] for r in rows} == {"metaclip"}
     stats = json.loads((out / STATS_JSON).read_text())
-    assert stats["details"]["match_rule"] == stats["params"]["match_rule"] == "metaclip"
-    assert stats["counters"]["unique_pairs"] == len(matched)
+    assert stats["details"]["match_rule"] == stats["parameters"]["match_rule"] == "metaclip"
+    assert stats["counts"]["unique_pairs"] == len(matched)
     counts = {r["query"]: r["matched"] for r in pq.read_table(out / QUERY_COUNTS_PARQUET).to_pylist()}
     assert set(counts) == set(written) and all(counts[q] == count[q] for q in written)
 
@@ -355,8 +359,8 @@ def test_mixed_pool_layouts_warc_and_headerless_tsv(tmp_path: Path, capsys: pyte
         "https://blog.example/bus.png": ("The red bus", ["red bus"], ["red bus"]),
     }
     stats = json.loads((out / STATS_JSON).read_text())
-    assert stats["counters"]["records"] == 3 + 1 + 2 + 1  # tsv lines, parquet row, img tags, one non-HTML response
-    assert stats["counters"]["non_html"] == 1 and stats["counters"]["no_match"] == 1
+    assert stats["counts"]["records"] == 3 + 1 + 2 + 1  # tsv lines, parquet row, img tags, one non-HTML response
+    assert stats["counts"]["non_html"] == 1 and stats["counts"]["no_match"] == 1
     capsys.readouterr()
     # The same pool without the layouts fails before any work, naming the file and the column.
     assert wit(["build-pairs", "--queries", str(queries), "--pool", str(pool / "*"), "--out", str(tmp_path / "o2"),
@@ -386,3 +390,26 @@ def test_wrong_pool_format_exits_2_without_abort(tmp_path: Path) -> None:
         assert done.returncode == 2, done.stderr[-2000:]
         assert "read as wat but its content is a WARC file" in done.stderr
         assert "terminate called" not in done.stderr
+
+
+def test_a_retried_bundle_leaves_the_stats_unchanged(pool: dict, tmp_path: Path, monkeypatch) -> None:
+    """Beam's BundleBasedDirectRunner retries a failed bundle; its metrics then count the bundle twice (committed
+    and attempted alike), while stats.json's counts, summed from the DoFns' own outputs, do not."""
+    from pipelines import build_pairs
+
+    assert build(pool, tmp_path / "plain", BEAM_IN_PROCESS) == 0
+    original = build_pairs.CollapseBucket.process
+    failed = tmp_path / "failed-once"
+
+    def flaky(self, element):
+        yield from original(self, element)  # counted first, then the bundle is lost
+        if not failed.exists():
+            failed.touch()
+            raise RuntimeError("a worker lost on purpose")
+
+    monkeypatch.setattr(build_pairs.CollapseBucket, "process", flaky)
+    assert build(pool, tmp_path / "retried", ["--runner=BundleBasedDirectRunner"]) == 0
+    assert failed.exists()
+    plain, retried = (json.loads((tmp_path / name / STATS_JSON).read_text()) for name in ("plain", "retried"))
+    assert retried["counts"] == plain["counts"] and retried["details"] == plain["details"]
+    assert read_pairs(tmp_path / "retried") == read_pairs(tmp_path / "plain")

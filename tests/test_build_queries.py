@@ -13,6 +13,8 @@ import pytest
 
 from pipelines.cli import main
 from schemas.queries import QUERIES
+from schemas.stats import stats_without_timings
+from schemas.stats import validate as validate_stats
 from tests.conftest import BEAM_IN_PROCESS, BEAM_MULTI_PROCESS
 from tests.queries_fixtures import page_xml, write_dump, write_multistream
 from wit_builder.query_selection import title_query
@@ -82,7 +84,7 @@ def test_titles_appear_and_redirect_titles_do_not(sample_out, sample_pages):
     # disambiguation pages, which the stage drops on purpose
     disambiguation = {title_query(p.title) for p in sample_pages
                       if p.ns == 0 and p.redirect is None and parse_article(p.text).disambiguation}
-    assert len(disambiguation) == stats(sample_out)["skipped"]["titles_disambiguation"] == 8
+    assert len(disambiguation) == stats(sample_out)["counts"]["titles_disambiguation"] == 8
     assert articles - set(queries) <= disambiguation
     assert {"anarchism", "autism", "albedo", "alabama"} <= set(queries)
     assert "accessiblecomputing" in redirects and "accessiblecomputing" not in queries
@@ -92,19 +94,21 @@ def test_titles_appear_and_redirect_titles_do_not(sample_out, sample_pages):
 
 def test_budgets_and_max_queries_hold_and_stats_agree(sample_out):
     table, s = rows(sample_out), stats(sample_out)
-    assert s["budgets"]["applied"] == APPLIED and sum(APPLIED.values()) == 50_000
+    assert s["details"]["budgets"]["applied"] == APPLIED and sum(APPLIED.values()) == 50_000
     per_source = Counter(r["source"] for r in table)
     assert per_source["bigram"] == APPLIED["bigram"] and per_source["wordnet"] == APPLIED["wordnet"]  # bind
     for source in ("unigram", "title"):  # fewer eligible than the budget: all of them taken
-        v = s["sources"][source]
+        v = s["details"]["sources"][source]
         assert per_source[source] == v["eligible"] - v["already_taken"] < APPLIED[source]
-    assert {src: v["selected"] for src, v in s["sources"].items()} == dict(per_source)
-    assert s["total_queries"] == len(table) <= 50_000
+    assert {src: v["selected"] for src, v in s["details"]["sources"].items()} == dict(per_source)
+    assert s["counts"]["queries"] == len(table) <= 50_000
     assert len({r["query"] for r in table}) == len(table)
     assert (sample_out / "queries.txt").read_text().splitlines() == [r["query"] for r in table]
-    assert s["thresholds"] == {"min_unigram_count": 3, "min_bigram_count": 3}
-    assert s["pages"] == {"pages_read": 206, "articles": 106, "articles_without_text": 0, "dump_ranges": 1}
-    assert s["skipped"]["pages_redirect"] == 99 and s["skipped"]["pages_not_main_namespace"] == 1
+    assert s["details"]["thresholds"] == {"min_unigram_count": 3, "min_bigram_count": 3}
+    pages = {k: s["counts"][k] for k in ("pages_read", "articles", "articles_without_text", "dump_ranges")}
+    assert pages == {"pages_read": 206, "articles": 106, "articles_without_text": 0, "dump_ranges": 1}
+    assert s["counts"]["pages_redirect"] == 99 and s["counts"]["pages_not_main_namespace"] == 1
+    validate_stats(s)
     assert len(s["inputs"][0]["sha256"]) == 64
     # ranked best first within each source (bigrams by NPMI); every stored query is normalized
     bigram_scores = [r["score"] for r in table if r["source"] == "bigram"]
@@ -126,13 +130,14 @@ def test_multistream_read_in_parallel_equals_plain_file(
     for name in ("queries.parquet", "queries.txt"):
         assert (out / name).read_bytes() == (sample_out / name).read_bytes(), name
     s = stats(out)
-    assert s["pages"]["dump_ranges"] == 9  # 206 pages / 25 per stream, one range per stream
+    assert s["counts"]["dump_ranges"] == 9  # 206 pages / 25 per stream, one range per stream
     assert [i["path"] for i in s["inputs"]] == [str(dump), str(dump).replace(".xml.bz2", "-index.txt.bz2")]
     plain = stats(sample_out)
-    for one in (s, plain):
-        one["counts"].pop("dump_ranges")
-    assert {k: v for k, v in s.items() if k not in ("inputs", "pages")} == {
-        k: v for k, v in plain.items() if k not in ("inputs", "pages")
+    assert {k: v for k, v in s["counts"].items() if k != "dump_ranges"} == {
+        k: v for k, v in plain["counts"].items() if k != "dump_ranges"
+    }
+    assert {k: v for k, v in s.items() if k not in ("inputs", "counts", "parameters", "outputs", "timings")} == {
+        k: v for k, v in plain.items() if k not in ("inputs", "counts", "parameters", "outputs", "timings")
     }
 
 
@@ -140,8 +145,9 @@ def test_multistream_read_in_parallel_equals_plain_file(
 def test_same_inputs_byte_identical_in_process_and_multi_process(tmp_path, enwiki_sample, sample_out, wordnet_dir):
     out = tmp_path / "mp"
     assert build(out, [enwiki_sample], *SAMPLE_ARGS, "--wordnet-dir", str(wordnet_dir), beam=BEAM_MULTI_PROCESS) == 0
-    for name in OUTPUTS:
+    for name in OUTPUTS[:-1]:
         assert (out / name).read_bytes() == (sample_out / name).read_bytes(), name
+    assert stats_without_timings(out / "stats.json") == stats_without_timings(sample_out / "stats.json")
 
 
 # ---- bad input ----
@@ -170,9 +176,10 @@ def test_bad_records_are_skipped_and_counted_with_pageviews(tmp_path):
     assert build(out, [good, empty], "--min-unigram-count", "2", "--min-bigram-count", "2",
                  "--pageviews", str(views)) == 0
     s = stats(out)
-    assert s["skipped"]["pages_wikitext_rejected"] == 1 and s["skipped"]["pages_malformed"] == 1
-    assert s["skipped"]["dump_ranges_empty"] == 1 and s["skipped"]["pageview_lines_malformed"] == 1
-    assert s["pageview_rows"] == 4 and s["title_traffic"] == "pageviews"  # en + en.m rows only
+    c = s["counts"]
+    assert c["pages_wikitext_rejected"] == 1 and c["pages_malformed"] == 1
+    assert c["dump_ranges_empty"] == 1 and c["pageview_lines_malformed"] == 1
+    assert c["pageview_rows"] == 4 and s["details"]["title_traffic"] == "pageviews"  # en + en.m rows only
     scores = {r["query"]: r["score"] for r in rows(out) if r["source"] == "title"}
     # the redirect's 30 views count for its target; the Wiktionary row (en.d) is not English Wikipedia
     assert scores == {"eiffel tower": 30.0, "louvre": 9.0}  # "paris" is already a unigram
@@ -225,7 +232,7 @@ def test_page_over_the_parse_budget_is_skipped_counted_with_its_id(tmp_path):
     out = tmp_path / "q"
     assert build(out, [dump], "--min-unigram-count", "2", "--min-bigram-count", "2", "--parse-timeout", "1") == 0
     s = stats(out)
-    assert s["counts"]["pages_parse_timeout"] == 1 and s["skipped"]["pages_parse_timeout"] == 1
+    assert s["counts"]["pages_parse_timeout"] == 1 and s["counts"]["pages_parse_timeout"] == 1
     assert s["counts"]["articles"] == 3 and s["counts"]["pages_read"] == 5
     [example] = s["details"]["rejected_pages"]["pages_parse_timeout"]
     assert example["page_id"] == 77 and example["title"] == "Slow page" and "1 s budget" in example["why"]
@@ -260,7 +267,7 @@ def test_pageview_formats_rank_titles(tmp_path, name, compress, lines):
     out = tmp_path / "q"
     assert build(out, [dump], "--min-unigram-count", "2", "--min-bigram-count", "2", "--pageviews", str(views)) == 0
     s = stats(out)
-    assert s["title_traffic"] == "pageviews" and s["details"]["traffic"]["wiki"] == "en.wikipedia"
+    assert s["details"]["title_traffic"] == "pageviews" and s["details"]["traffic"]["wiki"] == "en.wikipedia"
     assert s["details"]["traffic"]["files"][str(views)]["rows"] == s["counts"]["pageview_rows"] == 3 - (
         name == "pageviews-202401-user.bz2")
     scores = {r["query"]: r["score"] for r in rows(out) if r["source"] == "title"}
@@ -320,3 +327,29 @@ def test_bounded_counting_selects_what_exact_counting_selects(sample_out, sample
         if r["source"] in ("title", "wordnet"):
             assert r["count"] == qs.phrase_count(r["query"], counts), r
     assert stats(sample_out)["counts"]["total_tokens"] == total
+
+
+@pytest.mark.slow
+def test_a_retried_bundle_leaves_the_stats_unchanged(tmp_path, monkeypatch):
+    """BundleBasedDirectRunner retries a failed bundle (and its metrics count it twice); the stats do not."""
+    from pipelines import build_queries
+
+    dump = write_dump(tmp_path / "d.xml.bz2", [*small_pages(), *small_pages(10)])
+    args = ["--min-unigram-count", "2", "--min-bigram-count", "2"]
+    assert build(tmp_path / "plain", [dump], *args) == 0
+    original = build_queries.ExtractPages.process
+    failed = tmp_path / "failed-once"
+
+    def flaky(self, rng):
+        yield from original(self, rng)  # every page counted, then the bundle is lost
+        if not failed.exists():
+            failed.touch()
+            raise RuntimeError("a worker lost on purpose")
+
+    monkeypatch.setattr(build_queries.ExtractPages, "process", flaky)
+    assert build(tmp_path / "retried", [dump], *args, beam=["--runner=BundleBasedDirectRunner"]) == 0
+    assert failed.exists()
+    plain, retried = stats(tmp_path / "plain"), stats(tmp_path / "retried")
+    assert retried["counts"] == plain["counts"] and retried["counts"]["pages_read"] == 8
+    retried_rows, plain_rows = (tmp_path / "retried" / "queries.parquet"), (tmp_path / "plain" / "queries.parquet")
+    assert retried_rows.read_bytes() == plain_rows.read_bytes()

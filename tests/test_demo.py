@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import cli, demo
-from wit_builder import demo_corpus
+from pipelines.demo import corpus as demo_corpus
 
 SMALL = functools.partial(demo_corpus.CorpusConfig, train_per_class=2, heldout_per_class=1, flood_extra=1,
                           distractors=2, mirrors=1, near_duplicates=1, duplicate_pairs=1)
@@ -121,3 +121,34 @@ def test_server_port_is_stable_across_runs_and_a_taken_port_is_named(tmp_path):
             demo.start_server(tmp_path, first.port)
     with demo.start_server(tmp_path, 0) as again:
         assert again.port == first.port  # the recorded port, so the pool's URLs stay the same
+
+
+def test_stage_counts_read_the_one_stats_layout(tmp_path):
+    from schemas import stats as stats_schema
+
+    dirs = {name: tmp_path / name for name in ("queries", "pairs", "raw", "shards", "train")}
+    for folder in dirs.values():
+        folder.mkdir()
+
+    def write(name: str, stage: str, counts: dict, details: dict | None = None) -> None:
+        doc = stats_schema.envelope(stage, inputs=[], parameters={}, counts=counts, outputs=[], seconds=1.0,
+                                    details=details)
+        (dirs[name] / "stats.json").write_text(json.dumps(doc))
+
+    table = {s: {"selected": n} for s, n in (("unigram", 5), ("title", 2))}
+    write("queries", "build-queries", {"queries": 7}, {"sources": table})
+    write("pairs", "build-pairs", {"records": 100, "candidates": 90, "matched": 40, "no_match": 50,
+                                   "unique_pairs": 35, "kept": 30, "over_cap": 5})
+    write("raw", "download", {"rows": 30, "status_success": 25, "status_blocked": 5, "status_filtered": 0})
+    write("shards", "finalize", {"reason_exact_duplicate": 2, "reason_over_cap": 0, "samples": 23, "shards": 1})
+    (dirs["train"] / "metrics.jsonl").write_text('{"step": 1, "loss": 4.0}\n{"step": 9, "loss": 2.5}\n')
+    lines = demo.stage_counts(dirs)
+    assert lines[0] == "build-queries  7 queries (unigram 5, title 2)"
+    assert "100 pool rows -> 90 candidates -> 40 matched (50 no match) -> 35 unique -> 30 kept (5 over" in lines[1]
+    assert lines[2] == "download       success 25, blocked 5"
+    assert lines[3] == "finalize       exact_duplicate 2 -> 23 samples in 1 shards"
+    assert lines[4] == "train          9 steps, loss 4.000 -> 2.500"
+
+    (dirs["raw"] / "stats.json").write_text(json.dumps({"statuses": {"success": 25}}))  # an old layout
+    with pytest.raises(stats_schema.StatsError, match="top-level keys"):
+        demo.stage_counts(dirs)

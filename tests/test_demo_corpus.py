@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from pipelines import common
-from wit_builder import demo_corpus
-from wit_builder.demo_server import DemoServer
+from pipelines.demo import corpus as demo_corpus
+from pipelines.demo.server import DemoServer
 from wit_builder.pool_readers import PoolOptions, read_pool_file
 from wit_builder.textnorm import tokenize
 

@@ -19,6 +19,8 @@ import pytest
 
 from pipelines.cli import main as wit
 from schemas.download import RAW_ROWS, RAW_STATUSES
+from schemas.stats import prefixed, stats_without_timings
+from schemas.stats import validate as validate_stats
 from tests import hostile_server as hs
 from tests.conftest import BEAM_IN_PROCESS, BEAM_MULTI_PROCESS
 
@@ -132,7 +134,9 @@ def test_every_hostile_case_ends_with_its_status(hostile, tmp_path):
     stats = json.loads((out / "stats.json").read_text())
     expected = {s: sum(1 for *_, st in cases if st == s) for s in RAW_STATUSES}
     # shards by host: 23 rows of 127.0.0.1 make a chain of 7 + 7 + 7 + 2, the empty url a shard of its own
-    assert stats["statuses"] == expected and stats["count"] == len(cases) and stats["shards"] == 5
+    validate_stats(stats)
+    assert stats["details"]["statuses"] == expected == prefixed(stats["counts"], "status_")
+    assert stats["counts"]["rows"] == len(cases) and stats["counts"]["shards"] == 5
     shard_stats = json.loads((out / "00000_stats.json").read_text())
     assert shard_stats["count"] == 7 and sum(shard_stats["statuses"].values()) == 7
 
@@ -154,7 +158,7 @@ def test_url_caption_tables_without_uid_and_bad_input(tmp_path, capsys):
 
     pq.write_table(pa.table({"link": ["x"]}), tmp_path / "nourl.parquet")
     assert run_download(tmp_path / "nourl.parquet", tmp_path / "raw2") == 2
-    assert "no 'url' column" in capsys.readouterr().out
+    assert "no 'url' column" in capsys.readouterr().err
     (tmp_path / "junk.parquet").write_bytes(b"not parquet")
     assert run_download(tmp_path / "junk.parquet", tmp_path / "raw3") == 2
     assert run_download(tmp_path / "nothing-*.parquet", tmp_path / "raw4") == 2
@@ -214,8 +218,10 @@ def test_sigkill_midway_then_rerun_equals_an_uninterrupted_run(tmp_path):
         multi = [a for a in command if a not in BEAM_IN_PROCESS] + BEAM_MULTI_PROCESS
         assert subprocess.run([*multi, "--out", str(clean)], env=env, capture_output=True).returncode == 0
 
-    def contents(folder: Path) -> dict[str, bytes]:
-        return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    def contents(folder: Path) -> dict[str, object]:
+        files: dict[str, object] = {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+        files["stats.json"] = stats_without_timings(folder / "stats.json")  # the same but for how long it took
+        return files
 
     resumed = contents(killed)  # the rerun also removed the temporary files the kill left behind
     assert resumed == contents(clean)
@@ -287,7 +293,7 @@ def test_a_rerun_with_other_settings_refuses_and_names_them_until_overwrite(tmp_
             (["--image-size", "64", "--engine", "img2dataset"], "engine: was 'native', now 'img2dataset'"),
         ]:
             assert run_download(pairs, out, *flags) == 2, flags
-            message = capsys.readouterr().out
+            message = "".join(capsys.readouterr())
             assert named in message and "--overwrite" in message, message
             assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing touched
 
@@ -314,14 +320,14 @@ def test_a_run_where_nothing_succeeded_prints_reasons_and_a_hint_and_exits_3(tmp
         out = tmp_path / "raw"
         code = wit(["download", "--pairs", str(pairs), "--out", str(out), *flags, "--rows-per-shard", "4",
                     *BEAM_IN_PROCESS])
-        printed = capsys.readouterr().out
+        printed = "".join(capsys.readouterr())
         assert code == 3
         assert "blocked=6" in printed and "nothing succeeded: all 6 rows were refused or failed" in printed
         assert "loopback address 127.0.0.1" in printed and "hint:" in printed
         assert "--allow-private-networks" in printed
         assert not server.log  # refused before any connection
         stats = json.loads((out / "stats.json").read_text())
-        assert stats["statuses"]["blocked"] == 6 and sum(stats["top_errors"].values()) == 6
+        assert stats["details"]["statuses"]["blocked"] == 6 and sum(stats["details"]["top_errors"].values()) == 6
 
         # Every image refused by the size limits: the reason and the limits to look at.
         bombs = [server.image("/tall.png", hs.png_complete(1, 100_000), "image/png"),
@@ -330,7 +336,7 @@ def test_a_run_where_nothing_succeeded_prints_reasons_and_a_hint_and_exits_3(tmp
             {"uid": f"b{i}", "url": u, "caption": "c", "queries": ["q"]} for i, u in enumerate(bombs)])
         code = wit(["download", "--pairs", str(pairs), "--out", str(tmp_path / "bombs"), "--allow-private-networks",
                     "--no-robots", "--max-bytes", str(1 << 20), *BEAM_IN_PROCESS])
-        printed = capsys.readouterr().out
+        printed = "".join(capsys.readouterr())
         assert code == 3 and "failed_to_decode=2" in printed and "--max-output-pixels" in printed
         rows, _ = read_raw(tmp_path / "bombs")
         assert all(r["status"] == "failed_to_decode" and "too elongated" in r["error_message"] for r in rows)

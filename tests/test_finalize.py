@@ -20,6 +20,8 @@ from PIL import Image
 from pipelines.cli import main
 from schemas.finalize import FINAL_ROWS, FINAL_STATUSES
 from schemas.sample import SAMPLE_JSON_FIELDS
+from schemas.stats import prefixed, stats_without_timings
+from schemas.stats import validate as validate_stats
 from tests.conftest import BEAM_IN_PROCESS, BEAM_MULTI_PROCESS
 from tests.hostile_server import serve_folder
 from tests.raw_fixtures import SHARDS, SPACE_CAP, encode, expected_statuses, photo, stored, write_raw_fixture
@@ -69,15 +71,17 @@ def test_every_raw_row_ends_in_its_expected_status(raw, out):
 
 def test_stats_count_every_status_and_add_up_to_the_input(raw, out):
     stats = json.loads((out / "stats.json").read_text())
+    validate_stats(stats)
+    counts = stats["counts"]
     expected = Counter(expected_statuses(raw, SPACE_CAP, decontaminate=False).values())
-    assert stats["statuses"] == {s: expected.get(s, 0) for s in FINAL_STATUSES}
-    assert sum(stats["statuses"].values()) == stats["input"]["rows"] == len(raw.rows)
-    assert stats["input"]["uids"] == len({r["uid"] for r in raw.rows.values()})
-    assert stats["dedup"] == {"candidates": 15, "repeated_uids": 1, "exact_duplicates": 1, "near_duplicates": 2,
-                              "decontaminated": 0}
-    assert stats["reasons"]["raw_image_unreadable"] == 1          # the success whose image left the tar
-    assert stats["raw_statuses"]["failed_to_decode"] == 2         # incl. img2dataset's failed_to_resize
-    assert stats["hash_sources"] == {"raw": 11, "stored_bytes": 4}  # img2dataset shard: computed here
+    assert prefixed(counts, "status_") == {s: expected.get(s, 0) for s in FINAL_STATUSES}
+    assert sum(prefixed(counts, "status_").values()) == counts["rows"] == len(raw.rows)
+    assert counts["uids"] == len({r["uid"] for r in raw.rows.values()})
+    assert stats["details"]["dedup"] == {"candidates": 15, "repeated_uids": 1, "exact_duplicates": 1,
+                                         "near_duplicates": 2, "decontaminated": 0}
+    assert counts["reason_raw_image_unreadable"] == 1          # the success whose image left the tar
+    assert counts["raw_status_failed_to_decode"] == 2         # incl. img2dataset's failed_to_resize
+    assert prefixed(counts, "hash_source_") == {"raw": 11, "stored_bytes": 4}  # img2dataset shard: computed here
 
 
 def test_duplicates_name_their_survivor_across_raw_shards(raw, out):
@@ -144,7 +148,7 @@ def test_global_order_follows_the_raw_input(out):
 def test_dataset_card_and_plots(raw, out):
     card = (out / "DATASET.md").read_text()
     stats = json.loads((out / "stats.json").read_text())
-    for status, n in stats["statuses"].items():
+    for status, n in prefixed(stats["counts"], "status_").items():
         assert f"| {status} | {n} |" in card
     assert "pHash Hamming distance <= 4" in card and f"| per-query cap | {SPACE_CAP}" in card
     final = expected_statuses(raw, SPACE_CAP, decontaminate=False)
@@ -156,8 +160,11 @@ def test_dataset_card_and_plots(raw, out):
     assert {"query": "space", "input": 4, "final": space_final} in counts
 
 
-def tree_bytes(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+def tree_bytes(root: Path) -> dict[str, object]:
+    files: dict[str, object] = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+                                if p.is_file()}
+    files["stats.json"] = stats_without_timings(root / "stats.json")  # the same but for how long it took
+    return files
 
 
 @pytest.mark.slow
@@ -181,7 +188,7 @@ def test_decontamination_filters_near_copies_of_evaluation_images(raw, tmp_path)
     rocket = final[("00000", 8)]
     assert rocket["status"] == "filtered" and "launch/rocket.png" in rocket["error_message"]
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["dedup"]["decontaminated"] == 1 and stats["settings"]["eval_images"] == 2
+    assert stats["details"]["dedup"]["decontaminated"] == 1 and stats["parameters"]["eval_images"] == 2
 
 
 def copy_raw(raw, dest: Path) -> Path:
@@ -222,7 +229,7 @@ def test_a_missing_raw_tar_turns_its_successes_into_failed_to_decode(raw, tmp_pa
     lost = [final[k] for k, r in raw.rows.items() if k[0] == "00001" and r["status"] == "success" and k != ("00001", 1)]
     assert len(lost) == sum(s.status == "success" for s in SHARDS["00001"]) - 1
     assert lost and all(r["status"] == "failed_to_decode" and "does not exist" in r["error_message"] for r in lost)
-    assert sum(json.loads((out / "stats.json").read_text())["statuses"].values()) == len(raw.rows)
+    assert sum(prefixed(json.loads((out / "stats.json").read_text())["counts"], "status_").values()) == len(raw.rows)
 
 
 def test_index_tar_keeps_the_members_before_a_truncation(raw):
@@ -335,7 +342,8 @@ def test_reads_real_img2dataset_output(tmp_path):
         f"{5:032x}": ("failed_to_download", None),
     }
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["hash_sources"] == {"raw": 4}  # img2dataset's sha256 (of the original bytes) is kept
+    # img2dataset's sha256 (of the original bytes) is kept
+    assert prefixed(stats["counts"], "hash_source_") == {"raw": 4}
 
 
 def test_table_rows_maps_img2dataset_statuses_and_text_query_lists():

@@ -25,6 +25,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.runners.portability.stager import Stager
 
 from pipelines import cli, common
+from pipelines.demo import corpus as demo_corpus
+from pipelines.demo.server import DemoServer
 from tests.conftest import BEAM_IN_PROCESS, BEAM_MULTI_PROCESS
 from tests.portability_fixtures import (
     MemBucketFileSystem,
@@ -33,8 +35,6 @@ from tests.portability_fixtures import (
     truncated_dump,
     upload_tree,
 )
-from wit_builder import demo_corpus
-from wit_builder.demo_server import DemoServer
 
 STAGES = ("build-queries", "build-pairs", "download", "finalize")
 DATAFLOW = ["--runner=DataflowRunner", "--dry_run=True", "--project=demo", "--region=us-central1",

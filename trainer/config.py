@@ -7,6 +7,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from wit_builder.options import option
+
 
 @dataclass(frozen=True)
 class VisionConfig:
@@ -138,36 +140,37 @@ def model_config(name: str) -> ModelConfig:
 class TrainConfig:
     """Everything ``wit train`` needs besides the model architecture; saved in every checkpoint."""
 
-    shards: str
-    out: str
-    model: str = "tiny"
-    batch_size: int = 64
-    steps: int = 300
-    device: str = "cpu"
-    lr: float = 5e-4
-    warmup: int = 50
-    weight_decay: float = 0.2
-    beta1: float = 0.9
-    beta2: float = 0.98
-    eps: float = 1e-6
-    grad_clip: float = 0.0
-    precision: str = "fp32"
-    compile: bool = False
-    grad_checkpointing: bool = False
-    accum_steps: int = 1
-    checkpoint_every: int = 100
-    log_every: int = 10
-    workers: int = 2
-    seed: int = 0
-    loss: str = "clip"
-    tokenizer: str | None = None
-    vocab_size: int | None = None
-    shuffle_buffer: int = 1000
-    resampled: bool = False
-    samples_per_epoch: int | None = None
-    allow_repeat: bool = False
-    gpu_decode: bool = False
-    resume: bool = False
+    shards: str = option(help="directory of .tar shards, a glob, or brace pattern/URLs (gs://, s3://, https://)")
+    out: str = option(help="output directory: checkpoint.pt, tokenizer.json, metrics.jsonl, loss.png")
+    model: str = option("tiny", help="model config name (tiny, ViT-B/32, ViT-B/16, ViT-L/14, RN50, ...)")
+    batch_size: int = option(64, unit="samples", help="global batch size (split over ranks)")
+    steps: int = option(300, unit="steps", help="optimizer steps in total")
+    device: str = option("cpu", choices=("cpu", "cuda"), help="where to train")
+    lr: float = option(5e-4, help="peak learning rate of AdamW")
+    warmup: int = option(50, unit="steps", help="linear warm-up steps before the cosine decay")
+    weight_decay: float = option(0.2, flag="--wd", aliases=("--weight-decay",),
+                                 help="AdamW weight decay (not on gains/biases/scale)")
+    beta1: float = option(0.9, cli=False, help="AdamW beta1")
+    beta2: float = option(0.98, cli=False, help="AdamW beta2")
+    eps: float = option(1e-6, cli=False, help="AdamW epsilon")
+    grad_clip: float = option(0.0, help="clip the gradient norm (0: off)")
+    precision: str = option("fp32", choices=("bf16", "fp32"), help="bf16 autocast or full fp32")
+    compile: bool = option(False, help="torch.compile the model")
+    grad_checkpointing: bool = option(False, help="recompute activations in the backward pass")
+    accum_steps: int = option(1, help="split each batch in this many micro-batches (same loss)")
+    checkpoint_every: int = option(100, unit="steps", help="write OUT/checkpoint.pt every N steps (and at the end)")
+    log_every: int = option(10, unit="steps", help="log a metrics line every N steps")
+    workers: int = option(2, unit="processes", help="data loader processes per rank (0: read in the training process)")
+    seed: int = option(0, help="seed of the model init and the data order")
+    loss: str = option("clip", choices=("clip", "siglip"), help="contrastive loss")
+    tokenizer: str | None = option(None, help="a tokenizer.json to use; none: learn a BPE from the shards' captions")
+    vocab_size: int | None = option(None, help="vocabulary size of the BPE learnt from the captions")
+    shuffle_buffer: int = option(1000, unit="samples", help="samples in each stream's shuffle buffer")
+    resampled: bool = option(False, help="draw shards with replacement (open_clip's multi-GPU mode)")
+    samples_per_epoch: int | None = option(None, unit="samples", help="none: the total of sizes.json")
+    allow_repeat: bool = option(False, help="allow an epoch larger than the data (repeats samples, warns)")
+    gpu_decode: bool = option(False, help="decode JPEGs on the GPU with torchvision/nvJPEG (needs torchvision)")
+    resume: bool = option(False, help="continue exactly from OUT/checkpoint.pt when it exists")
 
     def __post_init__(self) -> None:
         problems = []

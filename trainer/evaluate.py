@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,43 +28,69 @@ from trainer.data import resolve_shards
 from trainer.model import CLIP
 from trainer.tokenizer import Tokenizer
 from trainer.transforms import eval_transform
+from wit_builder import options
+from wit_builder.options import option
 
 EXAMPLES_KEPT = 20  # skipped inputs listed by name in the JSON (all are counted)
 Transform = Callable[[Image.Image], torch.Tensor]
 
 
+_ZS, _RT, _LP = "zero-shot classification", "retrieval", "linear probe"
+_TEMPLATES, _TEMPLATE_SETS = zeroshot.DEFAULT_TEMPLATES, ", ".join(zeroshot.shipped_template_sets())
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """``wit eval``'s settings; the flags, defaults and help are generated from these fields."""
+
+    checkpoint: str = option(help="checkpoint file or training output directory")
+    zeroshot: str | None = option(None, metavar="DIR", group=_ZS, help="labelled images as DIR/<class name>/*.jpg")
+    classnames: str | None = option(None, metavar="FILE", group=_ZS,
+                                    help="class names, one per line in sorted folder order, or 'folder<TAB>class "
+                                         "name' lines (none: folder names with underscores as spaces)")
+    templates: str = option(_TEMPLATES, metavar="NAME_OR_FILE", group=_ZS,
+                            help=f"prompt templates: a file with one '{{}}' template per line or a shipped set "
+                                 f"({_TEMPLATE_SETS})")
+    retrieval: tuple[str, ...] = option((), many=True, metavar="SHARDS", group=_RT,
+                                        help="held-out WebDataset shards: directories, globs, brace patterns or "
+                                             "URLs ('::' joins several); repeatable")
+    retrieval_chunk: int = option(1024, unit="images", group=_RT,
+                                  help="images scored against every caption at a time (memory: chunk x captions "
+                                       "floats)")
+    linear_probe_train: str | None = option(None, metavar="DIR", group=_LP, help="training images as DIR/<class>/*.jpg")
+    linear_probe_test: str | None = option(None, metavar="DIR", group=_LP, help="test images as DIR/<class>/*.jpg")
+    fewshot_k: tuple[int, ...] = option((), many=True, metavar="K", group=_LP,
+                                        help="also train k-shot probes (exactly K images per class, seeded), "
+                                             "e.g. 1 2 4 8 16")
+    linear_probe_c: float | None = option(None, group=_LP, help="fixed inverse L2 strength C (none: searched)")
+    linear_probe_max_iter: int = option(1000, group=_LP, help="L-BFGS iterations per fit (the paper's 1,000)")
+    seed: int = option(0, group=_LP, help="seed of the few-shot draw and validation split")
+    batch_size: int = option(256, unit="images", help="images per forward pass")
+    workers: int = option(min(4, os.cpu_count() or 1), unit="processes",
+                          help="image decoding processes (0: in this process)")
+    device: str = option("cuda" if torch.cuda.is_available() else "cpu", help="torch device (cpu, cuda, cuda:1)")
+    precision: str = option("fp32", choices=("fp32", "bf16"), help="autocast dtype on the device")
+    max_skipped_fraction: float = option(0.5, help="fail when more than this share of a dataset's images cannot "
+                                                   "be read")
+    out: str | None = option(None, metavar="FILE", help="write the JSON results here (none: print them)")
+
+    def __post_init__(self) -> None:
+        if self.batch_size <= 0:
+            raise ValueError(f"--batch-size must be positive, got {self.batch_size}")
+        if bool(self.linear_probe_train) != bool(self.linear_probe_test):
+            raise ValueError("give both --linear-probe-train and --linear-probe-test")
+        if self.fewshot_k and not self.linear_probe_train:
+            raise ValueError("--fewshot-k needs --linear-probe-train and --linear-probe-test")
+        if not (self.zeroshot or self.retrieval or self.linear_probe_train):
+            raise ValueError("nothing to evaluate: give --zeroshot DIR, --retrieval SHARDS or "
+                             "--linear-probe-train DIR --linear-probe-test DIR")
+
+
+OPTIONS = EvalOptions
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="checkpoint file or training output directory")
-    zs = parser.add_argument_group("zero-shot classification")
-    zs.add_argument("--zeroshot", metavar="DIR", help="labelled images as DIR/<class name>/*.jpg")
-    zs.add_argument("--classnames", metavar="FILE",
-                    help="class names, one per line in sorted folder order, or 'folder<TAB>class name' lines "
-                         "(default: folder names with underscores as spaces)")
-    zs.add_argument("--templates", default=zeroshot.DEFAULT_TEMPLATES, metavar="NAME_OR_FILE",
-                    help=f"prompt templates: a file with one '{{}}' template per line or a shipped set "
-                         f"({', '.join(zeroshot.shipped_template_sets())}); default: %(default)s")
-    rt = parser.add_argument_group("retrieval")
-    rt.add_argument("--retrieval", nargs="+", metavar="SHARDS",
-                    help="held-out WebDataset shards: directories, globs, brace patterns or URLs ('::' joins several)")
-    rt.add_argument("--retrieval-chunk", type=int, default=1024,
-                    help="images scored against every caption at a time (memory: chunk x captions floats)")
-    lp = parser.add_argument_group("linear probe")
-    lp.add_argument("--linear-probe-train", metavar="DIR", help="training images as DIR/<class>/*.jpg")
-    lp.add_argument("--linear-probe-test", metavar="DIR", help="test images as DIR/<class>/*.jpg")
-    lp.add_argument("--fewshot-k", type=int, nargs="+", metavar="K",
-                    help="also train k-shot probes (exactly K images per class, seeded), e.g. 1 2 4 8 16")
-    lp.add_argument("--linear-probe-c", type=float, help="fixed inverse L2 strength C (default: searched)")
-    lp.add_argument("--linear-probe-max-iter", type=int, default=1000,
-                    help="L-BFGS iterations per fit (the paper's 1,000 by default)")
-    lp.add_argument("--seed", type=int, default=0, help="seed of the few-shot draw and validation split")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                        help="image decoding processes (0: in this process)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="autocast dtype on the device")
-    parser.add_argument("--max-skipped-fraction", type=float, default=0.5,
-                        help="fail when more than this share of a dataset's images cannot be read")
-    parser.add_argument("--out", metavar="FILE", help="write the JSON results here (default: print them)")
+    options.add_arguments(parser, OPTIONS)
 
 
 def _record(dataset: str, model_name: str, checkpoint: str, task: str, metrics: dict, inputs: dict) -> dict:
@@ -91,8 +118,9 @@ def _progress(label: str) -> Callable[[int, int], None]:
     return report
 
 
-def run_zeroshot(args: argparse.Namespace, model: CLIP, tokenizer: Tokenizer, transform: Transform,
+def run_zeroshot(args: EvalOptions, model: CLIP, tokenizer: Tokenizer, transform: Transform,
                  model_name: str) -> dict:
+    assert args.zeroshot is not None
     folder = image_folder.scan_image_folder(args.zeroshot, args.classnames)
     templates = zeroshot.load_templates(args.templates)
     print(f"zeroshot: {len(folder.samples)} images, {len(folder.classnames)} classes, "
@@ -109,7 +137,7 @@ def run_zeroshot(args: argparse.Namespace, model: CLIP, tokenizer: Tokenizer, tr
     return _record(Path(args.zeroshot).name, model_name, args.checkpoint, "zeroshot_classification", metrics, inputs)
 
 
-def run_retrieval(args: argparse.Namespace, model: CLIP, tokenizer: Tokenizer, transform: Transform,
+def run_retrieval(args: EvalOptions, model: CLIP, tokenizer: Tokenizer, transform: Transform,
                   model_name: str) -> dict:
     urls = [url for spec in args.retrieval for url in resolve_shards(spec)]
     print(f"retrieval: reading {len(urls)} shard(s)", flush=True)
@@ -128,8 +156,9 @@ def run_retrieval(args: argparse.Namespace, model: CLIP, tokenizer: Tokenizer, t
     return _record(dataset, model_name, args.checkpoint, "zeroshot_retrieval", metrics, inputs)
 
 
-def run_linear_probe(args: argparse.Namespace, model: CLIP, transform: Transform, model_name: str) -> list[dict]:
-    encoded = {}
+def run_linear_probe(args: EvalOptions, model: CLIP, transform: Transform, model_name: str) -> list[dict]:
+    assert args.linear_probe_train is not None and args.linear_probe_test is not None
+    encoded: dict[str, Any] = {}
     for split, root in (("train", args.linear_probe_train), ("test", args.linear_probe_test)):
         folders = encoded["train"][0].folders if split == "test" else None
         folder = image_folder.scan_image_folder(root, folders=folders)
@@ -167,17 +196,11 @@ def _summary(record: dict) -> str:
     return f"linear probe ({shots}) acc1={m['lp_acc1']:.4f}"
 
 
-def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+def evaluate(args: EvalOptions | argparse.Namespace) -> dict[str, Any]:
     """Run every requested task; the CLIP_benchmark-style document."""
-    if args.batch_size <= 0:
-        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
-    if bool(args.linear_probe_train) != bool(args.linear_probe_test):
-        raise ValueError("give both --linear-probe-train and --linear-probe-test")
-    if args.fewshot_k and not args.linear_probe_train:
-        raise ValueError("--fewshot-k needs --linear-probe-train and --linear-probe-test")
-    if not (args.zeroshot or args.retrieval or args.linear_probe_train):
-        raise ValueError("nothing to evaluate: give --zeroshot DIR, --retrieval SHARDS or "
-                         "--linear-probe-train DIR --linear-probe-test DIR")
+    if isinstance(args, argparse.Namespace):  # a caller's namespace gets the same checks as the command line
+        args = options.from_namespace(EvalOptions, args)
+    assert isinstance(args, EvalOptions)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but torch sees no CUDA device")
     model, tokenizer = load_model(args.checkpoint, device=args.device)
@@ -197,7 +220,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return {**primary, **primary["metrics"], "results": records}
 
 
-def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
+def run(args: EvalOptions, beam_argv: list[str]) -> int:
     try:
         document = evaluate(args)
     except (ValueError, FileNotFoundError) as e:

@@ -29,6 +29,8 @@ from trainer.atomic import write_atomic
 from trainer.checkpoint import read_checkpoint
 from trainer.config import ModelConfig
 from trainer.tokenizer import END, PAD, START, Tokenizer
+from wit_builder import options
+from wit_builder.options import option
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile
 
@@ -178,10 +180,20 @@ def export(checkpoint: str, out: str | Path, model_name: str | None = None) -> E
     return Exported(out, config_path, tokenizer_dir, len(weights))
 
 
+@dataclass(frozen=True)
+class ExportOptions:
+    """``wit export``'s settings; the flags, defaults and help are generated from these fields."""
+
+    checkpoint: str = option(help="checkpoint file or training output directory")
+    out: str = option(metavar="FILE", help="weights file to write, e.g. out/wit-B-32.pt")
+    model_name: str | None = option(None, help="open_clip model name (the config's file stem); none: wit-<model>")
+
+
+OPTIONS = ExportOptions
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="checkpoint file or training output directory")
-    parser.add_argument("--out", required=True, metavar="FILE", help="weights file to write, e.g. out/wit-B-32.pt")
-    parser.add_argument("--model-name", help="open_clip model name (the config's file stem); default wit-<model>")
+    options.add_arguments(parser, OPTIONS)
 
 
 def run(args: argparse.Namespace, beam_argv: list[str]) -> int:

@@ -45,46 +45,23 @@ from trainer.data import (
 from trainer.loss import SIGLIP_SCALE_INIT, make_loss
 from trainer.model import CLIP, parameter_groups
 from trainer.tokenizer import Tokenizer
+from wit_builder import options
 
 log = logging.getLogger("wit.train")
 METRICS_NAME = "metrics.jsonl"
 TOKENIZER_CAPTIONS = 2_000_000  # captions read to learn the BPE when no --tokenizer is given
 
 
+OPTIONS = TrainConfig  # the flags, defaults and help are generated from its fields
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    a = parser.add_argument
-    a("--shards", required=True, help="directory of .tar shards, a glob, or brace pattern/URLs (gs://, s3://, https://)")
-    a("--out", required=True, help="output directory: checkpoint.pt, tokenizer.json, metrics.jsonl, loss.png")
-    a("--model", default="tiny", help="model config name (tiny, ViT-B/32, ViT-B/16, ViT-L/14, RN50, ...)")
-    a("--batch-size", type=int, default=64, help="global batch size (split over ranks)")
-    a("--steps", type=int, default=300, help="optimizer steps in total")
-    a("--device", choices=["cpu", "cuda"], default="cpu")
-    a("--resume", action="store_true", help="continue exactly from OUT/checkpoint.pt when it exists")
-    a("--lr", type=float, default=5e-4)
-    a("--warmup", type=int, default=50, help="linear warm-up steps before the cosine decay")
-    a("--wd", dest="weight_decay", type=float, default=0.2, help="AdamW weight decay (not on gains/biases/scale)")
-    a("--grad-clip", type=float, default=0.0, help="clip the gradient norm (0: off)")
-    a("--precision", choices=["bf16", "fp32"], default="fp32", help="bf16 autocast or full fp32")
-    a("--compile", action="store_true", help="torch.compile the model")
-    a("--grad-checkpointing", action="store_true", help="recompute activations in the backward pass")
-    a("--accum-steps", type=int, default=1, help="split each batch in this many micro-batches (same loss)")
-    a("--checkpoint-every", type=int, default=100, help="write OUT/checkpoint.pt every N steps (and at the end)")
-    a("--log-every", type=int, default=10)
-    a("--workers", type=int, default=2, help="data loader processes per rank (0: read in the training process)")
-    a("--seed", type=int, default=0)
-    a("--loss", choices=["clip", "siglip"], default="clip")
-    a("--tokenizer", help="a tokenizer.json to use; default: learn a BPE from the shards' captions")
-    a("--vocab-size", type=int, help="vocabulary size of the BPE learnt from the captions")
-    a("--shuffle-buffer", type=int, default=1000, help="samples in each stream's shuffle buffer")
-    a("--resampled", action="store_true", help="draw shards with replacement (open_clip's multi-GPU mode)")
-    a("--samples-per-epoch", type=int, help="default: the total of sizes.json")
-    a("--allow-repeat", action="store_true", help="allow an epoch larger than the data (repeats samples, warns)")
-    a("--gpu-decode", action="store_true", help="decode JPEGs on the GPU with torchvision/nvJPEG (needs torchvision)")
+    options.add_arguments(parser, OPTIONS)
 
 
 def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
     try:
-        cfg = TrainConfig(**vars(args))
+        cfg = args if isinstance(args, TrainConfig) else options.from_namespace(TrainConfig, args)
     except ValueError as e:
         print(f"wit train: {e}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """``wit demo``: the whole chain on data that ships offline, served from a loopback HTTP server.
 
     enwiki sample (gensim) + WordNet ──► build-queries ──► queries/
-    demo corpus (wit_builder.demo_corpus) ──► corpus/www served on 127.0.0.1 ──► pool.parquet
+    demo corpus (pipelines.demo.corpus) ──► corpus/www served on 127.0.0.1 ──► pool.parquet
     build-pairs ──► pairs/ ──► download ──► raw/ ──► finalize (decontaminated against heldout/) ──► shards/
     train (tiny CLIP, CPU) ──► train/ ──► eval (zero-shot, prompt ensembling, on heldout/) ──► eval.json
 
@@ -21,19 +21,23 @@ import shutil
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import cli, common
+from pipelines.demo import corpus as demo_corpus
+from pipelines.demo.server import DemoServer
+from schemas import stats as stats_schema
+from schemas.download import RAW_STATUSES
 from schemas.finalize import DATASET_CARD, SIZES_JSON
-from schemas.finalize import STATS_JSON as FINAL_STATS
 from schemas.pairs import PAIRS_GLOB
 from schemas.queries import QUERIES_PARQUET
-from wit_builder import demo_corpus
-from wit_builder.demo_server import DemoServer
+from schemas.stats import STATS_JSON
+from wit_builder import options
+from wit_builder.options import option
 
 ENWIKI = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 DONE = ".wit-demo-done.json"        # written when a stage finished: its fingerprint and duration
@@ -52,20 +56,36 @@ POOL_SCHEMA = pa.schema([pa.field("url", pa.string()), pa.field("caption", pa.st
                          pa.field("kind", pa.string())])
 
 
+@dataclass(frozen=True)
+class DemoOptions:
+    """``wit demo``'s settings; the flags, defaults and help are generated from these fields."""
+
+    out: str = option(help="folder for every output of the demo (make demo: out/demo)")
+    wordnet_dir: str = option("/usr/share/wordnet",
+                              help="WordNet 3.0 dict folder (Debian's wordnet-base); skipped when absent")
+    port: int = option(0, help=f"port of the loopback image server (0: the last run's, else {DEFAULT_PORT})")
+    seed: int = option(0, help="seed of the corpus, the balancing and training")
+    per_query_cap: int = option(80, unit="pairs",
+                                help="pairs kept per query (small so that the demo's flooded class is capped)")
+    image_size: int = option(64, unit="px", help="side of the stored images (the tiny model uses 32)")
+    steps: int = option(200, unit="steps", help="training steps of the tiny model")
+    batch_size: int = option(64, unit="samples", help="training batch size")
+    workers: int = option(1, unit="processes", help="data loader processes for train and eval")
+    force: bool = option(False, help="rerun every stage even when its outputs are complete")
+
+    def __post_init__(self) -> None:
+        for name in ("per_query_cap", "image_size", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.port < 65536 or self.workers < 0:
+            raise ValueError(f"--port must be 0-65535 and --workers >= 0, got {self.port}, {self.workers}")
+
+
+OPTIONS = DemoOptions
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="folder for every output of the demo (make demo: out/demo)")
-    parser.add_argument("--wordnet-dir", default="/usr/share/wordnet",
-                        help="WordNet 3.0 dict folder (Debian's wordnet-base); skipped when absent")
-    parser.add_argument("--port", type=int, default=0,
-                        help=f"port of the loopback image server (default: the last run's, else {DEFAULT_PORT})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the corpus, the balancing and training")
-    parser.add_argument("--per-query-cap", type=int, default=80,
-                        help="pairs kept per query (small so that the demo's flooded class is capped)")
-    parser.add_argument("--image-size", type=int, default=64, help="side of the stored images (the tiny model uses 32)")
-    parser.add_argument("--steps", type=int, default=200, help="training steps of the tiny model")
-    parser.add_argument("--batch-size", type=int, default=64, help="training batch size")
-    parser.add_argument("--workers", type=int, default=1, help="data loader processes for train and eval")
-    parser.add_argument("--force", action="store_true", help="rerun every stage even when its outputs are complete")
+    options.add_arguments(parser, OPTIONS)
 
 
 # ---- stage bookkeeping ----
@@ -302,24 +322,28 @@ def kind_table(pool_path: Path, pairs_dir: Path, shards_dir: Path) -> list[tuple
 
 
 def stage_counts(dirs: dict[str, Path]) -> list[str]:
-    """One line of counts per stage, from the stats each stage wrote."""
+    """One line of counts per stage, from the stats.json each stage wrote (one layout: schemas/stats.py)."""
     def load(path: Path) -> dict:
-        return json.loads(path.read_text())
+        doc = json.loads(path.read_text())
+        stats_schema.validate(doc)
+        return doc
 
-    queries = load(dirs["queries"] / "stats.json")
-    per_source = ", ".join(f"{k} {v['selected']:,}" for k, v in queries["sources"].items())
-    pairs = load(dirs["pairs"] / "stats.json")["counters"]
-    raw = load(dirs["raw"] / "stats.json")["statuses"]
-    final = load(dirs["shards"] / FINAL_STATS)
+    queries = load(dirs["queries"] / STATS_JSON)
+    per_source = ", ".join(f"{k} {v['selected']:,}" for k, v in queries["details"]["sources"].items())
+    pairs = load(dirs["pairs"] / STATS_JSON)["counts"]
+    raw_counts = stats_schema.prefixed(load(dirs["raw"] / STATS_JSON)["counts"], "status_")
+    raw = {s: raw_counts[s] for s in RAW_STATUSES if s in raw_counts}  # the schema's order, not alphabetical
+    final = load(dirs["shards"] / STATS_JSON)["counts"]
+    reasons = stats_schema.prefixed(final, "reason_")
     steps = [json.loads(line) for line in (dirs["train"] / "metrics.jsonl").read_text().splitlines() if line]
     return [
-        f"build-queries  {queries['total_queries']:,} queries ({per_source})",
+        f"build-queries  {queries['counts']['queries']:,} queries ({per_source})",
         f"build-pairs    {pairs['records']:,} pool rows -> {pairs['candidates']:,} candidates -> {pairs['matched']:,} "
         f"matched ({pairs['no_match']:,} no match) -> {pairs['unique_pairs']:,} unique -> {pairs['kept']:,} kept "
         f"({pairs['over_cap']:,} over the cap)",
         "download       " + ", ".join(f"{k} {v:,}" for k, v in raw.items() if v),
-        "finalize       " + ", ".join(f"{k} {v:,}" for k, v in final["reasons"].items() if v)
-        + f" -> {final['output']['samples']:,} samples in {final['output']['shards']} shards",
+        "finalize       " + ", ".join(f"{k} {v:,}" for k, v in reasons.items() if v)
+        + f" -> {final['samples']:,} samples in {final['shards']} shards",
         f"train          {steps[-1]['step']} steps, loss {steps[0]['loss']:.3f} -> {steps[-1]['loss']:.3f}",
     ]
 
@@ -345,7 +369,7 @@ def report(out: Path, dirs: dict[str, Path], manifest: dict, eval_json: Path, ti
     for label, path in (("corpus (served files, held-out images, pool)", dirs["corpus"]),
                         ("queries", dirs["queries"] / QUERIES_PARQUET), ("pairs", dirs["pairs"]),
                         ("raw download shards", dirs["raw"]), ("final WebDataset shards", dirs["shards"]),
-                        ("dataset card", card), ("final statistics", dirs["shards"] / FINAL_STATS),
+                        ("dataset card", card), ("final statistics", dirs["shards"] / STATS_JSON),
                         ("checkpoint and training metrics", dirs["train"]), ("evaluation", eval_json)):
         print(f"  {label:<46} {path}")
     print("\nStage times: " + ", ".join(f"{k} {v:.0f}s" if v else f"{k} reused" for k, v in timings.items()))

@@ -1,0 +1,398 @@
+"""The one contract of every ``wit`` command: generated options, strict parsing, exit codes, error messages,
+Ctrl-C, and the stats.json layout."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines import cli, common
+from schemas import stats as stats_schema
+from tests import hostile_server as hs
+from tests.conftest import BEAM_IN_PROCESS
+from wit_builder import errors
+from wit_builder import options as opts
+from wit_builder.options import option
+from wit_builder.wikidump import DumpError
+
+# Each command's required flags with harmless values, so that parsing reaches the strict check.
+REQUIRED = {
+    "build-queries": ["--dump", "d.xml", "--out", "o"],
+    "build-pairs": ["--queries", "q", "--pool", "p.parquet", "--out", "o"],
+    "download": ["--pairs", "p.parquet", "--out", "o"],
+    "finalize": ["--raw", "r", "--out", "o"],
+    "train": ["--shards", "s", "--out", "o"],
+    "eval": ["--checkpoint", "c", "--zeroshot", "z"],
+    "export": ["--checkpoint", "c", "--out", "o.pt"],
+    "demo": ["--out", "o"],
+}
+# A user's typo in each command, and the option it should suggest.
+TYPOS = {
+    "build-queries": ("--max-querys", "--max-queries"),
+    "build-pairs": ("--per-query-cpa", "--per-query-cap"),
+    "download": ("--alow-private-networks", "--allow-private-networks"),
+    "finalize": ("--phash-distanse", "--phash-distance"),
+    "train": ("--batch-sise", "--batch-size"),
+    "eval": ("--fewshotk", "--fewshot-k"),
+    "export": ("--model_name", "--model-name"),
+    "demo": ("--per_query_cap", "--per-query-cap"),
+}
+
+
+def options_class(name: str) -> type:
+    return importlib.import_module(cli.COMMANDS[name][0]).OPTIONS
+
+
+def test_every_command_is_covered():
+    assert set(REQUIRED) == set(TYPOS) == set(cli.COMMANDS)
+
+
+@pytest.mark.parametrize("name", sorted(cli.COMMANDS))
+def test_a_misspelled_option_fails_with_a_suggestion(name, capsys):
+    typo, meant = TYPOS[name]
+    assert cli.main([name, *REQUIRED[name], typo, "3"]) == 2
+    err = capsys.readouterr().err
+    assert f"unknown option {typo}" in err and f"did you mean {meant}?" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", sorted(cli.COMMANDS))
+def test_help_defaults_are_the_dataclass_defaults(name, capsys):
+    cls = options_class(name)
+    parser = cli.build_parser(name, importlib.import_module(cli.COMMANDS[name][0]))
+    args, rest = parser.parse_known_args(REQUIRED[name])
+    assert rest == []
+    parsed = opts.from_namespace(cls, args)
+    given = {f.name: getattr(parsed, f.name) for f in dataclasses.fields(cls) if opts.flag_name(f) in REQUIRED[name]}
+    assert parsed == cls(**given)  # nothing the parser adds differs from the dataclass's own defaults
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([name, "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, default in opts.defaults(cls).items():
+        assert flag in text
+        if isinstance(default, bool):
+            continue
+        shown = "none" if default is None or default == () else str(default)
+        assert f"(default: {shown}" in text, (flag, shown)
+
+
+def test_help_shows_units():
+    parser = cli.build_parser("download", importlib.import_module("pipelines.download"))
+    text = " ".join(parser.format_help().split())
+    assert "(default: 30.0 s)" in text and "(default: 256 px)" in text and "(default: 10000 rows)" in text
+
+
+@pytest.mark.parametrize("name", ["build-queries", "build-pairs", "download", "finalize", "demo"])
+def test_beam_options_pass_through_beam_commands(name):
+    leftover = ["--runner=FnApiRunner", "--direct_running_mode", "multi_processing", "--direct_num_workers=2",
+                "--setup_file=./pyproject.toml"]
+    assert cli.unknown_arguments(leftover, takes_beam=True) == (leftover, [])
+    beam_argv, unknown = cli.unknown_arguments([*leftover, "--runer=FnApiRunner"], takes_beam=True)
+    assert unknown == ["--runer=FnApiRunner"]
+    assert cli.suggestion("--runer", cli.beam_flags()) == "--runner"
+
+
+@pytest.mark.parametrize("name", ["train", "eval", "export"])
+def test_commands_without_beam_reject_beam_options(name, capsys):
+    assert cli.main([name, *REQUIRED[name], "--runner=FnApiRunner"]) == 2
+    assert "--runner is a Beam pipeline option" in capsys.readouterr().err
+
+
+def test_stray_values_and_unknown_commands_are_usage_errors(capsys):
+    assert cli.main(["build-pairs", *REQUIRED["build-pairs"], "extra"]) == 2
+    assert "unexpected argument 'extra'" in capsys.readouterr().err
+    assert cli.main(["buid-pairs"]) == 2
+    assert "did you mean 'build-pairs'?" in capsys.readouterr().err
+    assert cli.main([]) == 2
+
+
+def test_invalid_values_are_usage_errors_from_the_dataclass(capsys):
+    assert cli.main(["build-pairs", *REQUIRED["build-pairs"], "--rows-per-file", "0"]) == 2
+    assert "--rows-per-file must be at least 1" in capsys.readouterr().err
+    assert cli.main(["train", *REQUIRED["train"], "--batch-size", "0"]) == 2
+    assert "--batch-size must be positive" in capsys.readouterr().err
+    assert cli.main(["eval", "--checkpoint", "c"]) == 2
+    assert "nothing to evaluate" in capsys.readouterr().err
+
+
+def test_repeated_inputs_are_all_kept():
+    parser = cli.build_parser("download", importlib.import_module("pipelines.download"))
+    args = parser.parse_args(["--pairs", "a/*.parquet", "--pairs", "b/*.parquet", "--out", "o"])
+    assert opts.from_namespace(options_class("download"), args).pairs == ("a/*.parquet", "b/*.parquet")
+    parser = cli.build_parser("eval", importlib.import_module("trainer.evaluate"))
+    args = parser.parse_args(["--checkpoint", "c", "--retrieval", "a", "b", "--retrieval", "c"])
+    assert opts.from_namespace(options_class("eval"), args).retrieval == ("a", "b", "c")
+
+
+def test_aliases_and_negated_flags():
+    parser = cli.build_parser("train", importlib.import_module("trainer.train"))
+    for flag in ("--wd", "--weight-decay"):
+        args = parser.parse_args([*REQUIRED["train"], flag, "0.1"])
+        assert opts.from_namespace(options_class("train"), args).weight_decay == 0.1
+    parser = cli.build_parser("download", importlib.import_module("pipelines.download"))
+    parsed = opts.from_namespace(options_class("download"), parser.parse_args([*REQUIRED["download"], "--no-robots"]))
+    assert parsed.robots is False and parsed.x_robots_tag is True
+
+
+# ---- the generator on its own ----
+
+@dataclass(frozen=True)
+class Toy:
+    path: tuple[str, ...] = option(help="inputs")
+    size: int = option(3, unit="px", help="a size")
+    mode: str = option("a", choices=("a", "b"), help="a mode")
+    limit: float | None = option(None, unit="s", help="a limit")
+    loud: bool = option(False, help="say more")
+    polite: bool = option(True, negate="--rude", help="be rude")
+    hidden: int = option(7, cli=False, help="not a flag")
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError(f"--size must be >= 1, got {self.size}")
+
+
+def test_generated_parser_round_trips_a_dataclass():
+    parser = argparse.ArgumentParser()
+    opts.add_arguments(parser, Toy)
+    toy = opts.from_namespace(Toy, parser.parse_args(["--path", "x", "--path", "y", "--limit", "2.5", "--rude"]))
+    assert toy == Toy(path=("x", "y"), limit=2.5, polite=False)
+    assert opts.option_strings(Toy) == ["--path", "--size", "--mode", "--limit", "--loud", "--rude"]
+    with pytest.raises(ValueError, match="--size must be >= 1"):
+        opts.from_namespace(Toy, parser.parse_args(["--path", "x", "--size", "0"]))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--path", "x", "--mode", "c"])
+    with pytest.raises(SystemExit):
+        parser.parse_args([])  # --path is required
+    text = " ".join(parser.format_help().split())
+    assert "a size (default: 3 px)" in text and "a limit (default: none)" in text and "--hidden" not in text
+
+
+# ---- exit codes and messages, through a command module whose run() does what each case needs ----
+
+@pytest.fixture
+def command(monkeypatch):
+    """Register a ``wit probe`` command whose run() calls the function the test sets."""
+    module = types.ModuleType("probe_command")
+
+    @dataclass(frozen=True)
+    class ProbeOptions:
+        out: str = option(".", help="output folder")
+
+    module.OPTIONS = ProbeOptions
+    monkeypatch.setitem(sys.modules, "probe_command", module)
+    monkeypatch.setitem(cli.COMMANDS, "probe", ("probe_command", "a test command", True))
+
+    def use(body):
+        module.run = lambda options, beam_argv: body(options, beam_argv)
+        return lambda *argv: cli.main(["probe", *argv])
+    return use
+
+
+def failing_pipeline(out: str, beam_argv: list[str]) -> int:
+    def bad(x):
+        raise DumpError(f"dump.xml: malformed XML at line {x}, after page id 4")
+
+    pipeline = beam.Pipeline(options=common.pipeline_options(beam_argv))
+    _ = pipeline | beam.Create([7]) | beam.Map(bad)
+    common.run_pipeline(pipeline, out)
+    return 0
+
+
+def test_exit_codes(command, capsys, tmp_path):
+    assert command(lambda o, b: 0)() == 0
+    assert command(lambda o, b: failing_pipeline(str(tmp_path), b))(*BEAM_IN_PROCESS) == 1
+    err = capsys.readouterr().err
+    assert "wit probe: error: dump.xml: malformed XML at line 7, after page id 4" in err
+    assert "Traceback" not in err and "while running" not in err
+
+    def bad_input(o, b):
+        raise FileNotFoundError("--pool 'x*' matches no file")
+    assert command(bad_input)() == 2
+    assert capsys.readouterr().err.strip() == "wit probe: error: --pool 'x*' matches no file"
+
+    def interrupted(o, b):
+        raise KeyboardInterrupt
+    assert command(interrupted)() == 130
+    assert capsys.readouterr().err.strip() == "wit probe: interrupted; rerun the same command to resume"
+
+    def bug(o, b):
+        raise ZeroDivisionError("a bug")
+    with pytest.raises(ZeroDivisionError):  # not one of ours: the traceback is kept
+        command(bug)()
+
+
+def test_beams_log_of_our_error_stays_off_the_terminal(command, tmp_path, capsys):
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)
+    root.addHandler(handler)
+    try:
+        assert command(lambda o, b: failing_pipeline(str(tmp_path), b))(*BEAM_IN_PROCESS) == 1
+    finally:
+        root.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("malformed XML") == 1
+    assert "malformed XML at line 7" in (tmp_path / common.BEAM_ERRORS_LOG).read_text()
+
+
+def test_known_error_messages():
+    assert errors.known_error_message(ValueError("x")) is None
+    runner_text = RuntimeError("Pipeline failed:\nTraceback (most recent call last):\n  File \"x.py\", line 1\n"
+                               "wit_builder.raw_rows.RawInputError: 00001.parquet: row 3: unknown status 'exploded' "
+                               "[while running 'Finalize/ReadRawShards']\n")
+    assert errors.known_error_message(runner_text) == "00001.parquet: row 3: unknown status 'exploded'"
+    wrapped = errors.StageFailed("b.xml: truncated")
+    assert errors.known_error_message(wrapped) == "b.xml: truncated" and errors.exit_code(wrapped) == 1
+    assert errors.exit_code(DumpError("x")) == 2 and errors.exit_code(DumpError("x"), during_run=True) == 1
+
+
+# ---- Ctrl-C on a running stage ----
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_running_stage_prints_one_line_and_the_rerun_completes(tmp_path):
+    from tests.test_download import FAST_FLAGS, write_pairs
+
+    with hs.HostileServer() as server:
+        def slow_image(h):
+            time.sleep(0.2)
+            hs.send(h, hs.Response(200, hs.jpeg("coffee"), content_type="image/jpeg"))
+
+        rows = []
+        for i in range(24):
+            server.routes[f"/img{i}.jpg"] = slow_image
+            rows.append({"uid": f"u{i:02d}", "url": server.url(f"/img{i}.jpg"), "caption": "coffee", "queries": ["q"]})
+        pairs = write_pairs(tmp_path / "pairs.parquet", rows)
+        out = tmp_path / "raw"
+        command = [sys.executable, "-m", "pipelines.cli", "download", "--pairs", str(pairs), "--out", str(out),
+                   *FAST_FLAGS, "--threads", "1", "--rows-per-shard", "4", *BEAM_IN_PROCESS]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not list(out.glob("*_stats.json")) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err
+        assert err.strip().splitlines()[-1] == "wit download: interrupted; rerun the same command to resume"
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err
+        assert len(list(out.glob("*_stats.json"))) < 6
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    stats = json.loads((out / stats_schema.STATS_JSON).read_text())
+    stats_schema.validate(stats)
+    assert stats["counts"]["rows"] == 24 == sum(stats_schema.prefixed(stats["counts"], "status_").values())
+    rows = [r for p in sorted(out.glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+    assert sorted(r["uid"] for r in rows) == [f"u{i:02d}" for i in range(24)]  # every row once, none lost
+    interrupted = [r for r in rows if r["status"] != "success"]
+    assert all("nterrupt" not in (r["error_message"] or "") for r in interrupted), interrupted
+
+
+# ---- stats.json layout ----
+
+def good_stats() -> dict:
+    return stats_schema.envelope(
+        "download", inputs=[stats_schema.input_entry("a.parquet", rows=3)], parameters={"threads": 2},
+        counts={"rows": 3, "status_success": 3}, outputs=[stats_schema.output_entry("00000.parquet", 3)],
+        seconds=1.5, details={"statuses": {"success": 3}})
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.pop("details"), "missing \\['details'\\]"),
+    (lambda d: d.update(extra=1), "unexpected \\['extra'\\]"),
+    (lambda d: d.update(stage="train"), "stage must be one of"),
+    (lambda d: d.update(version=2), "version must be 1"),
+    (lambda d: d["counts"].update(rows=-1), "counts.rows must be a non-negative integer"),
+    (lambda d: d["counts"].update(rows=1.5), "counts.rows must be a non-negative integer"),
+    (lambda d: d["inputs"][0].pop("sha256"), "inputs\\[0\\] must have exactly the keys"),
+    (lambda d: d["outputs"][0].update(rows="3"), "outputs\\[0\\].rows has the wrong type"),
+    (lambda d: d["timings"].pop("seconds"), "timings.seconds is missing"),
+])
+def test_stats_validator_names_the_problem(change, message):
+    doc = good_stats()
+    stats_schema.validate(doc)
+    change(doc)
+    with pytest.raises(stats_schema.StatsError, match=message):
+        stats_schema.validate(doc)
+
+
+def test_counts_are_data_exact_when_a_bundle_is_retried(tmp_path):
+    """A DoFn that fails once: the runner retries the bundle; metrics count it twice, the COUNTS output once."""
+    flag = tmp_path / "failed-once"
+
+    class Flaky(common.CountingDoFn):
+        namespace = "probe"
+
+        def process(self, x):
+            self.count("seen")
+            self.count("even", x % 2 == 0)
+            if x == 3 and not flag.exists():
+                flag.touch()
+                raise RuntimeError("lost on purpose")
+            yield x
+
+    pipeline = beam.Pipeline(options=common.pipeline_options(["--runner=BundleBasedDirectRunner"]))
+    result = pipeline | beam.Create(list(range(10))) | beam.ParDo(Flaky()).with_outputs(common.COUNTS, main="rows")
+    _ = result[common.COUNTS] | common.WriteCounts(str(tmp_path / common.COUNTS_FILE))
+    run = pipeline.run()
+    run.wait_until_finish()
+    assert flag.exists()
+    assert common.read_counts(str(tmp_path), ["odd"]) == {"even": 5, "odd": 0, "seen": 10}
+    assert common.counters(run, "probe")["seen"] > 10  # what stats read from metrics would have said
+
+
+# ---- the Makefile passes what the user typed, quoted, every input as its own flag ----
+
+def make_dry_run(*args: str) -> str:
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(["make", "-n", "-o", ".venv/.installed", *args], cwd=root, capture_output=True,
+                          text=True, check=True)
+    return done.stdout
+
+
+def test_makefile_quotes_patterns_and_passes_every_input():
+    out = make_dry_run("download", "PAIRS=a/*.parquet b/*.parquet")
+    assert "--pairs 'a/*.parquet' --pairs 'b/*.parquet' --out 'out/raw'" in out
+    out = make_dry_run("build-pairs", "POOL=c/*.wat.gz d/*.parquet", "OUT=o")
+    assert "--pool 'c/*.wat.gz' --pool 'd/*.parquet' --out 'o'" in out
+    assert "--raw 'r/' --raw 's/*.parquet'" in make_dry_run("finalize", "RAW=r/ s/*.parquet")
+    assert "--retrieval 'x' --retrieval 'y'" in make_dry_run("eval", "ZEROSHOT=z", "RETRIEVAL=x y")
+
+
+def test_makefile_out_means_the_targets_output_everywhere():
+    assert "--out 'mine'" in make_dry_run("train", "OUT=mine")
+    assert "--out 'alias'" in make_dry_run("train", "TRAIN_OUT=alias")  # the older name still works
+    out = make_dry_run("eval", "ZEROSHOT=z", "CHECKPOINT=ck")
+    assert "--checkpoint 'ck'" in out and "--out 'ck/eval.json'" in out
+    assert "kept as" in out  # an existing results file is renamed and reported, never silently replaced
+    assert "--checkpoint 'ck' --out 'w.pt'" in make_dry_run("export", "CHECKPOINT=ck", "OUT=w.pt")
+
+
+def test_make_eval_keeps_the_previous_results(tmp_path):
+    make_dry_run("eval", "ZEROSHOT=z")  # skips without make
+    root = Path(__file__).resolve().parents[1]
+    previous = tmp_path / "eval.json"
+    previous.write_text('{"acc1": 0.5}\n')
+    done = subprocess.run(["make", "-s", "-o", ".venv/.installed", "eval", "ZEROSHOT=z", f"CHECKPOINT={tmp_path}",
+                           "WIT=true"], cwd=root, capture_output=True, text=True, check=True)
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("eval-") and p.suffix == ".json"]
+    assert len(kept) == 1 and kept[0].read_text() == '{"acc1": 0.5}\n'
+    assert f"previous results are kept as {kept[0]}" in done.stdout
