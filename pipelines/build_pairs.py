@@ -267,7 +267,7 @@ class MergeQueryStats(beam.CombineFn):
 
     def merge_accumulators(self, accs) -> dict:
         accs = iter(accs)
-        merged = next(accs, {})
+        merged: dict = next(accs, {})
         for acc in accs:
             self.add_input(merged, acc)
         return merged
@@ -361,7 +361,7 @@ class WritePairsFile(beam.DoFn):
         rule = (self._match_rule,)
         ordered = sorted((row + rule for rows in lists for row in rows), key=lambda r: r[0])
         name = pairs_file_name(index, num_files)
-        columns = list(zip(*ordered, strict=True)) if ordered else [[] for _ in PAIRS.names]
+        columns: list = list(zip(*ordered, strict=True)) if ordered else [[] for _ in PAIRS.names]
         table = pa.Table.from_arrays([pa.array(col, type=field.type) for col, field in zip(columns, PAIRS,
                                                                                           strict=True)],
                                      schema=PAIRS)

@@ -185,6 +185,7 @@ class ExtractPages(beam.DoFn):
                 self._count("pages_redirect", tally)
                 yield TaggedOutput("redirects", (title, canonical_title(page.redirect)))
                 continue
+            assert self.parser is not None  # set up in setup()
             try:
                 article = self.parser.parse(page.text)
             except ParseTimeout as err:
@@ -294,7 +295,9 @@ class CountKept(beam.DoFn):
         yield from self._flush(unigrams, bigrams, sketches, phrases)
 
     def _flush(self, unigrams, bigrams, sketches, phrases) -> Iterator:
-        kept_unigrams, kept_bigrams = qs.keep_ngrams(unigrams, bigrams, *sketches, self.thresholds, phrases)
+        unigram_sketch, bigram_sketch = sketches
+        kept_unigrams, kept_bigrams = qs.keep_ngrams(unigrams, bigrams, unigram_sketch, bigram_sketch,
+                                                     self.thresholds, phrases)
         yield from kept_unigrams
         for item in kept_bigrams:
             yield TaggedOutput("bigrams", item)

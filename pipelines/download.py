@@ -392,7 +392,7 @@ def config_from_args(args: DownloadOptions) -> DownloadConfig:
 
 def output_settings(config: DownloadConfig) -> dict[str, Any]:
     """The settings that decide what a raw shard holds, as JSON (a rerun must match them)."""
-    settings = {"engine": config.engine, "image": dataclasses.asdict(config.image),
+    settings: dict[str, Any] = {"engine": config.engine, "image": dataclasses.asdict(config.image),
                 "network": dataclasses.asdict(config.fetch)}
     for group in ("image", "network"):
         for name in SPEED_ONLY_SETTINGS:
@@ -476,8 +476,8 @@ def stats_document(args: DownloadOptions, specs: list[ShardSpec], totals: dict[s
     """stats.json in the declared layout (schemas/stats.py), from the shards' own stats files."""
     rows_in: dict[str, int] = {}
     for spec in specs:
-        for path, start, stop in spec.slices:
-            rows_in[path] = rows_in.get(path, 0) + stop - start
+        for index, _ in spec.members:
+            rows_in[spec.paths[index]] = rows_in.get(spec.paths[index], 0) + 1
     counts = {"shards": totals["shards"], "rows": totals["count"], "bytes_downloaded": totals["bytes_downloaded"],
               **{f"status_{k}": v for k, v in totals["statuses"].items()}}
     return stats_schema.envelope(
