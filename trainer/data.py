@@ -39,7 +39,7 @@ from PIL import Image
 from webdataset import filters, tariterators
 
 from trainer.tokenizer import Tokenizer
-from trainer.transforms import TrainTransform, normalize_uint8, random_resized_crop_box, to_uint8_tensor
+from trainer.transforms import normalize_uint8, random_resized_crop_box, random_resized_crop_uint8
 
 if TYPE_CHECKING:
     from trainer.balance import LoadBalance
@@ -340,7 +340,6 @@ def stream_items(plan: DataPlan, tokenizer: Tokenizer, epoch: int, local_stream:
         return True
 
     g = plan.rank * plan.streams_per_rank + local_stream
-    transform = TrainTransform(plan.image_size)
     samples = raw_samples(shard_urls(), on_error)
     shuffled = filters._shuffle(samples, bufsize=plan.shuffle_buffer, initial=plan.shuffle_buffer,
                                 rng=random.Random(f"{plan.seed}/{epoch}/samples/{g}"))
@@ -360,7 +359,7 @@ def stream_items(plan: DataPlan, tokenizer: Tokenizer, epoch: int, local_stream:
         item = _gpu_item(sample, plan.image_size, rng, counts) if plan.gpu_decode else None
         if not plan.gpu_decode:
             image = _decode_pil(sample, plan.image_size, counts)
-            item = to_uint8_tensor(transform.crop(image, rng)) if image is not None else None
+            item = random_resized_crop_uint8(image, plan.image_size, rng) if image is not None else None
         if item is None:
             continue
         images.append(item)
@@ -383,7 +382,8 @@ def _collate(images: list, captions: list[str], tokenizer: Tokenizer, gpu_decode
     if gpu_decode:
         return {"jpeg": [data for data, _ in images], "boxes": torch.tensor([box for _, box in images]),
                 "tokens": tokens}
-    return {"images": torch.stack(images), "tokens": tokens}  # (B, 3, H, W) uint8, (B, L)
+    # One copy of the HWC crops into the batch; the (B, 3, H, W) view is channels-last, which the device keeps.
+    return {"images": torch.stack(images).permute(0, 3, 1, 2), "tokens": tokens}  # (B, 3, H, W) uint8, (B, L)
 
 
 # ---- the GPU-decode path: workers only parse JPEG headers; nvJPEG decodes whole batches on the device ----
