@@ -60,33 +60,38 @@ def data_only(shards: Path, tokenizer: Tokenizer, image_size: int, batch: int, w
 CLIP_MEAN_STD = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 
 
-def peer_loader(shards: Path, batch: int, shuffle: int) -> tuple[str, object]:
-    """open_clip's training data pipeline (open_clip_train/data.py get_wds_dataset, one worker), by what is
-    importable: open_clip itself, else its definition with torchvision, else the same steps in PIL."""
+def peer_loaders(shards: Path, batch: int, shuffle: int) -> list[tuple[str, object]]:
+    """open_clip's training data pipeline (open_clip_train/data.py get_wds_dataset, one worker), as far as it is
+    importable: open_clip itself (its transform and tokenizer), and its definition with torchvision (images only;
+    captions left as strings), else the same steps in PIL."""
     import webdataset as wds
 
     urls = sorted(str(p) for p in shards.glob("*.tar"))
-    text = None
+
+    def pipeline(image, text):
+        return wds.DataPipeline(
+            wds.SimpleShardList(urls), wds.tarfile_to_samples(), wds.shuffle(shuffle), wds.decode("pilrgb"),
+            wds.rename(image="jpg;png;jpeg;webp", text="txt"), wds.map_dict(image=image, text=text),
+            wds.to_tuple("image", "text"), wds.batched(batch, partial=False))
+
+    peers = []
     try:
         import open_clip
-
-        image = open_clip.image_transform(224, is_train=True)  # RRC(224, (0.9, 1.0), bicubic), RGB, tensor, norm
-        tokenizer = open_clip.get_tokenizer("ViT-B-32")
-        text, name = (lambda t: tokenizer(t)[0]), f"open_clip {open_clip.__version__} loader"
     except ImportError:
-        try:
-            from torchvision import transforms as T
-
-            image = T.Compose([T.RandomResizedCrop(224, scale=(0.9, 1.0), interpolation=T.InterpolationMode.BICUBIC),
-                               T.ToTensor(), T.Normalize(*CLIP_MEAN_STD)])
-            name = "open_clip's loader definition (torchvision; no tokenizer)"
-        except ImportError:
-            image, name = _pil_definition(), "open_clip's loader definition (PIL; no tokenizer)"
-    pipeline = wds.DataPipeline(
-        wds.SimpleShardList(urls), wds.tarfile_to_samples(), wds.shuffle(shuffle), wds.decode("pilrgb"),
-        wds.rename(image="jpg;png;jpeg;webp", text="txt"), wds.map_dict(image=image, text=text or (lambda t: t)),
-        wds.to_tuple("image", "text"), wds.batched(batch, partial=False))
-    return name, pipeline
+        pass
+    else:
+        tokenizer = open_clip.get_tokenizer("ViT-B-32")
+        peers.append((f"open_clip {open_clip.__version__} loader (its transform + tokenizer)",
+                      pipeline(open_clip.image_transform(224, is_train=True), lambda t: tokenizer(t)[0])))
+    try:
+        from torchvision import transforms as T
+    except ImportError:
+        peers.append(("open_clip's loader definition in PIL (images only)", pipeline(_pil_definition(), str)))
+    else:
+        image = T.Compose([T.RandomResizedCrop(224, scale=(0.9, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+                           T.ToTensor(), T.Normalize(*CLIP_MEAN_STD)])
+        peers.append(("open_clip's loader definition, torchvision (images only)", pipeline(image, str)))
+    return peers
 
 
 def _pil_definition():
@@ -110,33 +115,33 @@ def _pil_definition():
 
 
 def per_worker_ratio(shards: Path, tokenizer: Tokenizer, batch: int, rounds: int) -> None:
-    """Ours and the peer, each in this one process (= one worker), alternating; samples/s over a whole pass."""
+    """Ours and each peer, each in this one process (= one worker), alternating; samples/s over a whole pass."""
     shuffle = 256
     plan = make_plan(str(shards), batch_size=batch, image_size=224, workers=0, shuffle_buffer=shuffle)
-    name, peer = peer_loader(shards, batch, shuffle)
+    peers = peer_loaders(shards, batch, shuffle)
 
-    def ours_rate() -> float:
+    def rate(batches) -> float:
         started, n = time.perf_counter(), 0
-        for b in Loader(plan, tokenizer).epoch_batches():
-            n += b["images"].shape[0]
+        for b in batches:
+            n += (b["images"] if isinstance(b, dict) else b[0]).shape[0]
         return n / (time.perf_counter() - started)
 
-    def peer_rate() -> float:
-        started, n = time.perf_counter(), 0
-        for images, _ in peer:
-            n += images.shape[0]
-        return n / (time.perf_counter() - started)
-
-    ours, theirs = [], []
+    ours: list[float] = []
+    theirs: dict[str, list[float]] = {name: [] for name, _ in peers}
     for _ in range(rounds):
-        ours.append(ours_rate())
-        theirs.append(peer_rate())
-    ratios = sorted(a / b for a, b in zip(ours, theirs, strict=True))
-    median = ratios[len(ratios) // 2]
-    row(f"data path per worker: {name}", sorted(theirs)[len(theirs) // 2], "median of rounds")
-    row("data path per worker: ours (uint8 crops, tokens)", sorted(ours)[len(ours) // 2],
-        f"ratio {median:.2f}x (rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
-    print(f"per-worker ratio against {name}: {median:.2f}x (goal >= 2.0x)", flush=True)
+        ours.append(rate(Loader(plan, tokenizer).epoch_batches()))
+        for name, peer in peers:
+            theirs[name].append(rate(peer))
+    row("data path per worker: ours (uint8 crops + tokens)", _median(ours), "median of rounds")
+    for name, rates in theirs.items():
+        ratios = [a / b for a, b in zip(ours, rates, strict=True)]
+        row(f"data path per worker: {name}", _median(rates),
+            f"ours {_median(ratios):.2f}x (rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
+        print(f"per-worker ratio against {name}: {_median(ratios):.2f}x (goal >= 2.0x)", flush=True)
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
 def model_only(model: torch.nn.Module, image_size: int, context: int, vocab: int, batch: int, steps: int,

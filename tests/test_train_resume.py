@@ -183,3 +183,22 @@ def test_interrupt_checkpoints_then_exits_non_zero(shards, tokenizer_file, tmp_p
     assert 3 <= step < 200 and step == _metrics(out)[-1]["step"]
     assert f"wit train: interrupted at step {step}; rerun with --resume" in err.splitlines()
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_an_epoch_ending_early_on_one_rank_is_accounted_for(tmp_path, tokenizer_file):
+    """Two ranks over shards of 64, 64, 64 and 40 samples: one rank holds 104, the other 128, so the epoch ends
+    for both after 13 steps (208 of 232 samples); the 24 the longer rank never reached are reported, not 'none'."""
+    shards = tmp_path / "shards"
+    write_shards(shards, per_class=29, samples_per_shard=64, image_px=32)  # 232 samples
+    out = tmp_path / "ddp"
+    command = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", "2",
+               "-m", "pipelines.cli", "train", "--shards", str(shards), "--out", str(out), "--model", "tiny",
+               "--batch-size", "16", "--steps", "14", "--log-every", "7", "--workers", "1", "--shuffle-buffer", "16",
+               "--tokenizer", str(tokenizer_file)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    (epoch,) = _metrics(out, "epochs.jsonl")
+    assert (epoch["samples_planned"], epoch["samples_trained"], epoch["left_out"]) == (232, 208, {"not_reached": 24})
+    assert "epoch 0: trained 208 of 232 samples in 13 steps; left out 24 (not_reached 24)" in done.stdout

@@ -228,9 +228,18 @@ def train(cfg: TrainConfig) -> int:
     stop_signal: list[int] = []
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = {}
+
+    def on_signal(signum: int, frame) -> None:
+        if stop_signal and signum == signal.SIGINT:  # a second Ctrl-C: quit now, without a checkpoint
+            raise KeyboardInterrupt
+        if not stop_signal and master:
+            print(f"wit train: {signal.Signals(signum).name}: stopping after this step with a checkpoint "
+                  f"(Ctrl-C again quits without one)", file=sys.stderr, flush=True)
+        stop_signal.append(signum)
+
     if in_main_thread:
         for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(signum, lambda signum, frame: stop_signal.append(signum))
+            previous[signum] = signal.signal(signum, on_signal)
     bar = None
     try:
         model.train()
