@@ -544,7 +544,7 @@ class Loader:
             self._state["step_in_epoch"] += 1
             yield item.batch
         del items  # shuts the epoch's workers down
-        report = self.epoch_report()
+        report = self.epoch_report(ended=True)
         self.reports.append(report)
         log.info("%s", describe_epoch(report))
         self._state = new_epoch_state(self._state["epoch"] + 1, self.plan.streams_per_rank)
@@ -569,7 +569,7 @@ class Loader:
                 self._state["exhausted"].append(item.stream)
         return None
 
-    def epoch_report(self) -> dict:
+    def epoch_report(self, ended: bool = False) -> dict:
         """The current epoch's accounting, summed over ranks (every rank must call it at the same point):
 
         ``samples_planned`` (sizes.json, or None when unknown or resampled), ``samples_trained`` (steps x global
@@ -578,6 +578,8 @@ class Loader:
         batch), ``not_reached`` (still unread when the epoch ended: the epoch's step limit or another rank's
         end), ``missing`` (sizes.json promised them but the shard ended or could not be read). With sizes
         known, trained + left out == planned (``unlisted``: samples beyond what sizes.json promised).
+        ``complete``: the epoch ended (``ended``, as the loader says when all ranks agreed on its end), or its
+        step limit is reached, or every stream of every rank is exhausted.
         ``uncounted_streams``: streams cut off early whose rest is unknown (no sizes.json)."""
         plan, st = self.plan, self._state
         left: Counter = Counter({k: v for k, v in self.epoch_counts.items() if k != "unreadable_shard"})
@@ -598,6 +600,8 @@ class Loader:
         local = {"trained": st["step_in_epoch"] * plan.batch_size, "left": dict(left), "planned": planned,
                  "uncounted": uncounted, "unlisted": unlisted,
                  "unreadable_shards": self.epoch_counts.get("unreadable_shard", 0)}
+        local["done"] = ended or (plan.steps_per_epoch is not None and st["step_in_epoch"] >= plan.steps_per_epoch) \
+            or len(st["exhausted"]) == plan.streams_per_rank
         parts = _all_gather(local)
         total_left: Counter = Counter()
         for part in parts:
@@ -605,8 +609,7 @@ class Loader:
         plans = [part["planned"] for part in parts]
         return {
             "epoch": st["epoch"], "steps": st["step_in_epoch"],
-            "complete": (plan.steps_per_epoch is not None and st["step_in_epoch"] >= plan.steps_per_epoch)
-            or len(st["exhausted"]) == plan.streams_per_rank,
+            "complete": all(part["done"] for part in parts),
             "samples_planned": None if None in plans else sum(plans),
             "samples_trained": sum(part["trained"] for part in parts),
             "left_out": {k: v for k, v in sorted(total_left.items()) if v},
