@@ -346,3 +346,18 @@ def test_a_malformed_sizes_json_fails_wit_train_with_exit_2(tmp_path, capsys):
                 "--vocab-size", "300", "--workers", "0", "--batch-size", "8"]) == 2
     err = capsys.readouterr().err
     assert "sizes.json: the sample count of '00000'" in err and "Traceback" not in err
+
+
+def test_the_loaders_uint8_crop_is_the_pil_crop():
+    """Same seeded box as TrainTransform.crop; torch's antialiased bicubic in uint8 instead of PIL's resize."""
+    from trainer.transforms import random_resized_crop_uint8
+
+    image = Image.open(io.BytesIO(_jpeg(5, px=256)))
+    image.load()
+    for seed in range(5):
+        ours = random_resized_crop_uint8(image, 224, random.Random(seed))
+        pil = np.asarray(train_transform(224).crop(image, random.Random(seed)))
+        assert ours.shape == (224, 224, 3) and ours.dtype == torch.uint8
+        assert np.abs(ours.numpy().astype(int) - pil.astype(int)).mean() < 0.5
+    grey = random_resized_crop_uint8(image.convert("L"), 32, random.Random(0))  # any mode in, RGB out
+    assert grey.shape == (32, 32, 3)
