@@ -1,12 +1,18 @@
 """Trainer throughput, end to end from JPEG shards (`make bench-train`).
 
-CPU (always): the tiny model from 256 px shards — the data path alone, the model alone on synthetic tensors,
-and `wit train` end to end, in samples/s with the share of each step spent waiting for data.
+CPU (always): first the data path per worker against open_clip's loader, side by side in one run on the same
+256 px JPEG shards, 224 px crops, one process each, alternating for ``--rounds`` rounds (the median ratio is
+printed). open_clip's loader is its ``get_wds_dataset`` pipeline: webdataset decode "pilrgb", its training
+``image_transform`` (RandomResizedCrop(224, scale=(0.9, 1.0), bicubic), ToTensor, Normalize) and its tokenizer,
+batched; without open_clip, the same definition from torchvision (captions left as strings), and without
+torchvision, the same steps in PIL. Then the tiny model from those shards — the data path with workers, the model
+alone on synthetic tensors, and `wit train` end to end, in samples/s with the share of each step spent waiting
+for data.
 CUDA (when present): ViT-B/32 in bf16 end to end, PIL decode in workers vs nvJPEG decode on the GPU (when
 torchvision is importable), eager vs torch.compile, and the model alone next to open_clip's ViT-B/32 (when
 open_clip is importable), all in one run on one card. Prints a table; asserts nothing.
 
-    python benchmarks/bench_train.py [--samples 2048] [--steps 40] [--workers N]
+    python benchmarks/bench_train.py [--samples 2048] [--steps 40] [--workers N] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -49,6 +55,98 @@ def data_only(shards: Path, tokenizer: Tokenizer, image_size: int, batch: int, w
     for _ in range(batches):
         next(it)
     return batches * batch / (time.perf_counter() - started)
+
+
+CLIP_MEAN_STD = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+
+
+def peer_loaders(shards: Path, batch: int, shuffle: int) -> list[tuple[str, object]]:
+    """open_clip's training data pipeline (open_clip_train/data.py get_wds_dataset, one worker), as far as it is
+    importable: open_clip itself (its transform and tokenizer), and its definition with torchvision (images only;
+    captions left as strings), else the same steps in PIL."""
+    import webdataset as wds
+
+    urls = sorted(str(p) for p in shards.glob("*.tar"))
+
+    def pipeline(image, text):
+        return wds.DataPipeline(
+            wds.SimpleShardList(urls), wds.tarfile_to_samples(), wds.shuffle(shuffle), wds.decode("pilrgb"),
+            wds.rename(image="jpg;png;jpeg;webp", text="txt"), wds.map_dict(image=image, text=text),
+            wds.to_tuple("image", "text"), wds.batched(batch, partial=False))
+
+    peers = []
+    try:
+        import open_clip
+    except ImportError:
+        pass
+    else:
+        tokenizer = open_clip.get_tokenizer("ViT-B-32")
+        peers.append((f"open_clip {open_clip.__version__} loader (its transform + tokenizer)",
+                      pipeline(open_clip.image_transform(224, is_train=True), lambda t: tokenizer(t)[0])))
+    try:
+        from torchvision import transforms as T
+    except ImportError:
+        peers.append(("open_clip's loader definition in PIL (images only)", pipeline(_pil_definition(), str)))
+    else:
+        image = T.Compose([T.RandomResizedCrop(224, scale=(0.9, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+                           T.ToTensor(), T.Normalize(*CLIP_MEAN_STD)])
+        peers.append(("open_clip's loader definition, torchvision (images only)", pipeline(image, str)))
+    return peers
+
+
+def _pil_definition():
+    import random
+
+    import numpy as np
+    from PIL import Image
+
+    from trainer.transforms import random_resized_crop_box
+
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in CLIP_MEAN_STD)
+    rng = random.Random(0)
+
+    def transform(image: Image.Image) -> torch.Tensor:
+        box = random_resized_crop_box(image.width, image.height, rng)
+        crop = image.resize((224, 224), Image.Resampling.BICUBIC, box=box)
+        tensor = torch.from_numpy(np.array(crop)).permute(2, 0, 1).float() / 255  # ToTensor
+        return (tensor - mean) / std  # Normalize
+
+    return transform
+
+
+def per_worker_ratio(shards: Path, tokenizer: Tokenizer, batch: int, rounds: int) -> None:
+    """Ours and each peer, each in this one process (= one worker), alternating; samples/s over a whole pass."""
+    shuffle = 256
+    plan = make_plan(str(shards), batch_size=batch, image_size=224, workers=0, shuffle_buffer=shuffle)
+    peers = peer_loaders(shards, batch, shuffle)
+
+    def rate(batches) -> tuple[float, float]:
+        # Samples per CPU second of this process (what a worker costs; steady on a shared machine) and per
+        # wall-clock second.
+        wall, cpu, n = time.perf_counter(), time.process_time(), 0
+        for b in batches:
+            n += (b["images"] if isinstance(b, dict) else b[0]).shape[0]
+        return n / (time.process_time() - cpu), n / (time.perf_counter() - wall)
+
+    ours: list[tuple[float, float]] = []
+    theirs: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in peers}
+    for _ in range(rounds):
+        ours.append(rate(Loader(plan, tokenizer).epoch_batches()))
+        for name, peer in peers:
+            theirs[name].append(rate(peer))
+    row("per worker: ours (uint8 crops + tokens)", _median([c for c, _ in ours]),
+        f"per CPU second; {_median([w for _, w in ours]):.0f} per wall second")
+    for name, rates in theirs.items():
+        cpu = [a[0] / b[0] for a, b in zip(ours, rates, strict=True)]
+        wall = [a[1] / b[1] for a, b in zip(ours, rates, strict=True)]
+        row(f"per worker: {name}", _median([c for c, _ in rates]),
+            f"ours {_median(cpu):.2f}x per CPU second (rounds {', '.join(f'{r:.2f}' for r in cpu)}); "
+            f"{_median(wall):.2f}x per wall second")
+        print(f"per-worker ratio against {name}: {_median(cpu):.2f}x (goal >= 2.0x)", flush=True)
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
 def model_only(model: torch.nn.Module, image_size: int, context: int, vocab: int, batch: int, steps: int,
@@ -97,6 +195,8 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=1024, help="photos in the generated 256 px shards")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--workers", type=int, default=max(1, min(14, (os.cpu_count() or 2) - 1)))
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the per-worker comparison")
+    parser.add_argument("--loader-only", action="store_true", help="only the per-worker comparison")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -109,6 +209,12 @@ def main() -> int:
         tokenizer = Tokenizer.train([c for _, t in CLASSES.values() for c in t] * 50, 1000)
         tokenizer_path = tmp / "tokenizer.json"
         tokenizer.save(tokenizer_path)
+
+        print("CPU, one worker each, 224 px crops from 256 px JPEGs, batch 64:")
+        torch.set_num_threads(1)  # a DataLoader worker runs torch with one thread
+        per_worker_ratio(shards, tokenizer, 64, args.rounds)
+        if args.loader_only:
+            return 0
 
         print("CPU, tiny model (32 px, batch 64, fp32):")
         torch.set_num_threads(max(1, (os.cpu_count() or 2) - args.workers))

@@ -120,9 +120,9 @@ def test_killed_or_stopped_run_resumes_exactly(shards, tokenizer_file, tmp_path)
     assert _train(shards, killed, *common, "--resume") == 0
     assert [r["loss"] for r in _metrics(killed)] == [r["loss"] for r in whole]  # bit for bit, steps 1..40
 
-    # SIGTERM: the run finishes its step, checkpoints there (not on a multiple of 5) and exits cleanly.
+    # SIGTERM: the run finishes its step, checkpoints there (not on a multiple of 5) and exits with 143 (128 + 15).
     stopped = tmp_path / "stopped"
-    assert _run_until(shards, stopped, common, lines=3, sig=signal.SIGTERM) == 0
+    assert _run_until(shards, stopped, common, lines=3, sig=signal.SIGTERM) == 128 + signal.SIGTERM
     state = torch.load(stopped / "checkpoint.pt", weights_only=False)
     assert state["step"] == _metrics(stopped)[-1]["step"] < 40
     assert _train(shards, stopped, *common, "--resume") == 0
@@ -164,6 +164,8 @@ def test_two_ranks_under_torchrun(shards, tmp_path, capsys):
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "6 steps of 16 on 2 rank(s)" in done.stdout
+    # The epoch's accounting is summed over ranks: each rank read 48 of its 128 samples.
+    assert "epoch 0 (in progress): trained 96 of 256 samples in 6 steps; left out 160 (not_reached 160)" in done.stdout
     assert [r["step"] for r in _metrics(out)] == [2, 4, 6] and (out / "tokenizer.json").exists()
     state = torch.load(out / "checkpoint.pt", weights_only=False)
     assert state["world_size"] == 2 and len(state["data_state"]) == 2

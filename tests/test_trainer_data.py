@@ -19,7 +19,15 @@ import webdataset as wds
 from PIL import Image
 
 from tests.hostile_server import serve_folder
-from trainer.data import DataError, Loader, crop_resize_normalize, make_plan, resolve_shards, shard_sizes
+from trainer.data import (
+    DataError,
+    Loader,
+    crop_resize_normalize,
+    describe_epoch,
+    make_plan,
+    resolve_shards,
+    shard_sizes,
+)
 from trainer.tokenizer import Tokenizer
 from trainer.transforms import (
     CLIP_MEAN,
@@ -243,3 +251,113 @@ def test_gpu_decode_path_without_the_gpu(numbered):
     assert (images - reference).abs().mean() < 0.1  # bicubic in torch vs PIL; values span about 4
     with pytest.raises(DataError, match="rerun without --gpu-decode"):
         crop_resize_normalize([None] * 8, gpu_batch["boxes"], 16)
+
+
+def _write_sized(out: Path, sizes: list[int], start: int = 0) -> None:
+    """Numbered shards of the given sizes, with sizes.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    n = start
+    for s, size in enumerate(sizes):
+        with wds.TarWriter(str(out / f"{s:05d}.tar")) as sink:
+            for i in range(size):
+                sink.write({"__key__": f"{s:05d}{i:04d}", "jpg": _jpeg(n, 16), "txt": f"sample {n}"})
+                n += 1
+    (out / "sizes.json").write_text(json.dumps({f"{s:05d}": size for s, size in enumerate(sizes)}))
+
+
+def _one_epoch(plan, tokenizer) -> tuple[list[str], dict]:
+    loader = Loader(plan, tokenizer)
+    seen = [c for batch in loader.epoch_batches() for c in _captions(batch, tokenizer)]
+    return seen, loader.reports[-1]
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_an_epoch_over_unequal_shards_accounts_for_every_sample(tmp_path, numbered, workers):
+    _, tokenizer = numbered
+    _write_sized(tmp_path, [20, 20, 20])  # 60 samples; streams of 40 + 20 or 3 x 20: short last batches
+    plan = make_plan(str(tmp_path), batch_size=8, image_size=16, workers=workers, shuffle_buffer=8, seed=1)
+    seen, report = _one_epoch(plan, tokenizer)
+    assert len(seen) == len(set(seen)) == report["samples_trained"] < 60
+    left = report["left_out"]
+    assert report["samples_planned"] == 60 and report["complete"]
+    assert report["samples_trained"] + sum(left.values()) == 60  # every sample: trained or counted with a reason
+    assert set(left) == {"partial_batch_dropped"}
+    assert describe_epoch(report).startswith(f"epoch 0: trained {len(seen)} of 60 samples in {len(seen) // 8} "
+                                             f"steps; left out {60 - len(seen)} (partial_batch_dropped")
+    assert "none" not in describe_epoch(report)
+
+
+def test_an_epoch_cut_by_samples_per_epoch_counts_the_rest_as_not_reached(tmp_path, numbered):
+    _, tokenizer = numbered
+    _write_sized(tmp_path, [16, 16, 16, 8])
+    plan = make_plan(str(tmp_path), batch_size=8, image_size=16, workers=2, shuffle_buffer=8,
+                     samples_per_epoch=24)
+    seen, report = _one_epoch(plan, tokenizer)
+    assert len(seen) == 24 and report["steps"] == 3 and report["samples_planned"] == 56
+    assert report["samples_trained"] + sum(report["left_out"].values()) == 56
+    assert report["left_out"]["not_reached"] >= 56 - 24 - 16  # the shuffle buffers held some already read
+
+
+def test_a_shard_shorter_than_sizes_json_says_counts_missing_samples(tmp_path, numbered):
+    _, tokenizer = numbered
+    _write_sized(tmp_path, [16, 12])
+    (tmp_path / "sizes.json").write_text(json.dumps({"00000": 16, "00001": 16}))  # 4 promised, never written
+    plan = make_plan(str(tmp_path), batch_size=8, image_size=16, workers=0, shuffle_buffer=4)
+    seen, report = _one_epoch(plan, tokenizer)
+    assert len(seen) == 24 and report["left_out"] == {"missing": 4, "partial_batch_dropped": 4}
+    assert report["samples_trained"] + 8 == report["samples_planned"] == 32
+
+
+def test_without_sizes_json_the_unread_rest_is_never_reported_as_none(tmp_path, numbered):
+    _, tokenizer = numbered
+    _write_sized(tmp_path, [16, 16, 16])
+    (tmp_path / "sizes.json").unlink()
+    plan = make_plan(str(tmp_path), batch_size=8, image_size=16, workers=2, shuffle_buffer=4)
+    loader = Loader(plan, tokenizer)
+    for _ in zip(range(2), loader.epoch_batches(), strict=False):
+        pass
+    report = loader.epoch_report()  # the run ends here: mid-epoch
+    assert not report["complete"] and report["samples_planned"] is None and report["uncounted_streams"] == 2
+    assert "(in progress)" in describe_epoch(report) and "not counted: no sizes.json" in describe_epoch(report)
+
+
+@pytest.mark.parametrize("content,problem", [
+    ('{"00000": "16"}', "the sample count of '00000' must be a non-negative integer, got '16'"),
+    ('{"00000": -1}', "got -1"),
+    ('{"00000": 16.5}', "got 16.5"),
+    ('{"00000": true}', "got True"),
+    ("[16]", "expected a JSON object of shard name -> sample count, got a list"),
+    ('{"00000": 16', "not valid JSON"),
+])
+def test_a_malformed_sizes_json_is_a_clear_error_naming_the_file(tmp_path, content, problem):
+    _write_sized(tmp_path, [16])
+    (tmp_path / "sizes.json").write_text(content)
+    with pytest.raises(DataError) as raised:
+        make_plan(str(tmp_path), batch_size=8, image_size=16, workers=0)
+    assert str(tmp_path / "sizes.json") in str(raised.value) and problem in str(raised.value)
+
+
+def test_a_malformed_sizes_json_fails_wit_train_with_exit_2(tmp_path, capsys):
+    from pipelines.cli import main as wit
+
+    _write_sized(tmp_path / "shards", [16])
+    (tmp_path / "shards" / "sizes.json").write_text('{"00000": "sixteen"}')
+    assert wit(["train", "--shards", str(tmp_path / "shards"), "--out", str(tmp_path / "out"), "--steps", "1",
+                "--vocab-size", "300", "--workers", "0", "--batch-size", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "sizes.json: the sample count of '00000'" in err and "Traceback" not in err
+
+
+def test_the_loaders_uint8_crop_is_the_pil_crop():
+    """Same seeded box as TrainTransform.crop; torch's antialiased bicubic in uint8 instead of PIL's resize."""
+    from trainer.transforms import random_resized_crop_uint8
+
+    image = Image.open(io.BytesIO(_jpeg(5, px=256)))
+    image.load()
+    for seed in range(5):
+        ours = random_resized_crop_uint8(image, 224, random.Random(seed))
+        pil = np.asarray(train_transform(224).crop(image, random.Random(seed)))
+        assert ours.shape == (224, 224, 3) and ours.dtype == torch.uint8
+        assert np.abs(ours.numpy().astype(int) - pil.astype(int)).mean() < 0.5
+    grey = random_resized_crop_uint8(image.convert("L"), 32, random.Random(0))  # any mode in, RGB out
+    assert grey.shape == (32, 32, 3)

@@ -171,6 +171,11 @@ class TrainConfig:
     allow_repeat: bool = option(False, help="allow an epoch larger than the data (repeats samples, warns)")
     gpu_decode: bool = option(False, help="decode JPEGs on the GPU with torchvision/nvJPEG (needs torchvision)")
     resume: bool = option(False, help="continue exactly from OUT/checkpoint.pt when it exists")
+    per_query_cap: int | None = option(None, unit="samples per query",
+                                       help="load-time balance: keep at most this many samples per query "
+                                            "(trainer/balance.py; finalize's rule with the same --seed)")
+    balance: str = option("hard", choices=("hard", "probabilistic"),
+                          help="load-time balance mode: hard (finalize's rule) or probabilistic (MetaCLIP's coin)")
 
     def __post_init__(self) -> None:
         problems = []
@@ -200,6 +205,10 @@ class TrainConfig:
             problems.append(f"--vocab-size must be at least 300 (256 bytes + specials), got {self.vocab_size}")
         if self.samples_per_epoch is not None and self.samples_per_epoch <= 0:
             problems.append(f"--samples-per-epoch must be positive, got {self.samples_per_epoch}")
+        if self.per_query_cap is not None and self.per_query_cap < 1:
+            problems.append(f"--per-query-cap must be >= 1, got {self.per_query_cap}")
+        if self.balance not in ("hard", "probabilistic"):
+            problems.append(f"--balance must be hard or probabilistic, got {self.balance!r}")
         if self.gpu_decode and self.device != "cuda":
             problems.append("--gpu-decode needs --device cuda")
         if problems:

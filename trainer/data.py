@@ -26,10 +26,11 @@ import logging
 import math
 import os
 import random
+import signal
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -38,7 +39,10 @@ from PIL import Image
 from webdataset import filters, tariterators
 
 from trainer.tokenizer import Tokenizer
-from trainer.transforms import TrainTransform, normalize_uint8, random_resized_crop_box, to_uint8_tensor
+from trainer.transforms import normalize_uint8, random_resized_crop_box, random_resized_crop_uint8
+
+if TYPE_CHECKING:
+    from trainer.balance import LoadBalance
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +93,8 @@ def _read_json(url: str) -> Any | None:
         if os.path.exists(url):
             with open(url, encoding="utf-8") as f:
                 return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # present but broken: never "no sizes" in silence
+        raise DataError(f"{url}: not valid JSON ({e}); rewrite it or remove it") from e
     except Exception as e:  # an absent remote file surfaces as a pipe error: treat it as "no sizes"
         log.debug("cannot read %s: %s", url, e)
     return None
@@ -102,12 +108,15 @@ def shard_sizes(shards: list[str]) -> dict[str, int] | None:
     for url in shards:
         directory, name = url.rsplit("/", 1) if "/" in url else (".", url)
         if directory not in by_dir:
-            by_dir[directory] = _read_json(f"{directory}/sizes.json") or {}
+            by_dir[directory] = _checked_sizes(f"{directory}/sizes.json", _read_json(f"{directory}/sizes.json"))
         table = by_dir[directory]
         count = table.get(name, table.get(name.removesuffix(".tar")))
         if count is None:
-            stats = _read_json(f"{directory}/{name.removesuffix('.tar')}_stats.json")
+            stats_url = f"{directory}/{name.removesuffix('.tar')}_stats.json"
+            stats = _read_json(stats_url)
             count = stats.get("successes") if isinstance(stats, dict) else None
+            if count is not None and not _is_count(count):
+                raise DataError(f"{stats_url}: \"successes\" must be a non-negative integer, got {count!r}")
         if count is None:
             return None
         sizes[url] = int(count)
@@ -132,6 +141,25 @@ def check_match_rules(shards: list[str]) -> str | None:
     return next(iter(rules), None)
 
 
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _checked_sizes(url: str, table: Any) -> dict[str, int]:
+    """``sizes.json`` must map shard names to non-negative integer counts; anything else names the file."""
+    if table is None:
+        return {}
+    if not isinstance(table, dict):
+        raise DataError(f"{url}: expected a JSON object of shard name -> sample count, got a "
+                        f"{type(table).__name__}; rewrite it (finalize writes it) or remove it")
+    bad = {name: count for name, count in table.items() if not _is_count(count)}
+    if bad:
+        name, count = next(iter(bad.items()))
+        raise DataError(f"{url}: the sample count of {name!r} must be a non-negative integer, got {count!r}"
+                        f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}; rewrite it or remove it")
+    return table
+
+
 # ---- the epoch plan ----
 
 @dataclass(frozen=True)
@@ -147,6 +175,8 @@ class DataPlan:
     samples_per_epoch: int | None = None  # global; None: one pass over the shards
     image_size: int = 224
     gpu_decode: bool = False
+    sizes: tuple[int, ...] | None = None  # samples per shard (sizes.json), aligned with ``shards``; None: unknown
+    balance: LoadBalance | None = None  # load-time per-query cap (``--per-query-cap``)
 
     @property
     def streams_per_rank(self) -> int:
@@ -166,20 +196,45 @@ class DataPlan:
             rng = random.Random(f"{self.seed}/{epoch}/shards/{g}")
             while True:
                 yield rng.choice(self.shards)
+        yield from self._epoch_order(epoch)[g::n_streams]
+
+    def _epoch_order(self, epoch: int) -> list[str]:
         order = list(self.shards)
         random.Random(f"{self.seed}/{epoch}/shards").shuffle(order)
-        yield from order[g::n_streams]
+        return order
+
+    def stream_size(self, epoch: int, local_stream: int) -> int | None:
+        """Samples the shards of one stream hold in one epoch (sizes.json); None when unknown or resampled."""
+        if self.resampled or self.sizes is None:
+            return None
+        size = dict(zip(self.shards, self.sizes, strict=True))
+        g = self.rank * self.streams_per_rank + local_stream
+        return sum(size[url] for url in self._epoch_order(epoch)[g::self.world_size * self.streams_per_rank])
 
 
 def make_plan(shards_spec: str, *, batch_size: int, image_size: int, seed: int = 0, workers: int = 2,
               rank: int = 0, world_size: int = 1, shuffle_buffer: int = 1000, resampled: bool = False,
               samples_per_epoch: int | None = None, allow_repeat: bool = False,
-              gpu_decode: bool = False) -> DataPlan:
-    """Resolve shards and sizes and check that the request can be met without silently repeating samples."""
+              gpu_decode: bool = False, per_query_cap: int | None = None,
+              balance_mode: str = "hard") -> DataPlan:
+    """Resolve shards and sizes and check that the request can be met without silently repeating samples.
+    With ``per_query_cap`` the shards' sample json (uid, queries) is read once first to plan the load-time
+    balance (``trainer.balance``); the epoch is then the kept samples."""
     shards = resolve_shards(shards_spec)
     check_match_rules(shards)
     sizes = shard_sizes(shards)
     total = sum(sizes.values()) if sizes is not None else None
+    balance = None
+    if per_query_cap is not None:
+        from trainer.balance import plan_balance
+
+        balance = plan_balance(shards, per_query_cap, balance_mode, seed)
+        log.info("load-time balance (%s, cap %d per query, seed %d): keeps %d of %d samples; %d queries over "
+                 "the cap", balance_mode, per_query_cap, seed, balance.kept, balance.total, len(balance.cuts))
+        if sizes is not None and balance.total != total:
+            raise DataError(f"the shards hold {balance.total} samples but sizes.json says {total}; rewrite "
+                            f"sizes.json (finalize writes it) before balancing at load time")
+        total = balance.kept
     streams = world_size * max(1, workers)
     if samples_per_epoch is None:
         samples_per_epoch = total
@@ -206,7 +261,8 @@ def make_plan(shards_spec: str, *, batch_size: int, image_size: int, seed: int =
         raise DataError(f"an epoch of {samples_per_epoch} samples is smaller than one global batch "
                         f"({batch_size} x {world_size}); lower --batch-size")
     return DataPlan(tuple(shards), batch_size, seed, workers, rank, world_size, shuffle_buffer, resampled,
-                    samples_per_epoch, image_size, gpu_decode)
+                    samples_per_epoch, image_size, gpu_decode,
+                    tuple(sizes[url] for url in shards) if sizes is not None else None, balance)
 
 
 # ---- one stream: read, shuffle, skip, decode, batch ----
@@ -303,7 +359,6 @@ def stream_items(plan: DataPlan, tokenizer: Tokenizer, epoch: int, local_stream:
         return True
 
     g = plan.rank * plan.streams_per_rank + local_stream
-    transform = TrainTransform(plan.image_size)
     samples = raw_samples(shard_urls(), on_error)
     shuffled = filters._shuffle(samples, bufsize=plan.shuffle_buffer, initial=plan.shuffle_buffer,
                                 rng=random.Random(f"{plan.seed}/{epoch}/samples/{g}"))
@@ -313,6 +368,9 @@ def stream_items(plan: DataPlan, tokenizer: Tokenizer, epoch: int, local_stream:
         index, position = position, position + 1
         if index < skip:
             continue
+        if plan.balance is not None and not plan.balance.keeps_sample(sample):
+            counts["over_cap"] += 1  # not a drop: the load-time cap leaves it out of every epoch
+            continue
         caption = _decode_caption(sample, counts)
         if caption is None:
             continue
@@ -320,7 +378,7 @@ def stream_items(plan: DataPlan, tokenizer: Tokenizer, epoch: int, local_stream:
         item = _gpu_item(sample, plan.image_size, rng, counts) if plan.gpu_decode else None
         if not plan.gpu_decode:
             image = _decode_pil(sample, plan.image_size, counts)
-            item = to_uint8_tensor(transform.crop(image, rng)) if image is not None else None
+            item = random_resized_crop_uint8(image, plan.image_size, rng) if image is not None else None
         if item is None:
             continue
         images.append(item)
@@ -343,7 +401,8 @@ def _collate(images: list, captions: list[str], tokenizer: Tokenizer, gpu_decode
     if gpu_decode:
         return {"jpeg": [data for data, _ in images], "boxes": torch.tensor([box for _, box in images]),
                 "tokens": tokens}
-    return {"images": torch.stack(images), "tokens": tokens}  # (B, 3, H, W) uint8, (B, L)
+    # One copy of the HWC crops into the batch; the (B, 3, H, W) view is channels-last, which the device keeps.
+    return {"images": torch.stack(images).permute(0, 3, 1, 2), "tokens": tokens}  # (B, 3, H, W) uint8, (B, L)
 
 
 # ---- the GPU-decode path: workers only parse JPEG headers; nvJPEG decodes whole batches on the device ----
@@ -433,25 +492,37 @@ class _Streams(torch.utils.data.IterableDataset):
 
 def new_epoch_state(epoch: int, streams: int) -> dict:
     return {"epoch": epoch, "step_in_epoch": 0, "items": 0, "positions": [0] * streams, "exhausted": [],
-            "counts": {}}
+            "counts": {}, "epoch_counts": {}}
+
+
+def _quiet_worker(worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group: the training process checkpoints and stops its workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class Loader:
-    """Yields (batch dict, epoch) forever across epochs; ``state()`` is the exact position to resume from."""
+    """Yields (batch dict, epoch) forever across epochs; ``state()`` is the exact position to resume from.
+
+    Every finished epoch appends its accounting to ``reports`` (see ``epoch_report``)."""
 
     def __init__(self, plan: DataPlan, tokenizer: Tokenizer, state: dict | None = None, pin_memory: bool = False):
         self.plan = plan
         self.tokenizer_json = tokenizer.to_json()
         self.pin_memory = pin_memory
         self._state = state or new_epoch_state(0, plan.streams_per_rank)
+        self._state.setdefault("epoch_counts", {})  # checkpoints written before per-epoch accounting
         if len(self._state["positions"]) != plan.streams_per_rank:
             raise DataError(f"the checkpoint's data position has {len(self._state['positions'])} streams per rank "
                             f"but this run has {plan.streams_per_rank}; resume with the same --workers")
         self.totals: Counter = Counter(self._state.get("counts", {}))
+        self.epoch_counts: Counter = Counter(self._state["epoch_counts"])
+        self.reports: list[dict] = []
 
     def state(self) -> dict:
         return {**self._state, "positions": list(self._state["positions"]),
-                "exhausted": list(self._state["exhausted"]), "counts": dict(self.totals)}
+                "exhausted": list(self._state["exhausted"]), "counts": dict(self.totals),
+                "epoch_counts": dict(self.epoch_counts)}
 
     def _epoch_items(self) -> Iterator[StreamItem]:
         dataset = _Streams(self.plan, self.tokenizer_json, self._state["epoch"], self.state())
@@ -459,16 +530,18 @@ class Loader:
             return iter(dataset)
         return iter(torch.utils.data.DataLoader(
             dataset, batch_size=None, num_workers=self.plan.workers, pin_memory=self.pin_memory,
-            prefetch_factor=4, persistent_workers=False,
+            prefetch_factor=4, persistent_workers=False, worker_init_fn=_quiet_worker,
         ))
 
     def __iter__(self) -> Iterator[tuple[dict, int]]:
         while True:
             epoch, produced = self._state["epoch"], 0
+            # A checkpoint written on an epoch's last step resumes into an epoch with nothing left: not an error.
+            fresh = self._state["step_in_epoch"] == 0 and self._state["items"] == 0
             for batch in self.epoch_batches():
                 produced += 1
                 yield batch, epoch
-            if produced == 0:  # an empty epoch would repeat forever
+            if produced == 0 and fresh:  # an empty epoch would repeat forever
                 raise DataError(
                     f"epoch {epoch} produced no batch: no stream of {self.plan.streams_per_rank} per rank holds "
                     f"{self.plan.batch_size} readable samples (dropped: {dict(self.totals) or 'none'}); lower "
@@ -479,31 +552,116 @@ class Loader:
         items = self._epoch_items()
         limit = self.plan.steps_per_epoch
         while True:
-            batch = None
+            item = None
             if limit is None or self._state["step_in_epoch"] < limit:
-                batch = self._next_batch(items)
-            if not all_ranks_agree(batch is not None):  # every rank ends the epoch at the same step
+                item = self._next_batch(items)
+            # Every rank ends the epoch at the same step. A batch another rank's end leaves unused is not
+            # committed to the position: its samples count as not reached.
+            if not all_ranks_agree(item is not None):
                 break
+            self._commit(item)
             self._state["step_in_epoch"] += 1
-            yield batch
+            yield item.batch
         del items  # shuts the epoch's workers down
-        log.info("epoch %d done after %d steps; dropped so far: %s", self._state["epoch"],
-                 self._state["step_in_epoch"], dict(self.totals) or "none")
+        report = self.epoch_report(ended=True)
+        self.reports.append(report)
+        log.info("%s", describe_epoch(report))
         self._state = new_epoch_state(self._state["epoch"] + 1, self.plan.streams_per_rank)
         self._state["counts"] = dict(self.totals)
+        self.epoch_counts = Counter()
 
-    def _next_batch(self, items: Iterator[StreamItem]) -> dict | None:
+    def _commit(self, item: StreamItem) -> None:
+        self._state["items"] += 1
+        self._state["positions"][item.stream] = item.position
+        self.totals.update(item.counts)
+        self.epoch_counts.update(item.counts)
+
+    def _next_batch(self, items: Iterator[StreamItem]) -> StreamItem | None:
+        """The next stream item holding a batch (not yet committed), or None once every stream is exhausted."""
         streams = self.plan.streams_per_rank
         while len(self._state["exhausted"]) < streams:
             item = next(items)
-            self._state["items"] += 1
-            self._state["positions"][item.stream] = item.position
-            self.totals.update(item.counts)
             if item.batch is not None:
-                return item.batch
+                return item
+            self._commit(item)
             if item.stream not in self._state["exhausted"]:
                 self._state["exhausted"].append(item.stream)
         return None
+
+    def epoch_report(self, ended: bool = False) -> dict:
+        """The current epoch's accounting, summed over ranks (every rank must call it at the same point):
+
+        ``samples_planned`` (sizes.json, or None when unknown or resampled), ``samples_trained`` (steps x global
+        batch) and ``left_out``: samples of the epoch not trained on, by reason — the per-sample skips
+        (corrupt_image, incomplete, bad_caption, over_cap), ``partial_batch_dropped`` (a stream's short last
+        batch), ``not_reached`` (still unread when the epoch ended: the epoch's step limit or another rank's
+        end), ``missing`` (sizes.json promised them but the shard ended or could not be read). With sizes
+        known, trained + left out == planned (``unlisted``: samples beyond what sizes.json promised).
+        ``complete``: the epoch ended (``ended``, as the loader says when all ranks agreed on its end), or its
+        step limit is reached, or every stream of every rank is exhausted.
+        ``uncounted_streams``: streams cut off early whose rest is unknown (no sizes.json)."""
+        plan, st = self.plan, self._state
+        left: Counter = Counter({k: v for k, v in self.epoch_counts.items() if k != "unreadable_shard"})
+        planned, uncounted, unlisted = 0, 0, 0
+        for stream in range(plan.streams_per_rank):
+            size = plan.stream_size(st["epoch"], stream)
+            if size is None:
+                planned = None
+                uncounted += stream not in st["exhausted"] and not plan.resampled
+                continue
+            if planned is not None:
+                planned += size
+            rest = size - st["positions"][stream]
+            if rest < 0:
+                unlisted -= rest
+            elif rest:
+                left["missing" if stream in st["exhausted"] else "not_reached"] += rest
+        local = {"trained": st["step_in_epoch"] * plan.batch_size, "left": dict(left), "planned": planned,
+                 "uncounted": uncounted, "unlisted": unlisted,
+                 "unreadable_shards": self.epoch_counts.get("unreadable_shard", 0)}
+        local["done"] = ended or (plan.steps_per_epoch is not None and st["step_in_epoch"] >= plan.steps_per_epoch) \
+            or len(st["exhausted"]) == plan.streams_per_rank
+        parts = _all_gather(local)
+        total_left: Counter = Counter()
+        for part in parts:
+            total_left.update(part["left"])
+        plans = [part["planned"] for part in parts]
+        return {
+            "epoch": st["epoch"], "steps": st["step_in_epoch"],
+            "complete": all(part["done"] for part in parts),
+            "samples_planned": None if None in plans else sum(plans),
+            "samples_trained": sum(part["trained"] for part in parts),
+            "left_out": {k: v for k, v in sorted(total_left.items()) if v},
+            "unlisted": sum(part["unlisted"] for part in parts),
+            "unreadable_shards": sum(part["unreadable_shards"] for part in parts),
+            "uncounted_streams": sum(part["uncounted"] for part in parts),
+        }
+
+
+def describe_epoch(report: dict) -> str:
+    """One line: 'epoch 0: trained 48 of 56 samples; left out 8 (partial_batch_dropped 8)'."""
+    planned = report["samples_planned"]
+    left = report["left_out"]
+    words = f"epoch {report['epoch']}{'' if report['complete'] else ' (in progress)'}: trained " \
+            f"{report['samples_trained']}{f' of {planned}' if planned is not None else ''} samples in " \
+            f"{report['steps']} steps; left out "
+    words += f"{sum(left.values())} ({', '.join(f'{k} {v}' for k, v in left.items())})" if left else "none"
+    if report["uncounted_streams"]:
+        words += (f", plus the unread rest of {report['uncounted_streams']} stream(s), not counted: no sizes.json "
+                  f"beside the shards")
+    if report["unlisted"]:
+        words += f"; {report['unlisted']} samples more than sizes.json lists"
+    if report["unreadable_shards"]:
+        words += f"; {report['unreadable_shards']} shard(s) unreadable"
+    return words
+
+
+def _all_gather(obj: Any) -> list:
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj, group=_cpu_group())
+    return out
 
 
 def all_ranks_agree(flag: bool, op: str = "all") -> bool:
@@ -523,6 +681,36 @@ def _cpu_group():
 
 
 def plan_fields(plan: DataPlan) -> dict:
-    """What a checkpoint records about the plan, to refuse a resume whose data order would differ."""
-    return {k: v for k, v in dataclasses.asdict(plan).items() if k not in ("rank", "shards")} | {
-        "num_shards": len(plan.shards)}
+    """What a checkpoint records about the plan (JSON-able), to refuse a resume whose data order would differ:
+    every field but the rank, with shard names rather than URLs (a moved folder still resumes) and the balance
+    as its settings and kept count."""
+    fields = {f.name: getattr(plan, f.name) for f in dataclasses.fields(plan) if f.name not in ("rank", "balance")}
+    fields["shards"] = [url.rsplit("/", 1)[-1] for url in plan.shards]
+    fields["sizes"] = list(plan.sizes) if plan.sizes is not None else None
+    fields["num_shards"] = len(plan.shards)
+    fields["balance"] = plan.balance.settings() if plan.balance is not None else None
+    return fields
+
+
+def plan_differences(old: dict, new: dict) -> list[str]:
+    """What changed between a checkpoint's ``plan_fields`` and this run's, in words; [] when resumable."""
+    changes = []
+    old_shards, new_shards = old.get("shards"), new["shards"]
+    if old_shards is not None and old_shards != new_shards:
+        added = sorted(set(new_shards) - set(old_shards))
+        removed = sorted(set(old_shards) - set(new_shards))
+        changes.append("the shard list changed" + (f": {len(added)} added ({', '.join(added[:3])}"
+                                                    f"{' ...' if len(added) > 3 else ''})" if added else "")
+                       + (f"; {len(removed)} removed ({', '.join(removed[:3])}{' ...' if len(removed) > 3 else ''})"
+                          if removed else ""))
+    elif old.get("num_shards") is not None and old["num_shards"] != new["num_shards"]:
+        changes.append(f"the checkpoint read {old['num_shards']} shards, this run finds {new['num_shards']}")
+    if "sizes" in old and old["sizes"] != new["sizes"] and not changes:
+        changes.append("sizes.json changed (sample counts per shard differ)")
+    for key, flag in (("samples_per_epoch", "--samples-per-epoch"), ("balance", "--per-query-cap/--balance"),
+                      ("workers", "--workers"), ("batch_size", "--batch-size"), ("seed", "--seed"),
+                      ("shuffle_buffer", "--shuffle-buffer"), ("resampled", "--resampled (or --allow-repeat)"),
+                      ("image_size", "--model"), ("gpu_decode", "--gpu-decode")):
+        if key in old and old[key] != new[key]:
+            changes.append(f"{flag}: the checkpoint's plan has {key} {old[key]!r}, this run {new[key]!r}")
+    return changes

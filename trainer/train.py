@@ -36,7 +36,9 @@ from trainer.data import (
     Loader,
     all_ranks_agree,
     batch_to_device,
+    describe_epoch,
     make_plan,
+    plan_differences,
     plan_fields,
     raw_samples,
     resolve_shards,
@@ -49,6 +51,7 @@ from wit_builder import options
 
 log = logging.getLogger("wit.train")
 METRICS_NAME = "metrics.jsonl"
+EPOCHS_NAME = "epochs.jsonl"  # one line per finished epoch: samples planned, trained and left out by reason
 TOKENIZER_CAPTIONS = 2_000_000  # captions read to learn the BPE when no --tokenizer is given
 
 
@@ -110,7 +113,10 @@ def train(cfg: TrainConfig) -> int:
     if all_ranks_agree(found, op="any") and not all_ranks_agree(found, op="all"):
         raise DataError(f"{ckpt_path} exists on some nodes only: --out must be a filesystem every node shares")
     if cfg.resume and found:
-        state = read_checkpoint(ckpt_path)
+        try:
+            state = read_checkpoint(ckpt_path)
+        except ValueError as e:
+            raise DataError(f"{e}; remove it to start again, or choose another --out") from e
         _check_resumable(state, cfg, world)
         log.info("resuming from %s at step %d", ckpt_path, state["step"])
     elif cfg.resume:
@@ -142,7 +148,8 @@ def train(cfg: TrainConfig) -> int:
     groups[1]["params"] += list(loss_fn.parameters())  # the SigLIP bias: no decay
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
                                   fused=device.type == "cuda")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup, cfg.steps))
+    schedule = warmup_cosine(cfg.warmup, cfg.steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     step = 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -151,6 +158,7 @@ def train(cfg: TrainConfig) -> int:
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]
         _set_rng_state(state["rng_state"][rank])
+        _continue_schedule(optimizer, scheduler, schedule, step, state["train_config"], cfg, master)
     train_model: torch.nn.Module = model
     if ddp:
         train_model = torch.nn.parallel.DistributedDataParallel(
@@ -168,88 +176,155 @@ def train(cfg: TrainConfig) -> int:
     plan = make_plan(cfg.shards, batch_size=local_batch, image_size=arch.image_size, seed=cfg.seed,
                      workers=cfg.workers, rank=rank, world_size=world, shuffle_buffer=cfg.shuffle_buffer,
                      resampled=cfg.resampled, samples_per_epoch=cfg.samples_per_epoch,
-                     allow_repeat=cfg.allow_repeat, gpu_decode=cfg.gpu_decode)
+                     allow_repeat=cfg.allow_repeat, gpu_decode=cfg.gpu_decode, per_query_cap=cfg.per_query_cap,
+                     balance_mode=cfg.balance)
+    if state is not None and state.get("data_plan") is not None:
+        changes = plan_differences(state["data_plan"], plan_fields(plan))
+        if changes:
+            raise DataError("the data would not continue in the checkpoint's order: " + "; ".join(changes)
+                            + ". Resume with the checkpoint's shards and options, or start a new --out")
     loader = Loader(plan, tokenizer, state["data_state"][rank] if state else None,
                     pin_memory=device.type == "cuda")
     batches = iter(loader)
-    metrics_path = out / METRICS_NAME
+    metrics_path, epochs_path = out / METRICS_NAME, out / EPOCHS_NAME
     if master:
         _truncate_metrics(metrics_path, step)
+        # An epoch line carries the steps done when its end was seen, after that step's checkpoint: keep < step.
+        _truncate_metrics(epochs_path, step - 1)
     board = _tensorboard(out) if master else None
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
     # ---- the loop ----
-    # SIGTERM (preemption, scancel, docker stop) finishes the step, writes a checkpoint and exits.
-    terminated = threading.Event()
+    # SIGTERM (preemption, scancel, docker stop) and SIGINT (Ctrl-C) finish the step, write a checkpoint and exit
+    # with 128 + the signal's number (143, 130), as a shell reports a process killed by it.
+    stop_signal: list[int] = []
     in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {}
+
+    def on_signal(signum: int, frame) -> None:
+        if stop_signal and signum == signal.SIGINT:  # a second Ctrl-C: quit now, without a checkpoint
+            raise KeyboardInterrupt
+        if not stop_signal and master:
+            print(f"wit train: {signal.Signals(signum).name}: stopping after this step with a checkpoint "
+                  f"(Ctrl-C again quits without one)", file=sys.stderr, flush=True)
+        stop_signal.append(signum)
+
     if in_main_thread:
-        previous_handler = signal.signal(signal.SIGTERM, lambda signum, frame: terminated.set())
-    model.train()
-    # A live bar only on an interactive terminal; logs and CI get the same numbers as plain lines.
-    bar = tqdm(total=cfg.steps, initial=step, unit="step", dynamic_ncols=True,
-               disable=not (master and sys.stderr.isatty()))
-    window_start, window_wait, window_samples = time.perf_counter(), 0.0, 0
-    loss_value = float("nan")
-    while step < cfg.steps:
-        t0 = time.perf_counter()
-        batch, epoch = next(batches)
-        images, tokens = batch_to_device(batch, plan, device)
-        window_wait += time.perf_counter() - t0
-        loss = _train_step(train_model, loss_fn, images, tokens, cfg.accum_steps, autocast, ddp)
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        step += 1
-        bar.update(1)
-        window_samples += images.shape[0] * world
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, on_signal)
+    bar = None
+    try:
+        model.train()
+        # A live bar only on an interactive terminal; logs and CI get the same numbers as plain lines.
+        bar = tqdm(total=cfg.steps, initial=step, unit="step", dynamic_ncols=True,
+                   disable=not (master and sys.stderr.isatty()))
+        window_start, window_wait, window_samples = time.perf_counter(), 0.0, 0
+        loss_value = float("nan")
+        while step < cfg.steps:
+            t0 = time.perf_counter()
+            batch, epoch = next(batches)
+            _write_epoch_reports(loader, epochs_path, step, master)
+            images, tokens = batch_to_device(batch, plan, device)
+            window_wait += time.perf_counter() - t0
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step runs at (the scheduler moves it after)
+            loss = _train_step(train_model, loss_fn, images, tokens, cfg.accum_steps, autocast, ddp)
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+            bar.update(1)
+            window_samples += images.shape[0] * world
 
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            loss_value = _mean_over_ranks(loss.detach(), ddp)
-            elapsed = time.perf_counter() - window_start
-            wait_share = _mean_over_ranks(torch.tensor(window_wait / max(elapsed, 1e-9), device=device), ddp)
-            record = {"step": step, "epoch": epoch, "loss": loss_value, "lr": scheduler.get_last_lr()[0],
-                      "logit_scale": model.scale().item(), "samples_per_s": window_samples / max(elapsed, 1e-9),
-                      "data_wait": wait_share, "dropped": dict(loader.totals)}
-            if master:
-                bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{record['samples_per_s']:.0f}",
-                                data_wait=f"{100 * wait_share:.0f}%")
-                tqdm.write(f"step {step}/{cfg.steps} [{100 * step // cfg.steps:3d}%] epoch {epoch} "
-                           f"loss {loss_value:.4f} lr {record['lr']:.2e} {record['samples_per_s']:.0f} samples/s "
-                           f"data wait {100 * wait_share:.0f}%", file=sys.stdout)
-                sys.stdout.flush()
-                with open(metrics_path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(record) + "\n")
-                if board is not None:
-                    for key in ("loss", "lr", "logit_scale", "samples_per_s", "data_wait"):
-                        board.add_scalar(f"train/{key}", record[key], step)
-            window_start, window_wait, window_samples = time.perf_counter(), 0.0, 0
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                loss_value = _mean_over_ranks(loss.detach(), ddp)
+                elapsed = time.perf_counter() - window_start
+                wait_share = _mean_over_ranks(torch.tensor(window_wait / max(elapsed, 1e-9), device=device), ddp)
+                record = {"step": step, "epoch": epoch, "loss": loss_value, "lr": lr,
+                          "logit_scale": model.scale().item(), "samples_per_s": window_samples / max(elapsed, 1e-9),
+                          "data_wait": wait_share, "dropped": dict(loader.totals)}
+                if master:
+                    bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{record['samples_per_s']:.0f}",
+                                    data_wait=f"{100 * wait_share:.0f}%")
+                    tqdm.write(f"step {step}/{cfg.steps} [{100 * step // cfg.steps:3d}%] epoch {epoch} "
+                               f"loss {loss_value:.4f} lr {record['lr']:.2e} {record['samples_per_s']:.0f} "
+                               f"samples/s data wait {100 * wait_share:.0f}%", file=sys.stdout)
+                    sys.stdout.flush()
+                    with open(metrics_path, "a", encoding="utf-8") as f:
+                        f.write(json.dumps(record) + "\n")
+                    if board is not None:
+                        for key in ("loss", "lr", "logit_scale", "samples_per_s", "data_wait"):
+                            board.add_scalar(f"train/{key}", record[key], step)
+                window_start, window_wait, window_samples = time.perf_counter(), 0.0, 0
 
-        stopping = all_ranks_agree(terminated.is_set(), op="any")
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
-            _checkpoint(ckpt_path, model, loss_fn, arch, tokenizer, step, optimizer, scheduler, cfg, plan, loader,
-                        master, ddp)
-        if stopping:
-            if master:
-                print(f"wit train: stopped by SIGTERM after step {step}; checkpoint {ckpt_path}; "
-                      f"rerun with --resume to continue", flush=True)
-            break
+            stopping = all_ranks_agree(bool(stop_signal), op="any")
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
+                _checkpoint(ckpt_path, model, loss_fn, arch, tokenizer, step, optimizer, scheduler, cfg, plan,
+                            loader, master, ddp)
+            if stopping and step < cfg.steps:
+                bar.close()
+                if master:
+                    print(f"wit train: interrupted at step {step}; rerun with --resume", file=sys.stderr, flush=True)
+                return 128 + (stop_signal[0] if stop_signal else signal.SIGTERM)
+        bar.close()
 
-    bar.close()
+        # ---- the end: summary, epoch accounting and loss curve ----
+        current = loader.epoch_report()  # every rank takes part (a collective under DDP)
+        if master:
+            _write_epoch_reports(loader, epochs_path, step, master)
+            left: dict[str, int] = {}
+            for report in _read_jsonl(epochs_path) + [current]:
+                for reason, n in report["left_out"].items():
+                    left[reason] = left.get(reason, 0) + n
+            if metrics_path.exists():
+                _plot_loss(metrics_path, out / "loss.png")
+            if board is not None:
+                board.close()
+            print(f"wit train: {describe_epoch(current)}")
+            print(f"wit train: {step} steps of {cfg.batch_size} on {world} rank(s); final loss {loss_value:.4f}; "
+                  f"samples left out {left or 'none'}; checkpoint {ckpt_path}")
+        return 0
+    finally:
+        if bar is not None:
+            bar.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if ddp:
+            dist.destroy_process_group()
 
-    # ---- the end: summary and loss curve ----
-    if master and step == cfg.steps:
-        _plot_loss(metrics_path, out / "loss.png")
-        if board is not None:
-            board.close()
-        print(f"wit train: {step} steps of {cfg.batch_size} on {world} rank(s); final loss {loss_value:.4f}; "
-              f"dropped samples {dict(loader.totals) or 'none'}; checkpoint {ckpt_path}")
-    if in_main_thread:
-        signal.signal(signal.SIGTERM, previous_handler)
-    if ddp:
-        dist.destroy_process_group()
-    return 0
+
+def _write_epoch_reports(loader: Loader, path: Path, step: int, master: bool) -> None:
+    """Append the epochs the loader finished to epochs.jsonl (one JSON line each) and print them."""
+    reports, loader.reports = loader.reports, []
+    if not master:
+        return
+    for report in reports:
+        tqdm.write(f"wit train: {describe_epoch(report)}", file=sys.stdout)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, **report}) + "\n")
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _continue_schedule(optimizer: torch.optim.Optimizer, scheduler, schedule, step: int, old_cfg: dict,
+                       cfg: TrainConfig, master: bool) -> None:
+    """After loading a checkpoint: put the learning rate where this run's schedule has it at ``step``. Only a
+    changed --steps or --warmup (extending a run) moves it; the log says so."""
+    for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
+        group["lr"] = base * schedule(step)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+    changed = {k: (old_cfg.get(k), getattr(cfg, k)) for k in ("steps", "warmup") if old_cfg.get(k) != getattr(cfg, k)}
+    if changed and master:
+        what = ", ".join(f"--{k} {a} -> {b}" for k, (a, b) in changed.items())
+        log.warning("resuming at step %d with %s: the learning-rate schedule is recomputed over %d steps "
+                    "(lr now %.3g)", step, what, cfg.steps, optimizer.param_groups[0]["lr"])
+        print(f"wit train: {what}: learning-rate schedule recomputed over {cfg.steps} steps from step {step}",
+              flush=True)
 
 
 def _train_step(model: torch.nn.Module, loss_fn: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor,
@@ -354,7 +429,14 @@ def _check_resumable(state: dict, cfg: TrainConfig, world: int) -> None:
     if state.get("world_size") != world:
         raise DataError(f"the checkpoint was written by {state.get('world_size')} rank(s), this run has {world}; "
                         f"resume with the same number of processes (or start a new --out)")
-    for key in ("model", "batch_size", "seed", "workers", "loss", "shuffle_buffer", "resampled", "steps"):
+    if state["step"] > cfg.steps:
+        raise DataError(f"the checkpoint is at step {state['step']}, past --steps {cfg.steps}; pass --steps "
+                        f"{state['step']} or more to continue it")
+    # --steps and --warmup may change (the schedule is recomputed); the data plan is checked once it is built.
+    for key in ("model", "batch_size", "seed", "workers", "loss", "shuffle_buffer", "resampled", "per_query_cap",
+                "balance"):
+        if key in ("per_query_cap", "balance") and key not in old:  # checkpoints from before load-time balance
+            continue
         if old.get(key) != getattr(cfg, key):
             raise DataError(f"--{key.replace('_', '-')} is {getattr(cfg, key)!r} but the checkpoint ran with "
                             f"{old.get(key)!r}; resume with the same value (or start a new --out)")
