@@ -17,6 +17,7 @@ when Maven or pyspark is missing.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -32,9 +33,10 @@ MAIN_CLASS = {
 
 def spark_home() -> Path:
     """The Spark that the pinned pyspark wheel ships (its ``jars/`` and ``bin/spark-class``)."""
-    import pyspark
-
-    return Path(pyspark.__file__).resolve().parent
+    spec = importlib.util.find_spec("pyspark")  # located, not imported: the JVM side needs no py4j
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("pyspark is not installed")
+    return Path(spec.submodule_search_locations[0]).resolve()
 
 
 def maven_classpath(profile: str, out: Path) -> list[str]:
@@ -46,10 +48,18 @@ def maven_classpath(profile: str, out: Path) -> list[str]:
     return [p for p in target.read_text().strip().split(":") if p]
 
 
+# What Spark's own launcher opens on Java 17 (org.apache.spark.launcher.JavaModuleOptions): the job server is the
+# Spark driver, and without these SparkContext fails ("cannot access class sun.nio.ch.DirectBuffer").
+ADD_OPENS = ("java.base/java.lang java.base/java.lang.invoke java.base/java.lang.reflect java.base/java.io "
+             "java.base/java.net java.base/java.nio java.base/java.util java.base/java.util.concurrent "
+             "java.base/java.util.concurrent.atomic java.base/jdk.internal.ref java.base/sun.nio.ch "
+             "java.base/sun.nio.cs java.base/sun.security.action java.base/sun.util.calendar")
+
+
 def manifest(main_class: str, classpath: list[str]) -> bytes:
     """A MANIFEST.MF with lines wrapped at 72 bytes as the jar specification requires."""
     urls = " ".join(Path(p).resolve().as_uri() for p in classpath)
-    lines = ["Manifest-Version: 1.0", f"Main-Class: {main_class}", f"Class-Path: {urls}"]
+    lines = ["Manifest-Version: 1.0", f"Main-Class: {main_class}", f"Add-Opens: {ADD_OPENS}", f"Class-Path: {urls}"]
     out = []
     for line in lines:
         raw = line.encode("utf-8")

@@ -271,11 +271,15 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 
 
 def spark_env(workdir: Path) -> dict[str, str]:
-    import pyspark
+    """Environment of the Spark daemons and job server: pyspark's Spark, on the loopback interface."""
+    sys.path.insert(0, str(RUNNERS_BUILD.parent))
+    from fetch import spark_home
 
-    home = Path(pyspark.__file__).resolve().parent
-    return {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOCAL_DIRS": str(workdir),
-            "PYSPARK_PYTHON": sys.executable, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    home = spark_home()
+    # SPARK_SCALA_VERSION: the launcher of executors looks for a source build without it ("Cannot find any build
+    # directories"); the pip-installed Spark is a binary one (Scala 2.12).
+    return {**os.environ, "SPARK_HOME": str(home), "SPARK_SCALA_VERSION": "2.12", "SPARK_LOCAL_IP": "127.0.0.1",
+            "SPARK_LOCAL_DIRS": str(workdir)}
 
 
 @contextlib.contextmanager
@@ -310,15 +314,17 @@ def spark_standalone(workdir: Path, workers: int = 2, worker_memory: str = "1g",
 
 
 @contextlib.contextmanager
-def engine_job_server(runner: str, workdir: Path, master: str, heap: str = "1g") -> Iterator[list[str]]:
+def engine_job_server(runner: str, workdir: Path, master: str, heap: str = "1g",
+                      java_options: list[str] | None = None) -> Iterator[list[str]]:
     """Start Beam's ``runner`` ("spark" or "flink") job server against ``master``; yield the pipeline options.
 
     Workers run in the launching process (``--environment_type=LOOPBACK``: no Docker here); the job server is
-    one JVM whose process group is ended on exit."""
+    one JVM whose process group is ended on exit. ``java_options``: e.g. ``-Dspark.executor.memory=512m`` (Spark
+    reads ``spark.*`` system properties of the driver, which the job server is)."""
     jar = job_server_jar(runner)
     port = free_port()
     flag = "--spark-master-url" if runner == "spark" else "--flink-master"
-    argv = ["java", f"-Xmx{heap}", "-jar", str(jar), "--job-port", str(port), "--artifact-port", "0",
+    argv = ["java", f"-Xmx{heap}", *(java_options or []), "-jar", str(jar), "--job-port", str(port), "--artifact-port", "0",
             "--expansion-port", "0", f"{flag}={master}"]
     env = spark_env(workdir) if runner == "spark" else None
     log = workdir / f"{runner}-job-server.log"
