@@ -324,8 +324,8 @@ def engine_job_server(runner: str, workdir: Path, master: str, heap: str = "1g",
     jar = job_server_jar(runner)
     port = free_port()
     flag = "--spark-master-url" if runner == "spark" else "--flink-master"
-    argv = ["java", f"-Xmx{heap}", *(java_options or []), "-jar", str(jar), "--job-port", str(port), "--artifact-port", "0",
-            "--expansion-port", "0", f"{flag}={master}"]
+    argv = ["java", f"-Xmx{heap}", *(java_options or []), "-jar", str(jar), "--job-port", str(port),
+            "--artifact-port", "0", "--expansion-port", "0", f"{flag}={master}"]
     env = spark_env(workdir) if runner == "spark" else None
     log = workdir / f"{runner}-job-server.log"
     procs = [_start(argv, log, env)]

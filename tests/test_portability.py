@@ -176,10 +176,8 @@ def engine_options(request, tmp_path_factory) -> list[str]:
     """One engine (and its job server) per module, as starting them costs tens of seconds."""
     workdir = tmp_path_factory.mktemp(request.param)
     with contextlib.ExitStack() as stack:
-        if request.param == "spark":
-            master = stack.enter_context(spark_standalone(workdir, workers=2))
-        else:
-            master = "[local]"
+        spark = request.param == "spark"
+        master = stack.enter_context(spark_standalone(workdir, workers=2)) if spark else "[local]"
         yield stack.enter_context(engine_job_server(request.param, workdir, master))
 
 
