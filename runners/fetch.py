@@ -42,8 +42,8 @@ def spark_home() -> Path:
 def maven_classpath(profile: str, out: Path) -> list[str]:
     """Resolve the profile's dependencies with Maven; return the jar paths in Maven's order."""
     target = out / f"{profile}.maven-classpath"
-    cmd = ["mvn", "-q", "-B", "-Dstyle.color=never", "-f", str(HERE / "pom.xml"), f"-P{profile}", "dependency:build-classpath",
-           f"-Dmdep.outputFile={target}"]
+    cmd = ["mvn", "-q", "-B", "-Dstyle.color=never", "-f", str(HERE / "pom.xml"), f"-P{profile}",
+           "dependency:build-classpath", f"-Dmdep.outputFile={target}"]
     subprocess.run(cmd, check=True)
     return [p for p in target.read_text().strip().split(":") if p]
 
