@@ -299,7 +299,11 @@ def spark_standalone(workdir: Path, workers: int = 2, worker_memory: str = "1g",
         url = f"spark://127.0.0.1:{port}"
         for i in range(workers):
             (workdir / f"worker-{i}").mkdir(exist_ok=True)
-            procs.append(_start([*java, "org.apache.spark.deploy.worker.Worker", url, "--cores", "1",
+            # Each Spark application's executors fetch the job server's whole classpath (~420 MB, Spark's own jars
+            # included: Beam stages every jar it detects); remove the copies of finished applications after 30 s.
+            cleanup = ["-Dspark.worker.cleanup.enabled=true", "-Dspark.worker.cleanup.interval=30",
+                       "-Dspark.worker.cleanup.appDataTtl=30"]
+            procs.append(_start([*java, *cleanup, "org.apache.spark.deploy.worker.Worker", url, "--cores", "1",
                                  "--memory", worker_memory, "--webui-port", str(free_port()),
                                  "--work-dir", str(workdir / f"worker-{i}")],
                                 workdir / f"spark-worker-{i}.log", env))
