@@ -44,7 +44,8 @@ test: $(STAMP) wordnet runners
 RUNNER_JARS := runners/build/beam-spark-job-server.jar runners/build/beam-flink-job-server.jar
 runners: $(RUNNER_JARS)
 $(RUNNER_JARS) &: runners/pom.xml runners/fetch.py $(STAMP)
-	@if command -v mvn >/dev/null && command -v java >/dev/null; then $(BIN)/python runners/fetch.py; \
+	@if command -v mvn >/dev/null && command -v java >/dev/null; then $(BIN)/python runners/fetch.py \
+	  || echo "note: make runners failed; the Spark and Flink tests fetch the jars again and say why"; \
 	  else echo "note: Java 17 and Maven are needed for the Spark and Flink runners (apt-get install maven)"; fi
 
 lint: $(STAMP)
