@@ -14,7 +14,7 @@ DUMP       ?= $(ENWIKI)
 BEAM_ARGS  ?= --runner=FnApiRunner
 
 .PHONY: demo test test-fast typecheck lint install wordnet build-queries build-pairs download finalize train \
-        bench bench-queries bench-match bench-download bench-train clean
+        bench bench-queries bench-match bench-download bench-train bench-scale runners clean
 
 # Conventions of the stage targets: OUT is always the target's output (a folder, or a file for eval/export);
 # every input variable may hold several paths or globs, separated by spaces: each is passed quoted, unexpanded,
@@ -39,11 +39,20 @@ wordnet:
 demo: $(STAMP) wordnet
 	$(WIT) demo --out out/demo $(BEAM_ARGS)
 
-## The README's second command.
-test: $(STAMP) wordnet
+## The README's second command. --dist loadgroup: the Spark and Flink tests share one worker (one cluster).
+test: $(STAMP) wordnet runners
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -n 2 -q
+	$(BIN)/pytest -n 2 -q --dist loadgroup
+
+## Beam's Spark and Flink job servers from Maven Central (cached in ~/.m2): runners/build/beam-*-job-server.jar.
+## Use: --runner=SparkRunner --spark_job_server_jar=runners/build/beam-spark-job-server.jar (or Flink's).
+RUNNER_JARS := runners/build/beam-spark-job-server.jar runners/build/beam-flink-job-server.jar
+runners: $(RUNNER_JARS)
+$(RUNNER_JARS) &: runners/pom.xml runners/fetch.py $(STAMP)
+	@if command -v mvn >/dev/null && command -v java >/dev/null; then $(BIN)/python runners/fetch.py \
+	  || echo "note: make runners failed; the Spark and Flink tests fetch the jars again and say why"; \
+	  else echo "note: Java 17 and Maven are needed for the Spark and Flink runners (apt-get install maven)"; fi
 
 ## Everything but the tests marked slow (full Beam runs in multi-processing mode, servers, training).
 test-fast: $(STAMP)
@@ -117,6 +126,9 @@ bench-download: $(STAMP)
 
 bench-train: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py
+
+bench-scale: $(STAMP) runners
+	$(BIN)/python benchmarks/bench_scale.py
 
 clean:
 	rm -rf out build *.egg-info

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -228,3 +229,116 @@ def portable_job_service(workdir: Path) -> Iterator[list[str]]:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, 9)
                 proc.wait()
+
+
+# ---- real engines: Beam's Spark and Flink job servers (runners/fetch.py), a standalone Spark cluster ----
+
+REPO = Path(__file__).resolve().parents[1]
+RUNNERS_BUILD = REPO / "runners" / "build"
+
+
+def job_server_jar(runner: str) -> Path:
+    """The launcher jar of Beam's ``runner`` job server, fetched by ``runners/fetch.py`` when missing.
+
+    Skips the test when Java or Maven is absent (.ci/run has both and fetches the jars first)."""
+    import pytest
+
+    jar = RUNNERS_BUILD / f"beam-{runner}-job-server.jar"
+    if not jar.exists():
+        if not (shutil.which("java") and shutil.which("mvn")):
+            pytest.skip("Java and Maven are needed for the Spark and Flink job servers")
+        subprocess.run([sys.executable, str(REPO / "runners" / "fetch.py"), "--runner", runner], check=True)
+    return jar
+
+
+def _start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    with log.open("wb") as f:
+        return subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=env or os.environ.copy(),
+                                start_new_session=True)
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for proc in reversed(procs):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 15)
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 9)
+            proc.wait()
+
+
+def spark_env(workdir: Path) -> dict[str, str]:
+    """Environment of the Spark daemons and job server: pyspark's Spark, on the loopback interface."""
+    sys.path.insert(0, str(RUNNERS_BUILD.parent))
+    from fetch import spark_home
+
+    home = spark_home()
+    # SPARK_SCALA_VERSION: the launcher of executors looks for a source build without it ("Cannot find any build
+    # directories"); the pip-installed Spark is a binary one (Scala 2.12).
+    return {**os.environ, "SPARK_HOME": str(home), "SPARK_SCALA_VERSION": "2.12", "SPARK_LOCAL_IP": "127.0.0.1",
+            "SPARK_LOCAL_DIRS": str(workdir)}
+
+
+@contextlib.contextmanager
+def spark_standalone(workdir: Path, workers: int = 2, worker_memory: str = "1g",
+                     daemon_heap: str = "256m") -> Iterator[str]:
+    """A standalone Spark master and ``workers`` worker processes (one core each) from pyspark's Spark.
+
+    Yields the master URL ``spark://127.0.0.1:PORT``; every process is ended by its group id on exit."""
+    env = spark_env(workdir)
+    classpath = f"{env['SPARK_HOME']}/jars/*"
+    java = ["java", f"-Xmx{daemon_heap}", "-cp", classpath]
+    port = free_port()
+    procs = [_start([*java, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
+                     "--webui-port", str(free_port())], workdir / "spark-master.log", env)]
+    try:
+        _wait_for_port(port, procs[0], workdir / "spark-master.log")
+        url = f"spark://127.0.0.1:{port}"
+        for i in range(workers):
+            (workdir / f"worker-{i}").mkdir(exist_ok=True)
+            # Each Spark application's executors fetch the job server's whole classpath (~420 MB, Spark's own jars
+            # included: Beam stages every jar it detects); remove the copies of finished applications after 30 s.
+            cleanup = ["-Dspark.worker.cleanup.enabled=true", "-Dspark.worker.cleanup.interval=30",
+                       "-Dspark.worker.cleanup.appDataTtl=30"]
+            procs.append(_start([*java, *cleanup, "org.apache.spark.deploy.worker.Worker", url, "--cores", "1",
+                                 "--memory", worker_memory, "--webui-port", str(free_port()),
+                                 "--work-dir", str(workdir / f"worker-{i}")],
+                                workdir / f"spark-worker-{i}.log", env))
+        deadline = time.monotonic() + 120
+        while (workdir / "spark-master.log").read_text().count("Registering worker") < workers:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Spark workers did not register:\n{(workdir / 'spark-master.log').read_text()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        _stop(procs)
+
+
+@contextlib.contextmanager
+def engine_job_server(runner: str, workdir: Path, master: str, heap: str = "1g",
+                      java_options: list[str] | None = None) -> Iterator[list[str]]:
+    """Start Beam's ``runner`` ("spark" or "flink") job server against ``master``; yield the pipeline options.
+
+    Workers run in the launching process (``--environment_type=LOOPBACK``: no Docker here); the job server is
+    one JVM whose process group is ended on exit. ``java_options``: e.g. ``-Dspark.executor.memory=512m`` (Spark
+    reads ``spark.*`` system properties of the driver, which the job server is)."""
+    jar = job_server_jar(runner)
+    port = free_port()
+    flag = "--spark-master-url" if runner == "spark" else "--flink-master"
+    argv = ["java", f"-Xmx{heap}", *(java_options or []), "-jar", str(jar), "--job-port", str(port),
+            "--artifact-port", "0", "--expansion-port", "0", f"{flag}={master}"]
+    env = spark_env(workdir) if runner == "spark" else None
+    log = workdir / f"{runner}-job-server.log"
+    procs = [_start(argv, log, env)]
+    try:
+        _wait_for_port(port, procs[0], log)
+        options = [f"--runner={'SparkRunner' if runner == 'spark' else 'FlinkRunner'}",
+                   f"--job_endpoint=localhost:{port}", "--environment_type=LOOPBACK"]
+        if runner == "flink":
+            options += [f"--flink_master={master}", "--parallelism=2"]
+        yield options
+    finally:
+        _stop(procs)

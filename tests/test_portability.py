@@ -5,6 +5,8 @@ options must give the same rows:
 
 - DirectRunner-style multi-processing (``--direct_running_mode=multi_processing``),
 - the portable job service with an EXTERNAL worker pool and ``--setup_file`` (how Flink and Spark run it),
+- real engines: Beam's Spark job server on a standalone Spark cluster (a master and two workers from the pyspark
+  wheel) and Beam's Flink job server on an embedded Flink (``[local]``), workers in LOOPBACK mode,
 - DataflowRunner ``--dry_run=True``: the job is built and translated, with no network connection attempted,
 - an object-store filesystem (``membucket://``, GCS semantics) for every input and output.
 
@@ -14,6 +16,7 @@ the demo's loopback server (photos, a 404, an HTML page named .jpg, a truncated 
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 from pathlib import Path
@@ -30,8 +33,10 @@ from pipelines.demo.server import DemoServer
 from tests.conftest import BEAM_IN_PROCESS, BEAM_MULTI_PROCESS
 from tests.portability_fixtures import (
     MemBucketFileSystem,
+    engine_job_server,
     portable_job_service,
     serialized_sdist_builds,
+    spark_standalone,
     truncated_dump,
     upload_tree,
 )
@@ -164,6 +169,41 @@ def test_stage_runs_unchanged_on_portable_job_service(stage, reference, portable
     out = str(tmp_path / "out")
     run_stage(stage, reference, out, portable_options)
     assert stage_result(stage, out) == stage_result(stage, reference[OUTPUT_KEY[stage]])
+
+
+@pytest.fixture(scope="module", params=["flink", "spark"])
+def engine_options(request, tmp_path_factory) -> list[str]:
+    """One engine (and its job server) per module, as starting them costs tens of seconds."""
+    workdir = tmp_path_factory.mktemp(request.param)
+    with contextlib.ExitStack() as stack:
+        spark = request.param == "spark"
+        master = stack.enter_context(spark_standalone(workdir, workers=2)) if spark else "[local]"
+        yield stack.enter_context(engine_job_server(request.param, workdir, master))
+
+
+@pytest.mark.slow
+# LOOPBACK workers log "Multiplexer hanging up" from a gRPC reader thread when the job server closes a bundle's
+# data channel after the job: harmless, and not a result of the stage.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.xdist_group("engines")  # one Spark cluster and one Flink at a time (make test: --dist loadgroup)
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_runs_unchanged_on_spark_and_flink(stage, reference, engine_options, tmp_path):
+    """The same rows as FnApiRunner, and the same stats.json counts: engines retry tasks and report metrics their
+    own way, and a count must not depend on either."""
+    out = str(tmp_path / "out")
+    run_stage(stage, reference, out, engine_options)
+    assert stage_result(stage, out) == stage_result(stage, reference[OUTPUT_KEY[stage]])
+    assert _stats_counts(out) == _stats_counts(reference[OUTPUT_KEY[stage]])
+
+
+def _stats_counts(folder: str) -> dict:
+    """The record counts of a stage's stats.json: its integer leaves, less timings and sizes in bytes."""
+    def ints(value):
+        if isinstance(value, dict):
+            kept = {k: ints(v) for k, v in value.items() if not any(w in k for w in ("seconds", "bytes", "timing"))}
+            return {k: v for k, v in kept.items() if v not in (None, {})}
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return ints(common.read_json(common.join(folder, "stats.json")))
 
 
 class _Built(BaseException):

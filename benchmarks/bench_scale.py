@@ -1,0 +1,187 @@
+"""Peak memory of build-pairs against input size: the in-process FnApiRunner vs Beam's Spark runner on a
+standalone Spark cluster whose executors are limited to a small heap (they spill their shuffle to disk).
+
+    .venv/bin/python benchmarks/bench_scale.py [--texts 50000,200000] [--queries 20000]
+        [--executor-memory 512m] [--runners fnapi,spark]
+    (make bench-scale; needs Java 17, Maven and the [runners] extra: make runners fetches the job server)
+
+For each size the same generated pool (alt-text-like captions from bench_match's Zipfian vocabulary, one
+url each) and the same queries run through ``wit build-pairs`` on each runner. A sampler reads /proc every
+0.2 s and keeps, per process, the peak resident set size (RSS), grouped by role: ``launcher`` (the ``wit``
+process: on FnApiRunner it runs everything; on Spark it is also the LOOPBACK SDK worker that runs the Python
+DoFns), ``job-server`` (the Spark driver), ``executor`` (each Spark executor JVM), ``spark-daemon`` (master and
+workers). Outputs of the runners are compared row for row (pairs and query counts); a difference exits 1.
+Results go to stdout and out/bench_scale/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_match import make_queries, make_texts, vocabulary, zipf_weights  # noqa: E402
+
+from schemas.queries import QUERIES, QUERIES_PARQUET  # noqa: E402
+from tests.portability_fixtures import engine_job_server, spark_standalone  # noqa: E402
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+# Every process this benchmark starts (and the executors its Spark workers start) inherits this marker, so the
+# sampler ignores other Spark or Beam processes on a shared machine.
+MARKER = f"WIT_BENCH_SCALE={os.getpid()}".encode()
+os.environ["WIT_BENCH_SCALE"] = str(os.getpid())
+
+
+def make_inputs(folder: Path, texts: int, queries: int, seed: int) -> tuple[Path, Path]:
+    """queries/queries.parquet and pool.parquet (url, caption) for one size; reused when present."""
+    qdir, pool = folder / "queries", folder / "pool.parquet"
+    if (qdir / QUERIES_PARQUET).exists() and pool.exists():
+        return qdir, pool
+    rng = random.Random(seed)
+    words = vocabulary(max(queries, 50_000), rng)
+    cum = zipf_weights(len(words))
+    qs = make_queries(words, cum, queries, rng)
+    captions = make_texts(words, cum, texts, rng)
+    qdir.mkdir(parents=True, exist_ok=True)
+    n = len(qs)
+    pq.write_table(pa.table({"query": qs, "source": ["unigram"] * n, "count": [1] * n, "score": [1.0] * n},
+                            schema=QUERIES), qdir / QUERIES_PARQUET)
+    urls = [f"http://images.example.org/{i // 1000}/{i}.jpg" for i in range(texts)]
+    pq.write_table(pa.table({"url": urls, "caption": captions}), pool)
+    return qdir, pool
+
+
+def role(cmdline: str, launcher: int, pid: int) -> str | None:
+    if pid == launcher:
+        return "launcher"
+    if "CoarseGrainedExecutorBackend" in cmdline:
+        return "executor"
+    if "job-server" in cmdline or "JobServerDriver" in cmdline:
+        return "job-server"
+    if "org.apache.spark.deploy" in cmdline:
+        return "spark-daemon"
+    return None
+
+
+class Sampler(threading.Thread):
+    """Peak RSS (MB) of every process of interest, sampled from /proc."""
+
+    def __init__(self, launcher: int) -> None:
+        super().__init__(daemon=True)
+        self.launcher, self.peaks, self.stop = launcher, {}, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for entry in os.scandir("/proc"):
+                if not entry.name.isdigit():
+                    continue
+                pid = int(entry.name)
+                with contextlib.suppress(OSError):
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    kind = role(cmd, self.launcher, pid)
+                    if kind and MARKER in Path(f"/proc/{pid}/environ").read_bytes():
+                        rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 1e6
+                        key = (kind, pid)
+                        self.peaks[key] = max(self.peaks.get(key, 0.0), rss)
+            time.sleep(0.2)
+
+    def by_role(self) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        for (kind, _), mb in sorted(self.peaks.items()):
+            out.setdefault(kind, []).append(round(mb))
+        return out
+
+
+def run_build_pairs(qdir: Path, pool: Path, out: Path, beam: list[str],
+                    rows_per_file: int) -> tuple[float, dict[str, list[float]]]:
+    argv = [sys.executable, "-m", "pipelines.cli", "build-pairs", "--queries", str(qdir), "--pool", str(pool),
+            "--out", str(out), "--per-query-cap", "50", "--rows-per-file", str(rows_per_file), *beam]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    started = time.monotonic()
+    with (out.parent / f"{out.name}.log").open("wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        sampler = Sampler(proc.pid)
+        sampler.start()
+        code = proc.wait()
+        sampler.stop.set()
+        sampler.join()
+    if code != 0:
+        raise SystemExit(f"build-pairs on {beam[0]} exited {code}; see {out.parent / (out.name + '.log')}")
+    return time.monotonic() - started, sampler.by_role()
+
+
+def rows(out: Path) -> tuple[list, list]:
+    def read(pattern: str, cols: list[str]) -> list:
+        return sorted((tuple(tuple(v) if isinstance(v, list) else v for v in r.values())
+                       for p in sorted(out.glob(pattern)) for r in pq.read_table(p, columns=cols).to_pylist()),
+                      key=repr)
+    return read("pairs-*.parquet", ["uid", "url", "caption", "queries"]), read(
+        "query_counts.parquet", ["query", "matched", "kept"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--texts", default=os.environ.get("BENCH_SCALE_TEXTS", "50000,200000"),
+                        help="comma-separated pool sizes (captions)")
+    parser.add_argument("--queries", type=int, default=int(os.environ.get("BENCH_SCALE_QUERIES", 20_000)))
+    parser.add_argument("--executor-memory", default="512m", help="heap of each Spark executor (spark.executor.memory)")
+    parser.add_argument("--runners", default="fnapi,spark")
+    parser.add_argument("--rows-per-file", type=int, default=5000,
+                        help="build-pairs --rows-per-file: a pairs file's rows are sorted in one worker's memory, so "
+                             "this bounds the Python side on any runner")
+    parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench_scale")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    runners = args.runners.split(",")
+    results = []
+    with contextlib.ExitStack() as stack:
+        spark_opts: list[str] = []
+        if "spark" in runners:
+            work = args.out / "spark"
+            work.mkdir(parents=True, exist_ok=True)
+            master = stack.enter_context(spark_standalone(work, workers=2, worker_memory=args.executor_memory))
+            spark_opts = stack.enter_context(engine_job_server(
+                "spark", work, master, heap="768m",
+                java_options=[f"-Dspark.executor.memory={args.executor_memory}", "-Dspark.executor.cores=1",
+                              f"-Dspark.local.dir={work / 'local'}"]))
+        for n in (int(x) for x in args.texts.split(",")):
+            folder = args.out / f"texts-{n}"
+            qdir, pool = make_inputs(folder, n, args.queries, args.seed)
+            outputs = {}
+            for runner in runners:
+                beam = ["--runner=FnApiRunner"] if runner == "fnapi" else spark_opts
+                out = folder / f"pairs-{runner}"
+                seconds, peaks = run_build_pairs(qdir, pool, out, beam, args.rows_per_file)
+                outputs[runner] = rows(out)
+                if runner == "fnapi":  # the cluster idles meanwhile: only the in-process run counts
+                    peaks = {"launcher": peaks.get("launcher", [])}
+                row = {"texts": n, "runner": runner, "seconds": round(seconds, 1), "peak_rss_mb": peaks,
+                       "pairs": len(outputs[runner][0])}
+                results.append(row)
+                print(json.dumps(row), flush=True)
+            same = all(o == outputs[runners[0]] for o in outputs.values())
+            results.append({"texts": n, "identical_outputs": same})
+            print(f"texts={n}: outputs identical across {runners}: {same}", flush=True)
+            if not same:
+                return 1
+    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    print(f"-> {args.out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
