@@ -45,6 +45,7 @@ from wit_builder.fetch import FetchConfig
 from wit_builder.host_shards import HostPlanner, url_key
 from wit_builder.images import ENCODE_FORMATS, RESIZE_MODES, ImageConfig
 from wit_builder.options import option
+from wit_builder.table_checks import ColumnTypeError, check_pairs_input
 
 NAMESPACE = "download"
 ENGINES = ("native", "img2dataset")
@@ -129,6 +130,10 @@ def plan_shards(paths: list[str], rows_per_shard: int) -> list[ShardSpec]:
                 names = set(footer.schema_arrow.names)
                 if "url" not in names:
                     raise InputError(f"{path}: no 'url' column (has {sorted(names)}); pass a url/caption parquet")
+                try:  # types and duplicate names checked before any work (stage 2's rules, wit_builder.table_checks)
+                    check_pairs_input(path, footer.schema_arrow)
+                except ColumnTypeError as e:
+                    raise InputError(str(e)) from e
                 offsets.append(planner.rows)
                 for batch in footer.iter_batches(batch_size=65_536, columns=["url"]):
                     planner.add(str(u) if u is not None else None for u in batch.column(0).to_pylist())

@@ -164,6 +164,29 @@ def test_url_caption_tables_without_uid_and_bad_input(tmp_path, capsys):
     assert run_download(tmp_path / "nothing-*.parquet", tmp_path / "raw4") == 2
 
 
+@pytest.mark.parametrize(("columns", "named"), [
+    ({"url": ["http://a.example/x.jpg"], "caption": [7]}, "column 'caption' has type int64, expected string"),
+    ({"url": [["http://a.example/x.jpg"]], "caption": ["c"]}, "column 'url' has type list<"),
+    ({"url": ["http://a.example/x.jpg"], "uid": [1], "caption": ["c"]}, "column 'uid' has type int64"),
+    ({"url": ["http://a.example/x.jpg"], "queries": ["cat"]}, "column 'queries' has type string, expected list"),
+])
+def test_pairs_columns_of_the_wrong_type_fail_before_any_work(tmp_path, capsys, columns, named):
+    """The same column checks as stage 2's (wit_builder.table_checks): file, column and type named, exit 2."""
+    pq.write_table(pa.table(columns), tmp_path / "pairs.parquet")
+    assert run_download(tmp_path / "pairs.parquet", tmp_path / "raw") == 2
+    err = capsys.readouterr().err
+    assert named in err and "pairs.parquet" in err, err
+    assert not list((tmp_path / "raw").glob("*.tar"))
+
+
+def test_duplicate_pairs_columns_fail_before_any_work(tmp_path, capsys):
+    schema = pa.schema([("url", pa.string()), ("url", pa.string())])
+    pq.write_table(pa.Table.from_arrays([pa.array(["http://a.example/1.jpg"]), pa.array(["http://b.example/2.jpg"])],
+                                        schema=schema), tmp_path / "dup.parquet")
+    assert run_download(tmp_path / "dup.parquet", tmp_path / "raw") == 2
+    assert "column 'url' appears 2 times" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_img2dataset_engine_writes_the_same_layout(hostile, tmp_path):
     server, _ = hostile

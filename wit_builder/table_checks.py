@@ -90,3 +90,11 @@ PAIRS_OPTIONAL: dict[str, TypeRule] = {"matched_queries": TEXT_LIST, "source_rec
 def check_pairs_schema(path: str, schema: pa.Schema) -> None:
     """Raise ColumnTypeError unless ``schema`` (of a pairs parquet at ``path``) can feed ``wit download``."""
     check_columns(path, schema, PAIRS_REQUIRED, PAIRS_OPTIONAL)
+
+
+def check_pairs_input(path: str, schema: pa.Schema) -> None:
+    """``wit download``'s check of any url table: ``url`` present once as text; ``uid``, ``caption``,
+    ``queries`` and ``matched_queries`` checked when present (a plain url/caption table has no uid or queries).
+    Raises ColumnTypeError naming the file, the column and the type."""
+    check_columns(path, schema, {"url": TEXT},
+                  {"uid": TEXT, "caption": TEXT, "queries": TEXT_LIST, "matched_queries": TEXT_LIST})
