@@ -39,7 +39,7 @@ from schemas.queries import QUERIES_PARQUET
 from wit_builder import options, progress
 from wit_builder.balance import MODES, BalanceConfig, SmallestRanks, cut_value, kept_queries
 from wit_builder.balance_plot import balance_png
-from wit_builder.match_rules import DEFAULT_RULE, MATCH_RULES, entries_column, make_matcher
+from wit_builder.match_rules import DEFAULT_RULE, MATCH_RULES, METACLIP, entries_column, make_matcher
 from wit_builder.match_rules import validate as validate_entries
 from wit_builder.matcher import QueryMatcher
 from wit_builder.metaclip_rule import MetaClipMatcher
@@ -143,8 +143,9 @@ class ReadAndMatch(common.CountingDoFn):
         match = self._matcher.match
         buckets = self._buckets
         matched = 0
+        as_written = self._match_rule == METACLIP  # MetaCLIP's rule matches the text as read, not as cleaned
         for c in chunk:
-            found = match(c.caption)
+            found = match(c.raw_caption if as_written and c.raw_caption is not None else c.caption)
             if not found:
                 continue
             matched += 1

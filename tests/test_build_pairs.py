@@ -291,7 +291,7 @@ def test_metaclip_rule_with_probabilistic_balance_is_metaclips_curation(pool: di
     matched: dict[str, list[str]] = {}
     for path in sorted(str(p) for p in pool["files"].iterdir()):
         for item in read_pool_file(path, open_read, PoolOptions()):
-            if isinstance(item, Candidate) and (found := metaclip_match(written, item.caption)):
+            if isinstance(item, Candidate) and (found := metaclip_match(written, item.raw_caption)):
                 matched[pair_uid(item.url, item.caption)] = found
     count = collections.Counter(q for qs in matched.values() for q in qs)
     assert any(q[0].isupper() for q in count) and any(n > CAP for n in count.values())
@@ -413,3 +413,30 @@ def test_a_retried_bundle_leaves_the_stats_unchanged(pool: dict, tmp_path: Path,
     plain, retried = (json.loads((tmp_path / name / STATS_JSON).read_text()) for name in ("plain", "retried"))
     assert retried["counts"] == plain["counts"] and retried["details"] == plain["details"]
     assert read_pairs(tmp_path / "retried") == read_pairs(tmp_path / "plain")
+
+
+def test_metaclip_rule_matches_captions_as_written_not_as_cleaned(tmp_path: Path) -> None:
+    """MetaCLIP's rule reads the pool's text as written: the caption cleaning of stored pairs (NFC, runs of
+    whitespace folded to one space, no-break and other Unicode spaces included) must not change what matches.
+    The captions are of the kinds found in the real LAION parquet (429 of its 10,000 captions hold a double
+    space or a no-break space: "Martín  Berasategui", "Hartford\\xa0Slim-Fit")."""
+    from wit_builder.metaclip_rule import reference_match as metaclip_match
+
+    captions = ["La cocina de Martín  Berasategui", "Hartford\xa0Slim-Fit Linen Trousers", "cafe\u0301 au lait",
+                "dog\u2028cat", "x\x0by", "  New York  ", "Martín Berasategui, chef"]
+    entries = ["Martín Berasategui", "Martín", "Hartford", "Linen Trousers", "café", "cafe\u0301", "dog", "cat",
+               "x", "y", "New York", " New York"]
+    pool_file = tmp_path / "pool.jsonl"
+    pool_file.write_text("".join(json.dumps({"url": f"http://e.com/{i}.jpg", "caption": c}) + "\n"
+                                 for i, c in enumerate(captions)))
+    queries_dir = tmp_path / "queries"
+    queries_dir.mkdir()
+    pq.write_table(pa.table({"query": [f"q{i}" for i in range(len(entries))], "query_as_written": entries}),
+                   queries_dir / "queries.parquet")
+    out = tmp_path / "out"
+    assert wit(["build-pairs", "--queries", str(queries_dir), "--pool", str(pool_file), "--out", str(out),
+                "--match-rule", "metaclip", *BEAM_IN_PROCESS]) == 0
+    got = {r["source_record"]: sorted(r["matched_queries"]) for r in read_pairs(out).to_pylist()}
+    expected = {i: found for i, c in enumerate(captions) if (found := metaclip_match(entries, c))}
+    assert got == expected
+    assert got[0] == ["Martín"] and got[1] == ["Linen Trousers"] and got[2] == ["cafe\u0301"]

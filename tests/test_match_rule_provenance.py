@@ -64,7 +64,7 @@ def test_finalize_records_the_rule_and_the_trainer_refuses_to_mix(raw_fixture: P
     assert main(["finalize", "--raw", str(raw), "--out", str(out), "--per-query-cap", str(SPACE_CAP),
                  "--samples-per-shard", "4", *BEAM_IN_PROCESS]) == 0
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["details"]["match_rule"] == stats["settings"]["match_rule"] == "metaclip"
+    assert stats["details"]["match_rule"] == stats["parameters"]["match_rule"] == "metaclip"
 
     other = tmp_path / "final-normalized"
     shutil.copytree(out, other)

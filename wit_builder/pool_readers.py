@@ -31,7 +31,7 @@ import json
 import re
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 from urllib.parse import urljoin
 
@@ -177,6 +177,9 @@ class Candidate:
     source_file: str
     source_record: int
     page_url: str | None = None
+    # The caption as read (HTML-unescaped, not cleaned): the text ``--match-rule metaclip`` matches, since
+    # MetaCLIP's rule sees a pool's text as written (cleaning would fold "Martín  Berasategui" into a match).
+    raw_caption: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -267,7 +270,7 @@ def _judge(raw_url: object, raw_caption: object, base: str | None, options: Pool
     if isinstance(cleaned, str):
         detail = f"{len(raw_url)} chars" if cleaned == "url_too_long" and isinstance(raw_url, str) else ""
         return Rejection(cleaned, path, record, detail)
-    return Candidate(cleaned[0], cleaned[1], path, record, page_url)
+    return Candidate(cleaned[0], cleaned[1], path, record, page_url, str(raw_caption))
 
 
 def read_pool_file(path: str, opener: Opener, options: PoolOptions) -> Iterator[Candidate | Rejection]:
