@@ -390,7 +390,7 @@ def test_stored_images_that_do_not_decode_never_reach_the_final_shards(tmp_path)
     assert "does not decode" in final[1]["error_message"] and "truncated" in final[1]["error_message"]
     assert "does not decode" in final[2]["error_message"] and "00000.tar" in final[2]["error_message"]
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["reasons"]["raw_image_unreadable"] == 2 and stats["statuses"]["success"] == 2
+    assert stats["counts"]["reason_raw_image_unreadable"] == 2 and stats["counts"]["status_success"] == 2
     shipped = [s for s in wds.WebDataset(str(out / "00000.tar"), shardshuffle=False)]
     assert [json.loads(s["json"])["uid"] for s in shipped] == [f"{0:032x}", f"{3:032x}"]
     for sample in shipped:
