@@ -448,3 +448,19 @@ def test_a_killed_rerun_never_looks_complete_then_resumes_to_the_same_bytes(raw,
     assert not [name for name in COMPLETION if (rerun / name).exists()]
     assert finalize(raw.root, rerun) == 0
     assert tree_bytes(rerun) == tree_bytes(out)
+
+
+def test_out_in_the_raw_folder_is_refused_before_anything_is_deleted(raw, tmp_path, capsys):
+    """--out naming the raw folder itself would delete the download's stats.json and, as "stale final shards",
+    the raw shards (same NNNNN.tar/.parquet names): refused with exit 2, the raw folder untouched."""
+    import shutil
+
+    copy = tmp_path / "raw"
+    shutil.copytree(raw.root, copy)
+    (copy / "stats.json").write_text("{}")
+    before = {p.name: p.read_bytes() for p in copy.iterdir()}
+    for raw_arg in (copy, f"{copy}/*.parquet", copy / "00000.parquet"):
+        for out in (copy, f"{copy}/"):
+            assert finalize(raw_arg, out) == 2, (raw_arg, out)
+            assert "--out" in capsys.readouterr().err
+            assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
