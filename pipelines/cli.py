@@ -208,10 +208,18 @@ def _run(name: str, rest: list[str], module_name: str, takes_beam: bool, interru
     try:
         module = importlib.import_module(module_name)
         parser = build_parser(name, module)
-        args, leftover = parser.parse_known_args(rest)
+        # Unknown flags first, with required flags relaxed: a typo in a required flag (--raww) is named as a
+        # typo with a suggestion, not reported as "--raw is required".
+        required = [action for action in parser._actions if action.required]
+        for action in required:
+            action.required = False
+        _, leftover = parser.parse_known_args(rest)
         beam_argv, unknown = unknown_arguments(leftover, takes_beam)
         if unknown:
             return _reject(name, unknown, opts.option_strings(module.OPTIONS), takes_beam)
+        for action in required:
+            action.required = True
+        args, leftover = parser.parse_known_args(rest)
         try:
             config = opts.from_namespace(module.OPTIONS, args)
         except (ValueError, TypeError) as err:

@@ -435,17 +435,26 @@ def _check_plan(out: str, plan: dict[str, Any], overwrite: bool = False) -> list
             raise InputError(f"{out} holds raw shards made with other inputs or settings ({shown}); rerun with "
                              "the same ones to resume, use a fresh --out, or pass --overwrite to delete those "
                              "shards and download again")
+    elif not overwrite and _run_files(out):
+        # Shards without a plan (plan.json deleted, or another tool's output): their settings are unknown.
+        raise InputError(f"{out} holds raw shards but no {PLAN_JSON}, so the settings they were made with are "
+                         "unknown; use a fresh --out, or pass --overwrite to delete those shards and download again")
     if overwrite:
         removed = remove_run(out)
     common.write_json(path, plan)
     return removed
 
 
-def remove_run(out: str) -> list[str]:
-    """Delete a download run's files from ``out``: shards, their temporaries, plan.json and stats.json."""
+def _run_files(out: str) -> list[str]:
+    """A download run's files in ``out``: shards, their temporaries, plan.json and stats.json."""
     names = [f"{'[0-9]' * raw_shards.SHARD_DIGITS}*", PLAN_JSON, STATS_JSON, f"{PLAN_JSON}.tmp-*",
              f"{STATS_JSON}.tmp-*"]
-    found = [m.path for name in names for m in FileSystems.match([common.join(out, name)])[0].metadata_list]
+    return [m.path for name in names for m in FileSystems.match([common.join(out, name)])[0].metadata_list]
+
+
+def remove_run(out: str) -> list[str]:
+    """Delete a download run's files from ``out``: shards, their temporaries, plan.json and stats.json."""
+    found = _run_files(out)
     if found:
         FileSystems.delete(found)
     return found

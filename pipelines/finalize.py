@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import io
 import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -700,8 +701,23 @@ def parquet_rows(path: str) -> int:
     return footer.num_rows
 
 
+def _folder_key(path: str) -> str:
+    return path.rstrip("/") if "://" in path else os.path.realpath(path)
+
+
+def check_out_apart_from_raw(out: str, files: Iterable[str]) -> None:
+    """--out may not be a folder holding raw shards: final shards share their NNNNN.tar/.parquet names, and a
+    rerun deletes stats.json and "stale" shards there, so the raw input would be overwritten or deleted."""
+    out_key = _folder_key(out)
+    for f in files:
+        if _folder_key(f.rsplit("/", 1)[0] if "/" in f else ".") == out_key:
+            raise ValueError(f"--out {out} is the folder of the raw shard {f}: finalize would overwrite or delete "
+                             "the raw shards there; choose another --out")
+
+
 def build_config(args: FinalizeOptions) -> FinalizeConfig:
     files = raw_parquets(args.raw)
+    check_out_apart_from_raw(args.out, files)
     names = raw_rows.raw_shard_names(files)
     expected = sum(parquet_rows(f) for f in files)
     if expected == 0:

@@ -396,3 +396,23 @@ def test_make_eval_keeps_the_previous_results(tmp_path):
     kept = [p for p in tmp_path.iterdir() if p.name.startswith("eval-") and p.suffix == ".json"]
     assert len(kept) == 1 and kept[0].read_text() == '{"acc1": 0.5}\n'
     assert f"previous results are kept as {kept[0]}" in done.stdout
+
+
+@pytest.mark.parametrize("name", ["download", "finalize"])
+def test_a_misspelled_required_option_is_named_with_a_suggestion(name, capsys):
+    """A typo in a required flag: the user hears about the typo, not only that the flag is missing."""
+    required = REQUIRED[name]
+    typo = required[0] + required[0][-1]  # --pairs -> --pairss, --raw -> --raww
+    assert cli.main([name, typo, *required[1:]]) == 2
+    err = capsys.readouterr().err
+    assert f"unknown option {typo}" in err and f"did you mean {required[0]}?" in err, err
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "NaN", "1e999"])
+def test_non_finite_numbers_are_usage_errors(value, capsys):
+    """nan slips past every `x <= 0` check (a NaN --deadline would bound nothing): refused when parsed."""
+    with pytest.raises(SystemExit) as exited:  # argparse's own usage error, as for a bad --resize-mode
+        cli.main(["download", *REQUIRED["download"], "--deadline", value])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--deadline" in err and "finite" in err and "Traceback" not in err, err

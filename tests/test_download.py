@@ -321,8 +321,13 @@ def test_a_rerun_with_other_settings_refuses_and_names_them_until_overwrite(tmp_
             assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing touched
 
         # Speed-only settings are no part of the identity: the rerun resumes (nothing to do).
+        before_counts = json.loads(before["stats.json"])["counts"]
         assert run_download(pairs, out, "--image-size", "64", "--threads", "3", "--per-host-rate", "50") == 0
-        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+        after = {p.name: p.read_bytes() for p in out.iterdir()}
+        # stats.json is rewritten by every run (this run's parameters and timings); shards and plan are untouched
+        assert json.loads(after["stats.json"])["counts"] == before_counts
+        assert {k: v for k, v in after.items() if k != "stats.json"} == {
+            k: v for k, v in before.items() if k != "stats.json"}
 
         (out / "00000.tar.tmp-dead").write_bytes(b"half")
         assert run_download(pairs, out, "--image-size", "32", "--overwrite") == 0
@@ -467,3 +472,25 @@ def test_per_host_limits_hold_across_worker_processes(tmp_path):
     assert most <= rate + 2, most
     rows, _ = read_raw(tmp_path / "raw")
     assert {r["status"] for r in rows} == {"success"} and len(rows) == 48
+
+
+def test_shards_without_a_plan_are_not_reused_silently(tmp_path, capsys):
+    """A folder holding raw shards but no plan.json (deleted, or made by another tool) has unknown settings:
+    a rerun refuses rather than skipping those shards as complete, until --overwrite."""
+    with hs.HostileServer() as server:
+        server.serve("/robots.txt", hs.Response(200, b"User-agent: *\nAllow: /\n", content_type="text/plain"))
+        urls = [server.image("/a.jpg", hs.jpeg("coffee")), server.image("/b.jpg", hs.jpeg("astronaut"))]
+        pairs = write_pairs(tmp_path / "pairs.parquet", [
+            {"uid": f"u{i}", "url": u, "caption": f"c{i}", "queries": ["q"]} for i, u in enumerate(urls)])
+        out = tmp_path / "raw"
+        assert run_download(pairs, out, "--image-size", "64") == 0
+        (out / "plan.json").unlink()
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+        capsys.readouterr()
+        assert run_download(pairs, out, "--image-size", "32") == 2
+        message = "".join(capsys.readouterr())
+        assert "plan.json" in message and "--overwrite" in message, message
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+        assert run_download(pairs, out, "--image-size", "32", "--overwrite") == 0
+        rows, _ = read_raw(out)
+        assert {(r["width"], r["height"]) for r in rows} == {(48, 32), (32, 32)}

@@ -499,3 +499,29 @@ def test_robots_wildcards_and_size_limit_end_to_end():
         fetcher = Fetcher(FetchConfig(**{**FAST, "deadline_s": 5.0}))
         assert fetcher.fetch(t.image("/early/a.png", b"img")).status == "blocked"
         assert fetcher.fetch(t.image("/late/a.png", b"img")).status == "success"
+
+
+def test_per_host_cap_holds_across_spellings_of_one_host(server, monkeypatch):
+    """host_shards groups "Host." and "host" as one host; the fetcher's limiter must key them alike too, or
+    one shard hits the host with twice the configured concurrency."""
+    real = socket.getaddrinfo
+    monkeypatch.setattr("wit_builder.netsafety.socket.getaddrinfo",
+                        lambda host, *a, **k: real("127.0.0.1" if host.rstrip(".").lower() == "wit.test" else host,
+                                                   *a, **k))
+    in_flight, peak, lock = [0], [0], threading.Lock()
+
+    def handler(h):
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        time.sleep(0.05)
+        with lock:
+            in_flight[0] -= 1
+        hs.send(h, hs.Response(200, b"img", content_type="image/jpeg"))
+
+    server.routes["/spelled.jpg"] = handler
+    capped = Fetcher(FetchConfig(**{**FAST, "deadline_s": 5.0, "per_host_concurrency": 1}))
+    spellings = [f"http://{h}:{server.port}/spelled.jpg" for h in ("wit.test", "wit.test.", "WIT.test.")]
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(capped.fetch, spellings * 4))
+    assert {r.status for r in results} == {"success"} and peak[0] == 1, peak[0]

@@ -390,7 +390,7 @@ def test_stored_images_that_do_not_decode_never_reach_the_final_shards(tmp_path)
     assert "does not decode" in final[1]["error_message"] and "truncated" in final[1]["error_message"]
     assert "does not decode" in final[2]["error_message"] and "00000.tar" in final[2]["error_message"]
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["reasons"]["raw_image_unreadable"] == 2 and stats["statuses"]["success"] == 2
+    assert stats["counts"]["reason_raw_image_unreadable"] == 2 and stats["counts"]["status_success"] == 2
     shipped = [s for s in wds.WebDataset(str(out / "00000.tar"), shardshuffle=False)]
     assert [json.loads(s["json"])["uid"] for s in shipped] == [f"{0:032x}", f"{3:032x}"]
     for sample in shipped:
@@ -413,7 +413,9 @@ def test_a_failed_rerun_never_looks_complete_and_orphans_are_removed(raw, out, t
         raise RuntimeError("worker lost")
 
     monkeypatch.setattr(stage.WriteFinalShard, "process", crash)
-    assert finalize(raw.root, rerun) == 1
+    # An unknown error is re-raised by the CLI with its traceback (the command contract); either way it fails.
+    with pytest.raises(RuntimeError, match="worker lost"):
+        finalize(raw.root, rerun)
     assert not [name for name in COMPLETION if (rerun / name).exists()]
     assert not [o for o in orphans if o.exists()]
     monkeypatch.undo()
@@ -448,3 +450,19 @@ def test_a_killed_rerun_never_looks_complete_then_resumes_to_the_same_bytes(raw,
     assert not [name for name in COMPLETION if (rerun / name).exists()]
     assert finalize(raw.root, rerun) == 0
     assert tree_bytes(rerun) == tree_bytes(out)
+
+
+def test_out_in_the_raw_folder_is_refused_before_anything_is_deleted(raw, tmp_path, capsys):
+    """--out naming the raw folder itself would delete the download's stats.json and, as "stale final shards",
+    the raw shards (same NNNNN.tar/.parquet names): refused with exit 2, the raw folder untouched."""
+    import shutil
+
+    copy = tmp_path / "raw"
+    shutil.copytree(raw.root, copy)
+    (copy / "stats.json").write_text("{}")
+    before = {p.name: p.read_bytes() for p in copy.iterdir()}
+    for raw_arg in (copy, f"{copy}/*.parquet", copy / "00000.parquet"):
+        for out in (copy, f"{copy}/"):
+            assert finalize(raw_arg, out) == 2, (raw_arg, out)
+            assert "--out" in capsys.readouterr().err
+            assert {p.name: p.read_bytes() for p in copy.iterdir()} == before

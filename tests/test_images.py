@@ -295,3 +295,21 @@ def test_peak_rss_on_png_bombs_stays_within_the_memory_budget_under_rlimit():
     slack = 64 << 10  # KiB
     assert report["after_bombs_kib"] - report["baseline_kib"] < slack, report
     assert report["peak_kib"] - report["baseline_kib"] < (budget >> 10) + slack, report
+
+
+def test_formats_that_run_external_programs_are_never_opened(monkeypatch):
+    """An EPS body from a hostile server must not reach Ghostscript (Pillow's EPS loader runs the `gs` binary
+    where one is installed): only web image formats are decoded, anything else fails with a reason."""
+    from PIL import EpsImagePlugin
+
+    calls = []
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: calls.append(a) or pytest.fail("gs ran"))
+    eps = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 300 300\n"
+           b"newpath 0 0 moveto 300 300 lineto stroke\nshowpage\n%%EOF\n")
+    result = process_image(eps, ImageConfig())
+    assert result.status == "failed_to_decode" and not calls, result
+    assert "cannot identify image file" in result.error_message
+    # the formats the web serves still decode
+    for fmt in ("BMP", "TIFF", "ICO"):
+        data = hs.encode(hs.photo("coffee").convert("RGB").resize((200, 150)), fmt)
+        assert process_image(data, ImageConfig()).status == "success", fmt

@@ -23,6 +23,7 @@ import requests
 import urllib3.exceptions
 from urllib3.exceptions import NameResolutionError
 
+from wit_builder.host_shards import host_key
 from wit_builder.http_client import exchange_deadline, guarded_session
 from wit_builder.netsafety import AddressPolicy, BlockedAddressError, DnsCache
 from wit_builder.ratelimit import HostLimiter
@@ -341,8 +342,8 @@ def _version() -> str:
 
 
 def _host_key(url: str) -> str:
-    parts = urlsplit(url)
-    return (parts.hostname or "").lower()
+    # The same key the shard planner groups rows by (lower case, no trailing dot): one host, one limiter.
+    return host_key(url)
 
 
 def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:

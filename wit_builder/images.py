@@ -39,6 +39,9 @@ from PIL import Image, ImageOps
 
 RESIZE_MODES: tuple[str, ...] = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
 ENCODE_FORMATS: dict[str, str] = {"jpg": "JPEG", "webp": "WEBP"}
+# The formats web browsers display; nothing else is opened. Pillow's other loaders include EPS, which runs
+# the Ghostscript binary on the bytes where one is installed: a hostile server must never reach it.
+WEB_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "ICO", "TIFF")
 # Longest side each output format can store (libjpeg: 16-bit dimensions; libwebp: 14-bit).
 ENCODE_MAX_SIDE: dict[str, int] = {"jpg": 65_535, "webp": 16_383}
 
@@ -110,7 +113,7 @@ class _Refused(Exception):
 
 
 def _process(data: bytes, cfg: ImageConfig) -> ImageResult:
-    img = Image.open(io.BytesIO(data))
+    img = Image.open(io.BytesIO(data), formats=WEB_FORMATS)
     header_w, header_h = img.size
     if header_w < 1 or header_h < 1:
         raise _Refused("failed_to_decode", f"header declares {header_w}x{header_h} pixels", (header_w, header_h))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
@@ -104,6 +105,17 @@ def cli_fields(cls: type) -> list[tuple[dataclasses.Field, Any]]:
     return found
 
 
+def finite_float(text: str) -> float:
+    """argparse type for float options: nan and inf are refused (nan slips past every ``x <= 0`` check)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type) -> None:
     """Add one flag per field of the dataclass ``cls`` (nested dataclasses become argument groups)."""
     hints = typing.get_type_hints(cls)
@@ -144,7 +156,7 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls
             continue
         if typing.get_origin(inner) is tuple:
             element = typing.get_args(inner)[0]
-            kwargs.update(type=element)
+            kwargs.update(type=finite_float if element is float else element)
             if meta.get("many"):
                 kwargs.update(nargs="+", action="extend")
             else:
@@ -153,7 +165,7 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls
             if default is _MISSING:
                 kwargs["required"] = True
         else:
-            kwargs["type"] = inner if inner in (int, float, str) else str
+            kwargs["type"] = finite_float if inner is float else inner if inner in (int, str) else str
             if default is _MISSING:
                 kwargs["required"] = True
             else:

@@ -196,10 +196,12 @@ def decode_check(data: bytes) -> tuple[str | None, tuple[int, int]]:
     """
     from PIL import Image
 
+    from wit_builder.images import WEB_FORMATS
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
+            with Image.open(io.BytesIO(data), formats=WEB_FORMATS) as img:
                 size = img.size
                 if img.format == "JPEG":
                     img.draft(img.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
