@@ -144,6 +144,15 @@ def test_unclosed_table_ends_at_the_next_section():
     assert tokenize(text) == ["intro", "history", "the", "prose", "of", "the", "section"]
 
 
+def test_heading_inside_a_closed_table_stays_in_the_table():
+    # A heading line inside a table that is closed later is the table's content (MediaWiki closes tables only
+    # at "|}"), so the cells after it are dropped with the table; only an unclosed table ends at a heading.
+    text = plain_text('Before\n{| class="wikitable"\n|\n== Cell heading ==\n| style="color:red" | cell\n|}\nAfter')
+    assert tokenize(text) == ["before", "after"]
+    nested = 'A\n{| class="o"\n|\n{| class="i"\n| x\n|}\n=== H ===\n| y\n|}\nB\n{| class="u"\n| z\n== S ==\nC'
+    assert tokenize(plain_text(nested)) == ["a", "b", "s", "c"]
+
+
 def test_unclosed_table_ends_at_the_page_end():
     text = plain_text('Before\n{| class="wikitable"\n| cell never closed\n|-\n| style="color:red" | x\n')
     assert tokenize(text) == ["before"]
