@@ -757,13 +757,14 @@ def run(args: BuildQueriesOptions, beam_argv: list[str]) -> int:
         out_local = common.local_path_or_none(args.out)
         if out_local is not None and os.path.exists(out_local) and not os.path.isdir(out_local):
             raise ValueError(f"--out {args.out!r} is a file, not a folder: name a folder for the outputs")
+        beam_options = common.pipeline_options(beam_argv)
     except (ValueError, FileNotFoundError, WordNetError) as err:
         print(f"wit build-queries: error: {err}", file=sys.stderr)
         return 2
     for d in dumps:
         print(f"dump {d.path}" + (f" (multistream, index {d.index})" if d.index else ""), flush=True)
     common.makedirs(args.out)
-    pipeline = beam.Pipeline(options=common.pipeline_options(beam_argv))
+    pipeline = beam.Pipeline(options=beam_options)
     _ = pipeline | "BuildQueries" >> BuildQueries(dumps, args.out, config, pageviews, wordnet)
     try:
         result = common.run_pipeline(pipeline, args.out)

@@ -224,6 +224,15 @@ def test_missing_dump_fails_before_anything(tmp_path, capsys):
     assert "matches no file" in capsys.readouterr().err
 
 
+def test_misspelled_runner_fails_before_anything(tmp_path, capsys):
+    dump = write_dump(tmp_path / "d.xml", small_pages())
+    out = tmp_path / "q"
+    assert build(out, [dump], beam=["--runner=FnApiRuner"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown --runner 'FnApiRuner'; did you mean 'FnApiRunner'?" in err and "Traceback" not in err
+    assert not out.exists()
+
+
 def test_out_that_is_a_file_fails_before_anything(tmp_path, capsys):
     dump = write_dump(tmp_path / "d.xml", small_pages())
     out = tmp_path / "q"
