@@ -103,7 +103,8 @@ _TAG_NAMES = (
     "sup|table|tbody|td|tfoot|th|thead|time|tr|tt|u|ul|var|wbr|nowiki|noinclude|includeonly|onlyinclude|"
     + "|".join(sorted(DROPPED_TAGS))
 )
-_STRAY_TAG = re.compile(rf"</?(?:{_TAG_NAMES})(?:\s[^<>\n]*)?/?>", re.I)
+# Attributes may run over a few lines (``<div class="x"\n style="y">``); bounded, so prose is never eaten.
+_STRAY_TAG = re.compile(rf"</?(?:{_TAG_NAMES})(?:\s[^<>]{{0,500}}?)?/?>", re.I)
 _ATTRIBUTE = re.compile(r"\b[\w-]+[ \t]*=[ \t]*(?:\"[^\"\n]*\"|'[^'\n]*')")
 _STRAY_LINK = re.compile(r"\[\[[ \t]*:?[ \t]*(?:file|image|media|category)[ \t]*:[^\n]*?(?:\]\]|$)", re.I | re.M)
 _STRAY_FUNCTION = re.compile(r"\{\{[ \t]*(?:#|[A-Z]+[ \t]*:|[A-Z]{4,}[ \t]*(?:\||\}\}|$))[^\n]*", re.M)
