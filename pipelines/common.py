@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import io
 import json
@@ -19,7 +20,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.transforms.window import GlobalWindows
 
 from wit_builder import errors, progress
@@ -33,7 +34,15 @@ def pipeline_options(beam_argv: Iterable[str]) -> PipelineOptions:
     argv = list(beam_argv)
     if not any(a == "--runner" or a.startswith("--runner=") for a in argv):
         argv.append(f"--runner={DEFAULT_RUNNER}")
-    return PipelineOptions(argv)
+    options = PipelineOptions(argv)
+    runner = options.view_as(StandardOptions).runner
+    known = {path.rsplit(".", 1)[-1].lower() for path in StandardOptions.ALL_KNOWN_RUNNERS}
+    if isinstance(runner, str) and "." not in runner and not {runner.lower(), f"{runner.lower()}runner"} & known:
+        near = difflib.get_close_matches(runner, StandardOptions.KNOWN_RUNNER_NAMES, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        names = ", ".join(StandardOptions.KNOWN_RUNNER_NAMES)
+        raise errors.UsageError(f"unknown --runner {runner!r}{hint} (one of {names} or a runner class's full name)")
+    return options
 
 
 BEAM_ERRORS_LOG = "beam-errors.log"  # where Beam's own log of a failed DoFn goes when the error is one of ours

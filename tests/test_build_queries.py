@@ -224,6 +224,25 @@ def test_missing_dump_fails_before_anything(tmp_path, capsys):
     assert "matches no file" in capsys.readouterr().err
 
 
+def test_misspelled_runner_fails_before_anything(tmp_path, capsys):
+    dump = write_dump(tmp_path / "d.xml", small_pages())
+    out = tmp_path / "q"
+    assert build(out, [dump], beam=["--runner=FnApiRuner"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown --runner 'FnApiRuner'; did you mean 'FnApiRunner'?" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_out_that_is_a_file_fails_before_anything(tmp_path, capsys):
+    dump = write_dump(tmp_path / "d.xml", small_pages())
+    out = tmp_path / "q"
+    out.write_bytes(b"")  # an existing file where the output folder should go
+    assert build(out, [dump]) == 2
+    err = capsys.readouterr().err
+    assert f"--out '{out}' is a file, not a folder" in err and "Traceback" not in err
+    assert out.read_bytes() == b""
+
+
 # ---- issue 10: parse budget, rejected runs, pageview formats ----
 
 def test_page_over_the_parse_budget_is_skipped_counted_with_its_id(tmp_path):

@@ -88,6 +88,31 @@ def test_corrupt_bz2_names_file(tmp_path):
     assert str(path) in str(err.value)
 
 
+@pytest.mark.parametrize(("name", "magic", "kind"), [
+    ("d.xml.gz", b"\x1f\x8b\x08\x00", "gzip"),
+    ("d.xml.7z", b"7z\xbc\xaf\x27\x1c", "7z"),
+    ("d.xml.xz", b"\xfd7zXZ\x00", "xz"),
+    ("d.xml.zst", b"\x28\xb5\x2f\xfd", "zstd"),
+    ("d.xml", b"BZh91AY&SY", "bz2"),  # a .bz2 dump renamed without its suffix
+])
+def test_compressed_dump_of_another_format_says_so(tmp_path, name, magic, kind):
+    path = tmp_path / name
+    path.write_bytes(magic + b"\x00" * 64)
+    with pytest.raises(DumpError) as err:
+        list(read_pages(DumpRange(str(path)), opener))
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and f"{kind}-compressed" in message
+    assert "malformed XML" not in message
+
+
+def test_error_before_any_page_says_so_once(tmp_path):
+    path = tmp_path / "notxml.xml"
+    path.write_bytes(b"hello world, not xml\n")
+    with pytest.raises(DumpError) as err:
+        list(read_pages(DumpRange(str(path)), opener))
+    assert str(err.value).count("no whole page was read") == 1
+
+
 def test_empty_files_are_empty_dumps(tmp_path):
     for name in ("empty.xml", "empty.xml.bz2"):
         (tmp_path / name).write_bytes(b"")

@@ -144,6 +144,15 @@ def test_unclosed_table_ends_at_the_next_section():
     assert tokenize(text) == ["intro", "history", "the", "prose", "of", "the", "section"]
 
 
+def test_heading_inside_a_closed_table_stays_in_the_table():
+    # A heading line inside a table that is closed later is the table's content (MediaWiki closes tables only
+    # at "|}"), so the cells after it are dropped with the table; only an unclosed table ends at a heading.
+    text = plain_text('Before\n{| class="wikitable"\n|\n== Cell heading ==\n| style="color:red" | cell\n|}\nAfter')
+    assert tokenize(text) == ["before", "after"]
+    nested = 'A\n{| class="o"\n|\n{| class="i"\n| x\n|}\n=== H ===\n| y\n|}\nB\n{| class="u"\n| z\n== S ==\nC'
+    assert tokenize(plain_text(nested)) == ["a", "b", "s", "c"]
+
+
 def test_unclosed_table_ends_at_the_page_end():
     text = plain_text('Before\n{| class="wikitable"\n| cell never closed\n|-\n| style="color:red" | x\n')
     assert tokenize(text) == ["before"]
@@ -161,12 +170,15 @@ def test_comments_are_removed_before_tables():
     "Prose __NOTOC__ __NOEDITSECTION__ {{DEFAULTSORT:Foo, Bar}} text",
     'Prose {{DEFAULTSORT:Foo, Bar',  # unclosed magic word
     '<gallery mode="packed" heights=200px>\nFile:A.jpg|thumb\n</gallery>Prose text',
+    'Prose\n<div class="thumb tright"\n style="width:220px">text',  # unclosed tag, attributes over two lines
+    'Prose <span\n style="color:red"\n>text',
 ])
 def test_no_markup_token_in_text(wikitext):
     tokens = set(tokenize(plain_text(wikitext)))
     assert "prose" in tokens
     assert not tokens & MARKUP_ONLY, tokens & MARKUP_ONLY
-    assert not tokens & {"style", "class", "color", "font", "size", "width", "left", "alt", "tright"}, tokens
+    markup = {"style", "class", "color", "font", "size", "width", "left", "alt", "tright", "div", "span"}
+    assert not tokens & markup, tokens
 
 
 def _markup_findings(text: str) -> list[str]:

@@ -156,7 +156,7 @@ def read_pages(rng: DumpRange, opener: Opener) -> Iterator[Page]:
             for offset, data in chunks:
                 yield from reader.feed(data, offset)
         except DumpError as err:
-            if "last whole page" in str(err):
+            if "last whole page" in str(err) or "no whole page was read" in str(err):
                 raise
             raise DumpError(f"{err}; {reader.last_page()}") from err
         yield from reader.close()
@@ -166,9 +166,23 @@ def _limit(rng: DumpRange, position: int) -> int:
     return CHUNK_BYTES if rng.end is None else min(CHUNK_BYTES, rng.end - position)
 
 
+# Leading bytes of compressed files that are not XML (the suffix may lie), to name them instead of an XML error.
+_COMPRESSED_MAGIC = {
+    b"\x1f\x8b": "gzip", b"7z\xbc\xaf\x27\x1c": "7z", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd",
+    b"BZh": "bz2", b"PK\x03\x04": "zip",
+}
+
+
 def _plain_chunks(f: BinaryIO, rng: DumpRange) -> Iterator[tuple[int, bytes]]:
     position = rng.start
     while (size := _limit(rng, position)) > 0 and (data := f.read(size)):
+        if position == 0:
+            kind = next((k for magic, k in _COMPRESSED_MAGIC.items() if data.startswith(magic)), None)
+            if kind is not None:
+                raise DumpError(
+                    f"{rng.path}: {kind}-compressed data, not XML: stage 1 reads .xml and .xml.bz2 dumps"
+                    + (" (name it .xml.bz2)" if kind == "bz2" else "; decompress it (or recompress it with bzip2)")
+                )
         yield position, data
         position += len(data)
 

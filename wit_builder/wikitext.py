@@ -30,7 +30,8 @@ Before tokenizing (``strip_tables``): comments are removed (MediaWiki strips the
 ``<!--`` hides the rest of the page), and tables are dropped in every form MediaWiki renders one: a line whose
 first non-blank, non-``:`` characters are ``{|`` (so indented ``:{| class="wikitable"`` too) or the
 ``{{(!}}`` template opens a table, ``|}`` / ``{{!)}}`` at a line start closes it, tables nest, and a table left
-unclosed ends at the next section heading or the page end. Text after a closing ``|}`` on its line (the
+unclosed ends at the next section heading or the page end (a heading inside a table closed later stays in
+it). Text after a closing ``|}`` on its line (the
 ``}}`` of a template the table sat in) is kept. mwparserfromhell's own table tokenizing only sees the
 unindented, closed form and turns every other form into text: ``class``, ``rowspan``, colour codes.
 
@@ -102,7 +103,8 @@ _TAG_NAMES = (
     "sup|table|tbody|td|tfoot|th|thead|time|tr|tt|u|ul|var|wbr|nowiki|noinclude|includeonly|onlyinclude|"
     + "|".join(sorted(DROPPED_TAGS))
 )
-_STRAY_TAG = re.compile(rf"</?(?:{_TAG_NAMES})(?:\s[^<>\n]*)?/?>", re.I)
+# Attributes may run over a few lines (``<div class="x"\n style="y">``); bounded, so prose is never eaten.
+_STRAY_TAG = re.compile(rf"</?(?:{_TAG_NAMES})(?:\s[^<>]{{0,500}}?)?/?>", re.I)
 _ATTRIBUTE = re.compile(r"\b[\w-]+[ \t]*=[ \t]*(?:\"[^\"\n]*\"|'[^'\n]*')")
 _STRAY_LINK = re.compile(r"\[\[[ \t]*:?[ \t]*(?:file|image|media|category)[ \t]*:[^\n]*?(?:\]\]|$)", re.I | re.M)
 _STRAY_FUNCTION = re.compile(r"\{\{[ \t]*(?:#|[A-Z]+[ \t]*:|[A-Z]{4,}[ \t]*(?:\||\}\}|$))[^\n]*", re.M)
@@ -152,7 +154,8 @@ def strip_tables(wikitext: str) -> str:
         return wikitext
     kept: list[str] = []
     depth = 0
-    for line in wikitext.split("\n"):
+    lines = wikitext.split("\n")
+    for i, line in enumerate(lines):
         if _TABLE_OPEN.match(line):
             depth += 1
             if _TABLE_CLOSE.search(line, _TABLE_OPEN.match(line).end()) and line.rstrip().endswith("|}"):
@@ -164,10 +167,25 @@ def strip_tables(wikitext: str) -> str:
             depth -= 1
             if depth == 0 and line[close.end():].strip():
                 kept.append(line[close.end():])  # e.g. the "}}" of a template the table sat in
-        elif _HEADING_LINE.match(line):
+        elif _HEADING_LINE.match(line) and not _closed_later(lines, i + 1):
             depth = 0  # an unclosed table ends at the next section
             kept.append(line)
     return "\n".join(kept)
+
+
+def _closed_later(lines: list[str], start: int) -> bool:
+    """Is the innermost open table closed by a line from ``lines[start]`` on? A heading inside a table that
+    is closed later is the table's content (MediaWiki ends a table only at ``|}``)."""
+    depth = 0
+    for line in lines[start:]:
+        if (opened := _TABLE_OPEN.match(line)) is not None:
+            if not (_TABLE_CLOSE.search(line, opened.end()) and line.rstrip().endswith("|}")):
+                depth += 1  # a table opened inside (a one-line table opens and closes)
+        elif _TABLE_CLOSE.match(line):
+            if depth == 0:
+                return True
+            depth -= 1
+    return False
 
 
 def _scrub(text: str) -> str:
