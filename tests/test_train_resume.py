@@ -202,3 +202,19 @@ def test_an_epoch_ending_early_on_one_rank_is_accounted_for(tmp_path, tokenizer_
     (epoch,) = _metrics(out, "epochs.jsonl")
     assert (epoch["samples_planned"], epoch["samples_trained"], epoch["left_out"]) == (232, 208, {"not_reached": 24})
     assert "epoch 0: trained 208 of 232 samples in 13 steps; left out 24 (not_reached 24)" in done.stdout
+
+
+def test_a_run_ending_on_an_epochs_last_step_records_that_epoch(shards, tokenizer_file, tmp_path, capsys):
+    # --steps 16 is exactly epoch 0: the run prints it as finished, so epochs.jsonl must hold it too (it used to
+    # stay empty until a later --resume drew the next batch).
+    out = tmp_path / "run"
+    assert _train(shards, out, tokenizer_file, "--steps", "16") == 0
+    assert "wit train: epoch 0: trained 256 of 256 samples in 16 steps; left out none" in capsys.readouterr().out
+    epochs = _metrics(out, "epochs.jsonl")
+    assert [(e["step"], e["epoch"], e["complete"], e["samples_trained"]) for e in epochs] == [(16, 0, True, 256)]
+    # Rerun as it is, then extended: still epoch 0 once, and the summary counts it once.
+    assert _train(shards, out, tokenizer_file, "--steps", "16", "--resume") == 0
+    assert "samples left out none" in capsys.readouterr().out
+    assert [e["epoch"] for e in _metrics(out, "epochs.jsonl")] == [0]
+    assert _train(shards, out, tokenizer_file, "--steps", "18", "--resume") == 0
+    assert [(e["step"], e["epoch"]) for e in _metrics(out, "epochs.jsonl")] == [(16, 0)]

@@ -273,8 +273,11 @@ def train(cfg: TrainConfig) -> int:
         current = loader.epoch_report()  # every rank takes part (a collective under DDP)
         if master:
             _write_epoch_reports(loader, epochs_path, step, master)
+            if current["complete"]:  # the run ended on the epoch's last step: that epoch is finished, record it
+                with open(epochs_path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"step": step, **current}) + "\n")
             left: dict[str, int] = {}
-            for report in _read_jsonl(epochs_path) + [current]:
+            for report in _read_jsonl(epochs_path) + ([] if current["complete"] else [current]):
                 for reason, n in report["left_out"].items():
                     left[reason] = left.get(reason, 0) + n
             if metrics_path.exists():
