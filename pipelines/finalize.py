@@ -60,6 +60,15 @@ DROP_REASONS = ("raw_image_unreadable", "repeated_uid", "decontaminated", "exact
 EVAL_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
+def check_settings(samples_per_shard: int, per_query_cap: int | None, phash_distance: int) -> None:
+    """The user settings' rules, shared by the command's options and the resolved config (ValueError)."""
+    if samples_per_shard < 1:
+        raise ValueError(f"--samples-per-shard must be >= 1, got {samples_per_shard}")
+    if per_query_cap is not None and per_query_cap < 1:
+        raise ValueError(f"--per-query-cap must be >= 1, got {per_query_cap}")
+    dedup.bands(phash_distance)  # validates the range
+
+
 @dataclass(frozen=True)
 class FinalizeConfig:
     raw: tuple[str, ...]               # what the user gave (folders, files or globs), for the card
@@ -76,11 +85,7 @@ class FinalizeConfig:
     match_rule: str | None = None      # the rule the pairs were matched under (pipelines.match_rule_check)
 
     def __post_init__(self) -> None:
-        if self.samples_per_shard < 1:
-            raise ValueError(f"--samples-per-shard must be >= 1, got {self.samples_per_shard}")
-        if self.per_query_cap is not None and self.per_query_cap < 1:
-            raise ValueError(f"--per-query-cap must be >= 1, got {self.per_query_cap}")
-        dedup.bands(self.phash_distance)  # validates the range
+        check_settings(self.samples_per_shard, self.per_query_cap, self.phash_distance)
         if self.decontaminate and not self.eval_files:
             raise ValueError(f"--decontaminate {self.decontaminate}: no image files found there")
 
@@ -659,11 +664,7 @@ class FinalizeOptions:
     seed: int = option(FinalizeConfig.seed, help="seed of the re-balance hash rank (stage 2's seed)")
 
     def __post_init__(self) -> None:
-        if self.samples_per_shard < 1:
-            raise ValueError(f"--samples-per-shard must be >= 1, got {self.samples_per_shard}")
-        if self.per_query_cap is not None and self.per_query_cap < 1:
-            raise ValueError(f"--per-query-cap must be >= 1, got {self.per_query_cap}")
-        dedup.bands(self.phash_distance)  # validates the range
+        check_settings(self.samples_per_shard, self.per_query_cap, self.phash_distance)
 
 
 OPTIONS = FinalizeOptions

@@ -296,14 +296,20 @@ def test_a_pairs_folder_means_its_pairs_files_not_its_other_tables(tmp_path):
 
 # ---- reruns: settings are part of the output's identity; a run where nothing succeeded says so ----
 
+def two_photos_downloaded(server: hs.HostileServer, tmp_path: Path) -> tuple[Path, Path]:
+    """Two photos served behind an allowing robots.txt, downloaded at 64 px: (pairs file, raw folder)."""
+    server.serve("/robots.txt", hs.Response(200, b"User-agent: *\nAllow: /\n", content_type="text/plain"))
+    urls = [server.image("/a.jpg", hs.jpeg("coffee")), server.image("/b.jpg", hs.jpeg("astronaut"))]
+    pairs = write_pairs(tmp_path / "pairs.parquet", [
+        {"uid": f"u{i}", "url": u, "caption": f"c{i}", "queries": ["q"]} for i, u in enumerate(urls)])
+    out = tmp_path / "raw"
+    assert run_download(pairs, out, "--image-size", "64") == 0
+    return pairs, out
+
+
 def test_a_rerun_with_other_settings_refuses_and_names_them_until_overwrite(tmp_path, capsys):
     with hs.HostileServer() as server:
-        server.serve("/robots.txt", hs.Response(200, b"User-agent: *\nAllow: /\n", content_type="text/plain"))
-        urls = [server.image("/a.jpg", hs.jpeg("coffee")), server.image("/b.jpg", hs.jpeg("astronaut"))]
-        pairs = write_pairs(tmp_path / "pairs.parquet", [
-            {"uid": f"u{i}", "url": u, "caption": f"c{i}", "queries": ["q"]} for i, u in enumerate(urls)])
-        out = tmp_path / "raw"
-        assert run_download(pairs, out, "--image-size", "64") == 0
+        pairs, out = two_photos_downloaded(server, tmp_path)
         before = {p.name: p.read_bytes() for p in out.iterdir()}
         capsys.readouterr()
 
@@ -478,12 +484,7 @@ def test_shards_without_a_plan_are_not_reused_silently(tmp_path, capsys):
     """A folder holding raw shards but no plan.json (deleted, or made by another tool) has unknown settings:
     a rerun refuses rather than skipping those shards as complete, until --overwrite."""
     with hs.HostileServer() as server:
-        server.serve("/robots.txt", hs.Response(200, b"User-agent: *\nAllow: /\n", content_type="text/plain"))
-        urls = [server.image("/a.jpg", hs.jpeg("coffee")), server.image("/b.jpg", hs.jpeg("astronaut"))]
-        pairs = write_pairs(tmp_path / "pairs.parquet", [
-            {"uid": f"u{i}", "url": u, "caption": f"c{i}", "queries": ["q"]} for i, u in enumerate(urls)])
-        out = tmp_path / "raw"
-        assert run_download(pairs, out, "--image-size", "64") == 0
+        pairs, out = two_photos_downloaded(server, tmp_path)
         (out / "plan.json").unlink()
         before = {p.name: p.read_bytes() for p in out.iterdir()}
         capsys.readouterr()
