@@ -1,7 +1,7 @@
 """Stage 3, ``wit download``: fetch, check and resize the images of the pairs, one raw shard per url shard.
 
 The launcher reads the input parquet footers and url column and cuts the rows into url shards of at most
-``--rows-per-shard`` rows grouped by host (``wit_builder.host_shards``; the same input always gives the same
+``--rows-per-shard`` rows grouped by host (``wit_builder.crawl.host_shards``; the same input always gives the same
 shards). The shards of one host chain form one Beam element (after a GroupByKey that spreads the chains over
 workers); a DoFn downloads the chain's shards one after another with the chosen engine and writes, per
 shard, ``{shard}.tar``, ``{shard}.parquet`` and, last, ``{shard}_stats.json``, each temp-then-rename.
@@ -40,10 +40,11 @@ from pipelines import common
 from schemas import stats as stats_schema
 from schemas.download import RAW_STATUSES
 from schemas.pairs import PAIRS_GLOB
-from wit_builder import options, progress, raw_shards
-from wit_builder.fetch import FetchConfig
-from wit_builder.host_shards import HostPlanner, url_key
-from wit_builder.images import ENCODE_FORMATS, RESIZE_MODES, ImageConfig
+from wit_builder import options, progress
+from wit_builder.crawl import raw_shards
+from wit_builder.crawl.fetch import FetchConfig
+from wit_builder.crawl.host_shards import HostPlanner, url_key
+from wit_builder.crawl.images import ENCODE_FORMATS, RESIZE_MODES, ImageConfig
 from wit_builder.options import option
 from wit_builder.table_checks import ColumnTypeError, check_pairs_input
 
@@ -82,7 +83,7 @@ class DownloadConfig:
 class ShardSpec:
     """One url shard: ``members`` are (index into ``paths``, row number in that file), in download order.
 
-    ``chain`` is the shard id of the first shard of its host chain (see ``wit_builder.host_shards``): the
+    ``chain`` is the shard id of the first shard of its host chain (see ``wit_builder.crawl.host_shards``): the
     shards of one chain are downloaded one after another by one worker, so a host sees one shard at a time.
     """
 
@@ -119,7 +120,7 @@ def plan_shards(paths: list[str], rows_per_shard: int) -> list[ShardSpec]:
     """Cut the rows of ``paths`` into url shards of at most ``rows_per_shard`` rows, grouped by host.
 
     Reads the footers and the url column only (about 20 us and 16 bytes of memory per row at the launcher).
-    The same inputs always give the same shards. Rules: ``wit_builder.host_shards``.
+    The same inputs always give the same shards. Rules: ``wit_builder.crawl.host_shards``.
     """
     planner = HostPlanner()
     offsets: list[int] = []
@@ -212,7 +213,7 @@ class DownloadShardFn(beam.DoFn):
 
     def setup(self) -> None:
         if self.config.engine == "native":
-            from wit_builder.fetch import Fetcher
+            from wit_builder.crawl.fetch import Fetcher
 
             self.fetcher = Fetcher(self.config.fetch)
 
@@ -221,7 +222,7 @@ class DownloadShardFn(beam.DoFn):
             self.fetcher.close()
 
     def process(self, element: tuple[int, Any]):
-        """One host chain: its shards in order, one after another (see ``wit_builder.host_shards``)."""
+        """One host chain: its shards in order, one after another (see ``wit_builder.crawl.host_shards``)."""
         _, specs = element
         carry: dict[str, raw_shards.RawSample] = {}  # the URL at a shard boundary, handed to the next shard
         for spec in sorted(specs, key=lambda s: s.shard_id):
@@ -263,11 +264,11 @@ class DownloadShardFn(beam.DoFn):
                   carry: dict[str, raw_shards.RawSample]) -> list[raw_shards.RawSample]:
         cfg = self.config
         if cfg.engine == "native":
-            from wit_builder.download_shard import download_rows
+            from wit_builder.crawl.download_shard import download_rows
 
             return download_rows(rows, spec.shard_id, cfg.rows_per_shard, self.fetcher, cfg.image, cfg.threads,
                                  known=carry)
-        from wit_builder.img2dataset_engine import download_rows_img2dataset
+        from wit_builder.crawl.img2dataset_engine import download_rows_img2dataset
 
         workdir = tempfile.mkdtemp(prefix=f"wit-img2dataset-{spec.shard_id}-")
         try:
@@ -281,7 +282,7 @@ class Download(beam.PTransform):
     """url shards -> raw shards on disk -> per-shard stats.
 
     Shards are grouped by host chain: the group is the unit of parallelism, so no two workers ever serve
-    one host at the same time and per-host limits hold for the whole run (``wit_builder.host_shards``).
+    one host at the same time and per-host limits hold for the whole run (``wit_builder.crawl.host_shards``).
     """
 
     def __init__(self, config: DownloadConfig) -> None:
@@ -524,7 +525,7 @@ def run(args: DownloadOptions, beam_argv: list[str]) -> int:
     try:
         config = config_from_args(args)
         if config.engine == "img2dataset":
-            from wit_builder.img2dataset_engine import INSTALL_HINT, img2dataset_available
+            from wit_builder.crawl.img2dataset_engine import INSTALL_HINT, img2dataset_available
 
             if not img2dataset_available():
                 raise InputError(INSTALL_HINT)

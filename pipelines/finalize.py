@@ -45,7 +45,8 @@ from schemas.finalize import (
     SIZES_JSON,
     STATS_JSON,
 )
-from wit_builder import dataset_card, dedup, final_shards, options, progress, raw_rows, rebalance
+from wit_builder import balance, dataset_card, dedup, final_shards, options, progress
+from wit_builder.crawl import raw_shards
 from wit_builder.options import option
 
 NAMESPACE = "finalize"
@@ -120,7 +121,7 @@ class ReadRawShard(beam.DoFn):
         self._names = names
 
     def process(self, parquet_path: str) -> Iterator[dict[str, Any]]:
-        rows = raw_rows.table_rows(common.read_parquet(parquet_path).to_pydict(), parquet_path,
+        rows = raw_shards.table_rows(common.read_parquet(parquet_path).to_pydict(), parquet_path,
                                    self._names[parquet_path])
         if any(r["status"] == "success" for r in rows):
             self._attach_images(rows, parquet_path[: -len(".parquet")] + ".tar")
@@ -133,17 +134,17 @@ class ReadRawShard(beam.DoFn):
     @staticmethod
     def _attach_images(rows: list[dict[str, Any]], tar_path: str) -> None:
         if not common.exists(tar_path):
-            raw_rows.attach_images(rows, tar_path, {}, 0, "the tar file does not exist", lambda o, s: b"")
+            raw_shards.attach_images(rows, tar_path, {}, 0, "the tar file does not exist", lambda o, s: b"")
             return
         with common.open_read(tar_path) as f:
-            members, error = raw_rows.index_tar(f)
+            members, error = raw_shards.index_tar(f)
             size = FileSystems.match([tar_path])[0].metadata_list[0].size_in_bytes
 
             def read_member(offset: int, length: int) -> bytes:
                 f.seek(offset)
                 return f.read(length)
 
-            raw_rows.attach_images(rows, tar_path, members, size, error, read_member)
+            raw_shards.attach_images(rows, tar_path, members, size, error, read_member)
 
 
 # ---- dedup, decontamination, re-balance: each splits rows into survivors (main) and DECIDED ----
@@ -296,14 +297,14 @@ class DropNearDuplicates(beam.PTransform):
         )
 
 
-def _query_ranks(row: dict[str, Any], seed: int) -> Iterator[tuple[str, rebalance.Rank]]:
-    rank = rebalance.hash_rank(row["uid"], seed)
+def _query_ranks(row: dict[str, Any], seed: int) -> Iterator[tuple[str, balance.Rank]]:
+    rank = balance.sample_rank(row["uid"], seed)
     for query in row["queries"]:
         yield query, rank
 
 
-def _apply_cap(row: dict[str, Any], table: dict[str, rebalance.Rank], seed: int, cap: int) -> Iterator[Any]:
-    dropped = rebalance.over_cap_queries(row["uid"], row["queries"], table, seed)
+def _apply_cap(row: dict[str, Any], table: dict[str, balance.Rank], seed: int, cap: int) -> Iterator[Any]:
+    dropped = balance.over_cap_queries(row["uid"], row["queries"], table, seed)
     if dropped is None:
         yield row
     else:
@@ -326,7 +327,7 @@ class Rebalance(beam.PTransform):
             | "QueryRanks" >> beam.FlatMap(_query_ranks, self._seed)
             | "SmallestRanksPerQuery" >> beam.combiners.Top.SmallestPerKey(cap + 1)
             | "ThresholdsOverCap" >> beam.FlatMap(
-                lambda kv: [(kv[0], rebalance.threshold_from_smallest(kv[1], cap))] if len(kv[1]) > cap else [])
+                lambda kv: [(kv[0], balance.threshold_from_smallest(kv[1], cap))] if len(kv[1]) > cap else [])
         )
         result = rows | "DropOverCap" >> beam.FlatMap(
             _apply_cap, beam.pvalue.AsDict(thresholds), self._seed, cap).with_outputs(DECIDED, main="kept")
@@ -697,8 +698,8 @@ def parquet_rows(path: str) -> int:
         try:
             footer = pq.ParquetFile(io.BytesIO(f.read())).metadata
         except (pa.ArrowInvalid, OSError) as exc:
-            raise raw_rows.RawInputError(f"{path}: not a readable parquet file ({exc})") from exc
-    raw_rows.check_columns(footer.schema.to_arrow_schema().names, path)
+            raise raw_shards.RawInputError(f"{path}: not a readable parquet file ({exc})") from exc
+    raw_shards.check_columns(footer.schema.to_arrow_schema().names, path)
     return footer.num_rows
 
 
@@ -719,10 +720,10 @@ def check_out_apart_from_raw(out: str, files: Iterable[str]) -> None:
 def build_config(args: FinalizeOptions) -> FinalizeConfig:
     files = raw_parquets(args.raw)
     check_out_apart_from_raw(args.out, files)
-    names = raw_rows.raw_shard_names(files)
+    names = raw_shards.raw_shard_names(files)
     expected = sum(parquet_rows(f) for f in files)
     if expected == 0:
-        raise raw_rows.RawInputError(f"--raw {' '.join(args.raw)}: the raw parquets hold no rows")
+        raise raw_shards.RawInputError(f"--raw {' '.join(args.raw)}: the raw parquets hold no rows")
     evals = tuple(eval_images(args.decontaminate)) if args.decontaminate else ()
     return FinalizeConfig(
         raw=tuple(args.raw), out=args.out, raw_files=tuple(files), raw_names=tuple(sorted(names.items())),

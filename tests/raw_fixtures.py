@@ -31,8 +31,8 @@ from PIL import Image
 
 from schemas.download import RAW_ROWS
 from tests.hostile_server import encode
+from wit_builder.balance import sample_rank
 from wit_builder.dedup import image_phash
-from wit_builder.rebalance import hash_rank
 from wit_builder.uid import pair_uid
 
 STORED_SIDE = 256
@@ -228,7 +228,7 @@ def expected_statuses(fixture: RawFixture, cap: int | None, decontaminate: bool)
         expected[k] = "success"
     if cap is not None:
         space = space_only + [astronauts[0]]
-        keep = sorted(space, key=lambda k: hash_rank(fixture.uid(*k), 0))[:cap]
+        keep = sorted(space, key=lambda k: sample_rank(fixture.uid(*k), 0))[:cap]
         for k in space_only:
             expected[k] = "success" if k in keep else "over_cap"
     assert len(expected) == len(fixture.rows)

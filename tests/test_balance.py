@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wit_builder.balance import BalanceConfig, SmallestRanks, cut_value, kept_queries, reference_hard_selection
+from tests.references import reference_hard_selection
+from wit_builder.balance import BalanceConfig, SmallestRanks, cut_value, kept_queries
 from wit_builder.uid import draw, hash_rank, normalize_url, pair_uid
 
 QUERY_NAMES = [f"q{i}" for i in range(8)]

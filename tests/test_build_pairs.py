@@ -25,7 +25,7 @@ from schemas.stats import validate as validate_stats
 from tests.build_pairs_fixtures import WatBuilder, img, write_queries
 from tests.conftest import BEAM_IN_PROCESS, BEAM_MULTI_PROCESS
 from tests.hostile_server import photo, serve_folder
-from wit_builder.balance import reference_hard_selection
+from tests.references import reference_hard_selection
 from wit_builder.matcher import reference_match
 from wit_builder.pool_readers import Candidate, PoolOptions, read_pool_file
 from wit_builder.textnorm import tokenize

@@ -253,7 +253,8 @@ def test_beams_log_of_our_error_stays_off_the_terminal(command, tmp_path, capsys
 def test_known_error_messages():
     assert errors.known_error_message(ValueError("x")) is None
     runner_text = RuntimeError("Pipeline failed:\nTraceback (most recent call last):\n  File \"x.py\", line 1\n"
-                               "wit_builder.raw_rows.RawInputError: 00001.parquet: row 3: unknown status 'exploded' "
+                               "wit_builder.crawl.raw_shards.RawInputError: 00001.parquet: row 3: "
+                               "unknown status 'exploded' "
                                "[while running 'Finalize/ReadRawShards']\n")
     assert errors.known_error_message(runner_text) == "00001.parquet: row 3: unknown status 'exploded'"
     wrapped = errors.StageFailed("b.xml: truncated")

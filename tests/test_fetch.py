@@ -10,11 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests import hostile_server as hs
-from wit_builder import http_client
-from wit_builder.fetch import USER_AGENT_TOKEN, FetchConfig, Fetcher, backoff_delay, parse_retry_after, user_agent
-from wit_builder.netsafety import AddressPolicy
-from wit_builder.ratelimit import HostLimiter
-from wit_builder.robots import DEFAULT_OPT_OUTS, x_robots_opt_out
+from wit_builder.crawl import http_client
+from wit_builder.crawl.fetch import USER_AGENT_TOKEN, FetchConfig, Fetcher, backoff_delay, parse_retry_after, user_agent
+from wit_builder.crawl.netsafety import AddressPolicy
+from wit_builder.crawl.ratelimit import HostLimiter
+from wit_builder.crawl.robots import DEFAULT_OPT_OUTS, x_robots_opt_out
 
 FAST = dict(allow_private_networks=True, connect_timeout_s=1.0, read_timeout_s=0.5, deadline_s=0.6, retries=1,
             backoff_base_s=0.01, backoff_max_s=2.0, max_bytes=1 << 20)
@@ -347,7 +347,7 @@ def resolver_to(monkeypatch):
             return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, port, 0, 0))]
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
 
-    monkeypatch.setattr("wit_builder.netsafety.socket.getaddrinfo", fake_getaddrinfo)
+    monkeypatch.setattr("wit_builder.crawl.netsafety.socket.getaddrinfo", fake_getaddrinfo)
 
     def accepted() -> int:
         n = 0
@@ -409,7 +409,7 @@ def test_translation_forms_of_a_public_address_are_allowed():
 # ---- robots.txt per RFC 9309 (issue 13) ----
 
 def _rules(text: str):
-    from wit_builder.robots import RobotsRules
+    from wit_builder.crawl.robots import RobotsRules
 
     return RobotsRules(200, text.encode())
 
@@ -473,7 +473,7 @@ def test_robots_group_is_chosen_by_our_token_not_the_star_group():
 
 
 def test_robots_rules_beyond_500_kib_are_ignored():
-    from wit_builder.robots import MAX_ROBOTS_BYTES
+    from wit_builder.crawl.robots import MAX_ROBOTS_BYTES
 
     filler = "# " + "x" * 97 + "\n"
     head = "User-agent: *\nDisallow: /early/\n" + filler * (MAX_ROBOTS_BYTES // len(filler))
@@ -505,7 +505,7 @@ def test_per_host_cap_holds_across_spellings_of_one_host(server, monkeypatch):
     """host_shards groups "Host." and "host" as one host; the fetcher's limiter must key them alike too, or
     one shard hits the host with twice the configured concurrency."""
     real = socket.getaddrinfo
-    monkeypatch.setattr("wit_builder.netsafety.socket.getaddrinfo",
+    monkeypatch.setattr("wit_builder.crawl.netsafety.socket.getaddrinfo",
                         lambda host, *a, **k: real("127.0.0.1" if host.rstrip(".").lower() == "wit.test" else host,
                                                    *a, **k))
     in_flight, peak, lock = [0], [0], threading.Lock()

@@ -25,7 +25,7 @@ from schemas.stats import validate as validate_stats
 from tests.conftest import BEAM_IN_PROCESS, BEAM_MULTI_PROCESS
 from tests.hostile_server import serve_folder
 from tests.raw_fixtures import SHARDS, SPACE_CAP, encode, expected_statuses, photo, stored, write_raw_fixture
-from wit_builder import raw_rows
+from wit_builder.crawl import raw_shards
 from wit_builder.final_shards import FIXED_MTIME
 
 PER_SHARD = 4
@@ -234,31 +234,30 @@ def test_a_missing_raw_tar_turns_its_successes_into_failed_to_decode(raw, tmp_pa
 
 def test_index_tar_keeps_the_members_before_a_truncation(raw):
     data = (raw.root / "00000.tar").read_bytes()
-    whole, error = raw_rows.index_tar(io.BytesIO(data))
+    whole, error = raw_shards.index_tar(io.BytesIO(data))
     successes = [r["key"] for k, r in raw.rows.items() if k[0] == "00000" and r["status"] == "success"]
     assert error is None and sorted(whole) == successes
     assert all(set(members) == {"jpg", "json", "txt"} or set(members) == {"webp", "json", "txt"}
                for members in whole.values())
     cut = len(data) // 2
-    part, error = raw_rows.index_tar(io.BytesIO(data[:cut]))
+    part, error = raw_shards.index_tar(io.BytesIO(data[:cut]))
     assert 0 < len(part) < len(whole)
     rows = [{"status": "success", "raw_key": r["key"], "sha256": "0" * 64, "phash": "0" * 16, "width": 1,
              "height": 1, "error_message": None} for k, r in sorted(raw.rows.items()) if k[0] == "00000"
             and r["status"] == "success"]
-    raw_rows.attach_images(rows, "00000.tar", part, cut, error, lambda o, s: data[o:o + s])
+    raw_shards.attach_images(rows, "00000.tar", part, cut, error, lambda o, s: data[o:o + s])
     failed = [r for r in rows if r["status"] == "failed_to_decode"]
     assert failed and all("00000.tar" in r["error_message"] for r in failed)
     assert len(failed) + sum("_image_offset" in r for r in rows) == len(rows)
 
 
 def test_raw_shard_names_are_unique_and_readable():
-    names = raw_rows.raw_shard_names(["gs://b/run1/00000.parquet", "gs://b/run2/00000.parquet"])
+    names = raw_shards.raw_shard_names(["gs://b/run1/00000.parquet", "gs://b/run2/00000.parquet"])
     assert names == {"gs://b/run1/00000.parquet": "run1-00000", "gs://b/run2/00000.parquet": "run2-00000"}
 
 
 def test_reads_what_the_download_stage_writes(tmp_path):
-    """Stage 3's own shard writer (wit_builder.raw_shards) in, final shards out: the contract holds."""
-    from wit_builder import raw_shards
+    """Stage 3's own shard writer (wit_builder.crawl.raw_shards) in, final shards out: the contract holds."""
     from wit_builder.dedup import image_phash
 
     samples = []
@@ -350,19 +349,18 @@ def test_table_rows_maps_img2dataset_statuses_and_text_query_lists():
     columns = {"key": ["a", "b", "c"], "uid": ["1", "2", "3"], "url": ["https://x/1.jpg"] * 3,
                "status": ["success", "failed_to_resize", "blocked"],
                "queries": ['["dog", "cat", "dog"]', "space", None]}
-    rows = raw_rows.table_rows(columns, "x.parquet", "x")
+    rows = raw_shards.table_rows(columns, "x.parquet", "x")
     assert [r["status"] for r in rows] == ["success", "failed_to_decode", "blocked"]
     assert [r["_raw_status"] for r in rows] == ["success", "failed_to_decode", "blocked"]
     assert [r["queries"] for r in rows] == [["cat", "dog"], ["space"], []]
     assert [r["_row"] for r in rows] == [0, 1, 2] and {r["_raw_rows"] for r in rows} == {3}
-    with pytest.raises(raw_rows.RawInputError, match=r"x.parquet: row 1: empty uid"):
-        raw_rows.table_rows(dict(columns, uid=["1", "", "3"]), "x.parquet", "x")
+    with pytest.raises(raw_shards.RawInputError, match=r"x.parquet: row 1: empty uid"):
+        raw_shards.table_rows(dict(columns, uid=["1", "", "3"]), "x.parquet", "x")
 
 
 def test_stored_images_that_do_not_decode_never_reach_the_final_shards(tmp_path):
     """Raw rows whose metadata looks complete (hashes, sizes) but whose stored bytes are cut or not an image
     become failed_to_decode; finalize decodes every stored image, not only those missing a hash."""
-    from wit_builder import raw_shards
     from wit_builder.dedup import image_phash
 
     good = {name: encode(stored(photo(name)), "JPEG", quality=90) for name in ("astronaut", "coffee", "chelsea")}

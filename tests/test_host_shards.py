@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wit_builder.host_shards import HostPlanner, host_key, url_key
+from wit_builder.crawl.host_shards import HostPlanner, host_key, url_key
 
 
 def plan(urls: list[str], rows_per_shard: int):

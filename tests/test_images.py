@@ -1,4 +1,4 @@
-"""wit_builder.images on real photos (scikit-image) in the formats and shapes the web serves."""
+"""wit_builder.crawl.images on real photos (scikit-image) in the formats and shapes the web serves."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from tests import hostile_server as hs
-from wit_builder.images import RESIZE_MODES, ImageConfig, MemoryBudget, estimate_work_bytes, process_image
+from wit_builder.crawl.images import RESIZE_MODES, ImageConfig, MemoryBudget, estimate_work_bytes, process_image
 
 
 def decoded(result) -> Image.Image:
@@ -246,7 +246,7 @@ limit = int(sys.argv[1])
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 from tests import hostile_server as hs
 from tests.test_images import bomb
-from wit_builder.images import RESIZE_MODES, ImageConfig, MemoryBudget, _budget, process_image
+from wit_builder.crawl.images import RESIZE_MODES, ImageConfig, MemoryBudget, _budget, process_image
 cases = ["tall", "wide", "overflow", "huge_both", "png16_tall", "rgba_tall", "gif_tall", "apng_tall", "cmyk_tall"]
 data = {c: bomb(c) for c in cases}
 threads_data = hs.png_complete(1000, 20_000)  # 20 Mpx gray: about 100 MB of work each

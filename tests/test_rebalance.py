@@ -1,4 +1,4 @@
-"""wit_builder.rebalance and the Beam Rebalance transform against a brute-force reference selection."""
+"""wit_builder.balance and the Beam Rebalance transform against a brute-force reference selection."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.finalize import DECIDED, Rebalance
+from tests import references
 from tests.conftest import BEAM_IN_PROCESS
-from wit_builder import rebalance
+from wit_builder import balance
 from wit_builder.uid import hash_rank as stage2_rank
 
 QUERIES = ["cat", "dog", "space", "car", "tree"]
@@ -34,8 +35,8 @@ def reference_kept(samples, cap, seed):
 @settings(max_examples=200, deadline=None)
 @given(samples_strategy, st.integers(1, 6), st.integers(0, 3))
 def test_keeps_exactly_the_reference_selection(samples, cap, seed):
-    table = rebalance.thresholds(samples, cap, seed)
-    kept = {uid for uid, queries in samples if rebalance.over_cap_queries(uid, queries, table, seed) is None}
+    table = references.thresholds(samples, cap, seed)
+    kept = {uid for uid, queries in samples if balance.over_cap_queries(uid, queries, table, seed) is None}
     assert kept == reference_kept(samples, cap, seed)
     # Only queries over the cap have a threshold (the side-input table stays small).
     for query in QUERIES:
@@ -44,21 +45,21 @@ def test_keeps_exactly_the_reference_selection(samples, cap, seed):
 
 
 def test_rank_is_stage_two_rank_with_uid_tie_break():
-    assert rebalance.hash_rank("00ff", 3) == (stage2_rank("00ff", 3), "00ff")
-    assert rebalance.hash_rank("00ff", 3) != rebalance.hash_rank("00ff", 4)
+    assert balance.sample_rank("00ff", 3) == (stage2_rank("00ff", 3), "00ff")
+    assert balance.sample_rank("00ff", 3) != balance.sample_rank("00ff", 4)
 
 
 def test_dropped_sample_names_the_queries_that_dropped_it():
     samples = [(f"{i:04x}", ["space", "moon"]) for i in range(5)]
-    table = rebalance.thresholds(samples, 2, 0)
-    dropped = [rebalance.over_cap_queries(uid, q, table, 0) for uid, q in samples]
+    table = references.thresholds(samples, 2, 0)
+    dropped = [balance.over_cap_queries(uid, q, table, 0) for uid, q in samples]
     assert sum(d is None for d in dropped) == 2
     assert all(d in (None, ["moon", "space"]) for d in dropped)
 
 
 def test_cap_must_be_positive():
     with pytest.raises(ValueError, match=">= 1"):
-        rebalance.thresholds([], 0, 0)
+        references.thresholds([], 0, 0)
 
 
 def test_beam_rebalance_equals_the_pure_function():

@@ -1,5 +1,5 @@
 """Load-time balancing (``wit train --per-query-cap N --balance hard|probabilistic``): the loader keeps exactly
-the samples finalize's re-balance keeps with that cap and seed (``wit_builder.rebalance``), the same set on every
+the samples finalize's re-balance keeps with that cap and seed (``wit_builder.balance``), the same set on every
 worker layout and across a resume, and the probabilistic rule is stage 2's seeded coin."""
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import webdataset as wds
 from PIL import Image
 
 from pipelines.cli import main as wit
+from tests import references
 from trainer.balance import balance_from_samples
 from trainer.data import Loader, make_plan
 from trainer.tokenizer import Tokenizer
+from wit_builder import balance
 from wit_builder import balance as stage2_balance
-from wit_builder import rebalance
 from wit_builder.uid import hash_rank as stage2_rank
 
 torch.set_num_threads(1)
@@ -58,8 +59,8 @@ def matched(tmp_path_factory) -> tuple[Path, list[tuple[str, list[str]]], Tokeni
 
 def _finalize_keeps(samples, cap: int, seed: int) -> set[str]:
     """finalize's re-balance rule (pipelines/finalize.py Rebalance: thresholds, then over_cap_queries)."""
-    table = rebalance.thresholds(samples, cap, seed)
-    return {uid for uid, queries in samples if rebalance.over_cap_queries(uid, queries, table, seed) is None}
+    table = references.thresholds(samples, cap, seed)
+    return {uid for uid, queries in samples if balance.over_cap_queries(uid, queries, table, seed) is None}
 
 
 def _uids(loader: Loader, tokenizer: Tokenizer) -> list[str]:
@@ -91,7 +92,7 @@ def test_the_plan_is_finalizes_thresholds(matched):
     _, samples, _ = matched
     for cap in (1, 4, 30):
         plan = balance_from_samples(iter(samples), cap, "hard", seed=2)
-        assert plan.cuts == rebalance.thresholds(samples, cap, 2)
+        assert plan.cuts == references.thresholds(samples, cap, 2)
 
 
 def test_probabilistic_balance_is_stage_twos_coin(matched):

@@ -3,7 +3,7 @@ reading the final shards, so another cap can be tried without re-sharding.
 
 The rules are the pipeline's own, imported, not rewritten:
 
-* ``hard`` is finalize's re-balance (``wit_builder.rebalance``): a query keeps its ``cap`` smallest-ranked samples
+* ``hard`` is finalize's re-balance (``wit_builder.balance``): a query keeps its ``cap`` smallest-ranked samples
   (seeded hash rank of the uid, uid as tie-break); a sample stays when ANY of its queries keeps it, or when it
   carries no query. With finalize's seed the kept set is exactly what ``wit finalize --per-query-cap N`` keeps.
 * ``probabilistic`` is stage 2's MetaCLIP rule (``wit_builder.balance``): a query over the cap keeps a sample
@@ -25,8 +25,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from wit_builder import rebalance
-from wit_builder.balance import MODES, BalanceConfig, cut_value, kept_queries
+from wit_builder.balance import (
+    MODES,
+    BalanceConfig,
+    cut_value,
+    kept_queries,
+    over_cap_queries,
+    sample_rank,
+    threshold_from_smallest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +73,7 @@ class LoadBalance:
         if not queries:
             return True
         if self.mode == "hard":
-            return rebalance.over_cap_queries(uid, queries, self.cuts, self.seed) is None
+            return over_cap_queries(uid, queries, self.cuts, self.seed) is None
         config = BalanceConfig(mode="probabilistic", per_query_cap=self.cap, seed=self.seed)
         return bool(kept_queries(uid, 0, sorted(set(queries)), self.cuts, config))
 
@@ -89,7 +96,7 @@ def balance_from_samples(samples: Iterable[tuple[str, Iterable[str]]], cap: int,
     total = 0
     for uid, queries in samples:
         total += 1
-        rank = rebalance.hash_rank(uid, seed)
+        rank = sample_rank(uid, seed)
         for query in set(queries):
             counts[query] += 1
             heap = smallest.setdefault(query, [])
@@ -102,7 +109,7 @@ def balance_from_samples(samples: Iterable[tuple[str, Iterable[str]]], cap: int,
     config = BalanceConfig(mode=mode, per_query_cap=cap, seed=seed)
     for query, count in counts.items():
         ranks = sorted((-h, n.value) for h, n in smallest[query])
-        threshold = rebalance.threshold_from_smallest(ranks, cap)
+        threshold = threshold_from_smallest(ranks, cap)
         cut = cut_value(config, count, threshold)
         if cut is not None:
             cuts[query] = cut

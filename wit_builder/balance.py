@@ -1,5 +1,8 @@
 """Per-query balancing: keep at most a cap of pairs per query without grouping the matches.
 
+Stage 2 balances the matched pairs (below); stage 4 and the trainer re-balance the downloaded samples with the
+same rank (``sample_rank``, ``over_cap_queries``, at the end of this module).
+
 Two passes over the (query, rank) matches, both bounded combiners:
 
 1. ``SmallestRanks``: per query, the number of matches and the ``target`` smallest ranks seen (a
@@ -108,12 +111,36 @@ def kept_queries(
     return [q for q in queries if (cut := cuts.get(q)) is None or draw(uid, q, config.seed) < cut]
 
 
-def reference_hard_selection(
-    pairs: Mapping[str, Sequence[str]], target: int, seed: int
-) -> dict[str, set[str]]:
-    """Brute force: per query, the uids of its ``target`` smallest-ranked pairs (ties by uid). For tests."""
-    by_query: dict[str, list[tuple[int, str]]] = {}
-    for uid, queries in pairs.items():
-        for q in set(queries):
-            by_query.setdefault(q, []).append((hash_rank(uid, seed), uid))
-    return {q: {uid for _, uid in sorted(ranked)[:target]} for q, ranked in by_query.items()}
+# Re-balancing in stage 4 (and at load time in the trainer, trainer/balance.py): after download losses and
+# dedup, every query is capped again at ``--per-query-cap``.
+#
+# The rule is stage 2's hard balance with the same rank function: every sample has a seeded hash rank of
+# its uid; a query keeps the ``cap`` samples with the smallest ranks; a sample survives when ANY of its
+# queries keeps it (or it has no query at all: nothing to cap). Ranks are ``(hash, uid)``, so ties are
+# impossible and the choice is the same on every worker and every run. The per-query threshold (the cap-th
+# smallest rank) is computable with a bounded combiner, so the pipeline never groups samples by query.
+
+Rank = tuple[int, str]
+
+
+def sample_rank(uid: str, seed: int) -> Rank:
+    """The sample's seeded rank: stage 2's ``wit_builder.uid.hash_rank``, then the uid itself as tie-break."""
+    return (hash_rank(uid, seed), uid)
+
+
+def threshold_from_smallest(smallest: list[Rank], cap: int) -> Rank | None:
+    """A query's threshold from its ``cap + 1`` smallest ranks (sorted): the cap-th rank when the query has
+    more than ``cap`` samples, else None (the query keeps everything)."""
+    return smallest[cap - 1] if len(smallest) > cap else None
+
+
+def over_cap_queries(uid: str, queries: Iterable[str], table: Mapping[str, Rank], seed: int) -> list[str] | None:
+    """None when the sample is kept (some query keeps it); else the sorted queries that all dropped it."""
+    rank = sample_rank(uid, seed)
+    dropped = []
+    for query in sorted(set(queries)):
+        threshold = table.get(query)
+        if threshold is None or rank <= threshold:
+            return None
+        dropped.append(query)
+    return dropped or None

@@ -23,11 +23,11 @@ import requests
 import urllib3.exceptions
 from urllib3.exceptions import NameResolutionError
 
-from wit_builder.host_shards import host_key
-from wit_builder.http_client import exchange_deadline, guarded_session
-from wit_builder.netsafety import AddressPolicy, BlockedAddressError, DnsCache
-from wit_builder.ratelimit import HostLimiter
-from wit_builder.robots import DEFAULT_OPT_OUTS, MAX_ROBOTS_BYTES, RobotsCache, x_robots_opt_out
+from wit_builder.crawl.host_shards import host_key
+from wit_builder.crawl.http_client import exchange_deadline, guarded_session
+from wit_builder.crawl.netsafety import AddressPolicy, BlockedAddressError, DnsCache
+from wit_builder.crawl.ratelimit import HostLimiter
+from wit_builder.crawl.robots import DEFAULT_OPT_OUTS, MAX_ROBOTS_BYTES, RobotsCache, x_robots_opt_out
 
 USER_AGENT_TOKEN = "wit-builder"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})

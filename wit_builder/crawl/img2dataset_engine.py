@@ -19,12 +19,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.download import RAW_STATUS_ALIASES, RAW_STATUSES
+from wit_builder.crawl.download_shard import base_row
+from wit_builder.crawl.fetch import USER_AGENT_TOKEN, FetchConfig
+from wit_builder.crawl.images import ImageConfig
+from wit_builder.crawl.raw_shards import RawSample, sample_key
+from wit_builder.crawl.robots import DEFAULT_OPT_OUTS
 from wit_builder.dedup import image_phash
-from wit_builder.download_shard import base_row
-from wit_builder.fetch import USER_AGENT_TOKEN, FetchConfig
-from wit_builder.images import ImageConfig
-from wit_builder.raw_shards import RawSample, sample_key
-from wit_builder.robots import DEFAULT_OPT_OUTS
 
 INSTALL_HINT = "--engine img2dataset needs the img2dataset extra: pip install 'wit-builder[img2dataset]'"
 

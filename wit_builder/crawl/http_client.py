@@ -28,7 +28,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from wit_builder.netsafety import DnsCache
+from wit_builder.crawl.netsafety import DnsCache
 
 
 class _Watchdog:

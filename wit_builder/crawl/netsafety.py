@@ -2,7 +2,7 @@
 
 A crawler on a cloud worker must never reach its own metadata server (169.254.169.254) or the private
 network it runs in, whatever a URL or a redirect says. The check runs on the address actually connected to
-(see ``wit_builder.http_client``), so DNS rebinding between check and connect cannot slip through.
+(see ``wit_builder.crawl.http_client``), so DNS rebinding between check and connect cannot slip through.
 
 Policy, consulted in this order for every address (``AddressPolicy.refusal``):
 1. Unwrap the IPv6 forms that carry an IPv4 address (IPv4-mapped ::ffff:0:0/96, SIIT ::ffff:0:0:0/96, NAT64

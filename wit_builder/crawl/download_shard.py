@@ -17,10 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
-from wit_builder.fetch import Fetcher
-from wit_builder.host_shards import url_key
-from wit_builder.images import ImageConfig, process_image
-from wit_builder.raw_shards import RawSample, sample_key
+from wit_builder.crawl.fetch import Fetcher
+from wit_builder.crawl.host_shards import url_key
+from wit_builder.crawl.images import ImageConfig, process_image
+from wit_builder.crawl.raw_shards import RawSample, sample_key
 from wit_builder.uid import clean_caption, normalize_url, pair_uid
 
 logger = logging.getLogger(__name__)

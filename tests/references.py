@@ -1,0 +1,35 @@
+"""Brute-force reference implementations the tests hold the fast code to (never used by the pipelines)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from wit_builder.balance import Rank, sample_rank, threshold_from_smallest
+from wit_builder.uid import hash_rank
+
+
+def reference_hard_selection(
+    pairs: Mapping[str, Sequence[str]], target: int, seed: int
+) -> dict[str, set[str]]:
+    """Brute force: per query, the uids of its ``target`` smallest-ranked pairs (ties by uid). For tests."""
+    by_query: dict[str, list[tuple[int, str]]] = {}
+    for uid, queries in pairs.items():
+        for q in set(queries):
+            by_query.setdefault(q, []).append((hash_rank(uid, seed), uid))
+    return {q: {uid for _, uid in sorted(ranked)[:target]} for q, ranked in by_query.items()}
+
+
+def thresholds(samples: Iterable[tuple[str, Iterable[str]]], cap: int, seed: int) -> dict[str, Rank]:
+    """Reference (in-memory) per-query thresholds for queries with more than ``cap`` samples."""
+    if cap < 1:
+        raise ValueError(f"per-query cap must be >= 1, got {cap}")
+    ranks: dict[str, list[Rank]] = {}
+    for uid, queries in samples:
+        for query in set(queries):
+            ranks.setdefault(query, []).append(sample_rank(uid, seed))
+    out = {}
+    for query, values in ranks.items():
+        threshold = threshold_from_smallest(sorted(values)[: cap + 1], cap)
+        if threshold is not None:
+            out[query] = threshold
+    return out
