@@ -158,6 +158,10 @@ def iter_records(fh: BinaryIO, read_types: frozenset[str]) -> Iterator[Record | 
                     yield held
                     held = None
                 offset, warc_type = record.stream_pos, _type_name(record)
+                headers = record.headers
+                if headers.get("Content-Length") is None:  # FastWARC stops quietly at a header cut by the EOF
+                    yield Damage("truncated_file", offset, "the file ends inside this record's header")
+                    continue
                 body = None
                 if warc_type in read_types:
                     body = record.reader.read()
@@ -165,7 +169,7 @@ def iter_records(fh: BinaryIO, read_types: frozenset[str]) -> Iterator[Record | 
                         detail = f"record has {len(body)} of {record.content_length} bytes"
                         yield Damage("truncated_file", offset, detail)
                         continue
-                held = Record(offset, warc_type, record.headers.get("WARC-Target-URI"), record.content_length, body)
+                held = Record(offset, warc_type, headers.get("WARC-Target-URI"), record.content_length, body)
         except Exception as e:  # FastWARC raises OSError (and others) for damaged input; the rest must go on
             at = start
             if held is not None:  # the failure came after its header: in its block, or in the next record
