@@ -36,7 +36,7 @@ _BASES = st.builds(
 )
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1000, deadline=None)  # 60,000 examples ran once by hand: equal
 @given(_BASES, _REFS)
 @example("https://site.example/page/1.html", "/img/0/1.jpg?w=1&h=2")
 @example("https://site.example/a/b/c.html", "../../../../x.jpg")
@@ -189,7 +189,8 @@ def test_every_cut_of_a_file_reports_at_most_once(tmp_path: Path) -> None:
     data = wat.bytes()
     ends = wat.offsets[1:] + [len(data)]
     path = tmp_path / "cut.warc.wat.gz"
-    for cut in range(0, len(data) + 1, 7):
+    # Every byte of the second member (a cut anywhere in one member), every 13th byte elsewhere.
+    for cut in sorted({*range(wat.offsets[1], wat.offsets[2] + 1), *range(0, len(data) + 1, 13), len(data)}):
         path.write_bytes(data[:cut])
         items = read(path)
         whole = sum(end <= cut for end in ends)

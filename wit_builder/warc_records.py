@@ -198,7 +198,7 @@ def iter_records(fh: BinaryIO, read_types: frozenset[str]) -> Iterator[Record | 
 def _check_end(fh: BinaryIO, held: Record, end: int) -> Iterator[Record | Damage]:
     """The last record (when its data is whole) and a report of any bytes after it that hold no record."""
     state, after = _extent(fh, held.offset)
-    if state == "whole" or state == "unknown" or (state == "cut" and held.body is not None):
+    if state in ("whole", "unknown") or (state == "cut" and held.body is not None and _block_whole(fh, held)):
         # Whole, or its block complete with only the gzip trailer or closing CRLFs cut: the data is all there.
         yield held
     else:
@@ -206,6 +206,21 @@ def _check_end(fh: BinaryIO, held: Record, end: int) -> Iterator[Record | Damage
         return
     if state == "whole" and after < end:
         yield Damage("truncated_file", after, f"{end - after} bytes hold no record")
+
+
+def _block_whole(fh: BinaryIO, record: Record) -> bool:
+    """Whether the file, cut inside ``record``, still holds its whole header and declared block (a cut in
+    the header can leave a shorter Content-Length that the short block matches)."""
+    fh.seek(record.offset)
+    data = fh.read()
+    if data.startswith(_GZIP_MAGIC):
+        try:
+            data = zlib.decompressobj(wbits=31).decompress(data)
+        except zlib.error:
+            return False
+    header_end = data.find(b"\r\n\r\n")
+    found = _CONTENT_LENGTH.search(data, 0, header_end + 2) if header_end >= 0 else None
+    return found is not None and int(found.group(1)) == record.length and len(data) >= header_end + 4 + record.length
 
 
 def _type_name(record: WarcRecord) -> str | None:
