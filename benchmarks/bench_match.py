@@ -19,7 +19,7 @@
    pool reader needs (entity-decode src and alt, resolve src against ``<base href>``/the page URL with
    urllib, keep http(s), normalize the URL and clean the alt with wit_builder.uid); and ``read_pool_file``
    (FastWARC records, the same rules, Candidate objects, bad input reported). ``--wat-only`` runs this part
-   alone.
+   alone; ``--wat-layout cc`` writes pages as a Common Crawl WAT holds them (see ``write_wat``).
 
 Texts and queries come from one word-like vocabulary with Zipfian frequencies, so frequent words are both
 queries and common in texts (as with Wikipedia queries against web alt texts).
@@ -142,16 +142,44 @@ def run_stage(queries_dir: str, pool_glob: str, out: str, cap: int) -> dict:
     return result
 
 
-def write_wat(path: Path, pages: int, words: list[str], rng: random.Random) -> int:
-    from tests.build_pairs_fixtures import WatBuilder, img
+def write_wat(path: Path, pages: int, words: list[str], rng: random.Random, layout: str = "small") -> int:
+    """A WAT file of ``pages`` pages with 20 image links each; the number of image links.
+
+    ``small``: one metadata record per page, 20 images and 10 anchors, a minimal head. ``cc``: what a Common
+    Crawl WAT holds per page: the request's and the response's metadata records, the response with its HTTP
+    headers, 15 metas, scripts and stylesheets and 100 anchors beside the 20 images (the JSON per image
+    link grows about fivefold, so the record and JSON layer weighs more against the per-link work).
+    """
+    from tests.build_pairs_fixtures import WatBuilder, img, wat_payload
 
     wat = WatBuilder()
     links = 0
     for page in range(pages):
+        url = f"https://site{page % 97}.example/page/{page}.html"
         items = [img(f"/img/{page}/{i}.jpg?w=1&amp;h=2", " ".join(rng.choices(words[:5000], k=6)))
                  for i in range(20)]
-        items += [{"path": "A@/href", "url": f"/p/{i}", "text": "link"} for i in range(10)]
-        wat.page(f"https://site{page % 97}.example/page/{page}.html", items)
+        anchors = 10 if layout == "small" else 100
+        items += [{"path": "A@/href", "url": f"/p/{i}", "text": " ".join(rng.choices(words[:5000], k=3))}
+                  for i in range(anchors)]
+        if layout == "small":
+            wat.page(url, items)
+        else:
+            wat.request_record(url)
+            rng.shuffle(items)
+            items += [{"path": "SCRIPT@/src", "url": f"/js/{i}.js", "type": "text/javascript"} for i in range(8)]
+            doc = json.loads(wat_payload(url, items))
+            envelope = doc["Envelope"]
+            envelope["WARC-Header-Metadata"].update({
+                "WARC-Date": "2024-05-18T01:58:10Z", "WARC-Record-ID": f"<urn:uuid:{page:032x}>",
+                "Content-Length": "70000", "Content-Type": "application/http; msgtype=response",
+                "WARC-IP-Address": "192.0.2.1", "WARC-Payload-Digest": "sha1:" + "A" * 32})
+            response = envelope["Payload-Metadata"]["HTTP-Response-Metadata"]
+            response["Headers"] = {f"X-Header-{i}": "v" * 30 for i in range(15)}
+            response["HTML-Metadata"]["Head"]["Metas"] = [
+                {"name": f"meta{i}", "content": " ".join(rng.choices(words[:5000], k=8))} for i in range(15)]
+            response["HTML-Metadata"]["Head"]["Link"] = [
+                {"path": "LINK@/href", "url": f"/css/{i}.css", "rel": "stylesheet"} for i in range(6)]
+            wat.raw(url, json.dumps(doc).encode())
         links += 20
     wat.write(path)
     return links
@@ -213,12 +241,12 @@ def our_wat_reader(paths: list[str]) -> int:
 
 
 def bench_wat(args: argparse.Namespace, words: list[str], rng: random.Random, tmp: str) -> str:
-    """Part 2: the three WAT readers, alternating rounds, the best round of each; the report line."""
+    """Part 2: the three WAT readers, alternating rounds, the best round of each; the report lines."""
     wat_paths = []
     links = 0
     for i in range(args.wat_files):
         path = Path(tmp) / f"CC-MAIN-{i}.warc.wat.gz"
-        links += write_wat(path, args.wat_pages, words, rng)
+        links += write_wat(path, args.wat_pages, words, rng, args.wat_layout)
         wat_paths.append(str(path))
     readers = {"warcio + json": warcio_loop, "warcio + json + the same per-link rules": warcio_rules_loop,
                "read_pool_file (FastWARC)": our_wat_reader}
@@ -229,7 +257,8 @@ def bench_wat(args: argparse.Namespace, words: list[str], rng: random.Random, tm
     best = {name: min(r) for name, r in rounds.items()}
     assert all(found == links for _, _, found in best.values()), {n: b[2] for n, b in best.items()}
     peer_cpu, rules_cpu, ours_cpu = (best[name][0] for name in readers)
-    lines = [f"WAT reading, {links:,} image links in {args.wat_files} files ({args.wat_pages:,} pages each), "
+    lines = [f"WAT reading, {links:,} image links in {args.wat_files} files ({args.wat_pages:,} pages each, "
+             f"{args.wat_layout} layout), "
              f"best of {args.wat_rounds} rounds:", f"{'':44}{'links/s per core':>18}{'cpu s':>9}"]
     lines += [f"{name:44}{links / best[name][0]:>18,.0f}{best[name][0]:>9.2f}" for name in readers]
     lines.append(f"ratio read_pool_file / warcio+json: {peer_cpu / ours_cpu:.2f}x; "
@@ -249,6 +278,9 @@ def main() -> int:
     parser.add_argument("--wat-files", type=int, default=2)
     parser.add_argument("--wat-rounds", type=int, default=3, help="rounds of each WAT reader (the best counts)")
     parser.add_argument("--wat-only", action="store_true", help="run part 2 (WAT reading) alone")
+    parser.add_argument("--wat-layout", choices=("small", "cc"), default="small",
+                        help="WAT pages: small records, or Common Crawl's layout (request record, headers, "
+                             "metas, 100 anchors)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = random.Random(args.seed)
