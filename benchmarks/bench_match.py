@@ -240,8 +240,10 @@ def our_wat_reader(paths: list[str]) -> int:
     return found
 
 
-def bench_wat(args: argparse.Namespace, words: list[str], rng: random.Random, tmp: str) -> str:
-    """Part 2: the three WAT readers, alternating rounds, the best round of each; the report lines."""
+def bench_wat(args: argparse.Namespace, words: list[str], rng: random.Random,
+              tmp: str) -> tuple[str, int, float, float]:
+    """Part 2: the three WAT readers, alternating rounds, the best of each: (report table, image links,
+    CPU seconds of the warcio + json peer and of read_pool_file)."""
     wat_paths = []
     links = 0
     for i in range(args.wat_files):
@@ -263,7 +265,7 @@ def bench_wat(args: argparse.Namespace, words: list[str], rng: random.Random, tm
     lines += [f"{name:44}{links / best[name][0]:>18,.0f}{best[name][0]:>9.2f}" for name in readers]
     lines.append(f"ratio read_pool_file / warcio+json: {peer_cpu / ours_cpu:.2f}x; "
                  f"/ warcio+json+rules: {rules_cpu / ours_cpu:.2f}x")
-    return "\n".join(lines)
+    return "\n".join(lines), links, peer_cpu, ours_cpu
 
 
 def main() -> int:
@@ -274,19 +276,19 @@ def main() -> int:
                         help="raw loop rounds (before and after the stage)")
     parser.add_argument("--files", type=int, default=8, help="parquet files the pool is split into")
     parser.add_argument("--cap", type=int, default=20_000, help="--per-query-cap of the stage")
-    parser.add_argument("--wat-pages", type=int, default=2000, help="pages (20 image links each) per WAT file")
-    parser.add_argument("--wat-files", type=int, default=2)
     parser.add_argument("--wat-rounds", type=int, default=3, help="rounds of each WAT reader (the best counts)")
     parser.add_argument("--wat-only", action="store_true", help="run part 2 (WAT reading) alone")
     parser.add_argument("--wat-layout", choices=("small", "cc"), default="small",
                         help="WAT pages: small records, or Common Crawl's layout (request record, headers, "
                              "metas, 100 anchors)")
+    parser.add_argument("--wat-pages", type=int, default=2000, help="pages (20 image links each) per WAT file")
+    parser.add_argument("--wat-files", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = random.Random(args.seed)
     if args.wat_only:
         with tempfile.TemporaryDirectory() as tmp:
-            print(bench_wat(args, vocabulary(50_000, rng), rng, tmp))
+            print(bench_wat(args, vocabulary(50_000, rng), rng, tmp)[0])
         return 0
 
     t0 = time.perf_counter()
@@ -332,7 +334,7 @@ def main() -> int:
             print(f"raw loop: {raw_rounds[-1][0]:.1f} cpu-s", flush=True)
         del raw
         raw_cpu, raw_wall, raw_hits = min(raw_rounds)
-        wat_report = bench_wat(args, words, rng, tmp)
+        wat_report, links, peer_cpu, ours_cpu = bench_wat(args, words, rng, tmp)
 
     raw_rate, stage_rate = len(texts) / raw_cpu, len(texts) / stage["cpu"]
     print()
@@ -345,6 +347,9 @@ def main() -> int:
     print(f"peak memory of the stage's worker (the in-process runner, one process): {stage['maxrss_mb']:,.0f} MB; "
           f"this process (texts, peer automaton): "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
+    print(f"WAT reading, {links:,} image links in {args.wat_files} files: warcio+json loop "
+          f"{links / peer_cpu:,.0f} links/s, read_pool_file {links / ours_cpu:,.0f} links/s per core; "
+          f"ratio {peer_cpu / ours_cpu:.2f}x")
     print(wat_report)
     return 0
 
