@@ -202,3 +202,10 @@ def test_every_cut_of_a_file_reports_at_most_once(tmp_path: Path) -> None:
             assert reports(items) == [], cut
         else:
             assert reports(items) == [("truncated_file", wat.offsets[whole])], cut
+
+
+def test_a_reader_closed_early_closes_cleanly(tmp_path: Path) -> None:
+    path = three_pages().write(tmp_path / "p.warc.wat.gz")
+    items = read_pool_file(str(path), open_read, PoolOptions())
+    assert isinstance(next(items), Candidate)
+    items.close()  # GeneratorExit inside the record loop is not taken for damaged input

@@ -170,7 +170,9 @@ def iter_records(fh: BinaryIO, read_types: frozenset[str]) -> Iterator[Record | 
                         yield Damage("truncated_file", offset, detail)
                         continue
                 held = Record(offset, warc_type, headers.get("WARC-Target-URI"), record.content_length, body)
-        except Exception as e:  # FastWARC raises OSError (and others) for damaged input; the rest must go on
+        except BaseException as e:  # FastWARC raises OSError (a Rust panic: a BaseException) for damaged input
+            if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+                raise
             at = start
             if held is not None:  # the failure came after its header: in its block, or in the next record
                 state, after = _extent(fh, held.offset)
