@@ -1,6 +1,7 @@
 """Stage 2 as a whole vs a raw pyahocorasick loop, and the WAT reader vs a plain warcio + json loop.
 
     .venv/bin/python benchmarks/bench_match.py [--texts 1000000] [--queries 500000] [--files 8] [--wat-pages 2000]
+        [--wat-only]
     (or BENCH_MATCH_TEXTS / BENCH_MATCH_QUERIES / BENCH_MATCH_REPEATS in the environment)
 
 1. Stage vs matcher. Peer: the loop MetaCLIP and most re-implementations run, one automaton over the
@@ -11,9 +12,14 @@
    its peak resident memory are its own. Throughput is texts per CPU-second (per core), so load from other
    processes on a shared machine hits both sides alike; the raw loop runs before and after the stage and its
    best round counts.
-2. WAT reading: ``read_pool_file`` over generated Common Crawl-layout WAT files (one gzip member per record,
-   20 image links per page) vs ``warcio.ArchiveIterator`` + ``json.loads`` + the IMG@/src filter over the same
-   files, records (image links) per CPU-second.
+2. WAT reading, records (image links) per CPU-second, three readers side by side over the same generated
+   Common Crawl-layout WAT files (one gzip member per record, 20 image links and 10 anchors per page, image
+   URLs relative with ``&amp;``): the named peer, ``warcio.ArchiveIterator`` + ``json.loads`` + the IMG@/src
+   filter (it does less than a pool reader must); a second peer, the same loop plus the per-link rules every
+   pool reader needs (entity-decode src and alt, resolve src against ``<base href>``/the page URL with
+   urllib, keep http(s), normalize the URL and clean the alt with wit_builder.uid); and ``read_pool_file``
+   (FastWARC records, the same rules, Candidate objects, bad input reported). ``--wat-only`` runs this part
+   alone; ``--wat-layout cc`` writes pages as a Common Crawl WAT holds them (see ``write_wat``).
 
 Texts and queries come from one word-like vocabulary with Zipfian frequencies, so frequent words are both
 queries and common in texts (as with Wikipedia queries against web alt texts).
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import html
 import json
 import os
 import random
@@ -32,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 import ahocorasick
@@ -134,16 +142,44 @@ def run_stage(queries_dir: str, pool_glob: str, out: str, cap: int) -> dict:
     return result
 
 
-def write_wat(path: Path, pages: int, words: list[str], rng: random.Random) -> int:
-    from tests.build_pairs_fixtures import WatBuilder, img
+def write_wat(path: Path, pages: int, words: list[str], rng: random.Random, layout: str = "small") -> int:
+    """A WAT file of ``pages`` pages with 20 image links each; the number of image links.
+
+    ``small``: one metadata record per page, 20 images and 10 anchors, a minimal head. ``cc``: what a Common
+    Crawl WAT holds per page: the request's and the response's metadata records, the response with its HTTP
+    headers, 15 metas, scripts and stylesheets and 100 anchors beside the 20 images (the JSON per image
+    link grows about fivefold, so the record and JSON layer weighs more against the per-link work).
+    """
+    from tests.build_pairs_fixtures import WatBuilder, img, wat_payload
 
     wat = WatBuilder()
     links = 0
     for page in range(pages):
+        url = f"https://site{page % 97}.example/page/{page}.html"
         items = [img(f"/img/{page}/{i}.jpg?w=1&amp;h=2", " ".join(rng.choices(words[:5000], k=6)))
                  for i in range(20)]
-        items += [{"path": "A@/href", "url": f"/p/{i}", "text": "link"} for i in range(10)]
-        wat.page(f"https://site{page % 97}.example/page/{page}.html", items)
+        anchors = 10 if layout == "small" else 100
+        items += [{"path": "A@/href", "url": f"/p/{i}", "text": " ".join(rng.choices(words[:5000], k=3))}
+                  for i in range(anchors)]
+        if layout == "small":
+            wat.page(url, items)
+        else:
+            wat.request_record(url)
+            rng.shuffle(items)
+            items += [{"path": "SCRIPT@/src", "url": f"/js/{i}.js", "type": "text/javascript"} for i in range(8)]
+            doc = json.loads(wat_payload(url, items))
+            envelope = doc["Envelope"]
+            envelope["WARC-Header-Metadata"].update({
+                "WARC-Date": "2024-05-18T01:58:10Z", "WARC-Record-ID": f"<urn:uuid:{page:032x}>",
+                "Content-Length": "70000", "Content-Type": "application/http; msgtype=response",
+                "WARC-IP-Address": "192.0.2.1", "WARC-Payload-Digest": "sha1:" + "A" * 32})
+            response = envelope["Payload-Metadata"]["HTTP-Response-Metadata"]
+            response["Headers"] = {f"X-Header-{i}": "v" * 30 for i in range(15)}
+            response["HTML-Metadata"]["Head"]["Metas"] = [
+                {"name": f"meta{i}", "content": " ".join(rng.choices(words[:5000], k=8))} for i in range(15)]
+            response["HTML-Metadata"]["Head"]["Link"] = [
+                {"path": "LINK@/href", "url": f"/css/{i}.css", "rel": "stylesheet"} for i in range(6)]
+            wat.raw(url, json.dumps(doc).encode())
         links += 20
     wat.write(path)
     return links
@@ -165,12 +201,71 @@ def warcio_loop(paths: list[str]) -> int:
     return found
 
 
+def warcio_rules_loop(paths: list[str]) -> int:
+    """Second peer: the warcio + json loop plus the per-link rules of a pool reader, written plainly
+    (html.unescape, urllib's urljoin, wit_builder.uid's normalize_url and clean_caption), pairs kept."""
+    from wit_builder.uid import clean_caption, normalize_url
+
+    pairs: list[tuple[str, str]] = []
+    for path in paths:
+        with open(path, "rb") as f:
+            for record in ArchiveIterator(f):
+                if record.rec_type != "metadata":
+                    continue
+                envelope = json.loads(record.content_stream().read())["Envelope"]
+                page = envelope.get("WARC-Header-Metadata", {}).get("WARC-Target-URI")
+                meta = envelope["Payload-Metadata"].get("HTTP-Response-Metadata", {}).get("HTML-Metadata")
+                if not meta:
+                    continue
+                base = page
+                if declared := meta.get("Head", {}).get("Base"):
+                    base = urllib.parse.urljoin(page, declared.strip())
+                for link in meta.get("Links", []):
+                    if link.get("path") != "IMG@/src" or not link.get("alt") or not link.get("url"):
+                        continue
+                    url = urllib.parse.urljoin(base, html.unescape(link["url"]).strip())
+                    if not url.startswith(("http://", "https://")):
+                        continue
+                    caption = clean_caption(html.unescape(link["alt"]))
+                    if caption:
+                        pairs.append((normalize_url(url), caption))
+    return len(pairs)
+
+
 def our_wat_reader(paths: list[str]) -> int:
     found = 0
     for path in paths:  # the same plain file object as the peer
         items = read_pool_file(path, lambda p: open(p, "rb"), PoolOptions())  # noqa: SIM115 (the reader closes it)
         found += sum(1 for item in items if isinstance(item, Candidate))
     return found
+
+
+def bench_wat(args: argparse.Namespace, words: list[str], rng: random.Random,
+              tmp: str) -> tuple[str, int, float, float]:
+    """Part 2: the three WAT readers, alternating rounds, the best of each: (report table, image links,
+    CPU seconds of the warcio + json peer and of read_pool_file)."""
+    wat_paths = []
+    links = 0
+    for i in range(args.wat_files):
+        path = Path(tmp) / f"CC-MAIN-{i}.warc.wat.gz"
+        links += write_wat(path, args.wat_pages, words, rng, args.wat_layout)
+        wat_paths.append(str(path))
+    readers = {"warcio + json": warcio_loop, "warcio + json + the same per-link rules": warcio_rules_loop,
+               "read_pool_file (FastWARC)": our_wat_reader}
+    rounds: dict[str, list[tuple[float, float, int]]] = {name: [] for name in readers}
+    for _ in range(args.wat_rounds):
+        for name, reader in readers.items():
+            rounds[name].append(timed(reader, wat_paths))
+    best = {name: min(r) for name, r in rounds.items()}
+    assert all(found == links for _, _, found in best.values()), {n: b[2] for n, b in best.items()}
+    peer_cpu, rules_cpu, ours_cpu = (best[name][0] for name in readers)
+    lines = [f"WAT reading, {links:,} image links in {args.wat_files} files ({args.wat_pages:,} pages each, "
+             f"{args.wat_layout} layout), "
+             f"best of {args.wat_rounds} rounds:", f"{'':44}{'links/s per core':>18}{'cpu s':>9}"]
+    lines += [f"{name:44}{links / best[name][0]:>18,.0f}{best[name][0]:>9.2f}" for name in readers]
+    lines.append(f"ratio read_pool_file / warcio+json: {peer_cpu / ours_cpu:.2f}x; "
+                 f"/ warcio+json+rules: {rules_cpu / ours_cpu:.2f}x")
+    return "\n".join(lines), links, peer_cpu, ours_cpu
 
 
 def main() -> int:
@@ -181,11 +276,20 @@ def main() -> int:
                         help="raw loop rounds (before and after the stage)")
     parser.add_argument("--files", type=int, default=8, help="parquet files the pool is split into")
     parser.add_argument("--cap", type=int, default=20_000, help="--per-query-cap of the stage")
+    parser.add_argument("--wat-rounds", type=int, default=3, help="rounds of each WAT reader (the best counts)")
+    parser.add_argument("--wat-only", action="store_true", help="run part 2 (WAT reading) alone")
+    parser.add_argument("--wat-layout", choices=("small", "cc"), default="small",
+                        help="WAT pages: small records, or Common Crawl's layout (request record, headers, "
+                             "metas, 100 anchors)")
     parser.add_argument("--wat-pages", type=int, default=2000, help="pages (20 image links each) per WAT file")
     parser.add_argument("--wat-files", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = random.Random(args.seed)
+    if args.wat_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(bench_wat(args, vocabulary(50_000, rng), rng, tmp)[0])
+        return 0
 
     t0 = time.perf_counter()
     words = vocabulary(max(args.queries, 50_000), rng)
@@ -230,20 +334,7 @@ def main() -> int:
             print(f"raw loop: {raw_rounds[-1][0]:.1f} cpu-s", flush=True)
         del raw
         raw_cpu, raw_wall, raw_hits = min(raw_rounds)
-
-        wat_paths = []
-        links = 0
-        for i in range(args.wat_files):
-            path = Path(tmp) / f"CC-MAIN-{i}.warc.wat.gz"
-            links += write_wat(path, args.wat_pages, words, rng)
-            wat_paths.append(str(path))
-        peer_rounds, ours_rounds = [], []
-        for _ in range(2):
-            peer_rounds.append(timed(warcio_loop, wat_paths))
-            ours_rounds.append(timed(our_wat_reader, wat_paths))
-        peer_cpu, _, peer_found = min(peer_rounds)
-        ours_cpu, _, ours_found = min(ours_rounds)
-        assert peer_found == ours_found == links, (peer_found, ours_found, links)
+        wat_report, links, peer_cpu, ours_cpu = bench_wat(args, words, rng, tmp)
 
     raw_rate, stage_rate = len(texts) / raw_cpu, len(texts) / stage["cpu"]
     print()
@@ -259,6 +350,7 @@ def main() -> int:
     print(f"WAT reading, {links:,} image links in {args.wat_files} files: warcio+json loop "
           f"{links / peer_cpu:,.0f} links/s, read_pool_file {links / ours_cpu:,.0f} links/s per core; "
           f"ratio {peer_cpu / ours_cpu:.2f}x")
+    print(wat_report)
     return 0
 
 

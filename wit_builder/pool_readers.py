@@ -33,7 +33,6 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO
-from urllib.parse import urljoin
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -42,6 +41,7 @@ from warcio.archiveiterator import ArchiveIterator
 
 from wit_builder.table_checks import TEXT_OR_BINARY, ColumnTypeError, check_columns, check_header
 from wit_builder.uid import clean_caption, normalize_url
+from wit_builder.warc_records import Damage, Record, describe, iter_records, next_gzip_record, urljoin
 
 FORMATS = ("wat", "warc", "parquet", "jsonl", "csv", "tsv")
 TABLE_FORMATS = ("parquet", "jsonl", "csv", "tsv")
@@ -56,8 +56,6 @@ _IMG_PATH = "IMG@/src"
 _WARC_TYPES = frozenset(
     ("warcinfo", "response", "resource", "request", "metadata", "revisit", "conversion", "continuation")
 )
-_GZIP_MAGIC = b"\x1f\x8b\x08"
-_RESYNC_CHUNK = 1 << 16
 
 Opener = Callable[[str], BinaryIO]
 
@@ -284,7 +282,7 @@ def read_pool_file(path: str, opener: Opener, options: PoolOptions) -> Iterator[
     try:
         with opener(path) as fh:
             if fmt == "wat":
-                yield from _read_warc(path, fh, options, _wat_record)
+                yield from _read_wat(path, fh, options)
             elif fmt == "warc":
                 yield from _read_warc(path, fh, options, _warc_record)
             elif fmt == "parquet":
@@ -302,7 +300,7 @@ def read_pool_file(path: str, opener: Opener, options: PoolOptions) -> Iterator[
 # ---- WAT and WARC ----
 
 def _read_warc(path: str, fh: BinaryIO, options: PoolOptions, handle) -> Iterator[Candidate | Rejection]:
-    """Records of a WARC-format file through ``handle``; damaged gzip members are reported and skipped."""
+    """Records of a WARC file (warcio) through ``handle``; damaged gzip members are reported and skipped."""
     start = 0
     while start is not None:
         fh.seek(start)
@@ -313,10 +311,10 @@ def _read_warc(path: str, fh: BinaryIO, options: PoolOptions, handle) -> Iterato
         except Exception as e:  # warcio/zlib raise many types for damaged input; the rest must go on
             # records.offset is the start of the record being parsed (warcio advances it between records).
             # An uncompressed WAT has no member boundaries to resume at: its rest is lost, reported here.
-            start = _next_gzip_record(fh, records.offset + 1)
+            start = next_gzip_record(fh, records.offset + 1)
             reason = "truncated_file" if isinstance(e, EOFError) else "malformed_record"
             resumed = f"resumed at offset {start}" if start is not None else "no later record"
-            yield Rejection(reason, path, records.offset, f"{_describe(e)}; {resumed}")
+            yield Rejection(reason, path, records.offset, f"{describe(e)}; {resumed}")
             continue
         end = fh.seek(0, io.SEEK_END)
         if records.offset < end:  # a gzip member cut so early that warcio saw no record in it
@@ -324,24 +322,27 @@ def _read_warc(path: str, fh: BinaryIO, options: PoolOptions, handle) -> Iterato
         return
 
 
-def _describe(error: Exception) -> str:
-    """Printable one-line error text (warcio quotes the damaged bytes)."""
-    return f"{type(error).__name__}: {ascii(str(error).strip()[:200])[1:-1]}"
+def _read_wat(path: str, fh: BinaryIO, options: PoolOptions) -> Iterator[Candidate | Rejection]:
+    """Image links of a WAT file's metadata records; damaged stretches are reported (``iter_records``)."""
+    for item in iter_records(fh, _WAT_BODIES):
+        if isinstance(item, Damage):
+            yield Rejection(item.reason, path, item.offset, item.detail)
+        else:
+            yield from _wat_record(path, item, options)
 
 
-def _wat_record(path: str, offset: int, record, options: PoolOptions) -> Iterator[Candidate | Rejection]:
-    if record.rec_type not in _WARC_TYPES:
-        yield Rejection("malformed_record", path, offset, f"WARC-Type {record.rec_type!r}")
+_WAT_BODIES = frozenset(("metadata",))
+
+
+def _wat_record(path: str, record: Record, options: PoolOptions) -> Iterator[Candidate | Rejection]:
+    offset = record.offset
+    if record.warc_type not in _WARC_TYPES:
+        yield Rejection("malformed_record", path, offset, f"WARC-Type {record.warc_type!r}")
         return
-    if record.rec_type != "metadata":
-        return
-    expected = record.length
-    payload = record.content_stream().read()
-    if expected is not None and len(payload) < expected:
-        yield Rejection("truncated_file", path, offset, f"record has {len(payload)} of {expected} bytes")
-        return
+    if record.body is None:
+        return  # warcinfo and the like: a WAT keeps its pages in metadata records
     try:
-        doc = json.loads(payload)
+        doc = json.loads(record.body)
     except UnicodeDecodeError as e:
         yield Rejection("non_utf8", path, offset, str(e)[:300])
         return
@@ -350,9 +351,7 @@ def _wat_record(path: str, offset: int, record, options: PoolOptions) -> Iterato
         return
     try:
         envelope = doc["Envelope"]
-        page_url = envelope.get("WARC-Header-Metadata", {}).get("WARC-Target-URI") or record.rec_headers.get_header(
-            "WARC-Target-URI"
-        )
+        page_url = envelope.get("WARC-Header-Metadata", {}).get("WARC-Target-URI") or record.target_uri
         html_meta = envelope.get("Payload-Metadata", {}).get("HTTP-Response-Metadata", {}).get("HTML-Metadata")
         if not html_meta:
             return  # request, warcinfo or non-HTML response: no images
@@ -368,10 +367,18 @@ def _wat_record(path: str, offset: int, record, options: PoolOptions) -> Iterato
         # WAT links keep attribute text as written in the page: src and alt alike hold entities (&amp;).
         url, alt = link.get("url"), link.get("alt")
         if isinstance(url, str) and "&" in url:
-            url = html.unescape(url)
+            url = unescape_attribute(url)
         if isinstance(alt, str) and "&" in alt:
-            alt = html.unescape(alt)
+            alt = unescape_attribute(alt)
         yield _judge(url, alt, base, options, path, offset, page_url)
+
+
+def unescape_attribute(text: str) -> str:
+    """HTML attribute text with character references decoded (``html.unescape``); ``&amp;`` alone, the
+    usual case in URLs, by one replace (the same result: a reference never starts inside "&amp;")."""
+    if text.count("&") == text.count("&amp;"):
+        return text.replace("&amp;", "&")
+    return html.unescape(text)
 
 
 _MAX_HTML_BYTES = 8 << 20  # a page body beyond this is cut: images of a page sit well within it
@@ -396,7 +403,7 @@ def _warc_record(path: str, offset: int, record, options: PoolOptions) -> Iterat
     try:
         body = record.content_stream().read(_MAX_HTML_BYTES)
     except Exception as e:  # content-encoding or chunking damaged: the record is lost, the file goes on
-        yield Rejection("malformed_record", path, offset, _describe(e))
+        yield Rejection("malformed_record", path, offset, describe(e))
         return
     text = _decode_html(body, content_type)
     tree = LexborHTMLParser(text)
@@ -428,39 +435,6 @@ def _decode_html(body: bytes, content_type: str) -> str:
     if codec in ("latin-1", "iso8859-1", "ascii"):
         codec = "cp1252"  # WHATWG: these labels mean windows-1252
     return body.decode(codec, errors="replace")
-
-
-def _next_gzip_record(fh: BinaryIO, position: int) -> int | None:
-    """Offset of the next gzip member at or after ``position`` whose content starts a WARC record."""
-    fh.seek(position)
-    buffer = b""
-    buffer_start = position
-    while True:
-        chunk = fh.read(_RESYNC_CHUNK)
-        if not chunk:
-            return None
-        buffer += chunk
-        index = buffer.find(_GZIP_MAGIC)
-        while index >= 0:
-            candidate = buffer_start + index
-            if _starts_warc_member(fh, candidate):
-                return candidate
-            index = buffer.find(_GZIP_MAGIC, index + 1)
-        keep = len(_GZIP_MAGIC) - 1  # a magic number may straddle two chunks
-        buffer_start += len(buffer) - keep
-        buffer = buffer[-keep:]
-        fh.seek(buffer_start + len(buffer))
-
-
-def _starts_warc_member(fh: BinaryIO, offset: int) -> bool:
-    here = fh.tell()
-    fh.seek(offset)
-    try:
-        head = zlib.decompressobj(wbits=31).decompress(fh.read(4096), 16)
-    except zlib.error:
-        head = b""
-    fh.seek(here)
-    return head.startswith(b"WARC/")
 
 
 # ---- tables ----
