@@ -221,7 +221,7 @@ class _PageReader:
 
     def __init__(self, rng: DumpRange) -> None:
         self.rng = rng
-        self.parser = ET.XMLPullParser(events=("start", "end"))
+        self.parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start", "end"))
         self.stack: list[ET.Element] = []
         self.root_closed = False
         self.fed_any = False
@@ -271,7 +271,10 @@ class _PageReader:
         )
 
     def _drain(self) -> Iterator[Page]:
-        for event, elem in self.parser.read_events():
+        for item in self.parser.read_events():
+            event, elem = item[0], item[-1]
+            if not isinstance(elem, ET.Element):  # only "start"/"end" were asked for: always an element
+                continue
             if event == "start":
                 self.stack.append(elem)
                 continue
@@ -310,10 +313,11 @@ class _PageReader:
 
     def _siteinfo(self, elem: ET.Element) -> None:
         """The dump's own namespace names (``<namespaces><namespace key="4">Wikipedia</namespace>``)."""
-        names = {}
+        names: dict[str, int] = {}
         for sub in elem.iter():
-            if _local(sub.tag) == "namespace" and (sub.get("key") or "").lstrip("-").isdigit():
-                names[" ".join((sub.text or "").replace("_", " ").split()).lower()] = int(sub.get("key"))
+            key = sub.get("key") or ""
+            if _local(sub.tag) == "namespace" and key.lstrip("-").isdigit():
+                names[" ".join((sub.text or "").replace("_", " ").split()).lower()] = int(key)
         names.pop("", None)
         if names:
             self.namespaces = {**DEFAULT_NAMESPACES, **names}
