@@ -88,12 +88,17 @@ class _Deadline:
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self.ends: float | None = None
+        self._ends: float | None = None
+
+    def ends(self) -> float:
+        """The monotonic time the budget runs out; the clock starts on the first call."""
+        if self._ends is None:
+            self._ends = time.monotonic() + self.seconds
+        return self._ends
 
     def remaining(self) -> float:
-        if self.ends is None:
-            self.ends = time.monotonic() + self.seconds
-        return self.ends - time.monotonic()
+        """Seconds left (<= 0 once spent); starts the clock like ``ends``."""
+        return self.ends() - time.monotonic()
 
 
 class _Transient(Exception):
@@ -203,7 +208,7 @@ class Fetcher:
                 if deadline.remaining() <= 0:
                     raise _Final("failed_to_download",
                                  f"deadline of {cfg.deadline_s}s exceeded before requesting {url}")
-                with exchange_deadline(deadline.ends) as scope:
+                with exchange_deadline(deadline.ends()) as scope:
                     try:
                         return self._exchange(url, deadline)
                     except (_Final, _Transient):

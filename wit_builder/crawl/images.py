@@ -113,7 +113,7 @@ class _Refused(Exception):
 
 
 def _process(data: bytes, cfg: ImageConfig) -> ImageResult:
-    img = Image.open(io.BytesIO(data), formats=WEB_FORMATS)
+    img: Image.Image = Image.open(io.BytesIO(data), formats=WEB_FORMATS)  # an ImageFile; transforms give Images
     header_w, header_h = img.size
     if header_w < 1 or header_h < 1:
         raise _Refused("failed_to_decode", f"header declares {header_w}x{header_h} pixels", (header_w, header_h))

@@ -84,8 +84,9 @@ def _convert(base: list[dict[str, Any]], output_dir: str, ext: str) -> list[RawS
             with tarfile.open(path) as tar:
                 for member in tar:
                     stem, _, suffix = member.name.rpartition(".")
-                    if suffix == ext and member.isfile():
-                        images[int(stem)] = tar.extractfile(member).read()
+                    body = tar.extractfile(member) if suffix == ext and member.isfile() else None
+                    if body is not None:  # None for anything but a regular file
+                        images[int(stem)] = body.read()
     samples = []
     for index, out in enumerate(base):
         row = theirs.get(index)

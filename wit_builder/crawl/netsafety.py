@@ -28,6 +28,7 @@ import ipaddress
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -112,7 +113,9 @@ class AddressPolicy:
         return None
 
 
-AddrInfo = tuple[int, int, int, str, tuple]
+# One socket.getaddrinfo answer: (family, type, proto, canonname, sockaddr); sockaddr[0] is the IP as text.
+AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str,
+                 tuple[str, int] | tuple[str, int, int, int] | tuple[int, bytes]]
 
 
 class DnsCache:
@@ -125,13 +128,13 @@ class DnsCache:
         self.policy = policy
         self.ttl_s = ttl_s
         self._lock = threading.Lock()
-        self._entries: dict[tuple[str, int], tuple[float, list[AddrInfo]]] = {}
+        self._entries: dict[tuple[str, int], tuple[float, Sequence[AddrInfo]]] = {}
 
     def resolve(self, host: str, port: int) -> list[AddrInfo]:
         infos = self._lookup(host, port)
         allowed, refusals = [], []
         for info in infos:
-            reason = self.policy.refusal(info[4][0])
+            reason = self.policy.refusal(str(info[4][0]))  # str already for AF_INET/AF_INET6
             if reason is None:
                 allowed.append(info)
             else:
@@ -140,13 +143,13 @@ class DnsCache:
             raise BlockedAddressError(f"refused to connect to {host}: {refusals[0]}")
         return allowed
 
-    def _lookup(self, host: str, port: int) -> list[AddrInfo]:
+    def _lookup(self, host: str, port: int) -> Sequence[AddrInfo]:
         now = time.monotonic()
         with self._lock:
             hit = self._entries.get((host, port))
         if hit and hit[0] > now:
             return hit[1]
-        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        infos: Sequence[AddrInfo] = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
         with self._lock:
             self._entries[(host, port)] = (now + self.ttl_s, infos)
         return infos
