@@ -29,7 +29,7 @@ class VisionConfig:
     def __post_init__(self) -> None:
         if self.width <= 0:
             raise ValueError(f"vision width must be positive, got {self.width}")
-        if self.is_vit:
+        if self.patch_size is not None:  # ViT
             if self.resnet_layers is not None:
                 raise ValueError("a vision config has either patch_size (ViT) or resnet_layers (ResNet), not both")
             if self.layers <= 0 or self.heads <= 0 or self.patch_size <= 0:
@@ -74,7 +74,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.embed_dim <= 0 or self.image_size <= 0:
             raise ValueError(f"embed_dim and image_size must be positive: {self.name}")
-        if self.vision.is_vit and self.image_size % self.vision.patch_size:
+        if self.vision.patch_size is not None and self.image_size % self.vision.patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.vision.patch_size}")
         if not self.vision.is_vit and self.image_size % 32:
             raise ValueError(f"a ResNet tower needs image_size divisible by 32, got {self.image_size}")

@@ -375,8 +375,10 @@ def stream_items(plan: DataPlan, tokenizer: Tokenizer, epoch: int, local_stream:
         if caption is None:
             continue
         rng = random.Random(f"{plan.seed}/{epoch}/crop/{g}/{index}")
-        item = _gpu_item(sample, plan.image_size, rng, counts) if plan.gpu_decode else None
-        if not plan.gpu_decode:
+        item: torch.Tensor | tuple[torch.Tensor, tuple[int, int, int, int]] | None  # HWC uint8 crop | (JPEG, box)
+        if plan.gpu_decode:
+            item = _gpu_item(sample, plan.image_size, rng, counts)
+        else:
             image = _decode_pil(sample, plan.image_size, counts)
             item = random_resized_crop_uint8(image, plan.image_size, rng) if image is not None else None
         if item is None:
@@ -456,12 +458,13 @@ def crop_resize_normalize(decoded: list[torch.Tensor | None], boxes: torch.Tenso
                           image_size: int) -> tuple[torch.Tensor, list[int]]:
     """Decoded (3, H, W) uint8 images (None: undecodable) -> the crops as a normalised (B, 3, S, S) batch on the
     images' device, and the indices kept."""
-    keep = [i for i, image in enumerate(decoded) if image is not None]
-    if not keep:
+    kept = [(i, image) for i, image in enumerate(decoded) if image is not None]
+    if not kept:
         raise DataError("no image of a batch could be decoded on the GPU; rerun without --gpu-decode")
+    keep = [i for i, _ in kept]
     crops = []
-    for i, (left, top, right, bottom) in zip(keep, boxes[keep].tolist(), strict=True):
-        crop = decoded[i][:, top:bottom, left:right].unsqueeze(0).float()  # (1, 3, h, w)
+    for (_, image), (left, top, right, bottom) in zip(kept, boxes[keep].tolist(), strict=True):
+        crop = image[:, top:bottom, left:right].unsqueeze(0).float()  # (1, 3, h, w)
         crops.append(torch.nn.functional.interpolate(crop, size=(image_size, image_size), mode="bicubic",
                                                      antialias=True, align_corners=False))
     return normalize_uint8(torch.cat(crops).clamp(0, 255)), keep  # (B, 3, S, S)
@@ -556,8 +559,9 @@ class Loader:
             if limit is None or self._state["step_in_epoch"] < limit:
                 item = self._next_batch(items)
             # Every rank ends the epoch at the same step. A batch another rank's end leaves unused is not
-            # committed to the position: its samples count as not reached.
-            if not all_ranks_agree(item is not None):
+            # committed to the position: its samples count as not reached. (When all agree, this rank's item
+            # holds a batch: the last two tests only narrow the types.)
+            if not all_ranks_agree(item is not None) or item is None or item.batch is None:
                 break
             self._commit(item)
             self._state["step_in_epoch"] += 1
@@ -602,7 +606,8 @@ class Loader:
         ``uncounted_streams``: streams cut off early whose rest is unknown (no sizes.json)."""
         plan, st = self.plan, self._state
         left: Counter = Counter({k: v for k, v in self.epoch_counts.items() if k != "unreadable_shard"})
-        planned, uncounted, unlisted = 0, 0, 0
+        planned: int | None = 0
+        uncounted, unlisted = 0, 0
         for stream in range(plan.streams_per_rank):
             size = plan.stream_size(st["epoch"], stream)
             if size is None:

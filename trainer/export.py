@@ -51,15 +51,16 @@ def open_clip_vit_layout(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Every key of open_clip's ``CLIP(embed_dim, vision_cfg, text_cfg).state_dict()`` for a ViT image tower
     (learnable positional embeddings, class-token pooling, no attention pooler, text projection without
     bias), with its shape. Non-persistent buffers (the causal ``attn_mask``) are not in a state dict."""
-    if not config.vision.is_vit:
-        raise ValueError(f"model {config.name!r} has a ResNet image tower; only ViT towers are exported")
     v, t, d = config.vision, config.text, config.embed_dim
-    grid = config.image_size // v.patch_size
+    patch = v.patch_size
+    if patch is None:
+        raise ValueError(f"model {config.name!r} has a ResNet image tower; only ViT towers are exported")
+    grid = config.image_size // patch
     layout: dict[str, tuple[int, ...]] = {
         "visual.class_embedding": (v.width,),
         "visual.positional_embedding": (grid * grid + 1, v.width),
         "visual.proj": (v.width, d),
-        "visual.conv1.weight": (v.width, 3, v.patch_size, v.patch_size),
+        "visual.conv1.weight": (v.width, 3, patch, patch),
         "visual.ln_pre.weight": (v.width,), "visual.ln_pre.bias": (v.width,),
     }
     for i in range(v.layers):
@@ -117,7 +118,7 @@ def from_open_clip_state_dict(state_dict: Mapping[str, torch.Tensor], config: Mo
 def open_clip_model_config(config: ModelConfig, tokenizer_dir: str | None = None) -> dict:
     """open_clip's model-config JSON (``embed_dim``, ``vision_cfg``, ``text_cfg``) for our ViT config."""
     v, t = config.vision, config.text
-    text_cfg = {"context_length": t.context_length, "vocab_size": t.vocab_size, "width": t.width,
+    text_cfg: dict[str, int | str] = {"context_length": t.context_length, "vocab_size": t.vocab_size, "width": t.width,
                 "heads": t.heads, "layers": t.layers}
     if tokenizer_dir is not None:
         text_cfg["hf_tokenizer_name"] = tokenizer_dir

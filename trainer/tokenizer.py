@@ -26,11 +26,10 @@ class Tokenizer:
     def __init__(self, bpe: HFTokenizer, context_length: int = 77):
         self._bpe = bpe
         self.context_length = context_length
-        self.pad_id = bpe.token_to_id(PAD)
-        self.start_id = bpe.token_to_id(START)
-        self.end_id = bpe.token_to_id(END)
-        if None in (self.pad_id, self.start_id, self.end_id):
+        pad_id, start_id, end_id = bpe.token_to_id(PAD), bpe.token_to_id(START), bpe.token_to_id(END)
+        if pad_id is None or start_id is None or end_id is None:
             raise ValueError(f"tokenizer lacks one of the special tokens {PAD}, {START}, {END}")
+        self.pad_id, self.start_id, self.end_id = pad_id, start_id, end_id
         if self.end_id != bpe.get_vocab_size() - 1:
             raise ValueError("the end-of-text token must have the highest id (the text tower pools at argmax)")
 

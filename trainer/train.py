@@ -44,7 +44,7 @@ from trainer.data import (
     resolve_shards,
     torchvision_gpu_decode_available,
 )
-from trainer.loss import SIGLIP_SCALE_INIT, make_loss
+from trainer.loss import SIGLIP_SCALE_INIT, ClipLoss, SigLipLoss, make_loss
 from trainer.model import CLIP, parameter_groups
 from trainer.tokenizer import Tokenizer
 from wit_builder import options
@@ -164,7 +164,8 @@ def train(cfg: TrainConfig) -> int:
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[local_rank] if device.type == "cuda" else None)
     if cfg.compile:
-        train_model = torch.compile(train_model)
+        # torch.compile of a Module returns an OptimizedModule (a Module); its stub says only Callable.
+        train_model = torch.compile(train_model)  # type: ignore[assignment]
     if master:
         n_params = sum(p.numel() for p in model.parameters())
         log.info("model %s: %.1fM parameters, vocab %d, %d rank(s), device %s", arch.name, n_params / 1e6,
@@ -330,7 +331,7 @@ def _continue_schedule(optimizer: torch.optim.Optimizer, scheduler, schedule, st
               flush=True)
 
 
-def _train_step(model: torch.nn.Module, loss_fn: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor,
+def _train_step(model: torch.nn.Module, loss_fn: ClipLoss | SigLipLoss, images: torch.Tensor, tokens: torch.Tensor,
                 accum: int, autocast, ddp: bool) -> torch.Tensor:
     """One batch's forward and backward. With ``accum`` > 1 the loss is still the whole batch's: features of all
     micro-batches are computed without gradient first, then each micro-batch is recomputed with gradient and
@@ -346,7 +347,7 @@ def _train_step(model: torch.nn.Module, loss_fn: torch.nn.Module, images: torch.
     with torch.no_grad(), autocast:
         cached = [model(i, t)[:2] for i, t in zip(image_chunks, token_chunks, strict=True)]
     for j, (i, t) in enumerate(zip(image_chunks, token_chunks, strict=True)):
-        sync = contextlib.nullcontext() if not ddp or j == accum - 1 else model.no_sync()
+        sync = contextlib.nullcontext() if not ddp or j == accum - 1 else _no_sync(model)
         with sync:
             with autocast:
                 image_j, text_j, logit_scale = model(i, t)
@@ -356,6 +357,17 @@ def _train_step(model: torch.nn.Module, loss_fn: torch.nn.Module, images: torch.
                 loss = loss_fn(all_images, all_texts, logit_scale if j == 0 else logit_scale.detach())
             (loss * scale_grad).backward()
     return loss
+
+
+def _no_sync(model: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
+    """DDP's ``no_sync`` (this backward keeps its gradients local) of ``model``: a DDP or a compiled DDP."""
+    while not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        inner = getattr(model, "_orig_mod", None)  # torch.compile's wrapper
+        if not isinstance(inner, torch.nn.Module):
+            raise TypeError(f"gradient accumulation under DDP needs a DistributedDataParallel model, "
+                            f"got {type(model).__name__}")
+        model = inner
+    return model.no_sync()
 
 
 def _mean_over_ranks(value: torch.Tensor, ddp: bool) -> float:
@@ -386,6 +398,8 @@ def _learn_tokenizer(cfg: TrainConfig, out: Path, master: bool, ddp: bool, vocab
     # Sent to the other ranks rather than read back, so that nodes need not share OUT to start.
     message = [tokenizer.to_json() if master else None]
     dist.broadcast_object_list(message, src=0)
+    if message[0] is None:
+        raise DataError("rank 0 broadcast no tokenizer")
     return Tokenizer.from_json(message[0])
 
 
