@@ -108,13 +108,6 @@ def to_open_clip_state_dict(state_dict: Mapping[str, torch.Tensor], config: Mode
     return {k: renamed[k].detach().to("cpu", torch.float32).contiguous().clone() for k in layout}
 
 
-def from_open_clip_state_dict(state_dict: Mapping[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
-    """The inverse: an open_clip ViT CLIP state dict as our CLIP's ``load_state_dict`` input."""
-    layout = open_clip_vit_layout(config)
-    _check_layout(state_dict, layout, "the open_clip state dict")
-    return {k: state_dict[k] for k in layout}
-
-
 def open_clip_model_config(config: ModelConfig, tokenizer_dir: str | None = None) -> dict:
     """open_clip's model-config JSON (``embed_dim``, ``vision_cfg``, ``text_cfg``) for our ViT config."""
     v, t = config.vision, config.text
