@@ -78,10 +78,12 @@ class LoadBalance:
         return bool(kept_queries(uid, 0, sorted(set(queries)), self.cuts, config))
 
     def keeps_sample(self, sample: dict) -> bool:
+        """``keeps`` for a raw WebDataset sample; one without a readable uid/queries json is always kept."""
         found = sample_queries(sample)
         return True if found is None else self.keeps(*found)
 
     def settings(self) -> dict:
+        """The plan's settings and counts as JSON (recorded in checkpoints to refuse a resume under another plan)."""
         return {"mode": self.mode, "cap": self.cap, "seed": self.seed, "kept": self.kept, "total": self.total}
 
 

@@ -67,6 +67,11 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
+    """The whole checkpoint dict (``save_checkpoint``'s keys), tensors on ``device``; ``path`` a file or a directory
+    holding ``checkpoint.pt``. Raises FileNotFoundError when absent, ValueError for a truncated or foreign file.
+
+    Unpickles with ``weights_only=False`` (RNG states, optimizer): load only checkpoints you trust.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME

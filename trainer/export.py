@@ -101,7 +101,8 @@ def _check_layout(state_dict: Mapping[str, torch.Tensor], layout: Mapping[str, t
 
 def to_open_clip_state_dict(state_dict: Mapping[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
     """Our CLIP's state dict (possibly saved from a DDP or compiled model) in open_clip's layout and key order,
-    as float32 tensors that own their memory."""
+    as float32 CPU tensors that own their memory. Raises ValueError naming missing, unexpected or mis-shaped
+    keys (at most five of each)."""
     layout = open_clip_vit_layout(config)
     renamed = {_strip_wrappers(k): v for k, v in state_dict.items()}
     _check_layout(renamed, layout, f"the {config.name} checkpoint")
@@ -137,6 +138,8 @@ def hf_tokenizer(tokenizer: Tokenizer) -> HFTokenizer:
 
 @dataclass(frozen=True)
 class Exported:
+    """What ``export`` wrote: the weights file, the model config JSON, the tokenizer directory, tensors written."""
+
     weights: Path
     config: Path
     tokenizer: Path
@@ -144,7 +147,11 @@ class Exported:
 
 
 def export(checkpoint: str, out: str | Path, model_name: str | None = None) -> Exported:
-    """Write the weights, the model config and the tokenizer directory."""
+    """Write the weights, the model config and the tokenizer directory (module docstring), each atomically.
+
+    Raises ValueError for a ResNet checkpoint, one without a tokenizer or a state dict off open_clip's layout,
+    FileNotFoundError when ``checkpoint`` does not exist.
+    """
     state = read_checkpoint(checkpoint)
     config = ModelConfig.from_dict(state["model_config"])
     if not config.vision.is_vit:
@@ -187,10 +194,12 @@ OPTIONS = ExportOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``wit export``'s flags, generated from ``ExportOptions``."""
     options.add_arguments(parser, OPTIONS)
 
 
 def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
+    """``wit export``: exit 0 with the files written and how to load them printed, 2 for an unusable checkpoint."""
     try:
         done = export(args.checkpoint, args.out, args.model_name)
     except (ValueError, FileNotFoundError) as e:

@@ -82,6 +82,8 @@ def search_c(
 
 @dataclass
 class ProbeResult:
+    """One linear-probe evaluation: accuracies in [0, 1] on the test split and how C was chosen."""
+
     lp_acc1: float
     lp_acc5: float
     lp_mean_per_class_recall: float

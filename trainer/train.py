@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 
@@ -59,10 +60,12 @@ OPTIONS = TrainConfig  # the flags, defaults and help are generated from its fie
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``wit train``'s flags, generated from ``TrainConfig``."""
     options.add_arguments(parser, OPTIONS)
 
 
 def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
+    """``wit train``: exit 0 done, 2 bad options or data (one line on stderr), 128 + signal when stopped."""
     try:
         cfg = args if isinstance(args, TrainConfig) else options.from_namespace(TrainConfig, args)
     except ValueError as e:
@@ -75,7 +78,9 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
         return 2
 
 
-def warmup_cosine(warmup: int, total: int):
+def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
+    """The learning-rate factor per step (LambdaLR): linear warm-up over ``warmup`` steps to 1, then cosine decay
+    to 0 at step ``total`` (open_clip's ``cosine_lr``)."""
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
@@ -85,6 +90,11 @@ def warmup_cosine(warmup: int, total: int):
 
 
 def train(cfg: TrainConfig) -> int:
+    """Train (or ``--resume``) one run into ``cfg.out`` on this process's rank; returns the exit code.
+
+    Raises DataError for data or a checkpoint that cannot be used (a bad resume, shards on some nodes only, no
+    CUDA device for ``--device cuda``).
+    """
     # ---- distributed setup (torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) ----
     world = int(os.environ.get("WORLD_SIZE", "1"))
     ddp = world > 1

@@ -83,6 +83,9 @@ def random_resized_crop_uint8(image: Image.Image, size: int, rng: random.Random,
 
 
 class EvalTransform:
+    """PIL.Image (any mode) -> (3, S, S) normalised float32, S = ``image_size`` px: the shorter side resized to S
+    (bicubic), then the centre crop (CLIP's and open_clip's evaluation preprocessing)."""
+
     def __init__(self, image_size: int):
         self.image_size = image_size
 
