@@ -78,11 +78,14 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
 
 @dataclass(frozen=True)
 class AddressPolicy:
+    """The connect policy of the module docstring, with its two opt-in flags."""
+
     allow_private: bool = False
     allow_link_local: bool = False
 
     def refusal(self, address: str) -> str | None:
-        """Why ``address`` may not be connected to, or None when it may (rules in the module docstring)."""
+        """Why ``address`` (IPv4/IPv6 text, an IPv6 ``%zone`` ignored) may not be connected to, or None when it
+        may (rules in the module docstring). Raises ValueError for text that is not an IP address."""
         ip: IPAddress = ipaddress.ip_address(address.split("%", 1)[0])
         if isinstance(ip, ipaddress.IPv6Address):
             inner = embedded_ipv4(ip)
@@ -131,6 +134,8 @@ class DnsCache:
         self._entries: dict[tuple[str, int], tuple[float, Sequence[AddrInfo]]] = {}
 
     def resolve(self, host: str, port: int) -> list[AddrInfo]:
+        """The allowed TCP addresses of ``host``:``port`` (getaddrinfo order). Raises BlockedAddressError when
+        every address is refused, socket.gaierror (an OSError) when the name does not resolve."""
         infos = self._lookup(host, port)
         allowed, refusals = [], []
         for info in infos:
