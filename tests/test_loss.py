@@ -148,3 +148,41 @@ def test_all_gathered_loss_on_two_ranks_equals_the_global_batch():
             # Each rank's (averaged) gradient of its own rows equals the global loss's gradient of those rows.
             got = torch.cat([parts[0]["grad"], parts[1]["grad"]])
             torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-9, msg=name)
+
+
+def _ddp_accumulation_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.manual_seed(0)  # the same model on both ranks
+    model = CLIP(MODEL_CONFIGS["tiny"].with_vocab_size(300)).double()
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    loss_fn = make_loss("clip").double()
+    generator = torch.Generator().manual_seed(10 + rank)  # each rank its own 4 samples
+    images = torch.randn(4, 3, 32, 32, dtype=torch.float64, generator=generator)
+    tokens = torch.randint(1, 299, (4, 32), generator=generator)
+    tokens[:, 10] = 299
+    off = torch.autocast("cpu", enabled=False)
+    grads = {}
+    for accum in (1, 2):
+        model.zero_grad()
+        for _ in range(2):  # a second step: DDP checks that the previous one finished its reduction
+            model.zero_grad()
+            _train_step(ddp, loss_fn, images, tokens, accum, off, ddp=True)
+        grads[accum] = _grads(model)
+    torch.save(grads, os.path.join(out_dir, f"accum{rank}.pt"))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_accumulation_under_ddp_gives_the_whole_batch_gradient():
+    """--accum-steps under DDP: the micro-batches before the last skip the all-reduce (no_sync); every parameter,
+    the temperature included, gets its gradient in the synced last one, equal to the unsplit batch's."""
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.multiprocessing.spawn(_ddp_accumulation_worker, args=(2, os.path.join(tmp, "init"), tmp), nprocs=2)
+        for rank in range(2):
+            grads = torch.load(os.path.join(tmp, f"accum{rank}.pt"))
+            assert set(grads[1]) == set(grads[2]) and "logit_scale" in grads[2]
+            for name in grads[1]:
+                torch.testing.assert_close(grads[2][name], grads[1][name], rtol=1e-8, atol=1e-10, msg=name)

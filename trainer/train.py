@@ -363,8 +363,9 @@ def _train_step(model: torch.nn.Module, loss_fn: ClipLoss | SigLipLoss, images: 
                 image_j, text_j, logit_scale = model(i, t)
                 all_images = torch.cat([f[0] for f in cached[:j]] + [image_j] + [f[0] for f in cached[j + 1:]])
                 all_texts = torch.cat([f[1] for f in cached[:j]] + [text_j] + [f[1] for f in cached[j + 1:]])
-                # The temperature's gradient is taken once, not once per micro-batch.
-                loss = loss_fn(all_images, all_texts, logit_scale if j == 0 else logit_scale.detach())
+                # The temperature's gradient is taken once, not once per micro-batch: in the last one, the
+                # backward DDP synchronises (a parameter without a gradient there fails DDP's reduction).
+                loss = loss_fn(all_images, all_texts, logit_scale if j == accum - 1 else logit_scale.detach())
             (loss * scale_grad).backward()
     return loss
 
