@@ -352,22 +352,41 @@ def _train_step(model: torch.nn.Module, loss_fn: ClipLoss | SigLipLoss, images: 
             image_features, text_features, logit_scale = model(images, tokens)
             loss = loss_fn(image_features, text_features, logit_scale)
         (loss * scale_grad).backward()
+        _average_loss_gradients(loss_fn, ddp)
         return loss
     image_chunks, token_chunks = images.chunk(accum), tokens.chunk(accum)
     with torch.no_grad(), autocast:
         cached = [model(i, t)[:2] for i, t in zip(image_chunks, token_chunks, strict=True)]
-    for j, (i, t) in enumerate(zip(image_chunks, token_chunks, strict=True)):
-        sync = contextlib.nullcontext() if not ddp or j == accum - 1 else _no_sync(model)
-        with sync:
-            with autocast:
-                image_j, text_j, logit_scale = model(i, t)
-                all_images = torch.cat([f[0] for f in cached[:j]] + [image_j] + [f[0] for f in cached[j + 1:]])
-                all_texts = torch.cat([f[1] for f in cached[:j]] + [text_j] + [f[1] for f in cached[j + 1:]])
-                # The temperature's gradient is taken once, not once per micro-batch: in the last one, the
-                # backward DDP synchronises (a parameter without a gradient there fails DDP's reduction).
-                loss = loss_fn(all_images, all_texts, logit_scale if j == accum - 1 else logit_scale.detach())
-            (loss * scale_grad).backward()
+    try:
+        for j, (i, t) in enumerate(zip(image_chunks, token_chunks, strict=True)):
+            last = j == accum - 1
+            sync = contextlib.nullcontext() if not ddp or last else _no_sync(model)
+            # The temperature's and the loss's own parameters' (SigLIP's bias) gradients are taken once, not
+            # once per micro-batch: in the last one, the backward DDP synchronises (a model parameter without a
+            # gradient there fails DDP's reduction).
+            loss_fn.requires_grad_(last)
+            with sync:
+                with autocast:
+                    image_j, text_j, logit_scale = model(i, t)
+                    all_images = torch.cat([f[0] for f in cached[:j]] + [image_j] + [f[0] for f in cached[j + 1:]])
+                    all_texts = torch.cat([f[1] for f in cached[:j]] + [text_j] + [f[1] for f in cached[j + 1:]])
+                    loss = loss_fn(all_images, all_texts, logit_scale if last else logit_scale.detach())
+                (loss * scale_grad).backward()
+    finally:
+        loss_fn.requires_grad_(True)
+    _average_loss_gradients(loss_fn, ddp)
     return loss
+
+
+def _average_loss_gradients(loss_fn: torch.nn.Module, ddp: bool) -> None:
+    """Average the loss's own parameters' gradients (SigLIP's bias) over ranks, as DDP does for the model's:
+    the loss is not inside DDP, so without this each rank would step its own bias."""
+    if not ddp:
+        return
+    for p in loss_fn.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= dist.get_world_size()
 
 
 def _no_sync(model: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
