@@ -44,8 +44,8 @@ class Attention(nn.Module):
     def __init__(self, width: int, heads: int):
         super().__init__()
         self.heads = heads
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
-        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))  # (3C, C): q, k, v stacked
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))  # (3C,)
         self.out_proj = nn.Linear(width, width)
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
@@ -131,12 +131,12 @@ class VisionTransformer(nn.Module):
         width, patch = cfg.width, cfg.patch_size
         scale = width ** -0.5
         self.conv1 = nn.Conv2d(3, width, kernel_size=patch, stride=patch, bias=False)
-        self.class_embedding = nn.Parameter(scale * torch.randn(width))
-        self.positional_embedding = nn.Parameter(scale * torch.randn((image_size // patch) ** 2 + 1, width))
+        self.class_embedding = nn.Parameter(scale * torch.randn(width))  # (C,)
+        self.positional_embedding = nn.Parameter(scale * torch.randn((image_size // patch) ** 2 + 1, width))  # (N+1, C)
         self.ln_pre = LayerNorm(width)
         self.transformer = Transformer(width, cfg.layers, cfg.heads, causal=False, mlp_ratio=cfg.mlp_ratio)
         self.ln_post = LayerNorm(width)
-        self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
+        self.proj = nn.Parameter(scale * torch.randn(width, output_dim))  # (C, D)
         self.transformer.init_weights()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -182,7 +182,7 @@ class Bottleneck(nn.Module):
         out = self.relu1(self.bn1(self.conv1(x)))  # (B, P, H, W)
         out = self.relu2(self.bn2(self.conv2(out)))  # (B, P, H, W)
         out = self.bn3(self.conv3(self.avgpool(out)))  # (B, 4P, H/s, W/s)
-        return self.relu3(out + identity)
+        return self.relu3(out + identity)  # (B, 4P, H/s, W/s)
 
 
 class AttentionPool2d(nn.Module):
@@ -191,6 +191,7 @@ class AttentionPool2d(nn.Module):
 
     def __init__(self, spatial: int, embed_dim: int, heads: int, output_dim: int):
         super().__init__()
+        # (HW+1, C): the mean token, then the S x S map
         self.positional_embedding = nn.Parameter(torch.randn(spatial ** 2 + 1, embed_dim) / embed_dim ** 0.5)
         self.k_proj = nn.Linear(embed_dim, embed_dim)
         self.q_proj = nn.Linear(embed_dim, embed_dim)
@@ -284,11 +285,11 @@ class CLIP(nn.Module):
             self.visual = ModifiedResNet(config.image_size, config.vision, config.embed_dim)
         text: TextConfig = config.text
         self.token_embedding = nn.Embedding(text.vocab_size, text.width)
-        self.positional_embedding = nn.Parameter(torch.empty(text.context_length, text.width))
+        self.positional_embedding = nn.Parameter(torch.empty(text.context_length, text.width))  # (L, C)
         self.transformer = Transformer(text.width, text.layers, text.heads, causal=True)
         self.ln_final = LayerNorm(text.width)
-        self.text_projection = nn.Parameter(torch.empty(text.width, config.embed_dim))
-        self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
+        self.text_projection = nn.Parameter(torch.empty(text.width, config.embed_dim))  # (C, D)
+        self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))  # () log of the inverse temperature
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
         nn.init.normal_(self.text_projection, std=text.width ** -0.5)
