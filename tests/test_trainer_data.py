@@ -19,6 +19,7 @@ import webdataset as wds
 from PIL import Image
 
 from tests.hostile_server import serve_folder
+from tests.trainer_fixtures import TrainTransform, to_uint8_tensor
 from trainer.data import (
     DataError,
     Loader,
@@ -34,8 +35,6 @@ from trainer.transforms import (
     CLIP_STD,
     eval_transform,
     normalize_uint8,
-    to_uint8_tensor,
-    train_transform,
 )
 
 torch.set_num_threads(1)
@@ -203,7 +202,7 @@ def test_an_epoch_without_a_single_batch_fails_instead_of_looping(tmp_path):
 def test_transforms_are_seeded_and_normalised():
     image = Image.new("RGB", (100, 90), (128, 128, 128))
     image.paste((255, 0, 0), (0, 0, 4, 90))
-    crop = train_transform(32)
+    crop = TrainTransform(32)
     a, b = crop(image, random.Random(1)), crop(image, random.Random(1))
     assert a.shape == (3, 32, 32) and a.dtype == torch.float32 and torch.equal(a, b)
     assert not torch.equal(a, crop(image, random.Random(2)))
@@ -356,7 +355,7 @@ def test_the_loaders_uint8_crop_is_the_pil_crop():
     image.load()
     for seed in range(5):
         ours = random_resized_crop_uint8(image, 224, random.Random(seed))
-        pil = np.asarray(train_transform(224).crop(image, random.Random(seed)))
+        pil = np.asarray(TrainTransform(224).crop(image, random.Random(seed)))
         assert ours.shape == (224, 224, 3) and ours.dtype == torch.uint8
         assert np.abs(ours.numpy().astype(int) - pil.astype(int)).mean() < 0.5
     grey = random_resized_crop_uint8(image.convert("L"), 32, random.Random(0))  # any mode in, RGB out

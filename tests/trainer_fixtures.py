@@ -11,8 +11,11 @@ import random
 from pathlib import Path
 
 import numpy as np
+import torch
 import webdataset as wds
 from PIL import Image, ImageOps
+
+from trainer.transforms import random_resized_crop_box, to_tensor
 
 # class name -> (source photo, caption templates)
 CLASSES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -98,3 +101,30 @@ def write_class_folders(out_dir: Path, per_class: int = 8, image_px: int = 64, s
         for i in range(per_class):
             (folder / f"{i:03d}.jpg").write_bytes(variant(photo, rng, image_px))
     return names
+
+
+# ---- the reference the loader's crop is held to (never used by the trainer itself) ----
+
+def to_uint8_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> (3, H, W) uint8 (the loader's layout before ``normalize_uint8``)."""
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1).copy())
+
+
+class TrainTransform:
+    """The training crop in PIL alone: ``random_resized_crop_box`` then PIL's bicubic resize to an ``image_size``
+    square; the loader's ``random_resized_crop_uint8`` takes the same box and resizes in torch."""
+
+    def __init__(self, image_size: int, scale: tuple[float, float] = (0.9, 1.0)):
+        self.image_size = image_size
+        self.scale = scale
+
+    def crop(self, image: Image.Image, rng: random.Random | None = None) -> Image.Image:
+        """The random resized crop alone: an RGB ``image_size`` square."""
+        rng = rng or random.Random()
+        image = image.convert("RGB")
+        box = random_resized_crop_box(image.width, image.height, rng, self.scale)
+        return image.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC, box=box)
+
+    def __call__(self, image: Image.Image, rng: random.Random | None = None) -> torch.Tensor:
+        """PIL.Image (any mode) -> (3, image_size, image_size) float32, normalised with CLIP's mean and std."""
+        return to_tensor(self.crop(image, rng))

@@ -22,9 +22,13 @@ FORMAT = "wit-clip-checkpoint/1"
 
 def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, model_config: ModelConfig,
                     tokenizer: Tokenizer, step: int, optimizer: torch.optim.Optimizer | None = None,
-                    scheduler: Any = None, train_config: dict | None = None, data_state: dict | None = None,
-                    rng_state: dict | None = None, extra: dict | None = None) -> None:
-    """Write everything a resume or an evaluation needs to ``path``, atomically."""
+                    scheduler: Any = None, train_config: dict | None = None,
+                    data_state: list[dict] | None = None, rng_state: list[dict] | None = None,
+                    extra: dict | None = None) -> None:
+    """Write everything a resume or an evaluation needs to ``path``, atomically (temporary file, fsync, rename).
+
+    ``data_state`` and ``rng_state`` hold one entry per rank (index = rank); ``extra`` keys join the top level.
+    """
     state = {
         "format": FORMAT,
         "model_config": model_config.to_dict(),
@@ -53,8 +57,9 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, model_co
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The plain CLIP under DDP (``.module``) and torch.compile (``._orig_mod``) wrappers."""
     while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
+        compiled = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule keeps the original here
+        if isinstance(compiled, torch.nn.Module):
+            model = compiled
         elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
             model = model.module
         else:
@@ -62,6 +67,11 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
+    """The whole checkpoint dict (``save_checkpoint``'s keys), tensors on ``device``; ``path`` a file or a directory
+    holding ``checkpoint.pt``. Raises FileNotFoundError when absent, ValueError for a truncated or foreign file.
+
+    Unpickles with ``weights_only=False`` (RNG states, optimizer): load only checkpoints you trust.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME

@@ -15,21 +15,22 @@ class VisionConfig:
     """The image tower. ``patch_size`` set: a ViT with ``layers`` blocks; ``patch_size`` None: the paper's
     modified ResNet with ``resnet_layers`` bottlenecks per stage and stem width ``width``."""
 
-    width: int
-    layers: int = 12
-    heads: int = 12
-    patch_size: int | None = 32
-    resnet_layers: tuple[int, ...] | None = None
-    mlp_ratio: float = 4.0
+    width: int                                   # ViT: channels per token; ResNet: stem width (output: 32x)
+    layers: int = 12                             # ViT blocks
+    heads: int = 12                              # ViT attention heads / ResNet attention-pool heads
+    patch_size: int | None = 32                  # px per patch side; None: the ResNet tower
+    resnet_layers: tuple[int, ...] | None = None  # bottlenecks in each of the 4 stages
+    mlp_ratio: float = 4.0                       # ViT MLP hidden width / width
 
     @property
     def is_vit(self) -> bool:
+        """A ViT tower (``patch_size`` set), else the modified ResNet."""
         return self.patch_size is not None
 
     def __post_init__(self) -> None:
         if self.width <= 0:
             raise ValueError(f"vision width must be positive, got {self.width}")
-        if self.is_vit:
+        if self.patch_size is not None:  # ViT
             if self.resnet_layers is not None:
                 raise ValueError("a vision config has either patch_size (ViT) or resnet_layers (ResNet), not both")
             if self.layers <= 0 or self.heads <= 0 or self.patch_size <= 0:
@@ -65,25 +66,31 @@ class TextConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """A whole CLIP: the towers, the shared embedding width and the input image side; the table below holds the
+    paper's models (Radford et al. 2021, Tables 19-20) and ``tiny``. Raises ValueError for inconsistent sizes."""
+
     name: str
-    embed_dim: int
-    image_size: int
+    embed_dim: int      # D, the shared embedding width
+    image_size: int     # px per side of the square input
     vision: VisionConfig
     text: TextConfig = field(default_factory=TextConfig)
 
     def __post_init__(self) -> None:
         if self.embed_dim <= 0 or self.image_size <= 0:
             raise ValueError(f"embed_dim and image_size must be positive: {self.name}")
-        if self.vision.is_vit and self.image_size % self.vision.patch_size:
+        if self.vision.patch_size is not None and self.image_size % self.vision.patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.vision.patch_size}")
         if not self.vision.is_vit and self.image_size % 32:
             raise ValueError(f"a ResNet tower needs image_size divisible by 32, got {self.image_size}")
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (what checkpoints store)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """The inverse of ``to_dict``; raises KeyError/TypeError for a missing or unknown field, ValueError for bad
+        values."""
         vision = dict(d["vision"])
         if vision.get("resnet_layers") is not None:
             vision["resnet_layers"] = tuple(vision["resnet_layers"])
@@ -130,6 +137,7 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
 
 
 def model_config(name: str) -> ModelConfig:
+    """The named entry of ``MODEL_CONFIGS``; raises ValueError listing the known names."""
     try:
         return MODEL_CONFIGS[name]
     except KeyError:

@@ -63,7 +63,11 @@ def _pipe_url(url: str) -> str:
 
 
 def resolve_shards(spec: str) -> list[str]:
-    """A directory (its *.tar), a local glob, or brace patterns / URLs joined by '::' -> sorted shard URLs."""
+    """A directory (its *.tar), a local glob, or brace patterns / URLs joined by '::' -> sorted shard URLs.
+
+    Raises DataError for an empty directory, a pattern matching nothing or a missing local file (remote URLs are
+    not checked here).
+    """
     if os.path.isdir(spec):
         found = sorted(glob.glob(os.path.join(spec, "*.tar")))
         if not found:
@@ -164,6 +168,8 @@ def _checked_sizes(url: str, table: Any) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class DataPlan:
+    """Everything that fixes the order of batches (module docstring); built and checked by ``make_plan``."""
+
     shards: tuple[str, ...]
     batch_size: int  # per rank
     seed: int = 0
@@ -180,10 +186,12 @@ class DataPlan:
 
     @property
     def streams_per_rank(self) -> int:
+        """Streams each rank reads: one per DataLoader worker, one when reading in the training process."""
         return max(1, self.workers)
 
     @property
     def steps_per_epoch(self) -> int | None:
+        """Optimizer steps in an epoch of ``samples_per_epoch`` (global batches, at least 1); None: one pass."""
         if self.samples_per_epoch is None:
             return None
         return max(1, self.samples_per_epoch // (self.batch_size * self.world_size))
@@ -219,7 +227,9 @@ def make_plan(shards_spec: str, *, batch_size: int, image_size: int, seed: int =
               balance_mode: str = "hard") -> DataPlan:
     """Resolve shards and sizes and check that the request can be met without silently repeating samples.
     With ``per_query_cap`` the shards' sample json (uid, queries) is read once first to plan the load-time
-    balance (``trainer.balance``); the epoch is then the kept samples."""
+    balance (``trainer.balance``); the epoch is then the kept samples. ``batch_size`` is per rank, ``image_size``
+    in px. Raises DataError when the shards cannot meet the request (too few shards for the ranks, an epoch
+    larger than the data without ``allow_repeat``, smaller than one global batch, resampled without a size)."""
     shards = resolve_shards(shards_spec)
     check_match_rules(shards)
     sizes = shard_sizes(shards)
@@ -337,7 +347,11 @@ class StreamItem:
 
 def stream_items(plan: DataPlan, tokenizer: Tokenizer, epoch: int, local_stream: int,
                  skip: int) -> Iterator[StreamItem]:
-    """The stream's batches after its first ``skip`` raw samples, then end markers forever."""
+    """The stream's batches after its first ``skip`` raw samples, then end markers forever.
+
+    A batch is ``{"images": (B, 3, S, S) uint8, "tokens": (B, L)}``, or on the GPU path ``{"jpeg": B byte
+    tensors, "boxes": (B, 4) crop boxes (left, top, right, bottom) px, "tokens": (B, L)}``; B = ``plan.batch_size``.
+    """
     counts: Counter = Counter()
     position = 0
     current: list[str] = []  # the shard being read (the reader pulls shard URLs lazily, one at a time)
@@ -375,8 +389,10 @@ def stream_items(plan: DataPlan, tokenizer: Tokenizer, epoch: int, local_stream:
         if caption is None:
             continue
         rng = random.Random(f"{plan.seed}/{epoch}/crop/{g}/{index}")
-        item = _gpu_item(sample, plan.image_size, rng, counts) if plan.gpu_decode else None
-        if not plan.gpu_decode:
+        item: torch.Tensor | tuple[torch.Tensor, tuple[int, int, int, int]] | None  # HWC uint8 crop | (JPEG, box)
+        if plan.gpu_decode:
+            item = _gpu_item(sample, plan.image_size, rng, counts)
+        else:
             image = _decode_pil(sample, plan.image_size, counts)
             item = random_resized_crop_uint8(image, plan.image_size, rng) if image is not None else None
         if item is None:
@@ -426,7 +442,8 @@ def _gpu_item(sample: dict, image_size: int, rng: random.Random,
 
 
 def batch_to_device(batch: dict, plan: DataPlan, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised float images and tokens on ``device``; uint8 crosses the bus, normalisation runs there."""
+    """(B, 3, S, S) normalised float32 images and (B, L) tokens on ``device``; uint8 crosses the bus and is
+    normalised there. On the GPU-decode path B may shrink (images nvJPEG rejects are dropped)."""
     if plan.gpu_decode:
         return gpu_decode_batch(batch, plan.image_size, device)
     images = batch["images"].to(device, non_blocking=True)
@@ -435,7 +452,8 @@ def batch_to_device(batch: dict, plan: DataPlan, device: torch.device) -> tuple[
 
 def gpu_decode_batch(batch: dict, image_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode a GPU-path batch on ``device`` with nvJPEG (torchvision.io.decode_jpeg), then crop, resize and
-    normalise there. Images nvJPEG rejects are dropped together with their captions, and logged."""
+    normalise there -> (B', 3, S, S) images and (B', L) tokens. Images nvJPEG rejects are dropped together with
+    their captions, and logged; DataError when none is left."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
     try:
@@ -456,18 +474,20 @@ def crop_resize_normalize(decoded: list[torch.Tensor | None], boxes: torch.Tenso
                           image_size: int) -> tuple[torch.Tensor, list[int]]:
     """Decoded (3, H, W) uint8 images (None: undecodable) -> the crops as a normalised (B, 3, S, S) batch on the
     images' device, and the indices kept."""
-    keep = [i for i, image in enumerate(decoded) if image is not None]
-    if not keep:
+    kept = [(i, image) for i, image in enumerate(decoded) if image is not None]
+    if not kept:
         raise DataError("no image of a batch could be decoded on the GPU; rerun without --gpu-decode")
+    keep = [i for i, _ in kept]
     crops = []
-    for i, (left, top, right, bottom) in zip(keep, boxes[keep].tolist(), strict=True):
-        crop = decoded[i][:, top:bottom, left:right].unsqueeze(0).float()  # (1, 3, h, w)
+    for (_, image), (left, top, right, bottom) in zip(kept, boxes[keep].tolist(), strict=True):
+        crop = image[:, top:bottom, left:right].unsqueeze(0).float()  # (1, 3, h, w)
         crops.append(torch.nn.functional.interpolate(crop, size=(image_size, image_size), mode="bicubic",
                                                      antialias=True, align_corners=False))
     return normalize_uint8(torch.cat(crops).clamp(0, 255)), keep  # (B, 3, S, S)
 
 
 def torchvision_gpu_decode_available() -> bool:
+    """Whether ``--gpu-decode`` can run here: torchvision importable and a CUDA device present."""
     try:
         import torchvision.io  # noqa: F401
     except ImportError:
@@ -491,6 +511,7 @@ class _Streams(torch.utils.data.IterableDataset):
 
 
 def new_epoch_state(epoch: int, streams: int) -> dict:
+    """The loader position at the start of ``epoch`` with ``streams`` streams per rank (what checkpoints store)."""
     return {"epoch": epoch, "step_in_epoch": 0, "items": 0, "positions": [0] * streams, "exhausted": [],
             "counts": {}, "epoch_counts": {}}
 
@@ -520,6 +541,7 @@ class Loader:
         self.reports: list[dict] = []
 
     def state(self) -> dict:
+        """A copy of the position to resume from (JSON-able: epoch, step, per-stream positions, counts)."""
         return {**self._state, "positions": list(self._state["positions"]),
                 "exhausted": list(self._state["exhausted"]), "counts": dict(self.totals),
                 "epoch_counts": dict(self.epoch_counts)}
@@ -556,8 +578,9 @@ class Loader:
             if limit is None or self._state["step_in_epoch"] < limit:
                 item = self._next_batch(items)
             # Every rank ends the epoch at the same step. A batch another rank's end leaves unused is not
-            # committed to the position: its samples count as not reached.
-            if not all_ranks_agree(item is not None):
+            # committed to the position: its samples count as not reached. (When all agree, this rank's item
+            # holds a batch: the last two tests only narrow the types.)
+            if not all_ranks_agree(item is not None) or item is None or item.batch is None:
                 break
             self._commit(item)
             self._state["step_in_epoch"] += 1
@@ -602,7 +625,8 @@ class Loader:
         ``uncounted_streams``: streams cut off early whose rest is unknown (no sizes.json)."""
         plan, st = self.plan, self._state
         left: Counter = Counter({k: v for k, v in self.epoch_counts.items() if k != "unreadable_shard"})
-        planned, uncounted, unlisted = 0, 0, 0
+        planned: int | None = 0
+        uncounted, unlisted = 0, 0
         for stream in range(plan.streams_per_rank):
             size = plan.stream_size(st["epoch"], stream)
             if size is None:

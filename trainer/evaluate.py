@@ -90,6 +90,7 @@ OPTIONS = EvalOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``wit eval``'s flags, generated from ``EvalOptions``."""
     options.add_arguments(parser, OPTIONS)
 
 
@@ -120,6 +121,8 @@ def _progress(label: str) -> Callable[[int, int], None]:
 
 def run_zeroshot(args: EvalOptions, model: CLIP, tokenizer: Tokenizer, transform: Transform,
                  model_name: str) -> dict:
+    """Zero-shot classification of an image folder (CLIP paper sec. 3.1.4: prompt-ensembled class embeddings);
+    one CLIP_benchmark record. Raises ValueError over ``--max-skipped-fraction`` unreadable images."""
     assert args.zeroshot is not None
     folder = image_folder.scan_image_folder(args.zeroshot, args.classnames)
     templates = zeroshot.load_templates(args.templates)
@@ -139,6 +142,8 @@ def run_zeroshot(args: EvalOptions, model: CLIP, tokenizer: Tokenizer, transform
 
 def run_retrieval(args: EvalOptions, model: CLIP, tokenizer: Tokenizer, transform: Transform,
                   model_name: str) -> dict:
+    """Image-text retrieval recall@k over shards (each image against every caption); one CLIP_benchmark record.
+    Raises ValueError over ``--max-skipped-fraction`` unreadable samples."""
     urls = [url for spec in args.retrieval for url in resolve_shards(spec)]
     print(f"retrieval: reading {len(urls)} shard(s)", flush=True)
     images, texts, owners, stats = retrieval.encode_shards(
@@ -157,6 +162,8 @@ def run_retrieval(args: EvalOptions, model: CLIP, tokenizer: Tokenizer, transfor
 
 
 def run_linear_probe(args: EvalOptions, model: CLIP, transform: Transform, model_name: str) -> list[dict]:
+    """Linear probes on frozen image features (``trainer.linear_probe``): the full-data record, then one per
+    ``--fewshot-k``. Raises ValueError over ``--max-skipped-fraction`` unreadable images."""
     assert args.linear_probe_train is not None and args.linear_probe_test is not None
     encoded: dict[str, Any] = {}
     for split, root in (("train", args.linear_probe_train), ("test", args.linear_probe_test)):
@@ -221,6 +228,7 @@ def evaluate(args: EvalOptions | argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: EvalOptions, beam_argv: list[str]) -> int:
+    """``wit eval``: exit 0 with the document written (stdout or ``--out``), 2 for bad options or inputs."""
     try:
         document = evaluate(args)
     except (ValueError, FileNotFoundError) as e:

@@ -51,15 +51,16 @@ def open_clip_vit_layout(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Every key of open_clip's ``CLIP(embed_dim, vision_cfg, text_cfg).state_dict()`` for a ViT image tower
     (learnable positional embeddings, class-token pooling, no attention pooler, text projection without
     bias), with its shape. Non-persistent buffers (the causal ``attn_mask``) are not in a state dict."""
-    if not config.vision.is_vit:
-        raise ValueError(f"model {config.name!r} has a ResNet image tower; only ViT towers are exported")
     v, t, d = config.vision, config.text, config.embed_dim
-    grid = config.image_size // v.patch_size
+    patch = v.patch_size
+    if patch is None:
+        raise ValueError(f"model {config.name!r} has a ResNet image tower; only ViT towers are exported")
+    grid = config.image_size // patch
     layout: dict[str, tuple[int, ...]] = {
         "visual.class_embedding": (v.width,),
         "visual.positional_embedding": (grid * grid + 1, v.width),
         "visual.proj": (v.width, d),
-        "visual.conv1.weight": (v.width, 3, v.patch_size, v.patch_size),
+        "visual.conv1.weight": (v.width, 3, patch, patch),
         "visual.ln_pre.weight": (v.width,), "visual.ln_pre.bias": (v.width,),
     }
     for i in range(v.layers):
@@ -100,24 +101,18 @@ def _check_layout(state_dict: Mapping[str, torch.Tensor], layout: Mapping[str, t
 
 def to_open_clip_state_dict(state_dict: Mapping[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
     """Our CLIP's state dict (possibly saved from a DDP or compiled model) in open_clip's layout and key order,
-    as float32 tensors that own their memory."""
+    as float32 CPU tensors that own their memory. Raises ValueError naming missing, unexpected or mis-shaped
+    keys (at most five of each)."""
     layout = open_clip_vit_layout(config)
     renamed = {_strip_wrappers(k): v for k, v in state_dict.items()}
     _check_layout(renamed, layout, f"the {config.name} checkpoint")
     return {k: renamed[k].detach().to("cpu", torch.float32).contiguous().clone() for k in layout}
 
 
-def from_open_clip_state_dict(state_dict: Mapping[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
-    """The inverse: an open_clip ViT CLIP state dict as our CLIP's ``load_state_dict`` input."""
-    layout = open_clip_vit_layout(config)
-    _check_layout(state_dict, layout, "the open_clip state dict")
-    return {k: state_dict[k] for k in layout}
-
-
 def open_clip_model_config(config: ModelConfig, tokenizer_dir: str | None = None) -> dict:
     """open_clip's model-config JSON (``embed_dim``, ``vision_cfg``, ``text_cfg``) for our ViT config."""
     v, t = config.vision, config.text
-    text_cfg = {"context_length": t.context_length, "vocab_size": t.vocab_size, "width": t.width,
+    text_cfg: dict[str, int | str] = {"context_length": t.context_length, "vocab_size": t.vocab_size, "width": t.width,
                 "heads": t.heads, "layers": t.layers}
     if tokenizer_dir is not None:
         text_cfg["hf_tokenizer_name"] = tokenizer_dir
@@ -143,6 +138,8 @@ def hf_tokenizer(tokenizer: Tokenizer) -> HFTokenizer:
 
 @dataclass(frozen=True)
 class Exported:
+    """What ``export`` wrote: the weights file, the model config JSON, the tokenizer directory, tensors written."""
+
     weights: Path
     config: Path
     tokenizer: Path
@@ -150,7 +147,11 @@ class Exported:
 
 
 def export(checkpoint: str, out: str | Path, model_name: str | None = None) -> Exported:
-    """Write the weights, the model config and the tokenizer directory."""
+    """Write the weights, the model config and the tokenizer directory (module docstring), each atomically.
+
+    Raises ValueError for a ResNet checkpoint, one without a tokenizer or a state dict off open_clip's layout,
+    FileNotFoundError when ``checkpoint`` does not exist.
+    """
     state = read_checkpoint(checkpoint)
     config = ModelConfig.from_dict(state["model_config"])
     if not config.vision.is_vit:
@@ -193,10 +194,12 @@ OPTIONS = ExportOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``wit export``'s flags, generated from ``ExportOptions``."""
     options.add_arguments(parser, OPTIONS)
 
 
 def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
+    """``wit export``: exit 0 with the files written and how to load them printed, 2 for an unusable checkpoint."""
     try:
         done = export(args.checkpoint, args.out, args.model_name)
     except (ValueError, FileNotFoundError) as e:

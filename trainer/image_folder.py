@@ -19,6 +19,8 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".
 
 @dataclass
 class ImageFolder:
+    """A scanned ``DIR/<class>/*`` tree (``scan_image_folder``): labels, names and the images to encode."""
+
     root: Path
     classnames: list[str]  # label -> human-readable class name (the text the prompts are built from)
     folders: list[str]  # label -> folder name ("" for a class listed in --classnames without a folder)
@@ -27,6 +29,7 @@ class ImageFolder:
 
 
 def folder_to_classname(folder: str) -> str:
+    """A folder name as a class name for the prompts ("golden_retriever" -> "golden retriever")."""
     return folder.replace("_", " ").strip()
 
 

@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 
 from trainer.zeroshot import classification_metrics
 
-COARSE_LOG10_C = (-6, -4, -2, 0, 2, 4, 6)
+COARSE_LOG10_C: tuple[float, ...] = (-6, -4, -2, 0, 2, 4, 6)
 FINEST_LOG10_STEP = 1 / 8
 DEFAULT_C = 1.0  # used only when no validation image is left to choose C with
 
@@ -82,6 +82,8 @@ def search_c(
 
 @dataclass
 class ProbeResult:
+    """One linear-probe evaluation: accuracies in [0, 1] on the test split and how C was chosen."""
+
     lp_acc1: float
     lp_acc5: float
     lp_mean_per_class_recall: float

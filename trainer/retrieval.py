@@ -83,6 +83,8 @@ def retrieval_recall(
 
 @dataclass
 class ShardSample:
+    """One held-out sample: its key, the decoded image and every caption it carries."""
+
     key: str
     image: Image.Image
     captions: list[str]
@@ -90,11 +92,14 @@ class ShardSample:
 
 @dataclass
 class ReadStats:
+    """Samples read and skipped (by reason, with the first ``MAX_EXAMPLES`` examples) while reading shards."""
+
     samples: int = 0
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
     examples: list[str] = field(default_factory=list)  # the first few, "shard:key: reason (detail)"
 
     def skip(self, reason: str, where: str, detail: str = "") -> None:
+        """Count one skipped sample under ``reason`` and log it (``where``: ``shard:key``)."""
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
         message = f"{where}: {reason}" + (f" ({detail})" if detail else "")
         if len(self.examples) < MAX_EXAMPLES:
@@ -102,6 +107,7 @@ class ReadStats:
         log.warning("skipped %s", message)
 
     def merge(self, other: ReadStats) -> None:
+        """Add another reader's counts (a DataLoader worker's) into these."""
         self.samples += other.samples
         for reason, count in other.skipped.items():
             self.skipped[reason] = self.skipped.get(reason, 0) + count

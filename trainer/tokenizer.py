@@ -23,19 +23,22 @@ MIN_VOCAB = 300  # 256 byte symbols + 3 specials + a few merges
 
 
 class Tokenizer:
+    """The project's BPE with CLIP's framing: ``__call__`` gives (B, context_length) ids. Raises ValueError when
+    ``bpe`` lacks the special tokens or the end token is not the highest id."""
+
     def __init__(self, bpe: HFTokenizer, context_length: int = 77):
         self._bpe = bpe
         self.context_length = context_length
-        self.pad_id = bpe.token_to_id(PAD)
-        self.start_id = bpe.token_to_id(START)
-        self.end_id = bpe.token_to_id(END)
-        if None in (self.pad_id, self.start_id, self.end_id):
+        pad_id, start_id, end_id = bpe.token_to_id(PAD), bpe.token_to_id(START), bpe.token_to_id(END)
+        if pad_id is None or start_id is None or end_id is None:
             raise ValueError(f"tokenizer lacks one of the special tokens {PAD}, {START}, {END}")
+        self.pad_id, self.start_id, self.end_id = pad_id, start_id, end_id
         if self.end_id != bpe.get_vocab_size() - 1:
             raise ValueError("the end-of-text token must have the highest id (the text tower pools at argmax)")
 
     @property
     def vocab_size(self) -> int:
+        """Ids in all, specials included (the text tower's embedding rows)."""
         return self._bpe.get_vocab_size()
 
     @classmethod
@@ -61,6 +64,7 @@ class Tokenizer:
         return self._bpe.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids: Iterable[int]) -> str:
+        """The text of ``ids``, the special ids skipped (lower-cased, as ``encode`` saw it)."""
         return self._bpe.decode([i for i in ids if i not in (self.pad_id, self.start_id, self.end_id)])
 
     def __call__(self, texts: str | list[str], context_length: int | None = None) -> torch.Tensor:
@@ -76,10 +80,12 @@ class Tokenizer:
         return out
 
     def to_json(self) -> str:
+        """The whole tokenizer as JSON (``wit-tokenizer/1``): context length and the Hugging Face BPE."""
         return json.dumps({"format": FORMAT, "context_length": self.context_length, "bpe": self._bpe.to_str()})
 
     @classmethod
     def from_json(cls, text: str) -> Tokenizer:
+        """The inverse of ``to_json``; raises ValueError for another format, KeyError for a missing field."""
         data = json.loads(text)
         if data.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} tokenizer file (format={data.get('format')!r})")
@@ -91,6 +97,7 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:
+        """``from_json`` of a file; raises ValueError naming ``path`` (OSError when it cannot be read)."""
         with open(path, encoding="utf-8") as f:
             try:
                 return cls.from_json(f.read())

@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 
@@ -44,7 +45,7 @@ from trainer.data import (
     resolve_shards,
     torchvision_gpu_decode_available,
 )
-from trainer.loss import SIGLIP_SCALE_INIT, make_loss
+from trainer.loss import SIGLIP_SCALE_INIT, ClipLoss, SigLipLoss, make_loss
 from trainer.model import CLIP, parameter_groups
 from trainer.tokenizer import Tokenizer
 from wit_builder import options
@@ -59,10 +60,12 @@ OPTIONS = TrainConfig  # the flags, defaults and help are generated from its fie
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``wit train``'s flags, generated from ``TrainConfig``."""
     options.add_arguments(parser, OPTIONS)
 
 
 def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
+    """``wit train``: exit 0 done, 2 bad options or data (one line on stderr), 128 + signal when stopped."""
     try:
         cfg = args if isinstance(args, TrainConfig) else options.from_namespace(TrainConfig, args)
     except ValueError as e:
@@ -75,7 +78,9 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
         return 2
 
 
-def warmup_cosine(warmup: int, total: int):
+def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
+    """The learning-rate factor per step (LambdaLR): linear warm-up over ``warmup`` steps to 1, then cosine decay
+    to 0 at step ``total`` (open_clip's ``cosine_lr``)."""
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
@@ -85,6 +90,11 @@ def warmup_cosine(warmup: int, total: int):
 
 
 def train(cfg: TrainConfig) -> int:
+    """Train (or ``--resume``) one run into ``cfg.out`` on this process's rank; returns the exit code.
+
+    Raises DataError for data or a checkpoint that cannot be used (a bad resume, shards on some nodes only, no
+    CUDA device for ``--device cuda``).
+    """
     # ---- distributed setup (torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) ----
     world = int(os.environ.get("WORLD_SIZE", "1"))
     ddp = world > 1
@@ -164,7 +174,8 @@ def train(cfg: TrainConfig) -> int:
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[local_rank] if device.type == "cuda" else None)
     if cfg.compile:
-        train_model = torch.compile(train_model)
+        # torch.compile of a Module returns an OptimizedModule (a Module); its stub says only Callable.
+        train_model = torch.compile(train_model)  # type: ignore[assignment]
     if master:
         n_params = sum(p.numel() for p in model.parameters())
         log.info("model %s: %.1fM parameters, vocab %d, %d rank(s), device %s", arch.name, n_params / 1e6,
@@ -330,7 +341,7 @@ def _continue_schedule(optimizer: torch.optim.Optimizer, scheduler, schedule, st
               flush=True)
 
 
-def _train_step(model: torch.nn.Module, loss_fn: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor,
+def _train_step(model: torch.nn.Module, loss_fn: ClipLoss | SigLipLoss, images: torch.Tensor, tokens: torch.Tensor,
                 accum: int, autocast, ddp: bool) -> torch.Tensor:
     """One batch's forward and backward. With ``accum`` > 1 the loss is still the whole batch's: features of all
     micro-batches are computed without gradient first, then each micro-batch is recomputed with gradient and
@@ -341,21 +352,52 @@ def _train_step(model: torch.nn.Module, loss_fn: torch.nn.Module, images: torch.
             image_features, text_features, logit_scale = model(images, tokens)
             loss = loss_fn(image_features, text_features, logit_scale)
         (loss * scale_grad).backward()
+        _average_loss_gradients(loss_fn, ddp)
         return loss
     image_chunks, token_chunks = images.chunk(accum), tokens.chunk(accum)
     with torch.no_grad(), autocast:
         cached = [model(i, t)[:2] for i, t in zip(image_chunks, token_chunks, strict=True)]
-    for j, (i, t) in enumerate(zip(image_chunks, token_chunks, strict=True)):
-        sync = contextlib.nullcontext() if not ddp or j == accum - 1 else model.no_sync()
-        with sync:
-            with autocast:
-                image_j, text_j, logit_scale = model(i, t)
-                all_images = torch.cat([f[0] for f in cached[:j]] + [image_j] + [f[0] for f in cached[j + 1:]])
-                all_texts = torch.cat([f[1] for f in cached[:j]] + [text_j] + [f[1] for f in cached[j + 1:]])
-                # The temperature's gradient is taken once, not once per micro-batch.
-                loss = loss_fn(all_images, all_texts, logit_scale if j == 0 else logit_scale.detach())
-            (loss * scale_grad).backward()
+    try:
+        for j, (i, t) in enumerate(zip(image_chunks, token_chunks, strict=True)):
+            last = j == accum - 1
+            sync = contextlib.nullcontext() if not ddp or last else _no_sync(model)
+            # The temperature's and the loss's own parameters' (SigLIP's bias) gradients are taken once, not
+            # once per micro-batch: in the last one, the backward DDP synchronises (a model parameter without a
+            # gradient there fails DDP's reduction).
+            loss_fn.requires_grad_(last)
+            with sync:
+                with autocast:
+                    image_j, text_j, logit_scale = model(i, t)
+                    all_images = torch.cat([f[0] for f in cached[:j]] + [image_j] + [f[0] for f in cached[j + 1:]])
+                    all_texts = torch.cat([f[1] for f in cached[:j]] + [text_j] + [f[1] for f in cached[j + 1:]])
+                    loss = loss_fn(all_images, all_texts, logit_scale if last else logit_scale.detach())
+                (loss * scale_grad).backward()
+    finally:
+        loss_fn.requires_grad_(True)
+    _average_loss_gradients(loss_fn, ddp)
     return loss
+
+
+def _average_loss_gradients(loss_fn: torch.nn.Module, ddp: bool) -> None:
+    """Average the loss's own parameters' gradients (SigLIP's bias) over ranks, as DDP does for the model's:
+    the loss is not inside DDP, so without this each rank would step its own bias."""
+    if not ddp:
+        return
+    for p in loss_fn.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= dist.get_world_size()
+
+
+def _no_sync(model: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
+    """DDP's ``no_sync`` (this backward keeps its gradients local) of ``model``: a DDP or a compiled DDP."""
+    while not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        inner = getattr(model, "_orig_mod", None)  # torch.compile's wrapper
+        if not isinstance(inner, torch.nn.Module):
+            raise TypeError(f"gradient accumulation under DDP needs a DistributedDataParallel model, "
+                            f"got {type(model).__name__}")
+        model = inner
+    return model.no_sync()
 
 
 def _mean_over_ranks(value: torch.Tensor, ddp: bool) -> float:
@@ -386,6 +428,8 @@ def _learn_tokenizer(cfg: TrainConfig, out: Path, master: bool, ddp: bool, vocab
     # Sent to the other ranks rather than read back, so that nodes need not share OUT to start.
     message = [tokenizer.to_json() if master else None]
     dist.broadcast_object_list(message, src=0)
+    if message[0] is None:
+        raise DataError("rank 0 broadcast no tokenizer")
     return Tokenizer.from_json(message[0])
 
 

@@ -1,8 +1,9 @@
-"""Image preprocessing with PIL and numpy only (torchvision stays optional): CLIP's random resized crop for
-training, resize + center crop for evaluation, both normalised with CLIP's mean and std.
+"""Image preprocessing without torchvision (it stays optional): CLIP's random resized crop for training (PIL
+decode, torch's uint8 resize), resize + center crop for evaluation, both normalised with CLIP's mean and std.
 
 The training crop draws from an explicit ``random.Random`` so the data loader can make every augmentation a
-function of (seed, epoch, position) — that is what lets a resumed run see exactly the same pixels.
+function of (seed, epoch, position) — that is what lets a resumed run see exactly the same pixels. The PIL-only
+training crop the loader's is checked against lives in ``tests/trainer_fixtures.py``.
 """
 
 from __future__ import annotations
@@ -26,11 +27,6 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     """RGB PIL image -> normalised (3, H, W) float32 tensor."""
     arr = np.asarray(image.convert("RGB"), dtype=np.float32)  # (H, W, 3), 0..255
     return torch.from_numpy(((arr - _MEAN) / _STD).transpose(2, 0, 1).copy())
-
-
-def to_uint8_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> (3, H, W) uint8: a quarter of float32's bytes between processes; normalised later."""
-    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1).copy())
 
 
 def normalize_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -69,9 +65,12 @@ def random_resized_crop_box(width: int, height: int, rng: random.Random, scale: 
 
 def random_resized_crop_uint8(image: Image.Image, size: int, rng: random.Random,
                               scale: tuple[float, float] = (0.9, 1.0)) -> torch.Tensor:
-    """The training crop for the loader: the same box as ``TrainTransform.crop`` (same draws from ``rng``),
-    resized with an antialiased bicubic filter in uint8 by torch's vectorised kernel (about 4x PIL's resize; the
-    pixels differ from PIL's by 0.02 on average) -> (size, size, 3) uint8, channels last (HWC)."""
+    """The training crop for the loader: PIL image (any mode) -> (size, size, 3) uint8, channels last (HWC).
+
+    The box is ``random_resized_crop_box``'s (same draws from ``rng`` as the PIL reference crop in
+    ``tests/trainer_fixtures.py``), resized with an antialiased bicubic filter in uint8 by torch's vectorised
+    kernel (about 4x PIL's resize; the pixels differ from PIL's by 0.02 on average). ``size`` in px.
+    """
     if image.mode != "RGB":
         image = image.convert("RGB")
     left, top, right, bottom = random_resized_crop_box(image.width, image.height, rng, scale)
@@ -83,23 +82,10 @@ def random_resized_crop_uint8(image: Image.Image, size: int, rng: random.Random,
     return out[0].permute(1, 2, 0)  # (S, S, 3)
 
 
-class TrainTransform:
-    def __init__(self, image_size: int, scale: tuple[float, float] = (0.9, 1.0)):
-        self.image_size = image_size
-        self.scale = scale
-
-    def crop(self, image: Image.Image, rng: random.Random | None = None) -> Image.Image:
-        """The random resized crop alone: an RGB ``image_size`` square."""
-        rng = rng or random.Random()
-        image = image.convert("RGB")
-        box = random_resized_crop_box(image.width, image.height, rng, self.scale)
-        return image.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC, box=box)
-
-    def __call__(self, image: Image.Image, rng: random.Random | None = None) -> torch.Tensor:
-        return to_tensor(self.crop(image, rng))
-
-
 class EvalTransform:
+    """PIL.Image (any mode) -> (3, S, S) normalised float32, S = ``image_size`` px: the shorter side resized to S
+    (bicubic), then the centre crop (CLIP's and open_clip's evaluation preprocessing)."""
+
     def __init__(self, image_size: int):
         self.image_size = image_size
 
@@ -112,11 +98,6 @@ class EvalTransform:
         image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
         left, top = (new_w - size) // 2, (new_h - size) // 2
         return to_tensor(image.crop((left, top, left + size, top + size)))
-
-
-def train_transform(image_size: int) -> TrainTransform:
-    """PIL.Image (any mode) [, rng] -> (3, image_size, image_size) float tensor, random crop of 90-100% area."""
-    return TrainTransform(image_size)
 
 
 def eval_transform(image_size: int) -> EvalTransform:

@@ -22,7 +22,7 @@ KNOWN_ERRORS = frozenset({
     "PoolFormatError", "ColumnTypeError",  # stage 2 (and stage 3's pairs input)
     "InputError",  # stage 3
     "RawInputError",  # stage 4
-    "DataError", "CheckpointError",  # train, eval, export
+    "DataError",  # train, eval, export
     "DemoError",
     "FileNotFoundError",
 })

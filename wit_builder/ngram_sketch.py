@@ -22,6 +22,11 @@ _SEED = 0x9E3779B9
 
 
 class CountMinSketch:
+    """``depth`` x ``width`` int64 counters (``table``, ``8 * depth * width`` bytes); see the module docstring.
+
+    Raises ValueError for ``width`` < 16 or ``depth`` < 1.
+    """
+
     def __init__(self, width: int, depth: int = 4) -> None:
         if width < 16 or depth < 1:
             raise ValueError(f"sketch width must be >= 16 and depth >= 1, got {width} x {depth}")
@@ -38,7 +43,7 @@ class CountMinSketch:
         return ((h1[None, :] + rows * h2[None, :]) % np.uint64(self.width)).astype(np.int64)
 
     def add(self, keys: Sequence[str], counts: Iterable[int]) -> None:
-        """Add ``counts[i]`` to ``keys[i]``."""
+        """Add ``counts[i]`` to ``keys[i]``; ``counts`` must yield ``len(keys)`` values (ValueError if fewer)."""
         if not keys:
             return
         columns = self._columns(keys)
@@ -57,6 +62,7 @@ class CountMinSketch:
         return np.min(self.table[np.arange(self.depth)[:, None], columns], axis=0)
 
     def merge(self, other: CountMinSketch) -> CountMinSketch:
+        """Add ``other``'s counters into these (in place) and return self; ValueError for another shape."""
         if (self.width, self.depth) != (other.width, other.depth):
             raise ValueError("only sketches of the same shape merge")
         self.table += other.table

@@ -25,7 +25,7 @@ import bz2
 import gzip
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 from urllib.parse import unquote
@@ -55,16 +55,13 @@ class Traffic:
     sites: frozenset[str] = field(default_factory=lambda: SITES)
 
     def __post_init__(self) -> None:
-        m = _WIKI.match(self.wiki)
-        if m is None or m.group(2) not in PROJECT_CODES:
-            raise ValueError(f"--wiki must be LANGUAGE.PROJECT with PROJECT one of {sorted(PROJECT_CODES)} "
-                             f"(e.g. en.wikipedia), got {self.wiki!r}")
+        _wiki_parts(self.wiki)
         if not self.sites or not self.sites <= SITES:
             raise ValueError(f"pageview sites must be a non-empty subset of {sorted(SITES)}, got {sorted(self.sites)}")
 
     def domain_codes(self) -> frozenset[str]:
         """The hourly files' domain codes of this project's chosen sites (``en.wikipedia`` -> en, en.m, en.mw)."""
-        language, project = _WIKI.match(self.wiki).groups()
+        language, project = _wiki_parts(self.wiki)
         suffix = PROJECT_CODES[project]
         codes = set()
         if "desktop" in self.sites:
@@ -75,13 +72,27 @@ class Traffic:
         return frozenset(codes)
 
 
+def _wiki_parts(wiki: str) -> tuple[str, str]:
+    """(language, project) of ``en.wikipedia``; raises ValueError for another spelling or an unknown project."""
+    m = _WIKI.match(wiki)
+    if m is None or m.group(2) not in PROJECT_CODES:
+        raise ValueError(f"--wiki must be LANGUAGE.PROJECT with PROJECT one of {sorted(PROJECT_CODES)} "
+                         f"(e.g. en.wikipedia), got {wiki!r}")
+    return m.group(1), m.group(2)
+
+
 def open_text(raw: BinaryIO, path: str) -> io.TextIOWrapper:
-    """The lines of a pageview file, decompressed by its suffix (``.gz``, ``.bz2`` or none)."""
+    """The lines of a pageview file, decompressed by its suffix (``.gz``, ``.bz2`` or none).
+
+    Undecodable bytes become U+FFFD (the line then fails to parse and is counted as malformed); a corrupt
+    compressed stream raises OSError/EOFError when read, which ``read_pageviews`` names.
+    """
+    stream: BinaryIO | gzip.GzipFile | bz2.BZ2File = raw
     if path.endswith(".gz"):
-        raw = gzip.GzipFile(fileobj=raw)
+        stream = gzip.GzipFile(fileobj=raw)
     elif path.endswith(".bz2"):
-        raw = bz2.BZ2File(raw)
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="\n")
+        stream = bz2.BZ2File(raw)
+    return io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="\n")
 
 
 MALFORMED = "malformed"
@@ -126,7 +137,8 @@ class FileTally:
     first_malformed: str | None = None  # "line N: '...'"
 
 
-def read_pageviews(lines, traffic: Traffic, tally: FileTally, path: str = "") -> Iterator[tuple[str, int]]:
+def read_pageviews(lines: Iterable[str], traffic: Traffic, tally: FileTally,
+                   path: str = "") -> Iterator[tuple[str, int]]:
     """(title, views) per row of ``lines`` that counts for ``traffic``; fills ``tally``.
 
     Raises PageviewError naming ``path`` and the line when the file cannot be decompressed or decoded.
@@ -136,9 +148,9 @@ def read_pageviews(lines, traffic: Traffic, tally: FileTally, path: str = "") ->
     try:
         for lineno, line in enumerate(lines, start=1):  # noqa: B007 (lineno is used after the loop)
             parsed = parser.parse(line)
-            if parsed is OTHER:
+            if parsed == OTHER:
                 tally.other += 1
-            elif parsed is MALFORMED:
+            elif isinstance(parsed, str):  # MALFORMED
                 if line.strip():
                     tally.malformed += 1
                     if tally.first_malformed is None:

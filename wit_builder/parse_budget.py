@@ -26,7 +26,7 @@ import struct
 import subprocess
 import sys
 import time
-from typing import BinaryIO
+from typing import IO, Any
 
 from wit_builder.wikitext import Article, WikitextError, parse_article
 
@@ -55,21 +55,27 @@ class BoundedParser:
             raise ValueError(f"parse memory limit must be >= 64 MiB, got {memory_bytes} bytes")
         self.seconds = seconds
         self.memory_bytes = memory_bytes
-        self._child: subprocess.Popen | None = None
+        self._child: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> BoundedParser:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def parse(self, wikitext: str) -> Article:
+        """The page's plain text, links and disambiguation flag (``wikitext.parse_article``'s answer).
+
+        Raises ``ParseTimeout`` after ``seconds`` of wall time, ``WikitextError`` when the parser rejects the
+        page, the helper dies on it (memory limit) or the helper does not start within ``START_SECONDS``.
+        """
         if self.seconds <= 0:
             return parse_article(wikitext)
         child = self._child if self._child is not None and self._child.poll() is None else self._start()
+        stdin, stdout = _pipes(child)
         try:
-            _write(child.stdin, wikitext)
-            answer = _read_until(child.stdout, time.monotonic() + self.seconds)
+            _write(stdin, wikitext)
+            answer = _read_until(stdout, time.monotonic() + self.seconds)
         except (BrokenPipeError, EOFError, OSError) as err:
             self._kill()
             raise WikitextError(f"the parser process died on this page (memory limit "
@@ -87,16 +93,17 @@ class BoundedParser:
         return self._child.pid if self._child is not None and self._child.poll() is None else None
 
     def close(self) -> None:
+        """Ends the helper process (closing its input, killing it after 5 s); a later ``parse`` starts a new one."""
         child, self._child = self._child, None
         if child is not None and child.poll() is None:
-            child.stdin.close()  # the child exits at end of input
+            _pipes(child)[0].close()  # the child exits at end of input
             try:
                 child.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
 
-    def _start(self) -> subprocess.Popen:
+    def _start(self) -> subprocess.Popen[bytes]:
         self._kill()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         self._child = subprocess.Popen(
@@ -104,7 +111,7 @@ class BoundedParser:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
         )
         try:  # wait until it is ready, so that its start-up does not count against the next page's budget
-            ready = _read_until(self._child.stdout, time.monotonic() + START_SECONDS)
+            ready = _read_until(_pipes(self._child)[1], time.monotonic() + START_SECONDS)
         except (EOFError, OSError):
             ready = None
         if ready != "ready":
@@ -118,25 +125,32 @@ class BoundedParser:
             child.kill()
             child.wait()
             for pipe in (child.stdin, child.stdout):
-                with contextlib.suppress(OSError):
-                    pipe.close()
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
 
 
-def _write(pipe: BinaryIO, obj) -> None:
+def _pipes(child: subprocess.Popen[bytes]) -> tuple[IO[bytes], IO[bytes]]:
+    """The helper's (stdin, stdout); both exist because ``_start`` opens them with ``subprocess.PIPE``."""
+    if child.stdin is None or child.stdout is None:
+        raise WikitextError("the parser helper process has no pipes (started without subprocess.PIPE)")
+    return child.stdin, child.stdout
+
+
+def _write(pipe: IO[bytes], obj: object) -> None:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     pipe.write(_HEADER.pack(len(data)) + data)
     pipe.flush()
 
 
-def _read_exact(pipe: BinaryIO, n: int, deadline: float | None) -> bytes | None:
+def _read_exact(pipe: IO[bytes], n: int, deadline: float) -> bytes | None:
     """``n`` bytes from ``pipe``; None when ``deadline`` (monotonic) passes first. Raises EOFError at the end."""
     fd, chunks, left = pipe.fileno(), [], n
     while left:
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                return None
-        chunk = os.read(fd, left) if deadline is not None else pipe.read(left)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            return None
+        chunk = os.read(fd, left)  # unbuffered: what select saw is what read gets
         if not chunk:
             raise EOFError("the parser process closed its output")
         chunks.append(chunk)
@@ -144,7 +158,20 @@ def _read_exact(pipe: BinaryIO, n: int, deadline: float | None) -> bytes | None:
     return b"".join(chunks)
 
 
-def _read_until(pipe: BinaryIO, deadline: float):
+def _read_blocking(pipe: IO[bytes], n: int) -> bytes:
+    """``n`` bytes from ``pipe``, waiting as long as it takes. Raises EOFError at the end."""
+    chunks, left = [], n
+    while left:
+        chunk = pipe.read(left)
+        if not chunk:
+            raise EOFError("the parser process closed its output")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_until(pipe: IO[bytes], deadline: float) -> Any:
+    """The next unpickled message, or None when ``deadline`` (monotonic seconds) passes first."""
     header = _read_exact(pipe, _HEADER.size, deadline)
     if header is None:
         return None
@@ -162,10 +189,11 @@ def _serve(memory_bytes: int) -> None:
     _write(stdout, "ready")
     while True:
         try:
-            header = _read_exact(stdin, _HEADER.size, None)
+            header = _read_blocking(stdin, _HEADER.size)
         except EOFError:
             return
-        wikitext = pickle.loads(_read_exact(stdin, _HEADER.unpack(header)[0], None))
+        wikitext = pickle.loads(_read_blocking(stdin, _HEADER.unpack(header)[0]))
+        answer: tuple[str, str] | tuple[str, str, tuple[str, ...], bool]
         try:
             article = parse_article(wikitext)
             answer = ("ok", article.text, article.links, article.disambiguation)

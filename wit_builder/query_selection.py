@@ -67,14 +67,19 @@ from dataclasses import dataclass, fields
 from typing import NamedTuple
 
 from schemas.queries import SOURCES
+from wit_builder.ngram_sketch import CountMinSketch
 from wit_builder.textnorm import is_phrase_query, is_query_token, normalize, tokenize
 from wit_builder.wikitext import title_phrase
 
 
 class Candidate(NamedTuple):
+    """One candidate query of a source, before the budget cut."""
+
     query: str   # normalized
-    count: int
-    score: float
+    # occurrences: tokens/bigrams in the article text, SemCor count for WordNet, 0 for titles. The name shadows
+    # tuple.count (mypy's complaint); kept because stage 1's Beam code and tests read ``.count``.
+    count: int  # type: ignore[assignment]
+    score: float  # ranking score: the count (unigram), NPMI (bigram), pageviews (title), count (WordNet)
 
 
 def rank_key(candidate: Candidate) -> tuple[float, int, str]:
@@ -101,6 +106,11 @@ RANK_KEYS = {"unigram": rank_key, "bigram": rank_key, "title": title_rank_key, "
 
 @dataclass(frozen=True)
 class Budgets:
+    """Queries per source and in all, MetaCLIP's split (Xu et al. 2023, "Demystifying CLIP Data").
+
+    Raises ValueError for a negative budget.
+    """
+
     unigram: int = 251_465
     bigram: int = 100_646
     title: int = 61_235
@@ -129,6 +139,8 @@ class Budgets:
 
 @dataclass(frozen=True)
 class Thresholds:
+    """Occurrence floors in the plain text (unigrams: MetaCLIP's 100). Raises ValueError below 1."""
+
     min_unigram_count: int = 100
     min_bigram_count: int = 30
 
@@ -138,6 +150,7 @@ class Thresholds:
 
 
 def unigram_candidate(token: str, count: int, thresholds: Thresholds) -> Candidate | None:
+    """The token as a candidate (score = count) when it occurs often enough and is a query token, else None."""
     if count >= thresholds.min_unigram_count and is_query_token(token):
         return Candidate(token, count, float(count))
     return None
@@ -150,7 +163,11 @@ def bigram_is_eligible(bigram: str, count: int, thresholds: Thresholds) -> bool:
 
 
 def npmi(count_ab: int, count_a: int, count_b: int, total_tokens: int) -> float:
-    """Normalized pointwise mutual information of a bigram from its and its tokens' counts."""
+    """Normalized pointwise mutual information of a bigram from its and its tokens' counts, in [-1, 1].
+
+    Bouma 2009, "Normalized (pointwise) mutual information in collocation extraction". Counts must be >= 1
+    (a 0 raises ValueError from ``math.log``); ``total_tokens`` is N of the module docstring.
+    """
     p_ab = count_ab / total_tokens
     if p_ab >= 1.0:
         return 1.0
@@ -159,6 +176,7 @@ def npmi(count_ab: int, count_a: int, count_b: int, total_tokens: int) -> float:
 
 
 def bigram_candidate(bigram: str, count: int, count_a: int, count_b: int, total_tokens: int) -> Candidate:
+    """The bigram ("a b") as a candidate scored by ``npmi``; eligibility is ``bigram_is_eligible``'s."""
     return Candidate(bigram, count, npmi(count, count_a, count_b, total_tokens))
 
 
@@ -181,6 +199,8 @@ def phrase_count(query: str, ngram_counts: Mapping[str, int]) -> int:
 
 @dataclass
 class SourceSummary:
+    """What ``select`` did with one source's candidates (for stats.json)."""
+
     offered: int = 0         # candidates offered (the pipeline prunes each source to those that could be taken)
     selected: int = 0
     already_taken: int = 0   # candidates skipped because an earlier source took the same query
@@ -213,13 +233,15 @@ def select(
 
 
 def keep_ngrams(
-    unigrams: Mapping[str, int], bigrams: Mapping[str, int], unigram_sketch, bigram_sketch,
+    unigrams: Mapping[str, int], bigrams: Mapping[str, int], unigram_sketch: CountMinSketch,
+    bigram_sketch: CountMinSketch,
     thresholds: Thresholds, phrases: frozenset[str],
 ) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
     """The (n-gram, count) items of partial counts that are counted exactly, by the rule of the module docstring.
 
     ``unigrams`` must hold every token of the bigrams in ``bigrams`` (both counted from the same text).
-    The sketches are ``ngram_sketch.CountMinSketch`` of the whole text's unigram and bigram counts.
+    The sketches hold the whole text's unigram and bigram counts. Returns (unigrams, bigrams), each in the
+    order of its input mapping.
     """
     floor = min(thresholds.min_unigram_count, thresholds.min_bigram_count)
     words = list(unigrams)

@@ -90,16 +90,6 @@ def normalize(text: str) -> str:
     return " ".join(tokenize(text))
 
 
-def padded(text: str) -> str:
-    """The normalized form with one space on each side, the haystack for token-boundary matching."""
-    return f" {normalize(text)} "
-
-
-def matches(query: str, text: str) -> bool:
-    """Reference rule: does normalized ``query`` occur in ``text`` on token boundaries?"""
-    return f" {query} " in padded(text)
-
-
 def is_query_token(token: str) -> bool:
     """May this token stand as (part of) a unigram or bigram query? It must contain a letter, and a token
     of one character must be a letter of a caseless script (category Lo: "猫", "ก").

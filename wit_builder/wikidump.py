@@ -40,7 +40,7 @@ from typing import BinaryIO
 
 Opener = Callable[[str], AbstractContextManager[BinaryIO]]
 
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 1 << 20  # bytes read (compressed) per step
 # English Wikipedia's namespace names (canonical and local aliases), for ranges without a <siteinfo>.
 DEFAULT_NAMESPACES = {
     "media": -2, "special": -1, "talk": 1, "user": 2, "user talk": 3, "wikipedia": 4, "project": 4,
@@ -50,7 +50,7 @@ DEFAULT_NAMESPACES = {
     "timedtext": 710, "timedtext talk": 711, "module": 828, "module talk": 829,
 }
 _REDIRECT_TEXT = re.compile(r"\s*#redirect\s*:?\s*\[\[([^\]|\n]+)", re.I)
-DEFAULT_TARGET_BYTES = 64 << 20  # ~ 300 ranges for the 20+ GB enwiki multistream dump
+DEFAULT_TARGET_BYTES = 64 << 20  # compressed bytes per range: ~ 300 ranges for the 20+ GB enwiki multistream dump
 _INDEX_NAME = re.compile(r"-index\d*\.txt(?:-p\d+p\d+)?(?:\.bz2)?$")
 
 
@@ -70,9 +70,11 @@ class DumpRange:
 
 @dataclass(frozen=True)
 class Page:
+    """One ``<page>`` of the dump: its latest revision's wikitext and where it was read (for error messages)."""
+
     title: str
-    ns: int
-    page_id: int
+    ns: int       # namespace number (0: articles); 0 when missing or bad (see ``problem``)
+    page_id: int  # -1 when missing or bad
     redirect: str | None  # the target title of a redirect page
     text: str
     path: str
@@ -105,7 +107,8 @@ def index_candidates(dump_path: str) -> list[str]:
 
 
 def stream_offsets(index_path: str, opener: Opener) -> list[int]:
-    """The sorted distinct bz2 stream offsets listed in a multistream index."""
+    """The sorted distinct bz2 stream offsets (bytes) listed in a multistream index (``offset:page_id:title``
+    lines, plain or bz2). Raises DumpError naming the file and line for a bad line, an unreadable or empty index."""
     offsets: set[int] = set()
     with opener(index_path) as raw:
         binary = bz2.BZ2File(raw) if index_path.endswith(".bz2") else raw
@@ -131,6 +134,7 @@ def plan_ranges(
 
     With an index, ranges are runs of consecutive streams of at least ``target_bytes`` (the last one may be
     shorter) starting at the first indexed stream; the header stream before it holds only ``<siteinfo>``.
+    Raises DumpError for an unusable index (``stream_offsets``).
     """
     if index_path is None:
         return [DumpRange(path)]
@@ -221,7 +225,7 @@ class _PageReader:
 
     def __init__(self, rng: DumpRange) -> None:
         self.rng = rng
-        self.parser = ET.XMLPullParser(events=("start", "end"))
+        self.parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start", "end"))
         self.stack: list[ET.Element] = []
         self.root_closed = False
         self.fed_any = False
@@ -271,7 +275,10 @@ class _PageReader:
         )
 
     def _drain(self) -> Iterator[Page]:
-        for event, elem in self.parser.read_events():
+        for item in self.parser.read_events():
+            event, elem = item[0], item[-1]
+            if not isinstance(elem, ET.Element):  # only "start"/"end" were asked for: always an element
+                continue
             if event == "start":
                 self.stack.append(elem)
                 continue
@@ -310,10 +317,11 @@ class _PageReader:
 
     def _siteinfo(self, elem: ET.Element) -> None:
         """The dump's own namespace names (``<namespaces><namespace key="4">Wikipedia</namespace>``)."""
-        names = {}
+        names: dict[str, int] = {}
         for sub in elem.iter():
-            if _local(sub.tag) == "namespace" and (sub.get("key") or "").lstrip("-").isdigit():
-                names[" ".join((sub.text or "").replace("_", " ").split()).lower()] = int(sub.get("key"))
+            key = sub.get("key") or ""
+            if _local(sub.tag) == "namespace" and key.lstrip("-").isdigit():
+                names[" ".join((sub.text or "").replace("_", " ").split()).lower()] = int(key)
         names.pop("", None)
         if names:
             self.namespaces = {**DEFAULT_NAMESPACES, **names}

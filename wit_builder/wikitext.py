@@ -156,9 +156,9 @@ def strip_tables(wikitext: str) -> str:
     depth = 0
     lines = wikitext.split("\n")
     for i, line in enumerate(lines):
-        if _TABLE_OPEN.match(line):
+        if (opened := _TABLE_OPEN.match(line)) is not None:
             depth += 1
-            if _TABLE_CLOSE.search(line, _TABLE_OPEN.match(line).end()) and line.rstrip().endswith("|}"):
+            if _TABLE_CLOSE.search(line, opened.end()) and line.rstrip().endswith("|}"):
                 depth -= 1  # a one-line table "{| ... |}"
             continue
         if depth == 0:
@@ -307,7 +307,7 @@ class _Renderer:
         if frame is None:
             return
         has_label = frame.head is not None
-        target = (frame.head if has_label else "".join(frame.parts)).strip()
+        target = (frame.head if frame.head is not None else "".join(frame.parts)).strip()
         if link_namespace(target) is not None:
             return  # media, category and interwiki links show no prose
         title = canonical_title(target.lstrip(":"))
@@ -330,10 +330,17 @@ class _Renderer:
         self.stack[-1].head = "&"
 
     def entity_numeric(self, token) -> None:
-        self.stack[-1].head += "#"
+        self._extend_entity("#")
 
     def entity_hex(self, token) -> None:
-        self.stack[-1].head += getattr(token, "char", "x")
+        self._extend_entity(getattr(token, "char", "x"))
+
+    def _extend_entity(self, text: str) -> None:
+        """Add to the open entity's "&#x" prefix (the tokenizer sends these right after HTMLEntityStart)."""
+        frame = self.stack[-1]
+        if frame.head is None:
+            raise WikitextError(f"an HTML entity token outside an entity (in a {frame.kind})")
+        frame.head += text
 
     def entity_end(self, token) -> None:
         frame = self.pop("entity")

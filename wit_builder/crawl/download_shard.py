@@ -34,6 +34,8 @@ def input_uid(url: str, caption: str | None) -> str:
 
 
 def base_row(row: dict[str, Any], key: str) -> dict[str, Any]:
+    """The input fields every output row carries: ``key``, ``uid`` (the input's, else ``input_uid``), ``url``
+    (stripped; "" when missing), ``caption`` and ``queries`` as given."""
     url = row.get("url")
     url = "" if url is None else str(url).strip()
     caption = row.get("caption")

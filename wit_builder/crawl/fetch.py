@@ -43,10 +43,15 @@ def user_agent(contact: str | None) -> str:
 
 @dataclass(frozen=True)
 class FetchConfig:
+    """The network half's settings (times in seconds, sizes in bytes); ``wit download`` fills it from its options.
+
+    Raises ValueError for non-positive timeouts or sizes and negative retries, backoffs or rates.
+    """
+
     connect_timeout_s: float = 5.0
-    read_timeout_s: float = 10.0
+    read_timeout_s: float = 10.0      # per socket wait; the deadline bounds the whole exchange
     deadline_s: float = 30.0          # total for one attempt, redirects and body included
-    max_bytes: int = 20 * 1024 * 1024
+    max_bytes: int = 20 * 1024 * 1024  # body cap; a larger Content-Length or body fails the row
     retries: int = 2                  # extra attempts after the first, transient failures only
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0       # also caps how long a Retry-After is honoured
@@ -76,10 +81,12 @@ class FetchConfig:
 
 @dataclass(frozen=True)
 class FetchResult:
+    """One URL's outcome: a raw status, why it failed, the last HTTP status, the body, and attempts made."""
+
     status: str                  # success | failed_to_download | blocked
     error_message: str | None = None
     http_status: int | None = None
-    data: bytes | None = None
+    data: bytes | None = None    # the body on success (at most max_bytes)
     attempts: int = 1
 
 
@@ -88,12 +95,17 @@ class _Deadline:
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self.ends: float | None = None
+        self._ends: float | None = None
+
+    def ends(self) -> float:
+        """The monotonic time the budget runs out; the clock starts on the first call."""
+        if self._ends is None:
+            self._ends = time.monotonic() + self.seconds
+        return self._ends
 
     def remaining(self) -> float:
-        if self.ends is None:
-            self.ends = time.monotonic() + self.seconds
-        return self.ends - time.monotonic()
+        """Seconds left (<= 0 once spent); starts the clock like ``ends``."""
+        return self.ends() - time.monotonic()
 
 
 class _Transient(Exception):
@@ -111,7 +123,8 @@ class _Final(Exception):
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), or None."""
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date, RFC 9110 10.2.3), or None when
+    absent or unparseable; a date in the past gives 0. ``now``: Unix time (default: the clock)."""
     if not value:
         return None
     value = value.strip()
@@ -125,7 +138,9 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None, rng: random.Random) -> float:
-    """Full-jitter exponential backoff, never shorter than the server's Retry-After (both capped)."""
+    """Seconds to wait before retry ``attempt`` + 1: full-jitter exponential backoff, uniform in
+    [0, min(cap, base * 2**attempt)] (Brooker, "Exponential Backoff And Jitter", AWS 2015), never shorter than the
+    server's Retry-After (RFC 9110 10.2.3); both capped at ``cap``."""
     jitter = rng.uniform(0, min(cap, base * (2**attempt)))
     return min(cap, max(jitter, retry_after or 0.0))
 
@@ -146,9 +161,15 @@ class Fetcher:
         self.session.max_redirects = 5  # robots.txt redirects (RFC 9309 2.3.1.2); images follow their own
 
     def close(self) -> None:
+        """Close the pooled connections."""
         self.session.close()
 
     def fetch(self, url: str) -> FetchResult:
+        """Download ``url`` by the rules of the module docstring; never raises for the URL or the server.
+
+        ``blocked``: a refused address, robots.txt (RFC 9309) or an ``X-Robots-Tag`` opt-out; ``failed_to_download``:
+        anything else that went wrong, after ``retries`` more attempts for transient failures.
+        """
         cfg = self.config
         for attempt in range(cfg.retries + 1):
             try:
@@ -203,7 +224,7 @@ class Fetcher:
                 if deadline.remaining() <= 0:
                     raise _Final("failed_to_download",
                                  f"deadline of {cfg.deadline_s}s exceeded before requesting {url}")
-                with exchange_deadline(deadline.ends) as scope:
+                with exchange_deadline(deadline.ends()) as scope:
                     try:
                         return self._exchange(url, deadline)
                     except (_Final, _Transient):

@@ -47,6 +47,8 @@ def host_key(url: str | None) -> str:
 
 @dataclass(frozen=True)
 class PlannedShard:
+    """One url shard of the plan: its chain and its rows."""
+
     chain: int                # the shard id of the first shard of its chain
     rows: tuple[int, ...]     # global row numbers (input order over all files), in download order
 
@@ -63,6 +65,7 @@ class HostPlanner:
         self._urls: list[np.ndarray] = []
 
     def add(self, urls: Iterable[str | None]) -> None:
+        """Append the next input rows' URLs (None or unparseable: host "")."""
         hosts, hashes = [], []
         for url in urls:
             host = host_key(url)
@@ -74,9 +77,12 @@ class HostPlanner:
 
     @property
     def rows(self) -> int:
+        """Rows added so far."""
         return sum(len(a) for a in self._hosts)
 
     def shards(self, rows_per_shard: int) -> list[PlannedShard]:
+        """The plan by the rules of the module docstring: shards of at most ``rows_per_shard`` rows, numbered
+        from 0 in run order (a chain's shards consecutive). Raises ValueError for ``rows_per_shard`` < 1."""
         if rows_per_shard < 1:
             raise ValueError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
         if not self.rows:

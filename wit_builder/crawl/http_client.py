@@ -84,7 +84,7 @@ class ExchangeScope:
         self.expired = False
 
     def watch(self, conn: HTTPConnection, raw: socket.socket | None = None) -> None:
-        """Shut down ``conn``'s socket (or ``raw`` while it connects) at the deadline."""
+        """Shut down ``conn``'s socket (or ``raw`` while it connects) at the deadline; TimeoutError if it passed."""
 
         def kill() -> None:
             self.expired = True
@@ -176,11 +176,14 @@ class GuardedAdapter(HTTPAdapter):
         super().__init__(pool_connections=64, pool_maxsize=pool_maxsize, max_retries=0, pool_block=False)
 
     def init_poolmanager(self, *args, **kwargs) -> None:
+        """requests' hook: build the pool manager, then swap its pool classes for the guarded ones."""
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = _pool_classes(self._dns)
 
 
 def guarded_session(dns: DnsCache, user_agent: str, pool_maxsize: int) -> requests.Session:
+    """A Session for http(s) whose connections go through ``dns`` (refused addresses raise BlockedAddressError
+    at connect), ignoring proxies and .netrc, keeping up to ``pool_maxsize`` connections per host, no retries."""
     session = requests.Session()
     session.trust_env = False  # no proxies or .netrc from the environment
     adapter = GuardedAdapter(dns, pool_maxsize)

@@ -48,10 +48,13 @@ ENCODE_MAX_SIDE: dict[str, int] = {"jpg": 65_535, "webp": 16_383}
 
 @dataclass(frozen=True)
 class ImageConfig:
-    image_size: int = 256
+    """The image half's settings (img2dataset's option names and resize modes); sizes in px, memory in
+    bytes. Raises ValueError for an unknown mode or format and for values out of range."""
+
+    image_size: int = 256            # px: the short side (keep_ratio, center_crop) or long side (border, ..._largest)
     resize_mode: str = "keep_ratio"
     encode_format: str = "jpg"
-    encode_quality: int = 95
+    encode_quality: int = 95         # 1..100, the encoder's quality
     min_image_size: int = 0          # smallest side, in original pixels
     max_aspect_ratio: float = math.inf
     max_image_pixels: int = 89_478_485  # Pillow's own bomb threshold; refused from the header
@@ -79,14 +82,16 @@ class ImageConfig:
 
 @dataclass(frozen=True)
 class ImageResult:
+    """One image's outcome: status, why, the re-encoded bytes and the sizes (px) after and before resizing."""
+
     status: str                      # success | failed_to_decode | filtered
     error_message: str | None = None
-    encoded: bytes | None = None
-    width: int | None = None
+    encoded: bytes | None = None     # success: the stored image in ``encode_format``
+    width: int | None = None         # of the stored image (border: the padded square)
     height: int | None = None
-    original_width: int | None = None
+    original_width: int | None = None  # of the upright source (EXIF orientation applied)
     original_height: int | None = None
-    phash: str | None = None
+    phash: str | None = None         # 64-bit perceptual hash (imagehash.phash) as 16 hex digits
 
 
 def process_image(data: bytes, config: ImageConfig) -> ImageResult:
@@ -113,7 +118,7 @@ class _Refused(Exception):
 
 
 def _process(data: bytes, cfg: ImageConfig) -> ImageResult:
-    img = Image.open(io.BytesIO(data), formats=WEB_FORMATS)
+    img: Image.Image = Image.open(io.BytesIO(data), formats=WEB_FORMATS)  # an ImageFile; transforms give Images
     header_w, header_h = img.size
     if header_w < 1 or header_h < 1:
         raise _Refused("failed_to_decode", f"header declares {header_w}x{header_h} pixels", (header_w, header_h))
@@ -219,6 +224,7 @@ class MemoryBudget:
 
     @contextlib.contextmanager
     def hold(self, n: int) -> Iterator[None]:
+        """Hold ``n`` bytes of the budget for the block, waiting while they would not fit."""
         with self._cond:
             while self.used and self.used + n > self.capacity:
                 self._cond.wait()

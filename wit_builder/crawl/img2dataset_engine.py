@@ -30,6 +30,7 @@ INSTALL_HINT = "--engine img2dataset needs the img2dataset extra: pip install 'w
 
 
 def img2dataset_available() -> bool:
+    """Whether img2dataset can be imported (the ``img2dataset`` extra)."""
     try:
         import img2dataset  # noqa: F401
     except ImportError:
@@ -40,7 +41,11 @@ def img2dataset_available() -> bool:
 def download_rows_img2dataset(rows: Sequence[dict[str, Any]], shard_id: int, rows_per_shard: int,
                               fetch: FetchConfig, image: ImageConfig, threads: int, workdir: str,
                               processes: int = 1) -> list[RawSample]:
-    """One RawSample per input row, in row order; ``workdir`` is an empty local scratch folder."""
+    """One RawSample per input row, in row order; ``workdir`` is an empty local scratch folder.
+
+    Raises RuntimeError with the install hint when img2dataset is missing. A row img2dataset loses (a crashed
+    thread) is still returned, as ``failed_to_download``.
+    """
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     os.environ.setdefault("WANDB_MODE", "disabled")
     try:
@@ -84,8 +89,9 @@ def _convert(base: list[dict[str, Any]], output_dir: str, ext: str) -> list[RawS
             with tarfile.open(path) as tar:
                 for member in tar:
                     stem, _, suffix = member.name.rpartition(".")
-                    if suffix == ext and member.isfile():
-                        images[int(stem)] = tar.extractfile(member).read()
+                    body = tar.extractfile(member) if suffix == ext and member.isfile() else None
+                    if body is not None:  # None for anything but a regular file
+                        images[int(stem)] = body.read()
     samples = []
     for index, out in enumerate(base):
         row = theirs.get(index)

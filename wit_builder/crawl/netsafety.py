@@ -28,6 +28,7 @@ import ipaddress
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -77,11 +78,14 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
 
 @dataclass(frozen=True)
 class AddressPolicy:
+    """The connect policy of the module docstring, with its two opt-in flags."""
+
     allow_private: bool = False
     allow_link_local: bool = False
 
     def refusal(self, address: str) -> str | None:
-        """Why ``address`` may not be connected to, or None when it may (rules in the module docstring)."""
+        """Why ``address`` (IPv4/IPv6 text, an IPv6 ``%zone`` ignored) may not be connected to, or None when it
+        may (rules in the module docstring). Raises ValueError for text that is not an IP address."""
         ip: IPAddress = ipaddress.ip_address(address.split("%", 1)[0])
         if isinstance(ip, ipaddress.IPv6Address):
             inner = embedded_ipv4(ip)
@@ -112,7 +116,9 @@ class AddressPolicy:
         return None
 
 
-AddrInfo = tuple[int, int, int, str, tuple]
+# One socket.getaddrinfo answer: (family, type, proto, canonname, sockaddr); sockaddr[0] is the IP as text.
+AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str,
+                 tuple[str, int] | tuple[str, int, int, int] | tuple[int, bytes]]
 
 
 class DnsCache:
@@ -125,13 +131,15 @@ class DnsCache:
         self.policy = policy
         self.ttl_s = ttl_s
         self._lock = threading.Lock()
-        self._entries: dict[tuple[str, int], tuple[float, list[AddrInfo]]] = {}
+        self._entries: dict[tuple[str, int], tuple[float, Sequence[AddrInfo]]] = {}
 
     def resolve(self, host: str, port: int) -> list[AddrInfo]:
+        """The allowed TCP addresses of ``host``:``port`` (getaddrinfo order). Raises BlockedAddressError when
+        every address is refused, socket.gaierror (an OSError) when the name does not resolve."""
         infos = self._lookup(host, port)
         allowed, refusals = [], []
         for info in infos:
-            reason = self.policy.refusal(info[4][0])
+            reason = self.policy.refusal(str(info[4][0]))  # str already for AF_INET/AF_INET6
             if reason is None:
                 allowed.append(info)
             else:
@@ -140,13 +148,13 @@ class DnsCache:
             raise BlockedAddressError(f"refused to connect to {host}: {refusals[0]}")
         return allowed
 
-    def _lookup(self, host: str, port: int) -> list[AddrInfo]:
+    def _lookup(self, host: str, port: int) -> Sequence[AddrInfo]:
         now = time.monotonic()
         with self._lock:
             hit = self._entries.get((host, port))
         if hit and hit[0] > now:
             return hit[1]
-        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        infos: Sequence[AddrInfo] = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
         with self._lock:
             self._entries[(host, port)] = (now + self.ttl_s, infos)
         return infos

@@ -1,7 +1,8 @@
 """Per-host politeness: at most N requests in flight and at most R request starts per second per host, a
 host-wide pause when a server says ``Retry-After`` (so the other threads stop hammering it too), and an
 adaptive spacing between request starts (AIMD): doubled on every 429/503, shrunk a little on every success,
-so a worker settles near the rate a throttling host accepts instead of bursting into it after each pause."""
+so a worker settles near the rate a throttling host accepts instead of bursting into it after each pause
+(additive-increase/multiplicative-decrease as in TCP congestion control, RFC 5681, applied to the spacing)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 MIN_INTERVAL_S = 0.01  # first spacing after a throttle: 100 starts/s
 MAX_INTERVAL_S = 10.0
@@ -31,10 +32,13 @@ class _Host:
 class HostLimiter:
     """Thread-safe per-host concurrency cap, request-rate cap and back-off pauses.
 
-    ``rate`` is requests per second per host (0 = unlimited).
+    ``concurrency``: requests in flight per host (>= 1); ``rate``: request starts per second per host (0 =
+    unlimited). ``clock`` (monotonic seconds) and ``sleep`` are injectable for tests. Raises ValueError for
+    values out of range.
     """
 
-    def __init__(self, concurrency: int, rate: float, clock=time.monotonic, sleep=time.sleep) -> None:
+    def __init__(self, concurrency: int, rate: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         if concurrency < 1:
             raise ValueError(f"per-host concurrency must be >= 1, got {concurrency}")
         if rate < 0:
@@ -96,6 +100,7 @@ class HostLimiter:
             state.interval = min(MAX_INTERVAL_S, max(MIN_INTERVAL_S, 2 * state.interval, 2 * measured))
 
     def succeeded(self, host: str) -> None:
+        """A request to ``host`` succeeded: shrink the learned spacing by ``RECOVERY`` (to 0 below the minimum)."""
         state = self._host(host)
         if state.interval:
             with state.lock:

@@ -23,11 +23,13 @@ from protego import Protego
 # What a robots.txt fetch returned: (http status or None on a network failure, body bytes).
 RobotsFetch = Callable[[str], tuple[int | None, bytes]]
 
+# img2dataset's default ``--disallowed_header_directives`` (noai/noimageai: DeviantArt's 2022 proposal).
 DEFAULT_OPT_OUTS: frozenset[str] = frozenset({"noai", "noimageai", "noindex", "noimageindex"})
-MAX_ROBOTS_BYTES = 500 * 1024
+MAX_ROBOTS_BYTES = 500 * 1024  # bytes
 
 
 def origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, host lower-cased: the unit a robots.txt governs (RFC 9309 2.3)."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc.lower()}"
 
@@ -48,6 +50,7 @@ class RobotsRules:
             self.fetched = "unreachable" if status is None else f"answered HTTP {status}"
 
     def allows(self, url: str, user_agent_token: str) -> bool:
+        """Whether the rules let ``user_agent_token`` fetch ``url`` (a path of this origin)."""
         if self.parser is None:
             return self.allow_all
         return self.parser.can_fetch(url, user_agent_token)
@@ -109,7 +112,8 @@ class RobotsCache:
 def x_robots_opt_out(values: Iterable[str], user_agent_token: str, directives: frozenset[str]) -> str | None:
     """The first opted-out directive among ``X-Robots-Tag`` header values that apply to us, or None.
 
-    A value is ``"noai, noimageai"`` (applies to every crawler) or ``"somebot: noai"`` (only to that one).
+    A value is ``"noai, noimageai"`` (applies to every crawler) or ``"somebot: noai"`` (only to that one), as in
+    Google's X-Robots-Tag syntax; matching is case-insensitive.
     """
     token = user_agent_token.lower()
     for value in values:
