@@ -474,3 +474,23 @@ def test_out_in_the_raw_folder_is_refused_before_anything_is_deleted(raw, tmp_pa
             assert finalize(raw_arg, out) == 2, (raw_arg, out)
             assert "--out" in capsys.readouterr().err
             assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
+
+
+def test_rebalance_seed_must_match_the_seed_stage_2_balanced_with(raw, tmp_path, capsys):
+    """The seed check between stages 2 and 4: raw folder -> plan.json -> pairs folder -> stage 2's stats.json."""
+    pairs_dir = tmp_path / "pairs"
+    pairs_dir.mkdir()
+    pq.write_table(pa.table({"uid": ["0" * 32], "url": ["https://x.example/a.jpg"], "caption": ["a dog"],
+                             "queries": [["dog"]], "match_rule": ["normalized"]}),
+                   pairs_dir / "pairs-00000-of-00001.parquet")
+    stage2 = {"stage": "build-pairs", "parameters": {"balance": "hard", "per_query_cap": 100, "seed": 7}}
+    (pairs_dir / "stats.json").write_text(json.dumps(stage2))
+    raw_dir = tmp_path / "raw"
+    shutil.copytree(raw.root, raw_dir)
+    (raw_dir / "plan.json").write_text(json.dumps({"inputs": [str(pairs_dir / "pairs-00000-of-00001.parquet")]}))
+    assert finalize(raw_dir, tmp_path / "o1") == 2  # --seed defaults to 0
+    err = capsys.readouterr().err
+    assert "--seed 0 differs from the seed 7" in err and str(pairs_dir / "stats.json") in err and "--seed 7" in err
+    assert not (tmp_path / "o1" / "stats.json").exists()
+    assert finalize(raw_dir, tmp_path / "o2", "--seed", "7") == 0
+    assert json.loads((tmp_path / "o2" / "stats.json").read_text())["parameters"]["seed"] == 7
