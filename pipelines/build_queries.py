@@ -79,6 +79,8 @@ REJECTED_EXAMPLES = 20
 
 @dataclass(frozen=True)
 class QueryConfig:
+    """Stage 1's resolved settings; ValueError from ``__post_init__`` naming the flag of one out of range."""
+
     thresholds: qs.Thresholds
     budgets: qs.Budgets
     split_bytes: int = DEFAULT_TARGET_BYTES
@@ -106,6 +108,8 @@ def _counter(name: str):
 
 @dataclass(frozen=True)
 class DumpInput:
+    """A dump file to read and the multistream index found beside it (None: read it as one stream)."""
+
     path: str
     index: str | None  # the multistream index beside it, when there is one
 
@@ -124,6 +128,9 @@ def find_dump_inputs(patterns: list[str]) -> list[DumpInput]:
 
 
 class PlanRanges(beam.DoFn):
+    """A dump -> its ranges (``wit_builder.wikidump.plan_ranges``: runs of whole bz2 streams of about
+    ``split_bytes`` bytes with an index, else the whole file)."""
+
     def __init__(self, split_bytes: int) -> None:
         self.split_bytes = split_bytes
 
@@ -660,6 +667,7 @@ class BuildQueriesOptions:
         self.config()  # every threshold, budget and limit checked before any work
 
     def config(self) -> QueryConfig:
+        """The validated QueryConfig of these options (ValueError naming the flag of a bad setting)."""
         return QueryConfig(
             thresholds=qs.Thresholds(self.min_unigram_count, self.min_bigram_count),
             budgets=qs.Budgets(
@@ -677,6 +685,7 @@ OPTIONS = BuildQueriesOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``wit build-queries``' flags (generated from BuildQueriesOptions) to ``parser``."""
     options.add_arguments(parser, OPTIONS)
 
 
@@ -710,6 +719,8 @@ def _stats(args: BuildQueriesOptions, config: QueryConfig, dumps: list[DumpInput
 
 
 def run(args: BuildQueriesOptions, beam_argv: list[str]) -> int:
+    """``wit build-queries``: exit 0 done, 2 bad input or settings before any work (one line on stderr); a
+    failed run raises StageFailed (the launcher's exit 1) and leaves no queries file."""
     started = time.time()
     try:
         config = _config(args)

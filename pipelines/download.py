@@ -343,10 +343,14 @@ EPILOG = ("Exit status: 0 some row succeeded; 1 the run failed; 2 bad input or s
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``wit download``'s flags (generated from DownloadOptions) to ``parser``."""
     options.add_arguments(parser, OPTIONS)
 
 
 def config_from_args(args: DownloadOptions) -> DownloadConfig:
+    """The validated DownloadConfig of the options (``--timeout`` sets both connect and read timeouts; MiB of
+    ``--image-memory-budget`` become bytes); ValueError from FetchConfig/ImageConfig/DownloadConfig for a
+    setting out of range."""
     defaults = FetchConfig()
     fetch = FetchConfig(
         connect_timeout_s=defaults.connect_timeout_s if args.timeout is None else args.timeout,
@@ -447,6 +451,8 @@ def _write_stats(out: str, doc: dict[str, Any], unchanged_run: bool) -> None:
 
 
 def run(args: DownloadOptions, beam_argv: list[str]) -> int:
+    """``wit download``: exit 0 some row succeeded, 2 bad input or settings before any work (one line on
+    stderr), 3 the run finished but no row succeeded; a failed run raises (the launcher's exit 1)."""
     try:
         config = config_from_args(args)
         if config.engine == "img2dataset":

@@ -549,7 +549,8 @@ class FinalizeOptions:
     decontaminate: str | None = option(FinalizeConfig.decontaminate, metavar="DIR",
                                        help="folder of evaluation images (searched recursively); near duplicates "
                                             "become 'filtered'")
-    seed: int = option(FinalizeConfig.seed, help="seed of the re-balance hash rank (stage 2's seed)")
+    seed: int = option(FinalizeConfig.seed, help="seed of the re-balance hash rank: stage 2's --seed (with "
+                                                  "--per-query-cap, a traced stage 2 seed that differs is refused)")
 
     def __post_init__(self) -> None:
         check_settings(self.samples_per_shard, self.per_query_cap, self.phash_distance)
@@ -559,6 +560,7 @@ OPTIONS = FinalizeOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``wit finalize``'s flags (generated from FinalizeOptions) to ``parser``."""
     options.add_arguments(parser, OPTIONS)
 
 

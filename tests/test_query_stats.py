@@ -20,7 +20,7 @@ def test_redirect_traffic_lands_on_the_target_and_articles_score_their_queries()
     assert query_stats.with_token_count([42], [("new york", 7), ("york city", 3)]) == [("new york", 7, 42),
                                                                                       ("york city", 3, 42)]
     assert query_stats.with_token_count([], [("xq zz", 2)]) == [("xq zz", 2, 0)]
-    candidates = [qs.Candidate("paris", 0, 1.0), qs.Candidate("new york", 0, 1.0), qs.Candidate("new york city", 0, 1.0)]
+    candidates = [qs.Candidate(q, 0, 1.0) for q in ("paris", "new york", "new york city")]
     assert query_stats.short_phrases(candidates) == frozenset({"paris", "new york"})
 
 

@@ -48,12 +48,15 @@ _URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class RawSample:
+    """One downloaded row as stage 3 writes it: its RAW_ROWS fields and, for a success, the stored image."""
+
     row: dict[str, Any]              # RAW_ROWS fields
     image: bytes | None = None       # the encoded image of a success
     image_ext: str | None = None     # "jpg" | "webp"
 
 
 def shard_name(shard_id: int) -> str:
+    """The zero-padded name of a url shard (img2dataset's 5 digits: ``00042``)."""
     return f"{shard_id:0{SHARD_DIGITS}d}"
 
 
@@ -82,10 +85,12 @@ def write_tar(fileobj: BinaryIO, samples: Iterable[RawSample]) -> int:
 
 
 def sample_json(row: dict[str, Any]) -> bytes:
+    """The ``KEY.json`` member of a raw sample: its RAW_ROWS fields as sorted UTF-8 JSON."""
     return json.dumps({f.name: row.get(f.name) for f in RAW_ROWS}, sort_keys=True, ensure_ascii=False).encode()
 
 
 def rows_table(samples: Iterable[RawSample]) -> pa.Table:
+    """The raw shard's parquet table: every row (RAW_ROWS), sorted by key."""
     rows = sorted((s.row for s in samples), key=lambda r: r["key"])
     return pa.Table.from_pylist([{f.name: r.get(f.name) for f in RAW_ROWS} for r in rows], schema=RAW_ROWS)
 
@@ -96,6 +101,8 @@ def error_kind(message: str) -> str:
 
 
 def shard_stats(shard_id: int, samples: Iterable[RawSample], engine: str) -> dict[str, Any]:
+    """``{shard}_stats.json``: rows, rows per RAW_STATUSES status, successes, bytes downloaded and the
+    TOP_ERRORS most frequent error kinds (URLs removed, see :func:`error_kind`)."""
     rows = [s.row for s in samples]
     statuses = Counter(r["status"] for r in rows)
     errors = Counter(error_kind(r["error_message"]) for r in rows if r.get("error_message"))
