@@ -39,10 +39,13 @@ from schemas.finalize import (
     QUERY_COUNTS,
     QUERY_COUNTS_PARQUET,
     QUERY_COUNTS_PNG,
+    RECORD_FIELDS,
     ROWS_DIR,
     SIZES_JSON,
     STATS_JSON,
+    ImageLocation,
     RawRecord,
+    record_from_values,
 )
 from schemas.pairs import STATS_JSON as PAIRS_STATS_JSON
 from wit_builder import balance, dataset_card, dedup, final_shards, finalize_inputs, finalize_stats, options, progress
@@ -96,6 +99,40 @@ class FinalizeConfig:
             "decontaminate": self.decontaminate, "eval_images": len(self.eval_files),
             "match_rule": self.match_rule,
         }
+
+
+class RawRecordCoder(beam.coders.Coder):
+    """Beam's coder of a RawRecord: its field values by position (the ImageLocation as a tuple) through
+    FastPrimitivesCoder, so records cross a shuffle without pickling. Deterministic: every field is a string, an
+    int, None or a tuple of those."""
+
+    _values = beam.coders.FastPrimitivesCoder()
+    _image = RECORD_FIELDS.index("image")
+
+    def encode(self, value: RawRecord) -> bytes:
+        values = [getattr(value, name) for name in RECORD_FIELDS]
+        image = value.image
+        values[self._image] = None if image is None else (image.path, image.offset, image.size, image.ext)
+        return self._values.encode(tuple(values))
+
+    def decode(self, encoded: bytes) -> RawRecord:
+        values = list(self._values.decode(encoded))
+        image = values[self._image]
+        values[self._image] = None if image is None else ImageLocation(*image)
+        return record_from_values(values)
+
+    def is_deterministic(self) -> bool:
+        return True
+
+    def to_type_hint(self) -> type:
+        return RawRecord
+
+
+beam.coders.registry.register_coder(RawRecord, RawRecordCoder)
+# Element types of the steps before a shuffle, so that Beam picks RawRecordCoder for the records (keys are
+# strings and ints: deterministic coders).
+KeyedRecord = beam.typehints.Tuple[str, RawRecord]
+ShardRecord = beam.typehints.Tuple[int, RawRecord]
 
 
 def _count(name: str, n: int = 1) -> None:
@@ -159,7 +196,7 @@ class ReadRawShards(beam.PTransform):
             pbegin
             | "RawParquets" >> beam.Create(list(self._config.raw_files))
             | "SpreadRawShards" >> beam.Reshuffle()
-            | "ReadRawShards" >> beam.ParDo(ReadRawShard(dict(self._config.raw_names)))
+            | "ReadRawShards" >> beam.ParDo(ReadRawShard(dict(self._config.raw_names))).with_output_types(RawRecord)
         )
 
 
@@ -186,7 +223,7 @@ class DropRepeatedUids(beam.PTransform):
     def expand(self, rows):
         return (
             rows
-            | "KeyByUid" >> beam.Map(lambda r: (r.uid, r))
+            | "KeyByUid" >> beam.Map(lambda r: (r.uid, r)).with_output_types(KeyedRecord)
             | "GroupByUid" >> beam.GroupByKey()
             | "PickOnePerUid" >> beam.FlatMap(_pick_uid).with_outputs(DECIDED, "uids", main="kept")
         )
@@ -236,7 +273,7 @@ class DropExactDuplicates(beam.PTransform):
     def expand(self, rows):
         return (
             rows
-            | "KeyBySha256" >> beam.Map(lambda r: (r.sha256, r))
+            | "KeyBySha256" >> beam.Map(lambda r: (r.sha256, r)).with_output_types(KeyedRecord)
             | "GroupBySha256" >> beam.GroupByKey()
             | "KeepOnePerSha256" >> beam.FlatMap(_pick_exact).with_outputs(DECIDED, main="kept")
         )
@@ -273,7 +310,8 @@ class DropNearDuplicates(beam.PTransform):
             | "ResolveClusters" >> beam.FlatMap(lambda edges: sorted(dedup.resolve_clusters(edges).items()))
         )
         return (
-            {"row": rows | "KeyRowsByUid" >> beam.Map(lambda r: (r.uid, r)), "survivor": removed}
+            {"row": rows | "KeyRowsByUid" >> beam.Map(lambda r: (r.uid, r)).with_output_types(KeyedRecord),
+             "survivor": removed}
             | "JoinSurvivors" >> beam.CoGroupByKey()
             | "MarkNearDuplicates" >> beam.FlatMap(_apply_near, distance).with_outputs(DECIDED, main="kept")
         )
@@ -431,10 +469,10 @@ class WriteShards(beam.PTransform):
         return (
             (selected[DECIDED], selected["kept"])
             | "AllRows" >> beam.Flatten()
-            | "KeyByRawShard" >> beam.Map(lambda r: (r.raw_shard, r))
+            | "KeyByRawShard" >> beam.Map(lambda r: (r.raw_shard, r)).with_output_types(KeyedRecord)
             | "GroupByRawShard" >> beam.GroupByKey()
             | "AccountRawShards" >> beam.ParDo(AccountRawShard(config.out, config.samples_per_shard),
-                                               beam.pvalue.AsSingleton(offsets))
+                                               beam.pvalue.AsSingleton(offsets)).with_output_types(ShardRecord)
             | "GroupByFinalShard" >> beam.GroupByKey()
             | "WriteFinalShards" >> beam.ParDo(WriteFinalShard(config.out))
         )

@@ -60,10 +60,19 @@ def test_record_is_frozen_and_replace_refuses_undeclared_fields():
 
 
 def test_records_survive_beams_coders_and_encode_deterministically():
+    from pipelines.finalize import KeyedRecord, RawRecordCoder
+
     rec = record("a1")
+    failed = record("b2", status="failed_to_download").replace(index=None)
+    numbered = rec.replace(index=7, key="0000000007", shard="00001")
     coder = beam.coders.registry.get_coder(RawRecord)
-    assert coder.decode(coder.encode(rec)) == rec
-    assert pickle.loads(pickle.dumps(rec)) == rec
+    assert isinstance(coder, RawRecordCoder) and coder.is_deterministic()
+    for value in (rec, failed, numbered):
+        assert coder.decode(coder.encode(value)) == value
+        assert pickle.loads(pickle.dumps(value)) == value  # the fallback for tagged outputs
+    keyed = beam.coders.registry.get_coder(KeyedRecord)
+    assert keyed.is_deterministic() and keyed.decode(keyed.encode(("a1", rec))) == ("a1", rec)
+    assert len(coder.encode(rec)) < len(beam.coders.FastPrimitivesCoder().encode(rec.final_row()))
     # A frozen dataclass of primitives has Beam's deterministic encoding (should a record ever be a key).
     deterministic = beam.coders.FastPrimitivesCoder().as_deterministic_coder("test")
     assert deterministic.encode(rec) == deterministic.encode(record("a1"))
