@@ -463,9 +463,8 @@ def run(args: DownloadOptions, beam_argv: list[str]) -> int:
         paths = list(dict.fromkeys(p for pattern in args.pairs for p in input_files(pattern)))
         specs = plan_shards(paths, config.rows_per_shard)
         common.makedirs(config.out)
-        removed = _check_plan(config.out, {"inputs": paths, "rows_per_shard": config.rows_per_shard,
-                                           "shards": len(specs), "rows": sum(s.rows for s in specs),
-                                           "settings": output_settings(config)}, args.overwrite)
+        plan = download_plan.plan_document(paths, config.rows_per_shard, specs, output_settings(config))
+        removed = _check_plan(config.out, plan, args.overwrite)
     except (InputError, FileNotFoundError, ValueError) as e:
         print(f"wit download: error: {e}", file=sys.stderr, flush=True)
         return 2

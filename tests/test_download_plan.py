@@ -86,6 +86,16 @@ def test_totals_sum_the_shards_stats_and_report_what_failed():
         download_plan.sum_shard_stats([{"count": 1}])
 
 
+def test_plan_document_records_inputs_cut_and_settings():
+    specs = [download_plan.ShardSpec(0, 0, ("a", "b"), ((0, 0), (1, 0))),
+             download_plan.ShardSpec(1, 0, ("a", "b"), ((0, 1),))]
+    settings = download_plan.output_settings("native", ImageConfig(), FetchConfig())
+    plan = download_plan.plan_document(("a", "b"), 2, specs, settings)
+    assert plan == {"inputs": ["a", "b"], "rows_per_shard": 2, "shards": 2, "rows": 3, "settings": settings}
+    assert download_plan.plan_conflict("raw/", plan, download_plan.plan_document(("a", "b"), 3, specs, settings)) \
+        is not None
+
+
 def test_rows_per_input_counts_planned_rows_per_file():
     specs = [download_plan.ShardSpec(0, 0, ("a", "b"), ((0, 0), (1, 0))),
              download_plan.ShardSpec(1, 0, ("a", "b"), ((0, 1), (0, 2)))]

@@ -3,8 +3,8 @@
 - :class:`ShardSpec` and :func:`shard_specs`: the url shards cut by ``wit_builder.crawl.host_shards``, as
   (input file, row) members;
 - :func:`row_group_selection`: which row groups of a pairs parquet hold a shard's rows, and where;
-- :func:`output_settings`, :func:`plan_differences`, :func:`plan_conflict`: ``plan.json``, the output's identity
-  (a rerun with other inputs or settings is refused, saying what differs);
+- :func:`plan_document`, :func:`output_settings`, :func:`plan_differences`, :func:`plan_conflict`: ``plan.json``,
+  the output's identity (a rerun with other inputs or settings is refused, saying what differs);
 - :func:`sum_shard_stats`, :func:`rows_per_input`, :func:`nothing_succeeded_report`: the run's totals from the
   shards' own ``{shard}_stats.json``.
 """
@@ -105,6 +105,14 @@ def output_settings(engine: str, image: Any, network: Any) -> dict[str, Any]:
             settings[group].pop(name, None)
     result: dict[str, Any] = json.loads(json.dumps(settings, default=str))
     return result
+
+
+def plan_document(paths: Sequence[str], rows_per_shard: int, specs: Sequence[ShardSpec],
+                  settings: Mapping[str, Any]) -> dict[str, Any]:
+    """plan.json: the input files in order, the shard cut (rows per shard, shard and row counts) and the
+    output settings (:func:`output_settings`); two runs may share a folder only with equal documents."""
+    return {"inputs": list(paths), "rows_per_shard": rows_per_shard, "shards": len(specs),
+            "rows": sum(s.rows for s in specs), "settings": dict(settings)}
 
 
 def plan_differences(previous: Mapping[str, Any], plan: Mapping[str, Any], prefix: str = "") -> list[str]:
