@@ -29,7 +29,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipelines import common
-from pipelines.match_rule_check import raw_match_rule
+from pipelines.match_rule_check import PLAN_JSON, raw_match_rule
 from schemas import stats as stats_schema
 from schemas.finalize import (
     ACCOUNTING_DIR,
@@ -59,9 +59,6 @@ COMPLETION_FILES = (STATS_JSON, SIZES_JSON, DATASET_CARD)
 logger = logging.getLogger(__name__)
 
 DECIDED = "decided"  # tagged output: rows whose final status is settled (all but the survivors)
-DROP_REASONS = rules.DROP_REASONS
-PLAN_JSON = "plan.json"  # pipelines.download's plan of a download folder: the pairs files it read ("inputs")
-check_settings = finalize_inputs.check_settings
 
 
 @dataclass(frozen=True)
@@ -86,7 +83,7 @@ class FinalizeConfig:
     match_rule: str | None = None      # the rule the pairs were matched under (pipelines.match_rule_check)
 
     def __post_init__(self) -> None:
-        check_settings(self.samples_per_shard, self.per_query_cap, self.phash_distance)
+        finalize_inputs.check_settings(self.samples_per_shard, self.per_query_cap, self.phash_distance)
         if self.decontaminate and not self.eval_files:
             raise ValueError(f"--decontaminate {self.decontaminate}: no image files found there")
 
@@ -591,7 +588,7 @@ class FinalizeOptions:
                                                   "--per-query-cap, a traced stage 2 seed that differs is refused)")
 
     def __post_init__(self) -> None:
-        check_settings(self.samples_per_shard, self.per_query_cap, self.phash_distance)
+        finalize_inputs.check_settings(self.samples_per_shard, self.per_query_cap, self.phash_distance)
 
 
 OPTIONS = FinalizeOptions
@@ -727,7 +724,8 @@ def run(args: FinalizeOptions, beam_argv: list[str]) -> int:
     stats = common.read_json(common.join(config.out, STATS_JSON))
     counts = stats["counts"]
     statuses = stats_schema.prefixed(counts, "status_")
-    mismatched = finalize_stats.counter_mismatches(counts, common.counters(result, NAMESPACE), DROP_REASONS)
+    mismatched = finalize_stats.counter_mismatches(counts, common.counters(result, NAMESPACE),
+                                                   rules.DROP_REASONS)
     if mismatched:  # stats.json comes from the data; a retried bundle can inflate attempted-only counters
         print(f"wit finalize: warning: monitoring counters differ from stats.json (stats, counter): {mismatched}",
               file=sys.stderr)
