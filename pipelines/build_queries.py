@@ -37,12 +37,12 @@ from apache_beam.pvalue import AsDict, AsList, AsSingleton, TaggedOutput
 from pipelines import common
 from schemas import stats as stats_schema
 from schemas.queries import QUERIES, QUERIES_PARQUET, QUERIES_TXT, SOURCES, STATS_JSON
-from wit_builder import options, progress
+from wit_builder import options, progress, query_stats
 from wit_builder import query_selection as qs
 from wit_builder.errors import StageFailed
 from wit_builder.ngram_sketch import CountMinSketch
 from wit_builder.options import option
-from wit_builder.pageviews import FileTally, PageviewError, Traffic, check_readable, open_text, read_pageviews
+from wit_builder.pageviews import FileTally, Traffic, check_readable, open_text, read_pageviews
 from wit_builder.parse_budget import DEFAULT_PARSE_MEMORY_BYTES, DEFAULT_PARSE_SECONDS, BoundedParser, ParseTimeout
 from wit_builder.wikidump import (
     DEFAULT_TARGET_BYTES,
@@ -79,6 +79,8 @@ REJECTED_EXAMPLES = 20
 
 @dataclass(frozen=True)
 class QueryConfig:
+    """Stage 1's resolved settings; ValueError from ``__post_init__`` naming the flag of one out of range."""
+
     thresholds: qs.Thresholds
     budgets: qs.Budgets
     split_bytes: int = DEFAULT_TARGET_BYTES
@@ -106,6 +108,8 @@ def _counter(name: str):
 
 @dataclass(frozen=True)
 class DumpInput:
+    """A dump file to read and the multistream index found beside it (None: read it as one stream)."""
+
     path: str
     index: str | None  # the multistream index beside it, when there is one
 
@@ -124,6 +128,9 @@ def find_dump_inputs(patterns: list[str]) -> list[DumpInput]:
 
 
 class PlanRanges(beam.DoFn):
+    """A dump -> its ranges (``wit_builder.wikidump.plan_ranges``: runs of whole bz2 streams of about
+    ``split_bytes`` bytes with an index, else the whole file)."""
+
     def __init__(self, split_bytes: int) -> None:
         self.split_bytes = split_bytes
 
@@ -365,12 +372,10 @@ class ReadPageviews(beam.PTransform):
 
 # ---- candidates per source ----
 
-def _with_token_count(element) -> Iterator[tuple]:
+def _with_token_count(element) -> list[tuple]:
     """(token, {count: [c], rows: [(bigram, n, ...)]}) -> each row with the token's count appended."""
     _, grouped = element
-    count = grouped["count"][0] if grouped["count"] else 0
-    for row in grouped["rows"]:
-        yield (*row, count)
+    return query_stats.with_token_count(grouped["count"], grouped["rows"])
 
 
 def _key_by_token(row: tuple, position: int) -> tuple[str, tuple]:
@@ -403,20 +408,17 @@ class ScoreBigrams(beam.PTransform):
         )
 
 
-def _resolve_redirect(element) -> Iterator[tuple[str, int]]:
+def _resolve_redirect(element) -> list[tuple[str, int]]:
     """(title, {traffic: [...], redirect: [target...]}) -> (the title it lands on, its traffic)."""
     title, grouped = element
-    traffic = sum(grouped["traffic"])
-    if traffic:
-        targets = sorted(grouped["redirect"])
-        yield (targets[0] if targets else title), traffic
+    landed = query_stats.landing_title(title, grouped["traffic"], grouped["redirect"])
+    return [] if landed is None else [landed]
 
 
-def _article_scores(element) -> Iterator[tuple[str, int]]:
+def _article_scores(element) -> list[tuple[str, int]]:
     """(title, {article: [query], traffic: [...]}) -> (query, traffic) for a title that is an article."""
     _, grouped = element
-    for query in sorted(set(grouped["article"])):
-        yield query, sum(grouped["traffic"])
+    return query_stats.article_scores(grouped["article"], grouped["traffic"])
 
 
 class ScoreTitles(beam.PTransform):
@@ -454,9 +456,29 @@ class KeepPhrases(beam.DoFn):
             yield row
 
 
-def _short_phrases(candidates: list[qs.Candidate]) -> frozenset[str]:
-    """The one- and two-token queries among ``candidates``: the ones whose count can be looked up."""
-    return frozenset(c.query for c in candidates if c.query.count(" ") <= 1)
+class TitleCandidates(beam.PTransform):
+    """ExtractPages' outputs (``links``, ``articles``, ``redirects``) -> (the best title candidates as one list,
+    how many were eligible, the pageview files' tallies). Titles rank by pageviews when files are given, else by
+    incoming links; a redirect's traffic counts for its target (``wit_builder.query_stats.landing_title``)."""
+
+    def __init__(self, pageviews: list[str], traffic: Traffic, n: int) -> None:
+        super().__init__()
+        self.pageviews, self.traffic, self.n = pageviews, traffic, n
+
+    def expand(self, pages):
+        pbegin = beam.pvalue.PBegin(pages["links"].pipeline)
+        if self.pageviews:
+            traffic, pageview_files = pbegin | "Pageviews" >> ReadPageviews(self.pageviews, self.traffic)
+        else:
+            traffic = pages["links"] | "CountInlinks" >> beam.CombinePerKey(sum)
+            pageview_files = pbegin | "NoPageviewFiles" >> beam.Create([])
+        best, count = (
+            pages["articles"]
+            | "ScoreTitles" >> ScoreTitles(traffic, pages["redirects"])
+            | "TitleCandidates" >> beam.MapTuple(lambda q, score: qs.Candidate(q, 0, float(score)))
+            | "Best_title" >> Best(self.n, "title")
+        )
+        return best, count, pageview_files
 
 
 class Best(beam.PTransform):
@@ -479,21 +501,6 @@ class Best(beam.PTransform):
 DETAILS_JSON = "_build_queries_details.json"  # written by the pipeline, merged into stats.json, then removed
 
 
-def no_text_message(dumps: list[str], tally: dict[str, int], rejected: dict[str, list]) -> str:
-    """Why there is nothing to build queries from: every page rejected (count, first reason), or no article."""
-    read = tally.get("pages_read", 0)
-    bad = {r: tally.get(r, 0) for r in ("pages_malformed", "pages_wikitext_rejected", "pages_parse_timeout")}
-    if read and sum(bad.values()) and tally.get("articles", 0) == 0:
-        first = min(example for examples in rejected.values() for example in examples)
-        reason = next(r for r, examples in rejected.items() if first in examples)
-        counts = ", ".join(f"{n} {r}" for r, n in bad.items() if n)
-        return (f"every page of the dumps {dumps} was rejected ({read} pages read: {counts}); the first, page id "
-                f"{first[2]} {first[3]!r} in {first[0]} at byte {first[1]}, for {reason}: {first[4]}")
-    others = ", ".join(f"{tally.get(r, 0)} {r}" for r in ("pages_not_main_namespace", "pages_redirect") if tally.get(r))
-    return (f"no main-namespace article text in the dumps {dumps} ({read} pages read"
-            f"{': ' + others if others else ''}): nothing to build queries from")
-
-
 class WriteQueries(beam.DoFn):
     """Select from the pruned candidates of every source and write queries.parquet and queries.txt, and the
     data-derived figures for stats.json (``DETAILS_JSON``)."""
@@ -510,14 +517,9 @@ class WriteQueries(beam.DoFn):
         tally: dict, rejected: dict, pageview_files: list,
     ) -> Iterator[int]:
         if total_tokens == 0:  # fail loudly rather than write a quietly empty list
-            raise DumpError(no_text_message(dumps, tally, rejected))
+            raise DumpError(query_stats.no_text_message(dumps, tally, rejected))
         files = dict(sorted(pageview_files))
-        if self.traffic is not None and not sum(f["rows"] for f in files.values()):
-            raise PageviewError(
-                f"no row of the pageview files {sorted(files)} is for {self.traffic.wiki} "
-                f"({', '.join(sorted(self.traffic.sites))}): their {sum(f['other'] for f in files.values())} rows "
-                f"are other projects or sites; titles would be ranked by nothing (check --wiki)"
-            )
+        query_stats.check_pageview_rows(files, self.traffic)
         titles = [c._replace(count=qs.phrase_count(c.query, phrase_counts)) for c in best["title"]]
         wordnet = [qs.Candidate(q, qs.phrase_count(q, phrase_counts), score) for q, score in self.wordnet]
         eligible = {**eligible, "wordnet": len(wordnet)}
@@ -532,22 +534,8 @@ class WriteQueries(beam.DoFn):
         )
         common.write_parquet(common.join(self.out_dir, QUERIES_PARQUET), table)
         common.write_bytes(common.join(self.out_dir, QUERIES_TXT), "".join(f"{c.query}\n" for _, c in rows).encode())
-        selection = {f"{k}_{source}": int(n) for source in SOURCES for k, n in (
-            ("eligible", eligible.get(source, 0)), ("selected", summary[source].selected),
-            ("already_taken", summary[source].already_taken))}
-        details = {
-            "counts": {**{k: int(v) for k, v in sorted(tally.items())}, "total_tokens": int(total_tokens),
-                       **selection},
-            "rejected_pages": {
-                reason: [dict(zip(("path", "offset", "page_id", "title", "why"), e, strict=True))
-                         for e in sorted(examples)]
-                for reason, examples in sorted(rejected.items())
-            },
-            "traffic": {"source": "inlinks"} if self.traffic is None else {
-                "source": "pageviews", "wiki": self.traffic.wiki, "sites": sorted(self.traffic.sites),
-                "files": files,
-            },
-        }
+        details = query_stats.details_document(tally, total_tokens, query_stats.selection_counts(eligible, summary),
+                                               rejected, self.traffic, files)
         common.write_bytes(common.join(self.out_dir, DETAILS_JSON), json.dumps(details).encode())
         yield len(rows)
 
@@ -578,26 +566,18 @@ class BuildQueries(beam.PTransform):
             | "TokenCounts" >> beam.Values()
             | "TotalTokens" >> beam.CombineGlobally(sum)
         )
-        if self.pageviews:
-            traffic, pageview_files = pbegin | "Pageviews" >> ReadPageviews(self.pageviews, self.config.traffic)
-        else:
-            traffic = pages.links | "CountInlinks" >> beam.CombinePerKey(sum)
-            pageview_files = pbegin | "NoPageviewFiles" >> beam.Create([])
-        title_scores = pages.articles | "ScoreTitles" >> ScoreTitles(traffic, pages.redirects)
-        titles = title_scores | "TitleCandidates" >> beam.MapTuple(lambda q, score: qs.Candidate(q, 0, float(score)))
-
-        # Each source can lose at most as many candidates to earlier sources as those took, so the best
-        # (budget + budgets before it) candidates are all that selection can ever need.
-        before = {}
-        for source in SOURCES:
-            before[source] = sum(budgets[s] for s in SOURCES[: SOURCES.index(source) + 1])
-        best, count = titles | "Best_title" >> Best(before["title"], "title")
-        best = {"title": best}
+        # The best (budget + budgets before it) candidates are all that selection can ever need.
+        before = query_stats.prune_sizes(budgets)
+        best_title, count, pageview_files = (
+            {"links": pages.links, "articles": pages.articles, "redirects": pages.redirects}
+            | "Titles" >> TitleCandidates(self.pageviews, self.config.traffic, before["title"])
+        )
+        best = {"title": best_title}
         eligible = [count | "Tag_title" >> beam.Map(lambda n: ("title", n))]
 
         # Pass 2: exact counts of the n-grams the sketches let through, and of the one- and two-token titles
         # that could be selected and the WordNet lemmas (small, known before pass 2), from the cached text.
-        title_phrases = best["title"] | "TitlePhrases" >> beam.Map(_short_phrases)
+        title_phrases = best["title"] | "TitlePhrases" >> beam.Map(query_stats.short_phrases)
         wordnet_phrases = frozenset(q for q, _ in self.wordnet if q.count(" ") <= 1)
         phrases = title_phrases | "AllPhrases" >> beam.Map(lambda titles, w: titles | w, wordnet_phrases)
         kept = ranges | "CountKept" >> beam.ParDo(
@@ -687,6 +667,7 @@ class BuildQueriesOptions:
         self.config()  # every threshold, budget and limit checked before any work
 
     def config(self) -> QueryConfig:
+        """The validated QueryConfig of these options (ValueError naming the flag of a bad setting)."""
         return QueryConfig(
             thresholds=qs.Thresholds(self.min_unigram_count, self.min_bigram_count),
             budgets=qs.Budgets(
@@ -704,6 +685,7 @@ OPTIONS = BuildQueriesOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``wit build-queries``' flags (generated from BuildQueriesOptions) to ``parser``."""
     options.add_arguments(parser, OPTIONS)
 
 
@@ -716,19 +698,8 @@ def _stats(args: BuildQueriesOptions, config: QueryConfig, dumps: list[DumpInput
     """stats.json in the declared layout (schemas/stats.py). Every count comes from the pipeline's own data
     (``details``, written by WriteQueries from combined tallies), never from runner metrics."""
     budgets = config.budgets.per_source()
-    data = details["counts"]
     files = details["traffic"].get("files", {})
-    sources = {
-        source: {k: data.get(f"{k}_{source}", 0) for k in ("eligible", "selected", "already_taken")}
-        | {"budget": budgets[source]}
-        for source in SOURCES
-    }
-    names = ("pages_read", "articles", "articles_without_text", "dump_ranges", *SKIP_REASONS, "total_tokens")
-    flat = {name: int(data.get(name, 0)) for name in names}
-    flat["pageview_rows"] = sum(f["rows"] for f in files.values())
-    flat["pageview_lines_malformed"] = sum(f["malformed"] for f in files.values())
-    flat |= {f"{k}_{source}": v for source, table in sources.items() for k, v in table.items() if k != "budget"}
-    flat["queries"] = sum(s["selected"] for s in sources.values())
+    flat, sources = query_stats.stats_counts(details, budgets, SKIP_REASONS)
     inputs = [d.path for d in dumps] + [d.index for d in dumps if d.index] + pageviews
     rows_per_file = {path: f["rows"] for path, f in files.items()}
     return stats_schema.envelope(
@@ -748,6 +719,8 @@ def _stats(args: BuildQueriesOptions, config: QueryConfig, dumps: list[DumpInput
 
 
 def run(args: BuildQueriesOptions, beam_argv: list[str]) -> int:
+    """``wit build-queries``: exit 0 done, 2 bad input or settings before any work (one line on stderr); a
+    failed run raises StageFailed (the launcher's exit 1) and leaves no queries file."""
     started = time.time()
     try:
         config = _config(args)

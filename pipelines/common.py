@@ -128,6 +128,7 @@ class CountingDoFn(beam.DoFn):
     namespace = "wit"
 
     def start_bundle(self) -> None:
+        """Start an empty tally for the bundle."""
         self._tally: dict[str, int] = {}
 
     def counter(self, name: str) -> _Count:
@@ -135,12 +136,14 @@ class CountingDoFn(beam.DoFn):
         return _Count(self, name)
 
     def count(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to ``name`` in the bundle's tally and to the Beam counter of that name (monitoring)."""
         if not hasattr(self, "_tally"):
             self._tally = {}
         self._tally[name] = self._tally.get(name, 0) + n
         Metrics.counter(self.namespace, name).inc(n)
 
     def finish_bundle(self) -> Iterator[beam.pvalue.TaggedOutput]:
+        """Emit the bundle's tally as ``(name, n)`` on the COUNTS output (dropped with the bundle if it is retried)."""
         tally, self._tally = getattr(self, "_tally", {}), {}
         for name, n in tally.items():
             yield beam.pvalue.TaggedOutput(COUNTS, GlobalWindows.windowed_value((name, n)))
@@ -189,15 +192,18 @@ def counters(result: beam.runners.runner.PipelineResult, namespace: str) -> dict
 # ---- files, through FileSystems so that gs://, s3:// and hdfs:// work like local paths ----
 
 def join(base: str, *parts: str) -> str:
+    """``base`` and ``parts`` joined as the filesystem of ``base`` joins paths (local, gs://, s3://, ...)."""
     return FileSystems.join(base, *parts)
 
 
 def makedirs(path: str) -> None:
+    """Create the folder ``path`` (and its parents) unless it exists; object stores need nothing."""
     if not FileSystems.exists(path):
         FileSystems.mkdirs(path)
 
 
 def exists(path: str) -> bool:
+    """Whether ``path`` (a file, or a folder on a local filesystem) exists."""
     return FileSystems.exists(path)
 
 
@@ -228,6 +234,7 @@ def open_read(path: str) -> Iterator[BinaryIO]:
 
 
 def sha256_file(path: str, chunk: int = 1 << 20) -> str:
+    """The file's sha256 as 64 hex digits, read in ``chunk``-byte blocks (flat memory)."""
     digest = hashlib.sha256()
     with open_read(path) as f:
         while block := f.read(chunk):
@@ -255,11 +262,13 @@ def atomic_create(path: str) -> Iterator[BinaryIO]:
 
 
 def write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file, then rename)."""
     with atomic_create(path) as f:
         f.write(data)
 
 
 def write_json(path: str, obj: Any) -> None:
+    """Write ``obj`` as UTF-8 JSON (indent 2, sorted keys, trailing newline) atomically: same object, same bytes."""
     write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode())
 
 
@@ -271,11 +280,14 @@ def write_parquet(path: str, table: pa.Table) -> None:
 
 
 def read_json(path: str) -> Any:
+    """The JSON document in ``path``; ValueError (json.JSONDecodeError) for a file that is not JSON."""
     with open_read(path) as f:
         return json.loads(f.read().decode())
 
 
 def read_parquet(path: str, schema: pa.Schema | None = None) -> pa.Table:
+    """The whole parquet file as a table (read into memory first: works on any filesystem), cast to ``schema``
+    when given; pyarrow's errors for a file that is not parquet."""
     with open_read(path) as f:
         table = pq.read_table(io.BytesIO(f.read()), schema=schema)
     return table

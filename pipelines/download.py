@@ -21,17 +21,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import shutil
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
-import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
@@ -41,12 +39,15 @@ from schemas import stats as stats_schema
 from schemas.download import RAW_STATUSES
 from schemas.pairs import PAIRS_GLOB
 from wit_builder import options, progress
-from wit_builder.crawl import raw_shards
+from wit_builder.crawl import download_plan, raw_shards
 from wit_builder.crawl.fetch import FetchConfig
 from wit_builder.crawl.host_shards import HostPlanner, url_key
 from wit_builder.crawl.images import ENCODE_FORMATS, RESIZE_MODES, ImageConfig
 from wit_builder.options import option
 from wit_builder.table_checks import ColumnTypeError, check_pairs_input
+
+if TYPE_CHECKING:
+    from wit_builder.crawl.fetch import Fetcher
 
 NAMESPACE = "download"
 ENGINES = ("native", "img2dataset")
@@ -54,8 +55,7 @@ PLAN_JSON = "plan.json"
 STATS_JSON = "stats.json"
 INPUT_COLUMNS = ("uid", "url", "caption", "queries")
 EXIT_NOTHING_SUCCEEDED = 3
-# Settings that change only how fast or how politely shards are made, not what they hold.
-SPEED_ONLY_SETTINGS = ("threads", "per_host_concurrency", "per_host_rate", "pool_maxsize")
+SPEED_ONLY_SETTINGS = download_plan.SPEED_ONLY_SETTINGS
 logger = logging.getLogger(__name__)
 
 
@@ -79,22 +79,7 @@ class DownloadConfig:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
 
 
-@dataclass(frozen=True)
-class ShardSpec:
-    """One url shard: ``members`` are (index into ``paths``, row number in that file), in download order.
-
-    ``chain`` is the shard id of the first shard of its host chain (see ``wit_builder.crawl.host_shards``): the
-    shards of one chain are downloaded one after another by one worker, so a host sees one shard at a time.
-    """
-
-    shard_id: int
-    chain: int
-    paths: tuple[str, ...]
-    members: tuple[tuple[int, int], ...]
-
-    @property
-    def rows(self) -> int:
-        return len(self.members)
+ShardSpec = download_plan.ShardSpec
 
 
 class InputError(ValueError):
@@ -142,14 +127,8 @@ def plan_shards(paths: list[str], rows_per_shard: int) -> list[ShardSpec]:
             raise
         except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for a bad file
             raise InputError(f"{path}: not a readable parquet file ({e}); pass the pairs of `wit build-pairs`") from e
-    starts = np.asarray(offsets, dtype=np.int64)
-    specs = []
-    for shard_id, planned in enumerate(planner.shards(rows_per_shard)):
-        rows = np.asarray(planned.rows, dtype=np.int64)
-        files = np.searchsorted(starts, rows, side="right") - 1
-        members = tuple(zip(files.tolist(), (rows - starts[files]).tolist(), strict=True))
-        specs.append(ShardSpec(shard_id, planned.chain, tuple(paths), members))
-    return specs
+    return download_plan.shard_specs(paths, offsets,
+                                     ((planned.chain, planned.rows) for planned in planner.shards(rows_per_shard)))
 
 
 def read_shard_rows(spec: ShardSpec) -> list[dict[str, Any]]:
@@ -164,31 +143,22 @@ def read_shard_rows(spec: ShardSpec) -> list[dict[str, Any]]:
         with common.open_read(path) as f:  # seekable: only the footer and the needed row groups are read
             pf = pq.ParquetFile(f)
             columns = [c for c in INPUT_COLUMNS if c in pf.schema_arrow.names]
-            groups, firsts, offset = [], [], 0
-            bounds = np.asarray(targets, dtype=np.int64)
-            for g in range(pf.metadata.num_row_groups):
-                n = pf.metadata.row_group(g).num_rows
-                lo, hi = np.searchsorted(bounds, [offset, offset + n])
-                if hi > lo:
-                    groups.append(g)
-                    firsts.append(offset)
-                offset += n
+            sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
+            groups, positions = download_plan.row_group_selection(sizes, targets)
             table = pf.read_row_groups(groups, columns=columns)
-            starts_in_file = np.asarray(firsts, dtype=np.int64)
-            sizes = np.asarray([pf.metadata.row_group(g).num_rows for g in groups], dtype=np.int64)
-            starts_in_table = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-            which = np.searchsorted(starts_in_file, bounds, side="right") - 1
-            positions = (starts_in_table[which] + bounds - starts_in_file[which]).tolist()
             for row, values in zip(targets, table.take(positions).to_pylist(), strict=True):
                 found[(file_index, row)] = values
     return [found[m] for m in spec.members]
 
 
 def shard_paths(out: str, shard_id: int) -> tuple[str, str, str]:
-    return tuple(common.join(out, name) for name in raw_shards.shard_files(shard_id))  # type: ignore[return-value]
+    """(tar, parquet, stats) paths of a raw shard in ``out``; the stats file is written last."""
+    tar, parquet, stats = raw_shards.shard_files(shard_id)
+    return common.join(out, tar), common.join(out, parquet), common.join(out, stats)
 
 
 def shard_complete(out: str, shard_id: int) -> bool:
+    """Whether all three files of the shard exist (a complete shard; a rerun skips it)."""
     return all(common.exists(p) for p in shard_paths(out, shard_id))
 
 
@@ -205,7 +175,7 @@ class DownloadShardFn(beam.DoFn):
 
     def __init__(self, config: DownloadConfig) -> None:
         self.config = config
-        self.fetcher = None
+        self.fetcher: Fetcher | None = None
         self.status_counters = {s: Metrics.counter(NAMESPACE, s) for s in RAW_STATUSES}
         self.rows_counter = Metrics.counter(NAMESPACE, "rows")
         self.skipped_counter = Metrics.counter(NAMESPACE, "shards_skipped_complete")
@@ -266,6 +236,8 @@ class DownloadShardFn(beam.DoFn):
         if cfg.engine == "native":
             from wit_builder.crawl.download_shard import download_rows
 
+            if self.fetcher is None:
+                raise RuntimeError("DownloadShardFn: process() before setup() made the fetcher")
             return download_rows(rows, spec.shard_id, cfg.rows_per_shard, self.fetcher, cfg.image, cfg.threads,
                                  known=carry)
         from wit_builder.crawl.img2dataset_engine import download_rows_img2dataset
@@ -371,10 +343,14 @@ EPILOG = ("Exit status: 0 some row succeeded; 1 the run failed; 2 bad input or s
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``wit download``'s flags (generated from DownloadOptions) to ``parser``."""
     options.add_arguments(parser, OPTIONS)
 
 
 def config_from_args(args: DownloadOptions) -> DownloadConfig:
+    """The validated DownloadConfig of the options (``--timeout`` sets both connect and read timeouts; MiB of
+    ``--image-memory-budget`` become bytes); ValueError from FetchConfig/ImageConfig/DownloadConfig for a
+    setting out of range."""
     defaults = FetchConfig()
     fetch = FetchConfig(
         connect_timeout_s=defaults.connect_timeout_s if args.timeout is None else args.timeout,
@@ -397,28 +373,8 @@ def config_from_args(args: DownloadOptions) -> DownloadConfig:
 
 
 def output_settings(config: DownloadConfig) -> dict[str, Any]:
-    """The settings that decide what a raw shard holds, as JSON (a rerun must match them)."""
-    settings: dict[str, Any] = {"engine": config.engine, "image": dataclasses.asdict(config.image),
-                "network": dataclasses.asdict(config.fetch)}
-    for group in ("image", "network"):
-        for name in SPEED_ONLY_SETTINGS:
-            settings[group].pop(name, None)
-    return json.loads(json.dumps(settings, default=str))  # tuples -> lists, as read back from plan.json
-
-
-def plan_differences(previous: dict[str, Any], plan: dict[str, Any], prefix: str = "") -> list[str]:
-    """``name: was X, now Y`` for every leaf that differs (nested keys joined with dots)."""
-    differences = []
-    for key in sorted(set(previous) | set(plan), key=str):
-        name = f"{prefix}{key}"
-        old, new = previous.get(key, "(not recorded)"), plan.get(key, "(not recorded)")
-        if isinstance(old, dict) != isinstance(new, dict) and "(not recorded)" in (old, new):
-            old, new = (old if isinstance(old, dict) else {}), (new if isinstance(new, dict) else {})
-        if isinstance(old, dict) and isinstance(new, dict):
-            differences += plan_differences(old, new, f"{name}.")
-        elif old != new:
-            differences.append(f"{name}: was {old!r}, now {new!r}")
-    return differences
+    """The settings that decide what a raw shard holds (``wit_builder.crawl.download_plan.output_settings``)."""
+    return download_plan.output_settings(config.engine, config.image, config.fetch)
 
 
 def _check_plan(out: str, plan: dict[str, Any], overwrite: bool = False) -> list[str]:
@@ -427,15 +383,11 @@ def _check_plan(out: str, plan: dict[str, Any], overwrite: bool = False) -> list
     path = common.join(out, PLAN_JSON)
     removed: list[str] = []
     if common.exists(path):
-        previous = common.read_json(path)
-        if previous == plan:
+        conflict = download_plan.plan_conflict(out, common.read_json(path), plan)
+        if conflict is None:
             return removed
         if not overwrite:
-            differences = plan_differences(previous, plan)
-            shown = "; ".join(differences[:8]) + (f"; and {len(differences) - 8} more" if len(differences) > 8 else "")
-            raise InputError(f"{out} holds raw shards made with other inputs or settings ({shown}); rerun with "
-                             "the same ones to resume, use a fresh --out, or pass --overwrite to delete those "
-                             "shards and download again")
+            raise InputError(conflict)
     elif not overwrite and _run_files(out):
         # Shards without a plan (plan.json deleted, or another tool's output): their settings are unknown.
         raise InputError(f"{out} holds raw shards but no {PLAN_JSON}, so the settings they were made with are "
@@ -462,42 +414,19 @@ def remove_run(out: str) -> list[str]:
 
 
 def summarize(out: str, shard_ids: list[int]) -> dict[str, Any]:
-    """The sum of every shard's stats (complete shards from earlier runs included), with their top errors."""
-    totals: dict[str, Any] = {"shards": 0, "count": 0, "statuses": dict.fromkeys(RAW_STATUSES, 0),
-                              "bytes_downloaded": 0}
-    errors = []
-    for shard_id in shard_ids:
-        stats = common.read_json(shard_paths(out, shard_id)[2])
-        totals["shards"] += 1
-        totals["count"] += stats["count"]
-        totals["bytes_downloaded"] += stats["bytes_downloaded"]
-        for status, n in stats["statuses"].items():
-            totals["statuses"][status] = totals["statuses"].get(status, 0) + n
-        errors.append(stats.get("top_errors", {}))
-    totals["top_errors"] = raw_shards.merge_top_errors(errors)
-    return totals
-
-
-def nothing_succeeded_report(totals: dict[str, Any], shown: int = 5) -> str:
-    """The summary's tail when no row succeeded: the most frequent reasons and what to try."""
-    lines = [f"wit download: nothing succeeded: all {totals['count']} rows were refused or failed. Top reasons:"]
-    lines += [f"  {n:>8}  {kind}" for kind, n in list(totals["top_errors"].items())[:shown]]
-    lines += [f"hint: {hint}" for hint in raw_shards.failure_hints(totals["statuses"], totals["top_errors"])]
-    return "\n".join(lines)
+    """The sum of every shard's stats (complete shards from earlier runs included), with their top errors
+    (``wit_builder.crawl.download_plan.sum_shard_stats``)."""
+    return download_plan.sum_shard_stats(common.read_json(shard_paths(out, i)[2]) for i in shard_ids)
 
 
 def stats_document(args: DownloadOptions, specs: list[ShardSpec], totals: dict[str, Any],
                    seconds: float) -> dict[str, Any]:
     """stats.json in the declared layout (schemas/stats.py), from the shards' own stats files."""
-    rows_in: dict[str, int] = {}
-    for spec in specs:
-        for index, _ in spec.members:
-            rows_in[spec.paths[index]] = rows_in.get(spec.paths[index], 0) + 1
     counts = {"shards": totals["shards"], "rows": totals["count"], "bytes_downloaded": totals["bytes_downloaded"],
               **{f"status_{k}": v for k, v in totals["statuses"].items()}}
     return stats_schema.envelope(
         "download",
-        inputs=[stats_schema.input_entry(path, rows=n) for path, n in rows_in.items()],
+        inputs=[stats_schema.input_entry(path, rows=n) for path, n in download_plan.rows_per_input(specs).items()],
         parameters=options.as_parameters(args, skip=("out",)),
         counts=counts,
         outputs=[stats_schema.output_entry(raw_shards.shard_files(s.shard_id)[1], s.rows) for s in specs],
@@ -522,6 +451,8 @@ def _write_stats(out: str, doc: dict[str, Any], unchanged_run: bool) -> None:
 
 
 def run(args: DownloadOptions, beam_argv: list[str]) -> int:
+    """``wit download``: exit 0 some row succeeded, 2 bad input or settings before any work (one line on
+    stderr), 3 the run finished but no row succeeded; a failed run raises (the launcher's exit 1)."""
     try:
         config = config_from_args(args)
         if config.engine == "img2dataset":
@@ -532,9 +463,8 @@ def run(args: DownloadOptions, beam_argv: list[str]) -> int:
         paths = list(dict.fromkeys(p for pattern in args.pairs for p in input_files(pattern)))
         specs = plan_shards(paths, config.rows_per_shard)
         common.makedirs(config.out)
-        removed = _check_plan(config.out, {"inputs": paths, "rows_per_shard": config.rows_per_shard,
-                                           "shards": len(specs), "rows": sum(s.rows for s in specs),
-                                           "settings": output_settings(config)}, args.overwrite)
+        plan = download_plan.plan_document(paths, config.rows_per_shard, specs, output_settings(config))
+        removed = _check_plan(config.out, plan, args.overwrite)
     except (InputError, FileNotFoundError, ValueError) as e:
         print(f"wit download: error: {e}", file=sys.stderr, flush=True)
         return 2
@@ -562,6 +492,6 @@ def run(args: DownloadOptions, beam_argv: list[str]) -> int:
         f"this run downloaded {sum(s.rows for s in todo):,} rows in {len(todo)} shards"], elapsed, config.out),
         flush=True)
     if totals["count"] and not totals["statuses"].get("success"):
-        print(nothing_succeeded_report(totals), file=sys.stderr, flush=True)
+        print(download_plan.nothing_succeeded_report(totals), file=sys.stderr, flush=True)
         return EXIT_NOTHING_SUCCEEDED
     return 0

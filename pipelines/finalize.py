@@ -18,7 +18,6 @@ import logging
 import os
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,22 +29,27 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipelines import common
-from pipelines.match_rule_check import raw_match_rule
+from pipelines.match_rule_check import PLAN_JSON, raw_match_rule
 from schemas import stats as stats_schema
 from schemas.finalize import (
     ACCOUNTING_DIR,
     DATASET_CARD,
     FINAL_ROWS,
-    FINAL_STATUSES,
     IMAGE_SIZES_PNG,
     QUERY_COUNTS,
     QUERY_COUNTS_PARQUET,
     QUERY_COUNTS_PNG,
+    RECORD_FIELDS,
     ROWS_DIR,
     SIZES_JSON,
     STATS_JSON,
+    ImageLocation,
+    RawRecord,
+    record_from_values,
 )
-from wit_builder import balance, dataset_card, dedup, final_shards, options, progress
+from schemas.pairs import STATS_JSON as PAIRS_STATS_JSON
+from wit_builder import balance, dataset_card, dedup, final_shards, finalize_inputs, finalize_stats, options, progress
+from wit_builder import finalize_rules as rules
 from wit_builder.crawl import raw_shards
 from wit_builder.options import option
 
@@ -55,23 +59,16 @@ COMPLETION_FILES = (STATS_JSON, SIZES_JSON, DATASET_CARD)
 logger = logging.getLogger(__name__)
 
 DECIDED = "decided"  # tagged output: rows whose final status is settled (all but the survivors)
-# Reasons finalize itself drops a row for; each is a counter and a key of stats.json's "reasons".
-DROP_REASONS = ("raw_image_unreadable", "repeated_uid", "decontaminated", "exact_duplicate", "near_duplicate",
-                "over_cap")
-EVAL_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-
-
-def check_settings(samples_per_shard: int, per_query_cap: int | None, phash_distance: int) -> None:
-    """The user settings' rules, shared by the command's options and the resolved config (ValueError)."""
-    if samples_per_shard < 1:
-        raise ValueError(f"--samples-per-shard must be >= 1, got {samples_per_shard}")
-    if per_query_cap is not None and per_query_cap < 1:
-        raise ValueError(f"--per-query-cap must be >= 1, got {per_query_cap}")
-    dedup.bands(phash_distance)  # validates the range
 
 
 @dataclass(frozen=True)
 class FinalizeConfig:
+    """The resolved run: the raw parquets found (with their footers' row count) and the checked settings.
+
+    ValueError from ``__post_init__`` for a setting out of range (``wit_builder.finalize_inputs.check_settings``)
+    or ``--decontaminate`` naming a folder without images.
+    """
+
     raw: tuple[str, ...]               # what the user gave (folders, files or globs), for the card
     out: str
     raw_files: tuple[str, ...]         # the raw parquets, sorted
@@ -86,13 +83,14 @@ class FinalizeConfig:
     match_rule: str | None = None      # the rule the pairs were matched under (pipelines.match_rule_check)
 
     def __post_init__(self) -> None:
-        check_settings(self.samples_per_shard, self.per_query_cap, self.phash_distance)
+        finalize_inputs.check_settings(self.samples_per_shard, self.per_query_cap, self.phash_distance)
         if self.decontaminate and not self.eval_files:
             raise ValueError(f"--decontaminate {self.decontaminate}: no image files found there")
 
     def settings(self) -> dict[str, Any]:
+        """stats.json's ``parameters`` and the card's settings (no output path: the same inputs give the same
+        bytes wherever they are written)."""
         return {
-            # No output path: the same inputs give the same bytes wherever they are written.
             "raw": " ".join(self.raw), "samples_per_shard": self.samples_per_shard,
             "per_query_cap": self.per_query_cap, "phash_distance": self.phash_distance, "seed": self.seed,
             "decontaminate": self.decontaminate, "eval_images": len(self.eval_files),
@@ -100,42 +98,78 @@ class FinalizeConfig:
         }
 
 
+class RawRecordCoder(beam.coders.Coder):
+    """Beam's coder of a RawRecord: its field values by position (the ImageLocation as a tuple) through
+    FastPrimitivesCoder, so records cross a shuffle without pickling. Deterministic: every field is a string, an
+    int, None or a tuple of those."""
+
+    _values = beam.coders.FastPrimitivesCoder()
+    _image = RECORD_FIELDS.index("image")
+
+    def encode(self, value: RawRecord) -> bytes:
+        values = [getattr(value, name) for name in RECORD_FIELDS]
+        image = value.image
+        values[self._image] = None if image is None else (image.path, image.offset, image.size, image.ext)
+        return self._values.encode(tuple(values))
+
+    def decode(self, encoded: bytes) -> RawRecord:
+        values = list(self._values.decode(encoded))
+        image = values[self._image]
+        values[self._image] = None if image is None else ImageLocation(*image)
+        return record_from_values(values)
+
+    def is_deterministic(self) -> bool:
+        return True
+
+    def to_type_hint(self) -> type:
+        return RawRecord
+
+
+beam.coders.registry.register_coder(RawRecord, RawRecordCoder)
+# Element types of the steps before a shuffle, so that Beam picks RawRecordCoder for the records (keys are
+# strings and ints: deterministic coders).
+KeyedRecord = beam.typehints.Tuple[str, RawRecord]
+ShardRecord = beam.typehints.Tuple[int, RawRecord]
+
+
 def _count(name: str, n: int = 1) -> None:
     Metrics.counter(NAMESPACE, name).inc(n)
 
 
-def _decide(row: dict[str, Any], status: str, reason: str, message: str,
-            duplicate_of: str | None = None) -> beam.pvalue.TaggedOutput:
-    """The row with its final status; counts the reason (the counter names match stats.json's reasons)."""
-    _count(reason)
-    row = dict(row, status=status, _reason=reason, error_message=message, duplicate_of=duplicate_of)
-    return beam.pvalue.TaggedOutput(DECIDED, row)
+def _decided(record: RawRecord) -> beam.pvalue.TaggedOutput:
+    """A record with its final status on the DECIDED output; counts its reason (stats.json's reasons' names)."""
+    _count(record.reason)
+    return beam.pvalue.TaggedOutput(DECIDED, record)
+
+
+def _keep_or_decide(record: RawRecord, decided: RawRecord | None) -> RawRecord | beam.pvalue.TaggedOutput:
+    return record if decided is None else _decided(decided)
 
 
 # ---- reading ----
 
 class ReadRawShard(beam.DoFn):
-    """One raw parquet (+ its tar) -> row dicts, every row of the parquet, in order."""
+    """One raw parquet (+ its tar) -> its records, every row of the parquet, in order."""
 
     def __init__(self, names: dict[str, str]) -> None:
         self._names = names
 
-    def process(self, parquet_path: str) -> Iterator[dict[str, Any]]:
-        rows = raw_shards.table_rows(common.read_parquet(parquet_path).to_pydict(), parquet_path,
-                                   self._names[parquet_path])
-        if any(r["status"] == "success" for r in rows):
-            self._attach_images(rows, parquet_path[: -len(".parquet")] + ".tar")
-        _count("raw_rows", len(rows))
-        progress.reporter("finalize", "rows").add(len(rows))
-        for row in rows:
-            _count(f"raw_{row['_raw_status']}")
-            yield row
+    def process(self, parquet_path: str) -> Iterator[RawRecord]:
+        records = raw_shards.table_rows(common.read_parquet(parquet_path).to_pydict(), parquet_path,
+                                        self._names[parquet_path])
+        if any(r.status == "success" for r in records):
+            records = self._attach_images(records, parquet_path[: -len(".parquet")] + ".tar")
+        _count("raw_rows", len(records))
+        progress.reporter("finalize", "rows").add(len(records))
+        for record in records:
+            _count(f"raw_{record.raw_status}")
+            yield record
 
     @staticmethod
-    def _attach_images(rows: list[dict[str, Any]], tar_path: str) -> None:
+    def _attach_images(records: list[RawRecord], tar_path: str) -> list[RawRecord]:
         if not common.exists(tar_path):
-            raw_shards.attach_images(rows, tar_path, {}, 0, "the tar file does not exist", lambda o, s: b"")
-            return
+            return raw_shards.attach_images(records, tar_path, {}, 0, "the tar file does not exist",
+                                            lambda o, s: b"")
         with common.open_read(tar_path) as f:
             members, error = raw_shards.index_tar(f)
             size = FileSystems.match([tar_path])[0].metadata_list[0].size_in_bytes
@@ -144,24 +178,38 @@ class ReadRawShard(beam.DoFn):
                 f.seek(offset)
                 return f.read(length)
 
-            raw_shards.attach_images(rows, tar_path, members, size, error, read_member)
+            return raw_shards.attach_images(records, tar_path, members, size, error, read_member)
+
+
+class ReadRawShards(beam.PTransform):
+    """The raw parquets (spread over workers) -> every raw row as a RawRecord."""
+
+    def __init__(self, config: FinalizeConfig) -> None:
+        super().__init__()
+        self._config = config
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "RawParquets" >> beam.Create(list(self._config.raw_files))
+            | "SpreadRawShards" >> beam.Reshuffle()
+            | "ReadRawShards" >> beam.ParDo(ReadRawShard(dict(self._config.raw_names))).with_output_types(RawRecord)
+        )
 
 
 # ---- dedup, decontamination, re-balance: each splits rows into survivors (main) and DECIDED ----
 
-def _pick_uid(uid_rows: tuple[str, Iterable[dict[str, Any]]]) -> Iterator[Any]:
-    """One row per uid: a success first, then the earliest raw row; the other rows are duplicates."""
-    uid, rows = uid_rows
-    ordered = sorted(rows, key=lambda r: (r["status"] != "success", r["raw_shard"], r["_row"]))
-    first = ordered[0]
+def _pick_uid(uid_rows: tuple[str, Iterable[RawRecord]]) -> Iterator[Any]:
+    """One row per uid stays (rules.pick_one_per_uid); also emits the uid once on ``uids``."""
+    uid, records = uid_rows
+    first, duplicates = rules.pick_one_per_uid(records)
     yield beam.pvalue.TaggedOutput("uids", uid)
-    for row in ordered[1:]:
-        yield _decide(row, "duplicate", "repeated_uid",
-                      f"uid repeated: kept raw row {first['raw_shard']}:{first['_row']}", duplicate_of=uid)
-    if first["status"] == "success":
+    for duplicate in duplicates:
+        yield _decided(duplicate)
+    if first.status == "success":
         yield first
     else:
-        if first["_reason"] == "raw_image_unreadable":  # counted here, where the status becomes final
+        if first.reason == "raw_image_unreadable":  # counted here, where the status becomes final
             _count("raw_image_unreadable")
         yield beam.pvalue.TaggedOutput(DECIDED, first)
 
@@ -172,14 +220,25 @@ class DropRepeatedUids(beam.PTransform):
     def expand(self, rows):
         return (
             rows
-            | "KeyByUid" >> beam.Map(lambda r: (r["uid"], r))
+            | "KeyByUid" >> beam.Map(lambda r: (r.uid, r)).with_output_types(KeyedRecord)
             | "GroupByUid" >> beam.GroupByKey()
             | "PickOnePerUid" >> beam.FlatMap(_pick_uid).with_outputs(DECIDED, "uids", main="kept")
         )
 
 
+def _hash_eval_image(path: str, root: str) -> tuple[str, str]:
+    with common.open_read(path) as f:
+        data = f.read()
+    try:
+        return rules.eval_image_name(path, root), dedup.image_phash(data)
+    except Exception as exc:
+        raise ValueError(f"--decontaminate: evaluation image {path} does not decode ({exc}); "
+                         "remove it or fix it") from exc
+
+
+
 class Decontaminate(beam.PTransform):
-    """Successes within the pHash distance of any evaluation image become ``filtered``."""
+    """Successes within the pHash distance of any evaluation image become ``filtered`` (rules.decontaminated)."""
 
     def __init__(self, eval_files: Iterable[str], root: str, distance: int) -> None:
         super().__init__()
@@ -193,41 +252,16 @@ class Decontaminate(beam.PTransform):
             | "CollectEvalHashes" >> beam.combiners.ToList()
             | "BuildEvalIndex" >> beam.Map(dedup.HashIndex.build, self._distance)
         )
-        return rows | "DropEvalNearDuplicates" >> beam.FlatMap(
-            _check_eval, beam.pvalue.AsSingleton(index)).with_outputs(DECIDED, main="kept")
+        return rows | "DropEvalNearDuplicates" >> beam.Map(
+            lambda r, idx: _keep_or_decide(r, rules.decontaminated(r, idx)),
+            beam.pvalue.AsSingleton(index)).with_outputs(DECIDED, main="kept")
 
 
-def _hash_eval_image(path: str, root: str) -> tuple[str, str]:
-    name = path[len(root):] if path.startswith(root) else path
-    with common.open_read(path) as f:
-        data = f.read()
-    try:
-        return name, dedup.image_phash(data)
-    except Exception as exc:
-        raise ValueError(f"--decontaminate: evaluation image {path} does not decode ({exc}); "
-                         "remove it or fix it") from exc
-
-
-def _check_eval(row: dict[str, Any], index: dedup.HashIndex) -> Iterator[Any]:
-    hit = index.nearest(dedup.phash_to_int(row["phash"]))
-    if hit is None:
-        yield row
-    else:
-        yield _decide(row, "filtered", "decontaminated",
-                      f"within pHash distance {hit[1]} of evaluation image {hit[0]}")
-
-
-def _survivor_key(row: dict[str, Any]) -> tuple[int, str]:
-    return dedup.survivor_key(row["uid"], row["original_width"], row["original_height"])
-
-
-def _pick_exact(sha_rows: tuple[str, Iterable[dict[str, Any]]]) -> Iterator[Any]:
-    sha256, rows = sha_rows
-    ordered = sorted(rows, key=_survivor_key)
-    yield ordered[0]
-    for row in ordered[1:]:
-        yield _decide(row, "duplicate", "exact_duplicate",
-                      f"same sha256 as uid {ordered[0]['uid']}", duplicate_of=ordered[0]["uid"])
+def _pick_exact(sha_rows: tuple[str, Iterable[RawRecord]]) -> Iterator[Any]:
+    survivor, duplicates = rules.pick_one_per_sha256(sha_rows[1])
+    yield survivor
+    for duplicate in duplicates:
+        yield _decided(duplicate)
 
 
 class DropExactDuplicates(beam.PTransform):
@@ -236,38 +270,19 @@ class DropExactDuplicates(beam.PTransform):
     def expand(self, rows):
         return (
             rows
-            | "KeyBySha256" >> beam.Map(lambda r: (r["sha256"], r))
+            | "KeyBySha256" >> beam.Map(lambda r: (r.sha256, r)).with_output_types(KeyedRecord)
             | "GroupBySha256" >> beam.GroupByKey()
             | "KeepOnePerSha256" >> beam.FlatMap(_pick_exact).with_outputs(DECIDED, main="kept")
         )
 
 
-def _band_entries(row: dict[str, Any], distance: int) -> Iterator[tuple[tuple[int, int], tuple]]:
-    value = dedup.phash_to_int(row["phash"])
-    for key in dedup.band_keys(value, distance):
-        yield key, (row["uid"], value, _survivor_key(row))
-
-
-def _bucket_edges(bucket: tuple[tuple[int, int], Iterable[tuple]], distance: int) -> Iterator[tuple]:
-    (band, _), members = bucket
-    members = list(members)
-    if len(members) < 2:
-        return
-    keys = {uid: skey for uid, _, skey in members}
-    for a, b in dedup.bucket_pairs(band, [(uid, value) for uid, value, _ in members], distance):
-        yield keys[a], keys[b]
-
-
 def _apply_near(uid_joined: tuple[str, dict[str, list]], distance: int) -> Iterator[Any]:
     _, joined = uid_joined
-    for row in joined["row"]:
+    for record in joined["row"]:
         if joined["survivor"]:
-            survivor = joined["survivor"][0]
-            yield _decide(row, "duplicate", "near_duplicate",
-                          f"pHash within distance {distance} of uid {survivor} (cluster survivor)",
-                          duplicate_of=survivor)
+            yield _decided(rules.near_duplicate(record, joined["survivor"][0], distance))
         else:
-            yield row
+            yield record
 
 
 class DropNearDuplicates(beam.PTransform):
@@ -282,34 +297,21 @@ class DropNearDuplicates(beam.PTransform):
         self._distance = distance
 
     def expand(self, rows):
+        distance = self._distance
         removed = (
             rows
-            | "BandKeys" >> beam.FlatMap(_band_entries, self._distance)
+            | "BandKeys" >> beam.FlatMap(rules.band_entries, distance)
             | "GroupByBand" >> beam.GroupByKey()
-            | "EdgesInBucket" >> beam.FlatMap(_bucket_edges, self._distance)
+            | "EdgesInBucket" >> beam.FlatMap(lambda bucket: rules.bucket_edges(bucket[0][0], bucket[1], distance))
             | "CollectEdges" >> beam.combiners.ToList()
             | "ResolveClusters" >> beam.FlatMap(lambda edges: sorted(dedup.resolve_clusters(edges).items()))
         )
         return (
-            {"row": rows | "KeyRowsByUid" >> beam.Map(lambda r: (r["uid"], r)), "survivor": removed}
+            {"row": rows | "KeyRowsByUid" >> beam.Map(lambda r: (r.uid, r)).with_output_types(KeyedRecord),
+             "survivor": removed}
             | "JoinSurvivors" >> beam.CoGroupByKey()
-            | "MarkNearDuplicates" >> beam.FlatMap(_apply_near, self._distance).with_outputs(DECIDED, main="kept")
+            | "MarkNearDuplicates" >> beam.FlatMap(_apply_near, distance).with_outputs(DECIDED, main="kept")
         )
-
-
-def _query_ranks(row: dict[str, Any], seed: int) -> Iterator[tuple[str, balance.Rank]]:
-    rank = balance.sample_rank(row["uid"], seed)
-    for query in row["queries"]:
-        yield query, rank
-
-
-def _apply_cap(row: dict[str, Any], table: dict[str, balance.Rank], seed: int, cap: int) -> Iterator[Any]:
-    dropped = balance.over_cap_queries(row["uid"], row["queries"], table, seed)
-    if dropped is None:
-        yield row
-    else:
-        shown = ", ".join(dropped[:5]) + (f" and {len(dropped) - 5} more" if len(dropped) > 5 else "")
-        yield _decide(row, "over_cap", "over_cap", f"every query is over the cap of {cap}: {shown}")
 
 
 class Rebalance(beam.PTransform):
@@ -321,220 +323,25 @@ class Rebalance(beam.PTransform):
         self._cap, self._seed = cap, seed
 
     def expand(self, rows):
-        cap = self._cap
+        cap, seed = self._cap, self._seed
         thresholds = (
             rows
-            | "QueryRanks" >> beam.FlatMap(_query_ranks, self._seed)
+            | "QueryRanks" >> beam.FlatMap(rules.query_ranks, seed)
             | "SmallestRanksPerQuery" >> beam.combiners.Top.SmallestPerKey(cap + 1)
             | "ThresholdsOverCap" >> beam.FlatMap(
                 lambda kv: [(kv[0], balance.threshold_from_smallest(kv[1], cap))] if len(kv[1]) > cap else [])
         )
-        result = rows | "DropOverCap" >> beam.FlatMap(
-            _apply_cap, beam.pvalue.AsDict(thresholds), self._seed, cap).with_outputs(DECIDED, main="kept")
+        result = rows | "DropOverCap" >> beam.Map(
+            lambda r, table: _keep_or_decide(r, rules.over_cap(r, table, seed, cap)),
+            beam.pvalue.AsDict(thresholds)).with_outputs(DECIDED, main="kept")
         over_cap = thresholds | "CountQueriesOverCap" >> beam.combiners.Count.Globally()
         return {"kept": result.kept, DECIDED: result[DECIDED], "queries_over_cap": over_cap}
 
 
-# ---- order, accounting and shard writing ----
-
-def _prefix_offsets(counts: list[tuple[str, int]]) -> dict[str, int]:
-    """raw shard name -> global index of its first survivor (raw shards in name order)."""
-    offsets, total = {}, 0
-    for name, n in sorted(counts):
-        offsets[name] = total
-        total += n
-    return offsets
-
-
-def _final_row(row: dict[str, Any]) -> dict[str, Any]:
-    return {f.name: row.get(f.name) for f in FINAL_ROWS}
-
-
-class AccountRawShard(beam.DoFn):
-    """All rows of one raw shard -> accounting parquet (every row, input order, final status); the survivors
-    get their global index, key and final shard and go on keyed by final shard."""
-
-    def __init__(self, out: str, samples_per_shard: int) -> None:
-        self._out, self._per_shard = out, samples_per_shard
-
-    def process(self, element, offsets: dict[str, int]) -> Iterator[tuple[int, dict[str, Any]]]:
-        raw_shard, rows = element
-        rows = sorted(rows, key=lambda r: r["_row"])
-        expected = rows[0]["_raw_rows"]
-        if [r["_row"] for r in rows] != list(range(expected)):
-            seen = Counter(r["_row"] for r in rows)
-            lost = [i for i in range(expected) if i not in seen][:10]
-            doubled = [i for i, n in seen.items() if n > 1][:10]
-            raise RuntimeError(f"finalize accounting failed for raw shard {raw_shard}: {len(rows)} final rows for "
-                               f"{expected} raw rows (missing rows {lost}, doubled rows {doubled})")
-        index = offsets.get(raw_shard, 0)
-        final = []
-        for row in rows:
-            if row["status"] == "success":
-                shard = final_shards.shard_of(index, self._per_shard)
-                row = dict(row, key=final_shards.sample_key(index), shard=final_shards.shard_name(shard), _index=index)
-                index += 1
-                yield shard, row
-            _count(f"status_{row['status']}")
-            final.append(_final_row(row))
-        table = pa.Table.from_pylist(final, schema=FINAL_ROWS)
-        common.write_parquet(common.join(self._out, ROWS_DIR, f"{raw_shard}.parquet"), table)
-
-
-class WriteFinalShard(beam.DoFn):
-    """One final shard: its tar (image bytes read from the raw tars by offset) and its parquet."""
-
-    def __init__(self, out: str) -> None:
-        self._out = out
-
-    def process(self, element) -> Iterator[tuple[str, int]]:
-        shard, rows = element
-        rows = sorted(rows, key=lambda r: r["_index"])
-        name = final_shards.shard_name(shard)
-        with common.atomic_create(common.join(self._out, f"{name}.tar")) as f:
-            final_shards.write_tar(f, self._members(rows))
-        table = pa.Table.from_pylist([_final_row(r) for r in rows], schema=FINAL_ROWS)
-        common.write_parquet(common.join(self._out, f"{name}.parquet"), table)
-        _count("shards_written")
-        _count("samples_written", len(rows))
-        yield name, len(rows)
-
-    @staticmethod
-    def _members(rows: list[dict[str, Any]]) -> Iterator[tuple[str, bytes]]:
-        # Rows come in raw-shard order, so one open raw tar serves a whole run of samples.
-        open_path, handle = None, None
-        try:
-            for row in rows:
-                if row["_image_path"] != open_path:
-                    if handle is not None:
-                        handle.close()
-                    open_path = row["_image_path"]
-                    handle = FileSystems.open(open_path, compression_type="uncompressed")
-                handle.seek(row["_image_offset"])
-                image = handle.read(row["_image_size"])
-                if len(image) != row["_image_size"]:
-                    raise RuntimeError(f"{open_path}: member {row['raw_key']}.{row['_image_ext']} is shorter than "
-                                       "when finalize indexed it; the raw shard changed during the run")
-                yield from final_shards.sample_members(row, row["_image_ext"], image)
-        finally:
-            if handle is not None:
-                handle.close()
-
-
-# ---- statistics ----
-
-def _input_facts(row: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    yield "input_rows", ""
-    yield "raw_status", row["_raw_status"]
-
-
-def _candidate_facts(row: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    yield "hash_source", row["_hash_source"]
-    for query in row["queries"]:
-        yield "query_input", query
-
-
-def _final_facts(row: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    yield "status", row["status"]
-    yield "reason", row["_reason"] if row["status"] != "success" else "success"
-    if row["status"] == "success":
-        yield "size_width", dataset_card.size_bin(row["original_width"])
-        yield "size_height", dataset_card.size_bin(row["original_height"])
-        for query in row["queries"]:
-            yield "query_final", query
-
-
-def write_summary(_, facts: list[tuple[tuple[str, str], int]], sizes: list[tuple[str, int]],
-                  uids: int, capped_queries: int, config: FinalizeConfig, started: float) -> dict[str, Any]:
-    """stats.json, sizes.json, query counts, the card and its plots; fails loudly when rows went missing."""
-    by: dict[str, dict[str, int]] = {}
-    for (category, name), n in facts:
-        by.setdefault(category, {})[name] = n
-    statuses = {s: by.get("status", {}).get(s, 0) for s in FINAL_STATUSES}
-    input_rows = by.get("input_rows", {}).get("", 0)
-    sizes_map = dict(sorted(sizes))
-    problems = []
-    if sum(statuses.values()) != config.expected_rows or input_rows != config.expected_rows:
-        problems.append(f"{config.expected_rows} rows in the raw parquets, {input_rows} read, "
-                        f"{sum(statuses.values())} with a final status")
-    if sum(sizes_map.values()) != statuses["success"]:
-        problems.append(f"{statuses['success']} successes but {sum(sizes_map.values())} samples in shards")
-    expected_sizes = final_shards.shard_sizes(statuses["success"], config.samples_per_shard)
-    if sizes_map != expected_sizes:
-        problems.append(f"shard sizes {sizes_map} differ from the plan {expected_sizes}")
-    if problems:
-        raise RuntimeError("finalize accounting failed: " + "; ".join(problems))
-
-    reasons = dict(sorted(by.get("reason", {}).items()))
-    query_rows = sorted(
-        (q, by.get("query_input", {}).get(q, 0), by.get("query_final", {}).get(q, 0))
-        for q in set(by.get("query_input", {})) | set(by.get("query_final", {}))
-    )
-    stats: dict[str, Any] = {
-        "input": {"raw_shards": len(config.raw_files), "rows": input_rows, "uids": uids,
-                  "files": [name for _, name in config.raw_names]},
-        "raw_statuses": dict(sorted(by.get("raw_status", {}).items())),
-        "statuses": statuses,
-        "reasons": reasons,
-        "hash_sources": dict(sorted(by.get("hash_source", {}).items())),
-        "dedup": {
-            "candidates": sum(by.get("hash_source", {}).values()),
-            "repeated_uids": reasons.get("repeated_uid", 0),
-            "exact_duplicates": reasons.get("exact_duplicate", 0),
-            "near_duplicates": reasons.get("near_duplicate", 0),
-            "decontaminated": reasons.get("decontaminated", 0),
-        },
-        "rebalance": {"over_cap": reasons.get("over_cap", 0), "queries_over_cap": capped_queries},
-        "output": {"samples": statuses["success"], "shards": len(sizes_map),
-                   "samples_per_shard": config.samples_per_shard},
-        "image_sizes": {side: dict(sorted(by.get(f"size_{side}", {}).items())) for side in ("width", "height")},
-    }
-    out = config.out
-    common.write_parquet(common.join(out, QUERY_COUNTS_PARQUET),
-                         pa.Table.from_pylist([{"query": q, "input": i, "final": f} for q, i, f in query_rows],
-                                              schema=QUERY_COUNTS))
-    common.write_bytes(common.join(out, IMAGE_SIZES_PNG), dataset_card.plot_image_sizes(stats["image_sizes"]))
-    common.write_bytes(common.join(out, QUERY_COUNTS_PNG),
-                       dataset_card.plot_query_counts(query_rows, config.per_query_cap))
-    stale = remove_stale_outputs(out, sizes_map, [name for _, name in config.raw_names])
-    if stale:
-        logger.info("finalize: removed %d files of an earlier run that this run did not write", len(stale))
-    # The completion files last, stats.json very last: a run killed before them never looks complete.
-    common.write_json(common.join(out, SIZES_JSON), sizes_map)
-    common.write_bytes(common.join(out, DATASET_CARD),
-                       dataset_card.render_card({**stats, "settings": config.settings()}, query_rows).encode())
-    document = stats_document(stats, config, sizes_map, time.time() - started)
-    common.write_json(common.join(out, STATS_JSON), document)
-    return document
-
-
-def stats_document(stats: dict[str, Any], config: FinalizeConfig, sizes: dict[str, int],
-                   seconds: float) -> dict[str, Any]:
-    """stats.json in the declared layout (schemas/stats.py): every status and drop reason under ``counts``."""
-    counts = {"rows": stats["input"]["rows"], "uids": stats["input"]["uids"], "raw_shards": len(config.raw_files),
-              "samples": stats["output"]["samples"], "shards": stats["output"]["shards"],
-              "dedup_candidates": stats["dedup"]["candidates"],
-              "queries_over_cap": stats["rebalance"]["queries_over_cap"],
-              **{f"status_{k}": v for k, v in stats["statuses"].items()},
-              **{f"reason_{k}": v for k, v in stats["reasons"].items()},
-              **{f"raw_status_{k}": v for k, v in stats["raw_statuses"].items()},
-              **{f"hash_source_{k}": v for k, v in stats["hash_sources"].items()}}
-    return stats_schema.envelope(
-        "finalize",
-        inputs=[stats_schema.input_entry(path) for path in config.raw_files],
-        parameters=config.settings(),
-        counts=counts,
-        outputs=[stats_schema.output_entry(f"{name}.tar", n) for name, n in sizes.items()],
-        seconds=seconds,
-        details={**{k: stats[k] for k in ("input", "dedup", "rebalance", "output", "image_sizes")},
-                 "match_rule": config.match_rule},
-    )
-
-
 class SelectSurvivors(beam.PTransform):
     """Rows -> the survivors (``kept``) and every other row with its final status (``decided``), in this order:
-    repeated uids, decontamination, exact duplicates, near duplicates, re-balance. Also ``candidates`` (the
-    successes entering dedup), ``uids`` (count of distinct uids) and ``queries_over_cap``."""
+    repeated uids, decontamination, exact duplicates, near duplicates, re-balance. Also ``rows`` (the input),
+    ``candidates`` (the successes entering dedup), ``uids`` (count of distinct uids) and ``queries_over_cap``."""
 
     def __init__(self, config: FinalizeConfig) -> None:
         super().__init__()
@@ -559,6 +366,7 @@ class SelectSurvivors(beam.PTransform):
             decided.append(capped[DECIDED])
             kept, queries_over_cap = capped["kept"], capped["queries_over_cap"]
         return {
+            "rows": rows,
             "kept": kept,
             DECIDED: decided | "AllDecided" >> beam.Flatten(),
             "candidates": by_uid.kept,
@@ -567,11 +375,79 @@ class SelectSurvivors(beam.PTransform):
         }
 
 
+# ---- order, accounting and shard writing ----
+
+def _final_table(records: Iterable[RawRecord]) -> pa.Table:
+    return pa.Table.from_pylist([r.final_row() for r in records], schema=FINAL_ROWS)
+
+
+class AccountRawShard(beam.DoFn):
+    """All rows of one raw shard -> accounting parquet (every row, input order, final status); the survivors,
+    numbered (rules.number_raw_shard), go on keyed by final shard number."""
+
+    def __init__(self, out: str, samples_per_shard: int) -> None:
+        self._out, self._per_shard = out, samples_per_shard
+
+    def process(self, element: tuple[str, Iterable[RawRecord]],
+                offsets: dict[str, int]) -> Iterator[tuple[int, RawRecord]]:
+        raw_shard, records = element
+        numbered = rules.number_raw_shard(raw_shard, records, offsets.get(raw_shard, 0), self._per_shard)
+        for record in numbered:
+            if record.index is not None:
+                yield final_shards.shard_of(record.index, self._per_shard), record
+            _count(f"status_{record.status}")
+        common.write_parquet(common.join(self._out, ROWS_DIR, f"{raw_shard}.parquet"), _final_table(numbered))
+
+
+class WriteFinalShard(beam.DoFn):
+    """One final shard: its tar (image bytes read from the raw tars by offset) and its parquet."""
+
+    def __init__(self, out: str) -> None:
+        self._out = out
+
+    def process(self, element: tuple[int, Iterable[RawRecord]]) -> Iterator[tuple[str, int]]:
+        shard, records = element
+        ordered = rules.shard_order(records)
+        name = final_shards.shard_name(shard)
+        with common.atomic_create(common.join(self._out, f"{name}.tar")) as f:
+            final_shards.write_tar(f, self._members(ordered))
+        common.write_parquet(common.join(self._out, f"{name}.parquet"), _final_table(ordered))
+        _count("shards_written")
+        _count("samples_written", len(ordered))
+        yield name, len(ordered)
+
+    @staticmethod
+    def _members(records: list[RawRecord]) -> Iterator[tuple[str, bytes]]:
+        # Records come in raw-shard order, so one open raw tar serves a whole run of samples.
+        open_path: str | None = None
+        handle = None
+        try:
+            for record in records:
+                image = record.image
+                if image is None:
+                    raise RuntimeError(f"uid {record.uid}: a survivor without a located image (finalize bug)")
+                if image.path != open_path:
+                    if handle is not None:
+                        handle.close()
+                    open_path = image.path
+                    handle = FileSystems.open(open_path, compression_type="uncompressed")
+                assert handle is not None
+                handle.seek(image.offset)
+                data = handle.read(image.size)
+                if len(data) != image.size:
+                    raise RuntimeError(f"{open_path}: member {record.raw_key}.{image.ext} is shorter than "
+                                       "when finalize indexed it; the raw shard changed during the run")
+                yield from final_shards.sample_members(record.final_row(), image.ext, data)
+        finally:
+            if handle is not None:
+                handle.close()
+
+
 class WriteShards(beam.PTransform):
     """Survivors and decided rows -> accounting parquets and final shards; produces (shard name, count).
 
     Survivors are numbered in (raw shard, raw row) order: a small side input gives each raw shard the global
-    index of its first survivor, so numbering needs no global sort.
+    index of its first survivor (rules.prefix_offsets), so numbering needs no global sort.
     """
 
     def __init__(self, config: FinalizeConfig) -> None:
@@ -582,52 +458,52 @@ class WriteShards(beam.PTransform):
         config = self._config
         offsets = (
             selected["kept"]
-            | "SurvivorRawShard" >> beam.Map(lambda r: r["raw_shard"])
+            | "SurvivorRawShard" >> beam.Map(lambda r: r.raw_shard)
             | "SurvivorsPerRawShard" >> beam.combiners.Count.PerElement()
             | "CollectSurvivorCounts" >> beam.combiners.ToList()
-            | "PrefixOffsets" >> beam.Map(_prefix_offsets)
+            | "PrefixOffsets" >> beam.Map(rules.prefix_offsets)
         )
         return (
             (selected[DECIDED], selected["kept"])
             | "AllRows" >> beam.Flatten()
-            | "KeyByRawShard" >> beam.Map(lambda r: (r["raw_shard"], r))
+            | "KeyByRawShard" >> beam.Map(lambda r: (r.raw_shard, r)).with_output_types(KeyedRecord)
             | "GroupByRawShard" >> beam.GroupByKey()
             | "AccountRawShards" >> beam.ParDo(AccountRawShard(config.out, config.samples_per_shard),
-                                               beam.pvalue.AsSingleton(offsets))
+                                               beam.pvalue.AsSingleton(offsets)).with_output_types(ShardRecord)
             | "GroupByFinalShard" >> beam.GroupByKey()
             | "WriteFinalShards" >> beam.ParDo(WriteFinalShard(config.out))
         )
 
 
-class Finalize(beam.PTransform):
-    """Raw shards -> final shards, accounting and statistics. Produces the stats dict (one element)."""
+class CountFacts(beam.PTransform):
+    """The selected rows -> ((category, name), count) for every fact of ``wit_builder.finalize_stats``."""
+
+    def expand(self, selected):
+        return (
+            (
+                selected["rows"] | "InputFacts" >> beam.FlatMap(finalize_stats.input_facts),
+                selected["candidates"] | "CandidateFacts" >> beam.FlatMap(finalize_stats.candidate_facts),
+                selected[DECIDED] | "DecidedFacts" >> beam.FlatMap(finalize_stats.final_facts),
+                selected["kept"] | "SurvivorFacts" >> beam.FlatMap(finalize_stats.final_facts),
+            )
+            | "AllFacts" >> beam.Flatten()
+            | "CountFacts" >> beam.combiners.Count.PerElement()
+        )
+
+
+class WriteOutputs(beam.PTransform):
+    """The selected rows -> final shards, accounting, statistics and the card; produces the stats document."""
 
     def __init__(self, config: FinalizeConfig) -> None:
         super().__init__()
         self._config = config
 
-    def expand(self, pbegin):
+    def expand(self, selected):
         config = self._config
-        rows = (
-            pbegin
-            | "RawParquets" >> beam.Create(list(config.raw_files))
-            | "SpreadRawShards" >> beam.Reshuffle()
-            | "ReadRawShards" >> beam.ParDo(ReadRawShard(dict(config.raw_names)))
-        )
-        selected = rows | "SelectSurvivors" >> SelectSurvivors(config)
         sizes = selected | "WriteShards" >> WriteShards(config)
-        facts = (
-            (
-                rows | "InputFacts" >> beam.FlatMap(_input_facts),
-                selected["candidates"] | "CandidateFacts" >> beam.FlatMap(_candidate_facts),
-                selected[DECIDED] | "DecidedFacts" >> beam.FlatMap(_final_facts),
-                selected["kept"] | "SurvivorFacts" >> beam.FlatMap(_final_facts),
-            )
-            | "AllFacts" >> beam.Flatten()
-            | "CountFacts" >> beam.combiners.Count.PerElement()
-        )
+        facts = selected | "CountFacts" >> CountFacts()
         return (
-            pbegin
+            selected["rows"].pipeline
             | "SummaryTrigger" >> beam.Create([None])
             | "WriteSummary" >> beam.Map(
                 write_summary,
@@ -639,6 +515,52 @@ class Finalize(beam.PTransform):
                 started=time.time(),
             )
         )
+
+
+class Finalize(beam.PTransform):
+    """Raw shards -> final shards, accounting and statistics. Produces the stats document (one element)."""
+
+    def __init__(self, config: FinalizeConfig) -> None:
+        super().__init__()
+        self._config = config
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "ReadRawShards" >> ReadRawShards(self._config)
+            | "SelectSurvivors" >> SelectSurvivors(self._config)
+            | "WriteOutputs" >> WriteOutputs(self._config)
+        )
+
+
+# ---- statistics ----
+
+def write_summary(_: Any, facts: list[tuple[tuple[str, str], int]], sizes: list[tuple[str, int]],
+                  uids: int, capped_queries: int, config: FinalizeConfig, started: float) -> dict[str, Any]:
+    """stats.json, sizes.json, query counts, the card and its plots; AccountingError when rows went missing
+    (``wit_builder.finalize_stats.summarize``)."""
+    stats, query_rows, sizes_map = finalize_stats.summarize(
+        facts, sizes, uids=uids, queries_over_cap=capped_queries, raw_names=[name for _, name in config.raw_names],
+        expected_rows=config.expected_rows, samples_per_shard=config.samples_per_shard)
+    out = config.out
+    common.write_parquet(common.join(out, QUERY_COUNTS_PARQUET),
+                         pa.Table.from_pylist([{"query": q, "input": i, "final": f} for q, i, f in query_rows],
+                                              schema=QUERY_COUNTS))
+    common.write_bytes(common.join(out, IMAGE_SIZES_PNG), dataset_card.plot_image_sizes(stats["image_sizes"]))
+    common.write_bytes(common.join(out, QUERY_COUNTS_PNG),
+                       dataset_card.plot_query_counts(query_rows, config.per_query_cap))
+    stale = remove_stale_outputs(out, sizes_map, [name for _, name in config.raw_names])
+    if stale:
+        logger.info("finalize: removed %d files of an earlier run that this run did not write", len(stale))
+    # The completion files last, stats.json very last: a run killed before them never looks complete.
+    common.write_json(common.join(out, SIZES_JSON), sizes_map)
+    common.write_bytes(common.join(out, DATASET_CARD),
+                       dataset_card.render_card({**stats, "settings": config.settings()}, query_rows).encode())
+    document = finalize_stats.stats_document(stats, raw_files=config.raw_files, settings=config.settings(),
+                                             sizes=sizes_map, seconds=time.time() - started,
+                                             match_rule=config.match_rule)
+    common.write_json(common.join(out, STATS_JSON), document)
+    return document
 
 
 # ---- command line ----
@@ -662,45 +584,43 @@ class FinalizeOptions:
     decontaminate: str | None = option(FinalizeConfig.decontaminate, metavar="DIR",
                                        help="folder of evaluation images (searched recursively); near duplicates "
                                             "become 'filtered'")
-    seed: int = option(FinalizeConfig.seed, help="seed of the re-balance hash rank (stage 2's seed)")
+    seed: int = option(FinalizeConfig.seed, help="seed of the re-balance hash rank: stage 2's --seed (with "
+                                                  "--per-query-cap, a traced stage 2 seed that differs is refused)")
 
     def __post_init__(self) -> None:
-        check_settings(self.samples_per_shard, self.per_query_cap, self.phash_distance)
+        finalize_inputs.check_settings(self.samples_per_shard, self.per_query_cap, self.phash_distance)
 
 
 OPTIONS = FinalizeOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``wit finalize``'s flags (generated from FinalizeOptions) to ``parser``."""
     options.add_arguments(parser, OPTIONS)
 
 
 def raw_parquets(patterns: Iterable[str]) -> list[str]:
-    """The raw parquets named by folders, files or globs (a folder means its ``*.parquet``)."""
-    expanded = []
-    for pattern in patterns:
-        is_file_or_glob = pattern.endswith(".parquet") or any(c in pattern for c in "*?[")
-        expanded.append(pattern if is_file_or_glob else common.join(pattern, "*.parquet"))
-    files = [f for f in common.expand_patterns(expanded, "--raw") if f.endswith(".parquet")]
-    if not files:
-        raise FileNotFoundError(f"--raw {' '.join(patterns)}: no .parquet files")
-    return files
+    """The raw parquets named by folders, files or globs (``wit_builder.finalize_inputs.raw_patterns``), sorted;
+    FileNotFoundError naming the pattern that matches nothing, or all of them when no parquet is among them."""
+    patterns = list(patterns)
+    matched = common.expand_patterns(finalize_inputs.raw_patterns(patterns, common.join), "--raw")
+    return finalize_inputs.raw_parquet_files(matched, patterns)
 
 
 def eval_images(folder: str) -> list[str]:
-    matches = FileSystems.match([common.join(folder, "**")])[0].metadata_list
-    return sorted(m.path for m in matches if m.path.lower().endswith(EVAL_IMAGE_EXTENSIONS))
+    """The evaluation images anywhere below ``folder`` (``wit_builder.finalize_inputs.eval_images``), sorted."""
+    return finalize_inputs.eval_images(m.path for m in FileSystems.match([common.join(folder, "**")])[0].metadata_list)
 
 
 def parquet_rows(path: str) -> int:
-    """Rows in a raw parquet, from its footer; fails early, naming the file, when it is no raw shard."""
+    """Rows in a raw parquet, from its footer; RawInputError naming the file when it is no raw shard."""
     with common.open_read(path) as f:
         try:
             footer = pq.ParquetFile(io.BytesIO(f.read())).metadata
         except (pa.ArrowInvalid, OSError) as exc:
             raise raw_shards.RawInputError(f"{path}: not a readable parquet file ({exc})") from exc
     raw_shards.check_columns(footer.schema.to_arrow_schema().names, path)
-    return footer.num_rows
+    return int(footer.num_rows)
 
 
 def _folder_key(path: str) -> str:
@@ -708,16 +628,34 @@ def _folder_key(path: str) -> str:
 
 
 def check_out_apart_from_raw(out: str, files: Iterable[str]) -> None:
-    """--out may not be a folder holding raw shards: final shards share their NNNNN.tar/.parquet names, and a
-    rerun deletes stats.json and "stale" shards there, so the raw input would be overwritten or deleted."""
-    out_key = _folder_key(out)
-    for f in files:
-        if _folder_key(f.rsplit("/", 1)[0] if "/" in f else ".") == out_key:
-            raise ValueError(f"--out {out} is the folder of the raw shard {f}: finalize would overwrite or delete "
-                             "the raw shards there; choose another --out")
+    """ValueError when --out is a folder holding raw shards (``wit_builder.finalize_inputs``, same name)."""
+    finalize_inputs.check_out_apart_from_raw(out, files, _folder_key)
+
+
+def pairs_stats_behind(raw_files: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Stage 2's stats.json documents behind the raw shards: each raw folder's plan.json (pipelines.download)
+    names the pairs files it read; their folders hold stage 2's stats.json. Path -> document; what cannot be
+    traced (no plan.json, pairs moved, no stats.json) is left out."""
+    found: dict[str, dict[str, Any]] = {}
+    for folder in sorted({finalize_inputs.folder_of(f) for f in raw_files}):
+        plan_path = common.join(folder, PLAN_JSON)
+        if not common.exists(plan_path):
+            continue
+        for pairs_path in common.read_json(plan_path).get("inputs", []):
+            stats_path = common.join(finalize_inputs.folder_of(pairs_path), PAIRS_STATS_JSON)
+            if stats_path not in found and common.exists(stats_path):
+                try:
+                    found[stats_path] = common.read_json(stats_path)
+                except ValueError as exc:
+                    raise ValueError(f"{stats_path}: not a stats.json ({exc}); the seed of stage 2 is unknown") \
+                        from exc
+    return found
 
 
 def build_config(args: FinalizeOptions) -> FinalizeConfig:
+    """Resolve and check the inputs: the raw parquets (footers read), --out apart from them, the evaluation
+    images, the match rule and the seed of the pairs behind them. FileNotFoundError, ValueError (RawInputError
+    among them) name the flag and the file; the launcher turns them into exit status 2."""
     files = raw_parquets(args.raw)
     check_out_apart_from_raw(args.out, files)
     names = raw_shards.raw_shard_names(files)
@@ -725,6 +663,7 @@ def build_config(args: FinalizeOptions) -> FinalizeConfig:
     if expected == 0:
         raise raw_shards.RawInputError(f"--raw {' '.join(args.raw)}: the raw parquets hold no rows")
     evals = tuple(eval_images(args.decontaminate)) if args.decontaminate else ()
+    finalize_inputs.check_rebalance_seed(args.seed, args.per_query_cap, pairs_stats_behind(files))
     return FinalizeConfig(
         raw=tuple(args.raw), out=args.out, raw_files=tuple(files), raw_names=tuple(sorted(names.items())),
         expected_rows=expected, samples_per_shard=args.samples_per_shard, per_query_cap=args.per_query_cap,
@@ -765,6 +704,8 @@ def start_rerun(out: str) -> list[str]:
 
 
 def run(args: FinalizeOptions, beam_argv: list[str]) -> int:
+    """``wit finalize``: exit 0 done, 2 bad input or settings found before any work (one line on stderr);
+    a failed run raises (the launcher's exit 1)."""
     try:
         config = build_config(args)
     except (FileNotFoundError, ValueError) as exc:
@@ -783,10 +724,8 @@ def run(args: FinalizeOptions, beam_argv: list[str]) -> int:
     stats = common.read_json(common.join(config.out, STATS_JSON))
     counts = stats["counts"]
     statuses = stats_schema.prefixed(counts, "status_")
-    counted = common.counters(result, NAMESPACE)
-    expected = {f"status_{s}": n for s, n in statuses.items()}
-    expected.update({r: counts.get(f"reason_{r}", 0) for r in DROP_REASONS})
-    mismatched = {name: (n, counted.get(name, 0)) for name, n in expected.items() if counted.get(name, 0) != n}
+    mismatched = finalize_stats.counter_mismatches(counts, common.counters(result, NAMESPACE),
+                                                   rules.DROP_REASONS)
     if mismatched:  # stats.json comes from the data; a retried bundle can inflate attempted-only counters
         print(f"wit finalize: warning: monitoring counters differ from stats.json (stats, counter): {mismatched}",
               file=sys.stderr)

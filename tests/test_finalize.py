@@ -18,7 +18,7 @@ import webdataset as wds
 from PIL import Image
 
 from pipelines.cli import main
-from schemas.finalize import FINAL_ROWS, FINAL_STATUSES
+from schemas.finalize import FINAL_ROWS, FINAL_STATUSES, RawRecord
 from schemas.sample import SAMPLE_JSON_FIELDS
 from schemas.stats import prefixed, stats_without_timings
 from schemas.stats import validate as validate_stats
@@ -242,13 +242,21 @@ def test_index_tar_keeps_the_members_before_a_truncation(raw):
     cut = len(data) // 2
     part, error = raw_shards.index_tar(io.BytesIO(data[:cut]))
     assert 0 < len(part) < len(whole)
-    rows = [{"status": "success", "raw_key": r["key"], "sha256": "0" * 64, "phash": "0" * 16, "width": 1,
-             "height": 1, "error_message": None} for k, r in sorted(raw.rows.items()) if k[0] == "00000"
-            and r["status"] == "success"]
-    raw_shards.attach_images(rows, "00000.tar", part, cut, error, lambda o, s: data[o:o + s])
-    failed = [r for r in rows if r["status"] == "failed_to_decode"]
-    assert failed and all("00000.tar" in r["error_message"] for r in failed)
-    assert len(failed) + sum("_image_offset" in r for r in rows) == len(rows)
+    successes = [r for k, r in sorted(raw.rows.items()) if k[0] == "00000" and r["status"] == "success"]
+    records = [RawRecord(key=None, uid=r["uid"], url=r["url"], caption=None, queries=(), status="success",
+                         error_message=None, http_status=200, width=1, height=1, original_width=1,
+                         original_height=1, sha256="0" * 64, phash="0" * 16, bytes=1, shard=None, duplicate_of=None,
+                         raw_shard="00000", raw_key=r["key"], row=i, raw_rows=len(successes), raw_status="success",
+                         reason="success") for i, r in enumerate(successes)]
+    attached = raw_shards.attach_images(records, "00000.tar", part, cut, error, lambda o, s: data[o:o + s])
+    failed = [r for r in attached if r.status == "failed_to_decode"]
+    assert failed and all("00000.tar" in (r.error_message or "") and r.reason == "raw_image_unreadable"
+                          and r.image is None for r in failed)
+    located = [r for r in attached if r.image is not None]
+    assert len(failed) + len(located) == len(records) and all(r.status == "success" for r in located)
+    for r in located:  # the location points at the member's bytes
+        assert r.image.path == "00000.tar" and (r.image.offset, r.image.size) == whole[r.raw_key][r.image.ext]
+    assert [r.uid for r in attached] == [r.uid for r in records]  # same rows, same order
 
 
 def test_raw_shard_names_are_unique_and_readable():
@@ -350,10 +358,12 @@ def test_table_rows_maps_img2dataset_statuses_and_text_query_lists():
                "status": ["success", "failed_to_resize", "blocked"],
                "queries": ['["dog", "cat", "dog"]', "space", None]}
     rows = raw_shards.table_rows(columns, "x.parquet", "x")
-    assert [r["status"] for r in rows] == ["success", "failed_to_decode", "blocked"]
-    assert [r["_raw_status"] for r in rows] == ["success", "failed_to_decode", "blocked"]
-    assert [r["queries"] for r in rows] == [["cat", "dog"], ["space"], []]
-    assert [r["_row"] for r in rows] == [0, 1, 2] and {r["_raw_rows"] for r in rows} == {3}
+    assert [r.status for r in rows] == ["success", "failed_to_decode", "blocked"]
+    assert [r.raw_status for r in rows] == ["success", "failed_to_decode", "blocked"]
+    assert [r.reason for r in rows] == ["success", "failed_to_decode", "blocked"]
+    assert [r.queries for r in rows] == [("cat", "dog"), ("space",), ()]
+    assert [r.row for r in rows] == [0, 1, 2] and {r.raw_rows for r in rows} == {3}
+    assert all(r.image is None and r.hash_source == "raw" and r.final_row()["raw_shard"] == "x" for r in rows)
     with pytest.raises(raw_shards.RawInputError, match=r"x.parquet: row 1: empty uid"):
         raw_shards.table_rows(dict(columns, uid=["1", "", "3"]), "x.parquet", "x")
 
@@ -464,3 +474,23 @@ def test_out_in_the_raw_folder_is_refused_before_anything_is_deleted(raw, tmp_pa
             assert finalize(raw_arg, out) == 2, (raw_arg, out)
             assert "--out" in capsys.readouterr().err
             assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
+
+
+def test_rebalance_seed_must_match_the_seed_stage_2_balanced_with(raw, tmp_path, capsys):
+    """The seed check between stages 2 and 4: raw folder -> plan.json -> pairs folder -> stage 2's stats.json."""
+    pairs_dir = tmp_path / "pairs"
+    pairs_dir.mkdir()
+    pq.write_table(pa.table({"uid": ["0" * 32], "url": ["https://x.example/a.jpg"], "caption": ["a dog"],
+                             "queries": [["dog"]], "match_rule": ["normalized"]}),
+                   pairs_dir / "pairs-00000-of-00001.parquet")
+    stage2 = {"stage": "build-pairs", "parameters": {"balance": "hard", "per_query_cap": 100, "seed": 7}}
+    (pairs_dir / "stats.json").write_text(json.dumps(stage2))
+    raw_dir = tmp_path / "raw"
+    shutil.copytree(raw.root, raw_dir)
+    (raw_dir / "plan.json").write_text(json.dumps({"inputs": [str(pairs_dir / "pairs-00000-of-00001.parquet")]}))
+    assert finalize(raw_dir, tmp_path / "o1") == 2  # --seed defaults to 0
+    err = capsys.readouterr().err
+    assert "--seed 0 differs from the seed 7" in err and str(pairs_dir / "stats.json") in err and "--seed 7" in err
+    assert not (tmp_path / "o1" / "stats.json").exists()
+    assert finalize(raw_dir, tmp_path / "o2", "--seed", "7") == 0
+    assert json.loads((tmp_path / "o2" / "stats.json").read_text())["parameters"]["seed"] == 7

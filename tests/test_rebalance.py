@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.finalize import DECIDED, Rebalance
+from schemas.finalize import RawRecord
 from tests import references
 from tests.conftest import BEAM_IN_PROCESS
 from wit_builder import balance
@@ -64,14 +65,19 @@ def test_cap_must_be_positive():
 
 def test_beam_rebalance_equals_the_pure_function():
     samples = [(f"{i:032x}", [QUERIES[i % 3], QUERIES[(i * 7) % 5]] if i % 11 else []) for i in range(120)]
-    rows = [{"uid": uid, "queries": sorted(set(q)), "status": "success"} for uid, q in samples]
+    rows = [RawRecord(key=None, uid=uid, url=f"https://example.org/{uid}.jpg", caption=None,
+                      queries=tuple(sorted(set(q))), status="success", error_message=None, http_status=200, width=64,
+                      height=64, original_width=64, original_height=64, sha256=None, phash=None, bytes=1000,
+                      shard=None, duplicate_of=None, raw_shard="00000", raw_key=f"{i:09d}", row=i,
+                      raw_rows=len(samples), raw_status="success", reason="success")
+            for i, (uid, q) in enumerate(samples)]
     cap, seed = 7, 5
     expected_kept = reference_kept(samples, cap, seed)
     with BeamTestPipeline(options=beam.options.pipeline_options.PipelineOptions(BEAM_IN_PROCESS)) as p:
         out = p | beam.Create(rows) | Rebalance(cap, seed)
-        assert_that(out["kept"] | "KeptUids" >> beam.Map(lambda r: r["uid"]), equal_to(sorted(expected_kept)),
+        assert_that(out["kept"] | "KeptUids" >> beam.Map(lambda r: r.uid), equal_to(sorted(expected_kept)),
                     label="Kept")
-        assert_that(out[DECIDED] | "DroppedUids" >> beam.Map(lambda r: (r["uid"], r["status"])),
+        assert_that(out[DECIDED] | "DroppedUids" >> beam.Map(lambda r: (r.uid, r.status)),
                     equal_to([(uid, "over_cap") for uid, _ in samples if uid not in expected_kept]),
                     label="Dropped")
         over = sum(1 for q in QUERIES if sum(q in s[1] for s in samples) > cap)

@@ -27,6 +27,7 @@ def size_bin(pixels: int | None) -> str:
 
 
 def size_bin_labels() -> list[str]:
+    """Every size bin's label, smallest first (the image-size plot's x axis)."""
     bounded = [f"{lo}-{hi - 1}" for lo, hi in zip(SIZE_EDGES, SIZE_EDGES[1:], strict=False)]
     return bounded + [f"{SIZE_EDGES[-1]}+", "unknown"]
 
@@ -71,7 +72,7 @@ def plot_query_counts(query_counts: Sequence[tuple[str, int, int]], cap: int | N
 
     fig, ax = plt.subplots(figsize=(8, 4))
     for column, label in ((1, "entering finalize"), (2, "final")):
-        values = sorted((row[column] for row in query_counts if row[column] > 0), reverse=True)
+        values = sorted((n for row in query_counts if (n := int(row[column])) > 0), reverse=True)
         if values:
             ax.plot(range(1, len(values) + 1), values, label=label)
     if cap:

@@ -32,6 +32,7 @@ def phash_to_int(phash: str) -> int:
 
 
 def hamming(a: int, b: int) -> int:
+    """The Hamming distance of two 64-bit hashes, in bits."""
     return (a ^ b).bit_count()
 
 
@@ -78,8 +79,9 @@ def bucket_pairs(band: int, members: Sequence[tuple[str, int]], distance: int) -
     hashes = np.array([m[1] for m in members], dtype=np.uint64)
     out: list[tuple[str, str]] = []
     for i in range(len(members) - 1):
+        close: list[int]
         if len(members) >= _VECTORIZE_FROM:
-            close = np.nonzero(np.bitwise_count(hashes[i + 1:] ^ hashes[i]) <= distance)[0] + i + 1
+            close = (np.nonzero(np.bitwise_count(hashes[i + 1:] ^ hashes[i]) <= distance)[0] + i + 1).tolist()
         else:
             close = [j for j in range(i + 1, len(members)) if hamming(members[i][1], members[j][1]) <= distance]
         for j in close:
@@ -125,6 +127,8 @@ class HashIndex:
 
     @classmethod
     def build(cls, named_hashes: Iterable[tuple[str, str]], distance: int) -> HashIndex:
+        """The index of (name, 16-hex-digit pHash) pairs for lookups within ``distance`` bits; ValueError for
+        a malformed pHash or a distance out of range."""
         index = cls(distance)
         for name, phash in sorted(named_hashes):
             value = phash_to_int(phash)

@@ -23,14 +23,17 @@ FIXED_MTIME = 946_684_800  # 2000-01-01T00:00:00Z: a fixed, plausible timestamp 
 
 
 def sample_key(index: int) -> str:
+    """The key of global sample ``index``: KEY_DIGITS zero-padded digits, no dots (WebDataset splits there)."""
     return f"{index:0{KEY_DIGITS}d}"
 
 
 def shard_name(shard: int) -> str:
+    """The name of final shard ``shard``: 5 zero-padded digits (DESIGN.md's ``{shard:05d}``)."""
     return f"{shard:0{SHARD_DIGITS}d}"
 
 
 def shard_of(index: int, samples_per_shard: int) -> int:
+    """The final shard of global sample ``index``: equal-count shards, ``index // samples_per_shard``."""
     return index // samples_per_shard
 
 

@@ -15,8 +15,8 @@ here from the bytes stored in the tar: the pHash is then of the stored (resized)
 built to tolerate, and the sha256 of the stored bytes rather than of the original download, so exact dedup
 still finds identical downloads (same bytes, same resize) but not the same image resized differently.
 
-Every row dict carries the FINAL_ROWS fields plus private fields (``_``-prefixed) that locate the image
-inside the raw tar, so the shard writer later reads exactly those bytes and nothing else.
+Every row becomes a ``schemas.finalize.RawRecord``: the FINAL_ROWS fields plus finalize's declared bookkeeping,
+among them an ``ImageLocation`` (tar, offset, size) so the shard writer later reads exactly those bytes.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 
 from schemas.download import RAW_ROWS, RAW_STATUS_ALIASES, RAW_STATUSES
+from schemas.finalize import ImageLocation, RawRecord
 from wit_builder import tar_writer
 from wit_builder.dedup import image_phash
 
@@ -47,12 +48,15 @@ _URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class RawSample:
+    """One downloaded row as stage 3 writes it: its RAW_ROWS fields and, for a success, the stored image."""
+
     row: dict[str, Any]              # RAW_ROWS fields
     image: bytes | None = None       # the encoded image of a success
     image_ext: str | None = None     # "jpg" | "webp"
 
 
 def shard_name(shard_id: int) -> str:
+    """The zero-padded name of a url shard (img2dataset's 5 digits: ``00042``)."""
     return f"{shard_id:0{SHARD_DIGITS}d}"
 
 
@@ -70,9 +74,9 @@ def sample_key(shard_id: int, index: int, rows_per_shard: int) -> str:
 
 def write_tar(fileobj: BinaryIO, samples: Iterable[RawSample]) -> int:
     """Stream the successes into a tar (works on non-seekable streams); returns how many were written."""
-    successes = sorted((s for s in samples if s.image is not None), key=lambda s: s.row["key"])
-    members = ((name, data) for s in successes for name, data in (
-        (f"{s.row['key']}.{s.image_ext}", s.image),
+    successes = sorted(((s, s.image) for s in samples if s.image is not None), key=lambda si: si[0].row["key"])
+    members = ((name, data) for s, image in successes for name, data in (
+        (f"{s.row['key']}.{s.image_ext}", image),
         (f"{s.row['key']}.json", sample_json(s.row)),
         (f"{s.row['key']}.txt", (s.row.get("caption") or "").encode()),
     ))
@@ -81,10 +85,12 @@ def write_tar(fileobj: BinaryIO, samples: Iterable[RawSample]) -> int:
 
 
 def sample_json(row: dict[str, Any]) -> bytes:
+    """The ``KEY.json`` member of a raw sample: its RAW_ROWS fields as sorted UTF-8 JSON."""
     return json.dumps({f.name: row.get(f.name) for f in RAW_ROWS}, sort_keys=True, ensure_ascii=False).encode()
 
 
 def rows_table(samples: Iterable[RawSample]) -> pa.Table:
+    """The raw shard's parquet table: every row (RAW_ROWS), sorted by key."""
     rows = sorted((s.row for s in samples), key=lambda r: r["key"])
     return pa.Table.from_pylist([{f.name: r.get(f.name) for f in RAW_ROWS} for r in rows], schema=RAW_ROWS)
 
@@ -95,6 +101,8 @@ def error_kind(message: str) -> str:
 
 
 def shard_stats(shard_id: int, samples: Iterable[RawSample], engine: str) -> dict[str, Any]:
+    """``{shard}_stats.json``: rows, rows per RAW_STATUSES status, successes, bytes downloaded and the
+    TOP_ERRORS most frequent error kinds (URLs removed, see :func:`error_kind`)."""
     rows = [s.row for s in samples]
     statuses = Counter(r["status"] for r in rows)
     errors = Counter(error_kind(r["error_message"]) for r in rows if r.get("error_message"))
@@ -155,7 +163,6 @@ def failure_hints(statuses: dict[str, int], top_errors: dict[str, int]) -> list[
 
 IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "webp", "png")
 REQUIRED_COLUMNS: tuple[str, ...] = ("key", "uid", "url", "status")
-_INT_FIELDS = ("http_status", "width", "height", "original_width", "original_height", "bytes")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _PHASH = re.compile(r"^[0-9a-f]{16}$")
 
@@ -187,10 +194,14 @@ def check_columns(names: list[str], source: str) -> None:
         raise RawInputError(f"{source}: not a raw download shard: missing column(s) {', '.join(missing)}{hint}")
 
 
-def table_rows(columns: dict[str, list[Any]], source: str, raw_shard: str) -> list[dict[str, Any]]:
-    """Rows of one raw parquet (given as ``pyarrow.Table.to_pydict()``) as row dicts with raw statuses mapped.
+def table_rows(columns: dict[str, list[Any]], source: str, raw_shard: str) -> list[RawRecord]:
+    """Rows of one raw parquet (given as ``pyarrow.Table.to_pydict()``: column -> values) as records, in order.
 
-    Raises RawInputError naming ``source`` (and the row) for a missing column or an unknown status.
+    Raw statuses are mapped (``RAW_STATUS_ALIASES``: img2dataset's ``failed_to_resize``), queries given as JSON
+    text (img2dataset keeps additional columns as text) are parsed, deduplicated and sorted, malformed hashes
+    (not 64/16 lowercase hex digits) become None so that finalize computes them from the stored bytes.
+    Each record's ``reason`` starts as its raw status. Raises RawInputError naming ``source`` (and the row)
+    for a missing column, an unknown status or an empty uid.
     """
     check_columns(list(columns), source)
     n = len(columns["uid"])
@@ -212,28 +223,35 @@ def table_rows(columns: dict[str, list[Any]], source: str, raw_shard: str) -> li
             except ValueError:
                 queries = [queries]
         sha256, phash = get("sha256"), get("phash")
-        row = {
-            "key": None,
-            "uid": str(get("uid")),
-            "url": get("url") or "",
-            "caption": get("caption"),
-            "queries": sorted(set(queries)) if queries else [],
-            "status": status,
-            "error_message": get("error_message"),
-            **{f: (int(get(f)) if get(f) is not None else None) for f in _INT_FIELDS},
-            "sha256": sha256 if isinstance(sha256, str) and _SHA256.match(sha256) else None,
-            "phash": phash if isinstance(phash, str) and _PHASH.match(phash) else None,
-            "shard": None,
-            "duplicate_of": None,
-            "raw_shard": raw_shard,
-            "raw_key": None if get("key") is None else str(get("key")),
-            "_row": i,
-            "_raw_rows": n,
-            "_raw_status": status,  # as downloaded (aliases mapped), before finalize's own checks
-            "_reason": status,
-            "_hash_source": "raw",
-        }
-        rows.append(row)
+        def as_int(name: str) -> int | None:
+            value = get(name)
+            return None if value is None else int(value)
+
+        rows.append(RawRecord(
+            key=None,
+            uid=str(get("uid")),
+            url=get("url") or "",
+            caption=get("caption"),
+            queries=tuple(sorted(set(queries))) if queries else (),
+            status=status,
+            error_message=get("error_message"),
+            sha256=sha256 if isinstance(sha256, str) and _SHA256.match(sha256) else None,
+            phash=phash if isinstance(phash, str) and _PHASH.match(phash) else None,
+            shard=None,
+            duplicate_of=None,
+            raw_shard=raw_shard,
+            raw_key=None if get("key") is None else str(get("key")),
+            row=i,
+            raw_rows=n,
+            raw_status=status,  # as downloaded (aliases mapped), before finalize's own checks
+            reason=status,
+            http_status=as_int("http_status"),
+            width=as_int("width"),
+            height=as_int("height"),
+            original_width=as_int("original_width"),
+            original_height=as_int("original_height"),
+            bytes=as_int("bytes"),
+        ))
     return rows
 
 
@@ -257,60 +275,63 @@ def index_tar(fileobj: BinaryIO) -> tuple[dict[str, dict[str, tuple[int, int]]],
     return members, error
 
 
-def _fail(row: dict[str, Any], message: str) -> None:
-    row.update(status="failed_to_decode", error_message=message, _reason="raw_image_unreadable")
+def _unreadable(record: RawRecord, message: str) -> RawRecord:
+    return record.replace(status="failed_to_decode", error_message=message, reason="raw_image_unreadable")
 
 
 def attach_images(
-    rows: list[dict[str, Any]],
+    records: Iterable[RawRecord],
     tar_path: str,
     members: dict[str, dict[str, tuple[int, int]]],
     tar_size: int,
     tar_error: str | None,
     read_member: Callable[[int, int], bytes],
-) -> None:
-    """Locate each success's image in the raw tar, check that it decodes, fill missing sha256/pHash/size
-    from the stored bytes.
+) -> list[RawRecord]:
+    """The records with each success's image located in the raw tar, checked to decode, and missing
+    sha256/pHash/size filled from the stored bytes; the other rows unchanged, in the same order.
 
-    A success whose image is missing, truncated or undecodable becomes ``failed_to_decode`` (reason
-    ``raw_image_unreadable``) with a message naming the tar and the key, so nothing is lost and nothing
-    unreadable reaches a final shard, even when the raw row carries hashes and sizes.
+    ``members`` and ``tar_error`` come from :func:`index_tar`, ``tar_size`` is the tar's length in bytes and
+    ``read_member(offset, size)`` returns those bytes of it. A success whose image is missing, truncated or
+    undecodable becomes ``failed_to_decode`` (reason ``raw_image_unreadable``) with a message naming the tar and
+    the key, so nothing is lost and nothing unreadable reaches a final shard, even when the raw row carries
+    hashes and sizes.
     """
-    for row in rows:
-        if row["status"] != "success":
-            continue
-        found = members.get(row["raw_key"] or "", {})
-        ext = next((e for e in IMAGE_EXTENSIONS if e in found), None)
-        if ext is None:
-            detail = f" (tar unreadable after some members: {tar_error})" if tar_error else ""
-            _fail(row, f"image for key {row['raw_key']!r} missing from {tar_path}{detail}")
-            continue
-        offset, size = found[ext]
-        if offset + size > tar_size:
-            _fail(row, f"image {row['raw_key']}.{ext} truncated in {tar_path}")
-            continue
-        row.update(_image_path=tar_path, _image_ext=ext, _image_offset=offset, _image_size=size)
-        data = read_member(offset, size)
-        if len(data) != size:
-            _fail(row, f"image {row['raw_key']}.{ext} truncated in {tar_path}")
-            continue
-        # Decode every stored image, even when the row's metadata looks complete: bytes that do not decode
-        # must not reach a final shard whatever the raw row says.
-        failure, header_size = decode_check(data)
-        if failure is not None:
-            _fail(row, f"image {row['raw_key']}.{ext} in {tar_path} does not decode: {failure}")
-            continue
-        if not row["sha256"]:
-            row["sha256"] = hashlib.sha256(data).hexdigest()
-            row["_hash_source"] = "stored_bytes"
-        if not (row["width"] and row["height"]):
-            row["width"], row["height"] = header_size
-        if not row["phash"]:
-            try:
-                row["phash"] = image_phash(data)
-            except Exception as exc:  # noqa: BLE001 - any decoder error means the stored image is unusable
-                _fail(row, f"image {row['raw_key']}.{ext} in {tar_path} does not decode: "
-                           f"{type(exc).__name__}: {exc}")
+    return [_attach_image(r, tar_path, members, tar_size, tar_error, read_member) if r.status == "success" else r
+            for r in records]
+
+
+def _attach_image(record: RawRecord, tar_path: str, members: dict[str, dict[str, tuple[int, int]]], tar_size: int,
+                  tar_error: str | None, read_member: Callable[[int, int], bytes]) -> RawRecord:
+    key = record.raw_key
+    found = members.get(key or "", {})
+    ext = next((e for e in IMAGE_EXTENSIONS if e in found), None)
+    if ext is None:
+        detail = f" (tar unreadable after some members: {tar_error})" if tar_error else ""
+        return _unreadable(record, f"image for key {key!r} missing from {tar_path}{detail}")
+    offset, size = found[ext]
+    if offset + size > tar_size:
+        return _unreadable(record, f"image {key}.{ext} truncated in {tar_path}")
+    data = read_member(offset, size)
+    if len(data) != size:
+        return _unreadable(record, f"image {key}.{ext} truncated in {tar_path}")
+    # Decode every stored image, even when the row's metadata looks complete: bytes that do not decode
+    # must not reach a final shard whatever the raw row says.
+    failure, header_size = decode_check(data)
+    if failure is not None:
+        return _unreadable(record, f"image {key}.{ext} in {tar_path} does not decode: {failure}")
+    changes: dict[str, Any] = {"image": ImageLocation(tar_path, offset, size, ext)}
+    if not record.sha256:
+        changes.update(sha256=hashlib.sha256(data).hexdigest(), hash_source="stored_bytes")
+    if not (record.width and record.height):
+        changes["width"], changes["height"] = header_size
+    if not record.phash:
+        try:
+            changes["phash"] = image_phash(data)
+        except Exception as exc:  # noqa: BLE001 - any decoder error means the stored image is unusable
+            # The hashes and size found so far stay on the failed row (its accounting shows them).
+            return _unreadable(record.replace(**{**changes, "image": None}),
+                               f"image {key}.{ext} in {tar_path} does not decode: {type(exc).__name__}: {exc}")
+    return record.replace(**changes)
 
 
 def decode_check(data: bytes) -> tuple[str | None, tuple[int, int]]:
@@ -335,8 +356,3 @@ def decode_check(data: bytes) -> tuple[str | None, tuple[int, int]]:
         return None, size
     except Exception as exc:  # noqa: BLE001 - Pillow reports bad data through many exception types
         return f"{type(exc).__name__}: {exc}", (0, 0)
-
-
-def public_fields(row: dict[str, Any]) -> dict[str, Any]:
-    """The row without its private (``_``-prefixed) fields."""
-    return {k: v for k, v in row.items() if not k.startswith("_")}
