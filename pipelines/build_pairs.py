@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 from apache_beam.utils import shared
 
@@ -37,25 +38,41 @@ from schemas import stats as stats_schema
 from schemas.pairs import BALANCE_PNG, PAIRS, PAIRS_GLOB, QUERY_COUNTS, QUERY_COUNTS_PARQUET, STATS_JSON
 from schemas.queries import QUERIES_PARQUET
 from wit_builder import options, progress
-from wit_builder.balance import MODES, BalanceConfig, SmallestRanks, cut_value, kept_queries
+from wit_builder.balance import MODES, BalanceConfig
 from wit_builder.balance_plot import balance_png
-from wit_builder.match_rules import DEFAULT_RULE, MATCH_RULES, METACLIP, entries_column, make_matcher
+from wit_builder.match_rules import DEFAULT_RULE, MATCH_RULES, entries_column, make_matcher
 from wit_builder.match_rules import validate as validate_entries
-from wit_builder.matcher import QueryMatcher
+from wit_builder.matcher import QueryMatcher, sorted_entries
 from wit_builder.metaclip_rule import MetaClipMatcher
 from wit_builder.options import option
+from wit_builder.pair_batches import (
+    MATCHED,
+    add_counts,
+    balance_table,
+    bucket_of_keys,
+    capped_smallest_ranks,
+    collapse,
+    concat,
+    cut_array,
+    from_bytes,
+    matched_table,
+    pairs_table,
+    query_counts,
+    smallest_per_query,
+    split_by_key,
+    thresholds,
+    to_bytes,
+)
 from wit_builder.pool_readers import (
     BAD_REASONS,
     FILTER_REASONS,
     FORMATS,
     LAYOUTS,
-    Candidate,
     PoolOptions,
     check_pool_file,
     parse_layout,
-    read_pool_file,
+    read_pool_batches,
 )
-from wit_builder.uid import hash_rank, pair_uid
 
 NAMESPACE = "build_pairs"
 BAD_RECORDS_JSONL = "bad_records.jsonl"
@@ -65,15 +82,7 @@ COUNTERS = (
     "pool_files", "records", *FILTER_REASONS, *BAD_REASONS, "candidates", "no_match", "matched",
     "duplicates", "unique_pairs", "matches", "over_cap", "kept", "kept_matches",
 )
-MATCH_CHUNK = 4096  # candidates matched at a time
-EMIT_BATCH = 4096  # matched pairs per (bucket, list) element
-
-# A matched pair: (uid, url, caption, queries found (tuple, sorted), source_file, source_record, page_url).
-UID, URL, CAPTION, QUERIES, SOURCE_FILE, SOURCE_RECORD, PAGE_URL = range(7)
-
-
-def bucket_of(uid: str, buckets: int) -> int:
-    return int(uid[:8], 16) % buckets
+PENDING_ROWS = 262_144  # matched pairs a ReadAndMatch holds before splitting them into bucket elements
 
 
 def load_matcher(queries_path: str, match_rule: str = DEFAULT_RULE) -> QueryMatcher | MetaClipMatcher:
@@ -82,13 +91,21 @@ def load_matcher(queries_path: str, match_rule: str = DEFAULT_RULE) -> QueryMatc
     return make_matcher(table.column(entries_column(table, match_rule)).to_pylist(), match_rule)
 
 
+def load_entries(queries_path: str, match_rule: str = DEFAULT_RULE) -> pa.Array:
+    """The matcher's sorted distinct entries as a string array: query id i is element i."""
+    table = common.read_parquet(queries_path)
+    return pa.array(sorted_entries(table.column(entries_column(table, match_rule)).to_pylist()), pa.string())
+
+
 # ---- DoFns and CombineFns: thin wrappers over wit_builder ----
 
 class ReadAndMatch(common.CountingDoFn):
-    """One pool file -> (bucket, [matched pair tuples]) lists; bad records (tagged ``rejected``) reported.
+    """One pool file -> (bucket, IPC bytes of its ``MATCHED`` rows); bad records (tagged ``rejected``) reported.
 
-    The automaton is built once per worker process and shared by its threads (``Shared``), from the queries
-    file read on the worker: it is never pickled or shipped as a side input.
+    The file is read in column batches (``read_pool_batches``), each batch matched in one loop, and only its
+    matched rows are kept, in Arrow tables split by uid bucket. The automaton is built once per worker process
+    and shared by its threads (``Shared``), from the queries file read on the worker: it is never pickled or
+    shipped as a side input.
     """
 
     def __init__(self, options: PoolOptions, queries_path: str, queries_fingerprint: str, buckets: int,
@@ -110,21 +127,29 @@ class ReadAndMatch(common.CountingDoFn):
     def process(self, path: str) -> Iterator:
         self.count("pool_files")
         counts: Counter[str] = Counter()
-        buffers: dict[int, list[tuple]] = {}
-        chunk: list[Candidate] = []
-        for item in read_pool_file(path, common.open_read, self._options):
-            if isinstance(item, Candidate):
-                chunk.append(item)
-                if len(chunk) >= MATCH_CHUNK:
-                    yield from self._match(chunk, buffers, counts)
-                    chunk = []
-            else:
-                counts[item.reason] += 1
-                if item.is_bad:
-                    yield beam.pvalue.TaggedOutput("rejected", item)
-        yield from self._match(chunk, buffers, counts)
-        for bucket in sorted(buffers):
-            yield bucket, buffers[bucket]
+        pending: list[pa.Table] = []
+        held = 0
+        matcher = self._matcher
+        assert matcher is not None
+        for batch in read_pool_batches(path, common.open_read, self._options):
+            for rejection in batch.rejections:
+                counts[rejection.reason] += 1
+                if rejection.is_bad:
+                    yield beam.pvalue.TaggedOutput("rejected", rejection)
+            if not len(batch):
+                continue
+            counts["candidates"] += len(batch)
+            rows, lengths, ids = matcher.match_ids(matcher.haystacks(batch.captions, batch.raw_captions))
+            counts["matched"] += len(rows)
+            counts["no_match"] += len(batch) - len(rows)
+            if len(rows):
+                pending.append(matched_table(path, batch.records, batch.urls, batch.captions, batch.page_urls,
+                                             rows, lengths, ids))
+                held += len(rows)
+            if held >= PENDING_ROWS:
+                yield from self._emit(pending)
+                pending, held = [], 0
+        yield from self._emit(pending)
         for key, n in counts.items():
             self.count(key, n)
         read = sum(n for k, n in counts.items() if k not in ("no_match", "matched"))
@@ -136,202 +161,154 @@ class ReadAndMatch(common.CountingDoFn):
                                          f"{counts['candidates']:,}", f"{counts['matched']:,}",
                                          f"; {rejected}" if rejected else "")
 
-    def _match(self, chunk: list[Candidate], buffers: dict[int, list[tuple]], counts: Counter) -> Iterator:
-        if not chunk:
+    def _emit(self, pending: list[pa.Table]) -> Iterator[tuple[int, bytes]]:
+        if not pending:
             return
-        counts["candidates"] += len(chunk)
-        match = self._matcher.match
-        buckets = self._buckets
-        matched = 0
-        as_written = self._match_rule == METACLIP  # MetaCLIP's rule matches the text as read, not as cleaned
-        for c in chunk:
-            found = match(c.raw_caption if as_written and c.raw_caption is not None else c.caption)
-            if not found:
-                continue
-            matched += 1
-            uid = pair_uid(c.url, c.caption)
-            bucket = int(uid[:8], 16) % buckets
-            pairs = buffers.get(bucket)
-            if pairs is None:
-                pairs = buffers[bucket] = []
-            pairs.append((uid, c.url, c.caption, tuple(found), c.source_file, c.source_record, c.page_url))
-            if len(pairs) >= EMIT_BATCH:
-                yield bucket, pairs
-                buffers[bucket] = []
-        counts["matched"] += matched
-        counts["no_match"] += len(chunk) - matched
-
-
-def _provenance(pair: tuple) -> tuple:
-    return pair[SOURCE_FILE], pair[SOURCE_RECORD], pair[URL], pair[CAPTION], pair[PAGE_URL] or ""
+        table = pa.concat_tables(pending).combine_chunks()
+        buckets = bucket_of_keys(table.column("key").to_numpy(), self._buckets)
+        for bucket, rows in split_by_key(table, buckets):
+            yield bucket, to_bytes(rows)
 
 
 class CollapseBucket(common.CountingDoFn):
-    """(bucket, lists of matched pairs) -> (bucket, [(rank, pair)] by uid) one copy per uid, the copy from the
-    earliest file and record (deterministic anywhere); tagged ``query_counts``: {query: matched} of the bucket.
-    """
+    """(bucket, IPC blobs of matched rows) -> (bucket, IPC bytes) one row per uid with its seeded ``rank``, the
+    copy from the earliest file and record (deterministic anywhere); tagged ``query_counts``: (ids, matched)
+    of the bucket (``wit_builder.pair_batches.collapse``)."""
 
     def __init__(self, config: BalanceConfig):
         self._seed = config.seed
 
     namespace = NAMESPACE
 
-    def process(self, element: tuple[int, Iterable[list[tuple]]]) -> Iterator:
-        bucket, lists = element
-        best: dict[str, tuple] = {}
-        copies = 0
-        for pairs in lists:
-            for pair in pairs:
-                copies += 1
-                uid = pair[UID]
-                held = best.get(uid)
-                if held is None or _provenance(pair) < _provenance(held):
-                    best[uid] = pair
-        seed = self._seed
-        counts: Counter[str] = Counter()
-        ranked = []
-        for uid in sorted(best):
-            pair = best[uid]
-            ranked.append((hash_rank(uid, seed), pair))
-            counts.update(pair[QUERIES])  # a C loop: per-query counting costs little per match
-        self.count("duplicates", copies - len(best))
-        self.count("unique_pairs", len(best))
-        self.count("matches", sum(counts.values()))
-        if counts:
-            yield beam.pvalue.TaggedOutput("query_counts", dict(counts))
-        yield bucket, ranked
+    def process(self, element: tuple[int, Iterable[bytes]]) -> Iterator:
+        bucket, blobs = element
+        table = concat(blobs, MATCHED)
+        ranked = collapse(table, self._seed)
+        ids, counts = query_counts(ranked)
+        self.count("duplicates", table.num_rows - ranked.num_rows)
+        self.count("unique_pairs", ranked.num_rows)
+        self.count("matches", int(counts.sum()))
+        if len(ids):
+            yield beam.pvalue.TaggedOutput("query_counts", (ids, counts))
+        yield bucket, to_bytes(ranked)
+
+
+class SumQueryCounts(beam.CombineFn):
+    """Sparse (ids, counts) -> one dense int64 array of counts by query id (as long as the largest id seen)."""
+
+    def create_accumulator(self) -> np.ndarray:
+        return np.zeros(0, np.int64)
+
+    def add_input(self, acc: np.ndarray, element: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        return add_counts(acc, *element)
+
+    def merge_accumulators(self, accs) -> np.ndarray:
+        total = np.zeros(0, np.int64)
+        for acc in accs:
+            total = add_counts(total, np.arange(len(acc)), acc)
+        return total
+
+    def extract_output(self, acc: np.ndarray) -> np.ndarray:
+        return acc
 
 
 class CappedRanks(beam.DoFn):
-    """Hard balance, second look at a bucket: {query: (n, its k smallest ranks)} for the capped queries only.
+    """Hard balance, second look at a bucket: (ids, ranks) of the capped queries, each's k smallest ranks.
 
-    Only queries matched more than ``target`` times need a threshold, so ranks are collected for those alone
-    (a set intersection per pair), not for every match.
+    Only queries matched more than ``target`` times need a threshold, so ranks are collected for those alone.
     """
 
     def __init__(self, k: int):
         self._k = k
 
-    def process(self, element: tuple[int, list[tuple]], capped: frozenset) -> Iterator[dict]:
-        if not capped:
+    def process(self, element: tuple[int, bytes], capped: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        if not capped.any():
             return
-        _, ranked = element
-        found: dict[str, list[int]] = {}
-        intersection = capped.intersection
-        for rank, pair in ranked:
-            for q in intersection(pair[QUERIES]):
-                held = found.get(q)
-                if held is None:
-                    found[q] = [rank]
-                else:
-                    held.append(rank)
-        k = self._k
-        out = {}
-        for q, ranks in found.items():
-            n = len(ranks)
-            if n > k:
-                ranks.sort()
-                del ranks[k:]
-            out[q] = (n, ranks)
-        if out:
-            yield out
+        ids, ranks = capped_smallest_ranks(from_bytes(element[1]), capped, self._k)
+        if len(ids):
+            yield ids, ranks
 
 
 class MergeQueryStats(beam.CombineFn):
-    """Dicts {query: (matched, smallest ranks)} -> {query: (matched, k-th smallest rank or None)}.
+    """(ids, ranks) arrays -> (ids, ranks): each id's k smallest ranks; cut back whenever 2k per id would pass.
 
-    Bounded like ``wit_builder.balance.SmallestRanks`` (whose ``extract`` gives the result): a query holds at
-    most 2k ranks, cut back to its k smallest whenever it reaches 2k.
+    Bounded like ``wit_builder.balance.SmallestRanks``: the accumulator holds at most about 2k ranks per id.
     """
 
     def __init__(self, k: int):
-        self._ranks = SmallestRanks(k)
         self._k = k
 
-    def create_accumulator(self) -> dict:
-        return {}
+    def create_accumulator(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
 
-    def add_input(self, acc: dict, stats: dict) -> dict:
-        limit = 2 * self._k
-        for q, (count, ranks) in stats.items():
-            held = acc.get(q)
-            if held is None:
-                acc[q] = [count, list(ranks)]
-                continue
-            held[0] += count
-            held_ranks = held[1]
-            held_ranks.extend(ranks)
-            if len(held_ranks) >= limit:
-                held_ranks.sort()
-                del held_ranks[self._k:]
-        return acc
+    def add_input(self, acc, element):
+        ids, ranks = np.concatenate([acc[0], element[0]]), np.concatenate([acc[1], element[1]])
+        if len(ids) >= 2 * self._k * max(1, len(np.unique(element[0]))):
+            ids, ranks = smallest_per_query(ids, ranks, self._k)
+        return ids, ranks
 
-    def merge_accumulators(self, accs) -> dict:
-        accs = iter(accs)
-        merged: dict = next(accs, {})
+    def merge_accumulators(self, accs):
+        merged = self.create_accumulator()
         for acc in accs:
-            self.add_input(merged, acc)
+            merged = self.add_input(merged, acc)
         return merged
 
-    def compact(self, acc: dict) -> dict:
-        for held in acc.values():
-            if len(held[1]) > self._k:
-                held[1].sort()
-                del held[1][self._k:]
-        return acc
+    def compact(self, acc):
+        return smallest_per_query(acc[0], acc[1], self._k)
 
-    def extract_output(self, acc: dict) -> dict:
-        return {q: self._ranks.extract((count, ranks)) for q, (count, ranks) in acc.items()}
+    def extract_output(self, acc):
+        return smallest_per_query(acc[0], acc[1], self._k)
 
 
-def capped_queries(matched: dict[str, int], config: BalanceConfig) -> frozenset:
-    """Queries matched more often than the target (hard mode: the only ones that need rank thresholds)."""
+def capped_queries(matched: np.ndarray, config: BalanceConfig) -> np.ndarray:
+    """Mask by id of the queries matched more often than the target (hard mode: the only ones that need rank
+    thresholds; probabilistic cuts need the matched counts only)."""
     if config.mode != "hard":
-        return frozenset()  # probabilistic cuts need the matched counts only
-    return frozenset(q for q, n in matched.items() if n > config.target)
+        return np.zeros(len(matched), bool)
+    return matched > config.target
 
 
-def cut_table(matched: dict[str, int], thresholds: dict, config: BalanceConfig) -> dict:
-    """{query: cut} for the queries over the target (hard: rank threshold; probabilistic: keep probability)."""
-    cuts = {}
-    for q, n in matched.items():
-        threshold = thresholds.get(q, (n, None))[1]
-        if (cut := cut_value(config, n, threshold)) is not None:
-            cuts[q] = cut
-    return cuts
+def cut_table(matched: np.ndarray, smallest: tuple[np.ndarray, np.ndarray], config: BalanceConfig) -> np.ndarray:
+    """The cut of every id (``wit_builder.pair_batches.cut_array``)."""
+    k = config.target if config.mode == "hard" else 1
+    return cut_array(matched, thresholds(smallest[0], smallest[1], k, len(matched)), config)
 
 
 class BalanceBucket(common.CountingDoFn):
-    """A bucket's ranked pairs -> its kept rows (a pair is kept when any of its queries keeps it; its ``queries``
-    become the keeping ones); tagged ``kept_counts``: {query: kept} of the bucket."""
+    """A bucket's ranked rows -> (kept rows, IPC bytes of them) (a pair is kept when any of its queries keeps
+    it; its ``queries`` become the keeping ones); tagged ``kept_counts``: (ids, kept) of the bucket."""
 
-    def __init__(self, config: BalanceConfig):
+    def __init__(self, config: BalanceConfig, queries_path: str, queries_fingerprint: str,
+                 match_rule: str = DEFAULT_RULE):
         self._config = config
+        self._queries_path = queries_path
+        self._match_rule = match_rule
+        self._tag = f"{queries_path}#{queries_fingerprint}#{match_rule}#entries"
+        self._shared = shared.Shared()
 
     namespace = NAMESPACE
 
-    def process(self, element: tuple[int, list[tuple]], cuts: dict) -> Iterator:
-        bucket, ranked = element
-        rows = []
-        kept_counts: Counter[str] = Counter()
-        config = self._config
-        cut_queries = cuts.keys()
-        for rank, pair in ranked:
-            found = pair[QUERIES]
-            # Most pairs match no capped query: they keep all their queries (a C-level disjointness test).
-            keeping = list(found) if cut_queries.isdisjoint(found) else kept_queries(pair[UID], rank, found, cuts,
-                                                                                     config)
-            if not keeping:
-                continue
-            kept_counts.update(keeping)
-            rows.append((pair[UID], pair[URL], pair[CAPTION], keeping, pair[SOURCE_FILE], pair[SOURCE_RECORD],
-                         pair[PAGE_URL], list(found)))
-        self.count("over_cap", len(ranked) - len(rows))
-        self.count("kept", len(rows))
-        self.count("kept_matches", sum(kept_counts.values()))
-        if kept_counts:
-            yield beam.pvalue.TaggedOutput("kept_counts", dict(kept_counts))
-        yield bucket, rows
+    def setup(self) -> None:
+        self._entries = self._shared.acquire(lambda: _Entries(load_entries(self._queries_path, self._match_rule)),
+                                             tag=self._tag)
+
+    def process(self, element: tuple[int, bytes], cuts: np.ndarray) -> Iterator:
+        ranked = from_bytes(element[1])
+        rows, kept_ids = balance_table(ranked, cuts, self._config, self._entries.array)
+        self.count("over_cap", ranked.num_rows - rows.num_rows)
+        self.count("kept", rows.num_rows)
+        self.count("kept_matches", len(kept_ids))
+        if len(kept_ids):
+            ids, counts = np.unique(kept_ids, return_counts=True)
+            yield beam.pvalue.TaggedOutput("kept_counts", (ids.astype(np.int64), counts.astype(np.int64)))
+        yield rows.num_rows, to_bytes(rows)
+
+
+class _Entries:
+    """A holder for the entries array (``Shared`` needs an object that takes a weak reference)."""
+
+    def __init__(self, array: pa.Array):
+        self.array = array
 
 
 def pairs_file_name(index: int, count: int) -> str:
@@ -342,53 +319,47 @@ def file_of(uid: str, num_files: int) -> int:
     return int(uid[:15], 16) % num_files
 
 
-def assign_files(element: tuple[int, list[tuple]], num_files: int) -> Iterator[tuple[int, list[tuple]]]:
-    _, rows = element
-    by_file: dict[int, list[tuple]] = {}
-    for row in rows:
-        by_file.setdefault(file_of(row[0], num_files), []).append(row)
-    yield from by_file.items()
+def assign_files(element: tuple[int, bytes], num_files: int) -> Iterator[tuple[int, bytes]]:
+    """Kept rows -> (file index, IPC bytes of its rows): file ``file_of(uid)``, from the key column."""
+    n, blob = element
+    if not n:
+        return
+    table = from_bytes(blob)
+    for index, rows in split_by_key(table, table.column("key").to_numpy() % num_files):
+        yield index, to_bytes(rows)
 
 
 class WritePairsFile(beam.DoFn):
-    """(file index, lists of rows) -> one parquet file sorted by uid, written temp-then-rename."""
+    """(file index, IPC blobs of kept rows) -> one parquet file sorted by uid, written temp-then-rename."""
 
     def __init__(self, out_dir: str, match_rule: str = DEFAULT_RULE):
         self._out_dir = out_dir
         self._match_rule = match_rule
 
-    def process(self, element: tuple[int, Iterable[list[tuple]]], num_files: int) -> Iterator[tuple[str, int]]:
-        index, lists = element
-        rule = (self._match_rule,)
-        ordered = sorted((row + rule for rows in lists for row in rows), key=lambda r: r[0])
+    def process(self, element: tuple[int, Iterable[bytes]], num_files: int) -> Iterator[tuple[str, int]]:
+        index, blobs = element
+        tables = [from_bytes(b) for b in blobs if b]
+        table = pairs_table(pa.concat_tables(tables) if tables else PAIRS.empty_table(), self._match_rule)
         name = pairs_file_name(index, num_files)
-        columns: list = list(zip(*ordered, strict=True)) if ordered else [[] for _ in PAIRS.names]
-        table = pa.Table.from_arrays([pa.array(col, type=field.type) for col, field in zip(columns, PAIRS,
-                                                                                          strict=True)],
-                                     schema=PAIRS)
         common.write_parquet(common.join(self._out_dir, name), table)
-        yield name, len(ordered)
+        yield name, table.num_rows
 
 
-def merge_counts(dicts: Iterable[dict]) -> dict:
-    total: Counter[str] = Counter()
-    for d in dicts:
-        total.update(d)
-    return dict(total)
-
-
-def write_query_counts(counts: list[tuple[str, int, int]], queries_path: str, out_path: str,
+def write_query_counts(matched: np.ndarray, kept: np.ndarray, queries_path: str, out_path: str,
                        match_rule: str = DEFAULT_RULE) -> None:
-    """All queries (the entries ``match_rule`` matched with), matched or not, most matched first (ties by query)."""
-    seen = {q: (m, k) for q, m, k in counts}
-    table = common.read_parquet(queries_path)
-    for q in table.column(entries_column(table, match_rule)).to_pylist():
-        seen.setdefault(q, (0, 0))
-    rows = sorted(((q, m, k) for q, (m, k) in seen.items()), key=lambda r: (-r[1], r[0]))
-    table = pa.table(
-        {"query": [r[0] for r in rows], "matched": [r[1] for r in rows], "kept": [r[2] for r in rows]},
-        schema=QUERY_COUNTS,
-    )
+    """All queries (the entries ``match_rule`` matched with), matched or not, most matched first (ties by query).
+
+    ``matched`` and ``kept`` are counts by query id (shorter arrays: the ids past their end count 0).
+    """
+    entries = load_entries(queries_path, match_rule)
+    n = len(entries)
+    m = np.zeros(n, np.int64)
+    m[: len(matched)] = matched[:n]
+    k = np.zeros(n, np.int64)
+    k[: len(kept)] = kept[:n]
+    order = np.argsort(-m, kind="stable")  # ids are in query order, so ties stay by query
+    table = pa.table({"query": entries.take(pa.array(order)), "matched": m[order], "kept": k[order]},
+                     schema=QUERY_COUNTS)
     common.write_parquet(out_path, table)
 
 
@@ -431,22 +402,18 @@ class BuildPairs(beam.PTransform):
             | "CollapseBucket" >> beam.ParDo(CollapseBucket(config)).with_outputs("query_counts", COUNTS,
                                                                              main="ranked")
         )
-        matched = (
-            collapsed.query_counts
-            | "GatherMatchedCounts" >> beam.combiners.ToList()
-            | "MergeMatchedCounts" >> beam.Map(merge_counts)
-        )
+        matched = collapsed.query_counts | "MergeMatchedCounts" >> beam.CombineGlobally(SumQueryCounts())
         capped = matched | "CappedQueries" >> beam.Map(capped_queries, config)
-        thresholds = (
+        k = config.target if config.mode == "hard" else 1
+        smallest = (
             collapsed.ranked
-            | "CappedRanks" >> beam.ParDo(CappedRanks(config.target if config.mode == "hard" else 1),
-                                          capped=beam.pvalue.AsSingleton(capped))
-            | "MergeCappedRanks" >> beam.CombineGlobally(
-                MergeQueryStats(config.target if config.mode == "hard" else 1))
+            | "CappedRanks" >> beam.ParDo(CappedRanks(k), capped=beam.pvalue.AsSingleton(capped))
+            | "MergeCappedRanks" >> beam.CombineGlobally(MergeQueryStats(k))
         )
-        cuts = matched | "CutTable" >> beam.Map(cut_table, beam.pvalue.AsSingleton(thresholds), config)
+        cuts = matched | "CutTable" >> beam.Map(cut_table, beam.pvalue.AsSingleton(smallest), config)
         balanced = collapsed.ranked | "Balance" >> beam.ParDo(
-            BalanceBucket(config), cuts=beam.pvalue.AsSingleton(cuts)
+            BalanceBucket(config, self._queries_path, self._fingerprint, self._match_rule),
+            cuts=beam.pvalue.AsSingleton(cuts),
         ).with_outputs("kept_counts", COUNTS, main="kept")
         # stats.json's counts: summed from the DoFns' COUNTS outputs (exact under retries), not from metrics
         _ = (
@@ -455,18 +422,12 @@ class BuildPairs(beam.PTransform):
             | "WriteCounts" >> common.WriteCounts(common.join(self._out_dir, common.COUNTS_FILE))
         )
 
-        kept_counts = (
-            balanced.kept_counts
-            | "GatherKeptCounts" >> beam.combiners.ToList()
-            | "MergeKeptCounts" >> beam.Map(merge_counts)
-        )
+        kept_counts = balanced.kept_counts | "MergeKeptCounts" >> beam.CombineGlobally(SumQueryCounts())
         _ = (
             matched
-            | "QueryCountRows" >> beam.Map(
-                lambda m, kept: [(q, n, kept.get(q, 0)) for q, n in m.items()],
-                kept=beam.pvalue.AsSingleton(kept_counts))
-            | "WriteQueryCounts" >> beam.Map(write_query_counts, self._queries_path,
-                                             common.join(self._out_dir, QUERY_COUNTS_PARQUET), self._match_rule)
+            | "WriteQueryCounts" >> beam.Map(write_query_counts, beam.pvalue.AsSingleton(kept_counts),
+                                             self._queries_path, common.join(self._out_dir, QUERY_COUNTS_PARQUET),
+                                             self._match_rule)
         )
         _ = (
             read.rejected
@@ -475,15 +436,15 @@ class BuildPairs(beam.PTransform):
         )
 
         # Files: a count known only after balancing, so it comes in as a side input; every index gets an empty
-        # list so that a file with no rows is still written and the set of names is complete.
+        # blob so that a file with no rows is still written and the set of names is complete.
         rows_per_file = self._rows_per_file
         num_files = (
             balanced.kept
-            | "CountRows" >> beam.Map(lambda kv: len(kv[1]))
+            | "CountRows" >> beam.Map(lambda kv: kv[0])
             | "CountKeptPairs" >> beam.CombineGlobally(sum)
             | "NumFiles" >> beam.Map(lambda n: max(1, math.ceil(n / rows_per_file)))
         )
-        markers = num_files | "FileMarkers" >> beam.FlatMap(lambda n: ((i, []) for i in range(n)))
+        markers = num_files | "FileMarkers" >> beam.FlatMap(lambda n: ((i, b"") for i in range(n)))
         assigned = balanced.kept | "AssignFiles" >> beam.FlatMap(assign_files,
                                                                  num_files=beam.pvalue.AsSingleton(num_files))
         return (
