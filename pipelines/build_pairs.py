@@ -35,7 +35,7 @@ from apache_beam.utils import shared
 from pipelines import common
 from pipelines.common import COUNTS
 from schemas import stats as stats_schema
-from schemas.pairs import BALANCE_PNG, PAIRS, PAIRS_GLOB, QUERY_COUNTS, QUERY_COUNTS_PARQUET, STATS_JSON
+from schemas.pairs import BALANCE_PNG, PAIRS_GLOB, QUERY_COUNTS, QUERY_COUNTS_PARQUET, STATS_JSON
 from schemas.queries import QUERIES_PARQUET
 from wit_builder import options, progress
 from wit_builder.balance import MODES, BalanceConfig
@@ -46,6 +46,7 @@ from wit_builder.matcher import QueryMatcher, sorted_entries
 from wit_builder.metaclip_rule import MetaClipMatcher
 from wit_builder.options import option
 from wit_builder.pair_batches import (
+    KEPT,
     MATCHED,
     add_counts,
     balance_table,
@@ -274,27 +275,47 @@ def cut_table(matched: np.ndarray, smallest: tuple[np.ndarray, np.ndarray], conf
     return cut_array(matched, thresholds(smallest[0], smallest[1], k, len(matched)), config)
 
 
-class BalanceBucket(common.CountingDoFn):
+class _Entries:
+    """The sorted distinct entries as an Arrow array (query id i is element i), loaded once per process."""
+
+    def __init__(self, array: pa.Array):
+        self.array = array
+
+
+class EntriesDoFn(beam.DoFn):
+    """A DoFn that needs the entries: acquired in ``setup`` through a ``Shared`` handle (one load per process)."""
+
+    def __init__(self, queries_path: str, queries_fingerprint: str, match_rule: str, handle: shared.Shared):
+        self._queries_path = queries_path
+        self._match_rule = match_rule
+        self._entries_tag = f"{queries_path}#{queries_fingerprint}#{match_rule}#entries"
+        self._entries_handle = handle
+
+    def setup(self) -> None:
+        self._entries = self._entries_handle.acquire(
+            lambda: _Entries(load_entries(self._queries_path, self._match_rule)), tag=self._entries_tag).array
+
+
+class BalanceBucket(common.CountingDoFn, EntriesDoFn):
     """A bucket's ranked rows -> (kept rows, IPC bytes of them) (a pair is kept when any of its queries keeps
     it; its ``queries`` become the keeping ones); tagged ``kept_counts``: (ids, kept) of the bucket."""
 
-    def __init__(self, config: BalanceConfig, queries_path: str, queries_fingerprint: str,
-                 match_rule: str = DEFAULT_RULE):
+    def __init__(self, config: BalanceConfig, queries_path: str, queries_fingerprint: str, match_rule: str,
+                 handle: shared.Shared):
+        EntriesDoFn.__init__(self, queries_path, queries_fingerprint, match_rule, handle)
         self._config = config
-        self._queries_path = queries_path
-        self._match_rule = match_rule
-        self._tag = f"{queries_path}#{queries_fingerprint}#{match_rule}#entries"
-        self._shared = shared.Shared()
 
     namespace = NAMESPACE
 
     def setup(self) -> None:
-        self._entries = self._shared.acquire(lambda: _Entries(load_entries(self._queries_path, self._match_rule)),
-                                             tag=self._tag)
+        if self._config.mode == "probabilistic":  # hard mode never needs the query strings here
+            EntriesDoFn.setup(self)
+        else:
+            self._entries = None
 
     def process(self, element: tuple[int, bytes], cuts: np.ndarray) -> Iterator:
         ranked = from_bytes(element[1])
-        rows, kept_ids = balance_table(ranked, cuts, self._config, self._entries.array)
+        rows, kept_ids = balance_table(ranked, cuts, self._config, self._entries)
         self.count("over_cap", ranked.num_rows - rows.num_rows)
         self.count("kept", rows.num_rows)
         self.count("kept_matches", len(kept_ids))
@@ -302,13 +323,6 @@ class BalanceBucket(common.CountingDoFn):
             ids, counts = np.unique(kept_ids, return_counts=True)
             yield beam.pvalue.TaggedOutput("kept_counts", (ids.astype(np.int64), counts.astype(np.int64)))
         yield rows.num_rows, to_bytes(rows)
-
-
-class _Entries:
-    """A holder for the entries array (``Shared`` needs an object that takes a weak reference)."""
-
-    def __init__(self, array: pa.Array):
-        self.array = array
 
 
 def pairs_file_name(index: int, count: int) -> str:
@@ -329,38 +343,48 @@ def assign_files(element: tuple[int, bytes], num_files: int) -> Iterator[tuple[i
         yield index, to_bytes(rows)
 
 
-class WritePairsFile(beam.DoFn):
+class WritePairsFile(EntriesDoFn):
     """(file index, IPC blobs of kept rows) -> one parquet file sorted by uid, written temp-then-rename."""
 
-    def __init__(self, out_dir: str, match_rule: str = DEFAULT_RULE):
+    def __init__(self, out_dir: str, match_rule: str, queries_path: str, queries_fingerprint: str,
+                 handle: shared.Shared):
+        super().__init__(queries_path, queries_fingerprint, match_rule, handle)
         self._out_dir = out_dir
-        self._match_rule = match_rule
 
     def process(self, element: tuple[int, Iterable[bytes]], num_files: int) -> Iterator[tuple[str, int]]:
         index, blobs = element
-        tables = [from_bytes(b) for b in blobs if b]
-        table = pairs_table(pa.concat_tables(tables) if tables else PAIRS.empty_table(), self._match_rule)
+        table = pairs_table(concat(blobs, KEPT), self._match_rule, self._entries)
         name = pairs_file_name(index, num_files)
         common.write_parquet(common.join(self._out_dir, name), table)
         yield name, table.num_rows
 
 
-def write_query_counts(matched: np.ndarray, kept: np.ndarray, queries_path: str, out_path: str,
-                       match_rule: str = DEFAULT_RULE) -> None:
-    """All queries (the entries ``match_rule`` matched with), matched or not, most matched first (ties by query).
+class WriteQueryCounts(EntriesDoFn):
+    """matched counts by id (the element), kept counts by id (side input) -> query_counts.parquet."""
+
+    def __init__(self, out_path: str, match_rule: str, queries_path: str, queries_fingerprint: str,
+                 handle: shared.Shared):
+        super().__init__(queries_path, queries_fingerprint, match_rule, handle)
+        self._out_path = out_path
+
+    def process(self, matched: np.ndarray, kept: np.ndarray) -> Iterator[None]:
+        common.write_parquet(self._out_path, query_counts_table(matched, kept, self._entries))
+        return iter(())
+
+
+def query_counts_table(matched: np.ndarray, kept: np.ndarray, entries: pa.Array) -> pa.Table:
+    """All queries (the entries the rule matched with), matched or not, most matched first (ties by query).
 
     ``matched`` and ``kept`` are counts by query id (shorter arrays: the ids past their end count 0).
     """
-    entries = load_entries(queries_path, match_rule)
     n = len(entries)
     m = np.zeros(n, np.int64)
     m[: len(matched)] = matched[:n]
     k = np.zeros(n, np.int64)
     k[: len(kept)] = kept[:n]
     order = np.argsort(-m, kind="stable")  # ids are in query order, so ties stay by query
-    table = pa.table({"query": entries.take(pa.array(order)), "matched": m[order], "kept": k[order]},
-                     schema=QUERY_COUNTS)
-    common.write_parquet(out_path, table)
+    return pa.table({"query": entries.take(pa.array(order)), "matched": m[order], "kept": k[order]},
+                    schema=QUERY_COUNTS)
 
 
 def write_bad_records(rejections: list, out_path: str) -> None:
@@ -386,6 +410,7 @@ class BuildPairs(beam.PTransform):
         self._balance = balance
         self._rows_per_file = rows_per_file
         self._buckets = buckets
+        self._entries = shared.Shared()  # one handle: Balance, WritePairs and WriteQueryCounts share one load
 
     def expand(self, paths):
         config = self._balance
@@ -412,7 +437,7 @@ class BuildPairs(beam.PTransform):
         )
         cuts = matched | "CutTable" >> beam.Map(cut_table, beam.pvalue.AsSingleton(smallest), config)
         balanced = collapsed.ranked | "Balance" >> beam.ParDo(
-            BalanceBucket(config, self._queries_path, self._fingerprint, self._match_rule),
+            BalanceBucket(config, self._queries_path, self._fingerprint, self._match_rule, self._entries),
             cuts=beam.pvalue.AsSingleton(cuts),
         ).with_outputs("kept_counts", COUNTS, main="kept")
         # stats.json's counts: summed from the DoFns' COUNTS outputs (exact under retries), not from metrics
@@ -425,9 +450,10 @@ class BuildPairs(beam.PTransform):
         kept_counts = balanced.kept_counts | "MergeKeptCounts" >> beam.CombineGlobally(SumQueryCounts())
         _ = (
             matched
-            | "WriteQueryCounts" >> beam.Map(write_query_counts, beam.pvalue.AsSingleton(kept_counts),
-                                             self._queries_path, common.join(self._out_dir, QUERY_COUNTS_PARQUET),
-                                             self._match_rule)
+            | "WriteQueryCounts" >> beam.ParDo(
+                WriteQueryCounts(common.join(self._out_dir, QUERY_COUNTS_PARQUET), self._match_rule,
+                                 self._queries_path, self._fingerprint, self._entries),
+                beam.pvalue.AsSingleton(kept_counts))
         )
         _ = (
             read.rejected
@@ -451,7 +477,8 @@ class BuildPairs(beam.PTransform):
             (assigned, markers)
             | "MergeMarkers" >> beam.Flatten()
             | "GroupByFile" >> beam.GroupByKey()
-            | "WritePairs" >> beam.ParDo(WritePairsFile(self._out_dir, self._match_rule),
+            | "WritePairs" >> beam.ParDo(WritePairsFile(self._out_dir, self._match_rule, self._queries_path,
+                                                        self._fingerprint, self._entries),
                                          num_files=beam.pvalue.AsSingleton(num_files))
         )
 

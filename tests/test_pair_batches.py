@@ -105,10 +105,10 @@ def test_columnar_stage_equals_the_per_record_rules(copies, seed, cap, mode, buc
     kept = {}
     for t in ranked.values():
         rows, kept_ids = pb.balance_table(t, cuts, config, ENTRY_ARRAY)
-        assert len(kept_ids) == sum(len(q) for q in rows.column("queries").to_pylist())
+        assert kept_ids.tolist() == [i for q in rows.column("queries").to_pylist() for i in q]
         for uid, queries, found in zip(*(rows.column(c).to_pylist() for c in ("uid", "queries", "matched_queries")),
                                        strict=True):
-            kept[uid] = (queries, found)
+            kept[uid] = ([ENTRIES[i] for i in queries], [ENTRIES[i] for i in found])
     reference = {uid: kept_queries(uid, hash_rank(uid, seed), v[2], reference_cuts, config)
                  for uid, v in best.items()}
     assert kept == {uid: (q, best[uid][2]) for uid, q in reference.items() if q}
@@ -144,10 +144,25 @@ def test_pairs_table_is_sorted_and_typed() -> None:
     rows, _ = pb.balance_table(pb.collapse(table, 0), pb.cut_array(np.ones(10, np.int64),
                                                                    np.zeros(10, np.int64),
                                                                    BalanceConfig()), BalanceConfig(), ENTRY_ARRAY)
-    out = pb.pairs_table(rows, "normalized")
     from schemas.pairs import PAIRS
 
-    assert out.schema.equals(PAIRS, check_metadata=True)
-    assert out.column("uid").to_pylist() == sorted(out.column("uid").to_pylist())
-    assert out.num_rows == 30 and set(out.column("match_rule").to_pylist()) == {"normalized"}
-    assert pb.pairs_table(rows.slice(0, 0), "normalized").schema.equals(PAIRS)
+    for part in (rows, rows.slice(3, 20)):  # a slice: list offsets that do not start at 0
+        out = pb.pairs_table(part, "normalized", ENTRY_ARRAY)
+        assert out.schema.equals(PAIRS, check_metadata=True)
+        assert out.column("uid").to_pylist() == sorted(part.column("uid").to_pylist())
+        assert set(out.column("match_rule").to_pylist()) == {"normalized"}
+        by_uid = dict(zip(part.column("uid").to_pylist(), part.column("queries").to_pylist(), strict=True))
+        assert out.column("queries").to_pylist() == [[ENTRIES[i] for i in by_uid[u]]
+                                                     for u in out.column("uid").to_pylist()]
+        assert set(out.column("source_file").to_pylist()) == {"file-0"}
+    assert out.num_rows == 20
+    assert pb.pairs_table(rows.slice(0, 0), "normalized", ENTRY_ARRAY).schema.equals(PAIRS)
+
+
+def test_collapse_falls_back_when_two_uids_share_a_key() -> None:
+    """The numpy sort orders by the uid's 60-bit key; two uids with one key must still come out in uid order."""
+    table = matched_rows([(1, 0, 1, [0]), (2, 1, 2, [1]), (3, 0, 3, [2])])
+    uids = table.column("uid").to_pylist()
+    forged = table.set_column(1, "key", pa.array([7, 7, 7], pa.int64()))  # every uid on one key
+    out = pb.collapse(forged, 0)
+    assert out.column("uid").to_pylist() == sorted(uids)

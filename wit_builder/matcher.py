@@ -133,8 +133,11 @@ def validate_queries(queries: Sequence[object], where: str = "queries") -> None:
     """Raise ValueError naming the first query that is empty or not in the shared spec's normalized form."""
     if not queries:
         raise ValueError(f"{where}: no queries")
-    for index, query in enumerate(queries):
-        if not isinstance(query, str) or not query or fast_normalize(query) != query:
+    strings = all(isinstance(q, str) for q in queries)
+    # The normalized form of each at once (padded_haystacks is the spec, column-wise where that is exact).
+    padded = padded_haystacks(pa.array(queries, pa.string())) if strings else [None] * len(queries)
+    for index, (query, normal) in enumerate(zip(queries, padded, strict=True)):
+        if not isinstance(query, str) or not query or normal != f" {query} ":
             raise ValueError(f"{where}: query #{index} {query!r} is not normalized (wit_builder.textnorm); "
                              "rebuild it with 'wit build-queries'")
 

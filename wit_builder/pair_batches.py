@@ -34,10 +34,14 @@ MATCHED = pa.schema([
     pa.field("url", pa.string()),
     pa.field("caption", pa.string()),
     pa.field("queries", pa.list_(pa.int32())),  # ids of every query found, sorted
-    pa.field("source_file", pa.string()),
+    pa.field("source_file", pa.dictionary(pa.int32(), pa.string())),  # one value per file: 4 bytes a row
     pa.field("source_record", pa.int64()),
     pa.field("page_url", pa.string()),
 ])
+# Kept rows on their way to the files: PAIRS's columns but ``match_rule``, query ids, and the uid's ``key``.
+KEPT = pa.schema([*(MATCHED.field(n) for n in ("uid", "url", "caption", "queries", "source_file", "source_record",
+                                              "page_url")),
+                  pa.field("matched_queries", pa.list_(pa.int32())), MATCHED.field("key")])
 NO_CUT = np.iinfo(np.int64).max  # hard mode's threshold of a query that keeps every match (ranks are < 2**63)
 
 
@@ -56,7 +60,7 @@ def from_bytes(data: bytes) -> pa.Table:
 def concat(blobs: Iterable[bytes], schema: pa.Schema) -> pa.Table:
     """The rows of every non-empty blob in one table (an empty one of ``schema`` when there are none)."""
     tables = [from_bytes(b) for b in blobs if b]
-    return pa.concat_tables(tables).combine_chunks() if tables else schema.empty_table()
+    return pa.concat_tables(tables).unify_dictionaries().combine_chunks() if tables else schema.empty_table()
 
 
 def uid_keys(urls: Sequence[str], captions: Sequence[str]) -> tuple[list[str], np.ndarray]:
@@ -82,7 +86,8 @@ def matched_table(source_file: str, records: pa.Array, urls: pa.Array, captions:
     return pa.Table.from_arrays([
         pa.array(uids, pa.string()), pa.array(keys, pa.int64()), urls, captions,
         pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids.astype(np.int32))),
-        pa.array([source_file] * len(rows), pa.string()), records.take(index), page_urls.take(index),
+        pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(rows), np.int32)), pa.array([source_file], pa.string())),
+        records.take(index), page_urls.take(index),
     ], schema=MATCHED)
 
 
@@ -101,27 +106,51 @@ def split_by_key(table: pa.Table, groups: np.ndarray) -> Iterator[tuple[int, pa.
 
 def hash_ranks(uids: Sequence[str], seed: int) -> np.ndarray:
     """``wit_builder.uid.hash_rank`` of each uid, as int64."""
-    key = seed.to_bytes(16, "big", signed=True)
-    blake2b = hashlib.blake2b
-    return np.array([int.from_bytes(blake2b(u.encode(), digest_size=8, key=key).digest(), "big") >> 1
-                     for u in uids], np.int64)
+    keyed = hashlib.blake2b(digest_size=8, key=seed.to_bytes(16, "big", signed=True))
+
+    def digest(uid: str) -> bytes:
+        h = keyed.copy()  # the key's block is hashed once
+        h.update(uid.encode())
+        return h.digest()
+
+    return (np.frombuffer(b"".join(map(digest, uids)), ">u8") >> 1).astype(np.int64)
+
+
+def _file_ranks(column: pa.Array) -> np.ndarray:
+    """Per row, the rank of its source_file among the column's distinct files (string order)."""
+    if pa.types.is_dictionary(column.type):
+        values = column.dictionary.to_pylist()
+        rank = np.empty(len(values), np.int64)
+        rank[sorted(range(len(values)), key=values.__getitem__)] = np.arange(len(values))
+        return rank[column.indices.to_numpy(zero_copy_only=False)]
+    return pc.rank(column, sort_keys="ascending", tiebreaker="dense").to_numpy().astype(np.int64)
 
 
 def collapse(table: pa.Table, seed: int) -> pa.Table:
     """One row per uid, the copy from the earliest (source_file, source_record), sorted by uid, with a ``rank``.
 
     Copies of one uid from the same record are the same image and caption on one page: identical rows.
+    Sorted by (key, file, record) in numpy; the key is the uid's prefix, so uid order follows unless two
+    uids share 60 bits, which the check after the sort catches (then Arrow sorts by the uid itself).
     """
     if not table.num_rows:
         return table.append_column("rank", pa.array([], pa.int64()))
-    order = pc.sort_indices(table, sort_keys=[("uid", "ascending"), ("source_file", "ascending"),
-                                              ("source_record", "ascending")])
-    table = table.take(order)
-    uids = table.column("uid").combine_chunks()
-    first = np.ones(len(uids), bool)
-    if len(uids) > 1:
-        first[1:] = pc.not_equal(uids.slice(1), uids.slice(0, len(uids) - 1)).to_numpy(zero_copy_only=False)
-    table = table.filter(pa.array(first))
+    order = np.lexsort((table.column("source_record").to_numpy(),
+                        _file_ranks(table.column("source_file").combine_chunks()),
+                        table.column("key").to_numpy()))
+    uids = table.column("uid").combine_chunks().take(pa.array(order))
+    n = len(uids)
+    if n > 1 and not pc.all(pc.greater_equal(uids.slice(1), uids.slice(0, n - 1))).as_py():
+        files = table.column("source_file").combine_chunks()
+        decoded = table.set_column(table.schema.get_field_index("source_file"), "source_file",
+                                   files.cast(pa.string()) if pa.types.is_dictionary(files.type) else files)
+        order = pc.sort_indices(decoded, sort_keys=[("uid", "ascending"), ("source_file", "ascending"),
+                                                    ("source_record", "ascending")]).to_numpy()
+        uids = table.column("uid").combine_chunks().take(pa.array(order))
+    first = np.ones(n, bool)
+    if n > 1:
+        first[1:] = pc.not_equal(uids.slice(1), uids.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    table = table.take(pa.array(order[first]))
     return table.append_column("rank", pa.array(hash_ranks(table.column("uid").to_pylist(), seed), pa.int64()))
 
 
@@ -193,11 +222,12 @@ def cut_array(matched: np.ndarray, threshold: np.ndarray, config: BalanceConfig)
 
 
 def balance_table(table: pa.Table, cuts: np.ndarray, config: BalanceConfig,
-                  entries: pa.Array) -> tuple[pa.Table, np.ndarray]:
-    """A bucket's collapsed rows -> (kept rows: PAIRS columns but ``match_rule``, plus ``key``; kept ids).
+                  entries: pa.Array | None = None) -> tuple[pa.Table, np.ndarray]:
+    """A bucket's collapsed rows -> (kept rows: ``KEPT``; the ids that keep them, row after row).
 
     A query keeps a pair by ``wit_builder.balance.kept_queries``; a pair's ``queries`` become the ids that keep
-    it (as strings), ``matched_queries`` all it matched; pairs no query keeps are dropped.
+    it, ``matched_queries`` all it matched; pairs no query keeps are dropped. ``entries`` (id -> string) is
+    needed for probabilistic coins only.
     """
     ids, parent = _flat(table)
     if config.mode == "hard":
@@ -207,6 +237,8 @@ def balance_table(table: pa.Table, cuts: np.ndarray, config: BalanceConfig,
         cut = cuts[ids]
         coins = np.flatnonzero(np.isfinite(cut))
         if len(coins):
+            if entries is None:
+                raise ValueError("probabilistic balance needs the entries (id -> query) for its coins")
             uids = table.column("uid").to_pylist()
             names = entries.take(pa.array(ids[coins])).to_pylist()
             seed = config.seed
@@ -217,26 +249,35 @@ def balance_table(table: pa.Table, cuts: np.ndarray, config: BalanceConfig,
     kept_ids = ids[keep]
     all_ids = ids[(per_row > 0)[parent]]
     matched_per_row = np.bincount(parent, minlength=table.num_rows)[kept_rows]
-
-    def lists(values: np.ndarray, lengths: np.ndarray) -> pa.Array:
-        offsets = np.zeros(len(lengths) + 1, np.int32)
-        np.cumsum(lengths, out=offsets[1:])
-        return pa.ListArray.from_arrays(pa.array(offsets), entries.take(pa.array(values, pa.int64())))
-
     rows = table.take(pa.array(kept_rows))
     out = pa.Table.from_arrays([
-        rows.column("uid"), rows.column("url"), rows.column("caption"), lists(kept_ids, per_row[kept_rows]),
+        rows.column("uid"), rows.column("url"), rows.column("caption"), _id_lists(kept_ids, per_row[kept_rows]),
         rows.column("source_file"), rows.column("source_record"), rows.column("page_url"),
-        lists(all_ids, matched_per_row), rows.column("key"),
-    ], names=[*PAIRS.names[:-1], "key"])
+        _id_lists(all_ids, matched_per_row), rows.column("key"),
+    ], schema=KEPT)
     return out, kept_ids
 
 
-def pairs_table(table: pa.Table, match_rule: str) -> pa.Table:
-    """Kept rows (``balance_table``'s) of one output file -> a PAIRS table sorted by uid."""
+def _id_lists(values: np.ndarray, lengths: np.ndarray) -> pa.Array:
+    offsets = np.zeros(len(lengths) + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.astype(np.int32)))
+
+
+def pairs_table(table: pa.Table, match_rule: str, entries: pa.Array) -> pa.Table:
+    """Kept rows (``KEPT``) of one output file -> a PAIRS table sorted by uid, query ids as strings."""
     if not table.num_rows:
         return PAIRS.empty_table()
-    table = table.take(pc.sort_indices(table, sort_keys=[("uid", "ascending")]))
-    columns = [table.column(name).cast(field.type) for name, field in zip(PAIRS.names[:-1], PAIRS, strict=False)]
-    columns.append(pa.array([match_rule] * table.num_rows, pa.string()))
-    return pa.Table.from_arrays(columns, schema=PAIRS)
+    table = table.take(pc.sort_indices(table.select(["uid"]), sort_keys=[("uid", "ascending")]))
+
+    def strings(column: str) -> pa.Array:
+        lists = table.column(column).combine_chunks()
+        offsets = np.zeros(len(lists) + 1, np.int32)
+        np.cumsum(pc.list_value_length(lists).to_numpy(zero_copy_only=False), out=offsets[1:])
+        return pa.ListArray.from_arrays(pa.array(offsets), entries.take(pc.list_flatten(lists)))
+
+    columns = {"queries": strings("queries"), "matched_queries": strings("matched_queries"),
+               "source_file": table.column("source_file").cast(pa.string()),
+               "match_rule": pa.array([match_rule] * table.num_rows, pa.string())}
+    return pa.Table.from_arrays([columns[f.name] if f.name in columns else table.column(f.name).cast(f.type)
+                                 for f in PAIRS], schema=PAIRS)
