@@ -100,7 +100,28 @@ def load_entries(queries_path: str, match_rule: str = DEFAULT_RULE) -> pa.Array:
 
 # ---- DoFns and CombineFns: thin wrappers over wit_builder ----
 
-class ReadAndMatch(common.CountingDoFn):
+class _Entries:
+    """The sorted distinct entries as an Arrow array (query id i is element i), loaded once per process."""
+
+    def __init__(self, array: pa.Array):
+        self.array = array
+
+
+class EntriesDoFn(beam.DoFn):
+    """A DoFn that needs the entries: acquired in ``setup`` through a ``Shared`` handle (one load per process)."""
+
+    def __init__(self, queries_path: str, queries_fingerprint: str, match_rule: str, handle: shared.Shared):
+        self._queries_path = queries_path
+        self._match_rule = match_rule
+        self._entries_tag = f"{queries_path}#{queries_fingerprint}#{match_rule}#entries"
+        self._entries_handle = handle
+
+    def setup(self) -> None:
+        self._entries = self._entries_handle.acquire(
+            lambda: _Entries(load_entries(self._queries_path, self._match_rule)), tag=self._entries_tag).array
+
+
+class ReadAndMatch(common.CountingDoFn, EntriesDoFn):
     """One pool file -> (bucket, IPC bytes of its ``MATCHED`` rows); bad records (tagged ``rejected``) reported.
 
     The file is read in column batches (``read_pool_batches``), each batch matched in one loop, and only its
@@ -110,10 +131,9 @@ class ReadAndMatch(common.CountingDoFn):
     """
 
     def __init__(self, options: PoolOptions, queries_path: str, queries_fingerprint: str, buckets: int,
-                 match_rule: str = DEFAULT_RULE):
+                 match_rule: str = DEFAULT_RULE, entries: shared.Shared | None = None):
+        EntriesDoFn.__init__(self, queries_path, queries_fingerprint, match_rule, entries or shared.Shared())
         self._options = options
-        self._queries_path = queries_path
-        self._match_rule = match_rule
         self._tag = f"{queries_path}#{queries_fingerprint}#{match_rule}"
         self._buckets = buckets
         self._shared = shared.Shared()
@@ -122,7 +142,9 @@ class ReadAndMatch(common.CountingDoFn):
     namespace = NAMESPACE
 
     def setup(self) -> None:
-        self._matcher = self._shared.acquire(lambda: load_matcher(self._queries_path, self._match_rule),
+        EntriesDoFn.setup(self)  # the sorted entries, shared with the later steps: read and sorted once
+        entries = self._entries
+        self._matcher = self._shared.acquire(lambda: make_matcher(entries.to_pylist(), self._match_rule),
                                              tag=self._tag)
 
     def process(self, path: str) -> Iterator:
@@ -275,27 +297,6 @@ def cut_table(matched: np.ndarray, smallest: tuple[np.ndarray, np.ndarray], conf
     return cut_array(matched, thresholds(smallest[0], smallest[1], k, len(matched)), config)
 
 
-class _Entries:
-    """The sorted distinct entries as an Arrow array (query id i is element i), loaded once per process."""
-
-    def __init__(self, array: pa.Array):
-        self.array = array
-
-
-class EntriesDoFn(beam.DoFn):
-    """A DoFn that needs the entries: acquired in ``setup`` through a ``Shared`` handle (one load per process)."""
-
-    def __init__(self, queries_path: str, queries_fingerprint: str, match_rule: str, handle: shared.Shared):
-        self._queries_path = queries_path
-        self._match_rule = match_rule
-        self._entries_tag = f"{queries_path}#{queries_fingerprint}#{match_rule}#entries"
-        self._entries_handle = handle
-
-    def setup(self) -> None:
-        self._entries = self._entries_handle.acquire(
-            lambda: _Entries(load_entries(self._queries_path, self._match_rule)), tag=self._entries_tag).array
-
-
 class BalanceBucket(common.CountingDoFn, EntriesDoFn):
     """A bucket's ranked rows -> (kept rows, IPC bytes of them) (a pair is kept when any of its queries keeps
     it; its ``queries`` become the keeping ones); tagged ``kept_counts``: (ids, kept) of the bucket."""
@@ -418,7 +419,8 @@ class BuildPairs(beam.PTransform):
             paths
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadAndMatch" >> beam.ParDo(
-                ReadAndMatch(self._pool, self._queries_path, self._fingerprint, self._buckets, self._match_rule)
+                ReadAndMatch(self._pool, self._queries_path, self._fingerprint, self._buckets, self._match_rule,
+                             self._entries)
             ).with_outputs("rejected", COUNTS, main="matched")
         )
         collapsed = (
@@ -636,14 +638,14 @@ def write_summary(out: str, files: list[str], queries_path: str, fingerprint: st
                   match_rule: str = DEFAULT_RULE) -> dict:
     """balance.png and stats.json (written last: its presence marks a complete output)."""
     query_counts = common.read_parquet(common.join(out, QUERY_COUNTS_PARQUET))
-    matched = query_counts.column("matched").to_pylist()
-    kept = query_counts.column("kept").to_pylist()
+    matched = query_counts.column("matched").to_numpy()
+    kept = query_counts.column("kept").to_numpy()
     common.write_bytes(common.join(out, BALANCE_PNG), balance_png(matched, kept, balance.per_query_cap,
                                                                   balance.target))
     pair_files = sorted(m.path for m in common.FileSystems.match([common.join(out, PAIRS_GLOB)])[0].metadata_list)
     with common.open_read(common.join(out, BAD_RECORDS_JSONL)) as f:
         bad_lines = f.read().decode().splitlines()
-    capped = sum(1 for m in matched if m > balance.target)
+    capped = int((matched > balance.target).sum())
     stats = stats_schema.envelope(
         "build-pairs",
         inputs=[stats_schema.input_entry(queries_path, fingerprint, rows=len(matched)),
@@ -655,7 +657,7 @@ def write_summary(out: str, files: list[str], queries_path: str, fingerprint: st
                     "pool_layouts": [[pattern, vars(layout)] for pattern, layout in pool.layouts],
                     "match_rule": match_rule},
         counts={**counts, "bad_records": len(bad_lines), "queries": len(matched),
-                "queries_matched": sum(1 for m in matched if m > 0), "queries_capped": capped,
+                "queries_matched": int((matched > 0).sum()), "queries_capped": capped,
                 "pair_files": len(pair_files)},
         outputs=[*(stats_schema.output_entry(p.rsplit("/", 1)[-1]) for p in pair_files),
                  stats_schema.output_entry(QUERY_COUNTS_PARQUET, len(matched)),
@@ -663,7 +665,7 @@ def write_summary(out: str, files: list[str], queries_path: str, fingerprint: st
         seconds=seconds,
         details={
             "match_rule": match_rule,
-            "queries": {"max_matched": max(matched, default=0), "max_kept": max(kept, default=0)},
+            "queries": {"max_matched": int(matched.max(initial=0)), "max_kept": int(kept.max(initial=0))},
             "pairs": {"file_names": [p.rsplit("/", 1)[-1] for p in pair_files]},
             "bad_records": {"file": BAD_RECORDS_JSONL, "first": [json.loads(line) for line in bad_lines[:20]]},
         },

@@ -49,13 +49,18 @@ def padded_haystacks(texts: pa.Array) -> list[str]:
     Rows of ASCII text without an apostrophe are normalized column-wise (lower-case, every run of characters
     other than ASCII letters and digits one space: ``fast_normalize``'s byte path); the others row by row.
     """
+    return padded_array(texts).to_pylist()
+
+
+def padded_array(texts: pa.Array) -> pa.Array:
+    """``padded_haystacks`` as a string array."""
     simple = pc.and_(pc.string_is_ascii(texts), pc.invert(pc.match_substring(texts, "'")))
     tokens = pc.utf8_trim(pc.replace_substring_regex(pc.ascii_lower(texts), "[^a-z0-9]+", " "), " ")
-    haystacks = pc.binary_join_element_wise(" ", tokens, " ", "").to_pylist()
-    others = np.flatnonzero(~simple.to_numpy(zero_copy_only=False))
-    if len(others):
-        for i, text in zip(others.tolist(), texts.take(others).to_pylist(), strict=True):
-            haystacks[i] = f" {normalize(text)} "
+    haystacks = pc.binary_join_element_wise(" ", tokens, " ", "")
+    others = pc.invert(simple)
+    if pc.any(others).as_py():
+        spec = [f" {normalize(t)} " for t in pc.filter(texts, others).to_pylist()]
+        haystacks = pc.replace_with_mask(haystacks, others, pa.array(spec, pa.string()))
     return haystacks
 
 
@@ -133,11 +138,15 @@ def validate_queries(queries: Sequence[object], where: str = "queries") -> None:
     """Raise ValueError naming the first query that is empty or not in the shared spec's normalized form."""
     if not queries:
         raise ValueError(f"{where}: no queries")
-    strings = all(isinstance(q, str) for q in queries)
-    # The normalized form of each at once (padded_haystacks is the spec, column-wise where that is exact).
-    padded = padded_haystacks(pa.array(queries, pa.string())) if strings else [None] * len(queries)
-    for index, (query, normal) in enumerate(zip(queries, padded, strict=True)):
-        if not isinstance(query, str) or not query or normal != f" {query} ":
+    try:  # the normalized form of every query at once (padded_array is the spec, column-wise where exact)
+        column = pa.array(queries, pa.string())
+        good = pc.equal(padded_array(column), pc.binary_join_element_wise(" ", column, " ", ""))
+        if pc.all(good).as_py() and column.null_count == 0 and pc.all(pc.greater(pc.binary_length(column), 0)).as_py():
+            return
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass  # not all strings: the loop below names the first bad one
+    for index, query in enumerate(queries):
+        if not isinstance(query, str) or not query or fast_normalize(query) != query:
             raise ValueError(f"{where}: query #{index} {query!r} is not normalized (wit_builder.textnorm); "
                              "rebuild it with 'wit build-queries'")
 
