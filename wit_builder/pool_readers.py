@@ -764,22 +764,25 @@ def clean_columns(path: str, first_record: int, raw_urls: pa.Array, raw_captions
     if len(fast_index):
         fixed = pc.replace_substring_regex(urls.take(fast_index), _ADD_SLASH_RE2, r"\1/\2", max_replacements=1)
         parts.append((fast_index, fixed, folded.take(fast_index), captions.take(fast_index)))
-    rejections = []
+    rejections: list[Rejection] = []
     if len(slow_index):
         options = PoolOptions(max_url_length=max_url_length)
         found: list[Candidate] = []
         for i, url, caption in zip(slow_index.tolist(), urls.take(slow_index).to_pylist(),
                                    captions.take(slow_index).to_pylist(), strict=True):
             judged = _judge(url, caption, None, options, path, first_record + i)
-            (found if isinstance(judged, Candidate) else rejections).append(judged)
+            if isinstance(judged, Candidate):
+                found.append(judged)
+            else:
+                rejections.append(judged)
         if found:
             parts.append((np.array([c.source_record - first_record for c in found], np.int64),
                           pa.array([c.url for c in found], pa.string()),
                           pa.array([c.caption for c in found], pa.string()),
                           pa.array([c.raw_caption for c in found], pa.string())))
     if not parts:
-        return CandidateBatch(path, pa.array([], pa.int64()), *(pa.array([], pa.string()) for _ in range(4)),
-                              tuple(rejections))
+        empty = pa.array([], pa.string())
+        return CandidateBatch(path, pa.array([], pa.int64()), empty, empty, empty, empty, tuple(rejections))
     index = np.concatenate([p[0] for p in parts])
     order = pa.array(np.argsort(index, kind="stable"))  # record order, as read_pool_file yields them
     column = [pa.concat_arrays([p[k] for p in parts]).take(order) for k in (1, 2, 3)]
