@@ -117,8 +117,10 @@ class EntriesDoFn(beam.DoFn):
         self._entries_handle = handle
 
     def setup(self) -> None:
-        self._entries = self._entries_handle.acquire(
-            lambda: _Entries(load_entries(self._queries_path, self._match_rule)), tag=self._entries_tag).array
+        # The holder is kept: Shared holds it weakly, and a collected holder would be loaded again.
+        self._entries_holder = self._entries_handle.acquire(
+            lambda: _Entries(load_entries(self._queries_path, self._match_rule)), tag=self._entries_tag)
+        self._entries = self._entries_holder.array
 
 
 class ReadAndMatch(common.CountingDoFn, EntriesDoFn):
