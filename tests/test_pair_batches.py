@@ -166,3 +166,12 @@ def test_collapse_falls_back_when_two_uids_share_a_key() -> None:
     forged = table.set_column(1, "key", pa.array([7, 7, 7], pa.int64()))  # every uid on one key
     out = pb.collapse(forged, 0)
     assert out.column("uid").to_pylist() == sorted(uids)
+
+
+def test_file_order_with_a_dictionary_that_names_a_file_twice() -> None:
+    """Copies from one file compare by record even when the dictionary lists that file twice."""
+    table = matched_rows([(1, 0, 9, [0]), (1, 0, 2, [0]), (1, 1, 0, [0])])
+    files = pa.DictionaryArray.from_arrays(pa.array([1, 0, 2], pa.int32()), pa.array(["file-0", "file-0", "file-1"]))
+    table = table.set_column(table.schema.get_field_index("source_file"), "source_file", files)
+    out = pb.collapse(table, 0)
+    assert out.num_rows == 1 and out.column("source_record").to_pylist() == [2]

@@ -117,11 +117,10 @@ def hash_ranks(uids: Sequence[str], seed: int) -> np.ndarray:
 
 
 def _file_ranks(column: pa.Array) -> np.ndarray:
-    """Per row, the rank of its source_file among the column's distinct files (string order)."""
+    """Per row, the rank of its source_file among the column's distinct files (string order; equal names, equal
+    ranks, also when a dictionary holds a name twice)."""
     if pa.types.is_dictionary(column.type):
-        values = column.dictionary.to_pylist()
-        rank = np.empty(len(values), np.int64)
-        rank[sorted(range(len(values)), key=values.__getitem__)] = np.arange(len(values))
+        rank = pc.rank(column.dictionary, sort_keys="ascending", tiebreaker="dense").to_numpy().astype(np.int64)
         return rank[column.indices.to_numpy(zero_copy_only=False)]
     return pc.rank(column, sort_keys="ascending", tiebreaker="dense").to_numpy().astype(np.int64)
 
