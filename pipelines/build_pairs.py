@@ -1,15 +1,16 @@
 """Stage 2, ``wit build-pairs``: match candidate (image URL, alt text) pairs against the queries and balance.
 
-    pool files ─► ReadAndMatch (read, clean, match: automaton per process) ─► (bucket, [matched pairs])
-      ─► GroupByKey(bucket) ─► CollapseBucket (one copy per uid, seeded rank) ─► matched per query ─► capped set
-      ─► CappedRanks (k smallest ranks of capped queries) ─► cut table (side input) ─► BalanceBucket
-      ─► (file, [rows]) ─► WritePairs
+    pool files ─► ReadAndMatch (read in column batches, clean, match: automaton per process)
+      ─► (bucket, IPC bytes of matched rows) ─► GroupByKey(bucket) ─► CollapseBucket (one copy per uid, seeded
+      rank) ─► matched per query id ─► capped set ─► CappedRanks (k smallest ranks of capped queries)
+      ─► cut array (side input) ─► BalanceBucket ─► (file, IPC bytes of kept rows) ─► WritePairs
                                                    └─► query_counts.parquet, stats.json, balance.png
 
-Records move through the graph in batches: a pool file is read, cleaned and matched inside one DoFn call, and
-only matched pairs leave it, as plain tuples in lists keyed by a uid bucket (``--shuffle-buckets``). Every later
-step works on a bucket's list, so Beam handles a few thousand elements, not one per record; plain tuples of
-str/int go through Beam's compiled coder without pickling.
+Records move through the graph as Arrow tables in IPC bytes (``wit_builder.pair_batches``): a pool file is
+read, cleaned and matched in batches inside one DoFn call, and only its matched rows leave it, split by uid
+bucket (``--shuffle-buckets``). Beam handles a few thousand elements of bytes, never one per record; every
+later step is a numpy/Arrow operation on a bucket's table, with queries as ids (positions in the sorted
+distinct entries) until the pairs files are written.
 
 Every pool record ends in exactly one counter of the ``build_pairs`` namespace: a filter or bad-record
 reason, ``no_match``, ``duplicates``, ``over_cap`` or ``kept``; the same counts go to ``stats.json``.
