@@ -118,21 +118,30 @@ def timed(fn, *args) -> tuple[float, float, int]:
 
 # The child: `wit build-pairs` in-process; CPU and peak RSS of the stage alone (imports excluded).
 STAGE_CHILD = """
-import json, resource, sys, time
+import cProfile, json, os, pstats, resource, sys, time
 from pipelines import cli
 import pipelines.build_pairs
+profile = os.environ.get("BENCH_MATCH_PROFILE")
+profiler = cProfile.Profile() if profile else None
 cpu, wall = time.process_time(), time.perf_counter()
+if profiler:
+    profiler.enable()
 code = cli.main(sys.argv[1:])
+if profiler:
+    profiler.disable()
+    profiler.dump_stats(profile)
 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
 print("STAGE " + json.dumps({"code": code, "cpu": cpu, "wall": wall,
                              "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
-def run_stage(queries_dir: str, pool_glob: str, out: str, cap: int) -> dict:
+def run_stage(queries_dir: str, pool_glob: str, out: str, cap: int, profile: str | None = None) -> dict:
     argv = [sys.executable, "-c", STAGE_CHILD, "build-pairs", "--queries", queries_dir, "--pool", pool_glob,
             "--out", out, "--per-query-cap", str(cap), "--runner=FnApiRunner"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if profile:  # cProfile slows the stage: a profiled run's times are for the profile, not the ratio
+        env["BENCH_MATCH_PROFILE"] = profile
     done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
     line = next((x for x in done.stdout.splitlines() if x.startswith("STAGE ")), None)
     if line is None or done.returncode != 0:
@@ -284,6 +293,9 @@ def main() -> int:
     parser.add_argument("--wat-pages", type=int, default=2000, help="pages (20 image links each) per WAT file")
     parser.add_argument("--wat-files", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", metavar="PATH",
+                        help="run the stage under cProfile, write its stats to PATH and print the top functions "
+                             "(the ratio of such a run is not a measurement)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     if args.wat_only:
@@ -323,7 +335,8 @@ def main() -> int:
         print(f"raw loop: {raw_rounds[-1][0]:.1f} cpu-s", flush=True)
         del raw
         gc.collect()
-        stage = run_stage(queries_dir, os.path.join(pool_dir, "*.parquet"), os.path.join(tmp, "out"), args.cap)
+        stage = run_stage(queries_dir, os.path.join(pool_dir, "*.parquet"), os.path.join(tmp, "out"), args.cap,
+                          args.profile)
         print(f"stage: {stage['cpu']:.1f} cpu-s, {stage['wall']:.1f} s wall; {stage['summary']}", flush=True)
         raw = ahocorasick.Automaton()
         for q in pq.read_table(os.path.join(queries_dir, "queries.parquet")).column("query").to_pylist():
@@ -347,6 +360,11 @@ def main() -> int:
     print(f"peak memory of the stage's worker (the in-process runner, one process): {stage['maxrss_mb']:,.0f} MB; "
           f"this process (texts, peer automaton): "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
+    if args.profile:
+        import pstats
+
+        print(f"profiled run (ratio not a measurement); stage functions by own time, stats in {args.profile}:")
+        pstats.Stats(args.profile).sort_stats("tottime").print_stats(15)
     print(f"WAT reading, {links:,} image links in {args.wat_files} files: warcio+json loop "
           f"{links / peer_cpu:,.0f} links/s, read_pool_file {links / ours_cpu:,.0f} links/s per core; "
           f"ratio {peer_cpu / ours_cpu:.2f}x")

@@ -1,15 +1,16 @@
 """Stage 2, ``wit build-pairs``: match candidate (image URL, alt text) pairs against the queries and balance.
 
-    pool files ─► ReadAndMatch (read, clean, match: automaton per process) ─► (bucket, [matched pairs])
-      ─► GroupByKey(bucket) ─► CollapseBucket (one copy per uid, seeded rank) ─► matched per query ─► capped set
-      ─► CappedRanks (k smallest ranks of capped queries) ─► cut table (side input) ─► BalanceBucket
-      ─► (file, [rows]) ─► WritePairs
+    pool files ─► ReadAndMatch (read in column batches, clean, match: automaton per process)
+      ─► (bucket, IPC bytes of matched rows) ─► GroupByKey(bucket) ─► CollapseBucket (one copy per uid, seeded
+      rank) ─► matched per query id ─► capped set ─► CappedRanks (k smallest ranks of capped queries)
+      ─► cut array (side input) ─► BalanceBucket ─► (file, IPC bytes of kept rows) ─► WritePairs
                                                    └─► query_counts.parquet, stats.json, balance.png
 
-Records move through the graph in batches: a pool file is read, cleaned and matched inside one DoFn call, and
-only matched pairs leave it, as plain tuples in lists keyed by a uid bucket (``--shuffle-buckets``). Every later
-step works on a bucket's list, so Beam handles a few thousand elements, not one per record; plain tuples of
-str/int go through Beam's compiled coder without pickling.
+Records move through the graph as Arrow tables in IPC bytes (``wit_builder.pair_batches``): a pool file is
+read, cleaned and matched in batches inside one DoFn call, and only its matched rows leave it, split by uid
+bucket (``--shuffle-buckets``). Beam handles a few thousand elements of bytes, never one per record; every
+later step is a numpy/Arrow operation on a bucket's table, with queries as ids (positions in the sorted
+distinct entries) until the pairs files are written.
 
 Every pool record ends in exactly one counter of the ``build_pairs`` namespace: a filter or bad-record
 reason, ``no_match``, ``duplicates``, ``over_cap`` or ``kept``; the same counts go to ``stats.json``.
@@ -28,34 +29,52 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 from apache_beam.utils import shared
 
 from pipelines import common
 from pipelines.common import COUNTS
 from schemas import stats as stats_schema
-from schemas.pairs import BALANCE_PNG, PAIRS, PAIRS_GLOB, QUERY_COUNTS, QUERY_COUNTS_PARQUET, STATS_JSON
+from schemas.pairs import BALANCE_PNG, PAIRS_GLOB, QUERY_COUNTS, QUERY_COUNTS_PARQUET, STATS_JSON
 from schemas.queries import QUERIES_PARQUET
 from wit_builder import options, progress
-from wit_builder.balance import MODES, BalanceConfig, SmallestRanks, cut_value, kept_queries
+from wit_builder.balance import MODES, BalanceConfig
 from wit_builder.balance_plot import balance_png
-from wit_builder.match_rules import DEFAULT_RULE, MATCH_RULES, METACLIP, entries_column, make_matcher
+from wit_builder.match_rules import DEFAULT_RULE, MATCH_RULES, entries_column, make_matcher
 from wit_builder.match_rules import validate as validate_entries
-from wit_builder.matcher import QueryMatcher
+from wit_builder.matcher import QueryMatcher, sorted_entries
 from wit_builder.metaclip_rule import MetaClipMatcher
 from wit_builder.options import option
+from wit_builder.pair_batches import (
+    KEPT,
+    MATCHED,
+    add_counts,
+    balance_table,
+    bucket_of_keys,
+    capped_smallest_ranks,
+    collapse,
+    concat,
+    cut_array,
+    from_bytes,
+    matched_table,
+    pairs_table,
+    query_counts,
+    smallest_per_query,
+    split_by_key,
+    thresholds,
+    to_bytes,
+)
 from wit_builder.pool_readers import (
     BAD_REASONS,
     FILTER_REASONS,
     FORMATS,
     LAYOUTS,
-    Candidate,
     PoolOptions,
     check_pool_file,
     parse_layout,
-    read_pool_file,
+    read_pool_batches,
 )
-from wit_builder.uid import hash_rank, pair_uid
 
 NAMESPACE = "build_pairs"
 BAD_RECORDS_JSONL = "bad_records.jsonl"
@@ -65,15 +84,7 @@ COUNTERS = (
     "pool_files", "records", *FILTER_REASONS, *BAD_REASONS, "candidates", "no_match", "matched",
     "duplicates", "unique_pairs", "matches", "over_cap", "kept", "kept_matches",
 )
-MATCH_CHUNK = 4096  # candidates matched at a time
-EMIT_BATCH = 4096  # matched pairs per (bucket, list) element
-
-# A matched pair: (uid, url, caption, queries found (tuple, sorted), source_file, source_record, page_url).
-UID, URL, CAPTION, QUERIES, SOURCE_FILE, SOURCE_RECORD, PAGE_URL = range(7)
-
-
-def bucket_of(uid: str, buckets: int) -> int:
-    return int(uid[:8], 16) % buckets
+PENDING_ROWS = 262_144  # matched pairs a ReadAndMatch holds before splitting them into bucket elements
 
 
 def load_matcher(queries_path: str, match_rule: str = DEFAULT_RULE) -> QueryMatcher | MetaClipMatcher:
@@ -82,20 +93,50 @@ def load_matcher(queries_path: str, match_rule: str = DEFAULT_RULE) -> QueryMatc
     return make_matcher(table.column(entries_column(table, match_rule)).to_pylist(), match_rule)
 
 
+def load_entries(queries_path: str, match_rule: str = DEFAULT_RULE) -> pa.Array:
+    """The matcher's sorted distinct entries as a string array: query id i is element i."""
+    table = common.read_parquet(queries_path)
+    return pa.array(sorted_entries(table.column(entries_column(table, match_rule)).to_pylist()), pa.string())
+
+
 # ---- DoFns and CombineFns: thin wrappers over wit_builder ----
 
-class ReadAndMatch(common.CountingDoFn):
-    """One pool file -> (bucket, [matched pair tuples]) lists; bad records (tagged ``rejected``) reported.
+class _Entries:
+    """The sorted distinct entries as an Arrow array (query id i is element i), loaded once per process."""
 
-    The automaton is built once per worker process and shared by its threads (``Shared``), from the queries
-    file read on the worker: it is never pickled or shipped as a side input.
+    def __init__(self, array: pa.Array):
+        self.array = array
+
+
+class EntriesDoFn(beam.DoFn):
+    """A DoFn that needs the entries: acquired in ``setup`` through a ``Shared`` handle (one load per process)."""
+
+    def __init__(self, queries_path: str, queries_fingerprint: str, match_rule: str, handle: shared.Shared):
+        self._queries_path = queries_path
+        self._match_rule = match_rule
+        self._entries_tag = f"{queries_path}#{queries_fingerprint}#{match_rule}#entries"
+        self._entries_handle = handle
+
+    def setup(self) -> None:
+        # The holder is kept: Shared holds it weakly, and a collected holder would be loaded again.
+        self._entries_holder = self._entries_handle.acquire(
+            lambda: _Entries(load_entries(self._queries_path, self._match_rule)), tag=self._entries_tag)
+        self._entries = self._entries_holder.array
+
+
+class ReadAndMatch(common.CountingDoFn, EntriesDoFn):
+    """One pool file -> (bucket, IPC bytes of its ``MATCHED`` rows); bad records (tagged ``rejected``) reported.
+
+    The file is read in column batches (``read_pool_batches``), each batch matched in one loop, and only its
+    matched rows are kept, in Arrow tables split by uid bucket. The automaton is built once per worker process
+    and shared by its threads (``Shared``), from the queries file read on the worker: it is never pickled or
+    shipped as a side input.
     """
 
     def __init__(self, options: PoolOptions, queries_path: str, queries_fingerprint: str, buckets: int,
-                 match_rule: str = DEFAULT_RULE):
+                 match_rule: str = DEFAULT_RULE, entries: shared.Shared | None = None):
+        EntriesDoFn.__init__(self, queries_path, queries_fingerprint, match_rule, entries or shared.Shared())
         self._options = options
-        self._queries_path = queries_path
-        self._match_rule = match_rule
         self._tag = f"{queries_path}#{queries_fingerprint}#{match_rule}"
         self._buckets = buckets
         self._shared = shared.Shared()
@@ -104,27 +145,37 @@ class ReadAndMatch(common.CountingDoFn):
     namespace = NAMESPACE
 
     def setup(self) -> None:
-        self._matcher = self._shared.acquire(lambda: load_matcher(self._queries_path, self._match_rule),
+        EntriesDoFn.setup(self)  # the sorted entries, shared with the later steps: read and sorted once
+        entries = self._entries
+        self._matcher = self._shared.acquire(lambda: make_matcher(entries.to_pylist(), self._match_rule),
                                              tag=self._tag)
 
     def process(self, path: str) -> Iterator:
         self.count("pool_files")
         counts: Counter[str] = Counter()
-        buffers: dict[int, list[tuple]] = {}
-        chunk: list[Candidate] = []
-        for item in read_pool_file(path, common.open_read, self._options):
-            if isinstance(item, Candidate):
-                chunk.append(item)
-                if len(chunk) >= MATCH_CHUNK:
-                    yield from self._match(chunk, buffers, counts)
-                    chunk = []
-            else:
-                counts[item.reason] += 1
-                if item.is_bad:
-                    yield beam.pvalue.TaggedOutput("rejected", item)
-        yield from self._match(chunk, buffers, counts)
-        for bucket in sorted(buffers):
-            yield bucket, buffers[bucket]
+        pending: list[pa.Table] = []
+        held = 0
+        matcher = self._matcher
+        assert matcher is not None
+        for batch in read_pool_batches(path, common.open_read, self._options):
+            for rejection in batch.rejections:
+                counts[rejection.reason] += 1
+                if rejection.is_bad:
+                    yield beam.pvalue.TaggedOutput("rejected", rejection)
+            if not len(batch):
+                continue
+            counts["candidates"] += len(batch)
+            rows, lengths, ids = matcher.match_ids(matcher.haystacks(batch.captions, batch.raw_captions))
+            counts["matched"] += len(rows)
+            counts["no_match"] += len(batch) - len(rows)
+            if len(rows):
+                pending.append(matched_table(path, batch.records, batch.urls, batch.captions, batch.page_urls,
+                                             rows, lengths, ids))
+                held += len(rows)
+            if held >= PENDING_ROWS:
+                yield from self._emit(pending)
+                pending, held = [], 0
+        yield from self._emit(pending)
         for key, n in counts.items():
             self.count(key, n)
         read = sum(n for k, n in counts.items() if k not in ("no_match", "matched"))
@@ -136,202 +187,146 @@ class ReadAndMatch(common.CountingDoFn):
                                          f"{counts['candidates']:,}", f"{counts['matched']:,}",
                                          f"; {rejected}" if rejected else "")
 
-    def _match(self, chunk: list[Candidate], buffers: dict[int, list[tuple]], counts: Counter) -> Iterator:
-        if not chunk:
+    def _emit(self, pending: list[pa.Table]) -> Iterator[tuple[int, bytes]]:
+        if not pending:
             return
-        counts["candidates"] += len(chunk)
-        match = self._matcher.match
-        buckets = self._buckets
-        matched = 0
-        as_written = self._match_rule == METACLIP  # MetaCLIP's rule matches the text as read, not as cleaned
-        for c in chunk:
-            found = match(c.raw_caption if as_written and c.raw_caption is not None else c.caption)
-            if not found:
-                continue
-            matched += 1
-            uid = pair_uid(c.url, c.caption)
-            bucket = int(uid[:8], 16) % buckets
-            pairs = buffers.get(bucket)
-            if pairs is None:
-                pairs = buffers[bucket] = []
-            pairs.append((uid, c.url, c.caption, tuple(found), c.source_file, c.source_record, c.page_url))
-            if len(pairs) >= EMIT_BATCH:
-                yield bucket, pairs
-                buffers[bucket] = []
-        counts["matched"] += matched
-        counts["no_match"] += len(chunk) - matched
-
-
-def _provenance(pair: tuple) -> tuple:
-    return pair[SOURCE_FILE], pair[SOURCE_RECORD], pair[URL], pair[CAPTION], pair[PAGE_URL] or ""
+        table = pa.concat_tables(pending).combine_chunks()
+        buckets = bucket_of_keys(table.column("key").to_numpy(), self._buckets)
+        for bucket, rows in split_by_key(table, buckets):
+            yield bucket, to_bytes(rows)
 
 
 class CollapseBucket(common.CountingDoFn):
-    """(bucket, lists of matched pairs) -> (bucket, [(rank, pair)] by uid) one copy per uid, the copy from the
-    earliest file and record (deterministic anywhere); tagged ``query_counts``: {query: matched} of the bucket.
-    """
+    """(bucket, IPC blobs of matched rows) -> (bucket, IPC bytes) one row per uid with its seeded ``rank``, the
+    copy from the earliest file and record (deterministic anywhere); tagged ``query_counts``: (ids, matched)
+    of the bucket (``wit_builder.pair_batches.collapse``)."""
 
     def __init__(self, config: BalanceConfig):
         self._seed = config.seed
 
     namespace = NAMESPACE
 
-    def process(self, element: tuple[int, Iterable[list[tuple]]]) -> Iterator:
-        bucket, lists = element
-        best: dict[str, tuple] = {}
-        copies = 0
-        for pairs in lists:
-            for pair in pairs:
-                copies += 1
-                uid = pair[UID]
-                held = best.get(uid)
-                if held is None or _provenance(pair) < _provenance(held):
-                    best[uid] = pair
-        seed = self._seed
-        counts: Counter[str] = Counter()
-        ranked = []
-        for uid in sorted(best):
-            pair = best[uid]
-            ranked.append((hash_rank(uid, seed), pair))
-            counts.update(pair[QUERIES])  # a C loop: per-query counting costs little per match
-        self.count("duplicates", copies - len(best))
-        self.count("unique_pairs", len(best))
-        self.count("matches", sum(counts.values()))
-        if counts:
-            yield beam.pvalue.TaggedOutput("query_counts", dict(counts))
-        yield bucket, ranked
+    def process(self, element: tuple[int, Iterable[bytes]]) -> Iterator:
+        bucket, blobs = element
+        table = concat(blobs, MATCHED)
+        ranked = collapse(table, self._seed)
+        ids, counts = query_counts(ranked)
+        self.count("duplicates", table.num_rows - ranked.num_rows)
+        self.count("unique_pairs", ranked.num_rows)
+        self.count("matches", int(counts.sum()))
+        if len(ids):
+            yield beam.pvalue.TaggedOutput("query_counts", (ids, counts))
+        yield bucket, to_bytes(ranked)
+
+
+class SumQueryCounts(beam.CombineFn):
+    """Sparse (ids, counts) -> one dense int64 array of counts by query id (as long as the largest id seen)."""
+
+    def create_accumulator(self) -> np.ndarray:
+        return np.zeros(0, np.int64)
+
+    def add_input(self, acc: np.ndarray, element: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        return add_counts(acc, *element)
+
+    def merge_accumulators(self, accs) -> np.ndarray:
+        total = np.zeros(0, np.int64)
+        for acc in accs:
+            total = add_counts(total, np.arange(len(acc)), acc)
+        return total
+
+    def extract_output(self, acc: np.ndarray) -> np.ndarray:
+        return acc
 
 
 class CappedRanks(beam.DoFn):
-    """Hard balance, second look at a bucket: {query: (n, its k smallest ranks)} for the capped queries only.
+    """Hard balance, second look at a bucket: (ids, ranks) of the capped queries, each's k smallest ranks.
 
-    Only queries matched more than ``target`` times need a threshold, so ranks are collected for those alone
-    (a set intersection per pair), not for every match.
+    Only queries matched more than ``target`` times need a threshold, so ranks are collected for those alone.
     """
 
     def __init__(self, k: int):
         self._k = k
 
-    def process(self, element: tuple[int, list[tuple]], capped: frozenset) -> Iterator[dict]:
-        if not capped:
+    def process(self, element: tuple[int, bytes], capped: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        if not capped.any():
             return
-        _, ranked = element
-        found: dict[str, list[int]] = {}
-        intersection = capped.intersection
-        for rank, pair in ranked:
-            for q in intersection(pair[QUERIES]):
-                held = found.get(q)
-                if held is None:
-                    found[q] = [rank]
-                else:
-                    held.append(rank)
-        k = self._k
-        out = {}
-        for q, ranks in found.items():
-            n = len(ranks)
-            if n > k:
-                ranks.sort()
-                del ranks[k:]
-            out[q] = (n, ranks)
-        if out:
-            yield out
+        ids, ranks = capped_smallest_ranks(from_bytes(element[1]), capped, self._k)
+        if len(ids):
+            yield ids, ranks
 
 
 class MergeQueryStats(beam.CombineFn):
-    """Dicts {query: (matched, smallest ranks)} -> {query: (matched, k-th smallest rank or None)}.
+    """(ids, ranks) arrays -> (ids, ranks): each id's k smallest ranks; cut back whenever 2k per id would pass.
 
-    Bounded like ``wit_builder.balance.SmallestRanks`` (whose ``extract`` gives the result): a query holds at
-    most 2k ranks, cut back to its k smallest whenever it reaches 2k.
+    Bounded like ``wit_builder.balance.SmallestRanks``: the accumulator holds at most about 2k ranks per id.
     """
 
     def __init__(self, k: int):
-        self._ranks = SmallestRanks(k)
         self._k = k
 
-    def create_accumulator(self) -> dict:
-        return {}
+    def create_accumulator(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
 
-    def add_input(self, acc: dict, stats: dict) -> dict:
-        limit = 2 * self._k
-        for q, (count, ranks) in stats.items():
-            held = acc.get(q)
-            if held is None:
-                acc[q] = [count, list(ranks)]
-                continue
-            held[0] += count
-            held_ranks = held[1]
-            held_ranks.extend(ranks)
-            if len(held_ranks) >= limit:
-                held_ranks.sort()
-                del held_ranks[self._k:]
-        return acc
+    def add_input(self, acc, element):
+        ids, ranks = np.concatenate([acc[0], element[0]]), np.concatenate([acc[1], element[1]])
+        if len(ids) >= 2 * self._k * max(1, len(np.unique(element[0]))):
+            ids, ranks = smallest_per_query(ids, ranks, self._k)
+        return ids, ranks
 
-    def merge_accumulators(self, accs) -> dict:
-        accs = iter(accs)
-        merged: dict = next(accs, {})
+    def merge_accumulators(self, accs):
+        merged = self.create_accumulator()
         for acc in accs:
-            self.add_input(merged, acc)
+            merged = self.add_input(merged, acc)
         return merged
 
-    def compact(self, acc: dict) -> dict:
-        for held in acc.values():
-            if len(held[1]) > self._k:
-                held[1].sort()
-                del held[1][self._k:]
-        return acc
+    def compact(self, acc):
+        return smallest_per_query(acc[0], acc[1], self._k)
 
-    def extract_output(self, acc: dict) -> dict:
-        return {q: self._ranks.extract((count, ranks)) for q, (count, ranks) in acc.items()}
+    def extract_output(self, acc):
+        return smallest_per_query(acc[0], acc[1], self._k)
 
 
-def capped_queries(matched: dict[str, int], config: BalanceConfig) -> frozenset:
-    """Queries matched more often than the target (hard mode: the only ones that need rank thresholds)."""
+def capped_queries(matched: np.ndarray, config: BalanceConfig) -> np.ndarray:
+    """Mask by id of the queries matched more often than the target (hard mode: the only ones that need rank
+    thresholds; probabilistic cuts need the matched counts only)."""
     if config.mode != "hard":
-        return frozenset()  # probabilistic cuts need the matched counts only
-    return frozenset(q for q, n in matched.items() if n > config.target)
+        return np.zeros(len(matched), bool)
+    return matched > config.target
 
 
-def cut_table(matched: dict[str, int], thresholds: dict, config: BalanceConfig) -> dict:
-    """{query: cut} for the queries over the target (hard: rank threshold; probabilistic: keep probability)."""
-    cuts = {}
-    for q, n in matched.items():
-        threshold = thresholds.get(q, (n, None))[1]
-        if (cut := cut_value(config, n, threshold)) is not None:
-            cuts[q] = cut
-    return cuts
+def cut_table(matched: np.ndarray, smallest: tuple[np.ndarray, np.ndarray], config: BalanceConfig) -> np.ndarray:
+    """The cut of every id (``wit_builder.pair_batches.cut_array``)."""
+    k = config.target if config.mode == "hard" else 1
+    return cut_array(matched, thresholds(smallest[0], smallest[1], k, len(matched)), config)
 
 
-class BalanceBucket(common.CountingDoFn):
-    """A bucket's ranked pairs -> its kept rows (a pair is kept when any of its queries keeps it; its ``queries``
-    become the keeping ones); tagged ``kept_counts``: {query: kept} of the bucket."""
+class BalanceBucket(common.CountingDoFn, EntriesDoFn):
+    """A bucket's ranked rows -> (kept rows, IPC bytes of them) (a pair is kept when any of its queries keeps
+    it; its ``queries`` become the keeping ones); tagged ``kept_counts``: (ids, kept) of the bucket."""
 
-    def __init__(self, config: BalanceConfig):
+    def __init__(self, config: BalanceConfig, queries_path: str, queries_fingerprint: str, match_rule: str,
+                 handle: shared.Shared):
+        EntriesDoFn.__init__(self, queries_path, queries_fingerprint, match_rule, handle)
         self._config = config
 
     namespace = NAMESPACE
 
-    def process(self, element: tuple[int, list[tuple]], cuts: dict) -> Iterator:
-        bucket, ranked = element
-        rows = []
-        kept_counts: Counter[str] = Counter()
-        config = self._config
-        cut_queries = cuts.keys()
-        for rank, pair in ranked:
-            found = pair[QUERIES]
-            # Most pairs match no capped query: they keep all their queries (a C-level disjointness test).
-            keeping = list(found) if cut_queries.isdisjoint(found) else kept_queries(pair[UID], rank, found, cuts,
-                                                                                     config)
-            if not keeping:
-                continue
-            kept_counts.update(keeping)
-            rows.append((pair[UID], pair[URL], pair[CAPTION], keeping, pair[SOURCE_FILE], pair[SOURCE_RECORD],
-                         pair[PAGE_URL], list(found)))
-        self.count("over_cap", len(ranked) - len(rows))
-        self.count("kept", len(rows))
-        self.count("kept_matches", sum(kept_counts.values()))
-        if kept_counts:
-            yield beam.pvalue.TaggedOutput("kept_counts", dict(kept_counts))
-        yield bucket, rows
+    def setup(self) -> None:
+        if self._config.mode == "probabilistic":  # hard mode never needs the query strings here
+            EntriesDoFn.setup(self)
+        else:
+            self._entries = None
+
+    def process(self, element: tuple[int, bytes], cuts: np.ndarray) -> Iterator:
+        ranked = from_bytes(element[1])
+        rows, kept_ids = balance_table(ranked, cuts, self._config, self._entries)
+        self.count("over_cap", ranked.num_rows - rows.num_rows)
+        self.count("kept", rows.num_rows)
+        self.count("kept_matches", len(kept_ids))
+        if len(kept_ids):
+            ids, counts = np.unique(kept_ids, return_counts=True)
+            yield beam.pvalue.TaggedOutput("kept_counts", (ids.astype(np.int64), counts.astype(np.int64)))
+        yield rows.num_rows, to_bytes(rows)
 
 
 def pairs_file_name(index: int, count: int) -> str:
@@ -342,54 +337,58 @@ def file_of(uid: str, num_files: int) -> int:
     return int(uid[:15], 16) % num_files
 
 
-def assign_files(element: tuple[int, list[tuple]], num_files: int) -> Iterator[tuple[int, list[tuple]]]:
-    _, rows = element
-    by_file: dict[int, list[tuple]] = {}
-    for row in rows:
-        by_file.setdefault(file_of(row[0], num_files), []).append(row)
-    yield from by_file.items()
+def assign_files(element: tuple[int, bytes], num_files: int) -> Iterator[tuple[int, bytes]]:
+    """Kept rows -> (file index, IPC bytes of its rows): file ``file_of(uid)``, from the key column."""
+    n, blob = element
+    if not n:
+        return
+    table = from_bytes(blob)
+    for index, rows in split_by_key(table, table.column("key").to_numpy() % num_files):
+        yield index, to_bytes(rows)
 
 
-class WritePairsFile(beam.DoFn):
-    """(file index, lists of rows) -> one parquet file sorted by uid, written temp-then-rename."""
+class WritePairsFile(EntriesDoFn):
+    """(file index, IPC blobs of kept rows) -> one parquet file sorted by uid, written temp-then-rename."""
 
-    def __init__(self, out_dir: str, match_rule: str = DEFAULT_RULE):
+    def __init__(self, out_dir: str, match_rule: str, queries_path: str, queries_fingerprint: str,
+                 handle: shared.Shared):
+        super().__init__(queries_path, queries_fingerprint, match_rule, handle)
         self._out_dir = out_dir
-        self._match_rule = match_rule
 
-    def process(self, element: tuple[int, Iterable[list[tuple]]], num_files: int) -> Iterator[tuple[str, int]]:
-        index, lists = element
-        rule = (self._match_rule,)
-        ordered = sorted((row + rule for rows in lists for row in rows), key=lambda r: r[0])
+    def process(self, element: tuple[int, Iterable[bytes]], num_files: int) -> Iterator[tuple[str, int]]:
+        index, blobs = element
+        table = pairs_table(concat(blobs, KEPT), self._match_rule, self._entries)
         name = pairs_file_name(index, num_files)
-        columns: list = list(zip(*ordered, strict=True)) if ordered else [[] for _ in PAIRS.names]
-        table = pa.Table.from_arrays([pa.array(col, type=field.type) for col, field in zip(columns, PAIRS,
-                                                                                          strict=True)],
-                                     schema=PAIRS)
         common.write_parquet(common.join(self._out_dir, name), table)
-        yield name, len(ordered)
+        yield name, table.num_rows
 
 
-def merge_counts(dicts: Iterable[dict]) -> dict:
-    total: Counter[str] = Counter()
-    for d in dicts:
-        total.update(d)
-    return dict(total)
+class WriteQueryCounts(EntriesDoFn):
+    """matched counts by id (the element), kept counts by id (side input) -> query_counts.parquet."""
+
+    def __init__(self, out_path: str, match_rule: str, queries_path: str, queries_fingerprint: str,
+                 handle: shared.Shared):
+        super().__init__(queries_path, queries_fingerprint, match_rule, handle)
+        self._out_path = out_path
+
+    def process(self, matched: np.ndarray, kept: np.ndarray) -> Iterator[None]:
+        common.write_parquet(self._out_path, query_counts_table(matched, kept, self._entries))
+        return iter(())
 
 
-def write_query_counts(counts: list[tuple[str, int, int]], queries_path: str, out_path: str,
-                       match_rule: str = DEFAULT_RULE) -> None:
-    """All queries (the entries ``match_rule`` matched with), matched or not, most matched first (ties by query)."""
-    seen = {q: (m, k) for q, m, k in counts}
-    table = common.read_parquet(queries_path)
-    for q in table.column(entries_column(table, match_rule)).to_pylist():
-        seen.setdefault(q, (0, 0))
-    rows = sorted(((q, m, k) for q, (m, k) in seen.items()), key=lambda r: (-r[1], r[0]))
-    table = pa.table(
-        {"query": [r[0] for r in rows], "matched": [r[1] for r in rows], "kept": [r[2] for r in rows]},
-        schema=QUERY_COUNTS,
-    )
-    common.write_parquet(out_path, table)
+def query_counts_table(matched: np.ndarray, kept: np.ndarray, entries: pa.Array) -> pa.Table:
+    """All queries (the entries the rule matched with), matched or not, most matched first (ties by query).
+
+    ``matched`` and ``kept`` are counts by query id (shorter arrays: the ids past their end count 0).
+    """
+    n = len(entries)
+    m = np.zeros(n, np.int64)
+    m[: len(matched)] = matched[:n]
+    k = np.zeros(n, np.int64)
+    k[: len(kept)] = kept[:n]
+    order = np.argsort(-m, kind="stable")  # ids are in query order, so ties stay by query
+    return pa.table({"query": entries.take(pa.array(order)), "matched": m[order], "kept": k[order]},
+                    schema=QUERY_COUNTS)
 
 
 def write_bad_records(rejections: list, out_path: str) -> None:
@@ -415,6 +414,7 @@ class BuildPairs(beam.PTransform):
         self._balance = balance
         self._rows_per_file = rows_per_file
         self._buckets = buckets
+        self._entries = shared.Shared()  # one handle: Balance, WritePairs and WriteQueryCounts share one load
 
     def expand(self, paths):
         config = self._balance
@@ -422,7 +422,8 @@ class BuildPairs(beam.PTransform):
             paths
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadAndMatch" >> beam.ParDo(
-                ReadAndMatch(self._pool, self._queries_path, self._fingerprint, self._buckets, self._match_rule)
+                ReadAndMatch(self._pool, self._queries_path, self._fingerprint, self._buckets, self._match_rule,
+                             self._entries)
             ).with_outputs("rejected", COUNTS, main="matched")
         )
         collapsed = (
@@ -431,22 +432,18 @@ class BuildPairs(beam.PTransform):
             | "CollapseBucket" >> beam.ParDo(CollapseBucket(config)).with_outputs("query_counts", COUNTS,
                                                                              main="ranked")
         )
-        matched = (
-            collapsed.query_counts
-            | "GatherMatchedCounts" >> beam.combiners.ToList()
-            | "MergeMatchedCounts" >> beam.Map(merge_counts)
-        )
+        matched = collapsed.query_counts | "MergeMatchedCounts" >> beam.CombineGlobally(SumQueryCounts())
         capped = matched | "CappedQueries" >> beam.Map(capped_queries, config)
-        thresholds = (
+        k = config.target if config.mode == "hard" else 1
+        smallest = (
             collapsed.ranked
-            | "CappedRanks" >> beam.ParDo(CappedRanks(config.target if config.mode == "hard" else 1),
-                                          capped=beam.pvalue.AsSingleton(capped))
-            | "MergeCappedRanks" >> beam.CombineGlobally(
-                MergeQueryStats(config.target if config.mode == "hard" else 1))
+            | "CappedRanks" >> beam.ParDo(CappedRanks(k), capped=beam.pvalue.AsSingleton(capped))
+            | "MergeCappedRanks" >> beam.CombineGlobally(MergeQueryStats(k))
         )
-        cuts = matched | "CutTable" >> beam.Map(cut_table, beam.pvalue.AsSingleton(thresholds), config)
+        cuts = matched | "CutTable" >> beam.Map(cut_table, beam.pvalue.AsSingleton(smallest), config)
         balanced = collapsed.ranked | "Balance" >> beam.ParDo(
-            BalanceBucket(config), cuts=beam.pvalue.AsSingleton(cuts)
+            BalanceBucket(config, self._queries_path, self._fingerprint, self._match_rule, self._entries),
+            cuts=beam.pvalue.AsSingleton(cuts),
         ).with_outputs("kept_counts", COUNTS, main="kept")
         # stats.json's counts: summed from the DoFns' COUNTS outputs (exact under retries), not from metrics
         _ = (
@@ -455,18 +452,13 @@ class BuildPairs(beam.PTransform):
             | "WriteCounts" >> common.WriteCounts(common.join(self._out_dir, common.COUNTS_FILE))
         )
 
-        kept_counts = (
-            balanced.kept_counts
-            | "GatherKeptCounts" >> beam.combiners.ToList()
-            | "MergeKeptCounts" >> beam.Map(merge_counts)
-        )
+        kept_counts = balanced.kept_counts | "MergeKeptCounts" >> beam.CombineGlobally(SumQueryCounts())
         _ = (
             matched
-            | "QueryCountRows" >> beam.Map(
-                lambda m, kept: [(q, n, kept.get(q, 0)) for q, n in m.items()],
-                kept=beam.pvalue.AsSingleton(kept_counts))
-            | "WriteQueryCounts" >> beam.Map(write_query_counts, self._queries_path,
-                                             common.join(self._out_dir, QUERY_COUNTS_PARQUET), self._match_rule)
+            | "WriteQueryCounts" >> beam.ParDo(
+                WriteQueryCounts(common.join(self._out_dir, QUERY_COUNTS_PARQUET), self._match_rule,
+                                 self._queries_path, self._fingerprint, self._entries),
+                beam.pvalue.AsSingleton(kept_counts))
         )
         _ = (
             read.rejected
@@ -475,22 +467,23 @@ class BuildPairs(beam.PTransform):
         )
 
         # Files: a count known only after balancing, so it comes in as a side input; every index gets an empty
-        # list so that a file with no rows is still written and the set of names is complete.
+        # blob so that a file with no rows is still written and the set of names is complete.
         rows_per_file = self._rows_per_file
         num_files = (
             balanced.kept
-            | "CountRows" >> beam.Map(lambda kv: len(kv[1]))
+            | "CountRows" >> beam.Map(lambda kv: kv[0])
             | "CountKeptPairs" >> beam.CombineGlobally(sum)
             | "NumFiles" >> beam.Map(lambda n: max(1, math.ceil(n / rows_per_file)))
         )
-        markers = num_files | "FileMarkers" >> beam.FlatMap(lambda n: ((i, []) for i in range(n)))
+        markers = num_files | "FileMarkers" >> beam.FlatMap(lambda n: ((i, b"") for i in range(n)))
         assigned = balanced.kept | "AssignFiles" >> beam.FlatMap(assign_files,
                                                                  num_files=beam.pvalue.AsSingleton(num_files))
         return (
             (assigned, markers)
             | "MergeMarkers" >> beam.Flatten()
             | "GroupByFile" >> beam.GroupByKey()
-            | "WritePairs" >> beam.ParDo(WritePairsFile(self._out_dir, self._match_rule),
+            | "WritePairs" >> beam.ParDo(WritePairsFile(self._out_dir, self._match_rule, self._queries_path,
+                                                        self._fingerprint, self._entries),
                                          num_files=beam.pvalue.AsSingleton(num_files))
         )
 
@@ -648,14 +641,14 @@ def write_summary(out: str, files: list[str], queries_path: str, fingerprint: st
                   match_rule: str = DEFAULT_RULE) -> dict:
     """balance.png and stats.json (written last: its presence marks a complete output)."""
     query_counts = common.read_parquet(common.join(out, QUERY_COUNTS_PARQUET))
-    matched = query_counts.column("matched").to_pylist()
-    kept = query_counts.column("kept").to_pylist()
+    matched = query_counts.column("matched").to_numpy()
+    kept = query_counts.column("kept").to_numpy()
     common.write_bytes(common.join(out, BALANCE_PNG), balance_png(matched, kept, balance.per_query_cap,
                                                                   balance.target))
     pair_files = sorted(m.path for m in common.FileSystems.match([common.join(out, PAIRS_GLOB)])[0].metadata_list)
     with common.open_read(common.join(out, BAD_RECORDS_JSONL)) as f:
         bad_lines = f.read().decode().splitlines()
-    capped = sum(1 for m in matched if m > balance.target)
+    capped = int((matched > balance.target).sum())
     stats = stats_schema.envelope(
         "build-pairs",
         inputs=[stats_schema.input_entry(queries_path, fingerprint, rows=len(matched)),
@@ -667,7 +660,7 @@ def write_summary(out: str, files: list[str], queries_path: str, fingerprint: st
                     "pool_layouts": [[pattern, vars(layout)] for pattern, layout in pool.layouts],
                     "match_rule": match_rule},
         counts={**counts, "bad_records": len(bad_lines), "queries": len(matched),
-                "queries_matched": sum(1 for m in matched if m > 0), "queries_capped": capped,
+                "queries_matched": int((matched > 0).sum()), "queries_capped": capped,
                 "pair_files": len(pair_files)},
         outputs=[*(stats_schema.output_entry(p.rsplit("/", 1)[-1]) for p in pair_files),
                  stats_schema.output_entry(QUERY_COUNTS_PARQUET, len(matched)),
@@ -675,7 +668,7 @@ def write_summary(out: str, files: list[str], queries_path: str, fingerprint: st
         seconds=seconds,
         details={
             "match_rule": match_rule,
-            "queries": {"max_matched": max(matched, default=0), "max_kept": max(kept, default=0)},
+            "queries": {"max_matched": int(matched.max(initial=0)), "max_kept": int(kept.max(initial=0))},
             "pairs": {"file_names": [p.rsplit("/", 1)[-1] for p in pair_files]},
             "bad_records": {"file": BAD_RECORDS_JSONL, "first": [json.loads(line) for line in bad_lines[:20]]},
         },

@@ -84,3 +84,33 @@ def test_matcher_rejects_padding_and_empty() -> None:
         QueryMatcher(["dog", " cat"])
     with pytest.raises(ValueError, match="no queries"):
         QueryMatcher([])
+
+
+# ---- the stage's batch path: column-wise haystacks and id scans ----
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=40), st.text(alphabet=st.characters(max_codepoint=127), max_size=40),
+                          texts()), min_size=1, max_size=20))
+def test_padded_haystacks_equal_the_spec_row_by_row(batch: list[str]) -> None:
+    """The vectorized haystacks (ASCII without apostrophes column-wise, the rest per row) are the spec's."""
+    import pyarrow as pa
+
+    from wit_builder.matcher import padded_haystacks
+
+    assert padded_haystacks(pa.array(batch, pa.string())) == [f" {normalize(t)} " for t in batch]
+
+
+@settings(max_examples=200, deadline=None)
+@given(queries=queries_lists, text_batch=st.lists(texts(), min_size=1, max_size=12))
+def test_match_ids_equal_match(queries: list[str], text_batch: list[str]) -> None:
+    """``match_ids`` over a batch: matched rows, counts and sorted ids naming exactly ``match``'s queries."""
+    import pyarrow as pa
+
+    matcher = QueryMatcher(queries)
+    column = pa.array(text_batch, pa.string())
+    rows, lengths, ids = matcher.match_ids(matcher.haystacks(column, column))
+    expected = {i: matcher.match(t) for i, t in enumerate(text_batch) if matcher.match(t)}
+    assert rows.tolist() == sorted(expected)
+    assert lengths.tolist() == [len(expected[r]) for r in sorted(expected)]
+    assert [matcher.entries[i] for i in ids.tolist()] == [q for r in sorted(expected) for q in expected[r]]
+    assert matcher.entries == sorted(set(queries))

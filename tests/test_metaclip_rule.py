@@ -104,3 +104,20 @@ def test_rules_never_mix() -> None:
     assert check_one_rule({}) is None
     with pytest.raises(ValueError, match=r"metaclip: b\.parquet; normalized: a\.parquet"):
         check_one_rule({"a.parquet": ["normalized"], "b.parquet": ["metaclip"]}, "raw shards")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(texts, min_size=1, max_size=10), st.lists(texts.filter(bool), min_size=1, max_size=10))
+def test_batch_ids_equal_match_on_the_raw_caption(batch: list[str], entries: list[str]) -> None:
+    """The stage's batch path scans the caption as read (``raw``), never the cleaned one."""
+    import pyarrow as pa
+
+    entries = entries + [w for t in batch for w in t.split()][:5]
+    matcher = MetaClipMatcher(entries)
+    raw = pa.array(batch, pa.string())
+    cleaned = pa.array([" ".join(t.split()) or "x" for t in batch], pa.string())  # what cleaning would give
+    rows, lengths, ids = matcher.match_ids(matcher.haystacks(cleaned, raw))
+    expected = [(i, metaclip_reference(entries, t)) for i, t in enumerate(batch) if metaclip_reference(entries, t)]
+    assert rows.tolist() == [i for i, _ in expected]
+    assert lengths.tolist() == [len(found) for _, found in expected]
+    assert [matcher.entries[i] for i in ids.tolist()] == [e for _, found in expected for e in found]

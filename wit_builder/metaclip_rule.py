@@ -22,6 +22,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import ahocorasick
+import numpy as np
+import pyarrow as pa
+
+from wit_builder.matcher import scan_ids, sorted_entries
 
 PUNCTUATION_TO_WRAP: tuple[str, ...] = (",", ".", ";", ":", "?", "!", "`")
 CHARACTERS_TO_SPACE: tuple[str, ...] = ("\t", "\n", "\r")
@@ -62,28 +66,36 @@ class MetaClipMatcher:
     """
 
     def __init__(self, entries: Iterable[str]):
-        automaton = ahocorasick.Automaton(ahocorasick.STORE_LENGTH)
-        count = 0
+        entries = list(entries)
         for entry in entries:
             if not isinstance(entry, str) or not entry:
                 raise ValueError(f"entry {entry!r} is not a non-empty string")
-            automaton.add_word(f" {entry} ")
-            count += 1
-        if count == 0:
+        if not entries:
             raise ValueError("no entries to match against")
+        self.entries = sorted_entries(entries)  # position i is entry id i
+        automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
+        for index, entry in enumerate(self.entries):
+            automaton.add_word(f" {entry} ", index)
         automaton.make_automaton()
         self._automaton = automaton
-        self.num_queries = len(automaton)  # distinct entries
+        self.num_queries = len(self.entries)  # distinct entries
 
     def match(self, text: str) -> list[str]:
         """Entries in a raw text, sorted, each once."""
-        haystack = spaced(text)
-        found = {haystack[end - length + 2 : end] for end, length in self._automaton.iter(haystack)}
-        return sorted(found)
+        entries = self.entries
+        return [entries[i] for i in sorted({v for _, v in self._automaton.iter(spaced(text))})]
 
     def match_batch(self, texts: Sequence[str]) -> list[list[str]]:
         """``match`` for each text of a batch, in order."""
         return [self.match(t) for t in texts]
+
+    def haystacks(self, cleaned: pa.Array, raw: pa.Array) -> list[str]:
+        """The texts this rule scans for a batch: the captions as read, spaced (rule 2)."""
+        return [spaced(t) for t in raw.to_pylist()]
+
+    def match_ids(self, haystacks: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Matched rows, their entry counts and the entry ids (indices of ``entries``), as ``scan_ids``."""
+        return scan_ids(self._automaton, haystacks)
 
     def automaton_stats(self) -> dict[str, int]:
         return dict(self._automaton.get_stats())
