@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from wit_builder.balance import Rank, sample_rank, threshold_from_smallest
+from wit_builder.metaclip_rule import spaced
+from wit_builder.textnorm import normalize
 from wit_builder.uid import hash_rank
 
 
@@ -33,3 +35,15 @@ def thresholds(samples: Iterable[tuple[str, Iterable[str]]], cap: int, seed: int
         if threshold is not None:
             out[query] = threshold
     return out
+
+
+def reference_match(queries: Iterable[str], text: str) -> list[str]:
+    """Brute force over every query with the spec's rule: the oracle the tests hold the automaton to."""
+    haystack = f" {normalize(text)} "
+    return sorted({q for q in queries if f" {q} " in haystack})
+
+
+def reference_metaclip_match(entries: Iterable[str], text: str) -> list[str]:
+    """Brute force over every entry (MetaCLIP's own loop): the oracle the automaton is tested against."""
+    haystack = spaced(text)
+    return sorted({e for e in entries if f" {e} " in haystack})

@@ -25,8 +25,7 @@ from schemas.stats import validate as validate_stats
 from tests.build_pairs_fixtures import WatBuilder, img, write_queries
 from tests.conftest import BEAM_IN_PROCESS, BEAM_MULTI_PROCESS
 from tests.hostile_server import photo, serve_folder
-from tests.references import reference_hard_selection
-from wit_builder.matcher import reference_match
+from tests.references import reference_hard_selection, reference_match
 from wit_builder.pool_readers import Candidate, PoolOptions, read_pool_file
 from wit_builder.textnorm import tokenize
 from wit_builder.uid import pair_uid
@@ -273,7 +272,7 @@ def test_img2dataset_downloads_from_pairs_parquet(image_server: str, tmp_path: P
 def test_metaclip_rule_with_probabilistic_balance_is_metaclips_curation(pool: dict, tmp_path: Path) -> None:
     """``--match-rule metaclip --balance probabilistic``: entries as written (``query_as_written``) matched by
     MetaCLIP's rule, each entry keeping a text with p = min(1, cap / count), a text kept when any entry keeps it."""
-    from wit_builder.metaclip_rule import reference_match as metaclip_match
+    from tests.references import reference_metaclip_match as metaclip_match
     from wit_builder.uid import draw
 
     table = pq.read_table(pool["queries"] / "queries.parquet")
@@ -420,7 +419,7 @@ def test_metaclip_rule_matches_captions_as_written_not_as_cleaned(tmp_path: Path
     whitespace folded to one space, no-break and other Unicode spaces included) must not change what matches.
     The captions are of the kinds found in the real LAION parquet (429 of its 10,000 captions hold a double
     space or a no-break space: "Martín  Berasategui", "Hartford\\xa0Slim-Fit")."""
-    from wit_builder.metaclip_rule import reference_match as metaclip_match
+    from tests.references import reference_metaclip_match as metaclip_match
 
     captions = ["La cocina de Martín  Berasategui", "Hartford\xa0Slim-Fit Linen Trousers", "cafe\u0301 au lait",
                 "dog\u2028cat", "x\x0by", "  New York  ", "Martín Berasategui, chef"]

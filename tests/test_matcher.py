@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wit_builder.matcher import QueryMatcher, fast_normalize, reference_match, validate_queries
+from tests.references import reference_match
+from wit_builder.matcher import QueryMatcher, fast_normalize, validate_queries
 from wit_builder.textnorm import normalize
 
 # Words chosen to collide: prefixes of each other, shared suffixes, accents, apostrophes, digits,

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.references import reference_hard_selection
 from wit_builder import pair_batches as pb
-from wit_builder.balance import BalanceConfig, SmallestRanks, cut_value, kept_queries, reference_hard_selection
+from wit_builder.balance import BalanceConfig, SmallestRanks, cut_value, kept_queries
 from wit_builder.uid import hash_rank, pair_uid
 
 ENTRIES = sorted(f"q{i}" for i in range(10))

@@ -149,9 +149,3 @@ def validate_queries(queries: Sequence[object], where: str = "queries") -> None:
         if not isinstance(query, str) or not query or fast_normalize(query) != query:
             raise ValueError(f"{where}: query #{index} {query!r} is not normalized (wit_builder.textnorm); "
                              "rebuild it with 'wit build-queries'")
-
-
-def reference_match(queries: Iterable[str], text: str) -> list[str]:
-    """Brute force over every query with the spec's rule: the oracle the tests hold the automaton to."""
-    haystack = f" {normalize(text)} "
-    return sorted({q for q in queries if f" {q} " in haystack})

@@ -43,12 +43,6 @@ def matches(entry: str, text: str) -> bool:
     return f" {entry} " in spaced(text)
 
 
-def reference_match(entries: Iterable[str], text: str) -> list[str]:
-    """Brute force over every entry (MetaCLIP's own loop): the oracle the automaton is tested against."""
-    haystack = spaced(text)
-    return sorted({e for e in entries if f" {e} " in haystack})
-
-
 def validate_entries(entries: Sequence[object], where: str = "entries") -> None:
     """Raise ValueError naming the first entry that is not a non-empty string (entries are used as written)."""
     if not entries:
