@@ -81,7 +81,7 @@ def role(cmdline: str, launcher: int, pid: int) -> str | None:
         return "job-server"
     if "org.apache.spark.deploy" in cmdline:
         return "spark-daemon"
-    if "worker_pool_main" in cmdline:
+    if "worker_pool" in cmdline:
         return "worker-pool"
     if "SdkHarness(" in cmdline:
         return "sdk-worker"

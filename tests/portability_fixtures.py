@@ -326,7 +326,8 @@ def _limit_address_space(limit_mb: int) -> Callable[[], None]:
 
 @contextlib.contextmanager
 def sdk_worker_pool(workdir: Path, memory_mb: int | None = None) -> Iterator[int]:
-    """Beam's Python worker pool (``worker_pool_main``) for ``--environment_type=EXTERNAL``; yields its port.
+    """Beam's Python worker pool for ``--environment_type=EXTERNAL`` (runners/worker_pool.py: Beam's own pool kills
+    the wrong worker when two Spark executors reuse a worker id); yields its port.
 
     The pool starts one SDK worker *process* per worker the engine asks for (each Spark executor or Flink task
     manager asks for its own), so the Python DoFns run outside the launching process. The workers import this
@@ -340,8 +341,8 @@ def sdk_worker_pool(workdir: Path, memory_mb: int | None = None) -> Iterator[int
            "MALLOC_ARENA_MAX": "2"}
     log = workdir / "sdk-worker-pool.log"
     with log.open("wb") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
-                                 f"--service_port={port}"], stdout=f, stderr=subprocess.STDOUT, env=env,
+        proc = subprocess.Popen([sys.executable, str(REPO / "runners" / "worker_pool.py"), f"--service_port={port}"],
+                                stdout=f, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True,
                                 preexec_fn=_limit_address_space(memory_mb) if memory_mb else None)
     try:

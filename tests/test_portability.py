@@ -6,7 +6,8 @@ options must give the same rows:
 - DirectRunner-style multi-processing (``--direct_running_mode=multi_processing``),
 - the portable job service with an EXTERNAL worker pool and ``--setup_file`` (how Flink and Spark run it),
 - real engines: Beam's Spark job server on a standalone Spark cluster (a master and two workers from the pyspark
-  wheel) and Beam's Flink job server on an embedded Flink (``[local]``), workers in LOOPBACK mode,
+  wheel) and Beam's Flink job server on an embedded Flink (``[local]``), Python DoFns in SDK worker processes of
+  Beam's worker pool (EXTERNAL environment, each worker's address space capped), also for the ``wit demo`` chain,
 - DataflowRunner ``--dry_run=True``: the job is built and translated, with no network connection attempted,
 - an object-store filesystem (``membucket://``, GCS semantics) for every input and output.
 
@@ -39,6 +40,7 @@ from tests.portability_fixtures import (
     engine_job_server,
     free_port,
     portable_job_service,
+    sdk_worker_pool,
     serialized_sdist_builds,
     spark_standalone,
     truncated_dump,
@@ -177,14 +179,21 @@ def test_stage_runs_unchanged_on_portable_job_service(stage, reference, portable
     assert stage_result(stage, out) == stage_result(stage, reference[OUTPUT_KEY[stage]])
 
 
+# Address-space cap of each Python SDK worker on the engines (RLIMIT_AS; an idle worker maps ~0.5 GB, the
+# largest of bench_scale's at 120k captions ~1.8 GB): the Python side runs in bounded processes, not the launcher.
+SDK_WORKER_MEMORY_MB = 2500
+
+
 @pytest.fixture(scope="module", params=["flink", "spark"])
 def engine_options(request, tmp_path_factory) -> list[str]:
-    """One engine (and its job server) per module, as starting them costs tens of seconds."""
+    """One engine (and its job server) per module, as starting them costs tens of seconds; Python DoFns run in
+    SDK worker processes of a worker pool (``--environment_type=EXTERNAL``), each with capped memory."""
     workdir = tmp_path_factory.mktemp(request.param)
     with contextlib.ExitStack() as stack:
         spark = request.param == "spark"
         master = stack.enter_context(spark_standalone(workdir, workers=2)) if spark else "[local]"
-        yield stack.enter_context(engine_job_server(request.param, workdir, master))
+        pool = stack.enter_context(sdk_worker_pool(workdir, SDK_WORKER_MEMORY_MB))
+        yield stack.enter_context(engine_job_server(request.param, workdir, master, worker_pool=pool))
 
 
 @pytest.mark.slow
