@@ -2,14 +2,14 @@
 standalone Spark cluster whose executors and Python SDK workers are limited to a small size.
 
     .venv/bin/python benchmarks/bench_scale.py [--texts 20000,60000,120000] [--queries 20000]
-        [--executor-memory 512m] [--worker-memory-mb 1400] [--workers external|loopback] [--runners fnapi,spark]
+        [--executor-memory 512m] [--worker-memory-mb 2500] [--workers external|loopback] [--runners fnapi,spark]
     (make bench-scale; needs Java 17, Maven and the [runners] extra: make runners fetches the job server)
 
 For each size the same generated pool (alt-text-like captions from bench_match's Zipfian vocabulary, one
 url each, split into parquet files of ``--texts-per-file`` rows as a crawl comes in many files) and the same
 queries run through ``wit build-pairs`` on each runner. On Spark the Python DoFns run in SDK worker processes
-of Beam's worker pool (``--environment_type=EXTERNAL``, tests/portability_fixtures.py), each capped at
-``--worker-memory-mb`` of address space (RLIMIT_AS), or with ``--workers loopback`` inside the launcher.
+of a worker pool (``--environment_type=EXTERNAL``, runners/worker_pool.py, started as the tests start it), each
+capped at ``--worker-memory-mb`` of address space (RLIMIT_AS), or with ``--workers loopback`` in the launcher.
 A sampler reads /proc every 0.2 s and keeps, per process, the kernel's peak resident set size (VmHWM) and
 peak address space (VmPeak), grouped by role: ``launcher`` (the ``wit`` process: on FnApiRunner it runs
 everything), ``job-server`` (the Spark driver), ``executor`` (each Spark executor JVM), ``spark-daemon``
@@ -169,7 +169,7 @@ def main() -> int:
     parser.add_argument("--executor-memory", default="512m", help="heap of each Spark executor (spark.executor.memory)")
     parser.add_argument("--workers", choices=("external", "loopback"), default="external",
                         help="where Spark's Python DoFns run: SDK worker processes of a worker pool, or the launcher")
-    parser.add_argument("--worker-memory-mb", type=int, default=1400,
+    parser.add_argument("--worker-memory-mb", type=int, default=2500,
                         help="address-space cap (RLIMIT_AS) of the worker pool and each SDK worker, in MiB")
     parser.add_argument("--runners", default="fnapi,spark")
     parser.add_argument("--rows-per-file", type=int, default=5000,

@@ -377,6 +377,24 @@ def merge_counts(dicts: Iterable[dict]) -> dict:
     return dict(total)
 
 
+class SumCounts(beam.CombineFn):
+    """Per-bucket {query: n} dicts -> their sum. An accumulator holds at most one entry per query, where gathering
+    the dicts in a list held (buckets x queries) entries in one worker (issue 15: bounded on an engine)."""
+
+    def create_accumulator(self) -> Counter:
+        return Counter()
+
+    def add_input(self, acc: Counter, counts: dict) -> Counter:
+        acc.update(counts)
+        return acc
+
+    def merge_accumulators(self, accs: Iterable[Counter]) -> Counter:
+        return Counter(merge_counts(accs))
+
+    def extract_output(self, acc: Counter) -> dict:
+        return dict(acc)
+
+
 def write_query_counts(counts: list[tuple[str, int, int]], queries_path: str, out_path: str,
                        match_rule: str = DEFAULT_RULE) -> None:
     """All queries (the entries ``match_rule`` matched with), matched or not, most matched first (ties by query)."""
@@ -433,8 +451,7 @@ class BuildPairs(beam.PTransform):
         )
         matched = (
             collapsed.query_counts
-            | "GatherMatchedCounts" >> beam.combiners.ToList()
-            | "MergeMatchedCounts" >> beam.Map(merge_counts)
+            | "MergeMatchedCounts" >> beam.CombineGlobally(SumCounts())
         )
         capped = matched | "CappedQueries" >> beam.Map(capped_queries, config)
         thresholds = (
@@ -457,8 +474,7 @@ class BuildPairs(beam.PTransform):
 
         kept_counts = (
             balanced.kept_counts
-            | "GatherKeptCounts" >> beam.combiners.ToList()
-            | "MergeKeptCounts" >> beam.Map(merge_counts)
+            | "MergeKeptCounts" >> beam.CombineGlobally(SumCounts())
         )
         _ = (
             matched
