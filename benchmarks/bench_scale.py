@@ -1,17 +1,21 @@
 """Peak memory of build-pairs against input size: the in-process FnApiRunner vs Beam's Spark runner on a
-standalone Spark cluster whose executors are limited to a small heap (they spill their shuffle to disk).
+standalone Spark cluster whose executors and Python SDK workers are limited to a small size.
 
-    .venv/bin/python benchmarks/bench_scale.py [--texts 50000,200000] [--queries 20000]
-        [--executor-memory 512m] [--runners fnapi,spark]
+    .venv/bin/python benchmarks/bench_scale.py [--texts 20000,60000,120000] [--queries 20000]
+        [--executor-memory 512m] [--worker-memory-mb 2500] [--workers external|loopback] [--runners fnapi,spark]
     (make bench-scale; needs Java 17, Maven and the [runners] extra: make runners fetches the job server)
 
 For each size the same generated pool (alt-text-like captions from bench_match's Zipfian vocabulary, one
-url each) and the same queries run through ``wit build-pairs`` on each runner. A sampler reads /proc every
-0.2 s and keeps, per process, the peak resident set size (RSS), grouped by role: ``launcher`` (the ``wit``
-process: on FnApiRunner it runs everything; on Spark it is also the LOOPBACK SDK worker that runs the Python
-DoFns), ``job-server`` (the Spark driver), ``executor`` (each Spark executor JVM), ``spark-daemon`` (master and
-workers). Outputs of the runners are compared row for row (pairs and query counts); a difference exits 1.
-Results go to stdout and out/bench_scale/results.json.
+url each, split into parquet files of ``--texts-per-file`` rows as a crawl comes in many files) and the same
+queries run through ``wit build-pairs`` on each runner. On Spark the Python DoFns run in SDK worker processes
+of a worker pool (``--environment_type=EXTERNAL``, runners/worker_pool.py, started as the tests start it), each
+capped at ``--worker-memory-mb`` of address space (RLIMIT_AS), or with ``--workers loopback`` in the launcher.
+A sampler reads /proc every 0.2 s and keeps, per process, the kernel's peak resident set size (VmHWM) and
+peak address space (VmPeak), grouped by role: ``launcher`` (the ``wit`` process: on FnApiRunner it runs
+everything), ``job-server`` (the Spark driver), ``executor`` (each Spark executor JVM), ``spark-daemon``
+(master and workers), ``worker-pool`` and ``sdk-worker`` (each Python SDK worker process). Outputs of the runners
+are compared row for row (pairs and query counts); a difference exits 1. Results go to stdout and
+out/bench_scale/results.json.
 """
 
 from __future__ import annotations
@@ -37,19 +41,18 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_match import make_queries, make_texts, vocabulary, zipf_weights  # noqa: E402
 
 from schemas.queries import QUERIES, QUERIES_PARQUET  # noqa: E402
-from tests.portability_fixtures import engine_job_server, spark_standalone  # noqa: E402
+from tests.portability_fixtures import engine_job_server, sdk_worker_pool, spark_standalone  # noqa: E402
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
 # Every process this benchmark starts (and the executors its Spark workers start) inherits this marker, so the
 # sampler ignores other Spark or Beam processes on a shared machine.
 MARKER = f"WIT_BENCH_SCALE={os.getpid()}".encode()
 os.environ["WIT_BENCH_SCALE"] = str(os.getpid())
 
 
-def make_inputs(folder: Path, texts: int, queries: int, seed: int) -> tuple[Path, Path]:
-    """queries/queries.parquet and pool.parquet (url, caption) for one size; reused when present."""
-    qdir, pool = folder / "queries", folder / "pool.parquet"
-    if (qdir / QUERIES_PARQUET).exists() and pool.exists():
+def make_inputs(folder: Path, texts: int, queries: int, seed: int, per_file: int) -> tuple[Path, Path]:
+    """queries/queries.parquet and pool/part-*.parquet (url, caption) for one size; reused when present."""
+    qdir, pool = folder / "queries", folder / "pool"
+    if (qdir / QUERIES_PARQUET).exists() and (pool / "done").exists():
         return qdir, pool
     rng = random.Random(seed)
     words = vocabulary(max(queries, 50_000), rng)
@@ -57,11 +60,15 @@ def make_inputs(folder: Path, texts: int, queries: int, seed: int) -> tuple[Path
     qs = make_queries(words, cum, queries, rng)
     captions = make_texts(words, cum, texts, rng)
     qdir.mkdir(parents=True, exist_ok=True)
+    pool.mkdir(parents=True, exist_ok=True)
     n = len(qs)
     pq.write_table(pa.table({"query": qs, "source": ["unigram"] * n, "count": [1] * n, "score": [1.0] * n},
                             schema=QUERIES), qdir / QUERIES_PARQUET)
     urls = [f"http://images.example.org/{i // 1000}/{i}.jpg" for i in range(texts)]
-    pq.write_table(pa.table({"url": urls, "caption": captions}), pool)
+    for part, start in enumerate(range(0, texts, per_file)):
+        pq.write_table(pa.table({"url": urls[start:start + per_file], "caption": captions[start:start + per_file]}),
+                       pool / f"part-{part:05d}.parquet")
+    (pool / "done").touch()
     return qdir, pool
 
 
@@ -74,54 +81,74 @@ def role(cmdline: str, launcher: int, pid: int) -> str | None:
         return "job-server"
     if "org.apache.spark.deploy" in cmdline:
         return "spark-daemon"
+    if "worker_pool" in cmdline:
+        return "worker-pool"
+    if "SdkHarness(" in cmdline:
+        return "sdk-worker"
     return None
 
 
+def _status_kb(pid: int, *fields: str) -> list[int]:
+    lines = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return [int(lines[f].split()[0]) for f in fields]
+
+
 class Sampler(threading.Thread):
-    """Peak RSS (MB) of every process of interest, sampled from /proc."""
+    """The kernel's peak RSS (VmHWM) and peak address space (VmPeak), in MB, of every process of interest."""
 
     def __init__(self, launcher: int) -> None:
         super().__init__(daemon=True)
-        self.launcher, self.peaks, self.stop = launcher, {}, threading.Event()
+        self.launcher, self.stop = launcher, threading.Event()
+        self.peaks: dict[tuple[str, int], tuple[float, float]] = {}
+
+    def sample(self) -> None:
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            with contextlib.suppress(OSError, KeyError, ValueError):
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                kind = role(cmd, self.launcher, pid)
+                if kind and MARKER in Path(f"/proc/{pid}/environ").read_bytes():
+                    hwm, peak = _status_kb(pid, "VmHWM", "VmPeak")
+                    self.peaks[(kind, pid)] = (hwm / 1e3, peak / 1e3)
 
     def run(self) -> None:
         while not self.stop.is_set():
-            for entry in os.scandir("/proc"):
-                if not entry.name.isdigit():
-                    continue
-                pid = int(entry.name)
-                with contextlib.suppress(OSError):
-                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                    kind = role(cmd, self.launcher, pid)
-                    if kind and MARKER in Path(f"/proc/{pid}/environ").read_bytes():
-                        rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 1e6
-                        key = (kind, pid)
-                        self.peaks[key] = max(self.peaks.get(key, 0.0), rss)
+            self.sample()
             time.sleep(0.2)
 
-    def by_role(self) -> dict[str, list[float]]:
+    def by_role(self, field: int = 0) -> dict[str, list[float]]:
+        """Per role, the peaks (0: RSS, 1: address space) of its processes, in MB."""
         out: dict[str, list[float]] = {}
-        for (kind, _), mb in sorted(self.peaks.items()):
-            out.setdefault(kind, []).append(round(mb))
+        for (kind, _), values in sorted(self.peaks.items()):
+            out.setdefault(kind, []).append(round(values[field]))
         return out
 
 
-def run_build_pairs(qdir: Path, pool: Path, out: Path, beam: list[str],
-                    rows_per_file: int) -> tuple[float, dict[str, list[float]]]:
-    argv = [sys.executable, "-m", "pipelines.cli", "build-pairs", "--queries", str(qdir), "--pool", str(pool),
-            "--out", str(out), "--per-query-cap", "50", "--rows-per-file", str(rows_per_file), *beam]
+def run_build_pairs(qdir: Path, pool: Path, out: Path, beam: list[str], rows_per_file: int,
+                    timeout_s: float) -> tuple[float, dict[str, list[float]], dict[str, list[float]]]:
+    argv = [sys.executable, "-m", "pipelines.cli", "build-pairs", "--queries", str(qdir),
+            "--pool", str(pool / "*.parquet"), "--out", str(out), "--per-query-cap", "50",
+            "--rows-per-file", str(rows_per_file), *beam]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     started = time.monotonic()
     with (out.parent / f"{out.name}.log").open("wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         sampler = Sampler(proc.pid)
         sampler.start()
-        code = proc.wait()
+        try:
+            code = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+            print(f"build-pairs on {beam[0]} did not finish in {timeout_s} s", flush=True)
         sampler.stop.set()
         sampler.join()
+        sampler.sample()  # the long-lived processes' last peaks
     if code != 0:
         raise SystemExit(f"build-pairs on {beam[0]} exited {code}; see {out.parent / (out.name + '.log')}")
-    return time.monotonic() - started, sampler.by_role()
+    return time.monotonic() - started, sampler.by_role(0), sampler.by_role(1)
 
 
 def rows(out: Path) -> tuple[list, list]:
@@ -135,42 +162,51 @@ def rows(out: Path) -> tuple[list, list]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--texts", default=os.environ.get("BENCH_SCALE_TEXTS", "50000,200000"),
+    parser.add_argument("--texts", default=os.environ.get("BENCH_SCALE_TEXTS", "20000,60000,120000"),
                         help="comma-separated pool sizes (captions)")
     parser.add_argument("--queries", type=int, default=int(os.environ.get("BENCH_SCALE_QUERIES", 20_000)))
+    parser.add_argument("--texts-per-file", type=int, default=10_000, help="captions per pool file")
     parser.add_argument("--executor-memory", default="512m", help="heap of each Spark executor (spark.executor.memory)")
+    parser.add_argument("--workers", choices=("external", "loopback"), default="external",
+                        help="where Spark's Python DoFns run: SDK worker processes of a worker pool, or the launcher")
+    parser.add_argument("--worker-memory-mb", type=int, default=2500,
+                        help="address-space cap (RLIMIT_AS) of the worker pool and each SDK worker, in MiB")
     parser.add_argument("--runners", default="fnapi,spark")
     parser.add_argument("--rows-per-file", type=int, default=5000,
                         help="build-pairs --rows-per-file: a pairs file's rows are sorted in one worker's memory, so "
                              "this bounds the Python side on any runner")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds one build-pairs run may take")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench_scale")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     runners = args.runners.split(",")
-    results = []
+    results: list[dict] = [{"settings": {k: str(v) for k, v in vars(args).items()}}]
     with contextlib.ExitStack() as stack:
         spark_opts: list[str] = []
         if "spark" in runners:
             work = args.out / "spark"
             work.mkdir(parents=True, exist_ok=True)
             master = stack.enter_context(spark_standalone(work, workers=2, worker_memory=args.executor_memory))
+            pool = (stack.enter_context(sdk_worker_pool(work, args.worker_memory_mb))
+                    if args.workers == "external" else None)
             spark_opts = stack.enter_context(engine_job_server(
                 "spark", work, master, heap="768m",
                 java_options=[f"-Dspark.executor.memory={args.executor_memory}", "-Dspark.executor.cores=1",
-                              f"-Dspark.local.dir={work / 'local'}"]))
+                              f"-Dspark.local.dir={work / 'local'}"], worker_pool=pool))
         for n in (int(x) for x in args.texts.split(",")):
             folder = args.out / f"texts-{n}"
-            qdir, pool = make_inputs(folder, n, args.queries, args.seed)
+            qdir, pool_dir = make_inputs(folder, n, args.queries, args.seed, args.texts_per_file)
             outputs = {}
             for runner in runners:
                 beam = ["--runner=FnApiRunner"] if runner == "fnapi" else spark_opts
                 out = folder / f"pairs-{runner}"
-                seconds, peaks = run_build_pairs(qdir, pool, out, beam, args.rows_per_file)
+                seconds, peaks, address = run_build_pairs(qdir, pool_dir, out, beam, args.rows_per_file,
+                                                     args.timeout)
                 outputs[runner] = rows(out)
                 if runner == "fnapi":  # the cluster idles meanwhile: only the in-process run counts
-                    peaks = {"launcher": peaks.get("launcher", [])}
+                    peaks, address = {"launcher": peaks.get("launcher", [])}, {"launcher": address.get("launcher", [])}
                 row = {"texts": n, "runner": runner, "seconds": round(seconds, 1), "peak_rss_mb": peaks,
-                       "pairs": len(outputs[runner][0])}
+                       "peak_address_space_mb": address, "pairs": len(outputs[runner][0])}
                 results.append(row)
                 print(json.dumps(row), flush=True)
             same = all(o == outputs[runners[0]] for o in outputs.values())

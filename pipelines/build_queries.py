@@ -260,16 +260,25 @@ def _sketch(sketches: tuple[CountMinSketch, CountMinSketch], unigrams: Counter[s
         counts.clear()
 
 
-class MergeSketches(beam.CombineFn):
-    """(unigram, bigram) sketches of every range -> their sums (None when there is no range)."""
+def sketch_chunks(sketches: tuple[CountMinSketch, CountMinSketch]) -> Iterator[tuple[tuple, object]]:
+    """A range's (unigram, bigram) sketches -> ((sketch index, width, depth, start), 1 MiB slice) records: one
+    whole sketch is 32 MiB at the default width, more than Flink's sorter takes as one record."""
+    for index, sketch in enumerate(sketches):
+        for start, counters in sketch.chunks():
+            yield (index, sketch.width, sketch.depth, start), counters
+
+
+class SumChunks(beam.CombineFn):
+    """Slices of the same place in every range's sketch -> their sum (merging chunks merges the sketches)."""
 
     def create_accumulator(self):
         return None
 
-    def add_input(self, acc, sketches):
-        if acc is None:  # copy: inputs are not ours to change
-            acc = tuple(CountMinSketch(s.width, s.depth) for s in sketches)
-        return tuple(a.merge(s) for a, s in zip(acc, sketches, strict=True))
+    def add_input(self, acc, counters):
+        if acc is None:
+            return counters.copy()  # inputs are not ours to change
+        acc += counters
+        return acc
 
     def merge_accumulators(self, accs):
         merged = None
@@ -282,6 +291,21 @@ class MergeSketches(beam.CombineFn):
         return acc
 
 
+def assemble_sketches(chunks: dict[tuple, object]) -> tuple[CountMinSketch, CountMinSketch] | None:
+    """The merged sketch chunks (side input) -> the (unigram, bigram) sketches; None when there is no range."""
+    if not chunks:
+        return None
+    parts: dict[tuple[int, int, int], dict] = {}
+    for (index, width, depth, start), counters in chunks.items():
+        parts.setdefault((index, width, depth), {})[start] = counters
+    shapes = sorted(parts)
+    if [index for index, _, _ in shapes] != [0, 1]:  # every range sketches with the same widths
+        raise ValueError(f"expected one unigram and one bigram sketch shape, got {shapes}")
+    unigram, bigram = (CountMinSketch.from_chunks(width, depth, parts[(index, width, depth)])
+                       for index, width, depth in shapes)
+    return unigram, bigram
+
+
 class CountKept(beam.DoFn):
     """Pass 2: a range's cached text -> exact counts of the n-grams ``qs.keep_ngrams`` keeps (unigrams as the
     main output, ``bigrams`` tagged). Memory: at most FLUSH_KEYS distinct n-grams before they leave."""
@@ -290,7 +314,8 @@ class CountKept(beam.DoFn):
         self.cache_dir = cache_dir
         self.thresholds = thresholds
 
-    def process(self, rng: DumpRange, sketches, phrases: frozenset[str]) -> Iterator:
+    def process(self, rng: DumpRange, chunks: dict, phrases: frozenset[str]) -> Iterator:
+        sketches = assemble_sketches(chunks)
         if sketches is None:
             return
         unigrams: Counter[str] = Counter()
@@ -557,7 +582,9 @@ class BuildQueries(beam.PTransform):
         thresholds = self.config.thresholds
         cache_dir = common.join(self.out_dir, TEXT_CACHE)
         ranges, pages = pbegin | "ReadDumps" >> ReadDumps(self.dumps, self.config, cache_dir)
-        sketches = pages.sketches | "MergeSketches" >> beam.CombineGlobally(MergeSketches())
+        sketches = (pages.sketches
+                    | "SketchChunks" >> beam.FlatMap(sketch_chunks)
+                    | "MergeSketches" >> beam.CombinePerKey(SumChunks()))
         tally = pages.tally | "SumTally" >> beam.CombinePerKey(sum)
         rejected = pages.rejected | "FirstRejected" >> beam.combiners.Top.SmallestPerKey(REJECTED_EXAMPLES)
         total_tokens = (
@@ -581,7 +608,7 @@ class BuildQueries(beam.PTransform):
         wordnet_phrases = frozenset(q for q, _ in self.wordnet if q.count(" ") <= 1)
         phrases = title_phrases | "AllPhrases" >> beam.Map(lambda titles, w: titles | w, wordnet_phrases)
         kept = ranges | "CountKept" >> beam.ParDo(
-            CountKept(cache_dir, thresholds), AsSingleton(sketches), AsSingleton(phrases)
+            CountKept(cache_dir, thresholds), AsDict(sketches), AsSingleton(phrases)
         ).with_outputs("bigrams", main="unigrams")
         unigram_counts = kept.unigrams | "SumUnigrams" >> beam.CombinePerKey(sum)
         bigram_counts = kept.bigrams | "SumBigrams" >> beam.CombinePerKey(sum)

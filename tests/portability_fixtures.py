@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import io
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -317,14 +318,51 @@ def spark_standalone(workdir: Path, workers: int = 2, worker_memory: str = "1g",
         _stop(procs)
 
 
+def _limit_address_space(limit_mb: int) -> Callable[[], None]:
+    def apply() -> None:  # runs in the child between fork and exec; its children inherit the limit
+        resource.setrlimit(resource.RLIMIT_AS, (limit_mb << 20, limit_mb << 20))
+    return apply
+
+
+@contextlib.contextmanager
+def sdk_worker_pool(workdir: Path, memory_mb: int | None = None) -> Iterator[int]:
+    """Beam's Python worker pool for ``--environment_type=EXTERNAL`` (runners/worker_pool.py: Beam's own pool kills
+    the wrong worker when two Spark executors reuse a worker id); yields its port.
+
+    The pool starts one SDK worker *process* per worker the engine asks for (each Spark executor or Flink task
+    manager asks for its own), so the Python DoFns run outside the launching process. The workers import this
+    checkout (``PYTHONPATH``) with this interpreter (first on ``PATH``): no artifact is installed. ``memory_mb``
+    caps the address space (``RLIMIT_AS``) of the pool and of every worker it starts: a worker that needs more
+    fails its bundle with a MemoryError instead of growing. glibc keeps at most two malloc arenas
+    (``MALLOC_ARENA_MAX=2``): gRPC's threads would otherwise reserve 64 MiB of address space each."""
+    port = free_port()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
+           "MALLOC_ARENA_MAX": "2"}
+    log = workdir / "sdk-worker-pool.log"
+    with log.open("wb") as f:
+        proc = subprocess.Popen([sys.executable, str(REPO / "runners" / "worker_pool.py"), f"--service_port={port}"],
+                                stdout=f, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True,
+                                preexec_fn=_limit_address_space(memory_mb) if memory_mb else None)
+    try:
+        _wait_for_port(port, proc, log)
+        yield port
+    finally:
+        _stop([proc])  # the group: the pool and every SDK worker it started
+
+
 @contextlib.contextmanager
 def engine_job_server(runner: str, workdir: Path, master: str, heap: str = "1g",
-                      java_options: list[str] | None = None) -> Iterator[list[str]]:
+                      java_options: list[str] | None = None,
+                      worker_pool: int | None = None) -> Iterator[list[str]]:
     """Start Beam's ``runner`` ("spark" or "flink") job server against ``master``; yield the pipeline options.
 
-    Workers run in the launching process (``--environment_type=LOOPBACK``: no Docker here); the job server is
-    one JVM whose process group is ended on exit. ``java_options``: e.g. ``-Dspark.executor.memory=512m`` (Spark
-    reads ``spark.*`` system properties of the driver, which the job server is)."""
+    Workers run in the launching process (``--environment_type=LOOPBACK``: no Docker here), or, with
+    ``worker_pool`` (the port of :func:`sdk_worker_pool`), as separate processes of that pool
+    (``--environment_type=EXTERNAL``). The job server is one JVM whose process group is ended on exit.
+    ``java_options``: e.g. ``-Dspark.executor.memory=512m`` (Spark reads ``spark.*`` system properties of the
+    driver, which the job server is)."""
     jar = job_server_jar(runner)
     port = free_port()
     flag = "--spark-master-url" if runner == "spark" else "--flink-master"
@@ -336,7 +374,9 @@ def engine_job_server(runner: str, workdir: Path, master: str, heap: str = "1g",
     try:
         _wait_for_port(port, procs[0], log)
         options = [f"--runner={'SparkRunner' if runner == 'spark' else 'FlinkRunner'}",
-                   f"--job_endpoint=localhost:{port}", "--environment_type=LOOPBACK"]
+                   f"--job_endpoint=localhost:{port}"]
+        options += (["--environment_type=EXTERNAL", f"--environment_config=localhost:{worker_pool}"]
+                    if worker_pool else ["--environment_type=LOOPBACK"])
         if runner == "flink":
             options += [f"--flink_master={master}", "--parallelism=2"]
         yield options

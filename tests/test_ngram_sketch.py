@@ -72,3 +72,34 @@ def test_keep_ngrams_keeps_every_ngram_that_can_pass_with_its_exact_count(width)
     assert all(kept_b[b] == n for b, n in bigrams.items() if n >= 5)
     if width * 5 >= len(tokens):  # N / width under the threshold: most distinct bigrams are not held
         assert len(kept_b) < 3 * sum(1 for n in bigrams.values() if n >= 5) < len(bigrams) / 5
+
+
+def test_chunks_rebuild_the_sketch_and_summed_chunks_merge_sketches():
+    """Sketches travel as 1 MiB slices (engines bound one record's size); slices summed place by place give the
+    merged sketch, and a missing or overlapping slice is refused (it would under-count)."""
+    parts = [CountMinSketch(1000, 3) for _ in range(2)]
+    parts[0].add(["a", "b", "c"], [5, 1, 2])
+    parts[1].add(["a", "d"], [1, 7])
+    summed: dict[int, np.ndarray] = {}
+    for part in parts:
+        for start, counters in part.chunks(counters=256):  # 3000 counters: 11 full slices and one of 184
+            assert len(counters) <= 256
+            summed[start] = summed[start] + counters if start in summed else counters
+    assert len(summed) == 12
+    rebuilt = CountMinSketch.from_chunks(1000, 3, summed)
+    merged = CountMinSketch(1000, 3).merge(parts[0]).merge(parts[1])
+    assert np.array_equal(rebuilt.table, merged.table)
+    assert rebuilt.estimate(["a", "d"]).tolist() == merged.estimate(["a", "d"]).tolist()
+    assert rebuilt.estimate(["a"])[0] >= 6
+    _, first = next(parts[0].chunks())
+    first += 99  # slices are copies: a combiner summing into one leaves the sketch it came from alone
+    assert parts[0].table.max() == 5
+
+    missing = dict(summed)
+    del missing[512]
+    with pytest.raises(ValueError, match="do not tile"):
+        CountMinSketch.from_chunks(1000, 3, missing)
+    with pytest.raises(ValueError, match="cover 2816 of 3000"):
+        CountMinSketch.from_chunks(1000, 3, {k: v for k, v in summed.items() if k != 2816})
+    with pytest.raises(ValueError, match="do not tile"):
+        CountMinSketch.from_chunks(1000, 3, {**summed, 100: np.zeros(10, dtype=np.int64)})

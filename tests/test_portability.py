@@ -6,7 +6,8 @@ options must give the same rows:
 - DirectRunner-style multi-processing (``--direct_running_mode=multi_processing``),
 - the portable job service with an EXTERNAL worker pool and ``--setup_file`` (how Flink and Spark run it),
 - real engines: Beam's Spark job server on a standalone Spark cluster (a master and two workers from the pyspark
-  wheel) and Beam's Flink job server on an embedded Flink (``[local]``), workers in LOOPBACK mode,
+  wheel) and Beam's Flink job server on an embedded Flink (``[local]``), Python DoFns in SDK worker processes of
+  Beam's worker pool (EXTERNAL environment, each worker's address space capped), also for the ``wit demo`` chain,
 - DataflowRunner ``--dry_run=True``: the job is built and translated, with no network connection attempted,
 - an object-store filesystem (``membucket://``, GCS semantics) for every input and output.
 
@@ -17,6 +18,9 @@ the demo's loopback server (photos, a 404, an HTML page named .jpg, a truncated 
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
+import os
 import random
 import socket
 from pathlib import Path
@@ -34,7 +38,9 @@ from tests.conftest import BEAM_IN_PROCESS, BEAM_MULTI_PROCESS
 from tests.portability_fixtures import (
     MemBucketFileSystem,
     engine_job_server,
+    free_port,
     portable_job_service,
+    sdk_worker_pool,
     serialized_sdist_builds,
     spark_standalone,
     truncated_dump,
@@ -56,10 +62,10 @@ def _one_sdist_build_at_a_time(monkeypatch):
 def stage_argv(stage: str, inputs: dict[str, str], out: str) -> list[str]:
     """The stage's command line: ``inputs`` names the upstream folders (or the dump and pool files)."""
     if stage == "build-queries":
-        # A narrow sketch on every runner (outputs are exact at any width): Flink's sorter refuses the default
-        # 32 MiB sketch record ("Record too large"), see docs/deploy.md.
+        # The default sketch width: its 32 MiB sketches travel as 1 MiB chunks (Flink's sorter refuses larger
+        # records, docs/deploy.md).
         return ["build-queries", "--dump", inputs["dump"], "--out", out, "--min-unigram-count", "20",
-                "--min-bigram-count", "10", "--sketch-width", "4096"]
+                "--min-bigram-count", "10"]
     if stage == "build-pairs":
         return ["build-pairs", "--queries", inputs["queries"], "--pool", inputs["pool"], "--out", out,
                 "--per-query-cap", "3", "--rows-per-file", "10"]
@@ -173,14 +179,21 @@ def test_stage_runs_unchanged_on_portable_job_service(stage, reference, portable
     assert stage_result(stage, out) == stage_result(stage, reference[OUTPUT_KEY[stage]])
 
 
+# Address-space cap of each Python SDK worker on the engines (RLIMIT_AS; an idle worker maps ~0.5 GB, the
+# largest of bench_scale's at 120k captions ~1.8 GB): the Python side runs in bounded processes, not the launcher.
+SDK_WORKER_MEMORY_MB = 2500
+
+
 @pytest.fixture(scope="module", params=["flink", "spark"])
 def engine_options(request, tmp_path_factory) -> list[str]:
-    """One engine (and its job server) per module, as starting them costs tens of seconds."""
+    """One engine (and its job server) per module, as starting them costs tens of seconds; Python DoFns run in
+    SDK worker processes of a worker pool (``--environment_type=EXTERNAL``), each with capped memory."""
     workdir = tmp_path_factory.mktemp(request.param)
     with contextlib.ExitStack() as stack:
         spark = request.param == "spark"
         master = stack.enter_context(spark_standalone(workdir, workers=2)) if spark else "[local]"
-        yield stack.enter_context(engine_job_server(request.param, workdir, master))
+        pool = stack.enter_context(sdk_worker_pool(workdir, SDK_WORKER_MEMORY_MB))
+        yield stack.enter_context(engine_job_server(request.param, workdir, master, worker_pool=pool))
 
 
 @pytest.mark.slow
@@ -266,3 +279,60 @@ def test_stage_reads_and_writes_an_object_store(stage, reference, served):
     finally:
         for key in [k for k in MemBucketFileSystem.objects if k.startswith(bucket)]:
             del MemBucketFileSystem.objects[key]
+
+
+# ---- the demo chain (wit demo: build-queries, build-pairs, download, finalize, then train and eval) ----
+
+DEMO_CORPUS = {"train_per_class": 1, "heldout_per_class": 1, "flood_extra": 0, "distractors": 2, "mirrors": 1,
+               "near_duplicates": 1, "duplicate_pairs": 1}
+DEMO_STAGES = {"build-queries": "queries", "build-pairs": "pairs", "download": "raw", "finalize": "shards"}
+# CI runs the demo chain on Flink only (Spark's per-stage start-up costs minutes); WIT_DEMO_ENGINES=flink,spark
+# runs it on both.
+DEMO_ENGINES = set(os.environ.get("WIT_DEMO_ENGINES", "flink").split(","))
+
+
+def run_demo(out: Path, port: int, beam_argv: list[str], monkeypatch) -> None:
+    """``wit demo`` on a small corpus with a short training run; Beam options pass through to stages 1-4."""
+    small = functools.partial(demo_corpus.CorpusConfig, **DEMO_CORPUS)
+    with monkeypatch.context() as patch:
+        patch.setattr(demo_corpus, "CorpusConfig", small)
+        code = cli.main(["demo", "--out", str(out), "--port", str(port), "--steps", "4", "--batch-size", "8",
+                         "--workers", "0", *beam_argv])
+    assert code == 0, f"wit demo exited {code}"
+
+
+@pytest.fixture(scope="module")
+def demo_reference(tmp_path_factory, monkeypatch_module) -> tuple[Path, int]:
+    """The demo chain in-process: the outputs an engine's run must reproduce (same port, so same URLs)."""
+    out = tmp_path_factory.mktemp("demo-fnapi")
+    port = free_port()
+    run_demo(out, port, BEAM_IN_PROCESS, monkeypatch_module)
+    return out, port
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.xdist_group("engines")
+def test_demo_chain_runs_unchanged_on_spark_and_flink(engine_options, demo_reference, tmp_path, monkeypatch):
+    """``wit demo --runner=FlinkRunner ...`` (or SparkRunner): every Beam stage's rows and stats counts equal the
+    in-process demo's, with stage 1's default sketch width (sent in 1 MiB chunks: Flink refuses a 32 MiB record),
+    and the chain goes on to train and evaluate on the engine-built shards."""
+    runner = "spark" if "--runner=SparkRunner" in engine_options else "flink"
+    if runner not in DEMO_ENGINES:
+        pytest.skip(f"the demo chain on {runner} runs with WIT_DEMO_ENGINES={runner} (minutes of start-up)")
+    reference, port = demo_reference
+    out = tmp_path / "demo"
+    run_demo(out, port, engine_options, monkeypatch)
+    for stage, folder in DEMO_STAGES.items():
+        assert stage_result(stage, str(out / folder)) == stage_result(stage, str(reference / folder)), stage
+        assert _stats_counts(str(out / folder)) == _stats_counts(str(reference / folder)), stage
+    assert len(stage_result("finalize", str(out / "shards"))["shards"]) > 5
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert summary["samples"] == json.loads((reference / "demo_summary.json").read_text())["samples"]
+    assert 0.0 <= summary["zeroshot_acc1"] <= 1.0 and (out / "eval" / "eval.json").exists()

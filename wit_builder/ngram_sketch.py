@@ -9,16 +9,22 @@ sketch of the whole input.
 Row ``i``'s counter is ``(h1 + i * h2) mod width`` (Kirsch-Mitzenmacher double hashing), ``h1`` and ``h2``
 two CRC-32s of the key's UTF-8 bytes with different seeds: the same on every worker and every run (Python's
 ``hash`` of a str is salted per process, so it cannot be used). Memory: ``8 * depth * width`` bytes.
+
+A sketch travels between workers as :meth:`CountMinSketch.chunks` (flat slices of its table, 1 MiB each by
+default) and is rebuilt with :meth:`CountMinSketch.from_chunks`: engines bound the size of one record (Flink's
+sorter refuses a record larger than its sort buffer, a 32 MiB sketch among them), and chunks summed per slice
+merge exactly as whole sketches do.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 _SEED = 0x9E3779B9
+CHUNK_COUNTERS = 1 << 17  # counters per chunk: 1 MiB of int64
 
 
 class CountMinSketch:
@@ -75,3 +81,32 @@ class CountMinSketch:
     def error_bound(self) -> float:
         """``e / width * N``: the overestimate exceeded with probability at most ``exp(-depth)``."""
         return float(np.e / self.width * self.total())
+
+    def chunks(self, counters: int = CHUNK_COUNTERS) -> Iterator[tuple[int, np.ndarray]]:
+        """The table as ``(start, counters)`` pieces: int64 slices of at most ``counters`` counters of the
+        row-major flattened ``(depth, width)`` table, starting at flat index ``start``. Slices are copies."""
+        if counters < 1:
+            raise ValueError(f"chunk size must be >= 1 counter, got {counters}")
+        flat = self.table.reshape(-1)
+        for start in range(0, flat.size, counters):
+            yield start, flat[start:start + counters].copy()
+
+    @classmethod
+    def from_chunks(cls, width: int, depth: int, chunks: Mapping[int, np.ndarray]) -> CountMinSketch:
+        """The sketch whose :meth:`chunks` are ``{start: counters}``.
+
+        Raises ValueError when the chunks do not tile the ``depth x width`` table exactly (a missing chunk would
+        read as zero counts: estimates below the true counts, which the sketch must never give)."""
+        sketch = cls(width, depth)
+        flat = sketch.table.reshape(-1)
+        covered = 0
+        for start in sorted(chunks):
+            values = chunks[start]
+            if start != covered or start + len(values) > flat.size:
+                raise ValueError(f"sketch chunks do not tile a {depth} x {width} table: chunk at {start}, "
+                                 f"expected one at {covered}")
+            flat[start:start + len(values)] = values
+            covered = start + len(values)
+        if covered != flat.size:
+            raise ValueError(f"sketch chunks cover {covered} of {flat.size} counters of a {depth} x {width} table")
+        return sketch
