@@ -2,7 +2,7 @@
 standalone Spark cluster whose executors and Python SDK workers are limited to a small size.
 
     .venv/bin/python benchmarks/bench_scale.py [--texts 20000,60000,120000] [--queries 20000]
-        [--executor-memory 512m] [--worker-memory-mb 2500] [--workers external|loopback] [--runners fnapi,spark]
+        [--executor-memory 512m] [--worker-memory-mb 1200] [--workers external|loopback] [--runners fnapi,spark]
     (make bench-scale; needs Java 17, Maven and the [runners] extra: make runners fetches the job server)
 
 For each size the same generated pool (alt-text-like captions from bench_match's Zipfian vocabulary, one
@@ -169,8 +169,9 @@ def main() -> int:
     parser.add_argument("--executor-memory", default="512m", help="heap of each Spark executor (spark.executor.memory)")
     parser.add_argument("--workers", choices=("external", "loopback"), default="external",
                         help="where Spark's Python DoFns run: SDK worker processes of a worker pool, or the launcher")
-    parser.add_argument("--worker-memory-mb", type=int, default=2500,
-                        help="address-space cap (RLIMIT_AS) of the worker pool and each SDK worker, in MiB")
+    parser.add_argument("--worker-memory-mb", type=int, default=1200,
+                        help="address-space cap (RLIMIT_AS) of the worker pool and each SDK worker, in MiB "
+                             "(an idle worker maps ~0.6 GB; the largest at 300k captions ~1 GB)")
     parser.add_argument("--runners", default="fnapi,spark")
     parser.add_argument("--rows-per-file", type=int, default=5000,
                         help="build-pairs --rows-per-file: a pairs file's rows are sorted in one worker's memory, so "
