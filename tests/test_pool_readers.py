@@ -145,6 +145,33 @@ def test_parquet_binary_columns_non_utf8(tmp_path: Path) -> None:
     assert rejections(items) == [("non_utf8", 1)]
 
 
+@pytest.mark.parametrize("kind", ["binary_view", "dictionary"])
+def test_parquet_binary_view_and_dictionary_binary_columns_decode(tmp_path: Path, kind: str) -> None:
+    """Binary columns the schema check accepts (binary_view, dictionary<binary>) decode as UTF-8 like binary:
+    a valid value is a candidate, only undecodable bytes are non_utf8 (both readers)."""
+    from wit_builder.pool_readers import read_pool_batches
+
+    values = pa.array(["caf\u00e9 dog".encode(), b"caf\xe9"], pa.binary())
+    column = values.cast(pa.binary_view()) if kind == "binary_view" else values.dictionary_encode()
+    pq.write_table(pa.table({"url": ["http://b.example/1.jpg", "http://b.example/2.jpg"], "caption": column}),
+                   tmp_path / "bin.parquet")
+    items = read(tmp_path / "bin.parquet")
+    assert candidates(items) == [("http://b.example/1.jpg", "café dog")]
+    assert rejections(items) == [("non_utf8", 1)]
+    batches = list(read_pool_batches(str(tmp_path / "bin.parquet"), open_read, PoolOptions()))
+    assert [(c.url, c.caption) for b in batches for c in b.candidates()] == candidates(items)
+    assert [(r.reason, r.source_record) for b in batches for r in b.rejections] == rejections(items)
+
+
+def test_url_and_caption_cannot_be_one_column() -> None:
+    """One column named for both (with a header too) is refused up front, not an IndexError mid-pipeline."""
+    for spec in ({"url_col": "text", "caption_col": "text"}, {"url_col": "1", "caption_col": "1", "header": False}):
+        with pytest.raises(ValueError, match="same column"):
+            PoolOptions(**spec)
+    with pytest.raises(ValueError, match="same column"):
+        parse_layout("url=TEXT,caption=TEXT")
+
+
 def test_jsonl_gz_bad_lines_and_truncation(tmp_path: Path) -> None:
     lines = [
         json.dumps({"url": "http://j.example/0.jpg", "caption": "zero"}).encode(),

@@ -79,14 +79,14 @@ class Layout:
             raise ValueError(f"pool format must be auto or one of {', '.join(FORMATS)}, not {self.fmt!r}")
         if not self.url_col or not self.caption_col:
             raise ValueError("url and caption column names must not be empty")
+        if self.url_col == self.caption_col:  # one column cannot be both (and parquet would read it once)
+            raise ValueError(f"url and caption are the same column {self.url_col}")
         if not self.header:
             if self.fmt not in ("auto", "csv", "tsv"):
                 raise ValueError(f"a headerless pool must be csv or tsv, not {self.fmt}")
             for flag, col in (("--url-col", self.url_col), ("--caption-col", self.caption_col)):
                 if not col.isdigit():
                     raise ValueError(f"without a header {flag} is a 0-based column position, not {col!r}")
-            if self.url_col == self.caption_col:
-                raise ValueError(f"url and caption are the same column {self.url_col}")
 
 
 # Well-known pool layouts (--pool-preset, --pool-layout PATTERN=PRESET).
@@ -469,8 +469,10 @@ def _read_parquet(path: str, fh: BinaryIO, options: PoolOptions) -> Iterator[Can
 
 def _column_as_text(column: pa.Array) -> list[object]:
     """Python values of a url/caption column; binary values decode as UTF-8 or stay bytes (reported)."""
+    if pa.types.is_dictionary(column.type):  # a dictionary of binary values decodes like the plain column
+        column = column.dictionary_decode()
     values = column.to_pylist()
-    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type) or pa.types.is_binary_view(column.type):
         out: list[object] = []
         for value in values:
             try:
