@@ -145,6 +145,33 @@ def test_parquet_binary_columns_non_utf8(tmp_path: Path) -> None:
     assert rejections(items) == [("non_utf8", 1)]
 
 
+@pytest.mark.parametrize("kind", ["binary_view", "dictionary"])
+def test_parquet_binary_view_and_dictionary_binary_columns_decode(tmp_path: Path, kind: str) -> None:
+    """Binary columns the schema check accepts (binary_view, dictionary<binary>) decode as UTF-8 like binary:
+    a valid value is a candidate, only undecodable bytes are non_utf8 (both readers)."""
+    from wit_builder.pool_readers import read_pool_batches
+
+    values = pa.array(["caf\u00e9 dog".encode(), b"caf\xe9"], pa.binary())
+    column = values.cast(pa.binary_view()) if kind == "binary_view" else values.dictionary_encode()
+    pq.write_table(pa.table({"url": ["http://b.example/1.jpg", "http://b.example/2.jpg"], "caption": column}),
+                   tmp_path / "bin.parquet")
+    items = read(tmp_path / "bin.parquet")
+    assert candidates(items) == [("http://b.example/1.jpg", "café dog")]
+    assert rejections(items) == [("non_utf8", 1)]
+    batches = list(read_pool_batches(str(tmp_path / "bin.parquet"), open_read, PoolOptions()))
+    assert [(c.url, c.caption) for b in batches for c in b.candidates()] == candidates(items)
+    assert [(r.reason, r.source_record) for b in batches for r in b.rejections] == rejections(items)
+
+
+def test_url_and_caption_cannot_be_one_column() -> None:
+    """One column named for both (with a header too) is refused up front, not an IndexError mid-pipeline."""
+    for spec in ({"url_col": "text", "caption_col": "text"}, {"url_col": "1", "caption_col": "1", "header": False}):
+        with pytest.raises(ValueError, match="same column"):
+            PoolOptions(**spec)
+    with pytest.raises(ValueError, match="same column"):
+        parse_layout("url=TEXT,caption=TEXT")
+
+
 def test_jsonl_gz_bad_lines_and_truncation(tmp_path: Path) -> None:
     lines = [
         json.dumps({"url": "http://j.example/0.jpg", "caption": "zero"}).encode(),
@@ -358,6 +385,52 @@ def test_warc_pages_relative_urls_base_and_non_html(tmp_path: Path) -> None:
     assert rejections(items) == [("data_uri", page), ("empty_caption", page), ("non_html", image)]
     assert {c.source_record for c in items if isinstance(c, Candidate)} == {page, based}
     assert items[0].page_url == "https://news.example/a/story.html"
+
+
+def test_warc_cut_or_corrupt_record_is_reported_not_read_in_part(tmp_path: Path) -> None:
+    """warcio reads a cut or corrupt gzip member quietly (a short block): the record is one truncated_file /
+    malformed_record at its offset, none of its links count, and reading goes on after a corrupt member."""
+    warc = WarcBuilder()
+    pages = [warc.response(f"https://p{i}.example/", "".join(
+        f"<img src='/{i}/{k}.jpg' alt='picture {k} of page {i} {k * 7919 % 1000}'>" for k in range(300)).encode())
+        for i in range(3)]
+    data = warc.bytes()
+    first = [c for c in candidates(read(warc.write(tmp_path / "whole.warc.gz"))) if "p0." in c[0]]
+    assert len(first) == 300
+    cut = tmp_path / "cut.warc.gz"
+    cut.write_bytes(data[: (pages[1] + pages[2]) // 2])
+    items = read(cut)
+    assert candidates(items) == first
+    assert [(r.reason, r.source_record) for r in items if isinstance(r, Rejection) and r.is_bad] == \
+        [("truncated_file", pages[1])]
+    corrupt = bytearray(data)
+    middle = (pages[1] + pages[2]) // 2
+    corrupt[middle : middle + 8] = bytes(b ^ 0xFF for b in corrupt[middle : middle + 8])
+    (tmp_path / "corrupt.warc.gz").write_bytes(bytes(corrupt))
+    items = read(tmp_path / "corrupt.warc.gz")
+    assert {c.source_record for c in items if isinstance(c, Candidate)} == {pages[0], pages[2]}
+    assert len(candidates(items)) == 600
+    assert [(r.reason, r.source_record) for r in items if isinstance(r, Rejection) and r.is_bad] == \
+        [("malformed_record", pages[1])]
+
+
+def test_record_extent_of_a_large_member_followed_by_more_data(tmp_path: Path) -> None:
+    """A gzip member that inflates past one 64 KiB chunk, with bytes after it in the same read: its extent
+    ends where the member ends (zlib keeps the rest in unconsumed_tail after the end: the loop once spun forever,
+    so a WAT whose large last record had trailing bytes never finished)."""
+    from wit_builder.warc_records import record_extent
+
+    wat = WatBuilder()
+    big = wat.page("http://big.example/", [img(f"/{k}.jpg", f"picture number {k}") for k in range(3000)])
+    small = wat.page("http://small.example/", [img("a.jpg", "x")])
+    path = tmp_path / "big.warc.wat.gz"
+    path.write_bytes(wat.bytes() + b"trailing junk")
+    with open(path, "rb") as fh:
+        assert record_extent(fh, big) == ("whole", small)
+    (tmp_path / "one.warc.wat.gz").write_bytes(wat.bytes()[:small] + b"trailing junk")
+    items = read(tmp_path / "one.warc.wat.gz")
+    assert len(candidates(items)) == 3000
+    assert [r.reason for r in items if isinstance(r, Rejection) and r.is_bad] == ["malformed_record"]  # the junk
 
 
 def test_wrong_pool_format_is_said(tmp_path: Path) -> None:

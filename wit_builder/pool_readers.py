@@ -43,7 +43,15 @@ from warcio.archiveiterator import ArchiveIterator
 
 from wit_builder.table_checks import TEXT_OR_BINARY, ColumnTypeError, check_columns, check_header
 from wit_builder.uid import clean_caption, normalize_url
-from wit_builder.warc_records import Damage, Record, describe, iter_records, next_gzip_record, urljoin
+from wit_builder.warc_records import (
+    Damage,
+    Record,
+    describe,
+    iter_records,
+    next_gzip_record,
+    record_extent,
+    urljoin,
+)
 
 FORMATS = ("wat", "warc", "parquet", "jsonl", "csv", "tsv")
 TABLE_FORMATS = ("parquet", "jsonl", "csv", "tsv")
@@ -79,14 +87,14 @@ class Layout:
             raise ValueError(f"pool format must be auto or one of {', '.join(FORMATS)}, not {self.fmt!r}")
         if not self.url_col or not self.caption_col:
             raise ValueError("url and caption column names must not be empty")
+        if self.url_col == self.caption_col:  # one column cannot be both (and parquet would read it once)
+            raise ValueError(f"url and caption are the same column {self.url_col}")
         if not self.header:
             if self.fmt not in ("auto", "csv", "tsv"):
                 raise ValueError(f"a headerless pool must be csv or tsv, not {self.fmt}")
             for flag, col in (("--url-col", self.url_col), ("--caption-col", self.caption_col)):
                 if not col.isdigit():
                     raise ValueError(f"without a header {flag} is a 0-based column position, not {col!r}")
-            if self.url_col == self.caption_col:
-                raise ValueError(f"url and caption are the same column {self.url_col}")
 
 
 # Well-known pool layouts (--pool-preset, --pool-layout PATTERN=PRESET).
@@ -303,13 +311,30 @@ def read_pool_file(path: str, opener: Opener, options: PoolOptions) -> Iterator[
 
 def _read_warc(path: str, fh: BinaryIO, options: PoolOptions, handle) -> Iterator[Candidate | Rejection]:
     """Records of a WARC file (warcio) through ``handle``; damaged gzip members are reported and skipped."""
-    start = 0
+    start: int | None = 0
     while start is not None:
         fh.seek(start)
         records = ArchiveIterator(fh)
+        damaged = False
         try:
             for record in records:
-                yield from handle(path, records.offset, record, options)
+                offset = records.offset
+                items = list(handle(path, offset, record, options))
+                # warcio reads a cut or corrupt gzip member quietly (it prints the zlib error and ends the block
+                # early): check the record before its links count.
+                damage = _warc_damage(fh, offset, record)
+                if damage is None:
+                    yield from items
+                    continue
+                reason, detail = damage
+                if reason == "truncated_file":
+                    yield Rejection(reason, path, offset, detail)
+                    return
+                start = next_gzip_record(fh, offset + 1)
+                resumed = f"resumed at offset {start}" if start is not None else "no later record"
+                yield Rejection(reason, path, offset, f"{detail}; {resumed}")
+                damaged = True
+                break
         except Exception as e:  # warcio/zlib raise many types for damaged input; the rest must go on
             # records.offset is the start of the record being parsed (warcio advances it between records).
             # An uncompressed WAT has no member boundaries to resume at: its rest is lost, reported here.
@@ -318,10 +343,30 @@ def _read_warc(path: str, fh: BinaryIO, options: PoolOptions, handle) -> Iterato
             resumed = f"resumed at offset {start}" if start is not None else "no later record"
             yield Rejection(reason, path, records.offset, f"{describe(e)}; {resumed}")
             continue
+        if damaged:
+            continue
         end = fh.seek(0, io.SEEK_END)
         if records.offset < end:  # a gzip member cut so early that warcio saw no record in it
             yield Rejection("truncated_file", path, records.offset, f"{end - records.offset} bytes hold no record")
         return
+
+
+def _warc_damage(fh: BinaryIO, offset: int, record) -> tuple[str, str] | None:
+    """Why warcio's ``record`` at ``offset`` is not whole (``truncated_file`` or ``malformed_record``, detail), or
+    None. A block read in full whose gzip trailer alone is cut is whole (``iter_records``' rule for WAT)."""
+    while record.raw_stream.read(1 << 16):  # the rest of the block, as warcio would read it next
+        pass
+    missing = record.raw_stream.limit
+    here = fh.tell()  # warcio's read position: restored for the records after this one
+    state = record_extent(fh, offset)[0]
+    fh.seek(here)
+    if state == "damaged":
+        return "malformed_record", "corrupt gzip data in this record"
+    if missing > 0:
+        detail = f"record block short by {missing} bytes"
+        return ("truncated_file", f"{detail}; the file ends inside this record") if state in ("cut", "unknown") \
+            else ("malformed_record", detail)
+    return None
 
 
 def _read_wat(path: str, fh: BinaryIO, options: PoolOptions) -> Iterator[Candidate | Rejection]:
@@ -469,8 +514,10 @@ def _read_parquet(path: str, fh: BinaryIO, options: PoolOptions) -> Iterator[Can
 
 def _column_as_text(column: pa.Array) -> list[object]:
     """Python values of a url/caption column; binary values decode as UTF-8 or stay bytes (reported)."""
+    if pa.types.is_dictionary(column.type):  # a dictionary of binary values decodes like the plain column
+        column = column.dictionary_decode()
     values = column.to_pylist()
-    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type) or pa.types.is_binary_view(column.type):
         out: list[object] = []
         for value in values:
             try:

@@ -247,7 +247,9 @@ def _extent(fh: BinaryIO, offset: int) -> tuple[str, int]:
         while data:
             try:
                 inflater.decompress(data, _CHUNK)
-                while inflater.unconsumed_tail:  # bounded output: a huge record never sits in memory
+                # Bounded output: a huge record never sits in memory. (At the member's end zlib keeps the rest
+                # in unconsumed_tail as well as unused_data: stop there, or the loop never ends.)
+                while inflater.unconsumed_tail and not inflater.eof:
                     inflater.decompress(inflater.unconsumed_tail, _CHUNK)
             except zlib.error:
                 return "damaged", -1
@@ -299,6 +301,12 @@ def _find_all(buffer: bytes, marker: bytes) -> Iterator[int]:
     while index >= 0:
         yield index
         index = buffer.find(marker, index + 1)
+
+
+def record_extent(fh: BinaryIO, offset: int) -> tuple[str, int]:
+    """("whole", end offset), ("cut", -1), ("damaged", -1) or ("unknown", -1) of the record at ``offset``: whether
+    its gzip member (or, uncompressed, header and declared block) is all in the file and inflates cleanly."""
+    return _extent(fh, offset)
 
 
 def next_gzip_record(fh: BinaryIO, position: int) -> int | None:
