@@ -32,7 +32,7 @@ import re
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numpy as np
 import pyarrow as pa
@@ -67,7 +67,7 @@ _WARC_TYPES = frozenset(
     ("warcinfo", "response", "resource", "request", "metadata", "revisit", "conversion", "continuation")
 )
 
-Opener = Callable[[str], BinaryIO]
+Opener = Callable[[str], contextlib.AbstractContextManager[BinaryIO]]  # path -> open binary file
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,8 @@ def parse_layout(spec: str) -> Layout:
         return LAYOUTS[spec]
     if "=" not in spec:
         raise ValueError(f"pool layout {spec!r} is neither a preset ({', '.join(LAYOUTS)}) nor key=value items")
-    fields: dict[str, object] = {}
+    fields: dict[str, str] = {}
+    header: bool | None = None
     for item in spec.split(","):
         key, _, value = item.partition("=")
         key, value = key.strip(), value.strip()
@@ -134,15 +135,18 @@ def parse_layout(spec: str) -> Layout:
         elif key == "header":
             if value not in ("yes", "no", "true", "false"):
                 raise ValueError(f"pool layout header={value!r}: say yes or no")
-            fields["header"] = value in ("yes", "true")
+            header = value in ("yes", "true")
         elif key == "preset":
-            fields.update({k: getattr(LAYOUTS[value], k) for k in ("fmt", "url_col", "caption_col", "header")}
-                          if value in LAYOUTS else {})
             if value not in LAYOUTS:
                 raise ValueError(f"unknown pool preset {value!r} (presets: {', '.join(LAYOUTS)})")
+            preset = LAYOUTS[value]
+            fields.update(fmt=preset.fmt, url_col=preset.url_col, caption_col=preset.caption_col)
+            header = preset.header
         else:
             raise ValueError(f"pool layout key {key!r} is not one of format, url, caption, header, preset")
-    return Layout(**fields)
+    return Layout(fmt=fields.get("fmt", Layout.fmt), url_col=fields.get("url_col", Layout.url_col),
+                  caption_col=fields.get("caption_col", Layout.caption_col),
+                  header=Layout.header if header is None else header)
 
 
 @dataclass(frozen=True)
@@ -487,9 +491,10 @@ def _decode_html(body: bytes, content_type: str) -> str:
 # ---- tables ----
 
 def _maybe_gunzip(fh: BinaryIO) -> BinaryIO:
+    """``fh`` itself, or a gzip reader over it when it starts with the gzip magic bytes."""
     head = fh.read(2)
     fh.seek(0)
-    return gzip.GzipFile(fileobj=fh, mode="rb") if head == b"\x1f\x8b" else fh
+    return cast(BinaryIO, gzip.GzipFile(fileobj=fh, mode="rb")) if head == b"\x1f\x8b" else fh
 
 
 def _read_parquet(path: str, fh: BinaryIO, options: PoolOptions) -> Iterator[Candidate | Rejection]:
@@ -906,7 +911,7 @@ def check_pool_file(path: str, opener: Opener, options: PoolOptions) -> None:
             header = first.decode("utf-8", "replace").split("\t") if first else []
         else:
             header = next(csv.reader(io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")),
-                          None) or []
+                          [])
         _column_indices(path, header, options)
 
 

@@ -146,7 +146,8 @@ def _sklearn(name: str) -> Callable[[], np.ndarray]:
 def _grace_hopper() -> np.ndarray:
     import matplotlib.cbook
 
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=True) as f:  # type: ignore[union-attr]
+        # matplotlib's stub types the result as ndarray | IO; a jpg with asfileobj=True is always a file object
         return np.asarray(Image.open(f).convert("RGB"))
 
 

@@ -51,6 +51,7 @@ class DemoServer:
             raise FileNotFoundError(f"demo server: {root} is not a folder")
         handler = functools.partial(_Handler, directory=str(root), redirects=dict(redirects or {}))
         self._server = http.server.ThreadingHTTPServer((host, port), handler)
+        self._host = host  # server_address is typed str | bytes; the host we bound is a str
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="demo-http", daemon=True)
 
@@ -60,7 +61,7 @@ class DemoServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self._server.server_address[0]}:{self.port}"
+        return f"http://{self._host}:{self.port}"
 
     def __enter__(self) -> DemoServer:
         self._thread.start()
