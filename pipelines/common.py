@@ -280,9 +280,23 @@ def write_parquet(path: str, table: pa.Table) -> None:
 
 
 def read_json(path: str) -> Any:
-    """The JSON document in ``path``; ValueError (json.JSONDecodeError) for a file that is not JSON."""
+    """The JSON document in ``path``; ValueError naming ``path`` for a file that is not UTF-8 JSON (a
+    truncated plan.json or stats.json must name itself, not only "Expecting value: line 1 column 1")."""
     with open_read(path) as f:
-        return json.loads(f.read().decode())
+        data = f.read()
+    try:
+        return json.loads(data.decode())
+    except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError
+        raise ValueError(f"{path}: not a JSON file ({exc})") from exc
+
+
+def read_json_object(path: str) -> dict[str, Any]:
+    """:func:`read_json` for files that hold one JSON object (plan.json, stats.json); ValueError naming
+    ``path`` for any other document (a list, a number)."""
+    doc = read_json(path)
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(doc).__name__}")
+    return doc
 
 
 def read_parquet(path: str, schema: pa.Schema | None = None) -> pa.Table:

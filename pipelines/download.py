@@ -383,7 +383,7 @@ def _check_plan(out: str, plan: dict[str, Any], overwrite: bool = False) -> list
     path = common.join(out, PLAN_JSON)
     removed: list[str] = []
     if common.exists(path):
-        conflict = download_plan.plan_conflict(out, common.read_json(path), plan)
+        conflict = download_plan.plan_conflict(out, common.read_json_object(path), plan)
         if conflict is None:
             return removed
         if not overwrite:
