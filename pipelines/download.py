@@ -455,6 +455,7 @@ def run(args: DownloadOptions, beam_argv: list[str]) -> int:
     stderr), 3 the run finished but no row succeeded; a failed run raises (the launcher's exit 1)."""
     try:
         config = config_from_args(args)
+        options.check_out_folder(config.out)
         if config.engine == "img2dataset":
             from wit_builder.crawl.img2dataset_engine import INSTALL_HINT, img2dataset_available
 

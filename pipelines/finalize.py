@@ -655,6 +655,7 @@ def build_config(args: FinalizeOptions) -> FinalizeConfig:
     """Resolve and check the inputs: the raw parquets (footers read), --out apart from them, the evaluation
     images, the match rule and the seed of the pairs behind them. FileNotFoundError, ValueError (RawInputError
     among them) name the flag and the file; the launcher turns them into exit status 2."""
+    options.check_out_folder(args.out)
     files = raw_parquets(args.raw)
     check_out_apart_from_raw(args.out, files)
     names = raw_shards.raw_shard_names(files)

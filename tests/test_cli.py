@@ -417,3 +417,18 @@ def test_non_finite_numbers_are_usage_errors(value, capsys):
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert "--deadline" in err and "finite" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("name", ["build-queries", "build-pairs", "download", "finalize", "train"])
+@pytest.mark.parametrize("below", [False, True])
+def test_an_out_folder_that_is_a_file_is_bad_input(name, below, tmp_path, capsys):
+    """--out naming a file (or a path below one) is refused before any work, in one line (os.makedirs failed
+    mid-pipeline with a traceback and exit 1 in build-pairs, download, finalize and train)."""
+    existing = tmp_path / "stats.json"
+    existing.write_text("{}")
+    out = existing / "sub" if below else existing
+    argv = [str(out) if a == "o" else a for a in REQUIRED[name]]
+    assert cli.main([name, *argv, *(BEAM_IN_PROCESS if name != "train" else [])]) == 2
+    err = capsys.readouterr().err
+    assert f"--out '{out}'" in err and "not a folder" in err and "Traceback" not in err, err
+    assert existing.read_text() == "{}"
