@@ -116,6 +116,9 @@ def plan_shards(paths: list[str], rows_per_shard: int) -> list[ShardSpec]:
                 names = set(footer.schema_arrow.names)
                 if "url" not in names:
                     raise InputError(f"{path}: no 'url' column (has {sorted(names)}); pass a url/caption parquet")
+                if {"key", "status"} <= names:  # a download's own output: its rows were fetched already
+                    raise InputError(f"{path}: a raw download shard (stage 3's output, it has 'key' and 'status' "
+                                     "columns); --pairs takes stage 2's pairs (wit build-pairs --out)")
                 try:  # types and duplicate names checked before any work (stage 2's rules, wit_builder.table_checks)
                     check_pairs_input(path, footer.schema_arrow)
                 except ColumnTypeError as e:
