@@ -210,14 +210,20 @@ def exists(path: str) -> bool:
 def expand_patterns(patterns: Iterable[str], what: str = "input") -> list[str]:
     """Every file matching any of ``patterns`` (paths or globs), sorted and deduplicated.
 
-    Raises FileNotFoundError naming the first pattern that matches nothing.
+    Local folders are not files: a glob's folders are left out (reading one fails mid-run with
+    IsADirectoryError), and a pattern that names only folders raises FileNotFoundError saying so. Raises
+    FileNotFoundError naming the first pattern that matches nothing.
     """
     found: set[str] = set()
     for pattern in patterns:
         metadata = FileSystems.match([pattern])[0].metadata_list
         if not metadata:
             raise FileNotFoundError(f"{what} {pattern!r} matches no file")
-        found.update(m.path for m in metadata)
+        files = [m.path for m in metadata if "://" in m.path or not os.path.isdir(m.path)]
+        if not files:
+            raise FileNotFoundError(f"{what} {pattern!r} is a folder, not a file: name the files in it "
+                                    f"(a path or a quoted glob such as '{join(pattern, '*')}')")
+        found.update(files)
     return sorted(found)
 
 

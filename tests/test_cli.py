@@ -432,3 +432,14 @@ def test_an_out_folder_that_is_a_file_is_bad_input(name, below, tmp_path, capsys
     err = capsys.readouterr().err
     assert f"--out '{out}'" in err and "not a folder" in err and "Traceback" not in err, err
     assert existing.read_text() == "{}"
+
+
+def test_a_folder_where_files_are_expected_is_bad_input(tmp_path, capsys):
+    """`--dump FOLDER` failed inside the pipeline with IsADirectoryError (a traceback, exit 1); a folder that a
+    pattern matches is no input file: one line naming the flag, exit 2. A glob's subfolders are left out."""
+    (tmp_path / "sub").mkdir()
+    assert cli.main(["build-queries", "--dump", str(tmp_path), "--out", str(tmp_path / "o"), *BEAM_IN_PROCESS]) == 2
+    err = capsys.readouterr().err
+    assert f"--dump '{tmp_path}' is a folder, not a file" in err and "Traceback" not in err, err
+    (tmp_path / "a.parquet").write_bytes(b"x")
+    assert common.expand_patterns([str(tmp_path / "*")]) == [str(tmp_path / "a.parquet")]
