@@ -574,6 +574,7 @@ def run(args: BuildPairsOptions, beam_argv: list[str]) -> int:
     started = time.monotonic()
     try:
         balance, pool = args.balance_config(), args.pool_options()
+        options.check_out_folder(args.out)
         queries_path = common.join(args.queries, QUERIES_PARQUET)
         if not common.exists(queries_path):
             raise FileNotFoundError(f"{queries_path} not found; run 'wit build-queries' first or fix --queries")

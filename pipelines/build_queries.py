@@ -21,7 +21,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import sys
 import time
 from collections import Counter
@@ -751,12 +750,10 @@ def run(args: BuildQueriesOptions, beam_argv: list[str]) -> int:
     started = time.time()
     try:
         config = _config(args)
+        options.check_out_folder(args.out)
         dumps = find_dump_inputs(list(args.dump))
         pageviews = common.expand_patterns(args.pageviews, what="--pageviews") if args.pageviews else []
         wordnet = wordnet_candidates(args.wordnet_dir) if args.wordnet_dir else []
-        out_local = common.local_path_or_none(args.out)
-        if out_local is not None and os.path.exists(out_local) and not os.path.isdir(out_local):
-            raise ValueError(f"--out {args.out!r} is a file, not a folder: name a folder for the outputs")
         beam_options = common.pipeline_options(beam_argv)
     except (ValueError, FileNotFoundError, WordNetError) as err:
         print(f"wit build-queries: error: {err}", file=sys.stderr)

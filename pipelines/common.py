@@ -210,14 +210,20 @@ def exists(path: str) -> bool:
 def expand_patterns(patterns: Iterable[str], what: str = "input") -> list[str]:
     """Every file matching any of ``patterns`` (paths or globs), sorted and deduplicated.
 
-    Raises FileNotFoundError naming the first pattern that matches nothing.
+    Local folders are not files: a glob's folders are left out (reading one fails mid-run with
+    IsADirectoryError), and a pattern that names only folders raises FileNotFoundError saying so. Raises
+    FileNotFoundError naming the first pattern that matches nothing.
     """
     found: set[str] = set()
     for pattern in patterns:
         metadata = FileSystems.match([pattern])[0].metadata_list
         if not metadata:
             raise FileNotFoundError(f"{what} {pattern!r} matches no file")
-        found.update(m.path for m in metadata)
+        files = [m.path for m in metadata if "://" in m.path or not os.path.isdir(m.path)]
+        if not files:
+            raise FileNotFoundError(f"{what} {pattern!r} is a folder, not a file: name the files in it "
+                                    f"(a path or a quoted glob such as '{join(pattern, '*')}')")
+        found.update(files)
     return sorted(found)
 
 
@@ -280,9 +286,23 @@ def write_parquet(path: str, table: pa.Table) -> None:
 
 
 def read_json(path: str) -> Any:
-    """The JSON document in ``path``; ValueError (json.JSONDecodeError) for a file that is not JSON."""
+    """The JSON document in ``path``; ValueError naming ``path`` for a file that is not UTF-8 JSON (a
+    truncated plan.json or stats.json must name itself, not only "Expecting value: line 1 column 1")."""
     with open_read(path) as f:
-        return json.loads(f.read().decode())
+        data = f.read()
+    try:
+        return json.loads(data.decode())
+    except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError
+        raise ValueError(f"{path}: not a JSON file ({exc})") from exc
+
+
+def read_json_object(path: str) -> dict[str, Any]:
+    """:func:`read_json` for files that hold one JSON object (plan.json, stats.json); ValueError naming
+    ``path`` for any other document (a list, a number)."""
+    doc = read_json(path)
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(doc).__name__}")
+    return doc
 
 
 def read_parquet(path: str, schema: pa.Schema | None = None) -> pa.Table:

@@ -116,6 +116,9 @@ def plan_shards(paths: list[str], rows_per_shard: int) -> list[ShardSpec]:
                 names = set(footer.schema_arrow.names)
                 if "url" not in names:
                     raise InputError(f"{path}: no 'url' column (has {sorted(names)}); pass a url/caption parquet")
+                if {"key", "status"} <= names:  # a download's own output: its rows were fetched already
+                    raise InputError(f"{path}: a raw download shard (stage 3's output, it has 'key' and 'status' "
+                                     "columns); --pairs takes stage 2's pairs (wit build-pairs --out)")
                 try:  # types and duplicate names checked before any work (stage 2's rules, wit_builder.table_checks)
                     check_pairs_input(path, footer.schema_arrow)
                 except ColumnTypeError as e:
@@ -383,7 +386,7 @@ def _check_plan(out: str, plan: dict[str, Any], overwrite: bool = False) -> list
     path = common.join(out, PLAN_JSON)
     removed: list[str] = []
     if common.exists(path):
-        conflict = download_plan.plan_conflict(out, common.read_json(path), plan)
+        conflict = download_plan.plan_conflict(out, common.read_json_object(path), plan)
         if conflict is None:
             return removed
         if not overwrite:
@@ -455,6 +458,7 @@ def run(args: DownloadOptions, beam_argv: list[str]) -> int:
     stderr), 3 the run finished but no row succeeded; a failed run raises (the launcher's exit 1)."""
     try:
         config = config_from_args(args)
+        options.check_out_folder(config.out)
         if config.engine == "img2dataset":
             from wit_builder.crawl.img2dataset_engine import INSTALL_HINT, img2dataset_available
 

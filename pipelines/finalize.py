@@ -641,14 +641,13 @@ def pairs_stats_behind(raw_files: Iterable[str]) -> dict[str, dict[str, Any]]:
         plan_path = common.join(folder, PLAN_JSON)
         if not common.exists(plan_path):
             continue
-        for pairs_path in common.read_json(plan_path).get("inputs", []):
+        for pairs_path in common.read_json_object(plan_path).get("inputs", []):
             stats_path = common.join(finalize_inputs.folder_of(pairs_path), PAIRS_STATS_JSON)
             if stats_path not in found and common.exists(stats_path):
                 try:
-                    found[stats_path] = common.read_json(stats_path)
+                    found[stats_path] = common.read_json_object(stats_path)
                 except ValueError as exc:
-                    raise ValueError(f"{stats_path}: not a stats.json ({exc}); the seed of stage 2 is unknown") \
-                        from exc
+                    raise ValueError(f"{exc}; the seed of stage 2 is unknown") from exc
     return found
 
 
@@ -656,6 +655,7 @@ def build_config(args: FinalizeOptions) -> FinalizeConfig:
     """Resolve and check the inputs: the raw parquets (footers read), --out apart from them, the evaluation
     images, the match rule and the seed of the pairs behind them. FileNotFoundError, ValueError (RawInputError
     among them) name the flag and the file; the launcher turns them into exit status 2."""
+    options.check_out_folder(args.out)
     files = raw_parquets(args.raw)
     check_out_apart_from_raw(args.out, files)
     names = raw_shards.raw_shard_names(files)

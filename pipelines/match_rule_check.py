@@ -43,7 +43,7 @@ def raw_match_rules(raw_files: Iterable[str]) -> dict[str, set[str | None]]:
         plan_path = common.join(folder, PLAN_JSON)
         if not common.exists(plan_path):
             continue
-        for pairs_path in common.read_json(plan_path).get("inputs", []):
+        for pairs_path in common.read_json_object(plan_path).get("inputs", []):
             if common.exists(pairs_path):
                 rules[pairs_path] = _column_rules(pairs_path)
     return rules

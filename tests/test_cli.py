@@ -417,3 +417,29 @@ def test_non_finite_numbers_are_usage_errors(value, capsys):
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert "--deadline" in err and "finite" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("name", ["build-queries", "build-pairs", "download", "finalize", "train"])
+@pytest.mark.parametrize("below", [False, True])
+def test_an_out_folder_that_is_a_file_is_bad_input(name, below, tmp_path, capsys):
+    """--out naming a file (or a path below one) is refused before any work, in one line (os.makedirs failed
+    mid-pipeline with a traceback and exit 1 in build-pairs, download, finalize and train)."""
+    existing = tmp_path / "stats.json"
+    existing.write_text("{}")
+    out = existing / "sub" if below else existing
+    argv = [str(out) if a == "o" else a for a in REQUIRED[name]]
+    assert cli.main([name, *argv, *(BEAM_IN_PROCESS if name != "train" else [])]) == 2
+    err = capsys.readouterr().err
+    assert f"--out '{out}'" in err and "not a folder" in err and "Traceback" not in err, err
+    assert existing.read_text() == "{}"
+
+
+def test_a_folder_where_files_are_expected_is_bad_input(tmp_path, capsys):
+    """`--dump FOLDER` failed inside the pipeline with IsADirectoryError (a traceback, exit 1); a folder that a
+    pattern matches is no input file: one line naming the flag, exit 2. A glob's subfolders are left out."""
+    (tmp_path / "sub").mkdir()
+    assert cli.main(["build-queries", "--dump", str(tmp_path), "--out", str(tmp_path / "o"), *BEAM_IN_PROCESS]) == 2
+    err = capsys.readouterr().err
+    assert f"--dump '{tmp_path}' is a folder, not a file" in err and "Traceback" not in err, err
+    (tmp_path / "a.parquet").write_bytes(b"x")
+    assert common.expand_patterns([str(tmp_path / "*")]) == [str(tmp_path / "a.parquet")]

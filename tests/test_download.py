@@ -495,3 +495,26 @@ def test_shards_without_a_plan_are_not_reused_silently(tmp_path, capsys):
         assert run_download(pairs, out, "--image-size", "32", "--overwrite") == 0
         rows, _ = read_raw(out)
         assert {(r["width"], r["height"]) for r in rows} == {(48, 32), (32, 32)}
+
+
+def test_a_truncated_plan_names_itself(tmp_path, capsys):
+    """A plan.json cut short (a full disk, a killed copy) is bad input: exit 2 with one line naming the file."""
+    with hs.HostileServer() as server:
+        pairs, out = two_photos_downloaded(server, tmp_path)
+        (out / "plan.json").write_bytes((out / "plan.json").read_bytes()[:40])
+        capsys.readouterr()
+        assert run_download(pairs, out, "--image-size", "32") == 2
+        err = capsys.readouterr().err
+        assert f"{out / 'plan.json'}: not a JSON file" in err and "Traceback" not in err, err
+
+
+def test_a_raw_folder_given_as_pairs_is_refused(tmp_path, capsys):
+    """`--pairs out/raw` (stage 3's own output, its parquets have url and caption too) is a mix-up, not pairs
+    to fetch again: exit 2 naming the file and what --pairs takes, before anything is written."""
+    with hs.HostileServer() as server:
+        _, raw = two_photos_downloaded(server, tmp_path)
+        capsys.readouterr()
+        assert run_download(raw, tmp_path / "again") == 2
+        err = capsys.readouterr().err
+        assert "a raw download shard" in err and str(raw / "00000.parquet") in err and "Traceback" not in err, err
+        assert not (tmp_path / "again").exists()

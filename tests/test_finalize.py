@@ -494,3 +494,22 @@ def test_rebalance_seed_must_match_the_seed_stage_2_balanced_with(raw, tmp_path,
     assert not (tmp_path / "o1" / "stats.json").exists()
     assert finalize(raw_dir, tmp_path / "o2", "--seed", "7") == 0
     assert json.loads((tmp_path / "o2" / "stats.json").read_text())["parameters"]["seed"] == 7
+
+
+@pytest.mark.parametrize(("broken", "content"), [
+    ("plan.json", b"{\"inputs\": ["), ("plan.json", b"[]"), ("stats.json", b"\xff\xfe"), ("stats.json", b"[1, 2]"),
+])
+def test_a_broken_plan_or_pairs_stats_names_itself(raw, tmp_path, capsys, broken, content):
+    """A truncated or foreign plan.json (raw folder) or stats.json (pairs folder) on the seed trace is bad input:
+    exit 2, one line naming the file, no traceback, nothing written."""
+    pairs_dir, raw_dir = tmp_path / "pairs", tmp_path / "raw"
+    pairs_dir.mkdir()
+    (pairs_dir / "stats.json").write_text(json.dumps({"stage": "build-pairs", "parameters": {"seed": 0}}))
+    shutil.copytree(raw.root, raw_dir)
+    (raw_dir / "plan.json").write_text(json.dumps({"inputs": [str(pairs_dir / "pairs-00000-of-00001.parquet")]}))
+    bad = (raw_dir if broken == "plan.json" else pairs_dir) / broken
+    bad.write_bytes(content)
+    assert finalize(raw_dir, tmp_path / "o") == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()

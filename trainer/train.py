@@ -68,6 +68,7 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
     """``wit train``: exit 0 done, 2 bad options or data (one line on stderr), 128 + signal when stopped."""
     try:
         cfg = args if isinstance(args, TrainConfig) else options.from_namespace(TrainConfig, args)
+        options.check_out_folder(cfg.out)
     except ValueError as e:
         print(f"wit train: {e}", file=sys.stderr)
         return 2

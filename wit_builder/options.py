@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
@@ -226,3 +227,16 @@ def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return str(value)
+
+
+def check_out_folder(path: str, flag: str = "--out") -> None:
+    """ValueError when the output folder ``path`` cannot be a folder: it, or the nearest existing path above it,
+    is a file (``os.makedirs`` would fail mid-run with a traceback). URLs (``gs://``...) are not checked."""
+    if "://" in path:
+        return
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if os.path.exists(probe) and not os.path.isdir(probe):
+        where = "is a file" if probe == os.path.abspath(path) else f"is below the file {probe}"
+        raise ValueError(f"{flag} {path!r} {where}, not a folder: name a folder for the outputs")
