@@ -88,9 +88,11 @@ def unknown_arguments(rest: list[str], takes_beam: bool) -> tuple[list[str], lis
 
 def suggestion(arg: str, valid: Iterable[str]) -> str | None:
     """The valid flag nearest to ``arg`` (difflib), ``-`` and ``_`` treated alike; None when nothing is close."""
-    flag = _flag_of(arg)
-    canon = {v.replace("_", "-"): v for v in valid}
-    close = difflib.get_close_matches(flag.replace("_", "-"), list(canon), n=1, cutoff=0.6)
+    def bare(flag: str) -> str:  # the shared "--" would make every pair of short flags look alike
+        return flag.lstrip("-").replace("_", "-")
+
+    canon = {bare(v): v for v in valid}
+    close = difflib.get_close_matches(bare(_flag_of(arg)), list(canon), n=1, cutoff=0.6)
     return canon[close[0]] if close else None
 
 

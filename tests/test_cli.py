@@ -108,6 +108,13 @@ def test_beam_options_pass_through_beam_commands(name):
     assert cli.suggestion("--runer", cli.beam_flags()) == "--runner"
 
 
+def test_no_suggestion_for_an_option_like_none_of_them():
+    """The shared "--" alone made short flags look close: --bogus-opt was answered "did you mean --out?"."""
+    assert cli.suggestion("--bogus-opt", ["--out", "--raw", "--seed"]) is None
+    assert cli.suggestion("--sed", ["--out", "--raw", "--seed"]) == "--seed"
+    assert cli.suggestion("--per_query_cap", ["--per-query-cap", "--out"]) == "--per-query-cap"
+
+
 @pytest.mark.parametrize("name", ["train", "eval", "export"])
 def test_commands_without_beam_reject_beam_options(name, capsys):
     assert cli.main([name, *REQUIRED[name], "--runner=FnApiRunner"]) == 2
