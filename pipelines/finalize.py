@@ -584,8 +584,9 @@ class FinalizeOptions:
     decontaminate: str | None = option(FinalizeConfig.decontaminate, metavar="DIR",
                                        help="folder of evaluation images (searched recursively); near duplicates "
                                             "become 'filtered'")
-    seed: int = option(FinalizeConfig.seed, help="seed of the re-balance hash rank: stage 2's --seed (with "
-                                                  "--per-query-cap, a traced stage 2 seed that differs is refused)")
+    seed: int | None = option(None, help="seed of the re-balance hash rank (none: stage 2's --seed, traced through "
+                                         "the raw folder's plan.json to the pairs' stats.json, else 0); with "
+                                         "--per-query-cap a seed other than stage 2's is refused")
 
     def __post_init__(self) -> None:
         finalize_inputs.check_settings(self.samples_per_shard, self.per_query_cap, self.phash_distance)
@@ -663,11 +664,11 @@ def build_config(args: FinalizeOptions) -> FinalizeConfig:
     if expected == 0:
         raise raw_shards.RawInputError(f"--raw {' '.join(args.raw)}: the raw parquets hold no rows")
     evals = tuple(eval_images(args.decontaminate)) if args.decontaminate else ()
-    finalize_inputs.check_rebalance_seed(args.seed, args.per_query_cap, pairs_stats_behind(files))
+    seed = finalize_inputs.rebalance_seed(args.seed, args.per_query_cap, pairs_stats_behind(files))
     return FinalizeConfig(
         raw=tuple(args.raw), out=args.out, raw_files=tuple(files), raw_names=tuple(sorted(names.items())),
         expected_rows=expected, samples_per_shard=args.samples_per_shard, per_query_cap=args.per_query_cap,
-        phash_distance=args.phash_distance, seed=args.seed, decontaminate=args.decontaminate, eval_files=evals,
+        phash_distance=args.phash_distance, seed=seed, decontaminate=args.decontaminate, eval_files=evals,
         match_rule=raw_match_rule(files),  # ValueError when the pairs behind the shards mix match rules
     )
 

@@ -488,12 +488,14 @@ def test_rebalance_seed_must_match_the_seed_stage_2_balanced_with(raw, tmp_path,
     raw_dir = tmp_path / "raw"
     shutil.copytree(raw.root, raw_dir)
     (raw_dir / "plan.json").write_text(json.dumps({"inputs": [str(pairs_dir / "pairs-00000-of-00001.parquet")]}))
-    assert finalize(raw_dir, tmp_path / "o1") == 2  # --seed defaults to 0
+    assert finalize(raw_dir, tmp_path / "o1", "--seed", "0") == 2
     err = capsys.readouterr().err
     assert "--seed 0 differs from the seed 7" in err and str(pairs_dir / "stats.json") in err and "--seed 7" in err
     assert not (tmp_path / "o1" / "stats.json").exists()
     assert finalize(raw_dir, tmp_path / "o2", "--seed", "7") == 0
     assert json.loads((tmp_path / "o2" / "stats.json").read_text())["parameters"]["seed"] == 7
+    assert finalize(raw_dir, tmp_path / "o3") == 0  # without --seed: stage 2's, traced
+    assert json.loads((tmp_path / "o3" / "stats.json").read_text())["parameters"]["seed"] == 7
 
 
 @pytest.mark.parametrize(("broken", "content"), [

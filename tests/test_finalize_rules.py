@@ -267,13 +267,17 @@ def pairs_stats(seed, cap=100, stage="build-pairs"):
 
 
 def test_rebalance_seed_must_be_stage_twos_seed():
-    check = finalize_inputs.check_rebalance_seed
-    check(7, 50, {"pairs/stats.json": pairs_stats(7)})
-    check(0, None, {"pairs/stats.json": pairs_stats(7)})        # no re-cap: the seed is not used
-    check(0, 50, {"pairs/stats.json": pairs_stats(7, cap=None)})  # stage 2 did not cap
-    check(0, 50, {"raw/stats.json": pairs_stats(7, stage="download")})
-    check(0, 50, {})                                             # untraceable: nothing to compare
+    seed = finalize_inputs.rebalance_seed
+    assert seed(7, 50, {"pairs/stats.json": pairs_stats(7)}) == 7
+    assert seed(None, 50, {"pairs/stats.json": pairs_stats(7)}) == 7     # the default follows stage 2
+    assert seed(0, None, {"pairs/stats.json": pairs_stats(7)}) == 0      # no re-cap: the seed is not used
+    assert seed(None, None, {"pairs/stats.json": pairs_stats(7)}) == 0
+    assert seed(0, 50, {"pairs/stats.json": pairs_stats(7, cap=None)}) == 0  # stage 2 did not cap
+    assert seed(None, 50, {"pairs/stats.json": pairs_stats(7, cap=None)}) == 0
+    assert seed(0, 50, {"raw/stats.json": pairs_stats(7, stage="download")}) == 0
+    assert seed(5, 50, {}) == 5 and seed(None, 50, {}) == 0              # untraceable: nothing to compare
     with pytest.raises(ValueError, match=r"--seed 0 differs from the seed 7 .*\(pairs/stats.json\): pass --seed 7"):
-        check(0, 50, {"pairs/stats.json": pairs_stats(7)})
-    with pytest.raises(ValueError, match=r"different seeds \(3 in a/stats.json, 7 in b/stats.json\)"):
-        check(3, 50, {"a/stats.json": pairs_stats(3), "b/stats.json": pairs_stats(7)})
+        seed(0, 50, {"pairs/stats.json": pairs_stats(7)})
+    for given in (3, None):
+        with pytest.raises(ValueError, match=r"different seeds \(3 in a/stats.json, 7 in b/stats.json\)"):
+            seed(given, 50, {"a/stats.json": pairs_stats(3), "b/stats.json": pairs_stats(7)})

@@ -3,7 +3,7 @@
 - :func:`check_settings`: the user settings' ranges, shared by the options and the resolved config;
 - :func:`raw_patterns`, :func:`eval_images`: what ``--raw`` and ``--decontaminate`` name;
 - :func:`check_out_apart_from_raw`: ``--out`` never a folder of raw shards;
-- :func:`check_rebalance_seed`: the re-balance seed equals stage 2's balance seed (the seed check between
+- :func:`rebalance_seed`: the re-balance seed is stage 2's balance seed (the seed check between
   stages 2 and 4).
 """
 
@@ -69,33 +69,38 @@ def check_out_apart_from_raw(out: str, files: Iterable[str], folder_key: Callabl
                              "the raw shards there; choose another --out")
 
 
-def check_rebalance_seed(seed: int, per_query_cap: int | None, pairs_stats: Mapping[str, Mapping[str, Any]]) -> None:
-    """The seed check between stages 2 and 4: re-balancing must rank samples with stage 2's balance seed.
+def rebalance_seed(seed: int | None, per_query_cap: int | None, pairs_stats: Mapping[str, Mapping[str, Any]]) -> int:
+    """The seed of the re-balance hash rank, checked between stages 2 and 4: it must be stage 2's balance seed.
 
     Stage 2 keeps, per query over its target, the samples with the smallest seeded ranks
     (``wit_builder.balance``); stage 4's re-cap (``--per-query-cap``) ranks the survivors with the same function,
     so with the same seed each query's final set is the smallest ranks of what stage 2 kept, and the trainer's
     load-time balance (``trainer/balance.py``) gives the same samples. A different seed caps with unrelated ranks.
 
+    ``seed``: the user's ``--seed``, or None (the default) for "stage 2's": the one traced seed, else 0.
     ``pairs_stats``: stats.json path -> its document, for every stage 2 output traced behind the raw shards
     (download's plan.json names the pairs files; their folder holds stage 2's stats.json). Documents of other
     stages and runs without a cap (stage 2's ``per_query_cap`` None) are ignored, and nothing is checked
     without ``per_query_cap`` here. Raises ValueError naming the stats file and both seeds when a traced seed
-    differs from ``seed``, or naming two files when the traced runs used different seeds.
+    differs from a given ``seed``, or naming two files when the traced runs used different seeds.
     """
-    if per_query_cap is None:
-        return
     seeds: dict[int, str] = {}
     for path, doc in sorted(pairs_stats.items()):
         parameters = doc.get("parameters", {}) if doc.get("stage") == PAIRS_STAGE else {}
         if parameters.get("per_query_cap") is None or not isinstance(parameters.get("seed"), int):
             continue
         seeds.setdefault(parameters["seed"], path)
+    if per_query_cap is None:
+        return 0 if seed is None else seed  # no re-cap: the seed ranks nothing
     if len(seeds) > 1:
         (a, path_a), (b, path_b) = sorted(seeds.items())[:2]
         raise ValueError(f"--raw: the pairs behind the raw shards were balanced with different seeds ({a} in {path_a}, "
                          f"{b} in {path_b}); re-balance them separately, one --seed each")
+    if seed is None:
+        return next(iter(seeds), 0)
     for traced, path in seeds.items():
         if traced != seed:
             raise ValueError(f"--seed {seed} differs from the seed {traced} that stage 2 balanced the pairs with "
-                             f"({path}): pass --seed {traced}, so that the re-cap ranks samples as stage 2 did")
+                             f"({path}): pass --seed {traced} or leave --seed out, so that the re-cap ranks "
+                             "samples as stage 2 did")
+    return seed
