@@ -730,6 +730,11 @@ def run(args: FinalizeOptions, beam_argv: list[str]) -> int:
     if mismatched:  # stats.json comes from the data; a retried bundle can inflate attempted-only counters
         print(f"wit finalize: warning: monitoring counters differ from stats.json (stats, counter): {mismatched}",
               file=sys.stderr)
+    if unreadable := counts.get("reason_raw_image_unreadable", 0):  # damaged download output: say so, not only count
+        print(f"wit finalize: warning: {unreadable:,} stored image(s) could not be read back from their raw tars "
+              f"(missing, truncated or undecodable); they are failed_to_decode, each naming its tar and key, in "
+              f"{common.join(config.out, ROWS_DIR)}; rerun the download of those shards if that is unexpected",
+              file=sys.stderr)
     shown = ", ".join(f"{s} {n}" for s, n in statuses.items() if n)
     print(progress.summary_line("finalize", [
         f"{counts['rows']:,} rows -> {counts['samples']:,} samples in {counts['shards']} shards ({shown})",

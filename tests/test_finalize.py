@@ -368,7 +368,7 @@ def test_table_rows_maps_img2dataset_statuses_and_text_query_lists():
         raw_shards.table_rows(dict(columns, uid=["1", "", "3"]), "x.parquet", "x")
 
 
-def test_stored_images_that_do_not_decode_never_reach_the_final_shards(tmp_path):
+def test_stored_images_that_do_not_decode_never_reach_the_final_shards(tmp_path, capsys):
     """Raw rows whose metadata looks complete (hashes, sizes) but whose stored bytes are cut or not an image
     become failed_to_decode; finalize decodes every stored image, not only those missing a hash."""
     from wit_builder.dedup import image_phash
@@ -399,6 +399,8 @@ def test_stored_images_that_do_not_decode_never_reach_the_final_shards(tmp_path)
     assert "does not decode" in final[2]["error_message"] and "00000.tar" in final[2]["error_message"]
     stats = json.loads((out / "stats.json").read_text())
     assert stats["counts"]["reason_raw_image_unreadable"] == 2 and stats["counts"]["status_success"] == 2
+    err = capsys.readouterr().err  # exit 0, but the damage is said on the terminal, not only counted
+    assert "warning: 2 stored image(s) could not be read back from their raw tars" in err and "Traceback" not in err
     shipped = [s for s in wds.WebDataset(str(out / "00000.tar"), shardshuffle=False)]
     assert [json.loads(s["json"])["uid"] for s in shipped] == [f"{0:032x}", f"{3:032x}"]
     for sample in shipped:
