@@ -225,7 +225,7 @@ def _run(name: str, rest: list[str], module_name: str, takes_beam: bool, interru
         try:
             config = opts.from_namespace(module.OPTIONS, args)
         except (ValueError, TypeError) as err:
-            print(f"wit {name}: error: {err}", file=sys.stderr)
+            print(f"wit {name}: error: {opts.with_flag_names(str(err), module.OPTIONS)}", file=sys.stderr)
             return errors.EXIT_USAGE
         _configure_logging()
         return int(module.run(config, beam_argv) or 0)

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -282,6 +282,11 @@ _IMG, _NET = "images", "network"
 @dataclass(frozen=True)
 class DownloadOptions:
     """``wit download``'s settings; the flags, defaults and help are generated from these fields."""
+
+    # FetchConfig's names for what the user set with these flags (its errors name them: wit_builder.options)
+    CONFIG_FLAGS: ClassVar[dict[str, str]] = {
+        "connect_timeout_s": "--timeout", "read_timeout_s": "--timeout", "deadline_s": "--deadline",
+        "backoff_base_s": "--backoff-base", "backoff_max_s": "--backoff-max"}
 
     pairs: tuple[str, ...] = option(help="pairs directory, parquet file or glob (needs a url column); repeatable")
     out: str = option(help="output directory for raw shards")

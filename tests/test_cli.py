@@ -450,3 +450,27 @@ def test_a_folder_where_files_are_expected_is_bad_input(tmp_path, capsys):
     assert f"--dump '{tmp_path}' is a folder, not a file" in err and "Traceback" not in err, err
     (tmp_path / "a.parquet").write_bytes(b"x")
     assert common.expand_patterns([str(tmp_path / "*")]) == [str(tmp_path / "a.parquet")]
+
+
+@pytest.mark.parametrize(("name", "extra", "said"), [
+    ("download", ["--rows-per-shard", "0"], "--rows-per-shard must be >= 1, got 0"),
+    ("download", ["--per-host-rate", "-1"], "--per-host-rate must be >= 0"),
+    ("download", ["--timeout", "-1"], "--timeout must be > 0"),
+    ("download", ["--backoff-max", "-1"], "--backoff-max must be >= 0"),
+    ("download", ["--threads", "0"], "--threads must be >= 1"),
+    ("build-queries", ["--max-queries", "-5"], "--max-queries must be >= 0"),
+])
+def test_a_setting_out_of_range_is_named_by_its_flag(name, extra, said, capsys):
+    """Range errors come from the dataclasses' validation; the user reads the flag, not the field name."""
+    assert cli.main([name, *REQUIRED[name], *extra]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "_" not in err.split("error:", 1)[1].split(",")[0], err
+
+
+def test_flag_names_replace_identifiers_only():
+    from pipelines.download import DownloadOptions
+    assert opts.with_flag_names("rows_per_shard must be >= 1", DownloadOptions) == "--rows-per-shard must be >= 1"
+    assert opts.with_flag_names("deadline_s must be > 0", DownloadOptions) == "--deadline must be > 0"
+    # one-word names only as the first word; flags already spelled with dashes stay as they are
+    said = "the threads are --rows-per-shard"
+    assert opts.with_flag_names(said, DownloadOptions) == said

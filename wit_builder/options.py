@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
@@ -227,6 +228,23 @@ def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return str(value)
+
+
+def with_flag_names(message: str, cls: type) -> str:
+    """``message`` (a settings error) with field names as the user's flags: ``rows_per_shard must be >= 1`` ->
+    ``--rows-per-shard must be >= 1``. Names with an underscore are replaced anywhere, a one-word name only as
+    the message's first word (``threads must be ...``); ``cls.CONFIG_FLAGS`` (optional) maps the field names of
+    configs built from the options (``connect_timeout_s`` -> ``--timeout``)."""
+    flags = {f.name: flag_name(f) for f, _ in cli_fields(cls)}
+    flags.update(getattr(cls, "CONFIG_FLAGS", {}))
+
+    def replace(match: re.Match[str]) -> str:
+        word = match.group(0)
+        if word in flags and ("_" in word or match.start() == 0):
+            return flags[word]
+        return word
+
+    return re.sub(r"(?<![-\w])[a-z][a-z0-9_]*(?![-\w])", replace, message)
 
 
 def check_out_folder(path: str, flag: str = "--out") -> None:

@@ -73,10 +73,14 @@ class FetchConfig:
             raise ValueError(f"max_bytes must be >= 1, got {self.max_bytes}")
         if self.retries < 0 or self.max_redirects < 0:
             raise ValueError("retries and max_redirects must be >= 0")
-        if self.backoff_base_s < 0 or self.backoff_max_s < 0:
-            raise ValueError("backoff times must be >= 0")
-        if self.per_host_concurrency < 1 or self.per_host_rate < 0 or self.pool_maxsize < 1:
-            raise ValueError("per_host_concurrency and pool_maxsize must be >= 1, per_host_rate >= 0")
+        for name in ("backoff_base_s", "backoff_max_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("per_host_concurrency", "pool_maxsize"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.per_host_rate < 0:
+            raise ValueError(f"per_host_rate must be >= 0 (0: unlimited), got {self.per_host_rate}")
 
 
 @dataclass(frozen=True)
