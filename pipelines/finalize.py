@@ -710,7 +710,7 @@ def run(args: FinalizeOptions, beam_argv: list[str]) -> int:
     try:
         config = build_config(args)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"wit finalize: {exc}", file=sys.stderr)
+        print(f"wit finalize: error: {exc}", file=sys.stderr)
         return 2
     print(f"finalize: {len(config.raw_files)} raw shards, {config.expected_rows} rows -> {config.out}", flush=True)
     common.makedirs(config.out)

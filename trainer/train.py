@@ -70,12 +70,12 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
         cfg = args if isinstance(args, TrainConfig) else options.from_namespace(TrainConfig, args)
         options.check_out_folder(cfg.out)
     except ValueError as e:
-        print(f"wit train: {e}", file=sys.stderr)
+        print(f"wit train: error: {e}", file=sys.stderr)
         return 2
     try:
         return train(cfg)
     except (DataError, FileNotFoundError) as e:
-        print(f"wit train: {e}", file=sys.stderr)
+        print(f"wit train: error: {e}", file=sys.stderr)
         return 2
 
 

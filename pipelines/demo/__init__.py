@@ -218,7 +218,7 @@ def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
     try:
         return _run(args, beam_argv, out, started)
     except DemoError as e:
-        print(f"wit demo: {e}", file=sys.stderr)
+        print(f"wit demo: error: {e}", file=sys.stderr)
         return 1
 
 
