@@ -23,6 +23,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.transforms.window import GlobalWindows
 
+from schemas.stats import json_safe
 from wit_builder import errors, progress
 
 # Beam 2.77's default runner tries to download the Prism binary first; name the in-process runner.
@@ -274,8 +275,10 @@ def write_bytes(path: str, data: bytes) -> None:
 
 
 def write_json(path: str, obj: Any) -> None:
-    """Write ``obj`` as UTF-8 JSON (indent 2, sorted keys, trailing newline) atomically: same object, same bytes."""
-    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode())
+    """Write ``obj`` as UTF-8 JSON (indent 2, sorted keys, trailing newline) atomically: same object, same bytes.
+    Non-finite floats are written as strings (``schemas.stats.json_safe``): strict JSON parsers refuse Infinity."""
+    text = json.dumps(json_safe(obj), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    write_bytes(path, (text + "\n").encode())
 
 
 def write_parquet(path: str, table: pa.Table) -> None:

@@ -391,7 +391,8 @@ def _check_plan(out: str, plan: dict[str, Any], overwrite: bool = False) -> list
     path = common.join(out, PLAN_JSON)
     removed: list[str] = []
     if common.exists(path):
-        conflict = download_plan.plan_conflict(out, common.read_json_object(path), plan)
+        # json_safe: a plan.json of an earlier version holds Infinity where this one writes "inf"
+        conflict = download_plan.plan_conflict(out, stats_schema.json_safe(common.read_json_object(path)), plan)
         if conflict is None:
             return removed
         if not overwrite:
@@ -452,8 +453,10 @@ def _write_stats(out: str, doc: dict[str, Any], unchanged_run: bool) -> None:
             stats_schema.validate(old)
         except (ValueError, OSError):
             old = None
-        if old is not None and {k: v for k, v in old.items() if k != "timings"} == {
-                k: v for k, v in doc.items() if k != "timings"}:
+        def untimed(d: dict[str, Any]) -> Any:  # as written: non-finite floats as strings (earlier files: Infinity)
+            return stats_schema.json_safe({k: v for k, v in d.items() if k != "timings"})
+
+        if old is not None and untimed(old) == untimed(doc):
             return
     common.write_json(path, doc)
 

@@ -30,6 +30,18 @@ _INPUT_KEYS = {"path": str, "sha256": (str, type(None)), "bytes": (int, type(Non
 _OUTPUT_KEYS = {"path": str, "rows": (int, type(None))}
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float as the string ``"inf"``, ``"-inf"`` or ``"nan"`` (dict keys and other
+    values unchanged), so the JSON written is standard (RFC 8259 has no Infinity/NaN) and reads back equal."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, Mapping):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 class StatsError(ValueError):
     """A stats document that does not follow the layout; the message names the key and what is wrong."""
 

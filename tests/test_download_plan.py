@@ -100,3 +100,23 @@ def test_rows_per_input_counts_planned_rows_per_file():
     specs = [download_plan.ShardSpec(0, 0, ("a", "b"), ((0, 0), (1, 0))),
              download_plan.ShardSpec(1, 0, ("a", "b"), ((0, 1), (0, 2)))]
     assert download_plan.rows_per_input(specs) == {"a": 3, "b": 1}
+
+
+def test_settings_with_an_unbounded_limit_are_strict_json(tmp_path):
+    """--max-aspect-ratio defaults to inf: plan.json held `Infinity`, which strict JSON parsers refuse."""
+    import json
+
+    from pipelines import common
+
+    settings = download_plan.output_settings("native", ImageConfig(max_aspect_ratio=float("inf")), FetchConfig())
+    assert settings["image"]["max_aspect_ratio"] == "inf"
+    path = str(tmp_path / "plan.json")
+    common.write_json(path, {"settings": settings, "nan": float("nan"), "low": [float("-inf")]})
+
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    back = json.loads((tmp_path / "plan.json").read_text(), parse_constant=refuse)
+    assert back == {"settings": settings, "nan": "nan", "low": ["-inf"]}
+    assert download_plan.output_settings("native", ImageConfig(max_aspect_ratio=float("inf")), FetchConfig()) == \
+        back["settings"]  # a rerun compares equal to what was written

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from schemas.download import RAW_STATUSES
+from schemas.stats import json_safe
 from wit_builder.crawl import raw_shards
 
 # Settings that change only how fast or how politely shards are made, not what they hold.
@@ -97,13 +98,13 @@ def row_group_selection(group_sizes: Sequence[int], targets: Sequence[int]) -> t
 def output_settings(engine: str, image: Any, network: Any) -> dict[str, Any]:
     """The settings that decide what a raw shard holds, as JSON (plan.json's ``settings``; a rerun must match):
     the engine, the image and network dataclasses (``ImageConfig``, ``FetchConfig``) without the speed-only
-    settings (SPEED_ONLY_SETTINGS), tuples as lists (as read back from JSON)."""
+    settings (SPEED_ONLY_SETTINGS), tuples as lists and non-finite floats as strings (as read back from JSON)."""
     settings: dict[str, Any] = {"engine": engine, "image": dataclasses.asdict(image),
                                 "network": dataclasses.asdict(network)}
     for group in ("image", "network"):
         for name in SPEED_ONLY_SETTINGS:
             settings[group].pop(name, None)
-    result: dict[str, Any] = json.loads(json.dumps(settings, default=str))
+    result: dict[str, Any] = json.loads(json.dumps(json_safe(settings), default=str, allow_nan=False))
     return result
 
 
