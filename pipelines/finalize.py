@@ -29,7 +29,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipelines import common
-from pipelines.match_rule_check import PLAN_JSON, raw_match_rule
+from pipelines.match_rule_check import raw_match_rule, traced_pairs
 from schemas import stats as stats_schema
 from schemas.finalize import (
     ACCOUNTING_DIR,
@@ -638,17 +638,13 @@ def pairs_stats_behind(raw_files: Iterable[str]) -> dict[str, dict[str, Any]]:
     names the pairs files it read; their folders hold stage 2's stats.json. Path -> document; what cannot be
     traced (no plan.json, pairs moved, no stats.json) is left out."""
     found: dict[str, dict[str, Any]] = {}
-    for folder in sorted({finalize_inputs.folder_of(f) for f in raw_files}):
-        plan_path = common.join(folder, PLAN_JSON)
-        if not common.exists(plan_path):
-            continue
-        for pairs_path in common.read_json_object(plan_path).get("inputs", []):
-            stats_path = common.join(finalize_inputs.folder_of(pairs_path), PAIRS_STATS_JSON)
-            if stats_path not in found and common.exists(stats_path):
-                try:
-                    found[stats_path] = common.read_json_object(stats_path)
-                except ValueError as exc:
-                    raise ValueError(f"{exc}; the seed of stage 2 is unknown") from exc
+    for pairs_path in traced_pairs(finalize_inputs.folder_of(f) for f in raw_files):
+        stats_path = common.join(finalize_inputs.folder_of(pairs_path), PAIRS_STATS_JSON)
+        if stats_path not in found and common.exists(stats_path):
+            try:
+                found[stats_path] = common.read_json_object(stats_path)
+            except ValueError as exc:
+                raise ValueError(f"{exc}; the seed of stage 2 is unknown") from exc
     return found
 
 

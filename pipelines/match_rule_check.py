@@ -14,6 +14,7 @@ from collections.abc import Iterable
 import pyarrow.parquet as pq
 
 from pipelines import common
+from wit_builder.finalize_inputs import folder_of
 from wit_builder.match_rules import check_one_rule
 
 PLAN_JSON = "plan.json"  # pipelines.download's plan of a download folder
@@ -28,6 +29,17 @@ def _column_rules(path: str) -> set[str | None]:
     return set(pq.read_table(data, columns=["match_rule"]).column("match_rule").unique().to_pylist())
 
 
+def traced_pairs(raw_folders: Iterable[str]) -> list[str]:
+    """The pairs files each raw folder's ``plan.json`` names (its ``inputs``), folders in sorted order; a folder
+    without plan.json adds nothing. ValueError naming a plan.json that is not a JSON object."""
+    found: list[str] = []
+    for folder in sorted(set(raw_folders)):
+        plan_path = common.join(folder, PLAN_JSON)
+        if common.exists(plan_path):
+            found.extend(common.read_json_object(plan_path).get("inputs", []))
+    return found
+
+
 def raw_match_rules(raw_files: Iterable[str]) -> dict[str, set[str | None]]:
     """Per source (a raw parquet with the column, else a pairs file named by its folder's plan.json), its
     rules. Sources that cannot be traced (no plan.json, pairs file gone) are left out."""
@@ -38,14 +50,10 @@ def raw_match_rules(raw_files: Iterable[str]) -> dict[str, set[str | None]]:
         if own != {None}:
             rules[path] = own
         else:
-            folders.add(path.rsplit("/", 1)[0] if "/" in path else ".")
-    for folder in sorted(folders):
-        plan_path = common.join(folder, PLAN_JSON)
-        if not common.exists(plan_path):
-            continue
-        for pairs_path in common.read_json_object(plan_path).get("inputs", []):
-            if common.exists(pairs_path):
-                rules[pairs_path] = _column_rules(pairs_path)
+            folders.add(folder_of(path))
+    for pairs_path in traced_pairs(folders):
+        if common.exists(pairs_path):
+            rules[pairs_path] = _column_rules(pairs_path)
     return rules
 
 
