@@ -17,7 +17,7 @@
    URLs relative with ``&amp;``): the named peer, ``warcio.ArchiveIterator`` + ``json.loads`` + the IMG@/src
    filter (it does less than a pool reader must); a second peer, the same loop plus the per-link rules every
    pool reader needs (entity-decode src and alt, resolve src against ``<base href>``/the page URL with
-   urllib, keep http(s), normalize the URL and clean the alt with wit_builder.uid); and ``read_pool_file``
+   urllib, keep http(s), normalize the URL and clean the alt with wit_builder.core.uid); and ``read_pool_file``
    (FastWARC records, the same rules, Candidate objects, bad input reported). ``--wat-only`` runs this part
    alone; ``--wat-layout cc`` writes pages as a Common Crawl WAT holds them (see ``write_wat``).
 
@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from schemas.queries import QUERIES  # noqa: E402
-from wit_builder.pool_readers import Candidate, PoolOptions, read_pool_file  # noqa: E402
+from wit_builder.pairs.pool_readers import Candidate, PoolOptions, read_pool_file  # noqa: E402
 
 ONSETS = ["", "b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "st", "tr", "br",
           "ch", "sh", "th", "pl", "gr", "cl", "fr", "sp"]
@@ -119,8 +119,8 @@ def timed(fn, *args) -> tuple[float, float, int]:
 # The child: `wit build-pairs` in-process; CPU and peak RSS of the stage alone (imports excluded).
 STAGE_CHILD = """
 import cProfile, json, os, pstats, resource, sys, time
-from pipelines import cli
-import pipelines.build_pairs
+from wit_builder import cli
+import wit_builder.pairs.pipeline
 profile = os.environ.get("BENCH_MATCH_PROFILE")
 profiler = cProfile.Profile() if profile else None
 cpu, wall = time.process_time(), time.perf_counter()
@@ -212,8 +212,8 @@ def warcio_loop(paths: list[str]) -> int:
 
 def warcio_rules_loop(paths: list[str]) -> int:
     """Second peer: the warcio + json loop plus the per-link rules of a pool reader, written plainly
-    (html.unescape, urllib's urljoin, wit_builder.uid's normalize_url and clean_caption), pairs kept."""
-    from wit_builder.uid import clean_caption, normalize_url
+    (html.unescape, urllib's urljoin, wit_builder.core.uid's normalize_url and clean_caption), pairs kept."""
+    from wit_builder.core.uid import clean_caption, normalize_url
 
     pairs: list[tuple[str, str]] = []
     for path in paths:

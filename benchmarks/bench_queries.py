@@ -38,9 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
-from wit_builder.parse_budget import BoundedParser
-from wit_builder.query_selection import count_ngrams
-from wit_builder.wikidump import DumpRange, read_pages
+from wit_builder.queries.parse_budget import BoundedParser
+from wit_builder.queries.selection import count_ngrams
+from wit_builder.queries.wikidump import DumpRange, read_pages
 
 
 def default_dump() -> Path:
@@ -135,7 +135,7 @@ def generate_dump(path: Path, pages: int, types: int, seed: int = 0, words_per_p
 
 def scaling_run(dump: Path, out: Path) -> tuple[float, float, float]:
     """(peak RSS in MiB, CPU seconds, wall seconds) of ``wit build-queries`` on ``dump`` in a fresh process."""
-    code = ("import sys; from pipelines.cli import main; "
+    code = ("import sys; from wit_builder.cli import main; "
             f"sys.exit(main(['build-queries', '--dump', {str(dump)!r}, '--out', {str(out)!r}, "
             "'--runner=FnApiRunner']))")
     wall = time.perf_counter()

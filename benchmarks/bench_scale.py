@@ -128,7 +128,7 @@ class Sampler(threading.Thread):
 
 def run_build_pairs(qdir: Path, pool: Path, out: Path, beam: list[str], rows_per_file: int,
                     timeout_s: float) -> tuple[float, dict[str, list[float]], dict[str, list[float]]]:
-    argv = [sys.executable, "-m", "pipelines.cli", "build-pairs", "--queries", str(qdir),
+    argv = [sys.executable, "-m", "wit_builder.cli", "build-pairs", "--queries", str(qdir),
             "--pool", str(pool / "*.parquet"), "--out", str(out), "--per-query-cap", "50",
             "--rows-per-file", str(rows_per_file), *beam]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

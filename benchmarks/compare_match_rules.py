@@ -40,9 +40,9 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from wit_builder.matcher import QueryMatcher  # noqa: E402
-from wit_builder.metaclip_rule import MetaClipMatcher, spaced  # noqa: E402
-from wit_builder.textnorm import is_query_token  # noqa: E402
+from wit_builder.core.textnorm import is_query_token  # noqa: E402
+from wit_builder.pairs.matcher import QueryMatcher  # noqa: E402
+from wit_builder.pairs.metaclip_rule import MetaClipMatcher, spaced  # noqa: E402
 
 DEFAULT_CAPTIONS = Path(__file__).resolve().parent.parent / "tests" / "data" / "laion_captions_10000.parquet"
 

@@ -20,7 +20,7 @@ PAIRS = pa.schema(
         pa.field("page_url", pa.string(), nullable=True),       # WAT/WARC: the page the image appeared on
         # every query found in the caption (a superset of ``queries``): re-balance with another cap, no re-match
         pa.field("matched_queries", pa.list_(pa.string()), nullable=False),
-        # the match rule that matched ``queries`` (wit_builder.match_rules): pairs of two rules never mix
+        # the match rule that matched ``queries`` (wit_builder.pairs.match_rules): pairs of two rules never mix
         pa.field("match_rule", pa.string(), nullable=False),
     ],
     metadata={"wit.table": "pairs"},

@@ -8,7 +8,7 @@ SOURCES: tuple[str, ...] = ("unigram", "bigram", "title", "wordnet")
 
 QUERIES = pa.schema(
     [
-        pa.field("query", pa.string(), nullable=False),   # normalized per wit_builder.textnorm
+        pa.field("query", pa.string(), nullable=False),   # normalized per wit_builder.core.textnorm
         pa.field("source", pa.string(), nullable=False),  # one of SOURCES
         pa.field("count", pa.int64(), nullable=False),    # occurrences in the dump's plain text
         pa.field("score", pa.float64(), nullable=False),  # the source's ranking score

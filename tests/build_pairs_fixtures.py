@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from warcio.warcwriter import WARCWriter
 
 from schemas.queries import QUERIES, QUERIES_PARQUET
-from wit_builder.textnorm import normalize
+from wit_builder.core.textnorm import normalize
 
 
 def wat_payload(page: str, links: list[dict], base: str | None = None) -> bytes:

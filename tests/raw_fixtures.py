@@ -31,9 +31,9 @@ from PIL import Image
 
 from schemas.download import RAW_ROWS
 from tests.hostile_server import encode
-from wit_builder.balance import sample_rank
-from wit_builder.dedup import image_phash
-from wit_builder.uid import pair_uid
+from wit_builder.core.balance import sample_rank
+from wit_builder.core.dedup import image_phash
+from wit_builder.core.uid import pair_uid
 
 STORED_SIDE = 256
 SPACE_CAP = 2  # the --per-query-cap under which "space" is over the cap

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from wit_builder.balance import Rank, sample_rank, threshold_from_smallest
-from wit_builder.metaclip_rule import spaced
-from wit_builder.textnorm import normalize
-from wit_builder.uid import hash_rank
+from wit_builder.core.balance import Rank, sample_rank, threshold_from_smallest
+from wit_builder.core.textnorm import normalize
+from wit_builder.core.uid import hash_rank
+from wit_builder.pairs.metaclip_rule import spaced
 
 
 def reference_hard_selection(

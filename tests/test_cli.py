@@ -21,14 +21,15 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import cli, common
 from schemas import stats as stats_schema
 from tests import hostile_server as hs
 from tests.conftest import BEAM_IN_PROCESS
-from wit_builder import errors
-from wit_builder import options as opts
-from wit_builder.options import option
-from wit_builder.wikidump import DumpError
+from wit_builder import cli
+from wit_builder.beam import counting, fileio, launcher
+from wit_builder.core import errors
+from wit_builder.core import options as opts
+from wit_builder.core.options import option
+from wit_builder.queries.wikidump import DumpError
 
 # Each command's required flags with harmless values, so that parsing reaches the strict check.
 REQUIRED = {
@@ -93,7 +94,7 @@ def test_help_defaults_are_the_dataclass_defaults(name, capsys):
 
 
 def test_help_shows_units():
-    parser = cli.build_parser("download", importlib.import_module("pipelines.download"))
+    parser = cli.build_parser("download", importlib.import_module("wit_builder.download.pipeline"))
     text = " ".join(parser.format_help().split())
     assert "(default: 30.0 s)" in text and "(default: 256 px)" in text and "(default: 10000 rows)" in text
 
@@ -139,7 +140,7 @@ def test_invalid_values_are_usage_errors_from_the_dataclass(capsys):
 
 
 def test_repeated_inputs_are_all_kept():
-    parser = cli.build_parser("download", importlib.import_module("pipelines.download"))
+    parser = cli.build_parser("download", importlib.import_module("wit_builder.download.pipeline"))
     args = parser.parse_args(["--pairs", "a/*.parquet", "--pairs", "b/*.parquet", "--out", "o"])
     assert opts.from_namespace(options_class("download"), args).pairs == ("a/*.parquet", "b/*.parquet")
     parser = cli.build_parser("eval", importlib.import_module("trainer.evaluate"))
@@ -152,7 +153,7 @@ def test_aliases_and_negated_flags():
     for flag in ("--wd", "--weight-decay"):
         args = parser.parse_args([*REQUIRED["train"], flag, "0.1"])
         assert opts.from_namespace(options_class("train"), args).weight_decay == 0.1
-    parser = cli.build_parser("download", importlib.import_module("pipelines.download"))
+    parser = cli.build_parser("download", importlib.import_module("wit_builder.download.pipeline"))
     parsed = opts.from_namespace(options_class("download"), parser.parse_args([*REQUIRED["download"], "--no-robots"]))
     assert parsed.robots is False and parsed.x_robots_tag is True
 
@@ -215,9 +216,9 @@ def failing_pipeline(out: str, beam_argv: list[str]) -> int:
     def bad(x):
         raise DumpError(f"dump.xml: malformed XML at line {x}, after page id 4")
 
-    pipeline = beam.Pipeline(options=common.pipeline_options(beam_argv))
+    pipeline = beam.Pipeline(options=launcher.pipeline_options(beam_argv))
     _ = pipeline | beam.Create([7]) | beam.Map(bad)
-    common.run_pipeline(pipeline, out)
+    launcher.run_pipeline(pipeline, out)
     return 0
 
 
@@ -254,13 +255,13 @@ def test_beams_log_of_our_error_stays_off_the_terminal(command, tmp_path, capsys
         root.removeHandler(handler)
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("malformed XML") == 1
-    assert "malformed XML at line 7" in (tmp_path / common.BEAM_ERRORS_LOG).read_text()
+    assert "malformed XML at line 7" in (tmp_path / launcher.BEAM_ERRORS_LOG).read_text()
 
 
 def test_known_error_messages():
     assert errors.known_error_message(ValueError("x")) is None
     runner_text = RuntimeError("Pipeline failed:\nTraceback (most recent call last):\n  File \"x.py\", line 1\n"
-                               "wit_builder.crawl.raw_shards.RawInputError: 00001.parquet: row 3: "
+                               "wit_builder.download.raw_shards.RawInputError: 00001.parquet: row 3: "
                                "unknown status 'exploded' "
                                "[while running 'Finalize/ReadRawShards']\n")
     assert errors.known_error_message(runner_text) == "00001.parquet: row 3: unknown status 'exploded'"
@@ -273,7 +274,7 @@ def test_known_error_messages():
 
 @pytest.mark.slow
 def test_ctrl_c_on_a_running_stage_prints_one_line_and_the_rerun_completes(tmp_path):
-    from tests.test_download import FAST_FLAGS, write_pairs
+    from tests.download.test_pipeline import FAST_FLAGS, write_pairs
 
     with hs.HostileServer() as server:
         def slow_image(h):
@@ -286,7 +287,7 @@ def test_ctrl_c_on_a_running_stage_prints_one_line_and_the_rerun_completes(tmp_p
             rows.append({"uid": f"u{i:02d}", "url": server.url(f"/img{i}.jpg"), "caption": "coffee", "queries": ["q"]})
         pairs = write_pairs(tmp_path / "pairs.parquet", rows)
         out = tmp_path / "raw"
-        command = [sys.executable, "-m", "pipelines.cli", "download", "--pairs", str(pairs), "--out", str(out),
+        command = [sys.executable, "-m", "wit_builder.cli", "download", "--pairs", str(pairs), "--out", str(out),
                    *FAST_FLAGS, "--threads", "1", "--rows-per-shard", "4", *BEAM_IN_PROCESS]
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -342,7 +343,7 @@ def test_counts_are_data_exact_when_a_bundle_is_retried(tmp_path):
     """A DoFn that fails once: the runner retries the bundle; metrics count it twice, the COUNTS output once."""
     flag = tmp_path / "failed-once"
 
-    class Flaky(common.CountingDoFn):
+    class Flaky(counting.CountingDoFn):
         namespace = "probe"
 
         def process(self, x):
@@ -353,14 +354,14 @@ def test_counts_are_data_exact_when_a_bundle_is_retried(tmp_path):
                 raise RuntimeError("lost on purpose")
             yield x
 
-    pipeline = beam.Pipeline(options=common.pipeline_options(["--runner=BundleBasedDirectRunner"]))
-    result = pipeline | beam.Create(list(range(10))) | beam.ParDo(Flaky()).with_outputs(common.COUNTS, main="rows")
-    _ = result[common.COUNTS] | common.WriteCounts(str(tmp_path / common.COUNTS_FILE))
+    pipeline = beam.Pipeline(options=launcher.pipeline_options(["--runner=BundleBasedDirectRunner"]))
+    result = pipeline | beam.Create(list(range(10))) | beam.ParDo(Flaky()).with_outputs(counting.COUNTS, main="rows")
+    _ = result[counting.COUNTS] | counting.WriteCounts(str(tmp_path / counting.COUNTS_FILE))
     run = pipeline.run()
     run.wait_until_finish()
     assert flag.exists()
-    assert common.read_counts(str(tmp_path), ["odd"]) == {"even": 5, "odd": 0, "seen": 10}
-    assert common.counters(run, "probe")["seen"] > 10  # what stats read from metrics would have said
+    assert counting.read_counts(str(tmp_path), ["odd"]) == {"even": 5, "odd": 0, "seen": 10}
+    assert counting.counters(run, "probe")["seen"] > 10  # what stats read from metrics would have said
 
 
 # ---- the Makefile passes what the user typed, quoted, every input as its own flag ----
@@ -449,7 +450,7 @@ def test_a_folder_where_files_are_expected_is_bad_input(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"--dump '{tmp_path}' is a folder, not a file" in err and "Traceback" not in err, err
     (tmp_path / "a.parquet").write_bytes(b"x")
-    assert common.expand_patterns([str(tmp_path / "*")]) == [str(tmp_path / "a.parquet")]
+    assert fileio.expand_patterns([str(tmp_path / "*")]) == [str(tmp_path / "a.parquet")]
 
 
 @pytest.mark.parametrize(("name", "extra", "said"), [
@@ -468,7 +469,7 @@ def test_a_setting_out_of_range_is_named_by_its_flag(name, extra, said, capsys):
 
 
 def test_flag_names_replace_identifiers_only():
-    from pipelines.download import DownloadOptions
+    from wit_builder.download.pipeline import DownloadOptions
     assert opts.with_flag_names("rows_per_shard must be >= 1", DownloadOptions) == "--rows-per-shard must be >= 1"
     assert opts.with_flag_names("deadline_s must be > 0", DownloadOptions) == "--deadline must be > 0"
     # one-word names only as the first word; flags already spelled with dashes stay as they are

@@ -31,9 +31,6 @@ import pytest
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.runners.portability.stager import Stager
 
-from pipelines import cli, common
-from pipelines.demo import corpus as demo_corpus
-from pipelines.demo.server import DemoServer
 from tests.conftest import BEAM_IN_PROCESS, BEAM_MULTI_PROCESS
 from tests.portability_fixtures import (
     MemBucketFileSystem,
@@ -46,6 +43,10 @@ from tests.portability_fixtures import (
     truncated_dump,
     upload_tree,
 )
+from wit_builder import cli
+from wit_builder.beam import fileio
+from wit_builder.demo import corpus as demo_corpus
+from wit_builder.demo.server import DemoServer
 
 STAGES = ("build-queries", "build-pairs", "download", "finalize")
 DATAFLOW = ["--runner=DataflowRunner", "--dry_run=True", "--project=demo", "--region=us-central1",
@@ -70,16 +71,16 @@ def stage_argv(stage: str, inputs: dict[str, str], out: str) -> list[str]:
         return ["build-pairs", "--queries", inputs["queries"], "--pool", inputs["pool"], "--out", out,
                 "--per-query-cap", "3", "--rows-per-file", "10"]
     if stage == "download":
-        return ["download", "--pairs", common.join(inputs["pairs"], "pairs-*.parquet"), "--out", out,
+        return ["download", "--pairs", fileio.join(inputs["pairs"], "pairs-*.parquet"), "--out", out,
                 "--image-size", "32", "--rows-per-shard", "6", "--allow-private-networks", "--retries", "0",
                 "--timeout", "5"]
     return ["finalize", "--raw", inputs["raw"], "--out", out, "--samples-per-shard", "4"]
 
 
 def _rows(folder: str, pattern: str, columns: list[str]) -> list[tuple]:
-    paths = [m.path for m in FileSystems.match([common.join(folder, pattern)])[0].metadata_list]
+    paths = [m.path for m in FileSystems.match([fileio.join(folder, pattern)])[0].metadata_list]
     rows = [tuple(_hashable(v) for v in row.values())
-            for path in paths for row in common.read_parquet(path).select(columns).to_pylist()]
+            for path in paths for row in fileio.read_parquet(path).select(columns).to_pylist()]
     return sorted(rows, key=repr)
 
 
@@ -96,7 +97,7 @@ def stage_result(stage: str, out: str) -> dict[str, list]:
                 "query_counts": _rows(out, "query_counts.parquet", ["query", "matched", "kept"])}
     if stage == "download":
         return {"rows": _rows(out, "*.parquet", ["uid", "status", "sha256", "width", "height"])}
-    sizes = common.read_json(common.join(out, "sizes.json"))
+    sizes = fileio.read_json(fileio.join(out, "sizes.json"))
     return {"rows": _rows(out, "accounting/rows/*.parquet", ["uid", "status", "duplicate_of"]),
             "shards": _rows(out, "*.parquet", ["uid", "shard"]), "sizes": [sizes]}
 
@@ -128,7 +129,7 @@ def reference(tmp_path_factory, enwiki_sample, served) -> dict[str, str]:
     paths = {"dump": str(truncated_dump(enwiki_sample, root / "enwiki-12-pages.xml.bz2", 12))}
     paths["queries"] = str(root / "queries")
     run_stage("build-queries", paths, paths["queries"], BEAM_IN_PROCESS)
-    queries = common.read_parquet(common.join(paths["queries"], "queries.parquet")).column("query").to_pylist()
+    queries = fileio.read_parquet(fileio.join(paths["queries"], "queries.parquet")).column("query").to_pylist()
     # Each served row's caption gains a query of this tiny dump, so that it is matched in stage 2.
     rng = random.Random(0)
     records = demo_corpus.pool_records(served.corpus, served.base_url)
@@ -136,7 +137,7 @@ def reference(tmp_path_factory, enwiki_sample, served) -> dict[str, str]:
         if record["kind"] not in ("distractor", "filtered"):
             record["caption"] = f"{record['caption']} {rng.choice(queries)}"
     paths["pool"] = str(root / "pool.parquet")
-    common.write_parquet(paths["pool"], pa.Table.from_pylist(records))
+    fileio.write_parquet(paths["pool"], pa.Table.from_pylist(records))
     for stage, key in (("build-pairs", "pairs"), ("download", "raw"), ("finalize", "final")):
         paths[key] = str(root / key)
         run_stage(stage, paths, paths[key], BEAM_IN_PROCESS)
@@ -220,7 +221,7 @@ def _stats_counts(folder: str) -> dict:
                     if not any(w in k for w in ("seconds", "bytes", "timing", "top_errors"))}
             return {k: v for k, v in kept.items() if v not in (None, {})}
         return value if isinstance(value, int) and not isinstance(value, bool) else None
-    return ints(common.read_json(common.join(folder, "stats.json")))
+    return ints(fileio.read_json(fileio.join(folder, "stats.json")))
 
 
 class _Built(BaseException):

@@ -1,4 +1,4 @@
-"""wit_builder.balance and the Beam Rebalance transform against a brute-force reference selection."""
+"""wit_builder.core.balance and the Beam Rebalance transform against a brute-force reference selection."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.finalize import DECIDED, Rebalance
 from schemas.finalize import RawRecord
 from tests import references
 from tests.conftest import BEAM_IN_PROCESS
-from wit_builder import balance
-from wit_builder.uid import hash_rank as stage2_rank
+from wit_builder.core import balance
+from wit_builder.core.uid import hash_rank as stage2_rank
+from wit_builder.finalize.pipeline import DECIDED, Rebalance
 
 QUERIES = ["cat", "dog", "space", "car", "tree"]
 samples_strategy = st.lists(

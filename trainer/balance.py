@@ -3,10 +3,10 @@ reading the final shards, so another cap can be tried without re-sharding.
 
 The rules are the pipeline's own, imported, not rewritten:
 
-* ``hard`` is finalize's re-balance (``wit_builder.balance``): a query keeps its ``cap`` smallest-ranked samples
+* ``hard`` is finalize's re-balance (``wit_builder.core.balance``): a query keeps its ``cap`` smallest-ranked samples
   (seeded hash rank of the uid, uid as tie-break); a sample stays when ANY of its queries keeps it, or when it
   carries no query. With finalize's seed the kept set is exactly what ``wit finalize --per-query-cap N`` keeps.
-* ``probabilistic`` is stage 2's MetaCLIP rule (``wit_builder.balance``): a query over the cap keeps a sample
+* ``probabilistic`` is stage 2's MetaCLIP rule (``wit_builder.core.balance``): a query over the cap keeps a sample
   with probability ``cap / count``, by a seeded coin per (uid, query); a sample stays when any query keeps it.
 
 The plan needs each query's count and (hard) its cap-th smallest rank, so the shards' sample ``.json`` members
@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from wit_builder.balance import (
+from wit_builder.core.balance import (
     MODES,
     BalanceConfig,
     cut_value,
@@ -114,7 +114,7 @@ def balance_from_samples(samples: Iterable[tuple[str, Iterable[str]]], cap: int,
         ranks = sorted((-h, n.value) for h, n in smallest[query])
         threshold = threshold_from_smallest(ranks, cap)
         # cut_value passes a hard threshold through untouched; it is annotated with stage 2's int rank, here
-        # it is finalize's (hash, uid) Rank. Widen its annotation in wit_builder/balance.py to drop this ignore.
+        # it is finalize's (hash, uid) Rank. Widen its annotation in wit_builder/core/balance.py to drop this ignore.
         cut = cut_value(config, count, threshold)  # type: ignore[arg-type]
         if cut is not None:
             cuts[query] = cut

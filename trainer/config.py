@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from wit_builder.options import option
+from wit_builder.core.options import option
 
 
 @dataclass(frozen=True)

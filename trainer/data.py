@@ -128,7 +128,7 @@ def shard_sizes(shards: list[str]) -> dict[str, int] | None:
 
 
 def check_match_rules(shards: list[str]) -> str | None:
-    """The one match rule (wit_builder.match_rules) of the folders the shards come from, read from finalize's
+    """The one match rule (wit_builder.pairs.match_rules) of the folders the shards come from, read from finalize's
     ``stats.json`` beside them (``details.match_rule``); DataError when two folders differ. Folders without
     a recorded rule (img2dataset output, older runs) are not counted."""
     rules: dict[str, list[str]] = {}

@@ -28,8 +28,8 @@ from trainer.data import resolve_shards
 from trainer.model import CLIP
 from trainer.tokenizer import Tokenizer
 from trainer.transforms import eval_transform
-from wit_builder import options
-from wit_builder.options import option
+from wit_builder.core import options
+from wit_builder.core.options import option
 
 EXAMPLES_KEPT = 20  # skipped inputs listed by name in the JSON (all are counted)
 Transform = Callable[[Image.Image], torch.Tensor]

@@ -29,8 +29,8 @@ from trainer.atomic import write_atomic
 from trainer.checkpoint import read_checkpoint
 from trainer.config import ModelConfig
 from trainer.tokenizer import END, PAD, START, Tokenizer
-from wit_builder import options
-from wit_builder.options import option
+from wit_builder.core import options
+from wit_builder.core.options import option
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile
 

@@ -4,7 +4,7 @@ Reads top to bottom: configuration, distributed setup, checkpoint to resume from
 data, the loop, the final checkpoint and plots. All writing happens on rank 0.
 
     wit train --shards out/demo/shards --out out/train --model tiny --batch-size 64 --steps 300
-    torchrun --nproc_per_node 8 -m pipelines.cli train --shards 'gs://bucket/{00000..00999}.tar' ... --device cuda
+    torchrun --nproc_per_node 8 -m wit_builder.cli train --shards 'gs://bucket/{00000..00999}.tar' ... --device cuda
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from trainer.data import (
 from trainer.loss import SIGLIP_SCALE_INIT, ClipLoss, SigLipLoss, make_loss
 from trainer.model import CLIP, parameter_groups
 from trainer.tokenizer import Tokenizer
-from wit_builder import options
+from wit_builder.core import options
 
 log = logging.getLogger("wit.train")
 METRICS_NAME = "metrics.jsonl"

@@ -1,0 +1,117 @@
+"""The Aho-Corasick matcher against the brute-force reference of the shared match rule."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.references import reference_match
+from wit_builder.core.textnorm import normalize
+from wit_builder.pairs.matcher import QueryMatcher, fast_normalize, validate_queries
+
+# Words chosen to collide: prefixes of each other, shared suffixes, accents, apostrophes, digits,
+# a full-width form (NFKC folds it) and case variants.
+WORDS = ["a", "ab", "ba", "b", "new", "york", "New", "YORK", "city", "café", "cafe", "don't", "o'brien",
+         "covid", "19", "ｎｅｗ", "ﬁsh", "fish", "straße", "STRASSE", "日本", "x"]
+SEPARATORS = [" ", "  ", "-", ", ", "/", "_", "\n", "'", "!", " (", ") ", "\u2019", "\t"]
+
+words = st.sampled_from(WORDS)
+phrases = st.lists(words, min_size=1, max_size=3).map(" ".join)
+queries_lists = st.lists(phrases.map(normalize).filter(bool), min_size=1, max_size=25)
+
+
+@st.composite
+def texts(draw) -> str:
+    parts = draw(st.lists(words, min_size=0, max_size=12))
+    out = draw(st.sampled_from(["", " ", "..."]))
+    for part in parts:
+        out += part + draw(st.sampled_from(SEPARATORS))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(queries=queries_lists, text_batch=st.lists(texts(), min_size=1, max_size=8))
+def test_automaton_equals_brute_force(queries: list[str], text_batch: list[str]) -> None:
+    matcher = QueryMatcher(queries)
+    assert matcher.match_batch(text_batch) == [reference_match(queries, t) for t in text_batch]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=60), st.lists(st.text(max_size=12).map(normalize).filter(bool), min_size=1, max_size=10))
+def test_arbitrary_unicode_equals_brute_force(text: str, queries: list[str]) -> None:
+    assert QueryMatcher(queries).match(text) == reference_match(queries, text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(), st.text(alphabet=st.characters(max_codepoint=127)), texts()))
+def test_fast_normalize_is_the_spec(text: str) -> None:
+    assert fast_normalize(text) == normalize(text)
+
+
+def test_token_boundaries_case_and_overlaps() -> None:
+    matcher = QueryMatcher(["new york", "york city", "new york city", "cat", "café", "don't", "covid 19"])
+    assert matcher.match("Skyline of NEW YORK CITY at night") == ["new york", "new york city", "york city"]
+    assert matcher.match("concatenate the catalogue") == []  # no match inside a word
+    assert matcher.match("a cat, a CAT and a Cat!") == ["cat"]  # each query once
+    assert matcher.match("Café du Monde") == ["café"]
+    assert matcher.match("cafe") == []  # accents stay
+    assert matcher.match("I don\u2019t know") == ["don't"]  # curly apostrophe folds
+    assert matcher.match("COVID-19 ward") == ["covid 19"]  # hyphen separates tokens
+    assert matcher.match("") == []
+
+
+def test_unicode_offsets_cut_the_right_query() -> None:
+    # STORE_LENGTH slices hits back out of the text: multi-byte characters must not shift them.
+    matcher = QueryMatcher(["日本", "東京 タワー", "e", "strasse"])
+    assert matcher.match("東京 タワー と 日本 の E") == ["e", "日本", "東京 タワー"]
+    assert matcher.match("Straße") == ["strasse"]  # casefold: ß -> ss
+
+
+def test_duplicate_queries_are_one_entry() -> None:
+    matcher = QueryMatcher(["dog", "dog", "red dog"])
+    assert matcher.num_queries == 2
+    assert matcher.match("a red dog") == ["dog", "red dog"]
+
+
+@pytest.mark.parametrize("bad", [["New York"], ["  dog"], ["dog!"], [""], []])
+def test_unnormalized_queries_are_rejected(bad: list[str]) -> None:
+    with pytest.raises(ValueError):
+        validate_queries(bad, "queries.parquet")
+
+
+def test_matcher_rejects_padding_and_empty() -> None:
+    with pytest.raises(ValueError, match="not normalized"):
+        QueryMatcher(["dog", " cat"])
+    with pytest.raises(ValueError, match="no queries"):
+        QueryMatcher([])
+
+
+# ---- the stage's batch path: column-wise haystacks and id scans ----
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=40), st.text(alphabet=st.characters(max_codepoint=127), max_size=40),
+                          texts()), min_size=1, max_size=20))
+def test_padded_haystacks_equal_the_spec_row_by_row(batch: list[str]) -> None:
+    """The vectorized haystacks (ASCII without apostrophes column-wise, the rest per row) are the spec's."""
+    import pyarrow as pa
+
+    from wit_builder.pairs.matcher import padded_haystacks
+
+    assert padded_haystacks(pa.array(batch, pa.string())) == [f" {normalize(t)} " for t in batch]
+
+
+@settings(max_examples=200, deadline=None)
+@given(queries=queries_lists, text_batch=st.lists(texts(), min_size=1, max_size=12))
+def test_match_ids_equal_match(queries: list[str], text_batch: list[str]) -> None:
+    """``match_ids`` over a batch: matched rows, counts and sorted ids naming exactly ``match``'s queries."""
+    import pyarrow as pa
+
+    matcher = QueryMatcher(queries)
+    column = pa.array(text_batch, pa.string())
+    rows, lengths, ids = matcher.match_ids(matcher.haystacks(column, column))
+    expected = {i: matcher.match(t) for i, t in enumerate(text_batch) if matcher.match(t)}
+    assert rows.tolist() == sorted(expected)
+    assert lengths.tolist() == [len(expected[r]) for r in sorted(expected)]
+    assert [matcher.entries[i] for i in ids.tolist()] == [q for r in sorted(expected) for q in expected[r]]
+    assert matcher.entries == sorted(set(queries))

@@ -1,0 +1,105 @@
+"""Count-min sketch and the two-pass rule for exact n-gram counts (issue 10)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from wit_builder.queries import selection as qs
+from wit_builder.queries.ngram_sketch import CountMinSketch
+
+
+def _zipf_text(n_tokens: int, vocabulary: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    ranks = np.minimum(rng.zipf(1.2, n_tokens), vocabulary)
+    return [f"w{r}" for r in ranks]
+
+
+def test_estimates_never_fall_short_and_stay_within_the_bound():
+    tokens = _zipf_text(200_000, 50_000, 1)
+    counts = Counter(tokens)
+    sketch = CountMinSketch(4096)
+    keys = list(counts)
+    sketch.add(keys, counts.values())
+    est = sketch.estimate(keys)
+    true = np.array([counts[k] for k in keys])
+    assert (est >= true).all()
+    assert sketch.total() == len(tokens)
+    over = est - true
+    assert np.mean(over > sketch.error_bound()) <= np.exp(-4) * 2  # at most ~exp(-depth) of the keys
+    top = np.argsort(-true)[:100]
+    assert (over[top] <= 0.1 * true[top]).all()  # frequent keys: estimates within 10%
+
+
+def test_merge_equals_one_sketch_of_everything_and_hash_is_deterministic():
+    a, b, whole = CountMinSketch(1024), CountMinSketch(1024), CountMinSketch(1024)
+    a.add(["x y", "x"], [3, 1])
+    b.add(["x y", "ñ ü"], [2, 5])
+    whole.add(["x y", "x", "ñ ü"], [5, 1, 5])
+    assert (a.merge(b).table == whole.table).all()
+    again = CountMinSketch(1024)
+    again.add(["x y"], [1])
+    assert int(again.estimate(["x y"])[0]) == 1 and again.table.sum() == 4  # one counter per row
+    with pytest.raises(ValueError):
+        a.merge(CountMinSketch(2048))
+    big = CountMinSketch(64)
+    big.add([f"k{i}" for i in range(100)], [1] * 100)  # the bincount path
+    assert big.total() == 100
+
+
+@pytest.mark.parametrize("width", [64, 1024, 1 << 16])
+def test_keep_ngrams_keeps_every_ngram_that_can_pass_with_its_exact_count(width):
+    """Whatever the sketch's width (the smaller, the noisier), nothing over a threshold is lost."""
+    tokens = _zipf_text(50_000, 5_000, 7)
+    lines = [tokens[i:i + 20] for i in range(0, len(tokens), 20)]
+    unigrams, bigrams = Counter(), Counter()
+    for line in lines:
+        qs.count_ngrams(" ".join(line), unigrams, bigrams)
+    t = qs.Thresholds(min_unigram_count=20, min_bigram_count=5)
+    sketches = CountMinSketch(width), CountMinSketch(width)
+    sketches[0].add(list(unigrams), unigrams.values())
+    sketches[1].add(list(bigrams), bigrams.values())
+    rare_word = next(w for w, n in unigrams.items() if n == 1 and w.startswith("w4"))
+    rare_pair = next(b for b, n in bigrams.items() if n == 1)
+    phrases = frozenset({rare_pair, rare_word})
+    kept_u, kept_b = qs.keep_ngrams(unigrams, bigrams, *sketches, t, phrases)
+    kept_u, kept_b = dict(kept_u), dict(kept_b)
+    assert {w: n for w, n in unigrams.items() if n >= 5} == {w: n for w, n in kept_u.items() if n >= 5}
+    assert kept_u[rare_word] == 1 and kept_b[rare_pair] == 1  # title / WordNet phrases: always exact
+    assert all(kept_u[w] == n for w, n in unigrams.items() if n >= 5)
+    assert all(kept_b[b] == n for b, n in bigrams.items() if n >= 5)
+    if width * 5 >= len(tokens):  # N / width under the threshold: most distinct bigrams are not held
+        assert len(kept_b) < 3 * sum(1 for n in bigrams.values() if n >= 5) < len(bigrams) / 5
+
+
+def test_chunks_rebuild_the_sketch_and_summed_chunks_merge_sketches():
+    """Sketches travel as 1 MiB slices (engines bound one record's size); slices summed place by place give the
+    merged sketch, and a missing or overlapping slice is refused (it would under-count)."""
+    parts = [CountMinSketch(1000, 3) for _ in range(2)]
+    parts[0].add(["a", "b", "c"], [5, 1, 2])
+    parts[1].add(["a", "d"], [1, 7])
+    summed: dict[int, np.ndarray] = {}
+    for part in parts:
+        for start, counters in part.chunks(counters=256):  # 3000 counters: 11 full slices and one of 184
+            assert len(counters) <= 256
+            summed[start] = summed[start] + counters if start in summed else counters
+    assert len(summed) == 12
+    rebuilt = CountMinSketch.from_chunks(1000, 3, summed)
+    merged = CountMinSketch(1000, 3).merge(parts[0]).merge(parts[1])
+    assert np.array_equal(rebuilt.table, merged.table)
+    assert rebuilt.estimate(["a", "d"]).tolist() == merged.estimate(["a", "d"]).tolist()
+    assert rebuilt.estimate(["a"])[0] >= 6
+    _, first = next(parts[0].chunks())
+    first += 99  # slices are copies: a combiner summing into one leaves the sketch it came from alone
+    assert parts[0].table.max() == 5
+
+    missing = dict(summed)
+    del missing[512]
+    with pytest.raises(ValueError, match="do not tile"):
+        CountMinSketch.from_chunks(1000, 3, missing)
+    with pytest.raises(ValueError, match="cover 2816 of 3000"):
+        CountMinSketch.from_chunks(1000, 3, {k: v for k, v in summed.items() if k != 2816})
+    with pytest.raises(ValueError, match="do not tile"):
+        CountMinSketch.from_chunks(1000, 3, {**summed, 100: np.zeros(10, dtype=np.int64)})

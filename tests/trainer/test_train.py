@@ -1,0 +1,177 @@
+"""``wit train`` end to end on small real-photo shards: the loss falls, the outputs exist and load, a run
+killed midway and resumed reproduces the uninterrupted run's losses exactly, and bad requests fail clearly."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.trainer_fixtures import CLASSES, write_class_folders, write_shards
+from trainer.checkpoint import load_model
+from trainer.tokenizer import Tokenizer
+from trainer.transforms import eval_transform
+from wit_builder.cli import main as wit
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("shards")
+    write_shards(out, per_class=32, samples_per_shard=64, image_px=48)  # 8 classes, 256 samples, 4 shards
+    return out
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _train(shards: Path, out: Path, *extra: str) -> int:
+    return wit(["train", "--shards", str(shards), "--out", str(out), "--model", "tiny", *extra])
+
+
+@pytest.fixture(scope="module")
+def tokenizer_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
+    Tokenizer.train([c for _, templates in CLASSES.values() for c in templates] * 20, 400, 32).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(shards, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    assert _train(shards, out, "--batch-size", "32", "--steps", "200", "--lr", "1e-3", "--warmup", "20",
+                  "--log-every", "10", "--checkpoint-every", "100", "--workers", "1", "--shuffle-buffer", "128",
+                  "--vocab-size", "400") == 0
+    return out
+
+
+def test_tiny_model_learns_from_real_photos(trained, tmp_path):
+    records = _metrics(trained)
+    assert [r["step"] for r in records] == list(range(10, 201, 10))
+    assert all({"step", "loss", "lr", "samples_per_s", "data_wait"} <= set(r) for r in records)
+    first, last = records[0]["loss"], sum(r["loss"] for r in records[-3:]) / 3
+    assert first > 2.5  # near ln(32) = 3.47 at the start
+    # Falls towards ln(4) = 1.39: a batch of 32 over 8 classes holds ~4 interchangeable captions per image.
+    assert last < first - 1.0 and last < 2.0
+    for name in ("checkpoint.pt", "tokenizer.json", "loss.png"):
+        assert (trained / name).stat().st_size > 0, name
+
+    # The trained model tells held-out photos of the classes apart (chance is 1/8).
+    model, tokenizer = load_model(trained / "checkpoint.pt")
+    folders = tmp_path / "heldout"
+    names = write_class_folders(folders, per_class=6, image_px=48)
+    prompts = [CLASSES[n][1][0] for n in names]
+    preprocess = eval_transform(model.config.image_size)
+    from PIL import Image
+
+    with torch.no_grad():
+        text = F.normalize(model.encode_text(tokenizer(prompts)), dim=-1)
+        correct = total = 0
+        for label, name in enumerate(names):
+            images = torch.stack([preprocess(Image.open(p)) for p in sorted((folders / name).glob("*.jpg"))])
+            predicted = (F.normalize(model.encode_image(images), dim=-1) @ text.t()).argmax(dim=-1)
+            correct += int((predicted == label).sum())
+            total += len(images)
+    assert correct / total > 0.5
+
+
+def _run_until(shards: Path, out: Path, args: list[str], lines: int, sig: int) -> int:
+    """Start `wit train` in a subprocess, send ``sig`` once metrics.jsonl has ``lines`` lines; its exit code."""
+    command = [sys.executable, "-m", "wit_builder.cli", "train", "--shards", str(shards), "--out", str(out),
+               "--model", "tiny", *args]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 180
+    while proc.poll() is None and time.monotonic() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= lines:
+            proc.send_signal(sig)
+            break
+        time.sleep(0.01)
+    try:
+        return proc.wait(timeout=120)
+    finally:
+        proc.stderr.close()
+
+
+def test_killed_or_stopped_run_resumes_exactly(shards, tokenizer_file, tmp_path):
+    common = ["--batch-size", "16", "--steps", "40", "--log-every", "1", "--checkpoint-every", "5", "--workers", "2",
+              "--shuffle-buffer", "32", "--seed", "5", "--tokenizer", str(tokenizer_file)]
+    assert _train(shards, tmp_path / "whole", *common) == 0
+    whole = _metrics(tmp_path / "whole")
+    assert {r["epoch"] for r in whole} == {0, 1, 2}  # an epoch is 16 steps: resumes cross epoch boundaries
+
+    # SIGKILL after step 7 or later: nothing but the periodic checkpoints survive.
+    killed = tmp_path / "killed"
+    assert _run_until(shards, killed, common, lines=7, sig=signal.SIGKILL) == -signal.SIGKILL
+    checkpoint_step = torch.load(killed / "checkpoint.pt", weights_only=False)["step"]
+    assert checkpoint_step % 5 == 0 and 5 <= checkpoint_step < 40
+    assert _train(shards, killed, *common, "--resume") == 0
+    assert [r["loss"] for r in _metrics(killed)] == [r["loss"] for r in whole]  # bit for bit, steps 1..40
+
+    # SIGTERM: the run finishes its step, checkpoints there (not on a multiple of 5) and exits with 143 (128 + 15).
+    stopped = tmp_path / "stopped"
+    assert _run_until(shards, stopped, common, lines=3, sig=signal.SIGTERM) == 128 + signal.SIGTERM
+    state = torch.load(stopped / "checkpoint.pt", weights_only=False)
+    assert state["step"] == _metrics(stopped)[-1]["step"] < 40
+    assert _train(shards, stopped, *common, "--resume") == 0
+    assert [r["loss"] for r in _metrics(stopped)] == [r["loss"] for r in whole]
+
+
+def test_training_options_run(shards, tmp_path):
+    # accumulation, bf16 autocast, gradient checkpointing and the SigLIP loss together
+    assert _train(shards, tmp_path, "--batch-size", "16", "--steps", "3", "--log-every", "1", "--workers", "0",
+                  "--accum-steps", "2", "--precision", "bf16", "--grad-checkpointing", "--loss", "siglip",
+                  "--vocab-size", "300") == 0
+    losses = [r["loss"] for r in _metrics(tmp_path)]
+    assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+
+
+def test_bad_requests_fail_with_a_clear_message(shards, tokenizer_file, tmp_path, capsys):
+    assert _train(tmp_path / "nowhere", tmp_path / "a", "--steps", "2") == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert _train(shards, tmp_path / "b", "--steps", "2", "--samples-per-epoch", "1000") == 2
+    assert "asked for 1000 samples per epoch but the 4 shards hold 256" in capsys.readouterr().err
+    assert _train(shards, tmp_path / "c", "--steps", "2", "--accum-steps", "3") == 2
+    assert "--accum-steps 3 must divide" in capsys.readouterr().err
+    run = tmp_path / "run"
+    args = ["--steps", "2", "--workers", "0", "--tokenizer", str(tokenizer_file)]
+    assert _train(shards, run, "--batch-size", "32", *args) == 0
+    assert _train(shards, run, "--batch-size", "32", *args) == 2  # would overwrite the run's checkpoint
+    assert "checkpoint.pt already exists; pass --resume" in capsys.readouterr().err
+    assert _train(shards, run, "--batch-size", "64", *args, "--resume") == 2
+    assert "--batch-size is 64 but the checkpoint ran with 32" in capsys.readouterr().err
+
+
+def test_two_ranks_under_torchrun(shards, tmp_path, capsys):
+    out = tmp_path / "ddp"
+    command = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", "2",
+               "-m", "wit_builder.cli", "train", "--shards", str(shards), "--out", str(out), "--model", "tiny",
+               "--batch-size", "16", "--steps", "6", "--log-every", "2", "--checkpoint-every", "3", "--workers", "1",
+               "--shuffle-buffer", "16", "--vocab-size", "300"]  # rank 0 learns the BPE and sends it
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "6 steps of 16 on 2 rank(s)" in done.stdout
+    # The epoch's accounting is summed over ranks: each rank read 48 of its 128 samples.
+    assert "epoch 0 (in progress): trained 96 of 256 samples in 6 steps; left out 160 (not_reached 160)" in done.stdout
+    assert [r["step"] for r in _metrics(out)] == [2, 4, 6] and (out / "tokenizer.json").exists()
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert state["world_size"] == 2 and len(state["data_state"]) == 2
+    # Each rank read its own shards: 6 steps x 8 samples per rank.
+    assert [sum(s["positions"]) for s in state["data_state"]] == [48, 48]
+    # The data position is per rank, so a resume on another number of ranks is refused.
+    assert _train(shards, out, "--batch-size", "16", "--steps", "6", "--workers", "1", "--shuffle-buffer", "16",
+                  "--resume") == 2
+    assert "written by 2 rank(s), this run has 1" in capsys.readouterr().err

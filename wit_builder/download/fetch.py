@@ -1,0 +1,395 @@
+"""Fetch one URL politely and safely: the native download engine's network half.
+
+``Fetcher.fetch(url)`` follows redirects itself (each hop checked for scheme, robots.txt and, at connect
+time, the address policy), holds a per-host slot while a request is in flight, reads at most ``max_bytes``
+within a total deadline that bounds every wait of the exchange (connect, status line, headers, body: see
+``http_client.exchange_deadline``; a trickling server is cut at the deadline and not retried), honours
+``X-Robots-Tag`` opt-outs, and retries only transient failures (DNS,
+timeouts, 408, 429, 5xx) with jittered exponential backoff that honours ``Retry-After``. It never raises for
+a bad URL or a hostile server: every outcome is a FetchResult with a raw status.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http.client
+import importlib.metadata
+import random
+import time
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+import requests
+import urllib3.exceptions
+from urllib3.exceptions import NameResolutionError
+
+from wit_builder.download.host_shards import host_key
+from wit_builder.download.http_client import exchange_deadline, guarded_session
+from wit_builder.download.netsafety import AddressPolicy, BlockedAddressError, DnsCache
+from wit_builder.download.ratelimit import HostLimiter
+from wit_builder.download.robots import DEFAULT_OPT_OUTS, MAX_ROBOTS_BYTES, RobotsCache, x_robots_opt_out
+
+USER_AGENT_TOKEN = "wit-builder"
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+THROTTLE_STATUSES = frozenset({429, 503})  # "slow down": the host limiter spaces requests further apart
+
+
+def user_agent(contact: str | None) -> str:
+    """An honest User-Agent: our name and version, and where a site owner can reach the operator."""
+    info = f"+{contact}" if contact else "+https://github.com/openai/CLIP (WIT rebuild)"
+    return f"{USER_AGENT_TOKEN}/{_version()} ({info})"
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    """The network half's settings (times in seconds, sizes in bytes); ``wit download`` fills it from its options.
+
+    Raises ValueError for non-positive timeouts or sizes and negative retries, backoffs or rates.
+    """
+
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 10.0      # per socket wait; the deadline bounds the whole exchange
+    deadline_s: float = 30.0          # total for one attempt, redirects and body included
+    max_bytes: int = 20 * 1024 * 1024  # body cap; a larger Content-Length or body fails the row
+    retries: int = 2                  # extra attempts after the first, transient failures only
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0       # also caps how long a Retry-After is honoured
+    max_redirects: int = 5
+    per_host_concurrency: int = 16
+    per_host_rate: float = 0.0        # request starts per second per host; 0 = unlimited
+    user_agent_contact: str | None = None
+    allow_private_networks: bool = False
+    allow_link_local: bool = False
+    respect_robots_txt: bool = True
+    respect_x_robots_tag: bool = True
+    pool_maxsize: int = 64            # keep-alive connections kept per host
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout_s", "read_timeout_s", "deadline_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, got {self.max_bytes}")
+        if self.retries < 0 or self.max_redirects < 0:
+            raise ValueError("retries and max_redirects must be >= 0")
+        for name in ("backoff_base_s", "backoff_max_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("per_host_concurrency", "pool_maxsize"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.per_host_rate < 0:
+            raise ValueError(f"per_host_rate must be >= 0 (0: unlimited), got {self.per_host_rate}")
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """One URL's outcome: a raw status, why it failed, the last HTTP status, the body, and attempts made."""
+
+    status: str                  # success | failed_to_download | blocked
+    error_message: str | None = None
+    http_status: int | None = None
+    data: bytes | None = None    # the body on success (at most max_bytes)
+    attempts: int = 1
+
+
+class _Deadline:
+    """A request's total time budget; it starts on the first hop's slot, so waiting politely is free."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._ends: float | None = None
+
+    def ends(self) -> float:
+        """The monotonic time the budget runs out; the clock starts on the first call."""
+        if self._ends is None:
+            self._ends = time.monotonic() + self.seconds
+        return self._ends
+
+    def remaining(self) -> float:
+        """Seconds left (<= 0 once spent); starts the clock like ``ends``."""
+        return self.ends() - time.monotonic()
+
+
+class _Transient(Exception):
+    def __init__(self, message: str, http_status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.retry_after = retry_after
+
+
+class _Final(Exception):
+    def __init__(self, status: str, message: str, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.http_status = http_status
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date, RFC 9110 10.2.3), or None when
+    absent or unparseable; a date in the past gives 0. ``now``: Unix time (default: the clock)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None, rng: random.Random) -> float:
+    """Seconds to wait before retry ``attempt`` + 1: full-jitter exponential backoff, uniform in
+    [0, min(cap, base * 2**attempt)] (Brooker, "Exponential Backoff And Jitter", AWS 2015), never shorter than the
+    server's Retry-After (RFC 9110 10.2.3); both capped at ``cap``."""
+    jitter = rng.uniform(0, min(cap, base * (2**attempt)))
+    return min(cap, max(jitter, retry_after or 0.0))
+
+
+class Fetcher:
+    """One per worker process: a pooled session, DNS cache, robots cache and host limiter shared by threads."""
+
+    def __init__(self, config: FetchConfig, sleep=time.sleep) -> None:
+        self.config = config
+        self._sleep = sleep
+        self._rng = random.Random()
+        policy = AddressPolicy(config.allow_private_networks, config.allow_link_local)
+        self.dns = DnsCache(policy)
+        self.session = guarded_session(self.dns, user_agent(config.user_agent_contact), config.pool_maxsize)
+        self.limiter = HostLimiter(config.per_host_concurrency, config.per_host_rate)
+        self.robots = (RobotsCache(self._fetch_robots, USER_AGENT_TOKEN, wait_s=config.deadline_s)
+                       if config.respect_robots_txt else None)
+        self.session.max_redirects = 5  # robots.txt redirects (RFC 9309 2.3.1.2); images follow their own
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self.session.close()
+
+    def fetch(self, url: str) -> FetchResult:
+        """Download ``url`` by the rules of the module docstring; never raises for the URL or the server.
+
+        ``blocked``: a refused address, robots.txt (RFC 9309) or an ``X-Robots-Tag`` opt-out; ``failed_to_download``:
+        anything else that went wrong, after ``retries`` more attempts for transient failures.
+        """
+        cfg = self.config
+        for attempt in range(cfg.retries + 1):
+            try:
+                data, http_status = self._attempt(url)
+                self.limiter.succeeded(_host_key(url))
+                return FetchResult("success", None, http_status, data, attempt + 1)
+            except _Final as e:
+                return FetchResult(e.status, str(e), e.http_status, None, attempt + 1)
+            except _Transient as e:
+                if e.http_status in THROTTLE_STATUSES:
+                    self.limiter.throttled(_host_key(url))
+                if attempt == cfg.retries:
+                    return FetchResult("failed_to_download", str(e), e.http_status, None, attempt + 1)
+                delay = backoff_delay(attempt, cfg.backoff_base_s, cfg.backoff_max_s, e.retry_after, self._rng)
+                if e.retry_after is not None:
+                    self.limiter.pause(_host_key(url), delay)
+                self._sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _attempt(self, url: str) -> tuple[bytes, int]:
+        cfg = self.config
+        deadline = _Deadline(cfg.deadline_s)
+        seen = {url}
+        current = url
+        for _ in range(cfg.max_redirects + 1):
+            try:
+                parts = urlsplit(current)
+                parts.port  # noqa: B018 -- raises ValueError on a bad port
+            except ValueError as e:
+                raise _Final("failed_to_download", f"malformed url {current!r}: {e}") from None
+            if parts.scheme not in ("http", "https"):
+                raise _Final("blocked", f"scheme {parts.scheme!r} not allowed: {current}")
+            if not parts.hostname:
+                raise _Final("failed_to_download", f"no host in url {current!r}")
+            refusal = self._robots_refusal(current, parts) if self.robots is not None else None
+            if refusal:
+                raise _Final("blocked", refusal)
+            location = self._request(current, deadline)
+            if isinstance(location, tuple):
+                return location
+            if location in seen:
+                raise _Final("failed_to_download", f"redirect loop at {location}")
+            seen.add(location)
+            current = location
+        raise _Final("failed_to_download", f"more than {cfg.max_redirects} redirects from {url}")
+
+    def _request(self, url: str, deadline: _Deadline) -> str | tuple[bytes, int]:
+        """One hop: the next URL for a redirect, or (body, http status)."""
+        cfg = self.config
+        try:
+            with self.limiter.slot(_host_key(url)):
+                if deadline.remaining() <= 0:
+                    raise _Final("failed_to_download",
+                                 f"deadline of {cfg.deadline_s}s exceeded before requesting {url}")
+                with exchange_deadline(deadline.ends()) as scope:
+                    try:
+                        return self._exchange(url, deadline)
+                    except (_Final, _Transient):
+                        raise
+                    except Exception:
+                        if scope.expired:  # the watchdog cut a trickling connect, status line, header or body
+                            raise _Final("failed_to_download",
+                                         f"deadline of {cfg.deadline_s}s exceeded fetching {url}") from None
+                        raise
+        except BlockedAddressError as e:
+            raise _Final("blocked", str(e)) from None
+        except requests.Timeout as e:
+            raise _Transient(f"timeout fetching {url}: {_root_cause(e)}") from None
+        except requests.ConnectionError as e:
+            if _caused_by(e, NameResolutionError):
+                raise _Transient(f"DNS failure for {url}: {_root_cause(e)}") from None
+            if _caused_by(e, BlockedAddressError):
+                raise _Final("blocked", str(_root_cause(e))) from None
+            raise _Final("failed_to_download", f"connection failed for {url}: {_root_cause(e)}") from None
+        except requests.RequestException as e:
+            raise _Final("failed_to_download", f"{type(e).__name__} for {url}: {_root_cause(e)}") from None
+        # The body is read through urllib3 (read1, for the deadline), whose errors requests does not wrap.
+        except urllib3.exceptions.ReadTimeoutError as e:
+            raise _Transient(f"timeout reading {url}: {e}") from None
+        except urllib3.exceptions.HTTPError as e:
+            raise _Final("failed_to_download", f"{type(e).__name__} reading {url}: {e}") from None
+        except (OSError, ValueError, http.client.HTTPException) as e:  # odd URLs, headers or sockets
+            raise _Final("failed_to_download", f"{type(e).__name__} fetching {url}: {e}") from None
+
+    def _exchange(self, url: str, deadline: _Deadline) -> str | tuple[bytes, int]:
+        remaining = deadline.remaining()
+        timeout = (min(self.config.connect_timeout_s, remaining), min(self.config.read_timeout_s, remaining))
+        # The adapter directly: Session.send would parse a redirect's Location itself (and raise on non-UTF-8).
+        request = self.session.prepare_request(requests.Request("GET", url))
+        response = self.session.get_adapter(url).send(request, stream=True, timeout=timeout)
+        try:
+            return self._handle(url, response, deadline)
+        finally:
+            response.close()
+
+    def _handle(self, url: str, response: requests.Response, deadline: _Deadline) -> str | tuple[bytes, int]:
+        cfg = self.config
+        code = response.status_code
+        if code in REDIRECT_STATUSES and response.headers.get("Location"):
+            return redirect_target(url, response.headers["Location"], code)
+        if cfg.respect_x_robots_tag:
+            opted_out = x_robots_opt_out(
+                response.raw.headers.getlist("X-Robots-Tag"),
+                USER_AGENT_TOKEN,
+                DEFAULT_OPT_OUTS,
+            )
+            if opted_out:
+                raise _Final("blocked", f"X-Robots-Tag {opted_out} on {url}", code)
+        if code in TRANSIENT_STATUSES:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            raise _Transient(f"HTTP {code} from {url}", code, retry_after)
+        if code != 200:
+            raise _Final("failed_to_download", f"HTTP {code} from {url}", code)
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > cfg.max_bytes:
+            raise _Final("failed_to_download", f"body of {declared} bytes exceeds max_bytes={cfg.max_bytes}", code)
+        chunks, size = [], 0
+        while chunk := response.raw.read1(1 << 16, decode_content=True):
+            size += len(chunk)
+            if size > cfg.max_bytes:
+                raise _Final("failed_to_download", f"body exceeds max_bytes={cfg.max_bytes} from {url}", code)
+            if deadline.remaining() <= 0:
+                raise _Final("failed_to_download", f"deadline of {cfg.deadline_s}s exceeded reading {url}", code)
+            chunks.append(chunk)
+        return b"".join(chunks), code
+
+    def _robots_refusal(self, url: str, parts) -> str | None:
+        """Why robots.txt forbids ``url``; a refused address is reported as such, without fetching robots.txt."""
+        assert self.robots is not None
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            self.dns.resolve(parts.hostname, port)
+        except BlockedAddressError as e:
+            raise _Final("blocked", str(e)) from None
+        except OSError:
+            pass  # DNS failures surface (and are retried) on the request itself
+        return self.robots.refusal(url)
+
+    def _fetch_robots(self, robots_url: str) -> tuple[int | None, bytes]:
+        """robots.txt through the same guarded session, bounded by the same per-URL deadline as a row, and
+        read up to the RFC 9309 parse limit (redirects followed, at most 5, each hop address-checked)."""
+        cfg = self.config
+        try:
+            with self.limiter.slot(_host_key(robots_url)):
+                ends = time.monotonic() + cfg.deadline_s
+                with exchange_deadline(ends):
+                    response = self.session.get(robots_url, timeout=(cfg.connect_timeout_s, cfg.read_timeout_s),
+                                                stream=True)
+                    try:
+                        if response.status_code >= 300:
+                            return response.status_code, b""
+                        chunks, size = [], 0
+                        while size <= MAX_ROBOTS_BYTES and (chunk := response.raw.read1(1 << 16,
+                                                                                         decode_content=True)):
+                            chunks.append(chunk)
+                            size += len(chunk)
+                            if time.monotonic() > ends:
+                                return None, b""
+                        return response.status_code, b"".join(chunks)
+                    finally:
+                        response.close()
+        except Exception:  # blocked address, timeout, deadline, broken server: all "unreachable"
+            return None, b""
+
+
+def redirect_target(url: str, location: str, code: int) -> str:
+    """The absolute URL a redirect points to; a Location that is not UTF-8 or not a URL fails the download.
+
+    http.client decodes header bytes as latin-1, so the original bytes are recovered and decoded as UTF-8
+    (RFC 3986 IRIs); anything else is a broken server, not something to guess at.
+    """
+    try:
+        text = location.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise _Final("failed_to_download", f"redirect from {url} has a Location that is not UTF-8: "
+                                           f"{location.encode('latin-1', 'replace')[:200]!r}", code) from None
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+        raise _Final("failed_to_download", f"redirect from {url} has control characters in its Location", code)
+    try:
+        return urljoin(url, text.strip())
+    except ValueError as e:
+        raise _Final("failed_to_download", f"redirect from {url} has a malformed Location {text[:200]!r}: {e}",
+                     code) from None
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("wit-builder")
+    except importlib.metadata.PackageNotFoundError:
+        return "0"
+
+
+def _host_key(url: str) -> str:
+    # The same key the shard planner groups rows by (lower case, no trailing dot): one host, one limiter.
+    return host_key(url)
+
+
+def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
+    seen = set()
+    stack: list[BaseException | None] = [error]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, kind):
+            return True
+        stack.extend([e.__cause__, e.__context__, *[a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]])
+        reason = getattr(e, "reason", None)
+        if isinstance(reason, BaseException):
+            stack.append(reason)
+    return False
+
+
+def _root_cause(error: BaseException) -> str:
+    while error.args and isinstance(error.args[0], BaseException):
+        error = error.args[0]
+    reason = getattr(error, "reason", None)
+    return str(reason if isinstance(reason, BaseException) else error)

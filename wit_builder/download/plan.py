@@ -1,0 +1,181 @@
+"""Stage 3's plan and accounting as pure functions (``wit_builder/download/pipeline.py`` reads the files and runs Beam).
+
+- :class:`ShardSpec` and :func:`shard_specs`: the url shards cut by ``wit_builder.download.host_shards``, as
+  (input file, row) members;
+- :func:`row_group_selection`: which row groups of a pairs parquet hold a shard's rows, and where;
+- :func:`plan_document`, :func:`output_settings`, :func:`plan_differences`, :func:`plan_conflict`: ``plan.json``,
+  the output's identity (a rerun with other inputs or settings is refused, saying what differs);
+- :func:`sum_shard_stats`, :func:`rows_per_input`, :func:`nothing_succeeded_report`: the run's totals from the
+  shards' own ``{shard}_stats.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from schemas.download import RAW_STATUSES
+from schemas.stats import json_safe
+from wit_builder.download import raw_shards
+
+# Settings that change only how fast or how politely shards are made, not what they hold.
+SPEED_ONLY_SETTINGS: tuple[str, ...] = ("threads", "per_host_concurrency", "per_host_rate", "pool_maxsize")
+SHOWN_DIFFERENCES = 8  # settings named in a refused rerun's message before "and N more"
+NOT_RECORDED = "(not recorded)"
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """One url shard: ``members`` are (index into ``paths``, row number in that file), in download order.
+
+    ``chain`` is the shard id of the first shard of its host chain (see ``wit_builder.download.host_shards``): the
+    shards of one chain are downloaded one after another by one worker, so a host sees one shard at a time.
+    """
+
+    shard_id: int
+    chain: int
+    paths: tuple[str, ...]
+    members: tuple[tuple[int, int], ...]
+
+    @property
+    def rows(self) -> int:
+        """The shard's input rows (= rows of its raw parquet)."""
+        return len(self.members)
+
+
+def shard_specs(paths: Sequence[str], file_offsets: Sequence[int],
+                planned: Iterable[tuple[int, Sequence[int]]]) -> list[ShardSpec]:
+    """The planner's shards as ShardSpecs, numbered 0.. in order.
+
+    ``file_offsets[i]``: the global row number of ``paths[i]``'s first row (files in order, rows counted across
+    them); ``planned``: (chain, global row numbers) per shard, from ``HostPlanner.shards``. ValueError when the
+    offsets do not match the paths or a row lies before the first file.
+    """
+    if len(file_offsets) != len(paths) or list(file_offsets) != sorted(file_offsets):
+        raise ValueError(f"file offsets {list(file_offsets)[:5]} do not match {len(paths)} input files")
+    starts = np.asarray(file_offsets, dtype=np.int64)
+    specs = []
+    for shard_id, (chain, shard_rows) in enumerate(planned):
+        rows = np.asarray(shard_rows, dtype=np.int64)
+        files = np.searchsorted(starts, rows, side="right") - 1
+        if len(rows) and (files < 0).any():
+            raise ValueError(f"shard {shard_id}: row {int(rows.min())} lies before the first input file")
+        members = tuple(zip(files.tolist(), (rows - starts[files]).tolist(), strict=True))
+        specs.append(ShardSpec(shard_id, chain, tuple(paths), members))
+    return specs
+
+
+def row_group_selection(group_sizes: Sequence[int], targets: Sequence[int]) -> tuple[list[int], list[int]]:
+    """The row groups holding ``targets`` (sorted, distinct row numbers of one file) and each target's position
+    in the table of just those groups read in order: (groups, positions).
+
+    ``group_sizes``: rows per row group (the parquet footer). ValueError for a target past the file's end.
+    """
+    bounds = np.asarray(targets, dtype=np.int64)
+    total = int(sum(group_sizes))
+    if len(bounds) and (bounds[-1] >= total or bounds[0] < 0):
+        raise ValueError(f"row {int(bounds[-1])} is outside a file of {total} rows")
+    groups, firsts, offset = [], [], 0
+    for g, n in enumerate(group_sizes):
+        lo, hi = np.searchsorted(bounds, [offset, offset + n])
+        if hi > lo:
+            groups.append(g)
+            firsts.append(offset)
+        offset += n
+    starts_in_file = np.asarray(firsts, dtype=np.int64)
+    sizes = np.asarray([group_sizes[g] for g in groups], dtype=np.int64)
+    starts_in_table = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+    which = np.searchsorted(starts_in_file, bounds, side="right") - 1
+    positions = (starts_in_table[which] + bounds - starts_in_file[which]).tolist() if len(bounds) else []
+    return groups, positions
+
+
+def output_settings(engine: str, image: Any, network: Any) -> dict[str, Any]:
+    """The settings that decide what a raw shard holds, as JSON (plan.json's ``settings``; a rerun must match):
+    the engine, the image and network dataclasses (``ImageConfig``, ``FetchConfig``) without the speed-only
+    settings (SPEED_ONLY_SETTINGS), tuples as lists and non-finite floats as strings (as read back from JSON)."""
+    settings: dict[str, Any] = {"engine": engine, "image": dataclasses.asdict(image),
+                                "network": dataclasses.asdict(network)}
+    for group in ("image", "network"):
+        for name in SPEED_ONLY_SETTINGS:
+            settings[group].pop(name, None)
+    result: dict[str, Any] = json.loads(json.dumps(json_safe(settings), default=str, allow_nan=False))
+    return result
+
+
+def plan_document(paths: Sequence[str], rows_per_shard: int, specs: Sequence[ShardSpec],
+                  settings: Mapping[str, Any]) -> dict[str, Any]:
+    """plan.json: the input files in order, the shard cut (rows per shard, shard and row counts) and the
+    output settings (:func:`output_settings`); two runs may share a folder only with equal documents."""
+    return {"inputs": list(paths), "rows_per_shard": rows_per_shard, "shards": len(specs),
+            "rows": sum(s.rows for s in specs), "settings": dict(settings)}
+
+
+def plan_differences(previous: Mapping[str, Any], plan: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``name: was X, now Y`` for every leaf that differs (nested keys joined with dots, sorted); a key only one
+    side has shows ``(not recorded)`` on the other."""
+    differences = []
+    for key in sorted(set(previous) | set(plan), key=str):
+        name = f"{prefix}{key}"
+        old, new = previous.get(key, NOT_RECORDED), plan.get(key, NOT_RECORDED)
+        if isinstance(old, dict) != isinstance(new, dict) and NOT_RECORDED in (old, new):
+            old, new = (old if isinstance(old, dict) else {}), (new if isinstance(new, dict) else {})
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences += plan_differences(old, new, f"{name}.")
+        elif old != new:
+            differences.append(f"{name}: was {old!r}, now {new!r}")
+    return differences
+
+
+def plan_conflict(out: str, previous: Mapping[str, Any], plan: Mapping[str, Any]) -> str | None:
+    """The message refusing a rerun into ``out`` whose plan.json (``previous``) differs from this run's ``plan``
+    (naming the first SHOWN_DIFFERENCES differences and what to do), or None when they are equal."""
+    if previous == plan:
+        return None
+    differences = plan_differences(previous, plan)
+    shown = "; ".join(differences[:SHOWN_DIFFERENCES])
+    if len(differences) > SHOWN_DIFFERENCES:
+        shown += f"; and {len(differences) - SHOWN_DIFFERENCES} more"
+    return (f"{out} holds raw shards made with other inputs or settings ({shown}); rerun with the same ones to "
+            "resume, use a fresh --out, or pass --overwrite to delete those shards and download again")
+
+
+def sum_shard_stats(shard_stats: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The run's totals from every shard's ``{shard}_stats.json`` (``raw_shards.shard_stats``): shards, rows
+    (``count``), rows per RAW_STATUSES status, bytes downloaded and the merged top errors. KeyError naming the
+    field a shard's stats lack."""
+    totals: dict[str, Any] = {"shards": 0, "count": 0, "statuses": dict.fromkeys(RAW_STATUSES, 0),
+                              "bytes_downloaded": 0}
+    errors = []
+    for stats in shard_stats:
+        totals["shards"] += 1
+        totals["count"] += stats["count"]
+        totals["bytes_downloaded"] += stats["bytes_downloaded"]
+        for status, n in stats["statuses"].items():
+            totals["statuses"][status] = totals["statuses"].get(status, 0) + n
+        errors.append(stats.get("top_errors", {}))
+    totals["top_errors"] = raw_shards.merge_top_errors(errors)
+    return totals
+
+
+def rows_per_input(specs: Iterable[ShardSpec]) -> dict[str, int]:
+    """Input file -> rows planned from it, in first-seen order (stats.json's ``inputs``)."""
+    rows: dict[str, int] = {}
+    for spec in specs:
+        for index, _ in spec.members:
+            rows[spec.paths[index]] = rows.get(spec.paths[index], 0) + 1
+    return rows
+
+
+def nothing_succeeded_report(totals: Mapping[str, Any], shown: int = 5) -> str:
+    """The summary's tail when no row succeeded: the ``shown`` most frequent reasons and what to try
+    (``raw_shards.failure_hints``)."""
+    lines = [f"wit download: nothing succeeded: all {totals['count']} rows were refused or failed. Top reasons:"]
+    lines += [f"  {n:>8}  {kind}" for kind, n in list(totals["top_errors"].items())[:shown]]
+    lines += [f"hint: {hint}" for hint in raw_shards.failure_hints(totals["statuses"], totals["top_errors"])]
+    return "\n".join(lines)

@@ -1,0 +1,151 @@
+"""Which queries does an alt text contain? One Aho-Corasick automaton over every query, built once.
+
+The match rule is the shared spec's (``wit_builder.core.textnorm``): query ``q`` matches text ``t`` when
+``" " + q + " "`` occurs in ``" " + normalize(t) + " "``. The automaton holds the space-padded queries,
+so one left-to-right scan of the padded text finds every query on token boundaries, overlapping ones
+included (" new york " and " york city " both match "new york city").
+
+The automaton stores each query's index in the sorted list of distinct queries (``STORE_INTS``), so a match
+is a sorted list of small integers (``match_ids``), which the stage carries in Arrow columns; index order is
+string order, so sorting ids sorts queries.
+
+The stage matches in batches: ``padded_haystacks`` builds the padded normalized texts of a whole Arrow column
+at once (one vectorized pass for ASCII text without apostrophes, the spec's own path for every other row), and
+``match_ids`` runs the automaton over them in one tight loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import ahocorasick
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from wit_builder.core.textnorm import normalize
+
+# ASCII bytes that separate tokens under the spec: everything but letters, digits and the apostrophe.
+_ASCII_SEPARATORS = bytes(
+    c if chr(c).isascii() and (chr(c).isalnum() or c == ord("'")) else ord(" ") for c in range(256)
+)
+
+
+def fast_normalize(text: str) -> str:
+    """``textnorm.normalize``, with a byte-level fast path for the common ASCII text without apostrophes.
+
+    For such text NFKC changes nothing, casefold is lower(), and tokens are the runs of ASCII letters and
+    digits, so one table translation and a split give the same tokens several times faster than the
+    Unicode regex. Everything else takes the spec's own path. (The tests hold the two equal.)
+    """
+    if text.isascii() and "'" not in text:
+        return b" ".join(text.encode().lower().translate(_ASCII_SEPARATORS).split()).decode()
+    return normalize(text)
+
+
+def padded_haystacks(texts: pa.Array) -> list[str]:
+    """``" " + fast_normalize(t) + " "`` for every string of ``texts`` (no nulls), in order.
+
+    Rows of ASCII text without an apostrophe are normalized column-wise (lower-case, every run of characters
+    other than ASCII letters and digits one space: ``fast_normalize``'s byte path); the others row by row.
+    """
+    return padded_array(texts).to_pylist()
+
+
+def padded_array(texts: pa.Array) -> pa.Array:
+    """``padded_haystacks`` as a string array."""
+    simple = pc.and_(pc.string_is_ascii(texts), pc.invert(pc.match_substring(texts, "'")))
+    tokens = pc.utf8_trim(pc.replace_substring_regex(pc.ascii_lower(texts), "[^a-z0-9]+", " "), " ")
+    haystacks = pc.binary_join_element_wise(" ", tokens, " ", "")
+    others = pc.invert(simple)
+    if pc.any(others).as_py():
+        spec = [f" {normalize(t)} " for t in pc.filter(texts, others).to_pylist()]
+        haystacks = pc.replace_with_mask(haystacks, others, pa.array(spec, pa.string()))
+    return haystacks
+
+
+def scan_ids(automaton: ahocorasick.Automaton, haystacks: Sequence[str]) -> tuple[np.ndarray, np.ndarray,
+                                                                                     np.ndarray]:
+    """One automaton scan per haystack -> (matched row indices, their counts of ids, the ids row after row).
+
+    Each row's ids are distinct and sorted; rows with no hit are left out. All three are int64 arrays.
+    """
+    scan = automaton.iter
+    rows: list[int] = []
+    lengths: list[int] = []
+    flat: list[int] = []
+    for i, haystack in enumerate(haystacks):
+        found = {value for _, value in scan(haystack)}
+        if found:
+            rows.append(i)
+            lengths.append(len(found))
+            flat.extend(sorted(found) if len(found) > 1 else found)
+    return np.array(rows, np.int64), np.array(lengths, np.int64), np.array(flat, np.int64)
+
+
+def sorted_entries(entries: Iterable[str]) -> list[str]:
+    """The distinct entries in code point order: position i is query id i of every matcher."""
+    return sorted(set(entries))
+
+
+class QueryMatcher:
+    """All queries in one automaton; ``match`` returns the sorted distinct queries a text contains.
+
+    ``entries`` is the sorted list of distinct queries; ``match_ids`` returns positions in it.
+    """
+
+    def __init__(self, queries: Iterable[str]):
+        queries = list(queries)
+        for query in queries:
+            if not query or query != query.strip() or "  " in query:
+                raise ValueError(f"query {query!r} is not normalized (see wit_builder.core.textnorm)")
+        if not queries:
+            raise ValueError("no queries to match against")
+        self.entries = sorted_entries(queries)
+        automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
+        for index, query in enumerate(self.entries):
+            automaton.add_word(f" {query} ", index)
+        automaton.make_automaton()
+        self._automaton = automaton
+        self.num_queries = len(self.entries)  # distinct queries
+
+    def match_normalized(self, normalized_text: str) -> list[str]:
+        """Queries in an already normalized text, sorted, each once."""
+        entries = self.entries
+        return [entries[i] for i in sorted({v for _, v in self._automaton.iter(f" {normalized_text} ")})]
+
+    def match(self, text: str) -> list[str]:
+        """Queries in a raw text (normalized here first)."""
+        return self.match_normalized(fast_normalize(text))
+
+    def match_batch(self, texts: Sequence[str]) -> list[list[str]]:
+        """``match`` for each text of a batch, in order."""
+        return [self.match_normalized(fast_normalize(t)) for t in texts]
+
+    def haystacks(self, cleaned: pa.Array, raw: pa.Array) -> list[str]:
+        """The texts this rule scans for a batch: the padded normalized cleaned captions."""
+        return padded_haystacks(cleaned)
+
+    def match_ids(self, haystacks: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``scan_ids`` over ``haystacks`` (from ``haystacks``): ids index ``entries``."""
+        return scan_ids(self._automaton, haystacks)
+
+    def automaton_stats(self) -> dict[str, int]:
+        return dict(self._automaton.get_stats())
+
+
+def validate_queries(queries: Sequence[object], where: str = "queries") -> None:
+    """Raise ValueError naming the first query that is empty or not in the shared spec's normalized form."""
+    if not queries:
+        raise ValueError(f"{where}: no queries")
+    try:  # the normalized form of every query at once (padded_array is the spec, column-wise where exact)
+        column = pa.array(queries, pa.string())
+        good = pc.equal(padded_array(column), pc.binary_join_element_wise(" ", column, " ", ""))
+        if pc.all(good).as_py() and column.null_count == 0 and pc.all(pc.greater(pc.binary_length(column), 0)).as_py():
+            return
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass  # not all strings: the loop below names the first bad one
+    for index, query in enumerate(queries):
+        if not isinstance(query, str) or not query or fast_normalize(query) != query:
+            raise ValueError(f"{where}: query #{index} {query!r} is not normalized (wit_builder.core.textnorm); "
+                             "rebuild it with 'wit build-queries'")

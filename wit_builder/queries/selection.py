@@ -1,0 +1,271 @@
+"""Which n-grams, titles and WordNet lemmas become queries: eligibility, scores, ranking, budgets.
+
+Every query is normalized by ``wit_builder.core.textnorm`` before anything else, so the same phrase from two
+sources is the same query. Per source (``schemas.queries.SOURCES``, taken in this order):
+
+- **unigram**: a token with at least one letter, not one alphabet letter alone (``textnorm.is_query_token``),
+  occurring at least ``min_unigram_count`` times in the plain text. ``count`` = its occurrences; ``score`` = ``count``.
+- **bigram**: two adjacent tokens on one line of plain text, both query tokens, occurring together at least
+  ``min_bigram_count`` times. ``score`` = normalized PMI,
+  ``npmi = log(p(ab) / (p(a) p(b))) / -log p(ab)`` with ``p(x) = count(x) / N`` and ``N`` the number of
+  tokens. We rank by NPMI rather than raw PMI because PMI's maximum, ``-log p(ab)``, grows as a pair gets
+  rarer, so raw PMI fills the budget with the rarest pairs that clear the count floor (typos, names seen
+  exactly ``min_bigram_count`` times); NPMI lies in [-1, 1], is 1 for words that only ever occur together
+  whatever their frequency, and ties between such pairs are broken by the larger count. The count floor
+  (default 30) still matters: with fewer co-occurrences the probability estimates are noise.
+- **title**: the phrase a main-namespace, non-redirect, non-disambiguation article title names
+  (``wikitext.title_phrase``: "Mercury (planet)" -> "mercury"), with at least one letter. ``score`` = the
+  article's traffic: pageviews from Wikimedia pageview dumps (a redirect's views count for its target) when
+  given, else the number of distinct main-namespace articles that link to it (links through a redirect count
+  for the target). Several articles with the same phrase add their scores.
+- **wordnet**: every lemma name of every WordNet synset, underscores as spaces. ``score`` = WordNet's own
+  frequency, the sum of the SemCor tag counts (``cntlist.rev``) of the lemma's sense keys.
+
+``count`` of a title or WordNet query is its occurrences in the plain text when it has one or two tokens
+(exactly the unigram / bigram counts), and 0 when it is longer: counting every longer n-gram of a whole
+Wikipedia costs more than the rest of the stage, and nothing ranks by it.
+
+**Bounded memory: which n-grams are counted exactly.** Holding an exact count for every distinct unigram and
+bigram costs memory that grows with the text (hundreds of millions of distinct bigrams in the English
+Wikipedia), so stage 1 counts in two passes (``keep_ngrams``):
+
+1. Every token and every bigram goes into a count-min sketch (``ngram_sketch.CountMinSketch``; ``depth`` rows
+   of ``width`` counters, fixed size, summed over workers). An estimate ``est(x)`` is never below the true
+   count ``c(x)``, and ``est(x) <= c(x) + e / width * N`` (``N``: the tokens, or bigrams, counted) with
+   probability at least ``1 - exp(-depth)`` (Cormode & Muthukrishnan 2005).
+2. The text is read again, and only these n-grams are counted exactly:
+   - a unigram with a letter whose ``est >= min(min_unigram_count, min_bigram_count)``;
+   - a bigram of two tokens with a letter whose ``est(ab) >= min_bigram_count`` and whose words both have
+     ``est >= min_bigram_count`` (a bigram occurs at most as often as each of its words);
+   - the one- and two-token phrases of the titles that could be selected and of the WordNet lemmas.
+
+Since estimates never fall short, every n-gram that reaches a threshold is among those counted, with its exact
+count, and so is every word of such a bigram: the candidates, their scores and the selected queries are
+exactly those of counting everything. What the sketch's error changes is only how many n-grams below the
+thresholds are counted too (those whose estimate is pushed over by at most ``e / width * N``): memory is the
+two sketches (``8 * depth * width`` bytes each) plus the exactly counted n-grams, which grow with the number
+of n-grams near or above the thresholds, not with the number of distinct n-grams. On Dataflow only those
+exact counts and one sketch per worker are shuffled, instead of every distinct n-gram.
+
+Within a source, candidates rank by ``score`` (high first), then ``count`` (high first), then the query
+(alphabetically), a total order, so selection is deterministic. WordNet puts fewer tokens before the
+alphabetical step (``wordnet_rank_key``). Titles skip the ``count`` step (score, then
+query): the pipeline keeps only the titles that could be selected before it looks their counts up, so that
+the title list is not joined with every n-gram of the dump. Each source takes its best candidates up to
+its budget, skipping queries an earlier source already took; a source with fewer eligible candidates than its
+budget gives all of them. Budgets default to MetaCLIP's published split (251,465 + 100,646 + 61,235 + 86,654
+= 500,000). When they add up to more than ``max_queries``, each is scaled down in proportion (largest
+remainder, ties to the earlier source) so that the list never exceeds ``max_queries`` and keeps the mix.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import NamedTuple
+
+from schemas.queries import SOURCES
+from wit_builder.core.textnorm import is_phrase_query, is_query_token, normalize, tokenize
+from wit_builder.queries.ngram_sketch import CountMinSketch
+from wit_builder.queries.wikitext import title_phrase
+
+
+class Candidate(NamedTuple):
+    """One candidate query of a source, before the budget cut."""
+
+    query: str   # normalized
+    # occurrences: tokens/bigrams in the article text, SemCor count for WordNet, 0 for titles. The name shadows
+    # tuple.count (mypy's complaint); kept because stage 1's Beam code and tests read ``.count``.
+    count: int  # type: ignore[assignment]
+    score: float  # ranking score: the count (unigram), NPMI (bigram), pageviews (title), count (WordNet)
+
+
+def rank_key(candidate: Candidate) -> tuple[float, int, str]:
+    """Smaller is better: score high first, then count high first, then the query alphabetically."""
+    return (-candidate.score, -candidate.count, candidate.query)
+
+
+def title_rank_key(candidate: Candidate) -> tuple[float, str]:
+    """Titles: score high first, then the query alphabetically (``count`` plays no part)."""
+    return (-candidate.score, candidate.query)
+
+
+def wordnet_rank_key(candidate: Candidate) -> tuple[float, int, int, str]:
+    """WordNet: like ``rank_key``, but among equals fewer tokens first, then alphabetically.
+
+    Most lemmas have no SemCor count and phrases of 3+ tokens have no text count, so without this step a
+    binding WordNet budget would be filled alphabetically (a..m); single words are the more general concepts.
+    """
+    return (-candidate.score, -candidate.count, candidate.query.count(" "), candidate.query)
+
+
+RANK_KEYS = {"unigram": rank_key, "bigram": rank_key, "title": title_rank_key, "wordnet": wordnet_rank_key}
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Queries per source and in all, MetaCLIP's split (Xu et al. 2023, "Demystifying CLIP Data").
+
+    Raises ValueError for a negative budget.
+    """
+
+    unigram: int = 251_465
+    bigram: int = 100_646
+    title: int = 61_235
+    wordnet: int = 86_654
+    max_queries: int = 500_000
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if getattr(self, f.name) < 0:
+                raise ValueError(f"budget {f.name} must be >= 0, got {getattr(self, f.name)}")
+
+    def per_source(self) -> dict[str, int]:
+        """Each source's budget, scaled down in proportion when their sum exceeds ``max_queries``."""
+        wanted = {source: getattr(self, source) for source in SOURCES}
+        total = sum(wanted.values())
+        if total <= self.max_queries:
+            return wanted
+        exact = {source: n * self.max_queries / total for source, n in wanted.items()}
+        scaled = {source: math.floor(x) for source, x in exact.items()}
+        leftover = self.max_queries - sum(scaled.values())
+        by_remainder = sorted(SOURCES, key=lambda s: (-(exact[s] - scaled[s]), SOURCES.index(s)))
+        for source in by_remainder[:leftover]:
+            scaled[source] += 1
+        return scaled
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Occurrence floors in the plain text (unigrams: MetaCLIP's 100). Raises ValueError below 1."""
+
+    min_unigram_count: int = 100
+    min_bigram_count: int = 30
+
+    def __post_init__(self) -> None:
+        if self.min_unigram_count < 1 or self.min_bigram_count < 1:
+            raise ValueError(f"count thresholds must be >= 1, got {self}")
+
+
+def unigram_candidate(token: str, count: int, thresholds: Thresholds) -> Candidate | None:
+    """The token as a candidate (score = count) when it occurs often enough and is a query token, else None."""
+    if count >= thresholds.min_unigram_count and is_query_token(token):
+        return Candidate(token, count, float(count))
+    return None
+
+
+def bigram_is_eligible(bigram: str, count: int, thresholds: Thresholds) -> bool:
+    """The count and token test, before the unigram counts are known (see ``bigram_candidate``)."""
+    left, _, right = bigram.partition(" ")
+    return count >= thresholds.min_bigram_count and is_query_token(left) and is_query_token(right)
+
+
+def npmi(count_ab: int, count_a: int, count_b: int, total_tokens: int) -> float:
+    """Normalized pointwise mutual information of a bigram from its and its tokens' counts, in [-1, 1].
+
+    Bouma 2009, "Normalized (pointwise) mutual information in collocation extraction". Counts must be >= 1
+    (a 0 raises ValueError from ``math.log``); ``total_tokens`` is N of the module docstring.
+    """
+    p_ab = count_ab / total_tokens
+    if p_ab >= 1.0:
+        return 1.0
+    pmi = math.log(p_ab / ((count_a / total_tokens) * (count_b / total_tokens)))
+    return pmi / -math.log(p_ab)
+
+
+def bigram_candidate(bigram: str, count: int, count_a: int, count_b: int, total_tokens: int) -> Candidate:
+    """The bigram ("a b") as a candidate scored by ``npmi``; eligibility is ``bigram_is_eligible``'s."""
+    return Candidate(bigram, count, npmi(count, count_a, count_b, total_tokens))
+
+
+def title_query(title: str) -> str | None:
+    """The normalized query a title gives, or None when it has no token with a letter (years, "!!!")."""
+    tokens = tokenize(title_phrase(title))
+    return " ".join(tokens) if is_phrase_query(tokens) else None
+
+
+def wordnet_query(lemma_name: str) -> str | None:
+    """The normalized query of a WordNet lemma name ("ice_cream" -> "ice cream"), None without a letter."""
+    query = normalize(lemma_name.replace("_", " "))
+    return query if query and is_phrase_query(query.split()) else None
+
+
+def phrase_count(query: str, ngram_counts: Mapping[str, int]) -> int:
+    """Occurrences of a one- or two-token phrase in the plain text; 0 for longer phrases (not counted)."""
+    return ngram_counts.get(query, 0) if query.count(" ") <= 1 else 0
+
+
+@dataclass
+class SourceSummary:
+    """What ``select`` did with one source's candidates (for stats.json)."""
+
+    offered: int = 0         # candidates offered (the pipeline prunes each source to those that could be taken)
+    selected: int = 0
+    already_taken: int = 0   # candidates skipped because an earlier source took the same query
+
+
+def select(
+    candidates: Mapping[str, Iterable[Candidate]], budgets: Mapping[str, int]
+) -> tuple[list[tuple[str, Candidate]], dict[str, SourceSummary]]:
+    """The query list: per source in ``SOURCES`` order, the best candidates up to the budget, no duplicates.
+
+    Returns (source, candidate) rows in list order (source by source, best first) and a summary per source.
+    """
+    taken: set[str] = set()
+    rows: list[tuple[str, Candidate]] = []
+    summary = {source: SourceSummary() for source in SOURCES}
+    for source in SOURCES:
+        ranked = sorted(set(candidates.get(source, ())), key=RANK_KEYS[source])
+        summary[source].offered = len(ranked)
+        budget = budgets[source]
+        for candidate in ranked:
+            if summary[source].selected >= budget:
+                break
+            if candidate.query in taken:
+                summary[source].already_taken += 1
+                continue
+            taken.add(candidate.query)
+            rows.append((source, candidate))
+            summary[source].selected += 1
+    return rows, summary
+
+
+def keep_ngrams(
+    unigrams: Mapping[str, int], bigrams: Mapping[str, int], unigram_sketch: CountMinSketch,
+    bigram_sketch: CountMinSketch,
+    thresholds: Thresholds, phrases: frozenset[str],
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """The (n-gram, count) items of partial counts that are counted exactly, by the rule of the module docstring.
+
+    ``unigrams`` must hold every token of the bigrams in ``bigrams`` (both counted from the same text).
+    The sketches hold the whole text's unigram and bigram counts. Returns (unigrams, bigrams), each in the
+    order of its input mapping.
+    """
+    floor = min(thresholds.min_unigram_count, thresholds.min_bigram_count)
+    words = list(unigrams)
+    word_estimates = dict(zip(words, unigram_sketch.estimate(words).tolist(), strict=True))
+    kept_unigrams = [(w, unigrams[w]) for w in words
+                     if (word_estimates[w] >= floor and is_query_token(w)) or w in phrases]
+    frequent = {w for w, est in word_estimates.items() if est >= thresholds.min_bigram_count and is_query_token(w)}
+    pairs = [b for b in bigrams if b in phrases or all(w in frequent for w in b.split(" "))]
+    pair_estimates = bigram_sketch.estimate(pairs).tolist()
+    kept_bigrams = [(b, bigrams[b]) for b, est in zip(pairs, pair_estimates, strict=True)
+                    if est >= thresholds.min_bigram_count or b in phrases]
+    return kept_unigrams, kept_bigrams
+
+
+def count_ngrams(text: str, unigrams: Counter[str], bigrams: Counter[str]) -> int:
+    """Add the tokens of ``text`` to ``unigrams`` and the adjacent token pairs of each line to ``bigrams``;
+    return how many tokens ``text`` has.
+
+    Bigrams stop at line ends: a heading, list item or paragraph does not run into the next one.
+    """
+    total = 0
+    for line in text.split("\n"):
+        tokens = tokenize(line)
+        total += len(tokens)
+        unigrams.update(tokens)
+        bigrams.update(f"{a} {b}" for a, b in zip(tokens, tokens[1:]))  # noqa: B905 (pairs, lengths differ by 1)
+    return total
