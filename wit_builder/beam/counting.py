@@ -3,7 +3,9 @@ the tallies into one file that the launcher reads back for ``stats.json``. Beam 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -52,11 +54,58 @@ class CountingDoFn(beam.DoFn):
         self._tally[name] = self._tally.get(name, 0) + n
         Metrics.counter(self.namespace, name).inc(n)
 
+    def judge(self, verdict: Any) -> bool:
+        """Count a rule's :class:`Drop` under its reason and return False; True for anything else (kept)."""
+        if isinstance(verdict, Drop):
+            self.count(verdict.reason)
+            return False
+        return True
+
     def finish_bundle(self) -> Iterator[beam.pvalue.TaggedOutput]:
         """Emit the bundle's tally as ``(name, n)`` on the COUNTS output (dropped with the bundle if it is retried)."""
         tally, self._tally = getattr(self, "_tally", {}), {}
         for name, n in tally.items():
             yield beam.pvalue.TaggedOutput(COUNTS, GlobalWindows.windowed_value((name, n)))
+
+
+@dataclass(frozen=True)
+class Drop:
+    """A rule's verdict that a record leaves the stage, as a value: ``reason`` is the name it is counted under
+    (``bad_url``, ``pages_malformed``, ``duplicate_exact``); ``record`` is what a bad-records list keeps of it
+    (file, offset, ...), if anything. Rules return it; the frame (:class:`RuleDoFn`, :meth:`CountingDoFn.judge`)
+    counts it, so no rule keeps a tally of its own (datatrove's ``filter() -> bool | (False, reason)``)."""
+
+    reason: str
+    record: Any = None
+
+
+DROPPED = "dropped"  # tagged output of a RuleDoFn built with keep_dropped=True: its Drop values
+
+
+class RuleDoFn(CountingDoFn):
+    """The frame around a pure rule: ``rule(element, *args) -> Iterable[output | Drop]``.
+
+    Every :class:`Drop` is counted under its reason (and emitted on :data:`DROPPED` when ``keep_dropped``);
+    every other value goes to the main output, counted under ``kept_as`` when that is given.
+    """
+
+    def __init__(self, rule: Callable[..., Iterable[Any]], *args: Any, kept_as: str | None = None,
+                 keep_dropped: bool = False, namespace: str = "wit") -> None:
+        super().__init__()
+        self._rule, self._args = rule, args
+        self._kept_as, self._keep_dropped = kept_as, keep_dropped
+        self.namespace = namespace
+
+    def process(self, element: Any) -> Iterator[Any]:
+        for verdict in self._rule(element, *self._args):
+            if isinstance(verdict, Drop):
+                self.count(verdict.reason)
+                if self._keep_dropped:
+                    yield beam.pvalue.TaggedOutput(DROPPED, verdict)
+                continue
+            if self._kept_as:
+                self.count(self._kept_as)
+            yield verdict
 
 
 class WriteCounts(beam.PTransform):

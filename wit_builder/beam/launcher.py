@@ -3,16 +3,24 @@ unless one is named), running and waiting, and our errors raised inside a run tu
 
 from __future__ import annotations
 
+import abc
 import difflib
 import logging
 import os
+import sys
 import tempfile
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.runner import PipelineResult
 
+from wit_builder.beam import counting, fileio
 from wit_builder.core import errors, progress
+from wit_builder.core.options import check_out_folder
 
 # Beam 2.77's default runner tries to download the Prism binary first; name the in-process runner.
 DEFAULT_RUNNER = "FnApiRunner"
@@ -63,7 +71,7 @@ class _KeepKnownErrorsOffTerminal(logging.Filter):
         return False
 
 
-def run_pipeline(pipeline: beam.Pipeline, out: str | None = None) -> beam.runners.runner.PipelineResult:
+def run_pipeline(pipeline: beam.Pipeline, out: str | None = None) -> PipelineResult:
     """Run ``pipeline`` and wait for it: the one launch sequence of every Beam stage.
 
     A known error (:mod:`wit_builder.core.errors`) raised inside the run becomes :class:`StageFailed` with its
@@ -90,3 +98,128 @@ def run_pipeline(pipeline: beam.Pipeline, out: str | None = None) -> beam.runner
             handler.removeFilter(keep)
         progress.close_all()  # the bars end before the stage's summary line
     return result
+
+
+# ---- the one launcher of a Beam stage ----
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a stage's run ended, as :meth:`Stage.finish` reports it.
+
+    ``summary``: the parts of the one summary line (``wit STAGE: part; part; 12.3 s -> OUT``); ``warnings``:
+    lines for stderr (``wit STAGE: warning: ...``); ``error``: a line for stderr when ``exit_code`` is not 0.
+    """
+
+    summary: list[str]
+    exit_code: int = errors.EXIT_OK
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+class Stage(abc.ABC):
+    """What one Beam command declares; :func:`run_stage` owns the sequence every command shares.
+
+    A subclass sets ``name`` (the command: ``build-pairs``), ``namespace`` (its Beam counters, for monitoring)
+    and ``count_names`` (counts reported as 0 when no record reached them), and implements the hooks below. The
+    options object is the command's frozen options dataclass; ``out`` is its ``--out``.
+    """
+
+    name: ClassVar[str]
+    namespace: ClassVar[str]
+    count_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, options: Any) -> None:
+        self.options = options
+
+    @property
+    def out(self) -> str:
+        """The output folder (``--out``)."""
+        return str(self.options.out)
+
+    @abc.abstractmethod
+    def prepare(self) -> list[str]:
+        """Checks before any work: resolve and check the inputs; return the lines to print before the run.
+
+        Raise our errors, or ``ValueError``/``FileNotFoundError``/``KeyError`` naming the flag and the file: the
+        launcher makes each one line on stderr and exit 2. Nothing may be written here.
+        """
+
+    def clean_rerun(self) -> list[str]:
+        """Remove what an earlier run left that this run must not mix with (called after ``prepare``, before the
+        pipeline); return a line to print, or none."""
+        return []
+
+    def needs_run(self) -> bool:
+        """Whether the pipeline has work to do (a resumed download may have none)."""
+        return True
+
+    @abc.abstractmethod
+    def build(self, pipeline: beam.Pipeline) -> None:
+        """Attach the stage's composite to ``pipeline``; its counts go to ``OUT/_counts.json`` (``WriteCounts``)."""
+
+    def on_failure(self, error: errors.StageFailed) -> errors.StageFailed:
+        """The error to raise when the run failed on one of ours (a stage may add what it left behind)."""
+        return error
+
+    def after_run(self) -> None:
+        """Clean-up that runs whether the pipeline succeeded or not (temporary caches)."""
+        return None
+
+    @abc.abstractmethod
+    def finish(self, counts: dict[str, int], seconds: float) -> Outcome:
+        """Write ``stats.json`` (last) from ``counts`` (summed from the data, ``{}`` when nothing ran) and
+        return the outcome."""
+
+
+def _cross_check(stage: Stage, counts: dict[str, int], result: PipelineResult) -> None:
+    """Beam metrics are for monitoring: a difference from the data-derived counts (a retried bundle on a runner
+    that reports attempted values) is logged, never fatal."""
+    counted = counting.counters(result, stage.namespace)
+    differ = {k: (n, counted[k]) for k, n in counts.items() if k in counted and counted[k] != n}
+    if differ:
+        logging.getLogger(__name__).info("%s: monitoring counters differ from the data-derived counts "
+                                         "(counts, counter): %s", stage.name, differ)
+
+
+def run_stage(stage: Stage, beam_argv: Iterable[str]) -> int:
+    """Run a Beam stage: checks before work, ``--out`` checks, rerun clean-up, the pipeline, the counts,
+    ``stats.json`` (via :meth:`Stage.finish`), the summary line; the exit status.
+
+    Errors: anything the checks before work raise becomes :class:`~wit_builder.core.errors.UsageError` (exit 2,
+    one line); one of our errors inside the run becomes :class:`~wit_builder.core.errors.StageFailed` (exit 1);
+    the ``wit`` command prints either in one line. Other errors keep their traceback.
+    """
+    started = time.monotonic()
+    try:
+        check_out_folder(stage.out)
+        lines = stage.prepare()
+        beam_options = pipeline_options(beam_argv)
+    except errors.UsageError:
+        raise
+    except (errors.WitError, ValueError, FileNotFoundError, KeyError) as exc:
+        message = errors.known_error_message(exc) or (str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
+        raise errors.UsageError(message) from exc
+    for line in lines:
+        print(line, flush=True)
+    fileio.makedirs(stage.out)
+    for line in stage.clean_rerun():
+        print(line, flush=True)
+    counts: dict[str, int] = {}
+    if stage.needs_run():
+        pipeline = beam.Pipeline(options=beam_options)
+        stage.build(pipeline)
+        try:
+            result = run_pipeline(pipeline, stage.out)
+        except errors.StageFailed as failed:
+            raise stage.on_failure(failed) from failed
+        finally:
+            stage.after_run()
+        counts = counting.read_counts(stage.out, stage.count_names)
+        _cross_check(stage, counts, result)
+    outcome = stage.finish(counts, time.monotonic() - started)
+    for warning in outcome.warnings:
+        print(f"wit {stage.name}: warning: {warning}", file=sys.stderr, flush=True)
+    print(progress.summary_line(stage.name, outcome.summary, time.monotonic() - started, stage.out), flush=True)
+    if outcome.error:
+        print(f"wit {stage.name}: {outcome.error}", file=sys.stderr, flush=True)
+    return outcome.exit_code

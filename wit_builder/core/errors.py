@@ -1,11 +1,14 @@
 """The errors a user can fix, and how the ``wit`` launcher recognises them (no traceback for these).
 
-Exit codes of every command (``wit_builder/cli.py``): 0 success; 1 the run failed (:class:`StageFailed`, a known
-error raised while the pipeline ran); 2 bad usage or bad input found before any work (a :class:`UsageError` or
-any other known error raised before the run); 130 interrupted (Ctrl-C).
+Exit codes of every command (:mod:`wit_builder.cli`): 0 success; 1 the run failed (:class:`StageFailed`, one of
+our errors raised while the pipeline ran); 2 bad usage or bad input found before any work (a :class:`UsageError`,
+or any other of our errors raised before the run: :func:`wit_builder.beam.launcher.run_stage` turns those into
+:class:`UsageError`); 130 interrupted (Ctrl-C).
 
-Stage modules keep their own error classes (``DumpError``, ``RawInputError``, ...); they are "known" by class
-name, because a runner may hand an error back as text (a worker process's traceback in a RuntimeError).
+Every error of ours derives from :class:`WitError`; a stage's own classes (``DumpError``, ``RawInputError``, ...)
+derive from :class:`InputError` (bad input: the message names the file and the record). A runner may hand an
+error back as text only (a worker process's traceback inside a RuntimeError), so the names matched in that
+text are derived from the classes (:func:`known_names`), never listed by hand.
 """
 
 from __future__ import annotations
@@ -15,17 +18,8 @@ import re
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 INTERRUPTED = "interrupted; rerun the same command to resume"
 
-# Errors that name the bad input (file, record) and say what to do; a traceback adds nothing for the user.
-KNOWN_ERRORS = frozenset({
-    "WitError", "UsageError", "StageFailed",
-    "DumpError", "WikitextError", "WordNetError", "PageviewError",  # stage 1
-    "PoolFormatError", "ColumnTypeError",  # stage 2 (and stage 3's pairs input)
-    "InputError",  # stage 3
-    "RawInputError",  # stage 4
-    "DataError",  # train, eval, export
-    "DemoError",
-    "FileNotFoundError",
-})
+# Python's own errors whose message already names the path (an input removed mid-run): one line, no traceback
+KNOWN_BUILTINS: tuple[type[BaseException], ...] = (FileNotFoundError,)
 _BEAM_STEP = re.compile(r"\s*\[while running '[^']*'\]\s*$")
 
 
@@ -41,14 +35,37 @@ class UsageError(WitError, ValueError):
     exit_code = EXIT_USAGE
 
 
+class InputError(WitError, ValueError):
+    """A bad input file or record; the message names the file and the record (exit 2 before work, 1 during a
+    run). Stages derive their own (``DumpError``, ``PoolFormatError``, ``RawInputError``, ``DataError``, ...)."""
+
+    exit_code = EXIT_USAGE
+
+
 class StageFailed(WitError):
     """A pipeline run failed on a known error; the message names the file and record (exit 1)."""
 
     exit_code = EXIT_FAILED
 
 
-def _is_known(exc: BaseException) -> bool:
-    return any(cls.__name__ in KNOWN_ERRORS for cls in type(exc).__mro__)
+def _subclasses(cls: type) -> set[type]:
+    found: set[type] = set()
+    sub: type
+    for sub in type.__subclasses__(cls):
+        found |= {sub} | _subclasses(sub)
+    return found
+
+
+def known_names() -> frozenset[str]:
+    """Names of every error class of ours loaded in this process (and :data:`KNOWN_BUILTINS`): what a runner's
+    error text is searched for. A stage's classes are loaded with its module, before its pipeline runs."""
+    classes = {WitError} | _subclasses(WitError) | set(KNOWN_BUILTINS)
+    return frozenset(cls.__name__ for cls in classes)
+
+
+def is_ours(exc: BaseException) -> bool:
+    """Whether ``exc`` is one of our errors (or a :data:`KNOWN_BUILTINS` one)."""
+    return isinstance(exc, (WitError, *KNOWN_BUILTINS))
 
 
 def _clean(message: str) -> str:
@@ -60,27 +77,28 @@ def known_error_message(exc: BaseException) -> str | None:
     """The message of the project's own error inside ``exc``, or None when ``exc`` is not one of ours.
 
     Looks at ``exc``, its causes and contexts, then at the text of a runner's error (a worker's traceback
-    ends with ``module.ClassName: message``): the last such line whose class is known wins.
+    ends with ``module.ClassName: message``): the last such line whose class is one of ours wins.
     """
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if _is_known(current):
+        if is_ours(current):
             text = str(current.args[0]) if len(current.args) == 1 else str(current)
             return _clean(text.split("\n", 1)[0] if text.count("Traceback") else text)
         current = current.__cause__ or current.__context__
+    names = known_names()
     found = None
     for line in str(exc).splitlines():
         match = re.match(r"^\s*(?:[\w.]+\.)?(\w+): (.+)$", line)
-        if match and match.group(1) in KNOWN_ERRORS:
+        if match and match.group(1) in names:
             found = match.group(2)
     return None if found is None else _clean(found)
 
 
 def exit_code(exc: BaseException, during_run: bool = False) -> int:
-    """The exit code for a known error: its ``exit_code`` if it has one, else 1 during a run, 2 before."""
+    """The exit code for a known error: 1 during a run, else its ``exit_code`` (2 when it has none)."""
+    if during_run:
+        return EXIT_FAILED
     code = getattr(exc, "exit_code", None)
-    if isinstance(code, int):
-        return code
-    return EXIT_FAILED if during_run else EXIT_USAGE
+    return code if isinstance(code, int) else EXIT_USAGE
