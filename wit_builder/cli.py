@@ -33,10 +33,10 @@ from wit_builder.core import options as opts
 
 # name -> (module, one-line help, takes Beam options)
 COMMANDS: dict[str, tuple[str, str, bool]] = {
-    "build-queries": ("wit_builder.queries.pipeline", "stage 1: query terms from Wikipedia dumps", True),
-    "build-pairs": ("wit_builder.pairs.pipeline", "stage 2: match alt texts against the queries, balance", True),
-    "download": ("wit_builder.download.pipeline", "stage 3: download, decode and resize images", True),
-    "finalize": ("wit_builder.finalize.pipeline", "stage 4: dedup, re-balance, write WebDataset shards", True),
+    "build-queries": ("wit_builder.queries.command", "stage 1: query terms from Wikipedia dumps", True),
+    "build-pairs": ("wit_builder.pairs.command", "stage 2: match alt texts against the queries, balance", True),
+    "download": ("wit_builder.download.command", "stage 3: download, decode and resize images", True),
+    "finalize": ("wit_builder.finalize.command", "stage 4: dedup, re-balance, write WebDataset shards", True),
     "train": ("trainer.train", "stage 5: train CLIP on WebDataset shards", False),
     "eval": ("trainer.evaluate", "zero-shot, retrieval and linear-probe evaluation", False),
     "export": ("trainer.export", "export a checkpoint to open_clip's state-dict layout", False),

@@ -12,8 +12,10 @@ from collections.abc import Callable, Mapping, Sequence
 
 import pyarrow as pa
 
+from wit_builder.core.errors import InputError
 
-class ColumnTypeError(ValueError):
+
+class ColumnTypeError(InputError):
     """A table whose columns cannot be read as required (missing, duplicated or of the wrong type)."""
 
 

@@ -1,0 +1,3 @@
+"""The command of this stage (being split out of pipeline.py)."""
+
+from wit_builder.finalize.pipeline import OPTIONS, run  # noqa: F401
