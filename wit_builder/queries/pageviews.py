@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 from urllib.parse import unquote
 
+from wit_builder.core.errors import InputError
 from wit_builder.queries.wikitext import canonical_title
 
 # Project suffixes of the hourly domain codes (Wikipedia has none).
@@ -43,7 +44,7 @@ SITES = frozenset({"desktop", "mobile"})
 _WIKI = re.compile(r"^([a-z][a-z0-9-]*)\.([a-z]+)$")
 
 
-class PageviewError(ValueError):
+class PageviewError(InputError):
     """A pageview input cannot be used; the message names the file (and the line)."""
 
 

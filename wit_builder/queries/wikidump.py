@@ -38,6 +38,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from wit_builder.core.errors import InputError
+
 Opener = Callable[[str], AbstractContextManager[BinaryIO]]
 
 CHUNK_BYTES = 1 << 20  # bytes read (compressed) per step
@@ -54,8 +56,8 @@ DEFAULT_TARGET_BYTES = 64 << 20  # compressed bytes per range: ~ 300 ranges for 
 _INDEX_NAME = re.compile(r"-index\d*\.txt(?:-p\d+p\d+)?(?:\.bz2)?$")
 
 
-class DumpError(ValueError):
-    """A dump (or its index) cannot be read; the message names the file and the place."""
+class DumpError(InputError):
+    """A dump (or its index) cannot be read, or gives no article text; the message names the file and the place."""
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,8 @@ from dataclasses import dataclass
 
 from mwparserfromhell.parser import tokens as tk
 
+from wit_builder.core.errors import InputError
+
 try:  # the C tokenizer, as mwparserfromhell.parser.Parser picks it
     from mwparserfromhell.parser._tokenizer import CTokenizer as _Tokenizer
 except ImportError:  # pragma: no cover (a build without the C extension)
@@ -111,8 +113,8 @@ _STRAY_FUNCTION = re.compile(r"\{\{[ \t]*(?:#|[A-Z]+[ \t]*:|[A-Z]{4,}[ \t]*(?:\|
 _STRAY_BRACKETS = re.compile(r"\[\[|\]\]|\{\{+|\}\}+|\{\||\|\}")
 
 
-class WikitextError(ValueError):
-    """The wikitext could not be parsed or rendered."""
+class WikitextError(InputError):
+    """The wikitext of one page could not be parsed or rendered (stage 1 skips and counts the page)."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import os
 import warnings
 from collections import defaultdict
 
+from wit_builder.core.errors import InputError
 from wit_builder.queries.selection import wordnet_query
 
 REQUIRED_FILES = tuple(f"{kind}.{pos}" for kind in ("data", "index") for pos in ("noun", "verb", "adj", "adv"))
@@ -68,7 +69,7 @@ _LEXNAMES = [
 _POS_NUMBER = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
 
 
-class WordNetError(ValueError):
+class WordNetError(InputError):
     """The WordNet folder is missing or not a WordNet 3.0 dict folder."""
 
 
