@@ -4,7 +4,6 @@ the tallies into one file that the launcher reads back for ``stats.json``. Beam 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
@@ -14,6 +13,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.transforms.window import GlobalWindows
 
 from wit_builder.beam.fileio import join, read_json, write_json
+from wit_builder.core.verdicts import Drop  # rules return it without importing Beam
 
 COUNTS = "counts"  # tagged output of a CountingDoFn: (name, n) pairs that become stats.json's counts
 COUNTS_FILE = "_counts.json"  # written by WriteCounts, read by the launcher, removed once stats.json is written
@@ -66,17 +66,6 @@ class CountingDoFn(beam.DoFn):
         tally, self._tally = getattr(self, "_tally", {}), {}
         for name, n in tally.items():
             yield beam.pvalue.TaggedOutput(COUNTS, GlobalWindows.windowed_value((name, n)))
-
-
-@dataclass(frozen=True)
-class Drop:
-    """A rule's verdict that a record leaves the stage, as a value: ``reason`` is the name it is counted under
-    (``bad_url``, ``pages_malformed``, ``duplicate_exact``); ``record`` is what a bad-records list keeps of it
-    (file, offset, ...), if anything. Rules return it; the frame (:class:`RuleDoFn`, :meth:`CountingDoFn.judge`)
-    counts it, so no rule keeps a tally of its own (datatrove's ``filter() -> bool | (False, reason)``)."""
-
-    reason: str
-    record: Any = None
 
 
 DROPPED = "dropped"  # tagged output of a RuleDoFn built with keep_dropped=True: its Drop values

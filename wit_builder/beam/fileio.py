@@ -35,6 +35,13 @@ def exists(path: str) -> bool:
     return FileSystems.exists(path)
 
 
+def delete(paths: Iterable[str]) -> None:
+    """Delete the files (and folders, with what they hold) ``paths``; nothing to do for none."""
+    found = list(paths)
+    if found:
+        FileSystems.delete(found)
+
+
 def expand_patterns(patterns: Iterable[str], what: str = "input") -> list[str]:
     """Every file matching any of ``patterns`` (paths or globs), sorted and deduplicated.
 

@@ -19,12 +19,14 @@ merge exactly as whole sketches do.
 from __future__ import annotations
 
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 _SEED = 0x9E3779B9
 CHUNK_COUNTERS = 1 << 17  # counters per chunk: 1 MiB of int64
+DEFAULT_SKETCH_WIDTH = 1 << 20  # counters per row of stage 1's bigram sketch (4 rows x 8 bytes: 32 MiB)
 
 
 class CountMinSketch:
@@ -110,3 +112,47 @@ class CountMinSketch:
         if covered != flat.size:
             raise ValueError(f"sketch chunks cover {covered} of {flat.size} counters of a {depth} x {width} table")
         return sketch
+
+
+# ---- stage 1's pair of sketches: (unigram, bigram), the unigram one a quarter as wide ----
+
+NgramSketches = tuple[CountMinSketch, CountMinSketch]
+ChunkKey = tuple[int, int, int, int]  # (0 unigram / 1 bigram, width, depth, start)
+
+
+def ngram_sketches(width: int) -> NgramSketches:
+    """Empty (unigram, bigram) sketches for a bigram sketch ``width`` counters wide (4 rows each)."""
+    return CountMinSketch(width // 4), CountMinSketch(width)
+
+
+def add_and_clear(sketches: NgramSketches, unigrams: Counter[str], bigrams: Counter[str]) -> None:
+    """Add partial counts to the (unigram, bigram) sketches and clear them (a worker's memory stays flat)."""
+    for sketch, counts in zip(sketches, (unigrams, bigrams), strict=True):
+        sketch.add(list(counts), counts.values())
+        counts.clear()
+
+
+def sketch_chunks(sketches: NgramSketches) -> Iterator[tuple[ChunkKey, np.ndarray]]:
+    """A range's (unigram, bigram) sketches -> ((sketch index, width, depth, start), 1 MiB slice) records: one
+    whole sketch is 32 MiB at the default width, more than Flink's sorter takes as one record."""
+    for index, sketch in enumerate(sketches):
+        for start, counters in sketch.chunks():
+            yield (index, sketch.width, sketch.depth, start), counters
+
+
+def assemble_sketches(chunks: Mapping[ChunkKey, np.ndarray]) -> NgramSketches | None:
+    """The merged sketch chunks -> the (unigram, bigram) sketches; None when there is no chunk (no range).
+
+    Raises ValueError when the chunks are not of one unigram and one bigram shape, or do not tile them.
+    """
+    if not chunks:
+        return None
+    parts: dict[tuple[int, int, int], dict[int, np.ndarray]] = {}
+    for (index, width, depth, start), counters in chunks.items():
+        parts.setdefault((index, width, depth), {})[start] = counters
+    shapes = sorted(parts)
+    if [index for index, _, _ in shapes] != [0, 1]:  # every range sketches with the same widths
+        raise ValueError(f"expected one unigram and one bigram sketch shape, got {shapes}")
+    unigram, bigram = (CountMinSketch.from_chunks(width, depth, parts[(index, width, depth)])
+                       for index, width, depth in shapes)
+    return unigram, bigram

@@ -26,11 +26,12 @@ import gzip
 import io
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import BinaryIO
 from urllib.parse import unquote
 
 from wit_builder.core.errors import InputError
+from wit_builder.core.options import option
 from wit_builder.queries.wikitext import canonical_title
 
 # Project suffixes of the hourly domain codes (Wikipedia has none).
@@ -50,15 +51,26 @@ class PageviewError(InputError):
 
 @dataclass(frozen=True)
 class Traffic:
-    """Which rows of pageview files count: the project (``wiki``) and the sites (desktop, mobile)."""
+    """Which rows of pageview files count: the project (``wiki``) and the sites (``pageview_sites``: desktop,
+    mobile, comma-separated as on the command line); an argument group of ``wit build-queries``.
 
-    wiki: str = "en.wikipedia"
-    sites: frozenset[str] = field(default_factory=lambda: SITES)
+    Raises ValueError for a ``wiki`` that is not LANGUAGE.PROJECT or sites outside desktop, mobile.
+    """
+
+    wiki: str = option("en.wikipedia", help="project whose --pageviews rows count, as LANGUAGE.PROJECT")
+    pageview_sites: str = option("desktop,mobile", help="comma-separated sites whose --pageviews rows count: "
+                                                        "desktop, mobile (mobile web and apps)")
 
     def __post_init__(self) -> None:
         _wiki_parts(self.wiki)
         if not self.sites or not self.sites <= SITES:
-            raise ValueError(f"pageview sites must be a non-empty subset of {sorted(SITES)}, got {sorted(self.sites)}")
+            raise ValueError(f"pageview_sites must name a non-empty subset of {sorted(SITES)}, got "
+                             f"{sorted(self.sites)}")
+
+    @property
+    def sites(self) -> frozenset[str]:
+        """The chosen sites, as a set (``"desktop,mobile"`` -> {desktop, mobile})."""
+        return frozenset(s.strip() for s in self.pageview_sites.split(",") if s.strip())
 
     def domain_codes(self) -> frozenset[str]:
         """The hourly files' domain codes of this project's chosen sites (``en.wikipedia`` -> en, en.m, en.mw)."""
@@ -106,6 +118,7 @@ class LineParser:
     def __init__(self, traffic: Traffic) -> None:
         self.traffic = traffic
         self.codes = traffic.domain_codes()
+        self.sites = traffic.sites  # parsed once, not per line
 
     def parse(self, line: str) -> tuple[str, int] | str:
         """(canonical title, views) for a row that counts; ``OTHER`` for another project's or site's row;
@@ -118,7 +131,7 @@ class LineParser:
         elif len(fields) >= 6 and fields[-2].isdigit() and fields[-3] in ACCESS_SITES and (
             fields[-4].isdigit() or fields[-4] == "null"
         ):  # pageview_complete; a title with a space in it spans several fields
-            if fields[0] != self.traffic.wiki or ACCESS_SITES[fields[-3]] not in self.traffic.sites:
+            if fields[0] != self.traffic.wiki or ACCESS_SITES[fields[-3]] not in self.sites:
                 return OTHER
             title, views = " ".join(fields[1:-4]), int(fields[-2])
         else:

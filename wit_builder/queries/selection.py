@@ -62,11 +62,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import NamedTuple
 
 from schemas.queries import SOURCES
+from wit_builder.core.options import option
 from wit_builder.core.textnorm import is_phrase_query, is_query_token, normalize, tokenize
 from wit_builder.queries.ngram_sketch import CountMinSketch
 from wit_builder.queries.wikitext import title_phrase
@@ -106,25 +107,31 @@ RANK_KEYS = {"unigram": rank_key, "bigram": rank_key, "title": title_rank_key, "
 
 @dataclass(frozen=True)
 class Budgets:
-    """Queries per source and in all, MetaCLIP's split (Xu et al. 2023, "Demystifying CLIP Data").
+    """Queries per source and in all, MetaCLIP's split (Xu et al. 2023, "Demystifying CLIP Data"); the
+    command's budget flags (an argument group of ``wit build-queries``).
 
-    Raises ValueError for a negative budget.
+    Raises ValueError for a negative budget, naming its field (the CLI shows the flag).
     """
 
-    unigram: int = 251_465
-    bigram: int = 100_646
-    title: int = 61_235
-    wordnet: int = 86_654
-    max_queries: int = 500_000
+    max_queries: int = option(500_000, unit="queries", help="most queries in all; the sources' budgets scale down "
+                                                            "to fit")
+    unigram_budget: int = option(251_465, unit="queries", help="most unigram queries (MetaCLIP's split)")
+    bigram_budget: int = option(100_646, unit="queries", help="most bigram queries (MetaCLIP's split)")
+    title_budget: int = option(61_235, unit="queries", help="most title queries (MetaCLIP's split)")
+    wordnet_budget: int = option(86_654, unit="queries", help="most wordnet queries (MetaCLIP's split)")
 
     def __post_init__(self) -> None:
         for f in fields(self):
             if getattr(self, f.name) < 0:
-                raise ValueError(f"budget {f.name} must be >= 0, got {getattr(self, f.name)}")
+                raise ValueError(f"{f.name} must be >= 0, got {getattr(self, f.name)}")
+
+    def requested(self) -> dict[str, int]:
+        """Each source's budget as given, before scaling."""
+        return {source: getattr(self, f"{source}_budget") for source in SOURCES}
 
     def per_source(self) -> dict[str, int]:
         """Each source's budget, scaled down in proportion when their sum exceeds ``max_queries``."""
-        wanted = {source: getattr(self, source) for source in SOURCES}
+        wanted = self.requested()
         total = sum(wanted.values())
         if total <= self.max_queries:
             return wanted
@@ -139,14 +146,19 @@ class Budgets:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Occurrence floors in the plain text (unigrams: MetaCLIP's 100). Raises ValueError below 1."""
+    """Occurrence floors in the plain text (unigrams: MetaCLIP's 100); an argument group of ``wit build-queries``.
 
-    min_unigram_count: int = 100
-    min_bigram_count: int = 30
+    Raises ValueError below 1, naming the field (the CLI shows the flag).
+    """
+
+    min_unigram_count: int = option(100, unit="occurrences", help="occurrences a word needs to become a query")
+    min_bigram_count: int = option(30, unit="co-occurrences",
+                                   help="co-occurrences a bigram needs before its NPMI is trusted")
 
     def __post_init__(self) -> None:
-        if self.min_unigram_count < 1 or self.min_bigram_count < 1:
-            raise ValueError(f"count thresholds must be >= 1, got {self}")
+        for f in fields(self):
+            if getattr(self, f.name) < 1:
+                raise ValueError(f"count thresholds must be >= 1, got {f.name} {getattr(self, f.name)}")
 
 
 def unigram_candidate(token: str, count: int, thresholds: Thresholds) -> Candidate | None:
@@ -195,6 +207,29 @@ def wordnet_query(lemma_name: str) -> str | None:
 def phrase_count(query: str, ngram_counts: Mapping[str, int]) -> int:
     """Occurrences of a one- or two-token phrase in the plain text; 0 for longer phrases (not counted)."""
     return ngram_counts.get(query, 0) if query.count(" ") <= 1 else 0
+
+
+def prune_sizes(budgets: Mapping[str, int]) -> dict[str, int]:
+    """Source -> how many of its best candidates selection can ever need: its budget plus the budgets of the
+    sources before it in SOURCES' order (each source can lose at most as many candidates to earlier sources as
+    those took). KeyError for a source without a budget."""
+    sizes, total = {}, 0
+    for source in SOURCES:
+        total += budgets[source]
+        sizes[source] = total
+    return sizes
+
+
+def short_phrases(candidates: Iterable[Candidate]) -> frozenset[str]:
+    """The one- and two-token queries among ``candidates``: the ones whose count can be looked up in pass 2."""
+    return frozenset(c.query for c in candidates if c.query.count(" ") <= 1)
+
+
+def with_token_count(token_count: Sequence[int], rows: Iterable[tuple]) -> list[tuple]:
+    """Each bigram row with the count of one of its tokens appended (0 when the token was not counted): one of
+    the two joins that give ``bigram_candidate`` its ``count_a`` and ``count_b``."""
+    count = token_count[0] if token_count else 0
+    return [(*row, count) for row in rows]
 
 
 @dataclass

@@ -1,78 +1,53 @@
-"""Stage 1's joins, failure messages and statistics as pure functions (``wit_builder/queries/pipeline.py`` wires them).
+"""Stage 1's counts, its ``stats.json`` and summary line, and why a run has nothing to build from, as pure
+functions (``command.BuildQueriesStage.finish`` and ``pipeline._WriteQueries`` call them).
 
-The n-gram, title and WordNet rules themselves are in ``wit_builder.queries.selection``; this module holds what the
-pipeline does around them: following redirects for title traffic (:func:`landing_title`), how many candidates
-each source keeps before selection (:func:`prune_sizes`), why a run has nothing to build from
-(:func:`no_text_message`, :func:`check_pageview_rows`), and the figures of stats.json (:func:`selection_counts`,
-:func:`details_document`, :func:`stats_counts`), all computed from the pipeline's own data.
+Every count is data counted by the Beam frame (``CountingDoFn.count``/``judge``, summed by ``WriteCounts``
+into ``OUT/_counts.json``): :data:`COUNT_NAMES` are stats.json's ``counts``, zeros included. What is not a count
+travels in the details file (:data:`DETAILS_JSON`, :func:`details_document`): the first rejected pages per
+reason and the traffic source with its per-file table. :func:`stats_document` puts the two together.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
-from schemas.queries import SOURCES
+from schemas import stats as stats_schema
+from schemas.queries import QUERIES_PARQUET, QUERIES_TXT, SOURCES
 from wit_builder.queries import selection as qs
+from wit_builder.queries.options import BuildQueriesOptions, parameters
+from wit_builder.queries.pages import BAD_PAGE_REASONS, SKIP_REASONS, RejectedPage
 from wit_builder.queries.pageviews import PageviewError, Traffic
+from wit_builder.queries.wikidump import DumpInput
 
-RejectedPage = tuple[str, int, Any, Any, str]  # (path, byte offset, page id, title, why)
-BAD_PAGE_REASONS = ("pages_malformed", "pages_wikitext_rejected", "pages_parse_timeout")
-TALLY_NAMES = ("pages_read", "articles", "articles_without_text", "dump_ranges")
-
-
-def landing_title(title: str, traffic: Iterable[int], redirect_targets: Iterable[str]) -> tuple[str, int] | None:
-    """(the title a page's traffic lands on, the traffic): the redirect's target when ``title`` is a redirect
-    (the smallest target if a dump names several), else the title itself; None without traffic."""
-    total = sum(traffic)
-    if not total:
-        return None
-    targets = sorted(redirect_targets)
-    return (targets[0] if targets else title), total
-
-
-def article_scores(queries: Iterable[str], traffic: Iterable[int]) -> list[tuple[str, int]]:
-    """(query, traffic) for each distinct query of a title that is an article (sorted); none for a title that
-    only has traffic."""
-    total = sum(traffic)
-    return [(query, total) for query in sorted(set(queries))]
+NAMESPACE = "build_queries"  # of the Beam counters (monitoring only)
+# counted per range by pipeline._ExtractPages (besides SKIP_REASONS)
+PAGE_COUNTS = ("pages_read", "articles", "articles_without_text", "dump_ranges", "total_tokens")
+PAGEVIEW_COUNTS = ("pageview_rows", "pageview_lines_malformed")  # counted per file by pipeline._ReadPageviewFile
+SELECTION_KINDS = ("eligible", "selected", "already_taken")
+SELECTION_COUNTS = tuple(f"{kind}_{source}" for source in SOURCES for kind in SELECTION_KINDS)
+COUNT_NAMES = (*PAGE_COUNTS, *SKIP_REASONS, *PAGEVIEW_COUNTS, *SELECTION_COUNTS, "queries")
+# what the summary line calls bad records: pages, ranges and pageview lines that could not be read
+BAD_RECORDS = (*BAD_PAGE_REASONS, "dump_ranges_empty", "pageview_lines_malformed")
+REJECTED_EXAMPLES = 20  # rejected pages kept per reason in stats.json (the smallest by file, offset and page id)
+DETAILS_JSON = "_build_queries_details.json"  # written by the pipeline, merged into stats.json, then removed
 
 
-def with_token_count(token_count: Sequence[int], rows: Iterable[tuple]) -> list[tuple]:
-    """Each bigram row with the count of one of its tokens appended (0 when the token was not counted)."""
-    count = token_count[0] if token_count else 0
-    return [(*row, count) for row in rows]
-
-
-def short_phrases(candidates: Iterable[qs.Candidate]) -> frozenset[str]:
-    """The one- and two-token queries among ``candidates``: the ones whose count can be looked up in pass 2."""
-    return frozenset(c.query for c in candidates if c.query.count(" ") <= 1)
-
-
-def prune_sizes(budgets: Mapping[str, int]) -> dict[str, int]:
-    """Source -> how many of its best candidates selection can ever need: its budget plus the budgets of the
-    sources before it in SOURCES' order (each source can lose at most as many candidates to earlier sources as
-    those took). KeyError for a source without a budget."""
-    sizes, total = {}, 0
-    for source in SOURCES:
-        total += budgets[source]
-        sizes[source] = total
-    return sizes
-
-
-def no_text_message(dumps: Sequence[str], tally: Mapping[str, int], rejected: Mapping[str, Sequence[RejectedPage]]) \
-        -> str:
+def no_text_message(dumps: Sequence[str], counts: Mapping[str, int],
+                    rejected: Mapping[str, Sequence[RejectedPage]]) -> str:
     """Why there is nothing to build queries from: every page rejected (the counts and the first rejected page,
-    by file, offset and page id), or no main-namespace article at all."""
-    read = tally.get("pages_read", 0)
-    bad = {r: tally.get(r, 0) for r in BAD_PAGE_REASONS}
-    if read and sum(bad.values()) and tally.get("articles", 0) == 0:
+    by file, offset and page id), or no main-namespace article at all. ``counts``: the page counts so far."""
+    read = counts.get("pages_read", 0)
+    bad = {r: counts.get(r, 0) for r in BAD_PAGE_REASONS}
+    if read and sum(bad.values()) and counts.get("articles", 0) == 0:
         first = min(example for examples in rejected.values() for example in examples)
         reason = next(r for r, examples in rejected.items() if first in examples)
-        counts = ", ".join(f"{n} {r}" for r, n in bad.items() if n)
-        return (f"every page of the dumps {list(dumps)} was rejected ({read} pages read: {counts}); the first, page "
+        listed = ", ".join(f"{n} {r}" for r, n in bad.items() if n)
+        return (f"every page of the dumps {list(dumps)} was rejected ({read} pages read: {listed}); the first, page "
                 f"id {first[2]} {first[3]!r} in {first[0]} at byte {first[1]}, for {reason}: {first[4]}")
-    others = ", ".join(f"{tally.get(r, 0)} {r}" for r in ("pages_not_main_namespace", "pages_redirect") if tally.get(r))
+    others = ", ".join(f"{counts.get(r, 0)} {r}" for r in ("pages_not_main_namespace", "pages_redirect")
+                       if counts.get(r))
     return (f"no main-namespace article text in the dumps {list(dumps)} ({read} pages read"
             f"{': ' + others if others else ''}): nothing to build queries from")
 
@@ -89,20 +64,20 @@ def check_pageview_rows(files: Mapping[str, Mapping[str, int]], traffic: Traffic
 
 
 def selection_counts(eligible: Mapping[str, int], summary: Mapping[str, qs.SourceSummary]) -> dict[str, int]:
-    """``eligible_<source>``, ``selected_<source>``, ``already_taken_<source>`` for every source."""
-    return {f"{k}_{source}": int(n) for source in SOURCES for k, n in (
+    """``eligible_<source>``, ``selected_<source>``, ``already_taken_<source>`` for every source, and
+    ``queries`` (every selected query): what selection hands the frame to count."""
+    counts = {f"{kind}_{source}": int(n) for source in SOURCES for kind, n in (
         ("eligible", eligible.get(source, 0)), ("selected", summary[source].selected),
         ("already_taken", summary[source].already_taken))}
+    return counts | {"queries": sum(summary[source].selected for source in SOURCES)}
 
 
-def details_document(tally: Mapping[str, int], total_tokens: int, selection: Mapping[str, int],
-                     rejected: Mapping[str, Iterable[RejectedPage]], traffic: Traffic | None,
+def details_document(rejected: Mapping[str, Iterable[RejectedPage]], traffic: Traffic | None,
                      files: Mapping[str, Any]) -> dict[str, Any]:
-    """The data-derived figures the pipeline hands to stats.json: counts (the page tally, ``total_tokens``, the
-    selection counts), the rejected pages (kept examples per reason, sorted, as dicts) and the traffic source
-    (``inlinks``, or ``pageviews`` with the project, sites and per-file tallies)."""
+    """What the pipeline hands to stats.json besides counts: the rejected pages (kept examples per reason,
+    sorted, as dicts) and the traffic source (``inlinks``, or ``pageviews`` with the project, sites and per-file
+    tallies)."""
     return {
-        "counts": {**{k: int(v) for k, v in sorted(tally.items())}, "total_tokens": int(total_tokens), **selection},
         "rejected_pages": {
             reason: [dict(zip(("path", "offset", "page_id", "title", "why"), e, strict=True)) for e in sorted(examples)]
             for reason, examples in sorted(rejected.items())
@@ -113,22 +88,43 @@ def details_document(tally: Mapping[str, int], total_tokens: int, selection: Map
     }
 
 
-def stats_counts(details: Mapping[str, Any], budgets: Mapping[str, int],
-                 skip_reasons: Sequence[str]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
-    """stats.json's flat ``counts`` and per-source table from :func:`details_document`'s figures: the tally
-    names, every skip reason, ``total_tokens``, pageview rows and malformed lines, per source eligible /
-    selected / already taken (+ its applied budget in the table), and ``queries`` = all selected."""
-    data = details["counts"]
+def source_table(counts: Mapping[str, int], budgets: Mapping[str, int]) -> dict[str, dict[str, int]]:
+    """Per source (SOURCES' order): its eligible / selected / already taken counts and its applied budget."""
+    return {source: {kind: counts.get(f"{kind}_{source}", 0) for kind in SELECTION_KINDS} | {"budget": budgets[source]}
+            for source in SOURCES}
+
+
+def stats_document(options: BuildQueriesOptions, dumps: Sequence[DumpInput], pageviews: Sequence[str],
+                   counts: Mapping[str, int], details: Mapping[str, Any], sha256: Mapping[str, str | None],
+                   seconds: float) -> dict[str, Any]:
+    """stats.json in the declared layout (``schemas/stats.py``): ``counts`` as the frame counted them, the
+    inputs (dumps, their indexes, pageview files with the rows that counted; ``sha256`` per path), the settings
+    (:func:`~wit_builder.queries.options.parameters`) and in ``details`` what :func:`details_document` gave,
+    the thresholds, the requested and applied budgets and the per-source table. Raises StatsError."""
+    budgets = options.budgets.per_source()
     files = details["traffic"].get("files", {})
-    sources = {
-        source: {k: data.get(f"{k}_{source}", 0) for k in ("eligible", "selected", "already_taken")}
-        | {"budget": budgets[source]}
-        for source in SOURCES
-    }
-    names = (*TALLY_NAMES, *skip_reasons, "total_tokens")
-    flat = {name: int(data.get(name, 0)) for name in names}
-    flat["pageview_rows"] = sum(f["rows"] for f in files.values())
-    flat["pageview_lines_malformed"] = sum(f["malformed"] for f in files.values())
-    flat |= {f"{k}_{source}": v for source, table in sources.items() for k, v in table.items() if k != "budget"}
-    flat["queries"] = sum(s["selected"] for s in sources.values())
-    return flat, sources
+    inputs = [d.path for d in dumps] + [d.index for d in dumps if d.index] + list(pageviews)
+    return stats_schema.envelope(
+        "build-queries",
+        inputs=[stats_schema.input_entry(p, sha256.get(p), rows=files.get(p, {}).get("rows")) for p in inputs],
+        parameters=parameters(options),
+        counts=counts,
+        outputs=[stats_schema.output_entry(QUERIES_PARQUET, counts["queries"]),
+                 stats_schema.output_entry(QUERIES_TXT, counts["queries"])],
+        seconds=seconds,
+        details={"wordnet_dir": options.wordnet_dir, "title_traffic": details["traffic"]["source"],
+                 "traffic": details["traffic"], "rejected_pages": details["rejected_pages"],
+                 "parse_budget": {"seconds": options.reading.parse_timeout,
+                                  "memory_bytes": options.reading.parse_memory_bytes},
+                 "thresholds": asdict(options.thresholds),
+                 "budgets": {"requested": options.budgets.requested() | {"max_queries": options.budgets.max_queries},
+                             "applied": budgets},
+                 "sources": source_table(counts, budgets)},
+    )
+
+
+def summary(counts: Mapping[str, int], dumps: int) -> list[str]:
+    """The parts of the stage's summary line: queries per source, articles, dumps, bad records skipped."""
+    per_source = ", ".join(f"{source} {counts[f'selected_{source}']}" for source in SOURCES)
+    return [f"{counts['queries']:,} queries ({per_source}) from {counts['articles']:,} articles in {dumps} dump(s)",
+            f"{sum(counts[reason] for reason in BAD_RECORDS):,} bad records skipped"]

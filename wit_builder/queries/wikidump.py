@@ -84,6 +84,22 @@ class Page:
     problem: str | None = None  # why the page is unusable (missing fields), else None
 
 
+@dataclass(frozen=True)
+class DumpInput:
+    """A dump file to read and the multistream index found beside it (None: read it as one stream)."""
+
+    path: str
+    index: str | None
+
+
+def dump_inputs(paths: list[str], exists: Callable[[str], bool]) -> list[DumpInput]:
+    """The dumps among ``paths`` (the files ``--dump`` matched), each paired with the first of its
+    ``index_candidates`` that ``exists``; index files among ``paths`` are paired, not read as dumps (so the
+    list is empty when ``paths`` hold only index files)."""
+    dumps = [p for p in paths if not is_index_file(p)]
+    return [DumpInput(path, next((c for c in index_candidates(path) if exists(c)), None)) for path in dumps]
+
+
 def is_index_file(path: str) -> bool:
     """Is ``path`` a multistream index (``...-index.txt``, ``...-index.txt.bz2``, ``...-index1.txt-p1p41242.bz2``)?"""
     return bool(_INDEX_NAME.search(path))
