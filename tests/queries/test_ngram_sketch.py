@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from wit_builder.queries import selection as qs
-from wit_builder.queries.ngram_sketch import CountMinSketch
+from wit_builder.queries.ngram_sketch import (
+    CountMinSketch,
+    add_and_clear,
+    assemble_sketches,
+    ngram_sketches,
+    sketch_chunks,
+)
 
 
 def _zipf_text(n_tokens: int, vocabulary: int, seed: int) -> list[str]:
@@ -103,3 +109,26 @@ def test_chunks_rebuild_the_sketch_and_summed_chunks_merge_sketches():
         CountMinSketch.from_chunks(1000, 3, {k: v for k, v in summed.items() if k != 2816})
     with pytest.raises(ValueError, match="do not tile"):
         CountMinSketch.from_chunks(1000, 3, {**summed, 100: np.zeros(10, dtype=np.int64)})
+
+
+def test_a_ranges_sketch_pair_travels_as_chunks_and_is_rebuilt():
+    """Stage 1's (unigram, bigram) pair: partial counts flushed into it (and cleared), cut into keyed chunks,
+    chunks of several ranges summed per key, then rebuilt into the merged pair."""
+    ranges = [ngram_sketches(4096) for _ in range(2)]
+    assert [(s.width, s.depth) for s in ranges[0]] == [(1024, 4), (4096, 4)]
+    for sketches, text in zip(ranges, ["new york is big", "new york new york"], strict=True):
+        unigrams, bigrams = Counter(), Counter()
+        qs.count_ngrams(text, unigrams, bigrams)
+        add_and_clear(sketches, unigrams, bigrams)
+        assert not unigrams and not bigrams
+    summed: dict = {}
+    for sketches in ranges:
+        for key, counters in sketch_chunks(sketches):
+            summed[key] = summed[key] + counters if key in summed else counters
+    assert {key[:3] for key in summed} == {(0, 1024, 4), (1, 4096, 4)}
+    unigram, bigram = assemble_sketches(summed)
+    assert min(unigram.estimate(["new", "york"]).tolist()) >= 3 and bigram.estimate(["new york"])[0] >= 3
+    assert unigram.total() == 8 and bigram.total() == 6
+    assert assemble_sketches({}) is None  # no range: nothing to rebuild
+    with pytest.raises(ValueError, match="one unigram and one bigram sketch shape"):
+        assemble_sketches({k: v for k, v in summed.items() if k[0] == 0})

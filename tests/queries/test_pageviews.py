@@ -59,15 +59,17 @@ def test_any_project_and_sites():
     assert german.parse("en Berlin 5 0") == OTHER
     wiktionary = LineParser(Traffic("en.wiktionary"))
     assert wiktionary.parse("en.d word 4 0") == ("Word", 4) and wiktionary.parse("en.m.d word 2 0") == ("Word", 2)
-    desktop = LineParser(Traffic(sites=frozenset({"desktop"})))
+    desktop = LineParser(Traffic(pageview_sites="desktop"))
     assert desktop.parse("en.m Paris 4 0") == OTHER and desktop.parse("en Paris 4 0") == ("Paris", 4)
     assert desktop.parse("en.wikipedia Paris 1 mobile-app 9 A9") == OTHER
     assert Traffic().domain_codes() == {"en", "en.m", "en.mw"}
     for bad in ("english", "en.wikipedia.org", "en.myspace"):
         with pytest.raises(ValueError, match="--wiki"):
             Traffic(bad)
-    with pytest.raises(ValueError):
-        Traffic(sites=frozenset({"tablet"}))
+    for sites in ("tablet", "desktop,tablet", " , "):
+        with pytest.raises(ValueError, match="pageview_sites must name a non-empty subset"):
+            Traffic(pageview_sites=sites)
+    assert Traffic(pageview_sites="mobile, desktop").sites == {"desktop", "mobile"} == Traffic().sites
 
 
 @pytest.mark.parametrize(("name", "compress"), [

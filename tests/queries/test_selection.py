@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 
+from schemas.queries import SOURCES
 from wit_builder.queries import selection as qs
 from wit_builder.queries.selection import Budgets, Candidate, Thresholds
 
@@ -55,10 +56,12 @@ def test_budgets_scale_to_max_queries():
     scaled = Budgets(max_queries=1000).per_source()
     assert sum(scaled.values()) == 1000
     assert scaled == {"unigram": 503, "bigram": 201, "title": 123, "wordnet": 173}  # largest remainders
-    assert Budgets(unigram=5, bigram=0, title=0, wordnet=0, max_queries=3).per_source()["unigram"] == 3
-    with pytest.raises(ValueError, match="budget title must be >= 0"):
-        Budgets(title=-1)
-    with pytest.raises(ValueError, match="thresholds must be >= 1"):
+    few = Budgets(unigram_budget=5, bigram_budget=0, title_budget=0, wordnet_budget=0, max_queries=3)
+    assert few.per_source()["unigram"] == 3
+    assert few.requested() == {"unigram": 5, "bigram": 0, "title": 0, "wordnet": 0}  # as given, before scaling
+    with pytest.raises(ValueError, match="title_budget must be >= 0"):
+        Budgets(title_budget=-1)
+    with pytest.raises(ValueError, match="thresholds must be >= 1, got min_unigram_count 0"):
         Thresholds(min_unigram_count=0)
 
 
@@ -107,3 +110,21 @@ def test_phrase_count():
     counts = {"paris": 5, "new york": 3}
     assert qs.phrase_count("paris", counts) == 5 and qs.phrase_count("new york", counts) == 3
     assert qs.phrase_count("new york city", {"new york city": 9}) == 0  # longer phrases are not counted
+
+
+def test_prune_sizes_are_cumulative_budgets_in_source_order():
+    budgets = {"unigram": 100, "bigram": 30, "title": 50, "wordnet": 20}
+    sizes = qs.prune_sizes(budgets)
+    running = 0
+    for source in SOURCES:
+        running += budgets[source]
+        assert sizes[source] == running
+    with pytest.raises(KeyError):
+        qs.prune_sizes({"unigram": 1})
+
+
+def test_short_phrases_and_token_counts_for_the_bigram_joins():
+    candidates = [Candidate(q, 0, 1.0) for q in ("paris", "new york", "new york city")]
+    assert qs.short_phrases(candidates) == frozenset({"paris", "new york"})
+    assert qs.with_token_count([42], [("new york", 7), ("york city", 3)]) == [("new york", 7, 42), ("york city", 3, 42)]
+    assert qs.with_token_count([], [("xq zz", 2)]) == [("xq zz", 2, 0)]

@@ -1,38 +1,18 @@
-"""Stage 1's pure joins, messages and stats figures (wit_builder.queries.stats), without Beam."""
+"""Stage 1's counts, stats.json figures, summary line and failure messages (wit_builder.queries.stats), without
+Beam."""
 
 from __future__ import annotations
 
 import pytest
 
 from schemas.queries import SOURCES
+from schemas.stats import validate as validate_stats
 from wit_builder.queries import selection as qs
 from wit_builder.queries import stats as query_stats
+from wit_builder.queries.options import BuildQueriesOptions
+from wit_builder.queries.pages import SKIP_REASONS
 from wit_builder.queries.pageviews import PageviewError, Traffic
-
-
-def test_redirect_traffic_lands_on_the_target_and_articles_score_their_queries():
-    assert query_stats.landing_title("Nyc", [120, 30], ["New York City"]) == ("New York City", 150)
-    assert query_stats.landing_title("Paris", [40], []) == ("Paris", 40)
-    assert query_stats.landing_title("Zzz", [0], ["Z"]) is None and query_stats.landing_title("Zzz", [], []) is None
-    assert query_stats.landing_title("Ambiguous", [5], ["B", "A"]) == ("A", 5)  # the smallest target
-    assert query_stats.article_scores(["new york city", "new york city"], [100, 50]) == [("new york city", 150)]
-    assert query_stats.article_scores([], [100]) == []  # traffic of a title that is not an article
-    assert query_stats.with_token_count([42], [("new york", 7), ("york city", 3)]) == [("new york", 7, 42),
-                                                                                      ("york city", 3, 42)]
-    assert query_stats.with_token_count([], [("xq zz", 2)]) == [("xq zz", 2, 0)]
-    candidates = [qs.Candidate(q, 0, 1.0) for q in ("paris", "new york", "new york city")]
-    assert query_stats.short_phrases(candidates) == frozenset({"paris", "new york"})
-
-
-def test_prune_sizes_are_cumulative_budgets_in_source_order():
-    budgets = {"unigram": 100, "bigram": 30, "title": 50, "wordnet": 20}
-    sizes = query_stats.prune_sizes(budgets)
-    running = 0
-    for source in SOURCES:
-        running += budgets[source]
-        assert sizes[source] == running
-    with pytest.raises(KeyError):
-        query_stats.prune_sizes({"unigram": 1})
+from wit_builder.queries.wikidump import DumpInput
 
 
 def test_no_text_message_names_the_first_rejected_page_or_the_missing_articles():
@@ -49,7 +29,7 @@ def test_no_text_message_names_the_first_rejected_page_or_the_missing_articles()
 
 
 def test_pageview_files_without_a_row_for_the_project_are_refused():
-    traffic = Traffic("de.wikipedia", frozenset({"desktop"}))
+    traffic = Traffic("de.wikipedia", "desktop")
     files = {"pv-1.gz": {"rows": 0, "other": 120, "malformed": 0}, "pv-2.gz": {"rows": 0, "other": 5, "malformed": 1}}
     with pytest.raises(PageviewError, match=r"pv-1.gz.*de.wikipedia \(desktop\): their 125 rows are other projects"):
         query_stats.check_pageview_rows(files, traffic)
@@ -57,24 +37,68 @@ def test_pageview_files_without_a_row_for_the_project_are_refused():
     query_stats.check_pageview_rows({}, None)  # inlinks: nothing to check
 
 
-def test_details_and_stats_counts_come_from_the_data():
+def test_count_names_are_every_count_of_stats_json_once():
+    names = query_stats.COUNT_NAMES
+    assert len(set(names)) == len(names) and set(SKIP_REASONS) <= set(names)
+    per_source = {f"{kind}_{source}" for source in SOURCES for kind in ("eligible", "selected", "already_taken")}
+    assert per_source <= set(names)
+    assert set(query_stats.BAD_RECORDS) <= set(names) and "queries" in names and "total_tokens" in names
+
+
+def test_selection_counts_and_the_source_table_come_from_the_data():
     summary = {s: qs.SourceSummary(selected=i + 1, already_taken=i) for i, s in enumerate(SOURCES)}
     eligible = {s: 10 * (i + 1) for i, s in enumerate(SOURCES)}
-    selection = query_stats.selection_counts(eligible, summary)
-    assert selection["selected_" + SOURCES[0]] == 1 and selection["already_taken_" + SOURCES[1]] == 1
-    tally = {"pages_read": 206, "articles": 150, "pages_redirect": 30}
-    rejected = {"pages_malformed": [("d.xml", 5, 1, "T", "no id")]}
+    counts = query_stats.selection_counts(eligible, summary)
+    assert counts["selected_" + SOURCES[0]] == 1 and counts["already_taken_" + SOURCES[1]] == 1
+    assert counts["eligible_" + SOURCES[3]] == 40 and counts["queries"] == sum(range(1, len(SOURCES) + 1))
+    assert set(counts) == set(query_stats.SELECTION_COUNTS) | {"queries"}
+    table = query_stats.source_table(counts, {s: 100 for s in SOURCES})
+    assert list(table) == list(SOURCES)
+    assert table[SOURCES[0]] == {"eligible": 10, "selected": 1, "already_taken": 0, "budget": 100}
+
+
+def test_details_document_keeps_what_is_not_a_count():
+    rejected = {"pages_malformed": [("d.xml", 5, 1, "T", "no id")],
+                "pages_parse_timeout": [("d.xml", 9, 2, "S", "5 s")]}
     files = {"pv.gz": {"rows": 90, "other": 10, "malformed": 2}}
-    details = query_stats.details_document(tally, 12_345, selection, rejected, Traffic(), files)
-    assert details["counts"]["total_tokens"] == 12_345 and details["counts"]["pages_read"] == 206
-    assert details["rejected_pages"] == {"pages_malformed": [
-        {"path": "d.xml", "offset": 5, "page_id": 1, "title": "T", "why": "no id"}]}
-    assert details["traffic"]["source"] == "pageviews" and details["traffic"]["files"] == files
-    budgets = {s: 100 for s in SOURCES}
-    flat, sources = query_stats.stats_counts(details, budgets, ("pages_redirect", "pages_malformed"))
-    assert flat["pages_redirect"] == 30 and flat["pages_malformed"] == 0 and flat["pageview_rows"] == 90
-    assert flat["pageview_lines_malformed"] == 2 and flat["queries"] == sum(range(1, len(SOURCES) + 1))
-    assert sources[SOURCES[0]] == {"eligible": 10, "selected": 1, "already_taken": 0, "budget": 100}
-    inlinks = query_stats.details_document(tally, 1, selection, {}, None, {})
-    assert inlinks["traffic"] == {"source": "inlinks"}
-    assert query_stats.stats_counts(inlinks, budgets, ())[0]["pageview_rows"] == 0
+    details = query_stats.details_document(rejected, Traffic(), files)
+    assert details["rejected_pages"]["pages_malformed"] == [
+        {"path": "d.xml", "offset": 5, "page_id": 1, "title": "T", "why": "no id"}]
+    assert list(details["rejected_pages"]) == ["pages_malformed", "pages_parse_timeout"]
+    assert details["traffic"] == {"source": "pageviews", "wiki": "en.wikipedia", "sites": ["desktop", "mobile"],
+                                  "files": files}
+    assert query_stats.details_document({}, None, {}) == {"rejected_pages": {}, "traffic": {"source": "inlinks"}}
+
+
+def test_stats_document_puts_counts_settings_and_details_together():
+    options = BuildQueriesOptions(dump=("d-*.xml.bz2",), out="/tmp/q", pageviews=("pv.gz",),
+                                  budgets=qs.Budgets(max_queries=1000))
+    counts = {name: 0 for name in query_stats.COUNT_NAMES} | {"pageview_rows": 90, "queries": 12, "selected_title": 12}
+    details = query_stats.details_document({}, options.traffic, {"pv.gz": {"rows": 90, "other": 1, "malformed": 0}})
+    dumps = [DumpInput("d-1.xml.bz2", "d-1-index.txt.bz2")]
+    doc = query_stats.stats_document(options, dumps, ["pv.gz"], counts, details, {"d-1.xml.bz2": "ab" * 32}, 3.0)
+    validate_stats(doc)
+    assert doc["counts"] == counts and doc["timings"] == {"seconds": 3.0}
+    assert doc["inputs"] == [
+        {"path": "d-1.xml.bz2", "sha256": "ab" * 32, "bytes": None, "rows": None},
+        {"path": "d-1-index.txt.bz2", "sha256": None, "bytes": None, "rows": None},
+        {"path": "pv.gz", "sha256": None, "bytes": None, "rows": 90}]
+    assert doc["outputs"] == [{"path": "queries.parquet", "rows": 12}, {"path": "queries.txt", "rows": 12}]
+    assert "out" not in doc["parameters"] and doc["parameters"]["max_queries"] == 1000
+    d = doc["details"]
+    assert d["budgets"]["requested"] == {"unigram": 251_465, "bigram": 100_646, "title": 61_235, "wordnet": 86_654,
+                                         "max_queries": 1000}
+    assert d["budgets"]["applied"] == {"unigram": 503, "bigram": 201, "title": 123, "wordnet": 173}
+    assert d["sources"]["title"] == {"eligible": 0, "selected": 12, "already_taken": 0, "budget": 123}
+    assert d["thresholds"] == {"min_unigram_count": 100, "min_bigram_count": 30}
+    assert d["parse_budget"] == {"seconds": 5.0, "memory_bytes": 2 << 30}
+    assert d["title_traffic"] == "pageviews" and d["wordnet_dir"] is None and d["rejected_pages"] == {}
+
+
+def test_summary_names_queries_per_source_and_the_bad_records():
+    counts = {name: 0 for name in query_stats.COUNT_NAMES} | {
+        "queries": 1234, "selected_unigram": 1000, "selected_title": 234, "articles": 5678,
+        "pages_malformed": 1, "dump_ranges_empty": 2, "pageview_lines_malformed": 3, "pages_redirect": 99}
+    assert query_stats.summary(counts, 2) == [
+        "1,234 queries (unigram 1000, bigram 0, title 234, wordnet 0) from 5,678 articles in 2 dump(s)",
+        "6 bad records skipped"]

@@ -7,11 +7,13 @@ from collections import Counter
 
 import pytest
 
-from tests.queries_fixtures import HEADER as HEADER_V10
-from tests.queries_fixtures import page_xml, write_dump, write_multistream
+from tests.queries.conftest import HEADER as HEADER_V10
+from tests.queries.conftest import page_xml, write_dump, write_multistream
 from wit_builder.queries.wikidump import (
     DumpError,
+    DumpInput,
     DumpRange,
+    dump_inputs,
     index_candidates,
     is_index_file,
     plan_ranges,
@@ -144,6 +146,15 @@ def test_index_names():
     )
     assert index_candidates("plain.xml") == []
     assert not is_index_file("enwiki-pages-articles.xml.bz2")
+
+
+def test_dump_inputs_pair_each_dump_with_the_index_beside_it():
+    found = {"a/x-multistream-index.txt.bz2", "a/y-multistream-index.txt"}
+    paths = ["a/plain.xml", "a/x-multistream.xml.bz2", "a/x-multistream-index.txt.bz2", "a/y-multistream.xml.bz2"]
+    assert dump_inputs(paths, found.__contains__) == [
+        DumpInput("a/plain.xml", None), DumpInput("a/x-multistream.xml.bz2", "a/x-multistream-index.txt.bz2"),
+        DumpInput("a/y-multistream.xml.bz2", "a/y-multistream-index.txt")]
+    assert dump_inputs(["a/x-multistream-index.txt.bz2"], found.__contains__) == []  # an index alone is no dump
 
 
 # ---- old and unusual dumps (issue 10) ----
