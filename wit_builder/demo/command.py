@@ -36,6 +36,7 @@ from wit_builder.beam import fileio
 from wit_builder.core import errors
 from wit_builder.demo import corpus as demo_corpus
 from wit_builder.demo.options import DEFAULT_PORT, DemoOptions
+from wit_builder.demo.options import OPTIONS as OPTIONS  # the cli generates the flags from it
 from wit_builder.demo.server import DemoServer
 
 ENWIKI = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
