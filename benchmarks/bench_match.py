@@ -51,7 +51,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from schemas.queries import QUERIES  # noqa: E402
-from wit_builder.pairs.pool_readers import Candidate, PoolOptions, read_pool_file  # noqa: E402
+from wit_builder.pairs.readers.formats import read_pool_file  # noqa: E402
+from wit_builder.pairs.readers.layouts import PoolOptions  # noqa: E402
+from wit_builder.pairs.readers.records import Candidate  # noqa: E402
 
 ONSETS = ["", "b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "st", "tr", "br",
           "ch", "sh", "th", "pl", "gr", "cl", "fr", "sp"]

@@ -28,7 +28,9 @@ from wit_builder.cli import main as wit
 from wit_builder.core.textnorm import tokenize
 from wit_builder.core.uid import pair_uid
 from wit_builder.pairs.pipeline import BAD_RECORDS_JSONL
-from wit_builder.pairs.pool_readers import Candidate, PoolOptions, read_pool_file
+from wit_builder.pairs.readers.formats import read_pool_file
+from wit_builder.pairs.readers.layouts import PoolOptions
+from wit_builder.pairs.readers.records import Candidate
 
 CAP = 12
 

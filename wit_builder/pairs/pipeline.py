@@ -65,16 +65,9 @@ from wit_builder.pairs.match_rules import DEFAULT_RULE, MATCH_RULES, entries_col
 from wit_builder.pairs.match_rules import validate as validate_entries
 from wit_builder.pairs.matcher import QueryMatcher, sorted_entries
 from wit_builder.pairs.metaclip_rule import MetaClipMatcher
-from wit_builder.pairs.pool_readers import (
-    BAD_REASONS,
-    FILTER_REASONS,
-    FORMATS,
-    LAYOUTS,
-    PoolOptions,
-    check_pool_file,
-    parse_layout,
-    read_pool_batches,
-)
+from wit_builder.pairs.readers.formats import check_pool_file, read_pool_batches
+from wit_builder.pairs.readers.layouts import FORMATS, LAYOUTS, PoolOptions, parse_layout
+from wit_builder.pairs.readers.records import BAD_REASONS, FILTER_REASONS
 
 NAMESPACE = "build_pairs"
 BAD_RECORDS_JSONL = "bad_records.jsonl"
