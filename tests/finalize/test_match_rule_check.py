@@ -14,7 +14,8 @@ import pytest
 
 from tests.conftest import BEAM_IN_PROCESS
 from tests.raw_fixtures import SPACE_CAP, write_raw_fixture
-from trainer.data import DataError, check_match_rules, make_plan
+from trainer.data import make_plan
+from trainer.shards import DataError, check_match_rules
 from wit_builder.cli import main
 from wit_builder.finalize.match_rule_check import raw_match_rules
 
