@@ -122,7 +122,7 @@ def test_columnar_stage_equals_the_per_record_rules(copies, seed, cap, mode, buc
 @pytest.mark.parametrize("k", [1, 3, 50])
 def test_merge_of_smallest_ranks_is_bounded_and_exact(k: int) -> None:
     """MergeQueryStats's rule: partial (id, rank) sets merged in any grouping keep each id's k smallest."""
-    from wit_builder.pairs.pipeline import MergeQueryStats
+    from wit_builder.pairs.pipeline import _MergeQueryStats as MergeQueryStats
 
     rng = np.random.default_rng(k)
     ids = rng.integers(0, 20, 5000)

@@ -27,7 +27,7 @@ from wit_builder.beam.fileio import open_read
 from wit_builder.cli import main as wit
 from wit_builder.core.textnorm import tokenize
 from wit_builder.core.uid import pair_uid
-from wit_builder.pairs.pipeline import BAD_RECORDS_JSONL
+from wit_builder.pairs.stats import BAD_RECORDS_JSONL
 from wit_builder.pairs.pool_readers import Candidate, PoolOptions, read_pool_file
 
 CAP = 12
@@ -397,7 +397,7 @@ def test_a_retried_bundle_leaves_the_stats_unchanged(pool: dict, tmp_path: Path,
     from wit_builder.pairs import pipeline as build_pairs
 
     assert build(pool, tmp_path / "plain", BEAM_IN_PROCESS) == 0
-    original = build_pairs.CollapseBucket.process
+    original = build_pairs._CollapseBucket.process
     failed = tmp_path / "failed-once"
 
     def flaky(self, element):
@@ -406,7 +406,7 @@ def test_a_retried_bundle_leaves_the_stats_unchanged(pool: dict, tmp_path: Path,
             failed.touch()
             raise RuntimeError("a worker lost on purpose")
 
-    monkeypatch.setattr(build_pairs.CollapseBucket, "process", flaky)
+    monkeypatch.setattr(build_pairs._CollapseBucket, "process", flaky)
     assert build(pool, tmp_path / "retried", ["--runner=BundleBasedDirectRunner"]) == 0
     assert failed.exists()
     plain, retried = (json.loads((tmp_path / name / STATS_JSON).read_text()) for name in ("plain", "retried"))
