@@ -122,7 +122,7 @@ def timed(fn, *args) -> tuple[float, float, int]:
 STAGE_CHILD = """
 import cProfile, json, os, pstats, resource, sys, time
 from wit_builder import cli
-import wit_builder.pairs.pipeline
+import wit_builder.pairs.command
 profile = os.environ.get("BENCH_MATCH_PROFILE")
 profiler = cProfile.Profile() if profile else None
 cpu, wall = time.process_time(), time.perf_counter()
