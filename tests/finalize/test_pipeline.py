@@ -422,7 +422,7 @@ def test_a_failed_rerun_never_looks_complete_and_orphans_are_removed(raw, out, t
     def crash(self, element):
         raise RuntimeError("worker lost")
 
-    monkeypatch.setattr(stage.WriteFinalShard, "process", crash)
+    monkeypatch.setattr(stage._WriteFinalShard, "process", crash)
     # An unknown error is re-raised by the CLI with its traceback (the command contract); either way it fails.
     with pytest.raises(RuntimeError, match="worker lost"):
         finalize(raw.root, rerun)

@@ -130,6 +130,8 @@ class Stage(abc.ABC):
 
     def __init__(self, options: Any) -> None:
         self.options = options
+        # The Beam counters of ``namespace`` after the run (monitoring only; set by run_stage before finish).
+        self.monitoring: dict[str, int] = {}
 
     @property
     def out(self) -> str:
@@ -171,10 +173,10 @@ class Stage(abc.ABC):
         return the outcome."""
 
 
-def _cross_check(stage: Stage, counts: dict[str, int], result: PipelineResult) -> None:
+def _cross_check(stage: Stage, counts: dict[str, int]) -> None:
     """Beam metrics are for monitoring: a difference from the data-derived counts (a retried bundle on a runner
     that reports attempted values) is logged, never fatal."""
-    counted = counting.counters(result, stage.namespace)
+    counted = stage.monitoring
     differ = {k: (n, counted[k]) for k, n in counts.items() if k in counted and counted[k] != n}
     if differ:
         logging.getLogger(__name__).info("%s: monitoring counters differ from the data-derived counts "
@@ -215,7 +217,8 @@ def run_stage(stage: Stage, beam_argv: Iterable[str]) -> int:
         finally:
             stage.after_run()
         counts = counting.read_counts(stage.out, stage.count_names)
-        _cross_check(stage, counts, result)
+        stage.monitoring = counting.counters(result, stage.namespace)
+        _cross_check(stage, counts)
     outcome = stage.finish(counts, time.monotonic() - started)
     for warning in outcome.warnings:
         print(f"wit {stage.name}: warning: {warning}", file=sys.stderr, flush=True)

@@ -16,7 +16,7 @@ from tests.conftest import BEAM_IN_PROCESS
 from tests.raw_fixtures import SPACE_CAP, write_raw_fixture
 from trainer.data import DataError, check_match_rules, make_plan
 from wit_builder.cli import main
-from wit_builder.finalize.match_rule_check import raw_match_rules
+from wit_builder.finalize.trace import raw_match_rules
 
 
 def _pairs(path: Path, rule: str | None) -> Path:
