@@ -8,7 +8,7 @@ one line; ``AccountingError`` when rows went missing).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from schemas.finalize import ROWS_DIR
 from wit_builder.beam import fileio
@@ -17,9 +17,6 @@ from wit_builder.finalize import inputs as stage_inputs
 from wit_builder.finalize import outputs, stats
 from wit_builder.finalize.options import OPTIONS, FinalizeOptions
 from wit_builder.finalize.pipeline import NAMESPACE, Finalize
-
-if TYPE_CHECKING:  # a type only: Beam is pipeline.py's
-    import apache_beam as beam
 
 __all__ = ["OPTIONS", "FinalizeStage", "run"]
 
@@ -53,7 +50,7 @@ class FinalizeStage(Stage):
         removed = outputs.start_rerun(self.out)
         return [f"finalize: removed {len(removed)} completion and temporary files of an earlier run"] if removed else []
 
-    def build(self, pipeline: beam.Pipeline) -> None:
+    def build(self, pipeline: Any) -> None:  # a beam.Pipeline: Beam is imported by pipeline.py only
         _ = pipeline | "Finalize" >> Finalize(self.options, self.inputs)
 
     def finish(self, counts: dict[str, int], seconds: float) -> Outcome:
