@@ -173,10 +173,10 @@ class Stage(abc.ABC):
         return the outcome."""
 
 
-def _cross_check(stage: Stage, counts: dict[str, int]) -> None:
+def _cross_check(stage: Stage, counts: dict[str, int], result: PipelineResult) -> None:
     """Beam metrics are for monitoring: a difference from the data-derived counts (a retried bundle on a runner
     that reports attempted values) is logged, never fatal."""
-    counted = stage.monitoring
+    counted = counting.counters(result, stage.namespace)
     differ = {k: (n, counted[k]) for k, n in counts.items() if k in counted and counted[k] != n}
     if differ:
         logging.getLogger(__name__).info("%s: monitoring counters differ from the data-derived counts "
@@ -217,8 +217,8 @@ def run_stage(stage: Stage, beam_argv: Iterable[str]) -> int:
         finally:
             stage.after_run()
         counts = counting.read_counts(stage.out, stage.count_names)
-        stage.monitoring = counting.counters(result, stage.namespace)
-        _cross_check(stage, counts)
+        stage.monitoring = counting.counters(result, stage.namespace)  # for a stage that reports a difference itself
+        _cross_check(stage, counts, result)
     outcome = stage.finish(counts, time.monotonic() - started)
     for warning in outcome.warnings:
         print(f"wit {stage.name}: warning: {warning}", file=sys.stderr, flush=True)
