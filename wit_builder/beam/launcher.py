@@ -130,6 +130,8 @@ class Stage(abc.ABC):
 
     def __init__(self, options: Any) -> None:
         self.options = options
+        # The Beam counters of ``namespace`` after the run (monitoring only; set by run_stage before finish).
+        self.monitoring: dict[str, int] = {}
 
     @property
     def out(self) -> str:
@@ -215,6 +217,7 @@ def run_stage(stage: Stage, beam_argv: Iterable[str]) -> int:
         finally:
             stage.after_run()
         counts = counting.read_counts(stage.out, stage.count_names)
+        stage.monitoring = counting.counters(result, stage.namespace)  # for a stage that reports a difference itself
         _cross_check(stage, counts, result)
     outcome = stage.finish(counts, time.monotonic() - started)
     for warning in outcome.warnings:
