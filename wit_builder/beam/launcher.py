@@ -102,6 +102,8 @@ def run_pipeline(pipeline: beam.Pipeline, out: str | None = None) -> PipelineRes
 
 # ---- the one launcher of a Beam stage ----
 
+Pipeline = beam.Pipeline  # for a command's type hints: commands import no Beam themselves (ruff TID251)
+
 @dataclass(frozen=True)
 class Outcome:
     """How a stage's run ended, as :meth:`Stage.finish` reports it.

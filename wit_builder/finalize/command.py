@@ -8,11 +8,9 @@ one line; ``AccountingError`` when rows went missing).
 
 from __future__ import annotations
 
-from typing import Any
-
 from schemas.finalize import ROWS_DIR
 from wit_builder.beam import fileio
-from wit_builder.beam.launcher import Outcome, Stage, run_stage
+from wit_builder.beam.launcher import Outcome, Pipeline, Stage, run_stage
 from wit_builder.finalize import inputs as stage_inputs
 from wit_builder.finalize import outputs, stats
 from wit_builder.finalize.options import OPTIONS, FinalizeOptions
@@ -50,7 +48,7 @@ class FinalizeStage(Stage):
         removed = outputs.start_rerun(self.out)
         return [f"finalize: removed {len(removed)} completion and temporary files of an earlier run"] if removed else []
 
-    def build(self, pipeline: Any) -> None:  # a beam.Pipeline: Beam is imported by pipeline.py only
+    def build(self, pipeline: Pipeline) -> None:
         _ = pipeline | "Finalize" >> Finalize(self.options, self.inputs)
 
     def finish(self, counts: dict[str, int], seconds: float) -> Outcome:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import itertools
 import json
-from typing import Any
 
 from schemas.pairs import BALANCE_PNG, PAIRS_GLOB, QUERY_COUNTS_PARQUET, STATS_JSON
 from wit_builder.beam import fileio
-from wit_builder.beam.launcher import Outcome, Stage, run_stage
+from wit_builder.beam.launcher import Outcome, Pipeline, Stage, run_stage
 from wit_builder.core import errors
 from wit_builder.pairs import inputs, stats
 from wit_builder.pairs.balance_plot import balance_png
@@ -66,7 +65,7 @@ class BuildPairsStage(Stage):
             fileio.FileSystems.delete(stale)
         return []
 
-    def build(self, pipeline: Any) -> None:
+    def build(self, pipeline: Pipeline) -> None:
         """``BuildPairs`` on ``pipeline`` (a ``beam.Pipeline``: Beam itself stays in ``pipeline.py``)."""
         o = self.options
         _ = pipeline | "BuildPairs" >> BuildPairs(self._files, self.queries, o.out, self._pool, o.balance,
