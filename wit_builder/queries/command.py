@@ -3,20 +3,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from schemas.queries import STATS_JSON
 from wit_builder.beam import fileio
-from wit_builder.beam.launcher import Outcome, Stage, run_stage
+from wit_builder.beam.launcher import Outcome, Pipeline, Stage, run_stage
 from wit_builder.core.errors import StageFailed
 from wit_builder.queries import stats
 from wit_builder.queries.options import OPTIONS, BuildQueriesOptions
 from wit_builder.queries.pipeline import TEXT_CACHE, BuildQueries
 from wit_builder.queries.wikidump import DumpInput, dump_inputs
 from wit_builder.queries.wordnet import wordnet_candidates
-
-if TYPE_CHECKING:  # a type only: Beam is pipeline.py's
-    import apache_beam as beam
 
 __all__ = ["OPTIONS", "BuildQueriesStage", "run"]
 
@@ -46,7 +41,7 @@ class BuildQueriesStage(Stage):
         self.wordnet = wordnet_candidates(o.wordnet_dir) if o.wordnet_dir else []
         return [f"dump {d.path}" + (f" (multistream, index {d.index})" if d.index else "") for d in self.dumps]
 
-    def build(self, pipeline: beam.Pipeline) -> None:
+    def build(self, pipeline: Pipeline) -> None:
         _ = pipeline | "BuildQueries" >> BuildQueries(self.dumps, self.out, self.options, self.pageviews, self.wordnet)
 
     def on_failure(self, error: StageFailed) -> StageFailed:
