@@ -252,7 +252,7 @@ def test_sigkill_midway_then_rerun_equals_an_uninterrupted_run(tmp_path):
 
 
 def test_shards_group_rows_by_host_across_files_and_row_groups(tmp_path):
-    from wit_builder.download.pipeline import plan_shards, read_shard_rows
+    from wit_builder.download.inputs import plan_shards, read_shard_rows
 
     hosts = ["a.example", "b.example", "c.example"]
     first = write_pairs(tmp_path / "a.parquet", [{"uid": f"a{i}", "url": f"http://{hosts[i % 3]}/{i}.jpg"}
@@ -276,7 +276,7 @@ def test_shards_group_rows_by_host_across_files_and_row_groups(tmp_path):
 
 
 def test_a_pairs_folder_means_its_pairs_files_not_its_other_tables(tmp_path):
-    from wit_builder.download.pipeline import input_files
+    from wit_builder.download.inputs import input_files
 
     folder = tmp_path / "pairs"
     folder.mkdir()

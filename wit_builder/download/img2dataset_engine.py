@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 
 from schemas.download import RAW_STATUS_ALIASES, RAW_STATUSES
 from wit_builder.core.dedup import image_phash
-from wit_builder.download.fetch import USER_AGENT_TOKEN, FetchConfig
-from wit_builder.download.images import ImageConfig
+from wit_builder.download.fetch import USER_AGENT_TOKEN
+from wit_builder.download.options import FetchConfig, ImageConfig
 from wit_builder.download.raw_shards import RawSample, sample_key
 from wit_builder.download.robots import DEFAULT_OPT_OUTS
 from wit_builder.download.shard import base_row
