@@ -274,7 +274,7 @@ def test_known_error_messages():
 
 @pytest.mark.slow
 def test_ctrl_c_on_a_running_stage_prints_one_line_and_the_rerun_completes(tmp_path):
-    from tests.download.test_pipeline import FAST_FLAGS, write_pairs
+    from tests.download.conftest import FAST_FLAGS, write_pairs
 
     with hs.HostileServer() as server:
         def slow_image(h):
