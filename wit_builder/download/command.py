@@ -33,15 +33,17 @@ class DownloadStage(Stage):
     name = "download"
     namespace = NAMESPACE
     count_names = stats.COUNT_NAMES
+    options: DownloadOptions
 
     def __init__(self, options: DownloadOptions) -> None:
         super().__init__(options)
-        self.options: DownloadOptions = options
         self._specs: list[plan.ShardSpec] = []
         self._plan: dict[str, Any] = {}
         self._resume = False
 
     def prepare(self) -> list[str]:
+        """The engine's extra, the inputs and the shard cut, and the plan against ``--out``'s plan.json; returns
+        the plan's line. UsageError, PairsInputError, RawFolderError, FileNotFoundError, ValueError (exit 2)."""
         o = self.options
         if o.engine == "img2dataset" and not img2dataset_available():
             raise UsageError(INSTALL_HINT)
@@ -69,6 +71,8 @@ class DownloadStage(Stage):
         _ = pipeline | "Download" >> Download(self._specs, self.options)
 
     def finish(self, counts: dict[str, int], seconds: float) -> Outcome:
+        """stats.json from the counts of every shard of the plan and the run's error kinds; exit 3 with the top
+        reasons and hints when the folder has rows but not one success."""
         errors = stats.top_errors(raw_folder.take_error_kinds(self.out))
         doc = stats.stats_document(self.options, self._specs, counts, errors, seconds)
         raw_folder.write_stats(self.out, doc, unchanged_run=not counts["shards_downloaded"])
