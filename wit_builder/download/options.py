@@ -118,15 +118,13 @@ class FetchConfig:
     max_redirects: int = option(5, cli=False, help="redirects followed per URL")
 
     def __post_init__(self) -> None:
-        if self.timeout_s is not None:
-            if self.timeout_s <= 0:
-                raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
-            # one flag for both socket timeouts; the fetcher and plan.json read the two fields
+        if self.timeout_s is not None:  # one flag for both socket timeouts; the fetcher and plan.json read those
             object.__setattr__(self, "connect_timeout_s", self.timeout_s)
             object.__setattr__(self, "read_timeout_s", self.timeout_s)
-        for name in ("connect_timeout_s", "read_timeout_s", "deadline_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("timeout_s", "connect_timeout_s", "read_timeout_s", "deadline_s"):  # the flag's name first
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
         if self.max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, got {self.max_bytes}")
         if self.retries < 0 or self.max_redirects < 0:
