@@ -51,7 +51,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from schemas.queries import QUERIES  # noqa: E402
-from wit_builder.pairs.pool_readers import Candidate, PoolOptions, read_pool_file  # noqa: E402
+from wit_builder.pairs.readers.formats import read_pool_file  # noqa: E402
+from wit_builder.pairs.readers.layouts import PoolOptions  # noqa: E402
+from wit_builder.pairs.readers.records import Candidate  # noqa: E402
 
 ONSETS = ["", "b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "st", "tr", "br",
           "ch", "sh", "th", "pl", "gr", "cl", "fr", "sp"]
@@ -120,7 +122,7 @@ def timed(fn, *args) -> tuple[float, float, int]:
 STAGE_CHILD = """
 import cProfile, json, os, pstats, resource, sys, time
 from wit_builder import cli
-import wit_builder.pairs.pipeline
+import wit_builder.pairs.command
 profile = os.environ.get("BENCH_MATCH_PROFILE")
 profiler = cProfile.Profile() if profile else None
 cpu, wall = time.process_time(), time.perf_counter()

@@ -143,7 +143,7 @@ def test_repeated_inputs_are_all_kept():
     parser = cli.build_parser("download", importlib.import_module("wit_builder.download.command"))
     args = parser.parse_args(["--pairs", "a/*.parquet", "--pairs", "b/*.parquet", "--out", "o"])
     assert opts.from_namespace(options_class("download"), args).pairs == ("a/*.parquet", "b/*.parquet")
-    parser = cli.build_parser("eval", importlib.import_module("trainer.evaluate"))
+    parser = cli.build_parser("eval", importlib.import_module("trainer.eval.command"))
     args = parser.parse_args(["--checkpoint", "c", "--retrieval", "a", "b", "--retrieval", "c"])
     assert opts.from_namespace(options_class("eval"), args).retrieval == ("a", "b", "c")
 

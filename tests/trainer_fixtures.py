@@ -1,6 +1,7 @@
 """Small real-photo WebDataset shards in stage 4's format (KEY.jpg, KEY.txt, KEY.json + sizes.json) for the
 trainer's tests and benchmark: photos from scikit-image and scikit-learn, varied by random crops, flips and
-JPEG quality, a few classes with distinct captions."""
+JPEG quality, a few classes with distinct captions; numbered shards of random pixels; the PIL reference of the
+loader's crop."""
 
 from __future__ import annotations
 
@@ -101,6 +102,43 @@ def write_class_folders(out_dir: Path, per_class: int = 8, image_px: int = 64, s
         for i in range(per_class):
             (folder / f"{i:03d}.jpg").write_bytes(variant(photo, rng, image_px))
     return names
+
+
+# ---- numbered shards: captions say which sample ('sample 17'), for the loader's and shards' tests ----
+
+def jpeg_bytes(seed: int, px: int = 24) -> bytes:
+    """A ``px`` square of seeded random pixels as JPEG bytes."""
+    rng = np.random.default_rng(seed)
+    out = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (px, px, 3), dtype=np.uint8)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+def write_numbered(out: Path, shards: int, per_shard: int) -> list[str]:
+    """Shards whose captions name each sample ('sample 17'), to check which samples an epoch saw."""
+    out.mkdir(parents=True, exist_ok=True)
+    captions, sizes = [], {}
+    for s in range(shards):
+        with wds.TarWriter(str(out / f"{s:05d}.tar")) as sink:
+            for i in range(per_shard):
+                n = s * per_shard + i
+                sink.write({"__key__": f"{s:05d}{i:04d}", "jpg": jpeg_bytes(n), "txt": f"sample {n}"})
+                captions.append(f"sample {n}")
+        sizes[f"{s:05d}.tar"] = per_shard  # open_clip's convention; write_shards writes stage 4's stems
+    (out / "sizes.json").write_text(json.dumps(sizes))
+    return captions
+
+
+def write_sized(out: Path, sizes: list[int], start: int = 0) -> None:
+    """Numbered shards of the given sizes, with sizes.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    n = start
+    for s, size in enumerate(sizes):
+        with wds.TarWriter(str(out / f"{s:05d}.tar")) as sink:
+            for i in range(size):
+                sink.write({"__key__": f"{s:05d}{i:04d}", "jpg": jpeg_bytes(n, 16), "txt": f"sample {n}"})
+                n += 1
+    (out / "sizes.json").write_text(json.dumps({f"{s:05d}": size for s, size in enumerate(sizes)}))
 
 
 # ---- the reference the loader's crop is held to (never used by the trainer itself) ----

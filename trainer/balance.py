@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainer.shards import raw_samples
 from wit_builder.core.balance import (
     MODES,
     BalanceConfig,
@@ -123,8 +124,6 @@ def balance_from_samples(samples: Iterable[tuple[str, Iterable[str]]], cap: int,
 
 def plan_balance(shards: list[str], cap: int, mode: str, seed: int) -> LoadBalance:
     """Read the shards' sample json twice (counts and thresholds; then the kept count) -> the plan."""
-    from trainer.data import raw_samples  # the loader's own tar reader
-
     def pairs() -> Iterator[tuple[str, tuple[str, ...]]]:
         for sample in raw_samples(iter(shards), _log_read_error):
             found = sample_queries(sample)

@@ -5,9 +5,11 @@ under the final name."""
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from trainer.atomic import write_atomic
@@ -52,6 +54,22 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, model_co
             os.fsync(f.fileno())
 
     write_atomic(path, write)
+
+
+def rng_state() -> dict:
+    """This process's random generators (Python, NumPy, torch, every CUDA device): what a checkpoint stores per
+    rank so that a resume draws the same numbers as the run it continues."""
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict) -> None:
+    """Put the random generators back where ``rng_state`` found them (CUDA's only where a device is visible)."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -186,39 +186,30 @@ class TrainConfig:
                           help="load-time balance mode: hard (finalize's rule) or probabilistic (MetaCLIP's coin)")
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.batch_size <= 0:
-            problems.append(f"--batch-size must be positive, got {self.batch_size}")
-        if self.steps <= 0:
-            problems.append(f"--steps must be positive, got {self.steps}")
-        if self.accum_steps <= 0 or self.batch_size % self.accum_steps:
-            problems.append(f"--accum-steps {self.accum_steps} must divide --batch-size {self.batch_size}")
-        if self.warmup < 0:
-            problems.append(f"--warmup must be >= 0, got {self.warmup}")
-        if self.lr <= 0:
-            problems.append(f"--lr must be positive, got {self.lr}")
-        if self.weight_decay < 0:
-            problems.append(f"--wd must be >= 0, got {self.weight_decay}")
-        if self.precision not in ("bf16", "fp32"):
-            problems.append(f"--precision must be bf16 or fp32, got {self.precision!r}")
-        if self.loss not in ("clip", "siglip"):
-            problems.append(f"--loss must be clip or siglip, got {self.loss!r}")
-        if self.device not in ("cpu", "cuda"):
-            problems.append(f"--device must be cpu or cuda, got {self.device!r}")
-        if self.checkpoint_every <= 0 or self.log_every <= 0:
-            problems.append("--checkpoint-every and --log-every must be positive")
-        if self.workers < 0:
-            problems.append(f"--workers must be >= 0, got {self.workers}")
-        if self.vocab_size is not None and self.vocab_size < 300:
-            problems.append(f"--vocab-size must be at least 300 (256 bytes + specials), got {self.vocab_size}")
-        if self.samples_per_epoch is not None and self.samples_per_epoch <= 0:
-            problems.append(f"--samples-per-epoch must be positive, got {self.samples_per_epoch}")
-        if self.per_query_cap is not None and self.per_query_cap < 1:
-            problems.append(f"--per-query-cap must be >= 1, got {self.per_query_cap}")
-        if self.balance not in ("hard", "probabilistic"):
-            problems.append(f"--balance must be hard or probabilistic, got {self.balance!r}")
-        if self.gpu_decode and self.device != "cuda":
-            problems.append("--gpu-decode needs --device cuda")
+        checks = [  # (broken, what the user reads); every broken setting is named at once
+            (self.batch_size <= 0, f"--batch-size must be positive, got {self.batch_size}"),
+            (self.steps <= 0, f"--steps must be positive, got {self.steps}"),
+            (self.accum_steps <= 0 or self.batch_size % max(self.accum_steps, 1) != 0,
+             f"--accum-steps {self.accum_steps} must divide --batch-size {self.batch_size}"),
+            (self.warmup < 0, f"--warmup must be >= 0, got {self.warmup}"),
+            (self.lr <= 0, f"--lr must be positive, got {self.lr}"),
+            (self.weight_decay < 0, f"--wd must be >= 0, got {self.weight_decay}"),
+            (self.precision not in ("bf16", "fp32"), f"--precision must be bf16 or fp32, got {self.precision!r}"),
+            (self.loss not in ("clip", "siglip"), f"--loss must be clip or siglip, got {self.loss!r}"),
+            (self.device not in ("cpu", "cuda"), f"--device must be cpu or cuda, got {self.device!r}"),
+            (self.checkpoint_every <= 0 or self.log_every <= 0, "--checkpoint-every and --log-every must be positive"),
+            (self.workers < 0, f"--workers must be >= 0, got {self.workers}"),
+            (self.vocab_size is not None and self.vocab_size < 300,
+             f"--vocab-size must be at least 300 (256 bytes + specials), got {self.vocab_size}"),
+            (self.samples_per_epoch is not None and self.samples_per_epoch <= 0,
+             f"--samples-per-epoch must be positive, got {self.samples_per_epoch}"),
+            (self.per_query_cap is not None and self.per_query_cap < 1,
+             f"--per-query-cap must be >= 1, got {self.per_query_cap}"),
+            (self.balance not in ("hard", "probabilistic"),
+             f"--balance must be hard or probabilistic, got {self.balance!r}"),
+            (self.gpu_decode and self.device != "cuda", "--gpu-decode needs --device cuda"),
+        ]
+        problems = [message for broken, message in checks if broken]
         if problems:
             raise ValueError("; ".join(problems))
         model_config(self.model)  # an unknown name fails here, with the list of known ones

@@ -1,5 +1,4 @@
-"""Streaming (image, caption) batches from WebDataset shards: stage 4's final shards or img2dataset's raw ones,
-on local disk or behind gs://, s3:// and http(s):// (webdataset's gopen pipes).
+"""Streaming (image, caption) batches from WebDataset shards (``trainer.shards`` resolves and reads them).
 
 The order of batches is a pure function of (seed, epoch, position), which is what makes ``--resume`` exact:
 
@@ -18,150 +17,36 @@ Corrupt, truncated or incomplete samples and unreadable shards are skipped and c
 from __future__ import annotations
 
 import dataclasses
-import functools
-import glob
 import io
-import json
 import logging
 import math
-import os
 import random
 import signal
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.distributed as dist
-import webdataset as wds
 from PIL import Image
-from webdataset import filters, tariterators
+from webdataset import filters
 
+from trainer.balance import LoadBalance, plan_balance
+from trainer.distributed import all_gather, all_ranks_agree
+from trainer.shards import (
+    IMAGE_KEYS,
+    TEXT_KEYS,
+    DataError,
+    check_match_rules,
+    first_member,
+    raw_samples,
+    resolve_shards,
+    sample_where,
+    shard_sizes,
+)
 from trainer.tokenizer import Tokenizer
 from trainer.transforms import normalize_uint8, random_resized_crop_box, random_resized_crop_uint8
 
-if TYPE_CHECKING:
-    from trainer.balance import LoadBalance
-
 log = logging.getLogger(__name__)
-
-IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
-TEXT_KEYS = ("txt",)
-REMOTE_PREFIXES = ("gs://", "s3://", "http://", "https://", "pipe:", "htgs://", "hf://", "ais://")
-
-
-class DataError(ValueError):
-    """Bad shards or an impossible request (what, which file, what to do)."""
-
-
-# ---- shard lists and sizes ----
-
-def _pipe_url(url: str) -> str:
-    # webdataset has no s3 handler; the AWS CLI streams the object to stdout, as open_clip's docs recommend.
-    return f"pipe:aws s3 cp {url} -" if url.startswith("s3://") else url
-
-
-def resolve_shards(spec: str) -> list[str]:
-    """A directory (its *.tar), a local glob, or brace patterns / URLs joined by '::' -> sorted shard URLs.
-
-    Raises DataError for an empty directory, a pattern matching nothing or a missing local file (remote URLs are
-    not checked here).
-    """
-    if os.path.isdir(spec):
-        found = sorted(glob.glob(os.path.join(spec, "*.tar")))
-        if not found:
-            raise DataError(f"shard directory {spec} holds no .tar files; point --shards at stage 4's output")
-        return found
-    urls: list[str] = []
-    for url in wds.shardlists.expand_urls(spec):
-        if url.startswith(REMOTE_PREFIXES):
-            urls.append(url)
-        elif any(c in url for c in "*?["):
-            matched = sorted(glob.glob(url))
-            if not matched:
-                raise DataError(f"shard pattern {url!r} matches no file")
-            urls.extend(matched)
-        elif os.path.exists(url):
-            urls.append(url)
-        else:
-            raise DataError(f"shard {url!r} does not exist")
-    return urls
-
-
-def _read_json(url: str) -> Any | None:
-    try:
-        if url.startswith(REMOTE_PREFIXES):
-            with wds.gopen(_pipe_url(url)) as f:
-                return json.loads(f.read())
-        if os.path.exists(url):
-            with open(url, encoding="utf-8") as f:
-                return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # present but broken: never "no sizes" in silence
-        raise DataError(f"{url}: not valid JSON ({e}); rewrite it or remove it") from e
-    except Exception as e:  # an absent remote file surfaces as a pipe error: treat it as "no sizes"
-        log.debug("cannot read %s: %s", url, e)
-    return None
-
-
-def shard_sizes(shards: list[str]) -> dict[str, int] | None:
-    """Samples per shard, from ``sizes.json`` beside the shards (stage 4; open_clip's convention) or else from
-    img2dataset's ``{shard}_stats.json`` ("successes"). None when any shard's count is unknown."""
-    sizes: dict[str, int] = {}
-    by_dir: dict[str, dict] = {}
-    for url in shards:
-        directory, name = url.rsplit("/", 1) if "/" in url else (".", url)
-        if directory not in by_dir:
-            by_dir[directory] = _checked_sizes(f"{directory}/sizes.json", _read_json(f"{directory}/sizes.json"))
-        table = by_dir[directory]
-        count = table.get(name, table.get(name.removesuffix(".tar")))
-        if count is None:
-            stats_url = f"{directory}/{name.removesuffix('.tar')}_stats.json"
-            stats = _read_json(stats_url)
-            count = stats.get("successes") if isinstance(stats, dict) else None
-            if count is not None and not _is_count(count):
-                raise DataError(f"{stats_url}: \"successes\" must be a non-negative integer, got {count!r}")
-        if count is None:
-            return None
-        sizes[url] = int(count)
-    return sizes
-
-
-def check_match_rules(shards: list[str]) -> str | None:
-    """The one match rule (wit_builder.pairs.match_rules) of the folders the shards come from, read from finalize's
-    ``stats.json`` beside them (``details.match_rule``); DataError when two folders differ. Folders without
-    a recorded rule (img2dataset output, older runs) are not counted."""
-    rules: dict[str, list[str]] = {}
-    for directory in sorted({url.rsplit("/", 1)[0] if "/" in url else "." for url in shards}):
-        stats = _read_json(f"{directory}/stats.json")
-        details = stats.get("details") if isinstance(stats, dict) else None
-        rule = details.get("match_rule") if isinstance(details, dict) else None
-        if rule:
-            rules.setdefault(rule, []).append(directory)
-    if len(rules) > 1:
-        listing = "; ".join(f"{rule}: {', '.join(dirs)}" for rule, dirs in sorted(rules.items()))
-        raise DataError(f"the shards mix pairs matched under different match rules ({listing}); "
-                        "train on shards of one --match-rule")
-    return next(iter(rules), None)
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _checked_sizes(url: str, table: Any) -> dict[str, int]:
-    """``sizes.json`` must map shard names to non-negative integer counts; anything else names the file."""
-    if table is None:
-        return {}
-    if not isinstance(table, dict):
-        raise DataError(f"{url}: expected a JSON object of shard name -> sample count, got a "
-                        f"{type(table).__name__}; rewrite it (finalize writes it) or remove it")
-    bad = {name: count for name, count in table.items() if not _is_count(count)}
-    if bad:
-        name, count = next(iter(bad.items()))
-        raise DataError(f"{url}: the sample count of {name!r} must be a non-negative integer, got {count!r}"
-                        f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}; rewrite it or remove it")
-    return table
 
 
 # ---- the epoch plan ----
@@ -236,8 +121,6 @@ def make_plan(shards_spec: str, *, batch_size: int, image_size: int, seed: int =
     total = sum(sizes.values()) if sizes is not None else None
     balance = None
     if per_query_cap is not None:
-        from trainer.balance import plan_balance
-
         balance = plan_balance(shards, per_query_cap, balance_mode, seed)
         log.info("load-time balance (%s, cap %d per query, seed %d): keeps %d of %d samples; %d queries over "
                  "the cap", balance_mode, per_query_cap, seed, balance.kept, balance.total, len(balance.cuts))
@@ -276,23 +159,6 @@ def make_plan(shards_spec: str, *, batch_size: int, image_size: int, seed: int =
 
 
 # ---- one stream: read, shuffle, skip, decode, batch ----
-
-def raw_samples(urls: Iterator[str], on_error: Callable[[Exception], bool]) -> Iterator[dict]:
-    """Grouped tar members (``__key__``, ``jpg``, ``txt``, ...) of the shards in order; read errors skipped."""
-    opened = tariterators.url_opener(({"url": _pipe_url(u)} for u in urls), handler=on_error)
-    files = tariterators.tar_file_expander(opened, handler=on_error)
-    return tariterators.group_by_keys(files, handler=on_error)
-
-
-def first_member(sample: dict, keys: tuple[str, ...]) -> Any:
-    """The first of ``keys`` (member extensions, in order of preference) that the sample holds, else None."""
-    return next((sample[k] for k in keys if k in sample), None)
-
-
-def sample_where(sample: dict) -> str:
-    """``shard-url:key``, to name a sample in warnings."""
-    return f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
-
 
 def _decode_caption(sample: dict, counts: Counter) -> str | None:
     raw = first_member(sample, TEXT_KEYS)
@@ -525,7 +391,8 @@ def _quiet_worker(worker_id: int) -> None:
 class Loader:
     """Yields (batch dict, epoch) forever across epochs; ``state()`` is the exact position to resume from.
 
-    Every finished epoch appends its accounting to ``reports`` (see ``epoch_report``)."""
+    Every finished epoch appends its accounting to ``reports`` (see ``epoch_report``); ``finished_epochs`` takes
+    them."""
 
     def __init__(self, plan: DataPlan, tokenizer: Tokenizer, state: dict | None = None, pin_memory: bool = False):
         self.plan = plan
@@ -539,6 +406,11 @@ class Loader:
         self.totals: Counter = Counter(self._state.get("counts", {}))
         self.epoch_counts: Counter = Counter(self._state["epoch_counts"])
         self.reports: list[dict] = []
+
+    def finished_epochs(self) -> list[dict]:
+        """The reports of the epochs finished since the last call, oldest first (``epoch_report``'s dicts)."""
+        reports, self.reports = self.reports, []
+        return reports
 
     def state(self) -> dict:
         """A copy of the position to resume from (JSON-able: epoch, step, per-stream positions, counts)."""
@@ -645,7 +517,7 @@ class Loader:
                  "unreadable_shards": self.epoch_counts.get("unreadable_shard", 0)}
         local["done"] = ended or (plan.steps_per_epoch is not None and st["step_in_epoch"] >= plan.steps_per_epoch) \
             or len(st["exhausted"]) == plan.streams_per_rank
-        parts = _all_gather(local)
+        parts = all_gather(local)
         total_left: Counter = Counter()
         for part in parts:
             total_left.update(part["left"])
@@ -678,30 +550,6 @@ def describe_epoch(report: dict) -> str:
     if report["unreadable_shards"]:
         words += f"; {report['unreadable_shards']} shard(s) unreadable"
     return words
-
-
-def _all_gather(obj: Any) -> list:
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return [obj]
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj, group=_cpu_group())
-    return out
-
-
-def all_ranks_agree(flag: bool, op: str = "all") -> bool:
-    """Whether ``flag`` holds on all (``op="all"``) or any (``op="any"``) rank, through a CPU (gloo) group so that
-    the per-step vote never waits for the GPU's queue (a CUDA tensor's .item() would sync every step)."""
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return flag
-    t = torch.tensor([1 if flag else 0])
-    dist.all_reduce(t, op=dist.ReduceOp.MIN if op == "all" else dist.ReduceOp.MAX, group=_cpu_group())
-    return bool(t.item())
-
-
-@functools.lru_cache(maxsize=1)
-def _cpu_group():
-    # Created lazily, on every rank at the same point: the first vote of the first epoch.
-    return dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else dist.group.WORLD
 
 
 def plan_fields(plan: DataPlan) -> dict:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from trainer.checkpoint import read_checkpoint
 from trainer.config import ModelConfig
 from trainer.tokenizer import END, PAD, START, Tokenizer
 from wit_builder.core import options
+from wit_builder.core.errors import UsageError
 from wit_builder.core.options import option
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile
@@ -198,13 +198,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_arguments(parser, OPTIONS)
 
 
-def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
-    """``wit export``: exit 0 with the files written and how to load them printed, 2 for an unusable checkpoint."""
+def run(args: ExportOptions | argparse.Namespace, beam_argv: list[str]) -> int:
+    """``wit export``: exit 0 with the files written and how to load them printed.
+
+    Raises UsageError (exit 2, one line) for an unusable checkpoint (``export``'s ValueErrors), FileNotFoundError
+    (exit 2, one line) for a missing one.
+    """
     try:
         done = export(args.checkpoint, args.out, args.model_name)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"wit export: error: {e}", file=sys.stderr)
-        return 2
+    except ValueError as e:  # a checkpoint that cannot be exported; the message names it and why
+        raise UsageError(str(e)) from e
     name = done.config.stem
     print("to load in open_clip:\n"
           f"  open_clip.add_model_config({str(done.config)!r})\n"

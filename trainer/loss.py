@@ -12,53 +12,12 @@ gathered with autograd so the gradient of the global loss reaches the rank that 
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _sizes(local: torch.Tensor) -> list[int]:
-    # Ranks may hold different batch sizes (the GPU-decode path drops images nvJPEG rejects).
-    size = torch.tensor([local.shape[0]], device=local.device)  # (1,)
-    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]  # world x (1,)
-    dist.all_gather(sizes, size)
-    return [int(s.item()) for s in sizes]
-
-
-def _padded(local: torch.Tensor, rows: int) -> torch.Tensor:
-    return torch.cat([local, local.new_zeros(rows - local.shape[0], *local.shape[1:])]) if rows > len(local) else local
-
-
-def gather_without_grad(local: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """(b, D) on every rank -> ((N, D) global rows, offset of the local rows); the local rows keep their gradient."""
-    if not _distributed():
-        return local, 0
-    sizes, rank = _sizes(local), dist.get_rank()
-    parts = [local.new_empty(max(sizes), *local.shape[1:]) for _ in sizes]  # world x (max b, D)
-    dist.all_gather(parts, _padded(local.detach(), max(sizes)).contiguous())
-    parts = [p[:n] for p, n in zip(parts, sizes, strict=True)]  # rank r: (b_r, D)
-    parts[rank] = local
-    return torch.cat(parts), sum(sizes[:rank])  # (N, D), N = sum of b_r
-
-
-def gather_with_grad(local: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """As gather_without_grad, but gradients flow back to the rank that owns each row."""
-    if not _distributed():
-        return local, 0
-    import torch.distributed.nn.functional as dist_fn
-
-    sizes, rank = _sizes(local), dist.get_rank()
-    with warnings.catch_warnings():  # deprecated in favour of a private API; still the public autograd gather
-        warnings.simplefilter("ignore", FutureWarning)
-        parts = dist_fn.all_gather(_padded(local, max(sizes)).contiguous())  # world x (max b, D)
-    return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)]), sum(sizes[:rank])  # (N, D)
+from trainer.distributed import gather_with_grad, gather_without_grad, world_size
 
 
 def full_precision(like: torch.Tensor) -> torch.autocast:
@@ -93,7 +52,7 @@ class ClipLoss(nn.Module):
         loss; multiplying by world_size makes the averaged gradient the global loss's gradient (open_clip's
         default gathering leaves that 1/world_size in; see the module docstring).
         """
-        return float(dist.get_world_size()) if _distributed() else 1.0
+        return float(world_size())
 
 
 class SigLipLoss(nn.Module):

@@ -1,7 +1,8 @@
 """``wit train``: contrastive CLIP training on WebDataset shards, on a CPU or on one or many GPUs (``torchrun``).
 
-Reads top to bottom: configuration, distributed setup, checkpoint to resume from, tokenizer, model and optimizer,
-data, the loop, the final checkpoint and plots. All writing happens on rank 0.
+``train`` reads top to bottom as named steps: distributed setup, the checkpoint to continue from, the tokenizer,
+model and optimizer (restored when resuming), data, the loop, the end (epoch accounting, loss curve, summary).
+All writing happens on rank 0.
 
     wit train --shards out/demo/shards --out out/train --model tiny --batch-size 64 --steps 300
     torchrun --nproc_per_node 8 -m wit_builder.cli train --shards 'gs://bucket/{00000..00999}.tar' ... --device cuda
@@ -11,49 +12,56 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import math
-import os
-import random
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
-import torch.distributed as dist
 from tqdm import tqdm
 
-from trainer.atomic import write_atomic
-from trainer.checkpoint import CHECKPOINT_NAME, TOKENIZER_NAME, read_checkpoint, save_checkpoint, unwrap
-from trainer.config import TrainConfig, model_config
+from trainer import distributed
+from trainer.checkpoint import (
+    CHECKPOINT_NAME,
+    TOKENIZER_NAME,
+    read_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    unwrap,
+)
+from trainer.config import ModelConfig, TextConfig, TrainConfig, model_config
 from trainer.data import (
-    DataError,
     Loader,
-    all_ranks_agree,
     batch_to_device,
     describe_epoch,
     make_plan,
     plan_differences,
     plan_fields,
-    raw_samples,
-    resolve_shards,
     torchvision_gpu_decode_available,
 )
+from trainer.distributed import World
 from trainer.loss import SIGLIP_SCALE_INIT, ClipLoss, SigLipLoss, make_loss
 from trainer.model import CLIP, parameter_groups
+from trainer.run_log import RunLog
+from trainer.shards import DataError, raw_samples, resolve_shards
 from trainer.tokenizer import Tokenizer
 from wit_builder.core import options
+from wit_builder.core.errors import UsageError
 
 log = logging.getLogger("wit.train")
-METRICS_NAME = "metrics.jsonl"
-EPOCHS_NAME = "epochs.jsonl"  # one line per finished epoch: samples planned, trained and left out by reason
 TOKENIZER_CAPTIONS = 2_000_000  # captions read to learn the BPE when no --tokenizer is given
+# Settings a resume must keep: each changes the model or the data order. --steps and --warmup may change (the
+# schedule is recomputed); the data plan is checked once it is built.
+RESUME_KEEPS = ("model", "batch_size", "seed", "workers", "loss", "shuffle_buffer", "resampled", "per_query_cap",
+                "balance")
 
 
 OPTIONS = TrainConfig  # the flags, defaults and help are generated from its fields
@@ -64,19 +72,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_arguments(parser, OPTIONS)
 
 
-def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
-    """``wit train``: exit 0 done, 2 bad options or data (one line on stderr), 128 + signal when stopped."""
+def run(args: TrainConfig | argparse.Namespace, beam_argv: list[str]) -> int:
+    """``wit train``: exit 0 done, 128 + the signal when stopped with a checkpoint (143 SIGTERM, 130 SIGINT).
+
+    Raises UsageError for bad options or an ``--out`` that cannot be a folder, DataError for data or a checkpoint
+    that cannot be used, FileNotFoundError for a missing input: ``wit`` prints each as one line and exits 2.
+    """
     try:
         cfg = args if isinstance(args, TrainConfig) else options.from_namespace(TrainConfig, args)
         options.check_out_folder(cfg.out)
     except ValueError as e:
-        print(f"wit train: error: {e}", file=sys.stderr)
-        return 2
-    try:
-        return train(cfg)
-    except (DataError, FileNotFoundError) as e:
-        print(f"wit train: error: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(str(e)) from e
+    return train(cfg)
 
 
 def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
@@ -90,67 +97,157 @@ def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
+@dataclass
+class TrainState:
+    """What the loop trains and a checkpoint saves: the architecture and tokenizer, the model (plain, and
+    ``wrapped`` in DDP and/or torch.compile: what the loop calls), the loss (SigLIP's has a parameter), the
+    optimizer and its schedule, and ``step``, the optimizer steps done."""
+
+    arch: ModelConfig
+    tokenizer: Tokenizer
+    model: CLIP
+    wrapped: torch.nn.Module
+    loss_fn: ClipLoss | SigLipLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    step: int
+
+
+@dataclass
+class _Window:
+    """Since the last metrics line: when it started, the seconds spent waiting for data, the samples trained by
+    all ranks."""
+
+    start: float = field(default_factory=time.perf_counter)
+    wait: float = 0.0
+    samples: int = 0
+
+
 def train(cfg: TrainConfig) -> int:
-    """Train (or ``--resume``) one run into ``cfg.out`` on this process's rank; returns the exit code.
+    """Train (or ``--resume``) one run into ``cfg.out`` on this process's rank; returns the exit code: 0, or
+    128 + the signal that stopped the run (after a checkpoint at the step it was in).
 
     Raises DataError for data or a checkpoint that cannot be used (a bad resume, shards on some nodes only, no
     CUDA device for ``--device cuda``).
     """
-    # ---- distributed setup (torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) ----
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    ddp = world > 1
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise DataError("--device cuda but no CUDA device is visible; use --device cpu")
-    if ddp:
-        dist.init_process_group(backend="nccl" if cfg.device == "cuda" else "gloo", init_method="env://")
-    rank, local_rank = (dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0"))) if ddp else (0, 0)
-    master = rank == 0
-    device = torch.device(f"cuda:{local_rank}" if cfg.device == "cuda" else "cpu")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    if cfg.batch_size % world:
-        raise DataError(f"--batch-size {cfg.batch_size} does not split over {world} ranks")
-    local_batch = cfg.batch_size // world
-    out = Path(cfg.out)
-    ckpt_path = out / CHECKPOINT_NAME
-    if master:
-        out.mkdir(parents=True, exist_ok=True)
+    with distributed.process_group(cfg.device) as world:
+        if cfg.batch_size % world.size:
+            raise DataError(f"--batch-size {cfg.batch_size} does not split over {world.size} ranks")
+        out = Path(cfg.out)
+        if world.master:
+            out.mkdir(parents=True, exist_ok=True)
+        checkpoint = out / CHECKPOINT_NAME
+        state = _checkpoint_to_resume(cfg, checkpoint, world)
+        arch = model_config(cfg.model)
+        tokenizer = _tokenizer(cfg, state, arch.text, out, world)
+        ts = _model_and_optimizer(cfg, arch.with_vocab_size(tokenizer.vocab_size), tokenizer, state, world)
+        loader = _data(cfg, ts.arch.image_size, tokenizer, state, world)
+        logs = RunLog(out, ts.step, world.master)
+        with _stop_signals(world.master) as stop:
+            loss_value = _loop(cfg, world, ts, loader, logs, stop, checkpoint)
+            if ts.step < cfg.steps:  # stopped by a signal on some rank; the checkpoint of this step is written
+                if world.master:
+                    print(f"wit train: interrupted at step {ts.step}; rerun with --resume", file=sys.stderr,
+                          flush=True)
+                return 128 + (stop[0] if stop else signal.SIGTERM)
+            _finish(cfg, world, loader, logs, ts.step, loss_value, checkpoint)
+        return 0
 
-    # ---- the checkpoint to continue from ----
-    state = None
-    found = ckpt_path.exists()
-    if all_ranks_agree(found, op="any") and not all_ranks_agree(found, op="all"):
-        raise DataError(f"{ckpt_path} exists on some nodes only: --out must be a filesystem every node shares")
+
+# ---- the checkpoint to continue from ----
+
+def _checkpoint_to_resume(cfg: TrainConfig, path: Path, world: World) -> dict | None:
+    """The checkpoint at ``path`` to continue from (``--resume`` and it exists), else None. Raises DataError
+    when it is on some nodes only, unreadable, or from a run this one cannot continue, and when it exists
+    without ``--resume`` (it would be overwritten)."""
+    found = path.exists()
+    if distributed.all_ranks_agree(found, op="any") and not distributed.all_ranks_agree(found, op="all"):
+        raise DataError(f"{path} exists on some nodes only: --out must be a filesystem every node shares")
     if cfg.resume and found:
         try:
-            state = read_checkpoint(ckpt_path)
+            state = read_checkpoint(path)
         except ValueError as e:
             raise DataError(f"{e}; remove it to start again, or choose another --out") from e
-        _check_resumable(state, cfg, world)
-        log.info("resuming from %s at step %d", ckpt_path, state["step"])
-    elif cfg.resume:
-        log.info("--resume: no %s yet, starting from scratch", ckpt_path)
+        _check_resumable(state, cfg, world.size)
+        log.info("resuming from %s at step %d", path, state["step"])
+        return state
+    if cfg.resume:
+        log.info("--resume: no %s yet, starting from scratch", path)
     elif found:
-        raise DataError(f"{ckpt_path} already exists; pass --resume to continue that run, or choose another --out")
+        raise DataError(f"{path} already exists; pass --resume to continue that run, or choose another --out")
+    return None
 
-    # ---- tokenizer: the checkpoint's, the given one, or a BPE learnt from the captions ----
-    arch = model_config(cfg.model)
+
+def _check_resumable(state: dict, cfg: TrainConfig, world_size: int) -> None:
+    """Refuse a resume that could not continue the same run: the data order or the model would differ."""
+    old = state.get("train_config") or {}
+    if state.get("world_size") != world_size:
+        raise DataError(f"the checkpoint was written by {state.get('world_size')} rank(s), this run has "
+                        f"{world_size}; resume with the same number of processes (or start a new --out)")
+    if state["step"] > cfg.steps:
+        raise DataError(f"the checkpoint is at step {state['step']}, past --steps {cfg.steps}; pass --steps "
+                        f"{state['step']} or more to continue it")
+    for key in RESUME_KEEPS:
+        if key in ("per_query_cap", "balance") and key not in old:  # checkpoints from before load-time balance
+            continue
+        if old.get(key) != getattr(cfg, key):
+            raise DataError(f"--{key.replace('_', '-')} is {getattr(cfg, key)!r} but the checkpoint ran with "
+                            f"{old.get(key)!r}; resume with the same value (or start a new --out)")
+
+
+# ---- tokenizer: the checkpoint's, the given one, or a BPE learnt from the captions ----
+
+def _tokenizer(cfg: TrainConfig, state: dict | None, text: TextConfig, out: Path, world: World) -> Tokenizer:
+    """The checkpoint's tokenizer, ``--tokenizer``, or a BPE learnt from the shards' captions (``--vocab-size``,
+    else the text tower's), cut at the text tower's context length."""
     if state is not None:
         tokenizer = Tokenizer.from_json(state["tokenizer"])
     elif cfg.tokenizer:
         tokenizer = Tokenizer.load(cfg.tokenizer)
     else:
-        tokenizer = _learn_tokenizer(cfg, out, master, ddp, cfg.vocab_size or arch.text.vocab_size,
-                                     arch.text.context_length)
-    arch = arch.with_vocab_size(tokenizer.vocab_size)
-    tokenizer.context_length = arch.text.context_length
+        tokenizer = _learn_tokenizer(cfg.shards, out / TOKENIZER_NAME, cfg.vocab_size or text.vocab_size,
+                                     text.context_length, world)
+    tokenizer.context_length = text.context_length
+    return tokenizer
 
-    # ---- model, loss, optimizer, schedule ----
+
+def _learn_tokenizer(shards: str, path: Path, vocab_size: int, context_length: int, world: World) -> Tokenizer:
+    """Rank 0 learns a BPE from the first ``TOKENIZER_CAPTIONS`` captions and saves it to ``path``; the other
+    ranks receive it."""
+    learnt = None
+    if world.master:
+        def captions() -> Iterator[str]:
+            samples = raw_samples(iter(resolve_shards(shards)), lambda e: True)
+            for sample in islice(samples, TOKENIZER_CAPTIONS):
+                if "txt" in sample:
+                    yield sample["txt"].decode("utf-8", "replace")
+
+        started = time.perf_counter()
+        tokenizer = Tokenizer.train(captions(), vocab_size, context_length)
+        tokenizer.save(path)
+        log.info("learnt a %d-id BPE from the captions in %.1fs -> %s", tokenizer.vocab_size,
+                 time.perf_counter() - started, path)
+        if not world.ddp:
+            return tokenizer
+        learnt = tokenizer.to_json()
+    # Sent to the other ranks rather than read back, so that nodes need not share OUT to start.
+    learnt = distributed.broadcast(learnt)
+    if learnt is None:
+        raise DataError("rank 0 broadcast no tokenizer")
+    return Tokenizer.from_json(learnt)
+
+
+# ---- model, loss, optimizer, schedule (restored when resuming) ----
+
+def _model_and_optimizer(cfg: TrainConfig, arch: ModelConfig, tokenizer: Tokenizer, state: dict | None,
+                         world: World) -> TrainState:
+    """A seeded CLIP of ``arch``, its loss and AdamW (no decay on gains, biases, temperature, SigLIP's bias) with
+    the warm-up/cosine schedule; continued from ``state`` when resuming; wrapped for DDP and torch.compile."""
     torch.manual_seed(cfg.seed)
-    model = CLIP(arch).to(device)
-    loss_fn = make_loss(cfg.loss).to(device)
+    model = CLIP(arch).to(world.device)
+    loss_fn = make_loss(cfg.loss).to(world.device)
     if cfg.loss == "siglip":
         model.logit_scale.data.fill_(SIGLIP_SCALE_INIT)
     if cfg.grad_checkpointing:
@@ -158,35 +255,61 @@ def train(cfg: TrainConfig) -> int:
     groups = parameter_groups(model, cfg.weight_decay)
     groups[1]["params"] += list(loss_fn.parameters())  # the SigLIP bias: no decay
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                                  fused=device.type == "cuda")
-    schedule = warmup_cosine(cfg.warmup, cfg.steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    step = 0
+                                  fused=world.device.type == "cuda")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup, cfg.steps))
+    ts = TrainState(arch, tokenizer, model, model, loss_fn, optimizer, scheduler, step=0)
     if state is not None:
-        model.load_state_dict(state["model"])
-        loss_fn.load_state_dict(state["loss"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step = state["step"]
-        _set_rng_state(state["rng_state"][rank])
-        _continue_schedule(optimizer, scheduler, schedule, step, state["train_config"], cfg, master)
-    train_model: torch.nn.Module = model
-    if ddp:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[local_rank] if device.type == "cuda" else None)
+        _restore(ts, state, cfg, world)
+    if world.ddp:
+        ts.wrapped = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[world.local_rank] if world.device.type == "cuda" else None)
     if cfg.compile:
         # torch.compile of a Module returns an OptimizedModule (a Module); its stub says only Callable.
-        train_model = torch.compile(train_model)  # type: ignore[assignment]
-    if master:
+        ts.wrapped = torch.compile(ts.wrapped)  # type: ignore[assignment]
+    if world.master:
         n_params = sum(p.numel() for p in model.parameters())
         log.info("model %s: %.1fM parameters, vocab %d, %d rank(s), device %s", arch.name, n_params / 1e6,
-                 tokenizer.vocab_size, world, device)
+                 tokenizer.vocab_size, world.size, world.device)
+    return ts
 
-    # ---- data ----
+
+def _restore(ts: TrainState, state: dict, cfg: TrainConfig, world: World) -> None:
+    """Continue from a checkpoint: weights, the loss's parameters, optimizer, scheduler, step and this rank's
+    random generators; then the learning rate where this run's schedule has it at that step."""
+    ts.model.load_state_dict(state["model"])
+    ts.loss_fn.load_state_dict(state["loss"])
+    ts.optimizer.load_state_dict(state["optimizer"])
+    ts.scheduler.load_state_dict(state["scheduler"])
+    ts.step = state["step"]
+    set_rng_state(state["rng_state"][world.rank])
+    _continue_schedule(ts, state["train_config"], cfg, world.master)
+
+
+def _continue_schedule(ts: TrainState, old_cfg: dict, cfg: TrainConfig, master: bool) -> None:
+    """After loading a checkpoint: put the learning rate where this run's schedule has it at ``ts.step``. Only a
+    changed --steps or --warmup (extending a run) moves it; the log says so."""
+    schedule = warmup_cosine(cfg.warmup, cfg.steps)
+    for group, base in zip(ts.optimizer.param_groups, ts.scheduler.base_lrs, strict=True):
+        group["lr"] = base * schedule(ts.step)
+    ts.scheduler._last_lr = [group["lr"] for group in ts.optimizer.param_groups]
+    changed = {k: (old_cfg.get(k), getattr(cfg, k)) for k in ("steps", "warmup") if old_cfg.get(k) != getattr(cfg, k)}
+    if changed and master:
+        what = ", ".join(f"--{k} {a} -> {b}" for k, (a, b) in changed.items())
+        log.warning("resuming at step %d with %s: the learning-rate schedule is recomputed over %d steps "
+                    "(lr now %.3g)", ts.step, what, cfg.steps, ts.optimizer.param_groups[0]["lr"])
+        print(f"wit train: {what}: learning-rate schedule recomputed over {cfg.steps} steps from step {ts.step}",
+              flush=True)
+
+
+# ---- data ----
+
+def _data(cfg: TrainConfig, image_size: int, tokenizer: Tokenizer, state: dict | None, world: World) -> Loader:
+    """This rank's loader (``trainer.data``), at the checkpoint's data position when resuming. Raises DataError
+    when ``--gpu-decode`` cannot run here or the data would not continue in the checkpoint's order."""
     if cfg.gpu_decode and not torchvision_gpu_decode_available():
         raise DataError("--gpu-decode needs torchvision (a build matching torch 2.13) and a CUDA device")
-    plan = make_plan(cfg.shards, batch_size=local_batch, image_size=arch.image_size, seed=cfg.seed,
-                     workers=cfg.workers, rank=rank, world_size=world, shuffle_buffer=cfg.shuffle_buffer,
+    plan = make_plan(cfg.shards, batch_size=cfg.batch_size // world.size, image_size=image_size, seed=cfg.seed,
+                     workers=cfg.workers, rank=world.rank, world_size=world.size, shuffle_buffer=cfg.shuffle_buffer,
                      resampled=cfg.resampled, samples_per_epoch=cfg.samples_per_epoch,
                      allow_repeat=cfg.allow_repeat, gpu_decode=cfg.gpu_decode, per_query_cap=cfg.per_query_cap,
                      balance_mode=cfg.balance)
@@ -195,165 +318,103 @@ def train(cfg: TrainConfig) -> int:
         if changes:
             raise DataError("the data would not continue in the checkpoint's order: " + "; ".join(changes)
                             + ". Resume with the checkpoint's shards and options, or start a new --out")
-    loader = Loader(plan, tokenizer, state["data_state"][rank] if state else None,
-                    pin_memory=device.type == "cuda")
-    batches = iter(loader)
-    metrics_path, epochs_path = out / METRICS_NAME, out / EPOCHS_NAME
-    if master:
-        _truncate_metrics(metrics_path, step)
-        # An epoch line carries the steps done when its end was seen, after that step's checkpoint: keep < step.
-        _truncate_metrics(epochs_path, step - 1)
-    board = _tensorboard(out) if master else None
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    return Loader(plan, tokenizer, state["data_state"][world.rank] if state else None,
+                  pin_memory=world.device.type == "cuda")
 
-    # ---- the loop ----
-    # SIGTERM (preemption, scancel, docker stop) and SIGINT (Ctrl-C) finish the step, write a checkpoint and exit
-    # with 128 + the signal's number (143, 130), as a shell reports a process killed by it.
-    stop_signal: list[int] = []
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = {}
 
-    def on_signal(signum: int, frame) -> None:
-        if stop_signal and signum == signal.SIGINT:  # a second Ctrl-C: quit now, without a checkpoint
+# ---- the loop ----
+
+@contextlib.contextmanager
+def _stop_signals(master: bool) -> Iterator[list[int]]:
+    """SIGTERM (preemption, scancel, docker stop) and SIGINT (Ctrl-C) are appended to the yielded list instead of
+    ending the process: the loop finishes its step, writes a checkpoint and ends, and the run exits with 128 +
+    the signal's number (143, 130), as a shell reports a process killed by it. A second Ctrl-C quits at once,
+    without a checkpoint. Installed in the main thread only; the previous handlers come back on exit."""
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if received and signum == signal.SIGINT:  # a second Ctrl-C: quit now, without a checkpoint
             raise KeyboardInterrupt
-        if not stop_signal and master:
+        if not received and master:
             print(f"wit train: {signal.Signals(signum).name}: stopping after this step with a checkpoint "
                   f"(Ctrl-C again quits without one)", file=sys.stderr, flush=True)
-        stop_signal.append(signum)
+        received.append(signum)
 
-    if in_main_thread:
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous[signum] = signal.signal(signum, on_signal)
-    bar = None
     try:
-        model.train()
-        # A live bar only on an interactive terminal; logs and CI get the same numbers as plain lines.
-        bar = tqdm(total=cfg.steps, initial=step, unit="step", dynamic_ncols=True,
-                   disable=not (master and sys.stderr.isatty()))
-        window_start, window_wait, window_samples = time.perf_counter(), 0.0, 0
-        loss_value = float("nan")
-        while step < cfg.steps:
-            t0 = time.perf_counter()
-            batch, epoch = next(batches)
-            _write_epoch_reports(loader, epochs_path, step, master)
-            images, tokens = batch_to_device(batch, plan, device)
-            window_wait += time.perf_counter() - t0
-            lr = optimizer.param_groups[0]["lr"]  # the rate this step runs at (the scheduler moves it after)
-            loss = _train_step(train_model, loss_fn, images, tokens, cfg.accum_steps, autocast, ddp)
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            step += 1
-            bar.update(1)
-            window_samples += images.shape[0] * world
-
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                loss_value = _mean_over_ranks(loss.detach(), ddp)
-                elapsed = time.perf_counter() - window_start
-                wait_share = _mean_over_ranks(torch.tensor(window_wait / max(elapsed, 1e-9), device=device), ddp)
-                record = {"step": step, "epoch": epoch, "loss": loss_value, "lr": lr,
-                          "logit_scale": model.scale().item(), "samples_per_s": window_samples / max(elapsed, 1e-9),
-                          "data_wait": wait_share, "dropped": dict(loader.totals)}
-                if master:
-                    bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{record['samples_per_s']:.0f}",
-                                    data_wait=f"{100 * wait_share:.0f}%")
-                    tqdm.write(f"step {step}/{cfg.steps} [{100 * step // cfg.steps:3d}%] epoch {epoch} "
-                               f"loss {loss_value:.4f} lr {record['lr']:.2e} {record['samples_per_s']:.0f} "
-                               f"samples/s data wait {100 * wait_share:.0f}%", file=sys.stdout)
-                    sys.stdout.flush()
-                    with open(metrics_path, "a", encoding="utf-8") as f:
-                        f.write(json.dumps(record) + "\n")
-                    if board is not None:
-                        for key in ("loss", "lr", "logit_scale", "samples_per_s", "data_wait"):
-                            board.add_scalar(f"train/{key}", record[key], step)
-                window_start, window_wait, window_samples = time.perf_counter(), 0.0, 0
-
-            stopping = all_ranks_agree(bool(stop_signal), op="any")
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
-                _checkpoint(ckpt_path, model, loss_fn, arch, tokenizer, step, optimizer, scheduler, cfg, plan,
-                            loader, master, ddp)
-            if stopping and step < cfg.steps:
-                bar.close()
-                if master:
-                    print(f"wit train: interrupted at step {step}; rerun with --resume", file=sys.stderr, flush=True)
-                return 128 + (stop_signal[0] if stop_signal else signal.SIGTERM)
-        bar.close()
-
-        # ---- the end: summary, epoch accounting and loss curve ----
-        current = loader.epoch_report()  # every rank takes part (a collective under DDP)
-        if master:
-            _write_epoch_reports(loader, epochs_path, step, master)
-            if current["complete"]:  # the run ended on the epoch's last step: that epoch is finished, record it
-                with open(epochs_path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps({"step": step, **current}) + "\n")
-            left: dict[str, int] = {}
-            for report in _read_jsonl(epochs_path) + ([] if current["complete"] else [current]):
-                for reason, n in report["left_out"].items():
-                    left[reason] = left.get(reason, 0) + n
-            if metrics_path.exists():
-                _plot_loss(metrics_path, out / "loss.png")
-            if board is not None:
-                board.close()
-            print(f"wit train: {describe_epoch(current)}")
-            print(f"wit train: {step} steps of {cfg.batch_size} on {world} rank(s); final loss {loss_value:.4f}; "
-                  f"samples left out {left or 'none'}; checkpoint {ckpt_path}")
-        return 0
+        yield received
     finally:
-        if bar is not None:
-            bar.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        if ddp:
-            dist.destroy_process_group()
 
 
-def _write_epoch_reports(loader: Loader, path: Path, step: int, master: bool) -> None:
-    """Append the epochs the loader finished to epochs.jsonl (one JSON line each) and print them."""
-    reports, loader.reports = loader.reports, []
-    if not master:
-        return
-    for report in reports:
-        tqdm.write(f"wit train: {describe_epoch(report)}", file=sys.stdout)
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": step, **report}) + "\n")
+def _loop(cfg: TrainConfig, world: World, ts: TrainState, loader: Loader, logs: RunLog, stop: list[int],
+          checkpoint: Path) -> float:
+    """Optimizer steps from ``ts.step`` to ``--steps``, or to the first step at which a rank holds a stop signal:
+    a metrics line every ``--log-every`` steps and at the last, a checkpoint to ``checkpoint`` every
+    ``--checkpoint-every`` steps, at the last and when stopping. Returns the loss of the last metrics line (nan
+    before the first)."""
+    autocast = torch.autocast(world.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    batches = iter(loader)
+    loss_value = float("nan")
+    ts.model.train()
+    # A live bar only on an interactive terminal; logs and CI get the same numbers as plain lines.
+    bar = tqdm(total=cfg.steps, initial=ts.step, unit="step", dynamic_ncols=True,
+               disable=not (world.master and sys.stderr.isatty()))
+    window = _Window()
+    try:
+        while ts.step < cfg.steps:
+            started = time.perf_counter()
+            batch, epoch = next(batches)
+            logs.epochs(loader.finished_epochs(), ts.step)
+            images, tokens = batch_to_device(batch, loader.plan, world.device)  # (B, 3, S, S), (B, L)
+            window.wait += time.perf_counter() - started
+            lr = ts.optimizer.param_groups[0]["lr"]  # the rate this step runs at (the scheduler moves it after)
+            loss = train_step(ts.wrapped, ts.loss_fn, images, tokens, cfg.accum_steps, autocast, world.ddp)
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(ts.model.parameters(), cfg.grad_clip)
+            ts.optimizer.step()
+            ts.optimizer.zero_grad(set_to_none=True)
+            ts.scheduler.step()
+            ts.step += 1
+            bar.update(1)
+            window.samples += images.shape[0] * world.size
+
+            if ts.step % cfg.log_every == 0 or ts.step == cfg.steps:
+                record = _metrics(ts, loader, window, epoch, lr, loss, world)  # every rank: collectives
+                loss_value = record["loss"]
+                if world.master:
+                    _show(record, bar, cfg.steps)
+                logs.metrics(record)
+                window = _Window()
+
+            stopping = distributed.all_ranks_agree(bool(stop), op="any")
+            if ts.step % cfg.checkpoint_every == 0 or ts.step == cfg.steps or stopping:
+                _checkpoint(checkpoint, cfg, ts, loader, world)
+            if stopping:
+                break
+    finally:
+        bar.close()
+    return loss_value
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _continue_schedule(optimizer: torch.optim.Optimizer, scheduler, schedule, step: int, old_cfg: dict,
-                       cfg: TrainConfig, master: bool) -> None:
-    """After loading a checkpoint: put the learning rate where this run's schedule has it at ``step``. Only a
-    changed --steps or --warmup (extending a run) moves it; the log says so."""
-    for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
-        group["lr"] = base * schedule(step)
-    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
-    changed = {k: (old_cfg.get(k), getattr(cfg, k)) for k in ("steps", "warmup") if old_cfg.get(k) != getattr(cfg, k)}
-    if changed and master:
-        what = ", ".join(f"--{k} {a} -> {b}" for k, (a, b) in changed.items())
-        log.warning("resuming at step %d with %s: the learning-rate schedule is recomputed over %d steps "
-                    "(lr now %.3g)", step, what, cfg.steps, optimizer.param_groups[0]["lr"])
-        print(f"wit train: {what}: learning-rate schedule recomputed over {cfg.steps} steps from step {step}",
-              flush=True)
-
-
-def _train_step(model: torch.nn.Module, loss_fn: ClipLoss | SigLipLoss, images: torch.Tensor, tokens: torch.Tensor,
-                accum: int, autocast, ddp: bool) -> torch.Tensor:
-    """One batch's forward and backward. With ``accum`` > 1 the loss is still the whole batch's: features of all
-    micro-batches are computed without gradient first, then each micro-batch is recomputed with gradient and
-    put into the cached matrix (open_clip's accumulation; memory of a micro-batch, gradient of the batch)."""
+def train_step(model: torch.nn.Module, loss_fn: ClipLoss | SigLipLoss, images: torch.Tensor, tokens: torch.Tensor,
+               accum: int, autocast: Any, ddp: bool) -> torch.Tensor:
+    """One batch's forward and backward: (B, 3, S, S) images and (B, L) tokens -> the scalar loss. With ``accum``
+    > 1 the loss is still the whole batch's: features of all micro-batches are computed without gradient first,
+    then each micro-batch is recomputed with gradient and put into the cached matrix (open_clip's accumulation;
+    memory of a micro-batch, gradient of the batch)."""
     scale_grad = loss_fn.gradient_scale()
     if accum == 1:
         with autocast:
             image_features, text_features, logit_scale = model(images, tokens)
             loss = loss_fn(image_features, text_features, logit_scale)
         (loss * scale_grad).backward()
-        _average_loss_gradients(loss_fn, ddp)
+        if ddp:  # the loss is not inside DDP: average its own parameters' gradients (SigLIP's bias) by hand
+            distributed.average_gradients(loss_fn)
         return loss
     image_chunks, token_chunks = images.chunk(accum), tokens.chunk(accum)
     with torch.no_grad(), autocast:
@@ -361,7 +422,7 @@ def _train_step(model: torch.nn.Module, loss_fn: ClipLoss | SigLipLoss, images: 
     try:
         for j, (i, t) in enumerate(zip(image_chunks, token_chunks, strict=True)):
             last = j == accum - 1
-            sync = contextlib.nullcontext() if not ddp or last else _no_sync(model)
+            sync = contextlib.nullcontext() if not ddp or last else distributed.no_sync(model)
             # The temperature's and the loss's own parameters' (SigLIP's bias) gradients are taken once, not
             # once per micro-batch: in the last one, the backward DDP synchronises (a model parameter without a
             # gradient there fails DDP's reduction).
@@ -375,151 +436,59 @@ def _train_step(model: torch.nn.Module, loss_fn: ClipLoss | SigLipLoss, images: 
                 (loss * scale_grad).backward()
     finally:
         loss_fn.requires_grad_(True)
-    _average_loss_gradients(loss_fn, ddp)
+    if ddp:
+        distributed.average_gradients(loss_fn)
     return loss
 
 
-def _average_loss_gradients(loss_fn: torch.nn.Module, ddp: bool) -> None:
-    """Average the loss's own parameters' gradients (SigLIP's bias) over ranks, as DDP does for the model's:
-    the loss is not inside DDP, so without this each rank would step its own bias."""
-    if not ddp:
-        return
-    for p in loss_fn.parameters():
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad /= dist.get_world_size()
+def _metrics(ts: TrainState, loader: Loader, window: _Window, epoch: int, lr: float, loss: torch.Tensor,
+             world: World) -> dict:
+    """The metrics line of this step, averaged over ranks: loss, learning rate, temperature, samples/s and the
+    share of time spent waiting for data since the last line, samples dropped so far by reason."""
+    loss_value = distributed.mean(loss.detach())
+    elapsed = time.perf_counter() - window.start
+    wait_share = distributed.mean(torch.tensor(window.wait / max(elapsed, 1e-9), device=world.device))
+    return {"step": ts.step, "epoch": epoch, "loss": loss_value, "lr": lr, "logit_scale": ts.model.scale().item(),
+            "samples_per_s": window.samples / max(elapsed, 1e-9), "data_wait": wait_share,
+            "dropped": dict(loader.totals)}
 
 
-def _no_sync(model: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
-    """DDP's ``no_sync`` (this backward keeps its gradients local) of ``model``: a DDP or a compiled DDP."""
-    while not isinstance(model, torch.nn.parallel.DistributedDataParallel):
-        inner = getattr(model, "_orig_mod", None)  # torch.compile's wrapper
-        if not isinstance(inner, torch.nn.Module):
-            raise TypeError(f"gradient accumulation under DDP needs a DistributedDataParallel model, "
-                            f"got {type(model).__name__}")
-        model = inner
-    return model.no_sync()
+def _show(record: dict, bar: tqdm, steps: int) -> None:
+    """A metrics line on the progress bar and as one plain line on stdout."""
+    step, loss_value, wait_share = record["step"], record["loss"], record["data_wait"]
+    bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{record['samples_per_s']:.0f}",
+                    data_wait=f"{100 * wait_share:.0f}%")
+    tqdm.write(f"step {step}/{steps} [{100 * step // steps:3d}%] epoch {record['epoch']} "
+               f"loss {loss_value:.4f} lr {record['lr']:.2e} {record['samples_per_s']:.0f} "
+               f"samples/s data wait {100 * wait_share:.0f}%", file=sys.stdout)
+    sys.stdout.flush()
 
 
-def _mean_over_ranks(value: torch.Tensor, ddp: bool) -> float:
-    if ddp:
-        value = value.detach().clone().float()
-        dist.all_reduce(value)
-        value /= dist.get_world_size()
-    return float(value)
-
-
-def _learn_tokenizer(cfg: TrainConfig, out: Path, master: bool, ddp: bool, vocab_size: int,
-                     context_length: int) -> Tokenizer:
-    path = out / TOKENIZER_NAME
-    if master:
-        def captions():
-            samples = raw_samples(iter(resolve_shards(cfg.shards)), lambda e: True)
-            for sample in islice(samples, TOKENIZER_CAPTIONS):
-                if "txt" in sample:
-                    yield sample["txt"].decode("utf-8", "replace")
-
+def _checkpoint(path: Path, cfg: TrainConfig, ts: TrainState, loader: Loader, world: World) -> None:
+    """Write the checkpoint of ``ts.step`` (rank 0) with every rank's data position and random generators; every
+    rank waits for it."""
+    data_states = distributed.all_gather(loader.state())
+    rng_states = distributed.all_gather(rng_state())
+    if world.master:
         started = time.perf_counter()
-        tokenizer = Tokenizer.train(captions(), vocab_size, context_length)
-        tokenizer.save(path)
-        log.info("learnt a %d-id BPE from the captions in %.1fs -> %s", tokenizer.vocab_size,
-                 time.perf_counter() - started, path)
-    if not ddp:
-        return tokenizer
-    # Sent to the other ranks rather than read back, so that nodes need not share OUT to start.
-    message = [tokenizer.to_json() if master else None]
-    dist.broadcast_object_list(message, src=0)
-    if message[0] is None:
-        raise DataError("rank 0 broadcast no tokenizer")
-    return Tokenizer.from_json(message[0])
+        save_checkpoint(path, model=ts.model, model_config=ts.arch, tokenizer=ts.tokenizer, step=ts.step,
+                        optimizer=ts.optimizer, scheduler=ts.scheduler, train_config=vars(cfg).copy(),
+                        data_state=data_states, rng_state=rng_states,
+                        extra={"loss": unwrap(ts.loss_fn).state_dict(), "world_size": len(data_states),
+                               "data_plan": plan_fields(loader.plan)})
+        log.info("checkpoint at step %d -> %s (%.1fs)", ts.step, path, time.perf_counter() - started)
+    distributed.barrier()
 
 
-def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+# ---- the end: summary, epoch accounting and loss curve ----
 
-
-def _set_rng_state(s: dict) -> None:
-    random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
-    torch.set_rng_state(s["torch"])
-    if s["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-
-
-def _gather(obj, ddp: bool) -> list:
-    if not ddp:
-        return [obj]
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def _checkpoint(path: Path, model, loss_fn, arch, tokenizer, step, optimizer, scheduler, cfg: TrainConfig, plan,
-                loader: Loader, master: bool, ddp: bool) -> None:
-    data_states = _gather(loader.state(), ddp)
-    rng_states = _gather(_rng_state(), ddp)
-    if master:
-        started = time.perf_counter()
-        save_checkpoint(path, model=model, model_config=arch, tokenizer=tokenizer, step=step, optimizer=optimizer,
-                        scheduler=scheduler, train_config=vars(cfg).copy(), data_state=data_states,
-                        rng_state=rng_states,
-                        extra={"loss": unwrap(loss_fn).state_dict(), "world_size": len(data_states),
-                               "data_plan": plan_fields(plan)})
-        log.info("checkpoint at step %d -> %s (%.1fs)", step, path, time.perf_counter() - started)
-    if ddp:
-        dist.barrier()
-
-
-def _check_resumable(state: dict, cfg: TrainConfig, world: int) -> None:
-    """Refuse a resume that could not continue the same run: the data order or the model would differ."""
-    old = state.get("train_config") or {}
-    if state.get("world_size") != world:
-        raise DataError(f"the checkpoint was written by {state.get('world_size')} rank(s), this run has {world}; "
-                        f"resume with the same number of processes (or start a new --out)")
-    if state["step"] > cfg.steps:
-        raise DataError(f"the checkpoint is at step {state['step']}, past --steps {cfg.steps}; pass --steps "
-                        f"{state['step']} or more to continue it")
-    # --steps and --warmup may change (the schedule is recomputed); the data plan is checked once it is built.
-    for key in ("model", "batch_size", "seed", "workers", "loss", "shuffle_buffer", "resampled", "per_query_cap",
-                "balance"):
-        if key in ("per_query_cap", "balance") and key not in old:  # checkpoints from before load-time balance
-            continue
-        if old.get(key) != getattr(cfg, key):
-            raise DataError(f"--{key.replace('_', '-')} is {getattr(cfg, key)!r} but the checkpoint ran with "
-                            f"{old.get(key)!r}; resume with the same value (or start a new --out)")
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint we resume from, so metrics.jsonl reads as one run."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line)["step"] <= step]
-    write_atomic(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8"))
-
-
-def _tensorboard(out: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
-        return None
-    return SummaryWriter(str(out / "tensorboard"))
-
-
-def _plot_loss(metrics_path: Path, png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([r["step"] for r in records], [r["loss"] for r in records])
-    ax.set_xlabel("step")
-    ax.set_ylabel("contrastive loss")
-    ax.set_title("wit train")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    write_atomic(png, lambda tmp: fig.savefig(tmp, dpi=100))
-    plt.close(fig)
+def _finish(cfg: TrainConfig, world: World, loader: Loader, logs: RunLog, step: int, loss_value: float,
+            checkpoint: Path) -> None:
+    """Record the epochs finished and the one in progress, draw the loss curve, print the summary (rank 0)."""
+    current = loader.epoch_report()  # every rank takes part (a collective under DDP)
+    logs.epochs(loader.finished_epochs(), step)
+    left = logs.close(current, step)
+    if world.master:
+        print(f"wit train: {describe_epoch(current)}")
+        print(f"wit train: {step} steps of {cfg.batch_size} on {world.size} rank(s); final loss {loss_value:.4f}; "
+              f"samples left out {left or 'none'}; checkpoint {checkpoint}")

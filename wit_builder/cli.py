@@ -38,7 +38,7 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "download": ("wit_builder.download.command", "stage 3: download, decode and resize images", True),
     "finalize": ("wit_builder.finalize.command", "stage 4: dedup, re-balance, write WebDataset shards", True),
     "train": ("trainer.train", "stage 5: train CLIP on WebDataset shards", False),
-    "eval": ("trainer.evaluate", "zero-shot, retrieval and linear-probe evaluation", False),
+    "eval": ("trainer.eval.command", "zero-shot, retrieval and linear-probe evaluation", False),
     "export": ("trainer.export", "export a checkpoint to open_clip's state-dict layout", False),
     "demo": ("wit_builder.demo.command", "the whole chain on the bundled default data", True),
 }

@@ -15,8 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from wit_builder import cli
+from wit_builder.core import errors, options
 from wit_builder.demo import command as demo
 from wit_builder.demo import corpus as demo_corpus
+from wit_builder.demo import options as demo_options
 
 SMALL = functools.partial(demo_corpus.CorpusConfig, train_per_class=2, heldout_per_class=1, flood_extra=1,
                           distractors=2, mirrors=1, near_duplicates=1, duplicate_pairs=1)
@@ -24,7 +26,7 @@ SMALL = functools.partial(demo_corpus.CorpusConfig, train_per_class=2, heldout_p
 
 def _demo_args(out, *extra: str) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser()
-    demo.add_arguments(parser)
+    options.add_arguments(parser, demo_options.OPTIONS)
     return parser.parse_known_args(["--out", str(out), *extra, "--runner=FnApiRunner"])
 
 
@@ -35,8 +37,7 @@ def recorded(monkeypatch) -> list[list[str]]:
 
     def fake_main(argv: list[str]) -> int:
         module_name, _, takes_beam = cli.COMMANDS[argv[0]]
-        parser = argparse.ArgumentParser(prog=f"wit {argv[0]}")
-        importlib.import_module(module_name).add_arguments(parser)
+        parser = cli.build_parser(argv[0], importlib.import_module(module_name))
         _, unknown = parser.parse_known_args(argv[1:])
         assert all(u.startswith("--runner") for u in unknown) if takes_beam else not unknown, (argv[0], unknown)
         calls.append(argv)
@@ -78,26 +79,27 @@ def test_every_stage_flag_is_accepted_and_reruns_reuse_finished_stages(recorded,
 def test_a_failing_stage_stops_the_chain_with_its_name(recorded, monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(demo.cli, "main", lambda argv: 2 if argv[0] == "download" else 0)
     args, beam_argv = _demo_args(tmp_path)
-    assert demo.run(args, beam_argv) == 1
-    assert "'wit download' failed with exit status 2" in capsys.readouterr().err
+    with pytest.raises(demo.DemoError, match="'wit download' failed with exit status 2") as failed:
+        demo.run(args, beam_argv)
+    assert errors.exit_code(failed.value) == 1  # the cli prints it in one line, exit 1
     assert not (tmp_path / "raw" / demo.DONE).exists() and (tmp_path / "pairs" / demo.DONE).exists()
 
 
 def test_stage_resumes_same_inputs_and_restarts_changed_ones(tmp_path):
     folder = tmp_path / "raw"
-    first = demo.Stage("download", folder, "aaaa", force=False)
+    first = demo.DemoStep("download", folder, "aaaa", force=False)
     assert not first.done()
     first.begin()
     (folder / "00000.tar").write_bytes(b"partial")  # killed before finishing
-    demo.Stage("download", folder, "aaaa", force=False).begin()
+    demo.DemoStep("download", folder, "aaaa", force=False).begin()
     assert (folder / "00000.tar").exists()  # same inputs: resumed, the stage skips its finished shards
-    changed = demo.Stage("download", folder, "bbbb", force=False)
+    changed = demo.DemoStep("download", folder, "bbbb", force=False)
     changed.begin()
     assert not (folder / "00000.tar").exists()  # other inputs: started over
     changed.finish(1.5)
     assert changed.done() and changed.seconds() == 1.5
-    assert not demo.Stage("download", folder, "aaaa", force=False).done()
-    assert not demo.Stage("download", folder, "bbbb", force=True).done()
+    assert not demo.DemoStep("download", folder, "aaaa", force=False).done()
+    assert not demo.DemoStep("download", folder, "bbbb", force=True).done()
 
 
 def test_pool_follows_the_server_address(tmp_path):

@@ -15,7 +15,8 @@ from wit_builder.beam import fileio
 from wit_builder.core.textnorm import tokenize
 from wit_builder.demo import corpus as demo_corpus
 from wit_builder.demo.server import DemoServer
-from wit_builder.pairs.pool_readers import PoolOptions, read_pool_file
+from wit_builder.pairs.readers.formats import read_pool_file
+from wit_builder.pairs.readers.layouts import PoolOptions
 
 SMALL = demo_corpus.CorpusConfig(train_per_class=3, heldout_per_class=2, flood_extra=2, distractors=5,
                                  mirrors=2, near_duplicates=2, duplicate_pairs=2)

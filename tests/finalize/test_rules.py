@@ -1,43 +1,18 @@
-"""Stage 4's pure rules (wit_builder.finalize.rules / finalize_stats / finalize_inputs) and its row type
-(schemas.finalize.RawRecord), without Beam: realistic records in, decisions, numbering and statistics out."""
+"""Stage 4's pure rules (wit_builder.finalize.rules) and the row type they act on (schemas.finalize.RawRecord),
+without Beam: realistic records in, decisions and numbering out."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import pickle
 
-import apache_beam as beam
 import pyarrow as pa
 import pytest
 
-from schemas.finalize import FINAL_ROWS, FINAL_STATUSES, ImageLocation, RawRecord
-from schemas.stats import validate as validate_stats
-from wit_builder.core import balance, dedup
+from schemas.finalize import FINAL_ROWS, RawRecord
+from tests.finalize.examples import PHASH, flip, record
+from wit_builder.core import balance, dedup, errors
 from wit_builder.core.uid import hash_rank
-from wit_builder.finalize import dataset_card, rules
-from wit_builder.finalize import inputs as finalize_inputs
-from wit_builder.finalize import stats as finalize_stats
-
-PHASH = "c3a1f0e8d4b29657"
-
-
-def record(uid: str, *, shard: str = "00000", row: int = 0, raw_rows: int = 1, status: str = "success",
-           queries: tuple[str, ...] = ("space shuttle",), size: tuple[int, int] = (640, 480), phash: str | None = PHASH,
-           sha256: str | None = None, image: ImageLocation | None = None) -> RawRecord:
-    return RawRecord(
-        key=None, uid=uid, url=f"https://upload.example.org/{uid}.jpg", caption=f"photo {uid}", queries=queries,
-        status=status, error_message=None if status == "success" else "HTTP 404", http_status=200, width=256,
-        height=192, original_width=size[0], original_height=size[1],
-        sha256=sha256 or f"{int(uid, 16):064x}", phash=phash, bytes=40_000, shard=None, duplicate_of=None,
-        raw_shard=shard, raw_key=f"{row:09d}", row=row, raw_rows=raw_rows, raw_status=status, reason=status,
-        image=image or (ImageLocation(f"/raw/{shard}.tar", 512 * (row + 1), 40_000, "jpg")
-                        if status == "success" else None))
-
-
-def flip(phash: str, bits: int) -> str:
-    return f"{int(phash, 16) ^ ((1 << bits) - 1):016x}"
-
+from wit_builder.finalize import rules
 
 # ---- the record type ----
 
@@ -59,26 +34,6 @@ def test_record_is_frozen_and_replace_refuses_undeclared_fields():
     with pytest.raises(TypeError):
         rec.replace(_reason="x")
     assert rec.replace(status="over_cap").status == "over_cap" and rec.status == "success"
-
-
-def test_records_survive_beams_coders_and_encode_deterministically():
-    from wit_builder.finalize.pipeline import KeyedRecord, RawRecordCoder
-
-    rec = record("a1")
-    failed = record("b2", status="failed_to_download").replace(index=None)
-    numbered = rec.replace(index=7, key="0000000007", shard="00001")
-    coder = beam.coders.registry.get_coder(RawRecord)
-    assert isinstance(coder, RawRecordCoder) and coder.is_deterministic()
-    for value in (rec, failed, numbered):
-        assert coder.decode(coder.encode(value)) == value
-        assert pickle.loads(pickle.dumps(value)) == value  # the fallback for tagged outputs
-    keyed = beam.coders.registry.get_coder(KeyedRecord)
-    assert keyed.is_deterministic() and keyed.decode(keyed.encode(("a1", rec))) == ("a1", rec)
-    assert len(coder.encode(rec)) < len(beam.coders.FastPrimitivesCoder().encode(rec.final_row()))
-    # A frozen dataclass of primitives has Beam's deterministic encoding (should a record ever be a key).
-    deterministic = beam.coders.FastPrimitivesCoder().as_deterministic_coder("test")
-    assert deterministic.encode(rec) == deterministic.encode(record("a1"))
-    assert deterministic.decode(deterministic.encode(rec)) == rec
 
 
 # ---- decisions ----
@@ -139,6 +94,16 @@ def test_decontamination_filters_within_the_distance_and_names_the_image():
     assert rules.eval_image_name("gs://other/x.png", "/data/eval/") == "gs://other/x.png"
 
 
+def test_an_evaluation_image_is_hashed_or_named_as_bad_input():
+    from tests.raw_fixtures import encode, photo
+
+    data = encode(photo("astronaut"), "PNG")
+    assert rules.eval_image_hash("/data/eval/launch/rocket.png", "/data/eval/", data) == (
+        "launch/rocket.png", dedup.image_phash(data))
+    with pytest.raises(errors.InputError, match="evaluation image /data/eval/notes.png does not decode"):
+        rules.eval_image_hash("/data/eval/notes.png", "/data/eval/", b"not an image")
+
+
 def test_over_cap_drops_a_sample_only_when_every_query_is_over_the_cap():
     seed, cap = 7, 2
     uids = [f"{i:032x}" for i in range(6)]
@@ -157,6 +122,13 @@ def test_over_cap_drops_a_sample_only_when_every_query_is_over_the_cap():
     assert message is not None and message.error_message.endswith("q0, q1, q2, q3, q4 and 2 more")
     assert rules.query_ranks(record(loser, queries=("a", "b")), seed) == [
         ("a", balance.sample_rank(loser, seed)), ("b", balance.sample_rank(loser, seed))]
+
+
+
+def test_a_query_has_a_threshold_only_when_it_is_over_the_cap():
+    ranks = sorted(balance.sample_rank(f"{i:032x}", 3) for i in range(4))
+    assert rules.threshold_over_cap(("space", ranks[:3]), 2) == [("space", ranks[1])]  # the cap-th smallest
+    assert rules.threshold_over_cap(("moon", ranks[:2]), 2) == []                      # at the cap: all stay
 
 
 # ---- numbering ----
@@ -182,104 +154,3 @@ def test_numbering_refuses_lost_or_doubled_rows_naming_them():
         rules.number_raw_shard("00007", rows, 0, 10)
     with pytest.raises(rules.AccountingError):
         rules.number_raw_shard("00007", [], 0, 10)
-
-
-# ---- statistics ----
-
-def facts_of(read, candidates, final):
-    counts: dict = {}
-    for fn, recs in ((finalize_stats.input_facts, read), (finalize_stats.candidate_facts, candidates),
-                     (finalize_stats.final_facts, final)):
-        for rec in recs:
-            for fact in fn(rec):
-                counts[fact] = counts.get(fact, 0) + 1
-    return sorted(counts.items())
-
-
-def test_summary_counts_statuses_reasons_and_queries_from_the_facts():
-    read = [record("01", queries=("moon",)), record("02", queries=("moon", "sun")),
-            record("03", status="failed_to_download")]
-    dup = read[1].replace(status="duplicate", reason="near_duplicate", duplicate_of="01")
-    survivor = read[0].replace(index=0, key="0000000000", shard="00000")
-    stats, queries, sizes = finalize_stats.summarize(
-        facts_of(read, read[:2], [survivor, dup, read[2]]), [("00000", 1)], uids=3, queries_over_cap=0,
-        raw_names=["00000"], expected_rows=3, samples_per_shard=4)
-    assert stats["statuses"] == {s: {"success": 1, "duplicate": 1, "failed_to_download": 1}.get(s, 0)
-                                 for s in FINAL_STATUSES}
-    assert stats["reasons"] == {"failed_to_download": 1, "near_duplicate": 1, "success": 1}
-    assert stats["dedup"] == {"candidates": 2, "repeated_uids": 0, "exact_duplicates": 0, "near_duplicates": 1,
-                              "decontaminated": 0}
-    assert queries == [("moon", 2, 1), ("sun", 1, 0)] and sizes == {"00000": 1}
-    assert stats["image_sizes"] == {"width": {dataset_card.size_bin(640): 1}, "height": {dataset_card.size_bin(480): 1}}
-    doc = finalize_stats.stats_document(stats, raw_files=["/raw/00000.parquet"], settings={"seed": 0},
-                                        sizes=sizes, seconds=1.5, match_rule="normalized")
-    validate_stats(doc)
-    assert doc["counts"]["status_success"] == 1 and doc["counts"]["reason_near_duplicate"] == 1
-    assert doc["counts"]["raw_status_success"] == 2 and doc["details"]["match_rule"] == "normalized"
-
-
-def test_summary_refuses_lost_rows_and_shards_off_the_plan():
-    read = [record("01"), record("02")]
-    facts = facts_of(read, read, [read[0].replace(index=0)])  # one row never got a final status
-    with pytest.raises(rules.AccountingError, match="2 rows in the raw parquets, 2 read, 1 with a final status"):
-        finalize_stats.summarize(facts, [("00000", 1)], uids=2, queries_over_cap=0, raw_names=["00000"],
-                                 expected_rows=2, samples_per_shard=4)
-    facts = facts_of(read, read, read)
-    with pytest.raises(rules.AccountingError, match="shard sizes .* differ from the plan"):
-        finalize_stats.summarize(facts, [("00000", 1), ("00001", 1)], uids=2, queries_over_cap=0,
-                                 raw_names=["00000"], expected_rows=2, samples_per_shard=4)
-
-
-def test_counter_mismatches_report_only_differences():
-    counts = {"status_success": 3, "status_duplicate": 1, "reason_near_duplicate": 1, "rows": 4}
-    counted = {"status_success": 3, "status_duplicate": 2, "near_duplicate": 1}
-    assert finalize_stats.counter_mismatches(counts, counted, ["near_duplicate", "over_cap"]) == {
-        "status_duplicate": (1, 2)}
-
-
-# ---- settings and inputs ----
-
-def test_settings_checks_name_the_flag():
-    finalize_inputs.check_settings(1, None, 0)
-    for args, flag in (((0, None, 4), "--samples-per-shard"), ((10, 0, 4), "--per-query-cap")):
-        with pytest.raises(ValueError, match=flag):
-            finalize_inputs.check_settings(*args)
-    with pytest.raises(ValueError):
-        finalize_inputs.check_settings(10, None, 64)
-
-
-def test_raw_patterns_and_out_apart_from_raw():
-    join = lambda a, b: f"{a.rstrip('/')}/{b}"  # noqa: E731
-    assert finalize_inputs.raw_patterns(["runs/a", "b/00001.parquet", "c/*.parquet", "gs://x/run"], join) == [
-        "runs/a/*.parquet", "b/00001.parquet", "c/*.parquet", "gs://x/run/*.parquet"]
-    assert finalize_inputs.raw_parquet_files(["a/0.tar", "a/0.parquet"], ["a/*"]) == ["a/0.parquet"]
-    with pytest.raises(FileNotFoundError, match="--raw a/\\*: no .parquet files"):
-        finalize_inputs.raw_parquet_files(["a/0.tar"], ["a/*"])
-    finalize_inputs.check_out_apart_from_raw("final", ["raw/00000.parquet"], os.path.realpath)
-    with pytest.raises(ValueError, match="--out raw/ is the folder of the raw shard raw/00000.parquet"):
-        finalize_inputs.check_out_apart_from_raw("raw/", ["raw/00000.parquet"], os.path.realpath)
-    with pytest.raises(ValueError):
-        finalize_inputs.check_out_apart_from_raw(".", ["00000.parquet"], os.path.realpath)
-    assert finalize_inputs.eval_images(["e/b.PNG", "e/a.jpg", "e/notes.txt", "e/c.webp"]) == [
-        "e/a.jpg", "e/b.PNG", "e/c.webp"]
-
-
-def pairs_stats(seed, cap=100, stage="build-pairs"):
-    return {"stage": stage, "parameters": {"balance": "hard", "per_query_cap": cap, "seed": seed}}
-
-
-def test_rebalance_seed_must_be_stage_twos_seed():
-    seed = finalize_inputs.rebalance_seed
-    assert seed(7, 50, {"pairs/stats.json": pairs_stats(7)}) == 7
-    assert seed(None, 50, {"pairs/stats.json": pairs_stats(7)}) == 7     # the default follows stage 2
-    assert seed(0, None, {"pairs/stats.json": pairs_stats(7)}) == 0      # no re-cap: the seed is not used
-    assert seed(None, None, {"pairs/stats.json": pairs_stats(7)}) == 0
-    assert seed(0, 50, {"pairs/stats.json": pairs_stats(7, cap=None)}) == 0  # stage 2 did not cap
-    assert seed(None, 50, {"pairs/stats.json": pairs_stats(7, cap=None)}) == 0
-    assert seed(0, 50, {"raw/stats.json": pairs_stats(7, stage="download")}) == 0
-    assert seed(5, 50, {}) == 5 and seed(None, 50, {}) == 0              # untraceable: nothing to compare
-    with pytest.raises(ValueError, match=r"--seed 0 differs from the seed 7 .*\(pairs/stats.json\): pass --seed 7"):
-        seed(0, 50, {"pairs/stats.json": pairs_stats(7)})
-    for given in (3, None):
-        with pytest.raises(ValueError, match=r"different seeds \(3 in a/stats.json, 7 in b/stats.json\)"):
-            seed(given, 50, {"a/stats.json": pairs_stats(3), "b/stats.json": pairs_stats(7)})

@@ -6,7 +6,6 @@ import random
 
 import numpy as np
 import pyarrow as pa
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -119,27 +118,6 @@ def test_columnar_stage_equals_the_per_record_rules(copies, seed, cap, mode, buc
             assert {u for u, (qs, _) in kept.items() if q in qs} == uids
 
 
-@pytest.mark.parametrize("k", [1, 3, 50])
-def test_merge_of_smallest_ranks_is_bounded_and_exact(k: int) -> None:
-    """MergeQueryStats's rule: partial (id, rank) sets merged in any grouping keep each id's k smallest."""
-    from wit_builder.pairs.pipeline import MergeQueryStats
-
-    rng = np.random.default_rng(k)
-    ids = rng.integers(0, 20, 5000)
-    ranks = rng.integers(0, 2**62, 5000)
-    combine = MergeQueryStats(k)
-    acc = combine.create_accumulator()
-    for start in range(0, 5000, 250):
-        acc = combine.add_input(acc, pb.smallest_per_query(ids[start:start + 250], ranks[start:start + 250], k))
-        assert len(acc[0]) <= 2 * k * 20 + 250 * 2
-    got = combine.extract_output(acc)
-    for q in range(20):
-        assert got[1][got[0] == q].tolist() == sorted(ranks[ids == q].tolist())[:k]
-    threshold = pb.thresholds(*got, k, 25)
-    assert threshold[20:].tolist() == [pb.NO_CUT] * 5
-    assert [int(threshold[q]) for q in range(20)] == [sorted(ranks[ids == q].tolist())[k - 1] for q in range(20)]
-
-
 def test_pairs_table_is_sorted_and_typed() -> None:
     table = matched_rows([(n, 0, n, [n % 10]) for n in range(30)])
     rows, _ = pb.balance_table(pb.collapse(table, 0), pb.cut_array(np.ones(10, np.int64),
@@ -176,3 +154,30 @@ def test_file_order_with_a_dictionary_that_names_a_file_twice() -> None:
     table = table.set_column(table.schema.get_field_index("source_file"), "source_file", files)
     out = pb.collapse(table, 0)
     assert out.num_rows == 1 and out.column("source_record").to_pylist() == [2]
+
+
+def test_caps_cuts_and_files() -> None:
+    matched = np.array([5, 1, 3], np.int64)
+    hard, prob = BalanceConfig("hard", 2, 0), BalanceConfig("probabilistic", 2, 0)
+    assert pb.capped_queries(matched, hard).tolist() == [True, False, True]
+    assert not pb.capped_queries(matched, prob).any()  # probabilistic cuts need the matched counts only
+    smallest = (np.array([0, 0, 0, 2, 2, 2]), np.array([9, 4, 7, 1, 8, 3]))
+    assert pb.cut_table(matched, smallest, hard).tolist() == [7, pb.NO_CUT, 3]  # each capped query's 2nd rank
+    assert pb.cut_table(matched, smallest, prob).tolist() == [2 / 5, np.inf, 2 / 3]
+    assert [pb.file_count(n, 10) for n in (0, 10, 11)] == [1, 1, 2]
+    assert pb.pairs_file_name(3, 12) == "pairs-00003-of-00012.parquet"
+    table = matched_rows([(n, 0, n, [n % 10]) for n in range(30)])
+    files = dict(pb.assign_files((table.num_rows, pb.to_bytes(table)), 4))
+    keys = {i: pb.from_bytes(blob).column("key").to_pylist() for i, blob in files.items()}
+    assert sorted(k for ks in keys.values() for k in ks) == sorted(table.column("key").to_pylist())
+    assert all(k % 4 == i for i, ks in keys.items() for k in ks)
+    assert list(pb.assign_files((0, b""), 4)) == []
+
+
+def test_query_counts_table_lists_every_query_most_matched_first() -> None:
+    table = pb.query_counts_table(np.array([1, 4, 0, 4]), np.array([1, 2]), ENTRY_ARRAY)
+    assert table.to_pylist()[:5] == [
+        {"query": "q1", "matched": 4, "kept": 2}, {"query": "q3", "matched": 4, "kept": 0},
+        {"query": "q0", "matched": 1, "kept": 1}, {"query": "q2", "matched": 0, "kept": 0},
+        {"query": "q4", "matched": 0, "kept": 0}]
+    assert table.num_rows == len(ENTRIES)

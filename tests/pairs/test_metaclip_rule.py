@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wit_builder.pairs.match_rules import check_one_rule, make_matcher, validate
+from wit_builder.pairs.match_rules import make_matcher
 from wit_builder.pairs.metaclip_rule import MetaClipMatcher, matches, spaced
 
 CAPTIONS = Path(__file__).parents[1] / "data" / "laion_captions_10000.parquet"
@@ -86,24 +86,6 @@ texts = st.text(alphabet=st.sampled_from(list("aAbB é,.;:?!`\t\n\r-'()\"/&") + 
 def test_automaton_equals_reference_on_random_text(text: str, entries: list[str]) -> None:
     entries = entries + text.split()[:3]  # some entries that occur
     assert MetaClipMatcher(entries).match(text) == metaclip_reference(entries, text)
-
-
-def test_entries_are_validated_per_rule() -> None:
-    validate(["New York", "Classical"], "metaclip", "entries")
-    with pytest.raises(ValueError, match="not normalized"):
-        validate(["New York"], "normalized", "queries.parquet")
-    with pytest.raises(ValueError, match="entry #1"):
-        validate(["dog", ""], "metaclip", "entries")
-    with pytest.raises(ValueError, match="match rule must be one of"):
-        make_matcher(["dog"], "clip")
-
-
-def test_rules_never_mix() -> None:
-    assert check_one_rule({"a.parquet": ["metaclip"], "b.parquet": ["metaclip"]}) == "metaclip"
-    assert check_one_rule({"old.parquet": [None], "new.parquet": ["normalized"]}) == "normalized"
-    assert check_one_rule({}) is None
-    with pytest.raises(ValueError, match=r"metaclip: b\.parquet; normalized: a\.parquet"):
-        check_one_rule({"a.parquet": ["normalized"], "b.parquet": ["metaclip"]}, "raw shards")
 
 
 @settings(max_examples=200, deadline=None)

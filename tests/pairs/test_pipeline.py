@@ -1,403 +1,134 @@
-"""``wit build-pairs`` end to end: real Wikipedia sentences as alt texts, WAT + table pools, bad input,
-the exact reference selection, determinism across runners, and img2dataset reading the output."""
+"""``wit_builder.pairs.pipeline``: the composites on small in-memory inputs (``TestPipeline`` + ``beam.Create``),
+the bounded merge of capped ranks, and counts that stay exact when a bundle is retried."""
 
 from __future__ import annotations
 
-import bz2
-import collections
-import csv
-import gzip
-import itertools
 import json
-import re
 from pathlib import Path
 
+import apache_beam as beam
+import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.utils import shared
 
-from schemas.pairs import BALANCE_PNG, PAIRS, QUERY_COUNTS, QUERY_COUNTS_PARQUET, STATS_JSON
-from schemas.stats import stats_without_timings
-from schemas.stats import validate as validate_stats
-from tests.build_pairs_fixtures import WatBuilder, img, write_queries
-from tests.conftest import BEAM_IN_PROCESS, BEAM_MULTI_PROCESS
-from tests.hostile_server import photo, serve_folder
-from tests.references import reference_hard_selection, reference_match
-from wit_builder.beam.fileio import open_read
-from wit_builder.cli import main as wit
-from wit_builder.core.textnorm import tokenize
+from schemas.pairs import STATS_JSON
+from tests.build_pairs_fixtures import write_queries
+from tests.conftest import BEAM_IN_PROCESS
+from tests.pairs.conftest import build, read_pairs
+from wit_builder.beam import fileio
+from wit_builder.beam.counting import COUNTS
+from wit_builder.core.balance import BalanceConfig
 from wit_builder.core.uid import pair_uid
-from wit_builder.pairs.pipeline import BAD_RECORDS_JSONL
-from wit_builder.pairs.pool_readers import Candidate, PoolOptions, read_pool_file
-
-CAP = 12
-
-
-@pytest.fixture(scope="session")
-def wiki_captions(enwiki_sample: Path) -> list[str]:
-    """1,200 real sentences from the enwiki sample, standing in for alt texts."""
-    from gensim.corpora.wikicorpus import extract_pages, filter_wiki
-
-    captions: list[str] = []
-    with bz2.BZ2File(enwiki_sample) as dump:
-        for _, text, _ in extract_pages(dump):
-            for sentence in re.split(r"(?<=[.!?])\s+|\n+", filter_wiki(text)):
-                sentence = sentence.strip().replace("'''", "")
-                if 4 <= len(sentence.split()) <= 25 and not sentence.startswith(("|", "{", "*", "=")):
-                    captions.append(sentence)
-            if len(captions) >= 1200:
-                return captions[:1200]
-    return captions
+from wit_builder.pairs import batches as pb
+from wit_builder.pairs import pipeline
+from wit_builder.pairs.inputs import QueriesFile
+from wit_builder.pairs.readers.layouts import PoolOptions
+from wit_builder.pairs.readers.records import Rejection
+from wit_builder.pairs.stats import BAD_RECORDS_JSONL
 
 
-@pytest.fixture(scope="session")
-def pool(tmp_path_factory: pytest.TempPathFactory, wiki_captions: list[str]) -> dict:
-    """Queries (frequent words and bigrams of the captions) and a pool spread over WAT, parquet, jsonl.gz, csv."""
-    root = tmp_path_factory.mktemp("pairs-pool")
-    words = collections.Counter(t for c in wiki_captions for t in set(tokenize(c)) if len(t) >= 4)
-    bigrams = collections.Counter(" ".join(b) for c in wiki_captions for b in itertools.pairwise(tokenize(c)))
-    queries = [w for w, _ in words.most_common(60)[10:]] + [b for b, _ in bigrams.most_common(40)[20:]]
-    queries += ["zebra crossing", "quokka"]  # match nothing: they still get a query_counts row
-    queries_dir = write_queries(root / "queries", queries)
-
-    n = len(wiki_captions)
-    files = root / "files"
-    files.mkdir()
-    wat = WatBuilder()
-    for page in range(0, 400, 10):
-        links = [img(f"img/{i}.jpg" if i % 2 else f"/abs/{i}.png", wiki_captions[i]) for i in range(page, page + 10)]
-        links.append(img("data:image/gif;base64,R0lGODlhAQABAAAAACw=", "a pixel"))
-        wat.page(f"https://wiki.example/page{page}/index.html", links)
-    wat.raw("https://wiki.example/broken", b'{"Envelope": {"x": "\xff\xfe"}}')
-    wat.page("https://wiki.example/long", [img("/" + "L" * 10_000, wiki_captions[0])])
-    good = wat.bytes()
-    (files / "CC-MAIN-0.warc.wat.gz").write_bytes(good + good[wat.offsets[3] : wat.offsets[4] - 30])
-    pq.write_table(pa.table({"url": [f"https://t.example/{i}.jpg" for i in range(400, 800)],
-                             "caption": wiki_captions[400:800]}), files / "part-0.parquet")
-    jsonl = [json.dumps({"url": f"https://t.example/{i}.jpg", "caption": wiki_captions[i]}) for i in range(800, n)]
-    # Exact duplicates of parquet rows (same url and caption), a bad line and a non-UTF-8 line.
-    jsonl += [json.dumps({"url": f"https://t.example/{i}.jpg", "caption": wiki_captions[i]}) for i in range(400, 450)]
-    lines = [line.encode() for line in jsonl] + [b'{"url": ', b'{"url": "https://t.example/x.jpg", "caption": "\xe9"}']
-    (files / "part-1.jsonl.gz").write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
-    with open(files / "part-2.csv", "w", encoding="utf-8", newline="") as f:
-        rows = csv.writer(f)
-        rows.writerow(["url", "caption"])
-        rows.writerows([f"ftp://old.example/{i}.jpg", wiki_captions[i]] for i in range(100))  # dropped: not http(s)
-    return {"queries": queries_dir, "pool": [str(files / "*.warc.wat.gz"), str(files / "part-*")], "files": files}
+def queries_file(folder: Path, queries: list[str]) -> QueriesFile:
+    path = str(write_queries(folder, queries) / "queries.parquet")
+    return QueriesFile(path, fileio.sha256_file(path), "normalized")
 
 
-def build(pool: dict, out: Path, beam: list[str], *extra: str) -> int:
-    argv = ["build-pairs", "--queries", str(pool["queries"]), "--out", str(out), "--per-query-cap", str(CAP)]
-    for pattern in pool["pool"]:
-        argv += ["--pool", pattern]
-    return wit([*argv, *extra, *beam])
+def summed(counts: beam.PCollection, label: str) -> beam.PCollection:
+    """The (name, total) pairs of a COUNTS output."""
+    return counts | label >> beam.CombinePerKey(sum)
 
 
-def read_pairs(out: Path) -> pa.Table:
-    files = sorted(out.glob("pairs-*.parquet"))
-    return pa.concat_tables([pq.read_table(f, schema=PAIRS) for f in files])
-
-
-def reference(pool: dict, target: int, seed: int) -> dict[str, dict]:
-    """The whole stage in plain Python: read, brute-force match, collapse duplicates, hard-cap selection."""
-    queries = pq.read_table(pool["queries"] / "queries.parquet").column("query").to_pylist()
-    best: dict[str, Candidate] = {}
-    matched: dict[str, list[str]] = {}
-    for path in sorted(str(p) for p in pool["files"].iterdir()):
-        for item in read_pool_file(path, open_read, PoolOptions()):
-            if not isinstance(item, Candidate) or not (found := reference_match(queries, item.caption)):
-                continue
-            uid = pair_uid(item.url, item.caption)
-            key = (item.source_file, item.source_record, item.url, item.caption)
-            if uid not in best or key < (best[uid].source_file, best[uid].source_record, best[uid].url,
-                                         best[uid].caption):
-                best[uid] = item
-            matched[uid] = found
-    selection = reference_hard_selection(matched, target, seed)
-    rows = {}
-    for uid, item in best.items():
-        keeping = [q for q in matched[uid] if uid in selection[q]]
-        if keeping:
-            rows[uid] = {"uid": uid, "url": item.url, "caption": item.caption, "queries": keeping,
-                         "source_file": item.source_file, "source_record": item.source_record,
-                         "page_url": item.page_url, "matched_queries": matched[uid], "match_rule": "normalized"}
-    return {"rows": rows, "matched": matched}
-
-
-def test_build_pairs_matches_the_reference(pool: dict, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    assert build(pool, out, BEAM_IN_PROCESS, "--seed", "11", "--rows-per-file", "40") == 0
-    expected = reference(pool, CAP, 11)
-    table = read_pairs(out)
-    assert len(list(out.glob("pairs-*.parquet"))) == -(-len(expected["rows"]) // 40)
-    assert {r["uid"]: r for r in table.to_pylist()} == expected["rows"]
-    for f in out.glob("pairs-*.parquet"):  # each file sorted by uid, img2dataset's columns present
-        uids = pq.read_table(f).column("uid").to_pylist()
-        assert uids == sorted(uids)
-
-    counts = pq.read_table(out / QUERY_COUNTS_PARQUET)
-    assert counts.schema.equals(QUERY_COUNTS, check_metadata=False)
-    by_query = {r["query"]: r for r in counts.to_pylist()}
-    kept_per_query = collections.Counter(q for r in expected["rows"].values() for q in r["queries"])
-    matched_per_query = collections.Counter(q for qs in expected["matched"].values() for q in qs)
-    assert len(by_query) == len(pq.read_table(pool["queries"] / "queries.parquet"))
-    for q, row in by_query.items():
-        assert (row["matched"], row["kept"]) == (matched_per_query[q], kept_per_query[q])
-        assert row["kept"] <= CAP
-    assert by_query["quokka"] == {"query": "quokka", "matched": 0, "kept": 0}
-    assert sum(1 for r in by_query.values() if r["matched"] > CAP) >= 5  # the cap really bites
-
-    stats = json.loads((out / STATS_JSON).read_text())
-    c = stats["counts"]
-    validate_stats(stats)
-    assert c["records"] == c["candidates"] + sum(c[r] for r in ("data_uri", "empty_caption", "missing_url",
-                                                                 "non_http_url", "invalid_url", "url_too_long",
-                                                                 "non_utf8", "malformed_record", "malformed_json",
-                                                                 "truncated_file", "unreadable_file"))
-    assert c["candidates"] == c["no_match"] + c["matched"]
-    assert c["matched"] == c["duplicates"] + c["unique_pairs"] == c["duplicates"] + c["kept"] + c["over_cap"]
-    assert c["kept"] == len(expected["rows"]) and c["unique_pairs"] == len(expected["matched"])
-    assert (c["data_uri"], c["non_http_url"], c["url_too_long"], c["non_utf8"]) == (40, 100, 1, 2)
-    assert c["duplicates"] >= 1 and c["malformed_json"] == 1 and c["truncated_file"] == 1
-    bad = [json.loads(line) for line in (out / BAD_RECORDS_JSONL).read_text().splitlines()]
-    assert sorted((Path(b["file"]).name, b["reason"]) for b in bad) == [
-        ("CC-MAIN-0.warc.wat.gz", "non_utf8"), ("CC-MAIN-0.warc.wat.gz", "truncated_file"),
-        ("CC-MAIN-0.warc.wat.gz", "url_too_long"), ("part-1.jsonl.gz", "malformed_json"),
-        ("part-1.jsonl.gz", "non_utf8"),
-    ]
-    assert c["bad_records"] == 5
-    assert (out / BALANCE_PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.mark.slow
-def test_same_bytes_across_runs_and_runners(pool: dict, tmp_path: Path) -> None:
-    outputs = {}
-    for name, beam in (("first", BEAM_IN_PROCESS), ("again", BEAM_IN_PROCESS), ("multi", BEAM_MULTI_PROCESS)):
-        assert build(pool, tmp_path / name, beam, "--rows-per-file", "50") == 0
-        outputs[name] = {p.name: p.read_bytes() for p in sorted((tmp_path / name).iterdir()) if p.name != STATS_JSON}
-        outputs[name][STATS_JSON] = stats_without_timings(tmp_path / name / STATS_JSON)
-    assert len([n for n in outputs["first"] if n.startswith("pairs-")]) > 1
-    assert outputs["first"] == outputs["again"] == outputs["multi"]
-
-
-def test_rerun_replaces_stale_output_and_seed_changes_selection(pool: dict, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    assert build(pool, out, BEAM_IN_PROCESS, "--rows-per-file", "20") == 0
-    many = sorted(p.name for p in out.glob("pairs-*.parquet"))
-    first = {r["uid"] for r in read_pairs(out).to_pylist()}
-    assert build(pool, out, BEAM_IN_PROCESS, "--seed", "99", "--balance", "probabilistic") == 0
-    assert sorted(p.name for p in out.glob("pairs-*.parquet")) == ["pairs-00000-of-00001.parquet"] != many
-    rows = read_pairs(out).to_pylist()
-    assert {r["uid"] for r in rows} != first
-    counts = {r["query"]: r for r in pq.read_table(out / QUERY_COUNTS_PARQUET).to_pylist()}
-    kept = collections.Counter(q for r in rows for q in r["queries"])
-    assert all(counts[q]["kept"] == kept[q] <= counts[q]["matched"] for q in counts)
-    assert json.loads((out / STATS_JSON).read_text())["parameters"]["balance"] == "probabilistic"
-
-
-def test_missing_caption_column_fails_before_any_work(pool: dict, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture) -> None:
-    out = tmp_path / "never"
-    assert build(pool, out, BEAM_IN_PROCESS, "--caption-col", "alt") == 2
-    err = capsys.readouterr().err
-    assert "'alt'" in err and "part-0.parquet" in err and "--caption-col" in err
-    assert not out.exists()
-
-
-def test_bad_arguments_and_inputs_exit_2(pool: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert build(pool, tmp_path / "o", BEAM_IN_PROCESS, "--oversample", "0.5") == 2
-    assert "oversample" in capsys.readouterr().err
-    assert wit(["build-pairs", "--queries", str(tmp_path), "--pool", str(pool["files"] / "*"), "--out",
-                str(tmp_path / "o")]) == 2
-    assert "queries.parquet" in capsys.readouterr().err
-    assert wit(["build-pairs", "--queries", str(pool["queries"]), "--pool", str(tmp_path / "nothing-*.wat.gz"),
-                "--out", str(tmp_path / "o")]) == 2
-    assert "matches no file" in capsys.readouterr().err
-    unnormalized = tmp_path / "q"
-    unnormalized.mkdir()
-    pq.write_table(pa.table({"query": ["New York"], "source": ["title"], "count": [1], "score": [1.0]}),
-                   unnormalized / "queries.parquet")
-    assert wit(["build-pairs", "--queries", str(unnormalized), "--pool", str(pool["files"] / "*"), "--out",
-                str(tmp_path / "o")]) == 2
-    assert "'New York' is not normalized" in capsys.readouterr().err
-
-
-# ---- img2dataset reads what we write ----
-
-@pytest.fixture
-def image_server(tmp_path: Path):
-    """Three real photos (scikit-image) served over HTTP on loopback."""
-    root = tmp_path / "www"
-    root.mkdir()
-    for name in ("astronaut", "coffee", "chelsea"):
-        photo(name).save(root / f"{name}.jpg", quality=90)
-    with serve_folder(root) as base_url:
-        yield base_url
-
-
-@pytest.mark.slow
-def test_img2dataset_downloads_from_pairs_parquet(image_server: str, tmp_path: Path) -> None:
-    import img2dataset
-
-    queries = write_queries(tmp_path / "q", ["astronaut", "coffee", "cat"])
-    pool_file = tmp_path / "pool.jsonl"
-    pool_file.write_text("".join(json.dumps(r) + "\n" for r in [
-        {"url": f"{image_server}/astronaut.jpg", "caption": "Portrait of an astronaut in a space suit"},
-        {"url": f"{image_server}/coffee.jpg", "caption": "A cup of coffee on a saucer"},
-        {"url": f"{image_server}/chelsea.jpg", "caption": "Chelsea the cat"},
-        {"url": f"{image_server}/dog.jpg", "caption": "no query in this one"},
+def test_read_and_match_counts_each_record_by_its_verdict(tmp_path: Path) -> None:
+    """Every record lands in one count: a rejection reason (bad ones also on REJECTED) or a candidate that matched
+    or not; only matched rows leave, as MATCHED tables by uid bucket."""
+    queries = queries_file(tmp_path / "q", ["cat", "red bus"])
+    pool = tmp_path / "pool.jsonl"
+    pool.write_bytes(b"".join(line + b"\n" for line in [
+        json.dumps({"url": "http://e.com/1.jpg", "caption": "A cat"}).encode(),
+        json.dumps({"url": "http://e.com/2.jpg", "caption": "The red bus and a cat"}).encode(),
+        json.dumps({"url": "http://e.com/3.jpg", "caption": "nothing"}).encode(),
+        json.dumps({"url": "ftp://e.com/4.jpg", "caption": "a cat"}).encode(),
+        b'{"url": ',
     ]))
-    out = tmp_path / "pairs"
-    assert wit(["build-pairs", "--queries", str(queries), "--pool", str(pool_file), "--out", str(out),
-                *BEAM_IN_PROCESS]) == 0
-    pairs_file = next(out.glob("pairs-*.parquet"))
-    img2dataset.download(
-        url_list=str(pairs_file), input_format="parquet", url_col="url", caption_col="caption",
-        save_additional_columns=["uid", "queries"], output_folder=str(tmp_path / "images"), output_format="files",
-        image_size=64, processes_count=1, thread_count=2, distributor="multiprocessing", timeout=3, retries=0,
-        enable_wandb=False,
-    )
-    # img2dataset's per-shard parquet holds every input row with its status and our extra columns.
-    rows = pa.concat_tables(pq.read_table(p) for p in (tmp_path / "images").glob("*.parquet")).to_pylist()
-    assert sorted((r["caption"], r["status"]) for r in rows) == [
-        ("A cup of coffee on a saucer", "success"), ("Chelsea the cat", "success"),
-        ("Portrait of an astronaut in a space suit", "success"),
+    with BeamTestPipeline(argv=BEAM_IN_PROCESS) as p:
+        read = (p | beam.Create([str(pool)])
+                | pipeline.ReadAndMatch(queries, PoolOptions(), buckets=4, entries=shared.Shared()))
+        rows = (read.matched | "Rows" >> beam.FlatMap(lambda kv: pb.from_bytes(kv[1]).to_pylist())
+                | "Uid" >> beam.Map(lambda r: (r["uid"], r["queries"])))
+        assert_that(rows, equal_to([(pair_uid("http://e.com/1.jpg", "A cat"), [0]),
+                                    (pair_uid("http://e.com/2.jpg", "The red bus and a cat"), [0, 1])]),
+                    label="Matched")
+        assert_that(read[pipeline.REJECTED] | "Reason" >> beam.Map(lambda r: (r.reason, r.source_record)),
+                    equal_to([("malformed_json", 4)]), label="Rejected")
+        assert_that(summed(read[COUNTS], "Sum"), equal_to([
+            ("pool_files", 1), ("records", 5), ("non_http_url", 1), ("malformed_json", 1), ("bad_records", 1),
+            ("candidates", 3), ("matched", 2), ("no_match", 1)]), label="Counts")
+
+
+def test_collapse_and_balance_count_duplicates_and_over_cap() -> None:
+    """Two copies of one pair collapse to the earliest; a cap of 1 leaves one pair per query (hard mode)."""
+    def blob(copies: list[tuple[int, int, int, list[int]]]) -> bytes:
+        urls = pa.array([f"http://h.example/{n}.jpg" for n, _, _, _ in copies])
+        captions = pa.array([f"caption {n}" for n, _, _, _ in copies])
+        ids = [q for *_, q in copies]
+        return pb.to_bytes(pb.matched_table(
+            "file-0", pa.array([r for _, _, r, _ in copies], pa.int64()), urls, captions,
+            pa.array([None] * len(copies), pa.string()), np.arange(len(copies)), np.array([len(q) for q in ids]),
+            np.array([i for q in ids for i in q])))
+
+    config = BalanceConfig("hard", per_query_cap=1, seed=3)
+    with BeamTestPipeline(argv=BEAM_IN_PROCESS) as p:
+        matched = p | beam.Create([(0, blob([(1, 0, 7, [0]), (2, 0, 8, [0])])), (0, blob([(1, 0, 2, [0])]))])
+        collapsed = matched | pipeline.CollapseDuplicates(seed=3)
+        balanced = ({"ranked": collapsed["ranked"], "matched": collapsed["matched"]}
+                    | pipeline.Balance(config, QueriesFile("unused", "", "normalized"), shared.Shared()))
+        assert_that(collapsed["matched"] | "MatchedList" >> beam.Map(list), equal_to([[2]]), label="MatchedPerQuery")
+        assert_that(balanced["kept_counts"] | "KeptList" >> beam.Map(list), equal_to([[1]]), label="KeptPerQuery")
+        counts = ((collapsed[COUNTS], balanced[COUNTS]) | beam.Flatten()) | "Sum" >> beam.CombinePerKey(sum)
+        assert_that(counts, equal_to([("duplicates", 1), ("unique_pairs", 2), ("matches", 2), ("over_cap", 1),
+                                      ("kept", 1), ("kept_matches", 1)]), label="Counts")
+        records = collapsed["ranked"] | "Rows" >> beam.FlatMap(lambda kv: pb.from_bytes(kv[1]).to_pylist())
+        assert_that(records | "Copy" >> beam.Map(lambda r: (r["url"], r["source_record"])),
+                    equal_to([("http://h.example/1.jpg", 2), ("http://h.example/2.jpg", 8)]), label="Earliest")
+
+
+def test_write_bad_records_sorts_them(tmp_path: Path) -> None:
+    out = tmp_path / BAD_RECORDS_JSONL
+    with BeamTestPipeline(argv=BEAM_IN_PROCESS) as p:
+        _ = (p | beam.Create([Rejection("non_utf8", "b", 3, "x"), Rejection("malformed_json", "a", 9)])
+             | pipeline.WriteBadRecords(str(out)))
+    assert [json.loads(line) for line in out.read_text().splitlines()] == [
+        {"file": "a", "offset": 9, "reason": "malformed_json", "detail": ""},
+        {"file": "b", "offset": 3, "reason": "non_utf8", "detail": "x"},
     ]
-    by_caption = {r["caption"]: r for r in rows}
-    assert list(by_caption["Chelsea the cat"]["queries"]) == ["cat"]
-    assert by_caption["Chelsea the cat"]["uid"] == pair_uid(f"{image_server}/chelsea.jpg", "Chelsea the cat")
-    assert len(list((tmp_path / "images").rglob("*.jpg"))) == 3
 
 
-def test_metaclip_rule_with_probabilistic_balance_is_metaclips_curation(pool: dict, tmp_path: Path) -> None:
-    """``--match-rule metaclip --balance probabilistic``: entries as written (``query_as_written``) matched by
-    MetaCLIP's rule, each entry keeping a text with p = min(1, cap / count), a text kept when any entry keeps it."""
-    from tests.references import reference_metaclip_match as metaclip_match
-    from wit_builder.core.uid import draw
-
-    table = pq.read_table(pool["queries"] / "queries.parquet")
-    written = [q.title() if i % 2 else q for i, q in enumerate(table.column("query").to_pylist())]
-    queries_dir = tmp_path / "queries"
-    queries_dir.mkdir()
-    pq.write_table(table.append_column("query_as_written", pa.array(written)), queries_dir / "queries.parquet")
-    out = tmp_path / "out"
-    argv = ["build-pairs", "--queries", str(queries_dir), "--out", str(out), "--per-query-cap", str(CAP),
-            "--match-rule", "metaclip", "--balance", "probabilistic", "--seed", "5"]
-    for pattern in pool["pool"]:
-        argv += ["--pool", pattern]
-    assert wit([*argv, *BEAM_IN_PROCESS]) == 0
-
-    matched: dict[str, list[str]] = {}
-    for path in sorted(str(p) for p in pool["files"].iterdir()):
-        for item in read_pool_file(path, open_read, PoolOptions()):
-            if isinstance(item, Candidate) and (found := metaclip_match(written, item.raw_caption)):
-                matched[pair_uid(item.url, item.caption)] = found
-    count = collections.Counter(q for qs in matched.values() for q in qs)
-    assert any(q[0].isupper() for q in count) and any(n > CAP for n in count.values())
-    expected = {}
-    for uid, entries in matched.items():
-        keeping = [q for q in entries if count[q] <= CAP or draw(uid, q, 5) < CAP / count[q]]
-        if keeping:
-            expected[uid] = keeping
-    rows = read_pairs(out).to_pylist()
-    assert {r["uid"]: r["queries"] for r in rows} == expected
-    assert {r["match_rule"] for r in rows} == {"metaclip"}
-    stats = json.loads((out / STATS_JSON).read_text())
-    assert stats["details"]["match_rule"] == stats["parameters"]["match_rule"] == "metaclip"
-    assert stats["counts"]["unique_pairs"] == len(matched)
-    counts = {r["query"]: r["matched"] for r in pq.read_table(out / QUERY_COUNTS_PARQUET).to_pylist()}
-    assert set(counts) == set(written) and all(counts[q] == count[q] for q in written)
-
-
-def test_unnormalized_queries_and_unknown_rules_are_clear_errors(pool: dict, tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture) -> None:
-    # The default rule needs normalized queries: as-written entries in the query column are a clear error.
-    queries_dir = tmp_path / "queries"
-    queries_dir.mkdir()
-    pq.write_table(pa.table({"query": ["New York", "dog"]}), queries_dir / "queries.parquet")
-    argv = ["build-pairs", "--queries", str(queries_dir), "--out", str(tmp_path / "out")]
-    for pattern in pool["pool"]:
-        argv += ["--pool", pattern]
-    assert wit([*argv, *BEAM_IN_PROCESS]) == 2
-    assert "'New York' is not normalized" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exit_info:
-        wit([*argv, "--match-rule", "nonsense", *BEAM_IN_PROCESS])
-    assert exit_info.value.code == 2
-
-
-# ---- pools as people have them: mixed layouts, WARC, headerless TSV ----
-
-def test_mixed_pool_layouts_warc_and_headerless_tsv(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from tests.build_pairs_fixtures import WarcBuilder
-
-    queries = write_queries(tmp_path / "q", ["red bus", "vinyl", "cat"])
-    pool = tmp_path / "pool"
-    pool.mkdir()
-    (pool / "Train_GCC-training.tsv").write_text(
-        '"red bus" at the station\thttp://cc3m.example/bus.jpg\n'
-        'a 12" vinyl record\thttp://cc3m.example/vinyl.jpg\n'
-        'nothing to see\thttp://cc3m.example/none.jpg\n', encoding="utf-8")
-    pq.write_table(pa.table({"URL": ["http://laion.example/cat.jpg"], "TEXT": ["A cat on a mat"]}),
-                   pool / "laion-0.parquet")
-    warc = WarcBuilder()
-    warc.response("https://blog.example/posts/1.html",
-                  b"<html><head><base href='/media/'></head><body><img src='cat.png' alt='my cat'>"
-                  b"<img src='/bus.png' alt='The red bus'></body></html>")
-    warc.response("https://blog.example/cat.png", b"\x89PNG", "image/png")
-    warc.write(pool / "CC-MAIN-1.warc.gz")
-    out = tmp_path / "out"
-    argv = ["build-pairs", "--queries", str(queries), "--pool", str(pool / "*"), "--out", str(out),
-            "--pool-layout", "laion-*=laion", "--pool-layout", "*GCC*=cc3m", *BEAM_IN_PROCESS]
-    assert wit(argv) == 0
-    rows = {r["url"]: r for r in read_pairs(out).to_pylist()}
-    assert {u: (r["caption"], r["queries"], r["matched_queries"]) for u, r in rows.items()} == {
-        "http://cc3m.example/bus.jpg": ('"red bus" at the station', ["red bus"], ["red bus"]),
-        "http://cc3m.example/vinyl.jpg": ('a 12" vinyl record', ["vinyl"], ["vinyl"]),
-        "http://laion.example/cat.jpg": ("A cat on a mat", ["cat"], ["cat"]),
-        "https://blog.example/media/cat.png": ("my cat", ["cat"], ["cat"]),
-        "https://blog.example/bus.png": ("The red bus", ["red bus"], ["red bus"]),
-    }
-    stats = json.loads((out / STATS_JSON).read_text())
-    assert stats["counts"]["records"] == 3 + 1 + 2 + 1  # tsv lines, parquet row, img tags, one non-HTML response
-    assert stats["counts"]["non_html"] == 1 and stats["counts"]["no_match"] == 1
-    capsys.readouterr()
-    # The same pool without the layouts fails before any work, naming the file and the column.
-    assert wit(["build-pairs", "--queries", str(queries), "--pool", str(pool / "*"), "--out", str(tmp_path / "o2"),
-                *BEAM_IN_PROCESS]) == 2
-    err = capsys.readouterr().err
-    assert "Train_GCC-training.tsv" in err and "'url'" in err and not (tmp_path / "o2").exists()
-
-
-def test_wrong_pool_format_exits_2_without_abort(tmp_path: Path) -> None:
-    """The `wit` process itself (not main() in-process): exit 2 and the message, never an abort at teardown."""
-    import os
-    import subprocess
-    import sys
-
-    from tests.build_pairs_fixtures import WarcBuilder
-
-    queries = write_queries(tmp_path / "q", ["cat"])
-    warc = WarcBuilder()
-    warc.response("https://blog.example/", b"<img src='cat.png' alt='my cat'>")
-    path = warc.write(tmp_path / "crawl.warc.gz")
-    code = "import sys; from wit_builder.cli import main; sys.argv[0] = 'wit'; main()"
-    for _ in range(2):
-        done = subprocess.run([sys.executable, "-c", code, "build-pairs", "--queries", str(queries), "--pool",
-                               str(path), "--pool-format", "wat", "--out", str(tmp_path / "o")],
-                              capture_output=True, text=True, timeout=300, check=False,
-                              env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])))
-        assert done.returncode == 2, done.stderr[-2000:]
-        assert "read as wat but its content is a WARC file" in done.stderr
-        assert "terminate called" not in done.stderr
+@pytest.mark.parametrize("k", [1, 3, 50])
+def test_merge_of_smallest_ranks_is_bounded_and_exact(k: int) -> None:
+    """_MergeQueryStats's rule: partial (id, rank) sets merged in any grouping keep each id's k smallest."""
+    rng = np.random.default_rng(k)
+    ids = rng.integers(0, 20, 5000)
+    ranks = rng.integers(0, 2**62, 5000)
+    combine = pipeline._MergeQueryStats(k)
+    acc = combine.create_accumulator()
+    for start in range(0, 5000, 250):
+        acc = combine.add_input(acc, pb.smallest_per_query(ids[start:start + 250], ranks[start:start + 250], k))
+        assert len(acc[0]) <= 2 * k * 20 + 250 * 2
+    got = combine.extract_output(acc)
+    for q in range(20):
+        assert got[1][got[0] == q].tolist() == sorted(ranks[ids == q].tolist())[:k]
+    threshold = pb.thresholds(*got, k, 25)
+    assert threshold[20:].tolist() == [pb.NO_CUT] * 5
+    assert [int(threshold[q]) for q in range(20)] == [sorted(ranks[ids == q].tolist())[k - 1] for q in range(20)]
 
 
 def test_a_retried_bundle_leaves_the_stats_unchanged(pool: dict, tmp_path: Path, monkeypatch) -> None:
     """Beam's BundleBasedDirectRunner retries a failed bundle; its metrics then count the bundle twice (committed
     and attempted alike), while stats.json's counts, summed from the DoFns' own outputs, do not."""
-    from wit_builder.pairs import pipeline as build_pairs
-
     assert build(pool, tmp_path / "plain", BEAM_IN_PROCESS) == 0
-    original = build_pairs.CollapseBucket.process
+    original = pipeline._CollapseBucket.process
     failed = tmp_path / "failed-once"
 
     def flaky(self, element):
@@ -406,36 +137,9 @@ def test_a_retried_bundle_leaves_the_stats_unchanged(pool: dict, tmp_path: Path,
             failed.touch()
             raise RuntimeError("a worker lost on purpose")
 
-    monkeypatch.setattr(build_pairs.CollapseBucket, "process", flaky)
+    monkeypatch.setattr(pipeline._CollapseBucket, "process", flaky)
     assert build(pool, tmp_path / "retried", ["--runner=BundleBasedDirectRunner"]) == 0
     assert failed.exists()
     plain, retried = (json.loads((tmp_path / name / STATS_JSON).read_text()) for name in ("plain", "retried"))
     assert retried["counts"] == plain["counts"] and retried["details"] == plain["details"]
     assert read_pairs(tmp_path / "retried") == read_pairs(tmp_path / "plain")
-
-
-def test_metaclip_rule_matches_captions_as_written_not_as_cleaned(tmp_path: Path) -> None:
-    """MetaCLIP's rule reads the pool's text as written: the caption cleaning of stored pairs (NFC, runs of
-    whitespace folded to one space, no-break and other Unicode spaces included) must not change what matches.
-    The captions are of the kinds found in the real LAION parquet (429 of its 10,000 captions hold a double
-    space or a no-break space: "Martín  Berasategui", "Hartford\\xa0Slim-Fit")."""
-    from tests.references import reference_metaclip_match as metaclip_match
-
-    captions = ["La cocina de Martín  Berasategui", "Hartford\xa0Slim-Fit Linen Trousers", "cafe\u0301 au lait",
-                "dog\u2028cat", "x\x0by", "  New York  ", "Martín Berasategui, chef"]
-    entries = ["Martín Berasategui", "Martín", "Hartford", "Linen Trousers", "café", "cafe\u0301", "dog", "cat",
-               "x", "y", "New York", " New York"]
-    pool_file = tmp_path / "pool.jsonl"
-    pool_file.write_text("".join(json.dumps({"url": f"http://e.com/{i}.jpg", "caption": c}) + "\n"
-                                 for i, c in enumerate(captions)))
-    queries_dir = tmp_path / "queries"
-    queries_dir.mkdir()
-    pq.write_table(pa.table({"query": [f"q{i}" for i in range(len(entries))], "query_as_written": entries}),
-                   queries_dir / "queries.parquet")
-    out = tmp_path / "out"
-    assert wit(["build-pairs", "--queries", str(queries_dir), "--pool", str(pool_file), "--out", str(out),
-                "--match-rule", "metaclip", *BEAM_IN_PROCESS]) == 0
-    got = {r["source_record"]: sorted(r["matched_queries"]) for r in read_pairs(out).to_pylist()}
-    expected = {i: found for i, c in enumerate(captions) if (found := metaclip_match(entries, c))}
-    assert got == expected
-    assert got[0] == ["Martín"] and got[1] == ["Linen Trousers"] and got[2] == ["cafe\u0301"]

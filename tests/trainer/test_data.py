@@ -1,5 +1,5 @@
-"""Streaming shards into batches: shard lists and sizes, the refusal to over-ask, corrupt input skipped and
-counted, one epoch seeing every sample once, and an exact restart from a saved position."""
+"""Streaming shards into batches: the refusal to over-ask, corrupt input skipped and counted, one epoch seeing
+every sample once, an exact restart from a saved position, the GPU-decode path, honest epoch accounting."""
 
 from __future__ import annotations
 
@@ -7,91 +7,27 @@ import hashlib
 import io
 import json
 import logging
-import random
 import shutil
 import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import webdataset as wds
 from PIL import Image
 
 from tests.hostile_server import serve_folder
-from tests.trainer_fixtures import TrainTransform, to_uint8_tensor
-from trainer.data import (
-    DataError,
-    Loader,
-    crop_resize_normalize,
-    describe_epoch,
-    make_plan,
-    resolve_shards,
-    shard_sizes,
-)
+from tests.trainer_fixtures import jpeg_bytes, to_uint8_tensor, write_sized
+from trainer.data import Loader, crop_resize_normalize, describe_epoch, make_plan
+from trainer.shards import DataError
 from trainer.tokenizer import Tokenizer
-from trainer.transforms import (
-    CLIP_MEAN,
-    CLIP_STD,
-    eval_transform,
-    normalize_uint8,
-)
+from trainer.transforms import normalize_uint8
 
 torch.set_num_threads(1)
 
 
-def _jpeg(seed: int, px: int = 24) -> bytes:
-    rng = np.random.default_rng(seed)
-    out = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (px, px, 3), dtype=np.uint8)).save(out, format="JPEG")
-    return out.getvalue()
-
-
-def _write_numbered(out: Path, shards: int, per_shard: int) -> list[str]:
-    """Shards whose captions name each sample ('sample 17'), to check which samples an epoch saw."""
-    out.mkdir(parents=True, exist_ok=True)
-    captions, sizes = [], {}
-    for s in range(shards):
-        with wds.TarWriter(str(out / f"{s:05d}.tar")) as sink:
-            for i in range(per_shard):
-                n = s * per_shard + i
-                sink.write({"__key__": f"{s:05d}{i:04d}", "jpg": _jpeg(n), "txt": f"sample {n}"})
-                captions.append(f"sample {n}")
-        sizes[f"{s:05d}.tar"] = per_shard  # open_clip's convention; trainer_fixtures writes stage 4's stems
-    (out / "sizes.json").write_text(json.dumps(sizes))
-    return captions
-
-
-@pytest.fixture(scope="module")
-def numbered(tmp_path_factory) -> tuple[Path, Tokenizer]:
-    out = tmp_path_factory.mktemp("numbered")
-    captions = _write_numbered(out, shards=4, per_shard=16)
-    return out, Tokenizer.train(captions * 5, vocab_size=300, context_length=8)
-
-
 def _captions(batch: dict, tokenizer: Tokenizer) -> list[str]:
     return [tokenizer.decode(row.tolist()).strip() for row in batch["tokens"]]
-
-
-def test_resolve_shards_and_sizes(tmp_path, numbered):
-    shards_dir, _ = numbered
-    assert [Path(p).name for p in resolve_shards(str(shards_dir))] == [f"{i:05d}.tar" for i in range(4)]
-    assert len(resolve_shards(f"{shards_dir}/{{00001..00002}}.tar")) == 2
-    assert len(resolve_shards(f"{shards_dir}/*.tar")) == 4
-    assert sum(shard_sizes(resolve_shards(str(shards_dir))).values()) == 64
-    with pytest.raises(DataError, match="does not exist"):
-        resolve_shards(f"{shards_dir}/{{00003..00004}}.tar")
-    with pytest.raises(DataError, match="holds no .tar"):
-        resolve_shards(str(tmp_path))
-    # img2dataset's layout: no sizes.json, a {shard}_stats.json with "successes" beside each tar.
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    for i in range(2):
-        shutil.copy(shards_dir / f"{i:05d}.tar", raw / f"{i:05d}.tar")
-        (raw / f"{i:05d}_stats.json").write_text(json.dumps({"count": 20, "successes": 16}))
-    assert shard_sizes(resolve_shards(str(raw))) == {str(raw / "00000.tar"): 16, str(raw / "00001.tar"): 16}
-    (raw / "00001_stats.json").unlink()
-    assert shard_sizes(resolve_shards(str(raw))) is None
 
 
 def test_asking_for_more_samples_than_exist_is_refused(numbered, caplog):
@@ -164,20 +100,20 @@ def _truncated_tar(path: Path, samples: list[dict]) -> int:
 
 
 def test_corrupt_and_incomplete_samples_are_skipped_and_counted(tmp_path, caplog):
-    good = [{"__key__": f"g{i:03d}", "jpg": _jpeg(i), "txt": f"good {i}"} for i in range(6)]
+    good = [{"__key__": f"g{i:03d}", "jpg": jpeg_bytes(i), "txt": f"good {i}"} for i in range(6)]
     bad = [
-        {"__key__": "b000", "jpg": _jpeg(100)[:300], "txt": "truncated jpeg"},
+        {"__key__": "b000", "jpg": jpeg_bytes(100)[:300], "txt": "truncated jpeg"},
         {"__key__": "b001", "jpg": b"<html>not an image</html>", "txt": "html served as jpeg"},
-        {"__key__": "b002", "jpg": _jpeg(101)},  # no caption
+        {"__key__": "b002", "jpg": jpeg_bytes(101)},  # no caption
         {"__key__": "b003", "txt": "no image"},
-        {"__key__": "b004", "jpg": _jpeg(102), "txt": "   "},
-        {"__key__": "b005", "jpg": _jpeg(103), "txt": b"\xff\xfe\xfa"},
+        {"__key__": "b004", "jpg": jpeg_bytes(102), "txt": "   "},
+        {"__key__": "b005", "jpg": jpeg_bytes(103), "txt": b"\xff\xfe\xfa"},
     ]
     with wds.TarWriter(str(tmp_path / "00000.tar")) as sink:
         for sample in good[:3] + bad + good[3:]:
             sink.write(sample)
-    complete = _truncated_tar(tmp_path / "00001.tar",
-                              [{"__key__": f"t{i:03d}", "jpg": _jpeg(200 + i), "txt": f"cut {i}"} for i in range(5)])
+    complete = _truncated_tar(tmp_path / "00001.tar", [{"__key__": f"t{i:03d}", "jpg": jpeg_bytes(200 + i),
+                                                        "txt": f"cut {i}"} for i in range(5)])
     (tmp_path / "00002.tar").write_bytes(b"this is not a tar file at all" * 20)
     tokenizer = Tokenizer.train(["good", "cut", "sample"] * 10, vocab_size=300, context_length=8)
     plan = make_plan(str(tmp_path), batch_size=1, image_size=16, workers=0, shuffle_buffer=4)
@@ -192,28 +128,11 @@ def test_corrupt_and_incomplete_samples_are_skipped_and_counted(tmp_path, caplog
 def test_an_epoch_without_a_single_batch_fails_instead_of_looping(tmp_path):
     with wds.TarWriter(str(tmp_path / "00000.tar")) as sink:
         for i in range(5):
-            sink.write({"__key__": f"k{i}", "jpg": b"broken" if i else _jpeg(i), "txt": "x"})
+            sink.write({"__key__": f"k{i}", "jpg": b"broken" if i else jpeg_bytes(i), "txt": "x"})
     tokenizer = Tokenizer.train(["x"] * 10, vocab_size=300, context_length=8)
     plan = make_plan(str(tmp_path), batch_size=2, image_size=16, workers=0)
     with pytest.raises(DataError, match="epoch 0 produced no batch.*'corrupt_image': 4"):
         next(iter(Loader(plan, tokenizer)))
-
-
-def test_transforms_are_seeded_and_normalised():
-    image = Image.new("RGB", (100, 90), (128, 128, 128))
-    image.paste((255, 0, 0), (0, 0, 4, 90))
-    crop = TrainTransform(32)
-    a, b = crop(image, random.Random(1)), crop(image, random.Random(1))
-    assert a.shape == (3, 32, 32) and a.dtype == torch.float32 and torch.equal(a, b)
-    assert not torch.equal(a, crop(image, random.Random(2)))
-    centre = eval_transform(32)(image.convert("L"))  # any mode in, RGB out
-    assert centre.shape == (3, 32, 32)
-    # The loader's uint8 path normalises to exactly the same values.
-    cropped = crop.crop(image, random.Random(1))
-    assert torch.equal(normalize_uint8(to_uint8_tensor(cropped)[None])[0], a)
-    # The red band on the left is cut off by the centre crop; the rest is mid-grey, normalised with CLIP's stats.
-    expected = torch.tensor([(128 / 255 - m) / s for m, s in zip(CLIP_MEAN, CLIP_STD, strict=True)])
-    torch.testing.assert_close(centre.mean(dim=(1, 2)), expected, atol=1e-3, rtol=0)
 
 
 @pytest.fixture()
@@ -252,18 +171,6 @@ def test_gpu_decode_path_without_the_gpu(numbered):
         crop_resize_normalize([None] * 8, gpu_batch["boxes"], 16)
 
 
-def _write_sized(out: Path, sizes: list[int], start: int = 0) -> None:
-    """Numbered shards of the given sizes, with sizes.json."""
-    out.mkdir(parents=True, exist_ok=True)
-    n = start
-    for s, size in enumerate(sizes):
-        with wds.TarWriter(str(out / f"{s:05d}.tar")) as sink:
-            for i in range(size):
-                sink.write({"__key__": f"{s:05d}{i:04d}", "jpg": _jpeg(n, 16), "txt": f"sample {n}"})
-                n += 1
-    (out / "sizes.json").write_text(json.dumps({f"{s:05d}": size for s, size in enumerate(sizes)}))
-
-
 def _one_epoch(plan, tokenizer) -> tuple[list[str], dict]:
     loader = Loader(plan, tokenizer)
     seen = [c for batch in loader.epoch_batches() for c in _captions(batch, tokenizer)]
@@ -273,7 +180,7 @@ def _one_epoch(plan, tokenizer) -> tuple[list[str], dict]:
 @pytest.mark.parametrize("workers", [2, 3])
 def test_an_epoch_over_unequal_shards_accounts_for_every_sample(tmp_path, numbered, workers):
     _, tokenizer = numbered
-    _write_sized(tmp_path, [20, 20, 20])  # 60 samples; streams of 40 + 20 or 3 x 20: short last batches
+    write_sized(tmp_path, [20, 20, 20])  # 60 samples; streams of 40 + 20 or 3 x 20: short last batches
     plan = make_plan(str(tmp_path), batch_size=8, image_size=16, workers=workers, shuffle_buffer=8, seed=1)
     seen, report = _one_epoch(plan, tokenizer)
     assert len(seen) == len(set(seen)) == report["samples_trained"] < 60
@@ -288,7 +195,7 @@ def test_an_epoch_over_unequal_shards_accounts_for_every_sample(tmp_path, number
 
 def test_an_epoch_cut_by_samples_per_epoch_counts_the_rest_as_not_reached(tmp_path, numbered):
     _, tokenizer = numbered
-    _write_sized(tmp_path, [16, 16, 16, 8])
+    write_sized(tmp_path, [16, 16, 16, 8])
     plan = make_plan(str(tmp_path), batch_size=8, image_size=16, workers=2, shuffle_buffer=8,
                      samples_per_epoch=24)
     seen, report = _one_epoch(plan, tokenizer)
@@ -299,7 +206,7 @@ def test_an_epoch_cut_by_samples_per_epoch_counts_the_rest_as_not_reached(tmp_pa
 
 def test_a_shard_shorter_than_sizes_json_says_counts_missing_samples(tmp_path, numbered):
     _, tokenizer = numbered
-    _write_sized(tmp_path, [16, 12])
+    write_sized(tmp_path, [16, 12])
     (tmp_path / "sizes.json").write_text(json.dumps({"00000": 16, "00001": 16}))  # 4 promised, never written
     plan = make_plan(str(tmp_path), batch_size=8, image_size=16, workers=0, shuffle_buffer=4)
     seen, report = _one_epoch(plan, tokenizer)
@@ -309,7 +216,7 @@ def test_a_shard_shorter_than_sizes_json_says_counts_missing_samples(tmp_path, n
 
 def test_without_sizes_json_the_unread_rest_is_never_reported_as_none(tmp_path, numbered):
     _, tokenizer = numbered
-    _write_sized(tmp_path, [16, 16, 16])
+    write_sized(tmp_path, [16, 16, 16])
     (tmp_path / "sizes.json").unlink()
     plan = make_plan(str(tmp_path), batch_size=8, image_size=16, workers=2, shuffle_buffer=4)
     loader = Loader(plan, tokenizer)
@@ -320,26 +227,10 @@ def test_without_sizes_json_the_unread_rest_is_never_reported_as_none(tmp_path, 
     assert "(in progress)" in describe_epoch(report) and "not counted: no sizes.json" in describe_epoch(report)
 
 
-@pytest.mark.parametrize("content,problem", [
-    ('{"00000": "16"}', "the sample count of '00000' must be a non-negative integer, got '16'"),
-    ('{"00000": -1}', "got -1"),
-    ('{"00000": 16.5}', "got 16.5"),
-    ('{"00000": true}', "got True"),
-    ("[16]", "expected a JSON object of shard name -> sample count, got a list"),
-    ('{"00000": 16', "not valid JSON"),
-])
-def test_a_malformed_sizes_json_is_a_clear_error_naming_the_file(tmp_path, content, problem):
-    _write_sized(tmp_path, [16])
-    (tmp_path / "sizes.json").write_text(content)
-    with pytest.raises(DataError) as raised:
-        make_plan(str(tmp_path), batch_size=8, image_size=16, workers=0)
-    assert str(tmp_path / "sizes.json") in str(raised.value) and problem in str(raised.value)
-
-
 def test_a_malformed_sizes_json_fails_wit_train_with_exit_2(tmp_path, capsys):
     from wit_builder.cli import main as wit
 
-    _write_sized(tmp_path / "shards", [16])
+    write_sized(tmp_path / "shards", [16])
     (tmp_path / "shards" / "sizes.json").write_text('{"00000": "sixteen"}')
     assert wit(["train", "--shards", str(tmp_path / "shards"), "--out", str(tmp_path / "out"), "--steps", "1",
                 "--vocab-size", "300", "--workers", "0", "--batch-size", "8"]) == 2
@@ -347,16 +238,3 @@ def test_a_malformed_sizes_json_fails_wit_train_with_exit_2(tmp_path, capsys):
     assert "sizes.json: the sample count of '00000'" in err and "Traceback" not in err
 
 
-def test_the_loaders_uint8_crop_is_the_pil_crop():
-    """Same seeded box as TrainTransform.crop; torch's antialiased bicubic in uint8 instead of PIL's resize."""
-    from trainer.transforms import random_resized_crop_uint8
-
-    image = Image.open(io.BytesIO(_jpeg(5, px=256)))
-    image.load()
-    for seed in range(5):
-        ours = random_resized_crop_uint8(image, 224, random.Random(seed))
-        pil = np.asarray(TrainTransform(224).crop(image, random.Random(seed)))
-        assert ours.shape == (224, 224, 3) and ours.dtype == torch.uint8
-        assert np.abs(ours.numpy().astype(int) - pil.astype(int)).mean() < 0.5
-    grey = random_resized_crop_uint8(image.convert("L"), 32, random.Random(0))  # any mode in, RGB out
-    assert grey.shape == (32, 32, 3)

@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch import nn
 
-from tests.eval_fixtures import tiny_checkpoint  # noqa: F401  (fixture)
 from trainer.checkpoint import load_model, read_checkpoint, save_checkpoint
 from trainer.config import ModelConfig, TextConfig, VisionConfig
 from trainer.export import (
@@ -106,7 +105,7 @@ def _inputs(model: CLIP, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
     return images, tokenizer(CAPTIONS)
 
 
-def test_layout_names_and_shapes_are_open_clips(tiny_checkpoint):  # noqa: F811
+def test_layout_names_and_shapes_are_open_clips(tiny_checkpoint):
     model, _ = load_model(tiny_checkpoint)
     config = model.config
     layout = open_clip_vit_layout(config)
@@ -129,7 +128,7 @@ def test_layout_names_and_shapes_are_open_clips(tiny_checkpoint):  # noqa: F811
     assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == layout
 
 
-def test_export_writes_weights_config_and_tokenizer_that_reproduce_the_model(tmp_path, tiny_checkpoint):  # noqa: F811
+def test_export_writes_weights_config_and_tokenizer_that_reproduce_the_model(tmp_path, tiny_checkpoint):
     done = export(str(tiny_checkpoint), tmp_path / "out" / "weights.pt", model_name="wit-test")
     assert done.config == tmp_path / "out" / "wit-test.json" and done.tokenizer.is_dir()
     cfg = json.loads(done.config.read_text())
@@ -164,7 +163,7 @@ def test_export_writes_weights_config_and_tokenizer_that_reproduce_the_model(tmp
     assert json.loads((done.tokenizer / "tokenizer_config.json").read_text())["pad_token"] == "<pad>"
 
 
-def test_mapping_strips_wrappers_and_rejects_foreign_state_dicts(tiny_checkpoint):  # noqa: F811
+def test_mapping_strips_wrappers_and_rejects_foreign_state_dicts(tiny_checkpoint):
     state = read_checkpoint(tiny_checkpoint)
     config = ModelConfig.from_dict(state["model_config"])
     plain = to_open_clip_state_dict(state["model"], config)
@@ -180,7 +179,7 @@ def test_mapping_strips_wrappers_and_rejects_foreign_state_dicts(tiny_checkpoint
         to_open_clip_state_dict(broken, config)
 
 
-def test_wit_export_cli_and_refusal_of_resnets(tmp_path, tiny_checkpoint, capsys):  # noqa: F811
+def test_wit_export_cli_and_refusal_of_resnets(tmp_path, tiny_checkpoint, capsys):
     assert wit(["export", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "e" / "tiny.pt")]) == 0
     out = capsys.readouterr().out
     assert "open_clip.add_model_config" in out and out.strip().splitlines()[-1].startswith("wit export: wit-tiny:")
@@ -197,7 +196,7 @@ def test_wit_export_cli_and_refusal_of_resnets(tmp_path, tiny_checkpoint, capsys
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_open_clip_loads_the_export(tmp_path, tiny_checkpoint):  # noqa: F811
+def test_open_clip_loads_the_export(tmp_path, tiny_checkpoint):
     open_clip = pytest.importorskip("open_clip")
     done = export(str(tiny_checkpoint), tmp_path / "wit-oc.pt", model_name="wit-oc-test")
     open_clip.add_model_config(str(done.config))

@@ -1,18 +1,15 @@
 """The CLIP model: the paper's architectures (parameter counts of OpenAI's releases), open_clip's parameter
-names, the text tower's causal mask and end-token pooling, the temperature, configs and checkpoints."""
+names, the text tower's causal mask and end-token pooling, the temperature, no decay on gains and biases."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
 import torch
 
-from trainer.checkpoint import load_model, save_checkpoint
-from trainer.config import MODEL_CONFIGS, ModelConfig, TextConfig, TrainConfig, VisionConfig
+from trainer.config import MODEL_CONFIGS, ModelConfig, TextConfig, VisionConfig
 from trainer.model import CLIP, parameter_groups
-from trainer.tokenizer import Tokenizer
 
 torch.set_num_threads(1)
 
@@ -114,38 +111,3 @@ def test_grad_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(a, b)
 
 
-def test_config_validation_and_round_trip():
-    for config in MODEL_CONFIGS.values():
-        assert ModelConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(ValueError, match="not a multiple of patch_size"):
-        dataclasses.replace(MODEL_CONFIGS["tiny"], image_size=36)
-    with pytest.raises(ValueError, match="divisible by heads"):
-        TextConfig(width=100, heads=3)
-    with pytest.raises(ValueError, match="four positive stage depths"):
-        VisionConfig(width=64, patch_size=None, resnet_layers=(3, 4))
-    with pytest.raises(ValueError, match="unknown model 'ViT-Z'"):
-        TrainConfig(shards="x", out="y", model="ViT-Z")
-    with pytest.raises(ValueError, match="--accum-steps 3 must divide --batch-size 64"):
-        TrainConfig(shards="x", out="y", accum_steps=3)
-
-
-def test_checkpoint_round_trip_and_bad_files(tmp_path):
-    tokenizer = Tokenizer.train(["a red fox", "a blue bird"] * 20, 300, context_length=32)
-    config = MODEL_CONFIGS["tiny"].with_vocab_size(tokenizer.vocab_size)
-    model = CLIP(config)
-    save_checkpoint(tmp_path / "checkpoint.pt", model=model, model_config=config, tokenizer=tokenizer, step=7)
-    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary left behind
-    loaded, loaded_tokenizer = load_model(tmp_path)  # the directory works as well as the file
-    assert not loaded.training and loaded.config == config
-    tokens = loaded_tokenizer(["a red fox"])
-    images = torch.randn(1, 3, 32, 32)
-    model.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(loaded.encode_text(tokens), model.encode_text(tokens))
-        torch.testing.assert_close(loaded.encode_image(images), model.encode_image(images))
-    truncated = tmp_path / "cut.pt"
-    truncated.write_bytes((tmp_path / "checkpoint.pt").read_bytes()[:1000])
-    with pytest.raises(ValueError, match="cut.pt: not a readable checkpoint"):
-        load_model(truncated)
-    with pytest.raises(FileNotFoundError):
-        load_model(tmp_path / "missing.pt")

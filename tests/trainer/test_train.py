@@ -1,5 +1,7 @@
 """``wit train`` end to end on small real-photo shards: the loss falls, the outputs exist and load, a run
-killed midway and resumed reproduces the uninterrupted run's losses exactly, and bad requests fail clearly."""
+killed midway and resumed reproduces the uninterrupted run's losses exactly, and bad requests fail clearly;
+gradient accumulation (one process and two DDP ranks) gives the whole batch's gradient.
+(``test_train_resume.py``: resuming from every checkpoint position, extending a run, signals.)"""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +21,11 @@ import torch.nn.functional as F
 
 from tests.trainer_fixtures import CLASSES, write_class_folders, write_shards
 from trainer.checkpoint import load_model
+from trainer.config import MODEL_CONFIGS
+from trainer.loss import make_loss
+from trainer.model import CLIP
 from trainer.tokenizer import Tokenizer
+from trainer.train import train_step
 from trainer.transforms import eval_transform
 from wit_builder.cli import main as wit
 
@@ -175,3 +182,85 @@ def test_two_ranks_under_torchrun(shards, tmp_path, capsys):
     assert _train(shards, out, "--batch-size", "16", "--steps", "6", "--workers", "1", "--shuffle-buffer", "16",
                   "--resume") == 2
     assert "written by 2 rank(s), this run has 1" in capsys.readouterr().err
+
+
+# ---- one optimizer step: gradient accumulation keeps the whole batch's gradient ----
+
+def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("loss_name", ["clip", "siglip"])
+def test_accumulation_gives_the_whole_batch_gradient(loss_name):
+    torch.manual_seed(0)
+    config = MODEL_CONFIGS["tiny"].with_vocab_size(300)
+    model = CLIP(config).double()
+    loss_fn = make_loss(loss_name).double()
+    images = torch.randn(8, 3, 32, 32, dtype=torch.float64)
+    tokens = torch.randint(1, 299, (8, 32))
+    tokens[:, 10] = 299  # the end token: the highest id
+    off = torch.autocast("cpu", enabled=False)
+    whole = train_step(model, loss_fn, images, tokens, 1, off, ddp=False)
+    g1 = {**_grads(model), **_grads(loss_fn)}  # the loss's own: SigLIP's bias, once per batch like the temperature
+    model.zero_grad()
+    loss_fn.zero_grad()
+    train_step(model, loss_fn, images, tokens, 4, off, ddp=False)
+    g4 = {**_grads(model), **_grads(loss_fn)}
+    assert ("logit_bias" in g4) == (loss_name == "siglip")
+    assert set(g1) == set(g4)
+    for name in g1:
+        torch.testing.assert_close(g4[name], g1[name], rtol=1e-8, atol=1e-10, msg=name)
+    assert whole.item() > 0
+
+
+def _ddp_accumulation_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    generator = torch.Generator().manual_seed(10 + rank)  # each rank its own 4 samples
+    images = torch.randn(4, 3, 32, 32, dtype=torch.float64, generator=generator)
+    tokens = torch.randint(1, 299, (4, 32), generator=generator)
+    tokens[:, 10] = 299
+    off = torch.autocast("cpu", enabled=False)
+    out = {}
+    for name in ("clip", "siglip"):
+        torch.manual_seed(0)  # the same model on both ranks
+        model = CLIP(MODEL_CONFIGS["tiny"].with_vocab_size(300)).double()
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        loss_fn = make_loss(name).double()
+        # This rank's own bias gradient, before any averaging (the plain module, no DDP).
+        image_features, text_features, scale = model(images, tokens)
+        loss_fn(image_features, text_features, scale).backward()
+        local_bias = [p.grad.clone() for p in loss_fn.parameters()]
+        grads = {}
+        for accum in (1, 2):
+            for _ in range(2):  # a second step: DDP checks that the previous one finished its reduction
+                model.zero_grad()
+                loss_fn.zero_grad()
+                train_step(ddp, loss_fn, images, tokens, accum, off, ddp=True)
+            grads[accum] = {**_grads(model), **_grads(loss_fn)}
+        out[name] = {"grads": grads, "local_bias": local_bias}
+    torch.save(out, os.path.join(out_dir, f"accum{rank}.pt"))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_accumulation_under_ddp_gives_the_whole_batch_gradient():
+    """--accum-steps under DDP: the micro-batches before the last skip the all-reduce (no_sync); every parameter,
+    the temperature included, gets its gradient in the synced last one, equal to the unsplit batch's. SigLIP's
+    bias (a parameter of the loss, outside DDP) gets the mean of the ranks' gradients, the same on every rank."""
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.multiprocessing.spawn(_ddp_accumulation_worker, args=(2, os.path.join(tmp, "init"), tmp), nprocs=2)
+        ranks = [torch.load(os.path.join(tmp, f"accum{rank}.pt")) for rank in range(2)]
+        for name in ("clip", "siglip"):
+            for rank in range(2):
+                grads = ranks[rank][name]["grads"]
+                assert set(grads[1]) == set(grads[2]) and "logit_scale" in grads[2]
+                for key in grads[1]:
+                    torch.testing.assert_close(grads[2][key], grads[1][key], rtol=1e-8, atol=1e-10, msg=key)
+        local = [ranks[rank]["siglip"]["local_bias"][0] for rank in range(2)]
+        assert not torch.equal(local[0], local[1])  # the ranks' own gradients differ...
+        for rank in range(2):  # ...and each rank steps with their mean
+            torch.testing.assert_close(ranks[rank]["siglip"]["grads"][1]["logit_bias"], (local[0] + local[1]) / 2,
+                                       rtol=1e-8, atol=1e-12)

@@ -35,6 +35,19 @@ def exists(path: str) -> bool:
     return FileSystems.exists(path)
 
 
+def match(pattern: str) -> list[str]:
+    """The paths matching the glob ``pattern`` (``**`` crosses folders), as the filesystem lists them; ``[]``
+    when nothing matches (:func:`expand_patterns` is for inputs that must exist)."""
+    return [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+
+
+def delete(paths: Iterable[str]) -> None:
+    """Delete the files ``paths`` (nothing to do for none)."""
+    paths = list(paths)
+    if paths:
+        FileSystems.delete(paths)
+
+
 def expand_patterns(patterns: Iterable[str], what: str = "input") -> list[str]:
     """Every file matching any of ``patterns`` (paths or globs), sorted and deduplicated.
 

@@ -102,6 +102,8 @@ def run_pipeline(pipeline: beam.Pipeline, out: str | None = None) -> PipelineRes
 
 # ---- the one launcher of a Beam stage ----
 
+Pipeline = beam.Pipeline  # for a command's type hints: commands import no Beam themselves (ruff TID251)
+
 @dataclass(frozen=True)
 class Outcome:
     """How a stage's run ended, as :meth:`Stage.finish` reports it.
@@ -130,6 +132,8 @@ class Stage(abc.ABC):
 
     def __init__(self, options: Any) -> None:
         self.options = options
+        # The Beam counters of ``namespace`` after the run (monitoring only; set by run_stage before finish).
+        self.monitoring: dict[str, int] = {}
 
     @property
     def out(self) -> str:
@@ -215,6 +219,7 @@ def run_stage(stage: Stage, beam_argv: Iterable[str]) -> int:
         finally:
             stage.after_run()
         counts = counting.read_counts(stage.out, stage.count_names)
+        stage.monitoring = counting.counters(result, stage.namespace)  # for a stage that reports a difference itself
         _cross_check(stage, counts, result)
     outcome = stage.finish(counts, time.monotonic() - started)
     for warning in outcome.warnings:

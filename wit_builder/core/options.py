@@ -118,6 +118,42 @@ def finite_float(text: str) -> float:
     return value
 
 
+def _flag_kwargs(cls: type, f: dataclasses.Field, tp: Any) -> dict[str, Any]:
+    """argparse keyword arguments of the flag of field ``f`` (type ``tp``) of ``cls`` (rules: module docstring)."""
+    meta = f.metadata
+    default = field_default(f)
+    inner, _ = _unwrap(tp)  # a None default needs nothing more: argparse keeps it when the flag is absent
+    kwargs: dict[str, Any] = {"dest": f.name, "help": _help(f, default)}
+    if meta.get("metavar"):
+        kwargs["metavar"] = meta["metavar"]
+    if inner is bool:
+        if meta.get("negate"):
+            if default is not True:
+                raise TypeError(f"{cls.__name__}.{f.name}: negate= needs a default of True")
+            kwargs.update(action="store_false", default=True)
+        else:
+            if default not in (False, _MISSING):
+                raise TypeError(f"{cls.__name__}.{f.name}: a bool defaulting to True needs negate=")
+            kwargs.update(action="store_true", default=False)
+        return kwargs
+    if typing.get_origin(inner) is tuple:
+        element = typing.get_args(inner)[0]
+        kwargs.update(type=finite_float if element is float else element, default=None)
+        if meta.get("many"):
+            kwargs.update(nargs="+", action="extend")
+        else:
+            kwargs.update(action="append")
+    else:
+        kwargs["type"] = finite_float if inner is float else inner if inner in (int, str) else str
+        if default is not _MISSING:
+            kwargs["default"] = default
+    if default is _MISSING:
+        kwargs["required"] = True
+    if meta.get("choices") is not None:
+        kwargs["choices"] = meta["choices"]
+    return kwargs
+
+
 def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type) -> None:
     """Add one flag per field of the dataclass ``cls`` (nested dataclasses become argument groups)."""
     hints = typing.get_type_hints(cls)
@@ -134,48 +170,12 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls
             group = root.add_argument_group(meta.get("group") or f.name.replace("_", " "))
             add_arguments(group, tp)  # type: ignore[arg-type]
             continue
-        default = field_default(f)
-        inner, optional = _unwrap(tp)
         target: argparse.ArgumentParser | argparse._ArgumentGroup = root
         if meta.get("group") and isinstance(root, argparse.ArgumentParser):
             if meta["group"] not in groups:
                 groups[meta["group"]] = root.add_argument_group(meta["group"])
             target = groups[meta["group"]]
-        kwargs: dict[str, Any] = {"dest": f.name, "help": _help(f, default)}
-        names = [flag_name(f), *meta.get("aliases", ())]
-        if meta.get("metavar"):
-            kwargs["metavar"] = meta["metavar"]
-        if inner is bool:
-            if meta.get("negate"):
-                if default is not True:
-                    raise TypeError(f"{cls.__name__}.{f.name}: negate= needs a default of True")
-                kwargs.update(action="store_false", default=True)
-            else:
-                if default not in (False, _MISSING):
-                    raise TypeError(f"{cls.__name__}.{f.name}: a bool defaulting to True needs negate=")
-                kwargs.update(action="store_true", default=False)
-            target.add_argument(*names, **kwargs)
-            continue
-        if typing.get_origin(inner) is tuple:
-            element = typing.get_args(inner)[0]
-            kwargs.update(type=finite_float if element is float else element)
-            if meta.get("many"):
-                kwargs.update(nargs="+", action="extend")
-            else:
-                kwargs.update(action="append")
-            kwargs["default"] = None
-            if default is _MISSING:
-                kwargs["required"] = True
-        else:
-            kwargs["type"] = finite_float if inner is float else inner if inner in (int, str) else str
-            if default is _MISSING:
-                kwargs["required"] = True
-            else:
-                kwargs["default"] = default
-        if meta.get("choices") is not None:
-            kwargs["choices"] = meta["choices"]
-        del optional  # None defaults need nothing more: argparse keeps the default when the flag is absent
-        target.add_argument(*names, **kwargs)
+        target.add_argument(flag_name(f), *meta.get("aliases", ()), **_flag_kwargs(cls, f, tp))
 
 
 def from_namespace(cls: type, namespace: argparse.Namespace | dict[str, Any]) -> Any:

@@ -13,15 +13,13 @@ over (its folder emptied) when an upstream stage changed. The server always stop
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
 import shutil
-import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import pyarrow as pa
@@ -35,16 +33,16 @@ from schemas.queries import QUERIES_PARQUET
 from schemas.stats import STATS_JSON
 from wit_builder import cli
 from wit_builder.beam import fileio
-from wit_builder.core import options
-from wit_builder.core.options import option
+from wit_builder.core import errors
 from wit_builder.demo import corpus as demo_corpus
+from wit_builder.demo.options import DEFAULT_PORT, DemoOptions
+from wit_builder.demo.options import OPTIONS as OPTIONS  # the cli generates the flags from it
 from wit_builder.demo.server import DemoServer
 
 ENWIKI = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 DONE = ".wit-demo-done.json"        # written when a stage finished: its fingerprint and duration
 STARTED = ".wit-demo-started.json"  # written when a stage starts: a rerun with the same fingerprint resumes
 SERVER_JSON = "server.json"         # the port the pool's URLs point at, reused by reruns
-DEFAULT_PORT = 18765                # fixed, so that every fresh demo run draws the same sample
 ACCOUNTING_ROWS = "accounting/rows"  # finalize: every raw row with its final status
 # Pool row kinds that never reach the download, and why.
 DROPPED_BY_PAIRS = {
@@ -57,45 +55,13 @@ POOL_SCHEMA = pa.schema([pa.field("url", pa.string()), pa.field("caption", pa.st
                          pa.field("kind", pa.string())])
 
 
-@dataclass(frozen=True)
-class DemoOptions:
-    """``wit demo``'s settings; the flags, defaults and help are generated from these fields."""
-
-    out: str = option(help="folder for every output of the demo (make demo: out/demo)")
-    wordnet_dir: str = option("/usr/share/wordnet",
-                              help="WordNet 3.0 dict folder (Debian's wordnet-base); skipped when absent")
-    port: int = option(0, help=f"port of the loopback image server (0: the last run's, else {DEFAULT_PORT})")
-    seed: int = option(0, help="seed of the corpus, the balancing and training")
-    per_query_cap: int = option(80, unit="pairs",
-                                help="pairs kept per query (small so that the demo's flooded class is capped)")
-    image_size: int = option(64, unit="px", help="side of the stored images (the tiny model uses 32)")
-    steps: int = option(200, unit="steps", help="training steps of the tiny model")
-    batch_size: int = option(64, unit="samples", help="training batch size")
-    workers: int = option(1, unit="processes", help="data loader processes for train and eval")
-    force: bool = option(False, help="rerun every stage even when its outputs are complete")
-
-    def __post_init__(self) -> None:
-        for name in ("per_query_cap", "image_size", "steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.port < 65536 or self.workers < 0:
-            raise ValueError(f"--port must be 0-65535 and --workers >= 0, got {self.port}, {self.workers}")
-
-
-OPTIONS = DemoOptions
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    options.add_arguments(parser, OPTIONS)
-
-
 # ---- stage bookkeeping ----
 
 def _fingerprint(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-class Stage:
+class DemoStep:
     """One step of the chain and its folder: decides skip / resume / fresh start, records completion."""
 
     def __init__(self, name: str, folder: Path, fingerprint: str, force: bool) -> None:
@@ -136,8 +102,8 @@ def _wit(argv: list[str]) -> None:
         raise DemoError(f"'wit {argv[0]}' failed with exit status {code}; its message is above")
 
 
-class DemoError(RuntimeError):
-    pass
+class DemoError(errors.WitError):
+    """A step of the demo failed (its own message is above) or its bundled inputs are missing (exit 1)."""
 
 
 # ---- inputs ----
@@ -213,17 +179,10 @@ def check_classes(queries_dir: Path, classes: list[str]) -> list[str]:
 
 # ---- the chain ----
 
-def run(args: argparse.Namespace, beam_argv: list[str]) -> int:
+def run(args: DemoOptions, beam_argv: list[str]) -> int:
+    """``wit demo``: exit 0 done; a failed step raises :class:`DemoError` (the cli prints it, exit 1)."""
     started = time.monotonic()
     out = Path(args.out).resolve()
-    try:
-        return _run(args, beam_argv, out, started)
-    except DemoError as e:
-        print(f"wit demo: error: {e}", file=sys.stderr)
-        return 1
-
-
-def _run(args: argparse.Namespace, beam_argv: list[str], out: Path, started: float) -> int:
     dirs = {name: out / name for name in ("corpus", "queries", "pairs", "raw", "shards", "train", "eval")}
     cfg = demo_corpus.CorpusConfig(seed=args.seed)
     manifest = prepare_corpus(dirs["corpus"], cfg)
@@ -237,7 +196,7 @@ def _run(args: argparse.Namespace, beam_argv: list[str], out: Path, started: flo
     if not has_wordnet:
         print(f"note: no WordNet at {wordnet}; queries come from the dump only and some demo classes may not be "
               f"queries (make wordnet installs Debian's wordnet-base)", flush=True)
-    queries = Stage("build-queries", dirs["queries"], _fingerprint("queries", str(dump), has_wordnet), args.force)
+    queries = DemoStep("build-queries", dirs["queries"], _fingerprint("queries", str(dump), has_wordnet), args.force)
     _stage(queries, timings, ["build-queries", "--dump", str(dump), "--out", str(queries.folder),
                               *(["--wordnet-dir", str(wordnet)] if has_wordnet else []), *beam_argv])
     missing = check_classes(queries.folder, manifest["classes"])
@@ -250,28 +209,28 @@ def _run(args: argparse.Namespace, beam_argv: list[str], out: Path, started: flo
         print(f"serving {dirs['corpus'] / demo_corpus.WWW} at {server.base_url}", flush=True)
         pool = write_pool(dirs["corpus"], manifest, server.base_url)
 
-        pairs = Stage("build-pairs", dirs["pairs"],
+        pairs = DemoStep("build-pairs", dirs["pairs"],
                       _fingerprint(queries.fingerprint, fileio.sha256_file(str(pool)), args.per_query_cap, args.seed),
                       args.force)
         _stage(pairs, timings, ["build-pairs", "--queries", str(queries.folder), "--pool", str(pool),
                                 "--out", str(pairs.folder), "--per-query-cap", str(args.per_query_cap),
                                 "--seed", str(args.seed), "--rows-per-file", "400", *beam_argv])
-        raw = Stage("download", dirs["raw"], _fingerprint(pairs.fingerprint, args.image_size), args.force)
+        raw = DemoStep("download", dirs["raw"], _fingerprint(pairs.fingerprint, args.image_size), args.force)
         _stage(raw, timings, ["download", "--pairs", str(pairs.folder / PAIRS_GLOB), "--out", str(raw.folder),
                               "--image-size", str(args.image_size), "--rows-per-shard", "250",
                               "--allow-private-networks", "--retries", "1", "--timeout", "5", *beam_argv])
     print(f"server at {server.base_url} stopped", flush=True)
 
-    shards = Stage("finalize", dirs["shards"], _fingerprint(raw.fingerprint, args.per_query_cap), args.force)
+    shards = DemoStep("finalize", dirs["shards"], _fingerprint(raw.fingerprint, args.per_query_cap), args.force)
     _stage(shards, timings, ["finalize", "--raw", str(raw.folder), "--out", str(shards.folder),
                              "--samples-per-shard", "200", "--per-query-cap", str(args.per_query_cap),
                              "--decontaminate", str(heldout), "--seed", str(args.seed), *beam_argv])
-    train = Stage("train", dirs["train"], _fingerprint(shards.fingerprint, args.steps, args.batch_size, args.seed),
+    train = DemoStep("train", dirs["train"], _fingerprint(shards.fingerprint, args.steps, args.batch_size, args.seed),
                   args.force)
     _stage(train, timings, ["train", "--shards", str(shards.folder), "--out", str(train.folder), "--model", "tiny",
                             "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--device", "cpu",
                             "--workers", str(args.workers), "--seed", str(args.seed), "--resume"])
-    evaluation = Stage("eval", dirs["eval"], _fingerprint(train.fingerprint), args.force)
+    evaluation = DemoStep("eval", dirs["eval"], _fingerprint(train.fingerprint), args.force)
     eval_json = evaluation.folder / "eval.json"
     _stage(evaluation, timings, ["eval", "--checkpoint", str(train.folder), "--zeroshot", str(heldout),
                                  "--retrieval", str(shards.folder), "--workers", str(args.workers),
@@ -281,7 +240,7 @@ def _run(args: argparse.Namespace, beam_argv: list[str], out: Path, started: flo
     return 0
 
 
-def _stage(stage: Stage, timings: dict[str, float], argv: list[str]) -> None:
+def _stage(stage: DemoStep, timings: dict[str, float], argv: list[str]) -> None:
     if stage.done():
         timings[stage.name] = 0.0
         print(f"\n==> {stage.name}: complete from an earlier run, reused ({stage.folder})", flush=True)

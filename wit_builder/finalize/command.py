@@ -1,3 +1,72 @@
-"""The command of this stage (being split out of pipeline.py)."""
+"""``wit finalize``: the stage's launch (``wit_builder.beam.launcher.run_stage``): the inputs resolved and
+checked before any work, the completion files of an earlier run removed, the pipeline
+(``wit_builder.finalize.pipeline.Finalize``), then stats.json, sizes.json and the card from its counts.
 
-from wit_builder.finalize.pipeline import OPTIONS, run  # noqa: F401
+Exit 0 done, 2 bad input or settings found before any work (one line on stderr), 1 a failed run (our error in
+one line; ``AccountingError`` when rows went missing).
+"""
+
+from __future__ import annotations
+
+from schemas.finalize import ROWS_DIR
+from wit_builder.beam import fileio
+from wit_builder.beam.launcher import Outcome, Pipeline, Stage, run_stage
+from wit_builder.finalize import inputs as stage_inputs
+from wit_builder.finalize import outputs, stats
+from wit_builder.finalize.options import OPTIONS, FinalizeOptions
+from wit_builder.finalize.pipeline import NAMESPACE, Finalize
+
+__all__ = ["OPTIONS", "FinalizeStage", "run"]
+
+
+class FinalizeStage(Stage):
+    """Stage 4 for the launcher: raw shards -> final shards, accounting, stats.json, sizes.json and the card."""
+
+    name = "finalize"
+    namespace = NAMESPACE
+    count_names = stats.COUNT_NAMES
+    options: FinalizeOptions
+
+    def __init__(self, options: FinalizeOptions) -> None:
+        super().__init__(options)
+        self._inputs: stage_inputs.Inputs | None = None
+
+    @property
+    def inputs(self) -> stage_inputs.Inputs:
+        """What the flags name, resolved by :meth:`prepare`."""
+        if self._inputs is None:
+            raise RuntimeError("FinalizeStage.prepare() resolves the inputs first")
+        return self._inputs
+
+    def prepare(self) -> list[str]:
+        """Resolve and check the inputs (``wit_builder.finalize.inputs.resolve``); nothing is written."""
+        self._inputs = stage_inputs.resolve(self.options)
+        return [f"finalize: {len(self.inputs.raw_files)} raw shards, {self.inputs.rows} rows -> {self.out}"]
+
+    def clean_rerun(self) -> list[str]:
+        """The completion files and ``*.tmp-*`` files of an earlier run go first (``outputs.start_rerun``)."""
+        removed = outputs.start_rerun(self.out)
+        return [f"finalize: removed {len(removed)} completion and temporary files of an earlier run"] if removed else []
+
+    def build(self, pipeline: Pipeline) -> None:
+        _ = pipeline | "Finalize" >> Finalize(self.options, self.inputs)
+
+    def finish(self, counts: dict[str, int], seconds: float) -> Outcome:
+        """The accounting checks (AccountingError), then the plots, sizes.json, the card and stats.json (last),
+        computed from ``counts`` and the tables the pipeline wrote; the summary line and the warnings."""
+        inputs, out = self.inputs, self.out
+        summary, sizes = stats.summarize(
+            counts, outputs.read_written_sizes(out), raw_names=[name for _, name in inputs.raw_names],
+            expected_rows=inputs.rows, samples_per_shard=self.options.samples_per_shard)
+        parameters = stats.parameters(self.options, inputs)
+        document = stats.stats_document(summary, raw_files=inputs.raw_files, settings=parameters, sizes=sizes,
+                                        seconds=seconds, match_rule=inputs.match_rule)
+        outputs.write_summary(out, {**summary, "settings": parameters}, outputs.read_query_counts(out), sizes,
+                              document)
+        return Outcome(summary=stats.summary(document["counts"], seconds),
+                       warnings=stats.run_warnings(counts, self.monitoring, fileio.join(out, ROWS_DIR)))
+
+
+def run(options: FinalizeOptions, beam_argv: list[str]) -> int:
+    """``wit finalize``: the exit status (the launcher and the ``wit`` command map our errors to one line)."""
+    return run_stage(FinalizeStage(options), beam_argv)

@@ -1,32 +1,100 @@
-"""Stage 4's settings and input rules as pure functions (``pipeline.py`` does the file system calls).
+"""Stage 4's inputs: what the flags name, resolved and checked before any work.
 
-- :func:`check_settings`: the user settings' ranges, shared by the options and the resolved config;
-- :func:`raw_patterns`, :func:`eval_images`: what ``--raw`` and ``--decontaminate`` name;
+- :func:`resolve`: the options -> :class:`Inputs` (the raw parquets and the rows in their footers, the
+  evaluation images, the re-balance seed, the match rule); FileNotFoundError or ValueError naming the flag and
+  the file (the launcher's exit 2);
+- :func:`raw_patterns`, :func:`raw_parquet_files`, :func:`eval_images`: what ``--raw`` and ``--decontaminate``
+  name;
 - :func:`check_out_apart_from_raw`: ``--out`` never a folder of raw shards;
-- :func:`rebalance_seed`: the re-balance seed is stage 2's balance seed (the seed check between
-  stages 2 and 4).
+- :func:`rebalance_seed`: the re-balance seed is stage 2's balance seed (the seed check between stages 2 and 4).
+
+The rules are pure functions; :func:`resolve` reads the files through ``wit_builder.beam.fileio`` (any
+filesystem) and ``wit_builder.finalize.trace`` (what lies behind the raw shards).
 """
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from wit_builder.core import dedup
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from wit_builder.beam import fileio
+from wit_builder.download import raw_shards
+from wit_builder.finalize.options import FinalizeOptions
+from wit_builder.finalize.trace import folder_of, pairs_stats_behind, raw_match_rule
 
 EVAL_IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 PAIRS_STAGE = "build-pairs"  # schemas/stats.py's stage name of stage 2's stats.json
 
 
-def check_settings(samples_per_shard: int, per_query_cap: int | None, phash_distance: int) -> None:
-    """Raise ValueError naming the flag for ``--samples-per-shard`` < 1, ``--per-query-cap`` < 1 or a
-    ``--phash-distance`` outside ``wit_builder.core.dedup.bands``' range (0..63 bits)."""
-    if samples_per_shard < 1:
-        raise ValueError(f"--samples-per-shard must be >= 1, got {samples_per_shard}")
-    if per_query_cap is not None and per_query_cap < 1:
-        raise ValueError(f"--per-query-cap must be >= 1, got {per_query_cap}")
-    dedup.bands(phash_distance)  # validates the range
+@dataclass(frozen=True)
+class Inputs:
+    """What the flags name, resolved by :func:`resolve` (the settings themselves stay in the options)."""
 
+    raw_files: tuple[str, ...]              # the raw parquets, sorted
+    raw_names: tuple[tuple[str, str], ...]  # (parquet path, raw shard name), sorted by path
+    rows: int                               # rows in all raw parquets, from their footers
+    eval_files: tuple[str, ...] = ()        # the evaluation images below --decontaminate, sorted
+    seed: int = 0                           # the re-balance seed (rebalance_seed)
+    match_rule: str | None = None           # the rule the pairs were matched under (trace.raw_match_rule)
+
+
+def resolve(options: FinalizeOptions) -> Inputs:
+    """Resolve and check what the flags name: the raw parquets (footers read), ``--out`` apart from them, the
+    evaluation images, the match rule and the seed of the pairs behind them.
+
+    Raises FileNotFoundError or ValueError (``raw_shards.RawInputError`` among them) naming the flag and the
+    file: ``--raw`` matching no parquet or holding no rows, ``--out`` a raw folder, ``--decontaminate`` without
+    images, pairs of two match rules or seeds, a ``--seed`` other than stage 2's.
+    """
+    files = raw_parquets(options.raw)
+    check_out_apart_from_raw(options.out, files, _folder_key)
+    names = raw_shards.raw_shard_names(files)
+    rows = sum(parquet_rows(f) for f in files)
+    if rows == 0:
+        raise raw_shards.RawInputError(f"--raw {' '.join(options.raw)}: the raw parquets hold no rows")
+    evals = tuple(eval_images_below(options.decontaminate)) if options.decontaminate else ()
+    seed = rebalance_seed(options.seed, options.per_query_cap, pairs_stats_behind(files))
+    match_rule = raw_match_rule(files)  # ValueError when the pairs behind the shards mix match rules
+    if options.decontaminate and not evals:
+        raise ValueError(f"--decontaminate {options.decontaminate}: no image files found there")
+    return Inputs(raw_files=tuple(files), raw_names=tuple(sorted(names.items())), rows=rows, eval_files=evals,
+                  seed=seed, match_rule=match_rule)
+
+
+def raw_parquets(patterns: Iterable[str]) -> list[str]:
+    """The raw parquets named by folders, files or globs (:func:`raw_patterns`), sorted; FileNotFoundError
+    naming the pattern that matches nothing, or all of them when no parquet is among them."""
+    patterns = list(patterns)
+    return raw_parquet_files(fileio.expand_patterns(raw_patterns(patterns, fileio.join), "--raw"), patterns)
+
+
+def eval_images_below(folder: str) -> list[str]:
+    """The evaluation images anywhere below ``folder`` (:func:`eval_images`), sorted."""
+    return eval_images(fileio.match(fileio.join(folder, "**")))
+
+
+def parquet_rows(path: str) -> int:
+    """Rows in a raw parquet, from its footer; RawInputError naming the file when it is no raw shard."""
+    with fileio.open_read(path) as f:
+        try:
+            footer = pq.ParquetFile(io.BytesIO(f.read())).metadata
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise raw_shards.RawInputError(f"{path}: not a readable parquet file ({exc})") from exc
+    raw_shards.check_columns(footer.schema.to_arrow_schema().names, path)
+    return int(footer.num_rows)
+
+
+def _folder_key(path: str) -> str:
+    return path.rstrip("/") if "://" in path else os.path.realpath(path)
+
+
+# ---- the rules ----
 
 def raw_patterns(patterns: Iterable[str], join: Callable[[str, str], str]) -> list[str]:
     """``--raw``'s folders, files and globs as file globs: a folder (no ``.parquet`` suffix, no ``*?[``) means
@@ -50,11 +118,6 @@ def raw_parquet_files(matched: Iterable[str], patterns: Iterable[str]) -> list[s
 def eval_images(paths: Iterable[str]) -> list[str]:
     """The image files (by extension, case-insensitive: EVAL_IMAGE_EXTENSIONS) among ``paths``, sorted."""
     return sorted(p for p in paths if p.lower().endswith(EVAL_IMAGE_EXTENSIONS))
-
-
-def folder_of(path: str) -> str:
-    """The folder part of a path or URL (``.`` for a bare file name)."""
-    return path.rsplit("/", 1)[0] if "/" in path else "."
 
 
 def check_out_apart_from_raw(out: str, files: Iterable[str], folder_key: Callable[[str], str]) -> None:

@@ -1,13 +1,17 @@
 """Stage 4's decision rules as pure functions on ``schemas.finalize.RawRecord``s; ``pipeline.py`` wires them.
 
-Every raw row ends with exactly one final status. The rules, in the order finalize applies them:
+Every raw row ends with exactly one final status. A rule's verdict is a value: the record it decides comes back
+with its final ``status`` and ``reason`` (counted by ``pipeline.py``'s accounting step as
+``status_*``/``reason_*``, ``wit_builder.finalize.stats.final_counts``), or None when the record stays. The
+rules, in the order finalize applies them:
 
 1. repeated uid (the same pair in several raw rows): :func:`pick_one_per_uid`;
 2. decontamination (within the pHash distance of an evaluation image): :func:`decontaminated`;
 3. exact duplicates (same sha256): :func:`pick_one_per_sha256`;
 4. near duplicates (pHash within the distance; banded keys, clusters): :func:`band_entries`,
    :func:`bucket_edges`, :func:`near_duplicate` with ``wit_builder.core.dedup``'s cluster resolution;
-5. re-balance (every query over the cap again, after the losses): :func:`over_cap` with ``wit_builder.core.balance``.
+5. re-balance (every query over the cap again, after the losses): :func:`threshold_over_cap`, :func:`over_cap`
+   with ``wit_builder.core.balance``.
 
 Survivors are then numbered in (raw shard, raw row) order (:func:`prefix_offsets`, :func:`number_raw_shard`).
 A decided row keeps its fields and gains ``status``, ``reason``, ``error_message`` and, for duplicates,
@@ -20,21 +24,18 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 
 from schemas.finalize import RawRecord
-from wit_builder.core import balance, dedup
+from wit_builder.core import balance, dedup, errors
 from wit_builder.finalize import shards as final_shards
 
-# Reasons finalize itself drops a row for; each is a monitoring counter and a key of stats.json's "reasons".
-DROP_REASONS: tuple[str, ...] = ("raw_image_unreadable", "repeated_uid", "decontaminated", "exact_duplicate",
-                                 "near_duplicate", "over_cap")
 SHOWN_QUERIES = 5  # queries named in an over_cap message before "and N more"
 
 BandEntry = tuple[tuple[int, int], tuple[str, int, tuple[int, str]]]  # ((band, value), (uid, pHash, survivor key))
 Edge = tuple[tuple[int, str], tuple[int, str]]  # two survivor keys within the pHash distance
 
 
-class AccountingError(RuntimeError):
+class AccountingError(errors.WitError):
     """Rows were lost or doubled between reading the raw shards and writing the outputs (a bug or a changed
-    input, never bad data); the message names the raw shard and the rows."""
+    input, never bad data); the message names the raw shard and the rows (exit 1)."""
 
 
 def decide(record: RawRecord, status: str, reason: str, message: str, duplicate_of: str | None = None) -> RawRecord:
@@ -89,6 +90,16 @@ def eval_image_name(path: str, root: str) -> str:
     return path[len(root):] if path.startswith(root) else path
 
 
+def eval_image_hash(path: str, root: str, data: bytes) -> tuple[str, str]:
+    """(name in messages, pHash as 16 hex digits) of the evaluation image ``path`` (bytes ``data``) below
+    ``root``; InputError naming the file when it does not decode."""
+    try:
+        return eval_image_name(path, root), dedup.image_phash(data)
+    except Exception as exc:
+        raise errors.InputError(f"--decontaminate: evaluation image {path} does not decode ({exc}); "
+                                "remove it or fix it") from exc
+
+
 def band_entries(record: RawRecord, distance: int) -> list[BandEntry]:
     """The banded pHash keys of a success (``wit_builder.core.dedup.band_keys``: ``distance + 1`` bands), each with
     what the bucket needs: (uid, 64-bit pHash, survivor key). ValueError for a missing or malformed pHash."""
@@ -119,6 +130,14 @@ def query_ranks(record: RawRecord, seed: int) -> list[tuple[str, balance.Rank]]:
     the rank stage 2 used with the same seed, so the re-cap keeps a subset of stage 2's kept set)."""
     rank = balance.sample_rank(record.uid, seed)
     return [(query, rank) for query in record.queries]
+
+
+def threshold_over_cap(query_ranks: tuple[str, list[balance.Rank]], cap: int) -> list[tuple[str, balance.Rank]]:
+    """A query and its ``cap + 1`` smallest ranks -> [(query, largest rank kept)] when the query is over the cap
+    (``wit_builder.core.balance.threshold_from_smallest``), else [] (every sample of the query stays)."""
+    query, ranks = query_ranks
+    threshold = balance.threshold_from_smallest(ranks, cap)
+    return [] if threshold is None else [(query, threshold)]
 
 
 def over_cap(record: RawRecord, thresholds: Mapping[str, balance.Rank], seed: int, cap: int) -> RawRecord | None:

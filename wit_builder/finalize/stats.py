@@ -1,16 +1,18 @@
-"""Stage 4's statistics as pure functions: facts per row, their counts -> the stats, the accounting checks and
-stats.json's declared layout (``schemas/stats.py``).
+"""Stage 4's statistics as pure functions: the counts each row adds, the counts -> the stats, the accounting
+checks, stats.json's declared layout (``schemas/stats.py``), the summary line and the warnings.
 
-The pipeline turns every record into a few ``(category, name)`` facts (:func:`input_facts`,
-:func:`candidate_facts`, :func:`final_facts`), counts them with a combiner and hands the counts to
-:func:`summarize`, so the statistics come from the data itself, never from Beam metrics (a retried bundle
-cannot change them).
+Counts are data (``wit_builder.beam.counting``): ``pipeline.py``'s DoFns count, for every record, the names
+:func:`input_counts`, :func:`candidate_counts` and :func:`final_counts` give; the frame sums them into
+``OUT/_counts.json`` and the command hands them to :func:`summarize`, so the statistics come from the data
+itself, never from Beam metrics (a retried bundle cannot change them). Per-query and per-shard numbers are
+tables, not counts: they travel as ``accounting/query_counts.parquet`` (rows from :func:`query_row`) and the
+written shard sizes (``wit_builder.finalize.outputs``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from schemas import stats as stats_schema
 from schemas.finalize import FINAL_STATUSES, RawRecord
@@ -18,52 +20,55 @@ from wit_builder.finalize import dataset_card
 from wit_builder.finalize import shards as final_shards
 from wit_builder.finalize.rules import AccountingError
 
-Fact = tuple[str, str]  # (category, name): e.g. ("status", "success"), ("query_final", "space shuttle")
+if TYPE_CHECKING:  # types only: the settings document names them
+    from wit_builder.finalize.inputs import Inputs
+    from wit_builder.finalize.options import FinalizeOptions
+
+# Counts reported as 0 when no record reached them (the others appear only when seen, as in stats.json).
+COUNT_NAMES: tuple[str, ...] = ("rows", "uids", "queries_over_cap", *(f"status_{s}" for s in FINAL_STATUSES))
 QueryCount = tuple[str, int, int]  # (query, successes entering finalize, samples in the final shards)
 
 
-def input_facts(record: RawRecord) -> Iterator[Fact]:
-    """Facts of every raw row as read: one ``input_rows`` and its raw status."""
-    yield "input_rows", ""
-    yield "raw_status", record.raw_status
+def input_counts(record: RawRecord) -> list[str]:
+    """The counts a raw row adds as read: ``rows`` and ``raw_status_<its raw status>``."""
+    return ["rows", f"raw_status_{record.raw_status}"]
 
 
-def candidate_facts(record: RawRecord) -> Iterator[Fact]:
-    """Facts of a success entering dedup: where its hashes came from and each of its queries."""
-    yield "hash_source", record.hash_source
-    for query in record.queries:
-        yield "query_input", query
+def candidate_counts(record: RawRecord) -> list[str]:
+    """The counts a success entering dedup adds: ``hash_source_<where its sha256/pHash came from>``."""
+    return [f"hash_source_{record.hash_source}"]
 
 
-def final_facts(record: RawRecord) -> Iterator[Fact]:
-    """Facts of a row with its final status: the status, the reason (``success`` for a survivor) and, for a
-    survivor, its original size bins (``wit_builder.finalize.dataset_card.size_bin``) and each of its queries."""
-    yield "status", record.status
-    yield "reason", record.reason if record.status != "success" else "success"
-    if record.status == "success":
-        yield "size_width", dataset_card.size_bin(record.original_width)
-        yield "size_height", dataset_card.size_bin(record.original_height)
-        for query in record.queries:
-            yield "query_final", query
+def final_counts(record: RawRecord) -> list[str]:
+    """The counts a row with its final status adds: ``status_<status>``, ``reason_<reason>`` (``success`` for a
+    survivor) and, for a survivor, the bins of its original size (``size_width_<bin>``, ``size_height_<bin>``:
+    ``wit_builder.finalize.dataset_card.size_bin``)."""
+    if record.status != "success":
+        return [f"status_{record.status}", f"reason_{record.reason}"]
+    return ["status_success", "reason_success", f"size_width_{dataset_card.size_bin(record.original_width)}",
+            f"size_height_{dataset_card.size_bin(record.original_height)}"]
 
 
-def summarize(facts: Iterable[tuple[Fact, int]], sizes: Iterable[tuple[str, int]], *, uids: int,
-              queries_over_cap: int, raw_names: Sequence[str], expected_rows: int,
-              samples_per_shard: int) -> tuple[dict[str, Any], list[QueryCount], dict[str, int]]:
-    """Fact counts and (final shard name, samples written) -> (stats, query counts sorted by query, sizes).
+def query_row(joined: tuple[str, Mapping[str, Iterable[int]]]) -> QueryCount:
+    """One query's counts joined by query (``{"input": [n], "final": [m]}``, either list possibly empty) ->
+    (query, successes entering finalize, samples in the final shards)."""
+    query, counts = joined
+    return query, sum(counts.get("input", ())), sum(counts.get("final", ()))
+
+
+def summarize(counts: Mapping[str, int], sizes: Mapping[str, int], *, raw_names: Sequence[str], expected_rows: int,
+              samples_per_shard: int) -> tuple[dict[str, Any], dict[str, int]]:
+    """The run's counts and the written shard sizes (shard name -> samples) -> (stats, sizes sorted by name).
 
     ``stats`` holds ``input``, ``raw_statuses``, ``statuses`` (every FINAL_STATUSES key), ``reasons``,
-    ``hash_sources``, ``dedup``, ``rebalance``, ``output`` and ``image_sizes``; ``sizes`` is shard name ->
-    samples, sorted. Raises AccountingError when the rows read or given a final status differ from
-    ``expected_rows`` (the raw parquets' footers), when the shards do not hold every success, or when their
-    sizes are not the equal-count plan (``wit_builder.finalize.shards.shard_sizes``).
+    ``hash_sources``, ``dedup``, ``rebalance``, ``output`` and ``image_sizes``. Raises AccountingError when the
+    rows read or given a final status differ from ``expected_rows`` (the raw parquets' footers), when the
+    shards do not hold every success, or when their sizes are not the equal-count plan
+    (``wit_builder.finalize.shards.shard_sizes``).
     """
-    by: dict[str, dict[str, int]] = {}
-    for (category, name), n in facts:
-        by.setdefault(category, {})[name] = n
-    statuses = {s: by.get("status", {}).get(s, 0) for s in FINAL_STATUSES}
-    input_rows = by.get("input_rows", {}).get("", 0)
-    sizes_map = dict(sorted(sizes))
+    statuses = {s: counts.get(f"status_{s}", 0) for s in FINAL_STATUSES}
+    input_rows = counts.get("rows", 0)
+    sizes_map = dict(sorted(sizes.items()))
     problems = []
     if sum(statuses.values()) != expected_rows or input_rows != expected_rows:
         problems.append(f"{expected_rows} rows in the raw parquets, {input_rows} read, "
@@ -76,27 +81,40 @@ def summarize(facts: Iterable[tuple[Fact, int]], sizes: Iterable[tuple[str, int]
     if problems:
         raise AccountingError("finalize accounting failed: " + "; ".join(problems))
 
-    reasons = dict(sorted(by.get("reason", {}).items()))
-    query_input, query_final = by.get("query_input", {}), by.get("query_final", {})
-    query_rows = sorted((q, query_input.get(q, 0), query_final.get(q, 0)) for q in set(query_input) | set(query_final))
+    def family(prefix: str) -> dict[str, int]:
+        return dict(sorted(stats_schema.prefixed(counts, prefix).items()))
+
+    reasons, hash_sources = family("reason_"), family("hash_source_")
     stats: dict[str, Any] = {
-        "input": {"raw_shards": len(raw_names), "rows": input_rows, "uids": uids, "files": list(raw_names)},
-        "raw_statuses": dict(sorted(by.get("raw_status", {}).items())),
+        "input": {"raw_shards": len(raw_names), "rows": input_rows, "uids": counts.get("uids", 0),
+                  "files": list(raw_names)},
+        "raw_statuses": family("raw_status_"),
         "statuses": statuses,
         "reasons": reasons,
-        "hash_sources": dict(sorted(by.get("hash_source", {}).items())),
+        "hash_sources": hash_sources,
         "dedup": {
-            "candidates": sum(by.get("hash_source", {}).values()),
+            "candidates": sum(hash_sources.values()),
             "repeated_uids": reasons.get("repeated_uid", 0),
             "exact_duplicates": reasons.get("exact_duplicate", 0),
             "near_duplicates": reasons.get("near_duplicate", 0),
             "decontaminated": reasons.get("decontaminated", 0),
         },
-        "rebalance": {"over_cap": reasons.get("over_cap", 0), "queries_over_cap": queries_over_cap},
+        "rebalance": {"over_cap": reasons.get("over_cap", 0), "queries_over_cap": counts.get("queries_over_cap", 0)},
         "output": {"samples": statuses["success"], "shards": len(sizes_map), "samples_per_shard": samples_per_shard},
-        "image_sizes": {side: dict(sorted(by.get(f"size_{side}", {}).items())) for side in ("width", "height")},
+        "image_sizes": {side: family(f"size_{side}_") for side in ("width", "height")},
     }
-    return stats, query_rows, sizes_map
+    return stats, sizes_map
+
+
+def parameters(options: FinalizeOptions, inputs: Inputs) -> dict[str, Any]:
+    """stats.json's ``parameters`` and the card's settings: the options with the resolved seed and the number of
+    evaluation images (no output path: the same inputs give the same bytes wherever they are written)."""
+    return {
+        "raw": " ".join(options.raw), "samples_per_shard": options.samples_per_shard,
+        "per_query_cap": options.per_query_cap, "phash_distance": options.phash_distance, "seed": inputs.seed,
+        "decontaminate": options.decontaminate, "eval_images": len(inputs.eval_files),
+        "match_rule": inputs.match_rule,
+    }
 
 
 def stats_document(stats: Mapping[str, Any], *, raw_files: Sequence[str], settings: Mapping[str, Any],
@@ -124,11 +142,30 @@ def stats_document(stats: Mapping[str, Any], *, raw_files: Sequence[str], settin
     )
 
 
-def counter_mismatches(counts: Mapping[str, int], counted: Mapping[str, int],
-                       drop_reasons: Iterable[str]) -> dict[str, tuple[int, int]]:
-    """Monitoring counters that differ from stats.json's ``counts``: name -> (stats, counter), for the
-    ``status_*`` counts and each drop reason. Attempted-only metrics may count a retried bundle twice, so a
-    difference is a warning, never an error."""
-    expected = {name: n for name, n in counts.items() if name.startswith("status_")}
-    expected.update({r: counts.get(f"reason_{r}", 0) for r in drop_reasons})
-    return {name: (n, counted.get(name, 0)) for name, n in expected.items() if counted.get(name, 0) != n}
+def summary(counts: Mapping[str, int], seconds: float) -> list[str]:
+    """The parts of the summary line from stats.json's ``counts``: rows -> samples in shards (the statuses seen,
+    by name), and rows per second over ``seconds``."""
+    shown = ", ".join(f"{s} {n}" for s, n in sorted(stats_schema.prefixed(counts, "status_").items()) if n)
+    return [f"{counts['rows']:,} rows -> {counts['samples']:,} samples in {counts['shards']} shards ({shown})",
+            f"{counts['rows'] / max(seconds, 1e-9):.0f} rows/s"]
+
+
+def run_warnings(counts: Mapping[str, int], counted: Mapping[str, int], rows_dir: str) -> list[str]:
+    """What the run should say beside its summary: monitoring counters that differ from the counts
+    (:func:`counter_mismatches`), and stored images that could not be read back from the raw tars (damaged
+    download output: said, not only counted; their rows are in ``rows_dir``)."""
+    lines = []
+    if mismatched := counter_mismatches(counts, counted):
+        lines.append(f"monitoring counters differ from the counts in stats.json (count, counter): {mismatched}")
+    if unreadable := counts.get("reason_raw_image_unreadable", 0):
+        lines.append(f"{unreadable:,} stored image(s) could not be read back from their raw tars (missing, truncated "
+                     f"or undecodable); they are failed_to_decode, each naming its tar and key, in {rows_dir}; rerun "
+                     "the download of those shards if that is unexpected")
+    return lines
+
+
+def counter_mismatches(counts: Mapping[str, int], counted: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+    """The counts whose monitoring counter of the same name (``counted``; none counts 0) differs: name ->
+    (count, counter). Attempted-only metrics may count a retried bundle twice, so a difference is a warning,
+    never an error."""
+    return {name: (n, counted.get(name, 0)) for name, n in counts.items() if counted.get(name, 0) != n}

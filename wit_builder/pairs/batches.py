@@ -5,8 +5,9 @@ Stage 2 moves matched pairs between its steps as Arrow tables serialized to IPC 
 ``MATCHED`` rows holds one matched candidate each; its queries are ids, positions in the matcher's sorted
 distinct entries (``wit_builder.pairs.matcher.sorted_entries``), so id order is string order.
 
-    matched_table ─► collapse (one copy per uid, seeded rank) ─► query_counts / capped_smallest_ranks
-      ─► cut_array ─► balance_table (kept queries as strings) ─► split_by_key ─► pairs_table
+    matched_table ─► collapse (one copy per uid, seeded rank) ─► query_counts / capped_queries /
+      capped_smallest_ranks ─► cut_table ─► balance_table ─► assign_files ─► pairs_table (query ids as strings)
+      matched and kept counts by id ─► query_counts_table
 
 Every function keeps the per-record rules of earlier versions of the stage (the tests compare them): the
 copy of a uid kept is the one from the earliest (source_file, source_record); hard balance keeps a pair for a
@@ -17,13 +18,14 @@ query when its rank is at most the query's ``target``-th smallest rank; probabil
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.pairs import PAIRS
+from schemas.pairs import PAIRS, QUERY_COUNTS
 from wit_builder.core.balance import BalanceConfig
 from wit_builder.core.uid import draw
 
@@ -280,3 +282,54 @@ def pairs_table(table: pa.Table, match_rule: str, entries: pa.Array) -> pa.Table
                "match_rule": pa.array([match_rule] * table.num_rows, pa.string())}
     return pa.Table.from_arrays([columns[f.name] if f.name in columns else table.column(f.name).cast(f.type)
                                  for f in PAIRS], schema=PAIRS)
+
+
+def capped_queries(matched: np.ndarray, config: BalanceConfig) -> np.ndarray:
+    """Mask by id of the queries matched more often than the target (hard mode: the only ones that need rank
+    thresholds; probabilistic cuts need the matched counts only)."""
+    if config.mode != "hard":
+        return np.zeros(len(matched), bool)
+    return matched > config.target
+
+
+def cut_table(matched: np.ndarray, smallest: tuple[np.ndarray, np.ndarray], config: BalanceConfig) -> np.ndarray:
+    """The cut of every id (:func:`cut_array`) from the matched counts by id and the capped queries' (ids,
+    smallest ranks)."""
+    k = config.target if config.mode == "hard" else 1
+    return cut_array(matched, thresholds(smallest[0], smallest[1], k, len(matched)), config)
+
+
+def file_count(kept: int, rows_per_file: int) -> int:
+    """Pairs files for ``kept`` rows: at least one, so a run that keeps nothing still writes one (empty) file."""
+    return max(1, math.ceil(kept / rows_per_file))
+
+
+def pairs_file_name(index: int, count: int) -> str:
+    """``pairs-00003-of-00012.parquet``: file ``index`` (0-based) of ``count``, five digits each."""
+    return f"pairs-{index:05d}-of-{count:05d}.parquet"
+
+
+def assign_files(element: tuple[int, bytes], num_files: int) -> Iterator[tuple[int, bytes]]:
+    """(row count, IPC bytes of kept rows) -> (file index, IPC bytes of its rows): the file of a pair is its uid's
+    ``key`` modulo ``num_files``, so it depends on the uid alone."""
+    n, blob = element
+    if not n:
+        return
+    table = from_bytes(blob)
+    for index, rows in split_by_key(table, table.column("key").to_numpy() % num_files):
+        yield index, to_bytes(rows)
+
+
+def query_counts_table(matched: np.ndarray, kept: np.ndarray, entries: pa.Array) -> pa.Table:
+    """All queries (the entries the rule matched with), matched or not, most matched first (ties by query).
+
+    ``matched`` and ``kept`` are counts by query id (shorter arrays: the ids past their end count 0).
+    """
+    n = len(entries)
+    m = np.zeros(n, np.int64)
+    m[: len(matched)] = matched[:n]
+    k = np.zeros(n, np.int64)
+    k[: len(kept)] = kept[:n]
+    order = np.argsort(-m, kind="stable")  # ids are in query order, so ties stay by query
+    return pa.table({"query": entries.take(pa.array(order)), "matched": m[order], "kept": k[order]},
+                    schema=QUERY_COUNTS)

@@ -1,3 +1,100 @@
-"""The command of this stage (being split out of pipeline.py)."""
+"""``wit build-pairs``: the stage as the launcher runs it (``wit_builder.beam.launcher.run_stage``): checks before
+work, a rerun's clean-up, the pipeline (``wit_builder.pairs.pipeline.BuildPairs``), and stats.json from the counts.
 
-from wit_builder.pairs.pipeline import OPTIONS, run  # noqa: F401
+Exit codes: 0; 1 when the run failed or no candidate matched any query (the summary line still comes, and a
+line on stderr says what to check); 2 for bad settings or inputs found before any work.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+from schemas.pairs import BALANCE_PNG, PAIRS_GLOB, QUERY_COUNTS_PARQUET, STATS_JSON
+from wit_builder.beam import fileio
+from wit_builder.beam.launcher import Outcome, Pipeline, Stage, run_stage
+from wit_builder.core import errors
+from wit_builder.pairs import inputs, stats
+from wit_builder.pairs.balance_plot import balance_png
+from wit_builder.pairs.options import OPTIONS, BuildPairsOptions
+from wit_builder.pairs.pipeline import NAMESPACE, BuildPairs
+
+__all__ = ["OPTIONS", "BuildPairsStage", "run"]
+
+
+class BuildPairsStage(Stage):
+    """Stage 2 for :func:`~wit_builder.beam.launcher.run_stage`; ``options`` is a :class:`BuildPairsOptions`."""
+
+    name = "build-pairs"
+    namespace = NAMESPACE
+    count_names = stats.COUNTS
+
+    def __init__(self, options: BuildPairsOptions) -> None:
+        super().__init__(options)
+        self.options: BuildPairsOptions = options
+        self._pool = options.pool_files.reader_options()
+        self._files: list[str] = []
+        self._queries: inputs.QueriesFile | None = None
+
+    @property
+    def queries(self) -> inputs.QueriesFile:
+        """The queries file, known once :meth:`prepare` ran."""
+        if self._queries is None:
+            raise RuntimeError("prepare() first")
+        return self._queries
+
+    def prepare(self) -> list[str]:
+        """The queries file (present, its entries usable by the rule) and every pool file (format and columns)
+        checked; the line saying what the run will do."""
+        o, balance = self.options, self.options.balance
+        path = inputs.queries_path(o.queries)
+        n_queries = inputs.check_entries(path, o.match_rule)
+        self._files = inputs.pool_files(o.pool, self._pool)
+        self._queries = inputs.QueriesFile(path, fileio.sha256_file(path), o.match_rule)
+        return [f"build-pairs: {len(self._files)} pool file(s), {n_queries:,} queries, balance={balance.mode} "
+                f"cap={balance.per_query_cap} target={balance.target} seed={balance.seed} match_rule={o.match_rule}"]
+
+    def clean_rerun(self) -> list[str]:
+        """A rerun replaces the previous output: stale files of another run must not mix in."""
+        out = self.out
+        stale = [m.path for m in fileio.FileSystems.match([fileio.join(out, PAIRS_GLOB)])[0].metadata_list]
+        for name in (STATS_JSON, QUERY_COUNTS_PARQUET, stats.BAD_RECORDS_JSONL, BALANCE_PNG):
+            if fileio.exists(fileio.join(out, name)):
+                stale.append(fileio.join(out, name))
+        if stale:
+            fileio.FileSystems.delete(stale)
+        return []
+
+    def build(self, pipeline: Pipeline) -> None:
+        """``BuildPairs`` on ``pipeline`` (a ``beam.Pipeline``: Beam itself stays in ``pipeline.py``)."""
+        o = self.options
+        _ = pipeline | "BuildPairs" >> BuildPairs(self._files, self.queries, o.out, self._pool, o.balance,
+                                                  o.rows_per_file, o.shuffle_buckets)
+
+    def finish(self, counts: dict[str, int], seconds: float) -> Outcome:
+        """balance.png, then stats.json (last: its presence marks a complete output) from ``counts``; exit 1 when
+        nothing matched."""
+        o, out = self.options, self.out
+        query_counts = fileio.read_parquet(fileio.join(out, QUERY_COUNTS_PARQUET))
+        matched = query_counts.column("matched").to_numpy()
+        kept = query_counts.column("kept").to_numpy()
+        fileio.write_bytes(fileio.join(out, BALANCE_PNG),
+                           balance_png(matched, kept, o.balance.per_query_cap, o.balance.target))
+        pair_files = sorted(m.path.rsplit("/", 1)[-1]
+                            for m in fileio.FileSystems.match([fileio.join(out, PAIRS_GLOB)])[0].metadata_list)
+        with fileio.open_read(fileio.join(out, stats.BAD_RECORDS_JSONL)) as f:
+            first_bad = [json.loads(line) for line in itertools.islice(f, stats.FIRST_BAD_RECORDS)]
+        document = stats.document(
+            queries_path=self.queries.path, queries_sha256=self.queries.sha256, pool_files=self._files,
+            parameters=stats.parameters(o.balance, self._pool, o.rows_per_file, o.match_rule), counts=counts,
+            pair_files=pair_files, max_matched=int(matched.max(initial=0)), max_kept=int(kept.max(initial=0)),
+            first_bad=first_bad, seconds=seconds)
+        fileio.write_json(fileio.join(out, STATS_JSON), document)
+        if counts["matched"] == 0:
+            return Outcome(stats.summary(counts), errors.EXIT_FAILED, error=stats.NO_MATCH_ERROR)
+        return Outcome(stats.summary(counts))
+
+
+def run(options: BuildPairsOptions, beam_argv: list[str]) -> int:
+    """Run ``wit build-pairs``; the exit status."""
+    return run_stage(BuildPairsStage(options), beam_argv)

@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import json
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,14 +20,15 @@ from typing import Any
 import torch
 from PIL import Image
 
-from trainer import image_folder, linear_probe, retrieval, zeroshot
 from trainer.atomic import write_atomic
 from trainer.checkpoint import load_model
-from trainer.data import resolve_shards
+from trainer.eval import image_folder, linear_probe, retrieval, zeroshot
 from trainer.model import CLIP
+from trainer.shards import resolve_shards
 from trainer.tokenizer import Tokenizer
 from trainer.transforms import eval_transform
 from wit_builder.core import options
+from wit_builder.core.errors import UsageError
 from wit_builder.core.options import option
 
 EXAMPLES_KEPT = 20  # skipped inputs listed by name in the JSON (all are counted)
@@ -162,7 +162,7 @@ def run_retrieval(args: EvalOptions, model: CLIP, tokenizer: Tokenizer, transfor
 
 
 def run_linear_probe(args: EvalOptions, model: CLIP, transform: Transform, model_name: str) -> list[dict]:
-    """Linear probes on frozen image features (``trainer.linear_probe``): the full-data record, then one per
+    """Linear probes on frozen image features (``trainer.eval.linear_probe``): the full-data record, then one per
     ``--fewshot-k``. Raises ValueError over ``--max-skipped-fraction`` unreadable images."""
     assert args.linear_probe_train is not None and args.linear_probe_test is not None
     encoded: dict[str, Any] = {}
@@ -228,12 +228,16 @@ def evaluate(args: EvalOptions | argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: EvalOptions, beam_argv: list[str]) -> int:
-    """``wit eval``: exit 0 with the document written (stdout or ``--out``), 2 for bad options or inputs."""
+    """``wit eval``: exit 0 with the document written (stdout or ``--out``).
+
+    Raises UsageError (exit 2, one line) for a bad option or input: an unreadable checkpoint, folder, template
+    file or shard, too many unreadable images (every ValueError of the evaluation says which); FileNotFoundError
+    (exit 2, one line) for a missing one.
+    """
     try:
         document = evaluate(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"wit eval: error: {e}", file=sys.stderr)
-        return 2
+    except ValueError as e:  # the inputs' checks live in the task modules, as ValueErrors naming the input
+        raise UsageError(str(e)) from e
     text = json.dumps(document, indent=2)
     if args.out:
         out = Path(args.out)

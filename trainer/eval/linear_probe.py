@@ -17,7 +17,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from trainer.zeroshot import classification_metrics
+from trainer.eval.zeroshot import classification_metrics
 
 COARSE_LOG10_C: tuple[float, ...] = (-6, -4, -2, 0, 2, 4, 6)
 FINEST_LOG10_STEP = 1 / 8

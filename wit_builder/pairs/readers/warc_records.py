@@ -1,111 +1,21 @@
-"""Record-level reading of WARC-format files (WAT and WARC) for the pool readers, and a fast ``urljoin``.
+"""Record-level reading of WARC-format files (WAT and WARC): every record, its offset, and the damaged stretches.
 
 ``iter_records`` walks the WARC records of one file with FastWARC (Rust, Apache-2.0, part of the Resiliparse
 toolkit) and reports damage instead of raising: a gzip member that is cut, corrupt or holds no WARC record
 is reported once and reading resumes at the next gzip member that starts a WARC record (Common Crawl writes
 one member per record, so only the damaged record is lost). Offsets are byte offsets of records in the file
-as stored, as warcio and CDX indexes give them.
-
-``urljoin`` returns exactly what ``urllib.parse.urljoin`` returns, with the base URL split once per page
-(cached) and the common image references (``/a.jpg``, ``b/c.jpg?x=1``, ``//cdn/x.png``, ``?q``) joined by
-string operations; anything else goes to urllib. Resolving relative image URLs was the largest cost of
-reading a WAT file (5 us of urllib per link).
+as stored, as warcio and CDX indexes give them. ``record_extent`` and ``next_gzip_record`` give the same
+checks to the warcio-based WARC reader (:mod:`wit_builder.pairs.readers.warc`).
 """
 
 from __future__ import annotations
 
 import re
-import urllib.parse
 import zlib
 from collections.abc import Iterator
-from functools import lru_cache
 from typing import BinaryIO, NamedTuple
 
 from fastwarc.warc import ArchiveIterator, WarcRecord, WarcRecordType
-
-# ---- urljoin ----
-
-# A base URL whose urllib split is plain: http(s), a netloc of ordinary characters, a path without ";"
-# (urlparse would split params off it), a query; no fragment, whitespace, control character or backslash
-# (urlsplit strips or removes those), ASCII only (urlsplit normalizes non-ASCII netlocs).
-_PLAIN_BASE = re.compile(
-    r"((?i:https?))://([A-Za-z0-9._~%!$&'()*+,=@:-]+)(/[!\"$-:<->@-\[\]-~]*)?(?:\?([!\"$-\[\]-~]*))?\Z"
-)
-# A reference joined without urllib: no scheme (no ":" at all), no fragment, params, whitespace, control
-# characters, backslash or non-ASCII; an optional query.
-_PLAIN_REF = re.compile(r"([!\"$-9<->@-\[\]-~]*)(?:\?([!\"$-\[\]-~]*))?\Z")
-
-
-class _Base(NamedTuple):
-    origin: str  # "scheme://netloc", scheme lower-cased as urlsplit does
-    path: str  # the base path ("" when the URL has none)
-    query: str  # "" when none or empty
-    directory: str  # the path up to and including its last "/" ("" when the path is empty)
-    simple_directory: bool  # the directory holds no "//" (urljoin would collapse it) and no dot segment
-
-
-@lru_cache(maxsize=256)
-def _split_base(base: str) -> _Base | None:
-    found = _PLAIN_BASE.match(base)
-    if found is None:
-        return None
-    scheme, netloc, path, query = found.groups()
-    path = path or ""
-    directory = path[: path.rfind("/") + 1]
-    simple = "//" not in directory and "/." not in directory
-    return _Base(f"{scheme.lower()}://{netloc}", path, query or "", directory, simple)
-
-
-def urljoin(base: str, url: str) -> str:
-    """``urllib.parse.urljoin(base, url)``, the same string for every input, fast for plain http(s) pages."""
-    if not base or not url:
-        return base or url
-    parts = _split_base(base)
-    ref = _PLAIN_REF.match(url) if parts is not None else None
-    if parts is None or ref is None:
-        return urllib.parse.urljoin(base, url)
-    path, query = ref.groups()
-    if path.startswith("//"):
-        netloc = path[2:].split("/", 1)[0]
-        if not netloc or "[" in netloc or "]" in netloc:
-            return urllib.parse.urljoin(base, url)  # an empty netloc (urljoin keeps the base's) or IPv6
-        result = parts.origin.split(":", 1)[0] + ":" + path
-        return f"{result}?{query}" if query else result
-    if not path:  # "?q" or "?": the base document with another (or, when empty, its own) query
-        query = query or parts.query
-        return f"{parts.origin}{parts.path}?{query}" if query else parts.origin + parts.path
-    if path[0] == "/":
-        if "/." in path:
-            path = _remove_dot_segments(path.split("/"))
-    elif parts.simple_directory and "//" not in path and "/." not in "/" + path:
-        path = (parts.directory or "/") + path
-    else:
-        base_parts = parts.path.split("/")
-        if base_parts[-1] != "":
-            del base_parts[-1]
-        segments = base_parts + path.split("/")
-        segments[1:-1] = filter(None, segments[1:-1])  # as urljoin: no redundant slashes on re-joining
-        path = _remove_dot_segments(segments)
-    if path[0] != "/":
-        path = "/" + path  # urlunsplit puts the slash between netloc and a relative-looking path
-    return f"{parts.origin}{path}?{query}" if query else parts.origin + path
-
-
-def _remove_dot_segments(segments: list[str]) -> str:
-    """urljoin's resolution of "." and ".." (RFC 3986 5.2.4 as CPython writes it)."""
-    resolved: list[str] = []
-    for segment in segments:
-        if segment == "..":
-            if resolved:
-                resolved.pop()
-        elif segment != ".":
-            resolved.append(segment)
-    if segments[-1] in (".", ".."):
-        resolved.append("")
-    return "/".join(resolved) or "/"
-
-
-# ---- records ----
 
 _GZIP_MAGIC = b"\x1f\x8b\x08"
 _CHUNK = 1 << 16

@@ -1,16 +1,11 @@
-"""Linear probes: few-shot sampling, the validation split, the C search, and `wit eval --linear-probe-*`."""
+"""Linear probes: few-shot sampling, the validation split, the C search."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
 
-from tests.eval_fixtures import tiny_checkpoint  # noqa: F401  (fixture)
-from tests.trainer_fixtures import write_class_folders
-from trainer import linear_probe
-from wit_builder.cli import main as wit
+from trainer.eval import linear_probe
 
 
 def _blobs(per_class: int, seed: int, classes: int = 4, dim: int = 12, spread: float = 0.3):
@@ -75,35 +70,3 @@ def test_probe_scores_classes_missing_from_training_as_never_predicted():
     assert result.c_selection == "given" and result.c_sweep == []
     assert result.lp_acc1 == pytest.approx(12 / 16)
     assert result.lp_mean_per_class_recall == pytest.approx(3 / 4)
-
-
-def test_wit_eval_linear_probe_on_real_photos(tmp_path, tiny_checkpoint, capsys):  # noqa: F811
-    classes = ["cat", "coffee", "rocket"]
-    write_class_folders(tmp_path / "train", per_class=4, image_px=40, seed=1, classes=classes)
-    write_class_folders(tmp_path / "test", per_class=2, image_px=40, seed=2, classes=classes)
-    (tmp_path / "train" / "cat" / "broken.jpg").write_bytes(b"not a jpeg")
-    out = tmp_path / "lp.json"
-    assert wit(["eval", "--checkpoint", str(tiny_checkpoint), "--linear-probe-train", str(tmp_path / "train"),
-                "--linear-probe-test", str(tmp_path / "test"), "--fewshot-k", "1", "2", "--workers", "0",
-                "--linear-probe-max-iter", "100", "--out", str(out)]) == 0
-    doc = json.loads(out.read_text())
-    assert [r["task"] for r in doc["results"]] == ["linear_probe"] * 3
-    assert [r["metrics"]["fewshot_k"] for r in doc["results"]] == [None, 1, 2]
-    assert [r["metrics"]["n_train"] for r in doc["results"]] == [12, 3, 6]
-    for record in doc["results"]:
-        for key in ("lp_acc1", "lp_acc5", "lp_mean_per_class_recall"):
-            assert 0 <= record["metrics"][key] <= 1
-        assert record["inputs"]["train"]["skipped_unreadable"] == 1 and record["inputs"]["test"]["images"] == 6
-    assert doc["lp_acc1"] == doc["results"][0]["metrics"]["lp_acc1"]
-    assert "linear probe (2-shot)" in capsys.readouterr().out.splitlines()[-1]
-
-
-def test_wit_eval_linear_probe_rejects_unknown_test_classes(tmp_path, tiny_checkpoint, capsys):  # noqa: F811
-    write_class_folders(tmp_path / "train", per_class=2, image_px=32, classes=["cat", "coffee"])
-    write_class_folders(tmp_path / "test", per_class=1, image_px=32, classes=["cat", "rocket"])
-    assert wit(["eval", "--checkpoint", str(tiny_checkpoint), "--linear-probe-train", str(tmp_path / "train"),
-                "--linear-probe-test", str(tmp_path / "test"), "--workers", "0"]) == 2
-    assert "['rocket'] do not occur in the training folder" in capsys.readouterr().err
-    assert wit(["eval", "--checkpoint", str(tiny_checkpoint), "--linear-probe-train", str(tmp_path / "train"),
-                "--linear-probe-test", str(tmp_path / "train"), "--fewshot-k", "3", "--workers", "0"]) == 2
-    assert "fewer than --fewshot-k 3" in capsys.readouterr().err

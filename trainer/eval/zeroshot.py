@@ -19,7 +19,7 @@ DEFAULT_TEMPLATES = "imagenet"  # CLIP's 80 ImageNet prompts; "simple" is the si
 
 
 def shipped_template_sets() -> list[str]:
-    """Names of the template sets in ``trainer/templates`` (``imagenet``: CLIP's 80 prompts, ``simple``)."""
+    """Names of the template sets in ``trainer/eval/templates`` (``imagenet``: CLIP's 80 prompts, ``simple``)."""
     return sorted(p.stem for p in TEMPLATE_DIR.glob("*.txt"))
 
 

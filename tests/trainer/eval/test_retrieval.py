@@ -1,4 +1,4 @@
-"""Image-text retrieval: recall@K math (multi-caption, chunked), shard reading with bad samples, `wit eval`."""
+"""Image-text retrieval: recall@K math (multi-caption, chunked), shard reading with bad samples."""
 
 from __future__ import annotations
 
@@ -10,10 +10,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from tests.eval_fixtures import tiny_checkpoint  # noqa: F401  (fixture)
-from tests.trainer_fixtures import write_shards
-from trainer import retrieval
-from wit_builder.cli import main as wit
+from trainer.eval import retrieval
 
 
 def test_recall_on_hand_made_features():
@@ -146,17 +143,3 @@ def test_encode_shards_in_worker_processes_counts_every_skip(tmp_path):
     # the same samples, whatever the interleaving of the two workers
     assert sorted(map(tuple, two[0].tolist())) == sorted(map(tuple, one[0].tolist()))
     assert two[1].shape == one[1].shape == (12, 3)
-
-
-def test_wit_eval_retrieval_on_real_photo_shards(tmp_path, tiny_checkpoint):  # noqa: F811
-    write_shards(tmp_path / "heldout", per_class=4, samples_per_shard=10, image_px=48,
-                 classes=["cat", "rocket", "coffee"])
-    out = tmp_path / "retrieval.json"
-    assert wit(["eval", "--checkpoint", str(tiny_checkpoint), "--retrieval", str(tmp_path / "heldout"),
-                "--batch-size", "5", "--retrieval-chunk", "4", "--workers", "0", "--out", str(out)]) == 0
-    doc = json.loads(out.read_text())
-    assert doc["task"] == "zeroshot_retrieval" and doc["dataset"] == "heldout"
-    assert doc["inputs"]["shards"] == 2 and doc["inputs"]["images"] == 12 and doc["inputs"]["captions"] == 12
-    for direction in ("image", "text"):
-        recalls = [doc["metrics"][f"{direction}_retrieval_recall@{k}"] for k in (1, 5, 10)]
-        assert all(0 <= r <= 1 for r in recalls) and recalls == sorted(recalls)

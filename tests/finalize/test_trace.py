@@ -1,5 +1,6 @@
-"""The match rule travels from build-pairs (pairs' ``match_rule`` column, stats.json) through download's
-plan.json to finalize (stats.json ``details.match_rule``) and the trainer; inputs that mix rules are refused."""
+"""What lies behind the raw shards (wit_builder.finalize.trace). The match rule travels from build-pairs (pairs'
+``match_rule`` column, stats.json) through download's plan.json to finalize (stats.json ``details.match_rule``)
+and the trainer; inputs that mix rules are refused. Stage 2's stats.json is found the same way (the seed)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import BEAM_IN_PROCESS
-from tests.raw_fixtures import SPACE_CAP, write_raw_fixture
-from trainer.data import DataError, check_match_rules, make_plan
+from tests.raw_fixtures import SPACE_CAP, RawFixture
+from trainer.data import make_plan
+from trainer.shards import DataError, check_match_rules
 from wit_builder.cli import main
-from wit_builder.finalize.match_rule_check import raw_match_rules
+from wit_builder.finalize.trace import folder_of, pairs_stats_behind, raw_match_rules
 
 
 def _pairs(path: Path, rule: str | None) -> Path:
@@ -27,9 +29,9 @@ def _pairs(path: Path, rule: str | None) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def raw_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_raw_fixture(tmp_path_factory.mktemp("provenance")).root
+@pytest.fixture
+def raw_fixture(raw: RawFixture) -> Path:
+    return raw.root
 
 
 def _download_folder(source: Path, root: Path, rule: str | None) -> Path:
@@ -82,3 +84,20 @@ def test_trainer_ignores_folders_without_a_recorded_rule(tmp_path: Path) -> None
             pass
     (tmp_path / "x" / "stats.json").write_text(json.dumps({"details": {"match_rule": "metaclip"}}))
     assert check_match_rules([str(tmp_path / "x" / "00000.tar"), str(tmp_path / "y" / "00000.tar")]) == "metaclip"
+
+
+def test_stage_2_stats_are_traced_through_plan_json(tmp_path: Path) -> None:
+    assert folder_of("gs://b/raw/00000.parquet") == "gs://b/raw" and folder_of("00000.parquet") == "."
+    pairs_dir, raw_dir = tmp_path / "pairs", tmp_path / "raw"
+    pairs_dir.mkdir()
+    raw_dir.mkdir()
+    assert pairs_stats_behind([str(raw_dir / "00000.parquet")]) == {}  # no plan.json: nothing traced
+    (raw_dir / "plan.json").write_text(json.dumps({"inputs": [str(pairs_dir / "pairs-00000-of-00001.parquet")]}))
+    assert pairs_stats_behind([str(raw_dir / "00000.parquet")]) == {}  # no stats.json beside the pairs
+    stage2 = {"stage": "build-pairs", "parameters": {"seed": 7, "per_query_cap": 100}}
+    (pairs_dir / "stats.json").write_text(json.dumps(stage2))
+    raw_files = [str(raw_dir / "00000.parquet"), str(raw_dir / "00001.parquet")]
+    assert pairs_stats_behind(raw_files) == {str(pairs_dir / "stats.json"): stage2}
+    (pairs_dir / "stats.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="expected a JSON object.*the seed of stage 2 is unknown"):
+        pairs_stats_behind(raw_files)

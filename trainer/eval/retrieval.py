@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from trainer.data import IMAGE_KEYS, first_member, raw_samples, sample_where
+from trainer.shards import IMAGE_KEYS, first_member, raw_samples, sample_where
 
 log = logging.getLogger(__name__)
 

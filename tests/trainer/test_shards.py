@@ -1,0 +1,68 @@
+"""Shards: resolving --shards (directories, globs, brace patterns), sample counts from sizes.json or
+img2dataset's _stats.json, malformed sizes.json named with the file, raw samples grouped by key."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import webdataset as wds
+
+from tests.trainer_fixtures import jpeg_bytes, write_sized
+from trainer.data import make_plan
+from trainer.shards import IMAGE_KEYS, DataError, first_member, raw_samples, resolve_shards, sample_where, shard_sizes
+from wit_builder.core.errors import InputError
+
+
+def test_resolve_shards_and_sizes(tmp_path, numbered):
+    shards_dir, _ = numbered
+    assert [Path(p).name for p in resolve_shards(str(shards_dir))] == [f"{i:05d}.tar" for i in range(4)]
+    assert len(resolve_shards(f"{shards_dir}/{{00001..00002}}.tar")) == 2
+    assert len(resolve_shards(f"{shards_dir}/*.tar")) == 4
+    assert sum(shard_sizes(resolve_shards(str(shards_dir))).values()) == 64
+    with pytest.raises(DataError, match="does not exist"):
+        resolve_shards(f"{shards_dir}/{{00003..00004}}.tar")
+    with pytest.raises(DataError, match="holds no .tar"):
+        resolve_shards(str(tmp_path))
+    # img2dataset's layout: no sizes.json, a {shard}_stats.json with "successes" beside each tar.
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i in range(2):
+        shutil.copy(shards_dir / f"{i:05d}.tar", raw / f"{i:05d}.tar")
+        (raw / f"{i:05d}_stats.json").write_text(json.dumps({"count": 20, "successes": 16}))
+    assert shard_sizes(resolve_shards(str(raw))) == {str(raw / "00000.tar"): 16, str(raw / "00001.tar"): 16}
+    (raw / "00001_stats.json").unlink()
+    assert shard_sizes(resolve_shards(str(raw))) is None
+
+
+@pytest.mark.parametrize("content,problem", [
+    ('{"00000": "16"}', "the sample count of '00000' must be a non-negative integer, got '16'"),
+    ('{"00000": -1}', "got -1"),
+    ('{"00000": 16.5}', "got 16.5"),
+    ('{"00000": true}', "got True"),
+    ("[16]", "expected a JSON object of shard name -> sample count, got a list"),
+    ('{"00000": 16', "not valid JSON"),
+])
+def test_a_malformed_sizes_json_is_a_clear_error_naming_the_file(tmp_path, content, problem):
+    write_sized(tmp_path, [16])
+    (tmp_path / "sizes.json").write_text(content)
+    with pytest.raises(DataError) as raised:
+        make_plan(str(tmp_path), batch_size=8, image_size=16, workers=0)
+    assert str(tmp_path / "sizes.json") in str(raised.value) and problem in str(raised.value)
+
+
+def test_raw_samples_group_members_by_key_and_skip_unreadable_shards(tmp_path):
+    with wds.TarWriter(str(tmp_path / "00000.tar")) as sink:
+        sink.write({"__key__": "a", "png": jpeg_bytes(0), "txt": "first"})
+        sink.write({"__key__": "b", "jpg": jpeg_bytes(1), "txt": "second"})
+    (tmp_path / "00001.tar").write_bytes(b"not a tar" * 50)
+    errors: list[Exception] = []
+    samples = list(raw_samples(iter(resolve_shards(str(tmp_path))), lambda e: errors.append(e) or True))
+    assert [(s["__key__"], s["txt"]) for s in samples] == [("a", b"first"), ("b", b"second")]
+    assert errors  # the broken shard was reported to the handler, not raised
+    assert first_member(samples[0], IMAGE_KEYS) == jpeg_bytes(0)  # png: the first image key the sample holds
+    assert first_member(samples[0], ("webp",)) is None
+    assert sample_where(samples[1]) == f"{tmp_path / '00000.tar'}:b"
+    assert issubclass(DataError, InputError)  # the wit command prints it as one line, exit 2

@@ -1,0 +1,159 @@
+"""Shards on disk or behind a URL: resolving ``--shards`` to shard URLs, their sample counts (``sizes.json``),
+the match rule they were built under, and their raw samples (tar members grouped by key).
+
+Shards are stage 4's final shards or img2dataset's raw ones, on local disk or behind gs://, s3:// and http(s)://
+(webdataset's gopen pipes). Used by the loader (``trainer.data``), the load-time balance (``trainer.balance``),
+the tokenizer's captions (``trainer.train``) and retrieval evaluation (``trainer.eval.retrieval``).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import webdataset as wds
+from webdataset import tariterators
+
+from wit_builder.core.errors import InputError
+
+log = logging.getLogger(__name__)
+
+IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
+TEXT_KEYS = ("txt",)
+REMOTE_PREFIXES = ("gs://", "s3://", "http://", "https://", "pipe:", "htgs://", "hf://", "ais://")
+
+
+class DataError(InputError):
+    """Bad shards or an impossible request (what, which file, what to do)."""
+
+
+# ---- shard lists and sizes ----
+
+def _pipe_url(url: str) -> str:
+    # webdataset has no s3 handler; the AWS CLI streams the object to stdout, as open_clip's docs recommend.
+    return f"pipe:aws s3 cp {url} -" if url.startswith("s3://") else url
+
+
+def resolve_shards(spec: str) -> list[str]:
+    """A directory (its *.tar), a local glob, or brace patterns / URLs joined by '::' -> sorted shard URLs.
+
+    Raises DataError for an empty directory, a pattern matching nothing or a missing local file (remote URLs are
+    not checked here).
+    """
+    if os.path.isdir(spec):
+        found = sorted(glob.glob(os.path.join(spec, "*.tar")))
+        if not found:
+            raise DataError(f"shard directory {spec} holds no .tar files; point --shards at stage 4's output")
+        return found
+    urls: list[str] = []
+    for url in wds.shardlists.expand_urls(spec):
+        if url.startswith(REMOTE_PREFIXES):
+            urls.append(url)
+        elif any(c in url for c in "*?["):
+            matched = sorted(glob.glob(url))
+            if not matched:
+                raise DataError(f"shard pattern {url!r} matches no file")
+            urls.extend(matched)
+        elif os.path.exists(url):
+            urls.append(url)
+        else:
+            raise DataError(f"shard {url!r} does not exist")
+    return urls
+
+
+def _read_json(url: str) -> Any | None:
+    try:
+        if url.startswith(REMOTE_PREFIXES):
+            with wds.gopen(_pipe_url(url)) as f:
+                return json.loads(f.read())
+        if os.path.exists(url):
+            with open(url, encoding="utf-8") as f:
+                return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # present but broken: never "no sizes" in silence
+        raise DataError(f"{url}: not valid JSON ({e}); rewrite it or remove it") from e
+    except Exception as e:  # an absent remote file surfaces as a pipe error: treat it as "no sizes"
+        log.debug("cannot read %s: %s", url, e)
+    return None
+
+
+def shard_sizes(shards: list[str]) -> dict[str, int] | None:
+    """Samples per shard, from ``sizes.json`` beside the shards (stage 4; open_clip's convention) or else from
+    img2dataset's ``{shard}_stats.json`` ("successes"). None when any shard's count is unknown."""
+    sizes: dict[str, int] = {}
+    by_dir: dict[str, dict] = {}
+    for url in shards:
+        directory, name = url.rsplit("/", 1) if "/" in url else (".", url)
+        if directory not in by_dir:
+            by_dir[directory] = _checked_sizes(f"{directory}/sizes.json", _read_json(f"{directory}/sizes.json"))
+        table = by_dir[directory]
+        count = table.get(name, table.get(name.removesuffix(".tar")))
+        if count is None:
+            stats_url = f"{directory}/{name.removesuffix('.tar')}_stats.json"
+            stats = _read_json(stats_url)
+            count = stats.get("successes") if isinstance(stats, dict) else None
+            if count is not None and not _is_count(count):
+                raise DataError(f"{stats_url}: \"successes\" must be a non-negative integer, got {count!r}")
+        if count is None:
+            return None
+        sizes[url] = int(count)
+    return sizes
+
+
+def check_match_rules(shards: list[str]) -> str | None:
+    """The one match rule (wit_builder.pairs.match_rules) of the folders the shards come from, read from finalize's
+    ``stats.json`` beside them (``details.match_rule``); DataError when two folders differ. Folders without
+    a recorded rule (img2dataset output, older runs) are not counted."""
+    rules: dict[str, list[str]] = {}
+    for directory in sorted({url.rsplit("/", 1)[0] if "/" in url else "." for url in shards}):
+        stats = _read_json(f"{directory}/stats.json")
+        details = stats.get("details") if isinstance(stats, dict) else None
+        rule = details.get("match_rule") if isinstance(details, dict) else None
+        if rule:
+            rules.setdefault(rule, []).append(directory)
+    if len(rules) > 1:
+        listing = "; ".join(f"{rule}: {', '.join(dirs)}" for rule, dirs in sorted(rules.items()))
+        raise DataError(f"the shards mix pairs matched under different match rules ({listing}); "
+                        "train on shards of one --match-rule")
+    return next(iter(rules), None)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _checked_sizes(url: str, table: Any) -> dict[str, int]:
+    """``sizes.json`` must map shard names to non-negative integer counts; anything else names the file."""
+    if table is None:
+        return {}
+    if not isinstance(table, dict):
+        raise DataError(f"{url}: expected a JSON object of shard name -> sample count, got a "
+                        f"{type(table).__name__}; rewrite it (finalize writes it) or remove it")
+    bad = {name: count for name, count in table.items() if not _is_count(count)}
+    if bad:
+        name, count = next(iter(bad.items()))
+        raise DataError(f"{url}: the sample count of {name!r} must be a non-negative integer, got {count!r}"
+                        f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}; rewrite it or remove it")
+    return table
+
+
+# ---- raw samples ----
+
+def raw_samples(urls: Iterator[str], on_error: Callable[[Exception], bool]) -> Iterator[dict]:
+    """Grouped tar members (``__key__``, ``jpg``, ``txt``, ...) of the shards in order; read errors skipped."""
+    opened = tariterators.url_opener(({"url": _pipe_url(u)} for u in urls), handler=on_error)
+    files = tariterators.tar_file_expander(opened, handler=on_error)
+    return tariterators.group_by_keys(files, handler=on_error)
+
+
+def first_member(sample: dict, keys: tuple[str, ...]) -> Any:
+    """The first of ``keys`` (member extensions, in order of preference) that the sample holds, else None."""
+    return next((sample[k] for k in keys if k in sample), None)
+
+
+def sample_where(sample: dict) -> str:
+    """``shard-url:key``, to name a sample in warnings."""
+    return f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"

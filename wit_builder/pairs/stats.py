@@ -1,0 +1,94 @@
+"""Stage 2's figures as pure functions: the count names, the per-query totals, the bad-records list, the
+``stats.json`` document and the summary line, all computed from the pipeline's own data (``wit_builder/pairs/
+pipeline.py`` counts, ``wit_builder/pairs/command.py`` writes).
+
+Accounting of ``counts`` (every pool record ends in exactly one of the first kind):
+``records`` = filter reasons + bad-record reasons (``bad_records`` of them, listed in ``bad_records.jsonl``) +
+``candidates``; ``candidates`` = ``no_match`` + ``matched``; ``matched`` = ``duplicates`` + ``unique_pairs``;
+``unique_pairs`` = ``kept`` + ``over_cap``. ``matches`` and ``kept_matches`` count (pair, query) links;
+``queries``, ``queries_matched``, ``queries_capped`` the rows of ``query_counts.parquet``; ``pair_files`` the
+``pairs-*.parquet`` files; ``pool_files`` the files read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from schemas import stats as stats_schema
+from schemas.pairs import QUERY_COUNTS_PARQUET
+from wit_builder.core.balance import BalanceConfig
+from wit_builder.pairs.readers.layouts import PoolOptions
+from wit_builder.pairs.readers.records import BAD_REASONS, FILTER_REASONS, Rejection
+
+BAD_RECORDS_JSONL = "bad_records.jsonl"
+FIRST_BAD_RECORDS = 20  # bad records quoted in stats.json's details; the file lists them all
+QUERY_TOTALS = ("queries", "queries_matched", "queries_capped")
+# Every count, so that stats.json lists zeros too (the accounting above).
+COUNTS: tuple[str, ...] = (
+    "pool_files", "records", *FILTER_REASONS, *BAD_REASONS, "bad_records", "candidates", "no_match", "matched",
+    "duplicates", "unique_pairs", "matches", "over_cap", "kept", "kept_matches", *QUERY_TOTALS, "pair_files",
+)
+NO_MATCH_ERROR = "no candidate matched any query; check --caption-col, --pool-format and the queries"
+
+
+def query_totals(matched: np.ndarray, target: int) -> dict[str, int]:
+    """The query counts of ``query_counts.parquet``'s ``matched`` column (one int per query): queries, those
+    matched at least once, and those matched more than ``target`` times (capped)."""
+    return {"queries": len(matched), "queries_matched": int((matched > 0).sum()),
+            "queries_capped": int((matched > target).sum())}
+
+
+def bad_records_jsonl(rejections: Iterable[Rejection]) -> bytes:
+    """``bad_records.jsonl``: one JSON object per bad record (``file``, ``offset``, ``reason``, ``detail``),
+    sorted by (file, offset, reason, detail) so the bytes do not depend on the runner."""
+    rows = sorted((r.source_file, r.source_record, r.reason, r.detail) for r in rejections)
+    lines = [json.dumps({"file": f, "offset": o, "reason": reason, "detail": d}, ensure_ascii=False)
+             for f, o, reason, d in rows]
+    return "".join(line + "\n" for line in lines).encode()
+
+
+def parameters(balance: BalanceConfig, pool: PoolOptions, rows_per_file: int, match_rule: str) -> dict[str, Any]:
+    """stats.json's ``parameters``: the settings as the run used them (a preset resolved into its columns)."""
+    return {"balance": balance.mode, "per_query_cap": balance.per_query_cap, "seed": balance.seed,
+            "oversample": balance.oversample, "target": balance.target, "pool_format": pool.fmt,
+            "url_col": pool.url_col, "caption_col": pool.caption_col, "max_url_length": pool.max_url_length,
+            "rows_per_file": rows_per_file, "header": pool.header,
+            "pool_layouts": [[pattern, vars(layout)] for pattern, layout in pool.layouts], "match_rule": match_rule}
+
+
+def document(*, queries_path: str, queries_sha256: str, pool_files: Sequence[str], parameters: Mapping[str, Any],
+             counts: Mapping[str, int], pair_files: Sequence[str], max_matched: int, max_kept: int,
+             first_bad: Sequence[dict], seconds: float) -> dict:
+    """The ``stats.json`` document (``schemas.stats`` envelope). ``counts`` hold every name of :data:`COUNTS`
+    (summed from the pipeline's data); ``pair_files`` are the written files' names; ``max_matched``/``max_kept``
+    the largest per-query counts; ``first_bad`` the first bad records of ``bad_records.jsonl``. Raises
+    ``schemas.stats.StatsError`` when the document does not follow the layout."""
+    queries = counts["queries"]
+    return stats_schema.envelope(
+        "build-pairs",
+        inputs=[stats_schema.input_entry(queries_path, queries_sha256, rows=queries),
+                *(stats_schema.input_entry(f) for f in pool_files)],
+        parameters=parameters,
+        counts=counts,
+        outputs=[*(stats_schema.output_entry(name) for name in pair_files),
+                 stats_schema.output_entry(QUERY_COUNTS_PARQUET, queries),
+                 stats_schema.output_entry(BAD_RECORDS_JSONL, counts["bad_records"])],
+        seconds=seconds,
+        details={
+            "match_rule": parameters["match_rule"],
+            "queries": {"max_matched": max_matched, "max_kept": max_kept},
+            "pairs": {"file_names": list(pair_files)},
+            "bad_records": {"file": BAD_RECORDS_JSONL, "first": list(first_bad)},
+        },
+    )
+
+
+def summary(counts: Mapping[str, int]) -> list[str]:
+    """The parts of the summary line: the record funnel, the bad records, the capped queries."""
+    return [f"{counts['records']:,} records -> {counts['candidates']:,} candidates -> {counts['matched']:,} matched "
+            f"-> {counts['unique_pairs']:,} unique -> {counts['kept']:,} kept in {counts['pair_files']} file(s)",
+            f"{counts['bad_records']:,} bad records", f"{counts['queries_capped']:,} queries capped"]
