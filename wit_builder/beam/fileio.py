@@ -68,18 +68,6 @@ def expand_patterns(patterns: Iterable[str], what: str = "input") -> list[str]:
     return sorted(found)
 
 
-def matching(pattern: str) -> list[str]:
-    """Every path matching the glob ``pattern``, sorted; an empty list when none does (or its folder is missing)."""
-    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
-
-
-def delete(paths: Iterable[str]) -> None:
-    """Delete the files ``paths`` (nothing when there are none)."""
-    found = list(paths)
-    if found:
-        FileSystems.delete(found)
-
-
 @contextlib.contextmanager
 def open_read(path: str) -> Iterator[BinaryIO]:
     """Open a file for reading, uncompressed as stored (callers choose their own decompression)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from wit_builder.beam.launcher import Outcome, Stage, run_stage
+from wit_builder.beam.launcher import Outcome, Pipeline, Stage, run_stage
 from wit_builder.core.errors import UsageError
 from wit_builder.download import inputs, plan, raw_folder, stats
 from wit_builder.download.img2dataset_engine import INSTALL_HINT, img2dataset_available
@@ -66,8 +66,8 @@ class DownloadStage(Stage):
             return []
         return [f"wit download: --overwrite: deleted {len(removed)} files of the earlier run in {self.out}"]
 
-    def build(self, pipeline: Any) -> None:
-        """Attach ``pipeline.Download`` to ``pipeline`` (a ``beam.Pipeline``)."""
+    def build(self, pipeline: Pipeline) -> None:
+        """Attach ``pipeline.Download`` (every url shard of the plan) to ``pipeline``."""
         _ = pipeline | "Download" >> Download(self._specs, self.options)
 
     def finish(self, counts: dict[str, int], seconds: float) -> Outcome:

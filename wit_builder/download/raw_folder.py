@@ -39,14 +39,14 @@ def shard_complete(out: str, shard_id: int) -> bool:
 
 def remove_leftovers(out: str, shard_id: int) -> None:
     """Delete the temporary files a killed attempt at this shard left behind (never a final name)."""
-    fileio.delete(fileio.matching(fileio.join(out, f"{raw_shards.shard_name(shard_id)}*.tmp-*")))
+    fileio.delete(fileio.match(fileio.join(out, f"{raw_shards.shard_name(shard_id)}*.tmp-*")))
 
 
 def run_files(out: str) -> list[str]:
     """A download run's files in ``out``: shards, their temporaries, plan.json and stats.json."""
     names = [f"{'[0-9]' * raw_shards.SHARD_DIGITS}*", PLAN_JSON, STATS_JSON, f"{PLAN_JSON}.tmp-*",
              f"{STATS_JSON}.tmp-*"]
-    return [path for name in names for path in fileio.matching(fileio.join(out, name))]
+    return [path for name in names for path in fileio.match(fileio.join(out, name))]
 
 
 def remove_run(out: str) -> list[str]:
