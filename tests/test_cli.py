@@ -94,7 +94,7 @@ def test_help_defaults_are_the_dataclass_defaults(name, capsys):
 
 
 def test_help_shows_units():
-    parser = cli.build_parser("download", importlib.import_module("wit_builder.download.pipeline"))
+    parser = cli.build_parser("download", importlib.import_module("wit_builder.download.command"))
     text = " ".join(parser.format_help().split())
     assert "(default: 30.0 s)" in text and "(default: 256 px)" in text and "(default: 10000 rows)" in text
 
@@ -140,7 +140,7 @@ def test_invalid_values_are_usage_errors_from_the_dataclass(capsys):
 
 
 def test_repeated_inputs_are_all_kept():
-    parser = cli.build_parser("download", importlib.import_module("wit_builder.download.pipeline"))
+    parser = cli.build_parser("download", importlib.import_module("wit_builder.download.command"))
     args = parser.parse_args(["--pairs", "a/*.parquet", "--pairs", "b/*.parquet", "--out", "o"])
     assert opts.from_namespace(options_class("download"), args).pairs == ("a/*.parquet", "b/*.parquet")
     parser = cli.build_parser("eval", importlib.import_module("trainer.eval.command"))
@@ -153,9 +153,9 @@ def test_aliases_and_negated_flags():
     for flag in ("--wd", "--weight-decay"):
         args = parser.parse_args([*REQUIRED["train"], flag, "0.1"])
         assert opts.from_namespace(options_class("train"), args).weight_decay == 0.1
-    parser = cli.build_parser("download", importlib.import_module("wit_builder.download.pipeline"))
+    parser = cli.build_parser("download", importlib.import_module("wit_builder.download.command"))
     parsed = opts.from_namespace(options_class("download"), parser.parse_args([*REQUIRED["download"], "--no-robots"]))
-    assert parsed.robots is False and parsed.x_robots_tag is True
+    assert parsed.network.respect_robots_txt is False and parsed.network.respect_x_robots_tag is True
 
 
 # ---- the generator on its own ----
@@ -274,7 +274,7 @@ def test_known_error_messages():
 
 @pytest.mark.slow
 def test_ctrl_c_on_a_running_stage_prints_one_line_and_the_rerun_completes(tmp_path):
-    from tests.download.test_pipeline import FAST_FLAGS, write_pairs
+    from tests.download.conftest import FAST_FLAGS, write_pairs
 
     with hs.HostileServer() as server:
         def slow_image(h):
@@ -469,7 +469,7 @@ def test_a_setting_out_of_range_is_named_by_its_flag(name, extra, said, capsys):
 
 
 def test_flag_names_replace_identifiers_only():
-    from wit_builder.download.pipeline import DownloadOptions
+    from wit_builder.download.options import DownloadOptions
     assert opts.with_flag_names("rows_per_shard must be >= 1", DownloadOptions) == "--rows-per-shard must be >= 1"
     assert opts.with_flag_names("deadline_s must be > 0", DownloadOptions) == "--deadline must be > 0"
     # one-word names only as the first word; flags already spelled with dashes stay as they are

@@ -1,4 +1,5 @@
-"""The native fetcher against a hostile server on 127.0.0.1, and its policy pieces on their own."""
+"""The native fetcher against a hostile server on 127.0.0.1, its policy pieces through it (on their own: test_netsafety,
+test_robots, test_ratelimit)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,13 @@ import pytest
 from tests import hostile_server as hs
 from wit_builder.download import http_client
 from wit_builder.download.fetch import (
-    USER_AGENT_TOKEN,
-    FetchConfig,
     Fetcher,
     backoff_delay,
     parse_retry_after,
     user_agent,
 )
 from wit_builder.download.netsafety import AddressPolicy
-from wit_builder.download.ratelimit import HostLimiter
-from wit_builder.download.robots import DEFAULT_OPT_OUTS, x_robots_opt_out
+from wit_builder.download.options import FetchConfig
 
 FAST = dict(allow_private_networks=True, connect_timeout_s=1.0, read_timeout_s=0.5, deadline_s=0.6, retries=1,
             backoff_base_s=0.01, backoff_max_s=2.0, max_bytes=1 << 20)
@@ -181,27 +179,6 @@ def test_per_host_concurrency_is_capped(server):
     assert {r.status for r in results} == {"success"} and peak[0] == 2
 
 
-def test_address_policy():
-    default, private = AddressPolicy(), AddressPolicy(allow_private=True)
-    everything = AddressPolicy(allow_private=True, allow_link_local=True)
-    for address in ("127.0.0.1", "10.1.2.3", "192.168.0.1", "::1", "fd00::1", "100.64.0.1"):
-        assert default.refusal(address) and private.refusal(address) is None
-    for address in ("169.254.169.254", "fe80::1", "::ffff:169.254.169.254"):
-        assert "link-local" in private.refusal(address) and everything.refusal(address) is None
-    for address in ("224.0.0.1", "0.0.0.0", "240.0.0.1", "255.255.255.255", "192.0.2.1", "ff02::1"):
-        assert everything.refusal(address)
-    assert default.refusal("93.184.216.34") is None and default.refusal("2606:4700::1111") is None
-
-
-def test_x_robots_tag_parsing():
-    def check(*values):
-        return x_robots_opt_out(values, "wit-builder", DEFAULT_OPT_OUTS)
-
-    assert check("noai") == "noai" and check("nofollow, NoImageIndex") == "noimageindex"
-    assert check("wit-builder: noindex") == "noindex" and check("otherbot: noai") is None
-    assert check("noarchive", "nofollow") is None and check("unavailable_after: 25 Jun 2010 15:00:00 PST") is None
-
-
 def test_retry_after_and_backoff():
     import random
 
@@ -211,57 +188,6 @@ def test_retry_after_and_backoff():
     delays = [backoff_delay(a, 0.5, 30.0, None, rng) for a in range(8)]
     assert all(0 <= d <= min(30.0, 0.5 * 2**a) for a, d in enumerate(delays))
     assert backoff_delay(0, 0.5, 30.0, 12.0, rng) == 12.0 and backoff_delay(0, 0.5, 30.0, 3600.0, rng) == 30.0
-
-
-def test_host_limiter_rate_and_pause():
-    clock, sleeps = [0.0], []
-
-    def sleep(s):
-        sleeps.append(s)
-        clock[0] += s
-
-    limiter = HostLimiter(4, rate=2.0, clock=lambda: clock[0], sleep=sleep)
-    for _ in range(3):
-        with limiter.slot("h"):
-            pass
-    assert sleeps == [0.5, 0.5]  # 2 requests per second
-    limiter.pause("h", 10.0)
-    with limiter.slot("h"):
-        pass
-    assert sleeps[-1] == pytest.approx(10.0)  # the whole host waits out a Retry-After
-
-
-def test_host_limiter_backs_off_on_throttling_and_recovers():
-    clock, sleeps = [0.0], []
-
-    def sleep(s):
-        sleeps.append(s)
-        clock[0] += s
-
-    limiter = HostLimiter(4, rate=0, clock=lambda: clock[0], sleep=sleep)
-    for _ in range(4):
-        limiter.throttled("h")
-        limiter.throttled("h")  # one burst of refusals counts once
-        clock[0] += 1.0
-    for _ in range(3):
-        with limiter.slot("h"):
-            pass
-    assert sleeps == [pytest.approx(0.08)] * 2  # spacing 0.01 doubled three times
-    for _ in range(200):
-        limiter.succeeded("h")
-    clock[0] += 1.0
-    sleeps.clear()
-    for _ in range(3):
-        with limiter.slot("h"):
-            pass
-    assert sleeps == []  # recovered: no spacing again
-
-
-def test_config_is_validated():
-    with pytest.raises(ValueError):
-        FetchConfig(deadline_s=0)
-    with pytest.raises(ValueError):
-        FetchConfig(per_host_concurrency=0)
 
 
 # ---- every wait bounded by the deadline (issue 13) ----
@@ -404,91 +330,6 @@ def test_private_classes_need_the_private_flag(resolver_to, address):
         f"http://intranet.example.org:{port}/a.jpg")
     assert result.status == "blocked" and connects == [] and accepted() == 0
     assert AddressPolicy(allow_private=True).refusal(address) is None
-
-
-def test_translation_forms_of_a_public_address_are_allowed():
-    policy = AddressPolicy()
-    for address in ("2002:5db8:d822::1", "64:ff9b::5db8:d822", "::ffff:93.184.216.34", "2606:4700::1111"):
-        assert policy.refusal(address) is None, address
-
-
-
-# ---- robots.txt per RFC 9309 (issue 13) ----
-
-def _rules(text: str):
-    from wit_builder.download.robots import RobotsRules
-
-    return RobotsRules(200, text.encode())
-
-
-RFC_9309_EXAMPLE = """\
-User-Agent: *
-Disallow: *.gif$
-Disallow: /example/
-Allow: /publications/
-
-User-Agent: foobot
-Disallow:/
-Allow:/example/page.html
-Allow:/example/allowed.gif
-
-User-Agent: barbot
-User-Agent: bazbot
-Disallow: /example/page.html
-
-User-Agent: quxbot
-
-EOF
-"""
-
-
-@pytest.mark.parametrize("agent, path, allowed", [
-    # RFC 9309 section 5.1, "Simple Example"
-    ("foobot", "/example/page.html", True), ("foobot", "/example/allowed.gif", True),
-    ("foobot", "/example/other.html", False), ("foobot", "/", False),
-    ("barbot", "/example/page.html", False), ("bazbot", "/example/page.html", False),
-    ("barbot", "/example/other.html", True), ("BAZBOT", "/example/page.html", False),
-    ("quxbot", "/example/page.html", True), ("quxbot", "/anything.gif", True),
-    ("otherbot", "/example/page.html", False), ("otherbot", "/publications/a.html", True),
-    ("otherbot", "/img/a.gif", False), ("otherbot", "/img/a.gif?x=1", True),
-])
-def test_robots_rfc_9309_simple_example(agent, path, allowed):
-    assert _rules(RFC_9309_EXAMPLE).allows("http://example.com" + path, agent) is allowed
-
-
-def test_robots_rfc_9309_longest_match_and_allow_wins_ties():
-    # RFC 9309 section 5.2, "Longest Match"
-    rules = _rules("User-Agent: foobot\nAllow: /example/page/\nDisallow: /example/page/disallowed.gif\n")
-    assert rules.allows("http://example.com/example/page/a.gif", "foobot")
-    assert not rules.allows("http://example.com/example/page/disallowed.gif", "foobot")
-    # the issue's cases: a more specific Allow beats a shorter Disallow; wildcards and $ anchor
-    rules = _rules("User-agent: *\nDisallow: /img/\nAllow: /img/public/\nDisallow: /*.jpg$\n")
-    assert rules.allows("http://s/img/public/a.png", USER_AGENT_TOKEN)
-    assert not rules.allows("http://s/img/private/a.png", USER_AGENT_TOKEN)
-    assert not rules.allows("http://s/photos/a.jpg", USER_AGENT_TOKEN)
-    assert rules.allows("http://s/photos/a.jpg?size=2", USER_AGENT_TOKEN)  # $ anchors the end
-    assert rules.allows("http://s/photos/a.jpeg", USER_AGENT_TOKEN)
-    # equivalent Allow and Disallow: Allow wins (RFC 9309 2.2.2)
-    assert _rules("User-agent: *\nDisallow: /a\nAllow: /a\n").allows("http://s/a/b.jpg", USER_AGENT_TOKEN)
-
-
-def test_robots_group_is_chosen_by_our_token_not_the_star_group():
-    text = f"User-agent: *\nDisallow: /\n\nUser-agent: {USER_AGENT_TOKEN}\nDisallow: /private/\n"
-    assert _rules(text).allows("http://s/a.jpg", USER_AGENT_TOKEN)
-    assert not _rules(text).allows("http://s/private/a.jpg", USER_AGENT_TOKEN)
-    assert not _rules(text).allows("http://s/a.jpg", "otherbot")
-
-
-def test_robots_rules_beyond_500_kib_are_ignored():
-    from wit_builder.download.robots import MAX_ROBOTS_BYTES
-
-    filler = "# " + "x" * 97 + "\n"
-    head = "User-agent: *\nDisallow: /early/\n" + filler * (MAX_ROBOTS_BYTES // len(filler))
-    text = head + "Disallow: /late/\n"
-    assert len(text.encode()) > MAX_ROBOTS_BYTES
-    rules = _rules(text)
-    assert not rules.allows("http://s/early/a.jpg", USER_AGENT_TOKEN)
-    assert rules.allows("http://s/late/a.jpg", USER_AGENT_TOKEN)
 
 
 def test_robots_wildcards_and_size_limit_end_to_end():

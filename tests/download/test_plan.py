@@ -1,4 +1,4 @@
-"""Stage 3's pure plan and accounting rules (wit_builder.download.plan), without Beam or network."""
+"""Stage 3's pure plan rules (wit_builder.download.plan), without Beam or network."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import pytest
 
 from wit_builder.beam import fileio
 from wit_builder.download import plan as download_plan
-from wit_builder.download import raw_shards
-from wit_builder.download.fetch import FetchConfig
 from wit_builder.download.host_shards import HostPlanner
-from wit_builder.download.images import ImageConfig
+from wit_builder.download.options import FetchConfig, ImageConfig
 
 
 def test_shard_specs_map_global_rows_to_files_and_rows():
@@ -71,23 +69,6 @@ def test_plan_differences_name_every_changed_leaf():
     assert "; and 2 more)" in (download_plan.plan_conflict("raw/", many_old, many_new) or "")
 
 
-def test_totals_sum_the_shards_stats_and_report_what_failed():
-    rows = [{"status": "failed_to_download", "error_message": f"HTTPSConnectionPool: DNS failure for https://h{i}/x",
-             "bytes": None} for i in range(3)] + [{"status": "blocked", "error_message": "robots.txt disallows",
-                                                    "bytes": None}]
-    samples = [raw_shards.RawSample(r) for r in rows]
-    stats = [raw_shards.shard_stats(0, samples[:2], "native"), raw_shards.shard_stats(1, samples[2:], "native")]
-    totals = download_plan.sum_shard_stats(stats)
-    assert totals["shards"] == 2 and totals["count"] == 4 and totals["bytes_downloaded"] == 0
-    assert totals["statuses"]["failed_to_download"] == 3 and totals["statuses"]["success"] == 0
-    assert totals["top_errors"] == {"HTTPSConnectionPool: DNS failure for <url>": 3, "robots.txt disallows": 1}
-    report = download_plan.nothing_succeeded_report(totals)
-    assert report.splitlines()[0] == "wit download: nothing succeeded: all 4 rows were refused or failed. Top reasons:"
-    assert "hint: the hosts are not reachable" in report and "robots.txt disallows our user agent" in report
-    with pytest.raises(KeyError):
-        download_plan.sum_shard_stats([{"count": 1}])
-
-
 def test_plan_document_records_inputs_cut_and_settings():
     specs = [download_plan.ShardSpec(0, 0, ("a", "b"), ((0, 0), (1, 0))),
              download_plan.ShardSpec(1, 0, ("a", "b"), ((0, 1),))]
@@ -96,12 +77,6 @@ def test_plan_document_records_inputs_cut_and_settings():
     assert plan == {"inputs": ["a", "b"], "rows_per_shard": 2, "shards": 2, "rows": 3, "settings": settings}
     assert download_plan.plan_conflict("raw/", plan, download_plan.plan_document(("a", "b"), 3, specs, settings)) \
         is not None
-
-
-def test_rows_per_input_counts_planned_rows_per_file():
-    specs = [download_plan.ShardSpec(0, 0, ("a", "b"), ((0, 0), (1, 0))),
-             download_plan.ShardSpec(1, 0, ("a", "b"), ((0, 1), (0, 2)))]
-    assert download_plan.rows_per_input(specs) == {"a": 3, "b": 1}
 
 
 def test_settings_with_an_unbounded_limit_are_strict_json(tmp_path):
@@ -122,3 +97,21 @@ def test_settings_with_an_unbounded_limit_are_strict_json(tmp_path):
     assert back == {"settings": settings, "nan": "nan", "low": ["-inf"]}
     assert download_plan.output_settings("native", ImageConfig(max_aspect_ratio=float("inf")), FetchConfig()) == \
         back["settings"]  # a rerun compares equal to what was written
+
+
+def test_output_settings_name_the_settings_as_the_engines_read_them():
+    """plan.json's keys are those every earlier plan.json holds (a rerun compares them): the memory budget in
+    bytes, --timeout as the two socket timeouts it sets, no speed-only setting."""
+    settings = download_plan.output_settings("native", ImageConfig(memory_budget_mib=64), FetchConfig(timeout_s=2.0))
+    assert set(settings) == {"engine", "image", "network"}
+    assert set(settings["image"]) == {"image_size", "resize_mode", "encode_format", "encode_quality", "min_image_size",
+                                      "max_aspect_ratio", "max_image_pixels", "max_output_pixels",
+                                      "memory_budget_bytes", "jpeg_draft"}
+    assert set(settings["network"]) == {"connect_timeout_s", "read_timeout_s", "deadline_s", "max_bytes", "retries",
+                                        "backoff_base_s", "backoff_max_s", "max_redirects", "user_agent_contact",
+                                        "allow_private_networks", "allow_link_local", "respect_robots_txt",
+                                        "respect_x_robots_tag"}
+    assert settings["image"]["memory_budget_bytes"] == 64 << 20
+    assert settings["network"]["connect_timeout_s"] == settings["network"]["read_timeout_s"] == 2.0
+    defaults = download_plan.output_settings("native", ImageConfig(), FetchConfig())["network"]
+    assert (defaults["connect_timeout_s"], defaults["read_timeout_s"]) == (5.0, 10.0)

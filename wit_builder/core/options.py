@@ -233,10 +233,9 @@ def _jsonable(value: Any) -> Any:
 def with_flag_names(message: str, cls: type) -> str:
     """``message`` (a settings error) with field names as the user's flags: ``rows_per_shard must be >= 1`` ->
     ``--rows-per-shard must be >= 1``. Names with an underscore are replaced anywhere, a one-word name only as
-    the message's first word (``threads must be ...``); ``cls.CONFIG_FLAGS`` (optional) maps the field names of
-    configs built from the options (``connect_timeout_s`` -> ``--timeout``)."""
+    the message's first word (``threads must be ...``). Fields of nested configs carry their own flags
+    (``deadline_s`` -> ``--deadline``)."""
     flags = {f.name: flag_name(f) for f, _ in cli_fields(cls)}
-    flags.update(getattr(cls, "CONFIG_FLAGS", {}))
 
     def replace(match: re.Match[str]) -> str:
         word = match.group(0)

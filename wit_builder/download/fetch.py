@@ -26,6 +26,7 @@ from urllib3.exceptions import NameResolutionError
 from wit_builder.download.host_shards import host_key
 from wit_builder.download.http_client import exchange_deadline, guarded_session
 from wit_builder.download.netsafety import AddressPolicy, BlockedAddressError, DnsCache
+from wit_builder.download.options import FetchConfig
 from wit_builder.download.ratelimit import HostLimiter
 from wit_builder.download.robots import DEFAULT_OPT_OUTS, MAX_ROBOTS_BYTES, RobotsCache, x_robots_opt_out
 
@@ -39,48 +40,6 @@ def user_agent(contact: str | None) -> str:
     """An honest User-Agent: our name and version, and where a site owner can reach the operator."""
     info = f"+{contact}" if contact else "+https://github.com/openai/CLIP (WIT rebuild)"
     return f"{USER_AGENT_TOKEN}/{_version()} ({info})"
-
-
-@dataclass(frozen=True)
-class FetchConfig:
-    """The network half's settings (times in seconds, sizes in bytes); ``wit download`` fills it from its options.
-
-    Raises ValueError for non-positive timeouts or sizes and negative retries, backoffs or rates.
-    """
-
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 10.0      # per socket wait; the deadline bounds the whole exchange
-    deadline_s: float = 30.0          # total for one attempt, redirects and body included
-    max_bytes: int = 20 * 1024 * 1024  # body cap; a larger Content-Length or body fails the row
-    retries: int = 2                  # extra attempts after the first, transient failures only
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 30.0       # also caps how long a Retry-After is honoured
-    max_redirects: int = 5
-    per_host_concurrency: int = 16
-    per_host_rate: float = 0.0        # request starts per second per host; 0 = unlimited
-    user_agent_contact: str | None = None
-    allow_private_networks: bool = False
-    allow_link_local: bool = False
-    respect_robots_txt: bool = True
-    respect_x_robots_tag: bool = True
-    pool_maxsize: int = 64            # keep-alive connections kept per host
-
-    def __post_init__(self) -> None:
-        for name in ("connect_timeout_s", "read_timeout_s", "deadline_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.max_bytes < 1:
-            raise ValueError(f"max_bytes must be >= 1, got {self.max_bytes}")
-        if self.retries < 0 or self.max_redirects < 0:
-            raise ValueError("retries and max_redirects must be >= 0")
-        for name in ("backoff_base_s", "backoff_max_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("per_host_concurrency", "pool_maxsize"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.per_host_rate < 0:
-            raise ValueError(f"per_host_rate must be >= 0 (0: unlimited), got {self.per_host_rate}")
 
 
 @dataclass(frozen=True)
@@ -158,7 +117,8 @@ class Fetcher:
         self._rng = random.Random()
         policy = AddressPolicy(config.allow_private_networks, config.allow_link_local)
         self.dns = DnsCache(policy)
-        self.session = guarded_session(self.dns, user_agent(config.user_agent_contact), config.pool_maxsize)
+        # keep-alive connections per host: as many as the limiter lets be in flight at once
+        self.session = guarded_session(self.dns, user_agent(config.user_agent_contact), config.per_host_concurrency)
         self.limiter = HostLimiter(config.per_host_concurrency, config.per_host_rate)
         self.robots = (RobotsCache(self._fetch_robots, USER_AGENT_TOKEN, wait_s=config.deadline_s)
                        if config.respect_robots_txt else None)

@@ -37,47 +37,13 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageOps
 
-RESIZE_MODES: tuple[str, ...] = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
-ENCODE_FORMATS: dict[str, str] = {"jpg": "JPEG", "webp": "WEBP"}
+from wit_builder.download.options import ENCODE_FORMATS, ImageConfig
+
 # The formats web browsers display; nothing else is opened. Pillow's other loaders include EPS, which runs
 # the Ghostscript binary on the bytes where one is installed: a hostile server must never reach it.
 WEB_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "ICO", "TIFF")
 # Longest side each output format can store (libjpeg: 16-bit dimensions; libwebp: 14-bit).
 ENCODE_MAX_SIDE: dict[str, int] = {"jpg": 65_535, "webp": 16_383}
-
-
-@dataclass(frozen=True)
-class ImageConfig:
-    """The image half's settings (img2dataset's option names and resize modes); sizes in px, memory in
-    bytes. Raises ValueError for an unknown mode or format and for values out of range."""
-
-    image_size: int = 256            # px: the short side (keep_ratio, center_crop) or long side (border, ..._largest)
-    resize_mode: str = "keep_ratio"
-    encode_format: str = "jpg"
-    encode_quality: int = 95         # 1..100, the encoder's quality
-    min_image_size: int = 0          # smallest side, in original pixels
-    max_aspect_ratio: float = math.inf
-    max_image_pixels: int = 89_478_485  # Pillow's own bomb threshold; refused from the header
-    max_output_pixels: int = 16_777_216  # resized picture (4096^2); resize_mode "no" keeps the source pixels
-    memory_budget_bytes: int = 1 << 30  # decode+resize work in flight in one process, all threads together
-    jpeg_draft: bool = True          # let libjpeg decode at 1/2, 1/4, 1/8 scale when that still covers the target
-
-    def __post_init__(self) -> None:
-        if self.resize_mode not in RESIZE_MODES:
-            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
-        if self.encode_format not in ENCODE_FORMATS:
-            raise ValueError(f"encode_format must be one of {tuple(ENCODE_FORMATS)}, got {self.encode_format!r}")
-        if not 1 <= self.encode_quality <= 100:
-            raise ValueError(f"encode_quality must be in 1..100, got {self.encode_quality}")
-        if self.image_size < 1:
-            raise ValueError(f"image_size must be >= 1, got {self.image_size}")
-        if self.min_image_size < 0 or self.max_aspect_ratio < 1 or self.max_image_pixels < 1:
-            raise ValueError("min_image_size must be >= 0, max_aspect_ratio >= 1, max_image_pixels >= 1")
-        if self.max_output_pixels < self.image_size**2:
-            raise ValueError(f"max_output_pixels must be >= image_size^2 = {self.image_size**2}, "
-                             f"got {self.max_output_pixels}")
-        if self.memory_budget_bytes < 1 << 24:
-            raise ValueError(f"memory_budget_bytes must be >= 16 MiB, got {self.memory_budget_bytes}")
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 
 from schemas.download import RAW_STATUS_ALIASES, RAW_STATUSES
 from wit_builder.core.dedup import image_phash
-from wit_builder.download.fetch import USER_AGENT_TOKEN, FetchConfig
-from wit_builder.download.images import ImageConfig
+from wit_builder.download.fetch import USER_AGENT_TOKEN
+from wit_builder.download.options import FetchConfig, ImageConfig
 from wit_builder.download.raw_shards import RawSample, sample_key
 from wit_builder.download.robots import DEFAULT_OPT_OUTS
 from wit_builder.download.shard import base_row
@@ -76,8 +76,8 @@ def download_rows_img2dataset(rows: Sequence[dict[str, Any]], shard_id: int, row
     return _convert(base, output_dir, image.encode_format)
 
 
-def _convert(base: list[dict[str, Any]], output_dir: str, ext: str) -> list[RawSample]:
-    """Join img2dataset's parquet and tar (its key = the row index within its single shard) onto our rows."""
+def _read_output(output_dir: str, ext: str) -> tuple[dict[int, dict[str, Any]], dict[int, bytes]]:
+    """img2dataset's rows and stored images (``ext`` files of its tar), by its key: the row index in its shard."""
     theirs: dict[int, dict[str, Any]] = {}
     images: dict[int, bytes] = {}
     for name in sorted(os.listdir(output_dir)):
@@ -92,6 +92,12 @@ def _convert(base: list[dict[str, Any]], output_dir: str, ext: str) -> list[RawS
                     body = tar.extractfile(member) if suffix == ext and member.isfile() else None
                     if body is not None:  # None for anything but a regular file
                         images[int(stem)] = body.read()
+    return theirs, images
+
+
+def _convert(base: list[dict[str, Any]], output_dir: str, ext: str) -> list[RawSample]:
+    """Join img2dataset's parquet and tar (its key = the row index within its single shard) onto our rows."""
+    theirs, images = _read_output(output_dir, ext)
     samples = []
     for index, out in enumerate(base):
         row = theirs.get(index)

@@ -1,12 +1,10 @@
-"""Stage 3's plan and accounting as pure functions (``wit_builder/download/pipeline.py`` reads the files and runs Beam).
+"""Stage 3's plan as pure functions (``inputs`` reads the files, ``raw_folder`` keeps plan.json).
 
 - :class:`ShardSpec` and :func:`shard_specs`: the url shards cut by ``wit_builder.download.host_shards``, as
   (input file, row) members;
 - :func:`row_group_selection`: which row groups of a pairs parquet hold a shard's rows, and where;
 - :func:`plan_document`, :func:`output_settings`, :func:`plan_differences`, :func:`plan_conflict`: ``plan.json``,
-  the output's identity (a rerun with other inputs or settings is refused, saying what differs);
-- :func:`sum_shard_stats`, :func:`rows_per_input`, :func:`nothing_succeeded_report`: the run's totals from the
-  shards' own ``{shard}_stats.json``.
+  the output's identity (a rerun with other inputs or settings is refused, saying what differs).
 """
 
 from __future__ import annotations
@@ -19,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from schemas.download import RAW_STATUSES
 from schemas.stats import json_safe
-from wit_builder.download import raw_shards
+from wit_builder.download.options import FetchConfig, ImageConfig
 
+PLAN_JSON = "plan.json"  # in the --out folder: the plan_document of the run that made its shards
 # Settings that change only how fast or how politely shards are made, not what they hold.
-SPEED_ONLY_SETTINGS: tuple[str, ...] = ("threads", "per_host_concurrency", "per_host_rate", "pool_maxsize")
+SPEED_ONLY_SETTINGS: tuple[str, ...] = ("threads", "per_host_concurrency", "per_host_rate")
 SHOWN_DIFFERENCES = 8  # settings named in a refused rerun's message before "and N more"
 NOT_RECORDED = "(not recorded)"
 
@@ -95,12 +93,19 @@ def row_group_selection(group_sizes: Sequence[int], targets: Sequence[int]) -> t
     return groups, positions
 
 
-def output_settings(engine: str, image: Any, network: Any) -> dict[str, Any]:
+def output_settings(engine: str, image: ImageConfig, network: FetchConfig) -> dict[str, Any]:
     """The settings that decide what a raw shard holds, as JSON (plan.json's ``settings``; a rerun must match):
-    the engine, the image and network dataclasses (``ImageConfig``, ``FetchConfig``) without the speed-only
-    settings (SPEED_ONLY_SETTINGS), tuples as lists and non-finite floats as strings (as read back from JSON)."""
-    settings: dict[str, Any] = {"engine": engine, "image": dataclasses.asdict(image),
-                                "network": dataclasses.asdict(network)}
+    the engine, the image and network settings without the speed-only ones (SPEED_ONLY_SETTINGS), tuples as
+    lists and non-finite floats as strings (as read back from JSON).
+
+    plan.json names them as the engines read them: the memory budget in bytes (``memory_budget_bytes``), the
+    socket timeouts ``--timeout`` sets (``connect_timeout_s``, ``read_timeout_s``) and not the flag itself.
+    """
+    image_settings = dataclasses.asdict(image)
+    image_settings["memory_budget_bytes"] = image_settings.pop("memory_budget_mib") << 20
+    network_settings = dataclasses.asdict(network)
+    del network_settings["timeout_s"]
+    settings: dict[str, Any] = {"engine": engine, "image": image_settings, "network": network_settings}
     for group in ("image", "network"):
         for name in SPEED_ONLY_SETTINGS:
             settings[group].pop(name, None)
@@ -143,39 +148,3 @@ def plan_conflict(out: str, previous: Mapping[str, Any], plan: Mapping[str, Any]
         shown += f"; and {len(differences) - SHOWN_DIFFERENCES} more"
     return (f"{out} holds raw shards made with other inputs or settings ({shown}); rerun with the same ones to "
             "resume, use a fresh --out, or pass --overwrite to delete those shards and download again")
-
-
-def sum_shard_stats(shard_stats: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """The run's totals from every shard's ``{shard}_stats.json`` (``raw_shards.shard_stats``): shards, rows
-    (``count``), rows per RAW_STATUSES status, bytes downloaded and the merged top errors. KeyError naming the
-    field a shard's stats lack."""
-    totals: dict[str, Any] = {"shards": 0, "count": 0, "statuses": dict.fromkeys(RAW_STATUSES, 0),
-                              "bytes_downloaded": 0}
-    errors = []
-    for stats in shard_stats:
-        totals["shards"] += 1
-        totals["count"] += stats["count"]
-        totals["bytes_downloaded"] += stats["bytes_downloaded"]
-        for status, n in stats["statuses"].items():
-            totals["statuses"][status] = totals["statuses"].get(status, 0) + n
-        errors.append(stats.get("top_errors", {}))
-    totals["top_errors"] = raw_shards.merge_top_errors(errors)
-    return totals
-
-
-def rows_per_input(specs: Iterable[ShardSpec]) -> dict[str, int]:
-    """Input file -> rows planned from it, in first-seen order (stats.json's ``inputs``)."""
-    rows: dict[str, int] = {}
-    for spec in specs:
-        for index, _ in spec.members:
-            rows[spec.paths[index]] = rows.get(spec.paths[index], 0) + 1
-    return rows
-
-
-def nothing_succeeded_report(totals: Mapping[str, Any], shown: int = 5) -> str:
-    """The summary's tail when no row succeeded: the ``shown`` most frequent reasons and what to try
-    (``raw_shards.failure_hints``)."""
-    lines = [f"wit download: nothing succeeded: all {totals['count']} rows were refused or failed. Top reasons:"]
-    lines += [f"  {n:>8}  {kind}" for kind, n in list(totals["top_errors"].items())[:shown]]
-    lines += [f"hint: {hint}" for hint in raw_shards.failure_hints(totals["statuses"], totals["top_errors"])]
-    return "\n".join(lines)

@@ -40,6 +40,7 @@ from schemas.download import RAW_ROWS, RAW_STATUS_ALIASES, RAW_STATUSES
 from schemas.finalize import ImageLocation, RawRecord
 from wit_builder.core import tar_writer
 from wit_builder.core.dedup import image_phash
+from wit_builder.core.errors import InputError
 
 SHARD_DIGITS = 5  # img2dataset's oom_shard_count
 TOP_ERRORS = 20
@@ -167,7 +168,7 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _PHASH = re.compile(r"^[0-9a-f]{16}$")
 
 
-class RawInputError(ValueError):
+class RawInputError(InputError):
     """A raw shard that cannot be read as stage-3 output; the message names the file and the row."""
 
 

@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 from wit_builder.core.uid import clean_caption, normalize_url, pair_uid
 from wit_builder.download.fetch import Fetcher
 from wit_builder.download.host_shards import url_key
-from wit_builder.download.images import ImageConfig, process_image
+from wit_builder.download.images import process_image
+from wit_builder.download.options import ImageConfig
 from wit_builder.download.raw_shards import RawSample, sample_key
 
 logger = logging.getLogger(__name__)
