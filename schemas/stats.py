@@ -22,6 +22,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from wit_builder.core.errors import InputError
+
 STATS_JSON = "stats.json"
 VERSION = 1
 STAGES: tuple[str, ...] = ("build-queries", "build-pairs", "download", "finalize")
@@ -42,7 +44,7 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-class StatsError(ValueError):
+class StatsError(InputError):
     """A stats document that does not follow the layout; the message names the key and what is wrong."""
 
 

@@ -31,11 +31,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from wit_builder.core.errors import WitError
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-class BlockedAddressError(Exception):
-    """A host resolved to an address the policy refuses; raised before any connection is made."""
+class BlockedAddressError(WitError):
+    """A host resolved to an address the policy refuses; raised before any connection is made (the row ends
+    ``blocked``, naming the address)."""
 
 
 def _nets(*cidrs: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
