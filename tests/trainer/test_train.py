@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.trainer_fixtures import CLASSES, write_class_folders, write_shards
+from tests.trainer.conftest import CLASSES, write_class_folders, write_shards
 from trainer.checkpoint import load_model
 from trainer.config import MODEL_CONFIGS
 from trainer.loss import make_loss

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import trainer.train as train_module
-from tests.trainer_fixtures import CLASSES, write_shards
+from tests.trainer.conftest import CLASSES, write_shards
 from trainer.tokenizer import Tokenizer
 from trainer.train import warmup_cosine
 from wit_builder.cli import main as wit
