@@ -1,6 +1,7 @@
 """Shared fixtures of every test package, each defined once: the real data the tests use (the enwiki sample from
 gensim, WordNet from Debian), the photo loader (scikit-image and scikit-learn photos), the static file server on
-127.0.0.1, and realistic raw shards (stage 3's output, stage 4's input). Beam runner flags for the tests.
+127.0.0.1, a ``wit probe`` command for the launcher's contract, and realistic raw shards (stage 3's output, stage
+4's input). Beam runner flags for the tests.
 
 The raw shards (:func:`raw`), three of them under one folder:
 
@@ -22,8 +23,10 @@ import hashlib
 import io
 import json
 import os
+import sys
 import tarfile
 import threading
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -36,8 +39,10 @@ import pytest
 from PIL import Image
 
 from schemas.download import RAW_ROWS
+from wit_builder import cli
 from wit_builder.core.balance import sample_rank
 from wit_builder.core.dedup import image_phash
+from wit_builder.core.options import option
 from wit_builder.core.uid import pair_uid
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -116,6 +121,32 @@ def static_server() -> Iterator[Callable[[str | Path], str]]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+# ---- a command of the wit launcher whose run() the test writes ----
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """The options of ``wit probe``: an output folder."""
+
+    out: str = option(".", help="output folder")
+
+
+@pytest.fixture
+def probe_command(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[Any, list[str]], int]], Callable[..., int]]:
+    """``probe_command(run)`` registers a ``wit probe`` command (a Beam command with :class:`ProbeOptions`) whose
+    ``run(options, beam_argv)`` is ``run``, and returns ``wit probe ARGV...`` as a function of ``*argv`` -> the exit
+    status of :func:`wit_builder.cli.main`."""
+    module = types.ModuleType("probe_command")
+    module.OPTIONS = ProbeOptions
+    monkeypatch.setitem(sys.modules, "probe_command", module)
+    monkeypatch.setitem(cli.COMMANDS, "probe", ("probe_command", "a test command", True))
+
+    def use(run: Callable[[Any, list[str]], int]) -> Callable[..., int]:
+        module.run = run
+        return lambda *argv: cli.main(["probe", *argv])
+
+    return use
 
 
 # ---- raw shards of real photos: stage 3's output, stage 4's input ----
