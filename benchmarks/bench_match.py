@@ -161,7 +161,7 @@ def write_wat(path: Path, pages: int, words: list[str], rng: random.Random, layo
     headers, 15 metas, scripts and stylesheets and 100 anchors beside the 20 images (the JSON per image
     link grows about fivefold, so the record and JSON layer weighs more against the per-link work).
     """
-    from tests.build_pairs_fixtures import WatBuilder, img, wat_payload
+    from tests.pairs.conftest import WatBuilder, img, wat_payload
 
     wat = WatBuilder()
     links = 0

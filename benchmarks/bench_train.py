@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.trainer_fixtures import CLASSES, write_shards  # noqa: E402
+from tests.trainer.conftest import CLASSES, write_shards  # noqa: E402
 from trainer.config import MODEL_CONFIGS, TrainConfig  # noqa: E402
 from trainer.data import Loader, make_plan, torchvision_gpu_decode_available  # noqa: E402
 from trainer.loss import ClipLoss  # noqa: E402

@@ -1,4 +1,5 @@
-"""A hostile HTTP server on 127.0.0.1 for the download tests, the real photos it serves, and a plain one.
+"""A hostile HTTP server on 127.0.0.1 for the download tests, and the images it serves (real photos in the
+formats the web serves, image bombs). The well-behaved static file server is ``tests.conftest.static_server``.
 
 ``HostileServer`` is a ThreadingHTTPServer whose paths are scripted per test: fixed bodies, status sequences
 (500 then 200, 429 with Retry-After then 200), slow drips, endless bodies, redirects. It logs every request
@@ -8,19 +9,19 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 from PIL import Image
+
+from tests.conftest import encode, photo
 
 Handler = Callable[[BaseHTTPRequestHandler], None]
 
@@ -235,41 +236,10 @@ def send(h: BaseHTTPRequestHandler, response: Response) -> None:
     h.wfile.write(response.body)
 
 
-# ---- a well-behaved static file server ----
-
-class _QuietFileHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:  # keep test output free of access logs
-        pass
-
-
-@contextlib.contextmanager
-def serve_folder(root: str | Path) -> Iterator[str]:
-    """Serve the files under ``root`` on 127.0.0.1 while the block runs; yields the base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietFileHandler, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-# ---- real photos (scikit-image) in the formats the web serves ----
-
-def photo(name: str = "astronaut") -> Image.Image:
-    from skimage import data
-
-    return Image.fromarray(getattr(data, name)())
-
-
-def encode(img: Image.Image, fmt: str, **params) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **params)
-    return buf.getvalue()
-
+# ---- real photos (tests.conftest.photo) in the formats the web serves ----
 
 def jpeg(name: str = "astronaut", quality: int = 90) -> bytes:
-    return encode(photo(name).convert("RGB"), "JPEG", quality=quality)
+    return encode(photo(name), "JPEG", quality=quality)
 
 
 def png_with_alpha() -> bytes:
@@ -299,14 +269,14 @@ def cmyk_jpeg() -> bytes:
 
 def png_16bit() -> bytes:
     """camera (gray) stored as 16-bit: values scaled by 257 so 8-bit 255 is 16-bit 65535."""
-    arr = photo("camera")
+    arr = photo("camera", mode="L")
     arr16 = np.asarray(arr, dtype=np.uint16) * 257
     return encode(Image.fromarray(arr16, "I;16"), "PNG")
 
 
 def exif_rotated_jpeg() -> tuple[bytes, tuple[int, int]]:
     """chelsea stored sideways with EXIF orientation 6 (rotate 90 CW to view); returns bytes, upright size."""
-    upright = photo("chelsea").convert("RGB")  # 451 x 300
+    upright = photo("chelsea")  # 451 x 300
     stored = upright.transpose(Image.Transpose.ROTATE_90)  # what a camera writes: pixels sideways
     exif = Image.Exif()
     exif[0x0112] = 6

@@ -37,6 +37,17 @@ def thresholds(samples: Iterable[tuple[str, Iterable[str]]], cap: int, seed: int
     return out
 
 
+def reference_kept(samples: Sequence[tuple[str, Sequence[str]]], cap: int, seed: int) -> set[str]:
+    """Brute force of stage 4's cap: each query keeps its ``cap`` smallest-ranked samples (stage 2's rank); a
+    sample stays if any query keeps it, or if it has no query."""
+    kept = set()
+    for query in {q for _, queries in samples for q in queries}:
+        members = sorted((hash_rank(uid, seed), uid) for uid, queries in samples if query in queries)
+        kept.update(uid for _, uid in members[:cap])
+    kept.update(uid for uid, queries in samples if not queries)
+    return kept
+
+
 def reference_match(queries: Iterable[str], text: str) -> list[str]:
     """Brute force over every query with the spec's rule: the oracle the tests hold the automaton to."""
     haystack = f" {normalize(text)} "

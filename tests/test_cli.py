@@ -1,20 +1,18 @@
-"""The one contract of every ``wit`` command: generated options, strict parsing, exit codes, error messages,
-Ctrl-C, and the stats.json layout."""
+"""The one contract of every ``wit`` command (wit_builder.cli): generated options, strict parsing, exit codes,
+error messages, Ctrl-C, and the Makefile's front. (The option generator itself: tests/core/test_options.py; our
+errors: tests/core/test_errors.py; the launcher and counting frame: tests/beam/; stats.json's layout:
+tests/schemas/test_stats.py.)"""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib
 import json
-import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-import types
-from dataclasses import dataclass
 from pathlib import Path
 
 import apache_beam as beam
@@ -25,10 +23,8 @@ from schemas import stats as stats_schema
 from tests import hostile_server as hs
 from tests.conftest import BEAM_IN_PROCESS
 from wit_builder import cli
-from wit_builder.beam import counting, fileio, launcher
-from wit_builder.core import errors
+from wit_builder.beam import launcher
 from wit_builder.core import options as opts
-from wit_builder.core.options import option
 from wit_builder.queries.wikidump import DumpError
 
 # Each command's required flags with harmless values, so that parsing reaches the strict check.
@@ -158,59 +154,7 @@ def test_aliases_and_negated_flags():
     assert parsed.network.respect_robots_txt is False and parsed.network.respect_x_robots_tag is True
 
 
-# ---- the generator on its own ----
-
-@dataclass(frozen=True)
-class Toy:
-    path: tuple[str, ...] = option(help="inputs")
-    size: int = option(3, unit="px", help="a size")
-    mode: str = option("a", choices=("a", "b"), help="a mode")
-    limit: float | None = option(None, unit="s", help="a limit")
-    loud: bool = option(False, help="say more")
-    polite: bool = option(True, negate="--rude", help="be rude")
-    hidden: int = option(7, cli=False, help="not a flag")
-
-    def __post_init__(self) -> None:
-        if self.size < 1:
-            raise ValueError(f"--size must be >= 1, got {self.size}")
-
-
-def test_generated_parser_round_trips_a_dataclass():
-    parser = argparse.ArgumentParser()
-    opts.add_arguments(parser, Toy)
-    toy = opts.from_namespace(Toy, parser.parse_args(["--path", "x", "--path", "y", "--limit", "2.5", "--rude"]))
-    assert toy == Toy(path=("x", "y"), limit=2.5, polite=False)
-    assert opts.option_strings(Toy) == ["--path", "--size", "--mode", "--limit", "--loud", "--rude"]
-    with pytest.raises(ValueError, match="--size must be >= 1"):
-        opts.from_namespace(Toy, parser.parse_args(["--path", "x", "--size", "0"]))
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--path", "x", "--mode", "c"])
-    with pytest.raises(SystemExit):
-        parser.parse_args([])  # --path is required
-    text = " ".join(parser.format_help().split())
-    assert "a size (default: 3 px)" in text and "a limit (default: none)" in text and "--hidden" not in text
-
-
 # ---- exit codes and messages, through a command module whose run() does what each case needs ----
-
-@pytest.fixture
-def command(monkeypatch):
-    """Register a ``wit probe`` command whose run() calls the function the test sets."""
-    module = types.ModuleType("probe_command")
-
-    @dataclass(frozen=True)
-    class ProbeOptions:
-        out: str = option(".", help="output folder")
-
-    module.OPTIONS = ProbeOptions
-    monkeypatch.setitem(sys.modules, "probe_command", module)
-    monkeypatch.setitem(cli.COMMANDS, "probe", ("probe_command", "a test command", True))
-
-    def use(body):
-        module.run = lambda options, beam_argv: body(options, beam_argv)
-        return lambda *argv: cli.main(["probe", *argv])
-    return use
-
 
 def failing_pipeline(out: str, beam_argv: list[str]) -> int:
     def bad(x):
@@ -222,52 +166,27 @@ def failing_pipeline(out: str, beam_argv: list[str]) -> int:
     return 0
 
 
-def test_exit_codes(command, capsys, tmp_path):
-    assert command(lambda o, b: 0)() == 0
-    assert command(lambda o, b: failing_pipeline(str(tmp_path), b))(*BEAM_IN_PROCESS) == 1
+def test_exit_codes(probe_command, capsys, tmp_path):
+    assert probe_command(lambda o, b: 0)() == 0
+    assert probe_command(lambda o, b: failing_pipeline(str(tmp_path), b))(*BEAM_IN_PROCESS) == 1
     err = capsys.readouterr().err
     assert "wit probe: error: dump.xml: malformed XML at line 7, after page id 4" in err
     assert "Traceback" not in err and "while running" not in err
 
     def bad_input(o, b):
         raise FileNotFoundError("--pool 'x*' matches no file")
-    assert command(bad_input)() == 2
+    assert probe_command(bad_input)() == 2
     assert capsys.readouterr().err.strip() == "wit probe: error: --pool 'x*' matches no file"
 
     def interrupted(o, b):
         raise KeyboardInterrupt
-    assert command(interrupted)() == 130
+    assert probe_command(interrupted)() == 130
     assert capsys.readouterr().err.strip() == "wit probe: interrupted; rerun the same command to resume"
 
     def bug(o, b):
         raise ZeroDivisionError("a bug")
     with pytest.raises(ZeroDivisionError):  # not one of ours: the traceback is kept
-        command(bug)()
-
-
-def test_beams_log_of_our_error_stays_off_the_terminal(command, tmp_path, capsys):
-    root = logging.getLogger()
-    handler = logging.StreamHandler(sys.stderr)
-    root.addHandler(handler)
-    try:
-        assert command(lambda o, b: failing_pipeline(str(tmp_path), b))(*BEAM_IN_PROCESS) == 1
-    finally:
-        root.removeHandler(handler)
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("malformed XML") == 1
-    assert "malformed XML at line 7" in (tmp_path / launcher.BEAM_ERRORS_LOG).read_text()
-
-
-def test_known_error_messages():
-    assert errors.known_error_message(ValueError("x")) is None
-    runner_text = RuntimeError("Pipeline failed:\nTraceback (most recent call last):\n  File \"x.py\", line 1\n"
-                               "wit_builder.download.raw_shards.RawInputError: 00001.parquet: row 3: "
-                               "unknown status 'exploded' "
-                               "[while running 'Finalize/ReadRawShards']\n")
-    assert errors.known_error_message(runner_text) == "00001.parquet: row 3: unknown status 'exploded'"
-    wrapped = errors.StageFailed("b.xml: truncated")
-    assert errors.known_error_message(wrapped) == "b.xml: truncated" and errors.exit_code(wrapped) == 1
-    assert errors.exit_code(DumpError("x")) == 2 and errors.exit_code(DumpError("x"), during_run=True) == 1
+        probe_command(bug)()
 
 
 # ---- Ctrl-C on a running stage ----
@@ -309,59 +228,6 @@ def test_ctrl_c_on_a_running_stage_prints_one_line_and_the_rerun_completes(tmp_p
     assert sorted(r["uid"] for r in rows) == [f"u{i:02d}" for i in range(24)]  # every row once, none lost
     interrupted = [r for r in rows if r["status"] != "success"]
     assert all("nterrupt" not in (r["error_message"] or "") for r in interrupted), interrupted
-
-
-# ---- stats.json layout ----
-
-def good_stats() -> dict:
-    return stats_schema.envelope(
-        "download", inputs=[stats_schema.input_entry("a.parquet", rows=3)], parameters={"threads": 2},
-        counts={"rows": 3, "status_success": 3}, outputs=[stats_schema.output_entry("00000.parquet", 3)],
-        seconds=1.5, details={"statuses": {"success": 3}})
-
-
-@pytest.mark.parametrize("change, message", [
-    (lambda d: d.pop("details"), "missing \\['details'\\]"),
-    (lambda d: d.update(extra=1), "unexpected \\['extra'\\]"),
-    (lambda d: d.update(stage="train"), "stage must be one of"),
-    (lambda d: d.update(version=2), "version must be 1"),
-    (lambda d: d["counts"].update(rows=-1), "counts.rows must be a non-negative integer"),
-    (lambda d: d["counts"].update(rows=1.5), "counts.rows must be a non-negative integer"),
-    (lambda d: d["inputs"][0].pop("sha256"), "inputs\\[0\\] must have exactly the keys"),
-    (lambda d: d["outputs"][0].update(rows="3"), "outputs\\[0\\].rows has the wrong type"),
-    (lambda d: d["timings"].pop("seconds"), "timings.seconds is missing"),
-])
-def test_stats_validator_names_the_problem(change, message):
-    doc = good_stats()
-    stats_schema.validate(doc)
-    change(doc)
-    with pytest.raises(stats_schema.StatsError, match=message):
-        stats_schema.validate(doc)
-
-
-def test_counts_are_data_exact_when_a_bundle_is_retried(tmp_path):
-    """A DoFn that fails once: the runner retries the bundle; metrics count it twice, the COUNTS output once."""
-    flag = tmp_path / "failed-once"
-
-    class Flaky(counting.CountingDoFn):
-        namespace = "probe"
-
-        def process(self, x):
-            self.count("seen")
-            self.count("even", x % 2 == 0)
-            if x == 3 and not flag.exists():
-                flag.touch()
-                raise RuntimeError("lost on purpose")
-            yield x
-
-    pipeline = beam.Pipeline(options=launcher.pipeline_options(["--runner=BundleBasedDirectRunner"]))
-    result = pipeline | beam.Create(list(range(10))) | beam.ParDo(Flaky()).with_outputs(counting.COUNTS, main="rows")
-    _ = result[counting.COUNTS] | counting.WriteCounts(str(tmp_path / counting.COUNTS_FILE))
-    run = pipeline.run()
-    run.wait_until_finish()
-    assert flag.exists()
-    assert counting.read_counts(str(tmp_path), ["odd"]) == {"even": 5, "odd": 0, "seen": 10}
-    assert counting.counters(run, "probe")["seen"] > 10  # what stats read from metrics would have said
 
 
 # ---- the Makefile passes what the user typed, quoted, every input as its own flag ----
@@ -444,13 +310,12 @@ def test_an_out_folder_that_is_a_file_is_bad_input(name, below, tmp_path, capsys
 
 def test_a_folder_where_files_are_expected_is_bad_input(tmp_path, capsys):
     """`--dump FOLDER` failed inside the pipeline with IsADirectoryError (a traceback, exit 1); a folder that a
-    pattern matches is no input file: one line naming the flag, exit 2. A glob's subfolders are left out."""
+    pattern matches is no input file: one line naming the flag, exit 2. (A glob's subfolders are left out:
+    tests/beam/test_fileio.py.)"""
     (tmp_path / "sub").mkdir()
     assert cli.main(["build-queries", "--dump", str(tmp_path), "--out", str(tmp_path / "o"), *BEAM_IN_PROCESS]) == 2
     err = capsys.readouterr().err
     assert f"--dump '{tmp_path}' is a folder, not a file" in err and "Traceback" not in err, err
-    (tmp_path / "a.parquet").write_bytes(b"x")
-    assert fileio.expand_patterns([str(tmp_path / "*")]) == [str(tmp_path / "a.parquet")]
 
 
 @pytest.mark.parametrize(("name", "extra", "said"), [
@@ -466,12 +331,3 @@ def test_a_setting_out_of_range_is_named_by_its_flag(name, extra, said, capsys):
     assert cli.main([name, *REQUIRED[name], *extra]) == 2
     err = capsys.readouterr().err
     assert said in err and "_" not in err.split("error:", 1)[1].split(",")[0], err
-
-
-def test_flag_names_replace_identifiers_only():
-    from wit_builder.download.options import DownloadOptions
-    assert opts.with_flag_names("rows_per_shard must be >= 1", DownloadOptions) == "--rows-per-shard must be >= 1"
-    assert opts.with_flag_names("deadline_s must be > 0", DownloadOptions) == "--deadline must be > 0"
-    # one-word names only as the first word; flags already spelled with dashes stay as they are
-    said = "the threads are --rows-per-shard"
-    assert opts.with_flag_names(said, DownloadOptions) == said

@@ -3,7 +3,7 @@ decode, torch's uint8 resize), resize + center crop for evaluation, both normali
 
 The training crop draws from an explicit ``random.Random`` so the data loader can make every augmentation a
 function of (seed, epoch, position) — that is what lets a resumed run see exactly the same pixels. The PIL-only
-training crop the loader's is checked against lives in ``tests/trainer_fixtures.py``.
+training crop the loader's is checked against lives in ``tests/trainer/conftest.py``.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def random_resized_crop_uint8(image: Image.Image, size: int, rng: random.Random,
     """The training crop for the loader: PIL image (any mode) -> (size, size, 3) uint8, channels last (HWC).
 
     The box is ``random_resized_crop_box``'s (same draws from ``rng`` as the PIL reference crop in
-    ``tests/trainer_fixtures.py``), resized with an antialiased bicubic filter in uint8 by torch's vectorised
+    ``tests/trainer/conftest.py``), resized with an antialiased bicubic filter in uint8 by torch's vectorised
     kernel (about 4x PIL's resize; the pixels differ from PIL's by 0.02 on average). ``size`` in px.
     """
     if image.mode != "RGB":

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.raw_fixtures import encode, photo, stored
+from tests.conftest import encode, photo, stored
 from wit_builder.core import dedup
 
 hashes64 = st.integers(min_value=0, max_value=(1 << 64) - 1)

@@ -1,45 +1,21 @@
-"""The demo corpus generator and its loopback server: determinism, held-out isolation, hostile cases, pool."""
+"""The demo corpus generator (wit_builder.demo.corpus): determinism, held-out isolation, duplicates, distractors,
+the pool stage 2 reads. (Its loopback server: tests/demo/test_server.py.)"""
 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import io
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
 from PIL import Image
 
+from tests.demo.conftest import SMALL
 from wit_builder.beam import fileio
 from wit_builder.core.textnorm import tokenize
 from wit_builder.demo import corpus as demo_corpus
-from wit_builder.demo.server import DemoServer
 from wit_builder.pairs.readers.formats import read_pool_file
 from wit_builder.pairs.readers.layouts import PoolOptions
-
-SMALL = demo_corpus.CorpusConfig(train_per_class=3, heldout_per_class=2, flood_extra=2, distractors=5,
-                                 mirrors=2, near_duplicates=2, duplicate_pairs=2)
-
-
-@pytest.fixture(scope="module")
-def corpus() -> demo_corpus.Corpus:
-    return demo_corpus.generate(SMALL)
-
-
-@pytest.fixture(scope="module")
-def written(corpus, tmp_path_factory) -> tuple[Path, dict]:
-    folder = tmp_path_factory.mktemp("corpus")
-    return folder, demo_corpus.write_files(corpus, folder)
-
-
-def _get(server: DemoServer, path: str) -> http.client.HTTPResponse:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)  # never follows redirects
-    conn.request("GET", path)
-    response = conn.getresponse()
-    response.body = response.read()
-    conn.close()
-    return response
 
 
 def test_same_config_gives_the_same_bytes(corpus, written, tmp_path):
@@ -94,32 +70,6 @@ def test_distractors_match_no_wordnet_lemma(corpus, wordnet_dir):
     assert len(distractors) == SMALL.distractors
     assert not [t for c in distractors for t in tokenize(c) if t in lemmas]
     assert all(cls in lemmas for cls in corpus.classes)
-
-
-def test_server_serves_files_robots_and_hostile_cases(corpus, written):
-    folder, _ = written
-    with DemoServer(folder / demo_corpus.WWW, corpus.redirects) as server:
-        ok = _get(server, "/img/cat/cat-000.jpg")
-        assert (ok.status, ok.getheader("Content-Type"), ok.body) == (200, "image/jpeg",
-                                                                       corpus.files["img/cat/cat-000.jpg"])
-        robots = _get(server, "/robots.txt")
-        assert robots.status == 200 and b"Disallow: /private/" in robots.body
-        private = [r.path for r in corpus.rows if r.kind == "robots_disallowed"][0]
-        assert private.startswith("/private/") and _get(server, private).status == 200  # only robots.txt forbids it
-        assert _get(server, [r.path for r in corpus.rows if r.kind == "http_404"][0]).status == 404
-        assert _get(server, "/img/").status == 404  # no directory listings
-        html = _get(server, "/hostile/page.jpg")
-        assert html.getheader("Content-Type") == "image/jpeg" and html.body.startswith(b"<!doctype html>")
-        truncated = _get(server, "/hostile/truncated.jpg").body
-        with pytest.raises(OSError), Image.open(io.BytesIO(truncated)) as img:
-            img.load()
-        redirect = _get(server, "/hostile/redirect.jpg")
-        assert (redirect.status, redirect.getheader("Location")) == (302, demo_corpus.METADATA_URL)
-        bomb_bytes = _get(server, "/hostile/huge.png").body
-        with pytest.warns(Image.DecompressionBombWarning), Image.open(io.BytesIO(bomb_bytes)) as bomb:
-            assert bomb.size[0] * bomb.size[1] > Image.MAX_IMAGE_PIXELS
-    with pytest.raises(OSError):  # stopped: the port no longer answers
-        _get(server, "/robots.txt")
 
 
 def test_pool_table_is_read_by_stage_2(corpus, tmp_path):

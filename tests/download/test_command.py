@@ -21,7 +21,7 @@ from schemas.download import RAW_STATUSES
 from schemas.stats import prefixed, stats_without_timings
 from schemas.stats import validate as validate_stats
 from tests import hostile_server as hs
-from tests.conftest import BEAM_IN_PROCESS, BEAM_MULTI_PROCESS
+from tests.conftest import BEAM_IN_PROCESS, BEAM_MULTI_PROCESS, encode, photo
 from tests.download.conftest import FAST_FLAGS, read_raw, write_pairs
 from wit_builder.cli import main as wit
 
@@ -33,7 +33,7 @@ def hostile():
         s.serve("/robots.txt", hs.Response(200, b"User-agent: *\nDisallow: /private/\n", content_type="text/plain"))
         astronaut = hs.jpeg()
         exif_data, _ = hs.exif_rotated_jpeg()
-        tiny = hs.encode(hs.photo("coffee").resize((30, 20)), "JPEG")
+        tiny = encode(photo("coffee").resize((30, 20)), "JPEG")
         cases = [
             ("jpeg", s.image("/good.jpg", astronaut), "success"),
             ("png", s.image("/alpha.png", hs.png_with_alpha(), "image/png"), "success"),
@@ -56,7 +56,7 @@ def hostile():
             ("noai", s.image("/noai.jpg", astronaut, **{"X-Robots-Tag": "noai"}), "blocked"),
             ("robots", s.image("/private/secret.jpg", astronaut), "blocked"),
             ("copy", s.image("/copy-of-good.jpg", astronaut), "success"),
-            ("resized", s.image("/small-good.jpg", hs.encode(hs.photo().resize((320, 320)), "JPEG")), "success"),
+            ("resized", s.image("/small-good.jpg", encode(photo("astronaut").resize((320, 320)), "JPEG")), "success"),
             ("tiny", s.image("/tiny.jpg", tiny), "filtered"),
             ("empty-url", "", "failed_to_download"),
             ("ftp", "ftp://127.0.0.1/a.jpg", "blocked"),
@@ -351,7 +351,7 @@ def test_rows_sharing_a_url_are_fetched_once_per_run(tmp_path):
     """2,000 rows with one URL (in several spellings), cut into shards of 300: one GET, one shared result."""
     with hs.HostileServer() as s:
         s.serve("/robots.txt", hs.Response(200, b"User-agent: *\nAllow: /\n", content_type="text/plain"))
-        small = hs.encode(hs.photo("coffee").resize((96, 64)), "JPEG")
+        small = encode(photo("coffee").resize((96, 64)), "JPEG")
         url = s.counted_image("/same.jpg", small, delay_s=0.05)
         spellings = [url, url.replace("http://", "HTTP://") + "#frag", url]
         other = s.counted_image("/other.jpg", small)
@@ -377,7 +377,7 @@ def test_per_host_limits_hold_across_worker_processes(tmp_path):
     --per-host-concurrency requests in flight and at most --per-host-rate starts per second."""
     with hs.HostileServer() as s:
         s.serve("/robots.txt", hs.Response(200, b"User-agent: *\nAllow: /\n", content_type="text/plain"))
-        small = hs.encode(hs.photo("coffee").resize((96, 64)), "JPEG")
+        small = encode(photo("coffee").resize((96, 64)), "JPEG")
         in_flight, peak, lock = [0], [0], __import__("threading").Lock()
 
         def handler(h):

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from tests import hostile_server as hs
+from tests.conftest import encode, photo
 from wit_builder.download.images import MemoryBudget, estimate_work_bytes, process_image
 from wit_builder.download.options import RESIZE_MODES, ImageConfig
 
@@ -47,7 +48,7 @@ def test_exif_orientation_is_applied():
     result = process_image(data, ImageConfig(resize_mode="no"))
     img = decoded(result)
     assert img.size == upright_size == (result.original_width, result.original_height)
-    expected = np.asarray(hs.photo("chelsea").convert("RGB"), dtype=np.float64)
+    expected = np.asarray(photo("chelsea"), dtype=np.float64)
     assert np.abs(np.asarray(img, dtype=np.float64) - expected).mean() < 6  # upright, not sideways
 
 
@@ -55,7 +56,7 @@ def test_alpha_goes_on_white_and_16_bit_is_scaled_not_clipped():
     alpha = decoded(process_image(hs.png_with_alpha(), ImageConfig(resize_mode="no")))
     assert all(c >= 250 for c in alpha.getpixel((0, alpha.height // 2)))  # transparent column -> white
     gray16 = decoded(process_image(hs.png_16bit(), ImageConfig(resize_mode="no")))
-    original = np.asarray(hs.photo("camera"), dtype=np.float64)
+    original = np.asarray(photo("camera", mode="L"), dtype=np.float64)
     assert np.abs(np.asarray(gray16.convert("L"), dtype=np.float64) - original).mean() < 3
 
 
@@ -113,7 +114,7 @@ def test_min_size_and_aspect_filters():
 
 
 def test_jpeg_draft_keeps_the_picture():
-    big = hs.encode(hs.photo("astronaut").resize((2048, 2048)), "JPEG", quality=92)
+    big = encode(photo("astronaut").resize((2048, 2048)), "JPEG", quality=92)
     fast = decoded(process_image(big, ImageConfig(image_size=256)))
     exact = decoded(process_image(big, ImageConfig(image_size=256, jpeg_draft=False)))
     diff = np.abs(np.asarray(fast, dtype=np.float64) - np.asarray(exact, dtype=np.float64)).mean()
@@ -122,7 +123,7 @@ def test_jpeg_draft_keeps_the_picture():
 
 def test_phash_is_stable_under_resizing_and_differs_between_photos():
     a = process_image(hs.jpeg("astronaut"), ImageConfig()).phash
-    resized = hs.encode(hs.photo("astronaut").resize((300, 300)), "JPEG", quality=70)
+    resized = encode(photo("astronaut").resize((300, 300)), "JPEG", quality=70)
     b = process_image(resized, ImageConfig()).phash
     other = process_image(hs.jpeg("coffee"), ImageConfig()).phash
     distance = imagehash.hex_to_hash(a) - imagehash.hex_to_hash(b)
@@ -150,7 +151,7 @@ def bomb(name: str) -> bytes:
         "gif_tall": lambda: hs.animated_tall("GIF"),
         "apng_tall": lambda: hs.animated_tall("PNG"),
         "cmyk_tall": lambda: hs.cmyk_jpeg_tall(),
-        "cut": lambda: (lambda d: d[: len(d) // 2])(hs.encode(hs.photo("astronaut"), "PNG")),  # cut in IDAT
+        "cut": lambda: (lambda d: d[: len(d) // 2])(encode(photo("astronaut"), "PNG")),  # cut in IDAT
     }[name]()
 
 
@@ -303,5 +304,5 @@ def test_formats_that_run_external_programs_are_never_opened(monkeypatch):
     assert "cannot identify image file" in result.error_message
     # the formats the web serves still decode
     for fmt in ("BMP", "TIFF", "ICO"):
-        data = hs.encode(hs.photo("coffee").convert("RGB").resize((200, 150)), fmt)
+        data = encode(photo("coffee").resize((200, 150)), fmt)
         assert process_image(data, ImageConfig()).status == "success", fmt

@@ -1,5 +1,6 @@
-"""Stage 3's raw shards as written (wit_builder.download.raw_shards): names, keys, the deterministic tar and
-parquet, the per-shard stats and the hints; stage 4's reading side is tested with finalize (tests/finalize)."""
+"""Stage 3's raw shards (wit_builder.download.raw_shards): as written (names, keys, the deterministic tar and
+parquet, the per-shard stats and the hints) and as read back for stage 4 (shard names, rows of both engines'
+layouts, the tar index and images attached to rows, on the shared raw shards of tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import tarfile
 import pytest
 
 from schemas.download import RAW_ROWS
+from schemas.finalize import RawRecord
 from wit_builder.core.errors import InputError
 from wit_builder.download import raw_shards
 from wit_builder.download.raw_shards import RawSample
@@ -64,3 +66,52 @@ def test_a_raw_shard_that_cannot_be_read_is_an_input_error_naming_the_file():
     with pytest.raises(raw_shards.RawInputError, match="x.parquet: not a raw download shard: missing column") as e:
         raw_shards.check_columns(["url", "status"], "x.parquet")
     assert isinstance(e.value, InputError) and "--save_additional_columns" in str(e.value)
+
+
+# ---- reading for stage 4 ----
+
+def test_index_tar_keeps_the_members_before_a_truncation(raw):
+    data = (raw.root / "00000.tar").read_bytes()
+    whole, error = raw_shards.index_tar(io.BytesIO(data))
+    successes = [r["key"] for k, r in raw.rows.items() if k[0] == "00000" and r["status"] == "success"]
+    assert error is None and sorted(whole) == successes
+    assert all(set(members) == {"jpg", "json", "txt"} or set(members) == {"webp", "json", "txt"}
+               for members in whole.values())
+    cut = len(data) // 2
+    part, error = raw_shards.index_tar(io.BytesIO(data[:cut]))
+    assert 0 < len(part) < len(whole)
+    successes = [r for k, r in sorted(raw.rows.items()) if k[0] == "00000" and r["status"] == "success"]
+    records = [RawRecord(key=None, uid=r["uid"], url=r["url"], caption=None, queries=(), status="success",
+                         error_message=None, http_status=200, width=1, height=1, original_width=1,
+                         original_height=1, sha256="0" * 64, phash="0" * 16, bytes=1, shard=None, duplicate_of=None,
+                         raw_shard="00000", raw_key=r["key"], row=i, raw_rows=len(successes), raw_status="success",
+                         reason="success") for i, r in enumerate(successes)]
+    attached = raw_shards.attach_images(records, "00000.tar", part, cut, error, lambda o, s: data[o:o + s])
+    failed = [r for r in attached if r.status == "failed_to_decode"]
+    assert failed and all("00000.tar" in (r.error_message or "") and r.reason == "raw_image_unreadable"
+                          and r.image is None for r in failed)
+    located = [r for r in attached if r.image is not None]
+    assert len(failed) + len(located) == len(records) and all(r.status == "success" for r in located)
+    for r in located:  # the location points at the member's bytes
+        assert r.image.path == "00000.tar" and (r.image.offset, r.image.size) == whole[r.raw_key][r.image.ext]
+    assert [r.uid for r in attached] == [r.uid for r in records]  # same rows, same order
+
+
+def test_raw_shard_names_are_unique_and_readable():
+    names = raw_shards.raw_shard_names(["gs://b/run1/00000.parquet", "gs://b/run2/00000.parquet"])
+    assert names == {"gs://b/run1/00000.parquet": "run1-00000", "gs://b/run2/00000.parquet": "run2-00000"}
+
+
+def test_table_rows_maps_img2dataset_statuses_and_text_query_lists():
+    columns = {"key": ["a", "b", "c"], "uid": ["1", "2", "3"], "url": ["https://x/1.jpg"] * 3,
+               "status": ["success", "failed_to_resize", "blocked"],
+               "queries": ['["dog", "cat", "dog"]', "space", None]}
+    rows = raw_shards.table_rows(columns, "x.parquet", "x")
+    assert [r.status for r in rows] == ["success", "failed_to_decode", "blocked"]
+    assert [r.raw_status for r in rows] == ["success", "failed_to_decode", "blocked"]
+    assert [r.reason for r in rows] == ["success", "failed_to_decode", "blocked"]
+    assert [r.queries for r in rows] == [("cat", "dog"), ("space",), ()]
+    assert [r.row for r in rows] == [0, 1, 2] and {r.raw_rows for r in rows} == {3}
+    assert all(r.image is None and r.hash_source == "raw" and r.final_row()["raw_shard"] == "x" for r in rows)
+    with pytest.raises(raw_shards.RawInputError, match=r"x.parquet: row 1: empty uid"):
+        raw_shards.table_rows(dict(columns, uid=["1", "", "3"]), "x.parquet", "x")

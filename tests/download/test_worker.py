@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from tests import hostile_server as hs
+from tests.conftest import encode, photo
 from tests.download.conftest import read_raw, write_pairs
 from wit_builder.download.inputs import plan_shards
 from wit_builder.download.options import DownloadOptions, FetchConfig, ImageConfig
@@ -23,7 +24,7 @@ def test_a_chain_is_downloaded_in_order_and_complete_shards_are_read_back(tmp_pa
     out.mkdir()
     with hs.HostileServer() as s:
         s.serve("/robots.txt", hs.Response(200, b"User-agent: *\nAllow: /\n", content_type="text/plain"))
-        small = hs.encode(hs.photo("coffee").resize((48, 32)), "JPEG")
+        small = encode(photo("coffee").resize((48, 32)), "JPEG")
         urls = [s.image("/a.jpg", small), s.counted_image("/b.jpg", small), s.counted_image("/b.jpg", small),
                 s.url("/missing.jpg")]
         pairs = write_pairs(tmp_path / "pairs.parquet", [{"uid": f"u{i}", "url": u, "caption": f"c{i}"}

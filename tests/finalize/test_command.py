@@ -22,9 +22,16 @@ from schemas.finalize import FINAL_ROWS, FINAL_STATUSES, QUERY_COUNTS
 from schemas.sample import SAMPLE_JSON_FIELDS
 from schemas.stats import prefixed, stats_without_timings
 from schemas.stats import validate as validate_stats
-from tests.conftest import BEAM_IN_PROCESS, BEAM_MULTI_PROCESS
-from tests.hostile_server import serve_folder
-from tests.raw_fixtures import SHARDS, SPACE_CAP, encode, expected_statuses, photo, stored
+from tests.conftest import (
+    BEAM_IN_PROCESS,
+    BEAM_MULTI_PROCESS,
+    SHARDS,
+    SPACE_CAP,
+    encode,
+    expected_statuses,
+    photo,
+    stored,
+)
 from wit_builder.cli import main
 from wit_builder.download import raw_shards
 from wit_builder.finalize import command, outputs
@@ -272,7 +279,7 @@ def test_bad_settings_are_refused_before_any_work(raw, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_reads_real_img2dataset_output(tmp_path):
+def test_reads_real_img2dataset_output(tmp_path, static_server):
     """img2dataset itself downloads from a loopback server; finalize reads its output as it is."""
     download = pytest.importorskip("img2dataset").download  # the [img2dataset] extra
 
@@ -283,14 +290,14 @@ def test_reads_real_img2dataset_output(tmp_path):
     (www / "copy.jpg").write_bytes((www / "astronaut.jpg").read_bytes())
     (www / "broken.jpg").write_bytes(b"<html>not an image</html>")
     names = ["astronaut", "coffee", "chelsea", "copy", "broken", "missing"]
-    with serve_folder(www) as base:
-        pq.write_table(pa.table({"url": [f"{base}/{n}.jpg" for n in names], "caption": names,
-                                 "uid": [f"{i:032x}" for i in range(len(names))], "queries": [[n] for n in names]}),
-                       tmp_path / "pairs.parquet")
-        download(url_list=str(tmp_path / "pairs.parquet"), input_format="parquet", url_col="url",
-                 caption_col="caption", save_additional_columns=["uid", "queries"], output_format="webdataset",
-                 output_folder=str(tmp_path / "raw"), processes_count=1, thread_count=2, image_size=128,
-                 compute_hash="sha256", distributor="multiprocessing", enable_wandb=False, timeout=5)
+    base = static_server(www)
+    pq.write_table(pa.table({"url": [f"{base}/{n}.jpg" for n in names], "caption": names,
+                             "uid": [f"{i:032x}" for i in range(len(names))], "queries": [[n] for n in names]}),
+                   tmp_path / "pairs.parquet")
+    download(url_list=str(tmp_path / "pairs.parquet"), input_format="parquet", url_col="url",
+             caption_col="caption", save_additional_columns=["uid", "queries"], output_format="webdataset",
+             output_folder=str(tmp_path / "raw"), processes_count=1, thread_count=2, image_size=128,
+             compute_hash="sha256", distributor="multiprocessing", enable_wandb=False, timeout=5)
     out = tmp_path / "out"
     assert finalize(tmp_path / "raw", out) == 0
     status = {r["uid"]: (r["status"], r["duplicate_of"]) for r in accounting(out).values()}

@@ -1,20 +1,20 @@
 """Stage 4's Beam graph (wit_builder.finalize.pipeline): composites fed with ``beam.Create`` and checked with
-``assert_that``, the record coder, and what ReadRawShards reads (wit_builder.download.raw_shards)."""
+``assert_that``, the record coder, what ReadRawShards reads, Rebalance against the brute-force selection.
+(The raw shards' own reading helpers: tests/download/test_raw_shards.py.)"""
 
 from __future__ import annotations
 
-import io
 import pickle
 
 import apache_beam as beam
 import pyarrow.parquet as pq
-import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.finalize import RawRecord
 from tests.conftest import BEAM_IN_PROCESS
 from tests.finalize.examples import record
+from tests.references import reference_kept
 from wit_builder.beam.counting import COUNTS
 from wit_builder.download import raw_shards
 from wit_builder.finalize.pipeline import (
@@ -23,6 +23,7 @@ from wit_builder.finalize.pipeline import (
     KeyedRecord,
     RawRecordCoder,
     ReadRawShards,
+    Rebalance,
     WriteQueryCounts,
 )
 
@@ -71,53 +72,6 @@ def test_read_raw_shards_gives_every_row_and_counts_them(raw):
         assert_that(summed(read[COUNTS]), equal_to([("rows", len(raw.rows)), *statuses.items()]), label="Counts")
 
 
-def test_index_tar_keeps_the_members_before_a_truncation(raw):
-    data = (raw.root / "00000.tar").read_bytes()
-    whole, error = raw_shards.index_tar(io.BytesIO(data))
-    successes = [r["key"] for k, r in raw.rows.items() if k[0] == "00000" and r["status"] == "success"]
-    assert error is None and sorted(whole) == successes
-    assert all(set(members) == {"jpg", "json", "txt"} or set(members) == {"webp", "json", "txt"}
-               for members in whole.values())
-    cut = len(data) // 2
-    part, error = raw_shards.index_tar(io.BytesIO(data[:cut]))
-    assert 0 < len(part) < len(whole)
-    successes = [r for k, r in sorted(raw.rows.items()) if k[0] == "00000" and r["status"] == "success"]
-    records = [RawRecord(key=None, uid=r["uid"], url=r["url"], caption=None, queries=(), status="success",
-                         error_message=None, http_status=200, width=1, height=1, original_width=1,
-                         original_height=1, sha256="0" * 64, phash="0" * 16, bytes=1, shard=None, duplicate_of=None,
-                         raw_shard="00000", raw_key=r["key"], row=i, raw_rows=len(successes), raw_status="success",
-                         reason="success") for i, r in enumerate(successes)]
-    attached = raw_shards.attach_images(records, "00000.tar", part, cut, error, lambda o, s: data[o:o + s])
-    failed = [r for r in attached if r.status == "failed_to_decode"]
-    assert failed and all("00000.tar" in (r.error_message or "") and r.reason == "raw_image_unreadable"
-                          and r.image is None for r in failed)
-    located = [r for r in attached if r.image is not None]
-    assert len(failed) + len(located) == len(records) and all(r.status == "success" for r in located)
-    for r in located:  # the location points at the member's bytes
-        assert r.image.path == "00000.tar" and (r.image.offset, r.image.size) == whole[r.raw_key][r.image.ext]
-    assert [r.uid for r in attached] == [r.uid for r in records]  # same rows, same order
-
-
-def test_raw_shard_names_are_unique_and_readable():
-    names = raw_shards.raw_shard_names(["gs://b/run1/00000.parquet", "gs://b/run2/00000.parquet"])
-    assert names == {"gs://b/run1/00000.parquet": "run1-00000", "gs://b/run2/00000.parquet": "run2-00000"}
-
-
-def test_table_rows_maps_img2dataset_statuses_and_text_query_lists():
-    columns = {"key": ["a", "b", "c"], "uid": ["1", "2", "3"], "url": ["https://x/1.jpg"] * 3,
-               "status": ["success", "failed_to_resize", "blocked"],
-               "queries": ['["dog", "cat", "dog"]', "space", None]}
-    rows = raw_shards.table_rows(columns, "x.parquet", "x")
-    assert [r.status for r in rows] == ["success", "failed_to_decode", "blocked"]
-    assert [r.raw_status for r in rows] == ["success", "failed_to_decode", "blocked"]
-    assert [r.reason for r in rows] == ["success", "failed_to_decode", "blocked"]
-    assert [r.queries for r in rows] == [("cat", "dog"), ("space",), ()]
-    assert [r.row for r in rows] == [0, 1, 2] and {r.raw_rows for r in rows} == {3}
-    assert all(r.image is None and r.hash_source == "raw" and r.final_row()["raw_shard"] == "x" for r in rows)
-    with pytest.raises(raw_shards.RawInputError, match=r"x.parquet: row 1: empty uid"):
-        raw_shards.table_rows(dict(columns, uid=["1", "", "3"]), "x.parquet", "x")
-
-
 # ---- selection ----
 
 def test_drop_repeated_uids_keeps_one_row_per_uid_and_counts_uids_and_candidates():
@@ -133,6 +87,29 @@ def test_drop_repeated_uids_keeps_one_row_per_uid_and_counts_uids_and_candidates
                     label="Decided")
         assert_that(summed(out[COUNTS]),
                     equal_to([("uids", 3), ("hash_source_raw", 1), ("hash_source_stored_bytes", 1)]), label="Counts")
+
+
+def test_beam_rebalance_equals_the_pure_function():
+    queries = ["cat", "dog", "space", "car", "tree"]
+    samples = [(f"{i:032x}", [queries[i % 3], queries[(i * 7) % 5]] if i % 11 else []) for i in range(120)]
+    rows = [RawRecord(key=None, uid=uid, url=f"https://example.org/{uid}.jpg", caption=None,
+                      queries=tuple(sorted(set(q))), status="success", error_message=None, http_status=200, width=64,
+                      height=64, original_width=64, original_height=64, sha256=None, phash=None, bytes=1000,
+                      shard=None, duplicate_of=None, raw_shard="00000", raw_key=f"{i:09d}", row=i,
+                      raw_rows=len(samples), raw_status="success", reason="success")
+            for i, (uid, q) in enumerate(samples)]
+    cap, seed = 7, 5
+    expected_kept = reference_kept(samples, cap, seed)
+    with beam_pipeline() as p:
+        out = p | beam.Create(rows) | Rebalance(cap, seed)
+        assert_that(out["kept"] | "KeptUids" >> beam.Map(lambda r: r.uid), equal_to(sorted(expected_kept)),
+                    label="Kept")
+        assert_that(out[DECIDED] | "DroppedUids" >> beam.Map(lambda r: (r.uid, r.status)),
+                    equal_to([(uid, "over_cap") for uid, _ in samples if uid not in expected_kept]),
+                    label="Dropped")
+        over = sum(1 for q in queries if sum(q in s[1] for s in samples) > cap)
+        assert_that(out[COUNTS] | "SumCounts" >> beam.CombinePerKey(sum), equal_to([("queries_over_cap", over)]),
+                    label="QueriesOverCap")
 
 
 def test_query_counts_count_each_query_entering_and_final(tmp_path):

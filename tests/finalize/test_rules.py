@@ -95,7 +95,7 @@ def test_decontamination_filters_within_the_distance_and_names_the_image():
 
 
 def test_an_evaluation_image_is_hashed_or_named_as_bad_input():
-    from tests.raw_fixtures import encode, photo
+    from tests.conftest import encode, photo
 
     data = encode(photo("astronaut"), "PNG")
     assert rules.eval_image_hash("/data/eval/launch/rocket.png", "/data/eval/", data) == (

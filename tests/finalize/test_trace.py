@@ -13,8 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import BEAM_IN_PROCESS
-from tests.raw_fixtures import SPACE_CAP, RawFixture
+from tests.conftest import BEAM_IN_PROCESS, SPACE_CAP, RawFixture
 from trainer.data import make_plan
 from trainer.shards import DataError, check_match_rules
 from wit_builder.cli import main

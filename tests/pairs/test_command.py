@@ -15,10 +15,8 @@ import pytest
 from schemas.pairs import BALANCE_PNG, QUERY_COUNTS, QUERY_COUNTS_PARQUET, STATS_JSON
 from schemas.stats import stats_without_timings
 from schemas.stats import validate as validate_stats
-from tests.build_pairs_fixtures import write_queries
-from tests.conftest import BEAM_IN_PROCESS, BEAM_MULTI_PROCESS
-from tests.hostile_server import photo, serve_folder
-from tests.pairs.conftest import CAP, build, read_pairs
+from tests.conftest import BEAM_IN_PROCESS, BEAM_MULTI_PROCESS, photo
+from tests.pairs.conftest import CAP, WarcBuilder, build, read_pairs, write_queries
 from tests.references import reference_hard_selection, reference_match
 from wit_builder.beam.fileio import open_read
 from wit_builder.cli import main as wit
@@ -156,14 +154,13 @@ def test_bad_arguments_and_inputs_exit_2(pool: dict, tmp_path: Path, capsys: pyt
 # ---- img2dataset reads what we write ----
 
 @pytest.fixture
-def image_server(tmp_path: Path):
-    """Three real photos (scikit-image) served over HTTP on loopback."""
+def image_server(tmp_path: Path, static_server) -> str:
+    """Three real photos (scikit-image) served over HTTP on loopback; the base URL."""
     root = tmp_path / "www"
     root.mkdir()
     for name in ("astronaut", "coffee", "chelsea"):
         photo(name).save(root / f"{name}.jpg", quality=90)
-    with serve_folder(root) as base_url:
-        yield base_url
+    return static_server(root)
 
 
 @pytest.mark.slow
@@ -259,8 +256,6 @@ def test_unnormalized_queries_and_unknown_rules_are_clear_errors(pool: dict, tmp
 # ---- pools as people have them: mixed layouts, WARC, headerless TSV ----
 
 def test_mixed_pool_layouts_warc_and_headerless_tsv(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from tests.build_pairs_fixtures import WarcBuilder
-
     queries = write_queries(tmp_path / "q", ["red bus", "vinyl", "cat"])
     pool = tmp_path / "pool"
     pool.mkdir()
@@ -304,8 +299,6 @@ def test_wrong_pool_format_exits_2_without_abort(tmp_path: Path) -> None:
     import os
     import subprocess
     import sys
-
-    from tests.build_pairs_fixtures import WarcBuilder
 
     queries = write_queries(tmp_path / "q", ["cat"])
     warc = WarcBuilder()

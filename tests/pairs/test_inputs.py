@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.build_pairs_fixtures import write_queries
+from tests.pairs.conftest import write_queries
 from wit_builder.beam import fileio
 from wit_builder.pairs import inputs
 from wit_builder.pairs.readers.layouts import PoolOptions

@@ -15,9 +15,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils import shared
 
 from schemas.pairs import STATS_JSON
-from tests.build_pairs_fixtures import write_queries
 from tests.conftest import BEAM_IN_PROCESS
-from tests.pairs.conftest import build, read_pairs
+from tests.pairs.conftest import build, read_pairs, write_queries
 from wit_builder.beam import fileio
 from wit_builder.beam.counting import COUNTS
 from wit_builder.core.balance import BalanceConfig

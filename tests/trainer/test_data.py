@@ -16,8 +16,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from tests.hostile_server import serve_folder
-from tests.trainer_fixtures import jpeg_bytes, to_uint8_tensor, write_sized
+from tests.trainer.conftest import jpeg_bytes, to_uint8_tensor, write_sized
 from trainer.data import Loader, crop_resize_normalize, describe_epoch, make_plan
 from trainer.shards import DataError
 from trainer.tokenizer import Tokenizer
@@ -135,17 +134,10 @@ def test_an_epoch_without_a_single_batch_fails_instead_of_looping(tmp_path):
         next(iter(Loader(plan, tokenizer)))
 
 
-@pytest.fixture()
-def http_server(numbered):
-    shards_dir, _ = numbered
-    with serve_folder(shards_dir) as base_url:
-        yield base_url
-
-
 @pytest.mark.skipif(shutil.which("curl") is None, reason="webdataset streams http(s) through curl")
-def test_streams_shards_over_http(http_server, numbered):
-    _, tokenizer = numbered
-    plan = make_plan(f"{http_server}/{{00000..00003}}.tar", batch_size=8, image_size=16, workers=2,
+def test_streams_shards_over_http(static_server, numbered):
+    shards_dir, tokenizer = numbered
+    plan = make_plan(f"{static_server(shards_dir)}/{{00000..00003}}.tar", batch_size=8, image_size=16, workers=2,
                      shuffle_buffer=10)
     assert plan.samples_per_epoch == 64  # sizes.json read over http too
     seen = [c for batch in Loader(plan, tokenizer).epoch_batches() for c in _captions(batch, tokenizer)]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import webdataset as wds
 
-from tests.trainer_fixtures import jpeg_bytes, write_sized
+from tests.trainer.conftest import jpeg_bytes, write_sized
 from trainer.data import make_plan
 from trainer.shards import IMAGE_KEYS, DataError, first_member, raw_samples, resolve_shards, sample_where, shard_sizes
 from wit_builder.core.errors import InputError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.trainer_fixtures import CLASSES
+from tests.trainer.conftest import CLASSES
 from trainer.tokenizer import Tokenizer
 
 CAPTIONS = [c for _, templates in CLASSES.values() for c in templates] * 20

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tests.trainer_fixtures import TrainTransform, jpeg_bytes, to_uint8_tensor
+from tests.trainer.conftest import TrainTransform, jpeg_bytes, to_uint8_tensor
 from trainer.transforms import CLIP_MEAN, CLIP_STD, eval_transform, normalize_uint8, random_resized_crop_uint8
 
 torch.set_num_threads(1)

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.build_pairs_fixtures import WarcBuilder, WatBuilder, img
+from tests.pairs.conftest import WarcBuilder, WatBuilder, img
 from wit_builder.beam.fileio import open_read
 from wit_builder.pairs.readers.formats import check_pool_file, detect_format
 from wit_builder.pairs.readers.layouts import PoolOptions

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-from tests.build_pairs_fixtures import WatBuilder, img
+from tests.pairs.conftest import WatBuilder, img
 from wit_builder.beam.fileio import open_read
 from wit_builder.pairs.readers.formats import read_pool_file
 from wit_builder.pairs.readers.layouts import PoolOptions

@@ -7,7 +7,7 @@ import json
 
 from PIL import Image
 
-from tests.trainer_fixtures import write_class_folders, write_shards
+from tests.trainer.conftest import write_class_folders, write_shards
 from wit_builder.cli import main as wit
 
 

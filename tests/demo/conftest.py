@@ -1,0 +1,26 @@
+"""The demo's shared fixtures: a small generated corpus and its files, made once; read-only for the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wit_builder.demo import corpus as demo_corpus
+
+# a corpus small enough to generate in a second, with some of every case
+SMALL = demo_corpus.CorpusConfig(train_per_class=3, heldout_per_class=2, flood_extra=2, distractors=5,
+                                 mirrors=2, near_duplicates=2, duplicate_pairs=2)
+
+
+@pytest.fixture(scope="session")
+def corpus() -> demo_corpus.Corpus:
+    """The corpus of :data:`SMALL`."""
+    return demo_corpus.generate(SMALL)
+
+
+@pytest.fixture(scope="session")
+def written(corpus: demo_corpus.Corpus, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The corpus's files written to a folder: (the folder, what ``write_files`` returned)."""
+    folder = tmp_path_factory.mktemp("corpus")
+    return folder, demo_corpus.write_files(corpus, folder)
