@@ -8,5 +8,6 @@ for several packages (the enwiki sample, WordNet, the photo loader, the static f
 command, the raw shards), ``tests/<package>/conftest.py`` for one package's (stage 2's pool and WAT/WARC builders,
 stage 3's pairs files, the trainer's shards and its one tiny checkpoint, the demo's corpus). Helper modules that are
 not fixtures: ``hostile_server.py`` (the scripted HTTP server), ``references.py`` (brute-force oracles),
-``portability_fixtures.py`` (runners and an in-memory object store), ``queries_fixtures.py`` (dump builders).
+``portability_fixtures.py`` (runners and an in-memory object store); stage 1's dump builders are in
+``tests/queries/conftest.py``. ``tests/test_house.py`` checks the import rules of the house.
 """
