@@ -39,7 +39,7 @@ class BalanceConfig:
         if self.mode not in MODES:
             raise ValueError(f"balance mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         if self.per_query_cap < 1:
-            raise ValueError(f"per-query cap must be at least 1, not {self.per_query_cap}")
+            raise ValueError(f"per_query_cap must be at least 1, not {self.per_query_cap}")  # the cli names the flag
         if not (self.oversample >= 1.0 and math.isfinite(self.oversample)):
             raise ValueError(f"oversample must be a finite number >= 1, not {self.oversample}")
 

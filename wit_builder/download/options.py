@@ -127,8 +127,10 @@ class FetchConfig:
                 raise ValueError(f"{name} must be > 0, got {value}")
         if self.max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, got {self.max_bytes}")
-        if self.retries < 0 or self.max_redirects < 0:
-            raise ValueError("retries and max_redirects must be >= 0")
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")  # the cli names the flag: --retries
+        if self.max_redirects < 0:
+            raise ValueError(f"max_redirects must be >= 0, got {self.max_redirects}")
         for name in ("backoff_base_s", "backoff_max_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -7,7 +7,8 @@ file, offset) or a ``Rejection`` (reason, file, offset, detail). A bad record ne
   records.py       ``Candidate``, ``Rejection`` and its reasons (FILTER_/BAD_REASONS), ``PoolFormatError``, offsets
   clean.py         the rule for one (url, caption), every format: resolve (``urljoin``), normalize, clean
   warc.py          WAT (``IMG@/src`` links of metadata records) and WARC (``<img>`` of HTML responses)
-  warc_records.py  the WARC records of a file (FastWARC): offsets, damaged gzip members reported and skipped
+  warc_records.py  a WAT file's records (FastWARC): offsets, damaged gzip members reported and skipped
+                   (WARC pages are read with warcio in warc.py)
   tables.py        parquet, jsonl, csv, tsv (record by record) and their column checks before work
   columns.py       ``CandidateBatch``: the same answers in Arrow columns; parquet cleaned column-wise
 
