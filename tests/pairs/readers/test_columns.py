@@ -12,17 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.pairs.readers.conftest import read
 from wit_builder.beam.fileio import open_read
 from wit_builder.pairs.readers.clean import judge
 from wit_builder.pairs.readers.columns import clean_columns
-from wit_builder.pairs.readers.formats import read_pool_batches, read_pool_file
+from wit_builder.pairs.readers.formats import read_pool_batches
 from wit_builder.pairs.readers.layouts import PoolOptions
 from wit_builder.pairs.readers.records import Candidate, Rejection
-
-
-def read(path: Path, **options) -> list[Candidate | Rejection]:
-    return list(read_pool_file(str(path), open_read, PoolOptions(**options)))
-
 
 URL_PARTS = ["http://", "https://", "HTTP://", "ftp://", "data:", "//", "", "a.example", "A.Example", "b-c.d_e",
              "x..y", "h.", "[::1]", ":8080", ":80", ":abc", "/p", "/P/q", "?q=1", "#frag", " ", "\t", "\\", "é",

@@ -11,23 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.pairs.readers.conftest import candidates, read, rejections
 from wit_builder.beam.fileio import open_read
-from wit_builder.pairs.readers.formats import check_pool_file, read_pool_batches, read_pool_file
+from wit_builder.pairs.readers.formats import check_pool_file, read_pool_batches
 from wit_builder.pairs.readers.layouts import PoolOptions
 from wit_builder.pairs.readers.records import Candidate, PoolFormatError, Rejection
-
-
-def read(path: Path, **options) -> list[Candidate | Rejection]:
-    return list(read_pool_file(str(path), open_read, PoolOptions(**options)))
-
-
-def candidates(items) -> list[tuple[str, str]]:
-    return [(c.url, c.caption) for c in items if isinstance(c, Candidate)]
-
-
-def rejections(items) -> list[tuple[str, int]]:
-    return [(r.reason, r.source_record) for r in items if isinstance(r, Rejection)]
-
 
 # ---- parquet and jsonl ----
 

@@ -6,28 +6,21 @@ import gzip
 from pathlib import Path
 
 from tests.pairs.conftest import WarcBuilder, WatBuilder, img
+from tests.pairs.readers.conftest import candidates, captions, read, rejections
 from wit_builder.beam.fileio import open_read
-from wit_builder.pairs.readers.formats import check_pool_file, read_pool_file
+from wit_builder.pairs.readers.formats import check_pool_file
 from wit_builder.pairs.readers.layouts import PoolOptions
 from wit_builder.pairs.readers.records import Candidate, Rejection
 
 DATA = Path(__file__).parents[2] / "data"
 
 
-def read(path: Path, **options) -> list[Candidate | Rejection]:
-    return list(read_pool_file(str(path), open_read, PoolOptions(**options)))
 
 
-def candidates(items) -> list[tuple[str, str]]:
-    return [(c.url, c.caption) for c in items if isinstance(c, Candidate)]
 
 
-def rejections(items) -> list[tuple[str, int]]:
-    return [(r.reason, r.source_record) for r in items if isinstance(r, Rejection)]
 
 
-def captions(items) -> list[str]:
-    return [c.caption for c in items if isinstance(c, Candidate)]
 
 
 # ---- WAT ----
