@@ -35,9 +35,9 @@ def keep_even(n: int) -> Iterator[int | Drop]:
     yield n if n % 2 == 0 else Drop("odd", n)
 
 
-class ProbeStage(Stage):
-    """A stage whose hooks record their calls; ``problem`` is raised by ``prepare``; ``finish`` keeps the counts it
-    was given and returns ``outcome``."""
+class ProbeStage(Stage[ProbeOptions, tuple[int, ...]]):
+    """A stage whose hooks record their calls; ``resolve`` returns ``numbers`` (the inputs) or raises ``problem``;
+    ``finish`` keeps the counts it was given and returns ``outcome``."""
 
     name = "probe"
     namespace = "probe"
@@ -52,11 +52,15 @@ class ProbeStage(Stage):
         self.calls: list[str] = []
         self.counts: dict[str, int] | None = None
 
-    def prepare(self) -> list[str]:
-        self.calls.append("prepare")
+    def resolve(self) -> tuple[int, ...]:
+        self.calls.append("resolve")
         if self.problem is not None:
             raise self.problem
-        return ["reading numbers.txt"]
+        return tuple(self.numbers)
+
+    def announce(self) -> list[str]:
+        self.calls.append("announce")
+        return [f"reading {len(self.inputs)} numbers from numbers.txt"]
 
     def clean_rerun(self) -> list[str]:
         self.calls.append("clean_rerun")
@@ -67,7 +71,7 @@ class ProbeStage(Stage):
 
     def build(self, pipeline: beam.Pipeline) -> None:
         self.calls.append("build")
-        judged = (pipeline | beam.Create(self.numbers)
+        judged = (pipeline | beam.Create(self.inputs)
                   | beam.ParDo(RuleDoFn(keep_even, kept_as="kept", namespace=self.namespace))
                   .with_outputs(COUNTS, main="kept"))
         _ = judged[COUNTS] | WriteCounts(fileio.join(self.out, COUNTS_FILE))
@@ -95,13 +99,13 @@ def test_the_counts_are_read_back_and_passed_to_finish(tmp_path, capsys):
     out = tmp_path / "o"
     stage = probe(out, outcome=Outcome(["10 numbers", "5 kept"], warnings=["half the numbers are odd"]))
     assert run_stage(stage, BEAM_IN_PROCESS) == 0
-    assert stage.calls == ["prepare", "clean_rerun", "build", "after_run", "finish"]
+    assert stage.calls == ["resolve", "announce", "clean_rerun", "build", "after_run", "finish"]
     assert stage.counts == {"kept": 5, "never_counted": 0, "odd": 5}  # count_names never seen are 0
     assert stage.monitoring == {"kept": 5, "odd": 5}  # Beam's counters, for monitoring
     assert not (out / COUNTS_FILE).exists()  # read once, then removed
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
-    assert lines[:2] == ["reading numbers.txt", "removed an earlier run's part-0"]
+    assert lines[:2] == ["reading 10 numbers from numbers.txt", "removed an earlier run's part-0"]
     assert re.fullmatch(rf"wit probe: 10 numbers; 5 kept; \d+\.\d s -> {re.escape(str(out))}", lines[-1]), lines
     assert captured.err == "wit probe: warning: half the numbers are odd\n"
 
@@ -120,15 +124,33 @@ def test_a_stage_with_nothing_to_run_finishes_without_a_pipeline(tmp_path, capsy
     out = tmp_path / "o"
     stage = probe(out, run=False)
     assert run_stage(stage, BEAM_IN_PROCESS) == 0
-    assert stage.calls == ["prepare", "clean_rerun", "finish"] and stage.counts == {}
+    assert stage.calls == ["resolve", "announce", "clean_rerun", "finish"] and stage.counts == {}
     assert out.is_dir()  # the output folder is made before the hooks that write
     assert capsys.readouterr().out.splitlines()[-1].startswith("wit probe: 10 numbers; ")
+
+
+def test_the_inputs_are_resolved_first_and_announced_before_the_run(tmp_path, capsys, monkeypatch):
+    stage = probe(tmp_path / "o", numbers=[2, 4, 5])
+    with pytest.raises(RuntimeError, match=r"resolve\(\) first"):
+        _ = stage.inputs
+    printed_before_the_run: list[str] = []
+    build = stage.build
+
+    def build_after_reading_the_terminal(pipeline: beam.Pipeline) -> None:
+        printed_before_the_run.extend(capsys.readouterr().out.splitlines())
+        build(pipeline)
+
+    monkeypatch.setattr(stage, "build", build_after_reading_the_terminal)
+    assert run_stage(stage, BEAM_IN_PROCESS) == 0
+    assert stage.inputs == (2, 4, 5) and stage.counts == {"kept": 2, "never_counted": 0, "odd": 1}
+    assert printed_before_the_run == ["reading 3 numbers from numbers.txt", "removed an earlier run's part-0"]
+    assert stage.calls == ["resolve", "announce", "clean_rerun", "build", "after_run", "finish"]
 
 
 # ---- checks before work: one line, exit 2, nothing written ----
 
 @pytest.mark.parametrize("kind", [FileNotFoundError, ValueError, KeyError, BadNumber, errors.UsageError])
-def test_an_error_in_prepare_is_a_usage_error_before_any_work(kind, tmp_path, capsys, probe_command):
+def test_an_error_in_resolve_is_a_usage_error_before_any_work(kind, tmp_path, capsys, probe_command):
     said = "--pool 'x*' matches no file"
     problem = kind(said)  # a KeyError's message too is said as it is, not quoted
     out = tmp_path / "o"
@@ -136,7 +158,7 @@ def test_an_error_in_prepare_is_a_usage_error_before_any_work(kind, tmp_path, ca
     with pytest.raises(errors.UsageError) as raised:
         run_stage(stage, BEAM_IN_PROCESS)
     assert str(raised.value) == said
-    assert stage.calls == ["prepare"] and not out.exists()
+    assert stage.calls == ["resolve"] and not out.exists()
     wit_probe = probe_command(lambda options, beam_argv: run_stage(ProbeStage(options, problem=problem), beam_argv))
     assert wit_probe("--out", str(out), *BEAM_IN_PROCESS) == 2
     captured = capsys.readouterr()
@@ -150,7 +172,7 @@ def test_an_out_that_is_a_file_or_an_unknown_runner_is_refused_first(tmp_path):
     stage = probe(existing)
     with pytest.raises(errors.UsageError, match="is a file, not a folder"):
         run_stage(stage, BEAM_IN_PROCESS)
-    assert stage.calls == []  # refused before prepare
+    assert stage.calls == []  # refused before resolve
     stage = probe(tmp_path / "o")
     with pytest.raises(errors.UsageError, match="unknown --runner 'SparkRuner'; did you mean 'SparkRunner'"):
         run_stage(stage, ["--runner=SparkRuner"])
@@ -164,7 +186,7 @@ def test_our_error_inside_the_run_is_stage_failed_exit_1(tmp_path, capsys, probe
     with pytest.raises(errors.StageFailed,
                        match=r"^numbers.txt: record 13: unlucky.*; the parts written so far are kept$"):
         run_stage(stage, BEAM_IN_PROCESS)
-    assert stage.calls == ["prepare", "clean_rerun", "build", "on_failure", "after_run"]  # no finish, no stats
+    assert stage.calls == ["resolve", "announce", "clean_rerun", "build", "on_failure", "after_run"]  # no finish
     capsys.readouterr()
     wit_probe = probe_command(lambda options, beam_argv: run_stage(ProbeStage(options, numbers=[13]), beam_argv))
     assert wit_probe("--out", str(tmp_path / "o2"), *BEAM_IN_PROCESS) == 1
@@ -178,7 +200,7 @@ def test_a_bug_inside_the_run_keeps_its_traceback_and_still_cleans_up(tmp_path):
     with pytest.raises(Exception, match="a bug in the rule") as raised:
         run_stage(stage, BEAM_IN_PROCESS)
     assert not isinstance(raised.value, errors.WitError)
-    assert stage.calls == ["prepare", "clean_rerun", "build", "after_run"]
+    assert stage.calls == ["resolve", "announce", "clean_rerun", "build", "after_run"]
 
 
 def test_beams_log_of_our_error_stays_off_the_terminal(probe_command, tmp_path, capsys):

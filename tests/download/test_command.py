@@ -465,7 +465,8 @@ def test_finish_computes_stats_json_from_the_counts_and_exits_3_when_nothing_suc
                                                      for i in range(5)])
     out = tmp_path / "raw"
     stage = DownloadStage(DownloadOptions(pairs=(str(pairs),), out=str(out), rows_per_shard=2))
-    (planned,) = stage.prepare()
+    stage.inputs = stage.resolve()
+    (planned,) = stage.announce()
     assert planned.startswith("wit download: 5 rows in 3 shards of <= 2 (0 already complete)"), planned
     assert not out.exists()  # checks only: nothing written before the launcher's makedirs
     out.mkdir()

@@ -470,7 +470,8 @@ def finish_stage(raw, out: Path, counts: dict[str, int], sizes: dict[str, int],
     """A FinalizeStage prepared on the raw fixture, with the tables the pipeline would have left in ``out``."""
     stage = command.FinalizeStage(FinalizeOptions(raw=(str(raw.root),), out=str(out), samples_per_shard=2,
                                                   per_query_cap=SPACE_CAP))
-    assert stage.prepare() == [f"finalize: 3 raw shards, {len(raw.rows)} rows -> {out}"]
+    stage.inputs = stage.resolve()
+    assert stage.announce() == [f"finalize: 3 raw shards, {len(raw.rows)} rows -> {out}"]
     (out / "accounting").mkdir(parents=True)
     (out / outputs.WRITTEN_SIZES).write_text(json.dumps(sizes))
     pq.write_table(pa.Table.from_pylist([{"query": "moon", "input": 3, "final": 2}, {"query": "sun", "input": 1,

@@ -372,7 +372,8 @@ def test_finish_makes_stats_json_from_the_counts(tmp_path: Path) -> None:
     pool.write_text(json.dumps({"url": "http://e.com/1.jpg", "caption": "a cat"}) + "\n")
     out = tmp_path / "out"
     stage = BuildPairsStage(BuildPairsOptions(str(queries), (str(pool),), str(out)))
-    assert stage.prepare() == ["build-pairs: 1 pool file(s), 2 queries, balance=hard cap=20000 target=20000 seed=0 "
+    stage.inputs = stage.resolve()
+    assert stage.announce() == ["build-pairs: 1 pool file(s), 2 queries, balance=hard cap=20000 target=20000 seed=0 "
                                "match_rule=normalized"]
     out.mkdir()
     pq.write_table(pa.table({"query": ["cat", "dog"], "matched": [3, 0], "kept": [2, 0]}, schema=QUERY_COUNTS),

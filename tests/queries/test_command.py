@@ -1,6 +1,6 @@
 """``wit build-queries`` end to end (``wit_builder.queries.command``): outputs on the real enwiki sample, bad
 records counted, bad input refused before work or failing the run without output; and the Stage's own steps
-(``finish`` on given counts, ``on_failure``, ``after_run``, ``prepare``)."""
+(``finish`` on given counts, ``on_failure``, ``after_run``, ``resolve`` and ``announce``)."""
 
 from __future__ import annotations
 
@@ -258,7 +258,7 @@ def _stage(tmp_path: Path) -> BuildQueriesStage:
 
 def test_finish_computes_stats_json_from_the_given_counts(tmp_path):
     stage = _stage(tmp_path)
-    stage.prepare()
+    stage.inputs = stage.resolve()
     out = Path(stage.out)
     out.mkdir()
     counts = {name: 0 for name in query_stats.COUNT_NAMES} | {
@@ -293,14 +293,16 @@ def test_a_failed_run_says_no_output_was_written_and_the_cache_goes(tmp_path):
     stage.after_run()  # nothing left: nothing to do
 
 
-def test_prepare_pairs_each_dump_with_its_index_and_refuses_index_files_alone(tmp_path, enwiki_sample):
+def test_resolve_pairs_each_dump_with_its_index_and_refuses_index_files_alone(tmp_path, enwiki_sample):
     from tests.queries.conftest import write_multistream
 
     dump = tmp_path / "enwiki-test-pages-articles-multistream.xml.bz2"
     index = write_multistream(dump, bz2.decompress(enwiki_sample.read_bytes()).decode(), pages_per_stream=50)
     stage = BuildQueriesStage(BuildQueriesOptions(dump=(str(tmp_path / "*.bz2"),), out=str(tmp_path / "q")))
-    assert stage.prepare() == [f"dump {dump} (multistream, index {index})"]
-    assert [d.index for d in stage.dumps] == [str(index)] and stage.pageviews == [] and stage.wordnet == []
+    stage.inputs = stage.resolve()
+    assert stage.announce() == [f"dump {dump} (multistream, index {index})"]
+    assert [d.index for d in stage.inputs.dumps] == [str(index)]
+    assert stage.inputs.pageviews == () and stage.inputs.wordnet == ()
     alone = BuildQueriesStage(BuildQueriesOptions(dump=(str(index),), out=str(tmp_path / "q")))
     with pytest.raises(FileNotFoundError, match="names only multistream index files, no dump"):
-        alone.prepare()
+        alone.resolve()

@@ -1,5 +1,7 @@
 """The one launch sequence of a Beam stage: pipeline options with offline defaults (``--runner=FnApiRunner``
-unless one is named), running and waiting, and our errors raised inside a run turned into :class:`StageFailed`."""
+unless one is named), running and waiting, and our errors raised inside a run turned into :class:`StageFailed`;
+:class:`Stage`, what each command declares (its options, what it resolves before work, its hooks), and
+:func:`run_stage`, the sequence they share."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar, Generic, Protocol, TypeVar
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -118,20 +120,34 @@ class Outcome:
     error: str | None = None
 
 
-class Stage(abc.ABC):
+class StageOptions(Protocol):
+    """What the launcher reads of a command's options: its ``--out``."""
+
+    @property
+    def out(self) -> str: ...
+
+
+OptionsT = TypeVar("OptionsT", bound=StageOptions)
+InputsT = TypeVar("InputsT")
+
+
+class Stage(abc.ABC, Generic[OptionsT, InputsT]):
     """What one Beam command declares; :func:`run_stage` owns the sequence every command shares.
 
-    A subclass sets ``name`` (the command: ``build-pairs``), ``namespace`` (its Beam counters, for monitoring)
-    and ``count_names`` (counts reported as 0 when no record reached them), and implements the hooks below. The
-    options object is the command's frozen options dataclass; ``out`` is its ``--out``.
+    ``Stage[Options, Inputs]``: ``options`` is the command's frozen options dataclass; ``inputs`` is the frozen
+    dataclass :meth:`resolve` returns (what the flags name, found and checked), set by :func:`run_stage` before
+    any other hook runs. A subclass sets ``name`` (the command: ``build-pairs``), ``namespace`` (its Beam counters,
+    for monitoring) and ``count_names`` (counts reported as 0 when no record reached them), and implements the
+    hooks below, reading ``self.options`` and ``self.inputs``; it keeps no other state.
     """
 
     name: ClassVar[str]
     namespace: ClassVar[str]
     count_names: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, options: Any) -> None:
+    def __init__(self, options: OptionsT) -> None:
         self.options = options
+        self._inputs: InputsT | None = None
         # The Beam counters of ``namespace`` after the run (monitoring only; set by run_stage before finish).
         self.monitoring: dict[str, int] = {}
 
@@ -140,16 +156,31 @@ class Stage(abc.ABC):
         """The output folder (``--out``)."""
         return str(self.options.out)
 
+    @property
+    def inputs(self) -> InputsT:
+        """What :meth:`resolve` returned (set by :func:`run_stage`, or a test); RuntimeError before."""
+        if self._inputs is None:
+            raise RuntimeError(f"{type(self).__name__}: resolve() first")
+        return self._inputs
+
+    @inputs.setter
+    def inputs(self, inputs: InputsT) -> None:
+        self._inputs = inputs
+
     @abc.abstractmethod
-    def prepare(self) -> list[str]:
-        """Checks before any work: resolve and check the inputs; return the lines to print before the run.
+    def resolve(self) -> InputsT:
+        """Checks before any work: resolve and check the inputs; return them (a frozen dataclass, never None).
 
         Raise our errors, or ``ValueError``/``FileNotFoundError``/``KeyError`` naming the flag and the file: the
         launcher makes each one line on stderr and exit 2. Nothing may be written here.
         """
 
+    def announce(self) -> list[str]:
+        """The lines to print before the run (after :meth:`resolve`); none by default."""
+        return []
+
     def clean_rerun(self) -> list[str]:
-        """Remove what an earlier run left that this run must not mix with (called after ``prepare``, before the
+        """Remove what an earlier run left that this run must not mix with (called after ``resolve``, before the
         pipeline); return a line to print, or none."""
         return []
 
@@ -186,8 +217,9 @@ def _cross_check(stage: Stage, counts: dict[str, int], result: PipelineResult) -
 
 
 def run_stage(stage: Stage, beam_argv: Iterable[str]) -> int:
-    """Run a Beam stage: checks before work, ``--out`` checks, rerun clean-up, the pipeline, the counts,
-    ``stats.json`` (via :meth:`Stage.finish`), the summary line; the exit status.
+    """Run a Beam stage: ``--out`` checks, checks before work (:meth:`Stage.resolve`, kept as ``stage.inputs``),
+    the lines of :meth:`Stage.announce`, rerun clean-up, the pipeline, the counts, ``stats.json`` (via
+    :meth:`Stage.finish`), the summary line; the exit status.
 
     Errors: anything the checks before work raise becomes :class:`~wit_builder.core.errors.UsageError` (exit 2,
     one line); one of our errors inside the run becomes :class:`~wit_builder.core.errors.StageFailed` (exit 1);
@@ -196,14 +228,14 @@ def run_stage(stage: Stage, beam_argv: Iterable[str]) -> int:
     started = time.monotonic()
     try:
         check_out_folder(stage.out)
-        lines = stage.prepare()
+        stage.inputs = stage.resolve()
         beam_options = pipeline_options(beam_argv)
     except errors.UsageError:
         raise
     except (errors.WitError, ValueError, FileNotFoundError, KeyError) as exc:
         message = errors.known_error_message(exc) or (str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
         raise errors.UsageError(message) from exc
-    for line in lines:
+    for line in stage.announce():
         print(line, flush=True)
     fileio.makedirs(stage.out)
     for line in stage.clean_rerun():

@@ -13,8 +13,6 @@ no row succeeded (every row refused or failed: the top reasons and a hint follow
 
 from __future__ import annotations
 
-from typing import Any
-
 from wit_builder.beam.launcher import Outcome, Pipeline, Stage, run_stage
 from wit_builder.core.errors import UsageError
 from wit_builder.download import inputs, plan, raw_folder, stats
@@ -27,56 +25,54 @@ __all__ = ["EPILOG", "OPTIONS", "DownloadStage", "run"]
 EXIT_NOTHING_SUCCEEDED = 3
 
 
-class DownloadStage(Stage):
+class DownloadStage(Stage[DownloadOptions, inputs.DownloadInputs]):
     """``wit download``'s checks, plan, clean-up, pipeline and stats.json (see the module docstring)."""
 
     name = "download"
     namespace = NAMESPACE
     count_names = stats.COUNT_NAMES
-    options: DownloadOptions
 
-    def __init__(self, options: DownloadOptions) -> None:
-        super().__init__(options)
-        self._specs: list[plan.ShardSpec] = []
-        self._plan: dict[str, Any] = {}
-        self._resume = False
-
-    def prepare(self) -> list[str]:
-        """The engine's extra, the inputs and the shard cut, and the plan against ``--out``'s plan.json; returns
-        the plan's line. UsageError, PairsInputError, RawFolderError, FileNotFoundError, ValueError (exit 2)."""
+    def resolve(self) -> inputs.DownloadInputs:
+        """The engine's extra, the inputs and the shard cut, and the plan against ``--out``'s plan.json.
+        UsageError, PairsInputError, RawFolderError, FileNotFoundError, ValueError (exit 2)."""
         o = self.options
         if o.engine == "img2dataset" and not img2dataset_available():
             raise UsageError(INSTALL_HINT)
         paths = list(dict.fromkeys(p for pattern in o.pairs for p in inputs.input_files(pattern)))
-        self._specs = inputs.plan_shards(paths, o.rows_per_shard)
-        self._plan = plan.plan_document(paths, o.rows_per_shard, self._specs,
-                                        plan.output_settings(o.engine, o.image, o.network))
-        self._resume = raw_folder.check_plan(o.out, self._plan, o.overwrite)
-        complete = sum(raw_folder.shard_complete(o.out, s.shard_id) for s in self._specs) if self._resume else 0
-        return [f"wit download: {sum(s.rows for s in self._specs)} rows in {len(self._specs)} shards of <= "
-                f"{o.rows_per_shard} ({complete} already complete), engine {o.engine}"]
+        specs = inputs.plan_shards(paths, o.rows_per_shard)
+        document = plan.plan_document(paths, o.rows_per_shard, specs,
+                                      plan.output_settings(o.engine, o.image, o.network))
+        resume = raw_folder.check_plan(o.out, document, o.overwrite)
+        complete = sum(raw_folder.shard_complete(o.out, s.shard_id) for s in specs) if resume else 0
+        return inputs.DownloadInputs(tuple(specs), document, resume, complete)
+
+    def announce(self) -> list[str]:
+        """The plan's line."""
+        o, i = self.options, self.inputs
+        return [f"wit download: {sum(s.rows for s in i.specs)} rows in {len(i.specs)} shards of <= "
+                f"{o.rows_per_shard} ({i.complete} already complete), engine {o.engine}"]
 
     def clean_rerun(self) -> list[str]:
         """A folder started afresh: ``--overwrite`` deletes the earlier run's files, then the plan is recorded."""
-        if self._resume:
+        if self.inputs.resume:
             return []
         removed = raw_folder.remove_run(self.out) if self.options.overwrite else []
-        raw_folder.write_plan(self.out, self._plan)
+        raw_folder.write_plan(self.out, self.inputs.plan)
         if not removed:
             return []
         return [f"wit download: --overwrite: deleted {len(removed)} files of the earlier run in {self.out}"]
 
     def build(self, pipeline: Pipeline) -> None:
         """Attach ``pipeline.Download`` (every url shard of the plan) to ``pipeline``."""
-        _ = pipeline | "Download" >> Download(self._specs, self.options)
+        _ = pipeline | "Download" >> Download(list(self.inputs.specs), self.options)
 
     def finish(self, counts: dict[str, int], seconds: float) -> Outcome:
         """stats.json from the counts of every shard of the plan and the run's error kinds; exit 3 with the top
         reasons and hints when the folder has rows but not one success."""
         errors = stats.top_errors(raw_folder.take_error_kinds(self.out))
-        doc = stats.stats_document(self.options, self._specs, counts, errors, seconds)
+        doc = stats.stats_document(self.options, self.inputs.specs, counts, errors, seconds)
         raw_folder.write_stats(self.out, doc, unchanged_run=not counts["shards_downloaded"])
-        summary = stats.summary(counts, len(self._specs))
+        summary = stats.summary(counts, len(self.inputs.specs))
         if stats.nothing_succeeded(counts):
             return Outcome(summary, exit_code=EXIT_NOTHING_SUCCEEDED,
                            error=stats.nothing_succeeded_report(counts, errors))

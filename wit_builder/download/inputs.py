@@ -6,6 +6,7 @@ Files are read through :mod:`wit_builder.beam.fileio`, so ``--pairs`` may name g
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -23,6 +24,16 @@ URL_BATCH_ROWS = 65_536  # url column rows read at once at the launcher
 
 class PairsInputError(InputError):
     """A ``--pairs`` file that cannot be downloaded; the message names the file and what to pass instead."""
+
+
+@dataclass(frozen=True)
+class DownloadInputs:
+    """What a run of stage 3 works from, resolved before any work (``DownloadStage.resolve``)."""
+
+    specs: tuple[ShardSpec, ...]  # every url shard of the plan (plan_shards), complete ones included
+    plan: dict[str, Any]          # the plan document (plan.plan_document), recorded as OUT/plan.json
+    resume: bool                  # --out holds this very plan: the run resumes (raw_folder.check_plan)
+    complete: int = 0             # shards already complete in --out when resuming
 
 
 def input_files(pattern: str) -> list[str]:

@@ -19,28 +19,19 @@ from wit_builder.finalize.pipeline import NAMESPACE, Finalize
 __all__ = ["OPTIONS", "FinalizeStage", "run"]
 
 
-class FinalizeStage(Stage):
+class FinalizeStage(Stage[FinalizeOptions, stage_inputs.Inputs]):
     """Stage 4 for the launcher: raw shards -> final shards, accounting, stats.json, sizes.json and the card."""
 
     name = "finalize"
     namespace = NAMESPACE
     count_names = stats.COUNT_NAMES
-    options: FinalizeOptions
 
-    def __init__(self, options: FinalizeOptions) -> None:
-        super().__init__(options)
-        self._inputs: stage_inputs.Inputs | None = None
-
-    @property
-    def inputs(self) -> stage_inputs.Inputs:
-        """What the flags name, resolved by :meth:`prepare`."""
-        if self._inputs is None:
-            raise RuntimeError("FinalizeStage.prepare() resolves the inputs first")
-        return self._inputs
-
-    def prepare(self) -> list[str]:
+    def resolve(self) -> stage_inputs.Inputs:
         """Resolve and check the inputs (``wit_builder.finalize.inputs.resolve``); nothing is written."""
-        self._inputs = stage_inputs.resolve(self.options)
+        return stage_inputs.resolve(self.options)
+
+    def announce(self) -> list[str]:
+        """The line saying what the run reads."""
         return [f"finalize: {len(self.inputs.raw_files)} raw shards, {self.inputs.rows} rows -> {self.out}"]
 
     def clean_rerun(self) -> list[str]:

@@ -22,36 +22,28 @@ from wit_builder.pairs.pipeline import NAMESPACE, BuildPairs
 __all__ = ["OPTIONS", "BuildPairsStage", "run"]
 
 
-class BuildPairsStage(Stage):
-    """Stage 2 for :func:`~wit_builder.beam.launcher.run_stage`; ``options`` is a :class:`BuildPairsOptions`."""
+class BuildPairsStage(Stage[BuildPairsOptions, inputs.PairsInputs]):
+    """Stage 2 for :func:`~wit_builder.beam.launcher.run_stage`."""
 
     name = "build-pairs"
     namespace = NAMESPACE
     count_names = stats.COUNTS
 
-    def __init__(self, options: BuildPairsOptions) -> None:
-        super().__init__(options)
-        self.options: BuildPairsOptions = options
-        self._pool = options.pool_files.reader_options()
-        self._files: list[str] = []
-        self._queries: inputs.QueriesFile | None = None
-
-    @property
-    def queries(self) -> inputs.QueriesFile:
-        """The queries file, known once :meth:`prepare` ran."""
-        if self._queries is None:
-            raise RuntimeError("prepare() first")
-        return self._queries
-
-    def prepare(self) -> list[str]:
+    def resolve(self) -> inputs.PairsInputs:
         """The queries file (present, its entries usable by the rule) and every pool file (format and columns)
-        checked; the line saying what the run will do."""
-        o, balance = self.options, self.options.balance
+        checked."""
+        o = self.options
+        pool = o.pool_files.reader_options()
         path = inputs.queries_path(o.queries)
         n_queries = inputs.check_entries(path, o.match_rule)
-        self._files = inputs.pool_files(o.pool, self._pool)
-        self._queries = inputs.QueriesFile(path, fileio.sha256_file(path), o.match_rule)
-        return [f"build-pairs: {len(self._files)} pool file(s), {n_queries:,} queries, balance={balance.mode} "
+        files = inputs.pool_files(o.pool, pool)
+        return inputs.PairsInputs(inputs.QueriesFile(path, fileio.sha256_file(path), o.match_rule), n_queries,
+                                  tuple(files), pool)
+
+    def announce(self) -> list[str]:
+        """The line saying what the run will do."""
+        o, balance, i = self.options, self.options.balance, self.inputs
+        return [f"build-pairs: {len(i.pool_files)} pool file(s), {i.query_count:,} queries, balance={balance.mode} "
                 f"cap={balance.per_query_cap} target={balance.target} seed={balance.seed} match_rule={o.match_rule}"]
 
     def clean_rerun(self) -> list[str]:
@@ -67,14 +59,14 @@ class BuildPairsStage(Stage):
 
     def build(self, pipeline: Pipeline) -> None:
         """``BuildPairs`` on ``pipeline`` (a ``beam.Pipeline``: Beam itself stays in ``pipeline.py``)."""
-        o = self.options
-        _ = pipeline | "BuildPairs" >> BuildPairs(self._files, self.queries, o.out, self._pool, o.balance,
+        o, i = self.options, self.inputs
+        _ = pipeline | "BuildPairs" >> BuildPairs(list(i.pool_files), i.queries, o.out, i.pool, o.balance,
                                                   o.rows_per_file, o.shuffle_buckets)
 
     def finish(self, counts: dict[str, int], seconds: float) -> Outcome:
         """balance.png, then stats.json (last: its presence marks a complete output) from ``counts``; exit 1 when
         nothing matched."""
-        o, out = self.options, self.out
+        o, i, out = self.options, self.inputs, self.out
         query_counts = fileio.read_parquet(fileio.join(out, QUERY_COUNTS_PARQUET))
         matched = query_counts.column("matched").to_numpy()
         kept = query_counts.column("kept").to_numpy()
@@ -85,8 +77,8 @@ class BuildPairsStage(Stage):
         with fileio.open_read(fileio.join(out, stats.BAD_RECORDS_JSONL)) as f:
             first_bad = [json.loads(line) for line in itertools.islice(f, stats.FIRST_BAD_RECORDS)]
         document = stats.document(
-            queries_path=self.queries.path, queries_sha256=self.queries.sha256, pool_files=self._files,
-            parameters=stats.parameters(o.balance, self._pool, o.rows_per_file, o.match_rule), counts=counts,
+            queries_path=i.queries.path, queries_sha256=i.queries.sha256, pool_files=i.pool_files,
+            parameters=stats.parameters(o.balance, i.pool, o.rows_per_file, o.match_rule), counts=counts,
             pair_files=pair_files, max_matched=int(matched.max(initial=0)), max_kept=int(kept.max(initial=0)),
             first_bad=first_bad, seconds=seconds)
         fileio.write_json(fileio.join(out, STATS_JSON), document)

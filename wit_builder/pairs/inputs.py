@@ -31,6 +31,16 @@ class QueriesFile:
     match_rule: str
 
 
+@dataclass(frozen=True)
+class PairsInputs:
+    """What a run of stage 2 reads, found and checked before any work (``BuildPairsStage.resolve``)."""
+
+    queries: QueriesFile          # the queries file the pairs are matched against
+    query_count: int              # its rows (queries)
+    pool_files: tuple[str, ...]   # every pool file, sorted, each one's format and columns checked
+    pool: PoolOptions             # how they are read (``PoolFileOptions.reader_options``)
+
+
 def queries_path(folder: str) -> str:
     """``FOLDER/queries.parquet``; FileNotFoundError naming it (and ``--queries``) when it is missing."""
     path = fileio.join(folder, QUERIES_PARQUET)
