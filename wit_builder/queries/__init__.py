@@ -3,7 +3,8 @@
     --dump FILES (.xml, .xml.bz2, multistream + index), --pageviews FILES, --wordnet-dir DIR
       ─► OUT/queries.parquet (schemas.queries.QUERIES), queries.txt, stats.json (written last)
     options.py      the settings (one frozen dataclass tree: thresholds, budgets, reading, traffic groups)
-    command.py      the stage for the launcher: inputs resolved before work, the text cache removed, stats.json
+    command.py      the stage for the launcher: the text cache removed whether the run succeeds, stats.json
+    inputs.py       what the flags name, resolved before work: dumps with their indexes, pageview files, WordNet
     wikidump.py, wikitext.py, parse_budget.py   pages out of dumps; a page's plain text and links, under a budget
     pages.py        what one page gives: text, links, a title query, a redirect, or a Drop with its reason
     ngram_sketch.py, selection.py   pass 1 sketches, pass 2 exact counts; candidates, ranking, budgets, select

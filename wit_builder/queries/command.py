@@ -3,28 +3,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from schemas.queries import STATS_JSON
 from wit_builder.beam import fileio
 from wit_builder.beam.launcher import Outcome, Pipeline, Stage, run_stage
 from wit_builder.core.errors import StageFailed
-from wit_builder.queries import stats
+from wit_builder.queries import inputs, stats
+from wit_builder.queries.inputs import QueryInputs
 from wit_builder.queries.options import OPTIONS, BuildQueriesOptions
 from wit_builder.queries.pipeline import TEXT_CACHE, BuildQueries
-from wit_builder.queries.wikidump import DumpInput, dump_inputs
-from wit_builder.queries.wordnet import wordnet_candidates
 
-__all__ = ["OPTIONS", "BuildQueriesStage", "QueryInputs", "run"]
-
-
-@dataclass(frozen=True)
-class QueryInputs:
-    """What ``--dump``, ``--pageviews`` and ``--wordnet-dir`` name, resolved by :meth:`BuildQueriesStage.resolve`."""
-
-    dumps: tuple[DumpInput, ...]               # each dump with the multistream index beside it, or None
-    pageviews: tuple[str, ...] = ()            # the pageview files (none: titles rank by incoming links)
-    wordnet: tuple[tuple[str, float], ...] = ()  # (query, score) of every WordNet lemma (none without WordNet)
+__all__ = ["OPTIONS", "BuildQueriesStage", "run"]
 
 
 class BuildQueriesStage(Stage[BuildQueriesOptions, QueryInputs]):
@@ -35,15 +23,8 @@ class BuildQueriesStage(Stage[BuildQueriesOptions, QueryInputs]):
     count_names = stats.COUNT_NAMES
 
     def resolve(self) -> QueryInputs:
-        """Resolve ``--dump`` (paired with the multistream indexes beside them), ``--pageviews`` and read
-        WordNet; FileNotFoundError / WordNetError name the flag."""
-        o = self.options
-        dumps = dump_inputs(fileio.expand_patterns(list(o.dump), what="--dump"), fileio.exists)
-        if not dumps:
-            raise FileNotFoundError(f"--dump {list(o.dump)!r} names only multistream index files, no dump")
-        pageviews = fileio.expand_patterns(o.pageviews, what="--pageviews") if o.pageviews else []
-        wordnet = wordnet_candidates(o.wordnet_dir) if o.wordnet_dir else []
-        return QueryInputs(tuple(dumps), tuple(pageviews), tuple(wordnet))
+        """The dumps (with their multistream indexes), pageview files and WordNet lemmas (``inputs.resolve``)."""
+        return inputs.resolve(self.options)
 
     def announce(self) -> list[str]:
         """One line per dump."""
