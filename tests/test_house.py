@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("queries", "pairs", "download", "finalize")  # in the order data flows
-PARTS = ("__init__.py", "options.py", "pipeline.py", "command.py")
+PARTS = ("__init__.py", "options.py", "inputs.py", "pipeline.py", "command.py")
 
 
 def _imports(path: Path) -> set[str]:
