@@ -149,6 +149,22 @@ def probe_command(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[Any, l
     return use
 
 
+def run_failing_pipeline(error: Exception, out: str, beam_argv: list[str]) -> int:
+    """Run, through the launcher's ``run_pipeline``, a one-element Beam pipeline whose only step raises ``error``
+    (as a DoFn of a stage would on a bad record); returns 0 if it did not fail."""
+    import apache_beam as beam
+
+    from wit_builder.beam import launcher
+
+    def fail(_: object) -> None:
+        raise error
+
+    pipeline = beam.Pipeline(options=launcher.pipeline_options(beam_argv))
+    _ = pipeline | beam.Create([7]) | beam.Map(fail)
+    launcher.run_pipeline(pipeline, out)
+    return 0
+
+
 # ---- raw shards of real photos: stage 3's output, stage 4's input ----
 
 STORED_SIDE = 256

@@ -15,15 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-import apache_beam as beam
 import pyarrow.parquet as pq
 import pytest
 
 from schemas import stats as stats_schema
 from tests import hostile_server as hs
-from tests.conftest import BEAM_IN_PROCESS
+from tests.conftest import BEAM_IN_PROCESS, run_failing_pipeline
 from wit_builder import cli
-from wit_builder.beam import launcher
 from wit_builder.core import options as opts
 from wit_builder.queries.wikidump import DumpError
 
@@ -156,19 +154,10 @@ def test_aliases_and_negated_flags():
 
 # ---- exit codes and messages, through a command module whose run() does what each case needs ----
 
-def failing_pipeline(out: str, beam_argv: list[str]) -> int:
-    def bad(x):
-        raise DumpError(f"dump.xml: malformed XML at line {x}, after page id 4")
-
-    pipeline = beam.Pipeline(options=launcher.pipeline_options(beam_argv))
-    _ = pipeline | beam.Create([7]) | beam.Map(bad)
-    launcher.run_pipeline(pipeline, out)
-    return 0
-
-
 def test_exit_codes(probe_command, capsys, tmp_path):
     assert probe_command(lambda o, b: 0)() == 0
-    assert probe_command(lambda o, b: failing_pipeline(str(tmp_path), b))(*BEAM_IN_PROCESS) == 1
+    malformed = DumpError("dump.xml: malformed XML at line 7, after page id 4")
+    assert probe_command(lambda o, b: run_failing_pipeline(malformed, str(tmp_path), b))(*BEAM_IN_PROCESS) == 1
     err = capsys.readouterr().err
     assert "wit probe: error: dump.xml: malformed XML at line 7, after page id 4" in err
     assert "Traceback" not in err and "while running" not in err

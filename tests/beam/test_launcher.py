@@ -15,7 +15,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import StandardOptions
 
-from tests.conftest import BEAM_IN_PROCESS, ProbeOptions
+from tests.conftest import BEAM_IN_PROCESS, ProbeOptions, run_failing_pipeline
 from wit_builder.beam import fileio, launcher
 from wit_builder.beam.counting import COUNTS, COUNTS_FILE, Drop, RuleDoFn, WriteCounts
 from wit_builder.beam.launcher import Outcome, Stage, run_stage
@@ -204,20 +204,12 @@ def test_a_bug_inside_the_run_keeps_its_traceback_and_still_cleans_up(tmp_path):
 
 
 def test_beams_log_of_our_error_stays_off_the_terminal(probe_command, tmp_path, capsys):
-    def failing_pipeline(out: str, beam_argv: list[str]) -> int:
-        def bad(x):
-            raise BadNumber(f"dump.xml: malformed XML at line {x}, after page id 4")
-
-        pipeline = beam.Pipeline(options=launcher.pipeline_options(beam_argv))
-        _ = pipeline | beam.Create([7]) | beam.Map(bad)
-        launcher.run_pipeline(pipeline, out)
-        return 0
-
+    error = BadNumber("dump.xml: malformed XML at line 7, after page id 4")
     root = logging.getLogger()
     handler = logging.StreamHandler(sys.stderr)
     root.addHandler(handler)
     try:
-        assert probe_command(lambda o, b: failing_pipeline(str(tmp_path), b))(*BEAM_IN_PROCESS) == 1
+        assert probe_command(lambda o, b: run_failing_pipeline(error, str(tmp_path), b))(*BEAM_IN_PROCESS) == 1
     finally:
         root.removeHandler(handler)
     err = capsys.readouterr().err
