@@ -224,3 +224,16 @@ def test_the_in_process_runner_unless_one_is_named():
     named = launcher.pipeline_options(["--runner", "DirectRunner", "--direct_num_workers=2"])
     assert named.view_as(StandardOptions).runner == "DirectRunner"
     assert launcher.pipeline_options(["--runner=apache_beam.runners.direct.DirectRunner"])  # a full class name
+
+
+def test_monitoring_counters_that_differ_from_the_counts_are_logged_not_fatal(tmp_path, caplog):
+    stage = probe(tmp_path / "o")
+    stage.monitoring = {"kept": 7, "odd": 5, "retried": 1}  # a retried bundle counted twice by attempted metrics
+    with caplog.at_level(logging.INFO, logger=launcher.__name__):
+        launcher._cross_check(stage, {"kept": 5, "odd": 5, "never_counted": 0})
+    assert [r.getMessage() for r in caplog.records] == [
+        "probe: monitoring counters differ from the data-derived counts (counts, counter): {'kept': (5, 7)}"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger=launcher.__name__):
+        launcher._cross_check(stage, {"kept": 7, "odd": 5})
+    assert caplog.records == []

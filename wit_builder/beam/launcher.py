@@ -206,10 +206,10 @@ class Stage(abc.ABC, Generic[OptionsT, InputsT]):
         return the outcome."""
 
 
-def _cross_check(stage: Stage, counts: dict[str, int], result: PipelineResult) -> None:
-    """Beam metrics are for monitoring: a difference from the data-derived counts (a retried bundle on a runner
-    that reports attempted values) is logged, never fatal."""
-    counted = counting.counters(result, stage.namespace)
+def _cross_check(stage: Stage, counts: dict[str, int]) -> None:
+    """Beam metrics (``stage.monitoring``) are for monitoring: a difference from the data-derived counts (a retried
+    bundle on a runner that reports attempted values) is logged, never fatal."""
+    counted = stage.monitoring
     differ = {k: (n, counted[k]) for k, n in counts.items() if k in counted and counted[k] != n}
     if differ:
         logging.getLogger(__name__).info("%s: monitoring counters differ from the data-derived counts "
@@ -252,7 +252,7 @@ def run_stage(stage: Stage, beam_argv: Iterable[str]) -> int:
             stage.after_run()
         counts = counting.read_counts(stage.out, stage.count_names)
         stage.monitoring = counting.counters(result, stage.namespace)  # for a stage that reports a difference itself
-        _cross_check(stage, counts, result)
+        _cross_check(stage, counts)
     outcome = stage.finish(counts, time.monotonic() - started)
     for warning in outcome.warnings:
         print(f"wit {stage.name}: warning: {warning}", file=sys.stderr, flush=True)
