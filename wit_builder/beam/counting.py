@@ -87,8 +87,7 @@ class RuleDoFn(CountingDoFn):
 
     def process(self, element: Any) -> Iterator[Any]:
         for verdict in self._rule(element, *self._args):
-            if isinstance(verdict, Drop):
-                self.count(verdict.reason)
+            if not self.judge(verdict):
                 if self._keep_dropped:
                     yield beam.pvalue.TaggedOutput(DROPPED, verdict)
                 continue
