@@ -3,6 +3,7 @@ the tallies into one file that the launcher reads back for ``stats.json``. Beam 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -10,6 +11,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.metrics.metricbase import Counter
 from apache_beam.transforms.window import GlobalWindows
 
 from wit_builder.beam.fileio import join, read_json, write_json
@@ -17,6 +19,13 @@ from wit_builder.core.verdicts import Drop  # rules return it without importing 
 
 COUNTS = "counts"  # tagged output of a CountingDoFn: (name, n) pairs that become stats.json's counts
 COUNTS_FILE = "_counts.json"  # written by WriteCounts, read by the launcher, removed once stats.json is written
+
+
+@functools.cache
+def _beam_counter(namespace: str, name: str) -> Counter:
+    """The Beam counter ``namespace/name``, made once per process: ``count`` runs per record, and a Beam counter
+    finds the running step's metrics container when it is incremented, so one object serves every DoFn."""
+    return Metrics.counter(namespace, name)
 
 
 class _Count:
@@ -52,7 +61,7 @@ class CountingDoFn(beam.DoFn):
         if not hasattr(self, "_tally"):
             self._tally = {}
         self._tally[name] = self._tally.get(name, 0) + n
-        Metrics.counter(self.namespace, name).inc(n)
+        _beam_counter(self.namespace, name).inc(n)
 
     def judge(self, verdict: Any) -> bool:
         """Count a rule's :class:`Drop` under its reason and return False; True for anything else (kept)."""
