@@ -12,4 +12,5 @@
 - ``dedup``: sha256 and pHash of images (stages 3 and 4).
 - ``tar_writer``: reproducible tar members (raw shards of stage 3, final shards of stage 4).
 - ``table_checks``: column checks of an input table before any work (stages 2 and 3).
+- ``verdicts``: ``Drop(reason)``, a rule's verdict that a record leaves its stage (counted by ``wit_builder.beam``).
 """
