@@ -57,10 +57,10 @@ def expand_patterns(patterns: Iterable[str], what: str = "input") -> list[str]:
     """
     found: set[str] = set()
     for pattern in patterns:
-        metadata = FileSystems.match([pattern])[0].metadata_list
-        if not metadata:
+        paths = match(pattern)
+        if not paths:
             raise FileNotFoundError(f"{what} {pattern!r} matches no file")
-        files = [m.path for m in metadata if "://" in m.path or not os.path.isdir(m.path)]
+        files = [path for path in paths if "://" in path or not os.path.isdir(path)]
         if not files:
             raise FileNotFoundError(f"{what} {pattern!r} is a folder, not a file: name the files in it "
                                     f"(a path or a quoted glob such as '{join(pattern, '*')}')")
