@@ -8,13 +8,12 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.metrics.metricbase import Counter
 from apache_beam.transforms.window import GlobalWindows
 
-from wit_builder.beam.fileio import join, read_json, write_json
+from wit_builder.beam.fileio import delete, join, read_json, write_json
 from wit_builder.core.verdicts import Drop  # rules return it without importing Beam
 
 COUNTS = "counts"  # tagged output of a CountingDoFn: (name, n) pairs that become stats.json's counts
@@ -130,7 +129,7 @@ def read_counts(folder: str, names: Iterable[str] = ()) -> dict[str, int]:
     the file is removed after reading (it is rewritten by every run)."""
     path = join(folder, COUNTS_FILE)
     counts = {name: 0 for name in names} | {k: int(v) for k, v in read_json(path).items()}
-    FileSystems.delete([path])
+    delete([path])
     return dict(sorted(counts.items()))
 
 
