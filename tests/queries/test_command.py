@@ -13,7 +13,17 @@ from pathlib import Path
 import pytest
 
 from schemas.stats import validate as validate_stats
-from tests.queries.conftest import APPLIED, OUTPUTS, build, page_xml, rows, small_pages, stats, write_dump
+from tests.queries.conftest import (
+    APPLIED,
+    OUTPUTS,
+    build,
+    page_xml,
+    rows,
+    small_pages,
+    stats,
+    write_dump,
+    write_multistream,
+)
 from wit_builder.core.errors import StageFailed
 from wit_builder.core.textnorm import is_query_token, tokenize
 from wit_builder.queries import stats as query_stats
@@ -171,7 +181,7 @@ def test_page_over_the_parse_budget_is_skipped_counted_with_its_id(tmp_path):
     out = tmp_path / "q"
     assert build(out, [dump], "--min-unigram-count", "2", "--min-bigram-count", "2", "--parse-timeout", "1") == 0
     s = stats(out)
-    assert s["counts"]["pages_parse_timeout"] == 1 and s["counts"]["pages_parse_timeout"] == 1
+    assert s["counts"]["pages_parse_timeout"] == 1 and s["counts"]["pages_wikitext_rejected"] == 0  # its own reason
     assert s["counts"]["articles"] == 3 and s["counts"]["pages_read"] == 5
     [example] = s["details"]["rejected_pages"]["pages_parse_timeout"]
     assert example["page_id"] == 77 and example["title"] == "Slow page" and "1 s budget" in example["why"]
@@ -294,8 +304,6 @@ def test_a_failed_run_says_no_output_was_written_and_the_cache_goes(tmp_path):
 
 
 def test_resolve_pairs_each_dump_with_its_index_and_refuses_index_files_alone(tmp_path, enwiki_sample):
-    from tests.queries.conftest import write_multistream
-
     dump = tmp_path / "enwiki-test-pages-articles-multistream.xml.bz2"
     index = write_multistream(dump, bz2.decompress(enwiki_sample.read_bytes()).decode(), pages_per_stream=50)
     stage = BuildQueriesStage(BuildQueriesOptions(dump=(str(tmp_path / "*.bz2"),), out=str(tmp_path / "q")))

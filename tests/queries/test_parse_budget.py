@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from wit_builder.queries.options import MIN_PARSE_MEMORY_MB, ReadOptions
 from wit_builder.queries.parse_budget import BoundedParser, ParseTimeout
 from wit_builder.queries.wikitext import WikitextError, parse_article
 
@@ -68,5 +69,7 @@ def test_works_in_a_worker_thread():
 
 def test_zero_budget_parses_in_process():
     assert BoundedParser(seconds=0).parse("[[x|y]]").text == "y"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="parse memory limit must be >= 64 MiB, got 1 bytes"):
         BoundedParser(memory_bytes=1)
+    lowest = ReadOptions(parse_memory_mb=MIN_PARSE_MEMORY_MB).parse_memory_bytes  # --parse-memory-mb's floor
+    BoundedParser(memory_bytes=lowest).close()  # is the parser's: a setting the flag accepts, the parser takes

@@ -110,6 +110,7 @@ def test_phrase_count():
     counts = {"paris": 5, "new york": 3}
     assert qs.phrase_count("paris", counts) == 5 and qs.phrase_count("new york", counts) == 3
     assert qs.phrase_count("new york city", {"new york city": 9}) == 0  # longer phrases are not counted
+    assert qs.is_short_phrase("paris") and qs.is_short_phrase("new york") and not qs.is_short_phrase("new york city")
 
 
 def test_prune_sizes_are_cumulative_budgets_in_source_order():

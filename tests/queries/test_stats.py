@@ -78,6 +78,7 @@ def test_stats_document_puts_counts_settings_and_details_together():
     dumps = [DumpInput("d-1.xml.bz2", "d-1-index.txt.bz2")]
     doc = query_stats.stats_document(options, dumps, ["pv.gz"], counts, details, {"d-1.xml.bz2": "ab" * 32}, 3.0)
     validate_stats(doc)
+    assert query_stats.input_paths(dumps, ["pv.gz"]) == ["d-1.xml.bz2", "d-1-index.txt.bz2", "pv.gz"]
     assert doc["counts"] == counts and doc["timings"] == {"seconds": 3.0}
     assert doc["inputs"] == [
         {"path": "d-1.xml.bz2", "sha256": "ab" * 32, "bytes": None, "rows": None},

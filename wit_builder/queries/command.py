@@ -49,8 +49,7 @@ class BuildQueriesStage(Stage[BuildQueriesOptions, QueryInputs]):
         details_path = fileio.join(self.out, stats.DETAILS_JSON)
         details = fileio.read_json(details_path)
         i = self.inputs
-        paths = [d.path for d in i.dumps] + [d.index for d in i.dumps if d.index] + list(i.pageviews)
-        sha256 = {path: fileio.sha256_file(path) for path in paths}
+        sha256 = {path: fileio.sha256_file(path) for path in stats.input_paths(i.dumps, i.pageviews)}
         document = stats.stats_document(self.options, i.dumps, i.pageviews, counts, details, sha256, seconds)
         fileio.write_json(fileio.join(self.out, STATS_JSON), document)
         fileio.delete([details_path])

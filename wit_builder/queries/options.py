@@ -19,12 +19,12 @@ from typing import Any
 from wit_builder.core.options import as_parameters, option
 from wit_builder.queries.ngram_sketch import DEFAULT_SKETCH_WIDTH
 from wit_builder.queries.pageviews import Traffic
-from wit_builder.queries.parse_budget import DEFAULT_PARSE_MEMORY_BYTES, DEFAULT_PARSE_SECONDS
+from wit_builder.queries.parse_budget import DEFAULT_PARSE_MEMORY_BYTES, DEFAULT_PARSE_SECONDS, MIN_PARSE_MEMORY_BYTES
 from wit_builder.queries.selection import Budgets, Thresholds
 from wit_builder.queries.wikidump import DEFAULT_TARGET_BYTES
 
 MIN_SKETCH_WIDTH = 1024
-MIN_PARSE_MEMORY_MB = 64
+MIN_PARSE_MEMORY_MB = MIN_PARSE_MEMORY_BYTES >> 20  # the parser's own floor, in the flag's unit
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from wit_builder.queries.wikitext import Article, WikitextError, parse_article
 
 DEFAULT_PARSE_SECONDS = 5.0
 DEFAULT_PARSE_MEMORY_BYTES = 2 << 30
+MIN_PARSE_MEMORY_BYTES = 64 << 20  # the lowest address-space limit a parser process is given
 START_SECONDS = 120.0  # for the helper to import the parser and say it is ready (not part of any page's budget)
 _HEADER = struct.Struct(">I")
 
@@ -51,8 +52,9 @@ class BoundedParser:
 
     def __init__(self, seconds: float = DEFAULT_PARSE_SECONDS,
                  memory_bytes: int = DEFAULT_PARSE_MEMORY_BYTES) -> None:
-        if memory_bytes < 64 << 20:
-            raise ValueError(f"parse memory limit must be >= 64 MiB, got {memory_bytes} bytes")
+        if memory_bytes < MIN_PARSE_MEMORY_BYTES:
+            raise ValueError(f"parse memory limit must be >= {MIN_PARSE_MEMORY_BYTES >> 20} MiB, "
+                             f"got {memory_bytes} bytes")
         self.seconds = seconds
         self.memory_bytes = memory_bytes
         self._child: subprocess.Popen[bytes] | None = None

@@ -624,7 +624,7 @@ class BuildQueries(beam.PTransform):
         budgets = o.budgets.per_source()
         before = qs.prune_sizes(budgets)  # the best (budget + budgets before it) are all selection can need
         cache_dir = fileio.join(self.out, TEXT_CACHE)
-        wordnet_phrases = frozenset(q for q, _ in self.wordnet if q.count(" ") <= 1)
+        wordnet_phrases = frozenset(q for q, _ in self.wordnet if qs.is_short_phrase(q))
 
         ranges, pages = pbegin | "ReadDumps" >> ReadDumps(self.dumps, o.reading, cache_dir)
         sketches = pages.sketches | "MergeSketches" >> MergeSketches()

@@ -204,9 +204,14 @@ def wordnet_query(lemma_name: str) -> str | None:
     return query if query and is_phrase_query(query.split()) else None
 
 
+def is_short_phrase(query: str) -> bool:
+    """Is ``query`` of one or two tokens, a phrase whose count pass 2 looks up (longer ones are not counted)?"""
+    return query.count(" ") <= 1
+
+
 def phrase_count(query: str, ngram_counts: Mapping[str, int]) -> int:
     """Occurrences of a one- or two-token phrase in the plain text; 0 for longer phrases (not counted)."""
-    return ngram_counts.get(query, 0) if query.count(" ") <= 1 else 0
+    return ngram_counts.get(query, 0) if is_short_phrase(query) else 0
 
 
 def prune_sizes(budgets: Mapping[str, int]) -> dict[str, int]:
@@ -222,7 +227,7 @@ def prune_sizes(budgets: Mapping[str, int]) -> dict[str, int]:
 
 def short_phrases(candidates: Iterable[Candidate]) -> frozenset[str]:
     """The one- and two-token queries among ``candidates``: the ones whose count can be looked up in pass 2."""
-    return frozenset(c.query for c in candidates if c.query.count(" ") <= 1)
+    return frozenset(c.query for c in candidates if is_short_phrase(c.query))
 
 
 def with_token_count(token_count: Sequence[int], rows: Iterable[tuple]) -> list[tuple]:

@@ -94,19 +94,24 @@ def source_table(counts: Mapping[str, int], budgets: Mapping[str, int]) -> dict[
             for source in SOURCES}
 
 
+def input_paths(dumps: Sequence[DumpInput], pageviews: Sequence[str]) -> list[str]:
+    """stats.json's inputs in order: the dumps, their multistream indexes, the pageview files."""
+    return [d.path for d in dumps] + [d.index for d in dumps if d.index] + list(pageviews)
+
+
 def stats_document(options: BuildQueriesOptions, dumps: Sequence[DumpInput], pageviews: Sequence[str],
                    counts: Mapping[str, int], details: Mapping[str, Any], sha256: Mapping[str, str | None],
                    seconds: float) -> dict[str, Any]:
     """stats.json in the declared layout (``schemas/stats.py``): ``counts`` as the frame counted them, the
-    inputs (dumps, their indexes, pageview files with the rows that counted; ``sha256`` per path), the settings
+    inputs (:func:`input_paths`, each with its ``sha256``, a pageview file with the rows that counted), the settings
     (:func:`~wit_builder.queries.options.parameters`) and in ``details`` what :func:`details_document` gave,
     the thresholds, the requested and applied budgets and the per-source table. Raises StatsError."""
     budgets = options.budgets.per_source()
     files = details["traffic"].get("files", {})
-    inputs = [d.path for d in dumps] + [d.index for d in dumps if d.index] + list(pageviews)
     return stats_schema.envelope(
         "build-queries",
-        inputs=[stats_schema.input_entry(p, sha256.get(p), rows=files.get(p, {}).get("rows")) for p in inputs],
+        inputs=[stats_schema.input_entry(p, sha256.get(p), rows=files.get(p, {}).get("rows"))
+                for p in input_paths(dumps, pageviews)],
         parameters=parameters(options),
         counts=counts,
         outputs=[stats_schema.output_entry(QUERIES_PARQUET, counts["queries"]),
