@@ -395,3 +395,21 @@ def test_finish_makes_stats_json_from_the_counts(tmp_path: Path) -> None:
     assert outcome.summary[0] == "30 records -> 5 candidates -> 3 matched -> 3 unique -> 2 kept in 1 file(s)"
     nothing = stage.finish(counts | {"matched": 0}, 1.0)
     assert (nothing.exit_code, nothing.error) == (errors.EXIT_FAILED, NO_MATCH_ERROR)
+
+
+def test_clean_rerun_removes_the_stage_outputs_only(tmp_path: Path) -> None:
+    """``BuildPairsStage.clean_rerun``: every pairs file and named output of an earlier run goes (a rerun that writes
+    fewer files must not leave stale ones), other files stay."""
+    from wit_builder.pairs.command import BuildPairsStage
+    from wit_builder.pairs.options import BuildPairsOptions
+
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = ["pairs-00000-of-00002.parquet", "pairs-00001-of-00002.parquet", STATS_JSON, QUERY_COUNTS_PARQUET,
+             BAD_RECORDS_JSONL, BALANCE_PNG]
+    for name in [*stale, "notes.txt", "pairs.csv"]:
+        (out / name).write_bytes(b"x")
+    stage = BuildPairsStage(BuildPairsOptions("q", ("p.jsonl",), str(out)))
+    assert stage.clean_rerun() == []
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "pairs.csv"]
+    assert stage.clean_rerun() == []  # nothing left to remove: no error
