@@ -290,10 +290,16 @@ def capped_queries(matched: np.ndarray, config: BalanceConfig) -> np.ndarray:
     return matched > config.target
 
 
+def ranks_per_query(config: BalanceConfig) -> int:
+    """How many smallest ranks of a capped query the balance keeps: hard mode's threshold is the ``target``-th;
+    probabilistic mode caps by counts alone (no query is capped by rank: 1 keeps the combiner trivial)."""
+    return config.target if config.mode == "hard" else 1
+
+
 def cut_table(matched: np.ndarray, smallest: tuple[np.ndarray, np.ndarray], config: BalanceConfig) -> np.ndarray:
     """The cut of every id (:func:`cut_array`) from the matched counts by id and the capped queries' (ids,
     smallest ranks)."""
-    k = config.target if config.mode == "hard" else 1
+    k = ranks_per_query(config)
     return cut_array(matched, thresholds(smallest[0], smallest[1], k, len(matched)), config)
 
 
