@@ -23,7 +23,7 @@ from wit_builder.cli import main as wit
 from wit_builder.core.uid import pair_uid
 from wit_builder.pairs.readers.formats import read_pool_file
 from wit_builder.pairs.readers.layouts import PoolOptions
-from wit_builder.pairs.readers.records import Candidate
+from wit_builder.pairs.readers.records import BAD_REASONS, FILTER_REASONS, Candidate
 from wit_builder.pairs.stats import BAD_RECORDS_JSONL
 
 
@@ -79,10 +79,8 @@ def test_build_pairs_matches_the_reference(pool: dict, tmp_path: Path) -> None:
     stats = json.loads((out / STATS_JSON).read_text())
     c = stats["counts"]
     validate_stats(stats)
-    assert c["records"] == c["candidates"] + sum(c[r] for r in ("data_uri", "empty_caption", "missing_url",
-                                                                 "non_http_url", "invalid_url", "url_too_long",
-                                                                 "non_utf8", "malformed_record", "malformed_json",
-                                                                 "truncated_file", "unreadable_file"))
+    assert c["records"] == c["candidates"] + sum(c[r] for r in (*FILTER_REASONS, *BAD_REASONS))
+    assert c["bad_records"] == sum(c[r] for r in BAD_REASONS)
     assert c["candidates"] == c["no_match"] + c["matched"]
     assert c["matched"] == c["duplicates"] + c["unique_pairs"] == c["duplicates"] + c["kept"] + c["over_cap"]
     assert c["kept"] == len(expected["rows"]) and c["unique_pairs"] == len(expected["matched"])
