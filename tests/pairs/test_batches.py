@@ -164,6 +164,8 @@ def test_caps_cuts_and_files() -> None:
     smallest = (np.array([0, 0, 0, 2, 2, 2]), np.array([9, 4, 7, 1, 8, 3]))
     assert pb.cut_table(matched, smallest, hard).tolist() == [7, pb.NO_CUT, 3]  # each capped query's 2nd rank
     assert pb.cut_table(matched, smallest, prob).tolist() == [2 / 5, np.inf, 2 / 3]
+    assert (pb.ranks_per_query(hard), pb.ranks_per_query(BalanceConfig("hard", 2, 0, 1.5)),
+            pb.ranks_per_query(prob)) == (2, 3, 1)  # the target-th rank is hard mode's threshold
     assert [pb.file_count(n, 10) for n in (0, 10, 11)] == [1, 1, 2]
     assert pb.pairs_file_name(3, 12) == "pairs-00003-of-00012.parquet"
     table = matched_rows([(n, 0, n, [n % 10]) for n in range(30)])

@@ -23,7 +23,7 @@ from wit_builder.cli import main as wit
 from wit_builder.core.uid import pair_uid
 from wit_builder.pairs.readers.formats import read_pool_file
 from wit_builder.pairs.readers.layouts import PoolOptions
-from wit_builder.pairs.readers.records import Candidate
+from wit_builder.pairs.readers.records import BAD_REASONS, FILTER_REASONS, Candidate
 from wit_builder.pairs.stats import BAD_RECORDS_JSONL
 
 
@@ -79,10 +79,8 @@ def test_build_pairs_matches_the_reference(pool: dict, tmp_path: Path) -> None:
     stats = json.loads((out / STATS_JSON).read_text())
     c = stats["counts"]
     validate_stats(stats)
-    assert c["records"] == c["candidates"] + sum(c[r] for r in ("data_uri", "empty_caption", "missing_url",
-                                                                 "non_http_url", "invalid_url", "url_too_long",
-                                                                 "non_utf8", "malformed_record", "malformed_json",
-                                                                 "truncated_file", "unreadable_file"))
+    assert c["records"] == c["candidates"] + sum(c[r] for r in (*FILTER_REASONS, *BAD_REASONS))
+    assert c["bad_records"] == sum(c[r] for r in BAD_REASONS)
     assert c["candidates"] == c["no_match"] + c["matched"]
     assert c["matched"] == c["duplicates"] + c["unique_pairs"] == c["duplicates"] + c["kept"] + c["over_cap"]
     assert c["kept"] == len(expected["rows"]) and c["unique_pairs"] == len(expected["matched"])
@@ -395,3 +393,21 @@ def test_finish_makes_stats_json_from_the_counts(tmp_path: Path) -> None:
     assert outcome.summary[0] == "30 records -> 5 candidates -> 3 matched -> 3 unique -> 2 kept in 1 file(s)"
     nothing = stage.finish(counts | {"matched": 0}, 1.0)
     assert (nothing.exit_code, nothing.error) == (errors.EXIT_FAILED, NO_MATCH_ERROR)
+
+
+def test_clean_rerun_removes_the_stage_outputs_only(tmp_path: Path) -> None:
+    """``BuildPairsStage.clean_rerun``: every pairs file and named output of an earlier run goes (a rerun that writes
+    fewer files must not leave stale ones), other files stay."""
+    from wit_builder.pairs.command import BuildPairsStage
+    from wit_builder.pairs.options import BuildPairsOptions
+
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = ["pairs-00000-of-00002.parquet", "pairs-00001-of-00002.parquet", STATS_JSON, QUERY_COUNTS_PARQUET,
+             BAD_RECORDS_JSONL, BALANCE_PNG]
+    for name in [*stale, "notes.txt", "pairs.csv"]:
+        (out / name).write_bytes(b"x")
+    stage = BuildPairsStage(BuildPairsOptions("q", ("p.jsonl",), str(out)))
+    assert stage.clean_rerun() == []
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "pairs.csv"]
+    assert stage.clean_rerun() == []  # nothing left to remove: no error

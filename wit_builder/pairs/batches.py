@@ -83,11 +83,8 @@ def matched_table(source_file: str, records: pa.Array, urls: pa.Array, captions:
     index = pa.array(rows)
     urls, captions = urls.take(index), captions.take(index)
     uids, keys = uid_keys(urls.to_pylist(), captions.to_pylist())
-    offsets = np.zeros(len(rows) + 1, np.int32)
-    np.cumsum(lengths, out=offsets[1:])
     return pa.Table.from_arrays([
-        pa.array(uids, pa.string()), pa.array(keys, pa.int64()), urls, captions,
-        pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids.astype(np.int32))),
+        pa.array(uids, pa.string()), pa.array(keys, pa.int64()), urls, captions, _id_lists(ids, lengths),
         pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(rows), np.int32)), pa.array([source_file], pa.string())),
         records.take(index), page_urls.take(index),
     ], schema=MATCHED)
@@ -260,6 +257,7 @@ def balance_table(table: pa.Table, cuts: np.ndarray, config: BalanceConfig,
 
 
 def _id_lists(values: np.ndarray, lengths: np.ndarray) -> pa.Array:
+    """int32 id lists: row ``i`` holds the next ``lengths[i]`` of ``values``."""
     offsets = np.zeros(len(lengths) + 1, np.int32)
     np.cumsum(lengths, out=offsets[1:])
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.astype(np.int32)))
@@ -292,10 +290,16 @@ def capped_queries(matched: np.ndarray, config: BalanceConfig) -> np.ndarray:
     return matched > config.target
 
 
+def ranks_per_query(config: BalanceConfig) -> int:
+    """How many smallest ranks of a capped query the balance keeps: hard mode's threshold is the ``target``-th;
+    probabilistic mode caps by counts alone (no query is capped by rank: 1 keeps the combiner trivial)."""
+    return config.target if config.mode == "hard" else 1
+
+
 def cut_table(matched: np.ndarray, smallest: tuple[np.ndarray, np.ndarray], config: BalanceConfig) -> np.ndarray:
     """The cut of every id (:func:`cut_array`) from the matched counts by id and the capped queries' (ids,
     smallest ranks)."""
-    k = config.target if config.mode == "hard" else 1
+    k = ranks_per_query(config)
     return cut_array(matched, thresholds(smallest[0], smallest[1], k, len(matched)), config)
 
 

@@ -49,12 +49,9 @@ class BuildPairsStage(Stage[BuildPairsOptions, inputs.PairsInputs]):
     def clean_rerun(self) -> list[str]:
         """A rerun replaces the previous output: stale files of another run must not mix in."""
         out = self.out
-        stale = [m.path for m in fileio.FileSystems.match([fileio.join(out, PAIRS_GLOB)])[0].metadata_list]
-        for name in (STATS_JSON, QUERY_COUNTS_PARQUET, stats.BAD_RECORDS_JSONL, BALANCE_PNG):
-            if fileio.exists(fileio.join(out, name)):
-                stale.append(fileio.join(out, name))
-        if stale:
-            fileio.FileSystems.delete(stale)
+        named = [fileio.join(out, name) for name in (STATS_JSON, QUERY_COUNTS_PARQUET, stats.BAD_RECORDS_JSONL,
+                                                     BALANCE_PNG)]
+        fileio.delete([*fileio.match(fileio.join(out, PAIRS_GLOB)), *filter(fileio.exists, named)])
         return []
 
     def build(self, pipeline: Pipeline) -> None:
@@ -72,8 +69,7 @@ class BuildPairsStage(Stage[BuildPairsOptions, inputs.PairsInputs]):
         kept = query_counts.column("kept").to_numpy()
         fileio.write_bytes(fileio.join(out, BALANCE_PNG),
                            balance_png(matched, kept, o.balance.per_query_cap, o.balance.target))
-        pair_files = sorted(m.path.rsplit("/", 1)[-1]
-                            for m in fileio.FileSystems.match([fileio.join(out, PAIRS_GLOB)])[0].metadata_list)
+        pair_files = sorted(path.rsplit("/", 1)[-1] for path in fileio.match(fileio.join(out, PAIRS_GLOB)))
         with fileio.open_read(fileio.join(out, stats.BAD_RECORDS_JSONL)) as f:
             first_bad = [json.loads(line) for line in itertools.islice(f, stats.FIRST_BAD_RECORDS)]
         document = stats.document(

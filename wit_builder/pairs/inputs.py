@@ -52,8 +52,7 @@ def queries_path(folder: str) -> str:
 def check_entries(path: str, match_rule: str) -> int:
     """The number of queries in ``path`` (rows); ValueError naming the first entry ``match_rule`` cannot use
     (``wit_builder.pairs.match_rules.validate``) or the missing column."""
-    table = fileio.read_parquet(path)
-    entries = table.column(entries_column(table, match_rule)).to_pylist()
+    entries = _entries(path, match_rule)
     validate_entries(entries, match_rule, path)
     return len(entries)
 
@@ -71,6 +70,10 @@ def pool_files(patterns: Iterable[str], options: PoolOptions) -> list[str]:
 
 def load_entries(queries: QueriesFile) -> pa.Array:
     """The matcher's sorted distinct entries as a string array: query id i is element i."""
-    table = fileio.read_parquet(queries.path)
-    column = entries_column(table, queries.match_rule)
-    return pa.array(sorted_entries(table.column(column).to_pylist()), pa.string())
+    return pa.array(sorted_entries(_entries(queries.path, queries.match_rule)), pa.string())
+
+
+def _entries(path: str, match_rule: str) -> list:
+    """Every entry of the queries file at ``path`` in the column ``match_rule`` matches with, as stored."""
+    table = fileio.read_parquet(path)
+    return table.column(entries_column(table, match_rule)).to_pylist()

@@ -57,6 +57,7 @@ from wit_builder.pairs.batches import (
     pairs_table,
     query_counts,
     query_counts_table,
+    ranks_per_query,
     smallest_per_query,
     split_by_key,
     to_bytes,
@@ -414,7 +415,7 @@ class Balance(beam.PTransform):
     def expand(self, collapsed: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
         config = self._config
         ranked, matched = collapsed["ranked"], collapsed["matched"]
-        k = config.target if config.mode == "hard" else 1
+        k = ranks_per_query(config)
         capped = matched | "CappedQueries" >> beam.Map(capped_queries, config)
         smallest = (
             ranked

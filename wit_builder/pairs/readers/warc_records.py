@@ -85,14 +85,14 @@ def iter_records(fh: BinaryIO, read_types: frozenset[str]) -> Iterator[Record | 
                 raise
             at = start
             if held is not None:  # the failure came after its header: in its block, or in the next record
-                state, after = _extent(fh, held.offset)
+                state, after = record_extent(fh, held.offset)
                 if state == "whole":
                     yield held
                     at = after
                 else:
                     at = held.offset
-            resume = _next_record(fh, at + 1)
-            cut = resume is None and _extent(fh, at)[0] == "cut"
+            resume = next_gzip_record(fh, at + 1)
+            cut = resume is None and record_extent(fh, at)[0] == "cut"
             resumed = f"resumed at offset {resume}" if resume is not None else "no later record"
             yield Damage("truncated_file" if cut else "malformed_record", at, f"{describe(e)}; {resumed}")
             if resume is None:
@@ -109,7 +109,7 @@ def iter_records(fh: BinaryIO, read_types: frozenset[str]) -> Iterator[Record | 
 
 def _check_end(fh: BinaryIO, held: Record, end: int) -> Iterator[Record | Damage]:
     """The last record (when its data is whole) and a report of any bytes after it that hold no record."""
-    state, after = _extent(fh, held.offset)
+    state, after = record_extent(fh, held.offset)
     if state in ("whole", "unknown") or (state == "cut" and held.body is not None and _block_whole(fh, held)):
         # Whole, or its block complete with only the gzip trailer or closing CRLFs cut: the data is all there.
         yield held
@@ -145,7 +145,7 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {ascii(str(error).strip()[:200])[1:-1]}"
 
 
-def _extent(fh: BinaryIO, offset: int) -> tuple[str, int]:
+def record_extent(fh: BinaryIO, offset: int) -> tuple[str, int]:
     """("whole", end offset) of the record at ``offset`` (its gzip member or, uncompressed, header + declared
     block + CRLF CRLF), ("cut", -1) when the file ends inside it, ("damaged", -1) when its gzip data is
     corrupt, ("unknown", -1) when no record starts there (FastWARC's offsets in a file gzipped whole)."""
@@ -180,7 +180,7 @@ def _extent(fh: BinaryIO, offset: int) -> tuple[str, int]:
     return ("whole", after) if after <= fh.seek(0, 2) else ("cut", -1)
 
 
-def _next_record(fh: BinaryIO, position: int) -> int | None:
+def next_gzip_record(fh: BinaryIO, position: int) -> int | None:
     """Offset of the next record start at or after ``position``: a gzip member whose content starts a WARC
     record, or a ``WARC/1.0`` / ``WARC/1.1`` line (an uncompressed file). Both are looked for, so a file
     whose first bytes are damaged is still resynchronized."""
@@ -211,17 +211,6 @@ def _find_all(buffer: bytes, marker: bytes) -> Iterator[int]:
     while index >= 0:
         yield index
         index = buffer.find(marker, index + 1)
-
-
-def record_extent(fh: BinaryIO, offset: int) -> tuple[str, int]:
-    """("whole", end offset), ("cut", -1), ("damaged", -1) or ("unknown", -1) of the record at ``offset``: whether
-    its gzip member (or, uncompressed, header and declared block) is all in the file and inflates cleanly."""
-    return _extent(fh, offset)
-
-
-def next_gzip_record(fh: BinaryIO, position: int) -> int | None:
-    """Offset of the next record start at or after ``position`` (see ``_next_record``)."""
-    return _next_record(fh, position)
 
 
 def _starts_warc_member(fh: BinaryIO, offset: int) -> bool:
