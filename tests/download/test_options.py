@@ -36,12 +36,22 @@ def test_image_config_is_validated():
 
 
 def test_fetch_config_is_validated():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="deadline_s must be > 0, got 0"):
         FetchConfig(deadline_s=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="per_host_concurrency must be >= 1, got 0"):
         FetchConfig(per_host_concurrency=0)
     with pytest.raises(ValueError, match="timeout_s must be > 0"):
         FetchConfig(timeout_s=0.0)
+    with pytest.raises(ValueError, match="connect_timeout_s must be > 0, got -1"):
+        FetchConfig(connect_timeout_s=-1.0)
+    with pytest.raises(ValueError, match="max_bytes must be >= 1, got 0"):
+        FetchConfig(max_bytes=0)
+    with pytest.raises(ValueError, match="retries must be >= 0, got -1"):
+        FetchConfig(retries=-1)
+    with pytest.raises(ValueError, match="max_redirects must be >= 0, got -1"):
+        FetchConfig(max_redirects=-1)
+    with pytest.raises(ValueError, match="backoff_max_s must be >= 0, got -1"):
+        FetchConfig(backoff_max_s=-1.0)
 
 
 @pytest.mark.parametrize(("argv", "said"), [

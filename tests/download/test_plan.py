@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -81,10 +83,6 @@ def test_plan_document_records_inputs_cut_and_settings():
 
 def test_settings_with_an_unbounded_limit_are_strict_json(tmp_path):
     """--max-aspect-ratio defaults to inf: plan.json held `Infinity`, which strict JSON parsers refuse."""
-    import json
-
-
-
     settings = download_plan.output_settings("native", ImageConfig(max_aspect_ratio=float("inf")), FetchConfig())
     assert settings["image"]["max_aspect_ratio"] == "inf"
     path = str(tmp_path / "plan.json")

@@ -102,7 +102,8 @@ def output_settings(engine: str, image: ImageConfig, network: FetchConfig) -> di
     socket timeouts ``--timeout`` sets (``connect_timeout_s``, ``read_timeout_s``) and not the flag itself.
     """
     image_settings = dataclasses.asdict(image)
-    image_settings["memory_budget_bytes"] = image_settings.pop("memory_budget_mib") << 20
+    del image_settings["memory_budget_mib"]
+    image_settings["memory_budget_bytes"] = image.memory_budget_bytes
     network_settings = dataclasses.asdict(network)
     del network_settings["timeout_s"]
     settings: dict[str, Any] = {"engine": engine, "image": image_settings, "network": network_settings}

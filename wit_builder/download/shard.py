@@ -99,26 +99,22 @@ def download_rows(rows: Sequence[dict[str, Any]], shard_id: int, rows_per_shard:
     """
     keys = [sample_key(shard_id, i, rows_per_shard) for i in range(len(rows))]
     urls = [str(r.get("url") or "") for r in rows]
+    fetch_keys = [url_key(url) if url.strip() else None for url in urls]  # None: an empty url, never shared
     known = known or {}
     first_of: dict[str, int] = {}
-    group = []
-    for i, url in enumerate(urls):
-        group.append(first_of.setdefault(url_key(url), i) if url.strip() else i)
+    group = [i if k is None else first_of.setdefault(k, i) for i, k in enumerate(fetch_keys)]
     leaders = [i for i in range(len(rows)) if group[i] == i]
     order = [leaders[j] for j in host_interleaved([urls[i] for i in leaders])]
+    carried = {i: known[k] for i in leaders if (k := fetch_keys[i]) is not None and k in known}
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="fetch") as pool:
-        futures = {}
-        for i in order:
-            previous = known.get(url_key(urls[i])) if urls[i].strip() else None
-            if previous is None:
-                futures[i] = pool.submit(process_row, rows[i], keys[i], fetcher, image_config)
-        results = {i: futures[i].result() if i in futures else known[url_key(urls[i])] for i in leaders}
+        futures = {i: pool.submit(process_row, rows[i], keys[i], fetcher, image_config)
+                   for i in order if i not in carried}
+        results = {i: carried[i] if i in carried else futures[i].result() for i in leaders}
     return [shared_result(rows[i], keys[i], results[group[i]]) for i in range(len(rows))]
 
 
 def shared_result(row: dict[str, Any], key: str, result: RawSample) -> RawSample:
     """``result`` (of a row with the same URL) for this row: its own key, uid, url, caption and queries."""
-    own = base_row(row, key)
     if result.row.get("key") == key:
         return result
-    return RawSample({**result.row, **own}, result.image, result.image_ext)
+    return RawSample({**result.row, **base_row(row, key)}, result.image, result.image_ext)
