@@ -20,9 +20,8 @@ import pyarrow.parquet as pq
 
 from schemas.pairs import STATS_JSON as PAIRS_STATS_JSON
 from wit_builder.beam import fileio
+from wit_builder.download.plan import PLAN_JSON
 from wit_builder.pairs.match_rules import check_one_rule
-
-PLAN_JSON = "plan.json"  # wit_builder.download.pipeline's plan of a download folder
 
 
 def folder_of(path: str) -> str:
