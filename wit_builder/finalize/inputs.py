@@ -14,7 +14,6 @@ filesystem) and ``wit_builder.finalize.trace`` (what lies behind the raw shards)
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -80,10 +79,11 @@ def eval_images_below(folder: str) -> list[str]:
 
 
 def parquet_rows(path: str) -> int:
-    """Rows in a raw parquet, from its footer; RawInputError naming the file when it is no raw shard."""
+    """Rows in a raw parquet, from its footer (only the footer is read); RawInputError naming the file when it
+    is no raw shard."""
     with fileio.open_read(path) as f:
         try:
-            footer = pq.ParquetFile(io.BytesIO(f.read())).metadata
+            footer = pq.ParquetFile(f).metadata
         except (pa.ArrowInvalid, OSError) as exc:
             raise raw_shards.RawInputError(f"{path}: not a readable parquet file ({exc})") from exc
     raw_shards.check_columns(footer.schema.to_arrow_schema().names, path)
