@@ -524,3 +524,4 @@ def test_finish_refuses_counts_that_do_not_add_up_before_writing_anything(raw, t
     with pytest.raises(AccountingError, match=f"{len(raw.rows)} rows in the raw parquets, {len(raw.rows)} read, 3"):
         stage.finish(counts, 1.0)
     assert not [name for name in COMPLETION if (out / name).exists()]
+    assert not list(out.glob("*.png"))  # nor the plots

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from wit_builder.beam import fileio
 from wit_builder.download.raw_shards import RawInputError
 from wit_builder.finalize import inputs as finalize_inputs
+from wit_builder.finalize import trace
 from wit_builder.finalize.options import FinalizeOptions
 
 
@@ -46,6 +51,34 @@ def test_resolve_names_the_flag_and_the_file_of_bad_input(raw, tmp_path):
     (garbage / "00001.parquet").write_bytes(b"not parquet")
     with pytest.raises(RawInputError, match="00001.parquet: not a readable parquet file"):
         resolve(garbage)
+
+
+def test_the_checks_before_work_read_footers_not_whole_files(raw, tmp_path, monkeypatch):
+    """Row counts come from the footer and the match rule from its one column: a raw parquet is never read whole
+    before the run."""
+    path = tmp_path / "00000.parquet"
+    table = pq.read_table(raw.root / "00000.parquet")
+    big = pa.array([os.urandom(200_000) for _ in range(table.num_rows)])  # bulk the checks need not read
+    pq.write_table(table.append_column("match_rule", pa.array(["metaclip"] * table.num_rows))
+                   .append_column("bulk", big), path, compression="none")
+    read: list[int] = []
+    real_open_read = fileio.open_read
+
+    class Counted(io.BufferedReader):
+        def read(self, size=-1):
+            data = super().read(size)
+            read.append(len(data))
+            return data
+
+    @contextlib.contextmanager
+    def counting_open_read(name):
+        with real_open_read(name) as f, Counted(f.raw) as counted:
+            yield counted
+
+    monkeypatch.setattr(fileio, "open_read", counting_open_read)
+    assert finalize_inputs.parquet_rows(str(path)) == table.num_rows
+    assert trace.raw_match_rules([str(path)]) == {str(path): {"metaclip"}}
+    assert 0 < sum(read) < path.stat().st_size // 10
 
 
 def test_raw_patterns_and_out_apart_from_raw():

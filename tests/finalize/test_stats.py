@@ -72,7 +72,7 @@ def test_summary_refuses_lost_rows_and_shards_off_the_plan():
 
 def test_parameters_are_the_options_with_what_was_resolved():
     options = FinalizeOptions(raw=("a/", "b/*.parquet"), out="o", per_query_cap=5, decontaminate="eval")
-    inputs = Inputs(raw_files=("a/0.parquet",), raw_names=(("a/0.parquet", "0"),), rows=1,
+    inputs = Inputs(raw_names=(("a/0.parquet", "0"),), rows=1,
                     eval_files=("eval/x.png", "eval/y.png"), seed=7, match_rule="metaclip")
     assert stats.parameters(options, inputs) == {
         "raw": "a/ b/*.parquet", "samples_per_shard": 10_000, "per_query_cap": 5, "phash_distance": 4, "seed": 7,

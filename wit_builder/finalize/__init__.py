@@ -21,7 +21,7 @@ Decisions, by the module that makes them:
   ``failed_to_decode``, a success whose image is missing, truncated in the tar or does not decode (every stored
   image is decoded, JPEG at 1/8 scale, even when the raw row carries hashes and sizes) -> ``failed_to_decode``
   (reason ``raw_image_unreadable``) naming tar and key; missing sha256/pHash computed from the stored (resized)
-  bytes and counted in ``stats.json`` ``hash_sources``.
+  bytes and counted in ``stats.json``'s ``hash_source_*`` counts.
 - ``wit_builder/core/dedup.py``: near duplicates: ``d+1`` bands of the 64-bit pHash (pigeonhole: hashes within ``d``
   share a band), pairs compared only inside a bucket (numpy popcount for big buckets), each edge reported by its
   first shared band only; clusters by union-find; survivor = most original pixels, then smallest uid;

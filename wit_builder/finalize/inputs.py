@@ -14,7 +14,6 @@ filesystem) and ``wit_builder.finalize.trace`` (what lies behind the raw shards)
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -36,12 +35,16 @@ PAIRS_STAGE = "build-pairs"  # schemas/stats.py's stage name of stage 2's stats.
 class Inputs:
     """What the flags name, resolved by :func:`resolve` (the settings themselves stay in the options)."""
 
-    raw_files: tuple[str, ...]              # the raw parquets, sorted
-    raw_names: tuple[tuple[str, str], ...]  # (parquet path, raw shard name), sorted by path
+    raw_names: tuple[tuple[str, str], ...]  # (parquet path, raw shard name), one per raw parquet, sorted by path
     rows: int                               # rows in all raw parquets, from their footers
     eval_files: tuple[str, ...] = ()        # the evaluation images below --decontaminate, sorted
     seed: int = 0                           # the re-balance seed (rebalance_seed)
     match_rule: str | None = None           # the rule the pairs were matched under (trace.raw_match_rule)
+
+    @property
+    def raw_files(self) -> tuple[str, ...]:
+        """The raw parquets, sorted."""
+        return tuple(path for path, _ in self.raw_names)
 
 
 def resolve(options: FinalizeOptions) -> Inputs:
@@ -63,8 +66,8 @@ def resolve(options: FinalizeOptions) -> Inputs:
     match_rule = raw_match_rule(files)  # ValueError when the pairs behind the shards mix match rules
     if options.decontaminate and not evals:
         raise ValueError(f"--decontaminate {options.decontaminate}: no image files found there")
-    return Inputs(raw_files=tuple(files), raw_names=tuple(sorted(names.items())), rows=rows, eval_files=evals,
-                  seed=seed, match_rule=match_rule)
+    return Inputs(raw_names=tuple(sorted(names.items())), rows=rows, eval_files=evals, seed=seed,
+                  match_rule=match_rule)
 
 
 def raw_parquets(patterns: Iterable[str]) -> list[str]:
@@ -80,10 +83,11 @@ def eval_images_below(folder: str) -> list[str]:
 
 
 def parquet_rows(path: str) -> int:
-    """Rows in a raw parquet, from its footer; RawInputError naming the file when it is no raw shard."""
+    """Rows in a raw parquet, from its footer (only the footer is read); RawInputError naming the file when it
+    is no raw shard."""
     with fileio.open_read(path) as f:
         try:
-            footer = pq.ParquetFile(io.BytesIO(f.read())).metadata
+            footer = pq.ParquetFile(f).metadata
         except (pa.ArrowInvalid, OSError) as exc:
             raise raw_shards.RawInputError(f"{path}: not a readable parquet file ({exc})") from exc
     raw_shards.check_columns(footer.schema.to_arrow_schema().names, path)

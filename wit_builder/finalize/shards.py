@@ -18,7 +18,7 @@ from wit_builder.core import tar_writer
 
 DEFAULT_SAMPLES_PER_SHARD = 10_000
 KEY_DIGITS = 10          # room for 10 billion samples
-SHARD_DIGITS = 5         # DESIGN.md's {shard:05d}; widens by itself past 99,999 shards
+SHARD_DIGITS = 5         # docs/stages/finalize.md's {shard:05d}; widens by itself past 99,999 shards
 FIXED_MTIME = 946_684_800  # 2000-01-01T00:00:00Z: a fixed, plausible timestamp (some tools warn on 0)
 
 
@@ -28,7 +28,7 @@ def sample_key(index: int) -> str:
 
 
 def shard_name(shard: int) -> str:
-    """The name of final shard ``shard``: 5 zero-padded digits (DESIGN.md's ``{shard:05d}``)."""
+    """The name of final shard ``shard``: 5 zero-padded digits (docs/stages/finalize.md's ``{shard:05d}``)."""
     return f"{shard:0{SHARD_DIGITS}d}"
 
 

@@ -12,7 +12,6 @@ carries its match rule (``schemas.pairs.PAIRS``' ``match_rule`` column) and its 
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,9 +19,8 @@ import pyarrow.parquet as pq
 
 from schemas.pairs import STATS_JSON as PAIRS_STATS_JSON
 from wit_builder.beam import fileio
+from wit_builder.download.plan import PLAN_JSON
 from wit_builder.pairs.match_rules import check_one_rule
-
-PLAN_JSON = "plan.json"  # wit_builder.download.pipeline's plan of a download folder
 
 
 def folder_of(path: str) -> str:
@@ -57,12 +55,13 @@ def pairs_stats_behind(raw_files: Iterable[str]) -> dict[str, dict[str, Any]]:
 
 
 def _column_rules(path: str) -> set[str | None]:
-    """The distinct ``match_rule`` values of a parquet file; {None} when it has no such column."""
+    """The distinct ``match_rule`` values of a parquet file; {None} when it has no such column. Only the footer
+    and that column are read."""
     with fileio.open_read(path) as f:
-        data = io.BytesIO(f.read())
-    if "match_rule" not in pq.ParquetFile(data).schema_arrow.names:
-        return {None}
-    return set(pq.read_table(data, columns=["match_rule"]).column("match_rule").unique().to_pylist())
+        parquet = pq.ParquetFile(f)
+        if "match_rule" not in parquet.schema_arrow.names:
+            return {None}
+        return set(parquet.read(columns=["match_rule"]).column("match_rule").unique().to_pylist())
 
 
 def raw_match_rules(raw_files: Iterable[str]) -> dict[str, set[str | None]]:
