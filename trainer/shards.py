@@ -18,6 +18,7 @@ from typing import Any
 import webdataset as wds
 from webdataset import tariterators
 
+from schemas.finalize import SIZES_JSON, STATS_JSON
 from wit_builder.core.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,8 @@ def shard_sizes(shards: list[str]) -> dict[str, int] | None:
     for url in shards:
         directory, name = url.rsplit("/", 1) if "/" in url else (".", url)
         if directory not in by_dir:
-            by_dir[directory] = _checked_sizes(f"{directory}/sizes.json", _read_json(f"{directory}/sizes.json"))
+            sizes_url = f"{directory}/{SIZES_JSON}"
+            by_dir[directory] = _checked_sizes(sizes_url, _read_json(sizes_url))
         table = by_dir[directory]
         count = table.get(name, table.get(name.removesuffix(".tar")))
         if count is None:
@@ -109,7 +111,7 @@ def check_match_rules(shards: list[str]) -> str | None:
     a recorded rule (img2dataset output, older runs) are not counted."""
     rules: dict[str, list[str]] = {}
     for directory in sorted({url.rsplit("/", 1)[0] if "/" in url else "." for url in shards}):
-        stats = _read_json(f"{directory}/stats.json")
+        stats = _read_json(f"{directory}/{STATS_JSON}")
         details = stats.get("details") if isinstance(stats, dict) else None
         rule = details.get("match_rule") if isinstance(details, dict) else None
         if rule:

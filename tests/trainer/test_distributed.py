@@ -1,6 +1,6 @@
 """The distributed helpers in a single process: the world of one rank, and every collective the identity, so
 the training code never branches on the world size. (Two ranks: the all-gathered losses in ``test_loss.py``, the
-``torchrun`` runs in ``test_train.py`` and ``test_train_resume.py``.)"""
+``torchrun`` runs and the DDP gradient accumulation in ``test_train.py``.)"""
 
 from __future__ import annotations
 

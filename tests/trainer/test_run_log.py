@@ -34,6 +34,11 @@ def test_a_resumed_run_cuts_its_logs_back_to_the_checkpoint(tmp_path):
     assert [r["step"] for r in _lines(tmp_path / METRICS_NAME)] == [1, 2, 3]
     # An epoch line is written at the step its end was seen, after that step's checkpoint: kept only if earlier.
     assert _lines(tmp_path / EPOCHS_NAME) == []
+    # ...and an epoch whose end was seen before the checkpoint's step stays, whole.
+    logs.epochs([_epoch(0, True, {"partial_batch_dropped": 8})], 2)
+    logs.epochs([_epoch(1, True, {"corrupt_image": 1})], 3)
+    RunLog(tmp_path, 3, master=True)
+    assert _lines(tmp_path / EPOCHS_NAME) == [{"step": 2, **_epoch(0, True, {"partial_batch_dropped": 8})}]
 
 
 def test_the_end_records_a_completed_epoch_and_sums_what_was_left_out(tmp_path, capsys):

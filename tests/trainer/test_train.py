@@ -97,23 +97,32 @@ def test_tiny_model_learns_from_real_photos(trained, tmp_path):
     assert correct / total > 0.5
 
 
-def _run_until(shards: Path, out: Path, args: list[str], lines: int, sig: int) -> int:
-    """Start `wit train` in a subprocess, send ``sig`` once metrics.jsonl has ``lines`` lines; its exit code."""
-    command = [sys.executable, "-m", "wit_builder.cli", "train", "--shards", str(shards), "--out", str(out),
-               "--model", "tiny", *args]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    metrics = out / "metrics.jsonl"
-    deadline = time.monotonic() + 180
-    while proc.poll() is None and time.monotonic() < deadline:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= lines:
-            proc.send_signal(sig)
-            break
-        time.sleep(0.01)
-    try:
-        return proc.wait(timeout=120)
-    finally:
-        proc.stderr.close()
+def _signal_when_logged(shards: Path, out: Path, args: list[str], lines: int, sig: int,
+                        group: bool = False) -> tuple[int, str]:
+    """Start `wit train` in a subprocess, send ``sig`` once metrics.jsonl has ``lines`` lines (with ``group``, to
+    its whole process group, data-loader workers included, as a terminal's Ctrl-C does); its exit code and
+    stderr. Stderr goes to a file, not a pipe: a worker outliving a killed process cannot hold the wait open."""
+    command = [sys.executable, "-m", "wit_builder.cli", "train", "--shards", str(shards), "--out", str(out), *args]
+    with tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=group)
+        metrics = out / "metrics.jsonl"
+        deadline = time.monotonic() + 180
+        while proc.poll() is None and time.monotonic() < deadline:
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= lines:
+                if group:
+                    os.killpg(proc.pid, sig)
+                else:
+                    proc.send_signal(sig)
+                break
+            time.sleep(0.01)
+        try:
+            proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        stderr.seek(0)
+        return proc.returncode, stderr.read()
 
 
 def test_killed_or_stopped_run_resumes_exactly(shards, tokenizer_file, tmp_path):
@@ -125,7 +134,8 @@ def test_killed_or_stopped_run_resumes_exactly(shards, tokenizer_file, tmp_path)
 
     # SIGKILL after step 7 or later: nothing but the periodic checkpoints survive.
     killed = tmp_path / "killed"
-    assert _run_until(shards, killed, common, lines=7, sig=signal.SIGKILL) == -signal.SIGKILL
+    code, err = _signal_when_logged(shards, killed, ["--model", "tiny", *common], lines=7, sig=signal.SIGKILL)
+    assert code == -signal.SIGKILL, err[-2000:]
     checkpoint_step = torch.load(killed / "checkpoint.pt", weights_only=False)["step"]
     assert checkpoint_step % 5 == 0 and 5 <= checkpoint_step < 40
     assert _train(shards, killed, *common, "--resume") == 0
@@ -133,7 +143,8 @@ def test_killed_or_stopped_run_resumes_exactly(shards, tokenizer_file, tmp_path)
 
     # SIGTERM: the run finishes its step, checkpoints there (not on a multiple of 5) and exits with 143 (128 + 15).
     stopped = tmp_path / "stopped"
-    assert _run_until(shards, stopped, common, lines=3, sig=signal.SIGTERM) == 128 + signal.SIGTERM
+    code, err = _signal_when_logged(shards, stopped, ["--model", "tiny", *common], lines=3, sig=signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, err[-2000:]
     state = torch.load(stopped / "checkpoint.pt", weights_only=False)
     assert state["step"] == _metrics(stopped)[-1]["step"] < 40
     assert _train(shards, stopped, *common, "--resume") == 0
@@ -393,31 +404,11 @@ def test_resume_refuses_a_changed_data_plan(small_shards, tokenizer_file, tmp_pa
     assert _train_small(data, out, tokenizer_file, "--steps", "6", "--resume") == 0  # unchanged: continues
 
 
-def _interrupt(shards: Path, out: Path, tokenizer_file: Path, sig: int, after_lines: int) -> tuple[int, str]:
-    command = [sys.executable, "-m", "wit_builder.cli", "train", "--shards", str(shards), "--out", str(out),
-               "--tokenizer", str(tokenizer_file), *COMMON, "--steps", "200", "--checkpoint-every", "1000"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
-    metrics = out / "metrics.jsonl"
-    deadline = time.monotonic() + 180
-    while proc.poll() is None and time.monotonic() < deadline:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= after_lines:
-            # As a terminal's Ctrl-C does: to the whole process group, data-loader workers included.
-            os.killpg(proc.pid, sig)
-            break
-        time.sleep(0.01)
-    try:
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return proc.returncode, err
-
-
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_checkpoints_then_exits_non_zero(small_shards, tokenizer_file, tmp_path, sig, code):
     out = tmp_path / "run"
-    returncode, err = _interrupt(small_shards, out, tokenizer_file, sig, after_lines=3)
+    args = ["--tokenizer", str(tokenizer_file), *COMMON, "--steps", "200", "--checkpoint-every", "1000"]
+    returncode, err = _signal_when_logged(small_shards, out, args, lines=3, sig=sig, group=True)
     assert returncode == code, err[-2000:]
     step = torch.load(out / "checkpoint.pt", weights_only=False)["step"]
     assert 3 <= step < 200 and step == _metrics(out)[-1]["step"]
