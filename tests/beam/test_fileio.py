@@ -115,3 +115,14 @@ def test_reads_see_the_stored_bytes_and_hash_them_in_blocks(tmp_path):
     with fileio.open_read(str(path)) as f:
         assert f.read() == data  # not decompressed: callers choose their own decompression
     assert fileio.sha256_file(str(path), chunk=100) == hashlib.sha256(data).hexdigest()
+
+
+def test_a_counts_hand_over_is_read_sorted_as_ints_and_removed(tmp_path):
+    path = tmp_path / "_sizes.json"
+    path.write_text(json.dumps({"00001": 3, "00000": 4.0}))
+    taken = fileio.take_counts(str(path))
+    assert list(taken.items()) == [("00000", 4), ("00001", 3)] and all(type(n) is int for n in taken.values())
+    assert not path.exists()
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="_sizes.json"):
+        fileio.take_counts(str(path))

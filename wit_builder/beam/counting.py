@@ -13,7 +13,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.metrics.metricbase import Counter
 from apache_beam.transforms.window import GlobalWindows
 
-from wit_builder.beam.fileio import delete, join, read_json, write_json
+from wit_builder.beam.fileio import join, take_counts, write_json
 from wit_builder.core.verdicts import Drop  # rules return it without importing Beam
 
 COUNTS = "counts"  # tagged output of a CountingDoFn: (name, n) pairs that become stats.json's counts
@@ -127,9 +127,7 @@ class WriteCounts(beam.PTransform):
 def read_counts(folder: str, names: Iterable[str] = ()) -> dict[str, int]:
     """The counts a pipeline wrote with :class:`WriteCounts` into ``folder`` (zeros for ``names`` not seen);
     the file is removed after reading (it is rewritten by every run)."""
-    path = join(folder, COUNTS_FILE)
-    counts = {name: 0 for name in names} | {k: int(v) for k, v in read_json(path).items()}
-    delete([path])
+    counts = {name: 0 for name in names} | take_counts(join(folder, COUNTS_FILE))
     return dict(sorted(counts.items()))
 
 

@@ -148,6 +148,15 @@ def read_json_object(path: str) -> dict[str, Any]:
     return doc
 
 
+def take_counts(path: str) -> dict[str, int]:
+    """The ``{name: n}`` table a ``counting.WriteCounts`` step wrote to ``path``, sorted by name; the file is removed
+    once read (a hand-over from the pipeline to the command: every run writes it again). ValueError naming
+    ``path`` for a file that is not a JSON object."""
+    table = {str(name): int(n) for name, n in read_json_object(path).items()}
+    delete([path])
+    return dict(sorted(table.items()))
+
+
 def read_parquet(path: str, schema: pa.Schema | None = None) -> pa.Table:
     """The whole parquet file as a table (read into memory first: works on any filesystem), cast to ``schema``
     when given; pyarrow's errors for a file that is not parquet."""

@@ -185,7 +185,8 @@ class Stage(abc.ABC, Generic[OptionsT, InputsT]):
         return []
 
     def needs_run(self) -> bool:
-        """Whether the pipeline has work to do (a resumed download may have none)."""
+        """Whether the pipeline has work to do; every stage today always runs it (download counts the shards of
+        earlier runs through it too), so this is the seam for one that may not."""
         return True
 
     @abc.abstractmethod

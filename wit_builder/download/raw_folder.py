@@ -87,10 +87,7 @@ def write_plan(out: str, plan: dict[str, Any]) -> None:
 
 def take_error_kinds(out: str) -> dict[str, int]:
     """The pipeline's error kind -> rows table (``ERROR_KINDS_FILE``), removed from ``out`` once read."""
-    path = fileio.join(out, ERROR_KINDS_FILE)
-    table = {str(kind): int(n) for kind, n in fileio.read_json_object(path).items()}
-    fileio.delete([path])
-    return table
+    return fileio.take_counts(fileio.join(out, ERROR_KINDS_FILE))
 
 
 def _untimed(doc: dict[str, Any]) -> Any:

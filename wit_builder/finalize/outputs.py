@@ -65,10 +65,7 @@ def remove_stale_outputs(out: str, keep_shards: Iterable[str], keep_raw_names: I
 def read_written_sizes(out: str) -> dict[str, int]:
     """Final shard name -> samples written, as the pipeline wrote them to ``OUT/_sizes.json``; the file is removed
     after reading (every run rewrites it)."""
-    path = fileio.join(out, WRITTEN_SIZES)
-    sizes = {str(name): int(n) for name, n in fileio.read_json_object(path).items()}
-    fileio.delete([path])
-    return sizes
+    return fileio.take_counts(fileio.join(out, WRITTEN_SIZES))
 
 
 def read_query_counts(out: str) -> list[QueryCount]:
