@@ -135,13 +135,12 @@ def _segment_token(token: str) -> tuple[str, ...]:
     ICU keeps it whole alone. Cached: words of a language are Zipf-distributed, so most runs repeat."""
     words: list[str] = []
     for piece in _icu_pieces(token):
-        for part in textnorm.TOKEN.findall(piece):
-            if part == token:  # ICU keeps it whole: stable
+        # ICU never breaks before a mark (UAX #29 WB4), so a piece is a valid token unless an apostrophe is in it
+        for part in textnorm.TOKEN.findall(piece) if "'" in piece else (piece,):
+            if part == token or len(part) == 1 or not needs_segmentation(part):  # stable: ICU keeps it whole
                 words.append(part)
-            elif needs_segmentation(part):
-                words.extend(_segment_token(part))
             else:
-                words.append(part)
+                words.extend(_segment_token(part))
     return tuple(words)
 
 
