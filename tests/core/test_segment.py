@@ -1,0 +1,146 @@
+"""Word segmentation shared by stages 1 and 2 (wit_builder.core.segment): spaceless scripts split into words by
+ICU, every other text exactly as textnorm makes it, idempotent, and a clear error when ICU is missing."""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wit_builder.core import segment, textnorm
+from wit_builder.core.errors import UsageError
+from wit_builder.core.segment import needs_segmentation, normalize, script_of, segmenter_id, tokenize
+
+# Opening sentences of Wikipedia articles (ja: 北海道, zh: 北京市, th: ประเทศไทย, lo: ປະເທດລາວ,
+# km: ប្រទេសកម្ពុជា, my: မြန်မာနိုင်ငံ) and the words each must yield as tokens.
+SENTENCES = [
+    ("ja", "北海道は、日本の北部に位置する島である。", ["北海道", "日本", "北部", "位置", "島"]),
+    ("ja", "東京都の人口は約1400万人です。", ["東京", "人口", "1400", "万人"]),
+    ("zh", "北京市，简称京，是中华人民共和国的首都。", ["北京市", "简称", "中华", "人民", "共和国", "首都"]),
+    ("zh", "臺灣位於東亞，是一個島嶼。", ["臺灣", "位於", "東亞", "島嶼"]),
+    ("th", "ประเทศไทยมีกรุงเทพมหานครเป็นเมืองหลวง", ["ประเทศไทย", "กรุงเทพมหานคร", "เป็น"]),
+    ("lo", "ປະເທດລາວມີນະຄອນຫຼວງວຽງຈັນ", ["ປະເທດ", "ລາວ"]),
+    ("km", "ប្រទេសកម្ពុជាមានរាជធានីភ្នំពេញ", ["ប្រទេស", "កម្ពុជា", "រាជធានី", "ភ្នំពេញ"]),
+    ("my", "မြန်မာနိုင်ငံသည် အရှေ့တောင်အာရှတွင် တည်ရှိသည်။", ["မြန်မာနိုင်ငံ", "အရှေ့တောင်"]),
+]
+
+
+@pytest.mark.parametrize(("lang", "text", "words"), SENTENCES)
+def test_spaceless_sentences_split_into_words(lang: str, text: str, words: list[str]) -> None:
+    tokens = tokenize(text, lang)
+    assert [w for w in words if w not in tokens] == []
+    assert tokenize(text) == tokens  # the language hint changes nothing (module docstring)
+    assert "".join(tokens) == "".join(textnorm.tokenize(text))  # nothing but the spaces added or lost
+
+
+def test_a_clause_becomes_words_and_matches_its_nouns() -> None:
+    # issue 20's example: one token before, words now; issue 21: captions containing 北海道 match it.
+    assert textnorm.tokenize("犬の顔の折り紙") == ["犬の顔の折り紙"]
+    assert tokenize("犬の顔の折り紙") == ["犬", "の", "顔", "の", "折り紙"]
+    padded = f" {normalize('北海道の旭山動物園で撮影したシロクマ')} "
+    assert " 北海道 " in padded
+
+
+# Text with no character of a spaceless script is textnorm's own, language by language (real words).
+SPACED = [
+    ("de", "Die Donaudampfschifffahrt auf der Donau"),
+    ("ko", "서울특별시는 대한민국의 수도이다."),
+    ("hi", "भारत गणराज्य दक्षिण एशिया में स्थित देश है"),
+    ("fa", "زبان فارسی یکی از زبان\u200cهای هندواروپایی است"),
+    ("ar", "القاهرة هي عاصمة جمهورية مصر العربية"),
+    ("en", "State-of-the-art COVID-19 vaccines don't ship"),
+]
+
+
+@pytest.mark.parametrize(("lang", "text"), SPACED)
+def test_spaced_languages_are_textnorm(lang: str, text: str) -> None:
+    assert not needs_segmentation(text)
+    assert tokenize(text, lang) == textnorm.tokenize(text)
+
+
+def test_korean_keeps_its_eojeol() -> None:
+    assert tokenize("서울특별시는 대한민국의 수도이다.", "ko") == ["서울특별시는", "대한민국의", "수도이다"]
+
+
+def test_mixed_text_splits_where_the_script_changes() -> None:
+    # Full-width Latin and digits fold to ASCII first (NFKC), then split from the kana/kanji around them.
+    assert tokenize("２０２０年の東京タワーとＴＯＫＹＯ　ＳＫＹＴＲＥＥ", "ja") == [
+        "2020", "年", "の", "東京タワー", "と", "tokyo", "skytree"]
+    assert tokenize("iPhone15を買った")[:2] == ["iphone15", "を"]
+    assert tokenize("我在Google工作")[1:] == ["google", "工作"]
+    assert tokenize("北京's") == ["北京", "s"]  # ICU gives the apostrophe a piece of its own
+
+
+def test_supplementary_characters_keep_their_offsets() -> None:
+    # 𠮷 (U+20BB7, CJK Extension B) is two UTF-16 units in ICU: the pieces must still be whole characters.
+    tokens = tokenize("𠮷野家の牛丼")
+    assert "".join(tokens) == "𠮷野家の牛丼"
+    assert "の" in tokens
+
+
+def test_tibetan_comes_out_as_syllables() -> None:
+    # ICU has no Tibetan dictionary; the tsheg (U+0F0B, punctuation) separates syllables.
+    assert tokenize("བོད་ཡིག་", "bo") == ["བོད", "ཡིག"]
+
+
+def test_format_characters_inside_spaceless_text() -> None:
+    assert tokenize("北海\u00ad道") == tokenize("北海道") == ["北海道"]
+    assert tokenize("ภาษา\u200bไทย") == ["ภาษา", "ไทย"]  # ZWSP: Thai writers' invisible space
+
+
+def test_script_of_and_needs_segmentation() -> None:
+    assert [script_of(c) for c in "北ひカกລកမབaー한1"] == [
+        "Han", "Hiragana", "Katakana", "Thai", "Lao", "Khmer", "Myanmar", "Tibetan", None, None, None, None]
+    assert needs_segmentation("a 猫") and not needs_segmentation("cat 한국 ١٢")
+    with pytest.raises(ValueError, match="one character"):
+        script_of("ab")
+
+
+def test_segmenter_id_names_textnorm_unicode_and_icu_versions() -> None:
+    import unicodedata
+
+    import icu
+
+    ident = segmenter_id("ja")
+    assert ident == f"textnorm-u{unicodedata.unidata_version}+icu-{icu.ICU_VERSION}"
+    assert segmenter_id("en") == segmenter_id("th") == segmenter_id() == ident
+
+
+def test_missing_icu_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_import = builtins.__import__
+
+    def no_icu(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "icu":
+            raise ImportError("No module named 'icu'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_icu)
+    monkeypatch.setattr(segment, "_local", type(segment._local)())  # no breaker made yet in this thread
+    segment._segment_token.cache_clear()
+    segment._icu_version.cache_clear()
+    assert tokenize("English stays without ICU") == ["english", "stays", "without", "icu"]
+    with pytest.raises(UsageError, match=r"pip install 'wit-builder\[segment\]'"):
+        tokenize("北海道の犬")
+    with pytest.raises(UsageError, match="pyicu-wheels"):
+        segmenter_id("ja")
+    segment._icu_version.cache_clear()
+
+
+SPACELESS_CHARS = "北海道日本東京の犬顔折り紙をはがタワーカナイトライダーประเทศไทยภาษาເມືອງລາວកម្ពុជាမြန်မာབོད་ཡིག"
+texts = st.text(
+    alphabet=st.one_of(st.sampled_from(SPACELESS_CHARS), st.sampled_from(" 1a'\u00ad\u200b\u200c、。ー"),
+                       st.characters()),
+    max_size=40,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(texts)
+def test_normalize_is_idempotent_and_keeps_every_character(text: str) -> None:
+    once = normalize(text)
+    assert normalize(once) == once
+    assert once.replace(" ", "") == textnorm.normalize(text).replace(" ", "")
+    assert all(t == textnorm.normalize(t) for t in once.split())  # every token is a valid textnorm token
