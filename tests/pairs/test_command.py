@@ -369,7 +369,7 @@ def test_finish_makes_stats_json_from_the_counts(tmp_path: Path) -> None:
     pool = tmp_path / "pool.jsonl"
     pool.write_text(json.dumps({"url": "http://e.com/1.jpg", "caption": "a cat"}) + "\n")
     out = tmp_path / "out"
-    stage = BuildPairsStage(BuildPairsOptions(str(queries), (str(pool),), str(out)))
+    stage = BuildPairsStage(BuildPairsOptions((str(queries),), (str(pool),), str(out)))
     stage.inputs = stage.resolve()
     assert stage.announce() == ["build-pairs: 1 pool file(s), 2 queries, balance=hard cap=20000 target=20000 seed=0 "
                                "match_rule=normalized"]
@@ -407,7 +407,7 @@ def test_clean_rerun_removes_the_stage_outputs_only(tmp_path: Path) -> None:
              BAD_RECORDS_JSONL, BALANCE_PNG]
     for name in [*stale, "notes.txt", "pairs.csv"]:
         (out / name).write_bytes(b"x")
-    stage = BuildPairsStage(BuildPairsOptions("q", ("p.jsonl",), str(out)))
+    stage = BuildPairsStage(BuildPairsOptions(("q",), ("p.jsonl",), str(out)))
     assert stage.clean_rerun() == []
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "pairs.csv"]
     assert stage.clean_rerun() == []  # nothing left to remove: no error
