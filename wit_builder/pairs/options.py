@@ -47,6 +47,9 @@ class LanguageOptions:
     min_language_score: float = option(DEFAULT_MIN_SCORE, unit="probability",
                                        help="a caption whose language ID probability is lower is 'und' "
                                             "(matched as English when English is kept, else language_filtered)")
+    routing: bool = option(True, negate="--no-language-routing",
+                           help="match every caption against the one --queries folder whatever its language "
+                                "(CLIP's and MetaCLIP v1's language-blind rule; the language is still recorded)")
     language_caps: str = option(LANGUAGE_CAP_RULES[0], choices=LANGUAGE_CAP_RULES,
                                 help="metaclip2: English at --per-query-cap, every other language at the cap "
                                      "that leaves it English's tail share (MetaCLIP 2's p_to_t); same: "

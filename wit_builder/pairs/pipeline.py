@@ -139,7 +139,7 @@ class _ReadAndMatch(_EntriesDoFn):
         entries = self._load_entries()  # the sorted entries, shared with the later steps: read and sorted once
         q = self._queries
         self._matcher_holder = self._matchers.acquire(
-            lambda: _Matchers(RoutedMatcher(entries, q.sizes, q.langs, q.languages, q.match_rule),
+            lambda: _Matchers(RoutedMatcher(entries, q.sizes, q.langs, q.languages, q.match_rule, q.routing),
                               LanguageIdentifier(self._min_score)), tag=f"{self._tag}#{self._min_score}")
         self._matcher, self._identifier = self._matcher_holder.matcher, self._matcher_holder.identifier
 

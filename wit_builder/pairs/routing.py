@@ -13,6 +13,9 @@ A run holds one queries folder per language (``inputs.QuerySet``); its query ids
   (counted per language); a caption in several languages is routed by its most probable one, as MetaCLIP 2
   routes by one LID label per text.
 
+``--no-language-routing`` (one queries folder only) matches every caption against that folder, whatever its
+language: CLIP's and MetaCLIP v1's language-blind rule, kept for reproducing them.
+
 Under ``normalized`` a caption holding a character of a script written without spaces is segmented by
 ``wit_builder.core.segment`` with its language (the segmenter of stage 1, so queries and captions split the
 same way) and matched on token boundaries. Spaceless scripts ``core.segment`` does not cover (Javanese,
@@ -42,9 +45,12 @@ UNSEGMENTED_SCRIPTS = re.compile("[\uA980-\uA9DF\u1B00-\u1B7F\u1A00-\u1A1F\u1A20
                                  "\uAA00-\uAA5F\u1B80-\u1BBF]")
 
 
-def route(langs: Sequence[str], run_langs: Sequence[str], kept: Sequence[str]) -> np.ndarray:
+def route(langs: Sequence[str], run_langs: Sequence[str], kept: Sequence[str], routing: bool = True) -> np.ndarray:
     """Per caption, the index in ``run_langs`` (the query files' languages) whose entries it is matched against,
-    or :data:`FILTERED`: its own language when kept, English for ``und`` when English is kept."""
+    or :data:`FILTERED`: its own language when kept, English for ``und`` when English is kept; without
+    ``routing`` (one file), every caption goes to the first."""
+    if not routing:
+        return np.zeros(len(langs), np.int64)
     index = {lang: i for i, lang in enumerate(run_langs) if lang in set(kept)}
     if ENGLISH in index:
         index[UNDETERMINED] = index[ENGLISH]
@@ -67,12 +73,13 @@ class RoutedMatcher:
         langs: the languages of those ranges (``QuerySet.langs``).
         kept: the languages captions are kept in (``QuerySet.languages``).
         rule: the match rule (``match_rules.MATCH_RULES``).
+        routing: False matches every caption against the first (only) language's entries.
     """
 
     def __init__(self, entries: pa.Array, sizes: Sequence[int], langs: Sequence[str], kept: Sequence[str],
-                 rule: str):
+                 rule: str, routing: bool = True):
         check_rule(rule)
-        self.langs, self.kept = tuple(langs), tuple(kept)
+        self.langs, self.kept, self.routing = tuple(langs), tuple(kept), routing
         self.offsets = np.cumsum([0, *sizes])
         self.matchers: list[QueryMatcher | MetaClipMatcher | None] = []
         for i, lang in enumerate(self.langs):
@@ -86,7 +93,7 @@ class RoutedMatcher:
               ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
         """(route of every caption, then per language with captions: (batch rows matched, ids per row, the run's
         query ids row after row)). ``cleaned``/``raw`` are the batch's captions, ``langs`` their languages."""
-        routes = route(langs, self.langs, self.kept)
+        routes = route(langs, self.langs, self.kept, self.routing)
         found = []
         for i, matcher in enumerate(self.matchers):
             if matcher is None:
