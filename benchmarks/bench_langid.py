@@ -135,7 +135,7 @@ def main() -> None:
     cut = short(rows)
     langs = sorted({lang for lang, _ in rows})
     print(f"{len(rows)} labelled captions ({', '.join(langs)}) from {DATA}")
-    print(f"| model | languages | accuracy, whole captions | accuracy, 2-8 words | captions / CPU-s |")
+    print("| model | languages | accuracy, whole captions | accuracy, 2-8 words | captions / CPU-s |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, make in CANDIDATES.items():
         try:

@@ -146,7 +146,7 @@ def test_japanese_chinese_thai_sentences_match_their_queries(tmp_path: Path) -> 
     assert wit(argv) == 0
     assert {r["lang"]: r["queries"] for r in read_rows(out)} == expected
     # MetaCLIP 2's rule: entries as written (query_as_written), CJK/Thai entries found inside unspaced text
-    for (lang, words), folder in zip(written.items(), folders, strict=True):
+    for words, folder in zip(written.values(), folders, strict=True):
         table = pq.read_table(folder / "queries.parquet")
         pq.write_table(table.append_column("query_as_written", pa.array(words)), folder / "queries.parquet")
     out = tmp_path / "metaclip"

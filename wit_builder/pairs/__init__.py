@@ -50,7 +50,8 @@ Decisions and where they are made (decision -> module):
   their language); one Aho-Corasick automaton over the sorted distinct queries storing each one's id
   -> ``matcher.py``
 - ``--match-rule metaclip``: MetaCLIP 2's rule (v1's, with CJK/Thai/punctuation ends unpadded), entries (the
-  ``query_as_written`` column when present) and text as written; the rule goes into every pair and stats.json -> ``metaclip_rule.py``, ``match_rules.py``
+  ``query_as_written`` column when present) and text as written; the rule goes into every pair and stats.json
+  -> ``metaclip_rule.py``, ``match_rules.py``
 - automaton built once per worker process from queries.parquet (``DoFn.setup`` + ``shared.Shared``, tagged with the
   file's sha256), never a side input -> ``pipeline._ReadAndMatch``, ``inputs.QueriesFile``
 - ``uid`` = BLAKE2b-128 of the normalized URL and the cleaned caption; duplicates collapse to the copy from the
