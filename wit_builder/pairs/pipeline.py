@@ -22,6 +22,7 @@ Every pool record is counted once under a filter or bad-record reason, ``no_matc
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -159,7 +160,8 @@ class _ReadAndMatch(_EntriesDoFn):
                     yield TaggedOutput(REJECTED, rejection)
             if not len(batch):
                 continue
-            langs, scores = identifier.identify(batch.captions.to_pylist())
+            captions = batch.captions.to_pylist()
+            langs, scores = identifier.identify(captions)
             routes, found = matcher.match(batch.captions, batch.raw_captions, langs)
             filtered = routes == FILTERED
             matched = np.zeros(len(batch), bool)
@@ -171,10 +173,11 @@ class _ReadAndMatch(_EntriesDoFn):
                 held += len(rows)
             seen.update(candidates=len(batch), matched=int(matched.sum()), language_filtered=int(filtered.sum()),
                         no_match=int((~matched & ~filtered).sum()),
-                        unsegmented_script=int(unsegmented(batch.captions.to_pylist()).sum()))
+                        unsegmented_script=int(unsegmented(captions).sum()))
             for what, mask in (("candidates", None), ("matched", matched), ("language_filtered", filtered)):
-                chosen = langs if mask is None else [lang for lang, m in zip(langs, mask, strict=True) if m]
-                seen.update(language_count(lang, what) for lang in chosen)
+                chosen = langs if mask is None else itertools.compress(langs, mask.tolist())
+                for lang, n in Counter(chosen).items():
+                    seen[language_count(lang, what)] += n
             if held >= PENDING_ROWS:
                 yield from self._emit(pending)
                 pending, held = [], 0
