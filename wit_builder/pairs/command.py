@@ -90,8 +90,7 @@ class BuildPairsStage(Stage[BuildPairsOptions, inputs.PairsInputs]):
         query_counts = fileio.read_parquet(fileio.join(out, QUERY_COUNTS_PARQUET))
         matched = query_counts.column("matched").to_numpy()
         kept = query_counts.column("kept").to_numpy()
-        fileio.write_bytes(fileio.join(out, BALANCE_PNG),
-                           balance_png(matched, kept, o.balance.per_query_cap, o.balance.target))
+
         pair_files = sorted(path.rsplit("/", 1)[-1] for path in fileio.match(fileio.join(out, PAIRS_GLOB)))
         with fileio.open_read(fileio.join(out, stats.BAD_RECORDS_JSONL)) as f:
             first_bad = [json.loads(line) for line in itertools.islice(f, stats.FIRST_BAD_RECORDS)]
@@ -99,6 +98,9 @@ class BuildPairsStage(Stage[BuildPairsOptions, inputs.PairsInputs]):
         by_lang = {lang: matched[[x == lang for x in langs]] for lang in i.queries.langs}
         caps = language_caps(by_lang, o.balance.per_query_cap, o.language.language_caps)
         targets = {lang: scaled_target(cap, o.balance.oversample) for lang, cap in caps.items()}
+        fileio.write_bytes(fileio.join(out, BALANCE_PNG),
+                           balance_png(matched, kept, o.balance.per_query_cap, o.balance.target, langs=langs,
+                                       caps=caps))
         language = {"languages": list(i.queries.languages), "query_languages": list(i.queries.langs),
                     "language_routing": i.queries.routing,
                     "language_id": model_id(), "min_language_score": o.language.min_language_score,
