@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         candidates: list[tuple[str, Segmenter, Callable[[], None] | None]] = [
             ("textnorm (no segmenter)", textnorm.tokenize, None),
             ("icu", icu_raw(), None),
-            ("wit (segment.tokenize)", wit(), segment._segment_token.cache_clear),
+            ("wit (segment.tokenize)", wit(), segment.clear_cache),
             (peer_name, make_peer(), None),
         ]
         outputs = {name: [run(t) for t in texts] for name, run, _ in candidates}

@@ -123,7 +123,7 @@ def test_missing_icu_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(builtins, "__import__", no_icu)
     monkeypatch.setattr(segment, "_local", type(segment._local)())  # no breaker made yet in this thread
-    segment._segment_token.cache_clear()
+    segment.clear_cache()
     segment._icu_version.cache_clear()
     assert tokenize("English stays without ICU") == ["english", "stays", "without", "icu"]
     with pytest.raises(UsageError, match=r"pip install 'wit-builder\[segment\]'"):
@@ -146,7 +146,8 @@ texts = st.text(
 def test_normalize_is_idempotent_and_keeps_every_character(text: str) -> None:
     once = normalize(text)
     assert normalize(once) == once
-    assert once.replace(" ", "") == textnorm.normalize(text).replace(" ", "")
+    # nothing but spaces added, and apostrophes that ICU cut off a segmented token (北京's -> 北京 s)
+    assert once.replace(" ", "").replace("'", "") == textnorm.normalize(text).replace(" ", "").replace("'", "")
     assert all(t == textnorm.normalize(t) for t in once.split())  # every token is a valid textnorm token
 
 
@@ -204,3 +205,18 @@ def test_japanese_nouns_come_out_whole() -> None:
     assert nouns > 1000 and whole / nouns > 0.6
     tokens_of_sample = {t for row in treebank("ja") for t in tokenize(row["text"], "ja")}
     assert {"日本", "東京", "住民", "政府", "アメリカ"} <= tokens_of_sample
+
+
+def test_every_code_point_beside_spaceless_text_is_stable() -> None:
+    # Exhaustive over the letters, marks and digits (a few seconds): any of them between Han and Thai normalizes
+    # to a form that normalizes to itself (found: ICU breaks before the marks U+16FF0/1 after Han).
+    import sys
+    import unicodedata
+
+    for cp in range(sys.maxunicode + 1):
+        c = chr(cp)
+        if unicodedata.category(c)[0] not in "LMN":  # every other character separates tokens (textnorm's tests)
+            continue
+        text = "日本" + c + "ไทย"
+        once = normalize(text)
+        assert normalize(once) == once, (hex(cp), text)

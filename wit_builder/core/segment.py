@@ -129,14 +129,31 @@ def _icu_pieces(run: str) -> list[str]:
     return [str(units[a:b]) for a, b in pairwise(bounds)]
 
 
-@functools.lru_cache(maxsize=1 << 16)
+_CACHED_LENGTH = 32  # longer runs (clauses) rarely repeat; capping the key bounds the cache's memory (~10 MB)
+
+
 def _segment_token(token: str) -> tuple[str, ...]:
-    """Rule 2-3 for one ``textnorm`` token holding a spaceless character: ICU's words, each split again until
-    ICU keeps it whole alone. Cached: words of a language are Zipf-distributed, so most runs repeat."""
+    """Rules 2-3 for one ``textnorm`` token holding a spaceless character: ICU's words, each split again until
+    ICU keeps it whole alone. Words are cached: they are Zipf-distributed, so most repeat."""
+    return _segment_cached(token) if len(token) <= _CACHED_LENGTH else _segment(token)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _segment_cached(token: str) -> tuple[str, ...]:
+    return _segment(token)
+
+
+def clear_cache() -> None:
+    """Forget the cached words (benchmarks measure a cold cache; tests simulate a missing ICU)."""
+    _segment_cached.cache_clear()
+
+
+def _segment(token: str) -> tuple[str, ...]:
     words: list[str] = []
     for piece in _icu_pieces(token):
-        # ICU never breaks before a mark (UAX #29 WB4), so a piece is a valid token unless an apostrophe is in it
-        for part in textnorm.TOKEN.findall(piece) if "'" in piece else (piece,):
+        # A piece of a token is a token itself unless it holds an apostrophe or starts with a mark (ICU breaks
+        # before the Vietnamese reading marks U+16FF0/1 after Han, which textnorm only takes after a letter)
+        for part in (piece,) if piece[0].isalnum() and "'" not in piece else textnorm.TOKEN.findall(piece):
             if part == token or len(part) == 1 or not needs_segmentation(part):  # stable: ICU keeps it whole
                 words.append(part)
             else:
