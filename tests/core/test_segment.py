@@ -18,8 +18,9 @@ from wit_builder.core import segment, textnorm
 from wit_builder.core.errors import UsageError
 from wit_builder.core.segment import needs_segmentation, normalize, script_of, segmenter_id, tokenize
 
-# Opening sentences of Wikipedia articles (ja: 北海道, zh: 北京市, th: ประเทศไทย, lo: ປະເທດລາວ,
-# km: ប្រទេសកម្ពុជា, my: မြန်မာနိုင်ငံ) and the words each must yield as tokens.
+# Short sentences written for these tests in the manner of Wikipedia's openings (ja: 北海道, zh: 北京市,
+# th: ประเทศไทย, lo: ປະເທດລາວ, km: ប្រទេសកម្ពុជា, my: မြန်မာနိုင်ငံ), and the words each must yield as tokens;
+# real treebank text follows below.
 SENTENCES = [
     ("ja", "北海道は、日本の北部に位置する島である。", ["北海道", "日本", "北部", "位置", "島"]),
     ("ja", "東京都の人口は約1400万人です。", ["東京", "人口", "1400", "万人"]),
@@ -48,7 +49,7 @@ def test_a_clause_becomes_words_and_matches_its_nouns() -> None:
     assert " 北海道 " in padded
 
 
-# Text with no character of a spaceless script is textnorm's own, language by language (real words).
+# Text with no character of a spaceless script is textnorm's own, language by language.
 SPACED = [
     ("de", "Die Donaudampfschifffahrt auf der Donau"),
     ("ko", "서울특별시는 대한민국의 수도이다."),
