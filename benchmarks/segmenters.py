@@ -4,20 +4,21 @@ Text: the first 300 sentences of three Universal Dependencies test sets kept in 
 GSD, Chinese GSDSimp from Wikipedia, Thai PUD; CC BY-SA, tests/data/README.md), each with the treebank's gold
 words. Candidates:
 
+- ``textnorm``: no segmentation (spaces and punctuation only: what stages 1 and 2 did before), for reference;
 - ``icu``: ICU's word break iterator alone (pyicu-wheels, ICU 77.1: UAX #29 + its CJ/Thai dictionaries);
 - ``wit``: ``wit_builder.core.segment.tokenize``, what stages 1 and 2 use (textnorm folding, ICU on the runs of
   spaceless scripts, pieces re-split until stable), with its word cache cleared before every pass (cold);
 - per-language analyzers: MeCab with UniDic (fugashi + unidic-lite) for Japanese, jieba (precise mode, HMM on)
   for Chinese, PyThaiNLP's newmm (dictionary maximal matching) for Thai.
 
-Speed is tokens per CPU-second (``time.process_time``, this process only, after one warm-up pass that loads
-dictionaries), over enough passes to take at least ``--min-cpu`` seconds. Agreement is measured on the
-characters every segmenter keeps: each segmenter's words are folded and stripped of punctuation by
-``textnorm.tokenize`` (so punctuation and spacing conventions do not count), and two segmentations of a sentence
-are compared by their word boundaries (boundary F1: the inner boundaries in common) and by their words (word
-F1: a word counts when both its ends agree, the SIGHAN bakeoff measure). Each segmenter is compared with the
-gold words, and the per-language analyzer with ``wit``. For Japanese the gold comes in two granularities:
-UniDic short units (what MeCab/UniDic produces) and long units (compounds such as 不快感 whole).
+Speed is tokens (each segmenter's own) and characters of text per CPU-second (``time.process_time``, this process
+only, after one warm-up pass that loads dictionaries), over enough passes to take at least ``--min-cpu`` seconds.
+Agreement is measured on the characters every segmenter keeps: each segmenter's words are folded and stripped of
+punctuation by ``textnorm.tokenize`` (so punctuation and spacing conventions do not count), and two segmentations of
+a sentence are compared by their word boundaries (boundary F1: the inner boundaries in common) and by their words
+(word F1: a word counts when both its ends agree, the SIGHAN bakeoff measure). Each segmenter is compared with the
+gold words and with ``wit``. For Japanese the gold comes in two granularities: UniDic short units (what MeCab/UniDic
+produces) and long units (compounds such as 不快感 whole).
 
     .venv/bin/python benchmarks/segmenters.py [--min-cpu 1.0]
 """
@@ -162,7 +163,7 @@ class NounRecall:
 
 
 def speed(run: Segmenter, texts: Sequence[str], min_cpu: float, cold: Callable[[], None] | None) -> tuple[int, float]:
-    """(tokens of one pass, tokens per CPU-second over passes taking at least ``min_cpu`` seconds)."""
+    """(tokens of one pass, passes per CPU-second over passes taking at least ``min_cpu`` seconds)."""
     run(texts[0])  # warm-up: load dictionaries
     tokens = passes = 0
     spent = 0.0
@@ -173,7 +174,7 @@ def speed(run: Segmenter, texts: Sequence[str], min_cpu: float, cold: Callable[[
         tokens = sum(len(run(t)) for t in texts)
         spent += time.process_time() - start
         passes += 1
-    return tokens, tokens * passes / spent
+    return tokens, passes / spent
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -182,17 +183,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     print(f"segmenter id: {segment.segmenter_id()}")
-    header = (f"{'lang':4} {'segmenter':24} {'sentences':>9} {'tokens':>7} {'tokens/CPU-s':>12}  "
+    header = (f"{'lang':4} {'segmenter':24} {'sentences':>9} {'tokens':>7} {'tokens/CPU-s':>12} {'chars/CPU-s':>11}  "
               f"{'vs gold (boundary / word F1)':30} {'vs wit':20}")
     print(header)
     print("-" * len(header))
     for lang in SAMPLES:
         rows = load(lang)
         texts = [str(r["text"]) for r in rows]
+        chars = sum(len(t) for t in texts)
         peer_name, make_peer = PEERS[lang]
         candidates: list[tuple[str, Segmenter, Callable[[], None] | None]] = [
+            ("textnorm (no segmenter)", textnorm.tokenize, None),
             ("icu", icu_raw(), None),
-            ("wit (segment.tokenize)", wit(), segment._segment_token.cache_clear),
+            ("wit (segment.tokenize)", wit(), segment.clear_cache),
             (peer_name, make_peer(), None),
         ]
         outputs = {name: [run(t) for t in texts] for name, run, _ in candidates}
@@ -203,13 +206,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                 gold.add(got, row["words"])  # type: ignore[arg-type]
                 versus.add(got, ours)
             vs_wit = "-" if name.startswith("wit") else versus.text()
-            print(f"{lang:4} {name:24} {len(texts):9d} {tokens:7d} {rate:12,.0f}  {gold.text():30} {vs_wit:20}")
+            print(f"{lang:4} {name:24} {len(texts):9d} {tokens:7d} {tokens * rate:12,.0f} {chars * rate:11,.0f}  "
+                  f"{gold.text():30} {vs_wit:20}")
             if lang == "ja":
                 luw, nouns = Agreement(), NounRecall()
                 for got, row in zip(outputs[name], rows, strict=True):
                     luw.add(got, row["luw"])  # type: ignore[arg-type]
                     nouns.add(got, row["luw"], row["luw_pos"])  # type: ignore[arg-type]
-                print(f"{'':4} {'':24} {'':9} {'':7} {'':12}  {'long units: ' + luw.text():30} {nouns.text()}")
+                print(f"{'':4} {'':24} {'':9} {'':7} {'':12} {'':11}  {'long units: ' + luw.text():30} {nouns.text()}")
     print("\nF1 pairs are boundary F1 / word F1 on the characters textnorm keeps; 'vs wit' compares with the "
           "segmentation stages 1 and 2 use.")
 

@@ -35,6 +35,10 @@ A text becomes a sequence of tokens by these rules, applied in order:
 5. Digits are kept as tokens ("1990", "19"). The query builder decides which tokens may be queries
    (see ``is_query_token``); the matcher sees every token.
 
+Scripts written without spaces (Han, kana, Thai, Lao, Khmer, Burmese, Tibetan) need one more rule: a token of
+rule 4 there is a whole clause. ``wit_builder.core.segment`` splits such tokens into words with ICU and is
+otherwise exactly these rules; stages 1 and 2 tokenize text of every language with it.
+
 The normalized form of a text is its tokens joined by single spaces; normalizing it again changes
 nothing. A query matches a text when the query's normalized form occurs in the text's normalized form
 on token boundaries, i.e. when ``" " + query + " "`` is a substring of ``" " + text + " "`` (MetaCLIP's
