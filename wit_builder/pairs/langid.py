@@ -9,9 +9,13 @@ py3langid 89.7%, lingua 92.6% (high accuracy; 79.5% low accuracy mode), CLD3 81.
 API (about 80,000 called as here) against lingua's 547 (high accuracy). MetaCLIP 2 uses a fastText LID model
 too.
 
-Every caption gets ``(lang, score)``: the model's top label as a Wikipedia language code
-(:data:`WIKI_CODES` for the few labels that differ) and its probability; a caption whose top probability is
-below ``min_score``, or that holds no letter, is ``und`` (:data:`UNDETERMINED`) with its score kept.
+Every caption gets ``(lang, score)``: the model's most probable label as a Wikipedia language code
+(:data:`WIKI_CODES` for the few labels that differ) and its probability; a caption whose probability is below
+``min_score``, or that holds no letter, is ``und`` (:data:`UNDETERMINED`) with its score kept. A label whose
+language is written in a script the caption does not hold (:data:`SCRIPTS`: Chinese without a Han character,
+Thai without a Thai letter, ...) is impossible and passed over for the next of the model's top three: the
+quantized model has hash collisions, e.g. "blurry" alone is Chinese at 0.96 and "a blurry picture of the cat"
+at 0.43.
 
 Errors: ``wit_builder.core.errors.UsageError`` naming the package to install when fasttext-predict or the
 model file is missing.
@@ -57,6 +61,25 @@ def model_id() -> str:
 
 
 _LETTER = re.compile(r"[^\W\d_]")  # a letter (a word character that is neither digit nor underscore)
+# Languages written in a script of their own (as lid.176 labels them): a caption without a character of that
+# script is not in the language. Latin-script languages are not listed (Latin text is shared by most).
+_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_ARABIC = "\u0600-\u06ff\u0750-\u077f\ufb50-\ufdff\ufe70-\ufeff"
+_CYRILLIC, _DEVANAGARI = "\u0400-\u052f", "\u0900-\u097f"
+SCRIPTS: dict[str, str] = {
+    **dict.fromkeys(("zh", "yue", "wuu"), _HAN), "ja": _HAN + "\u3040-\u30ff", "ko": "\uac00-\ud7af\u1100-\u11ff",
+    "th": "\u0e00-\u0e7f", "lo": "\u0e80-\u0eff", "km": "\u1780-\u17ff", "my": "\u1000-\u109f", "bo": "\u0f00-\u0fff",
+    "ka": "\u10a0-\u10ff", "hy": "\u0530-\u058f", "el": "\u0370-\u03ff\u1f00-\u1fff", "he": "\u0590-\u05ff",
+    "yi": "\u0590-\u05ff", "am": "\u1200-\u139f", "dv": "\u0780-\u07bf", "si": "\u0d80-\u0dff",
+    "ta": "\u0b80-\u0bff", "te": "\u0c00-\u0c7f", "kn": "\u0c80-\u0cff", "ml": "\u0d00-\u0d7f", "gu": "\u0a80-\u0aff",
+    "pa": "\u0a00-\u0a7f", "or": "\u0b00-\u0b7f", "bn": "\u0980-\u09ff", "as": "\u0980-\u09ff",
+    **dict.fromkeys(("hi", "mr", "ne", "sa", "bh", "new", "mai", "bpy", "gom"), _DEVANAGARI),
+    **dict.fromkeys(("ar", "fa", "ur", "ps", "ckb", "ug", "sd", "arz", "azb", "mzn", "pnb", "glk"), _ARABIC),
+    **dict.fromkeys(("ru", "uk", "bg", "sr", "mk", "be", "kk", "ky", "tg", "mn", "ba", "tt", "cv", "ce", "sah", "os",
+                     "mhr", "mrj", "xal", "krc", "kv", "myv", "av", "lez", "tyv", "udm"), _CYRILLIC),
+}
+_SCRIPT_PATTERNS = {lang: re.compile(f"[{chars}]") for lang, chars in SCRIPTS.items()}
+TOP_LABELS = 3  # labels of the model looked at, most probable first
 MAX_CHARS = 300  # the model reads at most this much of a caption: enough to tell, and long alt texts cost no more
 
 
@@ -87,13 +110,15 @@ class LanguageIdentifier:
             line = " ".join(line.split())
         if _LETTER.search(line) is None:
             return UNDETERMINED, 0.0
-        found = self._model.predict(line + "\n", 1, 0.0, "replace")
-        if not found:
-            return UNDETERMINED, 0.0
-        score, label = found[0]
-        code = label.removeprefix("__label__")
-        score = min(1.0, float(score))  # the softmax can round a hair above 1
-        return (WIKI_CODES.get(code, code) if score >= self.min_score else UNDETERMINED), score
+        found = self._model.predict(line + "\n", TOP_LABELS, 0.0, "replace")
+        for score, label in found:
+            code = label.removeprefix("__label__")
+            script = _SCRIPT_PATTERNS.get(code)
+            if script is not None and script.search(line) is None:
+                continue  # a language of another script: impossible for this caption
+            score = min(1.0, float(score))  # the softmax can round a hair above 1
+            return (WIKI_CODES.get(code, code) if score >= self.min_score else UNDETERMINED), score
+        return UNDETERMINED, min(1.0, float(found[0][0])) if found else 0.0
 
     def identify(self, texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
         """``identify_one`` for each text: (codes, float32 scores), in order; a caption repeated in the batch is
