@@ -114,6 +114,26 @@ class CountMinSketch:
         return sketch
 
 
+def zero_counters(width: int, depth: int, start: int, counters: np.ndarray) -> np.ndarray:
+    """How many of a chunk's counters (``CountMinSketch.chunks``: a slice of the row-major table starting at
+    flat index ``start``) are zero, per row: an int64 array of ``depth``."""
+    rows = (start + np.flatnonzero(counters == 0)) // width
+    return np.bincount(rows, minlength=depth)[:depth].astype(np.int64)
+
+
+def distinct_estimate(zeros_per_row: np.ndarray, width: int) -> int:
+    """The number of distinct keys added to a sketch, from its empty counters: linear counting (Whang,
+    Vander-Zanden & Taylor 1990, "A linear-time probabilistic counting algorithm"), ``n = -w ln(z / w)`` per
+    row with ``z`` of its ``w`` counters still zero, averaged over the rows. Its relative standard error is
+    ``sqrt(e^t - t - 1) / (t sqrt(w))`` at load ``t = n / w``: under 2% up to ``t`` = 9 (2.3 million keys in
+    the default 262,144-counter unigram rows). A row with no zero counter only says ``n > w ln w``; that
+    bound is returned (MetaCLIP 2's unigram cap binds long before: 10% of 3.3 million > 251,465)."""
+    estimates = []
+    for zeros in np.asarray(zeros_per_row, dtype=np.float64):
+        estimates.append(width * np.log(width) if zeros == 0 else -width * np.log(zeros / width))
+    return int(round(float(np.mean(estimates)))) if estimates else 0
+
+
 # ---- stage 1's pair of sketches: (unigram, bigram), the unigram one a quarter as wide ----
 
 NgramSketches = tuple[CountMinSketch, CountMinSketch]

@@ -61,14 +61,17 @@ remainder, ties to the earlier source) so that the list never exceeds ``max_quer
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import NamedTuple
 
 from schemas.queries import SOURCES
+from wit_builder.core import segment
 from wit_builder.core.options import option
-from wit_builder.core.textnorm import is_phrase_query, is_query_token, normalize, tokenize
+from wit_builder.core.textnorm import is_phrase_query as _is_phrase_query
+from wit_builder.core.textnorm import normalize
 from wit_builder.queries.ngram_sketch import CountMinSketch
 from wit_builder.queries.wikitext import title_phrase
 
@@ -161,6 +164,39 @@ class Thresholds:
                 raise ValueError(f"count thresholds must be >= 1, got {f.name} {getattr(self, f.name)}")
 
 
+def is_one_character_query(ch: str) -> bool:
+    """May a token of one character be a unigram/bigram query token? Only a Han ideograph ("猫", "山").
+
+    Decided per script on real text (docs/stages/queries.md, "One-character queries"; measured by
+    ``benchmarks/one_character_tokens.py`` on the excerpts in tests/data/wiki): a single Han character is a
+    word or a morpheme with a meaning of its own, while the single characters of the other scripts are
+    grammar or letters — Japanese kana are particles and endings ("は", "の", "を", "た"), Thai, Lao,
+    Khmer and Myanmar singletons are abbreviation letters and particles, single Hangul syllables are
+    particles and bound nouns ("것", "수"), single Arabic, Hebrew or Indic letters are conjunctions split off
+    or initials. Each of those matches a large share of all captions in its language. Single letters of
+    alphabets (Latin, Greek, Cyrillic) were measured on LAION captions (docs/ARCHITECTURE.md, "Match rule").
+    """
+    return unicodedata.name(ch, "").startswith(("CJK UNIFIED IDEOGRAPH", "CJK COMPATIBILITY IDEOGRAPH"))
+
+
+def is_query_token(token: str) -> bool:
+    """May this token stand as (part of) a unigram or bigram query? It must contain a letter, and a token of
+    one character must be a Han ideograph (``is_one_character_query``). Pure numbers ("1990", "2") name no
+    visual concept and would match a large share of all alt texts; titles and WordNet entries may still hold
+    digits ("apollo 11") and single letters ("vitamin c")."""
+    if len(token) == 1:
+        return is_one_character_query(token)
+    return any(ch.isalpha() for ch in token)
+
+
+def is_phrase_query(tokens: list[str]) -> bool:
+    """May these tokens, a title's or a WordNet lemma's, stand as one query? One token must pass
+    ``is_query_token``; a phrase of several needs a letter somewhere ("b 52", "3 d", "vitamin c" stay)."""
+    if len(tokens) == 1:
+        return is_query_token(tokens[0])
+    return _is_phrase_query(tokens)
+
+
 def unigram_candidate(token: str, count: int, thresholds: Thresholds) -> Candidate | None:
     """The token as a candidate (score = count) when it occurs often enough and is a query token, else None."""
     if count >= thresholds.min_unigram_count and is_query_token(token):
@@ -172,6 +208,28 @@ def bigram_is_eligible(bigram: str, count: int, thresholds: Thresholds) -> bool:
     """The count and token test, before the unigram counts are known (see ``bigram_candidate``)."""
     left, _, right = bigram.partition(" ")
     return count >= thresholds.min_bigram_count and is_query_token(left) and is_query_token(right)
+
+
+# MetaCLIP 2's per-language caps (arXiv 2507.22062; metaclip/metadata/build_metadata.py and docs/metaclip2.md,
+# github.com/facebookresearch/MetaCLIP at f47f7841f6a9): the English counts of MetaCLIP 1 as upper bounds.
+UNIGRAM_SHARE = 0.10   # of the language's distinct unigrams ("top 10% of available unigrams")
+BIGRAM_SHARE = 0.40    # of the language's unigram budget (100,646 / 251,465 = 0.40, MetaCLIP 1's English ratio)
+TITLE_SHARE = 0.76     # of the language's titles ("top 76% of available titles")
+
+
+def language_budgets(budgets: Mapping[str, int], lang: str, distinct_unigrams: int, titles: int) -> dict[str, int]:
+    """Each source's budget for a dump in ``lang`` (module docstring, "Per language").
+
+    English keeps MetaCLIP 1's rule, the budgets as given (MetaCLIP 2 copies its English entries from
+    MetaCLIP 1 too). Any other language takes MetaCLIP 2's: unigrams ``min(budget, 10% of its distinct
+    unigrams)``, bigrams ``min(budget, 40% of that unigram budget)``, titles ``min(budget, 76% of its eligible
+    titles)``, WordNet its budget. ``budgets`` are the flags' (scaled to ``--max-queries``), so they are the caps.
+    """
+    if lang in ("en", "simple"):
+        return dict(budgets)
+    unigram = min(budgets["unigram"], int(distinct_unigrams * UNIGRAM_SHARE))
+    return {"unigram": unigram, "bigram": min(budgets["bigram"], int(unigram * BIGRAM_SHARE)),
+            "title": min(budgets["title"], int(titles * TITLE_SHARE)), "wordnet": budgets["wordnet"]}
 
 
 def npmi(count_ab: int, count_a: int, count_b: int, total_tokens: int) -> float:
@@ -192,9 +250,10 @@ def bigram_candidate(bigram: str, count: int, count_a: int, count_b: int, total_
     return Candidate(bigram, count, npmi(count, count_a, count_b, total_tokens))
 
 
-def title_query(title: str) -> str | None:
-    """The normalized query a title gives, or None when it has no token with a letter (years, "!!!")."""
-    tokens = tokenize(title_phrase(title))
+def title_query(title: str, lang: str | None = None) -> str | None:
+    """The normalized query a title gives (``core.segment`` in ``lang``), or None when it has no token with a
+    letter (years, "!!!") or is one character that may not be a query ("は")."""
+    tokens = segment.tokenize(title_phrase(title), lang)
     return " ".join(tokens) if is_phrase_query(tokens) else None
 
 
@@ -296,16 +355,23 @@ def keep_ngrams(
     return kept_unigrams, kept_bigrams
 
 
-def count_ngrams(text: str, unigrams: Counter[str], bigrams: Counter[str]) -> int:
-    """Add the tokens of ``text`` to ``unigrams`` and the adjacent token pairs of each line to ``bigrams``;
-    return how many tokens ``text`` has.
+def token_lines(text: str, lang: str | None = None) -> list[list[str]]:
+    """The tokens of each line of ``text`` (``core.segment.tokenize`` in ``lang``: words of scripts written
+    without spaces segmented, others as ``core.textnorm``), lines without a token left out."""
+    return [tokens for line in text.split("\n") if (tokens := segment.tokenize(line, lang))]
 
-    Bigrams stop at line ends: a heading, list item or paragraph does not run into the next one.
-    """
+
+def count_token_lines(lines: Iterable[list[str]], unigrams: Counter[str], bigrams: Counter[str]) -> int:
+    """Add each line's tokens to ``unigrams`` and its adjacent token pairs to ``bigrams``; return how many
+    tokens there were. Bigrams stop at line ends: a heading, list item or paragraph does not run into the next."""
     total = 0
-    for line in text.split("\n"):
-        tokens = tokenize(line)
+    for tokens in lines:
         total += len(tokens)
         unigrams.update(tokens)
         bigrams.update(f"{a} {b}" for a, b in zip(tokens, tokens[1:]))  # noqa: B905 (pairs, lengths differ by 1)
     return total
+
+
+def count_ngrams(text: str, unigrams: Counter[str], bigrams: Counter[str], lang: str | None = None) -> int:
+    """``count_token_lines`` of ``token_lines(text, lang)``: the plain text's n-grams counted, its tokens returned."""
+    return count_token_lines(token_lines(text, lang), unigrams, bigrams)
