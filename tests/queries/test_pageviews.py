@@ -69,7 +69,8 @@ def test_any_project_and_sites():
     for sites in ("tablet", "desktop,tablet", " , "):
         with pytest.raises(ValueError, match="pageview_sites must name a non-empty subset"):
             Traffic("en.wikipedia", pageview_sites=sites)
-    assert Traffic("en.wikipedia", pageview_sites="mobile, desktop").sites == {"desktop", "mobile"} == Traffic("en.wikipedia").sites
+    both = Traffic("en.wikipedia", pageview_sites="mobile, desktop").sites
+    assert both == {"desktop", "mobile"} == Traffic("en.wikipedia").sites
 
 
 @pytest.mark.parametrize(("name", "compress"), [

@@ -12,7 +12,7 @@ from wit_builder.core.errors import UsageError
 from wit_builder.core.languages import Language
 from wit_builder.queries.options import BuildQueriesOptions
 from wit_builder.queries.pageviews import Traffic, _wiki_parts
-from wit_builder.queries.wikidump import DumpInput, SiteInfo, dump_inputs, read_siteinfo
+from wit_builder.queries.wikidump import EMPTY_DUMP, DumpInput, SiteInfo, dump_inputs, read_siteinfo
 from wit_builder.queries.wordnet import omw_candidates, wordnet_candidates
 
 
@@ -42,6 +42,8 @@ def dump_language(dumps: list[DumpInput], wiki: str | None, read=read_siteinfo) 
     first: SiteInfo | None = None
     for dump in dumps:
         site = read(dump.path, _opener)
+        if site is EMPTY_DUMP:
+            continue  # an empty file gives no page: its language does not matter
         first = first or site
         lang = languages.from_siteinfo(site.dbname, site.base) if site else None
         if lang is None:
@@ -60,6 +62,9 @@ def dump_language(dumps: list[DumpInput], wiki: str | None, read=read_siteinfo) 
         listing = ", ".join(f"{path} ({lang.code})" for path, lang in found.items())
         raise UsageError(f"the dumps are of {len(codes)} languages ({listing}): run 'wit build-queries' once per "
                          "language, each into its own --out folder (stage 2 loads any set of them)")
+    if chosen is None and not found:
+        raise UsageError(f"cannot tell the language of {[d.path for d in dumps]}: they hold no page; name it with "
+                         "--wiki LANG.wikipedia, e.g. --wiki ja.wikipedia")
     return (chosen or next(iter(found.values()))), first
 
 

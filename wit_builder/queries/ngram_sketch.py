@@ -18,6 +18,7 @@ merge exactly as whole sketches do.
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -114,24 +115,41 @@ class CountMinSketch:
         return sketch
 
 
-def zero_counters(width: int, depth: int, start: int, counters: np.ndarray) -> np.ndarray:
-    """How many of a chunk's counters (``CountMinSketch.chunks``: a slice of the row-major table starting at
-    flat index ``start``) are zero, per row: an int64 array of ``depth``."""
-    rows = (start + np.flatnonzero(counters == 0)) // width
-    return np.bincount(rows, minlength=depth)[:depth].astype(np.int64)
+class DistinctSketch:
+    """How many distinct keys were seen, estimated from the ``k`` smallest of their 64-bit hashes ("k minimum
+    values": Bar-Yossef et al. 2002, "Counting distinct elements in a data stream"; Beyer et al. 2007):
+    ``n ~ (k - 1) / h_k`` with ``h_k`` the ``k``-th smallest hash scaled to (0, 1]; exact while fewer than ``k``
+    keys were seen. Relative standard error about ``1 / sqrt(k - 2)``: 0.8% at the default ``k`` = 16,384.
+    Mergeable (the union's ``k`` smallest), deterministic (BLAKE2b of the key's UTF-8 bytes), ``8 k`` bytes.
+    The count-min rows are no substitute: their cheap CRC-based columns are far from uniform on similar keys.
+    """
 
+    def __init__(self, k: int = 1 << 14) -> None:
+        if k < 3:
+            raise ValueError(f"k must be >= 3, got {k}")
+        self.k = k
+        self.hashes = np.zeros(0, dtype=np.uint64)  # sorted, distinct, at most k
 
-def distinct_estimate(zeros_per_row: np.ndarray, width: int) -> int:
-    """The number of distinct keys added to a sketch, from its empty counters: linear counting (Whang,
-    Vander-Zanden & Taylor 1990, "A linear-time probabilistic counting algorithm"), ``n = -w ln(z / w)`` per
-    row with ``z`` of its ``w`` counters still zero, averaged over the rows. Its relative standard error is
-    ``sqrt(e^t - t - 1) / (t sqrt(w))`` at load ``t = n / w``: under 2% up to ``t`` = 9 (2.3 million keys in
-    the default 262,144-counter unigram rows). A row with no zero counter only says ``n > w ln w``; that
-    bound is returned (MetaCLIP 2's unigram cap binds long before: 10% of 3.3 million > 251,465)."""
-    estimates = []
-    for zeros in np.asarray(zeros_per_row, dtype=np.float64):
-        estimates.append(width * np.log(width) if zeros == 0 else -width * np.log(zeros / width))
-    return int(round(float(np.mean(estimates)))) if estimates else 0
+    def add(self, keys: Iterable[str]) -> None:
+        """Add keys (each counts once however often it is added)."""
+        new = np.fromiter((int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+                           for key in keys), dtype=np.uint64)
+        if new.size:
+            self.hashes = np.unique(np.concatenate([self.hashes, new]))[: self.k]
+
+    def merge(self, other: DistinctSketch) -> DistinctSketch:
+        """Take in ``other``'s keys (in place) and return self; ValueError for another ``k``."""
+        if other.k != self.k:
+            raise ValueError("only distinct sketches of the same k merge")
+        self.hashes = np.unique(np.concatenate([self.hashes, other.hashes]))[: self.k]
+        return self
+
+    def estimate(self) -> int:
+        """The estimated number of distinct keys added (exact below ``k``)."""
+        if self.hashes.size < self.k:
+            return int(self.hashes.size)
+        kth = (float(self.hashes[-1]) + 1.0) / 2.0**64
+        return int(round((self.k - 1) / kth))
 
 
 # ---- stage 1's pair of sketches: (unigram, bigram), the unigram one a quarter as wide ----

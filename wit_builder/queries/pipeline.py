@@ -37,13 +37,12 @@ from wit_builder.queries import selection as qs
 from wit_builder.queries import stats, titles
 from wit_builder.queries.ngram_sketch import (
     ChunkKey,
+    DistinctSketch,
     NgramSketches,
     add_and_clear,
     assemble_sketches,
-    distinct_estimate,
     ngram_sketches,
     sketch_chunks,
-    zero_counters,
 )
 from wit_builder.queries.options import BuildQueriesOptions, ReadOptions
 from wit_builder.queries.pages import ArticleText, PageVerdict, Redirect, TitleQuery, judge_page
@@ -79,7 +78,7 @@ class _ExtractPages(CountingDoFn):
     redirects and rejected pages (``(reason, RejectedPage)``) on tagged outputs."""
 
     namespace = stats.NAMESPACE
-    OUTPUTS = ("links", "articles", "redirects", "rejected", COUNTS)
+    OUTPUTS = ("links", "articles", "redirects", "rejected", "distinct", COUNTS)
 
     def __init__(self, reading: ReadOptions, cache_dir: str, site: Site = ENGLISH) -> None:
         super().__init__()
@@ -105,19 +104,23 @@ class _ExtractPages(CountingDoFn):
         unigrams: Counter[str] = Counter()
         bigrams: Counter[str] = Counter()
         sketches = ngram_sketches(self.reading.sketch_width)
+        distinct = DistinctSketch()  # the range's distinct tokens (MetaCLIP 2's budgets take 10% of them)
         pages_read = 0
         for page in read_pages(rng, fileio.open_read):
             pages_read += 1
             for verdict in judge_page(page, self.parser.parse, self.site.lang):
                 yield from self._take(verdict, unigrams, bigrams, cache)
             if len(unigrams) + len(bigrams) >= FLUSH_KEYS:
+                distinct.add(unigrams)
                 add_and_clear(sketches, unigrams, bigrams)
         if pages_read == 0:
             self.count("dump_ranges_empty")
             LOG.warning("%s: no <page> in bytes %d..%s (an empty dump?)", rng.path, rng.start, rng.end or "end")
         else:
             LOG.info("%s: read %d pages from bytes %d..%s", rng.path, pages_read, rng.start, rng.end or "end")
+        distinct.add(unigrams)
         add_and_clear(sketches, unigrams, bigrams)
+        yield TaggedOutput("distinct", distinct)
         progress.reporter("build-queries", "pages").add(pages_read)
         self.count("pages_read", pages_read)
         self.count("dump_ranges")  # each planned range is extracted once (a retried bundle's counts are dropped)
@@ -238,30 +241,23 @@ class TotalTokens(beam.PTransform):
         )
 
 
-def _zero_counters(item: tuple[ChunkKey, np.ndarray]) -> list[tuple[int, np.ndarray]]:
-    (index, width, depth, start), counters = item
-    return [(width, zero_counters(width, depth, start, counters))] if index == 0 else []
+class _MergeDistinct(beam.CombineFn):
+    """Every range's ``DistinctSketch`` -> the estimated number of distinct tokens of all the text."""
 
+    def create_accumulator(self):
+        return DistinctSketch()
 
-def _distinct(rows: list[tuple[int, np.ndarray]]) -> int:
-    if not rows:
-        return 0
-    width = rows[0][0]
-    return distinct_estimate(sum(zeros for _, zeros in rows), width)
+    def add_input(self, acc, sketch):
+        return acc.merge(sketch)
 
+    def merge_accumulators(self, accs):
+        merged = DistinctSketch()
+        for acc in accs:
+            merged.merge(acc)
+        return merged
 
-class DistinctUnigrams(beam.PTransform):
-    """The merged sketch chunks -> one int: the number of distinct tokens of the text, estimated from the
-    unigram sketch's empty counters (``ngram_sketch.distinct_estimate``); MetaCLIP 2's per-language budgets
-    take 10% of it."""
-
-    def expand(self, sketches):
-        return (
-            sketches
-            | "ZeroCounters" >> beam.FlatMap(_zero_counters)
-            | "AllZeros" >> beam.combiners.ToList()
-            | "Estimate" >> beam.Map(_distinct)
-        )
+    def extract_output(self, acc):
+        return acc.estimate()
 
 
 # ---- titles: traffic (pageviews or inlinks), redirects, scores ----
@@ -709,7 +705,7 @@ class BuildQueries(beam.PTransform):
             "page_counts": page_counts,
             "rejected": pages.rejected | "FirstRejected" >> beam.combiners.Top.SmallestPerKey(stats.REJECTED_EXAMPLES),
             "pageview_files": pageview_files,
-            "distinct_unigrams": sketches | "DistinctUnigrams" >> DistinctUnigrams(),
+            "distinct_unigrams": pages.distinct | "DistinctUnigrams" >> beam.CombineGlobally(_MergeDistinct()),
         } | "SelectAndWrite" >> SelectAndWrite(self.out, budgets, self.wordnet, o.traffic if self.pageviews else None,
                                                [d.path for d in self.dumps], self.site.lang, self.segmenter)
         return (

@@ -190,15 +190,18 @@ class SiteInfo:
     namespaces: dict[int, str]         # namespace number -> its local name (``6`` -> ``ファイル``)
 
 
+EMPTY_DUMP = SiteInfo(None, None, {})  # what ``read_siteinfo`` gives for a dump without any element
 SITEINFO_MAX_BYTES = 1 << 20  # a <siteinfo> is a few KiB; give up on one that has not ended after this much
 
 
 def read_siteinfo(path: str, opener: Opener) -> SiteInfo | None:
-    """The ``<siteinfo>`` at the start of a dump (plain or bz2; a multistream dump's header stream), or None
-    when the dump has none before its first ``<page>`` (or within ``SITEINFO_MAX_BYTES``). Read errors are
-    left to the run, which reports them with their place."""
+    """The ``<siteinfo>`` at the start of a dump (plain or bz2; a multistream dump's header stream), None
+    when the dump has none before its first ``<page>`` (or within ``SITEINFO_MAX_BYTES``), ``EMPTY_DUMP`` for a
+    dump without any element (an empty file: no page, nothing to tell). Read errors are left to the run,
+    which reports them with their place."""
     parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start", "end"))
     read = 0
+    seen = False
     try:
         with opener(path) as f:
             chunks = _bz2_chunks(f, DumpRange(path)) if path.endswith(".bz2") else _plain_chunks(f, DumpRange(path))
@@ -208,6 +211,7 @@ def read_siteinfo(path: str, opener: Opener) -> SiteInfo | None:
                 for event, elem in parser.read_events():
                     if not isinstance(elem, ET.Element):
                         continue
+                    seen = True
                     if event == "start" and _local(elem.tag) == "page":
                         return None
                     if event == "end" and _local(elem.tag) == "siteinfo":
@@ -215,8 +219,8 @@ def read_siteinfo(path: str, opener: Opener) -> SiteInfo | None:
                 if read > SITEINFO_MAX_BYTES:
                     return None
     except (ET.ParseError, DumpError, OSError, EOFError):
-        return None
-    return None
+        return None if seen or read else EMPTY_DUMP
+    return None if seen else EMPTY_DUMP
 
 
 def _site(elem: ET.Element) -> SiteInfo:

@@ -325,11 +325,12 @@ class _Renderer:
         reads them as the template's. Text that starts with ``|`` right after a template's close is held in an
         "orphan" frame up to the ``}}`` that closes it (dropped with it); a blank line first ends the hold and
         the held text is kept as prose."""
-        if self.after_template:
+        if self.stack[-1].kind != "orphan":  # right after a template's close
             self.after_template = False
             if not text.startswith("|"):
                 return text
             self.push("orphan")
+        self.after_template = False
         depth = self.stack[-1].state  # the orphan's open "{{" count
         for m in _BRACES.finditer(text):
             if m.group() == "\n\n":
