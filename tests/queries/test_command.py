@@ -25,6 +25,7 @@ from tests.queries.conftest import (
     write_dump,
     write_multistream,
 )
+from wit_builder.core import segment
 from wit_builder.core.errors import StageFailed
 from wit_builder.core.textnorm import is_query_token, tokenize
 from wit_builder.queries import stats as query_stats
@@ -311,7 +312,7 @@ def test_resolve_pairs_each_dump_with_its_index_and_refuses_index_files_alone(tm
     index = write_multistream(dump, bz2.decompress(enwiki_sample.read_bytes()).decode(), pages_per_stream=50)
     stage = BuildQueriesStage(BuildQueriesOptions(dump=(str(tmp_path / "*.bz2"),), out=str(tmp_path / "q")))
     stage.inputs = stage.resolve()
-    assert stage.announce() == ["language en (English), segmenter textnorm",
+    assert stage.announce() == [f"language en (English), segmenter {segment.segmenter_id('en')}",
                                 f"dump {dump} (multistream, index {index})"]
     assert [d.index for d in stage.inputs.dumps] == [str(index)]
     assert stage.inputs.pageviews == () and stage.inputs.wordnet == ()

@@ -208,7 +208,8 @@ def read_siteinfo(path: str, opener: Opener) -> SiteInfo | None:
             for _, data in chunks:
                 parser.feed(data)
                 read += len(data)
-                for event, elem in parser.read_events():
+                for item in parser.read_events():
+                    event, elem = item[0], item[-1]
                     if not isinstance(elem, ET.Element):
                         continue
                     seen = True

@@ -561,7 +561,7 @@ def _convert(body: str, variants: tuple[str, ...]) -> str:
     spans = list(_VARIANT.finditer(body))
     if not spans:
         return body
-    texts = {}
+    texts: dict[str, str] = {}
     for i, span in enumerate(spans):
         end = spans[i + 1].start() if i + 1 < len(spans) else len(body)
         value = body[span.end():end]
