@@ -323,7 +323,7 @@ def test_page_xml_helper_still_builds_english(tmp_path):
 # ---- real sentences of other languages, wrapped in their wikis' own markup ----
 
 UD = {"zh": "zh_gsdsimp_test300", "th": "th_pud_test300", "ko": "ko_gsd_test100", "hi": "hi_pud_test100",
-      "de": "de_gsd_test100", "ja": "ja_gsd_test300"}
+      "de": "de_gsd_test100", "ja": "ja_gsd_test300", "ar": "ar_pud_test100"}
 
 
 def _real_page(code: str) -> tuple[str, list[dict]]:

@@ -3,7 +3,7 @@
 Every query is normalized by ``wit_builder.core.textnorm`` before anything else, so the same phrase from two
 sources is the same query. Per source (``schemas.queries.SOURCES``, taken in this order):
 
-- **unigram**: a token with at least one letter, not one alphabet letter alone (``textnorm.is_query_token``),
+- **unigram**: a token with at least one letter, not one character alone unless Han or Hangul (``is_query_token``),
   occurring at least ``min_unigram_count`` times in the plain text. ``count`` = its occurrences; ``score`` = ``count``.
 - **bigram**: two adjacent tokens on one line of plain text, both query tokens, occurring together at least
   ``min_bigram_count`` times. ``score`` = normalized PMI,
@@ -56,6 +56,15 @@ its budget, skipping queries an earlier source already took; a source with fewer
 budget gives all of them. Budgets default to MetaCLIP's published split (251,465 + 100,646 + 61,235 + 86,654
 = 500,000). When they add up to more than ``max_queries``, each is scaled down in proportion (largest
 remainder, ties to the earlier source) so that the list never exceeds ``max_queries`` and keeps the mix.
+
+**Per language.** A dump's text and titles are tokenized by ``core.segment`` (words of scripts written without
+spaces segmented; English exactly as ``core.textnorm``). English keeps the rule above (MetaCLIP 1's). Any other
+language takes MetaCLIP 2's per-language caps (``language_budgets``; Chuang et al. 2025, arXiv 2507.22062, and
+``docs/metaclip2.md`` / ``metaclip/metadata/build_metadata.py`` of github.com/facebookresearch/MetaCLIP at
+f47f7841f6a9): unigrams ``min(budget, 10%`` of the language's distinct tokens), bigrams ``min(budget, 40%`` of that
+unigram budget), titles ``min(budget, 76%`` of its eligible titles), WordNet its budget; docs/stages/queries.md
+lists where we differ from MetaCLIP 2's code and why. A one-character token is a query token only when it is a
+Han ideograph or a Hangul syllable (``is_one_character_query``, measured per script).
 """
 
 from __future__ import annotations
