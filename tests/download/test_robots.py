@@ -55,7 +55,7 @@ def test_x_robots_tag_every_documented_form(values, blocked):
 
 
 def test_blocking_directives_are_the_documented_set():
-    assert BLOCKING_DIRECTIVES == {"noindex", "none", "noimageindex", "noai", "noimageai"}
+    assert {"noindex", "none", "noimageindex", "noai", "noimageai"} == BLOCKING_DIRECTIVES
     assert not {"nofollow", "noarchive", "nosnippet", "notranslate", "all"} & BLOCKING_DIRECTIVES
 
 

@@ -288,7 +288,7 @@ class Fetcher:
         return refusal
 
     def _fetch_robots(self, robots_url: str) -> tuple[int | None, bytes]:
-        """robots.txt (RFC 9309): its status and at most MAX_ROBOTS_BYTES + 1 bytes of its body (``_fetch_origin_file``)."""
+        """robots.txt (RFC 9309): its status and at most MAX_ROBOTS_BYTES + 1 bytes of its body."""
         return self._fetch_origin_file(robots_url, MAX_ROBOTS_BYTES + 1)  # + 1: robots_text sees the cut
 
     def _fetch_tdmrep(self, tdmrep_url: str) -> tuple[int | None, bytes]:

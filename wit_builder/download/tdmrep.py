@@ -130,8 +130,10 @@ class TdmCache:
         key = origin(url)
         rules = self._cache.get(key)
         if rules is None:
-            return "tdm_unknown", f"tdmrep.json of {key} still being fetched after {self.wait_s}s, so {url} is not fetched"
+            return "tdm_unknown", (f"tdmrep.json of {key} still being fetched after {self.wait_s}s, so {url} is "
+                                   "not fetched")
         reservation, policy = rules.reservation(url)
         if reservation == 1:
-            return "tdm_reserved", f"tdmrep.json reserves TDM rights on {url}" + (f" (policy {policy})" if policy else "")
+            policy_note = f" (policy {policy})" if policy else ""
+            return "tdm_reserved", f"tdmrep.json reserves TDM rights on {url}{policy_note}"
         return None
