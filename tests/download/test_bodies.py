@@ -45,7 +45,7 @@ with hs.HostileServer() as s:
         "gzip_image_no_length": s.encoded("/gz2.jpg", gz, "gzip", with_length=False),
         "br_image": s.encoded("/br.jpg", br, "br"),
         "zstd_image": s.encoded("/zst.jpg", zst, "zstd"),
-        "deflate_image": s.encoded("/df.jpg", deflate, "deflate"),
+        "deflate_image": s.encoded("/df.jpg", deflate, "deflate", with_length=False),
         "endless_image": s.endless("/endless.jpg"),
         "redirect_endless_body": s.endless_redirect("/moved.jpg", "/warm.jpg"),
     }
