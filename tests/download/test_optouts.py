@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -153,3 +154,12 @@ def test_a_tdmrep_json_that_cannot_be_had_or_read_reserves_nothing(response):
         s.serve(TDMREP_PATH, response)
         s.image("/a.jpg", IMG)
         assert fetch(s, "/a.jpg")[0] == "success"
+
+
+def test_a_trickling_tdmrep_json_is_cut_at_the_deadline_and_reserves_nothing():
+    with hs.HostileServer() as s:
+        s.trickle(TDMREP_PATH, "body", interval_s=0.2)
+        s.image("/a.jpg", IMG)
+        started = time.monotonic()
+        assert fetch(s, "/a.jpg", deadline_s=0.8)[0] == "success"
+        assert time.monotonic() - started < 5 and len(s.requests_to(TDMREP_PATH)) == 1

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import codecs
 import json
+import threading
 
 import pytest
 
-from wit_builder.download.tdmrep import TdmRules, header_reservation, reservation_value
+from wit_builder.download.tdmrep import TdmCache, TdmRules, header_reservation, reservation_value
 
 # The spec's second example (section "TDM File on the Origin Server", Examples).
 SPEC_EXAMPLE = [
@@ -81,3 +82,22 @@ def test_header_values():
     assert header_reservation([]) is None and header_reservation(["yes"]) is None and header_reservation(["2"]) is None
     assert header_reservation(["0", "1"]) == 1  # two lines disagree: the reservation stands
     assert reservation_value(1) == 1 and reservation_value(0) == 0 and reservation_value(1.0) is None
+
+
+def test_a_thread_that_finds_tdmrep_json_still_being_fetched_after_its_wait_refuses_the_row():
+    started, release = threading.Event(), threading.Event()
+
+    def slow_fetch(url: str) -> tuple[int | None, bytes]:
+        started.set()
+        release.wait(5)
+        return 200, b'[{"location": "/", "tdm-reservation": 0}]'
+
+    cache = TdmCache(slow_fetch, wait_s=0.1)
+    first = threading.Thread(target=cache.refusal, args=("http://s/a.jpg",))
+    first.start()
+    assert started.wait(5)
+    reason, message = cache.refusal("http://s/b.jpg")
+    assert reason == "tdm_unknown" and "still being fetched" in message
+    release.set()
+    first.join()
+    assert cache.refusal("http://s/c.jpg") is None  # fetched once, cached
