@@ -48,7 +48,7 @@ def test_x_robots_tag_parsing():
     (["unavailable_after: 2010-06-25T15:00:00+00:00"], "unavailable_after"),
     (["unavailable_after: 2099-06-25"], None), (["unavailable_after: not a date"], None),
     (["googlebot: unavailable_after: 25 Jun 2010 15:00:00 PST"], None),
-    ([""], None), ([",,,"], None), ([":"], None),
+    ([""], None), ([",,,"], None), ([":"], None), (["*: noai"], "noai"),
 ])
 def test_x_robots_tag_every_documented_form(values, blocked):
     assert _x_robots(*values) == blocked

@@ -162,7 +162,7 @@ class RobotsCache:
 
 def x_robots_rules(value: str, user_agent_token: str) -> Iterator[tuple[str, str | None]]:
     """(rule name lower-cased, its value or None) of one ``X-Robots-Tag`` header line that apply to
-    ``user_agent_token``: unscoped rules, and rules after a ``name:`` scope naming it (case-insensitive)."""
+    ``user_agent_token``: unscoped rules, and rules after a ``name:`` scope naming it (case-insensitive) or ``*``."""
     token = user_agent_token.lower()
     scope: str | None = None  # None: every crawler
     items = value.split(",")
@@ -176,7 +176,7 @@ def x_robots_rules(value: str, user_agent_token: str) -> Iterator[tuple[str, str
             scope = key
             name, sep, rest = rest.strip().partition(":")
             key = name.strip().lower()
-        if not key or scope not in (None, token):
+        if not key or scope not in (None, token, "*"):  # "*: noai" is not documented, but means everyone
             continue
         rest = rest.strip()
         if key == "unavailable_after" and _when(rest) is None and i < len(items):
