@@ -21,7 +21,8 @@ def test_every_wikipedia_is_known_and_named():
 
 
 @pytest.mark.parametrize("typed, code", [("ja", "ja"), ("JA", "ja"), ("ja.wikipedia", "ja"), ("jawiki", "ja"),
-                                         ("zh_yue", "zh-yue"), ("be-x-old", "be-tarask"), ("be_x_oldwiki", "be-tarask")])
+                                         ("zh_yue", "zh-yue"), ("be-x-old", "be-tarask"),
+                                         ("be_x_oldwiki", "be-tarask")])
 def test_resolve_reads_codes_projects_and_dbnames(typed, code):
     assert L.resolve(typed).code == code
 

@@ -74,6 +74,10 @@ UNSPACED: frozenset[str] = frozenset(
     {"bo", "dz", "ja", "km", "lo", "my", "th", "zh", "zh-classical", "zh-yue", "wuu", "gan", "shn", "mnw", "blk",
      "tdd"})
 FILE_NS, MEDIA_NS, CATEGORY_NS = 6, -2, 14
+# MediaWiki's behaviour switches (``__NOTOC__`` and their localized synonyms: ``__目次非表示__``).
+SWITCHES = ("notoc", "nogallery", "forcetoc", "toc", "noeditsection", "newsectionlink", "nonewsectionlink",
+            "hiddencat", "index", "noindex", "staticredirect", "notitleconvert", "nocontentconvert",
+            "expectunusedcategory", "disambiguation", "nocc", "notc")
 
 
 @dataclass(frozen=True)
