@@ -208,7 +208,8 @@ def jawiki_captions() -> list[str]:
     import bz2
     import re
 
-    text = bz2.open(DATA / "wiki" / "jawiki-country-excerpt.xml.bz2", "rt", encoding="utf-8").read()
+    with bz2.open(DATA / "wiki" / "jawiki-country-excerpt.xml.bz2", "rt", encoding="utf-8") as f:
+        text = f.read()
     found = re.findall(r"\[\[(?:ファイル|File|画像|Image):[^\]\[|]+(?:\|[^\]\[]*)*\|([^\]\[|]+)\]\]", text)
     return [c for c in found if "}}" not in c and not c.endswith("px") and "&" not in c]
 
