@@ -7,12 +7,10 @@ work like local ones.
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
 
 from schemas.queries import LANG_METADATA, QUERIES_PARQUET, SEGMENTER_METADATA
@@ -42,9 +40,9 @@ class QueriesFile:
 @dataclass(frozen=True)
 class QuerySet:
     """Every language's queries of a run, one file per language, sorted by language; with ``sizes`` (distinct
-    entries of each file) the query ids are one range per language: language i's ids start at ``offsets[i]``
-    (entries sorted within a language, languages in code order). ``languages`` are the languages captions are
-    kept in (``--languages``, else every file's)."""
+    entries of each file) the query ids are one range per language: language i's ids start at
+    ``sum(sizes[:i])`` (entries sorted within a language, languages in code order). ``languages`` are the
+    languages captions are kept in (``--languages``, else every file's)."""
 
     files: tuple[QueriesFile, ...]
     sizes: tuple[int, ...]
@@ -60,19 +58,10 @@ class QuerySet:
         return tuple(f.lang for f in self.files)
 
     @property
-    def offsets(self) -> tuple[int, ...]:
-        """The first query id of each language (and the total last)."""
-        return tuple(itertools.accumulate(self.sizes, initial=0))
-
-    @property
     def tag(self) -> str:
         """The workers' cache tag: a changed file or rule is loaded again."""
         return (";".join(f"{f.lang}={f.path}#{f.sha256}" for f in self.files)
                 + f"#{self.match_rule}#{'routed' if self.routing else 'any'}")
-
-    def lang_of_ids(self) -> np.ndarray:
-        """The language index (position in ``langs``) of every query id."""
-        return np.repeat(np.arange(len(self.sizes)), self.sizes)
 
 
 @dataclass(frozen=True)
@@ -114,7 +103,7 @@ def pool_files(patterns: Iterable[str], options: PoolOptions) -> list[str]:
 
 def load_entries(queries: QueriesFile | QuerySet) -> pa.Array:
     """The matcher's sorted distinct entries as a string array: query id i is element i (a query set's
-    languages one after another, ``QuerySet.offsets``)."""
+    languages one after another, ``QuerySet.sizes`` long)."""
     files = queries.files if isinstance(queries, QuerySet) else (queries,)
     return pa.array([e for f in files for e in sorted_entries(_entries(f.path, f.match_rule))], pa.string())
 
