@@ -51,10 +51,12 @@ class QuerySet:
 
     @property
     def match_rule(self) -> str:
+        """The rule every file's entries are matched under (one per run)."""
         return self.files[0].match_rule
 
     @property
     def langs(self) -> tuple[str, ...]:
+        """The files' languages, in id order."""
         return tuple(f.lang for f in self.files)
 
     @property
