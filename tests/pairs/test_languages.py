@@ -68,7 +68,7 @@ def test_language_id_on_real_captions() -> None:
     assert lid.identify_one("") == ("und", 0.0)
     # the quantized model calls "blurry" Chinese; a caption without a Han character cannot be
     assert lid.identify_one("a blurry picture of the cat")[0] in {"en", "und"}
-    assert lid.identify_one("一只模糊的猫")[0] == "zh"
+    assert lid.identify_one(ud("zh_gsdsimp_test300")[2])[0] == "zh"  # Han text may still be Chinese
     assert lid.identify_one("1234 5678") == ("und", 0.0)  # no letter at all
     assert LanguageIdentifier(min_score=1.0).identify_one("A dog")[0] == "und"  # below the score: und
 
