@@ -140,11 +140,6 @@ class LanguageIdentifier:
         identified once."""
         identify_one = self.identify_one
         unique = {text: identify_one(text) for text in dict.fromkeys(texts)}
-        if len(unique) == len(texts):  # no repeats: the results are in order already
-            found = list(unique.values())
-        else:
-            found = [unique[text] for text in texts]
-        if not found:
-            return [], np.zeros(0, np.float32)
-        langs, scores = zip(*found)
-        return list(langs), np.array(scores, np.float32)
+        # No repeats (the usual batch): the results are in order already.
+        found = list(unique.values()) if len(unique) == len(texts) else [unique[text] for text in texts]
+        return [lang for lang, _ in found], np.array([score for _, score in found], np.float32)
