@@ -20,6 +20,7 @@ from tests.pairs.conftest import CAP, WarcBuilder, build, read_pairs, write_quer
 from tests.references import reference_hard_selection, reference_match
 from wit_builder.beam.fileio import open_read
 from wit_builder.cli import main as wit
+from wit_builder.core.run_folder import MARKER
 from wit_builder.core.uid import pair_uid
 from wit_builder.pairs.readers.formats import read_pool_file
 from wit_builder.pairs.readers.layouts import PoolOptions
@@ -352,7 +353,7 @@ def test_nothing_matched_is_exit_1_with_a_complete_output(tmp_path: Path, capsys
     assert "wit build-pairs: no candidate matched any query; check --caption-col" in captured.err
     assert json.loads((out / STATS_JSON).read_text())["counts"]["no_match"] == 1
     assert sorted(p.name for p in out.iterdir()) == sorted([BALANCE_PNG, BAD_RECORDS_JSONL, QUERY_COUNTS_PARQUET,
-                                                            "pairs-00000-of-00001.parquet", STATS_JSON])
+                                                            "pairs-00000-of-00001.parquet", STATS_JSON, MARKER])
 
 
 # ---- the stage's own hooks, on given counts ----

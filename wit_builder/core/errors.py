@@ -13,6 +13,7 @@ text are derived from the classes (:func:`known_names`), never listed by hand.
 
 from __future__ import annotations
 
+import errno
 import re
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -40,6 +41,22 @@ class InputError(WitError, ValueError):
     run). Stages derive their own (``DumpError``, ``PoolFormatError``, ``RawInputError``, ``DataError``, ...)."""
 
     exit_code = EXIT_USAGE
+
+
+class DiskFull(WitError):
+    """A write failed for want of space (``ENOSPC``) or quota (``EDQUOT``); the message names the path (exit 1).
+    Nothing half-written stays under a final name (writes are temp-then-rename), so a rerun resumes."""
+
+    exit_code = EXIT_FAILED
+
+
+def disk_full(path: str, exc: OSError) -> DiskFull | None:
+    """:class:`DiskFull` naming ``path`` when ``exc`` is a full disk or quota, else None."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    what = "no space left on the device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+    return DiskFull(f"{what} while writing {path}; free space there (or name another --out) and rerun the same "
+                    "command")
 
 
 class StageFailed(WitError):

@@ -102,8 +102,10 @@ class _ExtractPages(CountingDoFn):
         bigrams: Counter[str] = Counter()
         sketches = ngram_sketches(self.reading.sketch_width)
         pages_read = 0
+        pages = progress.reporter("build-queries", "pages")  # moves page by page, within a range too
         for page in read_pages(rng, fileio.open_read):
             pages_read += 1
+            pages.add(1)
             for verdict in judge_page(page, self.parser.parse):
                 yield from self._take(verdict, unigrams, bigrams, cache)
             if len(unigrams) + len(bigrams) >= FLUSH_KEYS:
@@ -114,7 +116,6 @@ class _ExtractPages(CountingDoFn):
         else:
             LOG.info("%s: read %d pages from bytes %d..%s", rng.path, pages_read, rng.start, rng.end or "end")
         add_and_clear(sketches, unigrams, bigrams)
-        progress.reporter("build-queries", "pages").add(pages_read)
         self.count("pages_read", pages_read)
         self.count("dump_ranges")  # each planned range is extracted once (a retried bundle's counts are dropped)
         yield sketches
