@@ -247,16 +247,16 @@ def test_a_rerun_with_other_settings_refuses_and_names_them_until_overwrite(tmp_
         capsys.readouterr()
 
         for flags, named in [
-            (["--image-size", "32"], "image.image_size: was 64, now 32"),
-            (["--image-size", "64", "--resize-mode", "center_crop"], "image.resize_mode: was 'keep_ratio', now"),
-            (["--image-size", "64", "--encode-format", "webp"], "image.encode_format: was 'jpg', now 'webp'"),
-            (["--image-size", "64", "--no-robots"], "network.respect_robots_txt: was True, now False"),
-            (["--image-size", "64", "--allow-link-local"], "network.allow_link_local: was False, now True"),
-            (["--image-size", "64", "--engine", "img2dataset"], "engine: was 'native', now 'img2dataset'"),
+            (["--image-size", "32"], "--image-size: was 64, now 32"),
+            (["--image-size", "64", "--resize-mode", "center_crop"], "--resize-mode: was 'keep_ratio', now"),
+            (["--image-size", "64", "--encode-format", "webp"], "--encode-format: was 'jpg', now 'webp'"),
+            (["--image-size", "64", "--no-robots"], "--no-robots: was True, now False"),
+            (["--image-size", "64", "--allow-link-local"], "--allow-link-local: was False, now True"),
+            (["--image-size", "64", "--engine", "img2dataset"], "--engine: was 'native', now 'img2dataset'"),
         ]:
             assert run_download(pairs, out, *flags) == 2, flags
             message = "".join(capsys.readouterr())
-            assert named in message and "--overwrite" in message, message
+            assert named in message and "--overwrite" in message, message  # the flag, not plan.json's field
             assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing touched
 
         # Speed-only settings are no part of the identity: the rerun resumes (nothing to do).
