@@ -7,6 +7,7 @@ work like local ones.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -41,11 +42,15 @@ class PairsInputs:
     pool: PoolOptions             # how they are read (``PoolFileOptions.reader_options``)
 
 
-def queries_path(folder: str) -> str:
-    """``FOLDER/queries.parquet``; FileNotFoundError naming it (and ``--queries``) when it is missing."""
-    path = fileio.join(folder, QUERIES_PARQUET)
-    if not fileio.exists(path):
-        raise FileNotFoundError(f"{path} not found; run 'wit build-queries' first or fix --queries")
+def queries_path(given: str) -> str:
+    """The queries file ``--queries`` names: stage 1's folder (its ``queries.parquet``) or the file itself.
+    FileNotFoundError saying what is missing, once (``--queries q/queries.parquet`` is that file, not a folder
+    holding another); ValueError for a path that is not a regular file (a named pipe)."""
+    path = given if given.endswith(".parquet") else fileio.join(given, QUERIES_PARQUET)
+    if not fileio.exists(path) or fileio.local_path_or_none(path) is not None and os.path.isdir(path):
+        where = "not found" if path == given else f"holds no {QUERIES_PARQUET}"
+        raise FileNotFoundError(f"--queries {given}: {where}; run 'wit build-queries' first or fix --queries")
+    fileio.check_regular_file(path, "--queries")
     return path
 
 
