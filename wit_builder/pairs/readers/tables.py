@@ -106,13 +106,14 @@ def _read_jsonl(path: str, fh: BinaryIO, options: PoolOptions) -> Iterator[Candi
             except ValueError as e:
                 yield Rejection("malformed_json", path, line_no, str(e)[:300])
                 continue
-            if not isinstance(doc, dict):
+            if not isinstance(doc, _Object):  # every JSON object is one (the hook)
                 yield Rejection("malformed_json", path, line_no, f"a line holds a {type(doc).__name__}, not an object")
                 continue
-            twice = [c for c in (options.url_col, options.caption_col) if c in doc.repeated]
+            repeated = doc.repeated
+            twice = [c for c in (options.url_col, options.caption_col) if c in repeated]
             if twice:
                 yield Rejection("malformed_record", path, line_no, f"line {line_no + 1}: key {twice[0]!r} appears "
-                                f"{doc.repeated[twice[0]]} times in one object; which one is meant is ambiguous")
+                                f"{repeated[twice[0]]} times in one object; which one is meant is ambiguous")
                 continue
             url, caption = doc.get(options.url_col), doc.get(options.caption_col)
             if (wrong := _wrong_type(url, caption, options)) is not None:
