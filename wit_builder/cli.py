@@ -138,16 +138,20 @@ class _BeamBigQueryImportWarning(logging.Filter):
         return not (record.pathname.endswith(self.SOURCE) and str(record.msg).startswith("apitools not found"))
 
 
+OUR_LOGGERS = ("wit", "wit_builder", "trainer")  # progress lines ("wit.progress"), per-file notes: INFO
+
+
 def _configure_logging() -> None:
-    """INFO lines (progress, per-file notes) on stderr, set up before any Beam import: Beam logs through the
-    root logger while it is imported (the warning above), and ``logging.warning`` on an unconfigured root
-    configures it at WARNING, which would make this set-up a no-op and hide every progress line in log files."""
+    """Our INFO lines (progress, per-file notes) and everyone's warnings on stderr, set up before any Beam import:
+    Beam logs through the root logger while it is imported (the warning above), and ``logging.warning`` on an
+    unconfigured root configures it itself, which made this set-up a no-op and hid every progress line in log
+    files. Other libraries stay at WARNING (Beam's job servers log every Java line at INFO)."""
     root = logging.getLogger()
     if not any(isinstance(f, _BeamBigQueryImportWarning) for f in root.filters):
         root.addFilter(_BeamBigQueryImportWarning())
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for noisy in ("apache_beam", "urllib3", "PIL", "matplotlib", "numba"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for ours in OUR_LOGGERS:
+        logging.getLogger(ours).setLevel(logging.INFO)
 
 
 @contextlib.contextmanager
