@@ -84,7 +84,8 @@ def test_stats_count_every_status_and_add_up_to_the_input(raw, out):
     assert sum(prefixed(counts, "status_").values()) == counts["rows"] == len(raw.rows)
     assert counts["uids"] == len({r["uid"] for r in raw.rows.values()})
     assert stats["details"]["dedup"] == {"candidates": 15, "repeated_uids": 1, "exact_duplicates": 1,
-                                         "near_duplicates": 2, "decontaminated": 0}
+                                         "near_duplicates": 2, "decontaminated": 0, "eval_images_hashed": 0,
+                                         "eval_images_unreadable": 0}
     assert counts["reason_raw_image_unreadable"] == 1          # the success whose image left the tar
     assert counts["raw_status_failed_to_decode"] == 2         # incl. img2dataset's failed_to_resize
     assert prefixed(counts, "hash_source_") == {"raw": 11, "stored_bytes": 4}  # img2dataset shard: computed here
