@@ -311,7 +311,10 @@ def test_a_killed_runs_temporaries_and_error_log_go_and_only_they(tmp_path, caps
 
 
 def test_a_failed_run_removes_its_temporaries_and_releases_the_lock(tmp_path, monkeypatch):
+    """A failed run leaves no temporary, no lock, and no stats.json of an earlier run: it must not look finished."""
     out = tmp_path / "o"
+    assert run_stage(probe(out), BEAM_IN_PROCESS) == 0
+    (out / "stats.json").write_text("{}")  # an earlier run's completion file
     stage = probe(out, numbers=[13])
     build = stage.build
 

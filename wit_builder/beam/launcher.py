@@ -21,6 +21,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
+from schemas.stats import STATS_JSON
 from wit_builder.beam import counting, fileio
 from wit_builder.core import errors, progress, run_folder
 from wit_builder.core.options import check_out_folder
@@ -305,8 +306,11 @@ def _run_taken(stage: Stage, beam_options: PipelineOptions, started: float) -> i
         try:
             result = run_pipeline(pipeline, stage.out)
         except BaseException as exc:
-            with contextlib.suppress(Exception):  # a failed run's half-written files are ours to remove
+            # A failed run's half-written files are ours to remove, and an earlier run's stats.json would make
+            # the folder look finished.
+            with contextlib.suppress(Exception):
                 fileio.remove_temporaries(stage.out)
+                fileio.delete([p for p in [fileio.join(stage.out, STATS_JSON)] if fileio.exists(p)])
             if isinstance(exc, errors.StageFailed):
                 raise stage.on_failure(exc) from exc
             raise
