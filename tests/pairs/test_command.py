@@ -391,7 +391,9 @@ def test_lone_surrogates_and_repeated_keys_are_bad_records_not_a_crash(tmp_path:
     bad = [json.loads(line) for line in (out / BAD_RECORDS_JSONL).read_text().splitlines()]
     assert [(b["offset"], b["reason"]) for b in bad] == [(3, "non_utf8"), (1200, "malformed_record")]
     assert all(b["file"] == str(pool) for b in bad) and "line 1201: key 'caption' appears 2 times" in bad[1]["detail"]
-    assert read_pairs(out).num_rows == 1498
+    counts = json.loads((out / STATS_JSON).read_text())["counts"]
+    assert (counts["records"], counts["bad_records"], counts["candidates"]) == (1500, 2, 1498)
+    assert read_pairs(out).num_rows == counts["kept"] > 0
 
 
 def test_bad_records_are_counted_all_and_listed_bounded(tmp_path: Path) -> None:

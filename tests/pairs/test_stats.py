@@ -58,7 +58,7 @@ def test_document_is_made_from_the_counts() -> None:
     assert stats.summary(counts) == ["10 records -> 9 candidates -> 4 matched -> 0 unique -> 3 kept in 2 file(s)",
                                      "1 bad records", "1 queries capped"]
     many = counts | {"bad_records": 10 * stats.MAX_BAD_RECORDS}  # counted all, listed the first MAX_BAD_RECORDS
-    doc = stats.document(queries_path="q/queries.parquet", queries_sha256="ab", pool_files=["p/a.parquet"],
+    doc = stats.document(queries=[("q/queries.parquet", "ab", 6)], pool_files=["p/a.parquet"],
                          parameters=parameters, counts=many, pair_files=[], max_matched=9, max_kept=3,
                          first_bad=[{"file": "x"}], seconds=1.5)
     assert doc["outputs"][-1] == {"path": "bad_records.jsonl", "rows": stats.MAX_BAD_RECORDS}
