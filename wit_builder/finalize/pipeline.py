@@ -26,6 +26,7 @@ raw *.parquet ─Reshuffle─► ReadRawShards (index the tar: member offsets; d
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -46,6 +47,7 @@ from schemas.finalize import (
 from wit_builder.beam import counting, fileio
 from wit_builder.beam.counting import COUNTS
 from wit_builder.core import dedup, progress
+from wit_builder.core.verdicts import Drop
 from wit_builder.download import raw_shards
 from wit_builder.finalize import rules, stats
 from wit_builder.finalize import shards as final_shards
@@ -214,9 +216,18 @@ class DropRepeatedUids(beam.PTransform):
         )
 
 
-def _read_eval_image(path: str, root: str) -> tuple[str, str]:
-    with fileio.open_read(path) as f:
-        return rules.eval_image_hash(path, root, f.read())
+def _read_eval_image(path: str, root: str) -> Iterator[tuple[str, str] | Drop]:
+    """``rules.eval_image_hash`` of the file; a file that cannot be read is skipped (said in the log)."""
+    try:
+        with fileio.open_read(path) as f:
+            data: bytes | None = f.read()
+        problem = ""
+    except OSError as exc:
+        data, problem = None, f"cannot be read ({exc})"
+    for verdict in rules.eval_image_hash(path, root, data, problem):
+        if isinstance(verdict, Drop):
+            logging.getLogger(__name__).warning("--decontaminate: skipped evaluation image %s", verdict.record)
+        yield verdict
 
 
 def _decontaminate(record: RawRecord, index: dedup.HashIndex) -> RawRecord | beam.pvalue.TaggedOutput:
@@ -225,7 +236,9 @@ def _decontaminate(record: RawRecord, index: dedup.HashIndex) -> RawRecord | bea
 
 class Decontaminate(beam.PTransform):
     """Successes -> those far from every evaluation image (``kept``) and those within the pHash distance of one,
-    ``filtered`` (DECIDED; ``rules.decontaminated``). The evaluation images' pHash index is a side input.
+    ``filtered`` (DECIDED; ``rules.decontaminated``). The evaluation images' pHash index is a side input; an
+    image that cannot be read or decoded is skipped and counted (COUNTS: ``eval_images_hashed``,
+    ``eval_images_unreadable``), never the end of the run.
 
     Args:
         eval_files: the evaluation images (``wit_builder.finalize.inputs.eval_images_below``).
@@ -241,12 +254,18 @@ class Decontaminate(beam.PTransform):
         index = (
             rows.pipeline
             | "EvalImages" >> beam.Create(self._files)
-            | "HashEvalImages" >> beam.Map(_read_eval_image, self._root)
+            | "HashEvalImages" >> beam.ParDo(counting.RuleDoFn(
+                _read_eval_image, self._root, kept_as="eval_images_hashed", namespace=NAMESPACE)
+            ).with_outputs(COUNTS, main="hashes")
+        )
+        built = (
+            index.hashes
             | "CollectEvalHashes" >> beam.combiners.ToList()
             | "BuildEvalIndex" >> beam.Map(dedup.HashIndex.build, self._distance)
         )
-        return rows | "DropEvalNearDuplicates" >> beam.Map(
-            _decontaminate, beam.pvalue.AsSingleton(index)).with_outputs(DECIDED, main="kept")
+        clean = rows | "DropEvalNearDuplicates" >> beam.Map(
+            _decontaminate, beam.pvalue.AsSingleton(built)).with_outputs(DECIDED, main="kept")
+        return {"kept": clean.kept, DECIDED: clean[DECIDED], COUNTS: index[COUNTS]}
 
 
 def _pick_exact(sha_rows: tuple[str, Iterable[RawRecord]]) -> Iterator[Any]:
@@ -385,7 +404,8 @@ class SelectSurvivors(beam.PTransform):
         if self._decontaminate:
             clean = kept | "Decontaminate" >> Decontaminate(self._eval_files, self._decontaminate, self._distance)
             decided.append(clean[DECIDED])
-            kept = clean.kept
+            counts.append(clean[COUNTS])
+            kept = clean["kept"]
         exact = kept | "DropExactDuplicates" >> DropExactDuplicates()
         near = exact.kept | "DropNearDuplicates" >> DropNearDuplicates(self._distance)
         decided += [exact[DECIDED], near[DECIDED]]

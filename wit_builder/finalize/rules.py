@@ -21,10 +21,11 @@ A decided row keeps its fields and gains ``status``, ``reason``, ``error_message
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from schemas.finalize import RawRecord
 from wit_builder.core import balance, dedup, errors
+from wit_builder.core.verdicts import Drop
 from wit_builder.finalize import shards as final_shards
 from wit_builder.pairs.langid import UNDETERMINED
 
@@ -91,14 +92,24 @@ def eval_image_name(path: str, root: str) -> str:
     return path[len(root):] if path.startswith(root) else path
 
 
-def eval_image_hash(path: str, root: str, data: bytes) -> tuple[str, str]:
+EVAL_IMAGE_UNREADABLE = "eval_images_unreadable"  # the count of evaluation images skipped (stats.json)
+
+
+def eval_image_hash(path: str, root: str, data: bytes | None, problem: str = "") -> Iterator[tuple[str, str] | Drop]:
     """(name in messages, pHash as 16 hex digits) of the evaluation image ``path`` (bytes ``data``) below
-    ``root``; InputError naming the file when it does not decode."""
+    ``root``; an image that cannot be read (``data`` None, ``problem`` saying why) or decoded is skipped:
+    ``Drop(EVAL_IMAGE_UNREADABLE, "name: why")``, counted and listed, as ``wit eval`` skips its images."""
+    name = eval_image_name(path, root)
+    if data is None:
+        yield Drop(EVAL_IMAGE_UNREADABLE, f"{name}: {problem}")
+        return
     try:
-        return eval_image_name(path, root), dedup.image_phash(data)
-    except Exception as exc:
-        raise errors.InputError(f"--decontaminate: evaluation image {path} does not decode ({exc}); "
-                                "remove it or fix it") from exc
+        phash = dedup.image_phash(data)
+    except Exception as exc:  # Pillow raises many kinds for a damaged or hostile image: any one skips it
+        why = errors.stable_text(f"{type(exc).__name__}: {str(exc)[:200]}")
+        yield Drop(EVAL_IMAGE_UNREADABLE, f"{name}: does not decode ({why})")
+        return
+    yield name, phash
 
 
 def band_entries(record: RawRecord, distance: int) -> list[BandEntry]:

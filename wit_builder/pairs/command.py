@@ -1,8 +1,9 @@
 """``wit build-pairs``: the stage as the launcher runs it (``wit_builder.beam.launcher.run_stage``): checks before
 work, a rerun's clean-up, the pipeline (``wit_builder.pairs.pipeline.BuildPairs``), and stats.json from the counts.
 
-Exit codes: 0; 1 when the run failed or no candidate matched any query (the summary line still comes, and a
-line on stderr says what to check); 2 for bad settings or inputs found before any work.
+Exit codes: 0; 1 when the run failed; 2 for bad settings or inputs found before any work; 3 (``EXIT_EMPTY``)
+when the pool held no record or no candidate matched any query (the summary line and stats.json still come,
+and a line on stderr says which and what to check).
 """
 
 from __future__ import annotations
@@ -84,8 +85,8 @@ class BuildPairsStage(Stage[BuildPairsOptions, inputs.PairsInputs]):
                                                   o.language.min_language_score, o.language.language_caps)
 
     def finish(self, counts: dict[str, int], seconds: float) -> Outcome:
-        """balance.png, then stats.json (last: its presence marks a complete output) from ``counts``; exit 1 when
-        nothing matched."""
+        """balance.png, then stats.json (last: its presence marks a complete output) from ``counts``; exit 3 when
+        the pool held no record or nothing matched, saying which."""
         o, i, out = self.options, self.inputs, self.out
         query_counts = fileio.read_parquet(fileio.join(out, QUERY_COUNTS_PARQUET))
         matched = query_counts.column("matched").to_numpy()
@@ -114,8 +115,10 @@ class BuildPairsStage(Stage[BuildPairsOptions, inputs.PairsInputs]):
             first_bad=first_bad, seconds=seconds,
             languages=stats.languages(counts, query_counts, caps, targets))
         fileio.write_json(fileio.join(out, STATS_JSON), document)
+        if counts["records"] == 0:
+            return Outcome(stats.summary(counts), errors.EXIT_EMPTY, error=stats.empty_pool_error(len(i.pool_files)))
         if counts["matched"] == 0:
-            return Outcome(stats.summary(counts), errors.EXIT_FAILED, error=stats.NO_MATCH_ERROR)
+            return Outcome(stats.summary(counts), errors.EXIT_EMPTY, error=stats.NO_MATCH_ERROR)
         return Outcome(stats.summary(counts))
 
     def _rows(self) -> list[int]:

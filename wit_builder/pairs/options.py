@@ -124,6 +124,9 @@ class BuildPairsOptions:
     pool: tuple[str, ...] = option(help="pool file or glob (WAT .warc.wat.gz, WARC .warc.gz, parquet, jsonl[.gz], "
                                         "csv, tsv); repeatable")
     out: str = option(help="output directory")
+    overwrite: bool = option(False, help="write into an --out that holds files wit did not write (no run marker "
+                                         ".wit-run.json) or another command's output; files named like this "
+                                         "command's outputs are replaced (without it such an --out is refused)")
     match_rule: str = option(DEFAULT_RULE, choices=MATCH_RULES,
                              help="normalized: case-folded tokens, wit_builder.core.textnorm; metaclip: MetaCLIP v1's "
                                   "rule, entries and text as written (the queries' query_as_written column when "

@@ -68,7 +68,14 @@ from wit_builder.pairs.langid import DEFAULT_MIN_SCORE, LanguageIdentifier
 from wit_builder.pairs.readers.formats import read_pool_batches
 from wit_builder.pairs.readers.layouts import PoolOptions
 from wit_builder.pairs.routing import FILTERED, RoutedMatcher, unsegmented
-from wit_builder.pairs.stats import BAD_RECORDS_JSONL, bad_records_jsonl, language_count, query_totals
+from wit_builder.pairs.stats import (
+    BAD_RECORDS_JSONL,
+    MAX_BAD_RECORDS,
+    bad_record_key,
+    bad_records_jsonl,
+    language_count,
+    query_totals,
+)
 
 NAMESPACE = "build_pairs"
 REJECTED = "rejected"  # tagged output of ReadAndMatch: the bad records' Rejections, for bad_records.jsonl
@@ -157,7 +164,8 @@ class _ReadAndMatch(_EntriesDoFn):
                 seen[rejection.reason] += 1
                 if rejection.is_bad:
                     seen["bad_records"] += 1
-                    yield TaggedOutput(REJECTED, rejection)
+                    if seen["bad_records"] <= MAX_BAD_RECORDS:  # the file's first ones: all the list can show
+                        yield TaggedOutput(REJECTED, rejection)
             if not len(batch):
                 continue
             captions = batch.captions.to_pylist()
@@ -540,8 +548,8 @@ def _write_bad_records(rejections: list, out_path: str) -> None:
 
 
 class WriteBadRecords(beam.PTransform):
-    """``readers.records.Rejection`` values -> ``bad_records.jsonl`` (``stats.bad_records_jsonl``), written even
-    when there are none.
+    """``readers.records.Rejection`` values -> ``bad_records.jsonl`` (``stats.bad_records_jsonl``): the first
+    ``stats.MAX_BAD_RECORDS`` by (file, offset), kept by a bounded combiner; written even when there are none.
 
     Args:
         out_path: the file to write.
@@ -554,7 +562,7 @@ class WriteBadRecords(beam.PTransform):
     def expand(self, rejected: beam.PCollection) -> beam.PCollection:
         return (
             rejected
-            | "GatherBadRecords" >> beam.combiners.ToList()
+            | "FirstBadRecords" >> beam.combiners.Top.Smallest(MAX_BAD_RECORDS, key=bad_record_key)
             | "WriteFile" >> beam.Map(_write_bad_records, self._out_path)
         )
 
