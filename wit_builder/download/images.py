@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import re
 import struct
 import threading
 import warnings
@@ -60,6 +61,9 @@ class ImageResult:
     phash: str | None = None         # 64-bit perceptual hash (imagehash.phash) as 16 hex digits
 
 
+_OBJECT_ADDRESS = re.compile(r" object at 0x[0-9a-fA-F]+>")
+
+
 def process_image(data: bytes, config: ImageConfig) -> ImageResult:
     """Decode, check, orient, resize and encode ``data``; never raises for bad bytes (see the module doc)."""
     try:
@@ -72,8 +76,10 @@ def process_image(data: bytes, config: ImageConfig) -> ImageResult:
         return ImageResult("failed_to_decode", f"decompression bomb: {e}")
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError, TypeError, IndexError, KeyError,
             ZeroDivisionError, OverflowError, struct.error) as e:
-        # Pillow reports bad data through many exception types; all mean "not a usable image".
-        return ImageResult("failed_to_decode", f"{type(e).__name__}: {e}")
+        # Pillow reports bad data through many exception types; all mean "not a usable image". Its messages may
+        # name the in-memory file ("<_io.BytesIO object at 0x7f..>"): without the address, the same bytes give
+        # the same row (a rerun or a --retry-failed rewrite keeps the shard's bytes).
+        return ImageResult("failed_to_decode", _OBJECT_ADDRESS.sub(">", f"{type(e).__name__}: {e}"))
 
 
 class _Refused(Exception):
