@@ -12,7 +12,7 @@ from schemas.finalize import ROWS_DIR
 from wit_builder.beam import fileio
 from wit_builder.beam.launcher import Outcome, Pipeline, Stage, run_stage
 from wit_builder.finalize import inputs as stage_inputs
-from wit_builder.finalize import outputs, stats
+from wit_builder.finalize import gallery, outputs, stats
 from wit_builder.finalize.options import OPTIONS, FinalizeOptions
 from wit_builder.finalize.pipeline import NAMESPACE, Finalize
 
@@ -49,12 +49,20 @@ class FinalizeStage(Stage[FinalizeOptions, stage_inputs.Inputs]):
         summary, sizes = stats.summarize(
             counts, outputs.read_written_sizes(out), raw_names=[name for _, name in inputs.raw_names],
             expected_rows=inputs.rows, samples_per_shard=self.options.samples_per_shard)
+        if self.options.gallery_samples:  # before the completion files: a killed run never looks complete
+            raw_tars = {name: path[: -len(".parquet")] + ".tar" for path, name in inputs.raw_names}
+            written = gallery.write_gallery(out, raw_tars, self.options.gallery_samples)
+            summary_gallery = [f"gallery {fileio.join(out, gallery.GALLERY_DIR, 'index.html')} "
+                               f"({len(written)} files, {sum(written.values()) / 1e6:.1f} MB)"]
+        else:
+            summary_gallery = []
+            gallery.remove_gallery(out)  # an earlier run's gallery would show other samples
         parameters = stats.parameters(self.options, inputs)
         document = stats.stats_document(summary, raw_files=inputs.raw_files, settings=parameters, sizes=sizes,
                                         seconds=seconds, match_rule=inputs.match_rule)
         outputs.write_summary(out, {**summary, "settings": parameters}, outputs.read_query_counts(out), sizes,
                               document)
-        return Outcome(summary=stats.summary(document["counts"], seconds),
+        return Outcome(summary=stats.summary(document["counts"], seconds) + summary_gallery,
                        warnings=stats.run_warnings(counts, self.monitoring, fileio.join(out, ROWS_DIR)))
 
 

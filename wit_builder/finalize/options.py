@@ -33,10 +33,16 @@ class FinalizeOptions:
     seed: int | None = option(None, help="seed of the re-balance hash rank (none: stage 2's --seed, traced through "
                                          "the raw folder's plan.json to the pairs' stats.json, else 0); with "
                                          "--per-query-cap a seed other than stage 2's is refused")
+    gallery_samples: int = option(12, unit="samples",
+                                  help="OUT/gallery/: a static HTML gallery with this many samples per shown query "
+                                       "(the 50 queries with the most samples and the 50 with the fewest) and the "
+                                       "dropped rows by reason; 0: no gallery")
 
     def __post_init__(self) -> None:
         if self.samples_per_shard < 1:
             raise ValueError(f"--samples-per-shard must be >= 1, got {self.samples_per_shard}")
+        if self.gallery_samples < 0:
+            raise ValueError(f"--gallery-samples must be >= 0, got {self.gallery_samples}")
         if self.per_query_cap is not None and self.per_query_cap < 1:
             raise ValueError(f"--per-query-cap must be >= 1, got {self.per_query_cap}")
         try:
