@@ -11,8 +11,8 @@ from __future__ import annotations
 from schemas.finalize import ROWS_DIR
 from wit_builder.beam import fileio
 from wit_builder.beam.launcher import Outcome, Pipeline, Stage, run_stage
-from wit_builder.finalize import inputs as stage_inputs
 from wit_builder.finalize import gallery, outputs, stats
+from wit_builder.finalize import inputs as stage_inputs
 from wit_builder.finalize.options import OPTIONS, FinalizeOptions
 from wit_builder.finalize.pipeline import NAMESPACE, Finalize
 

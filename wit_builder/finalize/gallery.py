@@ -232,9 +232,11 @@ def _page(title: str, body: str, up: str = "") -> str:
 
 def _figure(s: _Shown, up: str, note: str = "") -> str:
     row = s.row
-    image = (f"<img src=\"{up}t/{html.escape(s.thumb)}\" alt=\"{html.escape(row.get('caption') or '')[:200]}\">"
-             if s.thumb else "<p class=\"meta\">(image not readable)</p>")
-    where = f"key {row['key']} in shard {row['shard']}" if row.get("key") else f"raw {row['raw_shard']}/{row['raw_key']}"
+    alt = html.escape((row.get("caption") or "")[:200])
+    image = (f"<img src=\"{up}t/{html.escape(s.thumb)}\" alt=\"{alt}\">" if s.thumb
+             else "<p class=\"meta\">(image not readable)</p>")
+    where = (f"key {row['key']} in shard {row['shard']}" if row.get("key")
+             else f"raw {row['raw_shard']}/{row['raw_key']}")
     extra = f"<br><span class=\"meta\">{html.escape(note)}</span>" if note else ""
     return (f"<figure>{image}<figcaption>{html.escape(row.get('caption') or '')}<br><span class=\"meta\">"
             f"{html.escape(where)}</span>{extra}</figcaption></figure>")
