@@ -56,7 +56,8 @@ h1,h2{font-weight:600}table{border-collapse:collapse}td,th{padding:.2em .8em;bor
 text-align:left}td.n{text-align:right}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(180px,1fr));
 gap:12px}figure{margin:0;background:#fff;border:1px solid #ddd;padding:6px}figure img{display:block;margin:auto;
 max-width:160px;max-height:160px}figcaption{font-size:12px;overflow-wrap:anywhere}.meta{color:#777;font-size:11px}
-.pair{display:flex;gap:8px}.pair figure{flex:1}.empty{padding:2em;background:#fff3cd;border:1px solid #e0c36c}"""
+.pairs{grid-template-columns:repeat(auto-fill,minmax(380px,1fr))}.pair{display:flex;gap:8px}
+.pair figure{flex:1;min-width:0}.empty{padding:2em;background:#fff3cd;border:1px solid #e0c36c}"""
 
 
 @dataclass
@@ -294,7 +295,8 @@ def render_dropped(sample: GallerySample) -> str:
                              f"{kept}</div>")
             else:
                 items.append(_figure(s, "", s.row.get("error_message") or ""))
-        listing = f"<div class=\"grid\">{''.join(items)}</div>" if items else "<p>None.</p>"
+        grid = "grid pairs" if reason == "duplicate" else "grid"
+        listing = f"<div class=\"{grid}\">{''.join(items)}</div>" if items else "<p>None.</p>"
         parts.append(f"<h2 id=\"{reason}\">{html.escape(title)}</h2>\n{listing}")
     return _page("Dropped rows", "\n".join(parts), up="./")
 
