@@ -7,6 +7,7 @@
 3. ``wit download --retry-failed`` into the same folder, timed: only the failed rows are fetched again.
 4. The alternative users have today: the whole download again into a fresh folder (``--overwrite`` would do the
    same), timed.
+5. A rerun with nothing to do (every shard complete): the fixed cost of a ``wit download`` process.
 
 Each run is a ``wit download`` process (in-process runner), wall time including start-up; prints the rows
 fetched and the seconds of each, and checks that the retried folder equals the fresh one byte for byte.
@@ -119,11 +120,13 @@ def main() -> None:
         retry_requests, before = server.requests - before, server.requests
         again = download(pairs, fresh)
         again_requests = server.requests - before
+        noop = download(pairs, fresh)
         stats = json.loads((out / "stats.json").read_text())
         same = all((out / p.name).read_bytes() == p.read_bytes() for p in fresh.glob("[0-9]*"))
         results = {"rows": ROWS, "failing_first": len(failing), "first_s": round(first, 1),
                    "first_requests": first_requests, "retry_s": round(retried, 1), "retry_requests": retry_requests,
                    "full_again_s": round(again, 1), "full_again_requests": again_requests,
+                   "nothing_to_do_s": round(noop, 1),
                    "successes_after_retry": stats["counts"]["status_success"], "retried_equals_fresh": same}
     finally:
         server.httpd.shutdown()
@@ -133,7 +136,8 @@ def main() -> None:
     print(json.dumps(results, indent=2))
     print(f"--retry-failed: {results['retry_s']} s for {results['retry_requests']} requests; downloading all "
           f"again: {results['full_again_s']} s for {results['full_again_requests']} requests "
-          f"({results['full_again_s'] / max(results['retry_s'], 1e-9):.1f}x)")
+          f"({results['full_again_s'] / max(results['retry_s'], 1e-9):.1f}x); a rerun with nothing to do: "
+          f"{results['nothing_to_do_s']} s")
 
 
 if __name__ == "__main__":

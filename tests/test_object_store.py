@@ -1,6 +1,7 @@
 """Stages 2-4 on a real S3-protocol server (issue 24): moto's standalone server (``moto[server]`` from PyPI) on
 127.0.0.1, reached through Beam's own S3 filesystem (``apache-beam[aws]``, boto3) and its options
-(``--s3_endpoint_url``, ``--s3_access_key_id``, ...).
+(``--s3_endpoint_url``, ``--s3_access_key_id``, ...); and on ``gs://`` against a GCS emulator
+(``gcp-storage-emulator`` from PyPI) through Beam's GCS filesystem (``STORAGE_EMULATOR_HOST``, anonymous).
 
 build-pairs, download and finalize read their inputs from ``s3://`` and write their outputs there; each output
 must hold the same rows as the same stage run on local folders, no temporary object may be left, the completion
@@ -17,6 +18,7 @@ import random
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -225,3 +227,60 @@ def test_bad_object_store_settings_are_one_line(moto, tmp_path, capsys):
         assert "s3://wit: the object store" in err and "refused the credentials" in err and "--s3_access_key_id" in err
     finally:
         strict.stop()
+
+
+class GcsEmulator:
+    """``gcp-storage-emulator`` (in memory) on a free loopback port."""
+
+    def __init__(self, log: Path) -> None:
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._log = log.open("w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host=127.0.0.1",
+                                      f"--port={self.port}", "--in-memory"], stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.endpoint}/storage/v1/b", timeout=2).read()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"GCS emulator did not start: {log.read_text()[-2000:]}") from None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self._log.close()
+
+
+@pytest.mark.slow
+def test_pairs_download_finalize_on_gcs_emulator(local, served, tmp_path, monkeypatch):
+    pytest.importorskip("gcp_storage_emulator", reason="gcp-storage-emulator is a test dependency")
+    from google.cloud import storage
+
+    emulator = GcsEmulator(tmp_path / "gcs.log")
+    try:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.endpoint)
+        client = storage.Client.create_anonymous_client()
+        bucket = client.create_bucket("wit")
+        for path in sorted(Path(local["queries"]).rglob("*")):
+            if path.is_file():
+                bucket.blob(f"in/queries/{path.relative_to(local['queries']).as_posix()}").upload_from_filename(
+                    str(path))
+        bucket.blob("in/pool.parquet").upload_from_filename(local["pool"])
+        gs = {"queries": "gs://wit/in/queries", "pool": "gs://wit/in/pool.parquet", "pairs": "gs://wit/pairs",
+              "raw": "gs://wit/raw", "final": "gs://wit/final"}
+        for stage, key in (("build-pairs", "pairs"), ("download", "raw"), ("finalize", "final")):
+            _run(stage, gs, gs[key], BEAM_IN_PROCESS)
+            assert _result(stage, gs[key]) == _result(stage, local[key]), stage
+        names = sorted(b.name for b in client.list_blobs("wit"))
+        assert not [n for n in names if ".tmp-" in n or n.endswith("/_counts.json")], names
+        assert {"raw/plan.json", "raw/stats.json", "final/stats.json", "final/sizes.json"} <= set(names)
+        bucket.blob("raw/00001_stats.json").delete()  # a killed run: the shard is made again, nothing else
+        _run("download", gs, gs["raw"], BEAM_IN_PROCESS)
+        assert _result("download", gs["raw"]) == _result("download", local["raw"])
+    finally:
+        emulator.stop()

@@ -197,9 +197,10 @@ def test_read_samples_needs_every_success_image(tmp_path):
     with open(tmp_path / "00000.tar", "wb") as f:
         raw_shards.write_tar(f, [sample])
     pq.write_table(raw_shards.rows_table([sample]), tmp_path / "00000.parquet")
-    back = retry.read_samples(str(tmp_path / "00000.tar"), str(tmp_path / "00000.parquet"))
+    rows = retry.read_rows(str(tmp_path / "00000.parquet"))
+    back = retry.read_samples(str(tmp_path / "00000.tar"), rows)
     assert back[0].image == b"\xff\xd8jpeg" and back[0].image_ext == "jpg"
     with open(tmp_path / "00000.tar", "wb") as f:
         raw_shards.write_tar(f, [])
     with pytest.raises(raw_shards.RawInputError, match="no image for success 000"):
-        retry.read_samples(str(tmp_path / "00000.tar"), str(tmp_path / "00000.parquet"))
+        retry.read_samples(str(tmp_path / "00000.tar"), rows)

@@ -5,13 +5,14 @@ connection, a DNS error, a 429 or a 5xx stays failed for ever; img2dataset's and
 the parquet yourself" (img2dataset #452, #242, #358; datatrove #220, #152). With ``--retry-failed`` the worker
 instead
 
-1. reads the finished shard back (``read_samples``: its parquet rows and, for the successes, the stored image
-   bytes from its tar),
-2. picks the rows whose failure is transient (``failure_reason`` in ``reasons``, by default all of
-   ``TRANSIENT_REASONS``); permanent failures (404 and other 4xx, blocked by address, robots.txt or an
-   opt-out, undecodable, filtered, malformed URLs, redirect loops, over-size bodies) are never retried,
-3. fetches just those rows again through the same fetcher (same per-host limits, robots.txt, X-Robots-Tag),
-4. writes the shard again from the old samples with the retried rows replaced (``merge``): the same writer, so
+1. reads the finished shard's parquet (``read_rows``) and picks the rows whose failure is transient
+   (``failure_reason`` in ``reasons``, by default all of ``TRANSIENT_REASONS``); permanent failures (404 and
+   other 4xx, blocked by address, robots.txt or an opt-out, undecodable, filtered, malformed URLs, redirect
+   loops, over-size bodies) are never retried,
+2. when there are some, reads the shard's stored images back (``read_samples``: the successes' bytes from its
+   tar) and fetches just those rows again through the same fetcher (same per-host limits, robots.txt,
+   X-Robots-Tag),
+3. writes the shard again from the old samples with the retried rows replaced (``merge``): the same writer, so
    every sample that had succeeded keeps its bytes (tar members and parquet row), and the shard is the one a
    first run would have written had those rows succeeded then.
 
@@ -82,14 +83,19 @@ def rows_to_retry(rows: Sequence[Mapping[str, Any]], reasons: Iterable[str] = TR
     return [i for i, row in enumerate(rows) if failure_reason(row) in wanted]
 
 
-def read_samples(tar_path: str, parquet_path: str) -> list[RawSample]:
-    """A finished raw shard back as the RawSamples that wrote it: every parquet row (in key order, as stored)
-    with, for a success, its stored image bytes and extension from the tar.
+def read_rows(parquet_path: str) -> list[dict[str, Any]]:
+    """A finished raw shard's parquet rows (RAW_ROWS fields), in key order as stored."""
+    rows: list[dict[str, Any]] = fileio.read_parquet(parquet_path).to_pylist()
+    return rows
+
+
+def read_samples(tar_path: str, rows: Sequence[dict[str, Any]]) -> list[RawSample]:
+    """A finished raw shard back as the RawSamples that wrote it: its parquet ``rows`` (:func:`read_rows`) with,
+    for a success, its stored image bytes and extension from the tar.
 
     Raises ``raw_shards.RawInputError`` naming the tar and the key when a success's image is not in the tar (a
     damaged shard: ``--overwrite`` redoes the folder).
     """
-    rows = fileio.read_parquet(parquet_path).to_pylist()
     images: dict[str, tuple[bytes, str]] = {}
     wanted = {row["key"] for row in rows if row["status"] == "success"}
     if wanted:

@@ -81,11 +81,12 @@ class ShardWorker:
         rewritten (``retry``); read back unchanged when it has none."""
         out = self.options.out
         tar_path, parquet_path, stats_path = raw_folder.shard_paths(out, spec.shard_id)
-        old = retry.read_samples(tar_path, parquet_path)
-        indices = retry.rows_to_retry([s.row for s in old], self.options.retry_reasons)
-        if not indices:
+        rows = retry.read_rows(parquet_path)
+        indices = retry.rows_to_retry(rows, self.options.retry_reasons)
+        if not indices:  # the tar is not read: nothing to rewrite
             return ShardOutcome(fileio.read_json(stats_path), downloaded=False)
         started = time.monotonic()
+        old = retry.read_samples(tar_path, rows)
         raw_folder.remove_leftovers(out, spec.shard_id)
         inputs = read_shard_rows(spec)
         if len(inputs) != len(old):
