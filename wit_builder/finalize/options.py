@@ -10,6 +10,8 @@ from wit_builder.core import dedup
 from wit_builder.core.options import option
 from wit_builder.finalize.shards import DEFAULT_SAMPLES_PER_SHARD
 
+DEFAULT_GALLERY_SAMPLES = 12  # samples per shown query in OUT/gallery/ (finalize/gallery.py)
+
 
 @dataclass(frozen=True)
 class FinalizeOptions:
@@ -37,7 +39,7 @@ class FinalizeOptions:
                               help="rebuild from a published uid list (a .txt, one uid per line, or a parquet with "
                                    "a uid column): exactly those samples, no dedup or re-cap; listed uids without "
                                    "a success go to OUT/missing_uids.txt")
-    gallery_samples: int = option(12, unit="samples",
+    gallery_samples: int = option(DEFAULT_GALLERY_SAMPLES, unit="samples",
                                   help="OUT/gallery/: a static HTML gallery with this many samples per shown query "
                                        "(the 50 queries with the most samples and the 50 with the fewest) and the "
                                        "dropped rows by reason; 0: no gallery")
