@@ -4,7 +4,8 @@ Writes ``BENCH_GALLERY_SAMPLES`` raw samples (default 10,000; distinct photo-lik
 colour fields with noise) in raw shards of 1,000 with queries drawn from ``BENCH_GALLERY_QUERIES`` (default 500)
 by a Zipf law (a few head queries, a long tail), then runs ``wit finalize`` twice on them: with the default
 gallery and with ``--gallery-samples 0``, and times ``gallery.write_gallery`` alone on the finished folder
-(in this process). Prints the gallery's files and bytes (pages, thumbnails) and the time it cost. Results also go to out/bench_gallery/results.json.
+(in this process). Prints the gallery's files and bytes (pages, thumbnails) and the time it cost. Results also
+go to out/bench_gallery/results.json.
 """
 
 from __future__ import annotations
