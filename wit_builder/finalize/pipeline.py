@@ -400,13 +400,13 @@ class SelectSurvivors(beam.PTransform):
 
 # ---- --uids: the list is the selection (wit_builder.finalize.rebuild) ----
 
-def _read_uid_list(path: str) -> Iterator[str]:
-    with fileio.open_read(path) as f:
-        data = f.read()
-    if rebuild.is_parquet(path):
-        yield from rebuild.uids_in_parquet(data)
-    else:
-        yield from rebuild.uids_in_lines(data.decode("utf-8").splitlines())
+def _uid_of_line(line: str) -> Iterator[str]:
+    yield from rebuild.uids_in_lines([line])
+
+
+def _uid_of_row(row: dict[str, Any]) -> Iterator[str]:
+    if row.get("uid"):
+        yield row["uid"]
 
 
 def _listed(uid: str) -> tuple[str, bool]:
@@ -451,8 +451,8 @@ def _write_missing(missing: list[tuple[str, str]], path: str) -> None:
 class SelectListed(beam.PTransform):
     """Rows -> the listed uids' successes (``kept``, also ``candidates``) and every other row with its final status
     (DECIDED), for ``wit finalize --uids``; the listed uids without a success are written to ``missing_path``
-    (``rebuild.MISSING_UIDS``). The list is read by the pipeline (a file: a text list or a parquet ``uid``
-    column) and joined with the rows by uid, so neither side is held in one place but the missing uids.
+    (``rebuild.MISSING_UIDS``). The list is read by Beam's text or parquet source (split over workers) and
+    joined with the rows by uid, so neither side is held in one place but the missing uids.
 
     Args:
         uid_list: the ``--uids`` file.
@@ -464,12 +464,16 @@ class SelectListed(beam.PTransform):
         self._list, self._missing = uid_list, missing_path
 
     def expand(self, rows):
-        listed = (
-            rows.pipeline
-            | "UidList" >> beam.Create([self._list])
-            | "ReadUidList" >> beam.FlatMap(_read_uid_list)
-            | "ListedUid" >> beam.Map(_listed)
-        )
+        # Beam's own sources split the list (text by byte ranges, parquet by row groups) over workers
+        if rebuild.is_parquet(self._list):
+            uids = (rows.pipeline
+                    | "ReadUidList" >> beam.io.ReadFromParquet(self._list, columns=["uid"])
+                    | "UidColumn" >> beam.FlatMap(_uid_of_row))
+        else:
+            uids = (rows.pipeline
+                    | "ReadUidList" >> beam.io.ReadFromText(self._list)
+                    | "UidLines" >> beam.FlatMap(_uid_of_line))
+        listed = uids | "ListedUid" >> beam.Map(_listed)
         selected = (
             {"listed": listed, "rows": rows | "KeyRowsByUid" >> beam.Map(_by_uid).with_output_types(KeyedRecord)}
             | "JoinListByUid" >> beam.CoGroupByKey()

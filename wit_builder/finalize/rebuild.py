@@ -17,13 +17,13 @@ hold the same bytes, the rebuilt shards are byte-identical to the original ones 
 test_rebuild.py``); other raw shards give the same samples, numbered in their own order.
 
 The list: a text file (one uid per line; blank lines and lines starting with ``#`` skipped) or a parquet file
-with a string ``uid`` column (e.g. the original's shard parquets or ``accounting/rows``), read by the pipeline
-(never held at the launcher); :func:`check_uid_list` checks it before any work.
+with a string ``uid`` column (e.g. the original's shard parquets or ``accounting/rows``), read by Beam's text or
+parquet source in the pipeline (split over workers, never held at the launcher); :func:`check_uid_list` checks
+it before any work.
 """
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterable
 
@@ -85,11 +85,6 @@ def uids_in_lines(lines: Iterable[str]) -> Iterable[str]:
         uid = line.strip()
         if uid and not uid.startswith("#"):
             yield uid
-
-
-def uids_in_parquet(data: bytes) -> list[str]:
-    """The non-empty values of a parquet list's ``uid`` column."""
-    return [u for u in pq.read_table(io.BytesIO(data), columns=["uid"]).column("uid").to_pylist() if u]
 
 
 def select_listed(uid: str, listed: bool, records: Iterable[RawRecord], list_name: str,
