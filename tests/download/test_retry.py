@@ -189,6 +189,14 @@ def test_merge_keeps_the_layout():
         retry.merge(old, {0: new})
 
 
+def test_blocked_rows_keep_the_reasons_their_shard_counted():
+    samples = [RawSample({"key": "0", "status": "blocked"}), RawSample({"key": "1", "status": "success"}),
+               RawSample({"key": "2", "status": "blocked"})]
+    back = retry.restore_block_reasons(samples, {"x_robots_tag": 1, "robots_txt": 1})
+    assert [s.reason for s in back] == ["robots_txt", None, "x_robots_tag"]
+    assert [s.reason for s in retry.restore_block_reasons(samples, {})] == [None, None, None]
+
+
 def test_read_samples_needs_every_success_image(tmp_path):
     from wit_builder.download import raw_shards
 

@@ -26,6 +26,7 @@ img2dataset's (exception text), see :func:`failure_reason`.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -112,6 +113,24 @@ def read_samples(tar_path: str, rows: Sequence[dict[str, Any]]) -> list[RawSampl
                 f.seek(offset)
                 images[key] = (f.read(size), ext)
     return [RawSample(row, *images[row["key"]]) if row["key"] in images else RawSample(row) for row in rows]
+
+
+def restore_block_reasons(samples: Sequence[RawSample], blocked_reasons: Mapping[str, int]) -> list[RawSample]:
+    """The blocked samples given back the reasons their shard's stats counted (``blocked_reasons``).
+
+    A blocked row's reason is counted in ``{shard}_stats.json`` but not stored per row, so it is not in what
+    :func:`read_samples` reads back; blocked rows are never retried, so the rewritten shard must count the same
+    reasons. They are handed out in key order, reasons sorted: the counts (all the shard stores) are exact. A
+    shard written before reasons were counted has none: its blocked rows stay ``other`` as before.
+    """
+    pool = [reason for reason, n in sorted(blocked_reasons.items()) for _ in range(n)]
+    out, given = [], 0
+    for sample in samples:
+        if sample.row.get("status") == "blocked" and given < len(pool):
+            sample = dataclasses.replace(sample, reason=pool[given])
+            given += 1
+        out.append(sample)
+    return out
 
 
 def merge(old: Sequence[RawSample], retried: Mapping[int, RawSample]) -> list[RawSample]:

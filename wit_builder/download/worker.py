@@ -86,7 +86,8 @@ class ShardWorker:
         if not indices:  # the tar is not read: nothing to rewrite
             return ShardOutcome(fileio.read_json(stats_path), downloaded=False)
         started = time.monotonic()
-        old = retry.read_samples(tar_path, rows)
+        old = retry.restore_block_reasons(retry.read_samples(tar_path, rows),
+                                          fileio.read_json(stats_path).get("blocked_reasons", {}))
         raw_folder.remove_leftovers(out, spec.shard_id)
         inputs = read_shard_rows(spec)
         if len(inputs) != len(old):
