@@ -46,7 +46,7 @@ QUERIES_SHOWN = 50     # queries with the most samples, and as many with the few
 DROPPED_SHOWN = 48     # rows shown per drop reason
 DROP_REASONS: dict[str, str] = {
     "duplicate": "Duplicates (beside the sample they duplicate)",
-    "decontaminated": "Decontaminated (near an evaluation image)",
+    "decontaminated": "Decontaminated (near an evaluation image, named below each)",
     "over_cap": "Over the per-query cap",
 }
 COLUMNS = ["key", "uid", "caption", "queries", "status", "error_message", "shard", "duplicate_of", "raw_shard",
