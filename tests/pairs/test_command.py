@@ -59,7 +59,10 @@ def test_build_pairs_matches_the_reference(pool: dict, tmp_path: Path) -> None:
     expected = reference(pool, CAP, 11)
     table = read_pairs(out)
     assert len(list(out.glob("pairs-*.parquet"))) == -(-len(expected["rows"]) // 40)
-    assert {r["uid"]: r for r in table.to_pylist()} == expected["rows"]
+    rows = {r["uid"]: r for r in table.to_pylist()}
+    assert {uid: {k: v for k, v in r.items() if k not in ("lang", "lang_score")} for uid, r in rows.items()} == \
+        expected["rows"]
+    assert all(r["lang"] and 0 <= r["lang_score"] <= 1 for r in rows.values())  # every pair has its language
     for f in out.glob("pairs-*.parquet"):  # each file sorted by uid, img2dataset's columns present
         uids = pq.read_table(f).column("uid").to_pylist()
         assert uids == sorted(uids)
@@ -73,7 +76,7 @@ def test_build_pairs_matches_the_reference(pool: dict, tmp_path: Path) -> None:
     for q, row in by_query.items():
         assert (row["matched"], row["kept"]) == (matched_per_query[q], kept_per_query[q])
         assert row["kept"] <= CAP
-    assert by_query["quokka"] == {"query": "quokka", "matched": 0, "kept": 0}
+    assert by_query["quokka"] == {"query": "quokka", "lang": "en", "matched": 0, "kept": 0}
     assert sum(1 for r in by_query.values() if r["matched"] > CAP) >= 5  # the cap really bites
 
     stats = json.loads((out / STATS_JSON).read_text())
@@ -81,7 +84,7 @@ def test_build_pairs_matches_the_reference(pool: dict, tmp_path: Path) -> None:
     validate_stats(stats)
     assert c["records"] == c["candidates"] + sum(c[r] for r in (*FILTER_REASONS, *BAD_REASONS))
     assert c["bad_records"] == sum(c[r] for r in BAD_REASONS)
-    assert c["candidates"] == c["no_match"] + c["matched"]
+    assert c["candidates"] == c["no_match"] + c["matched"] and c["language_filtered"] == 0
     assert c["matched"] == c["duplicates"] + c["unique_pairs"] == c["duplicates"] + c["kept"] + c["over_cap"]
     assert c["kept"] == len(expected["rows"]) and c["unique_pairs"] == len(expected["matched"])
     assert (c["data_uri"], c["non_http_url"], c["url_too_long"], c["non_utf8"]) == (40, 100, 1, 2)
@@ -208,7 +211,7 @@ def test_metaclip_rule_with_probabilistic_balance_is_metaclips_curation(pool: di
     pq.write_table(table.append_column("query_as_written", pa.array(written)), queries_dir / "queries.parquet")
     out = tmp_path / "out"
     argv = ["build-pairs", "--queries", str(queries_dir), "--out", str(out), "--per-query-cap", str(CAP),
-            "--match-rule", "metaclip", "--balance", "probabilistic", "--seed", "5"]
+            "--match-rule", "metaclip", "--balance", "probabilistic", "--seed", "5", "--no-language-routing"]
     for pattern in pool["pool"]:
         argv += ["--pool", pattern]
     assert wit([*argv, *BEAM_IN_PROCESS]) == 0
@@ -333,7 +336,7 @@ def test_metaclip_rule_matches_captions_as_written_not_as_cleaned(tmp_path: Path
                    queries_dir / "queries.parquet")
     out = tmp_path / "out"
     assert wit(["build-pairs", "--queries", str(queries_dir), "--pool", str(pool_file), "--out", str(out),
-                "--match-rule", "metaclip", *BEAM_IN_PROCESS]) == 0
+                "--match-rule", "metaclip", "--no-language-routing", *BEAM_IN_PROCESS]) == 0
     got = {r["source_record"]: sorted(r["matched_queries"]) for r in read_pairs(out).to_pylist()}
     expected = {i: found for i, c in enumerate(captions) if (found := metaclip_match(entries, c))}
     assert got == expected
@@ -369,12 +372,13 @@ def test_finish_makes_stats_json_from_the_counts(tmp_path: Path) -> None:
     pool = tmp_path / "pool.jsonl"
     pool.write_text(json.dumps({"url": "http://e.com/1.jpg", "caption": "a cat"}) + "\n")
     out = tmp_path / "out"
-    stage = BuildPairsStage(BuildPairsOptions(str(queries), (str(pool),), str(out)))
+    stage = BuildPairsStage(BuildPairsOptions((str(queries),), (str(pool),), str(out)))
     stage.inputs = stage.resolve()
-    assert stage.announce() == ["build-pairs: 1 pool file(s), 2 queries, balance=hard cap=20000 target=20000 seed=0 "
-                               "match_rule=normalized"]
+    assert stage.announce() == ["build-pairs: 1 pool file(s), 2 queries (en; keeping en), balance=hard cap=20000 "
+                               "target=20000 seed=0 match_rule=normalized"]
     out.mkdir()
-    pq.write_table(pa.table({"query": ["cat", "dog"], "matched": [3, 0], "kept": [2, 0]}, schema=QUERY_COUNTS),
+    pq.write_table(pa.table({"query": ["cat", "dog"], "lang": ["en", "en"], "matched": [3, 0], "kept": [2, 0]},
+                            schema=QUERY_COUNTS),
                    out / QUERY_COUNTS_PARQUET)
     (out / BAD_RECORDS_JSONL).write_text("".join(json.dumps({"file": "x", "offset": i}) + "\n" for i in range(25)))
     pq.write_table(pa.table({"uid": ["a"]}), out / "pairs-00000-of-00001.parquet")
@@ -407,7 +411,7 @@ def test_clean_rerun_removes_the_stage_outputs_only(tmp_path: Path) -> None:
              BAD_RECORDS_JSONL, BALANCE_PNG]
     for name in [*stale, "notes.txt", "pairs.csv"]:
         (out / name).write_bytes(b"x")
-    stage = BuildPairsStage(BuildPairsOptions("q", ("p.jsonl",), str(out)))
+    stage = BuildPairsStage(BuildPairsOptions(("q",), ("p.jsonl",), str(out)))
     assert stage.clean_rerun() == []
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "pairs.csv"]
     assert stage.clean_rerun() == []  # nothing left to remove: no error

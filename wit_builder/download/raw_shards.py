@@ -265,6 +265,8 @@ def table_rows(columns: dict[str, list[Any]], source: str, raw_shard: str) -> li
             original_width=as_int("original_width"),
             original_height=as_int("original_height"),
             bytes=as_int("bytes"),
+            lang=None if get("lang") is None else str(get("lang")),
+            lang_score=None if get("lang_score") is None else float(get("lang_score")),
         ))
     return rows
 

@@ -36,7 +36,7 @@ def input_uid(url: str, caption: str | None) -> str:
 
 def base_row(row: dict[str, Any], key: str) -> dict[str, Any]:
     """The input fields every output row carries: ``key``, ``uid`` (the input's, else ``input_uid``), ``url``
-    (stripped; "" when missing), ``caption`` and ``queries`` as given."""
+    (stripped; "" when missing), ``caption``, ``queries`` and the caption's ``lang``/``lang_score`` as given."""
     url = row.get("url")
     url = "" if url is None else str(url).strip()
     caption = row.get("caption")
@@ -46,6 +46,8 @@ def base_row(row: dict[str, Any], key: str) -> dict[str, Any]:
         "url": url,
         "caption": caption,
         "queries": row.get("queries"),
+        "lang": row.get("lang"),
+        "lang_score": row.get("lang_score"),
     }
 
 

@@ -321,8 +321,9 @@ class DropNearDuplicates(beam.PTransform):
         )
 
 
-def _cap(record: RawRecord, thresholds: dict[str, Any], seed: int, cap: int) -> RawRecord | beam.pvalue.TaggedOutput:
-    return _keep_or_decide(record, rules.over_cap(record, thresholds, seed, cap))
+def _cap(record: RawRecord, thresholds: dict[str, Any], seed: int, cap: int,
+         caps: dict[str, int]) -> RawRecord | beam.pvalue.TaggedOutput:
+    return _keep_or_decide(record, rules.over_cap(record, thresholds, seed, cap, caps))
 
 
 class Rebalance(beam.PTransform):
@@ -334,24 +335,26 @@ class Rebalance(beam.PTransform):
     Args:
         cap: samples per query at most (``--per-query-cap``).
         seed: the seed of the rank (stage 2's balance seed: ``wit_builder.finalize.inputs.rebalance_seed``).
+        caps: each language's cap (``wit_builder.finalize.inputs.language_recaps``: stage 2's per-language rule
+            with English at ``cap``); empty: ``cap`` for every query.
     """
 
-    def __init__(self, cap: int, seed: int) -> None:
+    def __init__(self, cap: int, seed: int, caps: dict[str, int] | None = None) -> None:
         super().__init__()
-        self._cap, self._seed = cap, seed
+        self._cap, self._seed, self._caps = cap, seed, dict(caps or {})
 
     def expand(self, rows):
-        cap, seed = self._cap, self._seed
+        cap, seed, caps = self._cap, self._seed, self._caps
         thresholds = (
             rows
-            | "QueryRanks" >> beam.FlatMap(rules.query_ranks, seed)
-            | "SmallestRanksPerQuery" >> beam.combiners.Top.SmallestPerKey(cap + 1)
+            | "QueryRanks" >> beam.FlatMap(rules.query_ranks, seed, caps)
+            | "SmallestRanksPerQuery" >> beam.combiners.Top.SmallestPerKey(max([cap, *caps.values()]) + 1)
             | "ThresholdsOverCap" >> beam.ParDo(counting.RuleDoFn(
-                rules.threshold_over_cap, cap, kept_as="queries_over_cap", namespace=NAMESPACE))
+                rules.threshold_over_cap, cap, caps, kept_as="queries_over_cap", namespace=NAMESPACE))
             .with_outputs(COUNTS, main="thresholds")
         )
         capped = rows | "DropOverCap" >> beam.Map(
-            _cap, beam.pvalue.AsDict(thresholds.thresholds), seed, cap).with_outputs(DECIDED, main="kept")
+            _cap, beam.pvalue.AsDict(thresholds.thresholds), seed, cap, caps).with_outputs(DECIDED, main="kept")
         return {"kept": capped.kept, DECIDED: capped[DECIDED], COUNTS: thresholds[COUNTS]}
 
 
@@ -366,13 +369,15 @@ class SelectSurvivors(beam.PTransform):
         eval_files: the evaluation images below it.
         per_query_cap: cap every query again at this many samples, or None (no re-balance).
         seed: the re-balance rank's seed.
+        language_caps: each language's re-cap (``inputs.language_recaps``); empty: ``per_query_cap`` for all.
     """
 
     def __init__(self, phash_distance: int, decontaminate: str | None = None, eval_files: Iterable[str] = (),
-                 per_query_cap: int | None = None, seed: int = 0) -> None:
+                 per_query_cap: int | None = None, seed: int = 0,
+                 language_caps: Mapping[str, int] | None = None) -> None:
         super().__init__()
         self._distance, self._decontaminate, self._eval_files = phash_distance, decontaminate, tuple(eval_files)
-        self._cap, self._seed = per_query_cap, seed
+        self._cap, self._seed, self._language_caps = per_query_cap, seed, dict(language_caps or {})
 
     def expand(self, rows):
         by_uid = rows | "DropRepeatedUids" >> DropRepeatedUids()
@@ -386,7 +391,7 @@ class SelectSurvivors(beam.PTransform):
         decided += [exact[DECIDED], near[DECIDED]]
         kept = near.kept
         if self._cap:
-            capped = kept | "Rebalance" >> Rebalance(self._cap, self._seed)
+            capped = kept | "Rebalance" >> Rebalance(self._cap, self._seed, self._language_caps)
             decided.append(capped[DECIDED])
             counts.append(capped[COUNTS])
             kept = capped["kept"]
@@ -664,7 +669,8 @@ class Finalize(beam.PTransform):
                 options.uids, fileio.join(out, rebuild.MISSING_UIDS))
         else:
             selected = read.rows | "SelectSurvivors" >> SelectSurvivors(
-                options.phash_distance, options.decontaminate, inputs.eval_files, options.per_query_cap, inputs.seed)
+                options.phash_distance, options.decontaminate, inputs.eval_files, options.per_query_cap, inputs.seed,
+                dict(inputs.language_caps))
         written = selected | "WriteShards" >> WriteShards(out, options.samples_per_shard)
         _ = selected | "WriteQueryCounts" >> WriteQueryCounts(fileio.join(out, QUERY_COUNTS_PARQUET))
         _ = written["sizes"] | "WriteShardSizes" >> counting.WriteCounts(fileio.join(out, WRITTEN_SIZES))
