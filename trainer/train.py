@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import math
 import signal
@@ -20,14 +21,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from trainer import distributed
+from trainer import distributed, languages
+from trainer.atomic import write_atomic
 from trainer.checkpoint import (
     CHECKPOINT_NAME,
     TOKENIZER_NAME,
@@ -51,7 +52,7 @@ from trainer.distributed import World
 from trainer.loss import SIGLIP_SCALE_INIT, ClipLoss, SigLipLoss, make_loss
 from trainer.model import CLIP, parameter_groups
 from trainer.run_log import RunLog
-from trainer.shards import DataError, raw_samples, resolve_shards
+from trainer.shards import DataError, resolve_shards
 from trainer.tokenizer import Tokenizer
 from wit_builder.core import options
 from wit_builder.core.errors import UsageError
@@ -201,34 +202,44 @@ def _check_resumable(state: dict, cfg: TrainConfig, world_size: int) -> None:
 
 def _tokenizer(cfg: TrainConfig, state: dict | None, text: TextConfig, out: Path, world: World) -> Tokenizer:
     """The checkpoint's tokenizer, ``--tokenizer``, or a BPE learnt from the shards' captions (``--vocab-size``,
-    else the text tower's), cut at the text tower's context length."""
+    else the text tower's), cut at the text tower's context length. A new run writes its tokens per caption per
+    language to ``OUT/tokenizer_stats.json`` (``trainer.languages``). Raises DataError when resuming with a
+    ``--tokenizer`` other than the checkpoint's."""
     if state is not None:
         tokenizer = Tokenizer.from_json(state["tokenizer"])
+        if cfg.tokenizer and Tokenizer.load(cfg.tokenizer).fingerprint() != tokenizer.fingerprint():
+            raise DataError(f"--tokenizer {cfg.tokenizer} is not the tokenizer the checkpoint was trained with; "
+                            f"resume without --tokenizer (or start a new --out)")
     elif cfg.tokenizer:
         tokenizer = Tokenizer.load(cfg.tokenizer)
+        if world.master:
+            groups = languages.read_captions(resolve_shards(cfg.shards), languages.MEASURED_PER_LANGUAGE)
+            _tokenizer_figures(languages.tokenizer_report(tokenizer.lengths, groups, text.context_length,
+                                                          cfg.tokenizer, None), out)
     else:
         tokenizer = _learn_tokenizer(cfg.shards, out / TOKENIZER_NAME, cfg.vocab_size or text.vocab_size,
-                                     text.context_length, world)
+                                     text.context_length, world, cfg.seed)
     tokenizer.context_length = text.context_length
     return tokenizer
 
 
-def _learn_tokenizer(shards: str, path: Path, vocab_size: int, context_length: int, world: World) -> Tokenizer:
-    """Rank 0 learns a BPE from the first ``TOKENIZER_CAPTIONS`` captions and saves it to ``path``; the other
-    ranks receive it."""
+def _learn_tokenizer(shards: str, path: Path, vocab_size: int, context_length: int, world: World,
+                     seed: int) -> Tokenizer:
+    """Rank 0 learns a BPE from the first ``TOKENIZER_CAPTIONS`` captions, each language drawn with XLM's
+    smoothed probability (``trainer.languages.smoothed_sample``), saves it to ``path`` and its figures per
+    language beside it; the other ranks receive it."""
     learnt = None
     if world.master:
-        def captions() -> Iterator[str]:
-            samples = raw_samples(iter(resolve_shards(shards)), lambda e: True)
-            for sample in islice(samples, TOKENIZER_CAPTIONS):
-                if "txt" in sample:
-                    yield sample["txt"].decode("utf-8", "replace")
-
         started = time.perf_counter()
-        tokenizer = Tokenizer.train(captions(), vocab_size, context_length)
+        groups = languages.read_captions(resolve_shards(shards), TOKENIZER_CAPTIONS)
+        sample = languages.SampleReport(languages.SMOOTHING)
+        tokenizer = Tokenizer.train(languages.smoothed_sample(groups, seed=seed, report=sample), vocab_size,
+                                    context_length)
         tokenizer.save(path)
         log.info("learnt a %d-id BPE from the captions in %.1fs -> %s", tokenizer.vocab_size,
                  time.perf_counter() - started, path)
+        _tokenizer_figures(languages.tokenizer_report(tokenizer.lengths, groups, context_length, "learnt", sample),
+                           path.parent)
         if not world.ddp:
             return tokenizer
         learnt = tokenizer.to_json()
@@ -237,6 +248,17 @@ def _learn_tokenizer(shards: str, path: Path, vocab_size: int, context_length: i
     if learnt is None:
         raise DataError("rank 0 broadcast no tokenizer")
     return Tokenizer.from_json(learnt)
+
+
+def _tokenizer_figures(report: dict, out: Path) -> None:
+    """Write ``OUT/tokenizer_stats.json``, print one line per language and warn for the languages cut far more
+    often than English at the context (rank 0)."""
+    path = out / languages.TOKENIZER_STATS
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8"))
+    for line in languages.describe_figures(report["languages"], report["context_length"]):
+        print(f"wit train: tokenizer: {line}", flush=True)
+    for sentence in report["unfair"].values():
+        log.warning("%s: raise --vocab-size or pass a multilingual --tokenizer (%s)", sentence, path)
 
 
 # ---- model, loss, optimizer, schedule (restored when resuming) ----
