@@ -184,6 +184,10 @@ class TrainConfig:
                                             "(trainer/balance.py; finalize's rule with the same --seed)")
     balance: str = option("hard", choices=("hard", "probabilistic"),
                           help="load-time balance mode: hard (finalize's rule) or probabilistic (MetaCLIP's coin)")
+    language_caps: str | None = option(None, metavar="LANG=N,...|FILE",
+                                       help="load-time balance per language (MetaCLIP 2): (language, query) "
+                                            "entries, each language capped at its N ('en=20000,ja=1200' or a JSON "
+                                            "file of language -> cap); other languages keep --per-query-cap")
 
     def __post_init__(self) -> None:
         checks = [  # (broken, what the user reads); every broken setting is named at once
@@ -208,8 +212,14 @@ class TrainConfig:
             (self.balance not in ("hard", "probabilistic"),
              f"--balance must be hard or probabilistic, got {self.balance!r}"),
             (self.gpu_decode and self.device != "cuda", "--gpu-decode needs --device cuda"),
+            (self.language_caps is not None and self.per_query_cap is None,
+             "--language-caps needs --per-query-cap (the cap of the languages it does not list)"),
         ]
         problems = [message for broken, message in checks if broken]
         if problems:
             raise ValueError("; ".join(problems))
         model_config(self.model)  # an unknown name fails here, with the list of known ones
+        if self.language_caps is not None:
+            from trainer.balance import parse_language_caps  # a bad item or file fails here, named
+
+            parse_language_caps(self.language_caps)

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from trainer import distributed, languages
 from trainer.atomic import write_atomic
+from trainer.balance import parse_language_caps
 from trainer.checkpoint import (
     CHECKPOINT_NAME,
     TOKENIZER_NAME,
@@ -62,7 +63,7 @@ TOKENIZER_CAPTIONS = 2_000_000  # captions read to learn the BPE when no --token
 # Settings a resume must keep: each changes the model or the data order. --steps and --warmup may change (the
 # schedule is recomputed); the data plan is checked once it is built.
 RESUME_KEEPS = ("model", "batch_size", "seed", "workers", "loss", "shuffle_buffer", "resampled", "per_query_cap",
-                "balance")
+                "balance", "language_caps")
 
 
 OPTIONS = TrainConfig  # the flags, defaults and help are generated from its fields
@@ -191,7 +192,7 @@ def _check_resumable(state: dict, cfg: TrainConfig, world_size: int) -> None:
         raise DataError(f"the checkpoint is at step {state['step']}, past --steps {cfg.steps}; pass --steps "
                         f"{state['step']} or more to continue it")
     for key in RESUME_KEEPS:
-        if key in ("per_query_cap", "balance") and key not in old:  # checkpoints from before load-time balance
+        if key in ("per_query_cap", "balance", "language_caps") and key not in old:  # from before these options
             continue
         if old.get(key) != getattr(cfg, key):
             raise DataError(f"--{key.replace('_', '-')} is {getattr(cfg, key)!r} but the checkpoint ran with "
@@ -334,7 +335,8 @@ def _data(cfg: TrainConfig, image_size: int, tokenizer: Tokenizer, state: dict |
                      workers=cfg.workers, rank=world.rank, world_size=world.size, shuffle_buffer=cfg.shuffle_buffer,
                      resampled=cfg.resampled, samples_per_epoch=cfg.samples_per_epoch,
                      allow_repeat=cfg.allow_repeat, gpu_decode=cfg.gpu_decode, per_query_cap=cfg.per_query_cap,
-                     balance_mode=cfg.balance)
+                     balance_mode=cfg.balance,
+                     language_caps=parse_language_caps(cfg.language_caps) if cfg.language_caps else None)
     if state is not None and state.get("data_plan") is not None:
         changes = plan_differences(state["data_plan"], plan_fields(plan))
         if changes:
