@@ -127,3 +127,30 @@ def test_export_carries_a_multilingual_tokenizer_to_open_clip(tmp_path):
         assert [e.ids for e in exported.encode_batch(ENGLISH + JAPANESE)] == expected
         assert [e.ids for e in hf_tokenizer(tokenizer).encode_batch(JAPANESE)] == expected[len(ENGLISH):]
         assert {PAD, START, END} <= set(exported.get_vocab())
+
+
+def test_truncation_figures_on_real_captions():
+    """Real image captions: the file-link captions of the enwiki sample (gensim) and of the shipped jawiki
+    excerpt. Learnt from all 799 English and only 40 Japanese ones, the tiny model's 1,024-id BPE cuts 11.8% of
+    the Japanese captions at 77 tokens (none of the English); XLM's smoothed sample cuts 4.9% and shortens them
+    by a quarter, for 7% more tokens per English caption. The figures are measured on every caption (the
+    Japanese ones mostly unseen), and 4.9% against 0% is still flagged: the run's output says so."""
+    from wit_builder.demo import command as demo
+    from wit_builder.demo import languages as demo_languages
+
+    captions = {"en": demo_languages.dump_captions(demo.enwiki_sample(), 10_000),
+                "ja": demo_languages.dump_captions(demo_languages.JAWIKI, 10_000)}
+    assert (len(captions["en"]), len(captions["ja"])) == (799, 246)
+    learnt_from = {"en": captions["en"], "ja": captions["ja"][:40]}
+    figures = {}
+    for name, sample in (("as read", [c for group in learnt_from.values() for c in group]),
+                         ("smoothed", list(languages.smoothed_sample(learnt_from)))):
+        tokenizer = Tokenizer.train(sample, vocab_size=1024)
+        figures[name] = languages.token_figures({lang: tokenizer.lengths(texts) for lang, texts in captions.items()},
+                                                context_length=77)
+    plain, fair = figures["as read"], figures["smoothed"]
+    assert plain["en"]["truncated"] == fair["en"]["truncated"] == 0
+    assert plain["ja"]["truncated_share"] > 0.10 and fair["ja"]["truncated_share"] < 0.06
+    assert fair["ja"]["mean_tokens"] < 0.8 * plain["ja"]["mean_tokens"]
+    assert fair["en"]["mean_tokens"] < 1.1 * plain["en"]["mean_tokens"]
+    assert set(languages.unfair_languages(fair)) == {"ja"}
