@@ -171,7 +171,8 @@ class TrainConfig:
     workers: int = option(2, unit="processes", help="data loader processes per rank (0: read in the training process)")
     seed: int = option(0, help="seed of the model init and the data order")
     loss: str = option("clip", choices=("clip", "siglip"), help="contrastive loss")
-    tokenizer: str | None = option(None, help="a tokenizer.json to use; none: learn a BPE from the shards' captions")
+    tokenizer: str | None = option(None, help="a tokenizer.json to use (ours, or any Hugging Face tokenizer.json, "
+                                              "e.g. a multilingual one); none: learn a BPE from the shards' captions")
     vocab_size: int | None = option(None, help="vocabulary size of the BPE learnt from the captions")
     shuffle_buffer: int = option(1000, unit="samples", help="samples in each stream's shuffle buffer")
     resampled: bool = option(False, help="draw shards with replacement (open_clip's multi-GPU mode)")
