@@ -336,6 +336,12 @@ def stage_counts(dirs: dict[str, Path]) -> list[str]:
 
     queries = load(dirs["queries"] / STATS_JSON)
     per_source = ", ".join(f"{k} {v['selected']:,}" for k, v in queries["details"]["sources"].items())
+    more = []  # --languages en,ja: the other languages' queries folders
+    for folder in sorted(dirs["queries"].parent.glob("queries-*")):
+        other = load(folder / STATS_JSON)
+        sources = ", ".join(f"{k} {v['selected']:,}" for k, v in other["details"]["sources"].items())
+        label = f"  [{folder.name.removeprefix('queries-')}]"
+        more.append(f"{label:<15}{other['counts']['queries']:,} queries ({sources})")
     pairs = load(dirs["pairs"] / STATS_JSON)["counts"]
     raw_counts = stats_schema.prefixed(load(dirs["raw"] / STATS_JSON)["counts"], "status_")
     raw = {s: raw_counts[s] for s in RAW_STATUSES if s in raw_counts}  # the schema's order, not alphabetical
@@ -344,6 +350,7 @@ def stage_counts(dirs: dict[str, Path]) -> list[str]:
     steps = [json.loads(line) for line in (dirs["train"] / "metrics.jsonl").read_text().splitlines() if line]
     return [
         f"build-queries  {queries['counts']['queries']:,} queries ({per_source})",
+        *more,
         f"build-pairs    {pairs['records']:,} pool rows -> {pairs['candidates']:,} candidates -> {pairs['matched']:,} "
         f"matched ({pairs['no_match']:,} no match) -> {pairs['unique_pairs']:,} unique -> {pairs['kept']:,} kept "
         f"({pairs['over_cap']:,} over the cap)",
