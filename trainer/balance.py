@@ -58,8 +58,9 @@ def entry_language(key: str) -> str:
 
 
 def parse_language_caps(spec: str) -> dict[str, int]:
-    """``--language-caps``: 'en=20000,ja=1200', or a JSON file holding {"en": 20000, "ja": 1200}. Raises
-    ValueError naming the item or file that is not a language and a positive whole number."""
+    """``--language-caps``: 'en=20000,ja=1200', a JSON file holding {"en": 20000, "ja": 1200}, or stage 2's
+    ``stats.json`` (the caps build-pairs used: ``details.languages.<lang>.cap``, MetaCLIP 2's per-language rule).
+    Raises ValueError naming the item or file that is not a language and a positive whole number."""
     text, where = spec, "--language-caps"
     if "=" not in spec:
         try:
@@ -69,6 +70,9 @@ def parse_language_caps(spec: str) -> dict[str, int]:
             raise ValueError(f"--language-caps {spec}: neither 'lang=cap,...' nor a readable JSON file ({e})") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"--language-caps {spec}: expected a JSON object of language -> cap")
+        stage2 = (loaded.get("details") or {}).get("languages") if isinstance(loaded.get("details"), dict) else None
+        if isinstance(stage2, dict):  # build-pairs' stats.json: the languages it capped
+            loaded = {lang: row["cap"] for lang, row in stage2.items() if isinstance(row, dict) and "cap" in row}
         text, where = ",".join(f"{k}={v}" for k, v in loaded.items()), spec
     caps: dict[str, int] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):

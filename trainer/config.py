@@ -191,8 +191,9 @@ class TrainConfig:
                           help="load-time balance mode: hard (finalize's rule) or probabilistic (MetaCLIP's coin)")
     language_caps: str | None = option(None, metavar="LANG=N,...|FILE",
                                        help="load-time balance per language (MetaCLIP 2): (language, query) "
-                                            "entries, each language capped at its N ('en=20000,ja=1200' or a JSON "
-                                            "file of language -> cap); other languages keep --per-query-cap")
+                                            "entries, each language capped at its N ('en=20000,ja=1200', a JSON "
+                                            "file of language -> cap, or build-pairs' stats.json: the caps it "
+                                            "used); other languages keep --per-query-cap")
 
     def __post_init__(self) -> None:
         checks = [  # (broken, what the user reads); every broken setting is named at once

@@ -118,6 +118,10 @@ def test_language_caps_parse_inline_and_from_a_file(tmp_path):
                          ("=5", "'=5'")):
         with pytest.raises(ValueError, match=message):
             parse_language_caps(bad)
+    stats = tmp_path / "stats.json"  # build-pairs' stats.json: the caps it used per language
+    stats.write_text(json.dumps({"stage": "build-pairs", "details": {"languages": {
+        "en": {"cap": 80, "kept": 754, "matched": 760}, "ja": {"cap": 30, "kept": 428}, "zh": {"kept": 0}}}}))
+    assert parse_language_caps(str(stats)) == {"en": 80, "ja": 30}
     path.write_text('{"en": -3}')
     with pytest.raises(ValueError, match=f"{path}: 'en=-3'"):
         parse_language_caps(str(path))
