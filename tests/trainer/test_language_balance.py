@@ -143,3 +143,24 @@ def test_wit_train_writes_languages_to_epochs_and_refuses_other_caps_on_resume(w
     assert "--language-caps is 'ja=4' but the checkpoint ran with 'ja=3'" in capsys.readouterr().err
     assert wit([*args[:-4], "--language-caps", "ja=3", "--out", str(tmp_path / "b")]) == 2
     assert "--language-caps needs --per-query-cap" in capsys.readouterr().err
+
+
+def test_wit_train_with_a_tokenizer_file_measures_it_and_a_resume_keeps_it(worldwide, tmp_path, capsys):
+    """A tokenizer.json made elsewhere is measured per language like a learnt one; a resume with another
+    --tokenizer than the checkpoint's is refused in one line."""
+    shards, samples, _ = worldwide
+    made = Tokenizer.train([f"uid {u}" for u, _, _ in samples], vocab_size=350)
+    made.save(tmp_path / "made.json")
+    other = Tokenizer.train(["something else entirely"] * 3, vocab_size=320)
+    other.save(tmp_path / "other.json")
+    args = ["train", "--shards", str(shards), "--out", str(tmp_path / "run"), "--model", "tiny", "--batch-size", "4",
+            "--steps", "2", "--workers", "0", "--tokenizer", str(tmp_path / "made.json")]
+    assert wit(args) == 0
+    stats = json.loads((tmp_path / "run" / "tokenizer_stats.json").read_text())
+    assert stats["source"] == str(tmp_path / "made.json") and stats["bpe_sample"] is None
+    assert {lang: f["captions"] for lang, f in stats["languages"].items()} == {
+        "en": sum(lang == "en" for *_, lang in samples), "ja": sum(lang == "ja" for *_, lang in samples)}
+    assert "wit train: tokenizer: ja: " in capsys.readouterr().out
+    assert wit([*args[:-1], str(tmp_path / "other.json"), "--steps", "3", "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not the tokenizer the checkpoint was trained with" in err
