@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from schemas.queries import STATS_JSON
 from wit_builder.beam import fileio
 from wit_builder.beam.launcher import Outcome, Pipeline, Stage, run_stage
+from wit_builder.core import segment
 from wit_builder.core.errors import StageFailed
 from wit_builder.queries import inputs, stats
 from wit_builder.queries.inputs import QueryInputs
 from wit_builder.queries.options import OPTIONS, BuildQueriesOptions
 from wit_builder.queries.pipeline import TEXT_CACHE, BuildQueries
+from wit_builder.queries.wikitext import site_rules
 
 __all__ = ["OPTIONS", "BuildQueriesStage", "run"]
 
@@ -27,13 +31,17 @@ class BuildQueriesStage(Stage[BuildQueriesOptions, QueryInputs]):
         return inputs.resolve(self.options)
 
     def announce(self) -> list[str]:
-        """One line per dump."""
-        return [f"dump {d.path}" + (f" (multistream, index {d.index})" if d.index else "") for d in self.inputs.dumps]
+        """The language and its segmenter; one line per dump."""
+        lang = self.inputs.language
+        return [f"language {lang.code} ({lang.name}), segmenter {segment.segmenter_id(lang.code)}"] + [
+            f"dump {d.path}" + (f" (multistream, index {d.index})" if d.index else "") for d in self.inputs.dumps]
 
     def build(self, pipeline: Pipeline) -> None:
         i = self.inputs
-        _ = pipeline | "BuildQueries" >> BuildQueries(list(i.dumps), self.out, self.options, list(i.pageviews),
-                                                      list(i.wordnet))
+        options = replace(self.options, traffic=i.traffic)  # --wiki, or the project the dumps' siteinfo names
+        site = site_rules(i.language, dict(i.namespaces))
+        _ = pipeline | "BuildQueries" >> BuildQueries(list(i.dumps), self.out, options, list(i.pageviews),
+                                                      list(i.wordnet), site, segment.segmenter_id(i.language.code))
 
     def on_failure(self, error: StageFailed) -> StageFailed:
         return StageFailed(f"{error}. No output was written.")
@@ -50,7 +58,8 @@ class BuildQueriesStage(Stage[BuildQueriesOptions, QueryInputs]):
         details = fileio.read_json(details_path)
         i = self.inputs
         sha256 = {path: fileio.sha256_file(path) for path in stats.input_paths(i.dumps, i.pageviews)}
-        document = stats.stats_document(self.options, i.dumps, i.pageviews, counts, details, sha256, seconds)
+        options = replace(self.options, traffic=i.traffic)
+        document = stats.stats_document(options, i.dumps, i.pageviews, counts, details, sha256, seconds)
         fileio.write_json(fileio.join(self.out, STATS_JSON), document)
         fileio.delete([details_path])
         return Outcome(summary=stats.summary(counts, len(i.dumps)))

@@ -1,7 +1,7 @@
 """``wit build-queries``' settings: one frozen dataclass tree, from which the flags, defaults and ``--help`` are
 generated (:mod:`wit_builder.core.options`). Each nested group is the config a rule module takes as it is:
 
-    BuildQueriesOptions            --dump, --out, --wordnet-dir, --pageviews
+    BuildQueriesOptions            --dump, --out, --wordnet-dir, --omw-file, --pageviews
       .thresholds: Thresholds      --min-unigram-count, --min-bigram-count          (selection.py)
       .budgets: Budgets            --max-queries, --<source>-budget                 (selection.py)
       .reading: ReadOptions        --split-bytes, --parse-timeout, --parse-memory-mb, --sketch-width (pipeline.py)
@@ -75,6 +75,10 @@ class BuildQueriesOptions:
     out: str = option(help="output folder (local path or gs://, s3://, ...)")
     wordnet_dir: str | None = option(None, help="WordNet 3.0 dict folder, e.g. /usr/share/wordnet; without it no "
                                                 "WordNet queries are built")
+    omw_file: tuple[str, ...] = option((), metavar="PATH",
+                                       help="Open Multilingual Wordnet tab file(s) in the dump's language "
+                                            "(wn-data-jpn.tab of OMW 1.4, wn-cldr-jpn.tab, ...; repeat): their "
+                                            "lemmas become WordNet queries")
     pageviews: tuple[str, ...] = option((), metavar="PATH",
                                         help="Wikimedia pageview files: hourly pageviews-*.gz, daily or monthly "
                                              "pageview_complete (.gz/.bz2/plain; repeat or globs) to rank titles "
