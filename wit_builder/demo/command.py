@@ -342,7 +342,11 @@ def stage_counts(dirs: dict[str, Path]) -> list[str]:
         sources = ", ".join(f"{k} {v['selected']:,}" for k, v in other["details"]["sources"].items())
         label = f"  [{folder.name.removeprefix('queries-')}]"
         more.append(f"{label:<15}{other['counts']['queries']:,} queries ({sources})")
-    pairs = load(dirs["pairs"] / STATS_JSON)["counts"]
+    pairs_doc = load(dirs["pairs"] / STATS_JSON)
+    pairs = pairs_doc["counts"]
+    # stage 2 of a worldwide run: pairs kept and the cap per caption language (details.languages)
+    by_language = {lang: row for lang, row in (pairs_doc.get("details") or {}).get("languages", {}).items()
+                   if row.get("kept")} if len(more) else {}
     raw_counts = stats_schema.prefixed(load(dirs["raw"] / STATS_JSON)["counts"], "status_")
     raw = {s: raw_counts[s] for s in RAW_STATUSES if s in raw_counts}  # the schema's order, not alphabetical
     final = load(dirs["shards"] / STATS_JSON)["counts"]
@@ -354,6 +358,9 @@ def stage_counts(dirs: dict[str, Path]) -> list[str]:
         f"build-pairs    {pairs['records']:,} pool rows -> {pairs['candidates']:,} candidates -> {pairs['matched']:,} "
         f"matched ({pairs['no_match']:,} no match) -> {pairs['unique_pairs']:,} unique -> {pairs['kept']:,} kept "
         f"({pairs['over_cap']:,} over the cap)",
+        *([f"{'':<15}kept per caption language: " + ", ".join(
+            f"{lang} {row['kept']:,}" + (f" (cap {row['cap']})" if "cap" in row else "")
+            for lang, row in by_language.items())] if by_language else []),
         "download       " + ", ".join(f"{k} {v:,}" for k, v in raw.items() if v),
         "finalize       " + ", ".join(f"{k} {v:,}" for k, v in reasons.items() if v)
         + f" -> {final['samples']:,} samples in {final['shards']} shards",
