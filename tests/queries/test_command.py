@@ -27,6 +27,7 @@ from tests.queries.conftest import (
 )
 from wit_builder.core import segment
 from wit_builder.core.errors import StageFailed
+from wit_builder.core.run_folder import MARKER
 from wit_builder.core.textnorm import is_query_token, tokenize
 from wit_builder.queries import stats as query_stats
 from wit_builder.queries.command import BuildQueriesStage
@@ -258,9 +259,9 @@ def test_pageviews_of_another_wiki(tmp_path):
 
 def test_every_count_is_named_and_nothing_but_the_outputs_is_left(sample_out):
     """stats.json's counts are exactly the frame's names (zeros included); the counts file, the details file
-    and the text cache are gone once stats.json is written."""
+    and the text cache are gone once stats.json is written; the run marker stays (the folder is stage 1's)."""
     assert sorted(stats(sample_out)["counts"]) == sorted(query_stats.COUNT_NAMES)
-    assert sorted(p.name for p in sample_out.iterdir()) == sorted(OUTPUTS)
+    assert sorted(p.name for p in sample_out.iterdir()) == sorted([*OUTPUTS, MARKER])
 
 
 # ---- the Stage's steps, on given inputs ----

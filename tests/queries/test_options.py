@@ -13,10 +13,12 @@ from wit_builder.queries.options import OPTIONS, BuildQueriesOptions, ReadOption
 from wit_builder.queries.pageviews import Traffic
 from wit_builder.queries.selection import Budgets, Thresholds
 
-FLAGS = ["--dump", "--out", "--wordnet-dir", "--omw-file", "--pageviews", "--min-unigram-count", "--min-bigram-count",
+FLAGS = ["--dump", "--out", "--overwrite", "--wordnet-dir", "--omw-file", "--pageviews", "--min-unigram-count",
+         "--min-bigram-count",
          "--max-queries", "--unigram-budget", "--bigram-budget", "--title-budget", "--wordnet-budget", "--split-bytes",
          "--parse-timeout", "--parse-memory-mb", "--sketch-width", "--wiki", "--pageview-sites"]
-DEFAULTS = {"--wordnet-dir": None, "--omw-file": (), "--pageviews": (), "--min-unigram-count": 100,
+DEFAULTS = {"--overwrite": False, "--wordnet-dir": None, "--omw-file": (), "--pageviews": (),
+            "--min-unigram-count": 100,
             "--min-bigram-count": 30,
             "--max-queries": 500_000, "--unigram-budget": 251_465, "--bigram-budget": 100_646, "--title-budget": 61_235,
             "--wordnet-budget": 86_654, "--split-bytes": 64 << 20, "--parse-timeout": 5.0, "--parse-memory-mb": 2048,

@@ -106,8 +106,10 @@ class _ExtractPages(CountingDoFn):
         sketches = ngram_sketches(self.reading.sketch_width)
         distinct = DistinctSketch()  # the range's distinct tokens (MetaCLIP 2's budgets take 10% of them)
         pages_read = 0
+        pages = progress.reporter("build-queries", "pages")  # moves page by page, within a range too
         for page in read_pages(rng, fileio.open_read):
             pages_read += 1
+            pages.add(1)
             for verdict in judge_page(page, self.parser.parse, self.site.lang):
                 yield from self._take(verdict, unigrams, bigrams, cache)
             if len(unigrams) + len(bigrams) >= FLUSH_KEYS:
@@ -121,7 +123,6 @@ class _ExtractPages(CountingDoFn):
         distinct.add(unigrams)
         add_and_clear(sketches, unigrams, bigrams)
         yield TaggedOutput("distinct", distinct)
-        progress.reporter("build-queries", "pages").add(pages_read)
         self.count("pages_read", pages_read)
         self.count("dump_ranges")  # each planned range is extracted once (a retried bundle's counts are dropped)
         yield sketches
