@@ -21,6 +21,7 @@ BEAM_ARGS  ?= --runner=FnApiRunner
 # every input variable may hold several paths or globs, separated by spaces: each is passed quoted, unexpanded,
 # as its own repeated flag (the command expands globs itself, also on gs:// and s3://).
 quote_each = $(foreach v,$(2),$(1) '$(v)')
+comma := ,
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +38,11 @@ wordnet:
 	@[ -d $(WORDNET) ] || echo "note: $(WORDNET) not found; install Debian's wordnet-base for WordNet queries"
 
 ## The README's first command: the main job end to end on the bundled default data.
+## make demo LANGUAGES=en,ja: the same chain in English and Japanese (outputs in out/demo-en-ja).
+LANGUAGES ?= en
 demo: $(STAMP) wordnet
-	$(WIT) demo --out out/demo $(BEAM_ARGS)
+	$(WIT) demo $(if $(filter en,$(LANGUAGES)),--out out/demo,--out out/demo-$(subst $(comma),-,$(LANGUAGES)) \
+	  --languages $(LANGUAGES)) $(BEAM_ARGS)
 
 ## The README's second command. --dist loadgroup: the Spark and Flink tests share one worker (one cluster).
 test: $(STAMP) wordnet runners
