@@ -95,3 +95,29 @@ def test_a_lock_held_by_another_process_is_refused(tmp_path: Path) -> None:
         assert json.loads((tmp_path / LOCK).read_text())["pid"] == os.getpid()
     finally:
         lock.release()
+
+
+def test_a_killed_writers_forked_children_do_not_keep_its_lock(tmp_path: Path) -> None:
+    """Worker processes forked after the lock was taken (DataLoader workers, Beam's pools) inherit its descriptor;
+    they must not keep the folder locked once the writer itself is killed (wit train's resume after SIGKILL)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import multiprocessing, time
+            from wit_builder.core.run_folder import FolderLock
+            lock = FolderLock({str(tmp_path)!r}, "train").acquire()
+            child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,), daemon=False)
+            child.start()
+            print(child.pid, flush=True)
+            time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert holder.stdout is not None
+    child = int(holder.stdout.readline())
+    try:
+        holder.kill()
+        holder.wait()
+        os.kill(child, 0)  # the child lives on
+        lock = FolderLock(str(tmp_path), "train").acquire()
+        assert lock.taken_over is not None and lock.taken_over["pid"] == holder.pid
+        lock.release()
+    finally:
+        os.kill(child, 9)

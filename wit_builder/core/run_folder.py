@@ -100,6 +100,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
+# The lock descriptors this process holds. A forked child (multiprocessing, torch's DataLoader workers, Beam's
+# worker pools) inherits them, and an flock lives while any copy is open: a child that outlives its killed parent
+# would keep the folder locked. Children close their copies at once; the parent's lock is unaffected.
+_HELD: set[int] = set()
+
+
+def _close_in_child() -> None:
+    for fd in list(_HELD):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
+
+
 class LockedError(RuntimeError):
     """Another live writer holds the folder's lock; the message names it and what to do."""
 
@@ -157,6 +173,7 @@ class FolderLock:
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(me, sort_keys=True) + "\n").encode(), 0)
             self._fd = fd
+            _HELD.add(fd)
             return self
         raise LockedError(f"could not lock {self.path}: it keeps being replaced")
 
@@ -175,6 +192,7 @@ class FolderLock:
         fd, self._fd = self._fd, None
         if fd is None:
             return
+        _HELD.discard(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)  # before unlocking: a waiting writer re-opens the path (see acquire)
         os.close(fd)
