@@ -329,27 +329,10 @@ def test_a_failed_run_removes_its_temporaries_and_releases_the_lock(tmp_path, mo
 
 
 @pytest.mark.parametrize("full_at", [run_folder.MARKER, COUNTS_FILE])
-def test_a_full_disk_is_one_line_naming_the_path(full_at, tmp_path, capsys, probe_command, monkeypatch):
+def test_a_full_disk_is_one_line_naming_the_path(full_at, tmp_path, capsys, probe_command, full_disk):
     """ENOSPC while a stage writes (inside the pipeline or in finish) is DiskFull naming the file: one line, exit 1,
     no temporary left behind."""
-    import errno
-    real_write = fileio.FileSystems.create
-
-    class FullFile:
-        def __init__(self, inner):
-            self.inner = inner
-
-        def write(self, data):
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        def close(self):
-            self.inner.close()
-
-    def create_on_a_full_disk(path, *args, **kwargs):
-        opened = real_write(path, *args, **kwargs)
-        return FullFile(opened) if f"/{full_at}.tmp-" in path else opened
-
-    monkeypatch.setattr(fileio.FileSystems, "create", create_on_a_full_disk)
+    full_disk(lambda path: f"/{full_at}.tmp-" in path)
     out = tmp_path / "o"
     wit_probe = probe_command(lambda options, beam_argv: run_stage(ProbeStage(options), beam_argv))
     assert wit_probe("--out", str(out), *BEAM_IN_PROCESS) == 1

@@ -568,27 +568,10 @@ def test_an_unreadable_evaluation_image_is_skipped_and_counted(raw, tmp_path, ca
     assert stats["details"]["dedup"]["decontaminated"] == 1
 
 
-def test_a_full_disk_is_one_line_naming_the_shard(raw, tmp_path, capsys, monkeypatch):
+def test_a_full_disk_is_one_line_naming_the_shard(raw, tmp_path, capsys, full_disk):
     """ENOSPC while a final shard is written is one line naming it (exit 1), not a traceback; no temporary stays
     and the folder does not look complete."""
-    import errno
-
-    from wit_builder.beam import fileio
-
-    real_create = fileio.FileSystems.create
-
-    class Full:
-        def __init__(self, inner):
-            self.inner = inner
-
-        def write(self, data):
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        def close(self):
-            self.inner.close()
-
-    monkeypatch.setattr(fileio.FileSystems, "create", lambda path, *a, **k: Full(real_create(path, *a, **k))
-                        if path.endswith(".tar") or ".tar.tmp-" in path else real_create(path, *a, **k))
+    full_disk(lambda path: path.endswith(".tar") or ".tar.tmp-" in path)
     out = tmp_path / "full"
     assert finalize(raw.root, out) == 1
     err = capsys.readouterr().err

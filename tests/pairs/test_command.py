@@ -455,27 +455,10 @@ def test_a_killed_runs_temporaries_are_removed_and_never_read_as_pairs(pool: dic
 
 
 def test_a_full_disk_is_one_line_naming_the_file(pool: dict, tmp_path: Path, capsys: pytest.CaptureFixture,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+                                                 full_disk) -> None:
     """ENOSPC while the pairs are written (inside the pipeline) is one line naming the file, exit 1, no
     temporary left."""
-    import errno
-
-    from wit_builder.beam import fileio
-
-    real_create = fileio.FileSystems.create
-
-    class Full:
-        def __init__(self, inner):
-            self.inner = inner
-
-        def write(self, data):
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        def close(self):
-            self.inner.close()
-
-    monkeypatch.setattr(fileio.FileSystems, "create", lambda path, *a, **k: Full(real_create(path, *a, **k))
-                        if "/pairs-" in path else real_create(path, *a, **k))
+    full_disk(lambda path: "/pairs-" in path)
     out = tmp_path / "out"
     assert wit(["build-pairs", "--queries", str(pool["queries"]), "--pool", str(pool["files"] / "*"), "--out",
                 str(out), *BEAM_IN_PROCESS]) == 1
