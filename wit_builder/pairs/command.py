@@ -13,9 +13,11 @@ import json
 from schemas.pairs import BALANCE_PNG, PAIRS_GLOB, QUERY_COUNTS_PARQUET, STATS_JSON
 from wit_builder.beam import fileio
 from wit_builder.beam.launcher import Outcome, Pipeline, Stage, run_stage
+from wit_builder.beam.spill import SPILL_DIR
 from wit_builder.core import errors
 from wit_builder.pairs import inputs, stats
 from wit_builder.pairs.balance_plot import balance_png
+from wit_builder.pairs.batches import buckets_for
 from wit_builder.pairs.options import OPTIONS, BuildPairsOptions
 from wit_builder.pairs.pipeline import NAMESPACE, BuildPairs
 
@@ -37,28 +39,38 @@ class BuildPairsStage(Stage[BuildPairsOptions, inputs.PairsInputs]):
         path = inputs.queries_path(o.queries)
         n_queries = inputs.check_entries(path, o.match_rule)
         files = inputs.pool_files(o.pool, pool)
+        buckets = o.shuffle_buckets or buckets_for(sum(fileio.size(f) for f in files))
         return inputs.PairsInputs(inputs.QueriesFile(path, fileio.sha256_file(path), o.match_rule), n_queries,
-                                  tuple(files), pool)
+                                  tuple(files), pool, buckets)
 
     def announce(self) -> list[str]:
         """The line saying what the run will do."""
         o, balance, i = self.options, self.options.balance, self.inputs
         return [f"build-pairs: {len(i.pool_files)} pool file(s), {i.query_count:,} queries, balance={balance.mode} "
-                f"cap={balance.per_query_cap} target={balance.target} seed={balance.seed} match_rule={o.match_rule}"]
+                f"cap={balance.per_query_cap} target={balance.target} seed={balance.seed} match_rule={o.match_rule} "
+                f"shuffle_buckets={i.buckets}"]
 
     def clean_rerun(self) -> list[str]:
         """A rerun replaces the previous output: stale files of another run must not mix in."""
         out = self.out
         named = [fileio.join(out, name) for name in (STATS_JSON, QUERY_COUNTS_PARQUET, stats.BAD_RECORDS_JSONL,
                                                      BALANCE_PNG)]
+        named.append(fileio.join(out, SPILL_DIR))  # a killed run's spilled buckets
         fileio.delete([*fileio.match(fileio.join(out, PAIRS_GLOB)), *filter(fileio.exists, named)])
         return []
+
+    def after_run(self) -> None:
+        """The spilled buckets (``wit_builder.beam.spill``) are only for the run: removed whether it succeeded
+        or not."""
+        spilled = fileio.join(self.out, SPILL_DIR)
+        if fileio.exists(spilled):
+            fileio.delete([spilled])
 
     def build(self, pipeline: Pipeline) -> None:
         """``BuildPairs`` on ``pipeline`` (a ``beam.Pipeline``: Beam itself stays in ``pipeline.py``)."""
         o, i = self.options, self.inputs
         _ = pipeline | "BuildPairs" >> BuildPairs(list(i.pool_files), i.queries, o.out, i.pool, o.balance,
-                                                  o.rows_per_file, o.shuffle_buckets)
+                                                  o.rows_per_file, i.buckets)
 
     def finish(self, counts: dict[str, int], seconds: float) -> Outcome:
         """balance.png, then stats.json (last: its presence marks a complete output) from ``counts``; exit 1 when

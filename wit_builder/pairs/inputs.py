@@ -39,6 +39,7 @@ class PairsInputs:
     query_count: int              # its rows (queries)
     pool_files: tuple[str, ...]   # every pool file, sorted, each one's format and columns checked
     pool: PoolOptions             # how they are read (``PoolFileOptions.reader_options``)
+    buckets: int = 256            # uid buckets of the shuffle: --shuffle-buckets, else batches.buckets_for
 
 
 def queries_path(folder: str) -> str:

@@ -36,6 +36,7 @@ from apache_beam.utils import shared
 from schemas.pairs import QUERY_COUNTS_PARQUET
 from wit_builder.beam import counting, fileio
 from wit_builder.beam.counting import COUNTS
+from wit_builder.beam.spill import Ref, Spill, spill_folder, stable_name
 from wit_builder.core import progress
 from wit_builder.core.balance import BalanceConfig
 from wit_builder.pairs.batches import (
@@ -118,10 +119,11 @@ class _ReadAndMatch(_EntriesDoFn):
     no_match).
     """
 
-    def __init__(self, queries: QueriesFile, handle: shared.Shared, pool: PoolOptions, buckets: int):
+    def __init__(self, queries: QueriesFile, handle: shared.Shared, pool: PoolOptions, buckets: int, spill: Spill):
         super().__init__(queries, handle)
         self._pool = pool
         self._buckets = buckets
+        self._spill = spill
         self._matchers = shared.Shared()
         self._matcher: QueryMatcher | MetaClipMatcher | None = None
 
@@ -130,13 +132,14 @@ class _ReadAndMatch(_EntriesDoFn):
         rule = self._queries.match_rule
         self._matcher = self._matchers.acquire(lambda: make_matcher(entries.to_pylist(), rule), tag=self._tag)
 
-    def process(self, path: str) -> Iterator[tuple[int, bytes] | TaggedOutput]:
+    def process(self, path: str) -> Iterator[tuple[int, Ref] | TaggedOutput]:
         matcher = self._matcher
         assert matcher is not None
         self.count("pool_files")
         seen: Counter[str] = Counter()  # this file's records by verdict: counted at its end, and logged
         pending: list[pa.Table] = []
-        held = 0
+        held, flushes = 0, 0
+        name = stable_name(path)  # spill files: named by the pool file, the flush and the bucket (retry-safe)
         for batch in read_pool_batches(path, fileio.open_read, self._pool):
             seen["records"] += len(batch.rejections) + len(batch)
             for rejection in batch.rejections:
@@ -153,9 +156,9 @@ class _ReadAndMatch(_EntriesDoFn):
                                              rows, lengths, ids))
                 held += len(rows)
             if held >= PENDING_ROWS:
-                yield from self._emit(pending)
-                pending, held = [], 0
-        yield from self._emit(pending)
+                yield from self._emit(pending, f"{name}-{flushes:05d}")
+                pending, held, flushes = [], 0, flushes + 1
+        yield from self._emit(pending, f"{name}-{flushes:05d}")
         for name, n in seen.items():
             self.count(name, n)
         progress.reporter("build-pairs", "records").add(seen["records"])
@@ -163,13 +166,13 @@ class _ReadAndMatch(_EntriesDoFn):
         logging.getLogger(__name__).info("read %s: %s candidates, %s matched%s", path, f"{seen['candidates']:,}",
                                          f"{seen['matched']:,}", f"; {rejected}" if rejected else "")
 
-    def _emit(self, pending: list[pa.Table]) -> Iterator[tuple[int, bytes]]:
+    def _emit(self, pending: list[pa.Table], name: str) -> Iterator[tuple[int, Ref]]:
         if not pending:
             return
         table = pa.concat_tables(pending).combine_chunks()
         buckets = bucket_of_keys(table.column("key").to_numpy(), self._buckets)
         for bucket, rows in split_by_key(table, buckets):
-            yield bucket, to_bytes(rows)
+            yield bucket, self._spill.put(f"matched/b{bucket:05d}/{name}.arrow", to_bytes(rows))
 
 
 _MATCHED_IDS = "matched_ids"  # tagged output of _CollapseBucket: (query ids, pairs matched) of a bucket
@@ -183,13 +186,14 @@ class _CollapseBucket(counting.CountingDoFn):
 
     namespace = NAMESPACE
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, spill: Spill):
         super().__init__()
         self._seed = seed
+        self._spill = spill
 
-    def process(self, element: tuple[int, Iterable[bytes]]) -> Iterator[tuple[int, bytes] | TaggedOutput]:
-        bucket, blobs = element
-        table = concat(blobs, MATCHED)
+    def process(self, element: tuple[int, Iterable[Ref]]) -> Iterator[tuple[int, Ref] | TaggedOutput]:
+        bucket, refs = element
+        table = concat((Spill.get(ref) for ref in refs), MATCHED)
         ranked = collapse(table, self._seed)
         ids, counts = query_counts(ranked)
         self.count("duplicates", table.num_rows - ranked.num_rows)
@@ -197,7 +201,7 @@ class _CollapseBucket(counting.CountingDoFn):
         self.count("matches", int(counts.sum()))
         if len(ids):
             yield TaggedOutput(_MATCHED_IDS, (ids, counts))
-        yield bucket, to_bytes(ranked)
+        yield bucket, self._spill.put(f"ranked/b{bucket:05d}.arrow", to_bytes(ranked))
 
 
 class _SumQueryCounts(beam.CombineFn):
@@ -229,10 +233,10 @@ class _CappedRanks(beam.DoFn):
         super().__init__()
         self._k = k
 
-    def process(self, element: tuple[int, bytes], capped: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def process(self, element: tuple[int, Ref], capped: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         if not capped.any():
             return
-        ids, ranks = capped_smallest_ranks(from_bytes(element[1]), capped, self._k)
+        ids, ranks = capped_smallest_ranks(from_bytes(Spill.get(element[1])), capped, self._k)
         if len(ids):
             yield ids, ranks
 
@@ -277,16 +281,18 @@ class _BalanceBucket(_EntriesDoFn):
     it; its ``queries`` become the keeping ones: ``batches.balance_table``); on :data:`_KEPT_IDS` the bucket's
     (ids, kept). Counts ``over_cap``, ``kept``, ``kept_matches``."""
 
-    def __init__(self, config: BalanceConfig, queries: QueriesFile, handle: shared.Shared):
+    def __init__(self, config: BalanceConfig, queries: QueriesFile, handle: shared.Shared, spill: Spill):
         super().__init__(queries, handle)
         self._config = config
+        self._spill = spill
 
     def setup(self) -> None:
         if self._config.mode == "probabilistic":  # hard mode never needs the query strings here
             self._load_entries()
 
-    def process(self, element: tuple[int, bytes], cuts: np.ndarray) -> Iterator[tuple[int, bytes] | TaggedOutput]:
-        ranked = from_bytes(element[1])
+    def process(self, element: tuple[int, Ref], cuts: np.ndarray) -> Iterator[tuple[int, Ref] | TaggedOutput]:
+        bucket, ref = element
+        ranked = from_bytes(Spill.get(ref))
         rows, kept_ids = balance_table(ranked, cuts, self._config, self._entries)
         self.count("over_cap", ranked.num_rows - rows.num_rows)
         self.count("kept", rows.num_rows)
@@ -294,7 +300,7 @@ class _BalanceBucket(_EntriesDoFn):
         if len(kept_ids):
             ids, counts = np.unique(kept_ids, return_counts=True)
             yield TaggedOutput(_KEPT_IDS, (ids.astype(np.int64), counts.astype(np.int64)))
-        yield rows.num_rows, to_bytes(rows)
+        yield rows.num_rows, self._spill.put(f"kept/b{bucket:05d}.arrow", to_bytes(rows))
 
 
 class _WritePairsFile(_EntriesDoFn):
@@ -305,9 +311,9 @@ class _WritePairsFile(_EntriesDoFn):
         super().__init__(queries, handle)
         self._out_dir = out_dir
 
-    def process(self, element: tuple[int, Iterable[bytes]], num_files: int) -> Iterator[None]:
-        index, blobs = element
-        table = pairs_table(concat(blobs, KEPT), self._queries.match_rule, self._entries)
+    def process(self, element: tuple[int, Iterable[Ref]], num_files: int) -> Iterator[None]:
+        index, refs = element
+        table = pairs_table(concat((Spill.get(ref) for ref in refs), KEPT), self._queries.match_rule, self._entries)
         fileio.write_parquet(fileio.join(self._out_dir, pairs_file_name(index, num_files)), table)
         self.count("pair_files")
         return iter(())
@@ -330,8 +336,15 @@ class _WriteQueryCounts(_EntriesDoFn):
         return iter(())
 
 
-def _row_count(element: tuple[int, bytes]) -> int:
+def _row_count(element: tuple[int, Ref]) -> int:
     return element[0]
+
+
+def _assign_files(element: tuple[int, Ref], num_files: int, spill: Spill) -> Iterator[tuple[int, Ref]]:
+    """``batches.assign_files`` on a bucket's kept rows, each file's part spilled under the bucket's name."""
+    n, ref = element
+    for index, blob in assign_files((n, Spill.get(ref)), num_files):
+        yield index, spill.put(f"files/f{index:05d}/{Spill.stem(ref)}.arrow", blob)
 
 
 def _empty_blobs(num_files: int) -> Iterator[tuple[int, bytes]]:
@@ -354,15 +367,18 @@ class ReadAndMatch(beam.PTransform):
         entries: the ``Shared`` handle of the sorted entries, shared with the later steps of the process.
     """
 
-    def __init__(self, queries: QueriesFile, pool: PoolOptions, buckets: int, entries: shared.Shared):
+    def __init__(self, queries: QueriesFile, pool: PoolOptions, buckets: int, entries: shared.Shared,
+                 spill: Spill | None = None):
         super().__init__()
         self._queries, self._pool, self._buckets, self._entries = queries, pool, buckets, entries
+        self._spill = spill or Spill(None)
 
     def expand(self, paths: beam.PCollection) -> Any:
         return (
             paths
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadFiles" >> beam.ParDo(_ReadAndMatch(self._queries, self._entries, self._pool, self._buckets))
+            | "ReadFiles" >> beam.ParDo(_ReadAndMatch(self._queries, self._entries, self._pool, self._buckets,
+                                                      self._spill))
             .with_outputs(REJECTED, COUNTS, main="matched")
         )
 
@@ -377,16 +393,17 @@ class CollapseDuplicates(beam.PTransform):
         seed: the seed of the ranks (``--seed``).
     """
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, spill: Spill | None = None):
         super().__init__()
         self._seed = seed
+        self._spill = spill or Spill(None)
 
     def expand(self, matched: beam.PCollection) -> dict[str, beam.PCollection]:
         collapsed = (
             matched
             | "GroupByBucket" >> beam.GroupByKey()
-            | "CollapseBucket" >> beam.ParDo(_CollapseBucket(self._seed)).with_outputs(_MATCHED_IDS, COUNTS,
-                                                                                      main="ranked")
+            | "CollapseBucket" >> beam.ParDo(_CollapseBucket(self._seed, self._spill))
+            .with_outputs(_MATCHED_IDS, COUNTS, main="ranked")
         )
         per_query = collapsed[_MATCHED_IDS] | "MergeMatchedCounts" >> beam.CombineGlobally(_SumQueryCounts())
         return {"ranked": collapsed.ranked, "matched": per_query, COUNTS: collapsed[COUNTS]}
@@ -408,9 +425,11 @@ class Balance(beam.PTransform):
         entries: the ``Shared`` handle of the sorted entries.
     """
 
-    def __init__(self, config: BalanceConfig, queries: QueriesFile, entries: shared.Shared):
+    def __init__(self, config: BalanceConfig, queries: QueriesFile, entries: shared.Shared,
+                 spill: Spill | None = None):
         super().__init__()
         self._config, self._queries, self._entries = config, queries, entries
+        self._spill = spill or Spill(None)
 
     def expand(self, collapsed: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
         config = self._config
@@ -424,7 +443,7 @@ class Balance(beam.PTransform):
         )
         cuts = matched | "CutTable" >> beam.Map(cut_table, AsSingleton(smallest), config)
         balanced = ranked | "BalanceBucket" >> beam.ParDo(
-            _BalanceBucket(config, self._queries, self._entries), cuts=AsSingleton(cuts),
+            _BalanceBucket(config, self._queries, self._entries, self._spill), cuts=AsSingleton(cuts),
         ).with_outputs(_KEPT_IDS, COUNTS, main="kept")
         kept_counts = balanced[_KEPT_IDS] | "MergeKeptCounts" >> beam.CombineGlobally(_SumQueryCounts())
         return {"kept": balanced.kept, "kept_counts": kept_counts, COUNTS: balanced[COUNTS]}
@@ -443,9 +462,11 @@ class WritePairs(beam.PTransform):
         entries: the ``Shared`` handle of the sorted entries.
     """
 
-    def __init__(self, out_dir: str, rows_per_file: int, queries: QueriesFile, entries: shared.Shared):
+    def __init__(self, out_dir: str, rows_per_file: int, queries: QueriesFile, entries: shared.Shared,
+                 spill: Spill | None = None):
         super().__init__()
         self._out_dir, self._rows_per_file, self._queries, self._entries = out_dir, rows_per_file, queries, entries
+        self._spill = spill or Spill(None)
 
     def expand(self, kept: beam.PCollection) -> beam.PCollection:
         num_files = (
@@ -455,7 +476,8 @@ class WritePairs(beam.PTransform):
             | "NumFiles" >> beam.Map(file_count, self._rows_per_file)
         )
         markers = num_files | "FileMarkers" >> beam.FlatMap(_empty_blobs)
-        assigned = kept | "AssignFiles" >> beam.FlatMap(assign_files, num_files=AsSingleton(num_files))
+        assigned = kept | "AssignFiles" >> beam.FlatMap(_assign_files, num_files=AsSingleton(num_files),
+                                                        spill=self._spill)
         written = (
             (assigned, markers)
             | "MergeMarkers" >> beam.Flatten()
@@ -524,26 +546,33 @@ class BuildPairs(beam.PTransform):
         balance: the balance settings.
         rows_per_file: rows per pairs file at most (``--rows-per-file``).
         buckets: uid buckets of the shuffle (``--shuffle-buckets``).
+        spill: whether the buckets travel as files under ``OUT/_tmp_spill`` (``wit_builder.beam.spill``) with only
+            their names crossing Beam; None: on the in-process runners only (``spill.spill_folder``).
     """
 
     def __init__(self, files: list[str], queries: QueriesFile, out_dir: str, pool: PoolOptions,
-                 balance: BalanceConfig, rows_per_file: int, buckets: int = 256):
+                 balance: BalanceConfig, rows_per_file: int, buckets: int = 256, spill: bool | None = None):
         super().__init__()
         self._files, self._queries, self._out_dir = files, queries, out_dir
         self._pool, self._balance, self._rows_per_file, self._buckets = pool, balance, rows_per_file, buckets
+        self._spill_choice = spill
         self._entries = shared.Shared()  # one handle: every step that needs the entries shares one load
 
     def expand(self, pipeline: beam.pvalue.PBegin) -> beam.PCollection:
         queries, entries, out = self._queries, self._entries, self._out_dir
+        runner = pipeline.pipeline.options.view_as(beam.options.pipeline_options.StandardOptions).runner
+        folder = spill_folder(runner, out) if self._spill_choice is None else (
+            spill_folder("", out) if self._spill_choice else None)
+        spill = Spill(folder)
         read = (
             pipeline
             | "PoolFiles" >> beam.Create(self._files)
-            | "ReadAndMatch" >> ReadAndMatch(queries, self._pool, self._buckets, entries)
+            | "ReadAndMatch" >> ReadAndMatch(queries, self._pool, self._buckets, entries, spill)
         )
-        collapsed = read.matched | "CollapseDuplicates" >> CollapseDuplicates(self._balance.seed)
+        collapsed = read.matched | "CollapseDuplicates" >> CollapseDuplicates(self._balance.seed, spill)
         balanced = ({"ranked": collapsed["ranked"], "matched": collapsed["matched"]}
-                    | "Balance" >> Balance(self._balance, queries, entries))
-        written = balanced["kept"] | "WritePairs" >> WritePairs(out, self._rows_per_file, queries, entries)
+                    | "Balance" >> Balance(self._balance, queries, entries, spill))
+        written = balanced["kept"] | "WritePairs" >> WritePairs(out, self._rows_per_file, queries, entries, spill)
         listed = ({"matched": collapsed["matched"], "kept_counts": balanced["kept_counts"]}
                   | "WriteQueryCounts" >> WriteQueryCounts(fileio.join(out, QUERY_COUNTS_PARQUET),
                                                            self._balance.target, queries, entries))
