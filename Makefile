@@ -14,7 +14,7 @@ DUMP       ?= $(ENWIKI)
 BEAM_ARGS  ?= --runner=FnApiRunner
 
 .PHONY: demo test test-fast typecheck lint install wordnet build-queries build-pairs download finalize train \
-        bench bench-queries bench-match bench-download bench-train bench-scale runners clean
+        bench bench-queries bench-match bench-download bench-train bench-segment bench-scale runners clean
 
 # Conventions of the stage targets: OUT is always the target's output (a folder, or a file for eval/export);
 # every input variable may hold several paths or globs, separated by spaces: each is passed quoted, unexpanded,
@@ -113,7 +113,7 @@ export: OUT = $(CHECKPOINT)/open_clip/wit-model.pt
 export: $(STAMP)
 	$(WIT) export --checkpoint '$(CHECKPOINT)' --out '$(OUT)' $(EXPORT_ARGS)
 
-bench: bench-queries bench-match bench-download bench-train
+bench: bench-queries bench-match bench-download bench-train bench-segment
 
 bench-queries: $(STAMP)
 	$(BIN)/python benchmarks/bench_queries.py
@@ -126,6 +126,10 @@ bench-download: $(STAMP)
 
 bench-train: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py
+
+# word segmenters side by side (ICU vs MeCab-UniDic, jieba, newmm): needs the [bench] extra
+bench-segment: $(STAMP)
+	$(BIN)/python benchmarks/segmenters.py
 
 bench-scale: $(STAMP) runners
 	$(BIN)/python benchmarks/bench_scale.py

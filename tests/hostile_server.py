@@ -9,6 +9,7 @@ formats the web serves, image bombs). The well-behaved static file server is ``t
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
 import struct
 import threading
@@ -215,6 +216,57 @@ class HostileServer:
         self.routes[path] = handler
         return self.url(path)
 
+    # ---- bodies that must be bounded, opt-out headers (issue 23) ----
+
+    def endless_redirect(self, path: str, location: str, status: int = 301) -> str:
+        """A redirect to ``location`` whose body never ends: a client must follow it without reading the body."""
+
+        def handler(h: BaseHTTPRequestHandler) -> None:
+            h.close_connection = True
+            h.wfile.write(b"HTTP/1.1 %d Moved\r\nLocation: %s\r\nContent-Type: text/html\r\nConnection: close\r\n"
+                          b"\r\n" % (status, location.encode()))
+            block = b"<p>moved</p>" * 5000
+            while True:
+                h.wfile.write(block)
+
+        self.routes[path] = handler
+        return self.url(path)
+
+    def encoded(self, path: str, body: bytes, encoding: str, content_type: str = "image/jpeg",
+                with_length: bool = True) -> str:
+        """``body`` sent as it is with ``Content-Encoding: encoding`` (a compression bomb, for one)."""
+
+        def handler(h: BaseHTTPRequestHandler) -> None:
+            h.send_response(200)
+            h.send_header("Content-Type", content_type)
+            h.send_header("Content-Encoding", encoding)
+            if with_length:
+                h.send_header("Content-Length", str(len(body)))
+            else:
+                h.send_header("Connection", "close")
+                h.close_connection = True
+            h.end_headers()
+            h.wfile.write(body)
+
+        self.routes[path] = handler
+        return self.url(path)
+
+    def with_headers(self, path: str, body: bytes, headers: list[tuple[str, str]], status: int = 200,
+                     content_type: str = "image/jpeg") -> str:
+        """``body`` with these header lines, repeated names kept as separate lines."""
+
+        def handler(h: BaseHTTPRequestHandler) -> None:
+            h.send_response(status)
+            h.send_header("Content-Type", content_type)
+            h.send_header("Content-Length", str(len(body)))
+            for name, value in headers:
+                h.send_header(name, value)
+            h.end_headers()
+            h.wfile.write(body)
+
+        self.routes[path] = handler
+        return self.url(path)
+
     def counted_image(self, path: str, data: bytes, delay_s: float = 0.0) -> str:
         """An image served after ``delay_s``; ``requests_to(path)`` counts the GETs."""
 
@@ -234,6 +286,38 @@ def send(h: BaseHTTPRequestHandler, response: Response) -> None:
         h.send_header(name, value)
     h.end_headers()
     h.wfile.write(response.body)
+
+
+# ---- compression bombs: a few hundred KB on the wire, hundreds of MB decoded ----
+
+def gzip_bomb(decoded_mib: int = 512, prefix: bytes = b"") -> bytes:
+    """``prefix`` then zeros, ``decoded_mib`` MiB in all, as a multi-member gzip stream (members of 8 MiB of
+    zeros, compressed once and repeated: RFC 1952 allows members back to back, urllib3 decodes them all)."""
+    member = gzip.compress(bytes(8 << 20), compresslevel=9, mtime=0)
+    head = gzip.compress(prefix, mtime=0) if prefix else b""
+    return head + member * max(1, decoded_mib // 8)
+
+
+def deflate_bomb(decoded_mib: int = 64) -> bytes:
+    """``decoded_mib`` MiB of zeros as one zlib stream (``Content-Encoding: deflate``)."""
+    z = zlib.compressobj(1)
+    return b"".join(z.compress(bytes(1 << 20)) for _ in range(decoded_mib)) + z.flush()
+
+
+def brotli_bomb(decoded_mib: int = 512) -> bytes:
+    """``decoded_mib`` MiB of zeros as brotli (``Content-Encoding: br``), compressed 1 MiB at a time."""
+    import brotli  # urllib3 decodes br only where brotli is installed, as it is here
+
+    c = brotli.Compressor(quality=5)
+    return b"".join(c.process(bytes(1 << 20)) for _ in range(decoded_mib)) + c.finish()
+
+
+def zstd_bomb(decoded_mib: int = 512) -> bytes:
+    """``decoded_mib`` MiB of zeros as one zstd frame (``Content-Encoding: zstd``), compressed 1 MiB at a time."""
+    import zstandard
+
+    c = zstandard.ZstdCompressor(level=3).compressobj()
+    return b"".join(c.compress(bytes(1 << 20)) for _ in range(decoded_mib)) + c.flush()
 
 
 # ---- real photos (tests.conftest.photo) in the formats the web serves ----

@@ -162,6 +162,10 @@ class TrainConfig:
     beta2: float = option(0.98, cli=False, help="AdamW beta2")
     eps: float = option(1e-6, cli=False, help="AdamW epsilon")
     grad_clip: float = option(0.0, help="clip the gradient norm (0: off)")
+    on_nonfinite: str = option("stop", choices=("stop", "skip"),
+                               help="a batch whose loss or gradient is not finite (nan, inf): stop the run with the "
+                                    "last good checkpoint kept (exit 1), or skip the batch without an optimizer step "
+                                    "(the run stops after MAX_NONFINITE_IN_A_ROW such batches in a row)")
     precision: str = option("fp32", choices=("bf16", "fp32"), help="bf16 autocast or full fp32")
     compile: bool = option(False, help="torch.compile the model")
     grad_checkpointing: bool = option(False, help="recompute activations in the backward pass")

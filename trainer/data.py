@@ -16,15 +16,18 @@ Corrupt, truncated or incomplete samples and unreadable shards are skipped and c
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import io
 import logging
 import math
 import random
 import signal
+import weakref
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from PIL import Image
@@ -251,6 +254,10 @@ def stream_items(plan: DataPlan, tokenizer: Tokenizer, epoch: int, local_stream:
         if plan.balance is not None and not plan.balance.keeps_sample(sample):
             counts["over_cap"] += 1  # not a drop: the load-time cap leaves it out of every epoch
             continue
+        if sample.get("__damaged__") and (first_member(sample, TEXT_KEYS) is None
+                                          or first_member(sample, IMAGE_KEYS) is None):
+            counts["damaged_tar"] += 1  # its missing member sat under a damaged tar header (logged with the shard)
+            continue
         caption = _decode_caption(sample, counts)
         if caption is None:
             continue
@@ -382,6 +389,17 @@ def new_epoch_state(epoch: int, streams: int) -> dict:
             "counts": {}, "epoch_counts": {}}
 
 
+_LIVE: weakref.WeakSet[Loader] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_loaders() -> None:
+    # Registered after torch imported multiprocessing, so it runs before multiprocessing's exit handler, which
+    # would terminate (SIGTERM, ignored by our workers) and then join the workers of an unfinished epoch forever.
+    for loader in list(_LIVE):
+        loader.close()
+
+
 def _quiet_worker(worker_id: int) -> None:
     # Ctrl-C reaches the whole process group: the training process checkpoints and stops its workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -392,7 +410,12 @@ class Loader:
     """Yields (batch dict, epoch) forever across epochs; ``state()`` is the exact position to resume from.
 
     Every finished epoch appends its accounting to ``reports`` (see ``epoch_report``); ``finished_epochs`` takes
-    them."""
+    them.
+
+    Worker processes (``plan.workers`` > 0) live while an epoch is read. They stop when the epoch ends, when the
+    iterator is closed or dropped, on ``close()`` (also as a context manager's exit) and at interpreter exit:
+    a script that takes a few batches and returns exits (the workers ignore SIGTERM, so that a preemption
+    reaches the training process first; Python's own exit handler would wait on them forever)."""
 
     def __init__(self, plan: DataPlan, tokenizer: Tokenizer, state: dict | None = None, pin_memory: bool = False):
         self.plan = plan
@@ -406,6 +429,22 @@ class Loader:
         self.totals: Counter = Counter(self._state.get("counts", {}))
         self.epoch_counts: Counter = Counter(self._state["epoch_counts"])
         self.reports: list[dict] = []
+        self._workers: Any = None  # the DataLoader iterator of the epoch being read (its worker processes)
+        _LIVE.add(self)
+
+    def close(self) -> None:
+        """Stop the worker processes of the epoch being read (nothing to do without workers). Idempotent; the
+        position stays where the consumed batches left it."""
+        workers, self._workers = self._workers, None
+        shutdown = getattr(workers, "_shutdown_workers", None)  # torch's DataLoader iterator; __del__ calls it too
+        if shutdown is not None:
+            shutdown()
+
+    def __enter__(self) -> Loader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def finished_epochs(self) -> list[dict]:
         """The reports of the epochs finished since the last call, oldest first (``epoch_report``'s dicts)."""
@@ -422,10 +461,12 @@ class Loader:
         dataset = _Streams(self.plan, self.tokenizer_json, self._state["epoch"], self.state())
         if self.plan.workers == 0:  # the same single stream, read in the training process
             return iter(dataset)
-        return iter(torch.utils.data.DataLoader(
+        self.close()  # a previous epoch's workers, when its iterator was left unfinished
+        self._workers = iter(torch.utils.data.DataLoader(
             dataset, batch_size=None, num_workers=self.plan.workers, pin_memory=self.pin_memory,
             prefetch_factor=4, persistent_workers=False, worker_init_fn=_quiet_worker,
         ))
+        return self._workers
 
     def __iter__(self) -> Iterator[tuple[dict, int]]:
         while True:
@@ -445,19 +486,22 @@ class Loader:
         """The rest of the current epoch's batches; afterwards the position points at the next epoch's start."""
         items = self._epoch_items()
         limit = self.plan.steps_per_epoch
-        while True:
-            item = None
-            if limit is None or self._state["step_in_epoch"] < limit:
-                item = self._next_batch(items)
-            # Every rank ends the epoch at the same step. A batch another rank's end leaves unused is not
-            # committed to the position: its samples count as not reached. (When all agree, this rank's item
-            # holds a batch: the last two tests only narrow the types.)
-            if not all_ranks_agree(item is not None) or item is None or item.batch is None:
-                break
-            self._commit(item)
-            self._state["step_in_epoch"] += 1
-            yield item.batch
-        del items  # shuts the epoch's workers down
+        try:
+            while True:
+                item = None
+                if limit is None or self._state["step_in_epoch"] < limit:
+                    item = self._next_batch(items)
+                # Every rank ends the epoch at the same step. A batch another rank's end leaves unused is not
+                # committed to the position: its samples count as not reached. (When all agree, this rank's item
+                # holds a batch: the last two tests only narrow the types.)
+                if not all_ranks_agree(item is not None) or item is None or item.batch is None:
+                    break
+                self._commit(item)
+                self._state["step_in_epoch"] += 1
+                yield item.batch
+        finally:  # the epoch ended, or the iterator was closed or dropped: its workers stop either way
+            del items
+            self.close()
         report = self.epoch_report(ended=True)
         self.reports.append(report)
         log.info("%s", describe_epoch(report))
@@ -488,7 +532,8 @@ class Loader:
 
         ``samples_planned`` (sizes.json, or None when unknown or resampled), ``samples_trained`` (steps x global
         batch) and ``left_out``: samples of the epoch not trained on, by reason — the per-sample skips
-        (corrupt_image, incomplete, bad_caption, over_cap), ``partial_batch_dropped`` (a stream's short last
+        (corrupt_image, incomplete, bad_caption, over_cap, damaged_tar: a member lost under a damaged tar
+        header), ``partial_batch_dropped`` (a stream's short last
         batch), ``not_reached`` (still unread when the epoch ended: the epoch's step limit or another rank's
         end), ``missing`` (sizes.json promised them but the shard ended or could not be read). With sizes
         known, trained + left out == planned (``unlisted``: samples beyond what sizes.json promised).

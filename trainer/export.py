@@ -24,11 +24,11 @@ import torch
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers.processors import TemplateProcessing
 
-from trainer.atomic import write_atomic
+from trainer.atomic import check_out_file, write_atomic
 from trainer.checkpoint import read_checkpoint
 from trainer.config import ModelConfig
 from trainer.tokenizer import END, PAD, START, Tokenizer
-from wit_builder.core import options
+from wit_builder.core import options, strict_json
 from wit_builder.core.errors import UsageError
 from wit_builder.core.options import option
 
@@ -175,9 +175,9 @@ def export(checkpoint: str, out: str | Path, model_name: str | None = None) -> E
     tokenizer_config = {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": PAD, "bos_token": START,
                         "eos_token": END, "model_max_length": tokenizer.context_length}
     write_atomic(tokenizer_dir / "tokenizer_config.json",
-                  lambda p: p.write_text(json.dumps(tokenizer_config, indent=2) + "\n", encoding="utf-8"))
+                  lambda p: p.write_text(strict_json.dumps(tokenizer_config, indent=2) + "\n", encoding="utf-8"))
     model_cfg = open_clip_model_config(config, str(tokenizer_dir.resolve()))
-    write_atomic(config_path, lambda p: p.write_text(json.dumps(model_cfg, indent=2) + "\n", encoding="utf-8"))
+    write_atomic(config_path, lambda p: p.write_text(strict_json.dumps(model_cfg, indent=2) + "\n", encoding="utf-8"))
     return Exported(out, config_path, tokenizer_dir, len(weights))
 
 
@@ -205,6 +205,7 @@ def run(args: ExportOptions | argparse.Namespace, beam_argv: list[str]) -> int:
     (exit 2, one line) for a missing one.
     """
     try:
+        check_out_file(args.out)  # before reading the checkpoint: fail in a second, leave nothing behind
         done = export(args.checkpoint, args.out, args.model_name)
     except ValueError as e:  # a checkpoint that cannot be exported; the message names it and why
         raise UsageError(str(e)) from e

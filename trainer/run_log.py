@@ -14,10 +14,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from trainer.atomic import write_atomic
+from trainer.atomic import WriteFailed, write_atomic
 from trainer.data import describe_epoch
+from wit_builder.core import strict_json
 
 METRICS_NAME = "metrics.jsonl"
+LOSS_PLOT = "loss.png"
 EPOCHS_NAME = "epochs.jsonl"  # one line per finished epoch: samples planned, trained and left out by reason
 BOARD_SCALARS = ("loss", "lr", "logit_scale", "samples_per_s", "data_wait")  # of a metrics line
 
@@ -68,15 +70,19 @@ class RunLog:
             for reason, n in report["left_out"].items():
                 left[reason] = left.get(reason, 0) + n
         if self.metrics_path.exists():
-            _plot_loss(self.metrics_path, self.out / "loss.png")
+            _plot_loss(self.metrics_path, self.out / LOSS_PLOT)
         if self.board is not None:
             self.board.close()
         return left
 
 
 def _append(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    """One strict JSON line (a non-finite number is null); a full disk is one line naming the file."""
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(strict_json.dumps(record) + "\n")
+    except OSError as e:
+        raise WriteFailed(f"cannot append to {path}: {e.strerror or e}") from e
 
 
 def _read_jsonl(path: Path) -> list[dict]:

@@ -19,6 +19,7 @@ import webdataset as wds
 from webdataset import tariterators
 
 from schemas.finalize import SIZES_JSON, STATS_JSON
+from trainer.tarstream import group_samples, tar_members
 from wit_builder.core.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -145,10 +146,43 @@ def _checked_sizes(url: str, table: Any) -> dict[str, int]:
 # ---- raw samples ----
 
 def raw_samples(urls: Iterator[str], on_error: Callable[[Exception], bool]) -> Iterator[dict]:
-    """Grouped tar members (``__key__``, ``jpg``, ``txt``, ...) of the shards in order; read errors skipped."""
-    opened = tariterators.url_opener(({"url": _pipe_url(u)} for u in urls), handler=on_error)
-    files = tariterators.tar_file_expander(opened, handler=on_error)
-    return tariterators.group_by_keys(files, handler=on_error)
+    """Grouped tar members (``__key__``, ``__url__``, ``jpg``, ``txt``, ...) of the shards in order.
+
+    A shard that cannot be opened or read on (truncated, a failing pipe) is handed to ``on_error`` and the next
+    one follows; the samples read before the error stay. A damaged tar header inside a shard is logged with the
+    shard and byte offset and skipped to the next valid header (``trainer.tarstream``): the samples after it
+    are read, and the samples next to it carry ``"__damaged__": True`` (a member of one of them was lost).
+    """
+    for source in tariterators.url_opener(({"url": _pipe_url(u)} for u in urls), handler=on_error):
+        url, stream = source["url"], source["stream"]
+        try:
+            yield from group_samples(_members(stream, url), url)
+        except Exception as e:  # a truncated shard, a failing pipe, two members of one sample with one name
+            if url not in str(e):  # the handler's message names the shard
+                e.args = (f"{url}: {e.args[0] if e.args else type(e).__name__}", *e.args[1:])
+            if not on_error(e):
+                return
+        finally:
+            try:
+                stream.close()
+            except Exception as e:  # a pipe's command failed (gopen checks its exit status on close)
+                on_error(e)
+
+
+def _members(stream: Any, url: str) -> Iterator[tuple[str, bytes] | None]:
+    """The shard's (name, data) members, with None where a damaged header was skipped (logged with the shard)."""
+    damage: list[tuple[int, str]] = []
+    for member in tar_members(stream, lambda offset, message: damage.append((offset, message))):
+        yield from _damage_marks(url, damage)
+        yield member
+    yield from _damage_marks(url, damage)
+
+
+def _damage_marks(url: str, damage: list[tuple[int, str]]) -> Iterator[None]:
+    for offset, message in damage:
+        log.warning("%s: %s at byte %d", url, message, offset)
+        yield None
+    damage.clear()
 
 
 def first_member(sample: dict, keys: tuple[str, ...]) -> Any:

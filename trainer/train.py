@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from trainer import distributed
+from trainer.atomic import remove_stale_temporaries
 from trainer.checkpoint import (
     CHECKPOINT_NAME,
     TOKENIZER_NAME,
@@ -50,13 +51,14 @@ from trainer.data import (
 from trainer.distributed import World
 from trainer.loss import SIGLIP_SCALE_INIT, ClipLoss, SigLipLoss, make_loss
 from trainer.model import CLIP, parameter_groups
-from trainer.run_log import RunLog
+from trainer.run_log import EPOCHS_NAME, LOSS_PLOT, METRICS_NAME, RunLog
 from trainer.shards import DataError, raw_samples, resolve_shards
 from trainer.tokenizer import Tokenizer
 from wit_builder.core import options
-from wit_builder.core.errors import UsageError
+from wit_builder.core.errors import StageFailed, UsageError
 
 log = logging.getLogger("wit.train")
+RUN_FILES = (CHECKPOINT_NAME, TOKENIZER_NAME, METRICS_NAME, EPOCHS_NAME, LOSS_PLOT)  # what a run writes into --out
 TOKENIZER_CAPTIONS = 2_000_000  # captions read to learn the BPE when no --tokenizer is given
 # Settings a resume must keep: each changes the model or the data order. --steps and --warmup may change (the
 # schedule is recomputed); the data plan is checked once it is built.
@@ -138,6 +140,9 @@ def train(cfg: TrainConfig) -> int:
         out = Path(cfg.out)
         if world.master:
             out.mkdir(parents=True, exist_ok=True)
+            # a killed or failed run's half-written temporaries (ours by name, their process gone)
+            for stale in remove_stale_temporaries(out, RUN_FILES):
+                log.info("removed %s, a temporary of an earlier run that did not finish", stale)
         checkpoint = out / CHECKPOINT_NAME
         state = _checkpoint_to_resume(cfg, checkpoint, world)
         arch = model_config(cfg.model)
@@ -365,6 +370,7 @@ def _loop(cfg: TrainConfig, world: World, ts: TrainState, loader: Loader, logs: 
     bar = tqdm(total=cfg.steps, initial=ts.step, unit="step", dynamic_ncols=True,
                disable=not (world.master and sys.stderr.isatty()))
     window = _Window()
+    nonfinite = _NonFinite(cfg.on_nonfinite, world.master)
     try:
         while ts.step < cfg.steps:
             started = time.perf_counter()
@@ -374,8 +380,13 @@ def _loop(cfg: TrainConfig, world: World, ts: TrainState, loader: Loader, logs: 
             window.wait += time.perf_counter() - started
             lr = ts.optimizer.param_groups[0]["lr"]  # the rate this step runs at (the scheduler moves it after)
             loss = train_step(ts.wrapped, ts.loss_fn, images, tokens, cfg.accum_steps, autocast, world.ddp)
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(ts.model.parameters(), cfg.grad_clip)
+            grad_norm = _grad_norm(ts, cfg.grad_clip)
+            finite = bool(torch.isfinite(loss.detach()).item() and torch.isfinite(grad_norm).item())
+            if distributed.all_ranks_agree(not finite, op="any"):
+                nonfinite.see(loss, grad_norm, ts.step, epoch, checkpoint)  # raises NonFiniteLoss unless skipping
+                ts.optimizer.zero_grad(set_to_none=True)  # no step: the weights stay those of the last good step
+                continue
+            nonfinite.in_a_row = 0
             ts.optimizer.step()
             ts.optimizer.zero_grad(set_to_none=True)
             ts.scheduler.step()
@@ -399,6 +410,61 @@ def _loop(cfg: TrainConfig, world: World, ts: TrainState, loader: Loader, logs: 
     finally:
         bar.close()
     return loss_value
+
+
+MAX_NONFINITE_IN_A_ROW = 20  # --on-nonfinite skip: this many skipped batches in a row means the run diverged
+
+
+class NonFiniteLoss(StageFailed):
+    """The loss or a gradient turned nan/inf: the run stopped without writing that step (exit 1)."""
+
+
+class _NonFinite:
+    """What ``--on-nonfinite`` does with a batch whose loss or gradient norm is not finite (every rank agrees
+    first): ``stop`` raises NonFiniteLoss before the optimizer step, so the checkpoint on disk stays the last
+    good one; ``skip`` counts the batch and goes on without a step, until MAX_NONFINITE_IN_A_ROW in a row."""
+
+    def __init__(self, policy: str, master: bool):
+        self.policy, self.master = policy, master
+        self.in_a_row = self.skipped = 0
+
+    def see(self, loss: torch.Tensor, grad_norm: torch.Tensor, step: int, epoch: int, checkpoint: Path) -> None:
+        what = f"loss {loss.item()}, gradient norm {grad_norm.item()}"
+        self.in_a_row += 1
+        self.skipped += 1
+        if self.policy == "skip" and self.in_a_row < MAX_NONFINITE_IN_A_ROW:
+            if self.master:
+                log.warning("step %d (epoch %d): %s; batch skipped without an optimizer step (%d so far)",
+                            step + 1, epoch, what, self.skipped)
+            return
+        kept = (f"{checkpoint} keeps step {_checkpoint_step(checkpoint)}, the last good one" if checkpoint.exists()
+                else "no checkpoint was written yet")
+        row = f" ({self.in_a_row} batches in a row)" if self.policy == "skip" else ""
+        raise NonFiniteLoss(f"step {step + 1} (epoch {epoch}): {what}{row}; stopped, {kept}. Lower --lr, set "
+                            f"--grad-clip or check the data; --on-nonfinite skip skips such batches")
+
+
+def _grad_norm(ts: TrainState, clip: float) -> torch.Tensor:
+    """The total norm of the model's and the loss's gradients (a scalar); the model's are clipped to ``clip``
+    first when it is > 0 (``--grad-clip``; the norm returned is the one before clipping, as torch's)."""
+    norms: list[torch.Tensor] = []
+    grads = [p.grad for p in ts.loss_fn.parameters() if p.grad is not None]
+    if clip > 0:
+        norms.append(torch.nn.utils.clip_grad_norm_(ts.model.parameters(), clip))
+    else:
+        grads += [p.grad for p in ts.model.parameters() if p.grad is not None]
+    if grads:
+        norms.append(torch.nn.utils.get_total_norm(grads))
+    if not norms:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))
+
+
+def _checkpoint_step(path: Path) -> object:
+    try:
+        return read_checkpoint(path)["step"]
+    except (ValueError, KeyError, FileNotFoundError):
+        return "?"
 
 
 def train_step(model: torch.nn.Module, loss_fn: ClipLoss | SigLipLoss, images: torch.Tensor, tokens: torch.Tensor,

@@ -18,9 +18,13 @@ APOSTROPHES = {"\u2018": "'", "\u2019": "'", "\u02bc": "'"}
 
 
 def reference_fold(text: str) -> str:
-    """Rules 1-3 written out step by step."""
+    """Rules 1-3 written out step by step (format characters: category Cf deleted, ZWSP a space)."""
     def unify(s: str) -> str:
-        return "".join(APOSTROPHES.get(c, c) for c in s if ord(c) not in VARIATION_SELECTORS)
+        return "".join(
+            " " if c == "\u200b" else APOSTROPHES.get(c, c)
+            for c in s
+            if ord(c) not in VARIATION_SELECTORS and (c == "\u200b" or unicodedata.category(c) != "Cf")
+        )
 
     s = unicodedata.normalize("NFKC", unify(text)).casefold()
     out: list[str] = []
@@ -102,9 +106,41 @@ def test_no_single_letter_fragments_from_marked_words() -> None:
     assert QueryMatcher(["भारत"]).match("भारत देश") == ["भारत"]
 
 
+# Invisible format characters (issue 20): UAX #29's WB4 (Format, Extend, ZWJ never break a word) is the
+# reference; ZWSP (Word_Break=Other) is a boundary. Real words: German compounds hyphenated for line breaks,
+# Persian and Hindi spellings with ZWNJ/ZWJ, a BOM and bidi marks around a Hebrew/Arabic title.
+FORMAT_CASES = [
+    ("Donau\u00addampf\u00adschiff\u00adfahrts\u00adgesell\u00adschaft", ["donaudampfschifffahrtsgesellschaft"]),
+    ("Rind\u2060fleisch", ["rindfleisch"]),  # word joiner
+    ("\ufeffWikipedia", ["wikipedia"]),  # BOM at the start of a file
+    ("\u200fויקיפדיה\u200e (Hebrew)", ["ויקיפדיה", "hebrew"]),  # RLM/LRM around a title
+    ("\u202bالعربية\u202c \u2067فارسی\u2069", ["العربية", "فارسی"]),  # embeddings and isolates
+    ("می\u200cخواهم کتاب\u200cها", ["میخواهم", "کتابها"]),  # Persian ZWNJ: one word, spelled without it
+    ("क्\u200dष", ["क्ष"]),  # Devanagari ZWJ (half form): the same letters
+    ("ภาษา\u200bไทย", ["ภาษา", "ไทย"]),  # ZWSP: an invisible space, a boundary
+    ("co\u00adoperate don\u00ad't", ["cooperate", "don't"]),
+]
+
+
+@pytest.mark.parametrize(("text", "tokens"), FORMAT_CASES)
+def test_format_characters_follow_uax29_wb4(text: str, tokens: list[str]) -> None:
+    assert tokenize(text) == tokens
+    assert reference_tokenize(text) == tokens
+    assert normalize(normalize(text)) == normalize(text)
+
+
+def test_persian_spellings_with_and_without_zwnj_match_each_other() -> None:
+    assert QueryMatcher([normalize("کتاب\u200cها")]).match("کتابها و دفترها") == ["کتابها"]
+    assert QueryMatcher([normalize("کتابها")]).match("این کتاب\u200cها") == ["کتابها"]
+    assert QueryMatcher(["donaudampfschiff"]).match("Die Donau\u00addampf\u00adschiff fährt") == ["donaudampfschiff"]
+
+
 # Random Unicode, weighted towards what breaks tokenizers: marks, letters of many scripts, apostrophes,
-# dotted capitals, variation selectors, emoji.
-SPECIALS = "İi\u0307'\u2019\u02bc\ufe0f\u20e3\u0301\u093e\u094d\u0e31\u064e ŉǰß-_ 👍🏽"
+# dotted capitals, variation selectors, emoji, format characters.
+SPECIALS = (
+    "İi\u0307'\u2019\u02bc\ufe0f\u20e3\u0301\u093e\u094d\u0e31\u064e ŉǰß-_ 👍🏽"
+    "\u00ad\u200b\u200c\u200d\u2060\ufeff\u200e"
+)
 chars = st.one_of(
     st.characters(),
     st.characters(categories=("Mn", "Mc", "Me", "Lo", "Lu", "Ll", "Nd")),

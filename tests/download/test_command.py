@@ -476,11 +476,11 @@ def test_finish_computes_stats_json_from_the_counts_and_exits_3_when_nothing_suc
     (out / ERROR_KINDS_FILE).write_text(json.dumps(errors))  # as pipeline.Download writes it
     counts = dict.fromkeys(stats.COUNT_NAMES, 0) | {
         "shards": 3, "rows": 5, "bytes_downloaded": 0, "status_failed_to_download": 3, "status_blocked": 2,
-        "shards_downloaded": 3, "rows_downloaded": 5}
+        "blocked_robots_txt": 2, "shards_downloaded": 3, "rows_downloaded": 5}
     outcome = stage.finish(counts, 1.5)
     assert outcome.exit_code == EXIT_NOTHING_SUCCEEDED == 3
     assert outcome.summary == ["5 rows in 3 shards: success=0 failed_to_download=3 failed_to_decode=0 blocked=2 "
-                               "filtered=0", "this run downloaded 5 rows in 3 shards"]
+                               "filtered=0 (blocked: robots_txt=2)", "this run downloaded 5 rows in 3 shards"]
     assert outcome.error is not None and outcome.error.startswith("nothing succeeded: all 5 rows were refused")
     assert "3  HTTP 404 from <url>" in outcome.error and "hint:" in outcome.error
     assert not (out / ERROR_KINDS_FILE).exists()  # read once, then removed
@@ -489,7 +489,11 @@ def test_finish_computes_stats_json_from_the_counts_and_exits_3_when_nothing_suc
     validate_stats(doc)
     assert doc["counts"] == {k: v for k, v in counts.items() if k not in stats.RUN_COUNTS}
     assert doc["details"] == {"statuses": {"success": 0, "failed_to_download": 3, "failed_to_decode": 0,
-                                           "blocked": 2, "filtered": 0}, "top_errors": errors}
+                                           "blocked": 2, "filtered": 0},
+                              "blocked_reasons": {"robots_txt": 2, "robots_txt_unreachable": 0, "x_robots_tag": 0,
+                                                  "tdm_reserved": 0, "tdm_unknown": 0, "address": 0, "scheme": 0,
+                                                  "other": 0},
+                              "top_errors": errors}
     assert doc["inputs"] == [{"path": str(pairs), "rows": 5, "sha256": None, "bytes": None}]
     assert sum(o["rows"] for o in doc["outputs"]) == 5 and doc["parameters"]["rows_per_shard"] == 2
 
@@ -503,3 +507,34 @@ def test_finish_computes_stats_json_from_the_counts_and_exits_3_when_nothing_suc
     (out / ERROR_KINDS_FILE).write_text("{}")
     some = rerun | {"status_success": 1, "status_blocked": 1}
     assert stage.finish(some, 2.0).exit_code == 0
+
+
+def test_every_opt_out_is_its_own_count_in_stats_json(tmp_path):
+    """robots.txt (with a BOM), X-Robots-Tag (none; several scopes), TDMRep (header; tdmrep.json) end to end:
+    each blocked row counted under its reason in stats.json, the summary and the details (issue 23)."""
+    astronaut = hs.jpeg()
+    with hs.HostileServer() as a, hs.HostileServer() as b:
+        a.serve("/robots.txt", hs.Response(200, b"\xef\xbb\xbfUser-agent: *\nDisallow: /private/\n"))
+        b.serve("/.well-known/tdmrep.json", hs.Response(200, b'[{"location": "/", "tdm-reservation": 1}]'))
+        urls = {
+            "robots": a.image("/private/a.jpg", astronaut),
+            "none": a.image("/none.jpg", astronaut, **{"X-Robots-Tag": "none"}),
+            "scoped": a.image("/scoped.jpg", astronaut, **{"X-Robots-Tag": "googlebot: noindex, wit-builder: noai"}),
+            "tdm_header": a.image("/tdm.jpg", astronaut, **{"tdm-reservation": "1"}),
+            "tdm_file": b.image("/b.jpg", astronaut),
+            "ok": a.image("/ok.jpg", astronaut),
+        }
+        pairs = write_pairs(tmp_path / "pairs.parquet", [{"uid": f"u-{k}", "url": u, "caption": k, "queries": [k]}
+                                                         for k, u in urls.items()])
+        assert run_download(pairs, tmp_path / "raw") == 0
+        doc = json.loads((tmp_path / "raw" / "stats.json").read_text())
+        assert {k: v for k, v in doc["counts"].items() if k.startswith("blocked_") and v} == {
+            "blocked_robots_txt": 1, "blocked_x_robots_tag": 2, "blocked_tdm_reserved": 2}
+        assert doc["counts"]["status_success"] == 1 and doc["details"]["blocked_reasons"]["tdm_reserved"] == 2
+        assert a.requests_to("/private/a.jpg") == [] and b.requests_to("/b.jpg") == []
+        assert doc["parameters"]["tdmrep"] is True
+        # --no-tdmrep: the TDMRep rows are fetched, the others still blocked
+        assert run_download(pairs, tmp_path / "lax", "--no-tdmrep") == 0
+        lax = json.loads((tmp_path / "lax" / "stats.json").read_text())
+        assert lax["counts"]["status_success"] == 3 and lax["counts"]["blocked_tdm_reserved"] == 0
+        assert lax["parameters"]["tdmrep"] is False

@@ -77,7 +77,7 @@ def test_nested_configs_are_argument_groups_and_defaults_are_the_engines():
     opts.add_arguments(parser, DownloadOptions)
     groups = {g.title: [a.option_strings[0] for a in g._group_actions] for g in parser._action_groups}
     assert groups["images"][0] == "--image-size" and groups["images"][-1] == "--image-memory-budget"
-    assert groups["network"][0] == "--timeout" and groups["network"][-1] == "--no-x-robots-tag"
+    assert groups["network"][0] == "--timeout" and groups["network"][-1] == "--no-tdmrep"
     assert "--overwrite" not in groups["images"] + groups["network"]
     default = parse()
     assert default.image == ImageConfig() and default.network == FetchConfig()

@@ -46,7 +46,8 @@ def test_counting_step_counts_every_shard_and_passes_on_its_error_kinds():
         assert_that(counted[counting.COUNTS] | beam.CombinePerKey(sum), equal_to([
             ("shards", 2), ("rows", 4), ("bytes_downloaded", 5), ("status_success", 1), ("status_blocked", 2),
             ("status_filtered", 1), ("status_failed_to_download", 0), ("status_failed_to_decode", 0),
-            ("shards_downloaded", 1), ("rows_downloaded", 2)]), label="Counts")
+            ("shards_downloaded", 1), ("rows_downloaded", 2),
+            *((f"blocked_{r}", 2 if r == "other" else 0) for r in raw_shards.BLOCK_REASONS)]), label="Counts")
         assert_that(counted.error_kinds, equal_to([("blocked at <url>", 1), ("blocked at <url>", 1),
                                                    ("filtered at <url>", 1)]), label="ErrorKinds")
 
@@ -68,7 +69,7 @@ def test_the_stage_writes_the_counts_of_every_shard_of_the_plan(tmp_path):
     counts = counting.read_counts(str(tmp_path), stats.COUNT_NAMES)
     assert counts == dict.fromkeys(stats.COUNT_NAMES, 0) | {
         "shards": 2, "rows": 5, "bytes_downloaded": 10, "status_success": 2, "status_blocked": 1,
-        "status_failed_to_download": 2}
+        "status_failed_to_download": 2, "blocked_other": 1}  # blocked rows written without a reason
     assert raw_folder.take_error_kinds(str(tmp_path)) == {"blocked at <url>": 1, "failed_to_download at <url>": 2}
 
 

@@ -108,7 +108,7 @@ def test_output_settings_name_the_settings_as_the_engines_read_them():
     assert set(settings["network"]) == {"connect_timeout_s", "read_timeout_s", "deadline_s", "max_bytes", "retries",
                                         "backoff_base_s", "backoff_max_s", "max_redirects", "user_agent_contact",
                                         "allow_private_networks", "allow_link_local", "respect_robots_txt",
-                                        "respect_x_robots_tag"}
+                                        "respect_x_robots_tag", "respect_tdmrep"}
     assert settings["image"]["memory_budget_bytes"] == 64 << 20
     assert settings["network"]["connect_timeout_s"] == settings["network"]["read_timeout_s"] == 2.0
     defaults = download_plan.output_settings("native", ImageConfig(), FetchConfig())["network"]

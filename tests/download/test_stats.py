@@ -29,9 +29,11 @@ def test_a_shard_adds_its_rows_per_status_and_this_runs_work_only_when_downloade
     rows = [{"status": "success", "bytes": 100}, {"status": "blocked", "error_message": "robots.txt disallows",
                                                   "bytes": None}]
     made = stats.shard_counts(stats.ShardOutcome(shard(0, rows), downloaded=True))
+    no_reasons = {f"blocked_{r}": 0 for r in raw_shards.BLOCK_REASONS}
     assert made == {"shards": 1, "rows": 2, "bytes_downloaded": 100, "status_success": 1,
                     "status_failed_to_download": 0, "status_failed_to_decode": 0, "status_blocked": 1,
-                    "status_filtered": 0, "shards_downloaded": 1, "rows_downloaded": 2}
+                    "status_filtered": 0, "shards_downloaded": 1, "rows_downloaded": 2,
+                    **no_reasons, "blocked_other": 1}  # a blocked row without a reason
     earlier = stats.shard_counts(stats.ShardOutcome(shard(0, rows), downloaded=False))
     assert earlier == {k: v for k, v in made.items() if k not in stats.RUN_COUNTS}
     assert set(made) == set(stats.COUNT_NAMES)
@@ -84,7 +86,7 @@ def test_stats_document_and_summary_come_from_the_counts():
     validate_stats(doc)
     assert doc["counts"] == {"shards": 2, "rows": 3, "bytes_downloaded": 7, "status_success": 2,
                              "status_failed_to_download": 0, "status_failed_to_decode": 0, "status_blocked": 0,
-                             "status_filtered": 1}
+                             "status_filtered": 1, **{f"blocked_{r}": 0 for r in raw_shards.BLOCK_REASONS}}
     assert doc["inputs"] == [{"path": "a.parquet", "sha256": None, "bytes": None, "rows": 3}]
     assert doc["outputs"] == [{"path": "00000.parquet", "rows": 2}, {"path": "00001.parquet", "rows": 1}]
     assert doc["details"]["top_errors"] == {"image too small": 1} and doc["details"]["statuses"]["filtered"] == 1
@@ -93,3 +95,22 @@ def test_stats_document_and_summary_come_from_the_counts():
         "3 rows in 2 shards: success=2 failed_to_download=0 failed_to_decode=0 blocked=0 filtered=1",
         "this run downloaded 1 rows in 1 shards"]
     assert not stats.nothing_succeeded(counts)
+
+
+def test_blocked_rows_are_counted_per_reason_in_shard_stats_counts_and_summary():
+    """Each opt-out reason is its own count (issue 23): robots.txt, X-Robots-Tag and TDMRep apart."""
+    samples = [raw_shards.RawSample({"status": "blocked", "error_message": m, "bytes": None}, reason=r)
+               for r, m in [("robots_txt", "robots.txt disallows"), ("tdm_reserved", "tdm-reservation 1"),
+                            ("tdm_reserved", "tdmrep.json reserves TDM rights"), ("x_robots_tag", "noai"),
+                            ("address", "loopback")]]
+    samples.append(raw_shards.RawSample({"status": "success", "bytes": 3}, reason=None))
+    doc = raw_shards.shard_stats(0, samples, "native")
+    assert doc["blocked_reasons"] == {"address": 1, "robots_txt": 1, "tdm_reserved": 2, "x_robots_tag": 1}
+    counts = summed([stats.ShardOutcome(doc, True)])
+    assert (counts["blocked_tdm_reserved"], counts["blocked_robots_txt"], counts["blocked_x_robots_tag"],
+            counts["blocked_address"], counts["blocked_other"]) == (2, 1, 1, 1, 0)
+    assert stats.blocked_reasons(counts)["tdm_reserved"] == 2
+    assert stats.summary(counts, 1)[0].endswith("(blocked: robots_txt=1 x_robots_tag=1 tdm_reserved=2 address=1)")
+    # a shard written before reasons were counted: its blocked rows count as "other"
+    old = {k: v for k, v in doc.items() if k != "blocked_reasons"}
+    assert stats.shard_counts(stats.ShardOutcome(old, False))["blocked_other"] == 5

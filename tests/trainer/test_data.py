@@ -230,3 +230,54 @@ def test_a_malformed_sizes_json_fails_wit_train_with_exit_2(tmp_path, capsys):
     assert "sizes.json: the sample count of '00000'" in err and "Traceback" not in err
 
 
+
+
+_TAKE_A_FEW = """
+import sys
+sys.path.insert(0, {root!r})
+from trainer.data import Loader, make_plan
+from trainer.tokenizer import Tokenizer
+tokenizer = Tokenizer.train(["sample"] * 10, vocab_size=300, context_length=8)
+plan = make_plan({shards!r}, batch_size=4, image_size=16, workers={workers}, resampled=True,
+                 samples_per_epoch=64)
+{body}
+print("returned", flush=True)
+"""
+
+
+@pytest.mark.parametrize("body", [
+    "batches = iter(Loader(plan, tokenizer))\nfor _ in range(3): next(batches)",  # kept until exit
+    "batches = Loader(plan, tokenizer).epoch_batches()\nnext(batches); next(batches)",
+    "with Loader(plan, tokenizer) as loader:\n    next(iter(loader))\nimport time; time.sleep(0.1)",
+], ids=["iterator-kept-until-exit", "epoch-iterator-kept", "context-manager"])
+def test_a_script_that_takes_a_few_batches_and_returns_exits(numbered, body):
+    """The workers ignore SIGTERM (a preemption reaches the training process first): without the loader's own
+    exit handler, Python's multiprocessing exit handler waited on them forever."""
+    import subprocess
+    import sys
+
+    shards, _ = numbered
+    root = str(Path(__file__).resolve().parents[2])
+    script = _TAKE_A_FEW.format(root=root, shards=str(shards), workers=1, body=body)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "returned" in done.stdout, done.stderr[-2000:]
+
+
+def test_workers_stop_when_the_iterator_is_dropped_or_closed(numbered):
+    import multiprocessing
+
+    shards, tokenizer = numbered
+    plan = make_plan(str(shards), batch_size=4, image_size=16, workers=2, resampled=True, samples_per_epoch=64)
+    loader = Loader(plan, tokenizer)
+    batches = iter(loader)
+    next(batches)
+    assert len(multiprocessing.active_children()) == 2
+    del batches  # dropped mid-epoch
+    assert multiprocessing.active_children() == []
+    batches = iter(loader)
+    next(batches)
+    batches.close()
+    assert multiprocessing.active_children() == []
+    next(iter(loader))
+    loader.close()
+    assert multiprocessing.active_children() == []

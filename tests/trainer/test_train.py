@@ -449,3 +449,68 @@ def test_a_run_ending_on_an_epochs_last_step_records_that_epoch(small_shards, to
     assert [e["epoch"] for e in _metrics(out, "epochs.jsonl")] == [0]
     assert _train_small(small_shards, out, tokenizer_file, "--steps", "18", "--resume") == 0
     assert [(e["step"], e["epoch"]) for e in _metrics(out, "epochs.jsonl")] == [(16, 0)]
+
+
+def _strict_lines(path: Path) -> list[dict]:
+    """Every line of a JSONL file parsed strictly (RFC 8259: no NaN or Infinity)."""
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{path} holds {constant}")
+    return [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
+
+
+def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(small_shards, tokenizer_file, tmp_path, capsys):
+    """A learning rate of 1e30 sends the weights to inf after the first step: the loss turns nan at step 2. The
+    run stops there with exit 1 and one line, and the checkpoint of step 1 (finite weights) stays on disk."""
+    out = tmp_path / "run"
+    rc = _train_small(small_shards, out, tokenizer_file, "--steps", "8", "--checkpoint-every", "1",
+                      "--lr", "1e30", "--warmup", "1", "--workers", "0")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and err[-1].startswith("wit train: error: step 2 (epoch 0): loss nan")
+    assert "checkpoint.pt keeps step 1, the last good one" in err[-1] and "--on-nonfinite skip" in err[-1]
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 1 and all(torch.isfinite(t).all() for t in state["model"].values())
+    assert [r["step"] for r in _strict_lines(out / "metrics.jsonl")] == [1]
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]
+
+
+def test_skipping_non_finite_batches_goes_on_then_gives_up(small_shards, tokenizer_file, tmp_path, capsys,
+                                                          monkeypatch):
+    """--on-nonfinite skip: a batch whose loss is nan is skipped without an optimizer step (the weights do not
+    move) and the run goes on; MAX_NONFINITE_IN_A_ROW in a row stop it like --on-nonfinite stop."""
+    original = train_module.train_step
+    calls = {"n": 0}
+
+    def nan_on_some(*args, **kwargs):
+        loss = original(*args, **kwargs)
+        calls["n"] += 1
+        return loss * float("nan") if calls["n"] in (3, 4) else loss
+
+    monkeypatch.setattr(train_module, "train_step", nan_on_some)
+    out = tmp_path / "skip"
+    assert _train_small(small_shards, out, tokenizer_file, "--steps", "6", "--on-nonfinite", "skip",
+                        "--workers", "0") == 0
+    assert calls["n"] == 8  # 6 steps + 2 skipped batches
+    assert [r["step"] for r in _strict_lines(out / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
+    monkeypatch.setattr(train_module, "train_step", lambda *a, **k: original(*a, **k) * float("nan"))
+    rc = _train_small(small_shards, tmp_path / "never", tokenizer_file, "--steps", "40", "--on-nonfinite", "skip",
+                      "--workers", "0")
+    err = capsys.readouterr().err
+    assert rc == 1 and f"({train_module.MAX_NONFINITE_IN_A_ROW} batches in a row)" in err
+    assert "no checkpoint was written yet" in err
+
+
+def test_a_full_disk_at_the_checkpoint_is_one_line_and_leaves_no_temporary(small_shards, tokenizer_file, tmp_path,
+                                                                           capsys, monkeypatch):
+    import trainer.checkpoint as checkpoint_module
+
+    def full_disk(obj, f, *args, **kwargs):
+        f.write(b"x" * 4096)
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", full_disk)
+    out = tmp_path / "run"
+    assert _train_small(small_shards, out, tokenizer_file, "--steps", "2", "--workers", "0") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"wit train: error: cannot write {out / 'checkpoint.pt'}: ")
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name] and not (out / "checkpoint.pt").exists()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import time
 from collections.abc import Callable
@@ -20,14 +19,14 @@ from typing import Any
 import torch
 from PIL import Image
 
-from trainer.atomic import write_atomic
+from trainer.atomic import check_out_file, write_atomic
 from trainer.checkpoint import load_model
 from trainer.eval import image_folder, linear_probe, retrieval, zeroshot
 from trainer.model import CLIP
 from trainer.shards import resolve_shards
 from trainer.tokenizer import Tokenizer
 from trainer.transforms import eval_transform
-from wit_builder.core import options
+from wit_builder.core import options, strict_json
 from wit_builder.core.errors import UsageError
 from wit_builder.core.options import option
 
@@ -235,10 +234,12 @@ def run(args: EvalOptions, beam_argv: list[str]) -> int:
     (exit 2, one line) for a missing one.
     """
     try:
+        if args.out:  # before the work: an --out that cannot become a file fails in a second, not after the eval
+            check_out_file(args.out)
         document = evaluate(args)
     except ValueError as e:  # the inputs' checks live in the task modules, as ValueErrors naming the input
         raise UsageError(str(e)) from e
-    text = json.dumps(document, indent=2)
+    text = strict_json.dumps(document, indent=2)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

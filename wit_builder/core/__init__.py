@@ -7,6 +7,8 @@
 - ``progress``: the progress bar or periodic lines, and the one summary-line format.
 - ``textnorm``: tokenization and normalization of queries (stage 1) and captions (stage 2); the token-boundary
   match.
+- ``segment``: ``textnorm`` plus word segmentation of the scripts written without spaces (ICU), for every
+  language; ``segmenter_id`` names it with versions.
 - ``uid``: a pair's uid (stage 2) and host keys (stage 3).
 - ``balance``: the seeded rank behind stage 2's per-query cap and stage 4's and the trainer's re-balance.
 - ``dedup``: sha256 and pHash of images (stages 3 and 4).

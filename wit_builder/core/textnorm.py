@@ -12,7 +12,19 @@ A text becomes a sequence of tokens by these rules, applied in order:
    (MetaCLIP matches case-sensitively; we fold case because alt texts are often in all caps or title
    case — see docs/ARCHITECTURE.md, "Match rule", for the measurement behind this choice.)
 3. Curly apostrophes (U+2018, U+2019, U+02BC) become "'"; variation selectors (U+FE00-FE0F,
-   U+E0100-E01EF, which pick a glyph, e.g. the emoji form of "❤") are deleted.
+   U+E0100-E01EF, which pick a glyph, e.g. the emoji form of "❤") are deleted. Invisible format
+   characters (category Cf) are deleted, so they never split a word: the soft hyphen U+00AD
+   ("Donau\u00addampf\u00adschiff" is "donaudampfschiff"), the word joiner U+2060, the BOM/ZWNBSP
+   U+FEFF, the bidi marks and embeddings (U+200E, U+200F, U+061C, U+202A-202E, U+2066-2069), tag
+   characters, and ZWNJ U+200C and ZWJ U+200D. The reference is Unicode's word-boundary rules (UAX #29,
+   rule WB4: Format, Extend and ZWJ characters never break a word and are ignored by the other rules).
+   ZWNJ and ZWJ are part of Persian and Indic spelling ("می\u200cخواهم", Malayalam chillu, Hindi half
+   forms) but only choose a joining or conjunct form of the same letters; they are deleted rather than
+   kept because writers use them inconsistently (the same Persian word appears with ZWNJ, without it, or
+   with a ZWJ) and deleting them on both sides makes those spellings match, as the Unicode Collation
+   Algorithm does by making them ignorable (UTS #10, DUCET). The one exception is ZWSP U+200B, which
+   UAX #29 does not absorb (its Word_Break is Other) and which Thai, Khmer and Burmese writers use as an
+   invisible space: it becomes a space, so it separates tokens.
 4. Tokens are maximal runs of letters, combining marks and digits: a token starts with a letter or digit
    (Unicode ``\\w`` minus "_"), and then takes letters, digits and nonspacing or spacing combining marks
    (categories Mn, Mc), so "हिन्दी" (vowel signs and virama), "বাংলা", "ภาษาไทย", "مَدْرَسَة" (harakat)
@@ -22,6 +34,10 @@ A text becomes a sequence of tokens by these rules, applied in order:
    is dropped, so "state-of-the-art" is the four tokens "state of the art" and "covid-19" is "covid 19".
 5. Digits are kept as tokens ("1990", "19"). The query builder decides which tokens may be queries
    (see ``is_query_token``); the matcher sees every token.
+
+Scripts written without spaces (Han, kana, Thai, Lao, Khmer, Burmese, Tibetan) need one more rule: a token of
+rule 4 there is a whole clause. ``wit_builder.core.segment`` splits such tokens into words with ICU and is
+otherwise exactly these rules; stages 1 and 2 tokenize text of every language with it.
 
 The normalized form of a text is its tokens joined by single spaces; normalizing it again changes
 nothing. A query matches a text when the query's normalized form occurs in the text's normalized form
@@ -36,10 +52,19 @@ import re
 import sys
 import unicodedata
 
+
+def _format_characters() -> list[int]:
+    """Code points of category Cf (invisible format characters) in the running Python's Unicode database, minus
+    ZWSP U+200B (rule 3: UAX #29 gives it Word_Break=Other, a word boundary, so it becomes a space instead)."""
+    return [cp for cp in range(sys.maxunicode + 1) if unicodedata.category(chr(cp)) == "Cf" and cp != 0x200B]
+
+
+_FORMAT = _format_characters()
 _FOLD = str.maketrans(
-    {"\u2018": "'", "\u2019": "'", "\u02bc": "'"}
+    {"\u2018": "'", "\u2019": "'", "\u02bc": "'", "\u200b": " "}
     | {c: None for c in range(0xFE00, 0xFE10)}
     | {c: None for c in range(0xE0100, 0xE01F0)}
+    | {c: None for c in _FORMAT}
 )
 
 
@@ -62,12 +87,16 @@ def _token_continuation_class() -> str:
 # Variation selectors (Mn too) are deleted before (rule 3), so they never reach the class.
 _RUN = rf"[^\W_][{_token_continuation_class()}]*"
 _TOKEN = re.compile(rf"{_RUN}(?:'{_RUN})*")
+TOKEN = _TOKEN  # rule 4 on folded text (core.segment splits these tokens further)
 _DOTTED_I = re.compile("i\u0307+")
-_TO_FOLD = re.compile("[\u2018\u2019\u02bc\ufe00-\ufe0f\U000e0100-\U000e01ef]")
+_TO_FOLD = re.compile(
+    "[\u2018\u2019\u02bc\u200b\ufe00-\ufe0f\U000e0100-\U000e01ef" + "".join(f"\\U{c:08x}" for c in _FORMAT) + "]"
+)
 
 
 def fold(text: str) -> str:
-    """Rules 1-3 (apostrophes unified and variation selectors deleted first, so the result is stable)."""
+    """Rules 1-3 (apostrophes unified, variation selectors and format characters deleted first, so the result is
+    stable)."""
     if text.isascii():  # NFKC changes no ASCII text and casefold is lower(); nothing to unify
         return text.lower()
     if _TO_FOLD.search(text):

@@ -3,7 +3,7 @@
 ```
 --pairs parquet(s) ─► inputs.plan_shards (footers + url column, cut by host_shards) ─► plan.json (raw_folder)
   ─► pipeline.Download: url shards ─► by host chain ─► worker.ShardWorker (a chain's shards one after another)
-       native: shard.download_rows ─► fetch.Fetcher (netsafety, http_client, ratelimit, robots) ─► images
+       native: shard.download_rows ─► fetch.Fetcher (netsafety, http_client, ratelimit, robots, tdmrep) ─► images
        img2dataset: img2dataset_engine ─► the same RawSamples
      ─► raw_shards: {shard}.tar, {shard}.parquet, {shard}_stats.json ─► counted by the frame (stats.shard_counts)
   ─► command.DownloadStage.finish: stats.json (stats.stats_document), summary line, exit 3 if nothing succeeded
@@ -39,10 +39,12 @@ Decisions and rules, and where they live:
 - ``shard``: threads, not asyncio (requests and Pillow block but release the GIL); rows submitted round-robin
   over hosts; results in row order; one fetch per distinct normalized URL, its result given to every row that
   shares it.
-- ``fetch``: redirects followed by hand, each hop checked (scheme, robots.txt, address; a ``Location`` that is
-  not UTF-8 or has control characters fails the row with a reason); a total deadline per attempt, started when
-  the host slot opens, bounding every wait (connect, status line, headers, body) through a watchdog that shuts
-  the socket down at the deadline, and not retried when hit; a byte cap on decoded bytes; ``X-Robots-Tag``;
+- ``fetch``: redirects followed by hand, each hop checked (scheme, robots.txt, tdmrep.json, address; a
+  ``Location`` that is not UTF-8 or has control characters fails the row with a reason), a redirect's body never
+  read; a total deadline per attempt, started when the host slot opens, bounding every wait (connect, status
+  line, headers, body) through a watchdog that shuts the socket down at the deadline, and not retried when hit;
+  every body (images, robots.txt, tdmrep.json) capped in raw and in decoded bytes; ``X-Robots-Tag`` and
+  ``tdm-reservation`` headers before the body; a blocked row names its reason (``raw_shards.BLOCK_REASONS``);
   retries only for DNS/timeouts/408/429/5xx, with full-jitter backoff >= ``Retry-After`` (capped by
   ``--backoff-max``).
 - ``netsafety``, ``http_client``: the address policy checked at connect time on the address actually used
@@ -51,9 +53,13 @@ Decisions and rules, and where they live:
 - ``ratelimit``: per-host concurrency and rate caps, a host-wide pause on ``Retry-After``, and AIMD spacing of
   request starts (the measured rate halved on a 429/503, at most once a second; shrunk 7% per success), so a
   worker settles at the rate a throttling host accepts.
-- ``robots``: robots.txt once per origin, parsed by protego per RFC 9309 (wildcards, ``$``, longest match, Allow
-  wins ties, group by our token, first 500 KiB); 4xx = allowed, 5xx/unreachable/over the deadline = disallowed;
-  its fetch has the row deadline, and rows waiting for it wait at most one deadline.
+- ``robots``: robots.txt once per origin (``OriginCache``), its bytes decoded with BOM sniffing (UTF-8, UTF-16),
+  parsed by protego per RFC 9309 (wildcards, ``$``, longest match, Allow wins ties, group by our token, first
+  500 KiB cut at a whole line); 4xx = allowed, 5xx/unreachable/over the deadline = disallowed; its fetch has the
+  row deadline, and rows waiting for it wait at most one deadline. ``X-Robots-Tag`` rules, scopes and dates.
+- ``tdmrep``: TDMRep (W3C CG report): ``/.well-known/tdmrep.json`` per origin with robots.txt's cache and
+  deadline (first matching ``location`` decides; unreadable = no reservation) and the ``tdm-reservation``
+  header; ``--no-tdmrep`` turns it off.
 - ``images``: decode checks, bombs and over-large outputs refused from header dimensions, a process-wide memory
   budget, EXIF orientation, mode handling, JPEG draft, resize modes, re-encode, pHash.
 - ``raw_shards``: deterministic tar (mtime 0, uid/gid 0, key order) and parquet, no timings stored (they go to

@@ -4,9 +4,15 @@
 time, the address policy), holds a per-host slot while a request is in flight, reads at most ``max_bytes``
 within a total deadline that bounds every wait of the exchange (connect, status line, headers, body: see
 ``http_client.exchange_deadline``; a trickling server is cut at the deadline and not retried), honours
-``X-Robots-Tag`` opt-outs, and retries only transient failures (DNS,
-timeouts, 408, 429, 5xx) with jittered exponential backoff that honours ``Retry-After``. It never raises for
-a bad URL or a hostile server: every outcome is a FetchResult with a raw status.
+the opt-outs (robots.txt, ``X-Robots-Tag``, TDMRep's ``/.well-known/tdmrep.json`` and ``tdm-reservation``
+header), and retries only transient failures (DNS, timeouts, 408, 429, 5xx) with jittered exponential backoff
+that honours ``Retry-After``. It never raises for a bad URL or a hostile server: every outcome is a FetchResult
+with a raw status, and a ``blocked`` one names its reason (``BLOCK_REASONS``).
+
+Every body is bounded in bytes before and after decoding (``_read_body``): a declared Content-Length over the
+limit is refused unread, the raw bytes read and the decoded bytes are both capped (urllib3 decodes gzip,
+deflate, br and zstd at most one read's worth at a time, so a compression bomb never inflates past the cap),
+and a redirect's body is never read: robots.txt and tdmrep.json follow their redirects by hand, like images.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import http.client
 import importlib.metadata
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -28,12 +35,15 @@ from wit_builder.download.http_client import exchange_deadline, guarded_session
 from wit_builder.download.netsafety import AddressPolicy, BlockedAddressError, DnsCache
 from wit_builder.download.options import FetchConfig
 from wit_builder.download.ratelimit import HostLimiter
+from wit_builder.download.raw_shards import BLOCK_REASONS
 from wit_builder.download.robots import DEFAULT_OPT_OUTS, MAX_ROBOTS_BYTES, RobotsCache, x_robots_opt_out
+from wit_builder.download.tdmrep import MAX_TDMREP_BYTES, POLICY_HEADER, TDM_HEADER, TdmCache, header_reservation
 
 USER_AGENT_TOKEN = "wit-builder"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 THROTTLE_STATUSES = frozenset({429, 503})  # "slow down": the host limiter spaces requests further apart
+ORIGIN_FILE_REDIRECTS = 5  # robots.txt and tdmrep.json: RFC 9309 2.3.1.2 follows at least five
 
 
 def user_agent(contact: str | None) -> str:
@@ -51,6 +61,11 @@ class FetchResult:
     http_status: int | None = None
     data: bytes | None = None    # the body on success (at most max_bytes)
     attempts: int = 1
+    reason: str | None = None    # blocked: one of BLOCK_REASONS
+
+    def __post_init__(self) -> None:
+        if self.reason is not None and self.reason not in BLOCK_REASONS:
+            raise ValueError(f"unknown block reason {self.reason!r}")
 
 
 class _Deadline:
@@ -79,10 +94,11 @@ class _Transient(Exception):
 
 
 class _Final(Exception):
-    def __init__(self, status: str, message: str, http_status: int | None = None) -> None:
+    def __init__(self, status: str, message: str, http_status: int | None = None, reason: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.http_status = http_status
+        self.reason = reason
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -122,7 +138,8 @@ class Fetcher:
         self.limiter = HostLimiter(config.per_host_concurrency, config.per_host_rate)
         self.robots = (RobotsCache(self._fetch_robots, USER_AGENT_TOKEN, wait_s=config.deadline_s)
                        if config.respect_robots_txt else None)
-        self.session.max_redirects = 5  # robots.txt redirects (RFC 9309 2.3.1.2); images follow their own
+        self.tdm = TdmCache(self._fetch_tdmrep, wait_s=config.deadline_s) if config.respect_tdmrep else None
+        self.session.max_redirects = 0  # every redirect is followed by hand, its body unread
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -131,8 +148,9 @@ class Fetcher:
     def fetch(self, url: str) -> FetchResult:
         """Download ``url`` by the rules of the module docstring; never raises for the URL or the server.
 
-        ``blocked``: a refused address, robots.txt (RFC 9309) or an ``X-Robots-Tag`` opt-out; ``failed_to_download``:
-        anything else that went wrong, after ``retries`` more attempts for transient failures.
+        ``blocked``: a refused address or scheme, robots.txt (RFC 9309), an ``X-Robots-Tag`` opt-out or a TDMRep
+        reservation, its ``reason`` one of BLOCK_REASONS; ``failed_to_download``: anything else that went wrong,
+        after ``retries`` more attempts for transient failures.
         """
         cfg = self.config
         for attempt in range(cfg.retries + 1):
@@ -141,7 +159,7 @@ class Fetcher:
                 self.limiter.succeeded(_host_key(url))
                 return FetchResult("success", None, http_status, data, attempt + 1)
             except _Final as e:
-                return FetchResult(e.status, str(e), e.http_status, None, attempt + 1)
+                return FetchResult(e.status, str(e), e.http_status, None, attempt + 1, e.reason)
             except _Transient as e:
                 if e.http_status in THROTTLE_STATUSES:
                     self.limiter.throttled(_host_key(url))
@@ -165,13 +183,13 @@ class Fetcher:
             except ValueError as e:
                 raise _Final("failed_to_download", f"malformed url {current!r}: {e}") from None
             if parts.scheme not in ("http", "https"):
-                raise _Final("blocked", f"scheme {parts.scheme!r} not allowed: {current}")
+                raise _Final("blocked", f"scheme {parts.scheme!r} not allowed: {current}", reason="scheme")
             if not parts.hostname:
                 raise _Final("failed_to_download", f"no host in url {current!r}")
-            refusal = self._robots_refusal(current, parts) if self.robots is not None else None
+            refusal = self._opt_out_refusal(current, parts)
             if refusal:
-                raise _Final("blocked", refusal)
-            location = self._request(current, deadline)
+                raise _Final("blocked", refusal[1], reason=refusal[0])
+            location = self._request(current, deadline, self._handle)
             if isinstance(location, tuple):
                 return location
             if location in seen:
@@ -180,8 +198,8 @@ class Fetcher:
             current = location
         raise _Final("failed_to_download", f"more than {cfg.max_redirects} redirects from {url}")
 
-    def _request(self, url: str, deadline: _Deadline) -> str | tuple[bytes, int]:
-        """One hop: the next URL for a redirect, or (body, http status)."""
+    def _request(self, url: str, deadline: _Deadline, handle: _Handler) -> str | tuple[bytes, int]:
+        """One hop: the next URL for a redirect, or (body, http status), as ``handle`` reads the response."""
         cfg = self.config
         try:
             with self.limiter.slot(_host_key(url)):
@@ -190,7 +208,7 @@ class Fetcher:
                                  f"deadline of {cfg.deadline_s}s exceeded before requesting {url}")
                 with exchange_deadline(deadline.ends()) as scope:
                     try:
-                        return self._exchange(url, deadline)
+                        return self._exchange(url, deadline, handle)
                     except (_Final, _Transient):
                         raise
                     except Exception:
@@ -199,14 +217,14 @@ class Fetcher:
                                          f"deadline of {cfg.deadline_s}s exceeded fetching {url}") from None
                         raise
         except BlockedAddressError as e:
-            raise _Final("blocked", str(e)) from None
+            raise _Final("blocked", str(e), reason="address") from None
         except requests.Timeout as e:
             raise _Transient(f"timeout fetching {url}: {_root_cause(e)}") from None
         except requests.ConnectionError as e:
             if _caused_by(e, NameResolutionError):
                 raise _Transient(f"DNS failure for {url}: {_root_cause(e)}") from None
             if _caused_by(e, BlockedAddressError):
-                raise _Final("blocked", str(_root_cause(e))) from None
+                raise _Final("blocked", str(_root_cause(e)), reason="address") from None
             raise _Final("failed_to_download", f"connection failed for {url}: {_root_cause(e)}") from None
         except requests.RequestException as e:
             raise _Final("failed_to_download", f"{type(e).__name__} for {url}: {_root_cause(e)}") from None
@@ -218,85 +236,127 @@ class Fetcher:
         except (OSError, ValueError, http.client.HTTPException) as e:  # odd URLs, headers or sockets
             raise _Final("failed_to_download", f"{type(e).__name__} fetching {url}: {e}") from None
 
-    def _exchange(self, url: str, deadline: _Deadline) -> str | tuple[bytes, int]:
+    def _exchange(self, url: str, deadline: _Deadline, handle: _Handler) -> str | tuple[bytes, int]:
         remaining = deadline.remaining()
         timeout = (min(self.config.connect_timeout_s, remaining), min(self.config.read_timeout_s, remaining))
         # The adapter directly: Session.send would parse a redirect's Location itself (and raise on non-UTF-8).
         request = self.session.prepare_request(requests.Request("GET", url))
         response = self.session.get_adapter(url).send(request, stream=True, timeout=timeout)
         try:
-            return self._handle(url, response, deadline)
+            return handle(url, response, deadline)
         finally:
-            response.close()
+            response.close()  # closes the connection when the body was not read whole: nothing is drained
 
     def _handle(self, url: str, response: requests.Response, deadline: _Deadline) -> str | tuple[bytes, int]:
+        """An image hop's response: the redirect target (its body unread), or the body of a 200 after the
+        opt-out headers; _Final/_Transient for the rest."""
         cfg = self.config
         code = response.status_code
         if code in REDIRECT_STATUSES and response.headers.get("Location"):
             return redirect_target(url, response.headers["Location"], code)
+        headers = response.raw.headers
         if cfg.respect_x_robots_tag:
-            opted_out = x_robots_opt_out(
-                response.raw.headers.getlist("X-Robots-Tag"),
-                USER_AGENT_TOKEN,
-                DEFAULT_OPT_OUTS,
-            )
+            opted_out = x_robots_opt_out(headers.getlist("X-Robots-Tag"), USER_AGENT_TOKEN, DEFAULT_OPT_OUTS)
             if opted_out:
-                raise _Final("blocked", f"X-Robots-Tag {opted_out} on {url}", code)
+                raise _Final("blocked", f"X-Robots-Tag {opted_out} on {url}", code, reason="x_robots_tag")
+        if cfg.respect_tdmrep and header_reservation(headers.getlist(TDM_HEADER)) == 1:
+            policy = headers.get(POLICY_HEADER)
+            raise _Final("blocked", f"tdm-reservation 1 on {url}" + (f" (policy {policy})" if policy else ""), code,
+                         reason="tdm_reserved")
         if code in TRANSIENT_STATUSES:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             raise _Transient(f"HTTP {code} from {url}", code, retry_after)
         if code != 200:
             raise _Final("failed_to_download", f"HTTP {code} from {url}", code)
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > cfg.max_bytes:
-            raise _Final("failed_to_download", f"body of {declared} bytes exceeds max_bytes={cfg.max_bytes}", code)
-        chunks, size = [], 0
-        while chunk := response.raw.read1(1 << 16, decode_content=True):
-            size += len(chunk)
-            if size > cfg.max_bytes:
-                raise _Final("failed_to_download", f"body exceeds max_bytes={cfg.max_bytes} from {url}", code)
-            if deadline.remaining() <= 0:
-                raise _Final("failed_to_download", f"deadline of {cfg.deadline_s}s exceeded reading {url}", code)
-            chunks.append(chunk)
-        return b"".join(chunks), code
+        return _read_body(response, url, cfg.max_bytes, deadline, truncate=False), code
 
-    def _robots_refusal(self, url: str, parts) -> str | None:
-        """Why robots.txt forbids ``url``; a refused address is reported as such, without fetching robots.txt."""
-        assert self.robots is not None
+    def _opt_out_refusal(self, url: str, parts) -> tuple[str, str] | None:
+        """(reason, message) when robots.txt or tdmrep.json of ``url``'s origin forbids it; a refused address is
+        reported as such (_Final), without fetching either file."""
+        if self.robots is None and self.tdm is None:
+            return None
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
             self.dns.resolve(parts.hostname, port)
         except BlockedAddressError as e:
-            raise _Final("blocked", str(e)) from None
+            raise _Final("blocked", str(e), reason="address") from None
         except OSError:
             pass  # DNS failures surface (and are retried) on the request itself
-        return self.robots.refusal(url)
+        refusal = self.robots.refusal(url) if self.robots is not None else None
+        if refusal is None and self.tdm is not None:
+            refusal = self.tdm.refusal(url)
+        return refusal
 
     def _fetch_robots(self, robots_url: str) -> tuple[int | None, bytes]:
-        """robots.txt through the same guarded session, bounded by the same per-URL deadline as a row, and
-        read up to the RFC 9309 parse limit (redirects followed, at most 5, each hop address-checked)."""
-        cfg = self.config
-        try:
-            with self.limiter.slot(_host_key(robots_url)):
-                ends = time.monotonic() + cfg.deadline_s
-                with exchange_deadline(ends):
-                    response = self.session.get(robots_url, timeout=(cfg.connect_timeout_s, cfg.read_timeout_s),
-                                                stream=True)
-                    try:
-                        if response.status_code >= 300:
-                            return response.status_code, b""
-                        chunks, size = [], 0
-                        while size <= MAX_ROBOTS_BYTES and (chunk := response.raw.read1(1 << 16,
-                                                                                         decode_content=True)):
-                            chunks.append(chunk)
-                            size += len(chunk)
-                            if time.monotonic() > ends:
-                                return None, b""
-                        return response.status_code, b"".join(chunks)
-                    finally:
-                        response.close()
-        except Exception:  # blocked address, timeout, deadline, broken server: all "unreachable"
-            return None, b""
+        """robots.txt (RFC 9309): its status and at most MAX_ROBOTS_BYTES + 1 bytes of its body."""
+        return self._fetch_origin_file(robots_url, MAX_ROBOTS_BYTES + 1)  # + 1: robots_text sees the cut
+
+    def _fetch_tdmrep(self, tdmrep_url: str) -> tuple[int | None, bytes]:
+        """``/.well-known/tdmrep.json``: its status and at most MAX_TDMREP_BYTES + 1 bytes of its body."""
+        return self._fetch_origin_file(tdmrep_url, MAX_TDMREP_BYTES + 1)  # + 1: a longer file fails to parse
+
+    def _fetch_origin_file(self, url: str, limit: int) -> tuple[int | None, bytes]:
+        """(final http status, at most ``limit`` decoded body bytes) of an origin's policy file, through the same
+        guarded session (each hop address-checked), within one per-URL deadline, following at most
+        ORIGIN_FILE_REDIRECTS redirects by hand without reading their bodies; (None, b"") when it could not be
+        fetched (network failure, deadline, blocked address, another scheme, too many redirects or a loop)."""
+        deadline = _Deadline(self.config.deadline_s)
+        current, seen = url, {url}
+        for _ in range(ORIGIN_FILE_REDIRECTS + 1):
+            if urlsplit(current).scheme not in ("http", "https"):
+                return None, b""
+            try:
+                hop = self._request(current, deadline, lambda u, r, d: _read_origin_file(u, r, d, limit))
+            except (_Final, _Transient):
+                return None, b""
+            if isinstance(hop, tuple):
+                body, code = hop
+                return code, body
+            if hop in seen:
+                return None, b""
+            seen.add(hop)
+            current = hop
+        return None, b""
+
+
+_Handler = Callable[[str, requests.Response, _Deadline], "str | tuple[bytes, int]"]
+
+
+def _read_origin_file(url: str, response: requests.Response, deadline: _Deadline,
+                      limit: int) -> str | tuple[bytes, int]:
+    """A policy file hop: the redirect target (body unread); else (body cut at ``limit`` bytes, status) for 2xx,
+    (b"", status) for any other status (its body unread)."""
+    code = response.status_code
+    if code in REDIRECT_STATUSES and response.headers.get("Location"):
+        return redirect_target(url, response.headers["Location"], code)
+    if not 200 <= code < 300:
+        return b"", code
+    return _read_body(response, url, limit, deadline, truncate=True), code
+
+
+def _read_body(response: requests.Response, url: str, limit: int, deadline: _Deadline, truncate: bool) -> bytes:
+    """At most ``limit`` bytes of ``response``'s body, decoded (gzip, deflate, br, zstd), bounded on both sides of
+    the decoder: a Content-Length over ``limit``, more than ``limit`` raw bytes or more than ``limit`` decoded
+    bytes end the read: ``truncate`` keeps the first ``limit`` decoded bytes, else _Final (the row fails). urllib3
+    inflates at most the amount asked for per read, so a compression bomb never holds more than one read."""
+    code = response.status_code
+    declared = response.headers.get("Content-Length", "")
+    if not truncate and declared.isdigit() and int(declared) > limit:
+        raise _Final("failed_to_download", f"body of {declared} bytes exceeds max_bytes={limit}", code)
+    raw = response.raw
+    chunks, size = [], 0
+    while chunk := raw.read1(min(1 << 16, limit + 1 - size), decode_content=True):
+        size += len(chunk)
+        if size > limit or raw.tell() > limit:
+            if truncate:
+                chunks.append(chunk[: max(0, limit - (size - len(chunk)))])
+                break
+            side = "decoded" if size > limit else "raw"
+            raise _Final("failed_to_download", f"body exceeds max_bytes={limit} ({side}) from {url}", code)
+        if deadline.remaining() <= 0:
+            raise _Final("failed_to_download", f"deadline of {deadline.seconds}s exceeded reading {url}", code)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def redirect_target(url: str, location: str, code: int) -> str:

@@ -4,7 +4,7 @@ img2dataset gets the shard's rows as a parquet (``url``, ``caption``, plus ``uid
 ``save_additional_columns``) and writes one webdataset shard of its own into a scratch folder; we re-key its
 rows with our shard keys, map its statuses (``failed_to_resize`` -> ``failed_to_decode``) and add the pHash
 of the stored image, so that stage 4 reads either engine's output the same way. What img2dataset does not
-do stays undone (no per-host limits, no robots.txt, no address checks, no EXIF orientation): that is the
+do stays undone (no per-host limits, no robots.txt, no TDMRep, no address checks, no EXIF orientation): that is the
 point of offering the peer unchanged.
 """
 

@@ -111,7 +111,11 @@ class FetchConfig:
                                                 "purpose")
     respect_robots_txt: bool = option(True, negate="--no-robots", help="ignore robots.txt")
     respect_x_robots_tag: bool = option(True, negate="--no-x-robots-tag",
-                                        help="ignore X-Robots-Tag noai/noindex opt-outs")
+                                        help="ignore X-Robots-Tag opt-outs (noindex, none, noimageindex, noai, "
+                                             "noimageai)")
+    respect_tdmrep: bool = option(True, negate="--no-tdmrep",
+                                  help="ignore TDMRep reservations (the tdm-reservation header and "
+                                       "/.well-known/tdmrep.json), the EU text-and-data-mining opt-out")
     connect_timeout_s: float = option(CONNECT_TIMEOUT_S, cli=False, help="socket connect timeout")
     read_timeout_s: float = option(READ_TIMEOUT_S, cli=False, help="per socket wait; the deadline bounds the whole "
                                                                    "exchange")

@@ -43,6 +43,12 @@ from wit_builder.core.dedup import image_phash
 from wit_builder.core.errors import InputError
 
 SHARD_DIGITS = 5  # img2dataset's oom_shard_count
+# Why a row is ``blocked`` (the native engine's ``fetch.Fetcher``), each counted on its own: robots.txt disallows
+# it, or its robots.txt could not be had (RFC 9309: the origin is then disallowed); an X-Robots-Tag rule; a TDMRep
+# reservation (header or tdmrep.json), or tdmrep.json still being fetched at the deadline; a refused address or
+# scheme. "other": a blocked row whose engine gives no reason (img2dataset).
+BLOCK_REASONS: tuple[str, ...] = ("robots_txt", "robots_txt_unreachable", "x_robots_tag", "tdm_reserved",
+                                  "tdm_unknown", "address", "scheme", "other")
 TOP_ERRORS = 20
 _URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
 
@@ -54,6 +60,7 @@ class RawSample:
     row: dict[str, Any]              # RAW_ROWS fields
     image: bytes | None = None       # the encoded image of a success
     image_ext: str | None = None     # "jpg" | "webp"
+    reason: str | None = None        # blocked: why (fetch.BLOCK_REASONS), counted in the shard's stats only
 
 
 def shard_name(shard_id: int) -> str:
@@ -102,9 +109,12 @@ def error_kind(message: str) -> str:
 
 
 def shard_stats(shard_id: int, samples: Iterable[RawSample], engine: str) -> dict[str, Any]:
-    """``{shard}_stats.json``: rows, rows per RAW_STATUSES status, successes, bytes downloaded and the
-    TOP_ERRORS most frequent error kinds (URLs removed, see :func:`error_kind`)."""
+    """``{shard}_stats.json``: rows, rows per RAW_STATUSES status, successes, bytes downloaded, the blocked rows per
+    reason (``blocked_reasons``, sorted; a blocked row without one counts as ``other``) and the TOP_ERRORS most
+    frequent error kinds (URLs removed, see :func:`error_kind`)."""
+    samples = list(samples)
     rows = [s.row for s in samples]
+    blocked = Counter(s.reason or "other" for s in samples if s.row.get("status") == "blocked")
     statuses = Counter(r["status"] for r in rows)
     errors = Counter(error_kind(r["error_message"]) for r in rows if r.get("error_message"))
     return {
@@ -114,6 +124,7 @@ def shard_stats(shard_id: int, samples: Iterable[RawSample], engine: str) -> dic
         "statuses": {status: statuses.get(status, 0) for status in RAW_STATUSES},
         "successes": statuses.get("success", 0),
         "bytes_downloaded": sum(r.get("bytes") or 0 for r in rows),
+        "blocked_reasons": dict(sorted(blocked.items())),
         "top_errors": dict(sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_ERRORS]),
     }
 
@@ -128,6 +139,8 @@ _HINTS: tuple[tuple[str, tuple[str, ...], str], ...] = (
      "only with the site owner's permission"),
     ("blocked", ("x-robots-tag",), "the servers opt out with X-Robots-Tag; --no-x-robots-tag ignores that, only "
      "with the site owner's permission"),
+    ("blocked", ("tdm-reservation", "tdmrep.json"), "the servers reserve text-and-data-mining rights (TDMRep); "
+     "--no-tdmrep ignores that, only with the rightsholder's permission"),
     ("blocked", ("scheme",), "the URLs are not http(s)"),
     ("failed_to_download", ("dns", "timeout", "connection", "deadline"), "the hosts are not reachable from this "
      "machine (DNS, proxy, firewall?), or too slow for --timeout/--deadline"),

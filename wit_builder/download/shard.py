@@ -65,7 +65,7 @@ def _process_row(out: dict[str, Any], fetcher: Fetcher, image_config: ImageConfi
     fetched = fetcher.fetch(out["url"])
     out.update(status=fetched.status, error_message=fetched.error_message, http_status=fetched.http_status)
     if fetched.data is None:
-        return RawSample(out)
+        return RawSample(out, reason=fetched.reason)
     out.update(bytes=len(fetched.data), sha256=hashlib.sha256(fetched.data).hexdigest())
     image = process_image(fetched.data, image_config)
     out.update(status=image.status, error_message=image.error_message, width=image.width, height=image.height,
@@ -117,4 +117,4 @@ def shared_result(row: dict[str, Any], key: str, result: RawSample) -> RawSample
     """``result`` (of a row with the same URL) for this row: its own key, uid, url, caption and queries."""
     if result.row.get("key") == key:
         return result
-    return RawSample({**result.row, **base_row(row, key)}, result.image, result.image_ext)
+    return RawSample({**result.row, **base_row(row, key)}, result.image, result.image_ext, result.reason)

@@ -22,9 +22,11 @@ from wit_builder.download.options import DownloadOptions, parameters
 from wit_builder.download.plan import ShardSpec
 
 STATUS_PREFIX = "status_"
-# stats.json's counts: shards and rows of the whole folder, rows per raw status
+BLOCKED_PREFIX = "blocked_"
+# stats.json's counts: shards and rows of the whole folder, rows per raw status, blocked rows per reason
 FOLDER_COUNTS: tuple[str, ...] = ("shards", "rows", "bytes_downloaded",
-                                  *(f"{STATUS_PREFIX}{s}" for s in RAW_STATUSES))
+                                  *(f"{STATUS_PREFIX}{s}" for s in RAW_STATUSES),
+                                  *(f"{BLOCKED_PREFIX}{r}" for r in raw_shards.BLOCK_REASONS))
 # this run's work, for the summary line only (a rerun that downloads nothing leaves stats.json as it was)
 RUN_COUNTS: tuple[str, ...] = ("shards_downloaded", "rows_downloaded")
 COUNT_NAMES = FOLDER_COUNTS + RUN_COUNTS
@@ -41,12 +43,14 @@ class ShardOutcome:
 
 
 def shard_counts(outcome: ShardOutcome) -> dict[str, int]:
-    """What one shard adds to the run's counts (COUNT_NAMES): one shard, its rows, bytes and rows per status;
-    its shard and rows again under RUN_COUNTS when this run downloaded it. KeyError naming the field its stats
-    lack."""
+    """What one shard adds to the run's counts (COUNT_NAMES): one shard, its rows, bytes, rows per status and
+    blocked rows per reason (a shard made before reasons were counted: all ``other``); its shard and rows again
+    under RUN_COUNTS when this run downloaded it. KeyError naming the field its stats lack."""
     stats = outcome.stats
+    reasons = stats.get("blocked_reasons", {"other": stats["statuses"].get("blocked", 0)})
     counts = {"shards": 1, "rows": stats["count"], "bytes_downloaded": stats["bytes_downloaded"],
-              **{f"{STATUS_PREFIX}{status}": n for status, n in stats["statuses"].items()}}
+              **{f"{STATUS_PREFIX}{status}": n for status, n in stats["statuses"].items()},
+              **{f"{BLOCKED_PREFIX}{reason}": reasons.get(reason, 0) for reason in raw_shards.BLOCK_REASONS}}
     if outcome.downloaded:
         counts.update(shards_downloaded=1, rows_downloaded=stats["count"])
     return counts
@@ -55,6 +59,11 @@ def shard_counts(outcome: ShardOutcome) -> dict[str, int]:
 def statuses(counts: Mapping[str, int]) -> dict[str, int]:
     """Rows per raw status, in RAW_STATUSES order."""
     return {status: counts.get(f"{STATUS_PREFIX}{status}", 0) for status in RAW_STATUSES}
+
+
+def blocked_reasons(counts: Mapping[str, int]) -> dict[str, int]:
+    """Blocked rows per reason, in ``raw_shards.BLOCK_REASONS`` order."""
+    return {reason: counts.get(f"{BLOCKED_PREFIX}{reason}", 0) for reason in raw_shards.BLOCK_REASONS}
 
 
 def top_errors(error_kinds: Mapping[str, int]) -> dict[str, int]:
@@ -84,14 +93,15 @@ def stats_document(options: DownloadOptions, specs: Sequence[ShardSpec], counts:
         counts={name: n for name, n in counts.items() if name not in RUN_COUNTS},
         outputs=[stats_schema.output_entry(raw_shards.shard_files(s.shard_id)[1], s.rows) for s in specs],
         seconds=seconds,
-        details={"statuses": statuses(counts), "top_errors": dict(errors)},
+        details={"statuses": statuses(counts), "blocked_reasons": blocked_reasons(counts), "top_errors": dict(errors)},
     )
 
 
 def summary(counts: Mapping[str, int], shards: int) -> list[str]:
     """The summary line's parts: the folder's rows per status, and what this run downloaded."""
     shown = " ".join(f"{status}={n}" for status, n in statuses(counts).items())
-    return [f"{counts['rows']:,} rows in {shards} shards: {shown}",
+    blocked = " ".join(f"{reason}={n}" for reason, n in blocked_reasons(counts).items() if n)
+    return [f"{counts['rows']:,} rows in {shards} shards: {shown}" + (f" (blocked: {blocked})" if blocked else ""),
             f"this run downloaded {counts['rows_downloaded']:,} rows in {counts['shards_downloaded']} shards"]
 
 

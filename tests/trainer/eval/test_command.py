@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from PIL import Image
 
 from tests.trainer.conftest import write_class_folders, write_shards
@@ -95,3 +96,24 @@ def test_wit_eval_retrieval_on_real_photo_shards(tmp_path, tiny_checkpoint):
     for direction in ("image", "text"):
         recalls = [doc["metrics"][f"{direction}_retrieval_recall@{k}"] for k in (1, 5, 10)]
         assert all(0 <= r <= 1 for r in recalls) and recalls == sorted(recalls)
+
+
+def test_an_unusable_out_is_refused_before_the_work_and_leaves_nothing(tmp_path, tiny_checkpoint, capsys,
+                                                                      monkeypatch):
+    root = tmp_path / "heldout"
+    write_class_folders(root, per_class=1, image_px=16, classes=["cat", "rocket"])
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "results").mkdir()
+    (cwd / "afile").write_text("x")
+    monkeypatch.chdir(cwd)
+    import trainer.eval.command as command
+
+    monkeypatch.setattr(command, "evaluate", lambda args: pytest.fail("evaluated before checking --out"))
+    for out, says in (("results", "is a folder"), ("afile/x.json", "is below the file")):
+        assert wit(["eval", "--checkpoint", str(tiny_checkpoint), "--zeroshot", str(root), "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1
+    assert wit(["export", "--checkpoint", str(tiny_checkpoint), "--out", "results"]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in cwd.iterdir()) == ["afile", "results"] and not any((cwd / "results").iterdir())

@@ -19,7 +19,7 @@ from wit_builder.core.errors import InputError
 FILTER_REASONS = ("data_uri", "empty_caption", "missing_url", "non_http_url", "invalid_url", "non_html")
 # Damaged or hostile input: counted and reported with file and offset.
 BAD_REASONS = ("url_too_long", "non_utf8", "wrong_type", "malformed_record", "malformed_json", "truncated_file",
-               "unreadable_file")
+               "unreadable_file", "undecodable_caption")
 
 Opener = Callable[[str], contextlib.AbstractContextManager[BinaryIO]]  # path -> open binary file
 

@@ -7,20 +7,31 @@ WAT records are read with FastWARC (:mod:`wit_builder.pairs.readers.warc_records
 which decodes HTTP chunking and content encodings. One bad record never ends a file: a malformed record or
 a cut gzip member is reported at its offset and reading resumes at the next gzip member that holds a WARC
 record; a damaged record's links never count.
+
+A WARC page's bytes become text as a browser's would (:func:`decode_html`, the HTML Standard's encoding
+sniffing): a byte-order mark wins; then the ``charset`` of the HTTP ``Content-Type``; then a
+``<meta charset>`` or ``<meta http-equiv=content-type>`` in the first 1024 bytes (lexbor's prescan, the
+standard's algorithm); else UTF-8. Every label goes through the WHATWG Encoding Standard's label table
+(``webencodings``), so ``euc-kr`` is decoded as windows-949, ``shift_jis`` as windows-31J, ``gb2312`` and ``gbk``
+as gb18030, ``big5`` as Big5-HKSCS, ``iso-8859-1`` and ``ascii`` as windows-1252, not by Python's codecs of those
+names (which turn the extension characters real pages use into U+FFFD). An alt text that still holds U+FFFD
+(bytes the page's encoding does not define, or a page that does not say its legacy encoding) is not a pair:
+it is counted as ``undecodable_caption`` with the encoding named.
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import html
 import io
 import json
-import re
 from collections.abc import Iterator
+from email.message import Message
 from typing import BinaryIO
 
+import webencodings
 from selectolax.lexbor import LexborHTMLParser
+from selectolax.lexbor import _prescan_encoding_label as _lexbor_prescan  # type: ignore[attr-defined]
 from warcio.archiveiterator import ArchiveIterator
 from warcio.recordloader import ArcWarcRecord
 
@@ -93,6 +104,9 @@ def _wat_record(path: str, record: Record, options: PoolOptions) -> Iterator[Can
             url = unescape_attribute(url)
         if isinstance(alt, str) and "&" in alt:
             alt = unescape_attribute(alt)
+        if isinstance(alt, str) and UNDECODABLE in alt:  # Common Crawl's decoder met bytes it could not read
+            yield Rejection("undecodable_caption", path, offset, "alt text holds U+FFFD in the WAT")
+            continue
         yield judge(url, alt, base, options, path, offset, page_url)
 
 
@@ -168,8 +182,10 @@ def _warc_damage(fh: BinaryIO, offset: int, record: ArcWarcRecord) -> tuple[str,
 
 
 _MAX_HTML_BYTES = 8 << 20  # a page body beyond this is cut: images of a page sit well within it
-_META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]{1,40})""", re.IGNORECASE)
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
+UNDECODABLE = "\ufffd"  # what a decoder puts where the bytes are not text in its encoding
+# WHATWG Encoding Standard 10.1.1: "The gbk decoder is the gb18030 decoder" (webencodings keeps Python's gbk)
+_GB18030 = webencodings.lookup("gb18030")
 
 
 def _warc_record(path: str, offset: int, record: ArcWarcRecord,
@@ -192,7 +208,7 @@ def _warc_record(path: str, offset: int, record: ArcWarcRecord,
     except Exception as e:  # content-encoding or chunking damaged: the record is lost, the file goes on
         yield Rejection("malformed_record", path, offset, describe(e))
         return
-    text = _decode_html(body, content_type)
+    text, encoding = decode_html(body, content_type)
     tree = LexborHTMLParser(text)
     base = page_url
     base_node = tree.css_first("base[href]")
@@ -203,23 +219,39 @@ def _warc_record(path: str, offset: int, record: ArcWarcRecord,
                 base = urljoin(page_url or "", declared)  # <base href> may itself be relative
     for node in tree.css("img"):
         attributes = node.attributes
-        yield judge(attributes.get("src"), attributes.get("alt"), base, options, path, offset, page_url)
+        alt = attributes.get("alt")
+        if alt is not None and UNDECODABLE in alt:
+            yield Rejection("undecodable_caption", path, offset, f"alt text holds bytes that are not {encoding}")
+            continue
+        yield judge(attributes.get("src"), alt, base, options, path, offset, page_url)
 
 
-def _decode_html(body: bytes, content_type: str) -> str:
-    """Page text: the charset of the HTTP header, else of a ``<meta>`` in the first 2 KB, else UTF-8."""
-    charset = None
-    if "charset=" in content_type.lower():
-        charset = content_type.lower().split("charset=", 1)[1].split(";")[0].strip(" \"'")
-    if not charset and (found := _META_CHARSET.search(body[:2048])):
-        charset = found.group(1).decode("ascii").lower()
-    if body.startswith(codecs.BOM_UTF8):
-        charset, body = "utf-8", body[len(codecs.BOM_UTF8):]
-    try:
-        codec = codecs.lookup(charset or "utf-8").name
-    except LookupError:
-        codec = "utf-8"
-    if codec in ("latin-1", "iso8859-1", "ascii"):
-        codec = "cp1252"  # WHATWG: these labels mean windows-1252
-    return body.decode(codec, errors="replace")
+def decode_html(body: bytes, content_type: str = "") -> tuple[str, str]:
+    """(text, WHATWG name of the encoding used) of an HTML page's bytes, per the HTML Standard's encoding
+    sniffing (module docstring): BOM, then the ``charset`` of ``content_type`` (the HTTP header), then a
+    ``<meta>`` declaration in the first 1024 bytes, else UTF-8; unknown labels are skipped. Bytes the encoding does
+    not define become U+FFFD."""
+    encoding = _label_encoding(_header_charset(content_type))
+    if encoding is None:
+        declared = _lexbor_prescan(body[:1024])
+        encoding = _label_encoding(declared.decode("ascii", "replace") if declared else None)
+    if encoding is not None and encoding.name == "gbk":
+        encoding = _GB18030
+    text, used = webencodings.decode(body, encoding or webencodings.UTF8, errors="replace")
+    return text, used.name
+
+
+def _header_charset(content_type: str) -> str | None:
+    """The ``charset`` parameter of a Content-Type header value (quotes and case as RFC 9110 allows), or None."""
+    if "charset" not in content_type.lower():
+        return None
+    message = Message()
+    message["content-type"] = content_type
+    charset = message.get_param("charset")
+    return charset if isinstance(charset, str) else None
+
+
+def _label_encoding(label: str | None) -> webencodings.Encoding | None:
+    """The WHATWG encoding of ``label`` (ASCII case-insensitive, whitespace trimmed), or None when unknown."""
+    return webencodings.lookup(label) if label else None
 
