@@ -42,6 +42,7 @@ from wit_builder.core.balance import BalanceConfig
 from wit_builder.pairs.batches import (
     KEPT,
     MATCHED,
+    NO_CUT,
     add_counts,
     assign_files,
     balance_table,
@@ -50,7 +51,7 @@ from wit_builder.pairs.batches import (
     capped_smallest_ranks,
     collapse,
     concat,
-    cut_table,
+    cut_array,
     file_count,
     from_bytes,
     matched_table,
@@ -61,6 +62,7 @@ from wit_builder.pairs.batches import (
     ranks_per_query,
     smallest_per_query,
     split_by_key,
+    thresholds,
     to_bytes,
 )
 from wit_builder.pairs.inputs import QueriesFile, load_entries
@@ -223,8 +225,12 @@ class _SumQueryCounts(beam.CombineFn):
         return acc
 
 
+RANK_GROUP_IDS = 64  # capped query ids per key of the rank combiner: 64 x 2k ranks at most in one accumulator
+
+
 class _CappedRanks(beam.DoFn):
-    """Hard balance, second look at a bucket: (ids, ranks) of the capped queries, each's k smallest ranks.
+    """Hard balance, second look at a bucket: (id group, (ids, ranks)) of the capped queries, each's k smallest
+    ranks, keyed by ``id // RANK_GROUP_IDS`` so that no combiner holds the ranks of every capped query.
 
     Only queries matched more than ``target`` times need a threshold, so ranks are collected for those alone.
     """
@@ -233,12 +239,58 @@ class _CappedRanks(beam.DoFn):
         super().__init__()
         self._k = k
 
-    def process(self, element: tuple[int, Ref], capped: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def process(self, element: tuple[int, Ref], capped: np.ndarray) -> Iterator[tuple[int, Ranks]]:
         if not capped.any():
             return
         ids, ranks = capped_smallest_ranks(from_bytes(Spill.get(element[1])), capped, self._k)
         if len(ids):
-            yield ids, ranks
+            groups = ids // RANK_GROUP_IDS  # ids come sorted: each group is one run
+            starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+            for start, end in zip(starts.tolist(), np.r_[starts[1:], len(ids)].tolist(), strict=True):
+                yield int(groups[start]), (ids[start:end], ranks[start:end])
+
+
+def _group_thresholds(group_ranks: tuple[int, Ranks], k: int) -> Ranks:
+    """One id group's k smallest ranks per id -> (ids, threshold) of the ids with k ranks: their k-th smallest
+    (``batches.thresholds``), a single number per capped query."""
+    ids, ranks = group_ranks[1]
+    if not len(ids):
+        return ids, ranks
+    dense = thresholds(ids, ranks, k, int(ids.max()) + 1)
+    cut = np.flatnonzero(dense != NO_CUT)
+    return cut.astype(np.int64), dense[cut]
+
+
+class _DenseThresholds(beam.CombineFn):
+    """(ids, thresholds) of the id groups -> one dense array by id (``NO_CUT`` where none): one int64 per query."""
+
+    def create_accumulator(self) -> np.ndarray:
+        return np.zeros(0, np.int64)
+
+    def add_input(self, acc: np.ndarray, element: Ranks) -> np.ndarray:
+        ids, values = element
+        if len(ids) and ids.max() >= len(acc):
+            acc = np.r_[acc, np.full(int(ids.max()) + 1 - len(acc), NO_CUT, np.int64)]
+        acc[ids] = values
+        return acc
+
+    def merge_accumulators(self, accs: Iterable[np.ndarray]) -> np.ndarray:
+        merged = self.create_accumulator()
+        for acc in accs:
+            set_ids = np.flatnonzero(acc != NO_CUT)
+            merged = self.add_input(merged, (set_ids, acc[set_ids]))
+        return merged
+
+    def extract_output(self, acc: np.ndarray) -> np.ndarray:
+        return acc
+
+
+def _cuts(matched: np.ndarray, threshold: np.ndarray, config: BalanceConfig) -> np.ndarray:
+    """``batches.cut_array`` with the thresholds as long as the matched counts (ids past the end: ``NO_CUT``)."""
+    dense = np.full(len(matched), NO_CUT, np.int64)
+    n = min(len(matched), len(threshold))
+    dense[:n] = threshold[:n]
+    return cut_array(matched, dense, config)
 
 
 Ranks = tuple[np.ndarray, np.ndarray]  # (query ids, ranks), one pair per element
@@ -413,8 +465,9 @@ class Balance(beam.PTransform):
     """``{"ranked": ..., "matched": ...}`` (``CollapseDuplicates``'s) -> the pairs some query keeps.
 
     Hard mode: only the queries matched more than the target (``batches.capped_queries``) get a threshold, their
-    target-th smallest rank from a bounded combiner; probabilistic: the matched counts alone give the cuts. The
-    cut array (``batches.cut_table``) goes to every bucket as a side input.
+    target-th smallest rank from a bounded combiner per group of 64 query ids (so no combiner holds every capped
+    query's ranks); probabilistic: the matched counts alone give the cuts. The cut array (``batches.cut_array``,
+    as ``batches.cut_table`` makes it) goes to every bucket as a side input.
 
     Returns a dict: ``kept`` ((row count, IPC bytes of ``batches.KEPT`` rows) per bucket), ``kept_counts`` (one
     int64 array: pairs kept per query id) and ``counts``.
@@ -436,12 +489,16 @@ class Balance(beam.PTransform):
         ranked, matched = collapsed["ranked"], collapsed["matched"]
         k = ranks_per_query(config)
         capped = matched | "CappedQueries" >> beam.Map(capped_queries, config)
-        smallest = (
+        # Each id group's k smallest ranks per capped query meet in their own combiner; only one threshold per
+        # capped query meets in one place (a dense int64 array, as long as the query list at most).
+        threshold = (
             ranked
             | "CappedRanks" >> beam.ParDo(_CappedRanks(k), capped=AsSingleton(capped))
-            | "MergeCappedRanks" >> beam.CombineGlobally(_MergeQueryStats(k))
+            | "MergeCappedRanks" >> beam.CombinePerKey(_MergeQueryStats(k))
+            | "GroupThresholds" >> beam.Map(_group_thresholds, k)
+            | "Thresholds" >> beam.CombineGlobally(_DenseThresholds())
         )
-        cuts = matched | "CutTable" >> beam.Map(cut_table, AsSingleton(smallest), config)
+        cuts = matched | "CutTable" >> beam.Map(_cuts, AsSingleton(threshold), config)
         balanced = ranked | "BalanceBucket" >> beam.ParDo(
             _BalanceBucket(config, self._queries, self._entries, self._spill), cuts=AsSingleton(cuts),
         ).with_outputs(_KEPT_IDS, COUNTS, main="kept")
