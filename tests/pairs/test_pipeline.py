@@ -191,6 +191,12 @@ def test_spill_refs_are_paths_named_by_the_unit_and_inline_without_a_folder(tmp_
     assert Spill.stem(ref) == "b00003" and Spill.stem(b"x") == ""
     assert spill.put("kept/b00004.arrow", b"") == b""  # nothing to hold
     assert Spill(None).put("kept/b00005.arrow", b"rows") == b"rows"
+    many = spill.put_many("matched/0123abcd-00000.arrow", [b"bucket 1", b"", b"bucket three"])
+    path = str(tmp_path / "s" / "matched" / "0123abcd-00000.arrow")
+    assert many == [f"{path}@0+8", b"", f"{path}@8+12"]  # one file, a byte range each
+    assert [Spill.get(r) for r in many] == [b"bucket 1", b"", b"bucket three"]
+    assert Spill.stem(many[0]) == "0123abcd-00000"
+    assert Spill(None).put_many("x.arrow", [b"a", b"b"]) == [b"a", b"b"]
 
 
 @pytest.mark.parametrize("k", [1, 4])

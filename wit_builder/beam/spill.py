@@ -6,7 +6,8 @@ carries its data as bytes holds the whole input at once. With a :class:`Spill` f
 a file under ``OUT/_tmp_spill/`` and passes on the file's path (a str), and the next step reads it back: Beam
 holds names, and a worker holds the one unit (a bucket, a file) it works on.
 
-Names are deterministic (the producing step, its input and the unit: ``matched/<file hash>-<n>-b<bucket>``),
+Names are deterministic (the producing step, its input and the unit: ``matched/<pool file hash>-<flush>``
+holding every bucket of one flush, each referenced by its byte range; ``ranked/b<bucket>``),
 and each file is written to a temporary name and renamed (``fileio.atomic_create``), so a retried bundle writes
 the same bytes under the same name and nothing is doubled. A consumer never deletes what it read (a retried
 consumer reads it again); the command removes the whole folder when the run ends, whether it succeeded or not.
@@ -26,7 +27,7 @@ SPILL_DIR = "_tmp_spill"  # under --out; removed by the command when the run end
 IN_PROCESS_RUNNERS = frozenset({"", "directrunner", "fnapirunner", "bundlebaseddirectrunner",
                                 "switchingdirectrunner", "prismrunner"})
 
-Ref = bytes | str  # a blob inline (bytes) or the path of the file that holds it (str)
+Ref = bytes | str  # a blob inline (bytes), or where a file holds it (str: "PATH" or "PATH@OFFSET+LENGTH")
 
 
 def spill_folder(runner: str | None, out: str) -> str | None:
@@ -55,16 +56,42 @@ class Spill:
         fileio.write_bytes(path, data)
         return path
 
+    def put_many(self, name: str, blobs: list[bytes]) -> list[Ref]:
+        """Several blobs in one file ``folder/name`` (one file per unit of work, not one per piece: file
+        creation dominates for small pieces), each referenced by its byte range; inline without a folder."""
+        if self.folder is None:
+            return list(blobs)
+        path = fileio.join(self.folder, name)
+        fileio.write_bytes(path, b"".join(blobs))
+        refs: list[Ref] = []
+        offset = 0
+        for blob in blobs:
+            refs.append(f"{path}@{offset}+{len(blob)}" if blob else b"")
+            offset += len(blob)
+        return refs
+
     @staticmethod
     def get(ref: Ref) -> bytes:
         """The bytes a reference stands for; FileNotFoundError naming a spill file that is gone."""
         if isinstance(ref, bytes):
             return ref
-        with fileio.open_read(ref) as f:
-            return f.read()
+        path, at, span = ref.rpartition("@")
+        if not at or "+" not in span:
+            with fileio.open_read(ref) as f:
+                return f.read()
+        offset, length = (int(x) for x in span.split("+"))
+        with fileio.open_read(path) as f:
+            f.seek(offset)
+            data = f.read(length)
+        if len(data) != length:
+            raise ValueError(f"spill file {path} is shorter than its reference {ref} (changed during the run)")
+        return data
 
     @staticmethod
     def stem(ref: Ref) -> str:
-        """The file name of a spilled reference without its folder and suffix ("" for an inline blob): a base for
-        the names of what is made from it."""
-        return ref.rsplit("/", 1)[-1].removesuffix(".arrow") if isinstance(ref, str) else ""
+        """The file name of a spilled reference without its folder, range and suffix ("" for an inline blob): a
+        base for the names of what is made from it."""
+        if not isinstance(ref, str):
+            return ""
+        name = ref.rsplit("/", 1)[-1]
+        return name.rsplit("@", 1)[0].removesuffix(".arrow") if "@" in name else name.removesuffix(".arrow")

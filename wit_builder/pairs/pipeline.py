@@ -173,8 +173,10 @@ class _ReadAndMatch(_EntriesDoFn):
             return
         table = pa.concat_tables(pending).combine_chunks()
         buckets = bucket_of_keys(table.column("key").to_numpy(), self._buckets)
-        for bucket, rows in split_by_key(table, buckets):
-            yield bucket, self._spill.put(f"matched/b{bucket:05d}/{name}.arrow", to_bytes(rows))
+        parts = [(bucket, to_bytes(rows)) for bucket, rows in split_by_key(table, buckets)]
+        refs = self._spill.put_many(f"matched/{name}.arrow", [blob for _, blob in parts])  # one file per flush
+        for (bucket, _), ref in zip(parts, refs, strict=True):
+            yield bucket, ref
 
 
 _MATCHED_IDS = "matched_ids"  # tagged output of _CollapseBucket: (query ids, pairs matched) of a bucket
@@ -395,8 +397,10 @@ def _row_count(element: tuple[int, Ref]) -> int:
 def _assign_files(element: tuple[int, Ref], num_files: int, spill: Spill) -> Iterator[tuple[int, Ref]]:
     """``batches.assign_files`` on a bucket's kept rows, each file's part spilled under the bucket's name."""
     n, ref = element
-    for index, blob in assign_files((n, Spill.get(ref)), num_files):
-        yield index, spill.put(f"files/f{index:05d}/{Spill.stem(ref)}.arrow", blob)
+    parts = list(assign_files((n, Spill.get(ref)), num_files))
+    refs = spill.put_many(f"files/{Spill.stem(ref)}.arrow", [blob for _, blob in parts])  # one file per bucket
+    for (index, _), part in zip(parts, refs, strict=True):
+        yield index, part
 
 
 def _empty_blobs(num_files: int) -> Iterator[tuple[int, bytes]]:
