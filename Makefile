@@ -70,12 +70,12 @@ build-queries: $(STAMP) wordnet
 	$(WIT) build-queries $(call quote_each,--dump,$(DUMP)) --out '$(OUT)' \
 	  $(if $(wildcard $(WORDNET)),--wordnet-dir $(WORDNET)) $(QUERY_ARGS) $(BEAM_ARGS)
 
-# make build-pairs POOL='crawl/*.warc.wat.gz laion/*.parquet' [QUERIES=out/queries] [OUT=out/pairs] [PAIRS_ARGS=...]
+# make build-pairs POOL='crawl/*.warc.wat.gz laion/*.parquet' [QUERIES='out/queries-en out/queries-ja'] [OUT=out/pairs] [PAIRS_ARGS=...]
 build-pairs: OUT = out/pairs
 build-pairs: QUERIES ?= out/queries
 build-pairs: $(STAMP)
 	@[ -n "$(POOL)" ] || { echo "make build-pairs: set POOL to the candidate pool files or globs"; exit 2; }
-	$(WIT) build-pairs --queries '$(QUERIES)' $(call quote_each,--pool,$(POOL)) --out '$(OUT)' $(PAIRS_ARGS) $(BEAM_ARGS)
+	$(WIT) build-pairs $(call quote_each,--queries,$(QUERIES)) $(call quote_each,--pool,$(POOL)) --out '$(OUT)' $(PAIRS_ARGS) $(BEAM_ARGS)
 
 # make download [PAIRS='out/pairs more/*.parquet'] [OUT=out/raw] [DOWNLOAD_ARGS=...]
 download: OUT = out/raw

@@ -1,17 +1,24 @@
 """Stage 2 as a whole vs a raw pyahocorasick loop, and the WAT reader vs a plain warcio + json loop.
 
     .venv/bin/python benchmarks/bench_match.py [--texts 1000000] [--queries 500000] [--files 8] [--wat-pages 2000]
-        [--wat-only]
+        [--mixed-texts 200000] [--wat-only]
     (or BENCH_MATCH_TEXTS / BENCH_MATCH_QUERIES / BENCH_MATCH_REPEATS in the environment)
 
 1. Stage vs matcher. Peer: the loop MetaCLIP and most re-implementations run, one automaton over the
    space-padded queries and ``automaton.iter(" " + text + " ")`` per text, over texts already in memory. Ours:
    ``wit build-pairs`` itself on the in-process runner (FnApiRunner), over a pool of parquet files holding the
-   same texts: read, clean, match, collapse duplicates, balance and write pairs-*.parquet, query_counts and
-   stats.json. The stage runs in a child process (one worker: the in-process runner), so its CPU time and
-   its peak resident memory are its own. Throughput is texts per CPU-second (per core), so load from other
-   processes on a shared machine hits both sides alike; the raw loop runs before and after the stage and its
-   best round counts.
+   same texts: read, clean, tell each caption's language (fastText, ``wit_builder.pairs.langid``), match,
+   collapse duplicates, balance and write pairs-*.parquet, query_counts and stats.json. The generated texts
+   are word-like but in no language, so this pool runs ``--no-language-routing`` (every caption against the one
+   queries folder, as the peer does; the language is still identified: its cost is in the figure).
+1b. A mixed-language pool of real captions, side by side in the same run: the LAION alt texts (mostly English),
+   Multi30k's en/de/fr/cs captions and the ja/zh/th sentences of ``tests/data``, repeated (each copy with its own
+   URL) to ``--mixed-texts``; one queries folder per language (every token of 2+ characters of that language's
+   texts, segmented by ``core.segment``), the stage routed by language against the raw loop over all queries in
+   one automaton (language-blind).
+   The stage runs in a child process (one worker: the in-process runner), so its CPU time and its peak resident
+   memory are its own. Throughput is texts per CPU-second (per core), so load from other processes on a shared
+   machine hits both sides alike; the raw loop runs before and after the stage and its best round counts.
 2. WAT reading, records (image links) per CPU-second, three readers side by side over the same generated
    Common Crawl-layout WAT files (one gzip member per record, 20 image links and 10 anchors per page, image
    URLs relative with ``&amp;``): the named peer, ``warcio.ArchiveIterator`` + ``json.loads`` + the IMG@/src
@@ -138,9 +145,11 @@ print("STAGE " + json.dumps({"code": code, "cpu": cpu, "wall": wall,
 """
 
 
-def run_stage(queries_dir: str, pool_glob: str, out: str, cap: int, profile: str | None = None) -> dict:
-    argv = [sys.executable, "-c", STAGE_CHILD, "build-pairs", "--queries", queries_dir, "--pool", pool_glob,
-            "--out", out, "--per-query-cap", str(cap), "--runner=FnApiRunner"]
+def run_stage(queries_dir: str | list[str], pool_glob: str, out: str, cap: int, profile: str | None = None,
+              *extra: str) -> dict:
+    folders = [queries_dir] if isinstance(queries_dir, str) else queries_dir
+    argv = [sys.executable, "-c", STAGE_CHILD, "build-pairs", *(a for f in folders for a in ("--queries", f)),
+            "--pool", pool_glob, "--out", out, "--per-query-cap", str(cap), "--runner=FnApiRunner", *extra]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if profile:  # cProfile slows the stage: a profiled run's times are for the profile, not the ratio
         env["BENCH_MATCH_PROFILE"] = profile
@@ -151,6 +160,66 @@ def run_stage(queries_dir: str, pool_glob: str, out: str, cap: int, profile: str
     result = json.loads(line[6:])
     result["summary"] = next((x for x in done.stdout.splitlines() if "records ->" in x), "")
     return result
+
+
+def real_captions() -> list[tuple[str, str]]:
+    """(language, caption) of the real texts in tests/data: LAION alt texts (language unknown: ``None``),
+    Multi30k captions, UD sentences."""
+    data = ROOT / "tests" / "data"
+    rows: list[tuple[str, str]] = [("", c) for c in
+                                   pq.read_table(data / "laion_captions_10000.parquet").column("caption").to_pylist()]
+    with (data / "captions" / "multi30k_test2016.tsv").open(encoding="utf-8") as f:
+        rows += [tuple(line.rstrip("\n").split("\t", 1)) for line in list(f)[1:]]  # type: ignore[misc]
+    for lang, name in (("ja", "ja_gsd_test300"), ("zh", "zh_gsdsimp_test300"), ("th", "th_pud_test300")):
+        rows += [(lang, json.loads(line)["text"]) for line in (data / "segment" / f"{name}.jsonl").read_text(
+            encoding="utf-8").splitlines()]
+    return rows
+
+
+def bench_mixed(args: argparse.Namespace, tmp: str) -> str:
+    """Part 1b: the stage routed by language against the raw loop, on a mixed pool of real captions."""
+    from wit_builder.core import segment
+    from wit_builder.pairs.langid import LanguageIdentifier
+
+    rows = real_captions()
+    lid = LanguageIdentifier()
+    langs = [lang or lid.identify_one(text)[0] for lang, text in rows]  # LAION's languages as the model says
+    kept = ("cs", "de", "en", "fr", "ja", "th", "zh")
+    folders, all_queries = [], set()
+    for lang in kept:
+        tokens = {t for (_, text), found in zip(rows, langs, strict=True) if found == lang
+                  for t in segment.tokenize(text, lang) if len(t) >= 2}
+        folder = os.path.join(tmp, f"mixed-queries-{lang}")
+        os.makedirs(folder)
+        queries = sorted(tokens)
+        all_queries.update(queries)
+        n = len(queries)
+        pq.write_table(pa.table({"query": queries, "source": ["bench"] * n, "count": [1] * n, "score": [1.0] * n,
+                                 "lang": [lang] * n}, schema=QUERIES), os.path.join(folder, "queries.parquet"))
+        folders.append(folder)
+    texts = [rows[i % len(rows)][1] for i in range(args.mixed_texts)]
+    pool_dir = os.path.join(tmp, "mixed-pool")
+    os.makedirs(pool_dir)
+    per_file = -(-len(texts) // args.files)
+    for i in range(args.files):
+        part = texts[i * per_file: (i + 1) * per_file]
+        urls = [f"https://m{(i * per_file + j) % 1000}.example/{i * per_file + j}.jpg" for j in range(len(part))]
+        pq.write_table(pa.table({"url": urls, "caption": part}), os.path.join(pool_dir, f"part-{i:03d}.parquet"))
+    raw = ahocorasick.Automaton()
+    for q in all_queries:
+        raw.add_word(f" {q} ", q)
+    raw.make_automaton()
+    raw_cpu = min(timed(raw_loop, raw, texts)[0] for _ in range(max(1, args.repeats)))
+    stage = run_stage(folders, os.path.join(pool_dir, "*.parquet"), os.path.join(tmp, "mixed-out"), args.cap)
+    share = {lang: langs.count(lang) / len(langs) for lang in sorted(set(langs))}
+    top = ", ".join(f"{k} {v:.1%}" for k, v in sorted(share.items(), key=lambda kv: -kv[1])[:8])
+    raw_rate, stage_rate = len(texts) / raw_cpu, len(texts) / stage["cpu"]
+    return (f"mixed-language pool of real captions: {len(texts):,} texts ({top}), {len(all_queries):,} queries in "
+            f"{len(kept)} languages\n"
+            f"{'raw pyahocorasick loop (language-blind)':44}{raw_rate:>12,.0f} texts/s per core\n"
+            f"{'wit build-pairs, routed by language':44}{stage_rate:>12,.0f} texts/s per core "
+            f"({stage['cpu']:.1f} cpu-s; {stage['summary']})\n"
+            f"ratio stage / raw matcher on the mixed pool: {stage_rate / raw_rate:.3f}x")
 
 
 def write_wat(path: Path, pages: int, words: list[str], rng: random.Random, layout: str = "small") -> int:
@@ -295,6 +364,8 @@ def main() -> int:
     parser.add_argument("--wat-pages", type=int, default=2000, help="pages (20 image links each) per WAT file")
     parser.add_argument("--wat-files", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mixed-texts", type=int, default=int(os.environ.get("BENCH_MATCH_MIXED", 200_000)),
+                        help="texts of the mixed-language pool of real captions (part 1b; 0 skips it)")
     parser.add_argument("--profile", metavar="PATH",
                         help="run the stage under cProfile, write its stats to PATH and print the top functions "
                              "(the ratio of such a run is not a measurement)")
@@ -317,8 +388,8 @@ def main() -> int:
         queries_dir = os.path.join(tmp, "queries")
         os.makedirs(queries_dir)
         n = len(queries)
-        pq.write_table(pa.table({"query": queries, "source": ["bench"] * n, "count": [1] * n, "score": [1.0] * n},
-                                schema=QUERIES), os.path.join(queries_dir, "queries.parquet"))
+        pq.write_table(pa.table({"query": queries, "source": ["bench"] * n, "count": [1] * n, "score": [1.0] * n,
+                                 "lang": ["en"] * n}, schema=QUERIES), os.path.join(queries_dir, "queries.parquet"))
         pool_dir = os.path.join(tmp, "pool")
         os.makedirs(pool_dir)
         per_file = -(-len(texts) // args.files)
@@ -338,7 +409,7 @@ def main() -> int:
         del raw
         gc.collect()
         stage = run_stage(queries_dir, os.path.join(pool_dir, "*.parquet"), os.path.join(tmp, "out"), args.cap,
-                          args.profile)
+                          args.profile, "--no-language-routing")
         print(f"stage: {stage['cpu']:.1f} cpu-s, {stage['wall']:.1f} s wall; {stage['summary']}", flush=True)
         raw = ahocorasick.Automaton()
         for q in pq.read_table(os.path.join(queries_dir, "queries.parquet")).column("query").to_pylist():
@@ -349,6 +420,7 @@ def main() -> int:
             print(f"raw loop: {raw_rounds[-1][0]:.1f} cpu-s", flush=True)
         del raw
         raw_cpu, raw_wall, raw_hits = min(raw_rounds)
+        mixed = bench_mixed(args, tmp) if args.mixed_texts else None
         wat_report, links, peer_cpu, ours_cpu = bench_wat(args, words, rng, tmp)
 
     raw_rate, stage_rate = len(texts) / raw_cpu, len(texts) / stage["cpu"]
@@ -359,6 +431,8 @@ def main() -> int:
     print(f"{'raw pyahocorasick loop':34}{raw_rate:>18,.0f}{raw_cpu:>9.1f}{raw_wall:>9.1f}")
     print(f"{'wit build-pairs (FnApiRunner)':34}{stage_rate:>18,.0f}{stage['cpu']:>9.1f}{stage['wall']:>9.1f}")
     print(f"ratio stage / raw matcher: {stage_rate / raw_rate:.3f}x (target >= 0.25x)")
+    if mixed:
+        print(mixed)
     print(f"peak memory of the stage's worker (the in-process runner, one process): {stage['maxrss_mb']:,.0f} MB; "
           f"this process (texts, peer automaton): "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")

@@ -18,12 +18,19 @@ with the input. It reports each run's peak RSS (the largest process: ``ru_maxrss
 pages/s per core, and checks the issue's bounds: peak RSS at 4x <= 1.25x peak RSS at 1x, and pages/s per
 core at 4x not below 1x (within 10% for timing noise).
 
+Then **English and Japanese side by side**: the whole stage on the gensim enwiki sample and on the real jawiki
+excerpt of tests/data/wiki (21 articles, real jawiki pages), each in a fresh process, reporting pages and
+tokens per CPU-second (the stage's own ``pages_read`` and ``total_tokens`` counts over the process tree's CPU
+time) and peak RSS. Japanese text is segmented (``core.segment``, ICU) in pass 1 only: pass 2 reads pass 1's
+tokens from the text cache.
+
 With ``--sketch-memory`` it measures instead the sketches' share of the peak: the same generated dump
 (``--pages``) through ``wit build-queries`` at ``--sketch-width`` 2^20 and 2^23; the growth of the peak RSS over
 the growth of one range's sketches (``ngram_sketch.sketches_bytes``: 40 bytes per counter) is how many copies of
 the sketches the run holds at its peak (docs/deploy.md's memory plan uses it).
 
-    python benchmarks/bench_queries.py [--dump PATH] [--repeat 3] [--pages 2000] [--types 5000000]
+    python benchmarks/bench_queries.py [--dump PATH] [--ja-dump PATH] [--repeat 3] [--pages 2000]
+                                       [--types 5000000]
     python benchmarks/bench_queries.py --sketch-memory [--pages 300]
 """
 
@@ -118,7 +125,7 @@ def generate_dump(path: Path, pages: int, types: int, seed: int = 0, words_per_p
     with a few links and a heading each, so that the parser has markup to read."""
     rng = np.random.default_rng(seed)
     header = ('<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10">\n'
-              "<siteinfo><sitename>Wikipedia</sitename></siteinfo>\n")
+              "<siteinfo><sitename>Wikipedia</sitename><dbname>enwiki</dbname></siteinfo>\n")
     with bz2.open(path, "wt", encoding="utf-8", compresslevel=1) as f:
         f.write(header)
         for page_id in range(1, pages + 1):
@@ -139,10 +146,10 @@ def generate_dump(path: Path, pages: int, types: int, seed: int = 0, words_per_p
         f.write("</mediawiki>\n")
 
 
-def scaling_run(dump: Path, out: Path, extra: tuple[str, ...] = ()) -> tuple[float, float, float]:
+def scaling_run(dump: Path, out: Path, *args: str) -> tuple[float, float, float]:
     """(peak RSS in MiB, CPU seconds, wall seconds) of ``wit build-queries`` on ``dump`` in a fresh process."""
     code = ("import sys; from wit_builder.cli import main; "
-            f"sys.exit(main(['build-queries', '--dump', {str(dump)!r}, '--out', {str(out)!r}, *{list(extra)!r}, "
+            f"sys.exit(main(['build-queries', '--dump', {str(dump)!r}, '--out', {str(out)!r}, *{list(args)!r}, "
             "'--runner=FnApiRunner']))")
     wall = time.perf_counter()
     # a fresh process per run: ru_maxrss of the children is then this run's peak (the biggest process)
@@ -185,13 +192,68 @@ def sketch_memory(pages: int, types: int) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-sketch-") as tmp:
         dump = Path(tmp) / "zipf.xml.bz2"
         generate_dump(dump, pages, types, seed=1)
-        peaks = {w: scaling_run(dump, Path(tmp) / f"out-{w}", ("--sketch-width", str(w)))[0] for w in widths}
+        peaks = {w: scaling_run(dump, Path(tmp) / f"out-{w}", "--sketch-width", str(w))[0] for w in widths}
     print(f"sketch memory: {pages} generated pages, wit build-queries in-process (FnApiRunner), one range")
     for w, rss in peaks.items():
         print(f"  --sketch-width 2^{w.bit_length() - 1}: sketches {sketches_bytes(w) / 2**20:6.0f} MiB per range, "
               f"peak RSS {rss:7.1f} MiB")
     grown = (peaks[widths[1]] - peaks[widths[0]]) * 2**20 / (sketches_bytes(widths[1]) - sketches_bytes(widths[0]))
     print(f"  peak RSS grows {grown:.2f}x the sketches' growth: ~{grown:.1f} copies of one range's sketches at peak")
+
+
+def extraction(dump: Path, code: str) -> tuple[int, int]:
+    """Pass 1's per-page work in ``code``'s rules: read, parse (in the helper), segment and count."""
+    from wit_builder.core.languages import resolve
+    from wit_builder.queries.wikitext import site_rules
+
+    site = site_rules(resolve(code))
+    parser = BoundedParser(site=site)
+    unigrams, bigrams, pages, tokens = Counter(), Counter(), 0, 0
+    try:
+        for page in read_pages(DumpRange(str(dump)), lambda p: open(p, "rb")):  # noqa: SIM115 (closed by read_pages)
+            if page.ns == 0 and page.redirect is None and page.problem is None:
+                tokens += count_ngrams(parser.parse(page.text).text, unigrams, bigrams, code)
+                pages += 1
+    finally:
+        parser.close()
+    return pages, tokens
+
+
+def languages(en_dump: Path, ja_dump: Path, repeat: int) -> None:
+    """English and Japanese side by side: pass 1's per-page work (read, parse, segment, count) and the whole
+    stage, pages and tokens per CPU-second, and the whole stage's peak RSS."""
+    import json
+
+    print(f"languages: pass 1's per-page work (read, parse in the helper, segment, count), best of {repeat}")
+    for name, dump, code in (("English", en_dump, "en"), ("Japanese", ja_dump, "ja")):
+        runs = []
+        for _ in range(repeat):
+            before = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+            pages, tokens = extraction(dump, code)
+            after = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+            runs.append((sum(a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime for a, b in zip(after, before,
+                                                                                                strict=True)),
+                         pages, tokens))
+        cpu, pages, tokens = min(runs)
+        print(f"  {name:<8} {dump.name}: {pages} pages, {tokens:,} tokens: {pages / cpu:6.1f} pages/s, "
+              f"{tokens / cpu:9,.0f} tokens/s per CPU-second (cpu {cpu:.1f} s)")
+
+    print("languages: wit build-queries (in-process FnApiRunner, a fresh process per run, --min-unigram-count 5 "
+          f"--min-bigram-count 5), best of {repeat}")
+    with tempfile.TemporaryDirectory(prefix="bench-queries-lang-") as tmp:
+        for name, dump in (("English", en_dump), ("Japanese", ja_dump)):
+            best = None
+            for i in range(repeat):
+                out = Path(tmp) / f"{name}-{i}"
+                rss, cpu, wall = scaling_run(dump, out, "--min-unigram-count", "5", "--min-bigram-count", "5")
+                if best is None or cpu < best[1]:
+                    counts = json.loads((out / "stats.json").read_text())["counts"]
+                    best = (rss, cpu, wall, counts["pages_read"], counts["total_tokens"], counts["queries"])
+            assert best is not None
+            rss, cpu, wall, pages, tokens, queries = best
+            print(f"  {name:<8} {dump.name}: {pages} pages, {tokens:,} tokens, {queries:,} queries: "
+                  f"{pages / cpu:6.1f} pages/s, {tokens / cpu:9,.0f} tokens/s per CPU-second; peak RSS {rss:6.1f} MiB "
+                  f"(cpu {cpu:.1f} s, wall {wall:.1f} s)")
 
 
 def main() -> None:
@@ -201,6 +263,9 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=2000, help="pages of the 1x generated dump (0: no scaling run)")
     parser.add_argument("--types", type=int, default=5_000_000, help="word types of the generated dumps")
     parser.add_argument("--sketch-memory", action="store_true", help="only the sketch memory run (two widths)")
+    parser.add_argument("--ja-dump", type=Path, default=Path(__file__).parent.parent / "tests" / "data" / "wiki"
+                        / "jawiki-country-excerpt.xml.bz2", help="the Japanese dump of the side-by-side run")
+    parser.add_argument("--only-languages", action="store_true", help="run only the English/Japanese comparison")
     args = parser.parse_args()
     if args.sketch_memory:
         sketch_memory(args.pages if args.pages != 2000 else 300, args.types)
@@ -208,6 +273,9 @@ def main() -> None:
     dump = args.dump or default_dump()
     logging.getLogger("wikiextractor").setLevel(logging.ERROR)
     logging.disable(logging.WARNING)
+    if args.only_languages:
+        languages(dump, args.ja_dump, args.repeat)
+        return
     PARSER.parse("warm up")  # start the helper before the timed runs
     best: dict[str, tuple[float, int, int, float]] = {}
     for _ in range(args.repeat):
@@ -221,6 +289,7 @@ def main() -> None:
               f"(cpu {cpu:.2f} s, wall {wall:.2f} s)")
     ratio = (best["ours"][1] / best["ours"][0]) / (best["wikiextractor"][1] / best["wikiextractor"][0])
     print(f"ratio ours / wikiextractor: {ratio:.2f}x pages/s per core")
+    languages(dump, args.ja_dump, args.repeat)
     if args.pages:
         scaling(args.pages, args.types)
 

@@ -30,6 +30,8 @@ RAW_ROWS = pa.schema(
         pa.field("sha256", pa.string(), nullable=True),        # of the original downloaded bytes
         pa.field("phash", pa.string(), nullable=True),         # 64-bit perceptual hash, 16 hex chars
         pa.field("bytes", pa.int64(), nullable=True),          # size of the original download
+        pa.field("lang", pa.string(), nullable=True),          # the caption's language, from the pairs (stage 2)
+        pa.field("lang_score", pa.float32(), nullable=True),   # its language ID probability, from the pairs
     ],
     metadata={"wit.table": "raw_rows"},
 )

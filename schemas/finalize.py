@@ -110,6 +110,9 @@ class RawRecord:
     sha256: str | None
     phash: str | None
     bytes: int | None
+    # stage 2's caption language (keyword-only with a default: raw rows of older runs have none)
+    lang: str | None = dataclasses.field(default=None, kw_only=True)
+    lang_score: float | None = dataclasses.field(default=None, kw_only=True)
     shard: str | None
     duplicate_of: str | None
     raw_shard: str

@@ -22,6 +22,10 @@ PAIRS = pa.schema(
         pa.field("matched_queries", pa.list_(pa.string()), nullable=False),
         # the match rule that matched ``queries`` (wit_builder.pairs.match_rules): pairs of two rules never mix
         pa.field("match_rule", pa.string(), nullable=False),
+        # the caption's language (wit_builder.pairs.langid: a Wikipedia code, "und" when unsure) and the language
+        # ID model's probability of it; the queries it was matched against are that language's ("und": English)
+        pa.field("lang", pa.string(), nullable=False),
+        pa.field("lang_score", pa.float32(), nullable=False),
     ],
     metadata={"wit.table": "pairs"},
 )
@@ -29,6 +33,7 @@ PAIRS = pa.schema(
 QUERY_COUNTS = pa.schema(
     [
         pa.field("query", pa.string(), nullable=False),
+        pa.field("lang", pa.string(), nullable=False),  # the query's language (its queries folder's)
         pa.field("matched", pa.int64(), nullable=False),
         pa.field("kept", pa.int64(), nullable=False),
     ],

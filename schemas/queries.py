@@ -1,4 +1,10 @@
-"""Stage 1 (build-queries) outputs: ``queries.parquet`` and the ``source`` vocabulary."""
+"""Stage 1 (build-queries) outputs: ``queries.parquet`` and the ``source`` vocabulary.
+
+One ``queries.parquet`` holds one Wikipedia language (``wit build-queries`` runs once per language, each into
+its own folder). The language is in every row (``lang``) and, with the word segmenter that made the tokens,
+in the file's schema metadata (``wit.lang``, ``wit.segmenter``; :func:`language_schema`) and in stats.json's
+``details`` (``lang``, ``segmenter``): stage 2 refuses query folders whose segmenters differ from its own.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,24 @@ SOURCES: tuple[str, ...] = ("unigram", "bigram", "title", "wordnet")
 
 QUERIES = pa.schema(
     [
-        pa.field("query", pa.string(), nullable=False),   # normalized per wit_builder.core.textnorm
+        pa.field("query", pa.string(), nullable=False),   # normalized per wit_builder.core.segment (textnorm for
+                                                          # languages written with spaces)
         pa.field("source", pa.string(), nullable=False),  # one of SOURCES
         pa.field("count", pa.int64(), nullable=False),    # occurrences in the dump's plain text
         pa.field("score", pa.float64(), nullable=False),  # the source's ranking score
+        pa.field("lang", pa.string(), nullable=False),    # the Wikipedia language code (wit_builder.core.languages)
     ],
     metadata={"wit.table": "queries"},
 )
+LANG_METADATA = "wit.lang"            # schema metadata: the Wikipedia language code of every row
+SEGMENTER_METADATA = "wit.segmenter"  # schema metadata: core.segment.segmenter_id(lang) of the run
+
+
+def language_schema(lang: str, segmenter: str) -> pa.Schema:
+    """``QUERIES`` with the run's language and segmenter id in its metadata (what a writer writes)."""
+    return QUERIES.with_metadata({**(QUERIES.metadata or {}), LANG_METADATA.encode(): lang.encode(),
+                                  SEGMENTER_METADATA.encode(): segmenter.encode()})
+
 
 QUERIES_PARQUET = "queries.parquet"
 QUERIES_TXT = "queries.txt"

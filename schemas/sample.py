@@ -7,4 +7,5 @@ SAMPLE_JSON_FIELDS: tuple[str, ...] = (
     "width", "height", "original_width", "original_height",
     "sha256",  # of the original downloaded bytes
     "phash",   # 64-bit perceptual hash, 16 hex chars
+    "lang", "lang_score",  # the caption's language from stage 2 (wit_builder.pairs.langid), for per-language balance
 )

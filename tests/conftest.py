@@ -127,9 +127,10 @@ def static_server() -> Iterator[Callable[[str | Path], str]]:
 
 @dataclass(frozen=True)
 class ProbeOptions:
-    """The options of ``wit probe``: an output folder."""
+    """The options of ``wit probe``: an output folder, and whether to take over one we did not write."""
 
     out: str = option(".", help="output folder")
+    overwrite: bool = option(False, help="write into a folder wit did not write")
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -151,3 +152,42 @@ def test_dropped_sample_names_the_queries_that_dropped_it():
 def test_cap_must_be_positive():
     with pytest.raises(ValueError, match=">= 1"):
         thresholds([], 0, 0)
+
+
+# ---- per-language caps: MetaCLIP 2's global_count (t_to_p on English, p_to_t on every other language) ----
+
+def test_language_caps_worked_example() -> None:
+    """A worked example by hand, then against MetaCLIP 2's published ``t_to_p``/``p_to_t`` (tests/references.py).
+
+    English, cap 100: entries matched [0, 5, 20, 50, 100, 300, 525] times (1,000 matches); entries under 100 hold
+    0+5+20+50 = 75 of them: p = 0.075. Japanese: [0, 1, 2, 3, 4, 10, 30, 50] (100 matches); sorted running shares
+    0, .01, .03, .06, .10, .20, .50, 1.0; the one closest to .075 is .06, at count 3: Japanese's cap is 3.
+    Thai [0, 0, 7] (7 matches): shares 0, 0, 1.0; closest to .075 is the first 0, count 0: cap 1 (at least 1).
+    """
+    from tests.references import reference_p_to_t, reference_t_to_p
+    from wit_builder.core.balance import cap_for_share, language_caps, tail_share
+
+    en = np.array([0, 5, 20, 50, 100, 300, 525])
+    ja = np.array([0, 1, 2, 3, 4, 10, 30, 50])
+    th = np.array([0, 0, 7])
+    assert tail_share(en, 100) == pytest.approx(0.075) == reference_t_to_p(en, 100)
+    assert cap_for_share(ja, 0.075) == 3 == reference_p_to_t(ja, 0.075)
+    assert reference_p_to_t(th, 0.075) == 0 and cap_for_share(th, 0.075) == 1
+    assert language_caps({"en": en, "ja": ja, "th": th}, 100) == {"en": 100, "ja": 3, "th": 1}
+    assert language_caps({"en": en, "ja": ja}, 100, "same") == {"en": 100, "ja": 100}
+    assert language_caps({"ja": ja}, 100) == {"ja": 100}  # no English: the cap itself
+    with pytest.raises(ValueError, match="language cap rule"):
+        language_caps({"ja": ja}, 100, "uniform")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 10_000), min_size=1, max_size=40), st.lists(st.integers(0, 10_000), min_size=1,
+                                                                          max_size=40), st.integers(1, 5_000))
+def test_language_caps_equal_metaclip2_formula(en: list[int], other: list[int], cap: int) -> None:
+    from tests.references import reference_p_to_t, reference_t_to_p
+    from wit_builder.core.balance import language_caps
+
+    if not sum(en) or not sum(other):
+        return  # MetaCLIP 2 divides by zero there; ours: share 0.0 and cap 1 (tested above)
+    expected = max(1, reference_p_to_t(other, reference_t_to_p(en, cap)))
+    assert language_caps({"en": np.array(en), "xx": np.array(other)}, cap) == {"en": cap, "xx": expected}

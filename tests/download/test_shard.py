@@ -33,9 +33,10 @@ def test_host_interleaved_takes_one_row_per_host_in_turn():
 
 
 def test_base_row_keeps_the_input_and_derives_a_missing_uid():
-    row = base_row({"url": "  http://h/a.jpg ", "caption": "a cat", "queries": ["cat"]}, "000000")
+    row = base_row({"url": "  http://h/a.jpg ", "caption": "a cat", "queries": ["cat"], "lang": "en",
+                    "lang_score": 0.75}, "000000")
     assert row == {"key": "000000", "uid": input_uid("http://h/a.jpg", "a cat"), "url": "http://h/a.jpg",
-                   "caption": "a cat", "queries": ["cat"]}
+                   "caption": "a cat", "queries": ["cat"], "lang": "en", "lang_score": 0.75}  # stage 2's language
     assert len(row["uid"]) == 32 and base_row({"uid": "given", "url": None}, "k")["uid"] == "given"
     assert base_row({"uid": "u", "url": None}, "k")["url"] == ""
 
@@ -71,5 +72,25 @@ def test_a_shared_result_is_the_same_sample_for_its_own_row():
                         "status": "success", "width": 8}, b"img", "jpg")
     assert shared_result({"uid": "u0", "url": "http://h/a", "caption": "c0"}, "k0", result) is result
     other = shared_result({"uid": "u1", "url": "http://h/a#x", "caption": "c1"}, "k1", result)
-    assert other.row == {**result.row, "key": "k1", "uid": "u1", "url": "http://h/a#x", "caption": "c1"}
+    assert other.row == {**result.row, "key": "k1", "uid": "u1", "url": "http://h/a#x", "caption": "c1", "lang": None,
+                         "lang_score": None}
     assert (other.image, other.image_ext) == (b"img", "jpg")
+
+
+def test_progress_moves_with_each_fetch_not_only_when_the_shard_ends():
+    """The progress reporter counts every fetched URL as it completes: a long shard shows movement in log files
+    (a download logged to a file used to print only its start and end)."""
+    from wit_builder.core import progress
+
+    class Watching(FakeFetcher):
+        def fetch(self, url: str) -> FetchResult:
+            seen.append(reporter.count)  # what the reporter had counted when this fetch began
+            return super().fetch(url)
+
+    progress.close_all()
+    reporter = progress.reporter("download", "URLs fetched")
+    seen: list[int] = []
+    rows = [{"uid": f"u{i}", "url": f"http://h/{i}.jpg", "caption": "c"} for i in range(6)]
+    download_rows(rows, 0, 10, Watching(hs.jpeg()), ImageConfig(image_size=32), threads=1)
+    assert reporter.count == 6 and seen == [0, 1, 2, 3, 4, 5]  # one thread: each fetch saw the ones before it
+    progress.close_all()

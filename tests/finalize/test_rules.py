@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
 from schemas.finalize import FINAL_ROWS, RawRecord
 from tests.finalize.examples import PHASH, flip, record
-from wit_builder.core import balance, dedup, errors
+from wit_builder.core import balance, dedup
 from wit_builder.core.uid import hash_rank
 from wit_builder.finalize import rules
 
@@ -96,14 +97,22 @@ def test_decontamination_filters_within_the_distance_and_names_the_image():
     assert rules.eval_image_name("gs://other/x.png", "/data/eval/") == "gs://other/x.png"
 
 
-def test_an_evaluation_image_is_hashed_or_named_as_bad_input():
+def test_an_evaluation_image_is_hashed_or_skipped_by_name():
+    """An image that decodes gives (name, pHash); one that does not, or could not be read, is a Drop counted as
+    ``eval_images_unreadable`` naming it (skipped, as ``wit eval`` skips its images), never an error ending the run.
+    The reason holds no memory address: the same bytes every run."""
     from tests.conftest import encode, photo
+    from wit_builder.core.verdicts import Drop
 
     data = encode(photo("astronaut"), "PNG")
-    assert rules.eval_image_hash("/data/eval/launch/rocket.png", "/data/eval/", data) == (
-        "launch/rocket.png", dedup.image_phash(data))
-    with pytest.raises(errors.InputError, match="evaluation image /data/eval/notes.png does not decode"):
-        rules.eval_image_hash("/data/eval/notes.png", "/data/eval/", b"not an image")
+    assert list(rules.eval_image_hash("/data/eval/launch/rocket.png", "/data/eval/", data)) == [
+        ("launch/rocket.png", dedup.image_phash(data))]
+    [bad] = rules.eval_image_hash("/data/eval/notes.png", "/data/eval/", b"not an image")
+    assert isinstance(bad, Drop) and bad.reason == rules.EVAL_IMAGE_UNREADABLE == "eval_images_unreadable"
+    assert bad.record.startswith("notes.png: does not decode (UnidentifiedImageError: cannot identify image file")
+    assert " at 0x" not in bad.record
+    [gone] = rules.eval_image_hash("/data/eval/gone.jpg", "/data/eval/", None, "cannot be read (No such file)")
+    assert gone == Drop("eval_images_unreadable", "gone.jpg: cannot be read (No such file)")
 
 
 def test_over_cap_drops_a_sample_only_when_every_query_is_over_the_cap():
@@ -156,3 +165,47 @@ def test_numbering_refuses_lost_or_doubled_rows_naming_them():
         rules.number_raw_shard("00007", rows, 0, 10)
     with pytest.raises(rules.AccountingError):
         rules.number_raw_shard("00007", [], 0, 10)
+
+
+def test_re_cap_per_language_keys_each_query_by_its_language() -> None:
+    """Stage 2's per-language caps (issue 21): a word that is a query of two languages is capped once per
+    language, each at its language's cap; und and rows without a language count as English."""
+    from tests.references import reference_kept
+
+    seed, caps = 5, {"en": 3, "de": 1}
+    uids = [f"{i:032x}" for i in range(1, 9)]
+    rows = [record(u, queries=("boston",)).replace(lang="en" if i % 2 else "de") for i, u in enumerate(uids)]
+    rows.append(record(f"{99:032x}", queries=("boston",)).replace(lang="und"))
+    keys = [k for r in rows for k in rules.query_ranks(r, seed, caps)]
+    assert {k for k, _ in keys} == {"en\tboston", "de\tboston"}
+    by_key: dict[str, list] = {}
+    for key, rank in keys:
+        by_key.setdefault(key, []).append(rank)
+    table = dict(t for key, ranks in by_key.items() for t in rules.threshold_over_cap((key, sorted(ranks)), 20, caps))
+    kept = {r.uid for r in rows if rules.over_cap(r, table, seed, 20, caps) is None}
+    english = [(r.uid, ("boston",)) for r in rows if rules.query_language(r) == "en"]
+    german = [(r.uid, ("boston",)) for r in rows if r.lang == "de"]
+    assert kept == reference_kept(english, 3, seed) | reference_kept(german, 1, seed)
+    assert len(kept) == 4
+    dropped = next(r for r in rows if r.lang == "de" and r.uid not in kept)
+    assert "over the cap of 1: boston" in rules.over_cap(dropped, table, seed, 20, caps).error_message
+
+
+def test_language_recaps_follow_stage_two(tmp_path) -> None:
+    """finalize's caps per language are stage 2's rule over stage 2's query_counts.parquet, English at the
+    finalize cap: with stage 2's cap they are stage 2's caps."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from schemas.pairs import QUERY_COUNTS
+    from wit_builder.core.balance import language_caps
+    from wit_builder.finalize.inputs import language_recaps
+
+    en, ja = [0, 5, 20, 50, 100, 300, 525], [0, 1, 2, 3, 4, 10, 30, 50]
+    pq.write_table(pa.table({"query": [f"e{i}" for i in range(7)] + [f"j{i}" for i in range(8)],
+                             "lang": ["en"] * 7 + ["ja"] * 8, "matched": en + ja, "kept": [0] * 15},
+                            schema=QUERY_COUNTS), tmp_path / "query_counts.parquet")
+    stats = {str(tmp_path / "stats.json"): {"stage": "build-pairs", "parameters": {"language_caps": "metaclip2"}}}
+    assert language_recaps(100, stats) == {"en": 100, "ja": 3} == language_caps(
+        {"en": np.array(en), "ja": np.array(ja)}, 100)
+    assert language_recaps(100, {str(tmp_path / "stats.json"): {"stage": "build-pairs", "parameters": {}}}) == {}

@@ -47,7 +47,7 @@ def test_summary_counts_statuses_reasons_and_sizes_from_the_counts():
                                    for s in FINAL_STATUSES}
     assert summary["reasons"] == {"failed_to_download": 1, "near_duplicate": 1, "success": 1}
     assert summary["dedup"] == {"candidates": 2, "repeated_uids": 0, "exact_duplicates": 0, "near_duplicates": 1,
-                                "decontaminated": 0}
+                                "decontaminated": 0, "eval_images_hashed": 0, "eval_images_unreadable": 0}
     assert sizes == {"00000": 1} and summary["input"]["uids"] == 3 and summary["rebalance"]["queries_over_cap"] == 0
     assert summary["image_sizes"] == {"width": {dataset_card.size_bin(640): 1},
                                       "height": {dataset_card.size_bin(480): 1}}
@@ -73,10 +73,11 @@ def test_summary_refuses_lost_rows_and_shards_off_the_plan():
 def test_parameters_are_the_options_with_what_was_resolved():
     options = FinalizeOptions(raw=("a/", "b/*.parquet"), out="o", per_query_cap=5, decontaminate="eval")
     inputs = Inputs(raw_names=(("a/0.parquet", "0"),), rows=1,
-                    eval_files=("eval/x.png", "eval/y.png"), seed=7, match_rule="metaclip")
+                    eval_files=("eval/x.png", "eval/y.png"), seed=7, match_rule="metaclip",
+                    language_caps=(("en", 5), ("ja", 2)))
     assert stats.parameters(options, inputs) == {
         "raw": "a/ b/*.parquet", "samples_per_shard": 10_000, "per_query_cap": 5, "phash_distance": 4, "seed": 7,
-        "decontaminate": "eval", "eval_images": 2, "match_rule": "metaclip"}
+        "decontaminate": "eval", "eval_images": 2, "match_rule": "metaclip", "language_caps": {"en": 5, "ja": 2}}
 
 
 def test_summary_line_and_warnings():
@@ -94,3 +95,22 @@ def test_counter_mismatches_report_only_differences():
     counts = {"status_success": 3, "status_duplicate": 1, "reason_near_duplicate": 1, "status_blocked": 0}
     counted = {"status_success": 3, "status_duplicate": 2, "reason_near_duplicate": 1}  # no counter for a zero
     assert stats.counter_mismatches(counts, counted) == {"status_duplicate": (1, 2)}
+
+
+def test_rows_per_language_reach_the_card():
+    """Each row with stage 2's caption language is counted under it; the card lists the languages with their
+    final samples, over-cap rows and re-cap (issue 21)."""
+    from tests.finalize.examples import record
+    from wit_builder.finalize import dataset_card
+
+    kinds = [("en", "success"), ("en", "over_cap"), ("ja", "success"), (None, "success")]
+    rows = [record(f"{i:032x}").replace(lang=lang, status=status, reason=status)
+            for i, (lang, status) in enumerate(kinds)]
+    counts: dict[str, int] = {}
+    for row in rows:
+        for name in stats.final_counts(row):
+            counts[name] = counts.get(name, 0) + 1
+    assert stats.languages(counts) == {"en": {"success": 1, "over_cap": 1}, "ja": {"success": 1}}
+    lines = dataset_card._language_lines({"languages": stats.languages(counts),
+                                          "settings": {"language_caps": {"en": 5, "ja": 2}}})
+    assert "| en | 2 | 1 | 1 | 5 |" in lines and "| ja | 1 | 1 | 0 | 2 |" in lines

@@ -20,9 +20,10 @@ import pytest
 from warcio.warcwriter import WARCWriter
 
 from schemas.pairs import PAIRS
-from schemas.queries import QUERIES, QUERIES_PARQUET
+from schemas.queries import QUERIES_PARQUET, language_schema
 from wit_builder.cli import main as wit
-from wit_builder.core.textnorm import normalize, tokenize
+from wit_builder.core import segment
+from wit_builder.core.textnorm import tokenize
 
 # ---- input builders: WAT and WARC records, queries.parquet ----
 
@@ -89,18 +90,20 @@ def img(url: str, alt: str | None) -> dict:
     return link
 
 
-def write_queries(directory: Path, queries: list[str]) -> Path:
-    """queries.parquet as stage 1 writes it (queries normalized, schema schemas.queries.QUERIES)."""
+def write_queries(directory: Path, queries: list[str], lang: str = "en") -> Path:
+    """queries.parquet as stage 1 writes it (queries normalized by core.segment for ``lang``, schema
+    schemas.queries.QUERIES with the language and segmenter in its metadata)."""
     directory.mkdir(parents=True, exist_ok=True)
-    normalized = list(dict.fromkeys(normalize(q) for q in queries if normalize(q)))
+    normalized = list(dict.fromkeys(segment.normalize(q, lang) for q in queries if segment.normalize(q, lang)))
     table = pa.table(
         {
             "query": normalized,
             "source": ["unigram" if " " not in q else "bigram" for q in normalized],
             "count": [100] * len(normalized),
             "score": [1.0] * len(normalized),
+            "lang": [lang] * len(normalized),
         },
-        schema=QUERIES,
+        schema=language_schema(lang, segment.segmenter_id(lang)),
     )
     pq.write_table(table, directory / QUERIES_PARQUET)
     return directory
@@ -200,8 +203,10 @@ def pool(tmp_path_factory: pytest.TempPathFactory, wiki_captions: list[str]) -> 
 
 
 def build(pool: dict, out: Path, beam: list[str], *extra: str) -> int:
-    """``wit build-pairs`` on the ``pool`` fixture with a cap of :data:`CAP`; the exit status."""
-    argv = ["build-pairs", "--queries", str(pool["queries"]), "--out", str(out), "--per-query-cap", str(CAP)]
+    """``wit build-pairs`` on the ``pool`` fixture with a cap of :data:`CAP`, every caption matched against the
+    English queries (``--no-language-routing``: the references know no language); the exit status."""
+    argv = ["build-pairs", "--queries", str(pool["queries"]), "--out", str(out), "--per-query-cap", str(CAP),
+            "--no-language-routing"]
     for pattern in pool["pool"]:
         argv += ["--pool", pattern]
     return wit([*argv, *extra, *beam])

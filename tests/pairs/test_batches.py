@@ -29,7 +29,8 @@ def matched_rows(copies: list[tuple[int, int, int, list[int]]]) -> pa.Table:
         tables.append(pb.matched_table(
             f"file-{file}", pa.array([r for _, _, r, _ in mine], pa.int64()), urls, captions,
             pa.array([f"https://page/{r}" for _, _, r, _ in mine]), np.arange(len(mine)),
-            np.array([len(q) for q in ids]), np.array([i for q in ids for i in q])))
+            np.array([len(q) for q in ids]), np.array([i for q in ids for i in q]),
+            pa.array(["en"] * len(mine)), pa.array([0.9] * len(mine), pa.float32())))
     return pa.concat_tables(tables)
 
 
@@ -179,9 +180,9 @@ def test_caps_cuts_and_files() -> None:
 def test_query_counts_table_lists_every_query_most_matched_first() -> None:
     table = pb.query_counts_table(np.array([1, 4, 0, 4]), np.array([1, 2]), ENTRY_ARRAY)
     assert table.to_pylist()[:5] == [
-        {"query": "q1", "matched": 4, "kept": 2}, {"query": "q3", "matched": 4, "kept": 0},
-        {"query": "q0", "matched": 1, "kept": 1}, {"query": "q2", "matched": 0, "kept": 0},
-        {"query": "q4", "matched": 0, "kept": 0}]
+        {"query": "q1", "lang": "en", "matched": 4, "kept": 2}, {"query": "q3", "lang": "en", "matched": 4, "kept": 0},
+        {"query": "q0", "lang": "en", "matched": 1, "kept": 1}, {"query": "q2", "lang": "en", "matched": 0, "kept": 0},
+        {"query": "q4", "lang": "en", "matched": 0, "kept": 0}]
     assert table.num_rows == len(ENTRIES)
 
 

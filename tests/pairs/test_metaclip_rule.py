@@ -1,5 +1,6 @@
-"""``--match-rule metaclip``: MetaCLIP v1's rule, held to a reference written step by step from its paper and
-description, on real LAION captions (img2dataset's public test parquet) with punctuation, case and Unicode."""
+"""``--match-rule metaclip``: MetaCLIP 2's rule, held to a reference written again from its published code
+(``tests.references.reference_metaclip2_match``) on real LAION captions (img2dataset's public test parquet) with
+punctuation, case and Unicode, on CJK and Thai text, and on random text."""
 
 from __future__ import annotations
 
@@ -10,22 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.references import reference_metaclip2_match
 from wit_builder.pairs.match_rules import make_matcher
-from wit_builder.pairs.metaclip_rule import MetaClipMatcher, matches, spaced
+from wit_builder.pairs.metaclip_rule import MetaClipMatcher, matches, padded_entry, spaced
 
 CAPTIONS = Path(__file__).parents[1] / "data" / "laion_captions_10000.parquet"
 
 
-def metaclip_reference(entries: list[str], text: str) -> list[str]:
-    """MetaCLIP's documented steps, one at a time: pad the text with a space each side, wrap each of
-    , . ; : ? ! and ` in spaces, replace tab, LF and CR by a space; an entry (as written, padded with one
-    space each side) matches when it is a substring. Nothing is case-folded or normalized."""
-    text = f" {text} "
-    for punct in [",", ".", ";", ":", "?", "!", "`"]:
-        text = text.replace(punct, f" {punct} ")
-    for char in ["\t", "\n", "\r"]:
-        text = text.replace(char, " ")
-    return sorted({entry for entry in entries if f" {entry} " in text})
+metaclip_reference = reference_metaclip2_match  # MetaCLIP 2's published code, loop for loop (tests/references.py)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +51,7 @@ def test_real_captions(caption: str, hits: list[str], misses: list[str], caption
 
 
 def test_spacing_of_punctuation_and_controls() -> None:
-    assert spaced("A dog.\tIn (the) park, t-shirt!\r\n") == " A dog .  In (the) park ,  t-shirt !    "
+    assert spaced("A dog.\tIn (the) park, t-shirt!\r\n") == " A dog .  In (the) park ,  t-shirt !  "  # stripped
     assert MetaClipMatcher(["dog", "park", "In", "the", "t", "St. Louis"]).match(
         "A dog.\tIn (the) park, t-shirt! St. Louis") == ["In", "dog", "park"]  # "St. Louis" never matches
 
@@ -78,7 +71,30 @@ def test_all_real_captions_equal_the_reference(captions: list[str]) -> None:
         assert matcher.match(caption) == metaclip_reference(entries, caption), caption
 
 
-texts = st.text(alphabet=st.sampled_from(list("aAbB é,.;:?!`\t\n\r-'()\"/&") + ["\u0301", "İ", "ß"]), max_size=40)
+ALPHABET = [*"aAbB é,.;:?!`\t\n\r-'()\"/&\xa0\u3000猫犬の。、「」แมวກ", "\u0301", "İ", "ß"]
+texts = st.text(alphabet=st.sampled_from(ALPHABET), max_size=40)
+
+
+def test_entries_are_padded_only_on_spaced_sides() -> None:
+    # MetaCLIP 2's get_spaced_metadata: no pad next to a CJK/Thai/Lao/Burmese/Khmer/Tibetan end or punctuation
+    assert padded_entry("dog") == " dog "
+    assert padded_entry("猫") == "猫"
+    assert padded_entry("แมว") == "แมว"
+    assert padded_entry("C++") == " C++"
+    assert padded_entry("(dog)") == "(dog)"
+    assert padded_entry("iPhone手机") == " iPhone手机"
+    assert padded_entry("「猫」") == "「猫」"
+    assert padded_entry("カメラ") == " カメラ "  # katakana is outside MetaCLIP 2's ranges: padded like Latin
+
+
+def test_spaceless_scripts_match_inside_words() -> None:
+    matcher = MetaClipMatcher(["猫", "黒猫", "แมว", "dog", "カメラ", "C++"])
+    assert matcher.match("黒猫が寝ている") == ["猫", "黒猫"]
+    assert matcher.match("แมวสีดำนอนอยู่") == ["แมว"]
+    assert matcher.match("デジタルカメラ") == []  # katakana entries need spaces, as in MetaCLIP 2
+    assert matcher.match("\xa0dog\u3000") == ["dog"]  # stripped first (curate.py)
+    assert matcher.match("C++ book") == ["C++"]
+    assert matcher.match("C++book") == ["C++"]  # no pad after the punctuation end
 
 
 @settings(max_examples=400, deadline=None)

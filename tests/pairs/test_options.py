@@ -33,7 +33,7 @@ def test_nested_groups_carry_the_flags_and_defaults() -> None:
     assert parsed.balance == BalanceOptions("probabilistic", 7, 0, 1.5)
     assert isinstance(parsed.balance, BalanceConfig) and parsed.balance.target == 11  # the rules take it as is
     assert (parsed.pool_files.header, parsed.pool_files.url_col) == (False, "1")
-    assert parse() == BuildPairsOptions("q", ("a.parquet",), "o")
+    assert parse() == BuildPairsOptions(("q",), ("a.parquet",), "o")
     assert opts.defaults(OPTIONS)["--balance"] == "hard"
     assert opts.defaults(OPTIONS)["--per-query-cap"] == BalanceConfig.per_query_cap
     assert {"--pool-layout", "--no-header", "--max-url-length", "--seed"} <= set(opts.option_strings(OPTIONS))

@@ -23,15 +23,17 @@ from wit_builder.core.balance import BalanceConfig
 from wit_builder.core.uid import pair_uid
 from wit_builder.pairs import batches as pb
 from wit_builder.pairs import pipeline
-from wit_builder.pairs.inputs import QueriesFile
+from wit_builder.pairs.inputs import QueriesFile, QuerySet
 from wit_builder.pairs.readers.layouts import PoolOptions
 from wit_builder.pairs.readers.records import Rejection
 from wit_builder.pairs.stats import BAD_RECORDS_JSONL
 
 
-def queries_file(folder: Path, queries: list[str]) -> QueriesFile:
+def queries_file(folder: Path, queries: list[str]) -> QuerySet:
+    """An English query set of one file (what resolve makes of one --queries folder)."""
     path = str(write_queries(folder, queries) / "queries.parquet")
-    return QueriesFile(path, fileio.sha256_file(path), "normalized")
+    return QuerySet((QueriesFile(path, fileio.sha256_file(path), "normalized", "en"),), (len(set(queries)),),
+                    ("en",))
 
 
 def summed(counts: beam.PCollection, label: str) -> beam.PCollection:
@@ -53,7 +55,8 @@ def test_read_and_match_counts_each_record_by_its_verdict(tmp_path: Path) -> Non
     ]))
     with BeamTestPipeline(argv=BEAM_IN_PROCESS) as p:
         read = (p | beam.Create([str(pool)])
-                | pipeline.ReadAndMatch(queries, PoolOptions(), buckets=4, entries=shared.Shared()))
+                | pipeline.ReadAndMatch(queries, PoolOptions(), buckets=4, entries=shared.Shared(),
+                                        min_language_score=0.5))
         rows = (read.matched | "Rows" >> beam.FlatMap(lambda kv: pb.from_bytes(kv[1]).to_pylist())
                 | "Uid" >> beam.Map(lambda r: (r["uid"], r["queries"])))
         assert_that(rows, equal_to([(pair_uid("http://e.com/1.jpg", "A cat"), [0]),
@@ -61,9 +64,14 @@ def test_read_and_match_counts_each_record_by_its_verdict(tmp_path: Path) -> Non
                     label="Matched")
         assert_that(read[pipeline.REJECTED] | "Reason" >> beam.Map(lambda r: (r.reason, r.source_record)),
                     equal_to([("malformed_json", 4)]), label="Rejected")
-        assert_that(summed(read[COUNTS], "Sum"), equal_to([
+        totals = summed(read[COUNTS], "Sum")
+        assert_that(totals | "Funnel" >> beam.Filter(lambda kv: not kv[0].startswith("lang.")), equal_to([
             ("pool_files", 1), ("records", 5), ("non_http_url", 1), ("malformed_json", 1), ("bad_records", 1),
             ("candidates", 3), ("matched", 2), ("no_match", 1)]), label="Counts")
+        per_language = (totals | "PerLanguage" >> beam.Filter(lambda kv: kv[0].startswith("lang."))
+                        | "What" >> beam.Map(lambda kv: (kv[0].rsplit(".", 1)[1], kv[1]))
+                        | "SumWhat" >> beam.CombinePerKey(sum))
+        assert_that(per_language, equal_to([("candidates", 3), ("matched", 2)]), label="Languages")
 
 
 def test_collapse_and_balance_count_duplicates_and_over_cap() -> None:
@@ -75,19 +83,21 @@ def test_collapse_and_balance_count_duplicates_and_over_cap() -> None:
         return pb.to_bytes(pb.matched_table(
             "file-0", pa.array([r for _, _, r, _ in copies], pa.int64()), urls, captions,
             pa.array([None] * len(copies), pa.string()), np.arange(len(copies)), np.array([len(q) for q in ids]),
-            np.array([i for q in ids for i in q])))
+            np.array([i for q in ids for i in q]), pa.array(["en"] * len(copies)),
+            pa.array([0.9] * len(copies), pa.float32())))
 
     config = BalanceConfig("hard", per_query_cap=1, seed=3)
     with BeamTestPipeline(argv=BEAM_IN_PROCESS) as p:
         matched = p | beam.Create([(0, blob([(1, 0, 7, [0]), (2, 0, 8, [0])])), (0, blob([(1, 0, 2, [0])]))])
         collapsed = matched | pipeline.CollapseDuplicates(seed=3)
         balanced = ({"ranked": collapsed["ranked"], "matched": collapsed["matched"]}
-                    | pipeline.Balance(config, QueriesFile("unused", "", "normalized"), shared.Shared()))
+                    | pipeline.Balance(config, QuerySet((QueriesFile("unused", "", "normalized"),), (1,), ("en",)),
+                                       shared.Shared(), "metaclip2"))
         assert_that(collapsed["matched"] | "MatchedList" >> beam.Map(list), equal_to([[2]]), label="MatchedPerQuery")
         assert_that(balanced["kept_counts"] | "KeptList" >> beam.Map(list), equal_to([[1]]), label="KeptPerQuery")
         counts = ((collapsed[COUNTS], balanced[COUNTS]) | beam.Flatten()) | "Sum" >> beam.CombinePerKey(sum)
         assert_that(counts, equal_to([("duplicates", 1), ("unique_pairs", 2), ("matches", 2), ("over_cap", 1),
-                                      ("kept", 1), ("kept_matches", 1)]), label="Counts")
+                                      ("kept", 1), ("kept_matches", 1), ("lang.en.kept", 1)]), label="Counts")
         records = collapsed["ranked"] | "Rows" >> beam.FlatMap(lambda kv: pb.from_bytes(kv[1]).to_pylist())
         assert_that(records | "Copy" >> beam.Map(lambda r: (r["url"], r["source_record"])),
                     equal_to([("http://h.example/1.jpg", 2), ("http://h.example/2.jpg", 8)]), label="Earliest")
@@ -110,17 +120,37 @@ def test_merge_of_smallest_ranks_is_bounded_and_exact(k: int) -> None:
     rng = np.random.default_rng(k)
     ids = rng.integers(0, 20, 5000)
     ranks = rng.integers(0, 2**62, 5000)
-    combine = pipeline._MergeQueryStats(k)
+    combine = pipeline._MergeQueryStats()
     acc = combine.create_accumulator()
     for start in range(0, 5000, 250):
-        acc = combine.add_input(acc, pb.smallest_per_query(ids[start:start + 250], ranks[start:start + 250], k))
+        part = pb.smallest_per_query(ids[start:start + 250], ranks[start:start + 250], k)
+        acc = combine.add_input(acc, (*part, np.full(len(part[0]), k)))
         assert len(acc[0]) <= 2 * k * 20 + 250 * 2
     got = combine.extract_output(acc)
     for q in range(20):
         assert got[1][got[0] == q].tolist() == sorted(ranks[ids == q].tolist())[:k]
-    threshold = pb.thresholds(*got, k, 25)
+    threshold = pb.thresholds(got[0], got[1], k, 25)
     assert threshold[20:].tolist() == [pb.NO_CUT] * 5
     assert [int(threshold[q]) for q in range(20)] == [sorted(ranks[ids == q].tolist())[k - 1] for q in range(20)]
+
+
+def test_merge_keeps_each_language_its_own_number_of_ranks() -> None:
+    """Per-language targets: ids 0-9 (one language) keep 3 smallest ranks, ids 10-19 (another) keep 7."""
+    rng = np.random.default_rng(7)
+    ids = rng.integers(0, 20, 4000)
+    ranks = rng.integers(0, 2**62, 4000)
+    targets = np.where(np.arange(20) < 10, 3, 7)
+    combine = pipeline._MergeQueryStats()
+    acc = combine.create_accumulator()
+    for start in range(0, 4000, 200):
+        part = pb.smallest_per_query(ids[start:start + 200], ranks[start:start + 200], targets)
+        acc = combine.add_input(acc, (*part, targets[part[0]]))
+    got = combine.extract_output(acc)
+    for q in range(20):
+        assert got[1][got[0] == q].tolist() == sorted(ranks[ids == q].tolist())[:targets[q]]
+    threshold = pb.thresholds(got[0], got[1], targets, 20)
+    assert [int(threshold[q]) for q in range(20)] == [sorted(ranks[ids == q].tolist())[targets[q] - 1]
+                                                      for q in range(20)]
 
 
 def test_a_retried_bundle_leaves_the_stats_unchanged(pool: dict, tmp_path: Path, monkeypatch) -> None:

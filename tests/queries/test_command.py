@@ -15,6 +15,7 @@ import pytest
 from schemas.stats import validate as validate_stats
 from tests.queries.conftest import (
     APPLIED,
+    HEADER,
     OUTPUTS,
     build,
     page_xml,
@@ -24,7 +25,9 @@ from tests.queries.conftest import (
     write_dump,
     write_multistream,
 )
+from wit_builder.core import segment
 from wit_builder.core.errors import StageFailed
+from wit_builder.core.run_folder import MARKER
 from wit_builder.core.textnorm import is_query_token, tokenize
 from wit_builder.queries import stats as query_stats
 from wit_builder.queries.command import BuildQueriesStage
@@ -118,6 +121,7 @@ def test_bad_records_are_skipped_and_counted_with_pageviews(tmp_path):
 
 @pytest.mark.parametrize("kind", ["malformed", "truncated", "only_empty"])
 def test_fatal_input_fails_before_any_output(tmp_path, capsys, kind):
+    args: list[str] = []
     if kind == "malformed":
         dump = write_dump(tmp_path / "bad.xml", [*small_pages(), "  <page><title>Oops</title>\n"])
         expected = [str(dump), "malformed XML at line", "after page id 4"]
@@ -126,11 +130,12 @@ def test_fatal_input_fails_before_any_output(tmp_path, capsys, kind):
         dump = tmp_path / "cut.xml.bz2"
         dump.write_bytes(whole[: len(whole) // 2])
         expected = [str(dump), "truncated bz2 stream starting at byte 0"]
+        args = ["--wiki", "en.wikipedia"]  # no <siteinfo> before the cut: the language must be named
     else:
         dump = write_dump(tmp_path / "empty.xml.bz2", [])
         expected = ["no main-namespace article text", str(dump)]
     out = tmp_path / "q"
-    assert build(out, [dump]) == 1
+    assert build(out, [dump], *args) == 1
     err = capsys.readouterr().err
     for text in expected:
         assert text in err
@@ -241,7 +246,7 @@ def test_unusable_pageviews_fail_the_run(tmp_path, capsys, content, expected):
 
 
 def test_pageviews_of_another_wiki(tmp_path):
-    dump = write_dump(tmp_path / "d.xml.bz2", small_pages())
+    dump = write_dump(tmp_path / "d.xml.bz2", small_pages(), header=HEADER.replace("enwiki", "dewiki"))
     views = tmp_path / "pageviews-20240101-000000.gz"
     views.write_bytes(gzip.compress(b"de Louvre 50 0\nde.m Louvre 4 0\nen Louvre 1 0\n"))
     out = tmp_path / "q"
@@ -254,9 +259,9 @@ def test_pageviews_of_another_wiki(tmp_path):
 
 def test_every_count_is_named_and_nothing_but_the_outputs_is_left(sample_out):
     """stats.json's counts are exactly the frame's names (zeros included); the counts file, the details file
-    and the text cache are gone once stats.json is written."""
+    and the text cache are gone once stats.json is written; the run marker stays (the folder is stage 1's)."""
     assert sorted(stats(sample_out)["counts"]) == sorted(query_stats.COUNT_NAMES)
-    assert sorted(p.name for p in sample_out.iterdir()) == sorted(OUTPUTS)
+    assert sorted(p.name for p in sample_out.iterdir()) == sorted([*OUTPUTS, MARKER])
 
 
 # ---- the Stage's steps, on given inputs ----
@@ -308,7 +313,8 @@ def test_resolve_pairs_each_dump_with_its_index_and_refuses_index_files_alone(tm
     index = write_multistream(dump, bz2.decompress(enwiki_sample.read_bytes()).decode(), pages_per_stream=50)
     stage = BuildQueriesStage(BuildQueriesOptions(dump=(str(tmp_path / "*.bz2"),), out=str(tmp_path / "q")))
     stage.inputs = stage.resolve()
-    assert stage.announce() == [f"dump {dump} (multistream, index {index})",
+    assert stage.announce() == [f"language en (English), segmenter {segment.segmenter_id('en')}",
+                                f"dump {dump} (multistream, index {index})",
                                 f"sketch width 1,048,576 (chosen for ~{stage.inputs.bigrams:,} bigrams): 40 MiB of "
                                 "sketches per range in flight"]
     assert [d.index for d in stage.inputs.dumps] == [str(index)]

@@ -35,7 +35,7 @@ MONTHLY = "en.wikipedia Albert_Einstein 736 mobile-app 234410 A7563B7211C7020"
 
 
 def test_each_format_gives_title_and_views():
-    parser = LineParser(Traffic())
+    parser = LineParser(Traffic("en.wikipedia"))
     assert parser.parse(HOURLY_RAW) == ("Main Page", 242332)
     assert parser.parse(HOURLY + "\n") == ("Albert Einstein", 1523)
     assert parser.parse(DAILY) == ("Albert Einstein", 7563)
@@ -44,7 +44,7 @@ def test_each_format_gives_title_and_views():
 
 
 def test_other_projects_and_sites_are_skipped_not_malformed():
-    parser = LineParser(Traffic())
+    parser = LineParser(Traffic("en.wikipedia"))
     for line in ("en.d Paris 999 0", "de Paris 5 0", "de.wikipedia Paris 1 desktop 5 A5",
                  "en.wiktionary Paris 1 desktop 5 A5", "commons.m File:X.jpg 3 0"):
         assert parser.parse(line) == OTHER, line
@@ -59,17 +59,18 @@ def test_any_project_and_sites():
     assert german.parse("en Berlin 5 0") == OTHER
     wiktionary = LineParser(Traffic("en.wiktionary"))
     assert wiktionary.parse("en.d word 4 0") == ("Word", 4) and wiktionary.parse("en.m.d word 2 0") == ("Word", 2)
-    desktop = LineParser(Traffic(pageview_sites="desktop"))
+    desktop = LineParser(Traffic("en.wikipedia", pageview_sites="desktop"))
     assert desktop.parse("en.m Paris 4 0") == OTHER and desktop.parse("en Paris 4 0") == ("Paris", 4)
     assert desktop.parse("en.wikipedia Paris 1 mobile-app 9 A9") == OTHER
-    assert Traffic().domain_codes() == {"en", "en.m", "en.mw"}
+    assert Traffic("en.wikipedia").domain_codes() == {"en", "en.m", "en.mw"}
     for bad in ("english", "en.wikipedia.org", "en.myspace"):
         with pytest.raises(ValueError, match="--wiki"):
             Traffic(bad)
     for sites in ("tablet", "desktop,tablet", " , "):
         with pytest.raises(ValueError, match="pageview_sites must name a non-empty subset"):
-            Traffic(pageview_sites=sites)
-    assert Traffic(pageview_sites="mobile, desktop").sites == {"desktop", "mobile"} == Traffic().sites
+            Traffic("en.wikipedia", pageview_sites=sites)
+    both = Traffic("en.wikipedia", pageview_sites="mobile, desktop").sites
+    assert both == {"desktop", "mobile"} == Traffic("en.wikipedia").sites
 
 
 @pytest.mark.parametrize(("name", "compress"), [
@@ -81,7 +82,7 @@ def test_any_project_and_sites():
 def test_files_of_each_kind(name, compress):
     data = compress("\n".join([HOURLY_RAW, HOURLY, DAILY, MONTHLY, "de Paris 3 0", "junk"]).encode() + b"\n")
     tally = FileTally()
-    rows = list(read_pageviews(open_text(io.BytesIO(data), name), Traffic(), tally, name))
+    rows = list(read_pageviews(open_text(io.BytesIO(data), name), Traffic("en.wikipedia"), tally, name))
     assert rows == [("Main Page", 242332), ("Albert Einstein", 1523), ("Albert Einstein", 7563),
                     ("Albert Einstein", 234410)]
     assert (tally.rows, tally.other, tally.malformed) == (4, 1, 1) and "line 6" in tally.first_malformed
@@ -90,7 +91,7 @@ def test_files_of_each_kind(name, compress):
 
 def test_a_file_of_which_no_line_can_be_read_fails():
     tally = FileTally()
-    list(read_pageviews(io.StringIO("<html>Not Found</html>\nnope\n"), Traffic(), tally, "pv.txt"))
+    list(read_pageviews(io.StringIO("<html>Not Found</html>\nnope\n"), Traffic("en.wikipedia"), tally, "pv.txt"))
     with pytest.raises(PageviewError, match=r"pv.txt: no line could be read .*2 malformed lines, the first line 1"):
         check_readable("pv.txt", tally)
     with pytest.raises(PageviewError, match="no line"):
@@ -100,4 +101,4 @@ def test_a_file_of_which_no_line_can_be_read_fails():
 def test_a_corrupt_compressed_file_names_itself():
     data = gzip.compress(b"en Paris 3 0\n" * 1000)[:-40]
     with pytest.raises(PageviewError, match="pv.gz: unreadable pageview file after line"):
-        list(read_pageviews(open_text(io.BytesIO(data), "pv.gz"), Traffic(), FileTally(), "pv.gz"))
+        list(read_pageviews(open_text(io.BytesIO(data), "pv.gz"), Traffic("en.wikipedia"), FileTally(), "pv.gz"))

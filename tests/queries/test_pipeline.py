@@ -108,7 +108,7 @@ def test_read_pageviews_sums_views_and_counts_rows_and_bad_lines(tmp_path):
     views = tmp_path / "pageviews-20240101-000000.gz"
     views.write_bytes(gzip.compress(b"en Louvre 5 0\nen.m Louvre 4 0\nde Louvre 9 0\nbroken line\n"))
     with BeamTestPipeline(argv=BEAM_IN_PROCESS) as p:
-        traffic, files, counts = p | pipeline.ReadPageviews([str(views)], Traffic())
+        traffic, files, counts = p | pipeline.ReadPageviews([str(views)], Traffic("en.wikipedia"))
         assert_that(traffic, equal_to([("Louvre", 9)]), label="Traffic")
         assert_that(files | beam.Map(lambda kv: (kv[0], kv[1]["rows"], kv[1]["other"])),
                     equal_to([(str(views), 2, 1)]), label="Files")

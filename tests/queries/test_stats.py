@@ -61,13 +61,14 @@ def test_details_document_keeps_what_is_not_a_count():
     rejected = {"pages_malformed": [("d.xml", 5, 1, "T", "no id")],
                 "pages_parse_timeout": [("d.xml", 9, 2, "S", "5 s")]}
     files = {"pv.gz": {"rows": 90, "other": 10, "malformed": 2}}
-    details = query_stats.details_document(rejected, Traffic(), files)
+    details = query_stats.details_document(rejected, Traffic("en.wikipedia"), files)
     assert details["rejected_pages"]["pages_malformed"] == [
         {"path": "d.xml", "offset": 5, "page_id": 1, "title": "T", "why": "no id"}]
     assert list(details["rejected_pages"]) == ["pages_malformed", "pages_parse_timeout"]
     assert details["traffic"] == {"source": "pageviews", "wiki": "en.wikipedia", "sites": ["desktop", "mobile"],
                                   "files": files}
-    assert query_stats.details_document({}, None, {}) == {"rejected_pages": {}, "traffic": {"source": "inlinks"}}
+    assert query_stats.details_document({}, None, {}) == {"language": {}, "rejected_pages": {},
+                                                          "traffic": {"source": "inlinks"}}
 
 
 def test_stats_document_puts_counts_settings_and_details_together():

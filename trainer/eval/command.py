@@ -76,6 +76,8 @@ class EvalOptions:
     def __post_init__(self) -> None:
         if self.batch_size <= 0:
             raise ValueError(f"--batch-size must be positive, got {self.batch_size}")
+        if not 0 <= self.max_skipped_fraction <= 1:  # a share of the images: 2 would never fail
+            raise ValueError(f"--max-skipped-fraction must be between 0 and 1, got {self.max_skipped_fraction}")
         if bool(self.linear_probe_train) != bool(self.linear_probe_test):
             raise ValueError("give both --linear-probe-train and --linear-probe-test")
         if self.fewshot_k and not self.linear_probe_train:

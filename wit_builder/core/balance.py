@@ -23,9 +23,15 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from wit_builder.core.uid import draw, hash_rank
 
 MODES = ("hard", "probabilistic")
+ENGLISH = "en"
+# How each language's cap is set in a run of several languages: MetaCLIP 2's rule (English at --per-query-cap,
+# every other language at the count that leaves it the same tail share, ``language_caps``), or one cap for all.
+LANGUAGE_CAP_RULES = ("metaclip2", "same")
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,54 @@ def kept_queries(
     if config.mode == "hard":
         return [q for q in queries if (cut := cuts.get(q)) is None or rank <= cut]
     return [q for q in queries if (cut := cuts.get(q)) is None or draw(uid, q, config.seed) < cut]
+
+
+# Per-language caps (MetaCLIP 2, arXiv 2507.22062, section 3.2; ``global_count``, ``t_to_p`` and ``p_to_t`` of
+# facebookresearch/MetaCLIP metaclip/curation/curate.py). English keeps the cap ``t_en``; the share of English
+# matches that fall to its tail entries (those matched fewer than ``t_en`` times), ``p = t_to_p(en, t_en)``, is
+# carried to every other language, whose cap is the count at which its own sorted counts' running share of its
+# matches comes closest to ``p`` (``p_to_t``). A language with few matches thereby gets a small cap, one whose
+# head is as heavy as English's a cap like English's.
+
+
+def tail_share(counts: np.ndarray, cap: int) -> float:
+    """MetaCLIP 2's ``t_to_p``: the share of all matches held by entries matched fewer than ``cap`` times
+    (``counts``: matches per entry of one language, zeros included). 0.0 when there are no matches."""
+    total = counts.sum()
+    return float(counts[counts < cap].sum() / total) if total else 0.0
+
+
+def cap_for_share(counts: np.ndarray, share: float) -> int:
+    """MetaCLIP 2's ``p_to_t``: the count at which the language's counts, sorted ascending, reach a running share
+    of its matches closest to ``share`` (the first such count on ties, as numpy's ``argmin``). At least 1; a
+    language with no matches gets 1 (nothing to cap)."""
+    ordered = np.sort(np.asarray(counts, np.int64))
+    total = ordered.sum()
+    if not total:
+        return 1
+    portion = np.cumsum(ordered) / total
+    return max(1, int(ordered[int(np.abs(portion - share).argmin())]))
+
+
+def language_caps(counts: Mapping[str, np.ndarray], cap: int, rule: str = "metaclip2") -> dict[str, int]:
+    """The per-query cap of each language of a run.
+
+    ``counts`` maps a language to its entries' match counts; ``cap`` is ``--per-query-cap``. Under ``metaclip2``
+    English (``en``) keeps ``cap`` and every other language gets ``cap_for_share(counts, tail_share(en, cap))``;
+    without English in the run, or under ``same``, every language gets ``cap``. ValueError for an unknown rule.
+    """
+    if rule not in LANGUAGE_CAP_RULES:
+        raise ValueError(f"language cap rule must be one of {', '.join(LANGUAGE_CAP_RULES)}, not {rule!r}")
+    if rule == "same" or ENGLISH not in counts:
+        return {lang: cap for lang in counts}
+    share = tail_share(np.asarray(counts[ENGLISH], np.int64), cap)
+    return {lang: cap if lang == ENGLISH else cap_for_share(np.asarray(c, np.int64), share)
+            for lang, c in counts.items()}
+
+
+def scaled_target(cap: int, oversample: float) -> int:
+    """``BalanceConfig.target`` for another cap: pairs kept per query in stage 2 for a language capped at ``cap``."""
+    return math.ceil(cap * oversample - 1e-9)
 
 
 # Re-balancing in stage 4 (and at load time in the trainer, trainer/balance.py): after download losses and

@@ -19,6 +19,7 @@ import json
 import shutil
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from schemas.queries import QUERIES_PARQUET
 from schemas.stats import STATS_JSON
 from wit_builder import cli
 from wit_builder.beam import fileio
-from wit_builder.core import errors
+from wit_builder.core import errors, run_folder
 from wit_builder.demo import corpus as demo_corpus
 from wit_builder.demo.options import DEFAULT_PORT, DemoOptions
 from wit_builder.demo.options import OPTIONS as OPTIONS  # the cli generates the flags from it
@@ -183,6 +184,36 @@ def run(args: DemoOptions, beam_argv: list[str]) -> int:
     """``wit demo``: exit 0 done; a failed step raises :class:`DemoError` (the cli prints it, exit 1)."""
     started = time.monotonic()
     out = Path(args.out).resolve()
+    with _take_folder(out, args.overwrite):
+        return _run_chain(args, beam_argv, out, started)
+
+
+@contextlib.contextmanager
+def _take_folder(out: Path, overwrite: bool) -> Iterator[None]:
+    """The demo's --out as every stage takes its own (``wit_builder.core.run_folder``): refused when it holds
+    files wit did not write (unless ``overwrite``: its subfolders are emptied when a stage starts afresh),
+    locked for one run at a time, marked as the demo's."""
+    names = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    marker_path = out / run_folder.MARKER
+    marker = run_folder.marker_command(marker_path.read_text()) if marker_path.exists() else None
+    problem = run_folder.ownership_problem(str(out), "demo", names, marker)
+    if problem is not None and not overwrite:
+        raise errors.UsageError(problem)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = run_folder.FolderLock(str(out), "demo")
+    try:
+        lock.acquire()
+    except run_folder.LockedError as exc:
+        raise errors.UsageError(str(exc)) from None
+    try:
+        fileio.write_marker(str(out), "demo")
+        yield
+    finally:
+        lock.release()
+
+
+def _run_chain(args: DemoOptions, beam_argv: list[str], out: Path, started: float) -> int:
+    """The chain itself, in ``out`` (taken by :func:`_take_folder`)."""
     dirs = {name: out / name for name in ("corpus", "queries", "pairs", "raw", "shards", "train", "eval")}
     cfg = demo_corpus.CorpusConfig(seed=args.seed)
     manifest = prepare_corpus(dirs["corpus"], cfg)

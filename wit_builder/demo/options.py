@@ -25,6 +25,8 @@ class DemoOptions:
     batch_size: int = option(64, unit="samples", help="training batch size")
     workers: int = option(1, unit="processes", help="data loader processes for train and eval")
     force: bool = option(False, help="rerun every stage even when its outputs are complete")
+    overwrite: bool = option(False, help="use an --out that holds files wit did not write (no run marker "
+                                         ".wit-run.json); the demo's own folders in it are replaced")
 
     def __post_init__(self) -> None:
         for name in ("per_query_cap", "image_size", "steps", "batch_size"):

@@ -14,7 +14,7 @@ no row succeeded (every row refused or failed: the top reasons and a hint follow
 from __future__ import annotations
 
 from wit_builder.beam.launcher import Outcome, Pipeline, Stage, run_stage
-from wit_builder.core.errors import UsageError
+from wit_builder.core.errors import EXIT_EMPTY, UsageError
 from wit_builder.download import inputs, plan, raw_folder, stats
 from wit_builder.download.img2dataset_engine import INSTALL_HINT, img2dataset_available
 from wit_builder.download.options import EPILOG, OPTIONS, DownloadOptions
@@ -22,7 +22,7 @@ from wit_builder.download.pipeline import NAMESPACE, Download
 
 __all__ = ["EPILOG", "OPTIONS", "DownloadStage", "run"]
 
-EXIT_NOTHING_SUCCEEDED = 3
+EXIT_NOTHING_SUCCEEDED = EXIT_EMPTY  # 3: the run finished, no row succeeded
 
 
 class DownloadStage(Stage[DownloadOptions, inputs.DownloadInputs]):
@@ -40,6 +40,9 @@ class DownloadStage(Stage[DownloadOptions, inputs.DownloadInputs]):
             raise UsageError(INSTALL_HINT)
         paths = list(dict.fromkeys(p for pattern in o.pairs for p in inputs.input_files(pattern)))
         specs = inputs.plan_shards(paths, o.rows_per_shard)
+        if not any(s.rows for s in specs):
+            raise inputs.PairsInputError(f"--pairs {' '.join(o.pairs)}: the pairs files hold no rows ({len(paths)} "
+                                         "file(s), 0 rows): nothing to download; check the build-pairs run")
         document = plan.plan_document(paths, o.rows_per_shard, specs,
                                       plan.output_settings(o.engine, o.image, o.network))
         resume = raw_folder.check_plan(o.out, document, o.overwrite)

@@ -57,13 +57,15 @@ def download_rows_img2dataset(rows: Sequence[dict[str, Any]], shard_id: int, row
     input_path = os.path.join(workdir, "input.parquet")
     output_dir = os.path.join(workdir, "out")
     pq.write_table(pa.Table.from_pylist(
-        [{"url": r["url"], "caption": r["caption"] or "", "uid": r["uid"], "queries": r["queries"]} for r in base],
+        [{"url": r["url"], "caption": r["caption"] or "", "uid": r["uid"], "queries": r["queries"],
+          "lang": r["lang"], "lang_score": r["lang_score"]} for r in base],
         schema=pa.schema([("url", pa.string()), ("caption", pa.string()), ("uid", pa.string()),
-                          ("queries", pa.list_(pa.string()))]),
+                          ("queries", pa.list_(pa.string())), ("lang", pa.string()), ("lang_score", pa.float32())]),
     ), input_path)
     download(
         url_list=input_path, input_format="parquet", url_col="url", caption_col="caption",
-        save_additional_columns=["uid", "queries"], output_format="webdataset", output_folder=output_dir,
+        save_additional_columns=["uid", "queries", "lang", "lang_score"], output_format="webdataset",
+        output_folder=output_dir,
         processes_count=processes, thread_count=threads, number_sample_per_shard=max(len(rows), 1),
         image_size=image.image_size, resize_mode=image.resize_mode, encode_format=image.encode_format,
         encode_quality=image.encode_quality, min_image_size=image.min_image_size,

@@ -18,7 +18,8 @@ from wit_builder.core.table_checks import check_pairs_input
 from wit_builder.download.host_shards import HostPlanner
 from wit_builder.download.plan import ShardSpec, row_group_selection, shard_specs
 
-INPUT_COLUMNS = ("uid", "url", "caption", "queries")  # read when present; a missing uid is derived (shard.base_row)
+# read when present; a missing uid is derived (shard.base_row); lang/lang_score: stage 2's caption language
+INPUT_COLUMNS = ("uid", "url", "caption", "queries", "lang", "lang_score")
 URL_BATCH_ROWS = 65_536  # url column rows read at once at the launcher
 
 

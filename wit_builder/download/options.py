@@ -158,8 +158,9 @@ class DownloadOptions:
     image: ImageConfig = option(default_factory=ImageConfig, group="images",
                                 help="how an image is checked, resized and stored")
     network: FetchConfig = option(default_factory=FetchConfig, group="network", help="how a URL is fetched")
-    overwrite: bool = option(False, help="the --out folder holds shards of other inputs or settings: delete them "
-                                         "and download again (without it such a rerun is refused)")
+    overwrite: bool = option(False, help="the --out folder holds shards of other inputs or settings, or files wit "
+                                         "did not write (no run marker .wit-run.json): delete the shards and "
+                                         "download again (without it such an --out is refused)")
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:

@@ -98,6 +98,21 @@ def _pct(part: int, whole: int) -> str:
     return f"{100 * part / whole:.2f}%" if whole else "n/a"
 
 
+def _language_lines(stats: Mapping[str, Any]) -> list[str]:
+    """The card's per-language section (rows by stage 2's caption language), or nothing for rows without one."""
+    langs = stats.get("languages") or {}
+    if not langs:
+        return []
+    caps = (stats.get("settings") or {}).get("language_caps") or {}
+    lines = ["## Per language", "", "Rows by the caption language stage 2 gave them (`lang`); the cap is each "
+             "language's re-cap (MetaCLIP 2's per-language rule; none without `--per-query-cap`).", "",
+             "| language | rows | final samples | over cap | cap |", "| --- | ---: | ---: | ---: | ---: |"]
+    for lang, by_status in langs.items():
+        lines.append(f"| {lang} | {sum(by_status.values())} | {by_status.get('success', 0)} | "
+                     f"{by_status.get('over_cap', 0)} | {caps.get(lang, '')} |")
+    return [*lines, ""]
+
+
 def render_card(stats: Mapping[str, Any], query_counts: Sequence[tuple[str, int, int]]) -> str:
     """DATASET.md: sources, thresholds, counts per status, dedup rates and the per-query distribution."""
     settings, inputs, out, dedup = stats["settings"], stats["input"], stats["output"], stats["dedup"]
@@ -157,6 +172,7 @@ def render_card(stats: Mapping[str, Any], query_counts: Sequence[tuple[str, int,
         "",
         "![image sizes](image_sizes.png)",
         "",
+        *_language_lines(stats),
         "## Per-query distribution",
         "",
     ]

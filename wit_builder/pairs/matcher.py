@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from wit_builder.core import segment
 from wit_builder.core.textnorm import normalize
 
 # ASCII bytes that separate tokens under the spec: everything but letters, digits and the apostrophe.
@@ -43,23 +44,26 @@ def fast_normalize(text: str) -> str:
     return normalize(text)
 
 
-def padded_haystacks(texts: pa.Array) -> list[str]:
+def padded_haystacks(texts: pa.Array, lang: str | None = None) -> list[str]:
     """``" " + fast_normalize(t) + " "`` for every string of ``texts`` (no nulls), in order.
 
     Rows of ASCII text without an apostrophe are normalized column-wise (lower-case, every run of characters
-    other than ASCII letters and digits one space: ``fast_normalize``'s byte path); the others row by row.
+    other than ASCII letters and digits one space: ``fast_normalize``'s byte path); the others row by row, by
+    ``wit_builder.core.segment.normalize`` with ``lang`` when a language is given (text of a spaceless script
+    split into words as stage 1 split its queries; the same as ``textnorm`` for every other text).
     """
-    return padded_array(texts).to_pylist()
+    return padded_array(texts, lang).to_pylist()
 
 
-def padded_array(texts: pa.Array) -> pa.Array:
+def padded_array(texts: pa.Array, lang: str | None = None) -> pa.Array:
     """``padded_haystacks`` as a string array."""
     simple = pc.and_(pc.string_is_ascii(texts), pc.invert(pc.match_substring(texts, "'")))
     tokens = pc.utf8_trim(pc.replace_substring_regex(pc.ascii_lower(texts), "[^a-z0-9]+", " "), " ")
     haystacks = pc.binary_join_element_wise(" ", tokens, " ", "")
     others = pc.invert(simple)
     if pc.any(others).as_py():
-        spec = [f" {normalize(t)} " for t in pc.filter(texts, others).to_pylist()]
+        rows = pc.filter(texts, others).to_pylist()
+        spec = [f" {normalize(t) if lang is None else segment.normalize(t, lang)} " for t in rows]
         haystacks = pc.replace_with_mask(haystacks, others, pa.array(spec, pa.string()))
     return haystacks
 
@@ -94,8 +98,9 @@ class QueryMatcher:
     ``entries`` is the sorted list of distinct queries; ``match_ids`` returns positions in it.
     """
 
-    def __init__(self, queries: Iterable[str]):
+    def __init__(self, queries: Iterable[str], lang: str | None = None):
         queries = list(queries)
+        self.lang = lang  # captions are segmented for this language (None: textnorm only)
         for query in queries:
             if not query or query != query.strip() or "  " in query:
                 raise ValueError(f"query {query!r} is not normalized (see wit_builder.core.textnorm)")
@@ -123,8 +128,8 @@ class QueryMatcher:
         return [self.match_normalized(fast_normalize(t)) for t in texts]
 
     def haystacks(self, cleaned: pa.Array, raw: pa.Array) -> list[str]:
-        """The texts this rule scans for a batch: the padded normalized cleaned captions."""
-        return padded_haystacks(cleaned)
+        """The texts this rule scans for a batch: the padded normalized (segmented) cleaned captions."""
+        return padded_haystacks(cleaned, self.lang)
 
     def match_ids(self, haystacks: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``scan_ids`` over ``haystacks`` (from ``haystacks``): ids index ``entries``."""

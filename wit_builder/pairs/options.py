@@ -2,6 +2,7 @@
 from it (:mod:`wit_builder.core.options`), each nested config an argument group.
 
     BuildPairsOptions: --queries --pool --out --match-rule --shuffle-buckets --rows-per-file
+      languages: LanguageOptions  --languages --min-language-score --language-caps
       balance: BalanceOptions     --balance --per-query-cap --seed --oversample  (is a core.balance.BalanceConfig)
       pool_files: PoolFileOptions --pool-format --url-col --caption-col --no-header --pool-preset --pool-layout
                                   --max-url-length  (-> readers.layouts.PoolOptions: the preset and layouts resolved)
@@ -14,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from schemas.queries import QUERIES_PARQUET
-from wit_builder.core.balance import MODES, BalanceConfig
+from wit_builder.core.balance import LANGUAGE_CAP_RULES, MODES, BalanceConfig
 from wit_builder.core.options import option
+from wit_builder.pairs.langid import DEFAULT_MIN_SCORE
 from wit_builder.pairs.match_rules import DEFAULT_RULE, MATCH_RULES
 from wit_builder.pairs.readers.layouts import FORMATS, LAYOUTS, PoolOptions, parse_layout
 
@@ -32,6 +34,38 @@ class BalanceOptions(BalanceConfig):
     seed: int = option(BalanceConfig.seed, help="seed of the ranks and draws")
     oversample: float = option(BalanceConfig.oversample, unit="x cap",
                                help="keep this many times the cap, for download losses; stage 4 caps again")
+
+
+@dataclass(frozen=True)
+class LanguageOptions:
+    """Which captions are kept, by their language (``wit_builder.pairs.langid``), and each language's cap."""
+
+    languages: str = option("", metavar="CODE[,CODE...]",
+                            help="keep captions in these languages only (Wikipedia codes; each needs a --queries "
+                                 "folder), e.g. 'en' for CLIP's English WIT; default: every --queries folder's "
+                                 "language. Others end as language_filtered")
+    min_language_score: float = option(DEFAULT_MIN_SCORE, unit="probability",
+                                       help="a caption whose language ID probability is lower is 'und' "
+                                            "(matched as English when English is kept, else language_filtered)")
+    routing: bool = option(True, negate="--no-language-routing",
+                           help="match every caption against the one --queries folder whatever its language "
+                                "(CLIP's and MetaCLIP v1's language-blind rule; the language is still recorded)")
+    language_caps: str = option(LANGUAGE_CAP_RULES[0], choices=LANGUAGE_CAP_RULES,
+                                help="metaclip2: English at --per-query-cap, every other language at the cap "
+                                     "that leaves it English's tail share (MetaCLIP 2's p_to_t); same: "
+                                     "--per-query-cap for every language")
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_language_score <= 1.0:
+            raise ValueError(f"min_language_score must be within [0, 1], not {self.min_language_score}")
+        for code in self.codes:
+            if not code.replace("-", "").isalnum() or code != code.lower():
+                raise ValueError(f"languages: {code!r} is not a Wikipedia language code (e.g. en, ja, zh-yue)")
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        """The ``--languages`` codes, sorted, each once; empty for every folder's language."""
+        return tuple(sorted({c.strip() for c in self.languages.split(",") if c.strip()}))
 
 
 @dataclass(frozen=True)
@@ -85,10 +119,14 @@ class PoolFileOptions:
 class BuildPairsOptions:
     """``wit build-pairs``'s settings; the flags, defaults and help are generated from these fields."""
 
-    queries: str = option(help=f"directory holding stage 1's {QUERIES_PARQUET}")
+    queries: tuple[str, ...] = option(help=f"directory holding stage 1's {QUERIES_PARQUET}, one per language; "
+                                           "repeatable (each caption is matched against its language's queries)")
     pool: tuple[str, ...] = option(help="pool file or glob (WAT .warc.wat.gz, WARC .warc.gz, parquet, jsonl[.gz], "
                                         "csv, tsv); repeatable")
     out: str = option(help="output directory")
+    overwrite: bool = option(False, help="write into an --out that holds files wit did not write (no run marker "
+                                         ".wit-run.json) or another command's output; files named like this "
+                                         "command's outputs are replaced (without it such an --out is refused)")
     match_rule: str = option(DEFAULT_RULE, choices=MATCH_RULES,
                              help="normalized: case-folded tokens, wit_builder.core.textnorm; metaclip: MetaCLIP v1's "
                                   "rule, entries and text as written (the queries' query_as_written column when "
@@ -99,6 +137,8 @@ class BuildPairsOptions:
                                               "size, one per 64 MiB of pool files, at least 256 "
                                               "(wit_builder.pairs.batches.buckets_for)")
     rows_per_file: int = option(500_000, unit="rows", help="rows per pairs-*.parquet file")
+    language: LanguageOptions = option(default_factory=LanguageOptions, group="languages",
+                                       help="caption languages (wit_builder.pairs.langid)")
     balance: BalanceOptions = option(default_factory=BalanceOptions, group="balance",
                                      help="the per-query cap (wit_builder.core.balance)")
     pool_files: PoolFileOptions = option(default_factory=PoolFileOptions, group="pool files",

@@ -22,6 +22,7 @@ Every pool record is counted once under a filter or bad-record reason, ``no_matc
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -38,11 +39,10 @@ from wit_builder.beam import counting, fileio
 from wit_builder.beam.counting import COUNTS
 from wit_builder.beam.spill import Ref, Spill, spill_folder, stable_name
 from wit_builder.core import progress
-from wit_builder.core.balance import BalanceConfig
+from wit_builder.core.balance import LANGUAGE_CAP_RULES, BalanceConfig
 from wit_builder.pairs.batches import (
     KEPT,
     MATCHED,
-    NO_CUT,
     add_counts,
     assign_files,
     balance_table,
@@ -51,27 +51,32 @@ from wit_builder.pairs.batches import (
     capped_smallest_ranks,
     collapse,
     concat,
-    cut_array,
+    cut_table,
     file_count,
     from_bytes,
+    id_targets,
     matched_table,
     pairs_file_name,
     pairs_table,
     query_counts,
     query_counts_table,
-    ranks_per_query,
     smallest_per_query,
     split_by_key,
-    thresholds,
     to_bytes,
 )
-from wit_builder.pairs.inputs import QueriesFile, load_entries
-from wit_builder.pairs.match_rules import make_matcher
-from wit_builder.pairs.matcher import QueryMatcher
-from wit_builder.pairs.metaclip_rule import MetaClipMatcher
+from wit_builder.pairs.inputs import QuerySet, load_entries
+from wit_builder.pairs.langid import DEFAULT_MIN_SCORE, LanguageIdentifier
 from wit_builder.pairs.readers.formats import read_pool_batches
 from wit_builder.pairs.readers.layouts import PoolOptions
-from wit_builder.pairs.stats import BAD_RECORDS_JSONL, bad_records_jsonl, query_totals
+from wit_builder.pairs.routing import FILTERED, RoutedMatcher, unsegmented
+from wit_builder.pairs.stats import (
+    BAD_RECORDS_JSONL,
+    MAX_BAD_RECORDS,
+    bad_record_key,
+    bad_records_jsonl,
+    language_count,
+    query_totals,
+)
 
 NAMESPACE = "build_pairs"
 REJECTED = "rejected"  # tagged output of ReadAndMatch: the bad records' Rejections, for bad_records.jsonl
@@ -88,15 +93,22 @@ class _Entries:
         self.array = array
 
 
+class _Matchers:
+    """The routed automata and the language ID model of a process (one ``Shared`` holder)."""
+
+    def __init__(self, matcher: RoutedMatcher, identifier: LanguageIdentifier):
+        self.matcher, self.identifier = matcher, identifier
+
+
 class _EntriesDoFn(counting.CountingDoFn):
     """A counting DoFn that may need the entries: acquired through a ``Shared`` handle (one load per process)."""
 
     namespace = NAMESPACE
 
-    def __init__(self, queries: QueriesFile, handle: shared.Shared):
+    def __init__(self, queries: QuerySet, handle: shared.Shared):
         super().__init__()
         self._queries = queries
-        self._tag = f"{queries.path}#{queries.sha256}#{queries.match_rule}"
+        self._tag = queries.tag
         self._entries_handle = handle
         self._entries: pa.Array | None = None
 
@@ -114,55 +126,76 @@ class _EntriesDoFn(counting.CountingDoFn):
 class _ReadAndMatch(_EntriesDoFn):
     """One pool file -> (bucket, IPC bytes of its ``MATCHED`` rows); bad records' Rejections on :data:`REJECTED`.
 
-    The file is read in column batches (``read_pool_batches``), each batch matched in one loop, and only its
-    matched rows are kept, in Arrow tables split by uid bucket. The automaton is built once per worker process
-    and shared by its threads (``Shared``), from the queries file read on the worker: it is never pickled or
-    shipped as a side input. Counts every record by its verdict: a rejection reason, or candidate (matched or
-    no_match).
+    The file is read in column batches (``read_pool_batches``); each batch's captions get their language
+    (``langid``) and are matched against that language's entries (``routing.RoutedMatcher``), and only matched
+    rows are kept, in Arrow tables split by uid bucket. The automata and the language ID model are built once per
+    worker process and shared by its threads (``Shared``), from the queries files read on the worker: never
+    pickled or shipped as a side input. Counts every record by its verdict: a rejection reason, or candidate
+    (language_filtered, matched or no_match), and per caption language (``stats.language_count``).
     """
 
-    def __init__(self, queries: QueriesFile, handle: shared.Shared, pool: PoolOptions, buckets: int, spill: Spill):
+    def __init__(self, queries: QuerySet, handle: shared.Shared, pool: PoolOptions, buckets: int,
+                 min_language_score: float, spill: Spill):
         super().__init__(queries, handle)
         self._pool = pool
         self._buckets = buckets
+        self._min_score = min_language_score
         self._spill = spill
         self._matchers = shared.Shared()
-        self._matcher: QueryMatcher | MetaClipMatcher | None = None
+        self._matcher: RoutedMatcher | None = None
+        self._identifier: LanguageIdentifier | None = None
 
     def setup(self) -> None:
         entries = self._load_entries()  # the sorted entries, shared with the later steps: read and sorted once
-        rule = self._queries.match_rule
-        self._matcher = self._matchers.acquire(lambda: make_matcher(entries.to_pylist(), rule), tag=self._tag)
+        q = self._queries
+        self._matcher_holder = self._matchers.acquire(
+            lambda: _Matchers(RoutedMatcher(entries, q.sizes, q.langs, q.languages, q.match_rule, q.routing),
+                              LanguageIdentifier(self._min_score)), tag=f"{self._tag}#{self._min_score}")
+        self._matcher, self._identifier = self._matcher_holder.matcher, self._matcher_holder.identifier
 
     def process(self, path: str) -> Iterator[tuple[int, Ref] | TaggedOutput]:
-        matcher = self._matcher
-        assert matcher is not None
+        matcher, identifier = self._matcher, self._identifier
+        assert matcher is not None and identifier is not None
         self.count("pool_files")
         seen: Counter[str] = Counter()  # this file's records by verdict: counted at its end, and logged
         pending: list[pa.Table] = []
         held, flushes = 0, 0
-        name = stable_name(path)  # spill files: named by the pool file, the flush and the bucket (retry-safe)
+        spilled = stable_name(path)  # spill files: named by the pool file and the flush (retry-safe)
         for batch in read_pool_batches(path, fileio.open_read, self._pool):
             seen["records"] += len(batch.rejections) + len(batch)
             for rejection in batch.rejections:
                 seen[rejection.reason] += 1
                 if rejection.is_bad:
                     seen["bad_records"] += 1
-                    yield TaggedOutput(REJECTED, rejection)
+                    if seen["bad_records"] <= MAX_BAD_RECORDS:  # the file's first ones: all the list can show
+                        yield TaggedOutput(REJECTED, rejection)
             if not len(batch):
                 continue
-            rows, lengths, ids = matcher.match_ids(matcher.haystacks(batch.captions, batch.raw_captions))
-            seen.update(candidates=len(batch), matched=len(rows), no_match=len(batch) - len(rows))
-            if len(rows):
+            captions = batch.captions.to_pylist()
+            langs, scores = identifier.identify(captions)
+            routes, found = matcher.match(batch.captions, batch.raw_captions, langs)
+            filtered = routes == FILTERED
+            matched = np.zeros(len(batch), bool)
+            lang_array, score_array = pa.array(langs, pa.string()), pa.array(scores, pa.float32())
+            for rows, lengths, ids in found:
+                matched[rows] = True
                 pending.append(matched_table(path, batch.records, batch.urls, batch.captions, batch.page_urls,
-                                             rows, lengths, ids))
+                                             rows, lengths, ids, lang_array, score_array))
                 held += len(rows)
+            seen.update(candidates=len(batch), matched=int(matched.sum()), language_filtered=int(filtered.sum()),
+                        no_match=int((~matched & ~filtered).sum()),
+                        unsegmented_script=int(unsegmented(captions).sum()))
+            for what, mask in (("candidates", None), ("matched", matched), ("language_filtered", filtered)):
+                chosen = langs if mask is None else itertools.compress(langs, mask.tolist())
+                for lang, n in Counter(chosen).items():
+                    seen[language_count(lang, what)] += n
             if held >= PENDING_ROWS:
-                yield from self._emit(pending, f"{name}-{flushes:05d}")
+                yield from self._emit(pending, f"{spilled}-{flushes:05d}")
                 pending, held, flushes = [], 0, flushes + 1
-        yield from self._emit(pending, f"{name}-{flushes:05d}")
+        yield from self._emit(pending, f"{spilled}-{flushes:05d}")
         for name, n in seen.items():
-            self.count(name, n)
+            if n:
+                self.count(name, n)
         progress.reporter("build-pairs", "records").add(seen["records"])
         rejected = ", ".join(f"{k} {n:,}" for k, n in sorted(seen.items()) if k not in _FUNNEL)
         logging.getLogger(__name__).info("read %s: %s candidates, %s matched%s", path, f"{seen['candidates']:,}",
@@ -227,95 +260,52 @@ class _SumQueryCounts(beam.CombineFn):
         return acc
 
 
-RANK_GROUP_IDS = 64  # capped query ids per key of the rank combiner: 64 x 2k ranks at most in one accumulator
-
-
 class _CappedRanks(beam.DoFn):
-    """Hard balance, second look at a bucket: (id group, (ids, ranks)) of the capped queries, each's k smallest
-    ranks, keyed by ``id // RANK_GROUP_IDS`` so that no combiner holds the ranks of every capped query.
+    """Hard balance, second look at a bucket: (ids, ranks, limits) of the capped queries, each one's ``limit``
+    smallest ranks, its language's target (``targets``, by id).
 
-    Only queries matched more than ``target`` times need a threshold, so ranks are collected for those alone.
+    Only queries matched more than their target need a threshold, so ranks are collected for those alone.
     """
 
-    def __init__(self, k: int):
-        super().__init__()
-        self._k = k
-
-    def process(self, element: tuple[int, Ref], capped: np.ndarray) -> Iterator[tuple[int, Ranks]]:
+    def process(self, element: tuple[int, bytes], capped: np.ndarray,
+                targets: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         if not capped.any():
             return
-        ids, ranks = capped_smallest_ranks(from_bytes(Spill.get(element[1])), capped, self._k)
+        ids, ranks = capped_smallest_ranks(from_bytes(Spill.get(element[1])), capped, targets)
         if len(ids):
-            groups = ids // RANK_GROUP_IDS  # ids come sorted: each group is one run
-            starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
-            for start, end in zip(starts.tolist(), np.r_[starts[1:], len(ids)].tolist(), strict=True):
-                yield int(groups[start]), (ids[start:end], ranks[start:end])
+            yield ids, ranks, targets[ids]
 
 
-def _group_thresholds(group_ranks: tuple[int, Ranks], k: int) -> Ranks:
-    """One id group's k smallest ranks per id -> (ids, threshold) of the ids with k ranks: their k-th smallest
-    (``batches.thresholds``), a single number per capped query."""
-    ids, ranks = group_ranks[1]
+Ranks = tuple[np.ndarray, np.ndarray, np.ndarray]  # (query ids, ranks, each id's limit), one triple per element
+
+
+def _smallest(acc: Ranks) -> Ranks:
+    """Each id's ``limit`` smallest ranks of a (ids, ranks, limits) triple."""
+    ids, ranks, limits = acc
     if not len(ids):
-        return ids, ranks
-    dense = thresholds(ids, ranks, k, int(ids.max()) + 1)
-    cut = np.flatnonzero(dense != NO_CUT)
-    return cut.astype(np.int64), dense[cut]
-
-
-class _DenseThresholds(beam.CombineFn):
-    """(ids, thresholds) of the id groups -> one dense array by id (``NO_CUT`` where none): one int64 per query."""
-
-    def create_accumulator(self) -> np.ndarray:
-        return np.zeros(0, np.int64)
-
-    def add_input(self, acc: np.ndarray, element: Ranks) -> np.ndarray:
-        ids, values = element
-        if len(ids) and ids.max() >= len(acc):
-            acc = np.r_[acc, np.full(int(ids.max()) + 1 - len(acc), NO_CUT, np.int64)]
-        acc[ids] = values
         return acc
-
-    def merge_accumulators(self, accs: Iterable[np.ndarray]) -> np.ndarray:
-        merged = self.create_accumulator()
-        for acc in accs:
-            set_ids = np.flatnonzero(acc != NO_CUT)
-            merged = self.add_input(merged, (set_ids, acc[set_ids]))
-        return merged
-
-    def extract_output(self, acc: np.ndarray) -> np.ndarray:
-        return acc
-
-
-def _cuts(matched: np.ndarray, threshold: np.ndarray, config: BalanceConfig) -> np.ndarray:
-    """``batches.cut_array`` with the thresholds as long as the matched counts (ids past the end: ``NO_CUT``)."""
-    dense = np.full(len(matched), NO_CUT, np.int64)
-    n = min(len(matched), len(threshold))
-    dense[:n] = threshold[:n]
-    return cut_array(matched, dense, config)
-
-
-Ranks = tuple[np.ndarray, np.ndarray]  # (query ids, ranks), one pair per element
+    by_id = np.zeros(int(ids.max()) + 1, np.int64)
+    by_id[ids] = limits
+    ids, ranks = smallest_per_query(ids, ranks, by_id)
+    return ids, ranks, by_id[ids]
 
 
 class _MergeQueryStats(beam.CombineFn):
-    """(ids, ranks) arrays -> (ids, ranks): each id's k smallest ranks; cut back whenever 2k per id would pass.
+    """(ids, ranks, limits) arrays -> the same: each id's ``limit`` smallest ranks (its language's target); cut
+    back whenever twice the largest limit per id would pass.
 
     Bounded like ``wit_builder.core.balance.SmallestRanks``: the accumulator holds at most about 2k ranks per id.
     """
 
-    def __init__(self, k: int):
-        super().__init__()
-        self._k = k
-
     def create_accumulator(self) -> Ranks:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
 
     def add_input(self, acc: Ranks, element: Ranks) -> Ranks:
-        ids, ranks = np.concatenate([acc[0], element[0]]), np.concatenate([acc[1], element[1]])
-        if len(ids) >= 2 * self._k * max(1, len(np.unique(element[0]))):
-            ids, ranks = smallest_per_query(ids, ranks, self._k)
-        return ids, ranks
+        merged = tuple(np.concatenate([a, e]) for a, e in zip(acc, element, strict=True))
+        ids, _, limits = merged
+        if len(limits) and len(ids) >= 2 * int(limits.max()) * max(1, len(np.unique(element[0]))):
+            return _smallest(merged)  # type: ignore[arg-type]
+        return merged  # type: ignore[return-value]
 
     def merge_accumulators(self, accs: Iterable[Ranks]) -> Ranks:
         merged = self.create_accumulator()
@@ -324,10 +314,14 @@ class _MergeQueryStats(beam.CombineFn):
         return merged
 
     def compact(self, acc: Ranks) -> Ranks:
-        return smallest_per_query(acc[0], acc[1], self._k)
+        return _smallest(acc)
 
     def extract_output(self, acc: Ranks) -> Ranks:
-        return smallest_per_query(acc[0], acc[1], self._k)
+        return _smallest(acc)
+
+
+def _cut_table(matched: np.ndarray, smallest: Ranks, config: BalanceConfig, targets: np.ndarray) -> np.ndarray:
+    return cut_table(matched, (smallest[0], smallest[1]), config, targets)
 
 
 class _BalanceBucket(_EntriesDoFn):
@@ -335,7 +329,7 @@ class _BalanceBucket(_EntriesDoFn):
     it; its ``queries`` become the keeping ones: ``batches.balance_table``); on :data:`_KEPT_IDS` the bucket's
     (ids, kept). Counts ``over_cap``, ``kept``, ``kept_matches``."""
 
-    def __init__(self, config: BalanceConfig, queries: QueriesFile, handle: shared.Shared, spill: Spill):
+    def __init__(self, config: BalanceConfig, queries: QuerySet, handle: shared.Shared, spill: Spill):
         super().__init__(queries, handle)
         self._config = config
         self._spill = spill
@@ -351,6 +345,9 @@ class _BalanceBucket(_EntriesDoFn):
         self.count("over_cap", ranked.num_rows - rows.num_rows)
         self.count("kept", rows.num_rows)
         self.count("kept_matches", len(kept_ids))
+        for lang, n in zip(*np.unique(rows.column("lang").to_numpy(zero_copy_only=False), return_counts=True),
+                           strict=True):
+            self.count(language_count(str(lang), "kept"), int(n))
         if len(kept_ids):
             ids, counts = np.unique(kept_ids, return_counts=True)
             yield TaggedOutput(_KEPT_IDS, (ids.astype(np.int64), counts.astype(np.int64)))
@@ -361,7 +358,7 @@ class _WritePairsFile(_EntriesDoFn):
     """(file index, IPC blobs of kept rows) -> one parquet file sorted by uid, written temp-then-rename
     (``batches.pairs_table``). Counts ``pair_files``."""
 
-    def __init__(self, out_dir: str, queries: QueriesFile, handle: shared.Shared):
+    def __init__(self, out_dir: str, queries: QuerySet, handle: shared.Shared):
         super().__init__(queries, handle)
         self._out_dir = out_dir
 
@@ -374,18 +371,20 @@ class _WritePairsFile(_EntriesDoFn):
 
 
 class _WriteQueryCounts(_EntriesDoFn):
-    """Matched counts by id (the element), kept counts by id (side input) -> query_counts.parquet
+    """Matched counts by id (the element), kept counts and targets by id (side inputs) -> query_counts.parquet
     (``batches.query_counts_table``). Counts ``queries``, ``queries_matched``, ``queries_capped``."""
 
-    def __init__(self, out_path: str, target: int, queries: QueriesFile, handle: shared.Shared):
+    def __init__(self, out_path: str, queries: QuerySet, handle: shared.Shared):
         super().__init__(queries, handle)
         self._out_path = out_path
-        self._target = target
 
-    def process(self, matched: np.ndarray, kept: np.ndarray) -> Iterator[None]:
-        table = query_counts_table(matched, kept, self._entries)
-        fileio.write_parquet(self._out_path, table)
-        for name, n in query_totals(table.column("matched").to_numpy(), self._target).items():
+    def process(self, matched: np.ndarray, kept: np.ndarray, targets: np.ndarray) -> Iterator[None]:
+        q = self._queries
+        langs = pa.array(np.repeat(np.array(q.langs, object), q.sizes).tolist(), pa.string())
+        fileio.write_parquet(self._out_path, query_counts_table(matched, kept, self._entries, langs))
+        counts = np.zeros(len(targets), np.int64)
+        counts[: min(len(matched), len(counts))] = matched[: len(counts)]
+        for name, n in query_totals(counts, targets).items():
             self.count(name, n)
         return iter(())
 
@@ -423,10 +422,11 @@ class ReadAndMatch(beam.PTransform):
         entries: the ``Shared`` handle of the sorted entries, shared with the later steps of the process.
     """
 
-    def __init__(self, queries: QueriesFile, pool: PoolOptions, buckets: int, entries: shared.Shared,
-                 spill: Spill | None = None):
+    def __init__(self, queries: QuerySet, pool: PoolOptions, buckets: int, entries: shared.Shared,
+                 min_language_score: float, spill: Spill | None = None):
         super().__init__()
         self._queries, self._pool, self._buckets, self._entries = queries, pool, buckets, entries
+        self._min_score = min_language_score
         self._spill = spill or Spill(None)
 
     def expand(self, paths: beam.PCollection) -> Any:
@@ -434,7 +434,7 @@ class ReadAndMatch(beam.PTransform):
             paths
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadFiles" >> beam.ParDo(_ReadAndMatch(self._queries, self._entries, self._pool, self._buckets,
-                                                      self._spill))
+                                                      self._min_score, self._spill))
             .with_outputs(REJECTED, COUNTS, main="matched")
         )
 
@@ -469,9 +469,8 @@ class Balance(beam.PTransform):
     """``{"ranked": ..., "matched": ...}`` (``CollapseDuplicates``'s) -> the pairs some query keeps.
 
     Hard mode: only the queries matched more than the target (``batches.capped_queries``) get a threshold, their
-    target-th smallest rank from a bounded combiner per group of 64 query ids (so no combiner holds every capped
-    query's ranks); probabilistic: the matched counts alone give the cuts. The cut array (``batches.cut_array``,
-    as ``batches.cut_table`` makes it) goes to every bucket as a side input.
+    target-th smallest rank from a bounded combiner; probabilistic: the matched counts alone give the cuts. The
+    cut array (``batches.cut_table``) goes to every bucket as a side input.
 
     Returns a dict: ``kept`` ((row count, IPC bytes of ``batches.KEPT`` rows) per bucket), ``kept_counts`` (one
     int64 array: pairs kept per query id) and ``counts``.
@@ -482,32 +481,29 @@ class Balance(beam.PTransform):
         entries: the ``Shared`` handle of the sorted entries.
     """
 
-    def __init__(self, config: BalanceConfig, queries: QueriesFile, entries: shared.Shared,
+    def __init__(self, config: BalanceConfig, queries: QuerySet, entries: shared.Shared, language_caps: str,
                  spill: Spill | None = None):
         super().__init__()
         self._config, self._queries, self._entries = config, queries, entries
+        self._language_caps = language_caps
         self._spill = spill or Spill(None)
 
     def expand(self, collapsed: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
-        config = self._config
+        config, q = self._config, self._queries
         ranked, matched = collapsed["ranked"], collapsed["matched"]
-        k = ranks_per_query(config)
-        capped = matched | "CappedQueries" >> beam.Map(capped_queries, config)
-        # Each id group's k smallest ranks per capped query meet in their own combiner; only one threshold per
-        # capped query meets in one place (a dense int64 array, as long as the query list at most).
-        threshold = (
+        targets = matched | "LanguageTargets" >> beam.Map(id_targets, q.sizes, q.langs, config, self._language_caps)
+        capped = matched | "CappedQueries" >> beam.Map(capped_queries, config, AsSingleton(targets))
+        smallest = (
             ranked
-            | "CappedRanks" >> beam.ParDo(_CappedRanks(k), capped=AsSingleton(capped))
-            | "MergeCappedRanks" >> beam.CombinePerKey(_MergeQueryStats(k))
-            | "GroupThresholds" >> beam.Map(_group_thresholds, k)
-            | "Thresholds" >> beam.CombineGlobally(_DenseThresholds())
+            | "CappedRanks" >> beam.ParDo(_CappedRanks(), capped=AsSingleton(capped), targets=AsSingleton(targets))
+            | "MergeCappedRanks" >> beam.CombineGlobally(_MergeQueryStats())
         )
-        cuts = matched | "CutTable" >> beam.Map(_cuts, AsSingleton(threshold), config)
+        cuts = matched | "CutTable" >> beam.Map(_cut_table, AsSingleton(smallest), config, AsSingleton(targets))
         balanced = ranked | "BalanceBucket" >> beam.ParDo(
             _BalanceBucket(config, self._queries, self._entries, self._spill), cuts=AsSingleton(cuts),
         ).with_outputs(_KEPT_IDS, COUNTS, main="kept")
         kept_counts = balanced[_KEPT_IDS] | "MergeKeptCounts" >> beam.CombineGlobally(_SumQueryCounts())
-        return {"kept": balanced.kept, "kept_counts": kept_counts, COUNTS: balanced[COUNTS]}
+        return {"kept": balanced.kept, "kept_counts": kept_counts, "targets": targets, COUNTS: balanced[COUNTS]}
 
 
 class WritePairs(beam.PTransform):
@@ -523,7 +519,7 @@ class WritePairs(beam.PTransform):
         entries: the ``Shared`` handle of the sorted entries.
     """
 
-    def __init__(self, out_dir: str, rows_per_file: int, queries: QueriesFile, entries: shared.Shared,
+    def __init__(self, out_dir: str, rows_per_file: int, queries: QuerySet, entries: shared.Shared,
                  spill: Spill | None = None):
         super().__init__()
         self._out_dir, self._rows_per_file, self._queries, self._entries = out_dir, rows_per_file, queries, entries
@@ -550,24 +546,24 @@ class WritePairs(beam.PTransform):
 
 
 class WriteQueryCounts(beam.PTransform):
-    """``{"matched": ..., "kept_counts": ...}`` (int64 arrays by query id) -> ``query_counts.parquet``: every
-    query, matched or not. Returns the ``counts`` (``queries``, ``queries_matched``, ``queries_capped``).
+    """``{"matched": ..., "kept_counts": ..., "targets": ...}`` (int64 arrays by query id; targets: pairs kept
+    per query, each language's, ``batches.id_targets``) -> ``query_counts.parquet``: every query, matched or not,
+    with its language. Returns the ``counts`` (``queries``, ``queries_matched``, ``queries_capped``).
 
     Args:
         out_path: the file to write.
-        target: pairs kept per query (``BalanceConfig.target``): a query matched more often is capped.
-        queries: the queries file (ids become strings).
+        queries: the queries files (ids become strings and languages).
         entries: the ``Shared`` handle of the sorted entries.
     """
 
-    def __init__(self, out_path: str, target: int, queries: QueriesFile, entries: shared.Shared):
+    def __init__(self, out_path: str, queries: QuerySet, entries: shared.Shared):
         super().__init__()
-        self._out_path, self._target, self._queries, self._entries = out_path, target, queries, entries
+        self._out_path, self._queries, self._entries = out_path, queries, entries
 
     def expand(self, per_query: dict[str, beam.PCollection]) -> beam.PCollection:
         written = per_query["matched"] | "WriteFile" >> beam.ParDo(
-            _WriteQueryCounts(self._out_path, self._target, self._queries, self._entries),
-            AsSingleton(per_query["kept_counts"])).with_outputs(COUNTS)
+            _WriteQueryCounts(self._out_path, self._queries, self._entries),
+            AsSingleton(per_query["kept_counts"]), AsSingleton(per_query["targets"])).with_outputs(COUNTS)
         return written[COUNTS]
 
 
@@ -576,8 +572,8 @@ def _write_bad_records(rejections: list, out_path: str) -> None:
 
 
 class WriteBadRecords(beam.PTransform):
-    """``readers.records.Rejection`` values -> ``bad_records.jsonl`` (``stats.bad_records_jsonl``), written even
-    when there are none.
+    """``readers.records.Rejection`` values -> ``bad_records.jsonl`` (``stats.bad_records_jsonl``): the first
+    ``stats.MAX_BAD_RECORDS`` by (file, offset), kept by a bounded combiner; written even when there are none.
 
     Args:
         out_path: the file to write.
@@ -590,7 +586,7 @@ class WriteBadRecords(beam.PTransform):
     def expand(self, rejected: beam.PCollection) -> beam.PCollection:
         return (
             rejected
-            | "GatherBadRecords" >> beam.combiners.ToList()
+            | "FirstBadRecords" >> beam.combiners.Top.Smallest(MAX_BAD_RECORDS, key=bad_record_key)
             | "WriteFile" >> beam.Map(_write_bad_records, self._out_path)
         )
 
@@ -601,22 +597,27 @@ class BuildPairs(beam.PTransform):
 
     Args:
         files: the pool files, checked (``inputs.pool_files``).
-        queries: the queries file and match rule.
+        queries: every language's queries file, the languages kept and the match rule.
         out_dir: the output folder (``--out``).
         pool: how the pool files are read (``readers.layouts.PoolOptions``).
         balance: the balance settings.
         rows_per_file: rows per pairs file at most (``--rows-per-file``).
         buckets: uid buckets of the shuffle (``--shuffle-buckets``).
+        min_language_score: a caption's language below this probability is ``und`` (``--min-language-score``).
+        language_caps: how each language's cap is set (``--language-caps``, ``core.balance.language_caps``).
         spill: whether the buckets travel as files under ``OUT/_tmp_spill`` (``wit_builder.beam.spill``) with only
             their names crossing Beam; None: on the in-process runners only (``spill.spill_folder``).
     """
 
-    def __init__(self, files: list[str], queries: QueriesFile, out_dir: str, pool: PoolOptions,
-                 balance: BalanceConfig, rows_per_file: int, buckets: int = 256, spill: bool | None = None):
+    def __init__(self, files: list[str], queries: QuerySet, out_dir: str, pool: PoolOptions,
+                 balance: BalanceConfig, rows_per_file: int, buckets: int = 256,
+                 min_language_score: float = DEFAULT_MIN_SCORE, language_caps: str = LANGUAGE_CAP_RULES[0],
+                 spill: bool | None = None):
         super().__init__()
+        self._spill_choice = spill
         self._files, self._queries, self._out_dir = files, queries, out_dir
         self._pool, self._balance, self._rows_per_file, self._buckets = pool, balance, rows_per_file, buckets
-        self._spill_choice = spill
+        self._min_score, self._language_caps = min_language_score, language_caps
         self._entries = shared.Shared()  # one handle: every step that needs the entries shares one load
 
     def expand(self, pipeline: beam.pvalue.PBegin) -> beam.PCollection:
@@ -628,15 +629,15 @@ class BuildPairs(beam.PTransform):
         read = (
             pipeline
             | "PoolFiles" >> beam.Create(self._files)
-            | "ReadAndMatch" >> ReadAndMatch(queries, self._pool, self._buckets, entries, spill)
+            | "ReadAndMatch" >> ReadAndMatch(queries, self._pool, self._buckets, entries, self._min_score, spill)
         )
         collapsed = read.matched | "CollapseDuplicates" >> CollapseDuplicates(self._balance.seed, spill)
         balanced = ({"ranked": collapsed["ranked"], "matched": collapsed["matched"]}
-                    | "Balance" >> Balance(self._balance, queries, entries, spill))
+                    | "Balance" >> Balance(self._balance, queries, entries, self._language_caps, spill))
         written = balanced["kept"] | "WritePairs" >> WritePairs(out, self._rows_per_file, queries, entries, spill)
-        listed = ({"matched": collapsed["matched"], "kept_counts": balanced["kept_counts"]}
-                  | "WriteQueryCounts" >> WriteQueryCounts(fileio.join(out, QUERY_COUNTS_PARQUET),
-                                                           self._balance.target, queries, entries))
+        listed = ({"matched": collapsed["matched"], "kept_counts": balanced["kept_counts"],
+                   "targets": balanced["targets"]}
+                  | "WriteQueryCounts" >> WriteQueryCounts(fileio.join(out, QUERY_COUNTS_PARQUET), queries, entries))
         _ = read[REJECTED] | "WriteBadRecords" >> WriteBadRecords(fileio.join(out, BAD_RECORDS_JSONL))
         # stats.json's counts: summed from the DoFns' COUNTS outputs (exact under retries), not from metrics
         return (

@@ -1,10 +1,12 @@
 """Stage 1, ``wit build-queries``: MediaWiki dumps (+ pageview files, WordNet) -> the query list.
 
-    --dump FILES (.xml, .xml.bz2, multistream + index), --pageviews FILES, --wordnet-dir DIR
-      ─► OUT/queries.parquet (schemas.queries.QUERIES), queries.txt, stats.json (written last)
+    --dump FILES (.xml, .xml.bz2, multistream + index), --wiki LANG.wikipedia, --pageviews FILES,
+    --wordnet-dir DIR, --omw-file FILES
+      ─► OUT/queries.parquet (schemas.queries.QUERIES, one language: ``lang``), queries.txt, stats.json (written last)
     options.py      the settings (one frozen dataclass tree: thresholds, budgets, reading, traffic groups)
     command.py      the stage for the launcher: the text cache removed whether the run succeeds, stats.json
-    inputs.py       what the flags name, resolved before work: dumps with their indexes, pageview files, WordNet
+    inputs.py       what the flags name, resolved before work: dumps with their indexes and language, pageview files,
+                    WordNet / OMW lemmas
     wikidump.py, wikitext.py, parse_budget.py   pages out of dumps; a page's plain text and links, under a budget
     pages.py        what one page gives: text, links, a title query, a redirect, or a Drop with its reason
     ngram_sketch.py, selection.py   pass 1 sketches, pass 2 exact counts; candidates, ranking, budgets, select
@@ -20,6 +22,9 @@ Decisions and where they are made (decision -> module):
   revision, one revision in memory), UTF-16 files; ``DumpError`` naming file, byte offset, XML line/column and
   the last whole page read (also for truncation) -> ``wikidump.py`` (``dump_inputs``, ``plan_ranges``,
   ``read_pages``)
+- the dumps' language: ``--wiki`` or each dump's ``<siteinfo>`` (dbname, base), one per run; unknown, missing or
+  contradicting is exit 2 before work -> ``inputs.dump_language``, ``wit_builder/core/languages.py``
+- a truncated multistream dump whose index lists streams at or past the end of the file -> ``wikidump.plan_ranges``
 - only namespace 0, non-redirect pages are text; a redirect gives its target; a page without title/ns/id, over
   the parse budget or refused by the parser is a bad record (an example with file, offset, id, title, why);
   disambiguation pages and titles without a letter give text but no title query; each reason is a ``Drop`` the
@@ -27,24 +32,29 @@ Decisions and where they are made (decision -> module):
 - what plain text keeps (link labels, headings, formatting tags) and drops (templates, refs, tables, files,
   categories, interwiki, comments), rendered from mwparserfromhell's token stream; tables in every form dropped
   before tokenizing; markup the tokenizer leaves as text scrubbed after; 2 MiB page limit; link targets;
-  disambiguation pages; canonical titles -> ``wikitext.py``
+  disambiguation pages; canonical titles; a wiki's language (``Site``, ``site_rules``): localized File/Media/
+  Category names and aliases (MediaWiki's table + the dump's ``<siteinfo>``), gallery lines, behaviour switches;
+  Chinese converter markup (``resolve_converter``); an early-closed template's tail -> ``wikitext.py``
 - per-page parse budget: the parser runs in a helper process, killed and restarted when a page takes more than
   ``--parse-timeout`` seconds (default 5) or more memory than ``--parse-memory-mb`` (default 2048); works in any
   thread (no signals) -> ``parse_budget.py``
 - count-min sketch (deterministic hashing, mergeable); the (unigram, bigram) pair of a range, moved as 1 MiB
   chunks keyed by their place and rebuilt from the chunks summed per place -> ``ngram_sketch.py``
-- tokens and normalization (shared with stage 2) -> ``wit_builder/core/textnorm.py``
+- tokens and normalization (shared with stage 2): words of scripts without spaces segmented -> ``wit_builder/core/
+  segment.py`` (``textnorm.py`` below it); pass 1 caches the tokens, pass 2 reads them -> ``pipeline.py``
 - bigrams within a line; eligibility; NPMI and why; title and WordNet scores; ``count`` per source; ranking and
   tie-breaks; budgets, MetaCLIP defaults, scaling to ``--max-queries``; no duplicates across sources; the best
   ``budget + budgets of the sources before it`` candidates per source are all selection can need; which n-grams
-  pass 2 counts exactly, the one- and two-token titles and lemmas among them -> ``selection.py`` (its docstring)
+  pass 2 counts exactly, the one- and two-token titles and lemmas among them; MetaCLIP 2's per-language budgets
+  (``language_budgets``) and the one-character rule per script (``is_one_character_query``) -> ``selection.py``
+- the number of distinct tokens (k minimum values) -> ``ngram_sketch.DistinctSketch``
 - a redirect's traffic (pageviews or inlinks) lands on its target (the smallest target when a dump names
   several); an article's score is its landed traffic -> ``titles.py``, joined by ``pipeline.ScoreTitles``
 - pageview files: hourly ``pageviews-*`` / ``pagecounts-*`` lines and daily / monthly ``pageview_complete`` lines,
   told apart per line; any project (``--wiki``, default ``en.wikipedia``) and sites (``--pageview-sites``, default
   desktop + mobile) -> ``pageviews.py`` (``Traffic``, ``read_pageviews``)
-- WordNet lemmas via nltk's ``WordNetCorpusReader`` from ``--wordnet-dir``, no download; a bad folder fails before
-  any output -> ``wordnet.py``
+- WordNet lemmas via nltk's ``WordNetCorpusReader`` from ``--wordnet-dir``, no download; Open Multilingual Wordnet
+  tab files of the dump's language (``--omw-file``); a bad folder or file fails before any output -> ``wordnet.py``
 - the settings: one frozen tree whose groups are the rules' own configs (``Thresholds``, ``Budgets``,
   ``ReadOptions``, ``Traffic``); a bad value names its flag; stats.json's ``parameters`` flat, as the flags are
   -> ``options.py``

@@ -3,18 +3,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
+from dataclasses import replace
 
 from schemas.queries import STATS_JSON
 from wit_builder.beam import fileio
 from wit_builder.beam.launcher import Outcome, Pipeline, Stage, run_stage
+from wit_builder.core import segment
 from wit_builder.core.errors import StageFailed
 from wit_builder.queries import inputs, stats
 from wit_builder.queries.inputs import QueryInputs
 from wit_builder.queries.ngram_sketch import sketches_bytes
 from wit_builder.queries.options import OPTIONS, BuildQueriesOptions
 from wit_builder.queries.pipeline import TEXT_CACHE, BuildQueries
+from wit_builder.queries.wikitext import site_rules
 
 __all__ = ["OPTIONS", "BuildQueriesStage", "run"]
 
@@ -31,14 +33,14 @@ class BuildQueriesStage(Stage[BuildQueriesOptions, QueryInputs]):
         return inputs.resolve(self.options)
 
     def settings(self) -> BuildQueriesOptions:
-        """The options with the sketch width resolved (``QueryInputs.sketch_width``): what runs and what stats.json
-        records."""
-        reading = dataclasses.replace(self.options.reading, sketch_width=self.inputs.sketch_width)
-        return dataclasses.replace(self.options, reading=reading)
+        """The options with the sketch width (``QueryInputs.sketch_width``) and the traffic (``--wiki``, or the
+        project the dumps' siteinfo names) resolved: what runs and what stats.json records."""
+        reading = replace(self.options.reading, sketch_width=self.inputs.sketch_width)
+        return replace(self.options, reading=reading, traffic=self.inputs.traffic)
 
     def announce(self) -> list[str]:
-        """One line per dump, and the sketch width with its memory; a warning on stderr, before any work, when
-        ``--sketch-width`` is below the width the dumps' size asks for."""
+        """The language and its segmenter, one line per dump, and the sketch width with its memory; a warning on
+        stderr, before any work, when ``--sketch-width`` is below the width the dumps' size asks for."""
         i = self.inputs
         given = self.options.reading.sketch_width
         if given is not None and given < i.suggested_width:
@@ -48,14 +50,17 @@ class BuildQueriesStage(Stage[BuildQueriesOptions, QueryInputs]):
                   f"{i.suggested_width} ({_mib(sketches_bytes(i.suggested_width))} of sketches per range in flight)",
                   file=sys.stderr, flush=True)
         how = "--sketch-width" if given is not None else f"chosen for ~{i.bigrams:,} bigrams"
-        return [f"dump {d.path}" + (f" (multistream, index {d.index})" if d.index else "") for d in i.dumps] + [
+        lang = i.language
+        return [f"language {lang.code} ({lang.name}), segmenter {segment.segmenter_id(lang.code)}"] + [
+            f"dump {d.path}" + (f" (multistream, index {d.index})" if d.index else "") for d in i.dumps] + [
             f"sketch width {i.sketch_width:,} ({how}): {_mib(sketches_bytes(i.sketch_width))} of sketches per "
             "range in flight"]
 
     def build(self, pipeline: Pipeline) -> None:
         i = self.inputs
+        site = site_rules(i.language, dict(i.namespaces))
         _ = pipeline | "BuildQueries" >> BuildQueries(list(i.dumps), self.out, self.settings(), list(i.pageviews),
-                                                      list(i.wordnet))
+                                                      list(i.wordnet), site, segment.segmenter_id(i.language.code))
 
     def on_failure(self, error: StageFailed) -> StageFailed:
         return StageFailed(f"{error}. No output was written.")

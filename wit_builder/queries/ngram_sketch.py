@@ -22,6 +22,7 @@ merge exactly as whole sketches do.
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -119,6 +120,43 @@ class CountMinSketch:
         if covered != flat.size:
             raise ValueError(f"sketch chunks cover {covered} of {flat.size} counters of a {depth} x {width} table")
         return sketch
+
+
+class DistinctSketch:
+    """How many distinct keys were seen, estimated from the ``k`` smallest of their 64-bit hashes ("k minimum
+    values": Bar-Yossef et al. 2002, "Counting distinct elements in a data stream"; Beyer et al. 2007):
+    ``n ~ (k - 1) / h_k`` with ``h_k`` the ``k``-th smallest hash scaled to (0, 1]; exact while fewer than ``k``
+    keys were seen. Relative standard error about ``1 / sqrt(k - 2)``: 0.8% at the default ``k`` = 16,384.
+    Mergeable (the union's ``k`` smallest), deterministic (BLAKE2b of the key's UTF-8 bytes), ``8 k`` bytes.
+    The count-min rows are no substitute: their cheap CRC-based columns are far from uniform on similar keys.
+    """
+
+    def __init__(self, k: int = 1 << 14) -> None:
+        if k < 3:
+            raise ValueError(f"k must be >= 3, got {k}")
+        self.k = k
+        self.hashes = np.zeros(0, dtype=np.uint64)  # sorted, distinct, at most k
+
+    def add(self, keys: Iterable[str]) -> None:
+        """Add keys (each counts once however often it is added)."""
+        new = np.fromiter((int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+                           for key in keys), dtype=np.uint64)
+        if new.size:
+            self.hashes = np.unique(np.concatenate([self.hashes, new]))[: self.k]
+
+    def merge(self, other: DistinctSketch) -> DistinctSketch:
+        """Take in ``other``'s keys (in place) and return self; ValueError for another ``k``."""
+        if other.k != self.k:
+            raise ValueError("only distinct sketches of the same k merge")
+        self.hashes = np.unique(np.concatenate([self.hashes, other.hashes]))[: self.k]
+        return self
+
+    def estimate(self) -> int:
+        """The estimated number of distinct keys added (exact below ``k``)."""
+        if self.hashes.size < self.k:
+            return int(self.hashes.size)
+        kth = (float(self.hashes[-1]) + 1.0) / 2.0**64
+        return int(round((self.k - 1) / kth))
 
 
 # ---- stage 1's pair of sketches: (unigram, bigram), the unigram one a quarter as wide ----

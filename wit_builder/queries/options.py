@@ -1,7 +1,7 @@
 """``wit build-queries``' settings: one frozen dataclass tree, from which the flags, defaults and ``--help`` are
 generated (:mod:`wit_builder.core.options`). Each nested group is the config a rule module takes as it is:
 
-    BuildQueriesOptions            --dump, --out, --wordnet-dir, --pageviews
+    BuildQueriesOptions            --dump, --out, --wordnet-dir, --omw-file, --pageviews
       .thresholds: Thresholds      --min-unigram-count, --min-bigram-count          (selection.py)
       .budgets: Budgets            --max-queries, --<source>-budget                 (selection.py)
       .reading: ReadOptions        --split-bytes, --parse-timeout, --parse-memory-mb, --sketch-width (pipeline.py)
@@ -73,8 +73,15 @@ class BuildQueriesOptions:
         help="MediaWiki XML dump (.xml, .xml.bz2, multistream .xml.bz2 with its -index.txt[.bz2] beside it); "
              "repeat or use globs", metavar="PATH")
     out: str = option(help="output folder (local path or gs://, s3://, ...)")
+    overwrite: bool = option(False, help="write into an --out that holds files wit did not write (no run marker "
+                                         ".wit-run.json) or another command's output; files named like this "
+                                         "command's outputs are replaced (without it such an --out is refused)")
     wordnet_dir: str | None = option(None, help="WordNet 3.0 dict folder, e.g. /usr/share/wordnet; without it no "
                                                 "WordNet queries are built")
+    omw_file: tuple[str, ...] = option((), metavar="PATH",
+                                       help="Open Multilingual Wordnet tab file(s) in the dump's language "
+                                            "(wn-data-jpn.tab of OMW 1.4, wn-cldr-jpn.tab, ...; repeat): their "
+                                            "lemmas become WordNet queries")
     pageviews: tuple[str, ...] = option((), metavar="PATH",
                                         help="Wikimedia pageview files: hourly pageviews-*.gz, daily or monthly "
                                              "pageview_complete (.gz/.bz2/plain; repeat or globs) to rank titles "
@@ -94,8 +101,8 @@ GROUPS = ("thresholds", "budgets", "reading", "traffic")  # the nested groups of
 
 def parameters(options: BuildQueriesOptions) -> dict[str, Any]:
     """stats.json's ``parameters``: every setting by its field name (the flag without dashes), the groups
-    flattened as the flags are, ``--out`` left out (stats.json holds no output location)."""
-    flat = as_parameters(options, skip=("out", *GROUPS))
+    flattened as the flags are, ``--out`` and ``--overwrite`` left out (how the output was written, not what)."""
+    flat = as_parameters(options, skip=("out", "overwrite", *GROUPS))
     for group in GROUPS:
         flat |= as_parameters(getattr(options, group))
     return flat

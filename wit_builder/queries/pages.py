@@ -71,14 +71,15 @@ def _rejected(reason: str, page: Page, why: str) -> Drop:
     return Drop(reason, (page.path, page.offset, page.page_id, page.title, why))
 
 
-def judge_page(page: Page, parse: Callable[[str], Article]) -> Iterator[PageVerdict]:
+def judge_page(page: Page, parse: Callable[[str], Article], lang: str | None = None) -> Iterator[PageVerdict]:
     """Stage 1's values of one page (see the module docstring), in this order of rules:
 
     a page without title/ns/id -> ``pages_malformed``; not namespace 0 -> ``pages_not_main_namespace``; a
     redirect -> :class:`Redirect` and ``pages_redirect``; ``parse`` (``BoundedParser.parse``) raising
     ``ParseTimeout`` or running out of memory -> ``pages_parse_timeout``, another ``WikitextError`` ->
     ``pages_wikitext_rejected``; else :class:`ArticleText`, then :class:`TitleQuery`, or
-    ``titles_disambiguation``, or ``titles_without_letters`` (``selection.title_query`` gives none).
+    ``titles_disambiguation``, or ``titles_without_letters`` (``selection.title_query`` gives none; ``lang``
+    is the dump's language, whose segmenter splits the title).
     """
     if page.problem is not None:
         yield _rejected("pages_malformed", page, page.problem)
@@ -103,7 +104,7 @@ def judge_page(page: Page, parse: Callable[[str], Article]) -> Iterator[PageVerd
     yield ArticleText(article.text, tuple(target for target in article.links if target != title))
     if article.disambiguation:
         yield Drop("titles_disambiguation")
-    elif (query := title_query(title)) is None:
+    elif (query := title_query(title, lang)) is None:
         yield Drop("titles_without_letters")
     else:
         yield TitleQuery(title, query)

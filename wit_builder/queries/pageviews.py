@@ -57,12 +57,15 @@ class Traffic:
     Raises ValueError for a ``wiki`` that is not LANGUAGE.PROJECT or sites outside desktop, mobile.
     """
 
-    wiki: str = option("en.wikipedia", help="project whose --pageviews rows count, as LANGUAGE.PROJECT")
+    wiki: str | None = option(None, help="the dump's project, as LANGUAGE.PROJECT (ja.wikipedia): its language "
+                                         "(core/languages.py) and the --pageviews rows that count; without it, "
+                                         "the dump's <siteinfo> names it", metavar="LANG.PROJECT")
     pageview_sites: str = option("desktop,mobile", help="comma-separated sites whose --pageviews rows count: "
                                                         "desktop, mobile (mobile web and apps)")
 
     def __post_init__(self) -> None:
-        _wiki_parts(self.wiki)
+        if self.wiki is not None:
+            _wiki_parts(self.wiki)
         if not self.sites or not self.sites <= SITES:
             raise ValueError(f"pageview_sites must name a non-empty subset of {sorted(SITES)}, got "
                              f"{sorted(self.sites)}")
@@ -73,7 +76,10 @@ class Traffic:
         return frozenset(s.strip() for s in self.pageview_sites.split(",") if s.strip())
 
     def domain_codes(self) -> frozenset[str]:
-        """The hourly files' domain codes of this project's chosen sites (``en.wikipedia`` -> en, en.m, en.mw)."""
+        """The hourly files' domain codes of this project's chosen sites (``en.wikipedia`` -> en, en.m, en.mw).
+        Raises ValueError when no project is set (``inputs.resolve`` sets it from the dump before any work)."""
+        if self.wiki is None:
+            raise ValueError("no --wiki project set")
         language, project = _wiki_parts(self.wiki)
         suffix = PROJECT_CODES[project]
         codes = set()

@@ -28,7 +28,7 @@ import sys
 import time
 from typing import IO, Any
 
-from wit_builder.queries.wikitext import Article, WikitextError, parse_article
+from wit_builder.queries.wikitext import Article, Site, WikitextError, parse_article
 
 DEFAULT_PARSE_SECONDS = 5.0
 DEFAULT_PARSE_MEMORY_BYTES = 2 << 30
@@ -51,12 +51,13 @@ class BoundedParser:
     """
 
     def __init__(self, seconds: float = DEFAULT_PARSE_SECONDS,
-                 memory_bytes: int = DEFAULT_PARSE_MEMORY_BYTES) -> None:
+                 memory_bytes: int = DEFAULT_PARSE_MEMORY_BYTES, site: Site | None = None) -> None:
         if memory_bytes < MIN_PARSE_MEMORY_BYTES:
             raise ValueError(f"parse memory limit must be >= {MIN_PARSE_MEMORY_BYTES >> 20} MiB, "
                              f"got {memory_bytes} bytes")
         self.seconds = seconds
         self.memory_bytes = memory_bytes
+        self.site = site  # the wiki's language rules (wikitext.site_rules); None: English Wikipedia's
         self._child: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> BoundedParser:
@@ -72,7 +73,7 @@ class BoundedParser:
         page, the helper dies on it (memory limit) or the helper does not start within ``START_SECONDS``.
         """
         if self.seconds <= 0:
-            return parse_article(wikitext)
+            return parse_article(wikitext, self.site)
         child = self._child if self._child is not None and self._child.poll() is None else self._start()
         stdin, stdout = _pipes(child)
         try:
@@ -119,6 +120,7 @@ class BoundedParser:
         if ready != "ready":
             self._kill()
             raise WikitextError(f"the parser helper process did not start within {START_SECONDS:g} s")
+        _write(_pipes(self._child)[0], self.site)  # the child's first message: the rules of every page after
         return self._child
 
     def _kill(self) -> None:
@@ -189,6 +191,10 @@ def _serve(memory_bytes: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     _write(stdout, "ready")
+    try:
+        site = pickle.loads(_read_blocking(stdin, _HEADER.unpack(_read_blocking(stdin, _HEADER.size))[0]))
+    except EOFError:
+        return
     while True:
         try:
             header = _read_blocking(stdin, _HEADER.size)
@@ -197,7 +203,7 @@ def _serve(memory_bytes: int) -> None:
         wikitext = pickle.loads(_read_blocking(stdin, _HEADER.unpack(header)[0]))
         answer: tuple[str, str] | tuple[str, str, tuple[str, ...], bool]
         try:
-            article = parse_article(wikitext)
+            article = parse_article(wikitext, site)
             answer = ("ok", article.text, article.links, article.disambiguation)
         except MemoryError:
             answer = ("error", f"parsing needed more than the {memory_bytes >> 20} MiB memory limit")

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.pvalue import AsDict, AsList, AsSingleton, TaggedOutput
 
-from schemas.queries import QUERIES, QUERIES_PARQUET, QUERIES_TXT
+from schemas.queries import QUERIES_PARQUET, QUERIES_TXT, language_schema
 from wit_builder.beam import fileio
 from wit_builder.beam.counting import COUNTS, COUNTS_FILE, CountingDoFn, WriteCounts
 from wit_builder.core import progress
@@ -38,6 +38,7 @@ from wit_builder.queries import stats, titles
 from wit_builder.queries.ngram_sketch import (
     DEFAULT_SKETCH_WIDTH,
     ChunkKey,
+    DistinctSketch,
     NgramSketches,
     add_and_clear,
     assemble_sketches,
@@ -49,6 +50,7 @@ from wit_builder.queries.pages import ArticleText, PageVerdict, Redirect, TitleQ
 from wit_builder.queries.pageviews import FileTally, Traffic, check_readable, open_text, read_pageviews
 from wit_builder.queries.parse_budget import BoundedParser
 from wit_builder.queries.wikidump import DumpError, DumpInput, DumpRange, plan_ranges, read_pages
+from wit_builder.queries.wikitext import ENGLISH, Site
 
 LOG = logging.getLogger(__name__)
 # Partial n-gram counts leave a worker when this many distinct keys have piled up (memory stays flat).
@@ -77,16 +79,17 @@ class _ExtractPages(CountingDoFn):
     redirects and rejected pages (``(reason, RejectedPage)``) on tagged outputs."""
 
     namespace = stats.NAMESPACE
-    OUTPUTS = ("links", "articles", "redirects", "rejected", COUNTS)
+    OUTPUTS = ("links", "articles", "redirects", "rejected", "distinct", COUNTS)
 
-    def __init__(self, reading: ReadOptions, cache_dir: str) -> None:
+    def __init__(self, reading: ReadOptions, cache_dir: str, site: Site = ENGLISH) -> None:
         super().__init__()
         self.reading = reading
         self.cache_dir = cache_dir
+        self.site = site
         self.parser: BoundedParser | None = None
 
     def setup(self) -> None:
-        self.parser = BoundedParser(self.reading.parse_timeout, self.reading.parse_memory_bytes)
+        self.parser = BoundedParser(self.reading.parse_timeout, self.reading.parse_memory_bytes, self.site)
 
     def teardown(self) -> None:
         if self.parser is not None:
@@ -103,20 +106,25 @@ class _ExtractPages(CountingDoFn):
         bigrams: Counter[str] = Counter()
         # The command resolves a width from the dumps' size (inputs.resolve); the composite alone takes the default.
         sketches = ngram_sketches(self.reading.sketch_width or DEFAULT_SKETCH_WIDTH)
+        distinct = DistinctSketch()  # the range's distinct tokens (MetaCLIP 2's budgets take 10% of them)
         pages_read = 0
+        pages = progress.reporter("build-queries", "pages")  # moves page by page, within a range too
         for page in read_pages(rng, fileio.open_read):
             pages_read += 1
-            for verdict in judge_page(page, self.parser.parse):
+            pages.add(1)
+            for verdict in judge_page(page, self.parser.parse, self.site.lang):
                 yield from self._take(verdict, unigrams, bigrams, cache)
             if len(unigrams) + len(bigrams) >= FLUSH_KEYS:
+                distinct.add(unigrams)
                 add_and_clear(sketches, unigrams, bigrams)
         if pages_read == 0:
             self.count("dump_ranges_empty")
             LOG.warning("%s: no <page> in bytes %d..%s (an empty dump?)", rng.path, rng.start, rng.end or "end")
         else:
             LOG.info("%s: read %d pages from bytes %d..%s", rng.path, pages_read, rng.start, rng.end or "end")
+        distinct.add(unigrams)
         add_and_clear(sketches, unigrams, bigrams)
-        progress.reporter("build-queries", "pages").add(pages_read)
+        yield TaggedOutput("distinct", distinct)
         self.count("pages_read", pages_read)
         self.count("dump_ranges")  # each planned range is extracted once (a retried bundle's counts are dropped)
         yield sketches
@@ -134,13 +142,14 @@ class _ExtractPages(CountingDoFn):
             case Redirect(title=title, target=target):
                 yield TaggedOutput("redirects", (title, target))
             case ArticleText(text=text, links=links):
-                tokens = qs.count_ngrams(text, unigrams, bigrams)
+                lines = qs.token_lines(text, self.site.lang)  # segmented once: pass 2 reads the tokens
+                tokens = qs.count_token_lines(lines, unigrams, bigrams)
                 self.count("articles")
                 self.count("total_tokens", tokens)
                 if tokens == 0:
                     self.count("articles_without_text")
                 else:
-                    cache.write(text.encode() + b"\n")  # pass 2 counts from this text
+                    cache.write("".join(" ".join(line) + "\n" for line in lines).encode())
                 for target in links:
                     yield TaggedOutput("links", (target, 1))
             case TitleQuery(title=title, query=query):
@@ -159,13 +168,16 @@ class ReadDumps(beam.PTransform):
         dumps: the dump files, each with its multistream index or None.
         reading: the range size, parse budget and sketch width.
         cache_dir: the folder of the text cache (``OUT/_tmp_text``).
+        site: the wiki's language rules (``wikitext.site_rules``: namespaces, magic words, converter variant,
+            the language whose segmenter tokenizes the text).
     """
 
-    def __init__(self, dumps: list[DumpInput], reading: ReadOptions, cache_dir: str) -> None:
+    def __init__(self, dumps: list[DumpInput], reading: ReadOptions, cache_dir: str, site: Site = ENGLISH) -> None:
         super().__init__()
         self.dumps = dumps
         self.reading = reading
         self.cache_dir = cache_dir
+        self.site = site
 
     def expand(self, pbegin):
         ranges = (
@@ -175,7 +187,7 @@ class ReadDumps(beam.PTransform):
             | "SpreadRanges" >> beam.Reshuffle()
         )
         pages = ranges | "ExtractPages" >> beam.ParDo(
-            _ExtractPages(self.reading, self.cache_dir)
+            _ExtractPages(self.reading, self.cache_dir, self.site)
         ).with_outputs(*_ExtractPages.OUTPUTS, main="sketches")
         return ranges, pages
 
@@ -230,6 +242,25 @@ class TotalTokens(beam.PTransform):
             | "Tokens" >> beam.Values()
             | "Total" >> beam.CombineGlobally(sum)
         )
+
+
+class _MergeDistinct(beam.CombineFn):
+    """Every range's ``DistinctSketch`` -> the estimated number of distinct tokens of all the text."""
+
+    def create_accumulator(self):
+        return DistinctSketch()
+
+    def add_input(self, acc, sketch):
+        return acc.merge(sketch)
+
+    def merge_accumulators(self, accs):
+        merged = DistinctSketch()
+        for acc in accs:
+            merged.merge(acc)
+        return merged
+
+    def extract_output(self, acc):
+        return acc.estimate()
 
 
 # ---- titles: traffic (pageviews or inlinks), redirects, scores ----
@@ -415,7 +446,7 @@ class _CountKept(beam.DoFn):
         bigrams: Counter[str] = Counter()
         with fileio.open_read(text_cache_path(self.cache_dir, rng)) as raw, gzip.GzipFile(fileobj=raw) as cache:
             for line in io.TextIOWrapper(cache, encoding="utf-8"):
-                qs.count_ngrams(line.rstrip("\n"), unigrams, bigrams)
+                qs.count_token_lines([line.split()], unigrams, bigrams)  # pass 1 wrote tokens, space-separated
                 if len(unigrams) + len(bigrams) >= FLUSH_KEYS:
                     yield from self._flush(unigrams, bigrams, sketches, phrases)
         yield from self._flush(unigrams, bigrams, sketches, phrases)
@@ -533,33 +564,39 @@ class _WriteQueries(CountingDoFn):
     namespace = stats.NAMESPACE
 
     def __init__(self, out_dir: str, budgets: dict[str, int], wordnet: list[tuple[str, float]],
-                 traffic: Traffic | None, dumps: list[str]) -> None:
+                 traffic: Traffic | None, dumps: list[str], lang: str = "en", segmenter: str = "textnorm") -> None:
         super().__init__()
         self.out_dir = out_dir
         self.budgets = budgets
         self.wordnet = wordnet
         self.traffic = traffic  # None: titles rank by inlinks
         self.dumps = dumps
+        self.lang = lang
+        self.segmenter = segmenter
 
     def process(self, _, best: dict, eligible: dict, phrase_counts: dict, total_tokens: int, page_counts: dict,
-                rejected: dict, pageview_files: list) -> None:
+                rejected: dict, pageview_files: list, distinct_unigrams: int) -> None:
         if total_tokens == 0:  # fail loudly rather than write a quietly empty list
             raise DumpError(stats.no_text_message(self.dumps, page_counts, rejected))
         files = dict(sorted(pageview_files))
         stats.check_pageview_rows(files, self.traffic)
+        budgets = qs.language_budgets(self.budgets, self.lang, distinct_unigrams, eligible.get("title", 0))
         title_candidates = [c._replace(count=qs.phrase_count(c.query, phrase_counts)) for c in best["title"]]
         wordnet = [qs.Candidate(q, qs.phrase_count(q, phrase_counts), score) for q, score in self.wordnet]
-        rows, summary = qs.select({**best, "title": title_candidates, "wordnet": wordnet}, self.budgets)
+        rows, summary = qs.select({**best, "title": title_candidates, "wordnet": wordnet}, budgets)
         table = pa.Table.from_pylist(
-            [{"query": c.query, "source": source, "count": c.count, "score": c.score} for source, c in rows],
-            schema=QUERIES,
+            [{"query": c.query, "source": source, "count": c.count, "score": c.score, "lang": self.lang}
+             for source, c in rows],
+            schema=language_schema(self.lang, self.segmenter),
         )
         fileio.write_parquet(fileio.join(self.out_dir, QUERIES_PARQUET), table)
         fileio.write_bytes(fileio.join(self.out_dir, QUERIES_TXT), "".join(f"{c.query}\n" for _, c in rows).encode())
         for name, n in stats.selection_counts({**eligible, "wordnet": len(wordnet)}, summary).items():
             self.count(name, n)
+        language = {"lang": self.lang, "segmenter": self.segmenter, "distinct_unigrams": distinct_unigrams,
+                    "budgets": budgets}
         fileio.write_json(fileio.join(self.out_dir, stats.DETAILS_JSON),
-                          stats.details_document(rejected, self.traffic, files))
+                          stats.details_document(rejected, self.traffic, files, language))
 
 
 class SelectAndWrite(beam.PTransform):
@@ -576,12 +613,14 @@ class SelectAndWrite(beam.PTransform):
         wordnet: (query, score) of every WordNet lemma (none without ``--wordnet-dir``).
         traffic: the pageview rows that count, or None when titles rank by inlinks.
         dumps: the dump paths (for the message of a run without text).
+        lang: the dumps' Wikipedia language code (the ``lang`` column; MetaCLIP 2's per-language budgets).
+        segmenter: ``core.segment.segmenter_id(lang)``, recorded in the file's metadata.
     """
 
     def __init__(self, out_dir: str, budgets: dict[str, int], wordnet: list[tuple[str, float]],
-                 traffic: Traffic | None, dumps: list[str]) -> None:
+                 traffic: Traffic | None, dumps: list[str], lang: str = "en", segmenter: str = "textnorm") -> None:
         super().__init__()
-        self.writer = _WriteQueries(out_dir, budgets, wordnet, traffic, dumps)
+        self.writer = _WriteQueries(out_dir, budgets, wordnet, traffic, dumps, lang, segmenter)
 
     def expand(self, inputs):
         return (
@@ -596,6 +635,7 @@ class SelectAndWrite(beam.PTransform):
                 AsDict(inputs["page_counts"]),
                 AsDict(inputs["rejected"]),
                 AsList(inputs["pageview_files"]),
+                AsSingleton(inputs["distinct_unigrams"]),
             ).with_outputs(COUNTS, main="written")
         )[COUNTS]
 
@@ -610,16 +650,21 @@ class BuildQueries(beam.PTransform):
         options: the stage's settings (thresholds, budgets, reading, traffic).
         pageviews: the pageview files (none: titles rank by incoming links).
         wordnet: (query, score) of every WordNet lemma (``wordnet.wordnet_candidates``; none without WordNet).
+        site: the wiki's language rules (``wikitext.site_rules``); English Wikipedia's by default.
+        segmenter: ``core.segment.segmenter_id`` of the site's language, recorded with the queries.
     """
 
     def __init__(self, dumps: list[DumpInput], out: str, options: BuildQueriesOptions,
-                 pageviews: list[str], wordnet: list[tuple[str, float]]) -> None:
+                 pageviews: list[str], wordnet: list[tuple[str, float]], site: Site = ENGLISH,
+                 segmenter: str = "textnorm") -> None:
         super().__init__()
         self.dumps = dumps
         self.out = out
         self.options = options
         self.pageviews = pageviews
         self.wordnet = wordnet
+        self.site = site
+        self.segmenter = segmenter
 
     def expand(self, pbegin):
         o = self.options
@@ -628,7 +673,7 @@ class BuildQueries(beam.PTransform):
         cache_dir = fileio.join(self.out, TEXT_CACHE)
         wordnet_phrases = frozenset(q for q, _ in self.wordnet if qs.is_short_phrase(q))
 
-        ranges, pages = pbegin | "ReadDumps" >> ReadDumps(self.dumps, o.reading, cache_dir)
+        ranges, pages = pbegin | "ReadDumps" >> ReadDumps(self.dumps, o.reading, cache_dir, self.site)
         sketches = pages.sketches | "MergeSketches" >> MergeSketches()
         page_counts = pages[COUNTS] | "SumPageCounts" >> beam.CombinePerKey(sum)
         total_tokens = page_counts | "TotalTokens" >> TotalTokens()
@@ -663,8 +708,9 @@ class BuildQueries(beam.PTransform):
             "page_counts": page_counts,
             "rejected": pages.rejected | "FirstRejected" >> beam.combiners.Top.SmallestPerKey(stats.REJECTED_EXAMPLES),
             "pageview_files": pageview_files,
+            "distinct_unigrams": pages.distinct | "DistinctUnigrams" >> beam.CombineGlobally(_MergeDistinct()),
         } | "SelectAndWrite" >> SelectAndWrite(self.out, budgets, self.wordnet, o.traffic if self.pageviews else None,
-                                               [d.path for d in self.dumps])
+                                               [d.path for d in self.dumps], self.site.lang, self.segmenter)
         return (
             (pages[COUNTS], pageview_counts, selected)
             | "AllCounts" >> beam.Flatten()

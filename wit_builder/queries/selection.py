@@ -3,7 +3,7 @@
 Every query is normalized by ``wit_builder.core.textnorm`` before anything else, so the same phrase from two
 sources is the same query. Per source (``schemas.queries.SOURCES``, taken in this order):
 
-- **unigram**: a token with at least one letter, not one alphabet letter alone (``textnorm.is_query_token``),
+- **unigram**: a token with at least one letter, not one character alone unless Han or Hangul (``is_query_token``),
   occurring at least ``min_unigram_count`` times in the plain text. ``count`` = its occurrences; ``score`` = ``count``.
 - **bigram**: two adjacent tokens on one line of plain text, both query tokens, occurring together at least
   ``min_bigram_count`` times. ``score`` = normalized PMI,
@@ -56,19 +56,31 @@ its budget, skipping queries an earlier source already took; a source with fewer
 budget gives all of them. Budgets default to MetaCLIP's published split (251,465 + 100,646 + 61,235 + 86,654
 = 500,000). When they add up to more than ``max_queries``, each is scaled down in proportion (largest
 remainder, ties to the earlier source) so that the list never exceeds ``max_queries`` and keeps the mix.
+
+**Per language.** A dump's text and titles are tokenized by ``core.segment`` (words of scripts written without
+spaces segmented; English exactly as ``core.textnorm``). English keeps the rule above (MetaCLIP 1's). Any other
+language takes MetaCLIP 2's per-language caps (``language_budgets``; Chuang et al. 2025, arXiv 2507.22062, and
+``docs/metaclip2.md`` / ``metaclip/metadata/build_metadata.py`` of github.com/facebookresearch/MetaCLIP at
+f47f7841f6a9): unigrams ``min(budget, 10%`` of the language's distinct tokens), bigrams ``min(budget, 40%`` of that
+unigram budget), titles ``min(budget, 76%`` of its eligible titles), WordNet its budget; docs/stages/queries.md
+lists where we differ from MetaCLIP 2's code and why. A one-character token is a query token only when it is a
+Han ideograph or a Hangul syllable (``is_one_character_query``, measured per script).
 """
 
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import NamedTuple
 
 from schemas.queries import SOURCES
+from wit_builder.core import segment
 from wit_builder.core.options import option
-from wit_builder.core.textnorm import is_phrase_query, is_query_token, normalize, tokenize
+from wit_builder.core.textnorm import is_phrase_query as _is_phrase_query
+from wit_builder.core.textnorm import normalize
 from wit_builder.queries.ngram_sketch import CountMinSketch
 from wit_builder.queries.wikitext import title_phrase
 
@@ -161,6 +173,46 @@ class Thresholds:
                 raise ValueError(f"count thresholds must be >= 1, got {f.name} {getattr(self, f.name)}")
 
 
+def is_one_character_query(ch: str) -> bool:
+    """May a token of one character be a unigram/bigram query token? A Han ideograph ("猫", "山") or a Hangul
+    syllable ("산", "물"); not a kana, a Thai, Lao, Khmer or Myanmar letter, an Arabic, Hebrew or Indic letter,
+    nor a letter of an alphabet.
+
+    Decided per script on real text (``benchmarks/one_character_tokens.py`` on the Universal Dependencies
+    sentences of tests/data/segment and the jawiki excerpt; docs/stages/queries.md, "One-character queries"):
+    one-character Han tokens are morphemes with a meaning of their own (771 distinct in 300 Chinese sentences,
+    913 in the jawiki excerpt; the most frequent, "的" in 65% of Chinese sentences, is to Chinese what "the"
+    is to English, a word that English keeps too); one-character Hangul tokens are whole space-delimited words
+    (54 distinct in 100 Korean sentences, none in more than 10% of them). Single kana are particles and the
+    inflection endings the segmenter splits off ("の" in 46-54% of Japanese sentences, "は" 38-43%, "た" from
+    "作られた"); single Thai letters are abbreviation letters ("ส", "ค", 17 distinct in 300 sentences); a lone
+    Arabic-script letter is a conjunction split off ("و" in 64% of Persian sentences) and a lone Devanagari
+    letter an initial. Single letters of alphabets were measured on LAION captions (docs/ARCHITECTURE.md,
+    "Match rule").
+    """
+    if "\uac00" <= ch <= "\ud7a3":  # Hangul syllables
+        return True
+    return unicodedata.name(ch, "").startswith(("CJK UNIFIED IDEOGRAPH", "CJK COMPATIBILITY IDEOGRAPH"))
+
+
+def is_query_token(token: str) -> bool:
+    """May this token stand as (part of) a unigram or bigram query? It must contain a letter, and a token of
+    one character must be a Han ideograph or a Hangul syllable (``is_one_character_query``). Pure numbers
+    ("1990", "2") name no visual concept and would match a large share of all alt texts; titles and WordNet
+    entries may still hold digits ("apollo 11") and single letters ("vitamin c")."""
+    if len(token) == 1:
+        return is_one_character_query(token)
+    return any(ch.isalpha() for ch in token)
+
+
+def is_phrase_query(tokens: list[str]) -> bool:
+    """May these tokens, a title's or a WordNet lemma's, stand as one query? One token must pass
+    ``is_query_token``; a phrase of several needs a letter somewhere ("b 52", "3 d", "vitamin c" stay)."""
+    if len(tokens) == 1:
+        return is_query_token(tokens[0])
+    return _is_phrase_query(tokens)
+
+
 def unigram_candidate(token: str, count: int, thresholds: Thresholds) -> Candidate | None:
     """The token as a candidate (score = count) when it occurs often enough and is a query token, else None."""
     if count >= thresholds.min_unigram_count and is_query_token(token):
@@ -172,6 +224,28 @@ def bigram_is_eligible(bigram: str, count: int, thresholds: Thresholds) -> bool:
     """The count and token test, before the unigram counts are known (see ``bigram_candidate``)."""
     left, _, right = bigram.partition(" ")
     return count >= thresholds.min_bigram_count and is_query_token(left) and is_query_token(right)
+
+
+# MetaCLIP 2's per-language caps (arXiv 2507.22062; metaclip/metadata/build_metadata.py and docs/metaclip2.md,
+# github.com/facebookresearch/MetaCLIP at f47f7841f6a9): the English counts of MetaCLIP 1 as upper bounds.
+UNIGRAM_SHARE = 0.10   # of the language's distinct unigrams ("top 10% of available unigrams")
+BIGRAM_SHARE = 0.40    # of the language's unigram budget (100,646 / 251,465 = 0.40, MetaCLIP 1's English ratio)
+TITLE_SHARE = 0.76     # of the language's titles ("top 76% of available titles")
+
+
+def language_budgets(budgets: Mapping[str, int], lang: str, distinct_unigrams: int, titles: int) -> dict[str, int]:
+    """Each source's budget for a dump in ``lang`` (module docstring, "Per language").
+
+    English keeps MetaCLIP 1's rule, the budgets as given (MetaCLIP 2 copies its English entries from
+    MetaCLIP 1 too). Any other language takes MetaCLIP 2's: unigrams ``min(budget, 10% of its distinct
+    unigrams)``, bigrams ``min(budget, 40% of that unigram budget)``, titles ``min(budget, 76% of its eligible
+    titles)``, WordNet its budget. ``budgets`` are the flags' (scaled to ``--max-queries``), so they are the caps.
+    """
+    if lang in ("en", "simple"):
+        return dict(budgets)
+    unigram = min(budgets["unigram"], int(distinct_unigrams * UNIGRAM_SHARE))
+    return {"unigram": unigram, "bigram": min(budgets["bigram"], int(unigram * BIGRAM_SHARE)),
+            "title": min(budgets["title"], int(titles * TITLE_SHARE)), "wordnet": budgets["wordnet"]}
 
 
 def npmi(count_ab: int, count_a: int, count_b: int, total_tokens: int) -> float:
@@ -192,9 +266,10 @@ def bigram_candidate(bigram: str, count: int, count_a: int, count_b: int, total_
     return Candidate(bigram, count, npmi(count, count_a, count_b, total_tokens))
 
 
-def title_query(title: str) -> str | None:
-    """The normalized query a title gives, or None when it has no token with a letter (years, "!!!")."""
-    tokens = tokenize(title_phrase(title))
+def title_query(title: str, lang: str | None = None) -> str | None:
+    """The normalized query a title gives (``core.segment`` in ``lang``), or None when it has no token with a
+    letter (years, "!!!") or is one character that may not be a query ("は")."""
+    tokens = segment.tokenize(title_phrase(title), lang)
     return " ".join(tokens) if is_phrase_query(tokens) else None
 
 
@@ -296,16 +371,23 @@ def keep_ngrams(
     return kept_unigrams, kept_bigrams
 
 
-def count_ngrams(text: str, unigrams: Counter[str], bigrams: Counter[str]) -> int:
-    """Add the tokens of ``text`` to ``unigrams`` and the adjacent token pairs of each line to ``bigrams``;
-    return how many tokens ``text`` has.
+def token_lines(text: str, lang: str | None = None) -> list[list[str]]:
+    """The tokens of each line of ``text`` (``core.segment.tokenize`` in ``lang``: words of scripts written
+    without spaces segmented, others as ``core.textnorm``), lines without a token left out."""
+    return [tokens for line in text.split("\n") if (tokens := segment.tokenize(line, lang))]
 
-    Bigrams stop at line ends: a heading, list item or paragraph does not run into the next one.
-    """
+
+def count_token_lines(lines: Iterable[list[str]], unigrams: Counter[str], bigrams: Counter[str]) -> int:
+    """Add each line's tokens to ``unigrams`` and its adjacent token pairs to ``bigrams``; return how many
+    tokens there were. Bigrams stop at line ends: a heading, list item or paragraph does not run into the next."""
     total = 0
-    for line in text.split("\n"):
-        tokens = tokenize(line)
+    for tokens in lines:
         total += len(tokens)
         unigrams.update(tokens)
         bigrams.update(f"{a} {b}" for a, b in zip(tokens, tokens[1:]))  # noqa: B905 (pairs, lengths differ by 1)
     return total
+
+
+def count_ngrams(text: str, unigrams: Counter[str], bigrams: Counter[str], lang: str | None = None) -> int:
+    """``count_token_lines`` of ``token_lines(text, lang)``: the plain text's n-grams counted, its tokens returned."""
+    return count_token_lines(token_lines(text, lang), unigrams, bigrams)

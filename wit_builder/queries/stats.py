@@ -73,11 +73,12 @@ def selection_counts(eligible: Mapping[str, int], summary: Mapping[str, qs.Sourc
 
 
 def details_document(rejected: Mapping[str, Iterable[RejectedPage]], traffic: Traffic | None,
-                     files: Mapping[str, Any]) -> dict[str, Any]:
+                     files: Mapping[str, Any], language: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What the pipeline hands to stats.json besides counts: the rejected pages (kept examples per reason,
-    sorted, as dicts) and the traffic source (``inlinks``, or ``pageviews`` with the project, sites and per-file
-    tallies)."""
+    sorted, as dicts), the traffic source (``inlinks``, or ``pageviews`` with the project, sites and per-file
+    tallies) and the language (``lang``, ``segmenter``, ``distinct_unigrams``, the applied ``budgets``)."""
     return {
+        "language": dict(language or {}),
         "rejected_pages": {
             reason: [dict(zip(("path", "offset", "page_id", "title", "why"), e, strict=True)) for e in sorted(examples)]
             for reason, examples in sorted(rejected.items())
@@ -106,7 +107,8 @@ def stats_document(options: BuildQueriesOptions, dumps: Sequence[DumpInput], pag
     inputs (:func:`input_paths`, each with its ``sha256``, a pageview file with the rows that counted), the settings
     (:func:`~wit_builder.queries.options.parameters`) and in ``details`` what :func:`details_document` gave,
     the thresholds, the requested and applied budgets and the per-source table. Raises StatsError."""
-    budgets = options.budgets.per_source()
+    language = details.get("language", {})
+    budgets = language.get("budgets") or options.budgets.per_source()
     files = details["traffic"].get("files", {})
     return stats_schema.envelope(
         "build-queries",
@@ -117,7 +119,10 @@ def stats_document(options: BuildQueriesOptions, dumps: Sequence[DumpInput], pag
         outputs=[stats_schema.output_entry(QUERIES_PARQUET, counts["queries"]),
                  stats_schema.output_entry(QUERIES_TXT, counts["queries"])],
         seconds=seconds,
-        details={"wordnet_dir": options.wordnet_dir, "title_traffic": details["traffic"]["source"],
+        details={"lang": language.get("lang"), "segmenter": language.get("segmenter"),
+                 "distinct_unigrams": language.get("distinct_unigrams"),
+                 "wordnet_dir": options.wordnet_dir, "omw_files": list(options.omw_file),
+                 "title_traffic": details["traffic"]["source"],
                  "traffic": details["traffic"], "rejected_pages": details["rejected_pages"],
                  "parse_budget": {"seconds": options.reading.parse_timeout,
                                   "memory_bytes": options.reading.parse_memory_bytes},

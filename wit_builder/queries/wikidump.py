@@ -145,6 +145,12 @@ def stream_offsets(index_path: str, opener: Opener) -> list[int]:
     return sorted(offsets)
 
 
+def file_size(path: str, opener: Opener) -> int:
+    """The size of a file in bytes (a seek to its end through ``opener``)."""
+    with opener(path) as f:
+        return f.seek(0, io.SEEK_END)
+
+
 def plan_ranges(
     path: str, opener: Opener, index_path: str | None = None, target_bytes: int = DEFAULT_TARGET_BYTES
 ) -> list[DumpRange]:
@@ -152,17 +158,80 @@ def plan_ranges(
 
     With an index, ranges are runs of consecutive streams of at least ``target_bytes`` (the last one may be
     shorter) starting at the first indexed stream; the header stream before it holds only ``<siteinfo>``.
-    Raises DumpError for an unusable index (``stream_offsets``).
+    Raises DumpError for an unusable index (``stream_offsets``) and for a dump cut short: an index that lists
+    streams starting at or past the file's end (a cut exactly between two streams leaves every stream that is
+    there whole, so only the index can tell; a cut inside a stream is ``_bz2_chunks``' truncated stream).
     """
     if index_path is None:
         return [DumpRange(path)]
     offsets = stream_offsets(index_path, opener)
+    size = file_size(path, opener)
+    missing = [offset for offset in offsets if offset >= size]
+    if missing:
+        raise DumpError(
+            f"{path}: truncated: the file ends at byte {size}, but its index {index_path} lists {len(missing)} "
+            f"more bz2 stream(s) starting at bytes {missing[0]}..{missing[-1]} (the pages of those streams are "
+            "missing); re-download the dump"
+        )
     starts = [offsets[0]]
     for offset in offsets[1:]:
         if offset - starts[-1] >= target_bytes:
             starts.append(offset)
     ends: list[int | None] = [*starts[1:], None]
     return [DumpRange(path, start, end, multistream=True) for start, end in zip(starts, ends, strict=True)]
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    """What a dump's ``<siteinfo>`` says about its wiki (``read_siteinfo``)."""
+
+    dbname: str | None                 # ``jawiki``
+    base: str | None                   # ``https://ja.wikipedia.org/wiki/メインページ``
+    namespaces: dict[int, str]         # namespace number -> its local name (``6`` -> ``ファイル``)
+
+
+EMPTY_DUMP = SiteInfo(None, None, {})  # what ``read_siteinfo`` gives for a dump without any element
+SITEINFO_MAX_BYTES = 1 << 20  # a <siteinfo> is a few KiB; give up on one that has not ended after this much
+
+
+def read_siteinfo(path: str, opener: Opener) -> SiteInfo | None:
+    """The ``<siteinfo>`` at the start of a dump (plain or bz2; a multistream dump's header stream), None
+    when the dump has none before its first ``<page>`` (or within ``SITEINFO_MAX_BYTES``), ``EMPTY_DUMP`` for a
+    dump without any element (an empty file: no page, nothing to tell). Read errors are left to the run,
+    which reports them with their place."""
+    parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start", "end"))
+    read = 0
+    seen = False
+    try:
+        with opener(path) as f:
+            chunks = _bz2_chunks(f, DumpRange(path)) if path.endswith(".bz2") else _plain_chunks(f, DumpRange(path))
+            for _, data in chunks:
+                parser.feed(data)
+                read += len(data)
+                for item in parser.read_events():
+                    event, elem = item[0], item[-1]
+                    if not isinstance(elem, ET.Element):
+                        continue
+                    seen = True
+                    if event == "start" and _local(elem.tag) == "page":
+                        return None
+                    if event == "end" and _local(elem.tag) == "siteinfo":
+                        return _site(elem)
+                if read > SITEINFO_MAX_BYTES:
+                    return None
+    except (ET.ParseError, DumpError, OSError, EOFError):
+        return None if seen or read else EMPTY_DUMP
+    return None if seen else EMPTY_DUMP
+
+
+def _site(elem: ET.Element) -> SiteInfo:
+    fields = {_local(sub.tag): (sub.text or "").strip() for sub in elem}
+    namespaces = {}
+    for sub in elem.iter():
+        key = sub.get("key") or ""
+        if _local(sub.tag) == "namespace" and key.lstrip("-").isdigit() and (sub.text or "").strip():
+            namespaces[int(key)] = " ".join((sub.text or "").replace("_", " ").split())
+    return SiteInfo(fields.get("dbname") or None, fields.get("base") or None, namespaces)
 
 
 def read_pages(rng: DumpRange, opener: Opener) -> Iterator[Page]:

