@@ -227,35 +227,3 @@ def test_spill_refs_are_paths_named_by_the_unit_and_inline_without_a_folder(tmp_
     assert [Spill.get(r) for r in many] == [b"bucket 1", b"", b"bucket three"]
     assert Spill.stem(many[0]) == "0123abcd-00000"
     assert Spill(None).put_many("x.arrow", [b"a", b"b"]) == [b"a", b"b"]
-
-
-@pytest.mark.parametrize("k", [1, 4])
-def test_thresholds_by_id_group_equal_the_global_cut_table(k: int) -> None:
-    """The hard cap without one combiner of every capped query's ranks: ranks keyed by id group, merged per group,
-    one threshold per query gathered; the cuts equal ``batches.cut_table`` on all ranks at once."""
-    rng = np.random.default_rng(k)
-    ids = rng.integers(0, 300, 4000)  # ids over five groups of 64
-    ranks = rng.integers(0, 2**62, 4000)
-    matched = np.bincount(ids, minlength=310).astype(np.int64)
-    config = BalanceConfig("hard", per_query_cap=k, seed=1)
-    capped = pb.capped_queries(matched, config)
-    table = pa.table({"queries": pa.array([[int(i)] for i in ids], pa.list_(pa.int32())), "rank": ranks})
-    fn = pipeline._CappedRanks(k)
-    groups: dict[int, list] = {}
-    for start in range(0, 4000, 1000):  # four buckets
-        part = table.slice(start, 1000)
-        for group, ranks_of in fn.process((0, pb.to_bytes(part)), capped):
-            groups.setdefault(group, []).append(ranks_of)
-    assert len(groups) == 5 and all(len(v) == 4 for v in groups.values())
-    merge, dense = pipeline._MergeQueryStats(k), pipeline._DenseThresholds()
-    per_group = []
-    for group, parts in sorted(groups.items()):
-        acc = merge.create_accumulator()
-        for part in parts:
-            acc = merge.add_input(acc, part)
-        per_group.append(dense.add_input(dense.create_accumulator(),
-                                         pipeline._group_thresholds((group, merge.extract_output(acc)), k)))
-    threshold = dense.extract_output(dense.merge_accumulators(per_group))
-    expected = pb.cut_table(matched, pb.capped_smallest_ranks(table, capped, k), config)
-    assert pipeline._cuts(matched, threshold, config).tolist() == expected.tolist()
-    assert (expected != pb.NO_CUT).sum() > 250  # most queries are capped at these k
