@@ -32,6 +32,7 @@ from wit_builder.core.textnorm import is_query_token, tokenize
 from wit_builder.queries import stats as query_stats
 from wit_builder.queries.command import BuildQueriesStage
 from wit_builder.queries.options import BuildQueriesOptions, ReadOptions
+from wit_builder.queries.pageviews import Traffic
 from wit_builder.queries.pipeline import TEXT_CACHE
 from wit_builder.queries.selection import Thresholds, title_query
 from wit_builder.queries.wikitext import MAX_WIKITEXT_CHARS, parse_article, plain_text
@@ -328,8 +329,9 @@ def test_sketch_width_comes_from_the_dumps_size_and_a_small_given_width_is_warne
     dump = tmp_path / "d.xml"
     with dump.open("wb") as f:  # 50 MiB of plain XML by its size (a sparse file): ~2.6M bigrams estimated
         f.truncate(50 << 20)
+    english = Traffic("en.wikipedia")  # --wiki: a dump of zeros names no language itself
     chosen = BuildQueriesStage(BuildQueriesOptions(dump=(str(dump),), out=str(tmp_path / "q"),
-                                                   thresholds=Thresholds(100, 1)))
+                                                   thresholds=Thresholds(100, 1), traffic=english))
     chosen.inputs = chosen.resolve()
     assert chosen.inputs.bigrams == int(dump.stat().st_size * 0.05)
     assert chosen.inputs.sketch_width == chosen.inputs.suggested_width == 1 << 22  # 2.6M / 2^22 <= 1 per counter
@@ -339,7 +341,7 @@ def test_sketch_width_comes_from_the_dumps_size_and_a_small_given_width_is_warne
     assert capsys.readouterr().err == ""
     small = ReadOptions(sketch_width=4096)
     given = BuildQueriesStage(BuildQueriesOptions(dump=(str(dump),), out=str(tmp_path / "q"),
-                                                  thresholds=Thresholds(100, 1), reading=small))
+                                                  thresholds=Thresholds(100, 1), reading=small, traffic=english))
     given.inputs = given.resolve()
     assert given.inputs.sketch_width == 4096 and given.settings().reading.sketch_width == 4096
     assert given.announce()[-1] == "sketch width 4,096 (--sketch-width): 0 MiB of sketches per range in flight"
