@@ -14,7 +14,8 @@ DUMP       ?= $(ENWIKI)
 BEAM_ARGS  ?= --runner=FnApiRunner
 
 .PHONY: demo test test-fast typecheck lint install wordnet build-queries build-pairs download finalize train \
-        bench bench-queries bench-match bench-download bench-train bench-segment bench-scale runners clean
+        bench bench-queries bench-match bench-download bench-train bench-segment bench-scale bench-retry \
+        bench-gallery runners clean
 
 # Conventions of the stage targets: OUT is always the target's output (a folder, or a file for eval/export);
 # every input variable may hold several paths or globs, separated by spaces: each is passed quoted, unexpanded,
@@ -126,6 +127,12 @@ bench-download: $(STAMP)
 
 bench-train: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py
+
+bench-retry: $(STAMP)
+	$(BIN)/python benchmarks/bench_retry.py
+
+bench-gallery: $(STAMP)
+	$(BIN)/python benchmarks/bench_gallery.py
 
 # word segmenters side by side (ICU vs MeCab-UniDic, jieba, newmm): needs the [bench] extra
 bench-segment: $(STAMP)

@@ -83,7 +83,8 @@ def test_help_defaults_are_the_dataclass_defaults(name, capsys):
         assert flag in text
         if isinstance(default, bool):
             continue
-        shown = "none" if default is None or default == () else str(default)
+        shown = ("none" if default is None or default == () else " ".join(map(str, default))
+                 if isinstance(default, tuple) else str(default))  # a tuple as the help shows it: "a b c"
         assert f"(default: {shown}" in text, (flag, shown)
 
 

@@ -170,6 +170,9 @@ class TrainConfig:
     compile: bool = option(False, help="torch.compile the model")
     grad_checkpointing: bool = option(False, help="recompute activations in the backward pass")
     accum_steps: int = option(1, help="split each batch in this many micro-batches (same loss)")
+    overwrite: bool = option(False, help="train into an --out that holds files wit did not write (no run marker "
+                                         ".wit-run.json) or another command's output (without it such an --out is "
+                                         "refused)")
     checkpoint_every: int = option(100, unit="steps", help="write OUT/checkpoint.pt every N steps (and at the end)")
     log_every: int = option(10, unit="steps", help="log a metrics line every N steps")
     workers: int = option(2, unit="processes", help="data loader processes per rank (0: read in the training process)")

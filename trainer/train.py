@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -28,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from trainer import distributed
-from trainer.atomic import remove_stale_temporaries
+from trainer.atomic import remove_stale_temporaries, write_atomic
 from trainer.checkpoint import (
     CHECKPOINT_NAME,
     TOKENIZER_NAME,
@@ -54,11 +56,13 @@ from trainer.model import CLIP, parameter_groups
 from trainer.run_log import EPOCHS_NAME, LOSS_PLOT, METRICS_NAME, RunLog
 from trainer.shards import DataError, raw_samples, resolve_shards
 from trainer.tokenizer import Tokenizer
-from wit_builder.core import options
+from wit_builder.core import options, run_folder
 from wit_builder.core.errors import StageFailed, UsageError
 
 log = logging.getLogger("wit.train")
-RUN_FILES = (CHECKPOINT_NAME, TOKENIZER_NAME, METRICS_NAME, EPOCHS_NAME, LOSS_PLOT)  # what a run writes into --out
+# The files and folders a run writes into --out (t22 adds tokenizer_stats.json: per-language token figures)
+RUN_FILES = (CHECKPOINT_NAME, TOKENIZER_NAME, METRICS_NAME, EPOCHS_NAME, LOSS_PLOT, "tokenizer_stats.json")
+RUN_FOLDERS = ("tensorboard",)
 TOKENIZER_CAPTIONS = 2_000_000  # captions read to learn the BPE when no --tokenizer is given
 # Settings a resume must keep: each changes the model or the data order. --steps and --warmup may change (the
 # schedule is recomputed); the data plan is checked once it is built.
@@ -134,12 +138,12 @@ def train(cfg: TrainConfig) -> int:
     """
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise DataError("--device cuda but no CUDA device is visible; use --device cpu")
-    with distributed.process_group(cfg.device) as world:
+    with distributed.process_group(cfg.device) as world, contextlib.ExitStack() as held:
         if cfg.batch_size % world.size:
             raise DataError(f"--batch-size {cfg.batch_size} does not split over {world.size} ranks")
         out = Path(cfg.out)
         if world.master:
-            out.mkdir(parents=True, exist_ok=True)
+            held.callback(_claim_out(out, cfg.overwrite).release)
             # a killed or failed run's half-written temporaries (ours by name, their process gone)
             for stale in remove_stale_temporaries(out, RUN_FILES):
                 log.info("removed %s, a temporary of an earlier run that did not finish", stale)
@@ -159,6 +163,34 @@ def train(cfg: TrainConfig) -> int:
                 return 128 + (stop[0] if stop else signal.SIGTERM)
             _finish(cfg, world, loader, logs, ts.step, loss_value, checkpoint)
         return 0
+
+
+# ---- the output folder: ours alone (run marker, one-writer lock; wit_builder.core.run_folder) ----
+
+def _claim_out(out: Path, overwrite: bool) -> run_folder.FolderLock:
+    """Create ``out``, refuse it when it holds files wit did not write (no run marker) or another command's
+    output, unless ``--overwrite``; lock it for this run and write the run marker. A folder of a run from before
+    run markers (only a run's own files) is taken as ours. UsageError names the folder, the files and the flag;
+    another live ``wit train`` into the same folder is refused naming it."""
+    names = os.listdir(out) if out.is_dir() else []
+    marker = None
+    if run_folder.MARKER in names:
+        marker = run_folder.marker_command((out / run_folder.MARKER).read_bytes())
+    earlier_run = marker is None and set(run_folder.foreign_names(names)) <= {*RUN_FILES, *RUN_FOLDERS}
+    problem = run_folder.ownership_problem(str(out), "train", names, marker)
+    if problem and not overwrite and not earlier_run:
+        raise UsageError(problem)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = run_folder.FolderLock(str(out), "train")
+    try:
+        lock.acquire()
+    except run_folder.LockedError as e:
+        raise UsageError(str(e)) from None
+    if (note := lock.stale_note()) is not None:
+        print(f"wit train: {note}", flush=True)
+    marker_doc = json.dumps(run_folder.marker_document("train"), indent=2, sort_keys=True) + "\n"
+    write_atomic(out / run_folder.MARKER, lambda tmp: tmp.write_text(marker_doc, encoding="utf-8"))
+    return lock
 
 
 # ---- the checkpoint to continue from ----

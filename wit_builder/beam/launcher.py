@@ -22,7 +22,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineResult
 
 from schemas.stats import STATS_JSON
-from wit_builder.beam import counting, fileio
+from wit_builder.beam import counting, fileio, objectstore
 from wit_builder.core import errors, progress, run_folder
 from wit_builder.core.options import check_out_folder
 
@@ -276,9 +276,13 @@ def run_stage(stage: Stage, beam_argv: Iterable[str]) -> int:
     started = time.monotonic()
     try:
         check_out_folder(stage.out)
+        beam_options = pipeline_options(beam_argv)
+        # The checks before work read files too: Beam's filesystems get the run's options (--s3_endpoint_url, ...)
+        # now, and an s3:// bucket that cannot be used is one line here, not minutes of Beam's retries.
+        objectstore.configure(beam_options)
+        objectstore.check_s3(objectstore.paths_in(stage.options), beam_options)
         check_owner(stage)
         stage.inputs = stage.resolve()
-        beam_options = pipeline_options(beam_argv)
     except errors.UsageError:
         raise
     except (errors.WitError, ValueError, FileNotFoundError, KeyError) as exc:

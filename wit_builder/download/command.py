@@ -2,7 +2,8 @@
 
 Before any work: the inputs are checked and cut into url shards (``inputs.plan_shards``), and the plan is
 checked against ``--out``'s plan.json (``raw_folder.check_plan``: a folder made with other inputs or settings is
-refused, exit 2, unless ``--overwrite``). Then the earlier run is deleted (``--overwrite``) and the plan recorded,
+refused, exit 2, unless ``--overwrite``; ``--retry-failed`` needs a run there made with the same ones). Then the
+earlier run is deleted (``--overwrite``) and the plan recorded,
 the pipeline downloads the shards not yet complete and counts every shard (``pipeline.Download``), and
 ``finish`` writes stats.json from those counts.
 
@@ -46,6 +47,9 @@ class DownloadStage(Stage[DownloadOptions, inputs.DownloadInputs]):
         document = plan.plan_document(paths, o.rows_per_shard, specs,
                                       plan.output_settings(o.engine, o.image, o.network))
         resume = raw_folder.check_plan(o.out, document, o.overwrite)
+        if o.retry_failed and not resume:
+            raise raw_folder.RawFolderError(f"--retry-failed: {o.out} holds no download run to retry (no "
+                                            f"{plan.PLAN_JSON}); run without --retry-failed first")
         complete = sum(raw_folder.shard_complete(o.out, s.shard_id) for s in specs) if resume else 0
         return inputs.DownloadInputs(tuple(specs), document, resume, complete)
 
@@ -53,7 +57,9 @@ class DownloadStage(Stage[DownloadOptions, inputs.DownloadInputs]):
         """The plan's line."""
         o, i = self.options, self.inputs
         return [f"wit download: {sum(s.rows for s in i.specs)} rows in {len(i.specs)} shards of <= "
-                f"{o.rows_per_shard} ({i.complete} already complete), engine {o.engine}"]
+                f"{o.rows_per_shard} ({i.complete} already complete), engine {o.engine}"
+                + (f"; --retry-failed: {', '.join(o.retry_reasons)} failures of complete shards fetched again"
+                   if o.retry_failed else "")]
 
     def clean_rerun(self) -> list[str]:
         """A folder started afresh: ``--overwrite`` deletes the earlier run's files, then the plan is recorded."""

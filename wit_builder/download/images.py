@@ -61,6 +61,8 @@ class ImageResult:
     phash: str | None = None         # 64-bit perceptual hash (imagehash.phash) as 16 hex digits
 
 
+
+
 def process_image(data: bytes, config: ImageConfig) -> ImageResult:
     """Decode, check, orient, resize and encode ``data``; never raises for bad bytes (see the module doc)."""
     try:

@@ -50,7 +50,7 @@ from wit_builder.beam.counting import COUNTS
 from wit_builder.core import dedup, progress
 from wit_builder.core.verdicts import Drop
 from wit_builder.download import raw_shards
-from wit_builder.finalize import rules, stats
+from wit_builder.finalize import rebuild, rules, stats
 from wit_builder.finalize import shards as final_shards
 from wit_builder.finalize.inputs import Inputs
 from wit_builder.finalize.options import FinalizeOptions
@@ -445,6 +445,95 @@ class SelectSurvivors(beam.PTransform):
         }
 
 
+# ---- --uids: the list is the selection (wit_builder.finalize.rebuild) ----
+
+def _uid_of_line(line: str) -> Iterator[str]:
+    yield from rebuild.uids_in_lines([line])
+
+
+def _uid_of_row(row: dict[str, Any]) -> Iterator[str]:
+    if row.get("uid"):
+        yield row["uid"]
+
+
+def _listed(uid: str) -> tuple[str, bool]:
+    return uid, True
+
+
+class _SelectListedUid(counting.CountingDoFn):
+    """One uid's rows and whether the list names it -> the kept success (main), the rows decided here (DECIDED)
+    and, for a listed uid without a success, (uid, why) on ``missing`` (``rebuild.select_listed``). Counts
+    ``uids`` (uids with raw rows), ``uids_listed``, ``uids_missing`` and each kept row's candidate counts."""
+
+    namespace = NAMESPACE
+
+    def __init__(self, list_name: str) -> None:
+        super().__init__()
+        self._list = list_name
+
+    def process(self, element: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[Any]:
+        uid, joined = element
+        listed = bool(list(joined["listed"]))
+        records = list(joined["rows"])
+        if records:
+            self.count("uids")
+        if listed:
+            self.count("uids_listed")
+        kept, decided, missing = rebuild.select_listed(uid, listed, records, self._list)
+        for record in decided:
+            yield _decided(record)
+        if missing is not None:
+            self.count("uids_missing")
+            yield beam.pvalue.TaggedOutput("missing", (uid, missing))
+        if kept is not None:
+            for name in stats.candidate_counts(kept):
+                self.count(name)
+            yield kept
+
+
+def _write_missing(missing: list[tuple[str, str]], path: str) -> None:
+    fileio.write_bytes(path, rebuild.missing_text(missing))
+
+
+class SelectListed(beam.PTransform):
+    """Rows -> the listed uids' successes (``kept``, also ``candidates``) and every other row with its final status
+    (DECIDED), for ``wit finalize --uids``; the listed uids without a success are written to ``missing_path``
+    (``rebuild.MISSING_UIDS``). The list is read by Beam's text or parquet source (split over workers) and
+    joined with the rows by uid, so neither side is held in one place but the missing uids.
+
+    Args:
+        uid_list: the ``--uids`` file.
+        missing_path: where the listed uids without a success go (sorted ``uid<TAB>why`` lines).
+    """
+
+    def __init__(self, uid_list: str, missing_path: str) -> None:
+        super().__init__()
+        self._list, self._missing = uid_list, missing_path
+
+    def expand(self, rows):
+        # Beam's own sources split the list (text by byte ranges, parquet by row groups) over workers
+        if rebuild.is_parquet(self._list):
+            uids = (rows.pipeline
+                    | "ReadUidList" >> beam.io.ReadFromParquet(self._list, columns=["uid"])
+                    | "UidColumn" >> beam.FlatMap(_uid_of_row))
+        else:
+            uids = (rows.pipeline
+                    | "ReadUidList" >> beam.io.ReadFromText(self._list)
+                    | "UidLines" >> beam.FlatMap(_uid_of_line))
+        listed = uids | "ListedUid" >> beam.Map(_listed)
+        selected = (
+            {"listed": listed, "rows": rows | "KeyRowsByUid" >> beam.Map(_by_uid).with_output_types(KeyedRecord)}
+            | "JoinListByUid" >> beam.CoGroupByKey()
+            | "SelectListedUids" >> beam.ParDo(_SelectListedUid(self._list))
+            .with_outputs(DECIDED, COUNTS, "missing", main="kept")
+        )
+        _ = (selected.missing
+             | "CollectMissingUids" >> beam.combiners.ToList()
+             | "WriteMissingUids" >> beam.Map(_write_missing, self._missing))
+        return {"kept": selected.kept, DECIDED: selected[DECIDED], "candidates": selected.kept,
+                COUNTS: selected[COUNTS]}
+
+
 # ---- order, accounting and shard writing ----
 
 def _final_table(records: Iterable[RawRecord]) -> pa.Table:
@@ -617,9 +706,13 @@ class Finalize(beam.PTransform):
     def expand(self, pbegin):
         options, inputs, out = self._options, self._inputs, self._options.out
         read = pbegin | "ReadRawShards" >> ReadRawShards(dict(inputs.raw_names))
-        selected = read.rows | "SelectSurvivors" >> SelectSurvivors(
-            options.phash_distance, options.decontaminate, inputs.eval_files, options.per_query_cap, inputs.seed,
-            dict(inputs.language_caps))
+        if options.uids:  # a rebuild: the list is the selection
+            selected = read.rows | "SelectListed" >> SelectListed(
+                options.uids, fileio.join(out, rebuild.MISSING_UIDS))
+        else:
+            selected = read.rows | "SelectSurvivors" >> SelectSurvivors(
+                options.phash_distance, options.decontaminate, inputs.eval_files, options.per_query_cap, inputs.seed,
+                dict(inputs.language_caps))
         written = selected | "WriteShards" >> WriteShards(out, options.samples_per_shard)
         _ = selected | "WriteQueryCounts" >> WriteQueryCounts(fileio.join(out, QUERY_COUNTS_PARQUET))
         _ = written["sizes"] | "WriteShardSizes" >> counting.WriteCounts(fileio.join(out, WRITTEN_SIZES))
