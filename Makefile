@@ -142,8 +142,11 @@ bench-gallery: $(STAMP)
 bench-segment: $(STAMP)
 	$(BIN)/python benchmarks/segmenters.py
 
+# memory against input size: build-pairs in-process at 0.5M/2M/8M captions (growth exponent), finalize on generated
+# raw shards and a 20k near-identical cluster, build-queries' sketches at two widths; then in-process vs Spark
 bench-scale: $(STAMP) runners
-	$(BIN)/python benchmarks/bench_scale.py
+	$(BIN)/python benchmarks/bench_scale.py --runners fnapi --texts 500000,2000000,8000000 --stages pairs,finalize,sketch
+	$(BIN)/python benchmarks/bench_scale.py --runners fnapi,spark --label spark
 
 clean:
 	rm -rf out build *.egg-info

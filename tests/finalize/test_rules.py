@@ -75,12 +75,14 @@ def test_near_duplicate_edges_and_clusters_from_band_entries():
         assert len(entries) == distance + 1
         for key, entry in entries:
             buckets.setdefault(key, []).append(entry)
-    edges = [e for (band, _), members in sorted(buckets.items()) for e in rules.bucket_edges(band, members, distance)]
-    assert edges == [((-800 * 600, "01"), (-400 * 300, "02"))]  # one edge, reported once
+    edges = [e for _, members in sorted(buckets.items()) for e in rules.bucket_edges(members, distance)]
+    # A star in each bucket the two share (02 -> 01, the larger image): 4 of the 5 bands, as 3 flipped
+    # low bits change band 0 only.
+    assert edges == [((-400 * 300, "02"), (-800 * 600, "01"))] * 4
     assert dedup.resolve_clusters(edges) == {"02": "01"}
     marked = rules.near_duplicate(rows[1], "01", distance)
     assert (marked.status, marked.reason, marked.duplicate_of) == ("duplicate", "near_duplicate", "01")
-    assert rules.bucket_edges(0, [("01", 1, (0, "01"))], distance) == []
+    assert rules.bucket_edges([("01", 1, (0, "01"))], distance) == []
     with pytest.raises(ValueError, match="uid 09 .*without a pHash"):
         rules.band_entries(record("09", phash=None), distance)
 

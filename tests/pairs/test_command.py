@@ -484,7 +484,7 @@ def test_finish_makes_stats_json_from_the_counts(tmp_path: Path) -> None:
     stage = BuildPairsStage(BuildPairsOptions((str(queries),), (str(pool),), str(out)))
     stage.inputs = stage.resolve()
     assert stage.announce() == ["build-pairs: 1 pool file(s), 2 queries (en; keeping en), balance=hard cap=20000 "
-                               "target=20000 seed=0 match_rule=normalized"]
+                               "target=20000 seed=0 match_rule=normalized shuffle_buckets=256"]  # tiny pool: the floor
     out.mkdir()
     pq.write_table(pa.table({"query": ["cat", "dog"], "lang": ["en", "en"], "matched": [3, 0], "kept": [2, 0]},
                             schema=QUERY_COUNTS),
@@ -520,6 +520,8 @@ def test_clean_rerun_removes_the_stage_outputs_only(tmp_path: Path) -> None:
              BAD_RECORDS_JSONL, BALANCE_PNG]
     for name in [*stale, "notes.txt", "pairs.csv"]:
         (out / name).write_bytes(b"x")
+    (out / "_tmp_spill" / "ranked").mkdir(parents=True)  # a killed run's spilled buckets
+    (out / "_tmp_spill" / "ranked" / "b00001.arrow").write_bytes(b"x")
     stage = BuildPairsStage(BuildPairsOptions(("q",), ("p.jsonl",), str(out)))
     assert stage.clean_rerun() == []
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "pairs.csv"]

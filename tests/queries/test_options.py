@@ -22,7 +22,7 @@ DEFAULTS = {"--overwrite": False, "--wordnet-dir": None, "--omw-file": (), "--pa
             "--min-bigram-count": 30,
             "--max-queries": 500_000, "--unigram-budget": 251_465, "--bigram-budget": 100_646, "--title-budget": 61_235,
             "--wordnet-budget": 86_654, "--split-bytes": 64 << 20, "--parse-timeout": 5.0, "--parse-memory-mb": 2048,
-            "--sketch-width": 1 << 20, "--wiki": None, "--pageview-sites": "desktop,mobile"}
+            "--sketch-width": None, "--wiki": None, "--pageview-sites": "desktop,mobile"}
 
 
 def test_flags_and_defaults_are_the_commands_own():
@@ -50,7 +50,7 @@ def test_parameters_are_flat_as_the_flags_are():
         "dump": ["a.xml", "b.xml"], "wordnet_dir": None, "omw_file": [], "pageviews": [], "min_unigram_count": 100,
         "min_bigram_count": 30, "max_queries": 10, "unigram_budget": 251_465, "bigram_budget": 100_646,
         "title_budget": 61_235, "wordnet_budget": 86_654, "split_bytes": 64 << 20, "parse_timeout": 5.0,
-        "parse_memory_mb": 2048, "sketch_width": 1 << 20, "wiki": None, "pageview_sites": "desktop,mobile"}
+        "parse_memory_mb": 2048, "sketch_width": None, "wiki": None, "pageview_sites": "desktop,mobile"}
 
 
 @pytest.mark.parametrize(("extra", "said"), [

@@ -47,6 +47,14 @@ def match(pattern: str, limit: int | None = None) -> list[str]:
     return [m.path for m in FileSystems.match([pattern], limits)[0].metadata_list]
 
 
+def size(path: str) -> int:
+    """The size of the file ``path`` in bytes; FileNotFoundError naming it when it does not exist."""
+    found = FileSystems.match([path])[0].metadata_list
+    if not found:
+        raise FileNotFoundError(f"{path} does not exist")
+    return found[0].size_in_bytes
+
+
 def delete(paths: Iterable[str]) -> None:
     """Delete the files ``paths`` (nothing to do for none)."""
     paths = list(paths)

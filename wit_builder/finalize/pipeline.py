@@ -15,7 +15,8 @@ buffer).
 raw *.parquet ─Reshuffle─► ReadRawShards (index the tar: member offsets; decode every stored image; hash
                              images that lack sha256/pHash)
   ─► DropRepeatedUids (GroupByKey uid) ─► [Decontaminate: eval pHash index as a side input]
-  ─► DropExactDuplicates (GroupByKey sha256) ─► DropNearDuplicates (banded pHash keys ─► edges ─► union-find)
+  ─► DropExactDuplicates (GroupByKey sha256) ─► DropNearDuplicates (banded pHash keys ─► a star per bucket
+                             component ─► union-find forests combined)
   ─► [Rebalance: Top.SmallestPerKey(cap+1) per query ─► thresholds as a side input]
   ─► survivors + every decided row ─GroupByKey raw shard─► AccountRawShards (global index, accounting parquet)
   ─GroupByKey final shard─► WriteFinalShards (reads image bytes by offset from the raw tars) ─► OUT/_sizes.json
@@ -289,12 +290,33 @@ class DropExactDuplicates(beam.PTransform):
 
 
 def _bucket_edges(bucket: tuple[tuple[int, int], Iterable[Any]], distance: int) -> list[rules.Edge]:
-    (band, _), members = bucket
-    return rules.bucket_edges(band, members, distance)
+    return rules.bucket_edges(bucket[1], distance)
 
 
-def _clusters(edges: list[rules.Edge]) -> list[tuple[str, str]]:
-    return sorted(dedup.resolve_clusters(edges).items())
+class _ClusterForest(beam.CombineFn):
+    """Edges -> every non-survivor uid's survivor uid, through a union-find forest
+    (``wit_builder.core.dedup.UnionFind``) as the accumulator: each bundle links its edges into its own
+    forest and forests merge by their links, so no list of edges is ever gathered; the largest state is one
+    entry per image with a near duplicate."""
+
+    def create_accumulator(self) -> dedup.UnionFind:
+        return dedup.UnionFind()
+
+    def add_input(self, forest: dedup.UnionFind, edge: rules.Edge) -> dedup.UnionFind:
+        forest.union(*edge)
+        return forest
+
+    def merge_accumulators(self, forests: Iterable[dedup.UnionFind]) -> dedup.UnionFind:
+        merged = None
+        for forest in forests:
+            if merged is None:
+                merged = forest
+            else:
+                merged.merge(forest)
+        return merged if merged is not None else dedup.UnionFind()
+
+    def extract_output(self, forest: dedup.UnionFind) -> list[tuple[str, str]]:
+        return sorted(forest.survivors().items())
 
 
 def _apply_near(uid_joined: tuple[str, dict[str, list]], distance: int) -> Iterator[Any]:
@@ -308,11 +330,11 @@ def _apply_near(uid_joined: tuple[str, dict[str, list]], distance: int) -> Itera
 
 class DropNearDuplicates(beam.PTransform):
     """Successes -> one per cluster of near duplicates (``kept``) and the others, duplicates of its survivor
-    (DECIDED): banded pHash keys -> candidate buckets -> edges within the distance -> clusters (union-find,
-    ``wit_builder.core.dedup``).
+    (DECIDED): banded pHash keys -> candidate buckets -> a star per component of each bucket -> clusters
+    (union-find, ``wit_builder.core.dedup``: linear in a cluster's size, never its pairs).
 
-    Only the edges (pairs of near duplicates, usually a small share of the samples) meet in one place for
-    the union-find; the samples themselves are joined back by uid.
+    The stars feed a combiner whose accumulator is a union-find forest (one entry per image that has a near
+    duplicate; no edge list is gathered); the samples themselves are joined back by uid.
 
     Args:
         distance: the largest pHash Hamming distance (bits) of two near duplicates.
@@ -329,8 +351,8 @@ class DropNearDuplicates(beam.PTransform):
             | "BandKeys" >> beam.FlatMap(rules.band_entries, distance)
             | "GroupByBand" >> beam.GroupByKey()
             | "EdgesInBucket" >> beam.FlatMap(_bucket_edges, distance)
-            | "CollectEdges" >> beam.combiners.ToList()
-            | "ResolveClusters" >> beam.FlatMap(_clusters)
+            | "ClusterForest" >> beam.CombineGlobally(_ClusterForest())
+            | "ResolveClusters" >> beam.FlatMap(list)
         )
         return (
             {"row": rows | "KeyRowsByUid" >> beam.Map(_by_uid).with_output_types(KeyedRecord),

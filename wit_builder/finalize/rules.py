@@ -9,7 +9,8 @@ rules, in the order finalize applies them:
 2. decontamination (within the pHash distance of an evaluation image): :func:`decontaminated`;
 3. exact duplicates (same sha256): :func:`pick_one_per_sha256`;
 4. near duplicates (pHash within the distance; banded keys, clusters): :func:`band_entries`,
-   :func:`bucket_edges`, :func:`near_duplicate` with ``wit_builder.core.dedup``'s cluster resolution;
+   :func:`bucket_edges` (a star per component of a bucket), :func:`near_duplicate` with
+   ``wit_builder.core.dedup``'s union-find;
 5. re-balance (every query over the cap again, after the losses): :func:`threshold_over_cap`, :func:`over_cap`
    with ``wit_builder.core.balance``.
 
@@ -120,15 +121,20 @@ def band_entries(record: RawRecord, distance: int) -> list[BandEntry]:
     return [(key, entry) for key in dedup.band_keys(value, distance)]
 
 
-def bucket_edges(band: int, members: Iterable[tuple[str, int, tuple[int, str]]], distance: int) -> list[Edge]:
-    """The pairs of one candidate bucket within ``distance`` bits, as (survivor key, survivor key) edges for
-    ``wit_builder.core.dedup.resolve_clusters``; each pair reported by its first shared band only."""
-    members = list(members)
+def bucket_edges(members: Iterable[tuple[str, int, tuple[int, str]]], distance: int) -> list[Edge]:
+    """One candidate bucket's members (uid, pHash, survivor key) -> a star per connected component of the
+    bucket's graph "within ``distance`` bits" (``wit_builder.core.dedup.bucket_components``): (member's key,
+    the component's smallest key) for every other member. n - 1 edges for a component of n, never its n^2/2
+    pairs; the stars of all buckets have the same connected components as all pairs within ``distance``
+    (``wit_builder.core.dedup``'s module note), which ``wit_builder.core.dedup.UnionFind`` resolves."""
+    members = sorted(members)  # bucket order as Beam gives it varies; the edges do not
     if len(members) < 2:
         return []
-    keys = {uid: skey for uid, _, skey in members}
-    return [(keys[a], keys[b]) for a, b in dedup.bucket_pairs(band, [(uid, value) for uid, value, _ in members],
-                                                              distance)]
+    edges: list[Edge] = []
+    for component in dedup.bucket_components([value for _, value, _ in members], distance):
+        keys = sorted(members[i][2] for i in component)
+        edges += [(key, keys[0]) for key in keys[1:]]
+    return edges
 
 
 def near_duplicate(record: RawRecord, survivor: str, distance: int) -> RawRecord:

@@ -14,10 +14,12 @@ import json
 from schemas.pairs import BALANCE_PNG, PAIRS_GLOB, QUERY_COUNTS_PARQUET, STATS_JSON
 from wit_builder.beam import fileio
 from wit_builder.beam.launcher import Outcome, Pipeline, Stage, run_stage
+from wit_builder.beam.spill import SPILL_DIR
 from wit_builder.core import errors, segment
 from wit_builder.core.balance import language_caps, scaled_target
 from wit_builder.pairs import inputs, stats
 from wit_builder.pairs.balance_plot import balance_png
+from wit_builder.pairs.batches import buckets_for
 from wit_builder.pairs.langid import LanguageIdentifier, model_id
 from wit_builder.pairs.match_rules import NORMALIZED
 from wit_builder.pairs.options import OPTIONS, BuildPairsOptions
@@ -58,7 +60,8 @@ class BuildPairsStage(Stage[BuildPairsOptions, inputs.PairsInputs]):
         files = inputs.pool_files(o.pool, pool)
         query_set = inputs.QuerySet(tuple(f for f, _, _ in found), tuple(n for _, _, n in found), kept,
                                     o.language.routing)
-        return inputs.PairsInputs(query_set, sum(rows for _, rows, _ in found), tuple(files), pool)
+        buckets = o.shuffle_buckets or buckets_for(sum(fileio.size(f) for f in files))
+        return inputs.PairsInputs(query_set, sum(rows for _, rows, _ in found), tuple(files), pool, buckets)
 
     def announce(self) -> list[str]:
         """The line saying what the run will do."""
@@ -67,21 +70,30 @@ class BuildPairsStage(Stage[BuildPairsOptions, inputs.PairsInputs]):
                 f"({', '.join(i.queries.langs)}; "
                 f"{'keeping ' + ', '.join(i.queries.languages) if i.queries.routing else 'every caption'}), "
                 f"balance={balance.mode} "
-                f"cap={balance.per_query_cap} target={balance.target} seed={balance.seed} match_rule={o.match_rule}"]
+                f"cap={balance.per_query_cap} target={balance.target} seed={balance.seed} match_rule={o.match_rule} "
+                f"shuffle_buckets={i.buckets}"]
 
     def clean_rerun(self) -> list[str]:
         """A rerun replaces the previous output: stale files of another run must not mix in."""
         out = self.out
         named = [fileio.join(out, name) for name in (STATS_JSON, QUERY_COUNTS_PARQUET, stats.BAD_RECORDS_JSONL,
                                                      BALANCE_PNG)]
+        named.append(fileio.join(out, SPILL_DIR))  # a killed run's spilled buckets
         fileio.delete([*fileio.match(fileio.join(out, PAIRS_GLOB)), *filter(fileio.exists, named)])
         return []
+
+    def after_run(self) -> None:
+        """The spilled buckets (``wit_builder.beam.spill``) are only for the run: removed whether it succeeded
+        or not."""
+        spilled = fileio.join(self.out, SPILL_DIR)
+        if fileio.exists(spilled):
+            fileio.delete([spilled])
 
     def build(self, pipeline: Pipeline) -> None:
         """``BuildPairs`` on ``pipeline`` (a ``beam.Pipeline``: Beam itself stays in ``pipeline.py``)."""
         o, i = self.options, self.inputs
         _ = pipeline | "BuildPairs" >> BuildPairs(list(i.pool_files), i.queries, o.out, i.pool, o.balance,
-                                                  o.rows_per_file, o.shuffle_buckets,
+                                                  o.rows_per_file, i.buckets,
                                                   o.language.min_language_score, o.language.language_caps)
 
     def finish(self, counts: dict[str, int], seconds: float) -> Outcome:

@@ -75,6 +75,7 @@ class PairsInputs:
     query_count: int              # their rows (queries), all languages
     pool_files: tuple[str, ...]   # every pool file, sorted, each one's format and columns checked
     pool: PoolOptions             # how they are read (``PoolFileOptions.reader_options``)
+    buckets: int = 256            # uid buckets of the shuffle: --shuffle-buckets, else batches.buckets_for
 
 
 def queries_path(given: str) -> str:
