@@ -14,12 +14,14 @@ DUMP       ?= $(ENWIKI)
 BEAM_ARGS  ?= --runner=FnApiRunner
 
 .PHONY: demo test test-fast typecheck lint install wordnet build-queries build-pairs download finalize train \
-        bench bench-queries bench-match bench-download bench-train bench-segment bench-scale runners clean
+        bench bench-queries bench-match bench-download bench-train bench-segment bench-scale bench-retry \
+        bench-gallery runners clean
 
 # Conventions of the stage targets: OUT is always the target's output (a folder, or a file for eval/export);
 # every input variable may hold several paths or globs, separated by spaces: each is passed quoted, unexpanded,
 # as its own repeated flag (the command expands globs itself, also on gs:// and s3://).
 quote_each = $(foreach v,$(2),$(1) '$(v)')
+comma := ,
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +38,11 @@ wordnet:
 	@[ -d $(WORDNET) ] || echo "note: $(WORDNET) not found; install Debian's wordnet-base for WordNet queries"
 
 ## The README's first command: the main job end to end on the bundled default data.
+## make demo LANGUAGES=en,ja: the same chain in English and Japanese (outputs in out/demo-en-ja).
+LANGUAGES ?= en
 demo: $(STAMP) wordnet
-	$(WIT) demo --out out/demo $(BEAM_ARGS)
+	$(WIT) demo $(if $(filter en,$(LANGUAGES)),--out out/demo,--out out/demo-$(subst $(comma),-,$(LANGUAGES)) \
+	  --languages $(LANGUAGES)) $(BEAM_ARGS)
 
 ## The README's second command. --dist loadgroup: the Spark and Flink tests share one worker (one cluster).
 test: $(STAMP) wordnet runners
@@ -127,12 +132,21 @@ bench-download: $(STAMP)
 bench-train: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py
 
+bench-retry: $(STAMP)
+	$(BIN)/python benchmarks/bench_retry.py
+
+bench-gallery: $(STAMP)
+	$(BIN)/python benchmarks/bench_gallery.py
+
 # word segmenters side by side (ICU vs MeCab-UniDic, jieba, newmm): needs the [bench] extra
 bench-segment: $(STAMP)
 	$(BIN)/python benchmarks/segmenters.py
 
+# memory against input size: build-pairs in-process at 0.5M/2M/8M captions (growth exponent), finalize on generated
+# raw shards and a 20k near-identical cluster, build-queries' sketches at two widths; then in-process vs Spark
 bench-scale: $(STAMP) runners
-	$(BIN)/python benchmarks/bench_scale.py
+	$(BIN)/python benchmarks/bench_scale.py --runners fnapi --texts 500000,2000000,8000000 --stages pairs,finalize,sketch
+	$(BIN)/python benchmarks/bench_scale.py --runners fnapi,spark --label spark
 
 clean:
 	rm -rf out build *.egg-info

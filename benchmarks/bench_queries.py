@@ -24,8 +24,14 @@ tokens per CPU-second (the stage's own ``pages_read`` and ``total_tokens`` count
 time) and peak RSS. Japanese text is segmented (``core.segment``, ICU) in pass 1 only: pass 2 reads pass 1's
 tokens from the text cache.
 
+With ``--sketch-memory`` it measures instead the sketches' share of the peak: the same generated dump
+(``--pages``) through ``wit build-queries`` at ``--sketch-width`` 2^20 and 2^23; the growth of the peak RSS over
+the growth of one range's sketches (``ngram_sketch.sketches_bytes``: 40 bytes per counter) is how many copies of
+the sketches the run holds at its peak (docs/deploy.md's memory plan uses it).
+
     python benchmarks/bench_queries.py [--dump PATH] [--ja-dump PATH] [--repeat 3] [--pages 2000]
                                        [--types 5000000]
+    python benchmarks/bench_queries.py --sketch-memory [--pages 300]
 """
 
 from __future__ import annotations
@@ -178,6 +184,23 @@ def scaling(pages: int, types: int) -> None:
               f"pages/s per core 4x / 1x: {speed_ratio:.2f} ({'ok' if speed_ratio >= 0.9 else 'FAILED'})")
 
 
+def sketch_memory(pages: int, types: int) -> None:
+    """Peak RSS at two sketch widths on one dump, and the copies of the sketches that the difference implies."""
+    from wit_builder.queries.ngram_sketch import sketches_bytes
+
+    widths = (1 << 20, 1 << 23)
+    with tempfile.TemporaryDirectory(prefix="bench-sketch-") as tmp:
+        dump = Path(tmp) / "zipf.xml.bz2"
+        generate_dump(dump, pages, types, seed=1)
+        peaks = {w: scaling_run(dump, Path(tmp) / f"out-{w}", "--sketch-width", str(w))[0] for w in widths}
+    print(f"sketch memory: {pages} generated pages, wit build-queries in-process (FnApiRunner), one range")
+    for w, rss in peaks.items():
+        print(f"  --sketch-width 2^{w.bit_length() - 1}: sketches {sketches_bytes(w) / 2**20:6.0f} MiB per range, "
+              f"peak RSS {rss:7.1f} MiB")
+    grown = (peaks[widths[1]] - peaks[widths[0]]) * 2**20 / (sketches_bytes(widths[1]) - sketches_bytes(widths[0]))
+    print(f"  peak RSS grows {grown:.2f}x the sketches' growth: ~{grown:.1f} copies of one range's sketches at peak")
+
+
 def extraction(dump: Path, code: str) -> tuple[int, int]:
     """Pass 1's per-page work in ``code``'s rules: read, parse (in the helper), segment and count."""
     from wit_builder.core.languages import resolve
@@ -239,10 +262,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--pages", type=int, default=2000, help="pages of the 1x generated dump (0: no scaling run)")
     parser.add_argument("--types", type=int, default=5_000_000, help="word types of the generated dumps")
+    parser.add_argument("--sketch-memory", action="store_true", help="only the sketch memory run (two widths)")
     parser.add_argument("--ja-dump", type=Path, default=Path(__file__).parent.parent / "tests" / "data" / "wiki"
                         / "jawiki-country-excerpt.xml.bz2", help="the Japanese dump of the side-by-side run")
     parser.add_argument("--only-languages", action="store_true", help="run only the English/Japanese comparison")
     args = parser.parse_args()
+    if args.sketch_memory:
+        sketch_memory(args.pages if args.pages != 2000 else 300, args.types)
+        return
     dump = args.dump or default_dump()
     logging.getLogger("wikiextractor").setLevel(logging.ERROR)
     logging.disable(logging.WARNING)

@@ -15,7 +15,11 @@ peak address space (VmPeak), grouped by role: ``launcher`` (the ``wit`` process:
 everything), ``job-server`` (the Spark driver), ``executor`` (each Spark executor JVM), ``spark-daemon``
 (master and workers), ``worker-pool`` and ``sdk-worker`` (each Python SDK worker process). Outputs of the runners
 are compared row for row (pairs and query counts); a difference exits 1. Results go to stdout and
-out/bench_scale/results.json.
+out/bench_scale/results.json. ``peak_tree_rss_mb`` is the largest sum of the resident sets of every process the
+run started (launcher, SDK workers, JVMs) seen at one sample; with two or more sizes the growth exponent of the
+in-process peak, log(m2/m1)/log(n2/n1) from the smallest to the largest size, is printed. ``--code DIR`` runs
+another checkout's ``wit`` on the same inputs (a side-by-side with the main branch); ``--stages`` adds
+``finalize`` (benchmarks/bench_finalize_scale.py) and ``sketch`` (build-queries' sketch memory at two widths).
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import random
+import resource
 import subprocess
 import sys
 import threading
@@ -100,8 +106,10 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.launcher, self.stop = launcher, threading.Event()
         self.peaks: dict[tuple[str, int], tuple[float, float]] = {}
+        self.tree_peak = 0.0  # MB: the largest sum of VmRSS over the marked processes at one sample
 
     def sample(self) -> None:
+        tree = 0.0
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
                 continue
@@ -109,9 +117,13 @@ class Sampler(threading.Thread):
             with contextlib.suppress(OSError, KeyError, ValueError):
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
                 kind = role(cmd, self.launcher, pid)
-                if kind and MARKER in Path(f"/proc/{pid}/environ").read_bytes():
+                marked = MARKER in Path(f"/proc/{pid}/environ").read_bytes() and pid != os.getpid()
+                if marked:
+                    tree += _status_kb(pid, "VmRSS")[0] / 1e3
+                if kind and marked:
                     hwm, peak = _status_kb(pid, "VmHWM", "VmPeak")
                     self.peaks[(kind, pid)] = (hwm / 1e3, peak / 1e3)
+        self.tree_peak = max(self.tree_peak, tree)
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -127,14 +139,15 @@ class Sampler(threading.Thread):
 
 
 def run_build_pairs(qdir: Path, pool: Path, out: Path, beam: list[str], rows_per_file: int,
-                    timeout_s: float) -> tuple[float, dict[str, list[float]], dict[str, list[float]]]:
+                    timeout_s: float, code: Path = ROOT) -> tuple[float, dict[str, list[float]], dict[str, list[float]],
+                                                               float]:
     argv = [sys.executable, "-m", "wit_builder.cli", "build-pairs", "--queries", str(qdir),
             "--pool", str(pool / "*.parquet"), "--out", str(out), "--per-query-cap", "50",
             "--rows-per-file", str(rows_per_file), *beam]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    started = time.monotonic()
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    started, before = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
     with (out.parent / f"{out.name}.log").open("wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=code)
         sampler = Sampler(proc.pid)
         sampler.start()
         try:
@@ -148,7 +161,12 @@ def run_build_pairs(qdir: Path, pool: Path, out: Path, beam: list[str], rows_per
         sampler.sample()  # the long-lived processes' last peaks
     if code != 0:
         raise SystemExit(f"build-pairs on {beam[0]} exited {code}; see {out.parent / (out.name + '.log')}")
-    return time.monotonic() - started, sampler.by_role(0), sampler.by_role(1)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the run's own and its waited-for children's CPU
+    CPU[str(out)] = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1)
+    return time.monotonic() - started, sampler.by_role(0), sampler.by_role(1), round(sampler.tree_peak)
+
+
+CPU: dict[str, float] = {}  # out folder -> CPU seconds of the build-pairs run that wrote it
 
 
 def rows(out: Path) -> tuple[list, list]:
@@ -179,7 +197,13 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds one build-pairs run may take")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench_scale")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--code", type=Path, default=ROOT, help="checkout whose `wit build-pairs` runs")
+    parser.add_argument("--label", default="this", help="name of --code in the results")
+    parser.add_argument("--stages", default="pairs", help="comma-separated: pairs, finalize, sketch")
     args = parser.parse_args()
+    stages = args.stages.split(",")
+    if "pairs" not in stages:
+        return run_others(stages, args)
     runners = args.runners.split(",")
     results: list[dict] = [{"settings": {k: str(v) for k, v in vars(args).items()}}]
     with contextlib.ExitStack() as stack:
@@ -201,12 +225,14 @@ def main() -> int:
             for runner in runners:
                 beam = ["--runner=FnApiRunner"] if runner == "fnapi" else spark_opts
                 out = folder / f"pairs-{runner}"
-                seconds, peaks, address = run_build_pairs(qdir, pool_dir, out, beam, args.rows_per_file,
-                                                     args.timeout)
+                out = folder / f"pairs-{runner}-{args.label}"
+                seconds, peaks, address, tree = run_build_pairs(qdir, pool_dir, out, beam, args.rows_per_file,
+                                                                args.timeout, args.code)
                 outputs[runner] = rows(out)
                 if runner == "fnapi":  # the cluster idles meanwhile: only the in-process run counts
                     peaks, address = {"launcher": peaks.get("launcher", [])}, {"launcher": address.get("launcher", [])}
-                row = {"texts": n, "runner": runner, "seconds": round(seconds, 1), "peak_rss_mb": peaks,
+                row = {"texts": n, "runner": runner, "code": args.label, "seconds": round(seconds, 1),
+                       "cpu_seconds": CPU[str(out)], "peak_rss_mb": peaks, "peak_tree_rss_mb": tree,
                        "peak_address_space_mb": address, "pairs": len(outputs[runner][0])}
                 results.append(row)
                 print(json.dumps(row), flush=True)
@@ -215,9 +241,28 @@ def main() -> int:
             print(f"texts={n}: outputs identical across {runners}: {same}", flush=True)
             if not same:
                 return 1
-    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    print(f"-> {args.out / 'results.json'}")
-    return 0
+    fnapi = [(r["texts"], r["peak_tree_rss_mb"]) for r in results[1:] if r.get("runner") == "fnapi"]
+    if len(fnapi) >= 2:
+        (n1, m1), (n2, m2) = min(fnapi), max(fnapi)
+        growth = {"growth_exponent_peak_tree_rss": round(math.log(m2 / m1) / math.log(n2 / n1), 3),
+                  "from": n1, "to": n2, "code": args.label}
+        results.append(growth)
+        print(json.dumps(growth), flush=True)
+    name = f"results-{args.label}.json"
+    (args.out / name).write_text(json.dumps(results, indent=1) + "\n")
+    print(f"-> {args.out / name}")
+    return run_others(stages, args)
+
+
+def run_others(stages: list[str], args: argparse.Namespace) -> int:
+    """The finalize and sketch parts of bench-scale, each in its own process (their own result files)."""
+    code = 0
+    if "finalize" in stages:
+        code |= subprocess.call([sys.executable, str(ROOT / "benchmarks" / "bench_finalize_scale.py"),
+                                 "--out", str(args.out.parent / "bench_finalize_scale")])
+    if "sketch" in stages:
+        code |= subprocess.call([sys.executable, str(ROOT / "benchmarks" / "bench_queries.py"), "--sketch-memory"])
+    return code
 
 
 if __name__ == "__main__":

@@ -127,9 +127,10 @@ def static_server() -> Iterator[Callable[[str | Path], str]]:
 
 @dataclass(frozen=True)
 class ProbeOptions:
-    """The options of ``wit probe``: an output folder."""
+    """The options of ``wit probe``: an output folder, and whether to take over one we did not write."""
 
     out: str = option(".", help="output folder")
+    overwrite: bool = option(False, help="write into a folder wit did not write")
 
 
 @pytest.fixture
@@ -361,3 +362,30 @@ def expected_statuses(fixture: RawFixture, cap: int | None, decontaminate: bool)
             expected[k] = "success" if k in keep else "over_cap"
     assert len(expected) == len(fixture.rows)
     return expected
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """``full_disk(on)``: from now on, every file Beam's FileSystems creates at a path for which ``on(path)`` holds
+    fails its first write with ENOSPC, as a full disk does (its close still works)."""
+    import errno
+
+    from wit_builder.beam import fileio
+
+    real_create = fileio.FileSystems.create
+
+    class FullFile:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            self.inner.close()
+
+    def install(on):
+        monkeypatch.setattr(fileio.FileSystems, "create",
+                            lambda path, *a, **k: FullFile(real_create(path, *a, **k)) if on(path)
+                            else real_create(path, *a, **k))
+    return install

@@ -83,7 +83,8 @@ def test_help_defaults_are_the_dataclass_defaults(name, capsys):
         assert flag in text
         if isinstance(default, bool):
             continue
-        shown = "none" if default is None or default == () else str(default)
+        shown = ("none" if default is None or default == () else " ".join(map(str, default))
+                 if isinstance(default, tuple) else str(default))  # a tuple as the help shows it: "a b c"
         assert f"(default: {shown}" in text, (flag, shown)
 
 
@@ -320,3 +321,28 @@ def test_a_setting_out_of_range_is_named_by_its_flag(name, extra, said, capsys):
     assert cli.main([name, *REQUIRED[name], *extra]) == 2
     err = capsys.readouterr().err
     assert said in err and "_" not in err.split("error:", 1)[1].split(",")[0], err
+
+
+def test_a_beam_command_prints_no_third_party_warning_and_logs_progress_to_a_file(tmp_path):
+    """Importing Beam logged "apitools not found ..." through the root logger as the first line of every Beam
+    command (even --help), and so configured logging before the cli could: progress lines never reached a log
+    file. In a fresh process: --help prints only the help; a run logged to a file holds our INFO progress line."""
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    shown = subprocess.run([sys.executable, "-m", "wit_builder.cli", "build-pairs", "--help"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0 and shown.stderr == "" and shown.stdout.startswith("usage: wit build-pairs")
+    from tests.pairs.conftest import write_queries
+
+    queries = write_queries(tmp_path / "q", ["cat"])
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"url": f"http://e.com/{i}.jpg", "caption": f"a cat {i}"}) + "\n"
+                            for i in range(20)))
+    log = tmp_path / "run.log"
+    with open(log, "w") as stderr:
+        done = subprocess.run([sys.executable, "-m", "wit_builder.cli", "build-pairs", "--queries", str(queries),
+                               "--pool", str(pool), "--out", str(tmp_path / "out"), *BEAM_IN_PROCESS], env=env,
+                              stdout=subprocess.DEVNULL, stderr=stderr, timeout=600)
+    assert done.returncode == 0
+    text = log.read_text()
+    assert "wit.progress INFO build-pairs: 20 records" in text, text
+    assert "apitools" not in text

@@ -5,11 +5,15 @@ Plain PyTorch: no Beam here, and torch stays inside this package.
 
     shards.py       --shards -> shard URLs, samples per shard (sizes.json | img2dataset _stats.json), match rule,
                     raw tar samples grouped by key; DataError (an InputError)
-    balance.py      load-time per-query cap (--per-query-cap, --balance), planned from the shards' sample json
+    balance.py      load-time per-query cap (--per-query-cap, --balance; per language: --language-caps), planned
+                    from the shards' sample json
     data.py         DataPlan (what fixes the order of batches) -> per-stream readers -> Loader: batches, epochs,
                     the exact position to resume from, every epoch's accounting
     transforms.py   seeded random resized crop (uint8, torch), eval centre crop, CLIP's normalisation
-    tokenizer.py    byte-level BPE (learnt from the captions or loaded), saved inside every checkpoint
+    tokenizer.py    byte-level BPE (learnt from the captions or loaded, also a Hugging Face tokenizer.json), saved
+                    inside every checkpoint
+    languages.py    a sample's language (json ``lang``), XLM's smoothed BPE sample, tokens per caption and share cut
+                    at the context per language (OUT/tokenizer_stats.json)
     config.py       ModelConfig + MODEL_CONFIGS (the paper's models, tiny), TrainConfig (wit train's options)
     model.py        CLIP: ViT or modified ResNet image tower, causal text tower; parameter groups
     loss.py         CLIP's symmetric cross-entropy and SigLIP's sigmoid loss over the global batch
@@ -28,9 +32,12 @@ Decisions, and where they are made:
 - OpenAI/open_clip parameter names; batch-first blocks through ``F.scaled_dot_product_attention``; causal text
   mask; text pooled at ``argmax(tokens)`` (the end token has the highest id); temperature log(1/0.07), clamped
   at 100. -- ``model.py``
-- byte-level BPE learnt by ``tokenizers`` from the shards' captions (first 2 M) when no ``--tokenizer``; NFC +
-  lower case; pad 0, start/end the two highest ids; truncation keeps the end token; saved as ``tokenizer.json``
-  and inside the checkpoint. -- ``tokenizer.py`` (learnt on rank 0 and broadcast: ``train.py``)
+- byte-level BPE learnt by ``tokenizers`` from the shards' captions (first 2 M, each language drawn with XLM's
+  smoothed probability, a = 0.5) when no ``--tokenizer``; NFC + lower case; pad 0, start/end the two highest ids;
+  truncation keeps the end token; saved as ``tokenizer.json`` and inside the checkpoint; tokens per caption and
+  the share cut at the context per language in ``OUT/tokenizer_stats.json``, a warning for a language cut far more
+  often than English; a resume or an evaluation with another tokenizer is refused (fingerprint). --
+  ``tokenizer.py``, ``languages.py`` (learnt on rank 0 and broadcast: ``train.py``)
 - transforms without torchvision: random resized crop (90-100% area, aspect 3/4-4/3) drawn from an explicit
   seeded generator; the loader resizes the crop in uint8 with torch's antialiased bicubic kernel and keeps uint8
   (HWC, a channels-last (B, 3, H, W) view) until the device normalises; eval = shorter side + centre crop;
@@ -50,7 +57,9 @@ Decisions, and where they are made:
   -- ``data.py`` (``Loader.epoch_report``), ``run_log.py``
 - load-time balance: ``hard`` is finalize's rule, ``probabilistic`` stage 2's seeded coin, both imported from
   ``wit_builder/core/balance.py``; a pure function of (uid, queries, plan), the same on every rank and worker and
-  across resumes; the epoch is the kept samples. -- ``balance.py``
+  across resumes; the epoch is the kept samples; with ``--language-caps`` the entries are (language, query) pairs,
+  each language at its own cap (MetaCLIP 2), and every epoch counts trained and over-cap samples per language.
+  -- ``balance.py``, ``data.py``
 - unreadable shards (once per shard), undecodable images, missing members, empty or non-UTF-8 captions are
   skipped, counted by reason (``dropped`` in metrics.jsonl, the summary line) and logged with ``shard:key``; a
   short last batch per stream is dropped and counted. -- ``data.py``

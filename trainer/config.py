@@ -170,12 +170,16 @@ class TrainConfig:
     compile: bool = option(False, help="torch.compile the model")
     grad_checkpointing: bool = option(False, help="recompute activations in the backward pass")
     accum_steps: int = option(1, help="split each batch in this many micro-batches (same loss)")
+    overwrite: bool = option(False, help="train into an --out that holds files wit did not write (no run marker "
+                                         ".wit-run.json) or another command's output (without it such an --out is "
+                                         "refused)")
     checkpoint_every: int = option(100, unit="steps", help="write OUT/checkpoint.pt every N steps (and at the end)")
     log_every: int = option(10, unit="steps", help="log a metrics line every N steps")
     workers: int = option(2, unit="processes", help="data loader processes per rank (0: read in the training process)")
     seed: int = option(0, help="seed of the model init and the data order")
     loss: str = option("clip", choices=("clip", "siglip"), help="contrastive loss")
-    tokenizer: str | None = option(None, help="a tokenizer.json to use; none: learn a BPE from the shards' captions")
+    tokenizer: str | None = option(None, help="a tokenizer.json to use (ours, or any Hugging Face tokenizer.json, "
+                                              "e.g. a multilingual one); none: learn a BPE from the shards' captions")
     vocab_size: int | None = option(None, help="vocabulary size of the BPE learnt from the captions")
     shuffle_buffer: int = option(1000, unit="samples", help="samples in each stream's shuffle buffer")
     resampled: bool = option(False, help="draw shards with replacement (open_clip's multi-GPU mode)")
@@ -188,6 +192,11 @@ class TrainConfig:
                                             "(trainer/balance.py; finalize's rule with the same --seed)")
     balance: str = option("hard", choices=("hard", "probabilistic"),
                           help="load-time balance mode: hard (finalize's rule) or probabilistic (MetaCLIP's coin)")
+    language_caps: str | None = option(None, metavar="LANG=N,...|FILE",
+                                       help="load-time balance per language (MetaCLIP 2): (language, query) "
+                                            "entries, each language capped at its N ('en=20000,ja=1200', a JSON "
+                                            "file of language -> cap, or build-pairs' stats.json: the caps it "
+                                            "used); other languages keep --per-query-cap")
 
     def __post_init__(self) -> None:
         checks = [  # (broken, what the user reads); every broken setting is named at once
@@ -212,8 +221,14 @@ class TrainConfig:
             (self.balance not in ("hard", "probabilistic"),
              f"--balance must be hard or probabilistic, got {self.balance!r}"),
             (self.gpu_decode and self.device != "cuda", "--gpu-decode needs --device cuda"),
+            (self.language_caps is not None and self.per_query_cap is None,
+             "--language-caps needs --per-query-cap (the cap of the languages it does not list)"),
         ]
         problems = [message for broken, message in checks if broken]
         if problems:
             raise ValueError("; ".join(problems))
         model_config(self.model)  # an unknown name fails here, with the list of known ones
+        if self.language_caps is not None:
+            from trainer.balance import parse_language_caps  # a bad item or file fails here, named
+
+            parse_language_caps(self.language_caps)

@@ -35,6 +35,7 @@ from webdataset import filters
 
 from trainer.balance import LoadBalance, plan_balance
 from trainer.distributed import all_gather, all_ranks_agree
+from trainer.languages import UNDETERMINED, sample_language
 from trainer.shards import (
     IMAGE_KEYS,
     TEXT_KEYS,
@@ -112,7 +113,7 @@ def make_plan(shards_spec: str, *, batch_size: int, image_size: int, seed: int =
               rank: int = 0, world_size: int = 1, shuffle_buffer: int = 1000, resampled: bool = False,
               samples_per_epoch: int | None = None, allow_repeat: bool = False,
               gpu_decode: bool = False, per_query_cap: int | None = None,
-              balance_mode: str = "hard") -> DataPlan:
+              balance_mode: str = "hard", language_caps: dict[str, int] | None = None) -> DataPlan:
     """Resolve shards and sizes and check that the request can be met without silently repeating samples.
     With ``per_query_cap`` the shards' sample json (uid, queries) is read once first to plan the load-time
     balance (``trainer.balance``); the epoch is then the kept samples. ``batch_size`` is per rank, ``image_size``
@@ -124,9 +125,11 @@ def make_plan(shards_spec: str, *, batch_size: int, image_size: int, seed: int =
     total = sum(sizes.values()) if sizes is not None else None
     balance = None
     if per_query_cap is not None:
-        balance = plan_balance(shards, per_query_cap, balance_mode, seed)
-        log.info("load-time balance (%s, cap %d per query, seed %d): keeps %d of %d samples; %d queries over "
-                 "the cap", balance_mode, per_query_cap, seed, balance.kept, balance.total, len(balance.cuts))
+        balance = plan_balance(shards, per_query_cap, balance_mode, seed, language_caps)
+        log.info("load-time balance (%s, cap %d per query%s, seed %d): keeps %d of %d samples (%s); %d queries "
+                 "over the cap", balance_mode, per_query_cap, f", per language {language_caps}" if language_caps
+                 else "", seed, balance.kept, balance.total,
+                 ", ".join(f"{k} {v}" for k, v in balance.kept_by_language.items()), len(balance.cuts))
         if sizes is not None and balance.total != total:
             raise DataError(f"the shards hold {balance.total} samples but sizes.json says {total}; rewrite "
                             f"sizes.json (finalize writes it) before balancing at load time")
@@ -206,6 +209,7 @@ class StreamItem:
     batch: dict | None
     position: int  # raw samples consumed by this stream up to the end of this batch
     counts: dict[str, int] = field(default_factory=dict)  # drops since the previous item
+    languages: dict[str, int] = field(default_factory=dict)  # 'ja/trained', 'ja/over_cap': per sample language
 
     def pin_memory(self) -> StreamItem:
         """Called by DataLoader(pin_memory=True): page-locked tensors make the host-to-GPU copy asynchronous."""
@@ -222,6 +226,7 @@ def stream_items(plan: DataPlan, tokenizer: Tokenizer, epoch: int, local_stream:
     tensors, "boxes": (B, 4) crop boxes (left, top, right, bottom) px, "tokens": (B, L)}``; B = ``plan.batch_size``.
     """
     counts: Counter = Counter()
+    by_language: Counter = Counter()  # 'lang/trained' (in this batch), 'lang/over_cap'
     position = 0
     current: list[str] = []  # the shard being read (the reader pulls shard URLs lazily, one at a time)
     failed: set[str] = set()
@@ -247,12 +252,15 @@ def stream_items(plan: DataPlan, tokenizer: Tokenizer, epoch: int, local_stream:
                                 rng=random.Random(f"{plan.seed}/{epoch}/samples/{g}"))
     images: list = []
     captions: list[str] = []
+    langs: list[str] = []  # of the batch being filled
     for sample in shuffled:
         index, position = position, position + 1
         if index < skip:
             continue
+        lang = sample_language(sample.get("json"))
         if plan.balance is not None and not plan.balance.keeps_sample(sample):
             counts["over_cap"] += 1  # not a drop: the load-time cap leaves it out of every epoch
+            by_language[f"{lang}/over_cap"] += 1
             continue
         if sample.get("__damaged__") and (first_member(sample, TEXT_KEYS) is None
                                           or first_member(sample, IMAGE_KEYS) is None):
@@ -272,17 +280,21 @@ def stream_items(plan: DataPlan, tokenizer: Tokenizer, epoch: int, local_stream:
             continue
         images.append(item)
         captions.append(caption)
+        langs.append(lang)
         if len(images) == plan.batch_size:
+            by_language.update(f"{lang}/trained" for lang in langs)
             yield StreamItem(local_stream, _collate(images, captions, tokenizer, plan.gpu_decode), position,
-                             dict(counts))
+                             dict(counts), dict(by_language))
             counts.clear()
-            images, captions = [], []
+            by_language.clear()
+            images, captions, langs = [], [], []
     # A short last batch is dropped (fixed shapes for compile and all_gather); its samples are counted.
     if images:
         counts["partial_batch_dropped"] += len(images)
     while True:
-        yield StreamItem(local_stream, None, position, dict(counts))
+        yield StreamItem(local_stream, None, position, dict(counts), dict(by_language))
         counts.clear()
+        by_language.clear()
 
 
 def _collate(images: list, captions: list[str], tokenizer: Tokenizer, gpu_decode: bool) -> dict:
@@ -386,7 +398,7 @@ class _Streams(torch.utils.data.IterableDataset):
 def new_epoch_state(epoch: int, streams: int) -> dict:
     """The loader position at the start of ``epoch`` with ``streams`` streams per rank (what checkpoints store)."""
     return {"epoch": epoch, "step_in_epoch": 0, "items": 0, "positions": [0] * streams, "exhausted": [],
-            "counts": {}, "epoch_counts": {}}
+            "counts": {}, "epoch_counts": {}, "epoch_languages": {}}
 
 
 _LIVE: weakref.WeakSet[Loader] = weakref.WeakSet()
@@ -428,6 +440,7 @@ class Loader:
                             f"but this run has {plan.streams_per_rank}; resume with the same --workers")
         self.totals: Counter = Counter(self._state.get("counts", {}))
         self.epoch_counts: Counter = Counter(self._state["epoch_counts"])
+        self.epoch_languages: Counter = Counter(self._state.get("epoch_languages", {}))  # 'ja/trained' -> n
         self.reports: list[dict] = []
         self._workers: Any = None  # the DataLoader iterator of the epoch being read (its worker processes)
         _LIVE.add(self)
@@ -455,7 +468,7 @@ class Loader:
         """A copy of the position to resume from (JSON-able: epoch, step, per-stream positions, counts)."""
         return {**self._state, "positions": list(self._state["positions"]),
                 "exhausted": list(self._state["exhausted"]), "counts": dict(self.totals),
-                "epoch_counts": dict(self.epoch_counts)}
+                "epoch_counts": dict(self.epoch_counts), "epoch_languages": dict(self.epoch_languages)}
 
     def _epoch_items(self) -> Iterator[StreamItem]:
         dataset = _Streams(self.plan, self.tokenizer_json, self._state["epoch"], self.state())
@@ -508,12 +521,14 @@ class Loader:
         self._state = new_epoch_state(self._state["epoch"] + 1, self.plan.streams_per_rank)
         self._state["counts"] = dict(self.totals)
         self.epoch_counts = Counter()
+        self.epoch_languages = Counter()
 
     def _commit(self, item: StreamItem) -> None:
         self._state["items"] += 1
         self._state["positions"][item.stream] = item.position
         self.totals.update(item.counts)
         self.epoch_counts.update(item.counts)
+        self.epoch_languages.update(item.languages)
 
     def _next_batch(self, items: Iterator[StreamItem]) -> StreamItem | None:
         """The next stream item holding a batch (not yet committed), or None once every stream is exhausted."""
@@ -558,7 +573,7 @@ class Loader:
             elif rest:
                 left["missing" if stream in st["exhausted"] else "not_reached"] += rest
         local = {"trained": st["step_in_epoch"] * plan.batch_size, "left": dict(left), "planned": planned,
-                 "uncounted": uncounted, "unlisted": unlisted,
+                 "uncounted": uncounted, "unlisted": unlisted, "languages": dict(self.epoch_languages),
                  "unreadable_shards": self.epoch_counts.get("unreadable_shard", 0)}
         local["done"] = ended or (plan.steps_per_epoch is not None and st["step_in_epoch"] >= plan.steps_per_epoch) \
             or len(st["exhausted"]) == plan.streams_per_rank
@@ -567,6 +582,9 @@ class Loader:
         for part in parts:
             total_left.update(part["left"])
         plans = [part["planned"] for part in parts]
+        by_language: Counter = Counter()
+        for part in parts:
+            by_language.update(part["languages"])
         return {
             "epoch": st["epoch"], "steps": st["step_in_epoch"],
             "complete": all(part["done"] for part in parts),
@@ -576,7 +594,18 @@ class Loader:
             "unlisted": sum(part["unlisted"] for part in parts),
             "unreadable_shards": sum(part["unreadable_shards"] for part in parts),
             "uncounted_streams": sum(part["uncounted"] for part in parts),
+            **_language_report(by_language),
         }
+
+
+def _language_report(by_language: Counter) -> dict:
+    """``{"languages": {lang: {"trained": n, "over_cap": m}}}`` from 'lang/what' counts; {} when no sample carried
+    a language (shards without ``lang``: the report keeps its earlier shape)."""
+    languages: dict[str, dict[str, int]] = {}
+    for key, n in sorted(by_language.items()):
+        lang, _, what = key.partition("/")
+        languages.setdefault(lang, {"trained": 0, "over_cap": 0})[what] = n
+    return {"languages": languages} if set(languages) - {UNDETERMINED} else {}
 
 
 def describe_epoch(report: dict) -> str:
@@ -594,6 +623,10 @@ def describe_epoch(report: dict) -> str:
         words += f"; {report['unlisted']} samples more than sizes.json lists"
     if report["unreadable_shards"]:
         words += f"; {report['unreadable_shards']} shard(s) unreadable"
+    if report.get("languages"):
+        words += "; trained per language: " + ", ".join(
+            f"{lang} {n['trained']}" + (f" ({n['over_cap']} over the cap)" if n["over_cap"] else "")
+            for lang, n in report["languages"].items())
     return words
 
 

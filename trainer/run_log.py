@@ -96,6 +96,9 @@ def _truncate(path: Path, step: int) -> None:
     one run."""
     if not path.exists():
         return
+    if step <= 0:  # a new run: nothing of an earlier one is kept (nor read: --overwrite may leave any file here)
+        path.unlink()
+        return
     kept = [line for line in path.read_text(encoding="utf-8").splitlines()
             if line.strip() and json.loads(line)["step"] <= step]
     write_atomic(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8"))

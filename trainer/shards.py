@@ -40,6 +40,29 @@ def _pipe_url(url: str) -> str:
     return f"pipe:aws s3 cp {url} -" if url.startswith("s3://") else url
 
 
+MAX_SHARD_URLS = 1_000_000  # the most shards one --shards may name: a mistyped brace range must fail, not fill memory
+
+
+def _expand_bounded(spec: str) -> Iterator[str]:
+    """webdataset's ``expand_urls`` (``::``-joined parts, ``WDS_`` variables, braces), lazily and bounded:
+    DataError naming the pattern once it names more than :data:`MAX_SHARD_URLS` shards (``{00000..99999999}``,
+    a digit too many, would be 10^8 strings)."""
+    import braceexpand  # webdataset's own dependency, lazy: it yields one name at a time
+
+    named = 0
+    for part in spec.split("::"):
+        for _ in range(10):
+            last, part = part, wds.shardlists.envsubst(part)
+            if part == last:
+                break
+        for url in braceexpand.braceexpand(part):
+            named += 1
+            if named > MAX_SHARD_URLS:
+                raise DataError(f"--shards {spec!r} names more than {MAX_SHARD_URLS:,} shards; check its brace "
+                                "ranges (a digit too many?)")
+            yield url
+
+
 def resolve_shards(spec: str) -> list[str]:
     """A directory (its *.tar), a local glob, or brace patterns / URLs joined by '::' -> sorted shard URLs.
 
@@ -52,7 +75,7 @@ def resolve_shards(spec: str) -> list[str]:
             raise DataError(f"shard directory {spec} holds no .tar files; point --shards at stage 4's output")
         return found
     urls: list[str] = []
-    for url in wds.shardlists.expand_urls(spec):
+    for url in _expand_bounded(spec):
         if url.startswith(REMOTE_PREFIXES):
             urls.append(url)
         elif any(c in url for c in "*?["):

@@ -1,12 +1,17 @@
 """A byte-level BPE tokenizer trained by the project (no downloaded vocabulary), lower-cased, with start and end
-tokens, padded and truncated to the model's context length.
+tokens, padded and truncated to the model's context length. Byte-level BPE has no unknown token: every script
+encodes; how many tokens a language takes depends on the captions the merges were learnt from
+(``trainer.languages`` draws that sample fairly across languages and measures tokens per caption per language).
 
 Ids: 0 is padding; the start and end tokens are the two highest ids, so the text tower pools at
-``tokens.argmax(-1)`` exactly as OpenAI's CLIP and open_clip do.
+``tokens.argmax(-1)`` exactly as OpenAI's CLIP and open_clip do. A Hugging Face ``tokenizer.json`` made
+elsewhere (a multilingual BPE or unigram model) loads too: the three special tokens are added after its
+vocabulary when it lacks them, so the end token is again the highest id.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -43,7 +48,8 @@ class Tokenizer:
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, context_length: int = 77) -> Tokenizer:
-        """Learn a byte-level BPE of ``vocab_size`` ids (specials included) from ``texts``."""
+        """Learn a byte-level BPE of ``vocab_size`` ids (specials included) from ``texts`` (every text counts
+        once per occurrence: repeat a text to weigh it, as ``trainer.languages.smoothed_sample`` does)."""
         if vocab_size < MIN_VOCAB:
             raise ValueError(f"vocab_size must be at least {MIN_VOCAB}, got {vocab_size}")
         bpe = HFTokenizer(models.BPE())
@@ -58,6 +64,29 @@ class Tokenizer:
         # Added after training so that they take the two highest ids.
         bpe.add_special_tokens([START, END])
         return cls(bpe, context_length)
+
+    @classmethod
+    def from_hugging_face(cls, bpe: HFTokenizer, context_length: int = 77) -> Tokenizer:
+        """Wrap a Hugging Face tokenizer made elsewhere: its pre- and post-processing are kept, the special
+        tokens it lacks are added after its vocabulary (padding, then start and end, so that end is the highest
+        id). Raises ValueError when it has a start or end token that is not among the two highest ids."""
+        bpe.post_processor = None  # the framing is ours (start, text, end, padding)
+        bpe.no_truncation()  # a file may carry its own; ``__call__`` cuts at the model's context
+        bpe.no_padding()
+        if bpe.token_to_id(PAD) is None:
+            bpe.add_special_tokens([PAD])
+        missing = [token for token in (START, END) if bpe.token_to_id(token) is None]
+        bpe.add_special_tokens(missing)
+        return cls(bpe, context_length)
+
+    def fingerprint(self) -> str:
+        """sha256 (hex, first 16 digits) of the vocabulary, merges and normalisation: two tokenizers with the same
+        fingerprint give the same ids for every text. A checkpoint records it; ``wit eval`` compares it."""
+        return hashlib.sha256(self._bpe.to_str().encode("utf-8")).hexdigest()[:16]
+
+    def lengths(self, texts: list[str]) -> list[int]:
+        """Text tokens of each text, without start and end tokens and before truncation."""
+        return [len(enc.ids) for enc in self._bpe.encode_batch(list(texts), add_special_tokens=False)]
 
     def encode(self, text: str) -> list[int]:
         """Ids of one text without start/end tokens."""
@@ -85,10 +114,17 @@ class Tokenizer:
 
     @classmethod
     def from_json(cls, text: str) -> Tokenizer:
-        """The inverse of ``to_json``; raises ValueError for another format, KeyError for a missing field."""
+        """The inverse of ``to_json``; a plain Hugging Face ``tokenizer.json`` (a document with a ``model``) goes
+        through ``from_hugging_face``. Raises ValueError for another format, KeyError for a missing field."""
         data = json.loads(text)
+        if data.get("format") != FORMAT and isinstance(data.get("model"), dict):
+            try:
+                return cls.from_hugging_face(HFTokenizer.from_str(text))
+            except Exception as e:  # the tokenizers library raises its own Exception subclass
+                raise ValueError(f"not a Hugging Face tokenizer.json the tokenizers library reads ({e})") from e
         if data.get("format") != FORMAT:
-            raise ValueError(f"not a {FORMAT} tokenizer file (format={data.get('format')!r})")
+            raise ValueError(f"not a {FORMAT} tokenizer file nor a Hugging Face tokenizer.json "
+                             f"(format={data.get('format')!r})")
         return cls(HFTokenizer.from_str(data["bpe"]), int(data["context_length"]))
 
     def save(self, path: str | os.PathLike) -> None:

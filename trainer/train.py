@@ -12,23 +12,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import math
+import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from trainer import distributed
-from trainer.atomic import remove_stale_temporaries
+from trainer import distributed, languages
+from trainer.atomic import remove_stale_temporaries, write_atomic
+from trainer.balance import parse_language_caps
 from trainer.checkpoint import (
     CHECKPOINT_NAME,
     TOKENIZER_NAME,
@@ -52,18 +54,20 @@ from trainer.distributed import World
 from trainer.loss import SIGLIP_SCALE_INIT, ClipLoss, SigLipLoss, make_loss
 from trainer.model import CLIP, parameter_groups
 from trainer.run_log import EPOCHS_NAME, LOSS_PLOT, METRICS_NAME, RunLog
-from trainer.shards import DataError, raw_samples, resolve_shards
+from trainer.shards import DataError, resolve_shards
 from trainer.tokenizer import Tokenizer
-from wit_builder.core import options
+from wit_builder.core import options, run_folder
 from wit_builder.core.errors import StageFailed, UsageError
 
 log = logging.getLogger("wit.train")
-RUN_FILES = (CHECKPOINT_NAME, TOKENIZER_NAME, METRICS_NAME, EPOCHS_NAME, LOSS_PLOT)  # what a run writes into --out
+# The files and folders a run writes into --out (t22 adds tokenizer_stats.json: per-language token figures)
+RUN_FILES = (CHECKPOINT_NAME, TOKENIZER_NAME, METRICS_NAME, EPOCHS_NAME, LOSS_PLOT, languages.TOKENIZER_STATS)
+RUN_FOLDERS = ("tensorboard",)
 TOKENIZER_CAPTIONS = 2_000_000  # captions read to learn the BPE when no --tokenizer is given
 # Settings a resume must keep: each changes the model or the data order. --steps and --warmup may change (the
 # schedule is recomputed); the data plan is checked once it is built.
 RESUME_KEEPS = ("model", "batch_size", "seed", "workers", "loss", "shuffle_buffer", "resampled", "per_query_cap",
-                "balance")
+                "balance", "language_caps")
 
 
 OPTIONS = TrainConfig  # the flags, defaults and help are generated from its fields
@@ -134,12 +138,12 @@ def train(cfg: TrainConfig) -> int:
     """
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise DataError("--device cuda but no CUDA device is visible; use --device cpu")
-    with distributed.process_group(cfg.device) as world:
+    with distributed.process_group(cfg.device) as world, contextlib.ExitStack() as held:
         if cfg.batch_size % world.size:
             raise DataError(f"--batch-size {cfg.batch_size} does not split over {world.size} ranks")
         out = Path(cfg.out)
         if world.master:
-            out.mkdir(parents=True, exist_ok=True)
+            held.callback(_claim_out(out, cfg.overwrite).release)
             # a killed or failed run's half-written temporaries (ours by name, their process gone)
             for stale in remove_stale_temporaries(out, RUN_FILES):
                 log.info("removed %s, a temporary of an earlier run that did not finish", stale)
@@ -159,6 +163,34 @@ def train(cfg: TrainConfig) -> int:
                 return 128 + (stop[0] if stop else signal.SIGTERM)
             _finish(cfg, world, loader, logs, ts.step, loss_value, checkpoint)
         return 0
+
+
+# ---- the output folder: ours alone (run marker, one-writer lock; wit_builder.core.run_folder) ----
+
+def _claim_out(out: Path, overwrite: bool) -> run_folder.FolderLock:
+    """Create ``out``, refuse it when it holds files wit did not write (no run marker) or another command's
+    output, unless ``--overwrite``; lock it for this run and write the run marker. A folder of a run from before
+    run markers (only a run's own files) is taken as ours. UsageError names the folder, the files and the flag;
+    another live ``wit train`` into the same folder is refused naming it."""
+    names = os.listdir(out) if out.is_dir() else []
+    marker = None
+    if run_folder.MARKER in names:
+        marker = run_folder.marker_command((out / run_folder.MARKER).read_bytes())
+    earlier_run = marker is None and set(run_folder.foreign_names(names)) <= {*RUN_FILES, *RUN_FOLDERS}
+    problem = run_folder.ownership_problem(str(out), "train", names, marker)
+    if problem and not overwrite and not earlier_run:
+        raise UsageError(problem)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = run_folder.FolderLock(str(out), "train")
+    try:
+        lock.acquire()
+    except run_folder.LockedError as e:
+        raise UsageError(str(e)) from None
+    if (note := lock.stale_note()) is not None:
+        print(f"wit train: {note}", flush=True)
+    marker_doc = json.dumps(run_folder.marker_document("train"), indent=2, sort_keys=True) + "\n"
+    write_atomic(out / run_folder.MARKER, lambda tmp: tmp.write_text(marker_doc, encoding="utf-8"))
+    return lock
 
 
 # ---- the checkpoint to continue from ----
@@ -195,7 +227,7 @@ def _check_resumable(state: dict, cfg: TrainConfig, world_size: int) -> None:
         raise DataError(f"the checkpoint is at step {state['step']}, past --steps {cfg.steps}; pass --steps "
                         f"{state['step']} or more to continue it")
     for key in RESUME_KEEPS:
-        if key in ("per_query_cap", "balance") and key not in old:  # checkpoints from before load-time balance
+        if key in ("per_query_cap", "balance", "language_caps") and key not in old:  # from before these options
             continue
         if old.get(key) != getattr(cfg, key):
             raise DataError(f"--{key.replace('_', '-')} is {getattr(cfg, key)!r} but the checkpoint ran with "
@@ -206,34 +238,44 @@ def _check_resumable(state: dict, cfg: TrainConfig, world_size: int) -> None:
 
 def _tokenizer(cfg: TrainConfig, state: dict | None, text: TextConfig, out: Path, world: World) -> Tokenizer:
     """The checkpoint's tokenizer, ``--tokenizer``, or a BPE learnt from the shards' captions (``--vocab-size``,
-    else the text tower's), cut at the text tower's context length."""
+    else the text tower's), cut at the text tower's context length. A new run writes its tokens per caption per
+    language to ``OUT/tokenizer_stats.json`` (``trainer.languages``). Raises DataError when resuming with a
+    ``--tokenizer`` other than the checkpoint's."""
     if state is not None:
         tokenizer = Tokenizer.from_json(state["tokenizer"])
+        if cfg.tokenizer and Tokenizer.load(cfg.tokenizer).fingerprint() != tokenizer.fingerprint():
+            raise DataError(f"--tokenizer {cfg.tokenizer} is not the tokenizer the checkpoint was trained with; "
+                            f"resume without --tokenizer (or start a new --out)")
     elif cfg.tokenizer:
         tokenizer = Tokenizer.load(cfg.tokenizer)
+        if world.master:
+            groups = languages.read_captions(resolve_shards(cfg.shards), languages.MEASURED_PER_LANGUAGE)
+            _tokenizer_figures(languages.tokenizer_report(tokenizer.lengths, groups, text.context_length,
+                                                          cfg.tokenizer, None), out)
     else:
         tokenizer = _learn_tokenizer(cfg.shards, out / TOKENIZER_NAME, cfg.vocab_size or text.vocab_size,
-                                     text.context_length, world)
+                                     text.context_length, world, cfg.seed)
     tokenizer.context_length = text.context_length
     return tokenizer
 
 
-def _learn_tokenizer(shards: str, path: Path, vocab_size: int, context_length: int, world: World) -> Tokenizer:
-    """Rank 0 learns a BPE from the first ``TOKENIZER_CAPTIONS`` captions and saves it to ``path``; the other
-    ranks receive it."""
+def _learn_tokenizer(shards: str, path: Path, vocab_size: int, context_length: int, world: World,
+                     seed: int) -> Tokenizer:
+    """Rank 0 learns a BPE from the first ``TOKENIZER_CAPTIONS`` captions, each language drawn with XLM's
+    smoothed probability (``trainer.languages.smoothed_sample``), saves it to ``path`` and its figures per
+    language beside it; the other ranks receive it."""
     learnt = None
     if world.master:
-        def captions() -> Iterator[str]:
-            samples = raw_samples(iter(resolve_shards(shards)), lambda e: True)
-            for sample in islice(samples, TOKENIZER_CAPTIONS):
-                if "txt" in sample:
-                    yield sample["txt"].decode("utf-8", "replace")
-
         started = time.perf_counter()
-        tokenizer = Tokenizer.train(captions(), vocab_size, context_length)
+        groups = languages.read_captions(resolve_shards(shards), TOKENIZER_CAPTIONS)
+        sample = languages.SampleReport(languages.SMOOTHING)
+        tokenizer = Tokenizer.train(languages.smoothed_sample(groups, seed=seed, report=sample), vocab_size,
+                                    context_length)
         tokenizer.save(path)
         log.info("learnt a %d-id BPE from the captions in %.1fs -> %s", tokenizer.vocab_size,
                  time.perf_counter() - started, path)
+        _tokenizer_figures(languages.tokenizer_report(tokenizer.lengths, groups, context_length, "learnt", sample),
+                           path.parent)
         if not world.ddp:
             return tokenizer
         learnt = tokenizer.to_json()
@@ -242,6 +284,17 @@ def _learn_tokenizer(shards: str, path: Path, vocab_size: int, context_length: i
     if learnt is None:
         raise DataError("rank 0 broadcast no tokenizer")
     return Tokenizer.from_json(learnt)
+
+
+def _tokenizer_figures(report: dict, out: Path) -> None:
+    """Write ``OUT/tokenizer_stats.json``, print one line per language and warn for the languages cut far more
+    often than English at the context (rank 0)."""
+    path = out / languages.TOKENIZER_STATS
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8"))
+    for line in languages.describe_figures(report["languages"], report["context_length"]):
+        print(f"wit train: tokenizer: {line}", flush=True)
+    for sentence in report["unfair"].values():
+        log.warning("%s: raise --vocab-size or pass a multilingual --tokenizer (%s)", sentence, path)
 
 
 # ---- model, loss, optimizer, schedule (restored when resuming) ----
@@ -317,7 +370,8 @@ def _data(cfg: TrainConfig, image_size: int, tokenizer: Tokenizer, state: dict |
                      workers=cfg.workers, rank=world.rank, world_size=world.size, shuffle_buffer=cfg.shuffle_buffer,
                      resampled=cfg.resampled, samples_per_epoch=cfg.samples_per_epoch,
                      allow_repeat=cfg.allow_repeat, gpu_decode=cfg.gpu_decode, per_query_cap=cfg.per_query_cap,
-                     balance_mode=cfg.balance)
+                     balance_mode=cfg.balance,
+                     language_caps=parse_language_caps(cfg.language_caps) if cfg.language_caps else None)
     if state is not None and state.get("data_plan") is not None:
         changes = plan_differences(state["data_plan"], plan_fields(plan))
         if changes:

@@ -126,10 +126,32 @@ def build_parser(name: str, module: Any) -> argparse.ArgumentParser:
     return parser
 
 
+class _BeamBigQueryImportWarning(logging.Filter):
+    """Drops the one warning Beam 2.77 logs while it is imported when google-cloud packages are installed but
+    google-apitools is not (``apache_beam/io/gcp/internal/clients/bigquery/__init__.py``: "apitools not found,
+    and bigquery client libraries are not available ..."): no stage uses BigQuery. Only that record, by its
+    module and text; every other warning passes."""
+
+    SOURCE = os.path.join("apache_beam", "io", "gcp", "internal", "clients", "bigquery", "__init__.py")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.pathname.endswith(self.SOURCE) and str(record.msg).startswith("apitools not found"))
+
+
+OUR_LOGGERS = ("wit", "wit_builder", "trainer")  # progress lines ("wit.progress"), per-file notes: INFO
+
+
 def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for noisy in ("apache_beam", "urllib3", "PIL", "matplotlib", "numba"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    """Our INFO lines (progress, per-file notes) and everyone's warnings on stderr, set up before any Beam import:
+    Beam logs through the root logger while it is imported (the warning above), and ``logging.warning`` on an
+    unconfigured root configures it itself, which made this set-up a no-op and hid every progress line in log
+    files. Other libraries stay at WARNING (Beam's job servers log every Java line at INFO)."""
+    root = logging.getLogger()
+    if not any(isinstance(f, _BeamBigQueryImportWarning) for f in root.filters):
+        root.addFilter(_BeamBigQueryImportWarning())
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for ours in OUR_LOGGERS:
+        logging.getLogger(ours).setLevel(logging.INFO)
 
 
 @contextlib.contextmanager
@@ -208,6 +230,7 @@ def _main(argv: list[str]) -> int:
 
 def _run(name: str, rest: list[str], module_name: str, takes_beam: bool, interrupted: threading.Event) -> int:
     try:
+        _configure_logging()  # before the command's module imports Beam (see _configure_logging)
         module = importlib.import_module(module_name)
         parser = build_parser(name, module)
         # Unknown flags first, with required flags relaxed: a typo in a required flag (--raww) is named as a
@@ -227,7 +250,6 @@ def _run(name: str, rest: list[str], module_name: str, takes_beam: bool, interru
         except (ValueError, TypeError) as err:
             print(f"wit {name}: error: {opts.with_flag_names(str(err), module.OPTIONS)}", file=sys.stderr)
             return errors.EXIT_USAGE
-        _configure_logging()
         return int(module.run(config, beam_argv) or 0)
     except BaseException as err:
         # A runner may wrap the KeyboardInterrupt raised inside a DoFn into its own error: the flag tells.

@@ -5,6 +5,7 @@ and the offline default runner."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -19,7 +20,7 @@ from tests.conftest import BEAM_IN_PROCESS, ProbeOptions, run_failing_pipeline
 from wit_builder.beam import fileio, launcher
 from wit_builder.beam.counting import COUNTS, COUNTS_FILE, Drop, RuleDoFn, WriteCounts
 from wit_builder.beam.launcher import Outcome, Stage, run_stage
-from wit_builder.core import errors
+from wit_builder.core import errors, run_folder
 
 
 class BadNumber(errors.InputError):
@@ -237,3 +238,105 @@ def test_monitoring_counters_that_differ_from_the_counts_are_logged_not_fatal(tm
     with caplog.at_level(logging.INFO, logger=launcher.__name__):
         launcher._cross_check(stage, {"kept": 7, "odd": 5})
     assert caplog.records == []
+
+
+# ---- the output folder: ours (run marker), one writer (lock), our temporaries, no stale error log ----
+
+def test_a_folder_of_someone_elses_files_is_refused_untouched(tmp_path, capsys, probe_command):
+    out = tmp_path / "shards"
+    out.mkdir()
+    theirs = {f"{i:05d}.tar": f"shard {i}".encode() for i in range(20)} | {"stats.json": b"{}", "DATASET.md": b"#"}
+    for name, data in theirs.items():
+        (out / name).write_bytes(data)
+    stage = probe(out)
+    with pytest.raises(errors.UsageError, match=r"holds files that wit did not write \('00000.tar', '00001.tar', "
+                                                r"'00002.tar' and 19 more\) and no run marker .*--overwrite"):
+        run_stage(stage, BEAM_IN_PROCESS)
+    assert stage.calls == []  # refused before any other check
+    wit_probe = probe_command(lambda options, beam_argv: run_stage(ProbeStage(options), beam_argv))
+    assert wit_probe("--out", str(out), *BEAM_IN_PROCESS) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == theirs  # nothing touched, nothing added
+    assert wit_probe("--out", str(out), "--overwrite", *BEAM_IN_PROCESS) == 0  # taken over when asked
+    assert json.loads((out / run_folder.MARKER).read_text())["command"] == "probe"
+    assert wit_probe("--out", str(out), *BEAM_IN_PROCESS) == 0  # now it is ours: a rerun needs no flag
+
+
+def test_another_commands_folder_is_refused(tmp_path):
+    out = tmp_path / "raw"
+    out.mkdir()
+    fileio.write_marker(str(out), "download")
+    (out / "00000.tar").write_bytes(b"raw shard")
+    with pytest.raises(errors.UsageError, match=r"is the output folder of 'wit download'.*'wit probe' would "
+                                                r"overwrite or delete its files"):
+        run_stage(probe(out), BEAM_IN_PROCESS)
+    assert (out / "00000.tar").read_bytes() == b"raw shard"
+
+
+def test_a_folder_with_only_our_bookkeeping_is_fresh(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / ".wit-demo-started.json").write_text("{}")  # the demo's step file, written before the stage runs
+    assert run_stage(probe(out), BEAM_IN_PROCESS) == 0
+    assert (out / run_folder.MARKER).exists() and not (out / run_folder.LOCK).exists()  # lock released
+
+
+def test_a_second_writer_is_refused_while_the_first_runs(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    fileio.write_marker(str(out), "probe")
+    with run_folder.FolderLock(str(out), "probe"):
+        stage = probe(out)
+        with pytest.raises(errors.UsageError, match=rf"--out {re.escape(str(out))} is being written by another "
+                                                    rf"run \(command probe, pid \d+"):
+            run_stage(stage, BEAM_IN_PROCESS)
+        assert "build" not in stage.calls and "clean_rerun" not in stage.calls
+    assert run_stage(probe(out), BEAM_IN_PROCESS) == 0
+
+
+def test_a_killed_runs_temporaries_and_error_log_go_and_only_they(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert run_stage(probe(out), BEAM_IN_PROCESS) == 0
+    killed = [out / f"pairs-00000-of-00001.parquet.tmp-{'ab' * 16}", out / "sub" / f"x.json.tmp-{'cd' * 16}"]
+    (out / "sub").mkdir()
+    kept = [out / "pairs.tmp-notes", out / "sub" / "keep.parquet"]
+    for path in killed + kept:
+        path.write_bytes(b"partial")
+    (out / launcher.BEAM_ERRORS_LOG).write_text("an earlier failure\n")
+    capsys.readouterr()
+    assert run_stage(probe(out), BEAM_IN_PROCESS) == 0
+    assert not any(p.exists() for p in killed) and all(p.exists() for p in kept)
+    assert not (out / launcher.BEAM_ERRORS_LOG).exists()  # a successful rerun leaves no stale error log
+    assert "removed 2 temporary file(s) an interrupted run left" in capsys.readouterr().out
+
+
+def test_a_failed_run_removes_its_temporaries_and_releases_the_lock(tmp_path, monkeypatch):
+    """A failed run leaves no temporary, no lock, and no stats.json of an earlier run: it must not look finished."""
+    out = tmp_path / "o"
+    assert run_stage(probe(out), BEAM_IN_PROCESS) == 0
+    (out / "stats.json").write_text("{}")  # an earlier run's completion file
+    stage = probe(out, numbers=[13])
+    build = stage.build
+
+    def build_and_leave_a_temporary(pipeline: beam.Pipeline) -> None:
+        (out / f"half.parquet.tmp-{'ef' * 16}").write_bytes(b"half")
+        build(pipeline)
+
+    monkeypatch.setattr(stage, "build", build_and_leave_a_temporary)
+    with pytest.raises(errors.StageFailed):
+        run_stage(stage, BEAM_IN_PROCESS)
+    assert sorted(p.name for p in out.iterdir()) == [run_folder.MARKER, launcher.BEAM_ERRORS_LOG]
+
+
+@pytest.mark.parametrize("full_at", [run_folder.MARKER, COUNTS_FILE])
+def test_a_full_disk_is_one_line_naming_the_path(full_at, tmp_path, capsys, probe_command, full_disk):
+    """ENOSPC while a stage writes (inside the pipeline or in finish) is DiskFull naming the file: one line, exit 1,
+    no temporary left behind."""
+    full_disk(lambda path: f"/{full_at}.tmp-" in path)
+    out = tmp_path / "o"
+    wit_probe = probe_command(lambda options, beam_argv: run_stage(ProbeStage(options), beam_argv))
+    assert wit_probe("--out", str(out), *BEAM_IN_PROCESS) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"wit probe: error: no space left on the device while writing {out / full_at}")
+    assert not [p.name for p in out.iterdir() if run_folder.is_temporary(p.name)]  # no temporary left

@@ -40,52 +40,108 @@ def test_hashes_within_distance_share_a_band(value, distance, data):
     assert dedup.hamming(value, other) == len(positions)
     shared = set(dedup.band_keys(value, distance)) & set(dedup.band_keys(other, distance))
     assert shared, "pigeonhole: d flipped bits leave at least one of d+1 bands intact"
-    assert dedup.first_shared_band(value, other, distance) == min(band for band, _ in shared)
 
 
-def brute_force_pairs(members, distance):
-    return {tuple(sorted((a[0], b[0]))) for a, b in itertools.combinations(members, 2)
-            if dedup.hamming(a[1], b[1]) <= distance}
+def brute_force_clusters(members, distance):
+    """The reference: every pair within ``distance`` compared, components by a plain union-find."""
+    parent = {key: key for key, _ in members}
+
+    def find(x):
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for (a, ha), (b, hb) in itertools.combinations(members, 2):
+        if dedup.hamming(ha, hb) <= distance:
+            ra, rb = find(a), find(b)
+            parent[max(ra, rb)] = min(ra, rb)
+    return {key[1]: find(key)[1] for key, _ in sorted(members) if find(key) != key}
 
 
-def max_bucket(members, distance):
-    sizes = {}
-    for _, value in members:
-        for key in dedup.band_keys(value, distance):
-            sizes[key] = sizes.get(key, 0) + 1
-    return max(sizes.values())
-
-
-def banded_pairs(members, distance):
+def banded_clusters(members, distance):
+    """What finalize computes: band buckets -> a star per component of each bucket -> union-find; also the
+    number of edges the buckets emitted."""
     buckets = {}
-    for uid, value in members:
-        for key in dedup.band_keys(value, distance):
-            buckets.setdefault(key, []).append((uid, value))
-    found = []
-    for (band, _), bucket in buckets.items():
-        found += dedup.bucket_pairs(band, bucket, distance)
-    return found
+    for key, value in members:
+        for band_key in dedup.band_keys(value, distance):
+            buckets.setdefault(band_key, []).append((key, value))
+    forest, edges = dedup.UnionFind(), 0
+    for bucket in buckets.values():
+        for component in dedup.bucket_components([value for _, value in bucket], distance):
+            keys = sorted(bucket[i][0] for i in component)
+            for key in keys[1:]:
+                forest.union(key, keys[0])
+                edges += 1
+    return forest.survivors(), edges, max(len(b) for b in buckets.values())
 
 
-@pytest.mark.parametrize("size", [40, 300])  # 300: big buckets take the vectorized path
-def test_banded_search_equals_brute_force_and_reports_each_pair_once(size):
-    rng = random.Random(size)
-    distance = 4
+def near_copies(rng, size, distance, blank_band):
+    """Adversarial hashes: half near copies (0..distance + 2 bits) of earlier ones, so chains and clusters
+    whose members are not all within the distance of one another; the rest random with band 0 cleared when
+    ``blank_band`` (one big bucket where unrelated hashes meet, as near-blank images do)."""
     members = []
     for i in range(size):
-        if members and rng.random() < 0.5:  # a near copy of an earlier hash, 0..6 bits away
+        if members and rng.random() < 0.5:
             base = members[rng.randrange(len(members))][1]
-            value = flip_bits(base, rng.sample(range(64), rng.randint(0, 6)))
+            value = flip_bits(base, rng.sample(range(64), rng.randint(0, distance + 2)))
         else:
-            # Band 0 (the low 13 bits) cleared: one big bucket where unrelated hashes meet.
-            value = rng.getrandbits(64) & ~0x1FFF
-        members.append((f"uid{i:04d}", value))
-    found = banded_pairs(members, distance)
-    assert (size >= 300) == (max_bucket(members, distance) >= dedup._VECTORIZE_FROM)
-    assert len(found) == len(set(found)), "a pair sharing several bands must be reported once"
-    expected = brute_force_pairs(members, distance)
-    assert set(found) == expected
-    assert len(expected) > size // 4  # the test exercises many true pairs
+            value = rng.getrandbits(64)
+            if blank_band:
+                value &= ~((1 << dedup.bands(distance)[0][1]) - 1)
+        members.append(((-rng.randrange(4) * 100, f"uid{i:04d}"), value))
+    return members
+
+
+@pytest.mark.parametrize(("size", "distance"), [(40, 4), (300, 4), (300, 0), (200, 10)])
+def test_banded_clusters_equal_brute_force_on_adversarial_buckets(size, distance):
+    rng = random.Random(size * 100 + distance)
+    members = near_copies(rng, size, distance, blank_band=True)
+    found, _, biggest = banded_clusters(members, distance)
+    assert biggest > size // 3  # the blank band made one big mixed bucket
+    expected = brute_force_clusters(members, distance)
+    assert found == expected
+    assert len(expected) > size // 10  # many true duplicates
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 6), st.data())
+def test_banded_clusters_equal_brute_force_on_generated_hashes(distance, data):
+    base = data.draw(hashes64)
+    # Copies of a few bases, each a few bits off (some beyond the distance): chains and partial cliques.
+    values = data.draw(st.lists(st.tuples(st.integers(0, 2), st.lists(st.integers(0, 63), max_size=distance + 3,
+                                                                       unique=True)),
+                                min_size=1, max_size=40))
+    bases = [base, base ^ (1 << 63) ^ 0xFF, ~base & ((1 << 64) - 1)]
+    members = [((-(i % 3), f"u{i:03d}"), flip_bits(bases[b], bits)) for i, (b, bits) in enumerate(values)]
+    assert banded_clusters(members, distance)[0] == brute_force_clusters(members, distance)
+
+
+def test_a_near_identical_cluster_costs_linear_edges():
+    rng = random.Random(3)
+    base, distance, size = rng.getrandbits(64), 4, 3000
+    members = [((0, f"u{i:05d}"), flip_bits(base, rng.sample(range(64), rng.randint(0, 2)))) for i in range(size)]
+    found, edges, _ = banded_clusters(members, distance)
+    assert found == {f"u{i:05d}": "u00000" for i in range(1, size)}
+    # A star per band bucket: at most (d + 1)(n - 1) links, where all pairs would be n(n - 1)/2 = 4.5M.
+    assert edges <= (distance + 1) * (size - 1)
+
+
+def test_bucket_components_are_sorted_index_lists_of_two_or_more():
+    hashes = [0b1111, 0, 0b1, 0xFFFF_0000_0000_0000, 0b11]
+    assert dedup.bucket_components(hashes, 1) == [[1, 2, 4]]  # 0b1111 is 2 bits from 0b11: not within 1
+    assert dedup.bucket_components(hashes, 2) == [[0, 1, 2, 4]]
+    assert dedup.bucket_components([], 3) == [] and dedup.bucket_components([5], 3) == []
+
+
+def test_union_find_forests_merge_without_their_edges():
+    a, b, c, d, e = (-9, "a"), (-5, "b"), (-5, "c"), (0, "d"), (0, "e")
+    left, right = dedup.UnionFind(), dedup.UnionFind()
+    left.union(b, c)
+    left.union(d, e)
+    right.union(c, a)
+    left.merge(right)
+    assert left.survivors() == {"b": "a", "c": "a", "e": "d"}
+    assert left.survivors() == dedup.resolve_clusters([(b, c), (d, e), (c, a)])
 
 
 def test_resolve_clusters_is_transitive_and_keeps_the_smallest_key():

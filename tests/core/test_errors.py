@@ -54,3 +54,20 @@ def test_exit_codes_by_class_and_moment():
     assert errors.exit_code(errors.InputError("x"), during_run=True) == errors.EXIT_FAILED == 1
     assert errors.exit_code(errors.StageFailed("x")) == 1
     assert errors.exit_code(FileNotFoundError("x")) == 2
+
+
+def test_stable_text_drops_memory_addresses_only():
+    assert errors.stable_text("cannot identify image file <_io.BytesIO object at 0x7f3a9c1b2e80>") == \
+        "cannot identify image file <_io.BytesIO>"
+    assert errors.stable_text("offset 0x1f in <foo>") == "offset 0x1f in <foo>"
+
+
+def test_a_full_disk_names_the_path():
+    import errno
+
+    full = errors.disk_full("out/00001.tar", OSError(errno.ENOSPC, "No space left on device"))
+    assert isinstance(full, errors.DiskFull) and full.exit_code == errors.EXIT_FAILED
+    assert str(full).startswith("no space left on the device while writing out/00001.tar; free space")
+    quota = errors.disk_full("o/x", OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert quota is not None and str(quota).startswith("disk quota exceeded while writing o/x")
+    assert errors.disk_full("o/x", OSError(errno.EACCES, "Permission denied")) is None

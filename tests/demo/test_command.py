@@ -155,3 +155,17 @@ def test_stage_counts_read_the_one_stats_layout(tmp_path):
     (dirs["raw"] / "stats.json").write_text(json.dumps({"statuses": {"success": 25}}))  # an old layout
     with pytest.raises(stats_schema.StatsError, match="top-level keys"):
         demo.stage_counts(dirs)
+
+
+def test_an_out_of_someone_elses_files_is_refused_untouched(recorded, tmp_path):
+    """``wit demo --out`` pointing at a folder of a user's files: refused naming the flag, nothing written, no
+    stage run; a folder the demo marked itself is reused."""
+    (tmp_path / "thesis.tex").write_text("mine")
+    args, beam_argv = _demo_args(tmp_path)
+    with pytest.raises(errors.UsageError, match=r"holds files that wit did not write \('thesis.tex'\).*--overwrite"):
+        demo.run(args, beam_argv)
+    assert [p.name for p in tmp_path.iterdir()] == ["thesis.tex"] and recorded == []
+    args, beam_argv = _demo_args(tmp_path, "--overwrite")
+    assert demo.run(args, beam_argv) == 0 and (tmp_path / "thesis.tex").read_text() == "mine"
+    args, beam_argv = _demo_args(tmp_path)
+    assert demo.run(args, beam_argv) == 0  # marked as the demo's now

@@ -247,16 +247,16 @@ def test_a_rerun_with_other_settings_refuses_and_names_them_until_overwrite(tmp_
         capsys.readouterr()
 
         for flags, named in [
-            (["--image-size", "32"], "image.image_size: was 64, now 32"),
-            (["--image-size", "64", "--resize-mode", "center_crop"], "image.resize_mode: was 'keep_ratio', now"),
-            (["--image-size", "64", "--encode-format", "webp"], "image.encode_format: was 'jpg', now 'webp'"),
-            (["--image-size", "64", "--no-robots"], "network.respect_robots_txt: was True, now False"),
-            (["--image-size", "64", "--allow-link-local"], "network.allow_link_local: was False, now True"),
-            (["--image-size", "64", "--engine", "img2dataset"], "engine: was 'native', now 'img2dataset'"),
+            (["--image-size", "32"], "--image-size: was 64, now 32"),
+            (["--image-size", "64", "--resize-mode", "center_crop"], "--resize-mode: was 'keep_ratio', now"),
+            (["--image-size", "64", "--encode-format", "webp"], "--encode-format: was 'jpg', now 'webp'"),
+            (["--image-size", "64", "--no-robots"], "--no-robots: was True, now False"),
+            (["--image-size", "64", "--allow-link-local"], "--allow-link-local: was False, now True"),
+            (["--image-size", "64", "--engine", "img2dataset"], "--engine: was 'native', now 'img2dataset'"),
         ]:
             assert run_download(pairs, out, *flags) == 2, flags
             message = "".join(capsys.readouterr())
-            assert named in message and "--overwrite" in message, message
+            assert named in message and "--overwrite" in message, message  # the flag, not plan.json's field
             assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing touched
 
         # Speed-only settings are no part of the identity: the rerun resumes (nothing to do).
@@ -538,3 +538,48 @@ def test_every_opt_out_is_its_own_count_in_stats_json(tmp_path):
         lax = json.loads((tmp_path / "lax" / "stats.json").read_text())
         assert lax["counts"]["status_success"] == 3 and lax["counts"]["blocked_tdm_reserved"] == 0
         assert lax["parameters"]["tdmrep"] is False
+
+
+# ---- one writer per --out; empty and unusual inputs (issue 23) ----
+
+def test_a_second_download_into_the_same_out_is_refused_before_any_request(tmp_path, capsys):
+    """Two downloads into one --out at once both ran (50 GETs for 40 URLs, a host's cap doubled): while one run
+    holds the folder's lock, a second is refused in one line naming it, and makes no request."""
+    from wit_builder.core.run_folder import FolderLock
+
+    with hs.HostileServer() as server:
+        pairs, out = two_photos_downloaded(server, tmp_path)
+        asked = len(server.log)
+        capsys.readouterr()
+        with FolderLock(str(out), "download"):  # the first run, still going
+            assert run_download(pairs, out, "--image-size", "64", "--overwrite") == 2
+            err = capsys.readouterr().err
+            assert f"--out {out} is being written by another run (command download, pid " in err
+            assert err.count("\n") == 1
+        assert len(server.log) == asked  # not one request
+        assert run_download(pairs, out, "--image-size", "64") == 0  # once it ended, the folder is free
+
+
+def test_pairs_without_rows_say_so_before_any_work(tmp_path, capsys):
+    """A pairs folder whose files hold 0 rows is exit 2 saying exactly that; a folder with no pairs file too."""
+    empty = tmp_path / "pairs"
+    empty.mkdir()
+    assert run_download(empty, tmp_path / "raw") == 2
+    assert f"--pairs {str(empty)!r} holds no pairs-*.parquet nor any *.parquet file" in capsys.readouterr().err
+    write_pairs(empty / "pairs-00000-of-00001.parquet", [])
+    assert run_download(empty, tmp_path / "raw") == 2
+    assert "the pairs files hold no rows (1 file(s), 0 rows): nothing to download" in capsys.readouterr().err
+    assert not (tmp_path / "raw").exists()
+
+
+def test_a_named_pipe_among_the_pairs_is_refused_by_name(tmp_path, capsys):
+    import os
+
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    write_pairs(folder / "pairs-00000-of-00002.parquet", [{"uid": "u", "url": "http://x/a.jpg", "caption": "c",
+                                                           "queries": ["q"]}])
+    os.mkfifo(folder / "pairs-00001-of-00002.parquet")
+    assert run_download(folder, tmp_path / "raw") == 2
+    err = capsys.readouterr().err
+    assert f"'{folder / 'pairs-00001-of-00002.parquet'}' is a named pipe (FIFO), not a regular file" in err

@@ -306,3 +306,12 @@ def test_formats_that_run_external_programs_are_never_opened(monkeypatch):
     for fmt in ("BMP", "TIFF", "ICO"):
         data = encode(photo("coffee").resize((200, 150)), fmt)
         assert process_image(data, ImageConfig()).status == "success", fmt
+
+
+@pytest.mark.parametrize("data", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40])
+def test_error_messages_hold_no_memory_address(data):
+    """Pillow says "cannot identify image file <_io.BytesIO object at 0x7f...>": stored in the raw parquet's
+    error_message, it made two runs' outputs differ. The message is the same on every call."""
+    first, second = process_image(data, ImageConfig()), process_image(bytes(data), ImageConfig())
+    assert first.status == "failed_to_decode" and first.error_message == second.error_message
+    assert first.error_message is not None and " at 0x" not in first.error_message

@@ -66,6 +66,18 @@ def test_plan_differences_name_every_changed_leaf():
     assert download_plan.plan_conflict("raw/", old, old) is None
     message = download_plan.plan_conflict("raw/", old, new)
     assert message is not None and message.startswith("raw/ holds raw shards made with other inputs or settings")
+    # the refusal names the flags the user typed, not plan.json's fields
+    assert "--image-size: was 256, now 384" in message and "settings.image" not in message
+    assert "--pairs (its files): was ['a.parquet']" in message
+
+
+def test_a_difference_is_named_by_its_flag():
+    flag = download_plan.flag_of_difference
+    assert flag("settings.network.respect_robots_txt: was True, now False") == "--no-robots: was True, now False"
+    assert flag("settings.image.memory_budget_bytes: was 1, now 2") == "--image-memory-budget (in bytes): was 1, now 2"
+    assert flag("settings.network.read_timeout_s: was 1, now 2") == "--timeout (read): was 1, now 2"
+    assert flag("rows_per_shard: was 1, now 2") == "--rows-per-shard: was 1, now 2"
+    assert flag("k1: was 1, now 2") == "k1: was 1, now 2"  # no flag sets it: said as recorded
     many_old = {f"k{i}": i for i in range(10)}
     many_new = {f"k{i}": i + 1 for i in range(10)}
     assert "; and 2 more)" in (download_plan.plan_conflict("raw/", many_old, many_new) or "")

@@ -34,7 +34,7 @@ def test_the_plan_check_resumes_the_same_plan_and_refuses_another_until_overwrit
     assert raw_folder.check_plan(out, plan, overwrite=False) is True
     assert raw_folder.check_plan(out, plan, overwrite=True) is True  # the same plan resumes even so
     other = {**plan, "settings": {"image": {"image_size": 32}}}
-    with pytest.raises(raw_folder.RawFolderError, match="settings.image.image_size: was 64, now 32") as refused:
+    with pytest.raises(raw_folder.RawFolderError, match="--image-size: was 64, now 32") as refused:
         raw_folder.check_plan(out, other, overwrite=False)
     assert isinstance(refused.value, InputError) and "--overwrite" in str(refused.value)
     assert raw_folder.check_plan(out, other, overwrite=True) is False

@@ -75,3 +75,22 @@ def test_a_shared_result_is_the_same_sample_for_its_own_row():
     assert other.row == {**result.row, "key": "k1", "uid": "u1", "url": "http://h/a#x", "caption": "c1", "lang": None,
                          "lang_score": None}
     assert (other.image, other.image_ext) == (b"img", "jpg")
+
+
+def test_progress_moves_with_each_fetch_not_only_when_the_shard_ends():
+    """The progress reporter counts every fetched URL as it completes: a long shard shows movement in log files
+    (a download logged to a file used to print only its start and end)."""
+    from wit_builder.core import progress
+
+    class Watching(FakeFetcher):
+        def fetch(self, url: str) -> FetchResult:
+            seen.append(reporter.count)  # what the reporter had counted when this fetch began
+            return super().fetch(url)
+
+    progress.close_all()
+    reporter = progress.reporter("download", "URLs fetched")
+    seen: list[int] = []
+    rows = [{"uid": f"u{i}", "url": f"http://h/{i}.jpg", "caption": "c"} for i in range(6)]
+    download_rows(rows, 0, 10, Watching(hs.jpeg()), ImageConfig(image_size=32), threads=1)
+    assert reporter.count == 6 and seen == [0, 1, 2, 3, 4, 5]  # one thread: each fetch saw the ones before it
+    progress.close_all()

@@ -32,8 +32,10 @@ def test_a_shard_adds_its_rows_per_status_and_this_runs_work_only_when_downloade
     no_reasons = {f"blocked_{r}": 0 for r in raw_shards.BLOCK_REASONS}
     assert made == {"shards": 1, "rows": 2, "bytes_downloaded": 100, "status_success": 1,
                     "status_failed_to_download": 0, "status_failed_to_decode": 0, "status_blocked": 1,
-                    "status_filtered": 0, "shards_downloaded": 1, "rows_downloaded": 2,
-                    **no_reasons, "blocked_other": 1}  # a blocked row without a reason
+                    "status_filtered": 0, "shards_downloaded": 1, "rows_downloaded": 2, "rows_retried": 0,
+                    "rows_recovered": 0, **no_reasons, "blocked_other": 1}  # a blocked row without a reason
+    retried = stats.shard_counts(stats.ShardOutcome(shard(0, rows), downloaded=True, retried=1, recovered=1))
+    assert retried == {**made, "rows_downloaded": 1, "rows_retried": 1, "rows_recovered": 1}
     earlier = stats.shard_counts(stats.ShardOutcome(shard(0, rows), downloaded=False))
     assert earlier == {k: v for k, v in made.items() if k not in stats.RUN_COUNTS}
     assert set(made) == set(stats.COUNT_NAMES)

@@ -36,7 +36,8 @@ STATS: dict[str, Any] = {
     "hash_sources": {"raw": 3},
     "statuses": {s: {"success": 2, "duplicate": 1, "blocked": 1}.get(s, 0) for s in FINAL_STATUSES},
     "reasons": {"success": 2, "exact_duplicate": 1, "blocked": 1},
-    "dedup": {"candidates": 3, "repeated_uids": 0, "exact_duplicates": 1, "near_duplicates": 0, "decontaminated": 0},
+    "dedup": {"candidates": 3, "repeated_uids": 0, "exact_duplicates": 1, "near_duplicates": 0, "decontaminated": 0,
+              "eval_images_hashed": 2, "eval_images_unreadable": 0},
     "output": {"samples": 2, "shards": 1, "samples_per_shard": 2},
     "image_sizes": {"width": {"256-511": 2}, "height": {"128-255": 2}},
 }

@@ -84,7 +84,8 @@ def test_stats_count_every_status_and_add_up_to_the_input(raw, out):
     assert sum(prefixed(counts, "status_").values()) == counts["rows"] == len(raw.rows)
     assert counts["uids"] == len({r["uid"] for r in raw.rows.values()})
     assert stats["details"]["dedup"] == {"candidates": 15, "repeated_uids": 1, "exact_duplicates": 1,
-                                         "near_duplicates": 2, "decontaminated": 0}
+                                         "near_duplicates": 2, "decontaminated": 0, "eval_images_hashed": 0,
+                                         "eval_images_unreadable": 0}
     assert counts["reason_raw_image_unreadable"] == 1          # the success whose image left the tar
     assert counts["raw_status_failed_to_decode"] == 2         # incl. img2dataset's failed_to_resize
     assert prefixed(counts, "hash_source_") == {"raw": 11, "stored_bytes": 4}  # img2dataset shard: computed here
@@ -525,3 +526,55 @@ def test_finish_refuses_counts_that_do_not_add_up_before_writing_anything(raw, t
         stage.finish(counts, 1.0)
     assert not [name for name in COMPLETION if (out / name).exists()]
     assert not list(out.glob("*.png"))  # nor the plots
+
+
+# ---- the output folder and honest failures (issue 23) ----
+
+def test_a_folder_of_someone_elses_shards_is_refused_and_untouched(raw, tmp_path, capsys):
+    """``--out`` holding 20 WebDataset shards, a stats.json and a DATASET.md that wit did not write (no run
+    marker): refused before any work, every file byte for byte as it was; ``--overwrite`` takes it over."""
+    theirs = tmp_path / "their-shards"
+    theirs.mkdir()
+    for i in range(20):
+        (theirs / f"{i:05d}.tar").write_bytes(f"their shard {i}".encode())
+    (theirs / "stats.json").write_text('{"theirs": true}')
+    (theirs / "DATASET.md").write_text("# Their dataset\n")
+    before = {p.name: p.read_bytes() for p in theirs.iterdir()}
+    assert finalize(raw.root, theirs) == 2
+    err = capsys.readouterr().err
+    assert f"--out {theirs} holds files that wit did not write ('00000.tar', '00001.tar', '00002.tar' and " in err
+    assert "--overwrite" in err and err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in theirs.iterdir()} == before
+    assert finalize(raw.root, theirs, "--overwrite") == 0
+    assert json.loads((theirs / "stats.json").read_text())["stage"] == "finalize"
+
+
+def test_an_unreadable_evaluation_image_is_skipped_and_counted(raw, tmp_path, capsys):
+    """One evaluation image that does not decode (and one that cannot be read) no longer ends the run with a Beam
+    traceback: both are skipped and counted, the others still decontaminate."""
+    evals = tmp_path / "eval"
+    shutil.copytree(raw.eval_dir, evals)
+    (evals / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg at all")
+    (evals / "empty.png").write_bytes(b"")
+    out = tmp_path / "clean"
+    assert finalize(raw.root, out, "--decontaminate", str(evals)) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert "--decontaminate: 2 evaluation image(s) could not be read or decoded and were skipped" in captured.err
+    final = accounting(out)
+    assert {k: r["status"] for k, r in final.items()} == expected_statuses(raw, SPACE_CAP, decontaminate=True)
+    stats = json.loads((out / "stats.json").read_text())
+    assert (stats["counts"]["eval_images_unreadable"], stats["counts"]["eval_images_hashed"]) == (2, 2)
+    assert stats["details"]["dedup"]["decontaminated"] == 1
+
+
+def test_a_full_disk_is_one_line_naming_the_shard(raw, tmp_path, capsys, full_disk):
+    """ENOSPC while a final shard is written is one line naming it (exit 1), not a traceback; no temporary stays
+    and the folder does not look complete."""
+    full_disk(lambda path: path.endswith(".tar") or ".tar.tmp-" in path)
+    out = tmp_path / "full"
+    assert finalize(raw.root, out) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("wit finalize: error: no space left on the device while writing ") and ".tar" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (out / "stats.json").exists() and not list(out.rglob("*.tmp-*"))

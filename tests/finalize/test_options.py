@@ -11,10 +11,12 @@ from wit_builder.finalize.options import OPTIONS, FinalizeOptions
 
 
 def test_the_flags_and_their_defaults():
-    assert options.option_strings(OPTIONS) == ["--raw", "--out", "--samples-per-shard", "--per-query-cap",
-                                               "--phash-distance", "--decontaminate", "--seed"]
-    assert options.defaults(OPTIONS) == {"--samples-per-shard": 10_000, "--per-query-cap": None,
-                                         "--phash-distance": 4, "--decontaminate": None, "--seed": None}
+    assert options.option_strings(OPTIONS) == ["--raw", "--out", "--overwrite", "--samples-per-shard",
+                                               "--per-query-cap", "--phash-distance", "--decontaminate", "--seed",
+                                               "--uids", "--gallery-samples"]
+    assert options.defaults(OPTIONS) == {"--overwrite": False, "--samples-per-shard": 10_000, "--per-query-cap": None,
+                                         "--phash-distance": 4, "--decontaminate": None, "--seed": None,
+                                         "--uids": None, "--gallery-samples": 12}
 
 
 def test_settings_out_of_range_name_the_flag():

@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
+import random
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -16,9 +18,11 @@ from tests.conftest import BEAM_IN_PROCESS
 from tests.finalize.examples import record
 from tests.references import reference_kept
 from wit_builder.beam.counting import COUNTS
+from wit_builder.core import dedup
 from wit_builder.download import raw_shards
 from wit_builder.finalize.pipeline import (
     DECIDED,
+    DropNearDuplicates,
     DropRepeatedUids,
     KeyedRecord,
     RawRecordCoder,
@@ -87,6 +91,41 @@ def test_drop_repeated_uids_keeps_one_row_per_uid_and_counts_uids_and_candidates
                     label="Decided")
         assert_that(summed(out[COUNTS]),
                     equal_to([("uids", 3), ("hash_source_raw", 1), ("hash_source_stored_bytes", 1)]), label="Counts")
+
+
+def brute_force_duplicates(rows, distance):
+    """The reference of near-duplicate removal: every pair within ``distance`` compared (as finalize did before
+    clusters became linear), components by union-find -> uid -> survivor uid."""
+    edges = [(rules_key(a), rules_key(b)) for a, b in itertools.combinations(rows, 2)
+             if dedup.hamming(int(a.phash, 16), int(b.phash, 16)) <= distance]
+    return dedup.resolve_clusters(edges)
+
+
+def rules_key(rec):
+    return dedup.survivor_key(rec.uid, rec.original_width, rec.original_height)
+
+
+def test_beam_near_duplicates_equal_the_all_pairs_reference_on_adversarial_hashes():
+    rng, distance = random.Random(25), 4
+    rows = []
+    for i in range(400):
+        if rows and rng.random() < 0.6:  # a re-encoded copy: 0..6 bits off an earlier one (chains, partial cliques)
+            value = int(rows[rng.randrange(len(rows))].phash, 16)
+            for bit in rng.sample(range(64), rng.randint(0, distance + 2)):
+                value ^= 1 << bit
+        else:  # band 0 cleared: near-blank images meet unrelated ones in one big bucket
+            value = rng.getrandbits(64) & ~0x1FFF
+        side = rng.choice([100, 200, 300])
+        rows.append(record(f"{i:04x}", row=i, raw_rows=400, phash=f"{value:016x}", size=(side, side)))
+    expected = brute_force_duplicates(rows, distance)
+    assert len(expected) > 100
+    with beam_pipeline() as p:
+        out = p | beam.Create(rows, reshuffle=True) | DropNearDuplicates(distance)
+        assert_that(out.kept | "Kept" >> beam.Map(lambda r: r.uid),
+                    equal_to([r.uid for r in rows if r.uid not in expected]), label="Kept")
+        assert_that(out[DECIDED] | "Decided" >> beam.Map(lambda r: (r.uid, r.reason, r.duplicate_of)),
+                    equal_to([(uid, "near_duplicate", survivor) for uid, survivor in expected.items()]),
+                    label="Decided")
 
 
 def test_beam_rebalance_equals_the_pure_function():

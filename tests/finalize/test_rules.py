@@ -11,7 +11,7 @@ import pytest
 
 from schemas.finalize import FINAL_ROWS, RawRecord
 from tests.finalize.examples import PHASH, flip, record
-from wit_builder.core import balance, dedup, errors
+from wit_builder.core import balance, dedup
 from wit_builder.core.uid import hash_rank
 from wit_builder.finalize import rules
 
@@ -75,12 +75,14 @@ def test_near_duplicate_edges_and_clusters_from_band_entries():
         assert len(entries) == distance + 1
         for key, entry in entries:
             buckets.setdefault(key, []).append(entry)
-    edges = [e for (band, _), members in sorted(buckets.items()) for e in rules.bucket_edges(band, members, distance)]
-    assert edges == [((-800 * 600, "01"), (-400 * 300, "02"))]  # one edge, reported once
+    edges = [e for _, members in sorted(buckets.items()) for e in rules.bucket_edges(members, distance)]
+    # A star in each bucket the two share (02 -> 01, the larger image): 4 of the 5 bands, as 3 flipped
+    # low bits change band 0 only.
+    assert edges == [((-400 * 300, "02"), (-800 * 600, "01"))] * 4
     assert dedup.resolve_clusters(edges) == {"02": "01"}
     marked = rules.near_duplicate(rows[1], "01", distance)
     assert (marked.status, marked.reason, marked.duplicate_of) == ("duplicate", "near_duplicate", "01")
-    assert rules.bucket_edges(0, [("01", 1, (0, "01"))], distance) == []
+    assert rules.bucket_edges([("01", 1, (0, "01"))], distance) == []
     with pytest.raises(ValueError, match="uid 09 .*without a pHash"):
         rules.band_entries(record("09", phash=None), distance)
 
@@ -95,14 +97,22 @@ def test_decontamination_filters_within_the_distance_and_names_the_image():
     assert rules.eval_image_name("gs://other/x.png", "/data/eval/") == "gs://other/x.png"
 
 
-def test_an_evaluation_image_is_hashed_or_named_as_bad_input():
+def test_an_evaluation_image_is_hashed_or_skipped_by_name():
+    """An image that decodes gives (name, pHash); one that does not, or could not be read, is a Drop counted as
+    ``eval_images_unreadable`` naming it (skipped, as ``wit eval`` skips its images), never an error ending the run.
+    The reason holds no memory address: the same bytes every run."""
     from tests.conftest import encode, photo
+    from wit_builder.core.verdicts import Drop
 
     data = encode(photo("astronaut"), "PNG")
-    assert rules.eval_image_hash("/data/eval/launch/rocket.png", "/data/eval/", data) == (
-        "launch/rocket.png", dedup.image_phash(data))
-    with pytest.raises(errors.InputError, match="evaluation image /data/eval/notes.png does not decode"):
-        rules.eval_image_hash("/data/eval/notes.png", "/data/eval/", b"not an image")
+    assert list(rules.eval_image_hash("/data/eval/launch/rocket.png", "/data/eval/", data)) == [
+        ("launch/rocket.png", dedup.image_phash(data))]
+    [bad] = rules.eval_image_hash("/data/eval/notes.png", "/data/eval/", b"not an image")
+    assert isinstance(bad, Drop) and bad.reason == rules.EVAL_IMAGE_UNREADABLE == "eval_images_unreadable"
+    assert bad.record.startswith("notes.png: does not decode (UnidentifiedImageError: cannot identify image file")
+    assert " at 0x" not in bad.record
+    [gone] = rules.eval_image_hash("/data/eval/gone.jpg", "/data/eval/", None, "cannot be read (No such file)")
+    assert gone == Drop("eval_images_unreadable", "gone.jpg: cannot be read (No such file)")
 
 
 def test_over_cap_drops_a_sample_only_when_every_query_is_over_the_cap():

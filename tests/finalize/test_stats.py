@@ -47,7 +47,7 @@ def test_summary_counts_statuses_reasons_and_sizes_from_the_counts():
                                    for s in FINAL_STATUSES}
     assert summary["reasons"] == {"failed_to_download": 1, "near_duplicate": 1, "success": 1}
     assert summary["dedup"] == {"candidates": 2, "repeated_uids": 0, "exact_duplicates": 0, "near_duplicates": 1,
-                                "decontaminated": 0}
+                                "decontaminated": 0, "eval_images_hashed": 0, "eval_images_unreadable": 0}
     assert sizes == {"00000": 1} and summary["input"]["uids"] == 3 and summary["rebalance"]["queries_over_cap"] == 0
     assert summary["image_sizes"] == {"width": {dataset_card.size_bin(640): 1},
                                       "height": {dataset_card.size_bin(480): 1}}

@@ -184,3 +184,10 @@ def test_query_counts_table_lists_every_query_most_matched_first() -> None:
         {"query": "q0", "lang": "en", "matched": 1, "kept": 1}, {"query": "q2", "lang": "en", "matched": 0, "kept": 0},
         {"query": "q4", "lang": "en", "matched": 0, "kept": 0}]
     assert table.num_rows == len(ENTRIES)
+
+
+def test_buckets_for_grows_with_the_pool_between_bounds():
+    assert pb.buckets_for(0) == pb.buckets_for(16 << 30) == 256  # up to 16 GiB of pool: the floor
+    assert pb.buckets_for((16 << 30) + 1) == 257
+    assert pb.buckets_for(1 << 40) == 16384  # 1 TiB of pool: 64 MiB per bucket
+    assert pb.buckets_for(1 << 50) == 1 << 16

@@ -20,6 +20,8 @@ from tests.pairs.conftest import CAP, WarcBuilder, build, read_pairs, write_quer
 from tests.references import reference_hard_selection, reference_match
 from wit_builder.beam.fileio import open_read
 from wit_builder.cli import main as wit
+from wit_builder.core import errors
+from wit_builder.core.run_folder import MARKER
 from wit_builder.core.uid import pair_uid
 from wit_builder.pairs.readers.formats import read_pool_file
 from wit_builder.pairs.readers.layouts import PoolOptions
@@ -343,27 +345,134 @@ def test_metaclip_rule_matches_captions_as_written_not_as_cleaned(tmp_path: Path
     assert got[0] == ["Martín"] and got[1] == ["Linen Trousers"] and got[2] == ["cafe\u0301"]
 
 
-def test_nothing_matched_is_exit_1_with_a_complete_output(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_nothing_matched_is_exit_3_with_a_complete_output(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     queries = write_queries(tmp_path / "q", ["quokka"])
     pool = tmp_path / "pool.jsonl"
     pool.write_text(json.dumps({"url": "http://e.com/1.jpg", "caption": "a cat"}) + "\n")
     out = tmp_path / "out"
     assert wit(["build-pairs", "--queries", str(queries), "--pool", str(pool), "--out", str(out),
-                *BEAM_IN_PROCESS]) == 1
+                *BEAM_IN_PROCESS]) == errors.EXIT_EMPTY == 3
     captured = capsys.readouterr()
     assert "1 records -> 1 candidates -> 0 matched" in captured.out
     assert "wit build-pairs: no candidate matched any query; check --caption-col" in captured.err
     assert json.loads((out / STATS_JSON).read_text())["counts"]["no_match"] == 1
     assert sorted(p.name for p in out.iterdir()) == sorted([BALANCE_PNG, BAD_RECORDS_JSONL, QUERY_COUNTS_PARQUET,
-                                                            "pairs-00000-of-00001.parquet", STATS_JSON])
+                                                            "pairs-00000-of-00001.parquet", STATS_JSON, MARKER])
+
+
+@pytest.mark.parametrize("content", [b"", b"url,caption\n"])
+def test_an_empty_pool_says_so_not_no_match(content: bytes, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A pool of 0 records (an empty file, a header alone) is exit 3 saying the pool is empty, not "no candidate
+    matched" (which sends the user to check columns and queries)."""
+    queries = write_queries(tmp_path / "q", ["cat"])
+    pool = tmp_path / "pool.csv"
+    pool.write_bytes(content)
+    assert wit(["build-pairs", "--queries", str(queries), "--pool", str(pool), "--out", str(tmp_path / "out"),
+                *BEAM_IN_PROCESS]) == 3
+    err = capsys.readouterr().err
+    assert "the pool holds no records (1 file(s) read, 0 records): nothing to match" in err
+    assert "no candidate matched" not in err
+
+
+def test_lone_surrogates_and_repeated_keys_are_bad_records_not_a_crash(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """``"\\ud800"`` in a caption (valid JSON) crashed the run with a 150-line traceback; a repeated key after the
+    first 1,000 lines was "last wins": both are bad records with file and line, the rest is matched."""
+    queries = write_queries(tmp_path / "q", ["cat"])
+    lines = [json.dumps({"url": f"http://e.com/{i}.jpg", "caption": f"a cat {i}"}) for i in range(1500)]
+    lines[3] = '{"url": "http://e.com/s.jpg", "caption": "a cat \\ud800"}'
+    lines[1200] = '{"url": "http://e.com/d.jpg", "caption": "a cat", "caption": "a dog"}'
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    assert wit(["build-pairs", "--queries", str(queries), "--pool", str(pool), "--out", str(out),
+                *BEAM_IN_PROCESS]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    bad = [json.loads(line) for line in (out / BAD_RECORDS_JSONL).read_text().splitlines()]
+    assert [(b["offset"], b["reason"]) for b in bad] == [(3, "non_utf8"), (1200, "malformed_record")]
+    assert all(b["file"] == str(pool) for b in bad) and "line 1201: key 'caption' appears 2 times" in bad[1]["detail"]
+    counts = json.loads((out / STATS_JSON).read_text())["counts"]
+    assert (counts["records"], counts["bad_records"], counts["candidates"]) == (1500, 2, 1498)
+    assert read_pairs(out).num_rows == counts["kept"] > 0
+
+
+def test_bad_records_are_counted_all_and_listed_bounded(tmp_path: Path) -> None:
+    """Blank TSV lines are bad records: every one counted, the first MAX_BAD_RECORDS (by file and line) listed."""
+    from wit_builder.pairs.stats import MAX_BAD_RECORDS
+
+    queries = write_queries(tmp_path / "q", ["cat"])
+    pool = tmp_path / "pool.tsv"
+    pool.write_bytes(b"url\tcaption\nhttp://e.com/a.jpg\ta cat\n" + b"\n" * (MAX_BAD_RECORDS + 500))
+    out = tmp_path / "out"
+    assert wit(["build-pairs", "--queries", str(queries), "--pool", str(pool), "--out", str(out),
+                *BEAM_IN_PROCESS]) == 0
+    doc = json.loads((out / STATS_JSON).read_text())
+    assert doc["counts"]["malformed_record"] == doc["counts"]["bad_records"] == MAX_BAD_RECORDS + 500
+    listed = [json.loads(line)["offset"] for line in (out / BAD_RECORDS_JSONL).read_text().splitlines()]
+    assert listed == list(range(1, MAX_BAD_RECORDS + 1)) and doc["details"]["bad_records"]["listed"] == MAX_BAD_RECORDS
+
+
+def test_a_users_file_in_out_is_never_touched(pool: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``--out`` holding a user's ``pairs-2023-final.parquet`` (our own file pattern) and no run marker: refused
+    before any work, the file untouched; ``--overwrite`` takes the folder over."""
+    out = tmp_path / "out"
+    out.mkdir()
+    theirs = out / "pairs-2023-final.parquet"
+    theirs.write_bytes(b"their curated pairs")
+    args = ["build-pairs", "--queries", str(pool["queries"]), "--pool", str(pool["files"] / "*"), "--out", str(out),
+            *BEAM_IN_PROCESS]
+    assert wit(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"wit build-pairs: error: --out {out} holds files that wit did not write "
+                          "('pairs-2023-final.parquet')") and "--overwrite" in err
+    assert [p.name for p in out.iterdir()] == ["pairs-2023-final.parquet"] and theirs.read_bytes().startswith(b"their")
+    # another stage's folder is refused too
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / MARKER).write_text(json.dumps({"command": "download", "format": 1}))
+    (raw / "00000.parquet").write_bytes(b"raw")
+    assert wit([*args[:6], str(raw), *BEAM_IN_PROCESS]) == 2
+    assert "is the output folder of 'wit download'" in capsys.readouterr().err
+    assert (raw / "00000.parquet").read_bytes() == b"raw"
+    assert wit([*args, "--overwrite"]) == 0
+
+
+def test_a_killed_runs_temporaries_are_removed_and_never_read_as_pairs(pool: dict, tmp_path: Path) -> None:
+    """A killed build-pairs leaves ``*.tmp-*`` files: the rerun removes them (ours by name, in our folder), and a
+    ``pairs-*`` glob given to the next stage never matches one."""
+    from wit_builder.download.inputs import input_files
+
+    out = tmp_path / "out"
+    args = ["build-pairs", "--queries", str(pool["queries"]), "--pool", str(pool["files"] / "*"), "--out", str(out),
+            *BEAM_IN_PROCESS]
+    assert wit(args) == 0
+    written = sorted(p.name for p in out.glob("pairs-*"))
+    left = out / f"{written[0]}.tmp-{'0f' * 16}"
+    left.write_bytes(b"half a parquet")
+    assert input_files(str(out / "pairs-*")) == [str(out / name) for name in written]  # the glob skips it
+    assert wit(args) == 0
+    assert not left.exists() and sorted(p.name for p in out.glob("pairs-*")) == written
+
+
+def test_a_full_disk_is_one_line_naming_the_file(pool: dict, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                 full_disk) -> None:
+    """ENOSPC while the pairs are written (inside the pipeline) is one line naming the file, exit 1, no
+    temporary left."""
+    full_disk(lambda path: "/pairs-" in path)
+    out = tmp_path / "out"
+    assert wit(["build-pairs", "--queries", str(pool["queries"]), "--pool", str(pool["files"] / "*"), "--out",
+                str(out), *BEAM_IN_PROCESS]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("wit build-pairs: error: no space left on the device while writing ") and \
+        "/pairs-" in err and err.count("\n") == 1, err
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]
 
 
 # ---- the stage's own hooks, on given counts ----
 
 def test_finish_makes_stats_json_from_the_counts(tmp_path: Path) -> None:
     """``BuildPairsStage.finish``: stats.json's counts are the counts given (the data's), balance.png and the
-    bad-records quote come from the files; no match at all is exit 1 with a line saying what to check."""
-    from wit_builder.core import errors
+    bad-records quote come from the files; no match at all is exit 3 with a line saying what to check."""
     from wit_builder.pairs.command import BuildPairsStage
     from wit_builder.pairs.options import BuildPairsOptions
     from wit_builder.pairs.stats import COUNTS, NO_MATCH_ERROR
@@ -375,7 +484,7 @@ def test_finish_makes_stats_json_from_the_counts(tmp_path: Path) -> None:
     stage = BuildPairsStage(BuildPairsOptions((str(queries),), (str(pool),), str(out)))
     stage.inputs = stage.resolve()
     assert stage.announce() == ["build-pairs: 1 pool file(s), 2 queries (en; keeping en), balance=hard cap=20000 "
-                               "target=20000 seed=0 match_rule=normalized"]
+                               "target=20000 seed=0 match_rule=normalized shuffle_buckets=256"]  # tiny pool: the floor
     out.mkdir()
     pq.write_table(pa.table({"query": ["cat", "dog"], "lang": ["en", "en"], "matched": [3, 0], "kept": [2, 0]},
                             schema=QUERY_COUNTS),
@@ -396,7 +505,7 @@ def test_finish_makes_stats_json_from_the_counts(tmp_path: Path) -> None:
     assert (outcome.exit_code, outcome.error) == (errors.EXIT_OK, None)
     assert outcome.summary[0] == "30 records -> 5 candidates -> 3 matched -> 3 unique -> 2 kept in 1 file(s)"
     nothing = stage.finish(counts | {"matched": 0}, 1.0)
-    assert (nothing.exit_code, nothing.error) == (errors.EXIT_FAILED, NO_MATCH_ERROR)
+    assert (nothing.exit_code, nothing.error) == (errors.EXIT_EMPTY, NO_MATCH_ERROR)
 
 
 def test_clean_rerun_removes_the_stage_outputs_only(tmp_path: Path) -> None:
@@ -411,6 +520,8 @@ def test_clean_rerun_removes_the_stage_outputs_only(tmp_path: Path) -> None:
              BAD_RECORDS_JSONL, BALANCE_PNG]
     for name in [*stale, "notes.txt", "pairs.csv"]:
         (out / name).write_bytes(b"x")
+    (out / "_tmp_spill" / "ranked").mkdir(parents=True)  # a killed run's spilled buckets
+    (out / "_tmp_spill" / "ranked" / "b00001.arrow").write_bytes(b"x")
     stage = BuildPairsStage(BuildPairsOptions(("q",), ("p.jsonl",), str(out)))
     assert stage.clean_rerun() == []
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "pairs.csv"]

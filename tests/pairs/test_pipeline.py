@@ -172,3 +172,58 @@ def test_a_retried_bundle_leaves_the_stats_unchanged(pool: dict, tmp_path: Path,
     plain, retried = (json.loads((tmp_path / name / STATS_JSON).read_text()) for name in ("plain", "retried"))
     assert retried["counts"] == plain["counts"] and retried["details"] == plain["details"]
     assert read_pairs(tmp_path / "retried") == read_pairs(tmp_path / "plain")
+
+
+def test_in_process_buckets_spill_to_files_and_give_the_same_bytes(pool: dict, tmp_path: Path, monkeypatch) -> None:
+    """On the in-process runner the buckets travel as files under OUT/_tmp_spill and only their names cross Beam
+    (``wit_builder.beam.spill``); the outputs are byte for byte those of the inline run (the cluster runners'
+    path), with any bucket count, and the spill folder is gone when the run ends."""
+    assert build(pool, tmp_path / "spilled", BEAM_IN_PROCESS, "--rows-per-file", "50") == 0
+    assert not (tmp_path / "spilled" / "_tmp_spill").exists()
+    seen: list[type] = []
+    original = pipeline._CollapseBucket.process
+
+    def recording(self, element):
+        seen.extend(type(ref) for ref in element[1])
+        yield from original(self, element)
+
+    monkeypatch.setattr(pipeline._CollapseBucket, "process", recording)
+    assert build(pool, tmp_path / "spilled-7", BEAM_IN_PROCESS, "--rows-per-file", "50",
+                 "--shuffle-buckets", "7") == 0
+    assert seen and set(seen) == {str}  # file names, never the rows
+    monkeypatch.setattr(pipeline, "spill_folder", lambda runner, out: None)  # as on Spark, Flink, Dataflow
+    seen.clear()
+    assert build(pool, tmp_path / "inline", BEAM_IN_PROCESS, "--rows-per-file", "50") == 0
+    assert seen and set(seen) == {bytes}
+
+    def outputs(out: Path) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name != STATS_JSON}
+
+    inline = outputs(tmp_path / "inline")
+    assert len([n for n in inline if n.startswith("pairs-")]) > 1
+    assert outputs(tmp_path / "spilled") == inline == outputs(tmp_path / "spilled-7")
+    counts = [json.loads((tmp_path / name / STATS_JSON).read_text())["counts"]
+              for name in ("spilled", "spilled-7", "inline")]
+    assert counts[0] == counts[1] == counts[2]
+
+
+def test_spill_refs_are_paths_named_by_the_unit_and_inline_without_a_folder(tmp_path: Path) -> None:
+    from wit_builder.beam.spill import Spill, spill_folder
+
+    assert spill_folder(None, "/o") == spill_folder("FnApiRunner", "/o") == "/o/_tmp_spill"
+    assert spill_folder("apache_beam.runners.direct.direct_runner.BundleBasedDirectRunner", "/o") == "/o/_tmp_spill"
+    assert spill_folder("SparkRunner", "/o") is None and spill_folder("DataflowRunner", "/o") is None
+    spill = Spill(str(tmp_path / "s"))
+    ref = spill.put("kept/b00003.arrow", b"rows")
+    assert ref == str(tmp_path / "s" / "kept" / "b00003.arrow") and Spill.get(ref) == b"rows"
+    assert spill.put("kept/b00003.arrow", b"rows") == ref  # a retried bundle: same name, same bytes, one file
+    assert [p.name for p in (tmp_path / "s" / "kept").iterdir()] == ["b00003.arrow"]
+    assert Spill.stem(ref) == "b00003" and Spill.stem(b"x") == ""
+    assert spill.put("kept/b00004.arrow", b"") == b""  # nothing to hold
+    assert Spill(None).put("kept/b00005.arrow", b"rows") == b"rows"
+    many = spill.put_many("matched/0123abcd-00000.arrow", [b"bucket 1", b"", b"bucket three"])
+    path = str(tmp_path / "s" / "matched" / "0123abcd-00000.arrow")
+    assert many == [f"{path}@0+8", b"", f"{path}@8+12"]  # one file, a byte range each
+    assert [Spill.get(r) for r in many] == [b"bucket 1", b"", b"bucket three"]
+    assert Spill.stem(many[0]) == "0123abcd-00000"
+    assert Spill(None).put_many("x.arrow", [b"a", b"b"]) == [b"a", b"b"]

@@ -54,6 +54,12 @@ def test_document_is_made_from_the_counts() -> None:
                                    {"path": "bad_records.jsonl", "rows": 1}]
     assert doc["details"] == {"match_rule": "metaclip", "languages": {}, "queries": {"max_matched": 9, "max_kept": 3},
                               "pairs": {"file_names": ["pairs-00000-of-00002.parquet", "pairs-00001-of-00002.parquet"]},
-                              "bad_records": {"file": "bad_records.jsonl", "first": [{"file": "x"}]}}
+                              "bad_records": {"file": "bad_records.jsonl", "listed": 1, "first": [{"file": "x"}]}}
     assert stats.summary(counts) == ["10 records -> 9 candidates -> 4 matched -> 0 unique -> 3 kept in 2 file(s)",
                                      "1 bad records", "1 queries capped"]
+    many = counts | {"bad_records": 10 * stats.MAX_BAD_RECORDS}  # counted all, listed the first MAX_BAD_RECORDS
+    doc = stats.document(queries=[("q/queries.parquet", "ab", 6)], pool_files=["p/a.parquet"],
+                         parameters=parameters, counts=many, pair_files=[], max_matched=9, max_kept=3,
+                         first_bad=[{"file": "x"}], seconds=1.5)
+    assert doc["outputs"][-1] == {"path": "bad_records.jsonl", "rows": stats.MAX_BAD_RECORDS}
+    assert doc["details"]["bad_records"]["listed"] == stats.MAX_BAD_RECORDS

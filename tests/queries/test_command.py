@@ -27,12 +27,14 @@ from tests.queries.conftest import (
 )
 from wit_builder.core import segment
 from wit_builder.core.errors import StageFailed
+from wit_builder.core.run_folder import MARKER
 from wit_builder.core.textnorm import is_query_token, tokenize
 from wit_builder.queries import stats as query_stats
 from wit_builder.queries.command import BuildQueriesStage
-from wit_builder.queries.options import BuildQueriesOptions
+from wit_builder.queries.options import BuildQueriesOptions, ReadOptions
+from wit_builder.queries.pageviews import Traffic
 from wit_builder.queries.pipeline import TEXT_CACHE
-from wit_builder.queries.selection import title_query
+from wit_builder.queries.selection import Thresholds, title_query
 from wit_builder.queries.wikitext import MAX_WIKITEXT_CHARS, parse_article, plain_text
 
 
@@ -258,9 +260,9 @@ def test_pageviews_of_another_wiki(tmp_path):
 
 def test_every_count_is_named_and_nothing_but_the_outputs_is_left(sample_out):
     """stats.json's counts are exactly the frame's names (zeros included); the counts file, the details file
-    and the text cache are gone once stats.json is written."""
+    and the text cache are gone once stats.json is written; the run marker stays (the folder is stage 1's)."""
     assert sorted(stats(sample_out)["counts"]) == sorted(query_stats.COUNT_NAMES)
-    assert sorted(p.name for p in sample_out.iterdir()) == sorted(OUTPUTS)
+    assert sorted(p.name for p in sample_out.iterdir()) == sorted([*OUTPUTS, MARKER])
 
 
 # ---- the Stage's steps, on given inputs ----
@@ -313,9 +315,36 @@ def test_resolve_pairs_each_dump_with_its_index_and_refuses_index_files_alone(tm
     stage = BuildQueriesStage(BuildQueriesOptions(dump=(str(tmp_path / "*.bz2"),), out=str(tmp_path / "q")))
     stage.inputs = stage.resolve()
     assert stage.announce() == [f"language en (English), segmenter {segment.segmenter_id('en')}",
-                                f"dump {dump} (multistream, index {index})"]
+                                f"dump {dump} (multistream, index {index})",
+                                f"sketch width 1,048,576 (chosen for ~{stage.inputs.bigrams:,} bigrams): 40 MiB of "
+                                "sketches per range in flight"]
     assert [d.index for d in stage.inputs.dumps] == [str(index)]
     assert stage.inputs.pageviews == () and stage.inputs.wordnet == ()
     alone = BuildQueriesStage(BuildQueriesOptions(dump=(str(index),), out=str(tmp_path / "q")))
     with pytest.raises(FileNotFoundError, match="names only multistream index files, no dump"):
         alone.resolve()
+
+
+def test_sketch_width_comes_from_the_dumps_size_and_a_small_given_width_is_warned_before_work(tmp_path, capsys):
+    dump = tmp_path / "d.xml"
+    with dump.open("wb") as f:  # 50 MiB of plain XML by its size (a sparse file): ~2.6M bigrams estimated
+        f.truncate(50 << 20)
+    english = Traffic("en.wikipedia")  # --wiki: a dump of zeros names no language itself
+    chosen = BuildQueriesStage(BuildQueriesOptions(dump=(str(dump),), out=str(tmp_path / "q"),
+                                                   thresholds=Thresholds(100, 1), traffic=english))
+    chosen.inputs = chosen.resolve()
+    assert chosen.inputs.bigrams == int(dump.stat().st_size * 0.05)
+    assert chosen.inputs.sketch_width == chosen.inputs.suggested_width == 1 << 22  # 2.6M / 2^22 <= 1 per counter
+    assert chosen.announce()[-1] == ("sketch width 4,194,304 (chosen for ~2,621,440 bigrams): 160 MiB of sketches "
+                                     "per range in flight")
+    assert chosen.settings().reading.sketch_width == 1 << 22  # what runs and what stats.json records
+    assert capsys.readouterr().err == ""
+    small = ReadOptions(sketch_width=4096)
+    given = BuildQueriesStage(BuildQueriesOptions(dump=(str(dump),), out=str(tmp_path / "q"),
+                                                  thresholds=Thresholds(100, 1), reading=small, traffic=english))
+    given.inputs = given.resolve()
+    assert given.inputs.sketch_width == 4096 and given.settings().reading.sketch_width == 4096
+    assert given.announce()[-1] == "sketch width 4,096 (--sketch-width): 0 MiB of sketches per range in flight"
+    err = capsys.readouterr().err
+    assert err.startswith("wit build-queries: warning: --sketch-width 4,096 is small for the ~2,621,440 bigrams")
+    assert "use --sketch-width 4194304 (160 MiB of sketches per range in flight)" in err and err.count("\n") == 1

@@ -7,6 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from wit_builder.queries import ngram_sketch
 from wit_builder.queries import selection as qs
 from wit_builder.queries.ngram_sketch import (
     CountMinSketch,
@@ -132,3 +133,16 @@ def test_a_ranges_sketch_pair_travels_as_chunks_and_is_rebuilt():
     assert assemble_sketches({}) is None  # no range: nothing to rebuild
     with pytest.raises(ValueError, match="one unigram and one bigram sketch shape"):
         assemble_sketches({k: v for k, v in summed.items() if k[0] == 0})
+
+
+def test_width_for_keeps_bigrams_per_counter_at_most_the_threshold_from_the_default_up():
+    assert ngram_sketch.width_for(0, 30) == ngram_sketch.DEFAULT_SKETCH_WIDTH
+    assert ngram_sketch.width_for(30 << 20, 30) == 1 << 20  # exactly the threshold per counter
+    assert ngram_sketch.width_for((30 << 20) + 1, 30) == 1 << 21
+    # The full English Wikipedia: ~22 GB of bz2 -> ~4.4e9 bigrams -> 2^28 counters (N / W ~ 16 <= 30).
+    bigrams = ngram_sketch.estimated_bigrams([("enwiki-pages-articles-multistream.xml.bz2", 22 * 10**9)])
+    assert bigrams == int(22e9 * 0.2) and ngram_sketch.width_for(bigrams, 30) == 1 << 28
+    assert ngram_sketch.estimated_bigrams([("a.xml", 1000), ("b.xml.bz2", 1000)]) == 250
+    assert ngram_sketch.sketches_bytes(1 << 20) == 40 << 20  # 32 MiB bigram + 8 MiB unigram sketch
+    unigram, bigram = ngram_sketch.ngram_sketches(1 << 20)
+    assert unigram.table.nbytes + bigram.table.nbytes == ngram_sketch.sketches_bytes(1 << 20)

@@ -13,14 +13,16 @@ from wit_builder.queries.options import OPTIONS, BuildQueriesOptions, ReadOption
 from wit_builder.queries.pageviews import Traffic
 from wit_builder.queries.selection import Budgets, Thresholds
 
-FLAGS = ["--dump", "--out", "--wordnet-dir", "--omw-file", "--pageviews", "--min-unigram-count", "--min-bigram-count",
+FLAGS = ["--dump", "--out", "--overwrite", "--wordnet-dir", "--omw-file", "--pageviews", "--min-unigram-count",
+         "--min-bigram-count",
          "--max-queries", "--unigram-budget", "--bigram-budget", "--title-budget", "--wordnet-budget", "--split-bytes",
          "--parse-timeout", "--parse-memory-mb", "--sketch-width", "--wiki", "--pageview-sites"]
-DEFAULTS = {"--wordnet-dir": None, "--omw-file": (), "--pageviews": (), "--min-unigram-count": 100,
+DEFAULTS = {"--overwrite": False, "--wordnet-dir": None, "--omw-file": (), "--pageviews": (),
+            "--min-unigram-count": 100,
             "--min-bigram-count": 30,
             "--max-queries": 500_000, "--unigram-budget": 251_465, "--bigram-budget": 100_646, "--title-budget": 61_235,
             "--wordnet-budget": 86_654, "--split-bytes": 64 << 20, "--parse-timeout": 5.0, "--parse-memory-mb": 2048,
-            "--sketch-width": 1 << 20, "--wiki": None, "--pageview-sites": "desktop,mobile"}
+            "--sketch-width": None, "--wiki": None, "--pageview-sites": "desktop,mobile"}
 
 
 def test_flags_and_defaults_are_the_commands_own():
@@ -48,7 +50,7 @@ def test_parameters_are_flat_as_the_flags_are():
         "dump": ["a.xml", "b.xml"], "wordnet_dir": None, "omw_file": [], "pageviews": [], "min_unigram_count": 100,
         "min_bigram_count": 30, "max_queries": 10, "unigram_budget": 251_465, "bigram_budget": 100_646,
         "title_budget": 61_235, "wordnet_budget": 86_654, "split_bytes": 64 << 20, "parse_timeout": 5.0,
-        "parse_memory_mb": 2048, "sketch_width": 1 << 20, "wiki": None, "pageview_sites": "desktop,mobile"}
+        "parse_memory_mb": 2048, "sketch_width": None, "wiki": None, "pageview_sites": "desktop,mobile"}
 
 
 @pytest.mark.parametrize(("extra", "said"), [

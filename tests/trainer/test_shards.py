@@ -66,3 +66,14 @@ def test_raw_samples_group_members_by_key_and_skip_unreadable_shards(tmp_path):
     assert first_member(samples[0], ("webp",)) is None
     assert sample_where(samples[1]) == f"{tmp_path / '00000.tar'}:b"
     assert issubclass(DataError, InputError)  # the wit command prints it as one line, exit 2
+
+
+def test_a_brace_range_that_names_too_many_shards_is_refused(monkeypatch):
+    """``{00000..99999999}`` (a digit too many) names 10^8 shards: refused in one line once the bound is passed,
+    never expanded into memory (it ended in a MemoryError); a range within the bound still expands."""
+    from trainer import shards
+
+    monkeypatch.setattr(shards, "MAX_SHARD_URLS", 5000)  # the real bound (1,000,000) takes a minute to pass
+    with pytest.raises(DataError, match=r"names more than 5,000 shards; check its brace ranges"):
+        resolve_shards("gs://bucket/wit/{00000..99999999}.tar")
+    assert len(resolve_shards("gs://bucket/wit/{00000..00999}.tar::gs://bucket/b/{0..9}.tar")) == 1010

@@ -514,3 +514,28 @@ def test_a_full_disk_at_the_checkpoint_is_one_line_and_leaves_no_temporary(small
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"wit train: error: cannot write {out / 'checkpoint.pt'}: ")
     assert not [p for p in out.iterdir() if ".tmp-" in p.name] and not (out / "checkpoint.pt").exists()
+
+
+def test_train_never_writes_into_a_folder_it_does_not_own(small_shards, tokenizer_file, tmp_path, capsys):
+    """Like every stage (wit_builder.core.run_folder): a folder holding someone else's files is refused unless
+    --overwrite, a second writer is refused while the first holds the lock, and the run leaves its marker."""
+    from wit_builder.core import run_folder
+
+    out = tmp_path / "theirs"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text("their own log\n")
+    (out / "notes.txt").write_text("keep me")
+    assert _train_small(small_shards, out, tokenizer_file, "--steps", "1", "--workers", "0") == 2
+    err = capsys.readouterr().err
+    assert "holds files that wit did not write" in err and "'notes.txt'" in err and "--overwrite" in err
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.jsonl", "notes.txt"]
+    with run_folder.FolderLock(str(out), "train"):
+        assert _train_small(small_shards, out, tokenizer_file, "--steps", "1", "--workers", "0", "--overwrite") == 2
+        assert "is being written by another run (command train" in capsys.readouterr().err
+    assert _train_small(small_shards, out, tokenizer_file, "--steps", "1", "--workers", "0", "--overwrite") == 0
+    assert (out / "notes.txt").read_text() == "keep me" and (out / run_folder.MARKER).exists()
+    assert not (out / run_folder.LOCK).exists()
+    # a run of ours from before run markers (only a run's own files) is still resumable
+    (out / run_folder.MARKER).unlink()
+    (out / "notes.txt").unlink()
+    assert _train_small(small_shards, out, tokenizer_file, "--steps", "2", "--workers", "0", "--resume") == 0

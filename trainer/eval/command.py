@@ -1,8 +1,14 @@
 """``wit eval``: zero-shot classification, image-text retrieval and linear probes of a trained checkpoint.
 
 Results are written as JSON in CLIP_benchmark's layout (``dataset``, ``model``, ``pretrained``, ``task``,
-``metrics``): the first task's record at the top level, its metrics also flattened there (so scripts read
-``acc1`` directly), and every task's record under ``results``.
+``language``, ``metrics``): the first task's record at the top level, its metrics also flattened there (so
+scripts read ``acc1`` directly), and every task's record under ``results``.
+
+Languages: one image folder is classified once per language of ``--classnames LANG=FILE`` (the same images,
+class names and prompt templates of that language: ``--templates LANG=NAME_OR_FILE``, else the language's
+shipped set), one record per language; retrieval adds one record per language of the shards' samples (each
+language's images against its own captions) when the samples carry a ``lang``. ``--tokenizer`` is checked
+against the checkpoint's: a model is only evaluated with the tokenizer it was trained with.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +29,7 @@ from PIL import Image
 from trainer.atomic import check_out_file, write_atomic
 from trainer.checkpoint import load_model
 from trainer.eval import image_folder, linear_probe, retrieval, zeroshot
+from trainer.languages import UNDETERMINED
 from trainer.model import CLIP
 from trainer.shards import resolve_shards
 from trainer.tokenizer import Tokenizer
@@ -35,7 +43,9 @@ Transform = Callable[[Image.Image], torch.Tensor]
 
 
 _ZS, _RT, _LP = "zero-shot classification", "retrieval", "linear probe"
-_TEMPLATES, _TEMPLATE_SETS = zeroshot.DEFAULT_TEMPLATES, ", ".join(zeroshot.shipped_template_sets())
+_TEMPLATE_SETS = ", ".join(zeroshot.shipped_template_sets())
+_LANGUAGE_ITEM = re.compile(r"^([a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*)=(.+)$")  # 'ja=classes_ja.txt'
+DEFAULT_LANGUAGE = "en"  # of a --classnames FILE without LANG=, and of folder names
 
 
 @dataclass(frozen=True)
@@ -44,12 +54,17 @@ class EvalOptions:
 
     checkpoint: str = option(help="checkpoint file or training output directory")
     zeroshot: str | None = option(None, metavar="DIR", group=_ZS, help="labelled images as DIR/<class name>/*.jpg")
-    classnames: str | None = option(None, metavar="FILE", group=_ZS,
-                                    help="class names, one per line in sorted folder order, or 'folder<TAB>class "
-                                         "name' lines (none: folder names with underscores as spaces)")
-    templates: str = option(_TEMPLATES, metavar="NAME_OR_FILE", group=_ZS,
-                            help=f"prompt templates: a file with one '{{}}' template per line or a shipped set "
-                                 f"({_TEMPLATE_SETS})")
+    classnames: tuple[str, ...] = option((), many=True, metavar="[LANG=]FILE", group=_ZS,
+                                         help="class names, one per line in sorted folder order, or 'folder<TAB>"
+                                              "class name' lines (none: folder names with underscores as spaces); "
+                                              "LANG=FILE, repeated, evaluates the images once per language "
+                                              "(FILE alone: English)")
+    templates: tuple[str, ...] = option((), many=True, metavar="[LANG=]NAME_OR_FILE", group=_ZS,
+                                        help=f"prompt templates: a file with one '{{}}' template per line or a "
+                                             f"shipped set ({_TEMPLATE_SETS}); LANG=... for one language (none: "
+                                             f"each language's shipped set, English CLIP's 80)")
+    tokenizer: str | None = option(None, metavar="FILE",
+                                   help="refuse to evaluate unless this tokenizer.json is the checkpoint's own")
     retrieval: tuple[str, ...] = option((), many=True, metavar="SHARDS", group=_RT,
                                         help="held-out WebDataset shards: directories, globs, brace patterns or "
                                              "URLs ('::' joins several); repeatable")
@@ -76,6 +91,8 @@ class EvalOptions:
     def __post_init__(self) -> None:
         if self.batch_size <= 0:
             raise ValueError(f"--batch-size must be positive, got {self.batch_size}")
+        if not 0 <= self.max_skipped_fraction <= 1:  # a share of the images: 2 would never fail
+            raise ValueError(f"--max-skipped-fraction must be between 0 and 1, got {self.max_skipped_fraction}")
         if bool(self.linear_probe_train) != bool(self.linear_probe_test):
             raise ValueError("give both --linear-probe-train and --linear-probe-test")
         if self.fewshot_k and not self.linear_probe_train:
@@ -93,9 +110,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_arguments(parser, OPTIONS)
 
 
-def _record(dataset: str, model_name: str, checkpoint: str, task: str, metrics: dict, inputs: dict) -> dict:
-    return {"dataset": dataset, "model": model_name, "pretrained": checkpoint, "task": task, "language": "en",
+def _record(dataset: str, model_name: str, checkpoint: str, task: str, metrics: dict, inputs: dict,
+            language: str = DEFAULT_LANGUAGE) -> dict:
+    return {"dataset": dataset, "model": model_name, "pretrained": checkpoint, "task": task, "language": language,
             "metrics": metrics, "inputs": inputs}
+
+
+def split_language(item: str, flag: str) -> tuple[str | None, str]:
+    """'ja=FILE' -> ('ja', 'FILE'); 'FILE' -> (None, 'FILE') (a path holding '=' stays whole unless it starts
+    with a language code)."""
+    found = _LANGUAGE_ITEM.match(item)
+    if found is None:
+        return None, item
+    if not found.group(2).strip():
+        raise ValueError(f"{flag} {item}: nothing after '='")
+    return found.group(1), found.group(2)
+
+
+def zeroshot_languages(args: EvalOptions) -> list[tuple[str, str | None, str]]:
+    """(language, class-name file or None, template set or file) per language to evaluate, in the order given.
+    Raises ValueError for a language given twice or one without a template set."""
+    named: list[tuple[str, str | None]] = []
+    for item in args.classnames:
+        lang, path = split_language(item, "--classnames")
+        named.append((lang or DEFAULT_LANGUAGE, path))
+    if not named:
+        named = [(DEFAULT_LANGUAGE, None)]
+    langs = [lang for lang, _ in named]
+    twice = sorted({lang for lang in langs if langs.count(lang) > 1})
+    if twice:
+        raise ValueError(f"--classnames gives language(s) {twice} twice; one class-name file per language")
+    per_language: dict[str, str] = {}
+    every: str | None = None
+    for item in args.templates:
+        lang, value = split_language(item, "--templates")
+        if lang is None:
+            if every is not None:
+                raise ValueError("--templates without LANG= given twice; use LANG=NAME_OR_FILE for each language")
+            every = value
+        else:
+            per_language[lang] = value
+    unknown = sorted(set(per_language) - set(langs))
+    if unknown:
+        raise ValueError(f"--templates for language(s) {unknown} that no --classnames LANG=FILE evaluates")
+    return [(lang, path, per_language.get(lang) or every or zeroshot.language_template_set(lang))
+            for lang, path in named]
 
 
 def _skip_report(total: int, errors: list[str], ignored: int, limit: float, what: str) -> dict:
@@ -119,30 +178,49 @@ def _progress(label: str) -> Callable[[int, int], None]:
 
 
 def run_zeroshot(args: EvalOptions, model: CLIP, tokenizer: Tokenizer, transform: Transform,
-                 model_name: str) -> dict:
-    """Zero-shot classification of an image folder (CLIP paper sec. 3.1.4: prompt-ensembled class embeddings);
-    one CLIP_benchmark record. Raises ValueError over ``--max-skipped-fraction`` unreadable images."""
+                 model_name: str) -> list[dict]:
+    """Zero-shot classification of an image folder (CLIP paper sec. 3.1.4: prompt-ensembled class embeddings),
+    once per language (``zeroshot_languages``): the images are encoded once, each language builds its classifier
+    from its class names and templates. One CLIP_benchmark record per language. Raises ValueError over
+    ``--max-skipped-fraction`` unreadable images, for class-name or template files that do not fit (file:line)
+    and for a language without a template set."""
     assert args.zeroshot is not None
-    folder = image_folder.scan_image_folder(args.zeroshot, args.classnames)
-    templates = zeroshot.load_templates(args.templates)
-    print(f"zeroshot: {len(folder.samples)} images, {len(folder.classnames)} classes, "
-          f"{len(templates)} templates", flush=True)
-    classifier = zeroshot.build_classifier(model.encode_text, tokenizer, folder.classnames, templates,
-                                           batch_size=args.batch_size, device=args.device)
+    plan = zeroshot_languages(args)
+    folder = image_folder.scan_image_folder(args.zeroshot, plan[0][1])
+    per_language = []
+    for lang, names_file, template_source in plan:  # every input is checked before any image is encoded
+        names, order = (folder.classnames, folder.folders) if names_file == plan[0][1] else \
+            image_folder.scan_classnames(folder.root, names_file)
+        per_language.append((lang, names_file, template_source, names, order,
+                             zeroshot.load_templates(template_source)))
     features, labels, errors = image_folder.encode_image_folder(
         folder, model.encode_image, transform, batch_size=args.batch_size, workers=args.workers,
         device=args.device, progress=_progress("zeroshot"))
     inputs = _skip_report(len(folder.samples), errors, len(folder.ignored), args.max_skipped_fraction,
                           args.zeroshot)
-    inputs.update(classes=len(folder.classnames), templates=len(templates), template_source=str(args.templates))
-    metrics = zeroshot.classification_metrics(zeroshot.zeroshot_logits(features, classifier.cpu()), labels)
-    return _record(Path(args.zeroshot).name, model_name, args.checkpoint, "zeroshot_classification", metrics, inputs)
+    records = []
+    for lang, names_file, template_source, names, order, templates in per_language:
+        print(f"zeroshot [{lang}]: {len(folder.samples)} images, {len(names)} classes, {len(templates)} templates",
+              flush=True)
+        classifier = zeroshot.build_classifier(model.encode_text, tokenizer, names, templates,
+                                               batch_size=args.batch_size, device=args.device)
+        # this language's label of each image: its folder's position in this language's class list
+        position = {folder_name: i for i, folder_name in enumerate(order) if folder_name}
+        relabel = torch.tensor([position.get(folder_name, -1) for folder_name in folder.folders])
+        metrics = zeroshot.classification_metrics(zeroshot.zeroshot_logits(features, classifier.cpu()),
+                                                  relabel[labels])
+        record_inputs = {**inputs, "classes": len(names), "templates": len(templates),
+                         "template_source": str(template_source), "classnames": names_file}
+        records.append(_record(Path(args.zeroshot).name, model_name, args.checkpoint, "zeroshot_classification",
+                               metrics, record_inputs, language=lang))
+    return records
 
 
 def run_retrieval(args: EvalOptions, model: CLIP, tokenizer: Tokenizer, transform: Transform,
-                  model_name: str) -> dict:
-    """Image-text retrieval recall@k over shards (each image against every caption); one CLIP_benchmark record.
-    Raises ValueError over ``--max-skipped-fraction`` unreadable samples."""
+                  model_name: str) -> list[dict]:
+    """Image-text retrieval recall@k over shards (each image against every caption): one CLIP_benchmark record,
+    then, when the samples carry languages, one per language (its images against its captions). Raises
+    ValueError over ``--max-skipped-fraction`` unreadable samples."""
     urls = [url for spec in args.retrieval for url in resolve_shards(spec)]
     print(f"retrieval: reading {len(urls)} shard(s)", flush=True)
     images, texts, owners, stats = retrieval.encode_shards(
@@ -157,7 +235,20 @@ def run_retrieval(args: EvalOptions, model: CLIP, tokenizer: Tokenizer, transfor
     inputs = {"shards": len(urls), "images": len(images), "captions": len(texts), "skipped": stats.skipped,
               "skipped_examples": stats.examples[:EXAMPLES_KEPT]}
     dataset = Path(args.retrieval[0].rstrip("/")).name if len(args.retrieval) == 1 else "shards"
-    return _record(dataset, model_name, args.checkpoint, "zeroshot_retrieval", metrics, inputs)
+    languages = sorted(set(stats.languages))
+    records = [_record(dataset, model_name, args.checkpoint, "zeroshot_retrieval", metrics, inputs,
+                       language="all" if set(languages) - {UNDETERMINED} else DEFAULT_LANGUAGE)]
+    if set(languages) - {UNDETERMINED}:  # the samples carry languages: each one's images against its captions
+        for lang in languages:
+            subset = torch.tensor([i for i, found in enumerate(stats.languages) if found == lang])
+            caption_ids = torch.isin(owners, subset).nonzero().squeeze(1)
+            renumber = torch.full((len(images),), -1, dtype=torch.long)
+            renumber[subset] = torch.arange(len(subset))
+            lang_metrics = retrieval.retrieval_recall(images[subset], texts[caption_ids],
+                                                      renumber[owners[caption_ids]], chunk_size=args.retrieval_chunk)
+            records.append(_record(dataset, model_name, args.checkpoint, "zeroshot_retrieval", lang_metrics,
+                                   {"images": len(subset), "captions": len(caption_ids)}, language=lang))
+    return records
 
 
 def run_linear_probe(args: EvalOptions, model: CLIP, transform: Transform, model_name: str) -> list[dict]:
@@ -192,14 +283,32 @@ def run_linear_probe(args: EvalOptions, model: CLIP, transform: Transform, model
 
 def _summary(record: dict) -> str:
     m = record["metrics"]
+    lang = "" if record["language"] == DEFAULT_LANGUAGE else f" [{record['language']}]"
     if record["task"] == "zeroshot_classification":
-        return (f"zeroshot acc1={m['acc1']:.4f} acc5={m['acc5']:.4f} "
+        return (f"zeroshot{lang} acc1={m['acc1']:.4f} acc5={m['acc5']:.4f} "
                 f"mean_per_class_recall={m['mean_per_class_recall']:.4f} ({record['inputs']['images']} images)")
     if record["task"] == "zeroshot_retrieval":
-        return (f"retrieval image_R@1={m['image_retrieval_recall@1']:.4f} text_R@1={m['text_retrieval_recall@1']:.4f}"
+        return (f"retrieval{lang} image_R@1={m['image_retrieval_recall@1']:.4f} "
+                f"text_R@1={m['text_retrieval_recall@1']:.4f}"
                 f" ({record['inputs']['images']} images)")
     shots = "full" if m["fewshot_k"] is None else f"{m['fewshot_k']}-shot"
     return f"linear probe ({shots}) acc1={m['lp_acc1']:.4f}"
+
+
+def check_tokenizer(tokenizer: Tokenizer, model: CLIP, given: str | None) -> None:
+    """Refuse a tokenizer the model was not trained with: ``given`` (``--tokenizer``) must be the checkpoint's
+    own (same fingerprint), and the checkpoint's must fit the text tower's embedding. Raises ValueError."""
+    rows = model.config.text.vocab_size
+    if tokenizer.vocab_size != rows:
+        raise ValueError(f"the checkpoint's tokenizer has {tokenizer.vocab_size} ids but its text tower embeds "
+                         f"{rows}: it was not trained with this tokenizer")
+    if given is None:
+        return
+    other = Tokenizer.load(given)
+    if other.fingerprint() != tokenizer.fingerprint():
+        raise ValueError(f"--tokenizer {given} (fingerprint {other.fingerprint()}, {other.vocab_size} ids) is not "
+                         f"the tokenizer the checkpoint was trained with ({tokenizer.fingerprint()}, "
+                         f"{tokenizer.vocab_size} ids); leave out --tokenizer to use the checkpoint's own")
 
 
 def evaluate(args: EvalOptions | argparse.Namespace) -> dict[str, Any]:
@@ -210,6 +319,7 @@ def evaluate(args: EvalOptions | argparse.Namespace) -> dict[str, Any]:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but torch sees no CUDA device")
     model, tokenizer = load_model(args.checkpoint, device=args.device)
+    check_tokenizer(tokenizer, model, args.tokenizer)
     model_name = model.config.name
     transform = eval_transform(model.config.image_size)
     autocast = (torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16)
@@ -217,9 +327,9 @@ def evaluate(args: EvalOptions | argparse.Namespace) -> dict[str, Any]:
     records = []
     with autocast:
         if args.zeroshot:
-            records.append(run_zeroshot(args, model, tokenizer, transform, model_name))
+            records.extend(run_zeroshot(args, model, tokenizer, transform, model_name))
         if args.retrieval:
-            records.append(run_retrieval(args, model, tokenizer, transform, model_name))
+            records.extend(run_retrieval(args, model, tokenizer, transform, model_name))
         if args.linear_probe_train:
             records.extend(run_linear_probe(args, model, transform, model_name))
     primary = records[0]

@@ -58,14 +58,34 @@ def read_classnames(path: Path, folders: Sequence[str]) -> tuple[list[str], list
         missing = sorted(set(folders) - set(mapped))
         if missing:
             raise ValueError(f"--classnames {path} does not list the class folder(s) {missing[:5]}")
-        if len(set(mapped)) != len(mapped):
-            raise ValueError(f"--classnames {path} lists a folder twice")
+        for (n, _), folder in zip(entries, mapped, strict=True):
+            if mapped.count(folder) > 1:
+                raise ValueError(f"{path}:{n}: folder {folder!r} is listed twice")
         return names, mapped
     names = [line.strip() for _, line in entries]
-    if len(names) != len(folders):
-        raise ValueError(f"--classnames {path} has {len(names)} names but the image folder has {len(folders)} "
-                         "class folders; give one name per folder (sorted order) or 'folder<TAB>class name' lines")
+    hint = "give one name per class folder, in sorted folder order, or 'folder<TAB>class name' lines"
+    if len(names) > len(folders):
+        n, extra = entries[len(folders)]
+        raise ValueError(f"{path}:{n}: class name {extra.strip()!r} has no image folder ({len(names)} names, "
+                         f"{len(folders)} class folders); {hint}")
+    if len(names) < len(folders):
+        raise ValueError(f"{path}:{entries[-1][0] + 1}: no class name for folder {folders[len(names)]!r} "
+                         f"({len(names)} names, {len(folders)} class folders); {hint}")
     return names, list(folders)
+
+
+def class_folders(root: Path) -> list[str]:
+    """The sorted class-folder names under ``root`` (hidden folders left out)."""
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def scan_classnames(root: str | Path, classnames_file: str | Path | None) -> tuple[list[str], list[str]]:
+    """(class names, folders) of ``root``'s class folders from a class-name file (``read_classnames``), or the
+    folder names when None: another language's names for a folder already scanned."""
+    present = class_folders(Path(root))
+    if classnames_file is None:
+        return [folder_to_classname(f) for f in present], present
+    return read_classnames(Path(classnames_file), present)
 
 
 def scan_image_folder(root: str | Path, classnames_file: str | Path | None = None,
@@ -75,7 +95,7 @@ def scan_image_folder(root: str | Path, classnames_file: str | Path | None = Non
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {str(root)!r} does not exist or is not a directory")
-    present = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    present = class_folders(root)
     if not present:
         raise ValueError(f"{root} holds no class folders; expected {root}/<class name>/*.jpg")
     if folders is not None:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from trainer.languages import UNDETERMINED, sample_language
 from trainer.shards import IMAGE_KEYS, first_member, raw_samples, sample_where
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class ShardSample:
     key: str
     image: Image.Image
     captions: list[str]
+    lang: str = UNDETERMINED  # the json's ``lang``
 
 
 @dataclass
@@ -97,6 +99,7 @@ class ReadStats:
     samples: int = 0
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
     examples: list[str] = field(default_factory=list)  # the first few, "shard:key: reason (detail)"
+    languages: list[str] = field(default_factory=list)  # per encoded image, in order (``encode_shards``)
 
     def skip(self, reason: str, where: str, detail: str = "") -> None:
         """Count one skipped sample under ``reason`` and log it (``where``: ``shard:key``)."""
@@ -158,7 +161,7 @@ def read_shard_samples(urls: Sequence[str], stats: ReadStats) -> Iterator[ShardS
             stats.skip("corrupt_image", where, str(e))
             continue
         stats.samples += 1
-        yield ShardSample(sample["__key__"], image, captions)
+        yield ShardSample(sample["__key__"], image, captions, sample_language(sample.get("json")))
 
 
 class _ShardStream(IterableDataset):
@@ -169,12 +172,12 @@ class _ShardStream(IterableDataset):
         self.urls = list(urls)
         self.transform = transform
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, list[str]] | ReadStats]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, list[str], str] | ReadStats]:
         worker = get_worker_info()
         urls = self.urls if worker is None else self.urls[worker.id :: worker.num_workers]
         stats = ReadStats()
         for sample in read_shard_samples(urls, stats):
-            yield self.transform(sample.image), sample.captions
+            yield self.transform(sample.image), sample.captions, sample.lang
         yield stats
 
 
@@ -192,7 +195,8 @@ def encode_shards(
     progress: Callable[[int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, ReadStats]:
     """Image features (N, D), caption features (T, D) and the caption -> image index (T,) of every readable
-    sample in ``urls``, with the read statistics. ``workers`` processes decode the shards in parallel."""
+    sample in ``urls``, with the read statistics (``stats.languages``: each image's language). ``workers``
+    processes decode the shards in parallel."""
     stats = ReadStats()
     image_chunks, text_chunks, owners = [], [], []
     images: list[torch.Tensor] = []
@@ -213,7 +217,8 @@ def encode_shards(
         if isinstance(item, ReadStats):
             stats.merge(item)
             continue
-        image, sample_captions = item
+        image, sample_captions, lang = item
+        stats.languages.append(lang)
         images.append(image)
         captions.extend(sample_captions)
         owners.extend([n_images] * len(sample_captions))

@@ -16,11 +16,24 @@ import torch.nn.functional as F
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 DEFAULT_TEMPLATES = "imagenet"  # CLIP's 80 ImageNet prompts; "simple" is the single "a photo of a {}."
+# A language's own set is templates/<language>.txt (ja, zh: written for this project); English keeps CLIP's 80.
+LANGUAGE_ALIASES = {"en": DEFAULT_TEMPLATES}
 
 
 def shipped_template_sets() -> list[str]:
-    """Names of the template sets in ``trainer/eval/templates`` (``imagenet``: CLIP's 80 prompts, ``simple``)."""
-    return sorted(p.stem for p in TEMPLATE_DIR.glob("*.txt"))
+    """Names of the template sets in ``trainer/eval/templates`` (``imagenet``: CLIP's 80 prompts, ``simple``, one
+    per language such as ``ja``) and the language aliases (``en``: ``imagenet``)."""
+    return sorted({p.stem for p in TEMPLATE_DIR.glob("*.txt")} | set(LANGUAGE_ALIASES))
+
+
+def language_template_set(lang: str) -> str:
+    """The shipped template set of a language (``en``: CLIP's 80; otherwise ``templates/<lang>.txt``). Raises
+    ValueError when the project ships none for it."""
+    if lang in LANGUAGE_ALIASES or (TEMPLATE_DIR / f"{lang}.txt").exists():
+        return lang
+    languages = sorted({*LANGUAGE_ALIASES, *(p.stem for p in TEMPLATE_DIR.glob("*.txt") if len(p.stem) <= 3)})
+    raise ValueError(f"no prompt template set for language {lang!r} (shipped: {', '.join(languages)}); write one "
+                     f"'{{}}' template per line in a file and pass --templates {lang}=FILE")
 
 
 def _read_lines(path: Path, what: str) -> list[tuple[int, str]]:
@@ -36,14 +49,15 @@ def _read_lines(path: Path, what: str) -> list[tuple[int, str]]:
 
 
 def load_templates(name_or_path: str | Path = DEFAULT_TEMPLATES) -> list[str]:
-    """Prompt templates from a shipped set ("imagenet", "simple") or a file with one template per line.
+    """Prompt templates from a shipped set ("imagenet", "simple", "ja", "zh"; "en" is "imagenet") or a file with
+    one template per line.
 
     Each template holds exactly one ``{}`` where the class name goes; blank lines and ``#`` comments are
     ignored. Raises ValueError naming the file and line of a template that cannot take a class name.
     """
     path = Path(name_or_path)
     if not path.exists() and str(name_or_path) in shipped_template_sets():
-        path = TEMPLATE_DIR / f"{name_or_path}.txt"
+        path = TEMPLATE_DIR / f"{LANGUAGE_ALIASES.get(str(name_or_path), str(name_or_path))}.txt"
     elif not path.exists():
         shipped = ", ".join(shipped_template_sets())
         raise FileNotFoundError(f"templates {str(name_or_path)!r}: no such file and not a shipped set ({shipped})")

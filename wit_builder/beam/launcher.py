@@ -6,6 +6,7 @@ unless one is named), running and waiting, and our errors raised inside a run tu
 from __future__ import annotations
 
 import abc
+import contextlib
 import difflib
 import logging
 import os
@@ -20,8 +21,9 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
-from wit_builder.beam import counting, fileio
-from wit_builder.core import errors, progress
+from schemas.stats import STATS_JSON
+from wit_builder.beam import counting, fileio, objectstore
+from wit_builder.core import errors, progress, run_folder
 from wit_builder.core.options import check_out_folder
 
 # Beam 2.77's default runner tries to download the Prism binary first; name the in-process runner.
@@ -121,10 +123,13 @@ class Outcome:
 
 
 class StageOptions(Protocol):
-    """What the launcher reads of a command's options: its ``--out``."""
+    """What the launcher reads of a command's options: its ``--out`` and ``--overwrite``."""
 
     @property
     def out(self) -> str: ...
+
+    @property
+    def overwrite(self) -> bool: ...
 
 
 OptionsT = TypeVar("OptionsT", bound=StageOptions)
@@ -217,10 +222,52 @@ def _cross_check(stage: Stage, counts: dict[str, int]) -> None:
                                          "(counts, counter): %s", stage.name, differ)
 
 
+def check_owner(stage: Stage) -> None:
+    """UsageError unless ``stage`` may write into its ``--out`` (``run_folder.ownership_problem``: empty, or its own
+    run marker) or ``--overwrite`` was given. Reads only."""
+    if stage.options.overwrite:
+        return
+    names = fileio.folder_names(stage.out)
+    marker = fileio.read_marker(stage.out) if run_folder.MARKER in names else None
+    problem = run_folder.ownership_problem(stage.out, stage.name, names, marker)
+    if problem is not None:
+        raise errors.UsageError(problem)
+
+
+def take_folder(stage: Stage) -> run_folder.FolderLock | None:
+    """Lock ``--out`` (local folders; None on an object store), check it is ours again under the lock, write the
+    run marker, and remove what killed or failed runs of ours left: temporaries and Beam's error log. UsageError
+    when another run holds the lock."""
+    lock = None
+    if fileio.local_path_or_none(stage.out) is not None:
+        lock = run_folder.FolderLock(stage.out, stage.name)
+        try:
+            lock.acquire()
+        except run_folder.LockedError as exc:
+            raise errors.UsageError(str(exc)) from None
+        if (note := lock.stale_note()) is not None:
+            print(f"wit {stage.name}: {note}", flush=True)
+    try:
+        check_owner(stage)  # the folder may have changed between the check before work and the lock
+        fileio.write_marker(stage.out, stage.name)
+        stale = fileio.remove_temporaries(stage.out)
+        stale_log = fileio.join(stage.out, BEAM_ERRORS_LOG)
+        if fileio.exists(stale_log):
+            fileio.delete([stale_log])
+        if stale:
+            print(f"wit {stage.name}: removed {len(stale)} temporary file(s) an interrupted run left", flush=True)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return lock
+
+
 def run_stage(stage: Stage, beam_argv: Iterable[str]) -> int:
-    """Run a Beam stage: ``--out`` checks, checks before work (:meth:`Stage.resolve`, kept as ``stage.inputs``),
-    the lines of :meth:`Stage.announce`, rerun clean-up, the pipeline, the counts, ``stats.json`` (via
-    :meth:`Stage.finish`), the summary line; the exit status.
+    """Run a Beam stage: ``--out`` checks (a file, another's folder: ``check_owner``), checks before work
+    (:meth:`Stage.resolve`, kept as ``stage.inputs``), the lines of :meth:`Stage.announce`, the folder taken
+    (``take_folder``: lock, run marker, temporaries), rerun clean-up, the pipeline, the counts, ``stats.json`` (via
+    :meth:`Stage.finish`), the summary line; the exit status. The lock is released however the run ends.
 
     Errors: anything the checks before work raise becomes :class:`~wit_builder.core.errors.UsageError` (exit 2,
     one line); one of our errors inside the run becomes :class:`~wit_builder.core.errors.StageFailed` (exit 1);
@@ -229,8 +276,13 @@ def run_stage(stage: Stage, beam_argv: Iterable[str]) -> int:
     started = time.monotonic()
     try:
         check_out_folder(stage.out)
-        stage.inputs = stage.resolve()
         beam_options = pipeline_options(beam_argv)
+        # The checks before work read files too: Beam's filesystems get the run's options (--s3_endpoint_url, ...)
+        # now, and an s3:// bucket that cannot be used is one line here, not minutes of Beam's retries.
+        objectstore.configure(beam_options)
+        objectstore.check_s3(objectstore.paths_in(stage.options), beam_options)
+        check_owner(stage)
+        stage.inputs = stage.resolve()
     except errors.UsageError:
         raise
     except (errors.WitError, ValueError, FileNotFoundError, KeyError) as exc:
@@ -239,6 +291,16 @@ def run_stage(stage: Stage, beam_argv: Iterable[str]) -> int:
     for line in stage.announce():
         print(line, flush=True)
     fileio.makedirs(stage.out)
+    lock = take_folder(stage)
+    try:
+        return _run_taken(stage, beam_options, started)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_taken(stage: Stage, beam_options: PipelineOptions, started: float) -> int:
+    """:func:`run_stage` once the folder is ours: clean-up, the pipeline, the counts, finish, the summary line."""
     for line in stage.clean_rerun():
         print(line, flush=True)
     counts: dict[str, int] = {}
@@ -247,8 +309,15 @@ def run_stage(stage: Stage, beam_argv: Iterable[str]) -> int:
         stage.build(pipeline)
         try:
             result = run_pipeline(pipeline, stage.out)
-        except errors.StageFailed as failed:
-            raise stage.on_failure(failed) from failed
+        except BaseException as exc:
+            # A failed run's half-written files are ours to remove, and an earlier run's stats.json would make
+            # the folder look finished.
+            with contextlib.suppress(Exception):
+                fileio.remove_temporaries(stage.out)
+                fileio.delete([p for p in [fileio.join(stage.out, STATS_JSON)] if fileio.exists(p)])
+            if isinstance(exc, errors.StageFailed):
+                raise stage.on_failure(exc) from exc
+            raise
         finally:
             stage.after_run()
         counts = counting.read_counts(stage.out, stage.count_names)

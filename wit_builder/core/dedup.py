@@ -3,12 +3,23 @@
 Near duplicates are found with banded keys (multi-index hashing): the 64-bit pHash is cut into
 ``distance + 1`` bands. Two hashes within Hamming distance ``d`` differ in at most ``d`` bits, so by the
 pigeonhole principle at least one of the ``d + 1`` bands is identical. Grouping by (band, band value) gives
-candidate buckets; only pairs inside a bucket are compared, never all pairs. A pair that agrees on several
-bands is reported only by the first of them, so each edge appears once.
+candidate buckets; only hashes inside a bucket are compared, never all pairs of the input.
 
-Duplicates form clusters (union-find over the edges, so A~B and B~C put A, B, C together) and each cluster
-keeps one survivor, chosen deterministically by ``survivor_key``: the largest original image, then the
-smallest uid.
+Duplicates form clusters: the connected components of the graph "within ``d`` bits" (A~B and B~C put A, B, C
+together), and each cluster keeps one survivor, chosen deterministically by ``survivor_key``: the largest
+original image, then the smallest uid. The work is linear in the size of a cluster, never quadratic:
+
+- inside a bucket, :func:`bucket_components` finds the components of the bucket's graph by a search that
+  removes each reached hash from the unreached set (a bucket of n near-identical hashes costs one
+  vectorized pass, not n^2/2 comparisons), and the bucket reports one star per component (every member
+  linked to the component's smallest key: n - 1 links, not n^2/2 pairs);
+- every edge of the graph lies inside some bucket (pigeonhole), and a star spans the same component as the
+  edges it replaces, so the union of the buckets' stars has the same connected components as all pairs;
+- :class:`UnionFind` merges the stars: its state is one entry per image that has a near duplicate (never one
+  per pair), and two forests merge without their edges (the combiner in ``finalize/pipeline.py``).
+
+The reference is the brute-force graph of all pairs within ``d`` (tests/core/test_dedup.py compares both on
+generated adversarial buckets).
 """
 
 from __future__ import annotations
@@ -20,8 +31,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 PHASH_BITS = 64
-# Above this bucket size the pairwise comparison runs vectorized in numpy.
-_VECTORIZE_FROM = 64
 
 
 def phash_to_int(phash: str) -> int:
@@ -63,31 +72,32 @@ def band_keys(phash: int, distance: int) -> list[tuple[int, int]]:
     return [(i, (phash >> shift) & ((1 << width) - 1)) for i, (shift, width) in enumerate(bands(distance))]
 
 
-def first_shared_band(a: int, b: int, distance: int) -> int | None:
-    """The lowest band index on which ``a`` and ``b`` agree exactly, or None."""
-    for (i, value_a), (_, value_b) in zip(band_keys(a, distance), band_keys(b, distance), strict=True):
-        if value_a == value_b:
-            return i
-    return None
+def bucket_components(hashes: Sequence[int], distance: int) -> list[list[int]]:
+    """The connected components (of two or more members) of one bucket's graph "within ``distance`` bits".
 
-
-def bucket_pairs(band: int, members: Sequence[tuple[str, int]], distance: int) -> list[tuple[str, str]]:
-    """Pairs (uid_a, uid_b), uid_a < uid_b, of one band bucket within ``distance``, reported only when
-    ``band`` is the first band the two hashes share (so a pair found in several buckets is emitted once)."""
-    members = sorted(members)
-    uids = [m[0] for m in members]
-    hashes = np.array([m[1] for m in members], dtype=np.uint64)
-    out: list[tuple[str, str]] = []
-    for i in range(len(members) - 1):
-        close: list[int]
-        if len(members) >= _VECTORIZE_FROM:
-            close = (np.nonzero(np.bitwise_count(hashes[i + 1:] ^ hashes[i]) <= distance)[0] + i + 1).tolist()
-        else:
-            close = [j for j in range(i + 1, len(members)) if hamming(members[i][1], members[j][1]) <= distance]
-        for j in close:
-            if first_shared_band(members[i][1], members[int(j)][1], distance) == band:
-                out.append((uids[i], uids[int(j)]))
-    return out
+    ``hashes`` are 64-bit pHashes; a component is a list of indices into ``hashes``, ascending, and the
+    components come in the order of their smallest index. A breadth-first search from each unreached hash
+    compares the hash it visits with the still unreached ones only (vectorized), and removes those it reaches:
+    a bucket of n hashes all within ``distance`` of one another costs O(n); memory is O(n) always. Worst
+    case (n hashes none of which are near) is n^2/2 comparisons, as comparing all pairs.
+    """
+    values = np.asarray(hashes, dtype=np.uint64)
+    unreached = np.arange(len(values))
+    components: list[list[int]] = []
+    while unreached.size:
+        start, unreached = int(unreached[0]), unreached[1:]
+        component, frontier = [start], [start]
+        while frontier and unreached.size:
+            node = frontier.pop()
+            near = np.bitwise_count(values[unreached] ^ values[node]) <= distance
+            if near.any():
+                reached = unreached[near].tolist()
+                unreached = unreached[~near]
+                component += reached
+                frontier += reached
+        if len(component) > 1:
+            components.append(sorted(component))
+    return components
 
 
 def survivor_key(uid: str, original_width: int | None, original_height: int | None) -> tuple[int, str]:
@@ -96,24 +106,53 @@ def survivor_key(uid: str, original_width: int | None, original_height: int | No
     return (-(original_width or 0) * (original_height or 0), uid)
 
 
-def resolve_clusters(edges: Iterable[tuple[tuple[int, str], tuple[int, str]]]) -> dict[str, str]:
-    """Union-find over edges between survivor keys; maps every non-survivor uid to its cluster's survivor uid."""
-    parent: dict[tuple[int, str], tuple[int, str]] = {}
+Node = tuple[int, str]  # a survivor key
 
-    def find(x: tuple[int, str]) -> tuple[int, str]:
+
+class UnionFind:
+    """Disjoint sets of survivor keys (``survivor_key``) where every root is its set's smallest key.
+
+    Memory: one parent entry per key ever linked (an image with a near duplicate), however many edges named
+    it. ``merge`` joins another forest through its (key, parent) links, so forests built apart (one per
+    bundle, one per worker) combine without the edges they came from.
+    """
+
+    def __init__(self) -> None:
+        self.parent: dict[Node, Node] = {}
+
+    def find(self, x: Node) -> Node:
+        """The root (smallest key) of ``x``'s set; ``x`` joins the forest as a singleton when new."""
         root = x
-        while parent.setdefault(root, root) != root:
-            root = parent[root]
-        while parent[x] != root:  # path compression
-            parent[x], x = root, parent[x]
+        while self.parent.setdefault(root, root) != root:
+            root = self.parent[root]
+        while self.parent[x] != root:  # path compression
+            self.parent[x], x = root, self.parent[x]
         return root
 
-    for a, b in edges:
-        ra, rb = find(a), find(b)
+    def union(self, a: Node, b: Node) -> None:
+        """Put ``a`` and ``b`` in one set."""
+        ra, rb = self.find(a), self.find(b)
         if ra != rb:
             # The smaller key is the root, so every root is its cluster's survivor.
-            parent[max(ra, rb)] = min(ra, rb)
-    return {node[1]: find(node)[1] for node in sorted(parent) if find(node) != node}
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+    def merge(self, other: UnionFind) -> None:
+        """Add every link of ``other`` (its sets join this forest's)."""
+        for node, parent in other.parent.items():
+            if node != parent:
+                self.union(node, parent)
+
+    def survivors(self) -> dict[str, str]:
+        """Every non-survivor uid -> its cluster's survivor uid (sorted by key)."""
+        return {node[1]: root[1] for node in sorted(self.parent) if (root := self.find(node)) != node}
+
+
+def resolve_clusters(edges: Iterable[tuple[Node, Node]]) -> dict[str, str]:
+    """Union-find over edges between survivor keys; maps every non-survivor uid to its cluster's survivor uid."""
+    forest = UnionFind()
+    for a, b in edges:
+        forest.union(a, b)
+    return forest.survivors()
 
 
 @dataclass

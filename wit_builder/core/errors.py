@@ -3,7 +3,7 @@
 Exit codes of every command (:mod:`wit_builder.cli`): 0 success; 1 the run failed (:class:`StageFailed`, one of
 our errors raised while the pipeline ran); 2 bad usage or bad input found before any work (a :class:`UsageError`,
 or any other of our errors raised before the run: :func:`wit_builder.beam.launcher.run_stage` turns those into
-:class:`UsageError`); 130 interrupted (Ctrl-C).
+:class:`UsageError`); 3 the run finished with an empty output (:data:`EXIT_EMPTY`); 130 interrupted (Ctrl-C).
 
 Every error of ours derives from :class:`WitError`; a stage's own classes (``DumpError``, ``RawInputError``, ...)
 derive from :class:`InputError` (bad input: the message names the file and the record). A runner may hand an
@@ -13,9 +13,13 @@ text are derived from the classes (:func:`known_names`), never listed by hand.
 
 from __future__ import annotations
 
+import errno
 import re
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# The run finished but its output is empty: its input held no records, or none passed (no candidate matched, no
+# row downloaded); the message on stderr says which. Not a success: a script must not go on to the next stage.
+EXIT_EMPTY = 3
 INTERRUPTED = "interrupted; rerun the same command to resume"
 
 # Python's own errors whose message already names the path (an input removed mid-run): one line, no traceback
@@ -42,6 +46,22 @@ class InputError(WitError, ValueError):
     exit_code = EXIT_USAGE
 
 
+class DiskFull(WitError):
+    """A write failed for want of space (``ENOSPC``) or quota (``EDQUOT``); the message names the path (exit 1).
+    Nothing half-written stays under a final name (writes are temp-then-rename), so a rerun resumes."""
+
+    exit_code = EXIT_FAILED
+
+
+def disk_full(path: str, exc: OSError) -> DiskFull | None:
+    """:class:`DiskFull` naming ``path`` when ``exc`` is a full disk or quota, else None."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    what = "no space left on the device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+    return DiskFull(f"{what} while writing {path}; free space there (or name another --out) and rerun the same "
+                    "command")
+
+
 class StageFailed(WitError):
     """A pipeline run failed on a known error; the message names the file and record (exit 1)."""
 
@@ -66,6 +86,16 @@ def known_names() -> frozenset[str]:
 def is_ours(exc: BaseException) -> bool:
     """Whether ``exc`` is one of our errors (or a :data:`KNOWN_BUILTINS` one)."""
     return isinstance(exc, (WitError, *KNOWN_BUILTINS))
+
+
+_OBJECT_ADDRESS = re.compile(r"<([\w.]+) object at 0x[0-9a-fA-F]+>")
+
+
+def stable_text(message: str) -> str:
+    """``message`` without the memory addresses Python's default ``repr`` puts in it (Pillow's "cannot identify
+    image file <_io.BytesIO object at 0x7f...>" becomes "... <_io.BytesIO>"): messages we store in outputs must
+    be the same bytes on every run."""
+    return _OBJECT_ADDRESS.sub(r"<\1>", message)
 
 
 def _clean(message: str) -> str:

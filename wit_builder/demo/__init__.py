@@ -12,6 +12,9 @@
   JPEG, bomb, robots.txt-disallowed); a held-out zero-shot folder whose bytes never enter the pool; seeded,
   byte-identical.
 - ``server.py``: the loopback server and its hostile behaviours.
+- ``languages.py``: ``--languages en,ja``: Japanese queries (the shipped jawiki excerpt and the classes' WordNet
+  lemmas in ``data/``), Japanese captions and real file-link captions in the pool, class names per language for
+  zero-shot in each language; nothing of it runs for the default ``en``.
 - ``command.py``: the chain, step reuse (each step records a fingerprint of its inputs and flags when it
   finishes; a rerun skips matching steps, resumes an interrupted one, restarts changed ones; ``--force`` reruns
   all) and the report.

@@ -19,6 +19,7 @@ import json
 import shutil
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,13 +34,15 @@ from schemas.queries import QUERIES_PARQUET
 from schemas.stats import STATS_JSON
 from wit_builder import cli
 from wit_builder.beam import fileio
-from wit_builder.core import errors
+from wit_builder.core import errors, run_folder
 from wit_builder.demo import corpus as demo_corpus
+from wit_builder.demo import languages as demo_languages
 from wit_builder.demo.options import DEFAULT_PORT, DemoOptions
 from wit_builder.demo.options import OPTIONS as OPTIONS  # the cli generates the flags from it
 from wit_builder.demo.server import DemoServer
 
 ENWIKI = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+WIKI_CAPTIONS = 40  # real file-link captions per language added to the pool with --languages en,ja
 DONE = ".wit-demo-done.json"        # written when a stage finished: its fingerprint and duration
 STARTED = ".wit-demo-started.json"  # written when a stage starts: a rerun with the same fingerprint resumes
 SERVER_JSON = "server.json"         # the port the pool's URLs point at, reused by reruns
@@ -140,17 +143,29 @@ def start_server(corpus_dir: Path, wanted: int) -> DemoServer:
     return DemoServer(www, redirects, port=0)
 
 
-def prepare_corpus(corpus_dir: Path, cfg: demo_corpus.CorpusConfig) -> dict:
-    """Generate (or reuse) the served files and held-out images; the manifest tells what is where."""
+def prepare_corpus(corpus_dir: Path, cfg: demo_corpus.CorpusConfig,
+                   langs: tuple[str, ...] = demo_languages.DEFAULT) -> dict:
+    """Generate (or reuse) the served files and held-out images; the manifest tells what is where. With Japanese
+    (``langs``), the Japanese rows, real captions of both dumps and per-language class-name files are added
+    (``demo.languages``); the manifest then records the languages."""
     manifest_path = corpus_dir / demo_corpus.MANIFEST
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
-        if manifest.get("config") == asdict(cfg) and all(
+        if manifest.get("config") == asdict(cfg) and manifest.get("languages", ["en"]) == list(langs) and all(
                 (corpus_dir / rel).exists() for rel in manifest["sha256"]):
             return manifest
     started = time.monotonic()
     corpus = demo_corpus.generate(cfg)
+    if "ja" in langs:
+        wiki = {"en": demo_languages.dump_captions(enwiki_sample(), WIKI_CAPTIONS),
+                "ja": demo_languages.dump_captions(demo_languages.JAWIKI, WIKI_CAPTIONS)}
+        demo_corpus.add_japanese(corpus, cfg, wiki, per_class=cfg.train_per_class // 2)
     manifest = demo_corpus.write_files(corpus, corpus_dir)
+    if langs != demo_languages.DEFAULT:
+        manifest["languages"] = list(langs)
+        for lang in langs:
+            (corpus_dir / f"classnames-{lang}.txt").write_text(
+                demo_languages.classnames_file(corpus.classes, lang), encoding="utf-8")
     manifest["config"] = asdict(cfg)
     manifest["rows"] = [asdict(r) for r in corpus.rows]
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -171,10 +186,15 @@ def write_pool(corpus_dir: Path, manifest: dict, base_url: str) -> Path:
     return path
 
 
-def check_classes(queries_dir: Path, classes: list[str]) -> list[str]:
-    """Class words stage 1 did not list as queries (their images can never be matched)."""
+def check_classes(queries_dir: Path, classes: list[str], lang: str = "en") -> list[str]:
+    """Class words stage 1 did not list as queries (their images can never be matched); in Japanese the class's
+    word normalized as stage 1 normalizes text (``core.segment``)."""
     listed = set(pq.read_table(queries_dir / QUERIES_PARQUET, columns=["query"]).column("query").to_pylist())
-    return [c for c in classes if c not in listed]
+    if lang == "en":
+        return [c for c in classes if c not in listed]
+    from wit_builder.core import segment
+
+    return [c for c in classes if segment.normalize(demo_languages.JAPANESE[c], lang) not in listed]
 
 
 # ---- the chain ----
@@ -183,9 +203,40 @@ def run(args: DemoOptions, beam_argv: list[str]) -> int:
     """``wit demo``: exit 0 done; a failed step raises :class:`DemoError` (the cli prints it, exit 1)."""
     started = time.monotonic()
     out = Path(args.out).resolve()
+    with _take_folder(out, args.overwrite):
+        return _run_chain(args, beam_argv, out, started)
+
+
+@contextlib.contextmanager
+def _take_folder(out: Path, overwrite: bool) -> Iterator[None]:
+    """The demo's --out as every stage takes its own (``wit_builder.core.run_folder``): refused when it holds
+    files wit did not write (unless ``overwrite``: its subfolders are emptied when a stage starts afresh),
+    locked for one run at a time, marked as the demo's."""
+    names = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    marker_path = out / run_folder.MARKER
+    marker = run_folder.marker_command(marker_path.read_text()) if marker_path.exists() else None
+    problem = run_folder.ownership_problem(str(out), "demo", names, marker)
+    if problem is not None and not overwrite:
+        raise errors.UsageError(problem)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = run_folder.FolderLock(str(out), "demo")
+    try:
+        lock.acquire()
+    except run_folder.LockedError as exc:
+        raise errors.UsageError(str(exc)) from None
+    try:
+        fileio.write_marker(str(out), "demo")
+        yield
+    finally:
+        lock.release()
+
+
+def _run_chain(args: DemoOptions, beam_argv: list[str], out: Path, started: float) -> int:
+    """The chain itself, in ``out`` (taken by :func:`_take_folder`)."""
     dirs = {name: out / name for name in ("corpus", "queries", "pairs", "raw", "shards", "train", "eval")}
+    langs = demo_languages.parse(args.languages)
     cfg = demo_corpus.CorpusConfig(seed=args.seed)
-    manifest = prepare_corpus(dirs["corpus"], cfg)
+    manifest = prepare_corpus(dirs["corpus"], cfg, langs)
     heldout = dirs["corpus"] / demo_corpus.HELDOUT
     timings: dict[str, float] = {}
 
@@ -203,6 +254,10 @@ def run(args: DemoOptions, beam_argv: list[str]) -> int:
     if missing:
         print(f"warning: demo classes that are not queries (no training pairs will match them): {missing}",
               flush=True)
+    # Every further language: its own queries folder (stage 1 on the shipped dump of that language).
+    more_queries = [_language_queries(lang, out, manifest["classes"], timings, args.force, beam_argv)
+                    for lang in langs if lang != "en"]
+    language_parts = [step.fingerprint for step in more_queries]  # [] for English: fingerprints unchanged
 
     with start_server(dirs["corpus"], args.port) as server:
         (dirs["corpus"] / SERVER_JSON).write_text(json.dumps({"port": server.port}) + "\n")
@@ -210,9 +265,12 @@ def run(args: DemoOptions, beam_argv: list[str]) -> int:
         pool = write_pool(dirs["corpus"], manifest, server.base_url)
 
         pairs = DemoStep("build-pairs", dirs["pairs"],
-                      _fingerprint(queries.fingerprint, fileio.sha256_file(str(pool)), args.per_query_cap, args.seed),
+                      _fingerprint(queries.fingerprint, fileio.sha256_file(str(pool)), args.per_query_cap, args.seed,
+                                   *language_parts),
                       args.force)
-        _stage(pairs, timings, ["build-pairs", "--queries", str(queries.folder), "--pool", str(pool),
+        _stage(pairs, timings, ["build-pairs", "--queries", str(queries.folder),
+                                *[arg for step in more_queries for arg in ("--queries", str(step.folder))],
+                                "--pool", str(pool),
                                 "--out", str(pairs.folder), "--per-query-cap", str(args.per_query_cap),
                                 "--seed", str(args.seed), "--rows-per-file", "400", *beam_argv])
         raw = DemoStep("download", dirs["raw"], _fingerprint(pairs.fingerprint, args.image_size), args.force)
@@ -230,14 +288,33 @@ def run(args: DemoOptions, beam_argv: list[str]) -> int:
     _stage(train, timings, ["train", "--shards", str(shards.folder), "--out", str(train.folder), "--model", "tiny",
                             "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--device", "cpu",
                             "--workers", str(args.workers), "--seed", str(args.seed), "--resume"])
-    evaluation = DemoStep("eval", dirs["eval"], _fingerprint(train.fingerprint), args.force)
+    evaluation = DemoStep("eval", dirs["eval"], _fingerprint(train.fingerprint, *language_parts), args.force)
     eval_json = evaluation.folder / "eval.json"
-    _stage(evaluation, timings, ["eval", "--checkpoint", str(train.folder), "--zeroshot", str(heldout),
+    names = [arg for lang in langs if len(langs) > 1
+             for arg in ("--classnames", f"{lang}={dirs['corpus'] / f'classnames-{lang}.txt'}")]
+    _stage(evaluation, timings, ["eval", "--checkpoint", str(train.folder), "--zeroshot", str(heldout), *names,
                                  "--retrieval", str(shards.folder), "--workers", str(args.workers),
                                  "--device", "cpu", "--out", str(eval_json)])
 
     report(out, dirs, manifest, eval_json, timings, time.monotonic() - started)
     return 0
+
+
+def _language_queries(lang: str, out: Path, classes: list[str], timings: dict[str, float], force: bool,
+                      beam_argv: list[str]) -> DemoStep:
+    """Stage 1 for a language other than English, on the shipped dump and WordNet lemmas of that language
+    (``demo.languages``) -> ``OUT/queries-<lang>``; warns about class words that did not become queries."""
+    dump, lemmas = demo_languages.JAWIKI, demo_languages.JA_WORDNET
+    step = DemoStep(f"build-queries [{lang}]", out / f"queries-{lang}",
+                    _fingerprint("queries", lang, fileio.sha256_file(str(dump)), fileio.sha256_file(str(lemmas))),
+                    force)
+    _stage(step, timings, ["build-queries", "--dump", str(dump), "--omw-file", str(lemmas), "--out",
+                           str(step.folder), *beam_argv])
+    missing = check_classes(step.folder, classes, lang)
+    if missing:
+        print(f"warning: {lang} class words that are not queries (no {lang} pairs will match them): {missing}",
+              flush=True)
+    return step
 
 
 def _stage(stage: DemoStep, timings: dict[str, float], argv: list[str]) -> None:
@@ -265,7 +342,7 @@ def kind_table(pool_path: Path, pairs_dir: Path, shards_dir: Path) -> list[tuple
         for row in pq.read_table(path, columns=["url", "status", "error_message"]).to_pylist():
             final.setdefault(row["url"], []).append((row["status"], row["error_message"] or ""))
     rows = []
-    for kind in demo_corpus.KINDS:
+    for kind in (*demo_corpus.KINDS, *demo_corpus.LANGUAGE_KINDS):
         urls = sorted({r["url"] for r in pool if r["kind"] == kind})
         if not urls:
             continue
@@ -290,7 +367,17 @@ def stage_counts(dirs: dict[str, Path]) -> list[str]:
 
     queries = load(dirs["queries"] / STATS_JSON)
     per_source = ", ".join(f"{k} {v['selected']:,}" for k, v in queries["details"]["sources"].items())
-    pairs = load(dirs["pairs"] / STATS_JSON)["counts"]
+    more = []  # --languages en,ja: the other languages' queries folders
+    for folder in sorted(dirs["queries"].parent.glob("queries-*")):
+        other = load(folder / STATS_JSON)
+        sources = ", ".join(f"{k} {v['selected']:,}" for k, v in other["details"]["sources"].items())
+        label = f"  [{folder.name.removeprefix('queries-')}]"
+        more.append(f"{label:<15}{other['counts']['queries']:,} queries ({sources})")
+    pairs_doc = load(dirs["pairs"] / STATS_JSON)
+    pairs = pairs_doc["counts"]
+    # stage 2 of a worldwide run: pairs kept and the cap per caption language (details.languages)
+    by_language = {lang: row for lang, row in (pairs_doc.get("details") or {}).get("languages", {}).items()
+                   if row.get("kept")} if len(more) else {}
     raw_counts = stats_schema.prefixed(load(dirs["raw"] / STATS_JSON)["counts"], "status_")
     raw = {s: raw_counts[s] for s in RAW_STATUSES if s in raw_counts}  # the schema's order, not alphabetical
     final = load(dirs["shards"] / STATS_JSON)["counts"]
@@ -298,9 +385,13 @@ def stage_counts(dirs: dict[str, Path]) -> list[str]:
     steps = [json.loads(line) for line in (dirs["train"] / "metrics.jsonl").read_text().splitlines() if line]
     return [
         f"build-queries  {queries['counts']['queries']:,} queries ({per_source})",
+        *more,
         f"build-pairs    {pairs['records']:,} pool rows -> {pairs['candidates']:,} candidates -> {pairs['matched']:,} "
         f"matched ({pairs['no_match']:,} no match) -> {pairs['unique_pairs']:,} unique -> {pairs['kept']:,} kept "
         f"({pairs['over_cap']:,} over the cap)",
+        *([f"{'':<15}kept per caption language: " + ", ".join(
+            f"{lang} {row['kept']:,}" + (f" (cap {row['cap']})" if "cap" in row else "")
+            for lang, row in by_language.items())] if by_language else []),
         "download       " + ", ".join(f"{k} {v:,}" for k, v in raw.items() if v),
         "finalize       " + ", ".join(f"{k} {v:,}" for k, v in reasons.items() if v)
         + f" -> {final['samples']:,} samples in {final['shards']} shards",
@@ -336,13 +427,22 @@ def report(out: Path, dirs: dict[str, Path], manifest: dict, eval_json: Path, ti
     for record in result["results"]:
         if record["task"] == "zeroshot_retrieval":
             m = record["metrics"]
-            print(f"Retrieval on the training shards: image R@1 {m['image_retrieval_recall@1']:.3f}, "
+            lang = "" if record["language"] == "en" else f" [{record['language']}]"
+            print(f"Retrieval on the training shards{lang}: image R@1 {m['image_retrieval_recall@1']:.3f}, "
                   f"text R@1 {m['text_retrieval_recall@1']:.3f}")
     acc1 = result["acc1"]
+    zeroshot = [r for r in result["results"] if r["task"] == "zeroshot_classification"]
     print(f"\nZero-shot top-1 on {result['results'][0]['inputs']['images']} held-out images of {classes} classes "
           f"(never in the training shards): {acc1:.1%} vs chance {chance:.1%} ({acc1 / chance:.1f}x chance)")
+    if len(zeroshot) > 1:  # --languages en,ja: the same images, class names and prompts in each language
+        for record in zeroshot:
+            lang_acc1 = record["metrics"]["acc1"]
+            print(f"  [{record['language']}] class names and {record['inputs']['templates']} prompt templates in "
+                  f"{record['language']}: {lang_acc1:.1%} vs chance {chance:.1%} ({lang_acc1 / chance:.1f}x chance)")
     summary = {"seconds": round(total, 1), "stages": {k: round(v, 1) for k, v in timings.items()},
                "classes": manifest["classes"], "samples": sum(sizes.values()) if isinstance(sizes, dict) else sizes,
                "zeroshot_acc1": acc1, "chance": chance}
+    if len(zeroshot) > 1:
+        summary["zeroshot_acc1_per_language"] = {r["language"]: r["metrics"]["acc1"] for r in zeroshot}
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"wit demo: done in {total:.0f}s; zero-shot acc1 {acc1:.3f} (chance {chance:.3f}) -> {out}", flush=True)

@@ -50,6 +50,7 @@ KINDS = (
     "http_404", "link_local", "redirect_to_link_local", "html_as_jpeg", "truncated_jpeg", "robots_disallowed",
     "decompression_bomb",
 )
+LANGUAGE_KINDS = ("train_ja", "wiki_caption")  # --languages en,ja only (add_japanese)
 
 _TEMPLATES = (
     "a photo of {a} {c}",
@@ -372,6 +373,35 @@ def _add_hostile(corpus: Corpus, cfg: CorpusConfig) -> None:
     ]
 
 
+# ---- a second language (``wit demo --languages en,ja``) ----
+
+def add_japanese(corpus: Corpus, cfg: CorpusConfig, wiki_captions: dict[str, list[str]], per_class: int) -> None:
+    """Add ``per_class`` pairs per class captioned in Japanese (``demo.languages.JA_TEMPLATES``, the class's
+    Japanese word), on new variants of the class's picture from their own random stream, and one row per real
+    caption of ``wiki_captions`` (language -> file-link captions of the shipped dumps) on a picture of no class.
+    The English rows, files and held-out images are left as ``generate`` made them."""
+    from wit_builder.demo import languages
+
+    photos = available_photos()
+    for cls in corpus.classes:
+        rng = random.Random(f"{cfg.seed}/ja/train/{cls}")
+        caption_rng = random.Random(f"{cfg.seed}/ja/captions/{cls}")
+        for i in range(per_class):
+            path = f"img-ja/{cls}/{cls}-{i:03d}.jpg"
+            img = _photo_variant(photos[cls][1], rng, cfg) if cls in photos else _drawn(cls, rng, cfg)
+            corpus.files[path] = jpeg(img, cfg.jpeg_quality)
+            corpus.rows.append(PoolRow(f"/{path}", languages.japanese_caption(cls, caption_rng), "train_ja"))
+    for lang, captions in sorted(wiki_captions.items()):
+        rng = random.Random(f"{cfg.seed}/wiki/{lang}")
+        for i, text in enumerate(captions):
+            path = f"wiki/{lang}/{i:03d}.jpg"
+            corpus.files[path] = jpeg(_noise(rng, cfg), cfg.jpeg_quality)
+            corpus.rows.append(PoolRow(f"/{path}", text, "wiki_caption"))
+    served = {hashlib.sha256(data).hexdigest() for data in corpus.files.values()}
+    held = {hashlib.sha256(data).hexdigest() for images in corpus.heldout.values() for data in images}
+    assert served.isdisjoint(held), "a held-out image equals a served file"
+
+
 # ---- writing ----
 
 def pool_records(corpus: Corpus, base_url: str) -> list[dict[str, str]]:
@@ -397,6 +427,7 @@ def write_files(corpus: Corpus, folder: str | Path) -> dict[str, object]:
             written[rel] = _write_if_changed(root / rel, data)
     _write_if_changed(root / REDIRECTS, json.dumps(corpus.redirects, indent=2, sort_keys=True).encode())
     kinds = {k: sum(r.kind == k for r in corpus.rows) for k in KINDS}
+    kinds.update({k: n for k in LANGUAGE_KINDS if (n := sum(r.kind == k for r in corpus.rows))})
     manifest = {"classes": corpus.classes, "sources": corpus.sources, "pool_rows": len(corpus.rows),
                 "kinds": kinds, "heldout_per_class": {c: len(v) for c, v in corpus.heldout.items()},
                 "sha256": written}

@@ -25,11 +25,19 @@ class DemoOptions:
     batch_size: int = option(64, unit="samples", help="training batch size")
     workers: int = option(1, unit="processes", help="data loader processes for train and eval")
     force: bool = option(False, help="rerun every stage even when its outputs are complete")
+    overwrite: bool = option(False, help="use an --out that holds files wit did not write (no run marker "
+                                         ".wit-run.json); the demo's own folders in it are replaced")
+    languages: str = option("en", metavar="en[,ja]",
+                            help="languages of the chain: en (English WIT), or en,ja (adds Japanese queries from a "
+                                 "real jawiki excerpt, Japanese captions, zero-shot in both languages)")
 
     def __post_init__(self) -> None:
         for name in ("per_query_cap", "image_size", "steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        from wit_builder.demo.languages import parse
+
+        parse(self.languages)  # an unknown language fails here, one line
         if not 0 <= self.port < 65536 or self.workers < 0:
             raise ValueError(f"--port must be 0-65535 and --workers >= 0, got {self.port}, {self.workers}")
 

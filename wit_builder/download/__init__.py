@@ -26,6 +26,9 @@ Decisions and rules, and where they live:
 - ``plan``: the url shards as (file, row) members (``ShardSpec``); plan.json's settings (speed-only settings
   left out, named as the engines read them) and the refusal of a rerun cut differently or made with other
   settings, naming what differs (``output_settings``, ``plan_differences``, ``plan_conflict``).
+- ``retry`` (``--retry-failed``, used by ``worker``): in complete shards, the rows whose stored failure is
+  transient (timeout, connection, DNS, 429/408/425, 5xx; ``--retry-reasons``) are fetched again through the same
+  fetcher and the shard rewritten by the same writer, earlier successes byte for byte; permanent failures never.
 - ``raw_folder``: complete shards (all three files) are skipped; a folder made with another plan, or holding
   shards without a plan.json, is refused unless ``--overwrite`` deletes the earlier run; a rerun that downloads
   nothing keeps stats.json when only its timings would change.

@@ -2,7 +2,8 @@
 
 Before any work: the inputs are checked and cut into url shards (``inputs.plan_shards``), and the plan is
 checked against ``--out``'s plan.json (``raw_folder.check_plan``: a folder made with other inputs or settings is
-refused, exit 2, unless ``--overwrite``). Then the earlier run is deleted (``--overwrite``) and the plan recorded,
+refused, exit 2, unless ``--overwrite``; ``--retry-failed`` needs a run there made with the same ones). Then the
+earlier run is deleted (``--overwrite``) and the plan recorded,
 the pipeline downloads the shards not yet complete and counts every shard (``pipeline.Download``), and
 ``finish`` writes stats.json from those counts.
 
@@ -14,7 +15,7 @@ no row succeeded (every row refused or failed: the top reasons and a hint follow
 from __future__ import annotations
 
 from wit_builder.beam.launcher import Outcome, Pipeline, Stage, run_stage
-from wit_builder.core.errors import UsageError
+from wit_builder.core.errors import EXIT_EMPTY, UsageError
 from wit_builder.download import inputs, plan, raw_folder, stats
 from wit_builder.download.img2dataset_engine import INSTALL_HINT, img2dataset_available
 from wit_builder.download.options import EPILOG, OPTIONS, DownloadOptions
@@ -22,7 +23,7 @@ from wit_builder.download.pipeline import NAMESPACE, Download
 
 __all__ = ["EPILOG", "OPTIONS", "DownloadStage", "run"]
 
-EXIT_NOTHING_SUCCEEDED = 3
+EXIT_NOTHING_SUCCEEDED = EXIT_EMPTY  # 3: the run finished, no row succeeded
 
 
 class DownloadStage(Stage[DownloadOptions, inputs.DownloadInputs]):
@@ -40,9 +41,15 @@ class DownloadStage(Stage[DownloadOptions, inputs.DownloadInputs]):
             raise UsageError(INSTALL_HINT)
         paths = list(dict.fromkeys(p for pattern in o.pairs for p in inputs.input_files(pattern)))
         specs = inputs.plan_shards(paths, o.rows_per_shard)
+        if not any(s.rows for s in specs):
+            raise inputs.PairsInputError(f"--pairs {' '.join(o.pairs)}: the pairs files hold no rows ({len(paths)} "
+                                         "file(s), 0 rows): nothing to download; check the build-pairs run")
         document = plan.plan_document(paths, o.rows_per_shard, specs,
                                       plan.output_settings(o.engine, o.image, o.network))
         resume = raw_folder.check_plan(o.out, document, o.overwrite)
+        if o.retry_failed and not resume:
+            raise raw_folder.RawFolderError(f"--retry-failed: {o.out} holds no download run to retry (no "
+                                            f"{plan.PLAN_JSON}); run without --retry-failed first")
         complete = sum(raw_folder.shard_complete(o.out, s.shard_id) for s in specs) if resume else 0
         return inputs.DownloadInputs(tuple(specs), document, resume, complete)
 
@@ -50,7 +57,9 @@ class DownloadStage(Stage[DownloadOptions, inputs.DownloadInputs]):
         """The plan's line."""
         o, i = self.options, self.inputs
         return [f"wit download: {sum(s.rows for s in i.specs)} rows in {len(i.specs)} shards of <= "
-                f"{o.rows_per_shard} ({i.complete} already complete), engine {o.engine}"]
+                f"{o.rows_per_shard} ({i.complete} already complete), engine {o.engine}"
+                + (f"; --retry-failed: {', '.join(o.retry_reasons)} failures of complete shards fetched again"
+                   if o.retry_failed else "")]
 
     def clean_rerun(self) -> list[str]:
         """A folder started afresh: ``--overwrite`` deletes the earlier run's files, then the plan is recorded."""

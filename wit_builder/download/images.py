@@ -37,6 +37,7 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageOps
 
+from wit_builder.core import errors
 from wit_builder.download.options import ENCODE_FORMATS, ImageConfig
 
 # The formats web browsers display; nothing else is opened. Pillow's other loaders include EPS, which runs
@@ -60,6 +61,8 @@ class ImageResult:
     phash: str | None = None         # 64-bit perceptual hash (imagehash.phash) as 16 hex digits
 
 
+
+
 def process_image(data: bytes, config: ImageConfig) -> ImageResult:
     """Decode, check, orient, resize and encode ``data``; never raises for bad bytes (see the module doc)."""
     try:
@@ -67,13 +70,13 @@ def process_image(data: bytes, config: ImageConfig) -> ImageResult:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return _process(data, config)
     except _Refused as e:
-        return ImageResult(e.status, str(e), original_width=e.size[0], original_height=e.size[1])
+        return ImageResult(e.status, errors.stable_text(str(e)), original_width=e.size[0], original_height=e.size[1])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        return ImageResult("failed_to_decode", f"decompression bomb: {e}")
+        return ImageResult("failed_to_decode", errors.stable_text(f"decompression bomb: {e}"))
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError, TypeError, IndexError, KeyError,
             ZeroDivisionError, OverflowError, struct.error) as e:
         # Pillow reports bad data through many exception types; all mean "not a usable image".
-        return ImageResult("failed_to_decode", f"{type(e).__name__}: {e}")
+        return ImageResult("failed_to_decode", errors.stable_text(f"{type(e).__name__}: {e}"))
 
 
 class _Refused(Exception):

@@ -21,6 +21,8 @@ from typing import Any
 from wit_builder.core.options import flag_name, option
 
 ENGINES: tuple[str, ...] = ("native", "img2dataset")
+# --retry-reasons: the transient failures --retry-failed refetches (download/retry.py classifies a stored row)
+TRANSIENT_REASONS: tuple[str, ...] = ("timeout", "connection", "dns", "http_429", "http_5xx")
 RESIZE_MODES: tuple[str, ...] = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
 ENCODE_FORMATS: dict[str, str] = {"jpg": "JPEG", "webp": "WEBP"}  # --encode-format -> Pillow's format name
 CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 5.0, 10.0  # the socket timeouts when --timeout is not given
@@ -158,10 +160,23 @@ class DownloadOptions:
     image: ImageConfig = option(default_factory=ImageConfig, group="images",
                                 help="how an image is checked, resized and stored")
     network: FetchConfig = option(default_factory=FetchConfig, group="network", help="how a URL is fetched")
-    overwrite: bool = option(False, help="the --out folder holds shards of other inputs or settings: delete them "
-                                         "and download again (without it such a rerun is refused)")
+    overwrite: bool = option(False, help="the --out folder holds shards of other inputs or settings, or files wit "
+                                         "did not write (no run marker .wit-run.json): delete the shards and "
+                                         "download again (without it such an --out is refused)")
+    retry_failed: bool = option(False, help="in shards an earlier run finished, fetch again the rows that failed for "
+                                            "a transient reason (--retry-reasons); successes and permanent failures "
+                                            "(404, blocked, opted out, filtered) are kept as they are")
+    retry_reasons: tuple[str, ...] = option(TRANSIENT_REASONS, choices=TRANSIENT_REASONS, many=True,
+                                            help="with --retry-failed: the failure reasons to retry")
 
     def __post_init__(self) -> None:
+        if self.retry_failed and self.overwrite:
+            raise ValueError("--retry-failed retries an earlier run's failed rows; --overwrite deletes that run: "
+                             "pass one of them")
+        unknown = sorted(set(self.retry_reasons) - set(TRANSIENT_REASONS))
+        if unknown or not self.retry_reasons:
+            raise ValueError(f"--retry-reasons must name some of {', '.join(TRANSIENT_REASONS)}, got "
+                             f"{', '.join(unknown) or 'none'}")
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         if self.rows_per_shard < 1:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from schemas.stats import json_safe
+from wit_builder.core.options import flag_name
 from wit_builder.download.options import FetchConfig, ImageConfig
 
 PLAN_JSON = "plan.json"  # in the --out folder: the plan_document of the run that made its shards
@@ -143,9 +144,33 @@ def plan_conflict(out: str, previous: Mapping[str, Any], plan: Mapping[str, Any]
     (naming the first SHOWN_DIFFERENCES differences and what to do), or None when they are equal."""
     if previous == plan:
         return None
-    differences = plan_differences(previous, plan)
+    differences = [flag_of_difference(line) for line in plan_differences(previous, plan)]
     shown = "; ".join(differences[:SHOWN_DIFFERENCES])
     if len(differences) > SHOWN_DIFFERENCES:
         shown += f"; and {len(differences) - SHOWN_DIFFERENCES} more"
     return (f"{out} holds raw shards made with other inputs or settings ({shown}); rerun with the same ones to "
             "resume, use a fresh --out, or pass --overwrite to delete those shards and download again")
+
+
+# plan.json's names that are no flag's field: what the user set them with
+_PLAN_FLAGS = {"inputs": "--pairs (its files)", "rows": "--pairs (its rows)", "shards": "--pairs/--rows-per-shard "
+               "(shards)", "rows_per_shard": "--rows-per-shard", "settings.engine": "--engine",
+               "settings.image.memory_budget_bytes": "--image-memory-budget (in bytes)",
+               "settings.network.connect_timeout_s": "--timeout (connect)",
+               "settings.network.read_timeout_s": "--timeout (read)"}
+
+
+def flag_of_difference(line: str) -> str:
+    """A :func:`plan_differences` line (``settings.image.image_size: was 256, now 128``) with plan.json's name
+    replaced by the flag that sets it (``--image-size: was 256, now 128``): a refused rerun names what the
+    user typed, not an internal field. Names without a flag stay as they are."""
+    name, sep, rest = line.partition(": ")
+    if name in _PLAN_FLAGS:
+        return f"{_PLAN_FLAGS[name]}{sep}{rest}"
+    groups = {"settings.image.": ImageConfig, "settings.network.": FetchConfig}
+    for prefix, config in groups.items():
+        if name.startswith(prefix):
+            for field in dataclasses.fields(config):
+                if field.name == name[len(prefix):] and field.metadata.get("cli", True):
+                    return f"{flag_name(field)}{sep}{rest}"
+    return line

@@ -40,7 +40,7 @@ from schemas.download import RAW_ROWS, RAW_STATUS_ALIASES, RAW_STATUSES
 from schemas.finalize import ImageLocation, RawRecord
 from wit_builder.core import tar_writer
 from wit_builder.core.dedup import image_phash
-from wit_builder.core.errors import InputError
+from wit_builder.core.errors import InputError, stable_text
 
 SHARD_DIGITS = 5  # img2dataset's oom_shard_count
 # Why a row is ``blocked`` (the native engine's ``fetch.Fetcher``), each counted on its own: robots.txt disallows
@@ -287,7 +287,7 @@ def index_tar(fileobj: BinaryIO) -> tuple[dict[str, dict[str, tuple[int, int]]],
                     key, _, ext = base.partition(".")
                     members.setdefault(key, {})[ext.lower()] = (info.offset_data, info.size)
     except (tarfile.TarError, EOFError, OSError) as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        error = stable_text(f"{type(exc).__name__}: {exc}")
     return members, error
 
 
@@ -346,7 +346,8 @@ def _attach_image(record: RawRecord, tar_path: str, members: dict[str, dict[str,
         except Exception as exc:  # noqa: BLE001 - any decoder error means the stored image is unusable
             # The hashes and size found so far stay on the failed row (its accounting shows them).
             return _unreadable(record.replace(**{**changes, "image": None}),
-                               f"image {key}.{ext} in {tar_path} does not decode: {type(exc).__name__}: {exc}")
+                               stable_text(f"image {key}.{ext} in {tar_path} does not decode: "
+                                           f"{type(exc).__name__}: {exc}"))
     return record.replace(**changes)
 
 
@@ -371,4 +372,4 @@ def decode_check(data: bytes) -> tuple[str | None, tuple[int, int]]:
                 img.load()
         return None, size
     except Exception as exc:  # noqa: BLE001 - Pillow reports bad data through many exception types
-        return f"{type(exc).__name__}: {exc}", (0, 0)
+        return stable_text(f"{type(exc).__name__}: {exc}"), (0, 0)

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
+from wit_builder.core import progress
 from wit_builder.core.uid import clean_caption, normalize_url, pair_uid
 from wit_builder.download.fetch import Fetcher
 from wit_builder.download.host_shards import url_key
@@ -108,9 +109,12 @@ def download_rows(rows: Sequence[dict[str, Any]], shard_id: int, rows_per_shard:
     leaders = [i for i in range(len(rows)) if group[i] == i]
     order = [leaders[j] for j in host_interleaved([urls[i] for i in leaders])]
     carried = {i: known[k] for i in leaders if (k := fetch_keys[i]) is not None and k in known}
+    fetched = progress.reporter("download", "URLs fetched")  # moves within a shard, not only when one ends
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="fetch") as pool:
         futures = {i: pool.submit(process_row, rows[i], keys[i], fetcher, image_config)
                    for i in order if i not in carried}
+        for future in futures.values():
+            future.add_done_callback(lambda _: fetched.add(1))
         results = {i: carried[i] if i in carried else futures[i].result() for i in leaders}
     return [shared_result(rows[i], keys[i], results[group[i]]) for i in range(len(rows))]
 

@@ -28,7 +28,7 @@ FOLDER_COUNTS: tuple[str, ...] = ("shards", "rows", "bytes_downloaded",
                                   *(f"{STATUS_PREFIX}{s}" for s in RAW_STATUSES),
                                   *(f"{BLOCKED_PREFIX}{r}" for r in raw_shards.BLOCK_REASONS))
 # this run's work, for the summary line only (a rerun that downloads nothing leaves stats.json as it was)
-RUN_COUNTS: tuple[str, ...] = ("shards_downloaded", "rows_downloaded")
+RUN_COUNTS: tuple[str, ...] = ("shards_downloaded", "rows_downloaded", "rows_retried", "rows_recovered")
 COUNT_NAMES = FOLDER_COUNTS + RUN_COUNTS
 SHOWN_REASONS = 5  # error kinds listed when nothing succeeded
 
@@ -36,10 +36,13 @@ SHOWN_REASONS = 5  # error kinds listed when nothing succeeded
 @dataclass(frozen=True)
 class ShardOutcome:
     """One shard of the plan after the download step: its ``{shard}_stats.json`` document
-    (``raw_shards.shard_stats``) and whether this run made it (False: complete from an earlier run)."""
+    (``raw_shards.shard_stats``) and whether this run made it (False: complete from an earlier run); for a
+    shard rewritten by ``--retry-failed``, the rows fetched again and how many of them succeeded now."""
 
     stats: dict[str, Any]
     downloaded: bool
+    retried: int | None = None
+    recovered: int = 0
 
 
 def shard_counts(outcome: ShardOutcome) -> dict[str, int]:
@@ -51,8 +54,11 @@ def shard_counts(outcome: ShardOutcome) -> dict[str, int]:
     counts = {"shards": 1, "rows": stats["count"], "bytes_downloaded": stats["bytes_downloaded"],
               **{f"{STATUS_PREFIX}{status}": n for status, n in stats["statuses"].items()},
               **{f"{BLOCKED_PREFIX}{reason}": reasons.get(reason, 0) for reason in raw_shards.BLOCK_REASONS}}
-    if outcome.downloaded:
-        counts.update(shards_downloaded=1, rows_downloaded=stats["count"])
+    if outcome.retried is not None:
+        counts.update(shards_downloaded=1, rows_downloaded=outcome.retried, rows_retried=outcome.retried,
+                      rows_recovered=outcome.recovered)
+    elif outcome.downloaded:
+        counts.update(shards_downloaded=1, rows_downloaded=stats["count"], rows_retried=0, rows_recovered=0)
     return counts
 
 
@@ -101,8 +107,12 @@ def summary(counts: Mapping[str, int], shards: int) -> list[str]:
     """The summary line's parts: the folder's rows per status, and what this run downloaded."""
     shown = " ".join(f"{status}={n}" for status, n in statuses(counts).items())
     blocked = " ".join(f"{reason}={n}" for reason, n in blocked_reasons(counts).items() if n)
-    return [f"{counts['rows']:,} rows in {shards} shards: {shown}" + (f" (blocked: {blocked})" if blocked else ""),
-            f"this run downloaded {counts['rows_downloaded']:,} rows in {counts['shards_downloaded']} shards"]
+    parts = [f"{counts['rows']:,} rows in {shards} shards: {shown}" + (f" (blocked: {blocked})" if blocked else ""),
+             f"this run downloaded {counts['rows_downloaded']:,} rows in {counts['shards_downloaded']} shards"]
+    if counts.get("rows_retried"):
+        parts.append(f"retried {counts['rows_retried']:,} failed rows, {counts.get('rows_recovered', 0):,} "
+                     "succeeded now")
+    return parts
 
 
 def nothing_succeeded(counts: Mapping[str, int]) -> bool:

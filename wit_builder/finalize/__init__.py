@@ -10,6 +10,8 @@
 - shards.py     final keys, shard names, equal-count sizes, reproducible tar bytes
 - stats.py      the counts each row adds, counts -> stats.json, the accounting checks, summary, warnings
 - dataset_card.py  DATASET.md and its plots from the stats; outputs.py  rerun clean-up, files written last
+- gallery.py    OUT/gallery/: static HTML pages and thumbnails of a bounded, seeded sample (per query, dropped)
+- rebuild.py    ``--uids``: a published uid list as the selection (pipeline.SelectListed), missing_uids.txt
 - pipeline.py   the Beam graph (the only module here that imports Beam); command.py  the launcher's Stage
 
 Every raw row ends in exactly one of ``schemas.finalize.FINAL_STATUSES``; the counts are data (each row counted

@@ -11,8 +11,8 @@ from __future__ import annotations
 from schemas.finalize import ROWS_DIR
 from wit_builder.beam import fileio
 from wit_builder.beam.launcher import Outcome, Pipeline, Stage, run_stage
+from wit_builder.finalize import gallery, outputs, rebuild, stats
 from wit_builder.finalize import inputs as stage_inputs
-from wit_builder.finalize import outputs, stats
 from wit_builder.finalize.options import OPTIONS, FinalizeOptions
 from wit_builder.finalize.pipeline import NAMESPACE, Finalize
 
@@ -27,12 +27,16 @@ class FinalizeStage(Stage[FinalizeOptions, stage_inputs.Inputs]):
     count_names = stats.COUNT_NAMES
 
     def resolve(self) -> stage_inputs.Inputs:
-        """Resolve and check the inputs (``wit_builder.finalize.inputs.resolve``); nothing is written."""
+        """Resolve and check the inputs (``wit_builder.finalize.inputs.resolve``) and the ``--uids`` list
+        (``rebuild.check_uid_list``); nothing is written."""
+        if self.options.uids is not None:
+            rebuild.check_uid_list(self.options.uids)
         return stage_inputs.resolve(self.options)
 
     def announce(self) -> list[str]:
         """The line saying what the run reads."""
-        return [f"finalize: {len(self.inputs.raw_files)} raw shards, {self.inputs.rows} rows -> {self.out}"]
+        listed = f" (rebuild: the samples of --uids {self.options.uids})" if self.options.uids else ""
+        return [f"finalize: {len(self.inputs.raw_files)} raw shards, {self.inputs.rows} rows -> {self.out}{listed}"]
 
     def clean_rerun(self) -> list[str]:
         """The completion files and ``*.tmp-*`` files of an earlier run go first (``outputs.start_rerun``)."""
@@ -49,12 +53,33 @@ class FinalizeStage(Stage[FinalizeOptions, stage_inputs.Inputs]):
         summary, sizes = stats.summarize(
             counts, outputs.read_written_sizes(out), raw_names=[name for _, name in inputs.raw_names],
             expected_rows=inputs.rows, samples_per_shard=self.options.samples_per_shard)
+        if self.options.gallery_samples:  # before the completion files: a killed run never looks complete
+            raw_tars = {name: path[: -len(".parquet")] + ".tar" for path, name in inputs.raw_names}
+            written = gallery.write_gallery(out, raw_tars, self.options.gallery_samples)
+            summary_gallery = [f"gallery {fileio.join(out, gallery.GALLERY_DIR, 'index.html')} "
+                               f"({len(written)} files, {sum(written.values()) / 1e6:.1f} MB)"]
+        else:
+            summary_gallery = []
+            gallery.remove_gallery(out)  # an earlier run's gallery would show other samples
         parameters = stats.parameters(self.options, inputs)
+        if self.options.uids:
+            parameters["uids"] = self.options.uids
         document = stats.stats_document(summary, raw_files=inputs.raw_files, settings=parameters, sizes=sizes,
                                         seconds=seconds, match_rule=inputs.match_rule)
+        rebuilt = []
+        if self.options.uids:
+            listed, missing = counts.get("uids_listed", 0), counts.get("uids_missing", 0)
+            document["counts"].update(uids_listed=listed, uids_missing=missing)
+            document["details"]["rebuild"] = {"uid_list": self.options.uids, "listed": listed, "missing": missing,
+                                              "missing_file": rebuild.MISSING_UIDS}
+            rebuilt = [f"rebuilt {listed - missing:,} of {listed:,} listed uids"
+                       + (f"; {missing:,} not found as successes: {fileio.join(out, rebuild.MISSING_UIDS)}"
+                          if missing else "")]
+        else:
+            fileio.delete([p for p in [fileio.join(out, rebuild.MISSING_UIDS)] if fileio.exists(p)])
         outputs.write_summary(out, {**summary, "settings": parameters}, outputs.read_query_counts(out), sizes,
                               document)
-        return Outcome(summary=stats.summary(document["counts"], seconds),
+        return Outcome(summary=stats.summary(document["counts"], seconds) + rebuilt + summary_gallery,
                        warnings=stats.run_warnings(counts, self.monitoring, fileio.join(out, ROWS_DIR)))
 
 

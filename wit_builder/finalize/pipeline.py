@@ -15,7 +15,8 @@ buffer).
 raw *.parquet ─Reshuffle─► ReadRawShards (index the tar: member offsets; decode every stored image; hash
                              images that lack sha256/pHash)
   ─► DropRepeatedUids (GroupByKey uid) ─► [Decontaminate: eval pHash index as a side input]
-  ─► DropExactDuplicates (GroupByKey sha256) ─► DropNearDuplicates (banded pHash keys ─► edges ─► union-find)
+  ─► DropExactDuplicates (GroupByKey sha256) ─► DropNearDuplicates (banded pHash keys ─► a star per bucket
+                             component ─► union-find forests combined)
   ─► [Rebalance: Top.SmallestPerKey(cap+1) per query ─► thresholds as a side input]
   ─► survivors + every decided row ─GroupByKey raw shard─► AccountRawShards (global index, accounting parquet)
   ─GroupByKey final shard─► WriteFinalShards (reads image bytes by offset from the raw tars) ─► OUT/_sizes.json
@@ -26,6 +27,7 @@ raw *.parquet ─Reshuffle─► ReadRawShards (index the tar: member offsets; d
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -46,8 +48,9 @@ from schemas.finalize import (
 from wit_builder.beam import counting, fileio
 from wit_builder.beam.counting import COUNTS
 from wit_builder.core import dedup, progress
+from wit_builder.core.verdicts import Drop
 from wit_builder.download import raw_shards
-from wit_builder.finalize import rules, stats
+from wit_builder.finalize import rebuild, rules, stats
 from wit_builder.finalize import shards as final_shards
 from wit_builder.finalize.inputs import Inputs
 from wit_builder.finalize.options import FinalizeOptions
@@ -214,9 +217,18 @@ class DropRepeatedUids(beam.PTransform):
         )
 
 
-def _read_eval_image(path: str, root: str) -> tuple[str, str]:
-    with fileio.open_read(path) as f:
-        return rules.eval_image_hash(path, root, f.read())
+def _read_eval_image(path: str, root: str) -> Iterator[tuple[str, str] | Drop]:
+    """``rules.eval_image_hash`` of the file; a file that cannot be read is skipped (said in the log)."""
+    try:
+        with fileio.open_read(path) as f:
+            data: bytes | None = f.read()
+        problem = ""
+    except OSError as exc:
+        data, problem = None, f"cannot be read ({exc})"
+    for verdict in rules.eval_image_hash(path, root, data, problem):
+        if isinstance(verdict, Drop):
+            logging.getLogger(__name__).warning("--decontaminate: skipped evaluation image %s", verdict.record)
+        yield verdict
 
 
 def _decontaminate(record: RawRecord, index: dedup.HashIndex) -> RawRecord | beam.pvalue.TaggedOutput:
@@ -225,7 +237,9 @@ def _decontaminate(record: RawRecord, index: dedup.HashIndex) -> RawRecord | bea
 
 class Decontaminate(beam.PTransform):
     """Successes -> those far from every evaluation image (``kept``) and those within the pHash distance of one,
-    ``filtered`` (DECIDED; ``rules.decontaminated``). The evaluation images' pHash index is a side input.
+    ``filtered`` (DECIDED; ``rules.decontaminated``). The evaluation images' pHash index is a side input; an
+    image that cannot be read or decoded is skipped and counted (COUNTS: ``eval_images_hashed``,
+    ``eval_images_unreadable``), never the end of the run.
 
     Args:
         eval_files: the evaluation images (``wit_builder.finalize.inputs.eval_images_below``).
@@ -241,12 +255,18 @@ class Decontaminate(beam.PTransform):
         index = (
             rows.pipeline
             | "EvalImages" >> beam.Create(self._files)
-            | "HashEvalImages" >> beam.Map(_read_eval_image, self._root)
+            | "HashEvalImages" >> beam.ParDo(counting.RuleDoFn(
+                _read_eval_image, self._root, kept_as="eval_images_hashed", namespace=NAMESPACE)
+            ).with_outputs(COUNTS, main="hashes")
+        )
+        built = (
+            index.hashes
             | "CollectEvalHashes" >> beam.combiners.ToList()
             | "BuildEvalIndex" >> beam.Map(dedup.HashIndex.build, self._distance)
         )
-        return rows | "DropEvalNearDuplicates" >> beam.Map(
-            _decontaminate, beam.pvalue.AsSingleton(index)).with_outputs(DECIDED, main="kept")
+        clean = rows | "DropEvalNearDuplicates" >> beam.Map(
+            _decontaminate, beam.pvalue.AsSingleton(built)).with_outputs(DECIDED, main="kept")
+        return {"kept": clean.kept, DECIDED: clean[DECIDED], COUNTS: index[COUNTS]}
 
 
 def _pick_exact(sha_rows: tuple[str, Iterable[RawRecord]]) -> Iterator[Any]:
@@ -270,12 +290,33 @@ class DropExactDuplicates(beam.PTransform):
 
 
 def _bucket_edges(bucket: tuple[tuple[int, int], Iterable[Any]], distance: int) -> list[rules.Edge]:
-    (band, _), members = bucket
-    return rules.bucket_edges(band, members, distance)
+    return rules.bucket_edges(bucket[1], distance)
 
 
-def _clusters(edges: list[rules.Edge]) -> list[tuple[str, str]]:
-    return sorted(dedup.resolve_clusters(edges).items())
+class _ClusterForest(beam.CombineFn):
+    """Edges -> every non-survivor uid's survivor uid, through a union-find forest
+    (``wit_builder.core.dedup.UnionFind``) as the accumulator: each bundle links its edges into its own
+    forest and forests merge by their links, so no list of edges is ever gathered; the largest state is one
+    entry per image with a near duplicate."""
+
+    def create_accumulator(self) -> dedup.UnionFind:
+        return dedup.UnionFind()
+
+    def add_input(self, forest: dedup.UnionFind, edge: rules.Edge) -> dedup.UnionFind:
+        forest.union(*edge)
+        return forest
+
+    def merge_accumulators(self, forests: Iterable[dedup.UnionFind]) -> dedup.UnionFind:
+        merged = None
+        for forest in forests:
+            if merged is None:
+                merged = forest
+            else:
+                merged.merge(forest)
+        return merged if merged is not None else dedup.UnionFind()
+
+    def extract_output(self, forest: dedup.UnionFind) -> list[tuple[str, str]]:
+        return sorted(forest.survivors().items())
 
 
 def _apply_near(uid_joined: tuple[str, dict[str, list]], distance: int) -> Iterator[Any]:
@@ -289,11 +330,11 @@ def _apply_near(uid_joined: tuple[str, dict[str, list]], distance: int) -> Itera
 
 class DropNearDuplicates(beam.PTransform):
     """Successes -> one per cluster of near duplicates (``kept``) and the others, duplicates of its survivor
-    (DECIDED): banded pHash keys -> candidate buckets -> edges within the distance -> clusters (union-find,
-    ``wit_builder.core.dedup``).
+    (DECIDED): banded pHash keys -> candidate buckets -> a star per component of each bucket -> clusters
+    (union-find, ``wit_builder.core.dedup``: linear in a cluster's size, never its pairs).
 
-    Only the edges (pairs of near duplicates, usually a small share of the samples) meet in one place for
-    the union-find; the samples themselves are joined back by uid.
+    The stars feed a combiner whose accumulator is a union-find forest (one entry per image that has a near
+    duplicate; no edge list is gathered); the samples themselves are joined back by uid.
 
     Args:
         distance: the largest pHash Hamming distance (bits) of two near duplicates.
@@ -310,8 +351,8 @@ class DropNearDuplicates(beam.PTransform):
             | "BandKeys" >> beam.FlatMap(rules.band_entries, distance)
             | "GroupByBand" >> beam.GroupByKey()
             | "EdgesInBucket" >> beam.FlatMap(_bucket_edges, distance)
-            | "CollectEdges" >> beam.combiners.ToList()
-            | "ResolveClusters" >> beam.FlatMap(_clusters)
+            | "ClusterForest" >> beam.CombineGlobally(_ClusterForest())
+            | "ResolveClusters" >> beam.FlatMap(list)
         )
         return (
             {"row": rows | "KeyRowsByUid" >> beam.Map(_by_uid).with_output_types(KeyedRecord),
@@ -385,7 +426,8 @@ class SelectSurvivors(beam.PTransform):
         if self._decontaminate:
             clean = kept | "Decontaminate" >> Decontaminate(self._eval_files, self._decontaminate, self._distance)
             decided.append(clean[DECIDED])
-            kept = clean.kept
+            counts.append(clean[COUNTS])
+            kept = clean["kept"]
         exact = kept | "DropExactDuplicates" >> DropExactDuplicates()
         near = exact.kept | "DropNearDuplicates" >> DropNearDuplicates(self._distance)
         decided += [exact[DECIDED], near[DECIDED]]
@@ -401,6 +443,95 @@ class SelectSurvivors(beam.PTransform):
             "candidates": by_uid.kept,
             COUNTS: counts | "SelectionCounts" >> beam.Flatten(),
         }
+
+
+# ---- --uids: the list is the selection (wit_builder.finalize.rebuild) ----
+
+def _uid_of_line(line: str) -> Iterator[str]:
+    yield from rebuild.uids_in_lines([line])
+
+
+def _uid_of_row(row: dict[str, Any]) -> Iterator[str]:
+    if row.get("uid"):
+        yield row["uid"]
+
+
+def _listed(uid: str) -> tuple[str, bool]:
+    return uid, True
+
+
+class _SelectListedUid(counting.CountingDoFn):
+    """One uid's rows and whether the list names it -> the kept success (main), the rows decided here (DECIDED)
+    and, for a listed uid without a success, (uid, why) on ``missing`` (``rebuild.select_listed``). Counts
+    ``uids`` (uids with raw rows), ``uids_listed``, ``uids_missing`` and each kept row's candidate counts."""
+
+    namespace = NAMESPACE
+
+    def __init__(self, list_name: str) -> None:
+        super().__init__()
+        self._list = list_name
+
+    def process(self, element: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[Any]:
+        uid, joined = element
+        listed = bool(list(joined["listed"]))
+        records = list(joined["rows"])
+        if records:
+            self.count("uids")
+        if listed:
+            self.count("uids_listed")
+        kept, decided, missing = rebuild.select_listed(uid, listed, records, self._list)
+        for record in decided:
+            yield _decided(record)
+        if missing is not None:
+            self.count("uids_missing")
+            yield beam.pvalue.TaggedOutput("missing", (uid, missing))
+        if kept is not None:
+            for name in stats.candidate_counts(kept):
+                self.count(name)
+            yield kept
+
+
+def _write_missing(missing: list[tuple[str, str]], path: str) -> None:
+    fileio.write_bytes(path, rebuild.missing_text(missing))
+
+
+class SelectListed(beam.PTransform):
+    """Rows -> the listed uids' successes (``kept``, also ``candidates``) and every other row with its final status
+    (DECIDED), for ``wit finalize --uids``; the listed uids without a success are written to ``missing_path``
+    (``rebuild.MISSING_UIDS``). The list is read by Beam's text or parquet source (split over workers) and
+    joined with the rows by uid, so neither side is held in one place but the missing uids.
+
+    Args:
+        uid_list: the ``--uids`` file.
+        missing_path: where the listed uids without a success go (sorted ``uid<TAB>why`` lines).
+    """
+
+    def __init__(self, uid_list: str, missing_path: str) -> None:
+        super().__init__()
+        self._list, self._missing = uid_list, missing_path
+
+    def expand(self, rows):
+        # Beam's own sources split the list (text by byte ranges, parquet by row groups) over workers
+        if rebuild.is_parquet(self._list):
+            uids = (rows.pipeline
+                    | "ReadUidList" >> beam.io.ReadFromParquet(self._list, columns=["uid"])
+                    | "UidColumn" >> beam.FlatMap(_uid_of_row))
+        else:
+            uids = (rows.pipeline
+                    | "ReadUidList" >> beam.io.ReadFromText(self._list)
+                    | "UidLines" >> beam.FlatMap(_uid_of_line))
+        listed = uids | "ListedUid" >> beam.Map(_listed)
+        selected = (
+            {"listed": listed, "rows": rows | "KeyRowsByUid" >> beam.Map(_by_uid).with_output_types(KeyedRecord)}
+            | "JoinListByUid" >> beam.CoGroupByKey()
+            | "SelectListedUids" >> beam.ParDo(_SelectListedUid(self._list))
+            .with_outputs(DECIDED, COUNTS, "missing", main="kept")
+        )
+        _ = (selected.missing
+             | "CollectMissingUids" >> beam.combiners.ToList()
+             | "WriteMissingUids" >> beam.Map(_write_missing, self._missing))
+        return {"kept": selected.kept, DECIDED: selected[DECIDED], "candidates": selected.kept,
+                COUNTS: selected[COUNTS]}
 
 
 # ---- order, accounting and shard writing ----
@@ -575,9 +706,13 @@ class Finalize(beam.PTransform):
     def expand(self, pbegin):
         options, inputs, out = self._options, self._inputs, self._options.out
         read = pbegin | "ReadRawShards" >> ReadRawShards(dict(inputs.raw_names))
-        selected = read.rows | "SelectSurvivors" >> SelectSurvivors(
-            options.phash_distance, options.decontaminate, inputs.eval_files, options.per_query_cap, inputs.seed,
-            dict(inputs.language_caps))
+        if options.uids:  # a rebuild: the list is the selection
+            selected = read.rows | "SelectListed" >> SelectListed(
+                options.uids, fileio.join(out, rebuild.MISSING_UIDS))
+        else:
+            selected = read.rows | "SelectSurvivors" >> SelectSurvivors(
+                options.phash_distance, options.decontaminate, inputs.eval_files, options.per_query_cap, inputs.seed,
+                dict(inputs.language_caps))
         written = selected | "WriteShards" >> WriteShards(out, options.samples_per_shard)
         _ = selected | "WriteQueryCounts" >> WriteQueryCounts(fileio.join(out, QUERY_COUNTS_PARQUET))
         _ = written["sizes"] | "WriteShardSizes" >> counting.WriteCounts(fileio.join(out, WRITTEN_SIZES))

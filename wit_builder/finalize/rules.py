@@ -9,7 +9,8 @@ rules, in the order finalize applies them:
 2. decontamination (within the pHash distance of an evaluation image): :func:`decontaminated`;
 3. exact duplicates (same sha256): :func:`pick_one_per_sha256`;
 4. near duplicates (pHash within the distance; banded keys, clusters): :func:`band_entries`,
-   :func:`bucket_edges`, :func:`near_duplicate` with ``wit_builder.core.dedup``'s cluster resolution;
+   :func:`bucket_edges` (a star per component of a bucket), :func:`near_duplicate` with
+   ``wit_builder.core.dedup``'s union-find;
 5. re-balance (every query over the cap again, after the losses): :func:`threshold_over_cap`, :func:`over_cap`
    with ``wit_builder.core.balance``.
 
@@ -21,10 +22,11 @@ A decided row keeps its fields and gains ``status``, ``reason``, ``error_message
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from schemas.finalize import RawRecord
 from wit_builder.core import balance, dedup, errors
+from wit_builder.core.verdicts import Drop
 from wit_builder.finalize import shards as final_shards
 from wit_builder.pairs.langid import UNDETERMINED
 
@@ -91,14 +93,24 @@ def eval_image_name(path: str, root: str) -> str:
     return path[len(root):] if path.startswith(root) else path
 
 
-def eval_image_hash(path: str, root: str, data: bytes) -> tuple[str, str]:
+EVAL_IMAGE_UNREADABLE = "eval_images_unreadable"  # the count of evaluation images skipped (stats.json)
+
+
+def eval_image_hash(path: str, root: str, data: bytes | None, problem: str = "") -> Iterator[tuple[str, str] | Drop]:
     """(name in messages, pHash as 16 hex digits) of the evaluation image ``path`` (bytes ``data``) below
-    ``root``; InputError naming the file when it does not decode."""
+    ``root``; an image that cannot be read (``data`` None, ``problem`` saying why) or decoded is skipped:
+    ``Drop(EVAL_IMAGE_UNREADABLE, "name: why")``, counted and listed, as ``wit eval`` skips its images."""
+    name = eval_image_name(path, root)
+    if data is None:
+        yield Drop(EVAL_IMAGE_UNREADABLE, f"{name}: {problem}")
+        return
     try:
-        return eval_image_name(path, root), dedup.image_phash(data)
-    except Exception as exc:
-        raise errors.InputError(f"--decontaminate: evaluation image {path} does not decode ({exc}); "
-                                "remove it or fix it") from exc
+        phash = dedup.image_phash(data)
+    except Exception as exc:  # Pillow raises many kinds for a damaged or hostile image: any one skips it
+        why = errors.stable_text(f"{type(exc).__name__}: {str(exc)[:200]}")
+        yield Drop(EVAL_IMAGE_UNREADABLE, f"{name}: does not decode ({why})")
+        return
+    yield name, phash
 
 
 def band_entries(record: RawRecord, distance: int) -> list[BandEntry]:
@@ -109,15 +121,20 @@ def band_entries(record: RawRecord, distance: int) -> list[BandEntry]:
     return [(key, entry) for key in dedup.band_keys(value, distance)]
 
 
-def bucket_edges(band: int, members: Iterable[tuple[str, int, tuple[int, str]]], distance: int) -> list[Edge]:
-    """The pairs of one candidate bucket within ``distance`` bits, as (survivor key, survivor key) edges for
-    ``wit_builder.core.dedup.resolve_clusters``; each pair reported by its first shared band only."""
-    members = list(members)
+def bucket_edges(members: Iterable[tuple[str, int, tuple[int, str]]], distance: int) -> list[Edge]:
+    """One candidate bucket's members (uid, pHash, survivor key) -> a star per connected component of the
+    bucket's graph "within ``distance`` bits" (``wit_builder.core.dedup.bucket_components``): (member's key,
+    the component's smallest key) for every other member. n - 1 edges for a component of n, never its n^2/2
+    pairs; the stars of all buckets have the same connected components as all pairs within ``distance``
+    (``wit_builder.core.dedup``'s module note), which ``wit_builder.core.dedup.UnionFind`` resolves."""
+    members = sorted(members)  # bucket order as Beam gives it varies; the edges do not
     if len(members) < 2:
         return []
-    keys = {uid: skey for uid, _, skey in members}
-    return [(keys[a], keys[b]) for a, b in dedup.bucket_pairs(band, [(uid, value) for uid, value, _ in members],
-                                                              distance)]
+    edges: list[Edge] = []
+    for component in dedup.bucket_components([value for _, value, _ in members], distance):
+        keys = sorted(members[i][2] for i in component)
+        edges += [(key, keys[0]) for key in keys[1:]]
+    return edges
 
 
 def near_duplicate(record: RawRecord, survivor: str, distance: int) -> RawRecord:

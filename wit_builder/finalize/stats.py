@@ -112,6 +112,8 @@ def summarize(counts: Mapping[str, int], sizes: Mapping[str, int], *, raw_names:
             "exact_duplicates": reasons.get("exact_duplicate", 0),
             "near_duplicates": reasons.get("near_duplicate", 0),
             "decontaminated": reasons.get("decontaminated", 0),
+            "eval_images_hashed": counts.get("eval_images_hashed", 0),
+            "eval_images_unreadable": counts.get("eval_images_unreadable", 0),
         },
         "rebalance": {"over_cap": reasons.get("over_cap", 0), "queries_over_cap": counts.get("queries_over_cap", 0)},
         "output": {"samples": statuses["success"], "shards": len(sizes_map), "samples_per_shard": samples_per_shard},
@@ -140,6 +142,8 @@ def stats_document(stats: Mapping[str, Any], *, raw_files: Sequence[str], settin
     counts = {"rows": stats["input"]["rows"], "uids": stats["input"]["uids"], "raw_shards": len(raw_files),
               "samples": stats["output"]["samples"], "shards": stats["output"]["shards"],
               "dedup_candidates": stats["dedup"]["candidates"],
+              "eval_images_hashed": stats["dedup"]["eval_images_hashed"],
+              "eval_images_unreadable": stats["dedup"]["eval_images_unreadable"],
               "queries_over_cap": stats["rebalance"]["queries_over_cap"],
               **{f"status_{k}": v for k, v in stats["statuses"].items()},
               **{f"reason_{k}": v for k, v in stats["reasons"].items()},
@@ -167,11 +171,15 @@ def summary(counts: Mapping[str, int], seconds: float) -> list[str]:
 
 def run_warnings(counts: Mapping[str, int], counted: Mapping[str, int], rows_dir: str) -> list[str]:
     """What the run should say beside its summary: monitoring counters that differ from the counts
-    (:func:`counter_mismatches`), and stored images that could not be read back from the raw tars (damaged
-    download output: said, not only counted; their rows are in ``rows_dir``)."""
+    (:func:`counter_mismatches`), evaluation images of ``--decontaminate`` that were skipped, and stored images
+    that could not be read back from the raw tars (damaged download output: said, not only counted; their rows
+    are in ``rows_dir``)."""
     lines = []
     if mismatched := counter_mismatches(counts, counted):
         lines.append(f"monitoring counters differ from the counts in stats.json (count, counter): {mismatched}")
+    if skipped := counts.get("eval_images_unreadable", 0):
+        lines.append(f"--decontaminate: {skipped:,} evaluation image(s) could not be read or decoded and were skipped "
+                     "(named in the log above); samples were not checked against them")
     if unreadable := counts.get("reason_raw_image_unreadable", 0):
         lines.append(f"{unreadable:,} stored image(s) could not be read back from their raw tars (missing, truncated "
                      f"or undecodable); they are failed_to_decode, each naming its tar and key, in {rows_dir}; rerun "

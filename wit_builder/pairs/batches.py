@@ -77,6 +77,19 @@ def uid_keys(urls: Sequence[str], captions: Sequence[str]) -> tuple[list[str], n
     return [d.hex() for d in digests], keys.astype(np.int64)
 
 
+MIN_BUCKETS = 256
+MAX_BUCKETS = 1 << 16
+POOL_BYTES_PER_BUCKET = 64 << 20
+
+
+def buckets_for(pool_bytes: int) -> int:
+    """The shuffle's uid bucket count for pool files of ``pool_bytes`` in all: one bucket per 64 MiB of pool, at
+    least 256, at most 2^16. A bucket of a url/caption parquet pool then holds at most ~0.6M rows (~0.3 GiB of
+    matched pairs in memory, 0.5 KB each); WAT files carry far fewer alt-texts per byte. The outputs do not
+    depend on the count (a uid's copies share a bucket; files are chosen by uid)."""
+    return min(MAX_BUCKETS, max(MIN_BUCKETS, -(-pool_bytes // POOL_BYTES_PER_BUCKET)))
+
+
 def bucket_of_keys(keys: np.ndarray, buckets: int) -> np.ndarray:
     """The shuffle bucket of each key: ``int(uid[:8], 16) % buckets`` (the key's top 32 of 60 bits)."""
     return (keys >> 28) % buckets

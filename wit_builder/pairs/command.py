@@ -1,8 +1,9 @@
 """``wit build-pairs``: the stage as the launcher runs it (``wit_builder.beam.launcher.run_stage``): checks before
 work, a rerun's clean-up, the pipeline (``wit_builder.pairs.pipeline.BuildPairs``), and stats.json from the counts.
 
-Exit codes: 0; 1 when the run failed or no candidate matched any query (the summary line still comes, and a
-line on stderr says what to check); 2 for bad settings or inputs found before any work.
+Exit codes: 0; 1 when the run failed; 2 for bad settings or inputs found before any work; 3 (``EXIT_EMPTY``)
+when the pool held no record or no candidate matched any query (the summary line and stats.json still come,
+and a line on stderr says which and what to check).
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import json
 from schemas.pairs import BALANCE_PNG, PAIRS_GLOB, QUERY_COUNTS_PARQUET, STATS_JSON
 from wit_builder.beam import fileio
 from wit_builder.beam.launcher import Outcome, Pipeline, Stage, run_stage
+from wit_builder.beam.spill import SPILL_DIR
 from wit_builder.core import errors, segment
 from wit_builder.core.balance import language_caps, scaled_target
 from wit_builder.pairs import inputs, stats
 from wit_builder.pairs.balance_plot import balance_png
+from wit_builder.pairs.batches import buckets_for
 from wit_builder.pairs.langid import LanguageIdentifier, model_id
 from wit_builder.pairs.match_rules import NORMALIZED
 from wit_builder.pairs.options import OPTIONS, BuildPairsOptions
@@ -57,7 +60,8 @@ class BuildPairsStage(Stage[BuildPairsOptions, inputs.PairsInputs]):
         files = inputs.pool_files(o.pool, pool)
         query_set = inputs.QuerySet(tuple(f for f, _, _ in found), tuple(n for _, _, n in found), kept,
                                     o.language.routing)
-        return inputs.PairsInputs(query_set, sum(rows for _, rows, _ in found), tuple(files), pool)
+        buckets = o.shuffle_buckets or buckets_for(sum(fileio.size(f) for f in files))
+        return inputs.PairsInputs(query_set, sum(rows for _, rows, _ in found), tuple(files), pool, buckets)
 
     def announce(self) -> list[str]:
         """The line saying what the run will do."""
@@ -66,26 +70,35 @@ class BuildPairsStage(Stage[BuildPairsOptions, inputs.PairsInputs]):
                 f"({', '.join(i.queries.langs)}; "
                 f"{'keeping ' + ', '.join(i.queries.languages) if i.queries.routing else 'every caption'}), "
                 f"balance={balance.mode} "
-                f"cap={balance.per_query_cap} target={balance.target} seed={balance.seed} match_rule={o.match_rule}"]
+                f"cap={balance.per_query_cap} target={balance.target} seed={balance.seed} match_rule={o.match_rule} "
+                f"shuffle_buckets={i.buckets}"]
 
     def clean_rerun(self) -> list[str]:
         """A rerun replaces the previous output: stale files of another run must not mix in."""
         out = self.out
         named = [fileio.join(out, name) for name in (STATS_JSON, QUERY_COUNTS_PARQUET, stats.BAD_RECORDS_JSONL,
                                                      BALANCE_PNG)]
+        named.append(fileio.join(out, SPILL_DIR))  # a killed run's spilled buckets
         fileio.delete([*fileio.match(fileio.join(out, PAIRS_GLOB)), *filter(fileio.exists, named)])
         return []
+
+    def after_run(self) -> None:
+        """The spilled buckets (``wit_builder.beam.spill``) are only for the run: removed whether it succeeded
+        or not."""
+        spilled = fileio.join(self.out, SPILL_DIR)
+        if fileio.exists(spilled):
+            fileio.delete([spilled])
 
     def build(self, pipeline: Pipeline) -> None:
         """``BuildPairs`` on ``pipeline`` (a ``beam.Pipeline``: Beam itself stays in ``pipeline.py``)."""
         o, i = self.options, self.inputs
         _ = pipeline | "BuildPairs" >> BuildPairs(list(i.pool_files), i.queries, o.out, i.pool, o.balance,
-                                                  o.rows_per_file, o.shuffle_buckets,
+                                                  o.rows_per_file, i.buckets,
                                                   o.language.min_language_score, o.language.language_caps)
 
     def finish(self, counts: dict[str, int], seconds: float) -> Outcome:
-        """balance.png, then stats.json (last: its presence marks a complete output) from ``counts``; exit 1 when
-        nothing matched."""
+        """balance.png, then stats.json (last: its presence marks a complete output) from ``counts``; exit 3 when
+        the pool held no record or nothing matched, saying which."""
         o, i, out = self.options, self.inputs, self.out
         query_counts = fileio.read_parquet(fileio.join(out, QUERY_COUNTS_PARQUET))
         matched = query_counts.column("matched").to_numpy()
@@ -114,8 +127,10 @@ class BuildPairsStage(Stage[BuildPairsOptions, inputs.PairsInputs]):
             first_bad=first_bad, seconds=seconds,
             languages=stats.languages(counts, query_counts, caps, targets))
         fileio.write_json(fileio.join(out, STATS_JSON), document)
+        if counts["records"] == 0:
+            return Outcome(stats.summary(counts), errors.EXIT_EMPTY, error=stats.empty_pool_error(len(i.pool_files)))
         if counts["matched"] == 0:
-            return Outcome(stats.summary(counts), errors.EXIT_FAILED, error=stats.NO_MATCH_ERROR)
+            return Outcome(stats.summary(counts), errors.EXIT_EMPTY, error=stats.NO_MATCH_ERROR)
         return Outcome(stats.summary(counts))
 
     def _rows(self) -> list[int]:

@@ -8,6 +8,7 @@ work like local ones.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -74,13 +75,18 @@ class PairsInputs:
     query_count: int              # their rows (queries), all languages
     pool_files: tuple[str, ...]   # every pool file, sorted, each one's format and columns checked
     pool: PoolOptions             # how they are read (``PoolFileOptions.reader_options``)
+    buckets: int = 256            # uid buckets of the shuffle: --shuffle-buckets, else batches.buckets_for
 
 
-def queries_path(folder: str) -> str:
-    """``FOLDER/queries.parquet``; FileNotFoundError naming it (and ``--queries``) when it is missing."""
-    path = fileio.join(folder, QUERIES_PARQUET)
-    if not fileio.exists(path):
-        raise FileNotFoundError(f"{path} not found; run 'wit build-queries' first or fix --queries")
+def queries_path(given: str) -> str:
+    """The queries file ``--queries`` names: stage 1's folder (its ``queries.parquet``) or the file itself.
+    FileNotFoundError saying what is missing, once (``--queries q/queries.parquet`` is that file, not a folder
+    holding another); ValueError for a path that is not a regular file (a named pipe)."""
+    path = given if given.endswith(".parquet") else fileio.join(given, QUERIES_PARQUET)
+    if not fileio.exists(path) or fileio.local_path_or_none(path) is not None and os.path.isdir(path):
+        where = "not found" if path == given else f"holds no {QUERIES_PARQUET}"
+        raise FileNotFoundError(f"--queries {given}: {where}; run 'wit build-queries' first or fix --queries")
+    fileio.check_regular_file(path, "--queries")
     return path
 
 
@@ -131,7 +137,7 @@ def folder_language(folder: str, path: str) -> tuple[str, str | None]:
             raise ValueError(f"{path}: queries of several languages ({', '.join(sorted(map(str, langs)))}); "
                              "build one queries folder per language")
         lang = str(next(iter(langs), ENGLISH))
-    stats_path = fileio.join(folder, QUERIES_STATS_JSON)
+    stats_path = fileio.join(path.rsplit("/", 1)[0], QUERIES_STATS_JSON)  # beside the file (--queries may name it)
     segmenter = metadata[SEGMENTER_METADATA.encode()].decode() if SEGMENTER_METADATA.encode() in metadata else None
     if segmenter is None and fileio.exists(stats_path):
         with fileio.open_read(stats_path) as f:

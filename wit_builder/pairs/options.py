@@ -124,13 +124,18 @@ class BuildPairsOptions:
     pool: tuple[str, ...] = option(help="pool file or glob (WAT .warc.wat.gz, WARC .warc.gz, parquet, jsonl[.gz], "
                                         "csv, tsv); repeatable")
     out: str = option(help="output directory")
+    overwrite: bool = option(False, help="write into an --out that holds files wit did not write (no run marker "
+                                         ".wit-run.json) or another command's output; files named like this "
+                                         "command's outputs are replaced (without it such an --out is refused)")
     match_rule: str = option(DEFAULT_RULE, choices=MATCH_RULES,
                              help="normalized: case-folded tokens, wit_builder.core.textnorm; metaclip: MetaCLIP v1's "
                                   "rule, entries and text as written (the queries' query_as_written column when "
                                   "present, else query); see docs/ARCHITECTURE.md")
-    shuffle_buckets: int = option(256, unit="buckets",
-                                  help="uid buckets matched pairs are grouped into; a bucket's pairs are held in "
-                                       "memory by one worker (about 0.5 KB each), so raise it beyond ~1e9 pairs")
+    shuffle_buckets: int | None = option(None, unit="buckets",
+                                         help="uid buckets matched pairs are grouped into; one worker holds one "
+                                              "bucket's pairs at a time (about 0.5 KB each); none: from the pool's "
+                                              "size, one per 64 MiB of pool files, at least 256 "
+                                              "(wit_builder.pairs.batches.buckets_for)")
     rows_per_file: int = option(500_000, unit="rows", help="rows per pairs-*.parquet file")
     language: LanguageOptions = option(default_factory=LanguageOptions, group="languages",
                                        help="caption languages (wit_builder.pairs.langid)")
@@ -142,7 +147,7 @@ class BuildPairsOptions:
     def __post_init__(self) -> None:
         if self.rows_per_file < 1:
             raise ValueError(f"rows_per_file must be at least 1, not {self.rows_per_file}")
-        if self.shuffle_buckets < 1:
+        if self.shuffle_buckets is not None and self.shuffle_buckets < 1:
             raise ValueError(f"shuffle_buckets must be at least 1, not {self.shuffle_buckets}")
 
 

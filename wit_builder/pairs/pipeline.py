@@ -37,6 +37,7 @@ from apache_beam.utils import shared
 from schemas.pairs import QUERY_COUNTS_PARQUET
 from wit_builder.beam import counting, fileio
 from wit_builder.beam.counting import COUNTS
+from wit_builder.beam.spill import Ref, Spill, spill_folder, stable_name
 from wit_builder.core import progress
 from wit_builder.core.balance import LANGUAGE_CAP_RULES, BalanceConfig
 from wit_builder.pairs.batches import (
@@ -68,7 +69,14 @@ from wit_builder.pairs.langid import DEFAULT_MIN_SCORE, LanguageIdentifier
 from wit_builder.pairs.readers.formats import read_pool_batches
 from wit_builder.pairs.readers.layouts import PoolOptions
 from wit_builder.pairs.routing import FILTERED, RoutedMatcher, unsegmented
-from wit_builder.pairs.stats import BAD_RECORDS_JSONL, bad_records_jsonl, language_count, query_totals
+from wit_builder.pairs.stats import (
+    BAD_RECORDS_JSONL,
+    MAX_BAD_RECORDS,
+    bad_record_key,
+    bad_records_jsonl,
+    language_count,
+    query_totals,
+)
 
 NAMESPACE = "build_pairs"
 REJECTED = "rejected"  # tagged output of ReadAndMatch: the bad records' Rejections, for bad_records.jsonl
@@ -127,11 +135,12 @@ class _ReadAndMatch(_EntriesDoFn):
     """
 
     def __init__(self, queries: QuerySet, handle: shared.Shared, pool: PoolOptions, buckets: int,
-                 min_language_score: float):
+                 min_language_score: float, spill: Spill):
         super().__init__(queries, handle)
         self._pool = pool
         self._buckets = buckets
         self._min_score = min_language_score
+        self._spill = spill
         self._matchers = shared.Shared()
         self._matcher: RoutedMatcher | None = None
         self._identifier: LanguageIdentifier | None = None
@@ -144,20 +153,22 @@ class _ReadAndMatch(_EntriesDoFn):
                               LanguageIdentifier(self._min_score)), tag=f"{self._tag}#{self._min_score}")
         self._matcher, self._identifier = self._matcher_holder.matcher, self._matcher_holder.identifier
 
-    def process(self, path: str) -> Iterator[tuple[int, bytes] | TaggedOutput]:
+    def process(self, path: str) -> Iterator[tuple[int, Ref] | TaggedOutput]:
         matcher, identifier = self._matcher, self._identifier
         assert matcher is not None and identifier is not None
         self.count("pool_files")
         seen: Counter[str] = Counter()  # this file's records by verdict: counted at its end, and logged
         pending: list[pa.Table] = []
-        held = 0
+        held, flushes = 0, 0
+        spilled = stable_name(path)  # spill files: named by the pool file and the flush (retry-safe)
         for batch in read_pool_batches(path, fileio.open_read, self._pool):
             seen["records"] += len(batch.rejections) + len(batch)
             for rejection in batch.rejections:
                 seen[rejection.reason] += 1
                 if rejection.is_bad:
                     seen["bad_records"] += 1
-                    yield TaggedOutput(REJECTED, rejection)
+                    if seen["bad_records"] <= MAX_BAD_RECORDS:  # the file's first ones: all the list can show
+                        yield TaggedOutput(REJECTED, rejection)
             if not len(batch):
                 continue
             captions = batch.captions.to_pylist()
@@ -179,9 +190,9 @@ class _ReadAndMatch(_EntriesDoFn):
                 for lang, n in Counter(chosen).items():
                     seen[language_count(lang, what)] += n
             if held >= PENDING_ROWS:
-                yield from self._emit(pending)
-                pending, held = [], 0
-        yield from self._emit(pending)
+                yield from self._emit(pending, f"{spilled}-{flushes:05d}")
+                pending, held, flushes = [], 0, flushes + 1
+        yield from self._emit(pending, f"{spilled}-{flushes:05d}")
         for name, n in seen.items():
             if n:
                 self.count(name, n)
@@ -190,13 +201,15 @@ class _ReadAndMatch(_EntriesDoFn):
         logging.getLogger(__name__).info("read %s: %s candidates, %s matched%s", path, f"{seen['candidates']:,}",
                                          f"{seen['matched']:,}", f"; {rejected}" if rejected else "")
 
-    def _emit(self, pending: list[pa.Table]) -> Iterator[tuple[int, bytes]]:
+    def _emit(self, pending: list[pa.Table], name: str) -> Iterator[tuple[int, Ref]]:
         if not pending:
             return
         table = pa.concat_tables(pending).combine_chunks()
         buckets = bucket_of_keys(table.column("key").to_numpy(), self._buckets)
-        for bucket, rows in split_by_key(table, buckets):
-            yield bucket, to_bytes(rows)
+        parts = [(bucket, to_bytes(rows)) for bucket, rows in split_by_key(table, buckets)]
+        refs = self._spill.put_many(f"matched/{name}.arrow", [blob for _, blob in parts])  # one file per flush
+        for (bucket, _), ref in zip(parts, refs, strict=True):
+            yield bucket, ref
 
 
 _MATCHED_IDS = "matched_ids"  # tagged output of _CollapseBucket: (query ids, pairs matched) of a bucket
@@ -210,13 +223,14 @@ class _CollapseBucket(counting.CountingDoFn):
 
     namespace = NAMESPACE
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, spill: Spill):
         super().__init__()
         self._seed = seed
+        self._spill = spill
 
-    def process(self, element: tuple[int, Iterable[bytes]]) -> Iterator[tuple[int, bytes] | TaggedOutput]:
-        bucket, blobs = element
-        table = concat(blobs, MATCHED)
+    def process(self, element: tuple[int, Iterable[Ref]]) -> Iterator[tuple[int, Ref] | TaggedOutput]:
+        bucket, refs = element
+        table = concat((Spill.get(ref) for ref in refs), MATCHED)
         ranked = collapse(table, self._seed)
         ids, counts = query_counts(ranked)
         self.count("duplicates", table.num_rows - ranked.num_rows)
@@ -224,7 +238,7 @@ class _CollapseBucket(counting.CountingDoFn):
         self.count("matches", int(counts.sum()))
         if len(ids):
             yield TaggedOutput(_MATCHED_IDS, (ids, counts))
-        yield bucket, to_bytes(ranked)
+        yield bucket, self._spill.put(f"ranked/b{bucket:05d}.arrow", to_bytes(ranked))
 
 
 class _SumQueryCounts(beam.CombineFn):
@@ -257,7 +271,7 @@ class _CappedRanks(beam.DoFn):
                 targets: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         if not capped.any():
             return
-        ids, ranks = capped_smallest_ranks(from_bytes(element[1]), capped, targets)
+        ids, ranks = capped_smallest_ranks(from_bytes(Spill.get(element[1])), capped, targets)
         if len(ids):
             yield ids, ranks, targets[ids]
 
@@ -315,16 +329,18 @@ class _BalanceBucket(_EntriesDoFn):
     it; its ``queries`` become the keeping ones: ``batches.balance_table``); on :data:`_KEPT_IDS` the bucket's
     (ids, kept). Counts ``over_cap``, ``kept``, ``kept_matches``."""
 
-    def __init__(self, config: BalanceConfig, queries: QuerySet, handle: shared.Shared):
+    def __init__(self, config: BalanceConfig, queries: QuerySet, handle: shared.Shared, spill: Spill):
         super().__init__(queries, handle)
         self._config = config
+        self._spill = spill
 
     def setup(self) -> None:
         if self._config.mode == "probabilistic":  # hard mode never needs the query strings here
             self._load_entries()
 
-    def process(self, element: tuple[int, bytes], cuts: np.ndarray) -> Iterator[tuple[int, bytes] | TaggedOutput]:
-        ranked = from_bytes(element[1])
+    def process(self, element: tuple[int, Ref], cuts: np.ndarray) -> Iterator[tuple[int, Ref] | TaggedOutput]:
+        bucket, ref = element
+        ranked = from_bytes(Spill.get(ref))
         rows, kept_ids = balance_table(ranked, cuts, self._config, self._entries)
         self.count("over_cap", ranked.num_rows - rows.num_rows)
         self.count("kept", rows.num_rows)
@@ -335,7 +351,7 @@ class _BalanceBucket(_EntriesDoFn):
         if len(kept_ids):
             ids, counts = np.unique(kept_ids, return_counts=True)
             yield TaggedOutput(_KEPT_IDS, (ids.astype(np.int64), counts.astype(np.int64)))
-        yield rows.num_rows, to_bytes(rows)
+        yield rows.num_rows, self._spill.put(f"kept/b{bucket:05d}.arrow", to_bytes(rows))
 
 
 class _WritePairsFile(_EntriesDoFn):
@@ -346,9 +362,9 @@ class _WritePairsFile(_EntriesDoFn):
         super().__init__(queries, handle)
         self._out_dir = out_dir
 
-    def process(self, element: tuple[int, Iterable[bytes]], num_files: int) -> Iterator[None]:
-        index, blobs = element
-        table = pairs_table(concat(blobs, KEPT), self._queries.match_rule, self._entries)
+    def process(self, element: tuple[int, Iterable[Ref]], num_files: int) -> Iterator[None]:
+        index, refs = element
+        table = pairs_table(concat((Spill.get(ref) for ref in refs), KEPT), self._queries.match_rule, self._entries)
         fileio.write_parquet(fileio.join(self._out_dir, pairs_file_name(index, num_files)), table)
         self.count("pair_files")
         return iter(())
@@ -373,8 +389,17 @@ class _WriteQueryCounts(_EntriesDoFn):
         return iter(())
 
 
-def _row_count(element: tuple[int, bytes]) -> int:
+def _row_count(element: tuple[int, Ref]) -> int:
     return element[0]
+
+
+def _assign_files(element: tuple[int, Ref], num_files: int, spill: Spill) -> Iterator[tuple[int, Ref]]:
+    """``batches.assign_files`` on a bucket's kept rows, each file's part spilled under the bucket's name."""
+    n, ref = element
+    parts = list(assign_files((n, Spill.get(ref)), num_files))
+    refs = spill.put_many(f"files/{Spill.stem(ref)}.arrow", [blob for _, blob in parts])  # one file per bucket
+    for (index, _), part in zip(parts, refs, strict=True):
+        yield index, part
 
 
 def _empty_blobs(num_files: int) -> Iterator[tuple[int, bytes]]:
@@ -398,17 +423,18 @@ class ReadAndMatch(beam.PTransform):
     """
 
     def __init__(self, queries: QuerySet, pool: PoolOptions, buckets: int, entries: shared.Shared,
-                 min_language_score: float):
+                 min_language_score: float, spill: Spill | None = None):
         super().__init__()
         self._queries, self._pool, self._buckets, self._entries = queries, pool, buckets, entries
         self._min_score = min_language_score
+        self._spill = spill or Spill(None)
 
     def expand(self, paths: beam.PCollection) -> Any:
         return (
             paths
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadFiles" >> beam.ParDo(_ReadAndMatch(self._queries, self._entries, self._pool, self._buckets,
-                                                      self._min_score))
+                                                      self._min_score, self._spill))
             .with_outputs(REJECTED, COUNTS, main="matched")
         )
 
@@ -423,16 +449,17 @@ class CollapseDuplicates(beam.PTransform):
         seed: the seed of the ranks (``--seed``).
     """
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, spill: Spill | None = None):
         super().__init__()
         self._seed = seed
+        self._spill = spill or Spill(None)
 
     def expand(self, matched: beam.PCollection) -> dict[str, beam.PCollection]:
         collapsed = (
             matched
             | "GroupByBucket" >> beam.GroupByKey()
-            | "CollapseBucket" >> beam.ParDo(_CollapseBucket(self._seed)).with_outputs(_MATCHED_IDS, COUNTS,
-                                                                                      main="ranked")
+            | "CollapseBucket" >> beam.ParDo(_CollapseBucket(self._seed, self._spill))
+            .with_outputs(_MATCHED_IDS, COUNTS, main="ranked")
         )
         per_query = collapsed[_MATCHED_IDS] | "MergeMatchedCounts" >> beam.CombineGlobally(_SumQueryCounts())
         return {"ranked": collapsed.ranked, "matched": per_query, COUNTS: collapsed[COUNTS]}
@@ -454,10 +481,12 @@ class Balance(beam.PTransform):
         entries: the ``Shared`` handle of the sorted entries.
     """
 
-    def __init__(self, config: BalanceConfig, queries: QuerySet, entries: shared.Shared, language_caps: str):
+    def __init__(self, config: BalanceConfig, queries: QuerySet, entries: shared.Shared, language_caps: str,
+                 spill: Spill | None = None):
         super().__init__()
         self._config, self._queries, self._entries = config, queries, entries
         self._language_caps = language_caps
+        self._spill = spill or Spill(None)
 
     def expand(self, collapsed: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
         config, q = self._config, self._queries
@@ -471,7 +500,7 @@ class Balance(beam.PTransform):
         )
         cuts = matched | "CutTable" >> beam.Map(_cut_table, AsSingleton(smallest), config, AsSingleton(targets))
         balanced = ranked | "BalanceBucket" >> beam.ParDo(
-            _BalanceBucket(config, self._queries, self._entries), cuts=AsSingleton(cuts),
+            _BalanceBucket(config, self._queries, self._entries, self._spill), cuts=AsSingleton(cuts),
         ).with_outputs(_KEPT_IDS, COUNTS, main="kept")
         kept_counts = balanced[_KEPT_IDS] | "MergeKeptCounts" >> beam.CombineGlobally(_SumQueryCounts())
         return {"kept": balanced.kept, "kept_counts": kept_counts, "targets": targets, COUNTS: balanced[COUNTS]}
@@ -490,9 +519,11 @@ class WritePairs(beam.PTransform):
         entries: the ``Shared`` handle of the sorted entries.
     """
 
-    def __init__(self, out_dir: str, rows_per_file: int, queries: QuerySet, entries: shared.Shared):
+    def __init__(self, out_dir: str, rows_per_file: int, queries: QuerySet, entries: shared.Shared,
+                 spill: Spill | None = None):
         super().__init__()
         self._out_dir, self._rows_per_file, self._queries, self._entries = out_dir, rows_per_file, queries, entries
+        self._spill = spill or Spill(None)
 
     def expand(self, kept: beam.PCollection) -> beam.PCollection:
         num_files = (
@@ -502,7 +533,8 @@ class WritePairs(beam.PTransform):
             | "NumFiles" >> beam.Map(file_count, self._rows_per_file)
         )
         markers = num_files | "FileMarkers" >> beam.FlatMap(_empty_blobs)
-        assigned = kept | "AssignFiles" >> beam.FlatMap(assign_files, num_files=AsSingleton(num_files))
+        assigned = kept | "AssignFiles" >> beam.FlatMap(_assign_files, num_files=AsSingleton(num_files),
+                                                        spill=self._spill)
         written = (
             (assigned, markers)
             | "MergeMarkers" >> beam.Flatten()
@@ -540,8 +572,8 @@ def _write_bad_records(rejections: list, out_path: str) -> None:
 
 
 class WriteBadRecords(beam.PTransform):
-    """``readers.records.Rejection`` values -> ``bad_records.jsonl`` (``stats.bad_records_jsonl``), written even
-    when there are none.
+    """``readers.records.Rejection`` values -> ``bad_records.jsonl`` (``stats.bad_records_jsonl``): the first
+    ``stats.MAX_BAD_RECORDS`` by (file, offset), kept by a bounded combiner; written even when there are none.
 
     Args:
         out_path: the file to write.
@@ -554,7 +586,7 @@ class WriteBadRecords(beam.PTransform):
     def expand(self, rejected: beam.PCollection) -> beam.PCollection:
         return (
             rejected
-            | "GatherBadRecords" >> beam.combiners.ToList()
+            | "FirstBadRecords" >> beam.combiners.Top.Smallest(MAX_BAD_RECORDS, key=bad_record_key)
             | "WriteFile" >> beam.Map(_write_bad_records, self._out_path)
         )
 
@@ -573,12 +605,16 @@ class BuildPairs(beam.PTransform):
         buckets: uid buckets of the shuffle (``--shuffle-buckets``).
         min_language_score: a caption's language below this probability is ``und`` (``--min-language-score``).
         language_caps: how each language's cap is set (``--language-caps``, ``core.balance.language_caps``).
+        spill: whether the buckets travel as files under ``OUT/_tmp_spill`` (``wit_builder.beam.spill``) with only
+            their names crossing Beam; None: on the in-process runners only (``spill.spill_folder``).
     """
 
     def __init__(self, files: list[str], queries: QuerySet, out_dir: str, pool: PoolOptions,
                  balance: BalanceConfig, rows_per_file: int, buckets: int = 256,
-                 min_language_score: float = DEFAULT_MIN_SCORE, language_caps: str = LANGUAGE_CAP_RULES[0]):
+                 min_language_score: float = DEFAULT_MIN_SCORE, language_caps: str = LANGUAGE_CAP_RULES[0],
+                 spill: bool | None = None):
         super().__init__()
+        self._spill_choice = spill
         self._files, self._queries, self._out_dir = files, queries, out_dir
         self._pool, self._balance, self._rows_per_file, self._buckets = pool, balance, rows_per_file, buckets
         self._min_score, self._language_caps = min_language_score, language_caps
@@ -586,15 +622,19 @@ class BuildPairs(beam.PTransform):
 
     def expand(self, pipeline: beam.pvalue.PBegin) -> beam.PCollection:
         queries, entries, out = self._queries, self._entries, self._out_dir
+        runner = pipeline.pipeline.options.view_as(beam.options.pipeline_options.StandardOptions).runner
+        folder = spill_folder(runner, out) if self._spill_choice is None else (
+            spill_folder("", out) if self._spill_choice else None)
+        spill = Spill(folder)
         read = (
             pipeline
             | "PoolFiles" >> beam.Create(self._files)
-            | "ReadAndMatch" >> ReadAndMatch(queries, self._pool, self._buckets, entries, self._min_score)
+            | "ReadAndMatch" >> ReadAndMatch(queries, self._pool, self._buckets, entries, self._min_score, spill)
         )
-        collapsed = read.matched | "CollapseDuplicates" >> CollapseDuplicates(self._balance.seed)
+        collapsed = read.matched | "CollapseDuplicates" >> CollapseDuplicates(self._balance.seed, spill)
         balanced = ({"ranked": collapsed["ranked"], "matched": collapsed["matched"]}
-                    | "Balance" >> Balance(self._balance, queries, entries, self._language_caps))
-        written = balanced["kept"] | "WritePairs" >> WritePairs(out, self._rows_per_file, queries, entries)
+                    | "Balance" >> Balance(self._balance, queries, entries, self._language_caps, spill))
+        written = balanced["kept"] | "WritePairs" >> WritePairs(out, self._rows_per_file, queries, entries, spill)
         listed = ({"matched": collapsed["matched"], "kept_counts": balanced["kept_counts"],
                    "targets": balanced["targets"]}
                   | "WriteQueryCounts" >> WriteQueryCounts(fileio.join(out, QUERY_COUNTS_PARQUET), queries, entries))

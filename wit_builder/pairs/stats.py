@@ -3,7 +3,8 @@
 pipeline.py`` counts, ``wit_builder/pairs/command.py`` writes).
 
 Accounting of ``counts`` (every pool record ends in exactly one of the first kind):
-``records`` = filter reasons + bad-record reasons (``bad_records`` of them, listed in ``bad_records.jsonl``) +
+``records`` = filter reasons + bad-record reasons (``bad_records`` of them, the first ``MAX_BAD_RECORDS`` by file
+and offset listed in ``bad_records.jsonl``) +
 ``candidates``; ``candidates`` = ``language_filtered`` + ``no_match`` + ``matched`` (``language_filtered``:
 a caption in a language the run does not keep, ``wit_builder.pairs.routing``); ``matched`` = ``duplicates`` +
 ``unique_pairs``;
@@ -30,7 +31,10 @@ from wit_builder.pairs.readers.layouts import PoolOptions
 from wit_builder.pairs.readers.records import BAD_REASONS, FILTER_REASONS, Rejection
 
 BAD_RECORDS_JSONL = "bad_records.jsonl"
-FIRST_BAD_RECORDS = 20  # bad records quoted in stats.json's details; the file lists them all
+FIRST_BAD_RECORDS = 20  # bad records quoted in stats.json's details
+# bad_records.jsonl lists the first this many bad records by (file, offset); counts hold them all, by reason.
+# Bounded so that memory does not follow the input: 1M blank TSV lines are 1M bad records.
+MAX_BAD_RECORDS = 1000
 QUERY_TOTALS = ("queries", "queries_matched", "queries_capped")
 # Every count, so that stats.json lists zeros too (the accounting above).
 COUNTS: tuple[str, ...] = (
@@ -39,6 +43,12 @@ COUNTS: tuple[str, ...] = (
     "duplicates", "unique_pairs", "matches", "over_cap", "kept", "kept_matches", *QUERY_TOTALS, "pair_files",
 )
 NO_MATCH_ERROR = "no candidate matched any query; check --caption-col, --pool-format and the queries"
+
+
+def empty_pool_error(files: int) -> str:
+    """The line for a pool that holds no record at all (``counts["records"] == 0``): not a matching problem."""
+    return (f"the pool holds no records ({files} file(s) read, 0 records): nothing to match; check --pool "
+            "(empty files?)")
 
 
 LANGUAGE_PREFIX = "lang."
@@ -79,9 +89,14 @@ def query_totals(matched: np.ndarray, target: int | np.ndarray) -> dict[str, int
             "queries_capped": int((matched > target).sum())}
 
 
+def bad_record_key(rejection: Rejection) -> tuple[str, int, str, str]:
+    """The order of ``bad_records.jsonl``: (file, offset, reason, detail)."""
+    return rejection.source_file, rejection.source_record, rejection.reason, rejection.detail
+
+
 def bad_records_jsonl(rejections: Iterable[Rejection]) -> bytes:
-    """``bad_records.jsonl``: one JSON object per bad record (``file``, ``offset``, ``reason``, ``detail``),
-    sorted by (file, offset, reason, detail) so the bytes do not depend on the runner."""
+    """``bad_records.jsonl``: one JSON object per bad record given (``file``, ``offset``, ``reason``,
+    ``detail``), sorted by :func:`bad_record_key` so the bytes do not depend on the runner."""
     rows = sorted((r.source_file, r.source_record, r.reason, r.detail) for r in rejections)
     lines = [json.dumps({"file": f, "offset": o, "reason": reason, "detail": d}, ensure_ascii=False)
              for f, o, reason, d in rows]
@@ -115,14 +130,15 @@ def document(*, queries: Sequence[tuple[str, str, int]], pool_files: Sequence[st
         counts=counts,
         outputs=[*(stats_schema.output_entry(name) for name in pair_files),
                  stats_schema.output_entry(QUERY_COUNTS_PARQUET, counts["queries"]),
-                 stats_schema.output_entry(BAD_RECORDS_JSONL, counts["bad_records"])],
+                 stats_schema.output_entry(BAD_RECORDS_JSONL, min(counts["bad_records"], MAX_BAD_RECORDS))],
         seconds=seconds,
         details={
             "match_rule": parameters["match_rule"],
             "languages": dict(languages or {}),
             "queries": {"max_matched": max_matched, "max_kept": max_kept},
             "pairs": {"file_names": list(pair_files)},
-            "bad_records": {"file": BAD_RECORDS_JSONL, "first": list(first_bad)},
+            "bad_records": {"file": BAD_RECORDS_JSONL, "listed": min(counts["bad_records"], MAX_BAD_RECORDS),
+                            "first": list(first_bad)},
         },
     )
 

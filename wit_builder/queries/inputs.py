@@ -1,6 +1,7 @@
 """What stage 1's flags name, resolved and checked before any work (no Beam): the dumps paired with the
 multistream indexes beside them, the dumps' language (``--wiki`` and each dump's ``<siteinfo>``), the
-pageview files, the WordNet lemmas (WordNet 3.0 or an Open Multilingual Wordnet file)."""
+pageview files, the WordNet lemmas (WordNet 3.0 or an Open Multilingual Wordnet file), and the sketch width
+(``--sketch-width``, or chosen from the dumps' size)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from wit_builder.beam import fileio
 from wit_builder.core import languages
 from wit_builder.core.errors import UsageError
 from wit_builder.core.languages import Language
+from wit_builder.queries.ngram_sketch import estimated_bigrams, width_for
 from wit_builder.queries.options import BuildQueriesOptions
 from wit_builder.queries.pageviews import Traffic, _wiki_parts
 from wit_builder.queries.wikidump import EMPTY_DUMP, DumpInput, SiteInfo, dump_inputs, read_siteinfo
@@ -24,6 +26,9 @@ class QueryInputs:
     dumps: tuple[DumpInput, ...]               # each dump with the multistream index beside it, or None
     pageviews: tuple[str, ...] = ()            # the pageview files (none: titles rank by incoming links)
     wordnet: tuple[tuple[str, float], ...] = ()  # (query, score) of every WordNet lemma (none without WordNet)
+    bigrams: int = 0                           # bigrams the dumps will add, estimated from their size
+    sketch_width: int = 0                      # the bigram sketch width to use: --sketch-width, else width_for
+    suggested_width: int = 0                   # width_for(bigrams): what --sketch-width should be at least
     language: Language = field(default_factory=lambda: languages.resolve("en"))  # the dumps' language
     traffic: Traffic = field(default_factory=lambda: Traffic("en.wikipedia"))  # --wiki, or the dumps' project
     namespaces: tuple[tuple[int, str], ...] = ()  # the first dump's <siteinfo> namespaces (number, local name)
@@ -70,7 +75,8 @@ def dump_language(dumps: list[DumpInput], wiki: str | None, read=read_siteinfo) 
 
 def resolve(o: BuildQueriesOptions) -> QueryInputs:
     """Resolve ``--dump`` (paired with the multistream indexes beside them) and its language, ``--pageviews``
-    and read WordNet / OMW; FileNotFoundError / WordNetError / UsageError name the flag."""
+    and read WordNet / OMW; the sketch width (``--sketch-width``, else ``ngram_sketch.width_for`` the bigrams
+    estimated from the dumps' size); FileNotFoundError / WordNetError / UsageError name the flag."""
     dumps = dump_inputs(fileio.expand_patterns(list(o.dump), what="--dump"), fileio.exists)
     if not dumps:
         raise FileNotFoundError(f"--dump {list(o.dump)!r} names only multistream index files, no dump")
@@ -81,4 +87,8 @@ def resolve(o: BuildQueriesOptions) -> QueryInputs:
     if o.omw_file:
         wordnet = omw_candidates(list(o.omw_file), language, merged=wordnet)
     namespaces = tuple(sorted(site.namespaces.items())) if site else ()
-    return QueryInputs(tuple(dumps), tuple(pageviews), tuple(wordnet), language, traffic, namespaces)
+    bigrams = estimated_bigrams((d.path, fileio.size(d.path)) for d in dumps)
+    suggested = width_for(bigrams, o.thresholds.min_bigram_count)
+    width = o.reading.sketch_width or suggested
+    return QueryInputs(tuple(dumps), tuple(pageviews), tuple(wordnet), bigrams=bigrams, sketch_width=width,
+                       suggested_width=suggested, language=language, traffic=traffic, namespaces=namespaces)

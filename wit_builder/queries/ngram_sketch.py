@@ -6,6 +6,10 @@ than ``e / width * N`` (``N``: the total count added) with probability at most `
 the same shape merge by adding their tables, so partial sketches from many workers combine exactly into the
 sketch of the whole input.
 
+Stage 1's width (:func:`width_for`): the sketch prunes while ``N / width`` (N: the bigrams added) stays at or below
+``--min-bigram-count``; N is estimated from the dumps' size before any work (:func:`estimated_bigrams`), and the
+width is the smallest power of two that keeps that ratio, never below :data:`DEFAULT_SKETCH_WIDTH`.
+
 Row ``i``'s counter is ``(h1 + i * h2) mod width`` (Kirsch-Mitzenmacher double hashing), ``h1`` and ``h2``
 two CRC-32s of the key's UTF-8 bytes with different seeds: the same on every worker and every run (Python's
 ``hash`` of a str is salted per process, so it cannot be used). Memory: ``8 * depth * width`` bytes.
@@ -28,6 +32,9 @@ import numpy as np
 _SEED = 0x9E3779B9
 CHUNK_COUNTERS = 1 << 17  # counters per chunk: 1 MiB of int64
 DEFAULT_SKETCH_WIDTH = 1 << 20  # counters per row of stage 1's bigram sketch (4 rows x 8 bytes: 32 MiB)
+# Tokens (so bigrams) per byte of dump: the 2024 English multistream dump holds ~4.5e9 tokens of plain text in
+# ~22 GB of bz2 (docs/deploy.md); bz2 shrinks MediaWiki XML about 4x, so ~0.05 per byte of plain XML.
+BIGRAMS_PER_BYTE = {"bz2": 0.2, "plain": 0.05}
 
 
 class CountMinSketch:
@@ -153,6 +160,29 @@ class DistinctSketch:
 
 
 # ---- stage 1's pair of sketches: (unigram, bigram), the unigram one a quarter as wide ----
+
+def estimated_bigrams(dump_sizes: Iterable[tuple[str, int]]) -> int:
+    """Bigrams a set of dumps ((path, size in bytes)) will add, estimated from their size
+    (:data:`BIGRAMS_PER_BYTE`; a ``.bz2`` path is compressed, anything else plain XML)."""
+    return int(sum(size * BIGRAMS_PER_BYTE["bz2" if path.endswith(".bz2") else "plain"]
+                   for path, size in dump_sizes))
+
+
+def width_for(bigrams: int, min_bigram_count: int) -> int:
+    """The bigram sketch width for ``bigrams`` added: the smallest power of two ``w`` >= DEFAULT_SKETCH_WIDTH
+    with ``bigrams / w <= min_bigram_count`` (the count-min bound ``e / w * N`` then stays near the threshold, so
+    pass 2 counts little beyond the n-grams that reach it: docs/stages/queries.md)."""
+    width = DEFAULT_SKETCH_WIDTH
+    while bigrams > width * max(min_bigram_count, 1):
+        width *= 2
+    return width
+
+
+def sketches_bytes(width: int) -> int:
+    """Bytes of one range's (unigram, bigram) sketches for a bigram ``width``: 4 rows of int64 counters each,
+    the unigram sketch a quarter as wide (40 bytes per bigram counter)."""
+    return 8 * 4 * (width + width // 4)
+
 
 NgramSketches = tuple[CountMinSketch, CountMinSketch]
 ChunkKey = tuple[int, int, int, int]  # (0 unigram / 1 bigram, width, depth, start)

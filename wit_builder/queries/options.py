@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from wit_builder.core.options import as_parameters, option
-from wit_builder.queries.ngram_sketch import DEFAULT_SKETCH_WIDTH
 from wit_builder.queries.pageviews import Traffic
 from wit_builder.queries.parse_budget import DEFAULT_PARSE_MEMORY_BYTES, DEFAULT_PARSE_SECONDS, MIN_PARSE_MEMORY_BYTES
 from wit_builder.queries.selection import Budgets, Thresholds
@@ -43,14 +42,15 @@ class ReadOptions:
     parse_memory_mb: int = option(DEFAULT_PARSE_MEMORY_BYTES >> 20, unit="MiB", metavar="MiB",
                                   help="address-space limit of the page parser process; a page over it is "
                                        "skipped like a timeout")
-    sketch_width: int = option(DEFAULT_SKETCH_WIDTH, unit="counters", metavar="COUNTERS",
-                               help="counters per row of the bigram count-min sketch (4 rows of 8-byte counters; "
-                                    "the unigram sketch has a quarter); wider = fewer n-grams below the thresholds "
-                                    "counted exactly in pass 2 (the default is 32 MiB; full enwiki wants ~2^27, "
-                                    "docs/deploy.md)")
+    sketch_width: int | None = option(None, unit="counters", metavar="COUNTERS",
+                                      help="counters per row of the bigram count-min sketch (4 rows of 8-byte "
+                                           "counters; the unigram sketch has a quarter: 40 bytes per counter per "
+                                           "range in flight); wider = fewer n-grams below the thresholds counted "
+                                           "exactly in pass 2; none: from the dumps' size (at least 2^20, "
+                                           "ngram_sketch.width_for; full enwiki ~2^28, docs/deploy.md)")
 
     def __post_init__(self) -> None:
-        if self.sketch_width < MIN_SKETCH_WIDTH:
+        if self.sketch_width is not None and self.sketch_width < MIN_SKETCH_WIDTH:
             raise ValueError(f"sketch_width must be >= {MIN_SKETCH_WIDTH}, got {self.sketch_width}")
         if self.split_bytes < 1:
             raise ValueError(f"split_bytes must be >= 1, got {self.split_bytes}")
@@ -73,6 +73,9 @@ class BuildQueriesOptions:
         help="MediaWiki XML dump (.xml, .xml.bz2, multistream .xml.bz2 with its -index.txt[.bz2] beside it); "
              "repeat or use globs", metavar="PATH")
     out: str = option(help="output folder (local path or gs://, s3://, ...)")
+    overwrite: bool = option(False, help="write into an --out that holds files wit did not write (no run marker "
+                                         ".wit-run.json) or another command's output; files named like this "
+                                         "command's outputs are replaced (without it such an --out is refused)")
     wordnet_dir: str | None = option(None, help="WordNet 3.0 dict folder, e.g. /usr/share/wordnet; without it no "
                                                 "WordNet queries are built")
     omw_file: tuple[str, ...] = option((), metavar="PATH",
@@ -98,8 +101,8 @@ GROUPS = ("thresholds", "budgets", "reading", "traffic")  # the nested groups of
 
 def parameters(options: BuildQueriesOptions) -> dict[str, Any]:
     """stats.json's ``parameters``: every setting by its field name (the flag without dashes), the groups
-    flattened as the flags are, ``--out`` left out (stats.json holds no output location)."""
-    flat = as_parameters(options, skip=("out", *GROUPS))
+    flattened as the flags are, ``--out`` and ``--overwrite`` left out (how the output was written, not what)."""
+    flat = as_parameters(options, skip=("out", "overwrite", *GROUPS))
     for group in GROUPS:
         flat |= as_parameters(getattr(options, group))
     return flat

@@ -36,6 +36,7 @@ from wit_builder.core.verdicts import Drop
 from wit_builder.queries import selection as qs
 from wit_builder.queries import stats, titles
 from wit_builder.queries.ngram_sketch import (
+    DEFAULT_SKETCH_WIDTH,
     ChunkKey,
     DistinctSketch,
     NgramSketches,
@@ -103,11 +104,14 @@ class _ExtractPages(CountingDoFn):
         assert self.parser is not None  # set up in setup()
         unigrams: Counter[str] = Counter()
         bigrams: Counter[str] = Counter()
-        sketches = ngram_sketches(self.reading.sketch_width)
+        # The command resolves a width from the dumps' size (inputs.resolve); the composite alone takes the default.
+        sketches = ngram_sketches(self.reading.sketch_width or DEFAULT_SKETCH_WIDTH)
         distinct = DistinctSketch()  # the range's distinct tokens (MetaCLIP 2's budgets take 10% of them)
         pages_read = 0
+        pages = progress.reporter("build-queries", "pages")  # moves page by page, within a range too
         for page in read_pages(rng, fileio.open_read):
             pages_read += 1
+            pages.add(1)
             for verdict in judge_page(page, self.parser.parse, self.site.lang):
                 yield from self._take(verdict, unigrams, bigrams, cache)
             if len(unigrams) + len(bigrams) >= FLUSH_KEYS:
@@ -121,7 +125,6 @@ class _ExtractPages(CountingDoFn):
         distinct.add(unigrams)
         add_and_clear(sketches, unigrams, bigrams)
         yield TaggedOutput("distinct", distinct)
-        progress.reporter("build-queries", "pages").add(pages_read)
         self.count("pages_read", pages_read)
         self.count("dump_ranges")  # each planned range is extracted once (a retried bundle's counts are dropped)
         yield sketches

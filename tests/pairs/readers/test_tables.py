@@ -185,21 +185,60 @@ def test_duplicate_column_names_are_refused(tmp_path: Path) -> None:
     pq.write_table(table, tmp_path / "dup.parquet")
     (tmp_path / "dup.csv").write_text("url,caption,caption\nhttp://x.example/a.jpg,first,second\n")
     (tmp_path / "dup.tsv").write_text("caption\turl\tcaption\nfirst\thttp://x.example/a.jpg\tsecond\n")
-    (tmp_path / "dup.jsonl").write_text('{"url": "http://x.example/a.jpg", "caption": "a", "caption": "b"}\n')
-    for name in ("dup.parquet", "dup.csv", "dup.tsv", "dup.jsonl"):
+    for name in ("dup.parquet", "dup.csv", "dup.tsv"):
         with pytest.raises(PoolFormatError, match="'caption' appears 2 times") as error:
             check_pool_file(str(tmp_path / name), open_read, PoolOptions())
         assert str(tmp_path / name) in str(error.value)
 
 
-def test_jsonl_wrong_types_checked_and_counted(tmp_path: Path) -> None:
+def test_jsonl_wrong_types_are_bad_records_on_every_line(tmp_path: Path) -> None:
+    """A url or caption that is not a string is a bad record of its line, first line or line 1,101 (issue 23:
+    it used to refuse the whole run when it was in the first 1,000 lines)."""
     path = tmp_path / "t.jsonl"
-    path.write_text('{"url": "http://x.example/a.jpg", "caption": 7}\n')
-    with pytest.raises(PoolFormatError, match=r"line 1: column 'caption' holds a int"):
-        check_pool_file(str(path), open_read, PoolOptions())
     lines = [json.dumps({"url": f"http://x.example/{i}.jpg", "caption": f"c {i}"}) for i in range(1200)]
-    lines[1100] = json.dumps({"url": ["http://x.example/l.jpg"], "caption": "late list"})  # past the check
+    lines[0] = json.dumps({"url": "http://x.example/0.jpg", "caption": 7})
+    lines[5] = json.dumps({"url": 12, "caption": "number url"})
+    lines[1100] = json.dumps({"url": ["http://x.example/l.jpg"], "caption": "late list"})
     path.write_text("\n".join(lines) + "\n")
     check_pool_file(str(path), open_read, PoolOptions())
     items = read(path)
-    assert rejections(items) == [("wrong_type", 1100)] and len(candidates(items)) == 1199
+    assert rejections(items) == [("wrong_type", 0), ("wrong_type", 5), ("wrong_type", 1100)]
+    assert len(candidates(items)) == 1197
+    bad = [item for item in items if isinstance(item, Rejection)]
+    assert "'url' holds a int" in bad[1].detail and bad[1].source_file == str(path)
+
+
+@pytest.mark.parametrize("line", [0, 999, 1000, 4999])
+def test_jsonl_repeated_key_is_a_bad_record_wherever_it_is(tmp_path: Path, line: int) -> None:
+    """``{"caption": "a", "caption": "b"}`` is valid JSON whose meaning is open (Python keeps the last): a bad
+    record with its line, on the first line and after the first 1,000 alike; other lines are read."""
+    path = tmp_path / "t.jsonl"
+    lines = [json.dumps({"url": f"http://x.example/{i}.jpg", "caption": f"c {i}"}) for i in range(5000)]
+    lines[line] = '{"url": "http://x.example/d.jpg", "caption": "first", "caption": "second"}'
+    path.write_text("\n".join(lines) + "\n")
+    check_pool_file(str(path), open_read, PoolOptions())
+    items = read(path)
+    assert rejections(items) == [("malformed_record", line)] and len(candidates(items)) == 4999
+    bad = next(item for item in items if isinstance(item, Rejection))
+    assert f"line {line + 1}: key 'caption' appears 2 times" in bad.detail
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_lone_surrogate_escape_is_a_bad_record(tmp_path: Path, fmt: str) -> None:
+    """``"\\ud800"`` is valid JSON but no text (it cannot be encoded to write the pairs): a ``non_utf8`` bad
+    record with its line, in the caption or the url; the records around it are read."""
+    path = tmp_path / f"t.{fmt}"
+    if fmt == "jsonl":
+        path.write_text('{"url": "http://x.example/1.jpg", "caption": "ok one"}\n'
+                        '{"url": "http://x.example/2.jpg", "caption": "bad \\ud800 caption"}\n'
+                        '{"url": "http://x.example/\\udfff.jpg", "caption": "bad url"}\n'
+                        '{"url": "http://x.example/3.jpg", "caption": "ok \\ud83d\\ude00 pair"}\n')
+    else:  # the csv reader's own surrogate escapes (undecodable bytes) take the same way out
+        path.write_bytes(b"url,caption\nhttp://x.example/1.jpg,ok one\nhttp://x.example/2.jpg,bad \xff caption\n"
+                         b"http://x.example/9.jpg,bad url\nhttp://x.example/3.jpg,ok \xf0\x9f\x98\x80 pair\n")
+    items = read(path)
+    assert [caption for _, caption in candidates(items)] == (["ok one", "ok \U0001F600 pair"] if fmt == "jsonl" else
+                                                       ["ok one", "bad url", "ok \U0001F600 pair"])
+    assert ("non_utf8", 1) in rejections(items)
+    if fmt == "jsonl":
+        assert rejections(items) == [("non_utf8", 1), ("non_utf8", 2)]

@@ -117,3 +117,12 @@ def test_an_unusable_out_is_refused_before_the_work_and_leaves_nothing(tmp_path,
     assert wit(["export", "--checkpoint", str(tiny_checkpoint), "--out", "results"]) == 2
     assert "is a folder" in capsys.readouterr().err
     assert sorted(p.name for p in cwd.iterdir()) == ["afile", "results"] and not any((cwd / "results").iterdir())
+
+
+@pytest.mark.parametrize("fraction", ["2", "-0.1", "1.5"])
+def test_max_skipped_fraction_outside_0_to_1_is_refused_naming_the_flag(fraction, tmp_path, capsys):
+    """A share of the images: ``--max-skipped-fraction 2`` could never fail, so it was a silent no-op."""
+    assert wit(["eval", "--checkpoint", str(tmp_path), "--zeroshot", str(tmp_path), "--max-skipped-fraction",
+                fraction]) == 2
+    err = capsys.readouterr().err
+    assert f"--max-skipped-fraction must be between 0 and 1, got {float(fraction)}" in err and err.count("\n") == 1

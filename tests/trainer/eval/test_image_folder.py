@@ -72,8 +72,16 @@ def test_classnames_file_plain_and_mapped(tmp_path):
     assert sorted({label for _, label in folder.samples}) == [0, 2, 3]  # the extra class competes, has no images
     short = tmp_path / "short.txt"
     short.write_text("ocean\nleaf\n")
-    with pytest.raises(ValueError, match="2 names but the image folder has 3"):
+    with pytest.raises(ValueError, match=r"short.txt:3: no class name for folder 'red_apple' \(2 names, 3 class"):
         image_folder.scan_image_folder(root, short)
+    long = tmp_path / "long.txt"
+    long.write_text("ocean\n# a comment\nleaf\napple\ngrape\n")
+    with pytest.raises(ValueError, match=r"long.txt:5: class name 'grape' has no image folder \(4 names, 3 class"):
+        image_folder.scan_image_folder(root, long)
+    twice = tmp_path / "twice.txt"
+    twice.write_text("red_apple\tred apple\nblue_sea\tsea\ngreen_leaf\tleaf\nblue_sea\tocean\n")
+    with pytest.raises(ValueError, match="twice.txt:2: folder 'blue_sea' is listed twice"):
+        image_folder.scan_image_folder(root, twice)
     partial = tmp_path / "partial.txt"
     partial.write_text("red_apple\tred apple\n")
     with pytest.raises(ValueError, match="does not list the class folder"):

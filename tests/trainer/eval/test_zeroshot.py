@@ -102,7 +102,7 @@ def test_template_file_and_bad_templates(tmp_path):
     (tmp_path / "empty.txt").write_text("# nothing\n", encoding="utf-8")
     with pytest.raises(ValueError, match="no templates"):
         zeroshot.load_templates(tmp_path / "empty.txt")
-    with pytest.raises(FileNotFoundError, match="imagenet, simple"):
+    with pytest.raises(FileNotFoundError, match="en, imagenet, ja, simple, zh"):
         zeroshot.load_templates("no-such-set")
     with pytest.raises(ValueError, match="cannot read templates file"):
         zeroshot.load_templates(tmp_path)  # a directory

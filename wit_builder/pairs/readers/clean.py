@@ -108,6 +108,9 @@ def _remove_dot_segments(segments: list[str]) -> str:
 _PLAIN_URL = re.compile(r"(https?://[a-z0-9_-]+(?:\.[a-z0-9_-]+)*)([/?][^#\\\x00-\x20\x7f]*)?\Z")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")  # code points of UTF-16 surrogates: never in text UTF-8 can hold
+
+
 def clean_pair(
     raw_url: object, raw_caption: object, base: str | None, max_url_length: int
 ) -> tuple[str, str] | str:
@@ -119,6 +122,8 @@ def clean_pair(
     url = raw_url.strip()
     if len(url) > max_url_length:
         return "url_too_long"
+    if _SURROGATE.search(raw_caption) or _SURROGATE.search(url):
+        return "non_utf8"  # a lone surrogate escape ("\ud800" in JSON) is valid JSON but no text: it cannot be written
     if url[:5].lower() == "data:":
         return "data_uri"
     plain = _PLAIN_URL.match(url)
@@ -157,5 +162,7 @@ def judge(raw_url: object, raw_caption: object, base: str | None, options: PoolO
     cleaned = clean_pair(raw_url, raw_caption, base, options.max_url_length)
     if isinstance(cleaned, str):
         detail = f"{len(raw_url)} chars" if cleaned == "url_too_long" and isinstance(raw_url, str) else ""
+        if cleaned == "non_utf8":
+            detail = "a lone surrogate escape (such as \\ud800) in the url or caption: not encodable text"
         return Rejection(cleaned, path, record, detail)
     return Candidate(cleaned[0], cleaned[1], path, record, page_url, str(raw_caption))

@@ -102,12 +102,18 @@ def _read_jsonl(path: str, fh: BinaryIO, options: PoolOptions) -> Iterator[Candi
                 yield Rejection("non_utf8", path, line_no, str(e)[:300])
                 continue
             try:
-                doc = json.loads(text)
+                doc = json.loads(text, object_pairs_hook=_Object.of)
             except ValueError as e:
                 yield Rejection("malformed_json", path, line_no, str(e)[:300])
                 continue
-            if not isinstance(doc, dict):
+            if not isinstance(doc, _Object):  # every JSON object is one (the hook)
                 yield Rejection("malformed_json", path, line_no, f"a line holds a {type(doc).__name__}, not an object")
+                continue
+            repeated = doc.repeated
+            twice = [c for c in (options.url_col, options.caption_col) if c in repeated]
+            if twice:
+                yield Rejection("malformed_record", path, line_no, f"line {line_no + 1}: key {twice[0]!r} appears "
+                                f"{repeated[twice[0]]} times in one object; which one is meant is ambiguous")
                 continue
             url, caption = doc.get(options.url_col), doc.get(options.caption_col)
             if (wrong := _wrong_type(url, caption, options)) is not None:
@@ -116,6 +122,23 @@ def _read_jsonl(path: str, fh: BinaryIO, options: PoolOptions) -> Iterator[Candi
             yield judge(url, caption, None, options, path, line_no)
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         yield Rejection("truncated_file", path, line_no + 1, f"{type(e).__name__}: {e}")
+
+
+class _Object(dict):
+    """A JSON object as ``json.loads`` builds it (``object_pairs_hook``), with the keys it holds more than once:
+    ``repeated`` maps each to its number of occurrences (RFC 8259 leaves the meaning of a repeated name open;
+    Python keeps the last one silently)."""
+
+    repeated: dict[str, int]
+
+    @classmethod
+    def of(cls, pairs: list[tuple[str, object]]) -> _Object:
+        obj = cls(pairs)
+        obj.repeated = {}
+        if len(obj) != len(pairs):
+            keys = [k for k, _ in pairs]
+            obj.repeated = {k: keys.count(k) for k in set(keys) if keys.count(k) > 1}
+        return obj
 
 
 def _wrong_type(url: object, caption: object, options: PoolOptions) -> str | None:
@@ -253,8 +276,8 @@ def check_schema(path: str, schema: pa.Schema, options: PoolOptions) -> None:
 
 
 def _check_jsonl_head(path: str, stream: BinaryIO, options: PoolOptions) -> None:
-    """The first 1,000 lines: the first object names the columns; no key twice, no non-string url/caption."""
-    found = False
+    """The first 1,000 lines: the first object must name the columns. A repeated url/caption key or a value that
+    is not a string is a bad record of its line (reported by the reader wherever it is), not a refused file."""
     for line_no, line in enumerate(stream):
         if line_no >= 1000:
             break
@@ -264,19 +287,6 @@ def _check_jsonl_head(path: str, stream: BinaryIO, options: PoolOptions) -> None
             continue
         if not isinstance(doc, list) or (doc and not isinstance(doc[0], tuple)):
             continue
-        keys = [k for k, _ in doc]
-        for column in (options.url_col, options.caption_col):
-            if keys.count(column) > 1:
-                raise PoolFormatError(f"{path}: line {line_no + 1}: key {column!r} appears {keys.count(column)} "
-                                      "times in one object; which one is meant is ambiguous")
-        values = dict(doc)
-        if not found:
-            _column_indices(path, keys, options)  # the first object names the columns
-            found = True
-        for column in (options.url_col, options.caption_col):
-            value = values.get(column)
-            if value is not None and not isinstance(value, str):
-                raise PoolFormatError(f"{path}: line {line_no + 1}: column {column!r} holds a "
-                                      f"{type(value).__name__} ({json.dumps(value)[:60]}), expected a string")
-    if not found:
-        raise PoolFormatError(f"{path}: no JSON object in the first lines; is this a jsonl file?")
+        _column_indices(path, list(dict.fromkeys(k for k, _ in doc)), options)  # the first object names the columns
+        return
+    raise PoolFormatError(f"{path}: no JSON object in the first lines; is this a jsonl file?")
