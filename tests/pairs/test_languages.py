@@ -73,6 +73,19 @@ def test_language_id_on_real_captions() -> None:
     assert LanguageIdentifier(min_score=1.0).identify_one("A dog")[0] == "und"  # below the score: und
 
 
+def test_identify_batch_with_repeats_keeps_order() -> None:
+    """A batch with repeated captions (identified once) answers row by row as ``identify_one`` does."""
+    lid = LanguageIdentifier()
+    german = multi30k()["de"][0]
+    batch = [german, "a blurry picture of the cat", german, "", ud("ja_gsd_test300")[0], german, "1234"]
+    found, scores = lid.identify(batch)
+    assert list(zip(found, scores.tolist(), strict=True)) == \
+        [(lang, float(np.float32(score))) for lang, score in map(lid.identify_one, batch)]
+    assert found[0] == found[2] == found[5] == "de" and found[4] == "ja" and found[3] == found[6] == "und"
+    empty, empty_scores = lid.identify([])
+    assert empty == [] and empty_scores.shape == (0,) and empty_scores.dtype == np.float32
+
+
 def test_missing_model_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
     def missing(name: str) -> None:
         raise ModuleNotFoundError(f"No module named {name!r}", name=name)

@@ -101,6 +101,7 @@ class LanguageIdentifier:
                                     f"{PACKAGES} (base dependencies of wit-builder)") from exc
         self._model: Any = fasttext.load_model(path).f  # the C++ object: predict(line, k, threshold, errors)
         self.min_score = min_score
+        self._labels: dict[str, tuple[str, str, re.Pattern[str] | None]] = {}  # model label -> ``_label``
 
     def identify_one(self, text: str) -> tuple[str, float]:
         """(Wikipedia language code or ``und``, the model's probability of its top label) of one caption (its
@@ -110,19 +111,35 @@ class LanguageIdentifier:
             line = " ".join(line.split())
         if _LETTER.search(line) is None:
             return UNDETERMINED, 0.0
-        found = self._model.predict(line + "\n", TOP_LABELS, 0.0, "replace")
+        # The top label alone first: it is the answer unless its script is missing from the caption (rare), and
+        # the model's top three cost more (a longer result to build) for every caption.
+        found = self._model.predict(line + "\n", 1, 0.0, "replace")
+        if found:
+            score, label = found[0]
+            _, wiki, script = self._labels.get(label) or self._label(label)
+            if script is None or script.search(line) is not None:
+                score = min(1.0, float(score))  # the softmax can round a hair above 1
+                return (wiki if score >= self.min_score else UNDETERMINED), score
+            found = self._model.predict(line + "\n", TOP_LABELS, 0.0, "replace")
         for score, label in found:
-            code = label.removeprefix("__label__")
-            script = _SCRIPT_PATTERNS.get(code)
+            _, wiki, script = self._labels.get(label) or self._label(label)
             if script is not None and script.search(line) is None:
                 continue  # a language of another script: impossible for this caption
-            score = min(1.0, float(score))  # the softmax can round a hair above 1
-            return (WIKI_CODES.get(code, code) if score >= self.min_score else UNDETERMINED), score
+            score = min(1.0, float(score))
+            return (wiki if score >= self.min_score else UNDETERMINED), score
         return UNDETERMINED, min(1.0, float(found[0][0])) if found else 0.0
+
+    def _label(self, label: str) -> tuple[str, str, re.Pattern[str] | None]:
+        """(lid.176 code, Wikipedia code, pattern of the code's own script or None) of a model label, cached."""
+        code = label.removeprefix("__label__")
+        self._labels[label] = found = (code, WIKI_CODES.get(code, code), _SCRIPT_PATTERNS.get(code))
+        return found
 
     def identify(self, texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
         """``identify_one`` for each text: (codes, float32 scores), in order; a caption repeated in the batch is
         identified once."""
-        seen: dict[str, tuple[str, float]] = {}
-        found = [seen[t] if t in seen else seen.setdefault(t, self.identify_one(t)) for t in texts]
+        identify_one = self.identify_one
+        unique = {text: identify_one(text) for text in dict.fromkeys(texts)}
+        # No repeats (the usual batch): the results are in order already.
+        found = list(unique.values()) if len(unique) == len(texts) else [unique[text] for text in texts]
         return [lang for lang, _ in found], np.array([score for _, score in found], np.float32)

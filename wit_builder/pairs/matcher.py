@@ -17,6 +17,7 @@ at once (one vectorized pass for ASCII text without apostrophes, the spec's own 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from operator import itemgetter
 
 import ahocorasick
 import numpy as np
@@ -74,16 +75,17 @@ def scan_ids(automaton: ahocorasick.Automaton, haystacks: Sequence[str]) -> tupl
 
     Each row's ids are distinct and sorted; rows with no hit are left out. All three are int64 arrays.
     """
-    scan = automaton.iter
+    scan, value = automaton.iter, itemgetter(1)  # iter yields (end index, stored id)
     rows: list[int] = []
     lengths: list[int] = []
     flat: list[int] = []
+    add_row, add_length, add_ids = rows.append, lengths.append, flat.extend  # bound once: this loop is per text
     for i, haystack in enumerate(haystacks):
-        found = {value for _, value in scan(haystack)}
+        found = set(map(value, scan(haystack)))
         if found:
-            rows.append(i)
-            lengths.append(len(found))
-            flat.extend(sorted(found) if len(found) > 1 else found)
+            add_row(i)
+            add_length(len(found))
+            add_ids(sorted(found))
     return np.array(rows, np.int64), np.array(lengths, np.int64), np.array(flat, np.int64)
 
 

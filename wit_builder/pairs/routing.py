@@ -60,6 +60,8 @@ def route(langs: Sequence[str], run_langs: Sequence[str], kept: Sequence[str], r
 def unsegmented(texts: Sequence[str]) -> np.ndarray:
     """Mask of the texts holding a letter of a spaceless script no segmenter covers (the textnorm fallback)."""
     search = UNSEGMENTED_SCRIPTS.search
+    if search("\n".join(texts)) is None:  # one scan of the batch: such scripts are rare
+        return np.zeros(len(texts), bool)
     return np.array([search(t) is not None for t in texts], bool)
 
 
@@ -101,8 +103,11 @@ class RoutedMatcher:
             rows = np.flatnonzero(routes == i)
             if not len(rows):
                 continue
-            take = pa.array(rows)
-            local, lengths, ids = matcher.match_ids(matcher.haystacks(cleaned.take(take), raw.take(take)))
+            if len(rows) == len(routes):  # the whole batch (an English-heavy pool): no copy of its captions
+                local, lengths, ids = matcher.match_ids(matcher.haystacks(cleaned, raw))
+            else:
+                take = pa.array(rows)
+                local, lengths, ids = matcher.match_ids(matcher.haystacks(cleaned.take(take), raw.take(take)))
             if len(local):
                 found.append((rows[local], lengths, ids + int(self.offsets[i])))
         return routes, found
