@@ -263,7 +263,7 @@ class _SumQueryCounts(beam.CombineFn):
         return acc
 
 
-RANK_GROUP_IDS = 64  # capped query ids per key of the rank combiner: 64 x 2 targets of ranks at most in one accumulator
+RANK_GROUP_IDS = 64  # capped query ids per key of the rank combiner: about 64 x 2 targets of ranks per accumulator
 
 
 class _CappedRanks(beam.DoFn):
