@@ -91,6 +91,16 @@ def test_tibetan_comes_out_as_syllables() -> None:
     assert tokenize("བོད་ཡིག་", "bo") == ["བོད", "ཡིག"]
 
 
+def test_thai_and_lao_am_words_stay_whole_after_nfkc() -> None:
+    # NFKC decomposes SARA AM (U+0E33 -> U+0E4D U+0E32; Lao U+0EB3 likewise); ICU's dictionaries spell words with
+    # the one character, so the decomposed form cut ตำแหน่ง into ตํา แหน่ ง and สำหรับ into สําห รับ.
+    for word in ("ตำแหน่ง", "สำหรับ", "จำกัด", "กำลัง", "ສຳລັບ"):
+        assert tokenize(word, "th") == [textnorm.fold(word)]
+    assert tokenize("เขาทำงานที่นี่สำหรับเด็ก", "th") == [textnorm.fold(w) for w in (
+        "เขา", "ทำงาน", "ที่", "นี่", "สำหรับ", "เด็ก")]
+    assert all("\u0e33" not in t for t in tokenize("น้ำตำแหน่ง", "th"))  # tokens stay NFKC
+
+
 def test_format_characters_inside_spaceless_text() -> None:
     assert tokenize("北海\u00ad道") == tokenize("北海道") == ["北海道"]
     assert tokenize("ภาษา\u200bไทย") == ["ภาษา", "ไทย"]  # ZWSP: Thai writers' invisible space

@@ -178,6 +178,14 @@ def test_the_command_refuses_before_work(tmp_path, capsys):
     assert "says jawiki (ja" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("wiki", "hint"),
+                         [("ja", "ja.wikipedia"), ("jp", "ja.wikipedia"), ("Deutsch", "de.wikipedia")])
+def test_a_bare_language_for_wiki_gets_the_project_suggested(tmp_path, capsys, wiki, hint):
+    # a user naming only the language (`--wiki ja`) is told the spelling --wiki wants, with the nearest code
+    assert build(tmp_path / "q", [JAWIKI], "--wiki", wiki) == 2
+    assert f"got {wiki!r}; did you mean {hint!r}?" in capsys.readouterr().err
+
+
 # ---- a multistream dump cut at a stream boundary ----
 
 def _open(path):

@@ -130,18 +130,35 @@ def resolve(code: str) -> Language:
     """The language of a Wikipedia code (``ja``; ``ja.wikipedia``, ``jawiki`` and old codes such as
     ``be-x-old`` are read too). Raises UsageError for an unknown code, naming the nearest known one."""
     languages = _languages()
+    key = _key(code)
+    if key in languages:
+        return languages[key]
+    near = nearest(code)
+    hint = f"; did you mean {near!r} ({languages[near].name})?" if near else ""
+    raise UsageError(f"unknown Wikipedia language {code!r}{hint} (codes as in https://CODE.wikipedia.org)")
+
+
+def _key(code: str) -> str:
+    """``resolve``'s lookup key of ``code``: lower case, ``_`` as ``-``, project suffixes and renames undone."""
+    languages = _languages()
     key = code.strip().lower().replace("_", "-")
     key = key.removesuffix(".wikipedia").removesuffix(".org")
     if key.endswith("wiki") and key[:-4] in languages | RENAMED:
         key = key[:-4]
-    key = RENAMED.get(key, key) if key not in languages else key
+    return RENAMED.get(key, key) if key not in languages else key
+
+
+def nearest(code: str) -> str | None:
+    """The Wikipedia code ``code`` names or most likely means (``ja`` -> ``ja``, ``jp`` -> ``ja``, ``Deutsch`` ->
+    ``de``), or None when nothing is close."""
+    languages = _languages()
+    key = _key(code)
     if key in languages:
-        return languages[key]
+        return key
     by_name = {lang.name.casefold(): lang.code for lang in languages.values()}
     near = ([MISTAKES[key]] if key in MISTAKES else [by_name[key]] if key in by_name
             else difflib.get_close_matches(key, list(languages), n=1, cutoff=0.5))
-    hint = f"; did you mean {near[0]!r} ({languages[near[0]].name})?" if near else ""
-    raise UsageError(f"unknown Wikipedia language {code!r}{hint} (codes as in https://CODE.wikipedia.org)")
+    return near[0] if near else None
 
 
 def fallback_chain(lang: Language) -> list[str]:

@@ -118,8 +118,27 @@ def _word_breaker() -> Any:
     return breaker
 
 
+# NFKC (textnorm's rule 1) decomposes Thai SARA AM U+0E33 into NIKHAHIT U+0E4D + SARA AA U+0E32 (and Lao AM U+0EB3
+# likewise), but ICU's Thai and Lao dictionaries spell their words with the single character: given the decomposed
+# form, ICU cuts every word holding it (``ตำแหน่ง`` "position" came out ``ตํา แหน่ ง``, ``สำหรับ`` ``สําห รับ``).
+# ICU is therefore given the composed form and the pieces are decomposed again, so tokens stay NFKC like the rest.
+_AM_COMPOSE = (("\u0e4d\u0e32", "\u0e33"), ("\u0ecd\u0eb2", "\u0eb3"))
+
+
 def _icu_pieces(run: str) -> list[str]:
-    """ICU's words of ``run``: the text between consecutive word boundaries (UAX #29 + dictionaries)."""
+    """ICU's words of ``run``: the text between consecutive word boundaries (UAX #29 + dictionaries), with Thai and
+    Lao AM composed for ICU and decomposed again in the pieces (``_AM_COMPOSE``)."""
+    if "\u0e4d\u0e32" not in run and "\u0ecd\u0eb2" not in run:
+        return _icu_words(run)
+    for decomposed, composed in _AM_COMPOSE:
+        run = run.replace(decomposed, composed)
+    pieces = _icu_words(run)
+    for decomposed, composed in _AM_COMPOSE:
+        pieces = [piece.replace(composed, decomposed) for piece in pieces]
+    return pieces
+
+
+def _icu_words(run: str) -> list[str]:
     breaker = _word_breaker()
     if max(run) <= "\uffff":  # ICU's offsets count UTF-16 units: equal to str indices in the BMP
         breaker.setText(run)

@@ -2,7 +2,8 @@
 
 - ``normalized`` (the default): ``wit_builder.core.textnorm`` — text and queries NFKC-normalized, case-folded and
   split into letter/mark/digit tokens; a query matches on token boundaries (``wit_builder.pairs.matcher``).
-- ``metaclip``: MetaCLIP v1's rule, entries and text as written (``wit_builder.pairs.metaclip_rule``).
+- ``metaclip``: MetaCLIP 2's rule (v1's on spaced scripts), entries and text as written
+  (``wit_builder.pairs.metaclip_rule``).
 
 The rule a build-pairs run used goes into its stats.json (``details.match_rule``) and into every pair
 (the ``match_rule`` column of ``schemas.pairs.PAIRS``); finalize and the trainer refuse inputs whose rules

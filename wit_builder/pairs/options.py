@@ -128,9 +128,10 @@ class BuildPairsOptions:
                                          ".wit-run.json) or another command's output; files named like this "
                                          "command's outputs are replaced (without it such an --out is refused)")
     match_rule: str = option(DEFAULT_RULE, choices=MATCH_RULES,
-                             help="normalized: case-folded tokens, wit_builder.core.textnorm; metaclip: MetaCLIP v1's "
-                                  "rule, entries and text as written (the queries' query_as_written column when "
-                                  "present, else query); see docs/ARCHITECTURE.md")
+                             help="normalized: case-folded tokens, segmented as stage 1 does "
+                                  "(wit_builder.core.segment); metaclip: MetaCLIP 2's rule (v1's on spaced scripts), "
+                                  "entries and text as written (the queries' query_as_written column when present, "
+                                  "else query); see docs/ARCHITECTURE.md")
     shuffle_buckets: int | None = option(None, unit="buckets",
                                          help="uid buckets matched pairs are grouped into; one worker holds one "
                                               "bucket's pairs at a time (about 0.5 KB each); none: from the pool's "

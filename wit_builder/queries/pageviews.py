@@ -96,8 +96,18 @@ def _wiki_parts(wiki: str) -> tuple[str, str]:
     m = _WIKI.match(wiki)
     if m is None or m.group(2) not in PROJECT_CODES:
         raise ValueError(f"--wiki must be LANGUAGE.PROJECT with PROJECT one of {sorted(PROJECT_CODES)} "
-                         f"(e.g. en.wikipedia), got {wiki!r}")
+                         f"(e.g. en.wikipedia), got {wiki!r}{_bare_language_hint(wiki)}")
     return m.group(1), m.group(2)
+
+
+def _bare_language_hint(wiki: str) -> str:
+    """"; did you mean 'ja.wikipedia'?" for a bare language code or name (``ja``, ``jp``, ``Deutsch``), else ""."""
+    from wit_builder.core import languages
+
+    if "." in wiki or not wiki.strip():
+        return ""
+    code = languages.nearest(wiki)
+    return f"; did you mean '{code}.wikipedia'?" if code else ""
 
 
 def open_text(raw: BinaryIO, path: str) -> io.TextIOWrapper:
