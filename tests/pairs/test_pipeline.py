@@ -227,3 +227,70 @@ def test_spill_refs_are_paths_named_by_the_unit_and_inline_without_a_folder(tmp_
     assert [Spill.get(r) for r in many] == [b"bucket 1", b"", b"bucket three"]
     assert Spill.stem(many[0]) == "0123abcd-00000"
     assert Spill(None).put_many("x.arrow", [b"a", b"b"]) == [b"a", b"b"]
+
+
+def test_hard_cap_ranks_merge_per_id_group_and_equal_one_global_merge() -> None:
+    """Issue 25: the hard cap's ranks are keyed by group of ``RANK_GROUP_IDS`` query ids and merged per key, so a
+    key's accumulator only ever holds its own group's ids; one threshold per capped query is gathered, and the
+    cuts equal ``batches.cut_table`` over every capped query's ranks in one place (the former single combine),
+    with two languages' different targets and hundreds of capped queries."""
+    rng = np.random.default_rng(25)
+    n_ids, rows = 700, 30_000  # 11 groups of 64 ids
+    ids = rng.integers(0, n_ids, rows)
+    ranks = rng.integers(0, 2**62, rows)
+    targets = np.where(np.arange(n_ids) < 400, 20, 35).astype(np.int64)  # two languages' targets
+    matched = np.bincount(ids, minlength=n_ids).astype(np.int64)
+    config = BalanceConfig("hard", per_query_cap=20, seed=1)
+    capped = pb.capped_queries(matched, config, targets)
+    table = pa.table({"queries": pa.array([[int(i)] for i in ids], pa.list_(pa.int32())), "rank": ranks})
+    fn, merge = pipeline._CappedRanks(), pipeline._MergeQueryStats()
+    accs: dict[int, list] = {}  # two accumulators per key, merged at the end (as combiner lifting does)
+    for bucket, start in enumerate(range(0, rows, 5000)):  # six buckets
+        for key, element in fn.process((bucket, pb.to_bytes(table.slice(start, 5000))), capped, targets):
+            pair = accs.setdefault(key, [merge.create_accumulator(), merge.create_accumulator()])
+            pair[bucket % 2] = merge.add_input(pair[bucket % 2], element)
+            held = np.unique(pair[bucket % 2][0])
+            assert (held // pipeline.RANK_GROUP_IDS == key).all() and len(held) <= pipeline.RANK_GROUP_IDS
+    assert sorted(accs) == list(range(11))
+    dense = pipeline._DenseThresholds()
+    gathered = []
+    for key, pair in accs.items():
+        merged = merge.extract_output(merge.merge_accumulators(pair))
+        assert (merged[0] // pipeline.RANK_GROUP_IDS == key).all()
+        gathered.append(dense.add_input(dense.create_accumulator(), pipeline._group_thresholds((key, merged))))
+    threshold = dense.extract_output(dense.merge_accumulators(gathered))
+    assert len(threshold) <= n_ids  # one int64 per query id is all that meets in one place
+    expected = pb.cut_table(matched, pb.capped_smallest_ranks(table, capped, targets), config, targets)
+    assert pipeline._cuts(matched, threshold, config, targets).tolist() == expected.tolist()
+    assert capped.sum() > 300 and (expected != pb.NO_CUT).sum() == capped.sum()
+
+
+def test_balance_keeps_each_capped_query_its_languages_target_across_id_groups() -> None:
+    """Through Beam: 400 queries of two languages (MetaCLIP 2 caps), ranks merged per id group; every query keeps
+    exactly min(matched, its language's target) pairs (hard mode, one query per pair)."""
+    rng = np.random.default_rng(5)
+    n = 8000
+    ids = np.sort(np.r_[rng.integers(0, 400, n - 2000), rng.integers(0, 40, 2000)])  # skew: some heavy queries
+
+    def blob(part: np.ndarray, offset: int) -> bytes:
+        rows = np.arange(offset, offset + len(part))
+        return pb.to_bytes(pb.matched_table(
+            "file-0", pa.array(rows, pa.int64()), pa.array([f"http://h.example/{r}.jpg" for r in rows]),
+            pa.array([f"caption {r}" for r in rows]), pa.array([None] * len(part), pa.string()),
+            np.arange(len(part)), np.ones(len(part), np.int64), part.astype(np.int64),
+            pa.array(["de" if i < 200 else "en" for i in part]), pa.array([0.9] * len(part), pa.float32())))
+
+    order = rng.permutation(n)
+    blobs = [(b, blob(ids[order[s:s + 1000]], s)) for b, s in enumerate(range(0, n, 1000))]
+    config = BalanceConfig("hard", per_query_cap=15, seed=3)
+    queries = QuerySet((QueriesFile("unused", "", "normalized", lang="de"),
+                        QueriesFile("unused", "", "normalized", lang="en")), (200, 200), ("de", "en"))
+    matched = np.bincount(ids, minlength=400).astype(np.int64)
+    targets = pb.id_targets(matched, (200, 200), ("de", "en"), config, "metaclip2")
+    assert targets[0] != targets[200] and pb.capped_queries(matched, config, targets).sum() > 100
+    with BeamTestPipeline(argv=BEAM_IN_PROCESS) as p:
+        collapsed = p | beam.Create(blobs) | pipeline.CollapseDuplicates(seed=3)
+        balanced = ({"ranked": collapsed["ranked"], "matched": collapsed["matched"]}
+                    | pipeline.Balance(config, queries, shared.Shared(), "metaclip2"))
+        assert_that(balanced["kept_counts"] | "KeptList" >> beam.Map(list),
+                    equal_to([np.minimum(matched, targets).tolist()]), label="KeptPerQuery")

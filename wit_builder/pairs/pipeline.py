@@ -4,8 +4,9 @@ it chains. The rules are pure functions elsewhere (``batches``, ``matcher``/``me
 
     pool files ─► ReadAndMatch (read in column batches, clean, match: automaton per process)
       ─► (bucket, IPC bytes of matched rows) ─► CollapseDuplicates (GroupByKey(bucket), one copy per uid, seeded
-      rank; matched per query id) ─► Balance (capped set ─► k smallest ranks of capped queries ─► cut array as a
-      side input ─► kept rows) ─► WritePairs (pairs-*.parquet)
+      rank; matched per query id) ─► Balance (capped set ─► k smallest ranks of capped queries, merged per group of
+      query ids ─► one threshold per capped query ─► cut array as a side input ─► kept rows)
+      ─► WritePairs (pairs-*.parquet)
       matched + kept per query id ─► WriteQueryCounts (query_counts.parquet);  rejected ─► WriteBadRecords
       every DoFn's counts ─► WriteCounts (OUT/_counts.json: the launcher reads it, stats.json is made from it)
 
@@ -43,6 +44,7 @@ from wit_builder.core.balance import LANGUAGE_CAP_RULES, BalanceConfig
 from wit_builder.pairs.batches import (
     KEPT,
     MATCHED,
+    NO_CUT,
     add_counts,
     assign_files,
     balance_table,
@@ -51,7 +53,7 @@ from wit_builder.pairs.batches import (
     capped_smallest_ranks,
     collapse,
     concat,
-    cut_table,
+    cut_array,
     file_count,
     from_bytes,
     id_targets,
@@ -62,6 +64,7 @@ from wit_builder.pairs.batches import (
     query_counts_table,
     smallest_per_query,
     split_by_key,
+    thresholds,
     to_bytes,
 )
 from wit_builder.pairs.inputs import QuerySet, load_entries
@@ -260,20 +263,29 @@ class _SumQueryCounts(beam.CombineFn):
         return acc
 
 
+RANK_GROUP_IDS = 64  # capped query ids per key of the rank combiner: about 64 x 2 targets of ranks per accumulator
+
+
 class _CappedRanks(beam.DoFn):
-    """Hard balance, second look at a bucket: (ids, ranks, limits) of the capped queries, each one's ``limit``
-    smallest ranks, its language's target (``targets``, by id).
+    """Hard balance, second look at a bucket: (id group, (ids, ranks, limits)) of the capped queries, each one's
+    ``limit`` smallest ranks, its language's target (``targets``, by id), keyed by ``id // RANK_GROUP_IDS`` so that
+    no combiner holds the ranks of every capped query (issue 25).
 
     Only queries matched more than their target need a threshold, so ranks are collected for those alone.
     """
 
     def process(self, element: tuple[int, bytes], capped: np.ndarray,
-                targets: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+                targets: np.ndarray) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
         if not capped.any():
             return
         ids, ranks = capped_smallest_ranks(from_bytes(Spill.get(element[1])), capped, targets)
-        if len(ids):
-            yield ids, ranks, targets[ids]
+        if not len(ids):
+            return
+        groups = ids // RANK_GROUP_IDS  # ids come sorted (smallest_per_query): each group is one run
+        starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+        for start, end in zip(starts.tolist(), np.r_[starts[1:], len(ids)].tolist(), strict=True):
+            part = ids[start:end]
+            yield int(groups[start]), (part, ranks[start:end], targets[part])
 
 
 Ranks = tuple[np.ndarray, np.ndarray, np.ndarray]  # (query ids, ranks, each id's limit), one triple per element
@@ -320,8 +332,50 @@ class _MergeQueryStats(beam.CombineFn):
         return _smallest(acc)
 
 
-def _cut_table(matched: np.ndarray, smallest: Ranks, config: BalanceConfig, targets: np.ndarray) -> np.ndarray:
-    return cut_table(matched, (smallest[0], smallest[1]), config, targets)
+def _group_thresholds(group_ranks: tuple[int, Ranks]) -> tuple[np.ndarray, np.ndarray]:
+    """One id group's merged (ids, ranks, limits) -> (ids, thresholds) of the ids with ``limit`` ranks: their
+    ``limit``-th smallest rank (``batches.thresholds``), one number per capped query; ids with fewer keep all."""
+    ids, ranks, limits = group_ranks[1]
+    uniq, local = np.unique(ids, return_inverse=True)  # local ids: no array as long as the query list per group
+    limit = np.zeros(len(uniq), np.int64)
+    limit[local] = limits
+    dense = thresholds(local, ranks, limit, len(uniq))
+    cut = dense != NO_CUT
+    return uniq[cut].astype(np.int64), dense[cut]
+
+
+class _DenseThresholds(beam.CombineFn):
+    """(ids, thresholds) of the id groups -> one dense int64 array by id (``NO_CUT`` where none): 8 bytes per
+    query id, the only place every capped query meets."""
+
+    def create_accumulator(self) -> np.ndarray:
+        return np.zeros(0, np.int64)
+
+    def add_input(self, acc: np.ndarray, element: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        ids, values = element
+        if len(ids) and int(ids.max()) >= len(acc):
+            acc = np.r_[acc, np.full(int(ids.max()) + 1 - len(acc), NO_CUT, np.int64)]
+        acc[ids] = values
+        return acc
+
+    def merge_accumulators(self, accs: Iterable[np.ndarray]) -> np.ndarray:
+        merged = self.create_accumulator()
+        for acc in accs:
+            set_ids = np.flatnonzero(acc != NO_CUT)
+            merged = self.add_input(merged, (set_ids, acc[set_ids]))
+        return merged
+
+    def extract_output(self, acc: np.ndarray) -> np.ndarray:
+        return acc
+
+
+def _cuts(matched: np.ndarray, threshold: np.ndarray, config: BalanceConfig, targets: np.ndarray) -> np.ndarray:
+    """``batches.cut_array`` (what ``batches.cut_table`` makes from all ranks at once) with the gathered
+    thresholds padded to the matched counts' length (ids past the end: ``NO_CUT``)."""
+    dense = np.full(len(matched), NO_CUT, np.int64)
+    n = min(len(matched), len(threshold))
+    dense[:n] = threshold[:n]
+    return cut_array(matched, dense, config, targets)
 
 
 class _BalanceBucket(_EntriesDoFn):
@@ -469,8 +523,10 @@ class Balance(beam.PTransform):
     """``{"ranked": ..., "matched": ...}`` (``CollapseDuplicates``'s) -> the pairs some query keeps.
 
     Hard mode: only the queries matched more than the target (``batches.capped_queries``) get a threshold, their
-    target-th smallest rank from a bounded combiner; probabilistic: the matched counts alone give the cuts. The
-    cut array (``batches.cut_table``) goes to every bucket as a side input.
+    target-th smallest rank from a bounded combiner per group of ``RANK_GROUP_IDS`` query ids (no combiner holds
+    every capped query's ranks; only one threshold per capped query is gathered); probabilistic: the matched counts
+    alone give the cuts. The cut array (``batches.cut_array``, as ``batches.cut_table`` makes it from all ranks at
+    once) goes to every bucket as a side input.
 
     Returns a dict: ``kept`` ((row count, IPC bytes of ``batches.KEPT`` rows) per bucket), ``kept_counts`` (one
     int64 array: pairs kept per query id) and ``counts``.
@@ -493,12 +549,16 @@ class Balance(beam.PTransform):
         ranked, matched = collapsed["ranked"], collapsed["matched"]
         targets = matched | "LanguageTargets" >> beam.Map(id_targets, q.sizes, q.langs, config, self._language_caps)
         capped = matched | "CappedQueries" >> beam.Map(capped_queries, config, AsSingleton(targets))
-        smallest = (
+        # Each id group's smallest ranks per capped query meet in their own combiner; only one threshold per
+        # capped query meets in one place (a dense int64 array, as long as the query list at most).
+        threshold = (
             ranked
             | "CappedRanks" >> beam.ParDo(_CappedRanks(), capped=AsSingleton(capped), targets=AsSingleton(targets))
-            | "MergeCappedRanks" >> beam.CombineGlobally(_MergeQueryStats())
+            | "MergeCappedRanks" >> beam.CombinePerKey(_MergeQueryStats())
+            | "GroupThresholds" >> beam.Map(_group_thresholds)
+            | "Thresholds" >> beam.CombineGlobally(_DenseThresholds())
         )
-        cuts = matched | "CutTable" >> beam.Map(_cut_table, AsSingleton(smallest), config, AsSingleton(targets))
+        cuts = matched | "CutTable" >> beam.Map(_cuts, AsSingleton(threshold), config, AsSingleton(targets))
         balanced = ranked | "BalanceBucket" >> beam.ParDo(
             _BalanceBucket(config, self._queries, self._entries, self._spill), cuts=AsSingleton(cuts),
         ).with_outputs(_KEPT_IDS, COUNTS, main="kept")
