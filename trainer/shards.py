@@ -267,7 +267,7 @@ def _members(stream: Any, url: str) -> Iterator[tuple[str, bytes] | None]:
 
 def _damage_marks(url: str, damage: list[tuple[int, str]]) -> Iterator[None]:
     for offset, message in damage:
-        log.warning("%s: %s at byte %d", url, message, offset)
+        log.warning("%s: %s at byte %d; skipped to the next valid header", url, message, offset)
         yield None
     damage.clear()
 
