@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import stat
 import string
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -137,7 +138,7 @@ def resolve_shards(spec: str) -> list[str]:
         found = sorted(glob.glob(os.path.join(spec, "*.tar")))
         if not found:
             raise DataError(f"shard directory {spec} holds no .tar files; point --shards at stage 4's output")
-        return found
+        return _regular_files(found)
     urls: list[str] = []
     for url in _expand_bounded(spec):
         if url.startswith(REMOTE_PREFIXES):
@@ -151,6 +152,19 @@ def resolve_shards(spec: str) -> list[str]:
             urls.append(url)
         else:
             raise DataError(f"shard {url!r} does not exist")
+    return _regular_files(urls)
+
+
+def _regular_files(urls: list[str]) -> list[str]:
+    """``urls``, once every local one is a regular file: a named pipe (or socket, device) among the shards would
+    block the reader forever, so it is refused by name before any work (remote URLs are files by construction)."""
+    for url in urls:
+        if url.startswith(REMOTE_PREFIXES) or os.path.isfile(url):
+            continue
+        mode = os.stat(url).st_mode
+        kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode)
+                else "not a regular file")
+        raise DataError(f"shard {url!r} is {kind}, not a regular file; name regular .tar files only")
     return urls
 
 

@@ -106,3 +106,16 @@ def test_brace_count_matches_braceexpand(pattern):
     from trainer.shards import _brace_count
 
     assert _brace_count(pattern) == len(list(braceexpand.braceexpand(pattern)))
+
+
+def test_a_named_pipe_among_the_shards_is_refused_before_work(tmp_path):
+    """A FIFO among the shards (a folder's *.tar, a glob, a brace pattern, a plain path) blocked ``wit train`` and
+    ``wit eval --retrieval`` forever; it is refused by name."""
+    import os
+
+    (tmp_path / "00000.tar").write_bytes(b"")
+    os.mkfifo(tmp_path / "00001.tar")
+    for spec in (str(tmp_path), f"{tmp_path}/*.tar", f"{tmp_path}/{{00000..00001}}.tar", f"{tmp_path}/00001.tar"):
+        with pytest.raises(DataError, match=r"00001.tar' is a named pipe \(FIFO\), not a regular file"):
+            resolve_shards(spec)
+    assert resolve_shards(f"{tmp_path}/00000.tar") == [f"{tmp_path}/00000.tar"]
