@@ -88,12 +88,13 @@ def remove_stale_temporaries(folder: Path, names: Iterable[str]) -> list[Path]:
     return removed
 
 
-def check_out_file(path: str, flag: str = "--out") -> None:
-    """ValueError, before any work, when ``path`` cannot become a file: it is a folder, a path above it is a
-    file, or the nearest existing folder above it cannot be written."""
+def check_out_file(path: str, flag: str = "--out", example: str = "results.json") -> None:
+    """ValueError, before any work, when ``path`` cannot become a file: it is a folder or ends with a slash (one
+    it would be written as a file named like the folder meant), a path above it is a file, or the nearest existing
+    folder above it cannot be written. ``example``: the file name the message suggests inside such a folder."""
     target = Path(os.path.abspath(path))
-    if target.is_dir():
-        raise ValueError(f"{flag} {path!r} is a folder: name a file to write, e.g. {os.path.join(path, 'x')}")
+    if target.is_dir() or path.endswith(("/", os.sep)):
+        raise ValueError(f"{flag} {path!r} is a folder: name a file to write, e.g. {os.path.join(path, example)}")
     probe = target.parent
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent

@@ -205,7 +205,8 @@ def run(args: ExportOptions | argparse.Namespace, beam_argv: list[str]) -> int:
     (exit 2, one line) for a missing one.
     """
     try:
-        check_out_file(args.out)  # before reading the checkpoint: fail in a second, leave nothing behind
+        # before reading the checkpoint: fail in a second, leave nothing behind
+        check_out_file(args.out, example="open_clip.pt")
         done = export(args.checkpoint, args.out, args.model_name)
     except ValueError as e:  # a checkpoint that cannot be exported; the message names it and why
         raise UsageError(str(e)) from e

@@ -12,6 +12,9 @@ import glob
 import json
 import logging
 import os
+import re
+import stat
+import string
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -43,11 +46,65 @@ def _pipe_url(url: str) -> str:
 MAX_SHARD_URLS = 1_000_000  # the most shards one --shards may name: a mistyped brace range must fail, not fill memory
 
 
+_INT_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)(?:\.\.-?(\d+))?$")  # braceexpand 0.1.7's own
+_CHAR_RANGE = re.compile(r"^([A-Za-z])\.\.([A-Za-z])(?:\.\.-?(\d+))?$")
+_ALPHABET = string.ascii_uppercase + string.ascii_lowercase
+
+
+def _brace_count(pattern: str) -> int:
+    """How many names ``braceexpand.braceexpand(pattern)`` yields, computed without expanding: it is not lazy
+    (``itertools.product`` holds each range whole before the first name, 10^8 strings for ``{00000..99999999}``).
+    Mirrors braceexpand 0.1.7's parser (escapes, nesting, int and char ranges, sequences, literal braces); raises
+    ValueError for unbalanced braces, as braceexpand does."""
+    count, start, depth, pos = 1, 0, 0, 0
+    while pos < len(pattern):
+        if pattern[pos] == "\\":
+            pos += 2
+            continue
+        if pattern[pos] == "{":
+            start = pos if depth == 0 else start
+            depth += 1
+        elif pattern[pos] == "}":
+            depth -= 1
+            if depth == 0:
+                inner = _brace_expression_count(pattern[start + 1:pos])
+                count *= _brace_count(pattern[start + 1:pos]) if inner is None else inner
+        pos += 1
+    if depth != 0:
+        raise ValueError(f"Unbalanced braces: {pattern!r}")
+    return count
+
+
+def _brace_expression_count(expr: str) -> int | None:
+    """Names of one ``{...}``: a range's length, a sequence's sum, None for literal braces (no top-level comma)."""
+    ints = _INT_RANGE.match(expr)
+    if ints:
+        first, last, step = int(ints.group(1)), int(ints.group(2)), int(ints.group(3) or 1) or 1
+        return abs(last - first) // step + 1
+    chars = _CHAR_RANGE.match(expr)
+    if chars:
+        first, last = _ALPHABET.index(chars.group(1)), _ALPHABET.index(chars.group(2))
+        return abs(last - first) // (int(chars.group(3) or 1) or 1) + 1
+    parts, start, depth, pos = [], 0, 0, 0
+    while pos < len(expr):
+        if expr[pos] == "\\":
+            pos += 2
+            continue
+        depth += {"{": 1, "}": -1}.get(expr[pos], 0)
+        if expr[pos] == "," and depth == 0:
+            parts.append(expr[start:pos])
+            start = pos + 1
+        pos += 1
+    if depth != 0 or not parts:
+        return None
+    return sum(_brace_count(part) for part in [*parts, expr[start:]])
+
+
 def _expand_bounded(spec: str) -> Iterator[str]:
     """webdataset's ``expand_urls`` (``::``-joined parts, ``WDS_`` variables, braces), lazily and bounded:
     DataError naming the pattern once it names more than :data:`MAX_SHARD_URLS` shards (``{00000..99999999}``,
     a digit too many, would be 10^8 strings)."""
-    import braceexpand  # webdataset's own dependency, lazy: it yields one name at a time
+    import braceexpand  # webdataset's own dependency; not lazy, hence _brace_count first
 
     named = 0
     for part in spec.split("::"):
@@ -55,6 +112,14 @@ def _expand_bounded(spec: str) -> Iterator[str]:
             last, part = part, wds.shardlists.envsubst(part)
             if part == last:
                 break
+        try:
+            count = _brace_count(part)
+        except ValueError:  # braceexpand's UnbalancedBracesError is one
+            raise DataError(f"--shards {spec!r}: unbalanced braces in {part!r}; close every '{{' with '}}' (or "
+                            "escape it as '\\{')") from None
+        if named + count > MAX_SHARD_URLS:
+            raise DataError(f"--shards {spec!r} names more than {MAX_SHARD_URLS:,} shards; check its brace "
+                            "ranges (a digit too many?)")
         for url in braceexpand.braceexpand(part):
             named += 1
             if named > MAX_SHARD_URLS:
@@ -73,7 +138,7 @@ def resolve_shards(spec: str) -> list[str]:
         found = sorted(glob.glob(os.path.join(spec, "*.tar")))
         if not found:
             raise DataError(f"shard directory {spec} holds no .tar files; point --shards at stage 4's output")
-        return found
+        return _regular_files(found)
     urls: list[str] = []
     for url in _expand_bounded(spec):
         if url.startswith(REMOTE_PREFIXES):
@@ -87,6 +152,19 @@ def resolve_shards(spec: str) -> list[str]:
             urls.append(url)
         else:
             raise DataError(f"shard {url!r} does not exist")
+    return _regular_files(urls)
+
+
+def _regular_files(urls: list[str]) -> list[str]:
+    """``urls``, once every local one is a regular file: a named pipe (or socket, device) among the shards would
+    block the reader forever, so it is refused by name before any work (remote URLs are files by construction)."""
+    for url in urls:
+        if url.startswith(REMOTE_PREFIXES) or os.path.isfile(url):
+            continue
+        mode = os.stat(url).st_mode
+        kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode)
+                else "not a regular file")
+        raise DataError(f"shard {url!r} is {kind}, not a regular file; name regular .tar files only")
     return urls
 
 
@@ -203,7 +281,7 @@ def _members(stream: Any, url: str) -> Iterator[tuple[str, bytes] | None]:
 
 def _damage_marks(url: str, damage: list[tuple[int, str]]) -> Iterator[None]:
     for offset, message in damage:
-        log.warning("%s: %s at byte %d", url, message, offset)
+        log.warning("%s: %s at byte %d; skipped to the next valid header", url, message, offset)
         yield None
     damage.clear()
 

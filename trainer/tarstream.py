@@ -96,7 +96,7 @@ def tar_members(stream: BinaryIO, on_damage: OnDamage) -> Iterator[tuple[str, by
         except tarfile.HeaderError:
             if damaged_since is None:
                 damaged_since = here
-                on_damage(here, "damaged tar header (bad checksum); skipped to the next valid header")
+                on_damage(here, "damaged tar header (bad checksum)")
             continue
         damaged_since = None
         size = int(pax["size"]) if "size" in pax and pax["size"].isdigit() else info.size

@@ -494,8 +494,9 @@ class _NonFinite:
         kept = (f"{checkpoint} keeps step {_checkpoint_step(checkpoint)}, the last good one" if checkpoint.exists()
                 else "no checkpoint was written yet")
         row = f" ({self.in_a_row} batches in a row)" if self.policy == "skip" else ""
+        skip = "" if self.policy == "skip" else "; --on-nonfinite skip skips such batches"
         raise NonFiniteLoss(f"step {step + 1} (epoch {epoch}): {what}{row}; stopped, {kept}. Lower --lr, set "
-                            f"--grad-clip or check the data; --on-nonfinite skip skips such batches")
+                            f"--grad-clip or check the data{skip}")
 
 
 def _grad_norm(ts: TrainState, clip: float) -> torch.Tensor:

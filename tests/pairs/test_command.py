@@ -506,6 +506,12 @@ def test_finish_makes_stats_json_from_the_counts(tmp_path: Path) -> None:
     assert outcome.summary[0] == "30 records -> 5 candidates -> 3 matched -> 3 unique -> 2 kept in 1 file(s)"
     nothing = stage.finish(counts | {"matched": 0}, 1.0)
     assert (nothing.exit_code, nothing.error) == (errors.EXIT_EMPTY, NO_MATCH_ERROR)
+    # records but no candidate (all bad, e.g. a Shift_JIS file): says so with the reasons, not "no candidate matched"
+    all_bad = stage.finish(counts | {"candidates": 0, "matched": 0, "non_utf8": 25, "empty_caption": 5}, 1.0)
+    assert all_bad.exit_code == errors.EXIT_EMPTY
+    assert all_bad.error == ("none of the pool's 30 records is a candidate (non_utf8 25, empty_caption 5); see "
+                             "bad_records.jsonl (pool text must be UTF-8: convert it, e.g. iconv -f SHIFT_JIS -t "
+                             "UTF-8), --url-col, --caption-col and --pool-format")
 
 
 def test_clean_rerun_removes_the_stage_outputs_only(tmp_path: Path) -> None:

@@ -90,3 +90,17 @@ def test_strict_json_never_writes_nan():
     text = strict_json.dumps({"loss": math.nan, "lr": [1.0, math.inf], "n": 3, "ok": True})
     assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard {c}")) == {
         "loss": None, "lr": [1.0, None], "n": 3, "ok": True}
+
+
+def test_check_out_file_refuses_a_folder_and_a_trailing_slash(tmp_path):
+    """``wit eval --out DIR`` / ``wit export --out DIR``: refused before work, suggesting a file in it; a path that
+    ends with a slash names a folder even when it does not exist yet (it was written as a file named like it)."""
+    from trainer.atomic import check_out_file
+
+    with pytest.raises(ValueError, match=rf"--out '{tmp_path}' is a folder: name a file to write, e.g. "
+                                         rf"{tmp_path}/eval.json"):
+        check_out_file(str(tmp_path), example="eval.json")
+    with pytest.raises(ValueError, match="is a folder"):
+        check_out_file(f"{tmp_path}/new/")
+    assert not (tmp_path / "new").exists()
+    check_out_file(f"{tmp_path}/new/eval.json")  # a file below a folder still to be made: fine

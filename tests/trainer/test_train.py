@@ -497,6 +497,7 @@ def test_skipping_non_finite_batches_goes_on_then_gives_up(small_shards, tokeniz
     err = capsys.readouterr().err
     assert rc == 1 and f"({train_module.MAX_NONFINITE_IN_A_ROW} batches in a row)" in err
     assert "no checkpoint was written yet" in err
+    assert "--on-nonfinite skip" not in err  # it is already on: no advice to turn it on
 
 
 def test_a_full_disk_at_the_checkpoint_is_one_line_and_leaves_no_temporary(small_shards, tokenizer_file, tmp_path,

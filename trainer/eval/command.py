@@ -345,7 +345,7 @@ def run(args: EvalOptions, beam_argv: list[str]) -> int:
     """
     try:
         if args.out:  # before the work: an --out that cannot become a file fails in a second, not after the eval
-            check_out_file(args.out)
+            check_out_file(args.out, example="eval.json")
         document = evaluate(args)
     except ValueError as e:  # the inputs' checks live in the task modules, as ValueErrors naming the input
         raise UsageError(str(e)) from e

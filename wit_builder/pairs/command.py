@@ -129,6 +129,8 @@ class BuildPairsStage(Stage[BuildPairsOptions, inputs.PairsInputs]):
         fileio.write_json(fileio.join(out, STATS_JSON), document)
         if counts["records"] == 0:
             return Outcome(stats.summary(counts), errors.EXIT_EMPTY, error=stats.empty_pool_error(len(i.pool_files)))
+        if counts["candidates"] == 0:
+            return Outcome(stats.summary(counts), errors.EXIT_EMPTY, error=stats.no_candidate_error(counts))
         if counts["matched"] == 0:
             return Outcome(stats.summary(counts), errors.EXIT_EMPTY, error=stats.NO_MATCH_ERROR)
         return Outcome(stats.summary(counts))

@@ -51,6 +51,16 @@ def empty_pool_error(files: int) -> str:
             "(empty files?)")
 
 
+def no_candidate_error(counts: dict[str, int]) -> str:
+    """The line for a pool whose records were all dropped before matching (``candidates == 0``, ``records > 0``):
+    bad or filtered records, not a matching problem; names the largest reasons."""
+    reasons = sorted(((counts.get(r, 0), r) for r in (*BAD_REASONS, *FILTER_REASONS)), reverse=True)
+    top = ", ".join(f"{reason} {n:,}" for n, reason in reasons[:3] if n)
+    hint = " (pool text must be UTF-8: convert it, e.g. iconv -f SHIFT_JIS -t UTF-8)" if counts.get("non_utf8") else ""
+    return (f"none of the pool's {counts['records']:,} records is a candidate ({top}); see {BAD_RECORDS_JSONL}"
+            f"{hint}, --url-col, --caption-col and --pool-format")
+
+
 LANGUAGE_PREFIX = "lang."
 LANGUAGE_COUNTS = ("candidates", "language_filtered", "matched", "kept")
 
