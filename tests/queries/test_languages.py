@@ -1,7 +1,7 @@
 """Stage 1 in languages other than English: the language told and recorded, localized links and file options
 dropped, converter markup, early-closed templates, truncation at a stream boundary, MetaCLIP 2's per-language
-budgets, one-character queries, Open Multilingual Wordnet lemmas, and real jawiki / dewiki / zhwiki / arwiki pages
-end to end (tests/data/wiki, tests/data/omw: sources and licences in tests/data/README.md)."""
+budgets, one-character queries, Open Multilingual Wordnet lemmas, and real jawiki / dewiki / zhwiki / arwiki / hiwiki
+pages end to end (tests/data/wiki, tests/data/omw: sources and licences in tests/data/README.md)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ JAWIKI = DATA / "wiki" / "jawiki-country-excerpt.xml.bz2"
 DEWIKI = DATA / "wiki" / "dewiki-excerpt.xml.bz2"
 ZHWIKI = DATA / "wiki" / "zhwiki-excerpt.xml.bz2"
 ARWIKI = DATA / "wiki" / "arwiki-excerpt.xml.bz2"
+HIWIKI = DATA / "wiki" / "hiwiki-fragments.xml.bz2"
 # Markup words that must never become tokens: file options, namespace names, converter codes.
 MARKUP = {"thumb", "thumbnail", "px", "360px", "right", "left", "upright", "mini", "miniatur", "hochkant", "datei",
           "bild", "kategorie", "category", "file", "image", "ファイル", "画像", "カテゴリ", "サムネイル", "تصغير",
@@ -325,7 +326,7 @@ def test_german_plain_text_of_a_real_page_keeps_prose():
     assert "Keilwelle" in plain and "mini" not in plain.split() and "[[" not in plain
 
 
-# Real zhwiki / arwiki articles (tests/data/README.md): per page, words that occur in its wikitext only inside a
+# Real zhwiki / arwiki / hiwiki pages (tests/data/README.md): per page, words that occur in its wikitext only inside a
 # file link (caption and options), a category link, a template's name or parameters (infobox, citations, navboxes)
 # or a hatnote; and words of its prose. Each markup word is checked to be in the raw wikitext, so the test can fail.
 REAL_PAGES = {
@@ -337,6 +338,10 @@ REAL_PAGES = {
                     "gif", "atmosphere", "yes", "text", "align", "display", "none", "توضيح", "فيلم", "استشهاد", "مسار",
                     "عنوان", "ناشر", "تاريخ", "ucs", "ref", "nbsp", "كلفن", "نيتروجين"},
            {"الأرض", "الشمس", "الأوزون", "الكواكب", "الغلاف"}),
+    # Two real fragments of hiwiki's महात्मा गांधी, no prose: a file link whose caption nests a link and an
+    # interlanguage link, and two categories (one with a blank sort key). Nothing of them is text.
+    "hi": (HIWIKI, {"चित्र", "thumb", "left", "gandhis", "jpg", "राज", "घाट", "स्मारक", "raj", "ghat", "memorials",
+                    "अस्थियां", "पुणे", "पैलेस", "श्रेणी", "अर्थशास्त्री", "महात्मा", "गांधी", "भारत"}, set()),
 }
 
 
