@@ -1,11 +1,12 @@
 """Stage 1 in languages other than English: the language told and recorded, localized links and file options
 dropped, converter markup, early-closed templates, truncation at a stream boundary, MetaCLIP 2's per-language
-budgets, one-character queries, Open Multilingual Wordnet lemmas, and real jawiki / dewiki pages end to end
-(tests/data/wiki, tests/data/omw: sources and licences in tests/data/README.md)."""
+budgets, one-character queries, Open Multilingual Wordnet lemmas, and real jawiki / dewiki / zhwiki / arwiki / hiwiki
+pages end to end (tests/data/wiki, tests/data/omw: sources and licences in tests/data/README.md)."""
 
 from __future__ import annotations
 
 import bz2
+import html
 import json
 import re
 from collections import Counter
@@ -29,6 +30,9 @@ from wit_builder.queries.wordnet import WordNetError, omw_candidates
 DATA = Path(__file__).parent.parent / "data"
 JAWIKI = DATA / "wiki" / "jawiki-country-excerpt.xml.bz2"
 DEWIKI = DATA / "wiki" / "dewiki-excerpt.xml.bz2"
+ZHWIKI = DATA / "wiki" / "zhwiki-excerpt.xml.bz2"
+ARWIKI = DATA / "wiki" / "arwiki-excerpt.xml.bz2"
+HIWIKI = DATA / "wiki" / "hiwiki-fragments.xml.bz2"
 # Markup words that must never become tokens: file options, namespace names, converter codes.
 MARKUP = {"thumb", "thumbnail", "px", "360px", "right", "left", "upright", "mini", "miniatur", "hochkant", "datei",
           "bild", "kategorie", "category", "file", "image", "ファイル", "画像", "カテゴリ", "サムネイル", "تصغير",
@@ -320,6 +324,73 @@ def test_german_plain_text_of_a_real_page_keeps_prose():
     import html
     plain = plain_text(html.unescape(text), site("de"))
     assert "Keilwelle" in plain and "mini" not in plain.split() and "[[" not in plain
+
+
+# Real zhwiki / arwiki / hiwiki pages (tests/data/README.md): per page, words that occur in its wikitext only inside a
+# file link (caption and options), a category link, a template's name or parameters (infobox, citations, navboxes)
+# or a hatnote; and words of its prose. Each markup word is checked to be in the raw wikitext, so the test can fail.
+REAL_PAGES = {
+    "zh": (ZHWIKI, {"牛熊", "基座", "標誌", "应急", "鷹", "thumb", "right", "200px", "175px", "file", "category",
+                    "infobox", "company", "sehk", "nyse", "reflist", "commonscat", "hang", "seng", "index", "chl",
+                    "cny", "increase", "url", "cite", "accessdate", "publisher", "language", "news", "web", "title"},
+           {"中国", "移动", "香港", "收购", "电话", "通信", "公司"}),
+    "ar": (ARWIKI, {"ديسكفر", "التقاطها", "الرخام", "مفلطح", "المائي", "تصغير", "ملف", "24px", "16px", "svg",
+                    "gif", "atmosphere", "yes", "text", "align", "display", "none", "توضيح", "فيلم", "استشهاد", "مسار",
+                    "عنوان", "ناشر", "تاريخ", "ucs", "ref", "nbsp", "كلفن", "نيتروجين"},
+           {"الأرض", "الشمس", "الأوزون", "الكواكب", "الغلاف"}),
+    # Two real fragments of hiwiki's महात्मा गांधी, no prose: a file link whose caption nests a link and an
+    # interlanguage link, and two categories (one with a blank sort key). Nothing of them is text.
+    "hi": (HIWIKI, {"चित्र", "thumb", "left", "gandhis", "jpg", "राज", "घाट", "स्मारक", "raj", "ghat", "memorials",
+                    "अस्थियां", "पुणे", "पैलेस", "श्रेणी", "अर्थशास्त्री", "महात्मा", "गांधी", "भारत"}, set()),
+}
+
+
+def _real_text(path: Path) -> str:
+    xml = bz2.decompress(path.read_bytes()).decode()
+    return html.unescape(re.search(r"<text[^>]*>(.*?)</text>", xml, re.S).group(1))
+
+
+@pytest.mark.parametrize("code", sorted(REAL_PAGES))
+def test_real_page_plain_text_loses_links_templates_and_captions(code):
+    path, markup, prose = REAL_PAGES[code]
+    wikitext = _real_text(path)
+    assert markup <= set(segment.tokenize(wikitext, code))  # each is there to lose
+    plain = plain_text(wikitext, site(code))
+    words = set(segment.tokenize(plain, code))
+    assert not words & markup, words & markup
+    assert prose <= words
+    assert not re.search(r"\[\[|\]\]|\{\{|\}\}|<ref|\|", plain), re.findall(r".{20}(?:\[\[|\{\{|<ref|\|).{20}", plain)
+
+
+def test_chinese_page_gives_words_not_clauses(tmp_path):
+    out = tmp_path / "zh"
+    assert build(out, [ZHWIKI], "--min-unigram-count", "2", "--min-bigram-count", "2") == 0
+    rows = pq.read_table(out / "queries.parquet").to_pylist()
+    assert {r["lang"] for r in rows} == {"zh"}
+    s = stats(out)
+    assert s["details"]["lang"] == "zh" and s["details"]["segmenter"] == segment.segmenter_id("zh")
+    unigrams = [r["query"] for r in rows if r["source"] == "unigram"]
+    print("top Chinese unigrams:", unigrams[:30])
+    assert {"中国", "移动", "通信", "公司", "香港"} <= set(unigrams[:15])
+    assert all(len(q) <= 4 for q in unigrams[:30]), unigrams[:30]  # words, not clauses
+    assert max(len(q) for q in unigrams if not q.isascii()) <= 6, unigrams
+    every = {t for r in rows for t in r["query"].split()}
+    markup = REAL_PAGES["zh"][1] | MARKUP - {"cn"}  # "cn": the prose names the domain 10086.cn
+    assert not every & markup, every & markup
+
+
+def test_arabic_page_gives_its_words_without_markup(tmp_path):
+    out = tmp_path / "ar"
+    assert build(out, [ARWIKI], "--min-unigram-count", "2", "--min-bigram-count", "2") == 0
+    rows = pq.read_table(out / "queries.parquet").to_pylist()
+    assert {r["lang"] for r in rows} == {"ar"}
+    assert stats(out)["details"]["lang"] == "ar"
+    unigrams = {r["query"] for r in rows if r["source"] == "unigram"}
+    assert {"الأرض", "الشمس", "الأوزون"} <= unigrams
+    bigrams = {r["query"] for r in rows if r["source"] == "bigram"}
+    assert {"طبقة الأوزون", "المجال المغناطيسي"} <= bigrams
+    every = {t for r in rows for t in r["query"].split()}
+    assert not every & (REAL_PAGES["ar"][1] | MARKUP)
 
 
 def test_page_xml_helper_still_builds_english(tmp_path):
