@@ -95,16 +95,26 @@ def test_bad_uid_lists_are_refused_before_any_work(raw, tmp_path, capsys):
         "binary.txt": b"\x00\x01\x02uid",
         "nouid.parquet": "nouid",
         "broken.parquet": b"not parquet at all",
+        "norows.parquet": "norows",
+        "intuid.parquet": "intuid",
     }
     for name, content in cases.items():
         path = tmp_path / name
         if content == "nouid":
             pq.write_table(pa.table({"id": ["a"]}), path)
+        elif content == "norows":  # refused as an empty text list is, not a rebuild of nothing
+            pq.write_table(pa.table({"uid": pa.array([], pa.string())}), path)
+        elif content == "intuid":
+            pq.write_table(pa.table({"uid": [1, 2]}), path)
         elif content is not None:
             path.write_bytes(content)
         assert finalize(raw.root, out, "--uids", str(path)) == 2, name
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"--uids {path}" in err, (name, err)
+        if name == "norows.parquet":
+            assert "holds no uid" in err
+        if name == "intuid.parquet":
+            assert "uid: int64" in err
     assert not out.exists() or not list(out.iterdir())
     # the list is the selection: a cap or decontamination with it is a usage error
     listing = tmp_path / "ok.txt"

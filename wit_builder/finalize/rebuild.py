@@ -50,8 +50,8 @@ def is_parquet(path: str) -> bool:
 
 
 def check_uid_list(path: str) -> None:
-    """Before any work: the list exists and is a file; a parquet has a string ``uid`` column (its footer); a
-    text file starts as UTF-8 text and holds a uid. UidListError naming the file otherwise."""
+    """Before any work: the list exists and is a file; a parquet has a string ``uid`` column and rows (its footer);
+    a text file starts as UTF-8 text and holds a uid. UidListError naming the file otherwise."""
     if "://" not in path and os.path.isdir(path):
         raise UidListError(f"--uids {path}: a folder, not a file: name a .txt or .parquet uid list")
     if not fileio.exists(path):
@@ -59,12 +59,16 @@ def check_uid_list(path: str) -> None:
     if is_parquet(path):
         try:
             with fileio.open_read(path) as f:
-                schema = pq.ParquetFile(f).schema_arrow
+                parquet = pq.ParquetFile(f)
+                schema, rows = parquet.schema_arrow, parquet.metadata.num_rows
         except (pa.ArrowInvalid, OSError) as exc:
             raise UidListError(f"--uids {path}: not a parquet file ({exc})") from exc
         if "uid" not in schema.names or not pa.types.is_string(schema.field("uid").type) and not \
                 pa.types.is_large_string(schema.field("uid").type):
-            raise UidListError(f"--uids {path}: needs a string 'uid' column (found {', '.join(schema.names)})")
+            found = ", ".join(f"{field.name}: {field.type}" for field in schema)
+            raise UidListError(f"--uids {path}: needs a string 'uid' column (found {found})")
+        if rows == 0:
+            raise UidListError(f"--uids {path}: holds no uid (a parquet file without rows)")
         return
     with fileio.open_read(path) as f:
         head = f.read(SNIFF_BYTES)
