@@ -22,6 +22,7 @@ earlier gallery that this one does not write are deleted. A dataset with no samp
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import html
 import io
@@ -329,4 +330,8 @@ def remove_gallery(out: str, keep: Iterable[str] = ()) -> list[str]:
     found = [p for pattern in ("*", "q/*", "t/*") for p in fileio.match(fileio.join(folder, pattern))]
     stale = [p for p in found if p[len(folder):].lstrip("/") not in kept and ("://" in p or not os.path.isdir(p))]
     fileio.delete(stale)
+    if "://" not in folder:  # a local folder: no empty gallery/, q/ or t/ left behind (object stores have none)
+        for sub in ("q", "t", ""):
+            with contextlib.suppress(OSError):  # absent, or not empty
+                os.rmdir(os.path.join(folder, sub) if sub else folder)
     return stale
