@@ -16,10 +16,10 @@ So when the raw shards are the same (the same pairs downloaded with the same set
 hold the same bytes, the rebuilt shards are byte-identical to the original ones (``tests/finalize/
 test_rebuild.py``); other raw shards give the same samples, numbered in their own order.
 
-The list: a text file (one uid per line; blank lines and lines starting with ``#`` skipped) or a parquet file
-with a string ``uid`` column (e.g. the original's shard parquets or ``accounting/rows``), read by Beam's text or
-parquet source in the pipeline (split over workers, never held at the launcher); :func:`check_uid_list` checks
-it before any work.
+The list: a text file (one uid per line, anything after a tab ignored; blank lines and lines starting with ``#``
+skipped) or a parquet file with a string ``uid`` column (e.g. the original's shard parquets or
+``accounting/rows``), read by Beam's text or parquet source in the pipeline (split over workers, never held at
+the launcher); :func:`check_uid_list` checks it before any work.
 """
 
 from __future__ import annotations
@@ -84,9 +84,11 @@ def check_uid_list(path: str) -> None:
 
 
 def uids_in_lines(lines: Iterable[str]) -> Iterable[str]:
-    """The uids of a text list's lines: stripped, blank lines and ``#`` comments skipped."""
+    """The uids of a text list's lines: stripped, blank lines and ``#`` comments skipped. A line's uid is what
+    precedes its first tab (so ``missing_uids.txt``, ``uid<TAB>why``, is itself a list), and a UTF-8 byte-order
+    mark (an editor's export) is no part of it."""
     for line in lines:
-        uid = line.strip()
+        uid = line.replace("\ufeff", "").split("\t", 1)[0].strip()
         if uid and not uid.startswith("#"):
             yield uid
 
