@@ -229,6 +229,18 @@ def test_bad_object_store_settings_are_one_line(moto, tmp_path, capsys):
         strict.stop()
 
 
+def test_an_endpoint_without_its_scheme_names_the_setting(tmp_path, capsys):
+    # "--s3_endpoint_url 127.0.0.1:9000" (no http://): botocore's bare "Invalid endpoint" named no setting
+    table = pa.Table.from_pylist([{"uid": "u", "url": "http://127.0.0.1:9/a.jpg", "caption": "a", "queries": ["a"]}])
+    fileio.write_parquet(str(tmp_path / "pairs-00000.parquet"), table)
+    code = cli.main(["download", "--pairs", str(tmp_path), "--image-size", "32", "--out", "s3://wit/raw",
+                     "--s3_endpoint_url=127.0.0.1:9000", "--s3_access_key_id=testing",
+                     "--s3_secret_access_key=testing", *BEAM_IN_PROCESS])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "s3://wit: --s3_endpoint_url '127.0.0.1:9000' is not a URL" in err and "http://HOST:PORT" in err, err
+
+
 class GcsEmulator:
     """``gcp-storage-emulator`` (in memory) on a free loopback port."""
 

@@ -144,7 +144,7 @@ def test_retry_failed_bad_input(flaky, tmp_path, capsys):
     before = _files(out)
     assert _download(pairs, out, "--retry-failed", "--image-size", "128") == 2
     err = capsys.readouterr().err
-    assert "image.image_size: was 256, now 128" in err and err.count("\n") == 1
+    assert "--image-size: was 256, now 128" in err and err.count("\n") == 1
     assert _files(out) == before
     # contradictory and unknown flags
     assert _download(pairs, out, "--retry-failed", "--overwrite") == 2
@@ -152,6 +152,11 @@ def test_retry_failed_bad_input(flaky, tmp_path, capsys):
     with pytest.raises(SystemExit) as exited:  # argparse's own refusal of a value outside the choices
         _download(pairs, out, "--retry-failed", "--retry-reasons", "http_404")
     assert exited.value.code == 2 and "invalid choice: 'http_404'" in capsys.readouterr().err
+    # --retry-reasons alone would retry nothing and say nothing: refused, naming the missing flag
+    assert _download(pairs, out, "--retry-reasons", "http_5xx") == 2
+    err = capsys.readouterr().err
+    assert "--retry-reasons" in err and "add --retry-failed" in err and err.count("\n") == 1, err
+    assert _files(out) == before
 
 
 @pytest.mark.parametrize(("row", "reason"), [

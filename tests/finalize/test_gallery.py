@@ -156,7 +156,7 @@ def test_a_rerun_replaces_the_earlier_gallery_and_zero_samples_removes_it(finali
     for page in (out / "gallery" / "q").glob("*.html"):
         assert len(parse(page).images) == 1
     assert finalize(raw.root, out, "--decontaminate", str(raw.eval_dir), "--gallery-samples", "0") == 0
-    assert not [p for p in (out / "gallery").rglob("*") if p.is_file()]
+    assert not (out / "gallery").exists()  # no empty gallery/q/ and gallery/t/ folders left either
     assert (out / "notes.txt").read_text() == "not ours"
 
 
@@ -172,3 +172,12 @@ def test_chosen_queries_and_the_bounded_sample():
     buf = io.BytesIO()
     Image.new("RGB", (640, 320), "red").save(buf, "PNG")
     assert Image.open(io.BytesIO(gallery.thumbnail(buf.getvalue()))).size == (160, 80)
+
+
+def test_a_caption_carries_its_language_for_the_browser():
+    # Japanese captions marked lang="ja" (Japanese glyphs for shared kanji); no or odd language: no attribute
+    row = {"key": "0000000001", "shard": "00000", "caption": "富士山の写真 <b>"}
+    html_ja = gallery._figure(gallery._Shown({**row, "lang": "ja"}, "final-u1.jpg"), "../")
+    assert '<span lang="ja">富士山の写真 &lt;b&gt;</span>' in html_ja
+    for lang in (None, "", 'ja" onload="x'):
+        assert "lang=" not in gallery._figure(gallery._Shown({**row, "lang": lang}, "final-u1.jpg"), "../")

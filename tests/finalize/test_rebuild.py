@@ -87,6 +87,15 @@ def test_unknown_uids_are_counted_and_listed_and_the_rest_is_written(raw, origin
             assert original_images[r["uid"]] == r["sha256"]
 
 
+def test_text_lists_from_editors_and_missing_lists_read_as_uids():
+    # a byte-order mark and CRLF (an editor's or a spreadsheet's export) are no part of a uid, and a
+    # missing_uids.txt (uid<TAB>why) fed back as a list names its uids
+    lines = "\ufeffu000\r\nu003\r\n# comment\r\n\r\nu999\tnot in the raw shards\n".splitlines()
+    assert list(rebuild.uids_in_lines(lines)) == ["u000", "u003", "u999"]
+    text = rebuild.missing_text([("b", "not in the raw shards"), ("a", "no success in the raw shards (status x)")])
+    assert list(rebuild.uids_in_lines(text.decode().splitlines())) == ["a", "b"]
+
+
 def test_bad_uid_lists_are_refused_before_any_work(raw, tmp_path, capsys):
     out = tmp_path / "out"
     cases = {
@@ -95,16 +104,26 @@ def test_bad_uid_lists_are_refused_before_any_work(raw, tmp_path, capsys):
         "binary.txt": b"\x00\x01\x02uid",
         "nouid.parquet": "nouid",
         "broken.parquet": b"not parquet at all",
+        "norows.parquet": "norows",
+        "intuid.parquet": "intuid",
     }
     for name, content in cases.items():
         path = tmp_path / name
         if content == "nouid":
             pq.write_table(pa.table({"id": ["a"]}), path)
+        elif content == "norows":  # refused as an empty text list is, not a rebuild of nothing
+            pq.write_table(pa.table({"uid": pa.array([], pa.string())}), path)
+        elif content == "intuid":
+            pq.write_table(pa.table({"uid": [1, 2]}), path)
         elif content is not None:
             path.write_bytes(content)
         assert finalize(raw.root, out, "--uids", str(path)) == 2, name
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"--uids {path}" in err, (name, err)
+        if name == "norows.parquet":
+            assert "holds no uid" in err
+        if name == "intuid.parquet":
+            assert "uid: int64" in err
     assert not out.exists() or not list(out.iterdir())
     # the list is the selection: a cap or decontamination with it is a usage error
     listing = tmp_path / "ok.txt"

@@ -81,6 +81,9 @@ def check_s3(paths: Iterable[str], options: PipelineOptions) -> None:
     except ImportError as exc:
         raise ObjectStoreError(f"s3://{buckets[0]}: Beam's S3 filesystem needs boto3: pip install "
                                "'apache-beam[aws]'") from exc
+    except ValueError as exc:  # botocore's "Invalid endpoint: HOST:PORT" (a URL without its scheme)
+        raise ObjectStoreError(f"s3://{buckets[0]}: --s3_endpoint_url {options.view_as(S3Options).s3_endpoint_url!r} "
+                               f"is not a URL ({exc}): write it as http://HOST:PORT or https://HOST") from exc
     endpoint = options.view_as(S3Options).s3_endpoint_url or "AWS's default endpoint"
     for bucket in buckets:
         url = f"s3://{bucket}"

@@ -173,6 +173,9 @@ class DownloadOptions:
         if self.retry_failed and self.overwrite:
             raise ValueError("--retry-failed retries an earlier run's failed rows; --overwrite deletes that run: "
                              "pass one of them")
+        if not self.retry_failed and tuple(self.retry_reasons) != TRANSIENT_REASONS:
+            raise ValueError("--retry-reasons chooses what --retry-failed fetches again; without --retry-failed "
+                             "nothing is retried: add --retry-failed")
         unknown = sorted(set(self.retry_reasons) - set(TRANSIENT_REASONS))
         if unknown or not self.retry_reasons:
             raise ValueError(f"--retry-reasons must name some of {', '.join(TRANSIENT_REASONS)}, got "

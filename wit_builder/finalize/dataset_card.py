@@ -82,7 +82,8 @@ def plot_query_counts(query_counts: Sequence[tuple[str, int, int]], cap: int | N
     ax.set_xlabel("query rank")
     ax.set_ylabel("samples")
     ax.set_title("Samples per query")
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:  # nothing to plot (no sample, no cap): no legend, no matplotlib warning
+        ax.legend()
     fig.tight_layout()
     png = _png(fig)
     plt.close(fig)

@@ -22,10 +22,12 @@ earlier gallery that this one does not write are deleted. A dataset with no samp
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import html
 import io
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,7 +52,7 @@ DROP_REASONS: dict[str, str] = {
     "over_cap": "Over the per-query cap",
 }
 COLUMNS = ["key", "uid", "caption", "queries", "status", "error_message", "shard", "duplicate_of", "raw_shard",
-           "raw_key", "width", "height"]
+           "raw_key", "width", "height", "lang"]
 _CSS = """body{font-family:sans-serif;margin:1.5em;color:#222;background:#fafafa}
 h1,h2{font-weight:600}table{border-collapse:collapse}td,th{padding:.2em .8em;border-bottom:1px solid #ddd;
 text-align:left}td.n{text-align:right}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(180px,1fr));
@@ -239,7 +241,13 @@ def _figure(s: _Shown, up: str, note: str = "") -> str:
     where = (f"key {row['key']} in shard {row['shard']}" if row.get("key")
              else f"raw {row['raw_shard']}/{row['raw_key']}")
     extra = f"<br><span class=\"meta\">{html.escape(note)}</span>" if note else ""
-    return (f"<figure>{image}<figcaption>{html.escape(row.get('caption') or '')}<br><span class=\"meta\">"
+    lang = row.get("lang") or ""
+    # the caption's language (stage 2's lid): a browser picks that script's fonts (Japanese, not Chinese, glyphs
+    # for shared kanji) though the page is in English
+    caption = html.escape(row.get("caption") or "")
+    if re.fullmatch(r"[a-z]{2,3}", lang):
+        caption = f"<span lang=\"{lang}\">{caption}</span>"
+    return (f"<figure>{image}<figcaption>{caption}<br><span class=\"meta\">"
             f"{html.escape(where)}</span>{extra}</figcaption></figure>")
 
 
@@ -329,4 +337,8 @@ def remove_gallery(out: str, keep: Iterable[str] = ()) -> list[str]:
     found = [p for pattern in ("*", "q/*", "t/*") for p in fileio.match(fileio.join(folder, pattern))]
     stale = [p for p in found if p[len(folder):].lstrip("/") not in kept and ("://" in p or not os.path.isdir(p))]
     fileio.delete(stale)
+    if "://" not in folder:  # a local folder: no empty gallery/, q/ or t/ left behind (object stores have none)
+        for sub in ("q", "t", ""):
+            with contextlib.suppress(OSError):  # absent, or not empty
+                os.rmdir(os.path.join(folder, sub) if sub else folder)
     return stale

@@ -16,10 +16,10 @@ So when the raw shards are the same (the same pairs downloaded with the same set
 hold the same bytes, the rebuilt shards are byte-identical to the original ones (``tests/finalize/
 test_rebuild.py``); other raw shards give the same samples, numbered in their own order.
 
-The list: a text file (one uid per line; blank lines and lines starting with ``#`` skipped) or a parquet file
-with a string ``uid`` column (e.g. the original's shard parquets or ``accounting/rows``), read by Beam's text or
-parquet source in the pipeline (split over workers, never held at the launcher); :func:`check_uid_list` checks
-it before any work.
+The list: a text file (one uid per line, anything after a tab ignored; blank lines and lines starting with ``#``
+skipped) or a parquet file with a string ``uid`` column (e.g. the original's shard parquets or
+``accounting/rows``), read by Beam's text or parquet source in the pipeline (split over workers, never held at
+the launcher); :func:`check_uid_list` checks it before any work.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ def is_parquet(path: str) -> bool:
 
 
 def check_uid_list(path: str) -> None:
-    """Before any work: the list exists and is a file; a parquet has a string ``uid`` column (its footer); a
-    text file starts as UTF-8 text and holds a uid. UidListError naming the file otherwise."""
+    """Before any work: the list exists and is a file; a parquet has a string ``uid`` column and rows (its footer);
+    a text file starts as UTF-8 text and holds a uid. UidListError naming the file otherwise."""
     if "://" not in path and os.path.isdir(path):
         raise UidListError(f"--uids {path}: a folder, not a file: name a .txt or .parquet uid list")
     if not fileio.exists(path):
@@ -59,12 +59,16 @@ def check_uid_list(path: str) -> None:
     if is_parquet(path):
         try:
             with fileio.open_read(path) as f:
-                schema = pq.ParquetFile(f).schema_arrow
+                parquet = pq.ParquetFile(f)
+                schema, rows = parquet.schema_arrow, parquet.metadata.num_rows
         except (pa.ArrowInvalid, OSError) as exc:
             raise UidListError(f"--uids {path}: not a parquet file ({exc})") from exc
         if "uid" not in schema.names or not pa.types.is_string(schema.field("uid").type) and not \
                 pa.types.is_large_string(schema.field("uid").type):
-            raise UidListError(f"--uids {path}: needs a string 'uid' column (found {', '.join(schema.names)})")
+            found = ", ".join(f"{field.name}: {field.type}" for field in schema)
+            raise UidListError(f"--uids {path}: needs a string 'uid' column (found {found})")
+        if rows == 0:
+            raise UidListError(f"--uids {path}: holds no uid (a parquet file without rows)")
         return
     with fileio.open_read(path) as f:
         head = f.read(SNIFF_BYTES)
@@ -80,9 +84,11 @@ def check_uid_list(path: str) -> None:
 
 
 def uids_in_lines(lines: Iterable[str]) -> Iterable[str]:
-    """The uids of a text list's lines: stripped, blank lines and ``#`` comments skipped."""
+    """The uids of a text list's lines: stripped, blank lines and ``#`` comments skipped. A line's uid is what
+    precedes its first tab (so ``missing_uids.txt``, ``uid<TAB>why``, is itself a list), and a UTF-8 byte-order
+    mark (an editor's export) is no part of it."""
     for line in lines:
-        uid = line.strip()
+        uid = line.replace("\ufeff", "").split("\t", 1)[0].strip()
         if uid and not uid.startswith("#"):
             yield uid
 
