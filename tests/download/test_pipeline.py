@@ -46,7 +46,7 @@ def test_counting_step_counts_every_shard_and_passes_on_its_error_kinds():
         assert_that(counted[counting.COUNTS] | beam.CombinePerKey(sum), equal_to([
             ("shards", 2), ("rows", 4), ("bytes_downloaded", 5), ("status_success", 1), ("status_blocked", 2),
             ("status_filtered", 1), ("status_failed_to_download", 0), ("status_failed_to_decode", 0),
-            ("shards_downloaded", 1), ("rows_downloaded", 2),
+            ("shards_downloaded", 1), ("rows_downloaded", 2), ("rows_retried", 0), ("rows_recovered", 0),
             *((f"blocked_{r}", 2 if r == "other" else 0) for r in raw_shards.BLOCK_REASONS)]), label="Counts")
         assert_that(counted.error_kinds, equal_to([("blocked at <url>", 1), ("blocked at <url>", 1),
                                                    ("filtered at <url>", 1)]), label="ErrorKinds")
