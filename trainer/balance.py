@@ -77,9 +77,12 @@ def parse_language_caps(spec: str) -> dict[str, int]:
     caps: dict[str, int] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         lang, _, value = item.partition("=")
-        lang = lang.strip().lower()
-        if not lang or ":" in lang or not value.strip().isdigit() or int(value) < 1:
+        lang, value = lang.strip().lower(), value.strip()
+        # isascii: str.isdigit() also takes '²' and other digits that int() refuses
+        if not lang or ":" in lang or not (value.isascii() and value.isdigit()) or int(value) < 1:
             raise ValueError(f"{where}: {item!r} is not 'language=cap' with a cap >= 1")
+        if lang in caps:  # 'en=5,en=6' or 'en=5,EN=6': which one was meant?
+            raise ValueError(f"{where}: language {lang!r} is given twice")
         caps[lang] = int(value)
     if not caps:
         raise ValueError(f"{where}: no 'language=cap' item")
@@ -202,7 +205,16 @@ def plan_balance(shards: list[str], cap: int, mode: str, seed: int,
             yield entries if entries is not None else ("", (), sample_language(sample.get("json")))
 
     plan = balance_from_samples(((uid, keys) for uid, keys, _ in found()), cap, mode, seed, language_caps)
-    kept: Counter = Counter(lang for uid, keys, lang in found() if plan.keeps(uid, keys))
+    kept: Counter = Counter()
+    seen: set[str] = set()
+    for uid, keys, lang in found():
+        seen.add(lang)
+        kept[lang] += plan.keeps(uid, keys)
+    absent = sorted(set(language_caps or ()) - seen)
+    if absent:  # a typo ('jp' for 'ja') would otherwise leave that language at --per-query-cap unnoticed
+        log.warning("--language-caps names %s, but no sample has that lang (the shards' languages: %s); "
+                    "those caps are unused", ", ".join(absent), ", ".join(sorted(seen)) or "none")
+    kept = +kept  # languages none of whose samples is kept are left out, as before
     return dataclasses.replace(plan, kept=sum(kept.values()), kept_by_language=dict(sorted(kept.items())))
 
 

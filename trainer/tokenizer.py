@@ -117,6 +117,9 @@ class Tokenizer:
         """The inverse of ``to_json``; a plain Hugging Face ``tokenizer.json`` (a document with a ``model``) goes
         through ``from_hugging_face``. Raises ValueError for another format, KeyError for a missing field."""
         data = json.loads(text)
+        if not isinstance(data, dict):  # a list, string or number: no tokenizer document
+            raise ValueError(f"not a {FORMAT} tokenizer file nor a Hugging Face tokenizer.json (a JSON "
+                             f"{type(data).__name__}, not an object)")
         if data.get("format") != FORMAT and isinstance(data.get("model"), dict):
             try:
                 return cls.from_hugging_face(HFTokenizer.from_str(text))
@@ -133,9 +136,12 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:
-        """``from_json`` of a file; raises ValueError naming ``path`` (OSError when it cannot be read)."""
+        """``from_json`` of a file; raises ValueError naming ``path`` (also for a directory or a file that is not
+        UTF-8), FileNotFoundError when it does not exist."""
+        if os.path.isdir(path):
+            raise ValueError(f"{path}: a directory, not a tokenizer.json file")
         with open(path, encoding="utf-8") as f:
             try:
                 return cls.from_json(f.read())
-            except (ValueError, KeyError) as e:
+            except (ValueError, KeyError) as e:  # UnicodeDecodeError is a ValueError
                 raise ValueError(f"{path}: {e}") from e

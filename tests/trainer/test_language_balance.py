@@ -96,6 +96,15 @@ def test_each_language_is_capped_at_its_own_cap(worldwide, caps, default, worker
     assert "trained per language: en " in describe_epoch(report)
 
 
+def test_a_language_caps_language_absent_from_the_shards_is_warned_about(worldwide, caplog):
+    shards, _, _ = worldwide
+    with caplog.at_level("WARNING", logger="trainer.balance"):
+        plan = make_plan(str(shards), batch_size=1, image_size=16, workers=0, seed=0, per_query_cap=4,
+                         language_caps={"en": 4, "jp": 2})  # 'jp': a typo for 'ja'
+    assert "--language-caps names jp, but no sample has that lang (the shards' languages: en, ja)" in caplog.text
+    assert set(plan.balance.kept_by_language) == {"en", "ja"}
+
+
 def test_one_cap_for_all_languages_still_separates_them(worldwide):
     """'cat' matched in English and in Japanese captions are two entries: each keeps up to the cap."""
     shards, samples, _ = worldwide
@@ -115,7 +124,7 @@ def test_language_caps_parse_inline_and_from_a_file(tmp_path):
     assert parse_language_caps(str(path)) == {"en": 20000, "th": 300}
     for bad, message in (("en=0", "'en=0' is not"), ("en=many", "'en=many'"), (str(tmp_path / "none.json"),
                                                                                 "neither 'lang=cap"),
-                         ("=5", "'=5'")):
+                         ("=5", "'=5'"), ("en=\u00b2", "'en=\u00b2' is not"), ("en=5,EN=6", "'en' is given twice")):
         with pytest.raises(ValueError, match=message):
             parse_language_caps(bad)
     stats = tmp_path / "stats.json"  # build-pairs' stats.json: the caps it used per language

@@ -50,5 +50,11 @@ def test_save_load_round_trip(tokenizer, tmp_path):
     bad.write_text('{"format": "something else"}')
     with pytest.raises(ValueError, match="bad.json: not a wit-tokenizer/1"):
         Tokenizer.load(bad)
+    for text in ("[1, 2]", '"tokenizer"', "3"):  # JSON, but no object: one line naming the file, no traceback
+        bad.write_text(text)
+        with pytest.raises(ValueError, match="bad.json: not a wit-tokenizer/1 .* not an object"):
+            Tokenizer.load(bad)
+    with pytest.raises(ValueError, match="a directory, not a tokenizer.json"):
+        Tokenizer.load(tmp_path)
     with pytest.raises(ValueError, match="at least 300"):
         Tokenizer.train(CAPTIONS, vocab_size=100)

@@ -281,9 +281,11 @@ def run_linear_probe(args: EvalOptions, model: CLIP, transform: Transform, model
     return records
 
 
-def _summary(record: dict) -> str:
+def _summary(record: dict, languages: set[str]) -> str:
+    """One record's part of the summary line; its language is named unless every record is English (beside
+    '[all]' or '[ja]', an unnamed English record would read as the overall one)."""
     m = record["metrics"]
-    lang = "" if record["language"] == DEFAULT_LANGUAGE else f" [{record['language']}]"
+    lang = "" if languages == {DEFAULT_LANGUAGE} else f" [{record['language']}]"
     if record["task"] == "zeroshot_classification":
         return (f"zeroshot{lang} acc1={m['acc1']:.4f} acc5={m['acc5']:.4f} "
                 f"mean_per_class_recall={m['mean_per_class_recall']:.4f} ({record['inputs']['images']} images)")
@@ -356,6 +358,7 @@ def run(args: EvalOptions, beam_argv: list[str]) -> int:
         write_atomic(out, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
     else:
         print(text)
-    summary = "; ".join(_summary(r) for r in document["results"])
+    languages = {r["language"] for r in document["results"]}
+    summary = "; ".join(_summary(r, languages) for r in document["results"])
     print(f"wit eval: {summary}" + (f" -> {args.out}" if args.out else ""), flush=True)
     return 0

@@ -41,7 +41,8 @@ def read_classnames(path: Path, folders: Sequence[str]) -> tuple[list[str], list
     zero-shot classification, and every folder must be listed.
     """
     try:
-        lines = [line.strip("\r\n") for line in path.read_text(encoding="utf-8").splitlines()]
+        # utf-8-sig: a byte-order mark (Windows editors) would otherwise become part of the first class name
+        lines = [line.strip("\r\n") for line in path.read_text(encoding="utf-8-sig").splitlines()]
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"--classnames {path}: cannot read ({e})") from None
     entries = [(n, line) for n, line in enumerate(lines, 1) if line.strip() and not line.startswith("#")]
@@ -58,9 +59,11 @@ def read_classnames(path: Path, folders: Sequence[str]) -> tuple[list[str], list
         missing = sorted(set(folders) - set(mapped))
         if missing:
             raise ValueError(f"--classnames {path} does not list the class folder(s) {missing[:5]}")
+        first_line: dict[str, int] = {}
         for (n, _), folder in zip(entries, mapped, strict=True):
-            if mapped.count(folder) > 1:
-                raise ValueError(f"{path}:{n}: folder {folder!r} is listed twice")
+            if folder in first_line:  # named at the repeat, the line a user has to delete or fix
+                raise ValueError(f"{path}:{n}: folder {folder!r} is listed twice (first on line {first_line[folder]})")
+            first_line[folder] = n
         return names, mapped
     names = [line.strip() for _, line in entries]
     hint = "give one name per class folder, in sorted folder order, or 'folder<TAB>class name' lines"

@@ -39,7 +39,7 @@ def language_template_set(lang: str) -> str:
 def _read_lines(path: Path, what: str) -> list[tuple[int, str]]:
     """Non-empty, non-comment lines of a UTF-8 text file with their 1-based line numbers."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not part of line 1
     except OSError as e:  # a directory, no permission...
         raise ValueError(f"cannot read {what} file {str(path)!r} ({e.strerror or e})") from None
     except UnicodeDecodeError as e:

@@ -80,8 +80,11 @@ def test_classnames_file_plain_and_mapped(tmp_path):
         image_folder.scan_image_folder(root, long)
     twice = tmp_path / "twice.txt"
     twice.write_text("red_apple\tred apple\nblue_sea\tsea\ngreen_leaf\tleaf\nblue_sea\tocean\n")
-    with pytest.raises(ValueError, match="twice.txt:2: folder 'blue_sea' is listed twice"):
+    with pytest.raises(ValueError, match=r"twice.txt:4: folder 'blue_sea' is listed twice \(first on line 2\)"):
         image_folder.scan_image_folder(root, twice)
+    bom = tmp_path / "bom.txt"  # as Windows Notepad saves UTF-8: the mark is not part of the first name
+    bom.write_text("ocean\nleaf\napple\n", encoding="utf-8-sig")
+    assert image_folder.scan_image_folder(root, bom).classnames == ["ocean", "leaf", "apple"]
     partial = tmp_path / "partial.txt"
     partial.write_text("red_apple\tred apple\n")
     with pytest.raises(ValueError, match="does not list the class folder"):

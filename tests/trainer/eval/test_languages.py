@@ -59,7 +59,8 @@ def test_one_image_set_evaluated_in_two_languages(four_classes, tmp_path, tiny_c
     assert ja["inputs"]["templates"] == len(zeroshot.load_templates("ja")) and ja["inputs"]["template_source"] == "ja"
     assert ja["inputs"]["images"] == en["inputs"]["images"] == 12 and ja["inputs"]["classnames"] == str(japanese)
     printed = capsys.readouterr().out
-    assert "zeroshot [ja]: 12 images, 4 classes" in printed and "wit eval: zeroshot acc1=" in printed
+    assert "zeroshot [ja]: 12 images, 4 classes" in printed
+    assert "wit eval: zeroshot [en] acc1=" in printed and "; zeroshot [ja] acc1=" in printed  # each one named
 
 
 def test_each_language_scores_against_its_own_class_order(four_classes, tmp_path, tiny_checkpoint):

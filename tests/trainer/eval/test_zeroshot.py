@@ -92,6 +92,9 @@ def test_template_file_and_bad_templates(tmp_path):
     good = tmp_path / "t.txt"
     good.write_text("# my prompts\n\na photo of a {}.\n  a drawing of the {}.  \n", encoding="utf-8")
     assert zeroshot.load_templates(good) == ["a photo of a {}.", "a drawing of the {}."]
+    bom = tmp_path / "bom.txt"  # as Windows Notepad saves UTF-8: the mark is not part of the first template
+    bom.write_text("{}の写真\n", encoding="utf-8-sig")
+    assert zeroshot.load_templates(bom) == ["{}の写真"]
     for line, problem in [("no placeholder here", "exactly once"), ("{} and {}", "exactly once"),
                           ("a photo of {article} {}", "exactly once"), ("a {photo of {}", "not a format string")]:
         bad = tmp_path / "bad.txt"
