@@ -137,7 +137,7 @@ def test_a_rerun_without_uids_removes_the_missing_list(raw, original, tmp_path):
     shutil.copytree(original, out)
     listing = tmp_path / "uids.txt"
     listing.write_text("no-such-uid\n")
-    assert finalize(raw.root, out, "--uids", str(listing)) == 0
+    assert finalize(raw.root, out, "--uids", str(listing)) == 3  # finished, empty: no listed uid was found
     assert (out / rebuild.MISSING_UIDS).read_text() == "no-such-uid\tnot in the raw shards\n"
     assert not list(out.glob("[0-9]*.tar"))  # nothing listed was found: no shard
     assert finalize(raw.root, out, "--per-query-cap", str(SPACE_CAP)) == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 from schemas.finalize import ROWS_DIR
 from wit_builder.beam import fileio
 from wit_builder.beam.launcher import Outcome, Pipeline, Stage, run_stage
+from wit_builder.core import errors
 from wit_builder.finalize import gallery, outputs, rebuild, stats
 from wit_builder.finalize import inputs as stage_inputs
 from wit_builder.finalize.options import OPTIONS, FinalizeOptions
@@ -79,8 +80,13 @@ class FinalizeStage(Stage[FinalizeOptions, stage_inputs.Inputs]):
             fileio.delete([p for p in [fileio.join(out, rebuild.MISSING_UIDS)] if fileio.exists(p)])
         outputs.write_summary(out, {**summary, "settings": parameters}, outputs.read_query_counts(out), sizes,
                               document)
+        empty = not document["counts"].get("samples")  # finished, nothing to train on: exit 3, as stages 2 and 3
         return Outcome(summary=stats.summary(document["counts"], seconds) + rebuilt + summary_gallery,
-                       warnings=stats.run_warnings(counts, self.monitoring, fileio.join(out, ROWS_DIR)))
+                       exit_code=errors.EXIT_EMPTY if empty else errors.EXIT_OK,
+                       warnings=stats.run_warnings(counts, self.monitoring, fileio.join(out, ROWS_DIR)),
+                       error=("the dataset holds no samples: " + ("no listed uid is a success in the raw shards"
+                              if self.options.uids else "every raw row failed or was dropped") + "; see "
+                              + fileio.join(out, "stats.json") + " for the reasons") if empty else None)
 
 
 def run(options: FinalizeOptions, beam_argv: list[str]) -> int:
