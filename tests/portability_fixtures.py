@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from apache_beam.io.filesystem import (
     BeamIOError,
@@ -382,3 +383,19 @@ def engine_job_server(runner: str, workdir: Path, master: str, heap: str = "1g",
         yield options
     finally:
         _stop(procs)
+
+
+@contextlib.contextmanager
+def serve_small_corpus(folder: Path) -> Iterator[Any]:
+    """A small demo corpus (photos, drawn shapes, mirrors, duplicates, hostile URLs) written into ``folder`` and served
+    on loopback; the server (``wit_builder.demo.server.DemoServer``) carries the corpus as ``.corpus``."""
+    from wit_builder.demo import corpus as demo_corpus
+    from wit_builder.demo.server import DemoServer
+
+    cfg = demo_corpus.CorpusConfig(train_per_class=1, heldout_per_class=1, flood_extra=0, distractors=2,
+                                   mirrors=1, near_duplicates=1, duplicate_pairs=1)
+    corpus = demo_corpus.generate(cfg)
+    demo_corpus.write_files(corpus, folder)
+    with DemoServer(folder / demo_corpus.WWW, corpus.redirects) as server:
+        server.corpus = corpus
+        yield server

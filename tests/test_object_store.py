@@ -26,7 +26,7 @@ import pyarrow as pa
 import pytest
 
 from tests.conftest import BEAM_IN_PROCESS
-from tests.portability_fixtures import free_port, truncated_dump
+from tests.portability_fixtures import free_port, serve_small_corpus, truncated_dump
 from wit_builder import cli
 from wit_builder.beam import fileio
 from wit_builder.demo import corpus as demo_corpus
@@ -96,13 +96,7 @@ def moto(tmp_path_factory) -> Iterator[MotoServer]:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[DemoServer]:
     """A small demo corpus on a loopback server (photos, drawn shapes, mirrors, duplicates, hostile URLs)."""
-    folder = tmp_path_factory.mktemp("corpus")
-    cfg = demo_corpus.CorpusConfig(train_per_class=1, heldout_per_class=1, flood_extra=0, distractors=2,
-                                   mirrors=1, near_duplicates=1, duplicate_pairs=1)
-    corpus = demo_corpus.generate(cfg)
-    demo_corpus.write_files(corpus, folder)
-    with DemoServer(folder / demo_corpus.WWW, corpus.redirects) as server:
-        server.corpus = corpus
+    with serve_small_corpus(tmp_path_factory.mktemp("corpus")) as server:
         yield server
 
 

@@ -39,6 +39,7 @@ from tests.portability_fixtures import (
     portable_job_service,
     sdk_worker_pool,
     serialized_sdist_builds,
+    serve_small_corpus,
     spark_standalone,
     truncated_dump,
     upload_tree,
@@ -112,13 +113,7 @@ def run_stage(stage: str, inputs: dict[str, str], out: str, beam_argv: list[str]
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> DemoServer:
     """A small demo corpus on a loopback server (photos and drawn shapes, mirrors, hostile URLs)."""
-    folder = tmp_path_factory.mktemp("corpus")
-    cfg = demo_corpus.CorpusConfig(train_per_class=1, heldout_per_class=1, flood_extra=0, distractors=2,
-                                   mirrors=1, near_duplicates=1, duplicate_pairs=1)
-    corpus = demo_corpus.generate(cfg)
-    demo_corpus.write_files(corpus, folder)
-    with DemoServer(folder / demo_corpus.WWW, corpus.redirects) as server:
-        server.corpus = corpus
+    with serve_small_corpus(tmp_path_factory.mktemp("corpus")) as server:
         yield server
 
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib
 import json
 
 import pyarrow.parquet as pq
 import pytest
 
-from wit_builder import cli
+from tests.demo.conftest import record_stage_calls
 from wit_builder.core import errors, options
 from wit_builder.demo import command as demo
 from wit_builder.demo import corpus as demo_corpus
@@ -33,17 +32,7 @@ def _demo_args(out, *extra: str) -> tuple[argparse.Namespace, list[str]]:
 @pytest.fixture
 def recorded(monkeypatch) -> list[list[str]]:
     """Replace running a stage by parsing its argv with the stage's real parser, and record it."""
-    calls: list[list[str]] = []
-
-    def fake_main(argv: list[str]) -> int:
-        module_name, _, takes_beam = cli.COMMANDS[argv[0]]
-        parser = cli.build_parser(argv[0], importlib.import_module(module_name))
-        _, unknown = parser.parse_known_args(argv[1:])
-        assert all(u.startswith("--runner") for u in unknown) if takes_beam else not unknown, (argv[0], unknown)
-        calls.append(argv)
-        return 0
-
-    monkeypatch.setattr(demo.cli, "main", fake_main)
+    calls = record_stage_calls(monkeypatch)
     monkeypatch.setattr(demo.demo_corpus, "CorpusConfig", SMALL)
     monkeypatch.setattr(demo, "check_classes", lambda folder, classes: [])
     monkeypatch.setattr(demo, "report", lambda *a, **k: None)

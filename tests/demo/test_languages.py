@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib
 import json
 import re
 
 import pytest
 
-from tests.demo.conftest import SMALL
-from wit_builder import cli
+from tests.demo.conftest import SMALL, record_stage_calls
 from wit_builder.core import options
 from wit_builder.demo import command as demo
 from wit_builder.demo import corpus as demo_corpus
@@ -82,19 +80,9 @@ def test_class_names_per_language_cover_every_class():
 
 def test_the_chain_in_two_languages(monkeypatch, tmp_path):
     """Each ``wit`` call parses with the real subcommand's parser; nothing runs."""
-    calls: list[list[str]] = []
-
-    def fake_main(argv: list[str]) -> int:
-        module_name, _, takes_beam = cli.COMMANDS[argv[0]]
-        parser = cli.build_parser(argv[0], importlib.import_module(module_name))
-        _, unknown = parser.parse_known_args(argv[1:])
-        assert all(u.startswith("--runner") for u in unknown) if takes_beam else not unknown, (argv[0], unknown)
-        calls.append(argv)
-        return 0
-
+    calls = record_stage_calls(monkeypatch)
     small = functools.partial(demo_corpus.CorpusConfig, train_per_class=2, heldout_per_class=1, flood_extra=1,
                               distractors=2, mirrors=1, near_duplicates=1, duplicate_pairs=1)
-    monkeypatch.setattr(demo.cli, "main", fake_main)
     monkeypatch.setattr(demo.demo_corpus, "CorpusConfig", small)
     monkeypatch.setattr(demo, "check_classes", lambda folder, classes, lang="en": [])
     monkeypatch.setattr(demo, "report", lambda *a, **k: None)
