@@ -1,10 +1,11 @@
 """Worldwide matching in stage 2 (issue 21): caption language ID on real captions, each caption matched against
 its own language's queries (``wit_builder.pairs.routing``), ``--languages``, per-language caps, refusals.
 
-Real text: Multi30k's human image captions in English, German, French and Czech (``tests/data/captions``), the
-image captions of real Japanese Wikipedia articles (``tests/data/wiki``) and Universal Dependencies sentences
-from Japanese and Chinese Wikipedia and Thai news/Wikipedia (``tests/data/segment``), sources and licences in
-``tests/data/README.md``.
+Real text: human image captions in English, German, Spanish, Indonesian, Japanese, Russian, Turkish and Chinese
+(xFlickr&CO's COCO images), French (XVNLI), Korean and Arabic (WIT's Wikipedia captions), all in
+``tests/data/captions/image_captions.tsv``; the image captions of real Japanese Wikipedia articles
+(``tests/data/wiki``) and Universal Dependencies sentences from Japanese and Chinese Wikipedia and Thai
+news/Wikipedia (``tests/data/segment``), sources and licences in ``tests/data/README.md``.
 """
 
 from __future__ import annotations
@@ -31,13 +32,23 @@ from wit_builder.pairs.routing import FILTERED, route, unsegmented
 DATA = Path(__file__).parents[1] / "data"
 
 
-def multi30k() -> dict[str, list[str]]:
-    """Language -> the 250 real captions of Multi30k's test_2016_flickr in that language (line i: image i)."""
+def image_captions() -> dict[str, list[str]]:
+    """Language -> its real captions in ``tests/data/captions/image_captions.tsv``, in file order (for the
+    xFlickr&CO languages en/de/es/id/ja/ru/tr/zh, caption i of every language describes the same COCO image)."""
     out: dict[str, list[str]] = {}
-    with (DATA / "captions" / "multi30k_test2016.tsv").open(encoding="utf-8", newline="") as f:
+    with (DATA / "captions" / "image_captions.tsv").open(encoding="utf-8", newline="") as f:
         for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
             out.setdefault(row["lang"], []).append(row["caption"])
     return out
+
+
+# The share of each language's whole captions that the model must get right, as measured on this file (with
+# ``LanguageIdentifier()``'s defaults) less about a point. Two are low for reasons of the model, kept visible
+# here: Indonesian is taken for Malay (65 of 500; the two are close to one standard language), and 46 of the
+# 500 Chinese captions, written in Han characters alone, are taken for Japanese (the script rule cannot rule
+# Japanese out: it is written with Han characters too).
+LANGUAGE_ID_FLOORS = {"en": 0.98, "de": 0.98, "es": 0.98, "fr": 0.99, "ja": 0.99, "ru": 0.99, "tr": 0.98,
+                      "ar": 0.98, "ko": 0.97, "id": 0.81, "zh": 0.86}
 
 
 def ud(name: str) -> list[str]:
@@ -55,11 +66,15 @@ def read_rows(out: Path) -> list[dict]:
 
 
 def test_language_id_on_real_captions() -> None:
-    """Whole Multi30k captions: at least 98% right in each language; Japanese, Chinese, Thai sentences too."""
+    """Whole real image captions: each language at least its floor (:data:`LANGUAGE_ID_FLOORS`: 97-99%, but
+    81% for Indonesian and 86% for Chinese); Japanese, Chinese, Thai sentences too."""
     lid = LanguageIdentifier()
-    for lang, captions in multi30k().items():
+    captions_by_lang = image_captions()
+    assert set(captions_by_lang) == set(LANGUAGE_ID_FLOORS)
+    for lang, captions in captions_by_lang.items():
         found, scores = lid.identify(captions)
-        assert sum(f == lang for f in found) / len(captions) >= 0.98, lang
+        assert len(captions) >= 300
+        assert sum(f == lang for f in found) / len(captions) >= LANGUAGE_ID_FLOORS[lang], lang
         assert scores.dtype == np.float32 and (scores > 0).all() and (scores <= 1).all()
     for lang, name, floor in (("ja", "ja_gsd_test300", 0.99), ("zh", "zh_gsdsimp_test300", 0.93),
                               ("th", "th_pud_test300", 0.99)):
@@ -76,7 +91,7 @@ def test_language_id_on_real_captions() -> None:
 def test_identify_batch_with_repeats_keeps_order() -> None:
     """A batch with repeated captions (identified once) answers row by row as ``identify_one`` does."""
     lid = LanguageIdentifier()
-    german = multi30k()["de"][0]
+    german = image_captions()["de"][0]
     batch = [german, "a blurry picture of the cat", german, "", ud("ja_gsd_test300")[0], german, "1234"]
     found, scores = lid.identify(batch)
     assert list(zip(found, scores.tolist(), strict=True)) == \
@@ -106,21 +121,21 @@ def test_route_policy() -> None:
 
 
 def test_languages_en_keeps_the_german_caption_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """The English WIT (``--languages en``): a real German caption that holds English queries ("Boston",
-    "Terrier") is language_filtered and counted under German; its English neighbour (the same image's English
+    """The English WIT (``--languages en``): a real German caption that holds English queries ("Darth",
+    "Vader") is language_filtered and counted under German; its English neighbour (the same image's English
     caption) stays. With German queries too and no --languages, each is matched against its own queries."""
-    captions = multi30k()
-    en, de = captions["en"][1], captions["de"][1]  # the Boston Terrier image, in English and in German
-    assert "Boston Terrier" in en and "Boston Terrier" in de
+    captions = image_captions()
+    en, de = captions["en"][201], captions["de"][201]  # the Darth Vader image (COCO), in English and in German
+    assert "Darth Vader" in en and "Darth Vader" in de
     pool = write_pool(tmp_path / "pool.jsonl", [en, de])
-    english = write_queries(tmp_path / "q-en", ["boston", "terrier", "grass", "fence"])
-    german = write_queries(tmp_path / "q-de", ["boston", "terrier", "gras", "zaun"], lang="de")
+    english = write_queries(tmp_path / "q-en", ["darth", "vader", "airport", "lightsaber"])
+    german = write_queries(tmp_path / "q-de", ["darth", "vader", "gepäckband", "lichtschwert"], lang="de")
     out = tmp_path / "en-only"
     assert wit(["build-pairs", "--queries", str(english), "--queries", str(german), "--pool", str(pool),
                 "--out", str(out), "--languages", "en"]) == 0
     rows = read_rows(out)
-    assert [(r["caption"], r["lang"], r["queries"]) for r in rows] == [(en, "en", ["boston", "fence", "grass",
-                                                                                   "terrier"])]
+    assert [(r["caption"], r["lang"], r["queries"]) for r in rows] == [(en, "en", ["airport", "darth",
+                                                                                   "lightsaber", "vader"])]
     assert rows[0]["lang_score"] > 0.5
     stats = json.loads((out / STATS_JSON).read_text())
     assert stats["counts"]["language_filtered"] == 1 and stats["counts"]["candidates"] == 2
@@ -132,11 +147,12 @@ def test_languages_en_keeps_the_german_caption_out(tmp_path: Path, capsys: pytes
     assert wit(["build-pairs", "--queries", str(english), "--queries", str(german), "--pool", str(pool),
                 "--out", str(both)]) == 0
     by_lang = {r["lang"]: r["queries"] for r in read_rows(both)}
-    assert by_lang == {"en": ["boston", "fence", "grass", "terrier"], "de": ["boston", "gras", "terrier", "zaun"]}
+    assert by_lang == {"en": ["airport", "darth", "lightsaber", "vader"],
+                       "de": ["darth", "gepäckband", "lichtschwert", "vader"]}
     counts = pq.read_table(both / QUERY_COUNTS_PARQUET).to_pylist()
     assert {(r["lang"], r["query"]) for r in counts if r["matched"]} == {
-        ("en", "boston"), ("en", "terrier"), ("en", "grass"), ("en", "fence"),
-        ("de", "boston"), ("de", "terrier"), ("de", "gras"), ("de", "zaun")}
+        ("en", "darth"), ("en", "vader"), ("en", "airport"), ("en", "lightsaber"),
+        ("de", "darth"), ("de", "vader"), ("de", "gepäckband"), ("de", "lichtschwert")}
     languages = json.loads((both / STATS_JSON).read_text())["details"]["languages"]
     assert languages["de"] | languages["en"]  # both reported
     assert languages["de"]["queries_hit"] == 4 and languages["de"]["kept"] == 1
