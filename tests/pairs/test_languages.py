@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -162,10 +161,9 @@ def test_japanese_chinese_thai_sentences_match_their_queries(tmp_path: Path) -> 
         argv += ["--queries", str(folder)]
     assert wit(argv) == 0
     assert {r["lang"]: r["queries"] for r in read_rows(out)} == expected
-    # MetaCLIP 2's rule: entries as written (query_as_written), CJK/Thai entries found inside unspaced text
+    # MetaCLIP 2's rule: entries as written (stage 1's query_as_written), CJK/Thai entries found inside unspaced text
     for words, folder in zip(written.values(), folders, strict=True):
-        table = pq.read_table(folder / "queries.parquet")
-        pq.write_table(table.append_column("query_as_written", pa.array(words)), folder / "queries.parquet")
+        assert pq.read_table(folder / "queries.parquet").column("query_as_written").to_pylist() == words
     out = tmp_path / "metaclip"
     assert wit([*argv[:-len(folders) * 2 - 2], "--out", str(out), "--match-rule", "metaclip",
                 *argv[-len(folders) * 2:]]) == 0
@@ -244,10 +242,74 @@ def test_real_japanese_wikipedia_captions_under_both_rules(tmp_path: Path) -> No
     for word in words:
         holding = {c for c in captions if word in c}
         assert holding and holding <= {c for c, qs in hits.items() if segment.normalize(word, "ja") in qs}, word
-    table = pq.read_table(folder / "queries.parquet")
-    pq.write_table(table.append_column("query_as_written", pa.array(words)), folder / "queries.parquet")
+    assert pq.read_table(folder / "queries.parquet").column("query_as_written").to_pylist() == words
     out = tmp_path / "metaclip"
     assert wit(["build-pairs", "--queries", str(folder), "--pool", str(pool), "--out", str(out), "--match-rule",
                 "metaclip"]) == 0
     found = {q for r in read_rows(out) for q in r["queries"]}
     assert found == {"地図", "国章"}  # no "クロアチア": MetaCLIP 2 pads it (" クロアチア ") and unspaced text lacks it
+
+
+def drop_written(folder: Path) -> None:
+    """Rewrite ``folder``'s queries.parquet without ``query_as_written``, as files were before stage 1 wrote it."""
+    table = pq.read_table(folder / "queries.parquet")
+    pq.write_table(table.drop_columns(["query_as_written"]), folder / "queries.parquet")
+
+
+def test_stage1_written_forms_match_real_captions_under_metaclip(tmp_path: Path) -> None:
+    """``--match-rule metaclip`` with stage 1's own queries: multi-word Japanese queries (stored ``最高 裁判所``) and
+    Thai words with SARA AM (stored NFKC-split, ``ทํา``) match real captions through ``query_as_written``; without
+    that column (files before it) none of them matched."""
+    ja_queries = tmp_path / "q-ja"
+    assert wit(["build-queries", "--dump", str(DATA / "wiki" / "jawiki-country-excerpt.xml.bz2"), "--out",
+                str(ja_queries), "--min-unigram-count", "5", "--min-bigram-count", "5",
+                "--runner=FnApiRunner"]) == 0
+    rows = pq.read_table(ja_queries / "queries.parquet").to_pylist()
+    written = {r["query_as_written"]: r["query"] for r in rows}
+    assert written["最高裁判所"] == "最高 裁判所" and written["行政区分"] == "行政 区分"
+    assert all(r["query_as_written"] == segment.written_form(r["query"]) for r in rows)
+    thai = ud("th_pud_test300")
+    am_words = sorted({w for s in thai for w in segment.tokenize(s, "th") if "\u0e4d\u0e32" in w and len(w) >= 4})
+    th_queries = write_queries(tmp_path / "q-th", am_words[:20], lang="th")
+    captions = jawiki_captions() + [s for s in thai if "\u0e33" in s][:40]
+    pool = write_pool(tmp_path / "pool.jsonl", captions)
+    argv = ["build-pairs", "--queries", str(ja_queries), "--queries", str(th_queries), "--pool", str(pool),
+            "--match-rule", "metaclip"]
+
+    assert wit([*argv, "--out", str(tmp_path / "after")]) == 0
+    after = read_rows(tmp_path / "after")
+    ja_multi = {q for r in after if r["lang"] == "ja" for q in r["queries"] if " " in written.get(q, "")}
+    assert {"最高裁判所", "行政区分", "日本列島", "国際空港"} <= ja_multi  # "ガーナの最高裁判所", "パラオ国際空港"
+    th_am = {q for r in after if r["lang"] == "th" for q in r["queries"] if "\u0e33" in q}
+    assert len(th_am) >= 5 and all(segment.normalize(q, "th") in am_words for q in th_am)
+
+    for folder in (ja_queries, th_queries):
+        drop_written(folder)
+    assert wit([*argv, "--out", str(tmp_path / "before")]) == 0
+    before = read_rows(tmp_path / "before")
+    assert not [q for r in before for q in r["queries"] if " " in q or "\u0e4d\u0e32" in q]
+    assert len({q for r in before for q in r["queries"]}) < len({q for r in after for q in r["queries"]})
+
+
+def test_english_outputs_are_unchanged_by_the_written_column(tmp_path: Path) -> None:
+    """English queries are their own written form: under either rule, pairs and query counts are byte-identical
+    with and without ``query_as_written``."""
+    captions = multi30k()["en"]
+    words = sorted({w for c in captions[:60] for w in segment.tokenize(c, "en") if len(w) > 3})
+    folder = write_queries(tmp_path / "q", [*words, "young boy", "white dog"])
+    table = pq.read_table(folder / "queries.parquet")
+    assert table.column("query_as_written").to_pylist() == table.column("query").to_pylist()
+    pool = write_pool(tmp_path / "pool.jsonl", captions)
+    outputs: dict[tuple[str, str], list[bytes]] = {}
+    for state in ("with", "without"):
+        if state == "without":
+            drop_written(folder)
+        for rule in ("normalized", "metaclip"):
+            out = tmp_path / f"{state}-{rule}"
+            assert wit(["build-pairs", "--queries", str(folder), "--pool", str(pool), "--out", str(out),
+                        "--match-rule", rule]) == 0
+            files = [*sorted(out.glob(PAIRS_GLOB)), out / QUERY_COUNTS_PARQUET]
+            outputs[state, rule] = [f.read_bytes() for f in files]
+            assert len(read_rows(out)) > 100
+    for rule in ("normalized", "metaclip"):
+        assert outputs["with", rule] == outputs["without", rule]
