@@ -126,6 +126,19 @@ def test_languages_en_keeps_the_german_caption_out(tmp_path: Path, capsys: pytes
     assert stats["counts"]["lang.de.language_filtered"] == 1 and stats["counts"]["lang.en.kept"] == 1
     assert stats["details"]["languages"]["de"]["language_filtered"] == 1
     assert stats["parameters"]["languages"] == ["en"]
+    # a filtered language keeps its counts and its queries, and has no cap or target (nothing of it was capped)
+    assert stats["details"]["languages"]["de"] == {"candidates": 1, "language_filtered": 1, "matched": 0, "kept": 0,
+                                                   "queries": 4, "queries_hit": 0}
+    assert stats["details"]["languages"]["en"]["cap"] == stats["details"]["languages"]["en"]["target"] == 20_000
+    assert (out / "balance.png").read_bytes().startswith(b"\x89PNG")
+
+    german_only = tmp_path / "de-only"  # a filtered English does not set German's cap (MetaCLIP 2's p from English)
+    assert wit(["build-pairs", "--queries", str(english), "--queries", str(german), "--pool", str(pool),
+                "--out", str(german_only), "--languages", "de", "--per-query-cap", "7"]) == 0
+    languages = json.loads((german_only / STATS_JSON).read_text())["details"]["languages"]
+    assert "cap" not in languages["en"] and languages["en"]["language_filtered"] == 1
+    assert languages["de"]["cap"] == 7 and languages["de"]["kept"] == 1  # without English kept: --per-query-cap
+    assert [r["lang"] for r in read_rows(german_only)] == ["de"]
 
     both = tmp_path / "both"
     assert wit(["build-pairs", "--queries", str(english), "--queries", str(german), "--pool", str(pool),
