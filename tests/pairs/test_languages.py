@@ -192,7 +192,25 @@ def test_one_language_twice_is_refused_naming_both(tmp_path: Path, capsys: pytes
     assert f"--queries {one} and {two} are both 'en' queries" in err
     assert wit(["build-pairs", "--queries", str(one), "--pool", str(pool), "--out", str(tmp_path / "o"),
                 "--languages", "en,ja"]) == errors.EXIT_USAGE
-    assert "--languages ja: no --queries folder holds that language" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--languages ja: no --queries folder holds that language; the folders hold en (" in err
+    assert str(one) in err and "wit build-queries --wiki ja.wikipedia" in err
+
+
+@pytest.mark.parametrize(("given", "meant"), [("jp", "'ja' (日本語)"), ("Deutsch", "'de' (Deutsch)"),
+                                              ("ja.wikipedia", "'ja' (日本語)"), ("cn", "'zh' (中文)")])
+def test_an_unknown_language_code_suggests_the_nearest(tmp_path: Path, capsys: pytest.CaptureFixture, given: str,
+                                                       meant: str) -> None:
+    """``--languages jp`` is refused before any work with the nearest Wikipedia code, as build-queries' --wiki
+    (``core.languages.nearest``); nothing is written."""
+    pool = write_pool(tmp_path / "pool.jsonl", ["A dog"])
+    folder = write_queries(tmp_path / "q-ja", ["犬"], lang="ja")
+    out = tmp_path / "o"
+    assert wit(["build-pairs", "--queries", str(folder), "--pool", str(pool), "--out", str(out),
+                "--languages", f"{given},ja"]) == errors.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"--languages: {given!r} is not a Wikipedia language code; did you mean {meant}?" in err
+    assert not out.exists()
 
 
 def test_queries_of_another_segmenter_are_refused_naming_both(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
