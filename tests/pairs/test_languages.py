@@ -344,3 +344,29 @@ def test_english_outputs_are_unchanged_by_the_written_column(tmp_path: Path) -> 
             assert len(read_rows(out)) > 100
     for rule in ("normalized", "metaclip"):
         assert outputs["with", rule] == outputs["without", rule]
+
+
+def test_no_language_routing_segments_captions_as_stage1_segments_queries(tmp_path: Path) -> None:
+    """``--no-language-routing``: every caption against the one folder, whatever its language. Real Japanese
+    Wikipedia captions are segmented as the folder's queries were (``行政 区分`` matches ``ラオスの行政区分``),
+    and real English captions, which routing would filter here, get exactly the textnorm reference's matches
+    (the old language-blind rule)."""
+    from tests.references import reference_match
+
+    japanese, english = jawiki_captions(), multi30k()["en"][:100]
+    words = ["地図", "国章", "行政区分", "最高裁判所", "国旗",
+             "dog", "young boy", "white", "street", "man", "woman", "people"]
+    folder = write_queries(tmp_path / "q-ja", words, lang="ja")
+    queries = pq.read_table(folder / "queries.parquet").column("query").to_pylist()
+    assert "行政 区分" in queries and "young boy" in queries
+    pool = write_pool(tmp_path / "pool.jsonl", japanese + english)
+    out = tmp_path / "blind"
+    assert wit(["build-pairs", "--queries", str(folder), "--pool", str(pool), "--out", str(out),
+                "--no-language-routing"]) == 0
+    rows = {r["caption"]: r for r in read_rows(out)}
+    expected = {c: sorted({q for q in queries if f" {q} " in f" {segment.normalize(c)} "}) for c in japanese + english}
+    assert {c: r["queries"] for c, r in rows.items()} == {c: qs for c, qs in expected.items() if qs}
+    assert {c: rows[c]["queries"] for c in english if c in rows} == {
+        c: reference_match(queries, c) for c in english if reference_match(queries, c)}
+    assert rows["ラオスの行政区分"]["queries"] == ["行政 区分"] and rows["ラオスの行政区分"]["lang"] == "ja"
+    assert sum(rows[c]["lang"] == "en" for c in english if c in rows) >= 50  # English captions matched, not filtered

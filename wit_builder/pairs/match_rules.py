@@ -55,9 +55,11 @@ def validate(entries: Sequence[object], rule: str, where: str) -> None:
         validate_entries(entries, where)
 
 
-def make_matcher(entries: Iterable[str], rule: str) -> QueryMatcher | MetaClipMatcher:
-    """The automaton for ``rule``; both have ``match(text)``, ``match_batch(texts)`` and ``num_queries``."""
-    return QueryMatcher(entries) if check_rule(rule) == NORMALIZED else MetaClipMatcher(entries)
+def make_matcher(entries: Iterable[str], rule: str, lang: str | None = None) -> QueryMatcher | MetaClipMatcher:
+    """The automaton for ``rule``; both have ``match(text)``, ``match_batch(texts)`` and ``num_queries``. ``lang``
+    (stage 1 queries of that language) makes ``normalized`` segment texts as stage 1 segmented the queries
+    (``QueryMatcher``); MetaCLIP's rule matches text as written."""
+    return QueryMatcher(entries, lang) if check_rule(rule) == NORMALIZED else MetaClipMatcher(entries)
 
 
 def check_one_rule(rules_by_source: Mapping[str, Iterable[str | None]], what: str = "inputs") -> str | None:
