@@ -59,7 +59,7 @@ from warcio.archiveiterator import ArchiveIterator
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from schemas.queries import QUERIES  # noqa: E402
+from schemas.queries import AS_WRITTEN, QUERIES  # noqa: E402
 from wit_builder.pairs.readers.formats import read_pool_file  # noqa: E402
 from wit_builder.pairs.readers.layouts import PoolOptions  # noqa: E402
 from wit_builder.pairs.readers.records import Candidate  # noqa: E402
@@ -197,7 +197,8 @@ def bench_mixed(args: argparse.Namespace, tmp: str) -> str:
         all_queries.update(queries)
         n = len(queries)
         pq.write_table(pa.table({"query": queries, "source": ["bench"] * n, "count": [1] * n, "score": [1.0] * n,
-                                 "lang": [lang] * n}, schema=QUERIES), os.path.join(folder, "queries.parquet"))
+                                 "lang": [lang] * n, AS_WRITTEN: [segment.written_form(q) for q in queries]},
+                                schema=QUERIES), os.path.join(folder, "queries.parquet"))
         folders.append(folder)
     texts = [rows[i % len(rows)][1] for i in range(args.mixed_texts)]
     pool_dir = os.path.join(tmp, "mixed-pool")
@@ -391,7 +392,8 @@ def main() -> int:
         os.makedirs(queries_dir)
         n = len(queries)
         pq.write_table(pa.table({"query": queries, "source": ["bench"] * n, "count": [1] * n, "score": [1.0] * n,
-                                 "lang": ["en"] * n}, schema=QUERIES), os.path.join(queries_dir, "queries.parquet"))
+                                 "lang": ["en"] * n, AS_WRITTEN: queries}, schema=QUERIES),
+                       os.path.join(queries_dir, "queries.parquet"))
         pool_dir = os.path.join(tmp, "pool")
         os.makedirs(pool_dir)
         per_file = -(-len(texts) // args.files)

@@ -28,10 +28,10 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.pvalue import AsDict, AsList, AsSingleton, TaggedOutput
 
-from schemas.queries import QUERIES_PARQUET, QUERIES_TXT, language_schema
+from schemas.queries import AS_WRITTEN, QUERIES_PARQUET, QUERIES_TXT, language_schema
 from wit_builder.beam import fileio
 from wit_builder.beam.counting import COUNTS, COUNTS_FILE, CountingDoFn, WriteCounts
-from wit_builder.core import progress
+from wit_builder.core import progress, segment
 from wit_builder.core.verdicts import Drop
 from wit_builder.queries import selection as qs
 from wit_builder.queries import stats, titles
@@ -585,8 +585,8 @@ class _WriteQueries(CountingDoFn):
         wordnet = [qs.Candidate(q, qs.phrase_count(q, phrase_counts), score) for q, score in self.wordnet]
         rows, summary = qs.select({**best, "title": title_candidates, "wordnet": wordnet}, budgets)
         table = pa.Table.from_pylist(
-            [{"query": c.query, "source": source, "count": c.count, "score": c.score, "lang": self.lang}
-             for source, c in rows],
+            [{"query": c.query, "source": source, "count": c.count, "score": c.score, "lang": self.lang,
+              AS_WRITTEN: segment.written_form(c.query)} for source, c in rows],
             schema=language_schema(self.lang, self.segmenter),
         )
         fileio.write_parquet(fileio.join(self.out_dir, QUERIES_PARQUET), table)
