@@ -14,10 +14,13 @@ Row ``i``'s counter is ``(h1 + i * h2) mod width`` (Kirsch-Mitzenmacher double h
 two CRC-32s of the key's UTF-8 bytes with different seeds: the same on every worker and every run (Python's
 ``hash`` of a str is salted per process, so it cannot be used). Memory: ``8 * depth * width`` bytes.
 
-A sketch travels between workers as :meth:`CountMinSketch.chunks` (flat slices of its table, 1 MiB each by
-default) and is rebuilt with :meth:`CountMinSketch.from_chunks`: engines bound the size of one record (Flink's
-sorter refuses a record larger than its sort buffer, a 32 MiB sketch among them), and chunks summed per slice
-merge exactly as whole sketches do.
+On a cluster a sketch travels between workers as :meth:`CountMinSketch.chunks` (flat slices of its table, 1 MiB
+each by default) and is rebuilt with :meth:`CountMinSketch.from_chunks`: engines bound the size of one record
+(Flink's sorter refuses a record larger than its sort buffer, a 32 MiB sketch among them), and chunks summed per
+slice merge exactly as whole sketches do. In-process, stage 1's pair travels as a file instead
+(:func:`write_sketches`; summed into one pair in place by :func:`add_sketches_from`, memory-mapped by
+:func:`mapped_sketches`): the in-process runner's buffers would hold several copies of every record that crosses
+a stage, and issue 25 measured five copies of the sketches at the peak that way.
 """
 
 from __future__ import annotations
@@ -237,11 +240,11 @@ def assemble_sketches(chunks: Mapping[ChunkKey, np.ndarray]) -> NgramSketches | 
 # size is refused rather than guessed at.
 
 SKETCH_FILE_DTYPE = np.dtype("<i8")
-_IO_COUNTERS = 1 << 21  # counters per read or write: 16 MiB, so that no step holds a second whole sketch
+_IO_COUNTERS = CHUNK_COUNTERS  # counters per read or write (1 MiB): no step holds a second whole sketch
 
 
 def write_sketches(sketches: NgramSketches, f: BinaryIO) -> None:
-    """Write the (unigram, bigram) pair to the binary file ``f`` (layout above) in 16 MiB slices of the tables
+    """Write the (unigram, bigram) pair to the binary file ``f`` (layout above) in 1 MiB slices of the tables
     themselves: no copy of a sketch is made."""
     for sketch in sketches:
         flat = sketch.table.reshape(-1)
@@ -276,7 +279,7 @@ def _check_end(f: BinaryIO, width: int) -> None:
 
 def add_sketches_from(sketches: NgramSketches, f: BinaryIO) -> NgramSketches:
     """Add the pair in file ``f`` (written by :func:`write_sketches` at the same width) into ``sketches`` in
-    place, 16 MiB at a time, and return them: merging a file costs one slice, not a second sketch.
+    place, 1 MiB at a time, and return them: merging a file costs one slice, not a second sketch.
 
     Raises ValueError when the file's size is not that of the pair's width."""
     for part in _slices(sketches):
@@ -286,7 +289,7 @@ def add_sketches_from(sketches: NgramSketches, f: BinaryIO) -> NgramSketches:
 
 
 def read_sketches(width: int, f: BinaryIO) -> NgramSketches:
-    """The pair in file ``f`` for a bigram ``width``, read into fresh tables (one sketch's memory, read 16 MiB
+    """The pair in file ``f`` for a bigram ``width``, read into fresh tables (one sketch's memory, read 1 MiB
     at a time). Raises ValueError when the file's size is not that of ``width``."""
     sketches = ngram_sketches(width)
     for part in _slices(sketches):

@@ -270,7 +270,7 @@ class _SumChunks(beam.CombineFn):
 
 def _merge_sketch_files(paths: list[str], width: int, folder: str) -> str | None:
     """The bundles' sketch files -> the file of their sum (None without any; the file itself when there is one):
-    the first read into memory and the others added into it 16 MiB at a time, so merging holds one sketch pair
+    the first read into memory and the others added into it 1 MiB at a time, so merging holds one sketch pair
     however many files there are. The merged file is named by its inputs (a retry rewrites the same name)."""
     paths = sorted(paths)
     if len(paths) <= 1:
