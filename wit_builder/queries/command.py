@@ -48,14 +48,14 @@ class BuildQueriesStage(Stage[BuildQueriesOptions, QueryInputs]):
             print(f"wit {self.name}: warning: --sketch-width {given:,} is small for the ~{i.bigrams:,} bigrams "
                   f"estimated from the dumps' size (more than --min-bigram-count per counter): pass 2 then counts "
                   f"far more n-grams exactly (same queries, more CPU and memory); use --sketch-width "
-                  f"{i.suggested_width} ({_mib(sketches_bytes(i.suggested_width))} of sketches per range in flight)",
+                  f"{i.suggested_width} ({_mib(sketches_bytes(i.suggested_width))} of sketches per worker)",
                   file=sys.stderr, flush=True)
         how = "--sketch-width" if given is not None else f"chosen for ~{i.bigrams:,} bigrams"
         lang = i.language
         return [f"language {lang.code} ({lang.name}), segmenter {segment.segmenter_id(lang.code)}"] + [
             f"dump {d.path}" + (f" (multistream, index {d.index})" if d.index else "") for d in i.dumps] + [
             f"sketch width {i.sketch_width:,} ({how}): {_mib(sketches_bytes(i.sketch_width))} of sketches per "
-            "range in flight"]
+            "worker"]
 
     def build(self, pipeline: Pipeline) -> None:
         i = self.inputs
