@@ -262,3 +262,36 @@ def test_merging_k_sketch_files_holds_one_sketch_pair(tmp_path):
     assert got[0].estimate(["common"])[0] >= 4
     assert pipeline._merge_sketch_files(paths[:1], width, str(tmp_path)) == paths[0]
     assert pipeline._merge_sketch_files([], width, str(tmp_path)) is None
+
+
+def test_in_process_sketches_leave_each_bundle_as_one_file_and_merge_into_one(tmp_path):
+    """With a sketch folder every bundle writes its pair to one file and passes on only the path; the merged
+    pair (one file) holds every range's counts exactly once: totals equal to the tokens and bigrams counted,
+    no estimate below a true count."""
+    dumps = [write_dump(tmp_path / "a.xml", small_pages()), write_dump(tmp_path / "b.xml", small_pages(10))]
+    folder = tmp_path / "spill"
+    width = 1 << 16
+    with BeamTestPipeline(argv=BEAM_IN_PROCESS) as p:
+        _, out = p | pipeline.ReadDumps([DumpInput(str(d), None) for d in dumps],
+                                        ReadOptions(parse_timeout=60, sketch_width=width), str(tmp_path / "cache"),
+                                        sketch_dir=str(folder))
+        merged = out.sketches | pipeline.MergeSketches(width, str(folder))
+        assert_that(out.sketches | "Bundles" >> beam.Map(lambda path: path.startswith(str(folder / "bundle-"))),
+                    lambda found: None if found and all(found) else pytest.fail(f"not bundle files: {found}"),
+                    label="BundleFiles")
+        assert_that(merged | "InFolder" >> beam.Map(lambda path: path.startswith(str(folder))),
+                    equal_to([True]), label="Merged")
+    files = sorted(folder.iterdir())
+    assert files and all(f.stat().st_size == sketches_bytes(width) for f in files)
+    merged_files = [f for f in files if f.name.startswith("merged-")] or files  # one bundle: its file as it is
+    assert len(merged_files) == 1
+    with open(merged_files[0], "rb") as f:
+        unigram, bigram = read_sketches(width, f)
+    unigrams, bigrams = Counter(), Counter()
+    for text in ["The [[Eiffel Tower|tower]] stands in [[Paris]]. Paris is a city. The tower is tall." * 3,
+                 "The tower in [[Paris]] is made of iron. " * 3, "A museum in [[Paris]]. The museum is big. " * 3] * 2:
+        for line in plain_text(text).split("\n"):
+            qs.count_ngrams(line, unigrams, bigrams)
+    assert unigram.total() == sum(unigrams.values()) and bigram.total() == sum(bigrams.values())
+    assert all(unigram.estimate(list(unigrams)) >= np.array(list(unigrams.values())))
+    assert all(bigram.estimate(list(bigrams)) >= np.array(list(bigrams.values())))
