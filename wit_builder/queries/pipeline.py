@@ -126,7 +126,8 @@ class _ExtractPages(CountingDoFn):
             for chunk in sketch_chunks(sketches):
                 yield GlobalWindows.windowed_value(chunk)
             return
-        path = fileio.join(self.sketch_dir, f"bundle-{stable_name(chr(10).join(sorted(self._ranges)))}.i64")
+        name = stable_name("\n".join(sorted(self._ranges)))  # the bundle's ranges: the same name on a retry
+        path = fileio.join(self.sketch_dir, f"bundle-{name}.i64")
         with fileio.atomic_create(path) as f:
             write_sketches(sketches, f)
         del sketches  # freed before the next step of a fused stage runs
@@ -280,7 +281,8 @@ def _merge_sketch_files(paths: list[str], width: int, folder: str) -> str | None
     for path in paths[1:]:
         with fileio.open_read(path) as f:
             add_sketches_from(merged, f)
-    out = fileio.join(folder, f"merged-{stable_name(chr(10).join(paths))}.i64")
+    name = stable_name("\n".join(paths))
+    out = fileio.join(folder, f"merged-{name}.i64")
     with fileio.atomic_create(out) as f:
         write_sketches(merged, f)
     return out
