@@ -764,7 +764,8 @@ class SelectAndWrite(beam.PTransform):
 
 class BuildQueries(beam.PTransform):
     """Stage 1 as one composite: dumps (+ pageviews, WordNet candidates) -> queries.parquet, queries.txt and
-    the details file in ``out``, the counts in ``OUT/_counts.json``, the text cache in ``OUT/_tmp_text``.
+    the details file in ``out``, the counts in ``OUT/_counts.json``, the text cache in ``OUT/_tmp_text`` (and
+    in-process the sketch files in ``OUT/_tmp_spill/sketches``; the command removes both).
 
     Args:
         dumps: the dump files, each with its multistream index or None.
