@@ -13,9 +13,10 @@ pHashes); a cluster's members are one 32x32 picture with one pixel (two past 3,0
 member has its own sha256 and all pHashes lie within the default distance of one another.
 
 The sampler of ``bench_scale.py`` keeps the kernel's peak RSS (VmHWM) of the ``wit`` process (the launcher: on
-FnApiRunner it runs everything). ``--code`` runs another checkout's ``wit`` (e.g. the main branch before linear
-clusters) on the same inputs, for a side-by-side. Results go to stdout and OUT/results.json; with two cluster
-sizes the growth exponent log(t2/t1)/log(n2/n1) of time and memory is printed.
+FnApiRunner it runs everything) and the largest sum of RSS over the whole process tree at one sample (every 0.2 s).
+``--code`` runs another checkout's ``wit`` (e.g. the main branch before linear clusters) on the same inputs, for a
+side-by-side. Results go to stdout and OUT/results.json; with two cluster sizes the growth exponent
+log(t2/t1)/log(n2/n1) of time and memory is printed.
 """
 
 from __future__ import annotations
@@ -123,7 +124,8 @@ def run_finalize(code: Path, raw: Path, out: Path, timeout_s: float) -> dict:
         sampler.join()
     seconds = time.monotonic() - started
     peak = max(sampler.by_role(0).get("launcher", [0]))
-    result = {"seconds": round(seconds, 1), "peak_rss_mb": peak, "exit": code_,
+    result = {"seconds": round(seconds, 1), "peak_rss_mb": peak, "tree_peak_rss_mb": round(sampler.tree_peak),
+              "exit": code_,
               "timed_out": seconds >= timeout_s}
     stats = out / "stats.json"
     if code_ == 0 and stats.exists():
@@ -138,6 +140,14 @@ def exponent(points: list[tuple[int, float]]) -> float | None:
         return None
     (n1, y1), (n2, y2) = points[0], points[-1]
     return round(math.log(y2 / y1) / math.log(n2 / n1), 2)
+
+
+def per_row(points: list[tuple[int, float]]) -> float | None:
+    """Growth of a peak in KB per row between the smallest and the largest run (MB figures)."""
+    if len(points) < 2:
+        return None
+    (n1, y1), (n2, y2) = points[0], points[-1]
+    return round((y2 - y1) * 1e3 / (n2 - n1), 2)
 
 
 def main() -> int:
@@ -166,7 +176,9 @@ def main() -> int:
         done = [(n, r) for n, r in points if r["exit"] == 0]  # a run killed at the timeout has no rate
         growth = {"kind": kind, "code": args.label,
                   "time_exponent": exponent([(n, r["seconds"]) for n, r in done]),
-                  "rss_exponent": exponent([(n, r["peak_rss_mb"]) for n, r in done])}
+                  "rss_exponent": exponent([(n, r["peak_rss_mb"]) for n, r in done]),
+                  "tree_rss_exponent": exponent([(n, r["tree_peak_rss_mb"]) for n, r in done]),
+                  "tree_kb_per_row": per_row([(n, r["tree_peak_rss_mb"]) for n, r in done])}
         results.append(growth)
         print(json.dumps(growth), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
