@@ -227,7 +227,8 @@ class _SpilledGrouping(beam.PTransform):
 
     def expand(self, inputs: tuple[beam.PCollection, ...]) -> beam.PCollection:
         coders = [_kv_coders(p) for p in inputs]
-        key_coder = coders[0][0]  # one key encoding for every input, so equal keys group together
+        # one key encoding for every input, so that equal keys group together: theirs when they agree
+        key_coder = coders[0][0] if all(c[0] == coders[0][0] for c in coders) else beam.coders.FastPrimitivesCoder()
         coders = [(key_coder, value) for _, value in coders]
         refs = [
             p | f"Spill{i}" >> beam.ParDo(_SpillBuckets(self._spill, self._step, i, self._buckets, coders[i],
@@ -247,7 +248,7 @@ class GroupByKeySpilled(beam.PTransform):
     the elements spilled to files on the in-process runners: the shuffle then carries (bucket, file reference) pairs
     only, and the step after it holds one bucket of keys at a time. Without a spill folder (a cluster runner) it is
     ``Flatten`` + ``GroupByKey`` as they are. Values of a key come in no promised order (as from GroupByKey); keys
-    are encoded by the first input's key coder.
+    are encoded by the inputs' key coder (FastPrimitivesCoder when they differ).
 
     Args:
         spill: where the buckets go (``Spill(None)``: inline, a plain GroupByKey).
