@@ -27,6 +27,7 @@ import io
 import json
 import math
 import os
+import resource
 import subprocess
 import sys
 import tarfile
@@ -110,7 +111,7 @@ def run_finalize(code: Path, raw: Path, out: Path, timeout_s: float) -> dict:
     argv = [sys.executable, "-m", "wit_builder.cli", "finalize", "--raw", str(raw), "--out", str(out),
             "--samples-per-shard", "10000", "--runner=FnApiRunner"]
     env = {**os.environ, "PYTHONPATH": str(code)}
-    started = time.monotonic()
+    started, before = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
     with (out.parent / f"{out.name}.log").open("wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=code)
         sampler = Sampler(proc.pid)
@@ -123,8 +124,11 @@ def run_finalize(code: Path, raw: Path, out: Path, timeout_s: float) -> dict:
         sampler.stop.set()
         sampler.join()
     seconds = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     peak = max(sampler.by_role(0).get("launcher", [0]))
-    result = {"seconds": round(seconds, 1), "peak_rss_mb": peak, "tree_peak_rss_mb": round(sampler.tree_peak),
+    result = {"seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "peak_rss_mb": peak,
+              "tree_peak_rss_mb": round(sampler.tree_peak),
               "exit": code_,
               "timed_out": seconds >= timeout_s}
     stats = out / "stats.json"

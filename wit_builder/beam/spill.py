@@ -12,6 +12,18 @@ and each file is written to a temporary name and renamed (``fileio.atomic_create
 the same bytes under the same name and nothing is doubled. A consumer never deletes what it read (a retried
 consumer reads it again); the command removes the whole folder when the run ends, whether it succeeded or not.
 
+A stage whose shuffle carries Beam elements (finalize's records) uses :class:`GroupByKeySpilled` /
+:class:`CoGroupByKeySpilled` in place of ``GroupByKey`` / ``CoGroupByKey``: each writer encodes its (key, value)
+pairs with the coders the GroupByKey would use, spreads them over buckets (a hash of the key, or a given
+function: one shard per bucket) and writes them ``FLUSH_BYTES`` at a time as one file ``STEP/<hash of its
+bytes>.bin``; only (bucket, reference) pairs are grouped, and the step after reads one bucket, groups it by key
+and yields what GroupByKey would. Several inputs are written by one writer each instead of being flattened
+first (the in-process runner holds a Flatten's output in memory too). :class:`Materialize` passes a PCollection
+through files where the runner must hold it anyway (a step whose side input is computed from the same rows).
+Memory: the writers' ``FLUSH_BYTES`` each, and one bucket's elements in the reader. The references grow as
+(spilled bytes / ``FLUSH_BYTES``) x buckets: 10M finalize rows of ~400 encoded bytes make ~0.5M references of
+~100 bytes per shuffle (quadratic in the rows: past ~50M rows in-process, a cluster runner).
+
 On a cluster (Dataflow, Spark, Flink) the runner's shuffle already spills to disk and moves data between
 machines, so :func:`spill_folder` gives None there and the blobs travel inline as before: same outputs, the
 shuffle unchanged.

@@ -11,6 +11,12 @@ is (raw shard name, raw row): each final shard then reads contiguous runs of one
 few members from every raw tar. Shuffling is the data loader's job (WebDataset shuffles shards and a sample
 buffer).
 
+On the in-process runners every shuffle of rows below (uid, sha256, band, the near-duplicate join, raw shard,
+final shard; the re-cap's wait for its thresholds) goes through files under ``OUT/_tmp_spill``
+(``wit_builder.beam.spill``: only file references cross Beam's buffers; a bucket of ``ROWS_PER_BUCKET`` raw rows,
+one raw shard or one final shard is held at a time), and the decided rows of each step go to the raw-shard
+shuffle by themselves, never through one Flatten. Cluster runners keep their own shuffle; the bytes are the same.
+
 ```
 raw *.parquet ─Reshuffle─► ReadRawShards (index the tar: member offsets; decode every stored image; hash
                              images that lack sha256/pHash)
