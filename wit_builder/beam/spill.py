@@ -55,6 +55,18 @@ def spill_folder(runner: str | None, out: str) -> str | None:
     return fileio.join(out, SPILL_DIR) if name in IN_PROCESS_RUNNERS else None
 
 
+def remove_spill(out: str) -> bool:
+    """Delete ``OUT/_tmp_spill``: the folder on a local filesystem, every object below it on an object store
+    (``gs://``, ``s3://``: no folders there, so the folder itself never "exists"); whether anything was there."""
+    folder = fileio.join(out, SPILL_DIR)
+    if fileio.exists(folder):
+        fileio.delete([folder])
+        return True
+    objects = fileio.match(fileio.join(folder, "**"))
+    fileio.delete(objects)
+    return bool(objects)
+
+
 def stable_name(text: str) -> str:
     """16 hex digits naming ``text`` (e.g. an input path) in a spill file name, the same on every worker."""
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from schemas.finalize import ROWS_DIR
 from wit_builder.beam import fileio
 from wit_builder.beam.launcher import Outcome, Pipeline, Stage, run_stage
-from wit_builder.beam.spill import SPILL_DIR
+from wit_builder.beam.spill import SPILL_DIR, remove_spill
 from wit_builder.core import errors
 from wit_builder.finalize import gallery, outputs, rebuild, stats
 from wit_builder.finalize import inputs as stage_inputs
@@ -44,17 +44,13 @@ class FinalizeStage(Stage[FinalizeOptions, stage_inputs.Inputs]):
         """The completion files and ``*.tmp-*`` files of an earlier run go first (``outputs.start_rerun``), and a
         killed run's spilled shuffle files (``OUT/_tmp_spill``, ``wit_builder.beam.spill``)."""
         removed = outputs.start_rerun(self.out)
-        spilled = fileio.join(self.out, SPILL_DIR)
-        if fileio.exists(spilled):
-            fileio.delete([spilled])
-            removed.append(spilled)
+        if remove_spill(self.out):
+            removed.append(fileio.join(self.out, SPILL_DIR))
         return [f"finalize: removed {len(removed)} completion and temporary files of an earlier run"] if removed else []
 
     def after_run(self) -> None:
         """The spilled shuffle files are only for the run: removed whether it succeeded or not."""
-        spilled = fileio.join(self.out, SPILL_DIR)
-        if fileio.exists(spilled):
-            fileio.delete([spilled])
+        remove_spill(self.out)
 
     def build(self, pipeline: Pipeline) -> None:
         _ = pipeline | "Finalize" >> Finalize(self.options, self.inputs)
