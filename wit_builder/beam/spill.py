@@ -130,7 +130,7 @@ class Spill:
 
 # ---- a spilled GroupByKey / CoGroupByKey: the unit is a bucket of keys ----
 
-FLUSH_BYTES = 8 << 20  # encoded elements one writer holds before it writes them out (per bucket file set)
+FLUSH_BYTES = 8 << 20  # encoded elements one writer holds before it writes them out, as one file
 _FRAME = struct.Struct("<BII")  # one spilled element: input tag, key length, value length (then the two byte strings)
 
 
