@@ -270,11 +270,15 @@ class _GroupBucket(beam.DoFn):
     def __init__(self, coders: list[tuple[beam.coders.Coder, beam.coders.Coder]], tags: list[str] | None) -> None:
         super().__init__()
         self._coders, self._tags = coders, tags
+        self._refs: Iterable[FileRef] | None = None
+        self._sorted: list[FileRef] = []
 
     def process(self, bucket: int, refs: Iterable[FileRef]) -> Iterator[tuple[Any, Any]]:
+        if refs is not self._refs:  # the runner hands the same side input to every bucket: sorted once
+            self._refs, self._sorted = refs, sorted(refs)
         groups: dict[bytes, list[list[Any]]] = {}
         width = len(self._coders)
-        for path, first, last in sorted(refs):
+        for path, first, last in self._sorted:
             if not first <= bucket <= last:
                 continue  # the file holds no element of this bucket: not opened
             for tag, key, value in _frames(_read_bucket(path, bucket)):
