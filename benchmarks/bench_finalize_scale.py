@@ -166,6 +166,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench_finalize_scale")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    args.out = args.out.resolve()  # --code runs in its own folder
     results: list[dict] = [{"settings": {k: str(v) for k, v in vars(args).items()}}]
     series: dict[str, list[tuple[int, dict]]] = {}
     for kind, sizes in (("cluster", args.cluster), ("distinct", args.distinct)):
