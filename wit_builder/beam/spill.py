@@ -22,12 +22,13 @@ first and last bucket it holds) crosses Beam, as a side input of the step after,
 inputs are written by one writer each instead of being flattened first (the in-process runner holds a Flatten's
 output in memory too). :class:`Materialize` passes a PCollection through files where the runner must hold it
 anyway (a step whose side input is computed from the same rows).
-Memory: the writers' ``FLUSH_BYTES`` each, one bucket's elements in the reader, and one reference (~150 bytes)
-per file: spilled bytes / ``FLUSH_BYTES``, linear in the rows (10M finalize rows of ~400 encoded bytes: ~480
-references per shuffle). A reference per (file, bucket), as a GroupByKey of bucket -> ranges would need, grows as
-files x buckets, i.e. with the square of the rows (~0.5M at 10M rows, ~50M and ~7 GB at 100M). Files: each
-bucket's reader opens every file whose bucket span covers it (files x buckets opens when keys are hashed; a
-16-byte index read when the bucket is not there).
+Memory: the writers' ``FLUSH_BYTES`` each, one bucket's elements in the reader, and one reference per file:
+spilled bytes / ``FLUSH_BYTES``, linear in the rows (10M finalize rows of ~340 encoded bytes per shuffle: ~400
+references). A reference per (file, bucket), as a GroupByKey of bucket -> ranges would need, grows as files x
+buckets, i.e. with the square of the rows, and the in-process runner holds each at ~0.5 KB (measured by
+benchmarks/bench_spill_refs.py: ~0.4M and ~0.2 GB per shuffle at 10M rows, ~37M and ~17 GB at 100M). Reading:
+each bucket opens every file whose bucket span covers it (files x buckets opens when keys are hashed; a 16-byte
+index read when the bucket is not there).
 
 On a cluster (Dataflow, Spark, Flink) the runner's shuffle already spills to disk and moves data between
 machines, so :func:`spill_folder` gives None there and the blobs travel inline as before: same outputs, the
