@@ -195,7 +195,7 @@ class FastTextModel:
         self._sums = np.zeros((0, self.dim), np.float32)  # row i: the summed input rows of cached word i
         self._counts = np.zeros(0, np.float32)  # how many rows were summed
         self._eos = self.word_rows([EOS])
-        self._lookup([EOS])  # cached too: a "</s>" written in a line is found by its row
+        self._put([EOS], *self._eos)  # cached too: a "</s>" written in a line is found by its row
 
     def row_ids(self, word: str) -> list[int]:
         """The input rows fastText adds for one token (``Dictionary::getLine``/``addSubwords``), plainly: the
@@ -287,25 +287,37 @@ class FastTextModel:
         return tokens
 
     def _lookup(self, words: list[str]) -> np.ndarray:
-        """Cache rows of ``words`` (distinct), computing the missing ones; "" -> -1 (no row: not a token)."""
-        if len(self._index) + len(words) > self._max_cached:
-            self._clear()
+        """Cache rows of ``words`` (distinct), computing the missing ones; "" -> -1 (no row: not a token).
+
+        When the cache would pass ``max_cached_words`` it keeps only the words of this call (the frequent words
+        of a Zipfian text come back in every batch, so they stay), then adds the missing ones."""
         get = self._index.get
         found = np.array([get(w, -1) for w in words], np.int64)
         missing = [i for i in np.flatnonzero(found < 0).tolist() if words[i]]
+        if len(self._index) + len(missing) > self._max_cached:
+            known = np.flatnonzero(found >= 0)
+            sums, counts = self._sums[found[known]], self._counts[found[known]]
+            self._clear()
+            base = len(self._index)
+            self._put([words[i] for i in known.tolist()], sums, counts)
+            found[known] = np.arange(base, base + len(known))
         if missing:
             new = [words[i] for i in missing]
-            sums, counts = self.word_rows(new)
             base = len(self._index)
-            if base + len(new) > len(self._counts):  # grow by doubling: a batch's new words cost their own size
-                size = max(2 * len(self._counts), base + len(new), 1024)
-                self._sums = np.concatenate([self._sums[:base], np.zeros((size - base, self.dim), np.float32)])
-                self._counts = np.concatenate([self._counts[:base], np.zeros(size - base, np.float32)])
-            self._sums[base:base + len(new)] = sums
-            self._counts[base:base + len(new)] = counts
-            self._index.update(zip(new, range(base, base + len(new)), strict=True))
+            self._put(new, *self.word_rows(new))
             found[missing] = np.arange(base, base + len(new))
         return found
+
+    def _put(self, words: list[str], sums: np.ndarray, counts: np.ndarray) -> None:
+        """Append cache rows for ``words`` (not cached yet)."""
+        base = len(self._index)
+        if base + len(words) > len(self._counts):  # grow by doubling: a batch's new words cost their own size
+            size = max(2 * len(self._counts), base + len(words), 1024)
+            self._sums = np.concatenate([self._sums[:base], np.zeros((size - base, self.dim), np.float32)])
+            self._counts = np.concatenate([self._counts[:base], np.zeros(size - base, np.float32)])
+        self._sums[base:base + len(words)] = sums
+        self._counts[base:base + len(words)] = counts
+        self._index.update(zip(words, range(base, base + len(words)), strict=True))
 
     def log_scores(self, lines: Sequence[str] | pa.Array) -> np.ndarray:
         """(len(lines), labels) float32: each label's log-probability for each line, as fastText scores it
