@@ -108,10 +108,12 @@ def _dense_rows(reader: _Reader) -> np.ndarray:
     return reader.array(np.float32, m * n).reshape(m, n).copy()
 
 
-def _huffman_paths(counts: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+def _huffman_paths(counts: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """fastText's ``HierarchicalSoftmaxLoss::buildTree`` over the labels' counts (most frequent first) ->
-    (left, right): (internal nodes, labels) 0/1 float32 matrices; ``left[j, i]`` is 1 when label i's path goes
-    to the left child of internal node j (the sigmoid's ``1 - f``), ``right`` likewise (``f``)."""
+    (left, right, children): (internal nodes, labels) 0/1 float32 matrices, ``left[j, i]`` is 1 when label i's
+    path goes to the left child of internal node j (the sigmoid's ``1 - f``), ``right`` likewise (``f``); and
+    (internal nodes, 2) int64, the node ids of each internal node's left and right child (ids < labels: leaves,
+    internal node j is id labels + j, the root the last)."""
     osz = len(counts)
     count = [float(c) for c in counts] + [1e15] * (osz - 1)
     parent = [-1] * (2 * osz - 1)
@@ -129,12 +131,15 @@ def _huffman_paths(counts: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         is_right[mini[1]] = True
     left = np.zeros((max(osz - 1, 1), osz), np.float32)
     right = np.zeros_like(left)
+    children = np.zeros((max(osz - 1, 1), 2), np.int64)
+    for node in range(2 * osz - 2):
+        children[parent[node] - osz, int(is_right[node])] = node
     for label in range(osz):
         child, up = label, parent[label]
         while up != -1:
             (right if is_right[child] else left)[up - osz, label] = 1.0
             child, up = up, parent[up]
-    return left, right
+    return left, right, children
 
 
 class FastTextModel:
@@ -185,8 +190,9 @@ class FastTextModel:
         self.loss = loss
         self._output = np.ascontiguousarray(output.T)  # (dim, rows): hidden @ this
         if loss == LOSS_HS:
-            left, right = _huffman_paths(counts[self.nwords:])
+            left, right, self._children = _huffman_paths(counts[self.nwords:])
             self._paths = np.concatenate([left, right])  # (2 x internal nodes, labels)
+            self._depth = int((left + right).sum(axis=0).max())  # the longest path, in internal nodes
         self._max_cached = max_cached_words
         self._clear()
 
@@ -319,18 +325,18 @@ class FastTextModel:
         self._counts[base:base + len(words)] = counts
         self._index.update(zip(words, range(base, base + len(words)), strict=True))
 
-    def log_scores(self, lines: Sequence[str] | pa.Array) -> np.ndarray:
-        """(len(lines), labels) float32: each label's log-probability for each line, as fastText scores it
-        (hs: the sum along its path of ``log(sigmoid + 1e-5)``; softmax: ``log(p + 1e-5)``). Each line is one line:
-        a newline in it is a blank here (fastText would stop reading there). Strings, or an Arrow string array
-        without nulls.
+    def hidden(self, lines: Sequence[str] | pa.Array) -> np.ndarray:
+        """(len(lines), dim) float32: fastText's hidden vector of each line, the mean of its input rows
+        (``computeHidden``) with the ``</s>`` that ends it. Each line is one line: a newline in it is a blank here
+        (fastText would stop reading there). Strings, or an Arrow string array without nulls.
 
         Column-wise: the lines are split on fastText's blanks by Arrow (``ascii_split_whitespace``: the six ASCII
         blanks; NUL made a blank first), the tokens dictionary-encoded, and only the batch's distinct tokens
         looked up in the word cache."""
         array = lines if isinstance(lines, pa.Array) else pa.array(list(lines), pa.string())
+        hidden = np.empty((len(array), self.dim), np.float32)
         if not len(array):
-            return np.zeros((0, len(self.labels)), np.float32)
+            return hidden
         split = pc.ascii_split_whitespace(pc.replace_substring(array, "\0", " "))
         lengths = pc.list_value_length(split).to_numpy(zero_copy_only=False).astype(np.int64)
         encoded = pc.dictionary_encode(pc.list_flatten(split))
@@ -344,24 +350,81 @@ class FastTextModel:
             where[seen > 0] = -1
         kept = where >= 0
         where, line_of = where[kept], line_of[kept]
-        scores = np.empty((len(array), len(self.labels)), np.float32)
         for start in range(0, len(array), self.CHUNK):
             stop = min(start + self.CHUNK, len(array))
             chosen = slice(*np.searchsorted(line_of, [start, stop]))
-            scores[start:stop] = self._score(where[chosen], line_of[chosen] - start, stop - start)
-        return scores
+            rows, at = where[chosen], line_of[chosen] - start
+            gathered = self._sums[rows]
+            for d in range(self.dim):
+                hidden[start:stop, d] = np.bincount(at, weights=gathered[:, d], minlength=stop - start)
+            total = np.bincount(at, weights=self._counts[rows], minlength=stop - start) + self._eos[1]
+            hidden[start:stop] += self._eos[0]  # </s> ends every line
+            hidden[start:stop] /= np.maximum(total, 1.0)[:, None].astype(np.float32)
+        return hidden
 
-    CHUNK = 8192  # lines scored at a time: their (CHUNK, 2 x labels) float32 temporaries stay small
+    CHUNK = 8192  # lines at a time: their (CHUNK, 2 x labels) float32 temporaries stay small
 
-    def _score(self, where: np.ndarray, line_of: np.ndarray, lines: int) -> np.ndarray:
-        """Log-scores of ``lines`` lines whose tokens' cache rows are ``where`` (line ``line_of``, sorted)."""
-        hidden = np.empty((lines, self.dim), np.float32)
-        gathered = self._sums[where]
-        for d in range(self.dim):
-            hidden[:, d] = np.bincount(line_of, weights=gathered[:, d], minlength=lines)
-        hidden += self._eos[0]  # </s> ends every line
-        total = np.bincount(line_of, weights=self._counts[where], minlength=lines) + self._eos[1]
-        hidden /= np.maximum(total, 1.0)[:, None].astype(np.float32)  # computeHidden's mean
+    def log_scores(self, lines: Sequence[str] | pa.Array) -> np.ndarray:
+        """(len(lines), labels) float32: each label's log-probability for each line (see ``hidden``), as fastText
+        scores it (hs: the sum along its path of ``log(sigmoid + 1e-5)``; softmax: ``log(p + 1e-5)``)."""
+        hidden = self.hidden(lines)
+        return np.concatenate([self._leaf_scores(hidden[i:i + self.CHUNK]) for i in range(0, len(hidden), self.CHUNK)]
+                              or [np.zeros((0, len(self.labels)), np.float32)])
+
+    def best(self, lines: Sequence[str] | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, log-scores): the top label of each line (int64 index into ``labels``) and its log-probability
+        (float32), the argmax of ``log_scores`` without scoring every label.
+
+        Hierarchical softmax: each line walks down the tree to the more probable child (a vector step per level);
+        the leaf reached is the best when every branch left on the way scores below it by more than the most its
+        subtree's remaining factors (each at most ``log(1 + 1e-5)``) could add; the other lines (near ties, a
+        few in a hundred) are scored in full."""
+        hidden = self.hidden(lines)
+        labels = np.empty(len(hidden), np.int64)
+        scores = np.empty(len(hidden), np.float32)
+        for start in range(0, len(hidden), self.CHUNK):
+            part = hidden[start:start + self.CHUNK]
+            if self.loss == LOSS_HS:
+                found, score = self._walk(part)
+            else:
+                full = self._leaf_scores(part)
+                found = full.argmax(axis=1)
+                score = full[np.arange(len(part)), found]
+            labels[start:start + len(part)], scores[start:start + len(part)] = found, score
+        return labels, scores
+
+    def _walk(self, hidden: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``best`` for a hierarchical softmax model: the greedy walk, the bound, the full score where unsure."""
+        osz = len(self.labels)
+        eps = np.float32(1e-5)
+        with np.errstate(over="ignore"):  # exp overflows to inf: sigmoid 0, as in fastText's float code
+            f = 1.0 / (1.0 + np.exp(-(hidden @ self._output)[:, :osz - 1]))
+        rows = np.arange(len(hidden))
+        node = np.full(len(hidden), 2 * osz - 2, np.int64)
+        score = np.zeros(len(hidden), np.float32)
+        alternative = np.full(len(hidden), -np.inf, np.float32)  # the best branch left on the way
+        for _ in range(self._depth):
+            internal = node >= osz
+            if not internal.any():
+                break
+            j = np.where(internal, node - osz, 0)
+            p = f[rows, j]
+            right = p >= 0.5
+            to_right, to_left = np.log(p + eps), np.log(1 - p + eps)
+            taken, other = np.where(right, to_right, to_left), np.where(right, to_left, to_right)
+            alternative = np.where(internal, np.maximum(alternative, score + other), alternative)
+            score = np.where(internal, score + taken, score)
+            node = np.where(internal, self._children[j, right.astype(np.int64)], node)
+        # Below the branch point a leaf gains at most depth x log(1 + 1e-5); 1e-4 more for float sums' order.
+        unsure = np.flatnonzero(score < alternative + np.float32(self._depth * 1.0001e-5 + 1e-4))
+        if len(unsure):
+            full = self._leaf_scores(hidden[unsure])
+            node[unsure] = full.argmax(axis=1)
+            score[unsure] = full[np.arange(len(unsure)), node[unsure]]
+        return node, score
+
+    def _leaf_scores(self, hidden: np.ndarray) -> np.ndarray:
+        """(lines, labels) log-scores of hidden vectors (one chunk)."""
         logits = hidden @ self._output
         if self.loss == LOSS_SOFTMAX:
             logits -= logits.max(axis=1, keepdims=True)

