@@ -138,29 +138,33 @@ class LanguageIdentifier:
         with self._blas.limit(limits=1, user_api="blas"):  # small products: a second BLAS thread only spins
             top, log_best = self._model.best(lines)
         scores = np.exp(log_best)
-        check = np.flatnonzero(self._has_script[top])  # labels of a script of their own: is it in the caption?
-        wrong = []
-        for label in np.unique(top[check]).tolist():  # one Arrow regex scan per such label
-            rows = check[top[check] == label]
-            held = pc.match_substring_regex(lines.take(pa.array(rows)), f"[{SCRIPTS[self._model.labels[label]]}]")
-            wrong += rows[~held.to_numpy(zero_copy_only=False)].tolist()
-        if wrong:  # rare: the model's next labels, scored in full
-            texts_of = lines.take(pa.array(wrong, pa.int64())).to_pylist()
-            for i, line, log_scores in zip(wrong, texts_of, self._model.log_scores(texts_of), strict=True):
-                top[i], scores[i] = self._next_possible(line, log_scores, float(scores[i]))
+        wrong = np.flatnonzero(~self._script_held(lines, top, np.arange(len(top))))
+        if len(wrong):  # rare (a few in a hundred): the model's next labels, scored in full
+            log_scores = self._model.log_scores(lines.take(pa.array(wrong)))
+            order = np.argsort(-log_scores, axis=1, kind="stable")[:, :TOP_LABELS]
+            chosen = np.full(len(wrong), -1, np.int64)
+            for rank in range(order.shape[1]):
+                label = order[:, rank]
+                score = log_scores[np.arange(len(wrong)), label]
+                open_ = np.flatnonzero((chosen < 0) & (score >= self._floor))  # fastText lists none below
+                held = self._script_held(lines, label[open_], wrong[open_])
+                chosen[open_[held]] = label[open_[held]]
+            found = chosen >= 0
+            top[wrong] = chosen  # none possible: -1 (und), the top score kept
+            scores[wrong[found]] = np.exp(log_scores[np.flatnonzero(found), chosen[found]])
         np.minimum(scores, 1.0, out=scores)  # the sigmoids' product can round a hair above 1
         letter = pc.match_substring_regex(lines, LETTER_RE2).to_numpy(zero_copy_only=False)
         scores[~letter] = 0.0
         top[(top < 0) | (scores < self.min_score) | ~letter] = len(self._wiki)  # und
         return self._codes[top].tolist(), scores.astype(np.float32)
 
-    def _next_possible(self, line: str, log_scores: np.ndarray, top_score: float) -> tuple[int, float]:
-        """The best of the top :data:`TOP_LABELS` labels whose script the line holds: (label, probability), or
-        (-1, the top probability) when none is possible."""
-        for label in np.argsort(-log_scores, kind="stable")[:TOP_LABELS].tolist():
-            if log_scores[label] < self._floor:
-                break
-            script = self._scripts[label]
-            if script is None or script.search(line) is not None:
-                return label, float(np.exp(log_scores[label]))
-        return -1, top_score
+    def _script_held(self, lines: pa.Array, labels: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Mask: does line ``rows[k]`` hold a character of label ``labels[k]``'s own script (always, for labels of a
+        shared script such as Latin)? One Arrow regex scan per label of a script of its own."""
+        held = np.ones(len(rows), bool)
+        checked = np.flatnonzero(self._has_script[labels])
+        for label in np.unique(labels[checked]).tolist():
+            at = checked[labels[checked] == label]
+            found = pc.match_substring_regex(lines.take(pa.array(rows[at])), f"[{SCRIPTS[self._model.labels[label]]}]")
+            held[at] = found.to_numpy(zero_copy_only=False)
+        return held
