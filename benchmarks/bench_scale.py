@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_match import make_queries, make_texts, vocabulary, zipf_weights  # noqa: E402
 
-from schemas.queries import QUERIES, QUERIES_PARQUET  # noqa: E402
+from schemas.queries import AS_WRITTEN, QUERIES, QUERIES_PARQUET  # noqa: E402
 from tests.portability_fixtures import engine_job_server, sdk_worker_pool, spark_standalone  # noqa: E402
 
 # Every process this benchmark starts (and the executors its Spark workers start) inherits this marker, so the
@@ -68,8 +68,8 @@ def make_inputs(folder: Path, texts: int, queries: int, seed: int, per_file: int
     qdir.mkdir(parents=True, exist_ok=True)
     pool.mkdir(parents=True, exist_ok=True)
     n = len(qs)
-    pq.write_table(pa.table({"query": qs, "source": ["unigram"] * n, "count": [1] * n, "score": [1.0] * n},
-                            schema=QUERIES), qdir / QUERIES_PARQUET)
+    pq.write_table(pa.table({"query": qs, "source": ["unigram"] * n, "count": [1] * n, "score": [1.0] * n,
+                             "lang": ["en"] * n, AS_WRITTEN: qs}, schema=QUERIES), qdir / QUERIES_PARQUET)
     urls = [f"http://images.example.org/{i // 1000}/{i}.jpg" for i in range(texts)]
     for part, start in enumerate(range(0, texts, per_file)):
         pq.write_table(pa.table({"url": urls[start:start + per_file], "caption": captions[start:start + per_file]}),

@@ -4,6 +4,11 @@ One ``queries.parquet`` holds one Wikipedia language (``wit build-queries`` runs
 its own folder). The language is in every row (``lang``) and, with the word segmenter that made the tokens,
 in the file's schema metadata (``wit.lang``, ``wit.segmenter``; :func:`language_schema`) and in stats.json's
 ``details`` (``lang``, ``segmenter``): stage 2 refuses query folders whose segmenters differ from its own.
+
+``query_as_written`` is each query as its source text writes it (``wit_builder.core.segment.written_form``): the
+entry MetaCLIP 2's rule matches against raw captions (stage 2's ``--match-rule metaclip``). It equals ``query``
+for every query without a character of a script written without spaces (all of English). Files written before
+the column existed are still read (stage 2 then matches ``query`` under that rule).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 SOURCES: tuple[str, ...] = ("unigram", "bigram", "title", "wordnet")
+AS_WRITTEN = "query_as_written"  # the column of each query's written form (MetaCLIP 2's entry)
 
 QUERIES = pa.schema(
     [
@@ -20,6 +26,7 @@ QUERIES = pa.schema(
         pa.field("count", pa.int64(), nullable=False),    # occurrences in the dump's plain text
         pa.field("score", pa.float64(), nullable=False),  # the source's ranking score
         pa.field("lang", pa.string(), nullable=False),    # the Wikipedia language code (wit_builder.core.languages)
+        pa.field(AS_WRITTEN, pa.string(), nullable=False),  # the query as written (core.segment.written_form)
     ],
     metadata={"wit.table": "queries"},
 )

@@ -209,3 +209,8 @@ def test_language_recaps_follow_stage_two(tmp_path) -> None:
     assert language_recaps(100, stats) == {"en": 100, "ja": 3} == language_caps(
         {"en": np.array(en), "ja": np.array(ja)}, 100)
     assert language_recaps(100, {str(tmp_path / "stats.json"): {"stage": "build-pairs", "parameters": {}}}) == {}
+    # a language stage 2 filtered (--languages ja: English queries given, no English caption matched) has no cap
+    # and does not set the others' (its zero counts would carry a tail share of 0: ja's cap 1)
+    only_ja = {str(tmp_path / "stats.json"): {"stage": "build-pairs",
+                                              "parameters": {"language_caps": "metaclip2", "languages": ["ja"]}}}
+    assert language_recaps(100, only_ja) == {"ja": 100} == language_caps({"ja": np.array(ja)}, 100)

@@ -20,7 +20,7 @@ import pytest
 from warcio.warcwriter import WARCWriter
 
 from schemas.pairs import PAIRS
-from schemas.queries import QUERIES_PARQUET, language_schema
+from schemas.queries import AS_WRITTEN, QUERIES_PARQUET, language_schema
 from wit_builder.cli import main as wit
 from wit_builder.core import segment
 from wit_builder.core.textnorm import tokenize
@@ -102,6 +102,7 @@ def write_queries(directory: Path, queries: list[str], lang: str = "en") -> Path
             "count": [100] * len(normalized),
             "score": [1.0] * len(normalized),
             "lang": [lang] * len(normalized),
+            AS_WRITTEN: [segment.written_form(q) for q in normalized],
         },
         schema=language_schema(lang, segment.segmenter_id(lang)),
     )

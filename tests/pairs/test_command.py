@@ -210,7 +210,8 @@ def test_metaclip_rule_with_probabilistic_balance_is_metaclips_curation(pool: di
     written = [q.title() if i % 2 else q for i, q in enumerate(table.column("query").to_pylist())]
     queries_dir = tmp_path / "queries"
     queries_dir.mkdir()
-    pq.write_table(table.append_column("query_as_written", pa.array(written)), queries_dir / "queries.parquet")
+    column = table.schema.get_field_index("query_as_written")  # stage 1's form (the query itself in English)
+    pq.write_table(table.set_column(column, "query_as_written", pa.array(written)), queries_dir / "queries.parquet")
     out = tmp_path / "out"
     argv = ["build-pairs", "--queries", str(queries_dir), "--out", str(out), "--per-query-cap", str(CAP),
             "--match-rule", "metaclip", "--balance", "probabilistic", "--seed", "5", "--no-language-routing"]

@@ -1,10 +1,11 @@
 """Worldwide matching in stage 2 (issue 21): caption language ID on real captions, each caption matched against
 its own language's queries (``wit_builder.pairs.routing``), ``--languages``, per-language caps, refusals.
 
-Real text: Multi30k's human image captions in English, German, French and Czech (``tests/data/captions``), the
-image captions of real Japanese Wikipedia articles (``tests/data/wiki``) and Universal Dependencies sentences
-from Japanese and Chinese Wikipedia and Thai news/Wikipedia (``tests/data/segment``), sources and licences in
-``tests/data/README.md``.
+Real text: human image captions in English, German, Spanish, Indonesian, Japanese, Russian, Turkish and Chinese
+(xFlickr&CO's COCO images), French (XVNLI), Korean and Arabic (WIT's Wikipedia captions), all in
+``tests/data/captions/image_captions.tsv``; the image captions of real Japanese Wikipedia articles
+(``tests/data/wiki``) and Universal Dependencies sentences from Japanese and Chinese Wikipedia and Thai
+news/Wikipedia (``tests/data/segment``), sources and licences in ``tests/data/README.md``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -31,13 +31,23 @@ from wit_builder.pairs.routing import FILTERED, route, unsegmented
 DATA = Path(__file__).parents[1] / "data"
 
 
-def multi30k() -> dict[str, list[str]]:
-    """Language -> the 250 real captions of Multi30k's test_2016_flickr in that language (line i: image i)."""
+def image_captions() -> dict[str, list[str]]:
+    """Language -> its real captions in ``tests/data/captions/image_captions.tsv``, in file order (for the
+    xFlickr&CO languages en/de/es/id/ja/ru/tr/zh, caption i of every language describes the same COCO image)."""
     out: dict[str, list[str]] = {}
-    with (DATA / "captions" / "multi30k_test2016.tsv").open(encoding="utf-8", newline="") as f:
+    with (DATA / "captions" / "image_captions.tsv").open(encoding="utf-8", newline="") as f:
         for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
             out.setdefault(row["lang"], []).append(row["caption"])
     return out
+
+
+# The share of each language's whole captions that the model must get right, as measured on this file (with
+# ``LanguageIdentifier()``'s defaults) less about a point. Two are low for reasons of the model, kept visible
+# here: Indonesian is taken for Malay (65 of 500; the two are close to one standard language), and 46 of the
+# 500 Chinese captions, written in Han characters alone, are taken for Japanese (the script rule cannot rule
+# Japanese out: it is written with Han characters too).
+LANGUAGE_ID_FLOORS = {"en": 0.98, "de": 0.98, "es": 0.98, "fr": 0.99, "ja": 0.99, "ru": 0.99, "tr": 0.98,
+                      "ar": 0.98, "ko": 0.97, "id": 0.81, "zh": 0.86}
 
 
 def ud(name: str) -> list[str]:
@@ -55,11 +65,15 @@ def read_rows(out: Path) -> list[dict]:
 
 
 def test_language_id_on_real_captions() -> None:
-    """Whole Multi30k captions: at least 98% right in each language; Japanese, Chinese, Thai sentences too."""
+    """Whole real image captions: each language at least its floor (:data:`LANGUAGE_ID_FLOORS`: 97-99%, but
+    81% for Indonesian and 86% for Chinese); Japanese, Chinese, Thai sentences too."""
     lid = LanguageIdentifier()
-    for lang, captions in multi30k().items():
+    captions_by_lang = image_captions()
+    assert set(captions_by_lang) == set(LANGUAGE_ID_FLOORS)
+    for lang, captions in captions_by_lang.items():
         found, scores = lid.identify(captions)
-        assert sum(f == lang for f in found) / len(captions) >= 0.98, lang
+        assert len(captions) >= 300
+        assert sum(f == lang for f in found) / len(captions) >= LANGUAGE_ID_FLOORS[lang], lang
         assert scores.dtype == np.float32 and (scores > 0).all() and (scores <= 1).all()
     for lang, name, floor in (("ja", "ja_gsd_test300", 0.99), ("zh", "zh_gsdsimp_test300", 0.93),
                               ("th", "th_pud_test300", 0.99)):
@@ -76,7 +90,7 @@ def test_language_id_on_real_captions() -> None:
 def test_identify_batch_with_repeats_keeps_order() -> None:
     """A batch with repeated captions (identified once) answers row by row as ``identify_one`` does."""
     lid = LanguageIdentifier()
-    german = multi30k()["de"][0]
+    german = image_captions()["de"][0]
     batch = [german, "a blurry picture of the cat", german, "", ud("ja_gsd_test300")[0], german, "1234"]
     found, scores = lid.identify(batch)
     assert list(zip(found, scores.tolist(), strict=True)) == \
@@ -106,37 +120,51 @@ def test_route_policy() -> None:
 
 
 def test_languages_en_keeps_the_german_caption_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """The English WIT (``--languages en``): a real German caption that holds English queries ("Boston",
-    "Terrier") is language_filtered and counted under German; its English neighbour (the same image's English
+    """The English WIT (``--languages en``): a real German caption that holds English queries ("Darth",
+    "Vader") is language_filtered and counted under German; its English neighbour (the same image's English
     caption) stays. With German queries too and no --languages, each is matched against its own queries."""
-    captions = multi30k()
-    en, de = captions["en"][1], captions["de"][1]  # the Boston Terrier image, in English and in German
-    assert "Boston Terrier" in en and "Boston Terrier" in de
+    captions = image_captions()
+    en, de = captions["en"][201], captions["de"][201]  # the Darth Vader image (COCO), in English and in German
+    assert "Darth Vader" in en and "Darth Vader" in de
     pool = write_pool(tmp_path / "pool.jsonl", [en, de])
-    english = write_queries(tmp_path / "q-en", ["boston", "terrier", "grass", "fence"])
-    german = write_queries(tmp_path / "q-de", ["boston", "terrier", "gras", "zaun"], lang="de")
+    english = write_queries(tmp_path / "q-en", ["darth", "vader", "airport", "lightsaber"])
+    german = write_queries(tmp_path / "q-de", ["darth", "vader", "gepäckband", "lichtschwert"], lang="de")
     out = tmp_path / "en-only"
     assert wit(["build-pairs", "--queries", str(english), "--queries", str(german), "--pool", str(pool),
                 "--out", str(out), "--languages", "en"]) == 0
     rows = read_rows(out)
-    assert [(r["caption"], r["lang"], r["queries"]) for r in rows] == [(en, "en", ["boston", "fence", "grass",
-                                                                                   "terrier"])]
+    assert [(r["caption"], r["lang"], r["queries"]) for r in rows] == [(en, "en", ["airport", "darth",
+                                                                                   "lightsaber", "vader"])]
     assert rows[0]["lang_score"] > 0.5
     stats = json.loads((out / STATS_JSON).read_text())
     assert stats["counts"]["language_filtered"] == 1 and stats["counts"]["candidates"] == 2
     assert stats["counts"]["lang.de.language_filtered"] == 1 and stats["counts"]["lang.en.kept"] == 1
     assert stats["details"]["languages"]["de"]["language_filtered"] == 1
     assert stats["parameters"]["languages"] == ["en"]
+    # a filtered language keeps its counts and its queries, and has no cap or target (nothing of it was capped)
+    assert stats["details"]["languages"]["de"] == {"candidates": 1, "language_filtered": 1, "matched": 0, "kept": 0,
+                                                   "queries": 4, "queries_hit": 0}
+    assert stats["details"]["languages"]["en"]["cap"] == stats["details"]["languages"]["en"]["target"] == 20_000
+    assert (out / "balance.png").read_bytes().startswith(b"\x89PNG")
+
+    german_only = tmp_path / "de-only"  # a filtered English does not set German's cap (MetaCLIP 2's p from English)
+    assert wit(["build-pairs", "--queries", str(english), "--queries", str(german), "--pool", str(pool),
+                "--out", str(german_only), "--languages", "de", "--per-query-cap", "7"]) == 0
+    languages = json.loads((german_only / STATS_JSON).read_text())["details"]["languages"]
+    assert "cap" not in languages["en"] and languages["en"]["language_filtered"] == 1
+    assert languages["de"]["cap"] == 7 and languages["de"]["kept"] == 1  # without English kept: --per-query-cap
+    assert [r["lang"] for r in read_rows(german_only)] == ["de"]
 
     both = tmp_path / "both"
     assert wit(["build-pairs", "--queries", str(english), "--queries", str(german), "--pool", str(pool),
                 "--out", str(both)]) == 0
     by_lang = {r["lang"]: r["queries"] for r in read_rows(both)}
-    assert by_lang == {"en": ["boston", "fence", "grass", "terrier"], "de": ["boston", "gras", "terrier", "zaun"]}
+    assert by_lang == {"en": ["airport", "darth", "lightsaber", "vader"],
+                       "de": ["darth", "gepäckband", "lichtschwert", "vader"]}
     counts = pq.read_table(both / QUERY_COUNTS_PARQUET).to_pylist()
     assert {(r["lang"], r["query"]) for r in counts if r["matched"]} == {
-        ("en", "boston"), ("en", "terrier"), ("en", "grass"), ("en", "fence"),
-        ("de", "boston"), ("de", "terrier"), ("de", "gras"), ("de", "zaun")}
+        ("en", "darth"), ("en", "vader"), ("en", "airport"), ("en", "lightsaber"),
+        ("de", "darth"), ("de", "vader"), ("de", "gepäckband"), ("de", "lichtschwert")}
     languages = json.loads((both / STATS_JSON).read_text())["details"]["languages"]
     assert languages["de"] | languages["en"]  # both reported
     assert languages["de"]["queries_hit"] == 4 and languages["de"]["kept"] == 1
@@ -162,10 +190,9 @@ def test_japanese_chinese_thai_sentences_match_their_queries(tmp_path: Path) -> 
         argv += ["--queries", str(folder)]
     assert wit(argv) == 0
     assert {r["lang"]: r["queries"] for r in read_rows(out)} == expected
-    # MetaCLIP 2's rule: entries as written (query_as_written), CJK/Thai entries found inside unspaced text
+    # MetaCLIP 2's rule: entries as written (stage 1's query_as_written), CJK/Thai entries found inside unspaced text
     for words, folder in zip(written.values(), folders, strict=True):
-        table = pq.read_table(folder / "queries.parquet")
-        pq.write_table(table.append_column("query_as_written", pa.array(words)), folder / "queries.parquet")
+        assert pq.read_table(folder / "queries.parquet").column("query_as_written").to_pylist() == words
     out = tmp_path / "metaclip"
     assert wit([*argv[:-len(folders) * 2 - 2], "--out", str(out), "--match-rule", "metaclip",
                 *argv[-len(folders) * 2:]]) == 0
@@ -181,7 +208,25 @@ def test_one_language_twice_is_refused_naming_both(tmp_path: Path, capsys: pytes
     assert f"--queries {one} and {two} are both 'en' queries" in err
     assert wit(["build-pairs", "--queries", str(one), "--pool", str(pool), "--out", str(tmp_path / "o"),
                 "--languages", "en,ja"]) == errors.EXIT_USAGE
-    assert "--languages ja: no --queries folder holds that language" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--languages ja: no --queries folder holds that language; the folders hold en (" in err
+    assert str(one) in err and "wit build-queries --wiki ja.wikipedia" in err
+
+
+@pytest.mark.parametrize(("given", "meant"), [("jp", "'ja' (日本語)"), ("Deutsch", "'de' (Deutsch)"),
+                                              ("ja.wikipedia", "'ja' (日本語)"), ("cn", "'zh' (中文)")])
+def test_an_unknown_language_code_suggests_the_nearest(tmp_path: Path, capsys: pytest.CaptureFixture, given: str,
+                                                       meant: str) -> None:
+    """``--languages jp`` is refused before any work with the nearest Wikipedia code, as build-queries' --wiki
+    (``core.languages.nearest``); nothing is written."""
+    pool = write_pool(tmp_path / "pool.jsonl", ["A dog"])
+    folder = write_queries(tmp_path / "q-ja", ["犬"], lang="ja")
+    out = tmp_path / "o"
+    assert wit(["build-pairs", "--queries", str(folder), "--pool", str(pool), "--out", str(out),
+                "--languages", f"{given},ja"]) == errors.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"--languages: {given!r} is not a Wikipedia language code; did you mean {meant}?" in err
+    assert not out.exists()
 
 
 def test_queries_of_another_segmenter_are_refused_naming_both(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -244,10 +289,100 @@ def test_real_japanese_wikipedia_captions_under_both_rules(tmp_path: Path) -> No
     for word in words:
         holding = {c for c in captions if word in c}
         assert holding and holding <= {c for c, qs in hits.items() if segment.normalize(word, "ja") in qs}, word
-    table = pq.read_table(folder / "queries.parquet")
-    pq.write_table(table.append_column("query_as_written", pa.array(words)), folder / "queries.parquet")
+    assert pq.read_table(folder / "queries.parquet").column("query_as_written").to_pylist() == words
     out = tmp_path / "metaclip"
     assert wit(["build-pairs", "--queries", str(folder), "--pool", str(pool), "--out", str(out), "--match-rule",
                 "metaclip"]) == 0
     found = {q for r in read_rows(out) for q in r["queries"]}
     assert found == {"地図", "国章"}  # no "クロアチア": MetaCLIP 2 pads it (" クロアチア ") and unspaced text lacks it
+
+
+def drop_written(folder: Path) -> None:
+    """Rewrite ``folder``'s queries.parquet without ``query_as_written``, as files were before stage 1 wrote it."""
+    table = pq.read_table(folder / "queries.parquet")
+    pq.write_table(table.drop_columns(["query_as_written"]), folder / "queries.parquet")
+
+
+def test_stage1_written_forms_match_real_captions_under_metaclip(tmp_path: Path) -> None:
+    """``--match-rule metaclip`` with stage 1's own queries: multi-word Japanese queries (stored ``最高 裁判所``) and
+    Thai words with SARA AM (stored NFKC-split, ``ทํา``) match real captions through ``query_as_written``; without
+    that column (files before it) none of them matched."""
+    ja_queries = tmp_path / "q-ja"
+    assert wit(["build-queries", "--dump", str(DATA / "wiki" / "jawiki-country-excerpt.xml.bz2"), "--out",
+                str(ja_queries), "--min-unigram-count", "5", "--min-bigram-count", "5",
+                "--runner=FnApiRunner"]) == 0
+    rows = pq.read_table(ja_queries / "queries.parquet").to_pylist()
+    written = {r["query_as_written"]: r["query"] for r in rows}
+    assert written["最高裁判所"] == "最高 裁判所" and written["行政区分"] == "行政 区分"
+    assert all(r["query_as_written"] == segment.written_form(r["query"]) for r in rows)
+    thai = ud("th_pud_test300")
+    am_words = sorted({w for s in thai for w in segment.tokenize(s, "th") if "\u0e4d\u0e32" in w and len(w) >= 4})
+    th_queries = write_queries(tmp_path / "q-th", am_words[:20], lang="th")
+    captions = jawiki_captions() + [s for s in thai if "\u0e33" in s][:40]
+    pool = write_pool(tmp_path / "pool.jsonl", captions)
+    argv = ["build-pairs", "--queries", str(ja_queries), "--queries", str(th_queries), "--pool", str(pool),
+            "--match-rule", "metaclip"]
+
+    assert wit([*argv, "--out", str(tmp_path / "after")]) == 0
+    after = read_rows(tmp_path / "after")
+    ja_multi = {q for r in after if r["lang"] == "ja" for q in r["queries"] if " " in written.get(q, "")}
+    assert {"最高裁判所", "行政区分", "日本列島", "国際空港"} <= ja_multi  # "ガーナの最高裁判所", "パラオ国際空港"
+    th_am = {q for r in after if r["lang"] == "th" for q in r["queries"] if "\u0e33" in q}
+    assert len(th_am) >= 5 and all(segment.normalize(q, "th") in am_words for q in th_am)
+
+    for folder in (ja_queries, th_queries):
+        drop_written(folder)
+    assert wit([*argv, "--out", str(tmp_path / "before")]) == 0
+    before = read_rows(tmp_path / "before")
+    assert not [q for r in before for q in r["queries"] if " " in q or "\u0e4d\u0e32" in q]
+    assert len({q for r in before for q in r["queries"]}) < len({q for r in after for q in r["queries"]})
+
+
+def test_english_outputs_are_unchanged_by_the_written_column(tmp_path: Path) -> None:
+    """English queries are their own written form: under either rule, pairs and query counts are byte-identical
+    with and without ``query_as_written``."""
+    captions = multi30k()["en"]
+    words = sorted({w for c in captions[:60] for w in segment.tokenize(c, "en") if len(w) > 3})
+    folder = write_queries(tmp_path / "q", [*words, "young boy", "white dog"])
+    table = pq.read_table(folder / "queries.parquet")
+    assert table.column("query_as_written").to_pylist() == table.column("query").to_pylist()
+    pool = write_pool(tmp_path / "pool.jsonl", captions)
+    outputs: dict[tuple[str, str], list[bytes]] = {}
+    for state in ("with", "without"):
+        if state == "without":
+            drop_written(folder)
+        for rule in ("normalized", "metaclip"):
+            out = tmp_path / f"{state}-{rule}"
+            assert wit(["build-pairs", "--queries", str(folder), "--pool", str(pool), "--out", str(out),
+                        "--match-rule", rule]) == 0
+            files = [*sorted(out.glob(PAIRS_GLOB)), out / QUERY_COUNTS_PARQUET]
+            outputs[state, rule] = [f.read_bytes() for f in files]
+            assert len(read_rows(out)) > 100
+    for rule in ("normalized", "metaclip"):
+        assert outputs["with", rule] == outputs["without", rule]
+
+
+def test_no_language_routing_segments_captions_as_stage1_segments_queries(tmp_path: Path) -> None:
+    """``--no-language-routing``: every caption against the one folder, whatever its language. Real Japanese
+    Wikipedia captions are segmented as the folder's queries were (``行政 区分`` matches ``ラオスの行政区分``),
+    and real English captions, which routing would filter here, get exactly the textnorm reference's matches
+    (the old language-blind rule)."""
+    from tests.references import reference_match
+
+    japanese, english = jawiki_captions(), multi30k()["en"][:100]
+    words = ["地図", "国章", "行政区分", "最高裁判所", "国旗",
+             "dog", "young boy", "white", "street", "man", "woman", "people"]
+    folder = write_queries(tmp_path / "q-ja", words, lang="ja")
+    queries = pq.read_table(folder / "queries.parquet").column("query").to_pylist()
+    assert "行政 区分" in queries and "young boy" in queries
+    pool = write_pool(tmp_path / "pool.jsonl", japanese + english)
+    out = tmp_path / "blind"
+    assert wit(["build-pairs", "--queries", str(folder), "--pool", str(pool), "--out", str(out),
+                "--no-language-routing"]) == 0
+    rows = {r["caption"]: r for r in read_rows(out)}
+    expected = {c: sorted({q for q in queries if f" {q} " in f" {segment.normalize(c)} "}) for c in japanese + english}
+    assert {c: r["queries"] for c, r in rows.items()} == {c: qs for c, qs in expected.items() if qs}
+    assert {c: rows[c]["queries"] for c in english if c in rows} == {
+        c: reference_match(queries, c) for c in english if reference_match(queries, c)}
+    assert rows["ラオスの行政区分"]["queries"] == ["行政 区分"] and rows["ラオスの行政区分"]["lang"] == "ja"
+    assert sum(rows[c]["lang"] == "en" for c in english if c in rows) >= 50  # English captions matched, not filtered

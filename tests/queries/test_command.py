@@ -317,7 +317,7 @@ def test_resolve_pairs_each_dump_with_its_index_and_refuses_index_files_alone(tm
     assert stage.announce() == [f"language en (English), segmenter {segment.segmenter_id('en')}",
                                 f"dump {dump} (multistream, index {index})",
                                 f"sketch width 1,048,576 (chosen for ~{stage.inputs.bigrams:,} bigrams): 40 MiB of "
-                                "sketches per range in flight"]
+                                "sketches per worker"]
     assert [d.index for d in stage.inputs.dumps] == [str(index)]
     assert stage.inputs.pageviews == () and stage.inputs.wordnet == ()
     alone = BuildQueriesStage(BuildQueriesOptions(dump=(str(index),), out=str(tmp_path / "q")))
@@ -336,7 +336,7 @@ def test_sketch_width_comes_from_the_dumps_size_and_a_small_given_width_is_warne
     assert chosen.inputs.bigrams == int(dump.stat().st_size * 0.05)
     assert chosen.inputs.sketch_width == chosen.inputs.suggested_width == 1 << 22  # 2.6M / 2^22 <= 1 per counter
     assert chosen.announce()[-1] == ("sketch width 4,194,304 (chosen for ~2,621,440 bigrams): 160 MiB of sketches "
-                                     "per range in flight")
+                                     "per worker")
     assert chosen.settings().reading.sketch_width == 1 << 22  # what runs and what stats.json records
     assert capsys.readouterr().err == ""
     small = ReadOptions(sketch_width=4096)
@@ -344,7 +344,7 @@ def test_sketch_width_comes_from_the_dumps_size_and_a_small_given_width_is_warne
                                                   thresholds=Thresholds(100, 1), reading=small, traffic=english))
     given.inputs = given.resolve()
     assert given.inputs.sketch_width == 4096 and given.settings().reading.sketch_width == 4096
-    assert given.announce()[-1] == "sketch width 4,096 (--sketch-width): 0 MiB of sketches per range in flight"
+    assert given.announce()[-1] == "sketch width 4,096 (--sketch-width): 0 MiB of sketches per worker"
     err = capsys.readouterr().err
     assert err.startswith("wit build-queries: warning: --sketch-width 4,096 is small for the ~2,621,440 bigrams")
-    assert "use --sketch-width 4194304 (160 MiB of sketches per range in flight)" in err and err.count("\n") == 1
+    assert "use --sketch-width 4194304 (160 MiB of sketches per worker)" in err and err.count("\n") == 1

@@ -12,9 +12,14 @@ from wit_builder.queries import selection as qs
 from wit_builder.queries.ngram_sketch import (
     CountMinSketch,
     add_and_clear,
+    add_sketches_from,
     assemble_sketches,
+    mapped_sketches,
     ngram_sketches,
+    read_sketches,
     sketch_chunks,
+    sketches_bytes,
+    write_sketches,
 )
 
 
@@ -133,6 +138,55 @@ def test_a_ranges_sketch_pair_travels_as_chunks_and_is_rebuilt():
     assert assemble_sketches({}) is None  # no range: nothing to rebuild
     with pytest.raises(ValueError, match="one unigram and one bigram sketch shape"):
         assemble_sketches({k: v for k, v in summed.items() if k[0] == 0})
+
+
+def _pair(width: int, text: str):
+    sketches = ngram_sketches(width)
+    unigrams, bigrams = Counter(), Counter()
+    qs.count_ngrams(text, unigrams, bigrams)
+    add_and_clear(sketches, unigrams, bigrams)
+    return sketches
+
+
+def test_a_sketch_pair_file_reads_back_merges_in_place_and_maps(tmp_path):
+    """In-process runs move the pair as a file: it reads back equal, adds into another pair in place (the same
+    tables as ``merge``), memory-maps read-only with the same estimates, and a file of another width or cut
+    short is refused (a wrong table would give estimates below the true counts)."""
+    width = 1 << 18  # 2^20 counters over both tables: the 1 MiB slices of reads and writes are several
+    first, second = _pair(width, "new york is big"), _pair(width, "new york new york")
+    paths = [tmp_path / "first.i64", tmp_path / "second.i64"]
+    for sketches, path in zip((first, second), paths, strict=True):
+        with open(path, "wb") as f:
+            write_sketches(sketches, f)
+    assert [p.stat().st_size for p in paths] == [sketches_bytes(width)] * 2
+    with open(paths[0], "rb") as f:
+        merged = read_sketches(width, f)
+    assert all(np.array_equal(a.table, b.table) for a, b in zip(merged, first, strict=True))
+    tables = [s.table for s in merged]
+    with open(paths[1], "rb") as f:
+        assert add_sketches_from(merged, f) is merged
+    assert all(s.table is t for s, t in zip(merged, tables, strict=True))  # summed into, not replaced
+    expected = [a.merge(b) for a, b in zip(_pair(width, "new york is big"), second, strict=True)]
+    assert all(np.array_equal(a.table, b.table) for a, b in zip(merged, expected, strict=True))
+    assert merged[1].estimate(["new york"])[0] >= 3 and merged[1].total() == 6
+
+    mapped = mapped_sketches(width, str(paths[0]))
+    assert isinstance(mapped[1].table, np.ndarray) and not mapped[1].table.flags.writeable
+    assert mapped[0].estimate(["new", "york", "big"]).tolist() == first[0].estimate(["new", "york", "big"]).tolist()
+    assert mapped[1].estimate(["new york"]).tolist() == first[1].estimate(["new york"]).tolist()
+
+    with pytest.raises(ValueError, match="ends early"), open(paths[0], "rb") as f:
+        read_sketches(width * 2, f)
+    with pytest.raises(ValueError, match="is longer"), open(paths[0], "rb") as f:
+        read_sketches(width // 2, f)
+    with pytest.raises(ValueError, match="not the"):
+        mapped_sketches(width * 2, str(paths[0]))
+    cut = tmp_path / "cut.i64"
+    cut.write_bytes(paths[0].read_bytes()[:-8])
+    with pytest.raises(ValueError, match="ends early"), open(cut, "rb") as f:
+        add_sketches_from(_pair(width, "x y"), f)
+    with pytest.raises(ValueError, match="int64 table"):
+        CountMinSketch(16, 4, np.zeros((4, 16), dtype=np.int32))
 
 
 def test_width_for_keeps_bigrams_per_counter_at_most_the_threshold_from_the_default_up():

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import tracemalloc
 from collections import Counter
 
 import apache_beam as beam
+import numpy as np
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -28,9 +30,17 @@ from tests.queries.conftest import (
     write_multistream,
 )
 from wit_builder.beam.counting import COUNTS
+from wit_builder.beam.spill import SPILL_DIR
 from wit_builder.core.textnorm import tokenize
 from wit_builder.queries import pipeline
 from wit_builder.queries import selection as qs
+from wit_builder.queries.ngram_sketch import (
+    add_and_clear,
+    ngram_sketches,
+    read_sketches,
+    sketches_bytes,
+    write_sketches,
+)
 from wit_builder.queries.options import ReadOptions
 from wit_builder.queries.pageviews import Traffic
 from wit_builder.queries.wikidump import DumpInput
@@ -194,3 +204,94 @@ def test_a_retried_bundle_leaves_the_stats_unchanged(tmp_path, monkeypatch):
     assert retried["counts"] == plain["counts"] and retried["counts"]["pages_read"] == 8
     retried_rows, plain_rows = (tmp_path / "retried" / "queries.parquet"), (tmp_path / "plain" / "queries.parquet")
     assert retried_rows.read_bytes() == plain_rows.read_bytes()
+
+
+def test_sketches_as_chunks_give_the_bytes_of_sketches_as_files(tmp_path, monkeypatch, enwiki_sample, sample_out,
+                                                                  wordnet_dir):
+    """In-process the sketches travel as files (only names cross Beam), on a cluster as chunks through the
+    shuffle: the same queries, counts and stats either way, on the gensim sample; the files are gone after."""
+    assert not (sample_out / SPILL_DIR).exists() and not (sample_out / "_tmp_text").exists()
+    monkeypatch.setattr(pipeline, "spill_folder", lambda runner, out: None)  # a cluster runner's choice
+    out = tmp_path / "chunks"
+    assert build(out, [enwiki_sample], *SAMPLE_ARGS, "--wordnet-dir", str(wordnet_dir)) == 0
+    for name in OUTPUTS[:-1]:
+        assert (out / name).read_bytes() == (sample_out / name).read_bytes(), name
+    assert stats_without_timings(out / "stats.json") == stats_without_timings(sample_out / "stats.json")
+
+
+def test_sum_chunks_merges_into_its_first_accumulator_and_leaves_inputs_alone():
+    """Merging accumulators adds into the first one in place (Beam allows it) instead of allocating a new slice
+    per merge; an input is copied once, never changed."""
+    fn = pipeline._SumChunks()
+    inputs = [np.arange(4, dtype=np.int64), np.full(4, 10, dtype=np.int64)]
+    first = fn.add_input(fn.create_accumulator(), inputs[0])
+    assert first is not inputs[0]
+    first = fn.add_input(first, inputs[1])
+    others = [np.ones(4, dtype=np.int64), np.full(4, 100, dtype=np.int64)]
+    merged = fn.merge_accumulators([None, first, *others])
+    assert merged is first and merged.tolist() == [111, 112, 113, 114]
+    assert inputs[0].tolist() == [0, 1, 2, 3] and others[0].tolist() == [1, 1, 1, 1]
+    assert fn.merge_accumulators([None, None]) is None
+
+
+def test_merging_k_sketch_files_holds_one_sketch_pair(tmp_path):
+    """The bundles' sketch files sum into one file holding one pair in memory (the first, others added 1 MiB at
+    a time), not one per file or per merge; one file is passed on as it is, none gives None."""
+    width = 1 << 20  # 40 MiB per pair
+    size = sketches_bytes(width)
+    paths, expected = [], ngram_sketches(width)
+    for k in range(4):
+        pair = ngram_sketches(width)
+        add_and_clear(pair, Counter({f"w{k}": k + 1, "common": 1}), Counter({f"w{k} common": 2 * k + 1}))
+        expected = tuple(a.merge(b) for a, b in zip(expected, pair, strict=True))
+        path = tmp_path / f"bundle-{k}.i64"
+        with open(path, "wb") as f:
+            write_sketches(pair, f)
+        paths.append(str(path))
+    tracemalloc.start()
+    try:
+        merged = pipeline._merge_sketch_files(list(reversed(paths)), width, str(tmp_path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.1 * size, f"merging 4 files peaked at {peak / size:.2f} sketch pairs"
+    assert merged is not None and merged not in paths
+    with open(merged, "rb") as f:
+        got = read_sketches(width, f)
+    assert all(np.array_equal(a.table, b.table) for a, b in zip(got, expected, strict=True))
+    assert got[0].estimate(["common"])[0] >= 4
+    assert pipeline._merge_sketch_files(paths[:1], width, str(tmp_path)) == paths[0]
+    assert pipeline._merge_sketch_files([], width, str(tmp_path)) is None
+
+
+def test_in_process_sketches_leave_each_bundle_as_one_file_and_merge_into_one(tmp_path):
+    """With a sketch folder every bundle writes its pair to one file and passes on only the path; the merged
+    pair (one file) holds every range's counts exactly once: totals equal to the tokens and bigrams counted,
+    no estimate below a true count."""
+    dumps = [write_dump(tmp_path / "a.xml", small_pages()), write_dump(tmp_path / "b.xml", small_pages(10))]
+    folder = tmp_path / "spill"
+    width = 1 << 16
+    with BeamTestPipeline(argv=BEAM_IN_PROCESS) as p:
+        _, out = p | pipeline.ReadDumps([DumpInput(str(d), None) for d in dumps],
+                                        ReadOptions(parse_timeout=60, sketch_width=width), str(tmp_path / "cache"),
+                                        sketch_dir=str(folder))
+        merged = out.sketches | pipeline.MergeSketches(width, str(folder))
+        assert_that(out.sketches | "Bundles" >> beam.Map(lambda path: path.startswith(str(folder / "bundle-"))),
+                    lambda found: None if found and all(found) else pytest.fail(f"not bundle files: {found}"),
+                    label="BundleFiles")
+        assert_that(merged | "InFolder" >> beam.Map(lambda path: path.startswith(str(folder))),
+                    equal_to([True]), label="Merged")
+    files = sorted(folder.iterdir())
+    assert files and all(f.stat().st_size == sketches_bytes(width) for f in files)
+    merged_files = [f for f in files if f.name.startswith("merged-")] or files  # one bundle: its file as it is
+    assert len(merged_files) == 1
+    with open(merged_files[0], "rb") as f:
+        unigram, bigram = read_sketches(width, f)
+    unigrams, bigrams = Counter(), Counter()
+    for text in ["The [[Eiffel Tower|tower]] stands in [[Paris]]. Paris is a city. The tower is tall." * 3,
+                 "The tower in [[Paris]] is made of iron. " * 3, "A museum in [[Paris]]. The museum is big. " * 3] * 2:
+        for line in plain_text(text).split("\n"):
+            qs.count_ngrams(line, unigrams, bigrams)
+    assert unigram.total() == sum(unigrams.values()) and bigram.total() == sum(bigrams.values())
+    assert all(unigram.estimate(list(unigrams)) >= np.array(list(unigrams.values())))
+    assert all(bigram.estimate(list(bigrams)) >= np.array(list(bigrams.values())))

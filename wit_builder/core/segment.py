@@ -207,6 +207,48 @@ def normalize(text: str, lang: str | None = None) -> str:
     return " ".join(tokenize(text, lang))
 
 
+def written_form(normalized: str) -> str:
+    """A normalized query (``normalize``'s output) as its source text writes it: the entry MetaCLIP 2's substring
+    rule matches against raw text (Chuang et al. 2025, arXiv 2507.22062: ``metaclip/curation/substr_matching.py``
+    looks for each metadata entry, as written, inside the caption as written; ``wit_builder.pairs.metaclip_rule``).
+
+    Two steps undo what segmentation and NFKC add and a caption never writes:
+
+    1. Spaces that segmentation put between words are removed: between two tokens that both hold a character of
+       a spaceless script (``needs_segmentation``: ``マリ 共和国`` -> ``マリ共和国``), and between a
+       Han/Hiragana/Katakana token and any other (``2020 年`` -> ``2020年``, ``planner も`` -> ``plannerも``):
+       Japanese and Chinese write digits and Latin words against their characters (measured on the UD sentences
+       of tests/data/segment: 678 such neighbours written joined, none with a space). Thai, Lao, Khmer and
+       Burmese put a space around digits and Latin words (Thai UD: 155 of 155), so that space stays. Where Thai
+       text itself wrote a space between two phrases, a bigram across it is written joined (about 6% of the
+       Thai UD bigrams), which then matches only captions that join them.
+    2. Thai and Lao AM are composed again (``_AM_COMPOSE``): NFKC splits SARA AM U+0E33 into NIKHAHIT + SARA AA
+       (``ดํา``), Thai and Lao as typed and as NFC keep the one character (``ดำ``).
+
+    Case, NFKC's other folds (full-width Latin, half-width kana) and dropped punctuation are not restored: the
+    normalized form does not keep them. So the written form of a query with no spaceless-script character is the
+    query itself (every English query), and ``normalize(written_form(q))`` is ``q`` for the words of a run.
+    """
+    tokens = normalized.split(" ")
+    spaceless = [needs_segmentation(token) for token in tokens]
+    cjk = [flag and _cjk().search(token) is not None for token, flag in zip(tokens, spaceless, strict=True)]
+    written = tokens[0]
+    for index in range(1, len(tokens)):
+        joined = (spaceless[index - 1] and spaceless[index]) or cjk[index - 1] or cjk[index]
+        written += ("" if joined else " ") + tokens[index]
+    for decomposed, composed in _AM_COMPOSE:
+        written = written.replace(decomposed, composed)
+    return written
+
+
+@functools.lru_cache(maxsize=1)
+def _cjk() -> Any:
+    """A compiled pattern matching a Han, Hiragana or Katakana character (``regex``'s Script property)."""
+    import regex
+
+    return regex.compile(r"[\p{Script=Han}\p{Script=Hiragana}\p{Script=Katakana}]")
+
+
 @functools.lru_cache(maxsize=1)
 def _icu_version() -> str:
     return str(_load_icu().ICU_VERSION)

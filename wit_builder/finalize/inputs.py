@@ -92,8 +92,11 @@ def language_recaps(per_query_cap: int, pairs_stats: Mapping[str, Mapping[str, A
         table = fileio.read_parquet(fileio.join(folder_of(path), PAIRS_QUERY_COUNTS))
         if "lang" not in table.column_names:
             continue
+        kept = parameters.get("languages")  # stage 2's kept languages: a filtered one has no cap (pairs/stats.py)
         for lang, query, matched in zip(table.column("lang").to_pylist(), table.column("query").to_pylist(),
                                         table.column("matched").to_pylist(), strict=True):
+            if kept is not None and lang not in kept:
+                continue
             mine = counts.setdefault(lang, {})
             mine[query] = mine.get(query, 0) + matched
     return language_caps({lang: np.array(list(c.values()), np.int64) for lang, c in counts.items()},

@@ -235,22 +235,26 @@ def thresholds(ids: np.ndarray, ranks: np.ndarray, k: int | np.ndarray, size: in
 
 
 def id_targets(matched: np.ndarray, sizes: Sequence[int], langs: Sequence[str], config: BalanceConfig,
-               rule: str) -> np.ndarray:
+               rule: str, kept: Sequence[str] | None = None) -> np.ndarray:
     """Each query id's target (pairs kept in this stage) from its language's cap
     (``wit_builder.core.balance.language_caps`` over the matched counts by id; languages' ids one range after
-    another, ``sizes`` long), times ``--oversample``. int64, one per id."""
-    caps = id_language_caps(matched, sizes, langs, config.per_query_cap, rule)
-    return np.repeat(np.array([scaled_target(caps[lang], config.oversample) for lang in langs], np.int64),
-                     np.asarray(sizes, np.int64))
+    another, ``sizes`` long), times ``--oversample``. int64, one per id. ``kept``: the languages whose captions
+    the run matches (``QuerySet.languages``; None: all); see :func:`id_language_caps`."""
+    caps = id_language_caps(matched, sizes, langs, config.per_query_cap, rule, kept)
+    return np.repeat(np.array([scaled_target(caps.get(lang, config.per_query_cap), config.oversample)
+                               for lang in langs], np.int64), np.asarray(sizes, np.int64))
 
 
 def id_language_caps(matched: np.ndarray, sizes: Sequence[int], langs: Sequence[str], cap: int,
-                     rule: str) -> dict[str, int]:
-    """``language_caps`` of a run whose matched counts are by query id, languages one range after another."""
+                     rule: str, kept: Sequence[str] | None = None) -> dict[str, int]:
+    """``language_caps`` of a run whose matched counts are by query id, languages one range after another; only
+    the languages in ``kept`` (None: all) are capped: a filtered language (``--languages``) matches nothing, has no
+    cap, and must not set the others' (a filtered English would carry a tail share of 0 to every language)."""
     offsets = np.cumsum([0, *sizes])
     counts = np.zeros(int(offsets[-1]), np.int64)
     counts[: min(len(matched), len(counts))] = matched[: len(counts)]
-    return language_caps({lang: counts[offsets[i]: offsets[i + 1]] for i, lang in enumerate(langs)}, cap, rule)
+    return language_caps({lang: counts[offsets[i]: offsets[i + 1]] for i, lang in enumerate(langs)
+                          if kept is None or lang in kept}, cap, rule)
 
 
 def cut_array(matched: np.ndarray, threshold: np.ndarray, config: BalanceConfig,

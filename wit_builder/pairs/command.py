@@ -108,7 +108,8 @@ class BuildPairsStage(Stage[BuildPairsOptions, inputs.PairsInputs]):
         with fileio.open_read(fileio.join(out, stats.BAD_RECORDS_JSONL)) as f:
             first_bad = [json.loads(line) for line in itertools.islice(f, stats.FIRST_BAD_RECORDS)]
         langs = query_counts.column("lang").to_pylist()
-        by_lang = {lang: matched[[x == lang for x in langs]] for lang in i.queries.langs}
+        # the kept languages' caps, as the pipeline's (batches.id_targets): a filtered language has none
+        by_lang = {lang: matched[[x == lang for x in langs]] for lang in i.queries.langs if lang in i.queries.languages}
         caps = language_caps(by_lang, o.balance.per_query_cap, o.language.language_caps)
         targets = {lang: scaled_target(cap, o.balance.oversample) for lang, cap in caps.items()}
         fileio.write_bytes(fileio.join(out, BALANCE_PNG),

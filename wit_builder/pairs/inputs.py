@@ -171,8 +171,10 @@ def check_languages(found: Sequence[tuple[str, str]], wanted: Sequence[str]) -> 
     missing = [lang for lang in wanted if lang not in seen]
     if missing:
         raise errors.UsageError(f"--languages {','.join(missing)}: no --queries folder holds "
-                                f"{'that language' if len(missing) == 1 else 'those languages'} "
-                                f"(folders: {', '.join(f'{k}={v}' for k, v in sorted(seen.items()))})")
+                                f"{'that language' if len(missing) == 1 else 'those languages'}; the folders hold "
+                                f"{', '.join(f'{k} ({v})' for k, v in sorted(seen.items()))}: build the missing "
+                                f"queries with 'wit build-queries --wiki {missing[0]}.wikipedia' and add them with "
+                                "--queries, or leave the language out of --languages")
     return tuple(sorted(wanted)) if wanted else tuple(sorted(seen))
 
 

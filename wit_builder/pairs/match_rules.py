@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import pyarrow as pa
 
+from schemas.queries import AS_WRITTEN
 from wit_builder.pairs.matcher import QueryMatcher, validate_queries
 from wit_builder.pairs.metaclip_rule import MetaClipMatcher, validate_entries
 
@@ -24,10 +25,11 @@ NORMALIZED = "normalized"
 METACLIP = "metaclip"
 MATCH_RULES: tuple[str, ...] = (NORMALIZED, METACLIP)
 DEFAULT_RULE = NORMALIZED
-# Under ``metaclip``, a queries table's entries come from this column when it has one (entries as written,
-# e.g. MetaCLIP's own metadata list), else from ``query`` (stage 1's normalized, lower-case form, which
-# MetaCLIP's rule then matches only where a caption has it in lower case).
-AS_WRITTEN_COLUMN = "query_as_written"
+# Under ``metaclip``, a queries table's entries come from this column when it has one (entries as written:
+# stage 1 writes it, ``core.segment.written_form``; or MetaCLIP's own metadata list), else from ``query``
+# (the normalized, lower-case form of older files, which MetaCLIP's rule then matches only where a caption
+# has it in lower case, and never where segmentation put spaces into it).
+AS_WRITTEN_COLUMN = AS_WRITTEN
 
 
 def check_rule(rule: str) -> str:
@@ -53,9 +55,11 @@ def validate(entries: Sequence[object], rule: str, where: str) -> None:
         validate_entries(entries, where)
 
 
-def make_matcher(entries: Iterable[str], rule: str) -> QueryMatcher | MetaClipMatcher:
-    """The automaton for ``rule``; both have ``match(text)``, ``match_batch(texts)`` and ``num_queries``."""
-    return QueryMatcher(entries) if check_rule(rule) == NORMALIZED else MetaClipMatcher(entries)
+def make_matcher(entries: Iterable[str], rule: str, lang: str | None = None) -> QueryMatcher | MetaClipMatcher:
+    """The automaton for ``rule``; both have ``match(text)``, ``match_batch(texts)`` and ``num_queries``. ``lang``
+    (stage 1 queries of that language) makes ``normalized`` segment texts as stage 1 segmented the queries
+    (``QueryMatcher``); MetaCLIP's rule matches text as written."""
+    return QueryMatcher(entries, lang) if check_rule(rule) == NORMALIZED else MetaClipMatcher(entries)
 
 
 def check_one_rule(rules_by_source: Mapping[str, Iterable[str | None]], what: str = "inputs") -> str | None:

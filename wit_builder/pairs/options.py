@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from schemas.queries import QUERIES_PARQUET
+from wit_builder.core import languages as wikipedia_languages
 from wit_builder.core.balance import LANGUAGE_CAP_RULES, MODES, BalanceConfig
 from wit_builder.core.options import option
 from wit_builder.pairs.langid import DEFAULT_MIN_SCORE
@@ -58,9 +59,11 @@ class LanguageOptions:
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_language_score <= 1.0:
             raise ValueError(f"min_language_score must be within [0, 1], not {self.min_language_score}")
-        for code in self.codes:
-            if not code.replace("-", "").isalnum() or code != code.lower():
-                raise ValueError(f"languages: {code!r} is not a Wikipedia language code (e.g. en, ja, zh-yue)")
+        for code in self.codes:  # as build-queries' --wiki: an unknown code is refused with the nearest known one
+            if (near := wikipedia_languages.nearest(code)) != code:
+                hint = f"; did you mean {near!r} ({wikipedia_languages.resolve(near).name})?" if near else ""
+                raise ValueError(f"languages: {code!r} is not a Wikipedia language code{hint} "
+                                 "(codes as in https://CODE.wikipedia.org: en, ja, zh-yue)")
 
     @property
     def codes(self) -> tuple[str, ...]:

@@ -546,7 +546,8 @@ class Balance(beam.PTransform):
     def expand(self, collapsed: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
         config, q = self._config, self._queries
         ranked, matched = collapsed["ranked"], collapsed["matched"]
-        targets = matched | "LanguageTargets" >> beam.Map(id_targets, q.sizes, q.langs, config, self._language_caps)
+        targets = matched | "LanguageTargets" >> beam.Map(id_targets, q.sizes, q.langs, config, self._language_caps,
+                                                           q.languages)
         capped = matched | "CappedQueries" >> beam.Map(capped_queries, config, AsSingleton(targets))
         # Each id group's smallest ranks per capped query meet in their own combiner; only one threshold per
         # capped query meets in one place (a dense int64 array, as long as the query list at most).

@@ -14,7 +14,10 @@ A run holds one queries folder per language (``inputs.QuerySet``); its query ids
   routes by one LID label per text.
 
 ``--no-language-routing`` (one queries folder only) matches every caption against that folder, whatever its
-language: CLIP's and MetaCLIP v1's language-blind rule, kept for reproducing them.
+language: CLIP's and MetaCLIP v1's language-blind rule, kept for reproducing them. Under ``normalized`` the captions
+are segmented as stage 1 segmented the folder's queries (the folder's matcher is a ``QueryMatcher`` with its
+language, below), so Japanese captions match segmented queries such as ``東京 タワー`` in this mode too, while text
+without a spaceless-script character is ``textnorm``'s as before (English outputs are the old rule's).
 
 Under ``normalized`` a caption holding a character of a script written without spaces is segmented by
 ``wit_builder.core.segment`` with its language (the segmenter of stage 1, so queries and captions split the

@@ -74,8 +74,10 @@ def languages(counts: Mapping[str, int], query_counts: Any, caps: Mapping[str, i
               targets: Mapping[str, int]) -> dict[str, dict[str, int]]:
     """stats.json's ``details.languages``: per caption language (every language seen or queried), its
     :data:`LANGUAGE_COUNTS`, the distinct queries of that language it hit (``queries_hit``), the queries of
-    that language (``queries``), and for a language with queries the cap used (``cap``) and the stage's target
-    (``target``: the cap times ``--oversample``). ``query_counts`` is query_counts.parquet as a table."""
+    that language (``queries``), and for a language whose captions the run matched (``caps``' keys) the cap
+    used (``cap``) and the stage's target (``target``: the cap times ``--oversample``). A language with queries
+    that ``--languages`` filtered has no ``cap``/``target`` (absent: nothing of it was capped), only its counts.
+    ``query_counts`` is query_counts.parquet as a table."""
     out: dict[str, dict[str, int]] = {}
     for name, n in counts.items():
         if name.startswith(LANGUAGE_PREFIX):
@@ -86,8 +88,9 @@ def languages(counts: Mapping[str, int], query_counts: Any, caps: Mapping[str, i
     for lang in sorted(set(langs.tolist())):
         row = out.setdefault(lang, dict.fromkeys(LANGUAGE_COUNTS, 0))
         mine = langs == lang
-        row.update(queries=int(mine.sum()), queries_hit=int((matched[mine] > 0).sum()), cap=int(caps[lang]),
-                   target=int(targets[lang]))
+        row.update(queries=int(mine.sum()), queries_hit=int((matched[mine] > 0).sum()))
+        if lang in caps:
+            row.update(cap=int(caps[lang]), target=int(targets[lang]))
     return dict(sorted(out.items()))
 
 

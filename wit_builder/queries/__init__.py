@@ -38,8 +38,9 @@ Decisions and where they are made (decision -> module):
 - per-page parse budget: the parser runs in a helper process, killed and restarted when a page takes more than
   ``--parse-timeout`` seconds (default 5) or more memory than ``--parse-memory-mb`` (default 2048); works in any
   thread (no signals) -> ``parse_budget.py``
-- count-min sketch (deterministic hashing, mergeable); the (unigram, bigram) pair of a range, moved as 1 MiB
-  chunks keyed by their place and rebuilt from the chunks summed per place -> ``ngram_sketch.py``
+- count-min sketch (deterministic hashing, mergeable); the (unigram, bigram) pair of a bundle, moved as 1 MiB
+  chunks keyed by their place and rebuilt from the chunks summed per place, or in-process as a file (summed in
+  place, memory-mapped in pass 2) -> ``ngram_sketch.py``
 - tokens and normalization (shared with stage 2): words of scripts without spaces segmented -> ``wit_builder/core/
   segment.py`` (``textnorm.py`` below it); pass 1 caches the tokens, pass 2 reads them -> ``pipeline.py``
 - bigrams within a line; eligibility; NPMI and why; title and WordNet scores; ``count`` per source; ranking and

@@ -9,6 +9,7 @@ from dataclasses import replace
 from schemas.queries import STATS_JSON
 from wit_builder.beam import fileio
 from wit_builder.beam.launcher import Outcome, Pipeline, Stage, run_stage
+from wit_builder.beam.spill import SPILL_DIR
 from wit_builder.core import segment
 from wit_builder.core.errors import StageFailed
 from wit_builder.queries import inputs, stats
@@ -47,14 +48,14 @@ class BuildQueriesStage(Stage[BuildQueriesOptions, QueryInputs]):
             print(f"wit {self.name}: warning: --sketch-width {given:,} is small for the ~{i.bigrams:,} bigrams "
                   f"estimated from the dumps' size (more than --min-bigram-count per counter): pass 2 then counts "
                   f"far more n-grams exactly (same queries, more CPU and memory); use --sketch-width "
-                  f"{i.suggested_width} ({_mib(sketches_bytes(i.suggested_width))} of sketches per range in flight)",
+                  f"{i.suggested_width} ({_mib(sketches_bytes(i.suggested_width))} of sketches per worker)",
                   file=sys.stderr, flush=True)
         how = "--sketch-width" if given is not None else f"chosen for ~{i.bigrams:,} bigrams"
         lang = i.language
         return [f"language {lang.code} ({lang.name}), segmenter {segment.segmenter_id(lang.code)}"] + [
             f"dump {d.path}" + (f" (multistream, index {d.index})" if d.index else "") for d in i.dumps] + [
             f"sketch width {i.sketch_width:,} ({how}): {_mib(sketches_bytes(i.sketch_width))} of sketches per "
-            "range in flight"]
+            "worker"]
 
     def build(self, pipeline: Pipeline) -> None:
         i = self.inputs
@@ -66,10 +67,12 @@ class BuildQueriesStage(Stage[BuildQueriesOptions, QueryInputs]):
         return StageFailed(f"{error}. No output was written.")
 
     def after_run(self) -> None:
-        """Pass 1's text cache is only for pass 2: removed whether the run succeeded or not."""
-        cache_dir = fileio.join(self.out, TEXT_CACHE)
-        if fileio.exists(cache_dir):
-            fileio.delete([cache_dir])
+        """Pass 1's text cache and, in-process, the sketch files (``OUT/_tmp_spill``) are only for pass 2:
+        removed whether the run succeeded or not."""
+        for folder in (TEXT_CACHE, SPILL_DIR):
+            path = fileio.join(self.out, folder)
+            if fileio.exists(path):
+                fileio.delete([path])
 
     def finish(self, counts: dict[str, int], seconds: float) -> Outcome:
         """stats.json from the counts and the pipeline's details file (removed after); the summary line."""

@@ -44,8 +44,8 @@ class ReadOptions:
                                        "skipped like a timeout")
     sketch_width: int | None = option(None, unit="counters", metavar="COUNTERS",
                                       help="counters per row of the bigram count-min sketch (4 rows of 8-byte "
-                                           "counters; the unigram sketch has a quarter: 40 bytes per counter per "
-                                           "range in flight); wider = fewer n-grams below the thresholds counted "
+                                           "counters; the unigram sketch has a quarter: 40 bytes per counter, held "
+                                           "once per worker); wider = fewer n-grams below the thresholds counted "
                                            "exactly in pass 2; none: from the dumps' size (at least 2^20, "
                                            "ngram_sketch.width_for; full enwiki ~2^28, docs/deploy.md)")
 

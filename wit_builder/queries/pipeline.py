@@ -3,8 +3,9 @@ imports Beam. Reads and writes stay at the edges (the dumps, the text cache, the
 
     BuildQueries
       ReadDumps        dumps -> ranges -> Reshuffle -> _ExtractPages (pass 1, pages.judge_page per page):
-                       sketches, links, articles, redirects, rejected pages, counts; plain text -> OUT/_tmp_text
-      MergeSketches    per-range sketches -> 1 MiB chunks summed per place
+                       one sketch pair per bundle, links, articles, redirects, rejected pages, counts; plain text
+                       -> OUT/_tmp_text; in-process the sketches -> OUT/_tmp_spill/sketches (only names cross Beam)
+      MergeSketches    per-bundle sketch files -> one file (summed in place), else 1 MiB chunks summed per place
       TitleTraffic     --pageviews rows (ReadPageviews), else inlinks -> traffic per title
       TitleCandidates  articles + redirects + traffic -> ScoreTitles -> Best (titles.py)
       CountKept        pass 2: cached text -> exact counts of the n-grams the sketches let through (+ phrases)
@@ -27,11 +28,13 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 from apache_beam.pvalue import AsDict, AsList, AsSingleton, TaggedOutput
+from apache_beam.transforms.window import GlobalWindows
 
-from schemas.queries import QUERIES_PARQUET, QUERIES_TXT, language_schema
+from schemas.queries import AS_WRITTEN, QUERIES_PARQUET, QUERIES_TXT, language_schema
 from wit_builder.beam import fileio
 from wit_builder.beam.counting import COUNTS, COUNTS_FILE, CountingDoFn, WriteCounts
-from wit_builder.core import progress
+from wit_builder.beam.spill import spill_folder, stable_name
+from wit_builder.core import progress, segment
 from wit_builder.core.verdicts import Drop
 from wit_builder.queries import selection as qs
 from wit_builder.queries import stats, titles
@@ -41,9 +44,13 @@ from wit_builder.queries.ngram_sketch import (
     DistinctSketch,
     NgramSketches,
     add_and_clear,
+    add_sketches_from,
     assemble_sketches,
+    mapped_sketches,
     ngram_sketches,
+    read_sketches,
     sketch_chunks,
+    write_sketches,
 )
 from wit_builder.queries.options import BuildQueriesOptions, ReadOptions
 from wit_builder.queries.pages import ArticleText, PageVerdict, Redirect, TitleQuery, judge_page
@@ -56,6 +63,7 @@ LOG = logging.getLogger(__name__)
 # Partial n-gram counts leave a worker when this many distinct keys have piled up (memory stays flat).
 FLUSH_KEYS = 200_000
 TEXT_CACHE = "_tmp_text"  # pass 1's plain text per range, for pass 2; removed when the run ends
+SKETCH_FILES = "sketches"  # under the spill folder (OUT/_tmp_spill): per-bundle and merged sketch files
 
 
 def text_cache_path(cache_dir: str, rng: DumpRange) -> str:
@@ -75,18 +83,28 @@ def _plan_ranges(dump: DumpInput, split_bytes: int) -> list[DumpRange]:
 class _ExtractPages(CountingDoFn):
     """Pass 1 over one range: every page judged by ``pages.judge_page`` under the parse budget
     (``parse_budget.BoundedParser``), each verdict counted or routed: article text into partial n-gram counts
-    (flushed into the range's sketches, the main output at the end) and the text cache; links, titles,
-    redirects and rejected pages (``(reason, RejectedPage)``) on tagged outputs."""
+    (flushed into the bundle's sketches) and the text cache; links, titles, redirects and rejected pages
+    (``(reason, RejectedPage)``) on tagged outputs.
+
+    One (unigram, bigram) sketch pair per bundle, whatever its number of ranges (a worker holds one pair, not one
+    per range), leaves in ``finish_bundle`` as the main output: with ``sketch_dir`` written to a file named by the
+    bundle's ranges (a retried bundle rewrites the same name; a lost bundle's file is named by no element) and
+    its path emitted, else as ``sketch_chunks`` records. A retried bundle starts a fresh pair (``start_bundle``).
+    """
 
     namespace = stats.NAMESPACE
     OUTPUTS = ("links", "articles", "redirects", "rejected", "distinct", COUNTS)
 
-    def __init__(self, reading: ReadOptions, cache_dir: str, site: Site = ENGLISH) -> None:
+    def __init__(self, reading: ReadOptions, cache_dir: str, site: Site = ENGLISH,
+                 sketch_dir: str | None = None) -> None:
         super().__init__()
         self.reading = reading
         self.cache_dir = cache_dir
         self.site = site
+        self.sketch_dir = sketch_dir
         self.parser: BoundedParser | None = None
+        self._sketches: NgramSketches | None = None
+        self._ranges: list[str] = []
 
     def setup(self) -> None:
         self.parser = BoundedParser(self.reading.parse_timeout, self.reading.parse_memory_bytes, self.site)
@@ -94,6 +112,26 @@ class _ExtractPages(CountingDoFn):
     def teardown(self) -> None:
         if self.parser is not None:
             self.parser.close()
+
+    def start_bundle(self) -> None:
+        super().start_bundle()
+        self._sketches, self._ranges = None, []
+
+    def finish_bundle(self) -> Iterator:
+        yield from super().finish_bundle()
+        sketches, self._sketches = self._sketches, None
+        if sketches is None:  # no range in the bundle
+            return
+        if self.sketch_dir is None:
+            for chunk in sketch_chunks(sketches):
+                yield GlobalWindows.windowed_value(chunk)
+            return
+        name = stable_name("\n".join(sorted(self._ranges)))  # the bundle's ranges: the same name on a retry
+        path = fileio.join(self.sketch_dir, f"bundle-{name}.i64")
+        with fileio.atomic_create(path) as f:
+            write_sketches(sketches, f)
+        del sketches  # freed before the next step of a fused stage runs
+        yield GlobalWindows.windowed_value(path)
 
     def process(self, rng: DumpRange) -> Iterator:
         with fileio.atomic_create(text_cache_path(self.cache_dir, rng)) as raw, \
@@ -104,8 +142,12 @@ class _ExtractPages(CountingDoFn):
         assert self.parser is not None  # set up in setup()
         unigrams: Counter[str] = Counter()
         bigrams: Counter[str] = Counter()
-        # The command resolves a width from the dumps' size (inputs.resolve); the composite alone takes the default.
-        sketches = ngram_sketches(self.reading.sketch_width or DEFAULT_SKETCH_WIDTH)
+        if self._sketches is None:
+            # The command resolves a width from the dumps' size (inputs.resolve); the composite alone takes the
+            # default.
+            self._sketches = ngram_sketches(self.reading.sketch_width or DEFAULT_SKETCH_WIDTH)
+        sketches = self._sketches
+        self._ranges.append(f"{rng.path}\0{rng.start}\0{rng.end}")
         distinct = DistinctSketch()  # the range's distinct tokens (MetaCLIP 2's budgets take 10% of them)
         pages_read = 0
         pages = progress.reporter("build-queries", "pages")  # moves page by page, within a range too
@@ -127,7 +169,6 @@ class _ExtractPages(CountingDoFn):
         yield TaggedOutput("distinct", distinct)
         self.count("pages_read", pages_read)
         self.count("dump_ranges")  # each planned range is extracted once (a retried bundle's counts are dropped)
-        yield sketches
 
     def _take(self, verdict: PageVerdict, unigrams: Counter[str], bigrams: Counter[str],
               cache: gzip.GzipFile) -> Iterator[TaggedOutput]:
@@ -159,8 +200,9 @@ class _ExtractPages(CountingDoFn):
 class ReadDumps(beam.PTransform):
     """Dumps -> (their ranges, the outputs of pass 1 over them).
 
-    The outputs (a DoOutputsTuple) are ``sketches`` (the main output: a range's (unigram, bigram)
-    ``CountMinSketch`` pair), ``links`` ((target title, 1)), ``articles`` ((title, query)), ``redirects``
+    The outputs (a DoOutputsTuple) are ``sketches`` (the main output: each bundle's (unigram, bigram)
+    ``CountMinSketch`` pair, as the path of its file under ``sketch_dir``, else as ``sketch_chunks`` records),
+    ``links`` ((target title, 1)), ``articles`` ((title, query)), ``redirects``
     ((title, target)), ``rejected`` ((reason, RejectedPage)) and ``counts`` (``counting.COUNTS``); each range's
     plain text is cached under ``cache_dir`` for pass 2.
 
@@ -170,14 +212,18 @@ class ReadDumps(beam.PTransform):
         cache_dir: the folder of the text cache (``OUT/_tmp_text``).
         site: the wiki's language rules (``wikitext.site_rules``: namespaces, magic words, converter variant,
             the language whose segmenter tokenizes the text).
+        sketch_dir: where the bundles' sketch files go (in-process runners: ``OUT/_tmp_spill/sketches``), or
+            None for sketches that travel as chunks.
     """
 
-    def __init__(self, dumps: list[DumpInput], reading: ReadOptions, cache_dir: str, site: Site = ENGLISH) -> None:
+    def __init__(self, dumps: list[DumpInput], reading: ReadOptions, cache_dir: str, site: Site = ENGLISH,
+                 sketch_dir: str | None = None) -> None:
         super().__init__()
         self.dumps = dumps
         self.reading = reading
         self.cache_dir = cache_dir
         self.site = site
+        self.sketch_dir = sketch_dir
 
     def expand(self, pbegin):
         ranges = (
@@ -187,13 +233,17 @@ class ReadDumps(beam.PTransform):
             | "SpreadRanges" >> beam.Reshuffle()
         )
         pages = ranges | "ExtractPages" >> beam.ParDo(
-            _ExtractPages(self.reading, self.cache_dir, self.site)
+            _ExtractPages(self.reading, self.cache_dir, self.site, self.sketch_dir)
         ).with_outputs(*_ExtractPages.OUTPUTS, main="sketches")
         return ranges, pages
 
 
 class _SumChunks(beam.CombineFn):
-    """Slices of the same place in every range's sketch -> their sum (merging chunks merges the sketches)."""
+    """Slices of the same place in every bundle's sketch -> their sum (merging chunks merges the sketches).
+
+    Memory: one slice per accumulator. An input is copied once (inputs are not ours to change); accumulators
+    are ours, so ``merge_accumulators`` adds into the first one in place and returns it (Beam lets a CombineFn
+    mutate and return its first accumulator) rather than allocating another slice per merge."""
 
     def create_accumulator(self):
         return None
@@ -201,29 +251,69 @@ class _SumChunks(beam.CombineFn):
     def add_input(self, acc, counters):
         if acc is None:
             return counters.copy()  # inputs are not ours to change
-        acc += counters
+        np.add(acc, counters, out=acc)
         return acc
 
     def merge_accumulators(self, accs):
         merged = None
         for acc in accs:
-            if acc is not None:
-                merged = self.add_input(merged, acc)
+            if acc is None:
+                continue
+            if merged is None:
+                merged = acc  # ours: summed into in place
+            else:
+                np.add(merged, acc, out=merged)
         return merged
 
     def extract_output(self, acc):
         return acc
 
 
+def _merge_sketch_files(paths: list[str], width: int, folder: str) -> str | None:
+    """The bundles' sketch files -> the file of their sum (None without any; the file itself when there is one):
+    the first read into memory and the others added into it 1 MiB at a time, so merging holds one sketch pair
+    however many files there are. The merged file is named by its inputs (a retry rewrites the same name)."""
+    paths = sorted(paths)
+    if len(paths) <= 1:
+        return paths[0] if paths else None
+    with fileio.open_read(paths[0]) as f:
+        merged = read_sketches(width, f)
+    for path in paths[1:]:
+        with fileio.open_read(path) as f:
+            add_sketches_from(merged, f)
+    name = stable_name("\n".join(paths))
+    out = fileio.join(folder, f"merged-{name}.i64")
+    with fileio.atomic_create(out) as f:
+        write_sketches(merged, f)
+    return out
+
+
 class MergeSketches(beam.PTransform):
-    """Every range's (unigram, bigram) sketches -> ((sketch index, width, depth, start), summed 1 MiB slice):
-    the merged sketches in pieces that every engine can move (``ngram_sketch.assemble_sketches`` rebuilds them)."""
+    """Every bundle's (unigram, bigram) sketches -> the merged sketches, in the form pass 2 reads
+    (``_CountKept``):
+
+    - with ``sketch_dir`` (the bundles wrote files): one element, the path of the summed file (or None without
+      any range), made by one step that holds one sketch pair (``_merge_sketch_files``);
+    - else ((sketch index, width, depth, start), summed 1 MiB slice) records: pieces that every engine can move
+      (``ngram_sketch.assemble_sketches`` rebuilds them).
+
+    Args:
+        width: the bigram sketch width of the run.
+        sketch_dir: the folder of the sketch files, or None for chunks.
+    """
+
+    def __init__(self, width: int = DEFAULT_SKETCH_WIDTH, sketch_dir: str | None = None) -> None:
+        super().__init__()
+        self.width = width
+        self.sketch_dir = sketch_dir
 
     def expand(self, sketches):
+        if self.sketch_dir is None:
+            return sketches | "SumChunks" >> beam.CombinePerKey(_SumChunks())
         return (
             sketches
-            | "SketchChunks" >> beam.FlatMap(sketch_chunks)
-            | "SumChunks" >> beam.CombinePerKey(_SumChunks())
+            | "SketchFiles" >> beam.combiners.ToList()
+            | "SumFiles" >> beam.Map(_merge_sketch_files, self.width, self.sketch_dir)
         )
 
 
@@ -432,14 +522,40 @@ class TitleCandidates(beam.PTransform):
 
 class _CountKept(beam.DoFn):
     """Pass 2: a range's cached text -> exact counts of the n-grams ``selection.keep_ngrams`` keeps (unigrams
-    as the main output, ``bigrams`` tagged). Memory: at most FLUSH_KEYS distinct n-grams before they leave."""
+    as the main output, ``bigrams`` tagged). Memory: the merged sketches once per DoFn instance (a file is
+    memory-mapped, chunks are assembled once, not once per range), and at most FLUSH_KEYS distinct n-grams
+    before they leave."""
 
-    def __init__(self, cache_dir: str, thresholds: qs.Thresholds) -> None:
+    def __init__(self, cache_dir: str, thresholds: qs.Thresholds, width: int = DEFAULT_SKETCH_WIDTH) -> None:
         self.cache_dir = cache_dir
         self.thresholds = thresholds
+        self.width = width
+        self._held: tuple[object, NgramSketches | None] | None = None  # (the side input, its sketches)
 
-    def process(self, rng: DumpRange, chunks: dict[ChunkKey, np.ndarray], phrases: frozenset[str]) -> Iterator:
-        sketches = assemble_sketches(chunks)
+    def _sketches(self, merged: dict[ChunkKey, np.ndarray] | str | None) -> NgramSketches | None:
+        """The merged sketches for the side input ``merged`` (chunks, or the merged file's path, or None),
+        loaded once while the runner hands the same side input."""
+        held = self._held
+        if held is not None and (held[0] is merged or (isinstance(merged, str) and held[0] == merged)):
+            return held[1]
+        self._held = None  # the old sketches go before the new ones load
+        if merged is None:
+            sketches = None
+        elif isinstance(merged, str):
+            local = fileio.local_path_or_none(merged)
+            if local is not None:
+                sketches = mapped_sketches(self.width, local)
+            else:
+                with fileio.open_read(merged) as f:
+                    sketches = read_sketches(self.width, f)
+        else:
+            sketches = assemble_sketches(merged)
+        self._held = (merged, sketches)
+        return sketches
+
+    def process(self, rng: DumpRange, merged: dict[ChunkKey, np.ndarray] | str | None,
+                phrases: frozenset[str]) -> Iterator:
+        sketches = self._sketches(merged)
         if sketches is None:
             return
         unigrams: Counter[str] = Counter()
@@ -470,20 +586,26 @@ class CountKept(beam.PTransform):
     Args:
         cache_dir: the text cache pass 1 wrote.
         thresholds: the count thresholds.
-        sketches: the merged sketch chunks (``MergeSketches``).
+        sketches: the merged sketches (``MergeSketches``): chunk records, or one merged file's path.
         phrases: one set of the one- and two-token phrases to count whatever their estimate.
+        width: the bigram sketch width of the run.
+        files: whether ``sketches`` is a file's path (``MergeSketches`` with a ``sketch_dir``), not chunks.
     """
 
-    def __init__(self, cache_dir: str, thresholds: qs.Thresholds, sketches, phrases) -> None:
+    def __init__(self, cache_dir: str, thresholds: qs.Thresholds, sketches, phrases,
+                 width: int = DEFAULT_SKETCH_WIDTH, files: bool = False) -> None:
         super().__init__()
         self.cache_dir = cache_dir
         self.thresholds = thresholds
         self.sketches = sketches
         self.phrases = phrases
+        self.width = width
+        self.files = files
 
     def expand(self, ranges):
+        merged = AsSingleton(self.sketches) if self.files else AsDict(self.sketches)
         kept = ranges | "CountRange" >> beam.ParDo(
-            _CountKept(self.cache_dir, self.thresholds), AsDict(self.sketches), AsSingleton(self.phrases)
+            _CountKept(self.cache_dir, self.thresholds, self.width), merged, AsSingleton(self.phrases)
         ).with_outputs("bigrams", main="unigrams")
         return (kept.unigrams | "SumUnigrams" >> beam.CombinePerKey(sum),
                 kept.bigrams | "SumBigrams" >> beam.CombinePerKey(sum))
@@ -585,8 +707,8 @@ class _WriteQueries(CountingDoFn):
         wordnet = [qs.Candidate(q, qs.phrase_count(q, phrase_counts), score) for q, score in self.wordnet]
         rows, summary = qs.select({**best, "title": title_candidates, "wordnet": wordnet}, budgets)
         table = pa.Table.from_pylist(
-            [{"query": c.query, "source": source, "count": c.count, "score": c.score, "lang": self.lang}
-             for source, c in rows],
+            [{"query": c.query, "source": source, "count": c.count, "score": c.score, "lang": self.lang,
+              AS_WRITTEN: segment.written_form(c.query)} for source, c in rows],
             schema=language_schema(self.lang, self.segmenter),
         )
         fileio.write_parquet(fileio.join(self.out_dir, QUERIES_PARQUET), table)
@@ -642,7 +764,8 @@ class SelectAndWrite(beam.PTransform):
 
 class BuildQueries(beam.PTransform):
     """Stage 1 as one composite: dumps (+ pageviews, WordNet candidates) -> queries.parquet, queries.txt and
-    the details file in ``out``, the counts in ``OUT/_counts.json``, the text cache in ``OUT/_tmp_text``.
+    the details file in ``out``, the counts in ``OUT/_counts.json``, the text cache in ``OUT/_tmp_text`` (and
+    in-process the sketch files in ``OUT/_tmp_spill/sketches``; the command removes both).
 
     Args:
         dumps: the dump files, each with its multistream index or None.
@@ -673,8 +796,14 @@ class BuildQueries(beam.PTransform):
         cache_dir = fileio.join(self.out, TEXT_CACHE)
         wordnet_phrases = frozenset(q for q, _ in self.wordnet if qs.is_short_phrase(q))
 
-        ranges, pages = pbegin | "ReadDumps" >> ReadDumps(self.dumps, o.reading, cache_dir, self.site)
-        sketches = pages.sketches | "MergeSketches" >> MergeSketches()
+        # In-process, the sketches travel as files and only their names cross Beam (the runner's buffers would
+        # hold several copies of each: issue 25); on a cluster, as chunks through the runner's shuffle.
+        runner = pbegin.pipeline.options.view_as(beam.options.pipeline_options.StandardOptions).runner
+        spill = spill_folder(runner, self.out)
+        sketch_dir = fileio.join(spill, SKETCH_FILES) if spill else None
+        width = o.reading.sketch_width or DEFAULT_SKETCH_WIDTH
+        ranges, pages = pbegin | "ReadDumps" >> ReadDumps(self.dumps, o.reading, cache_dir, self.site, sketch_dir)
+        sketches = pages.sketches | "MergeSketches" >> MergeSketches(width, sketch_dir)
         page_counts = pages[COUNTS] | "SumPageCounts" >> beam.CombinePerKey(sum)
         total_tokens = page_counts | "TotalTokens" >> TotalTokens()
         traffic, pageview_files, pageview_counts = pages.links | "TitleTraffic" >> TitleTraffic(self.pageviews,
@@ -684,7 +813,8 @@ class BuildQueries(beam.PTransform):
             | "Titles" >> TitleCandidates(before["title"])
         )
         phrases = best_titles | "Phrases" >> beam.Map(_phrases, wordnet_phrases)
-        unigram_counts, bigram_counts = ranges | "CountKept" >> CountKept(cache_dir, o.thresholds, sketches, phrases)
+        unigram_counts, bigram_counts = ranges | "CountKept" >> CountKept(cache_dir, o.thresholds, sketches, phrases,
+                                                                          width, files=sketch_dir is not None)
         best_unigrams, eligible_unigrams = (
             unigram_counts
             | "UnigramCandidates" >> beam.FlatMap(_unigram_candidates, o.thresholds)
