@@ -341,7 +341,7 @@ def test_stage1_written_forms_match_real_captions_under_metaclip(tmp_path: Path)
 def test_english_outputs_are_unchanged_by_the_written_column(tmp_path: Path) -> None:
     """English queries are their own written form: under either rule, pairs and query counts are byte-identical
     with and without ``query_as_written``."""
-    captions = multi30k()["en"]
+    captions = image_captions()["en"]
     words = sorted({w for c in captions[:60] for w in segment.tokenize(c, "en") if len(w) > 3})
     folder = write_queries(tmp_path / "q", [*words, "young boy", "white dog"])
     table = pq.read_table(folder / "queries.parquet")
@@ -369,7 +369,7 @@ def test_no_language_routing_segments_captions_as_stage1_segments_queries(tmp_pa
     (the old language-blind rule)."""
     from tests.references import reference_match
 
-    japanese, english = jawiki_captions(), multi30k()["en"][:100]
+    japanese, english = jawiki_captions(), image_captions()["en"][:100]
     words = ["地図", "国章", "行政区分", "最高裁判所", "国旗",
              "dog", "young boy", "white", "street", "man", "woman", "people"]
     folder = write_queries(tmp_path / "q-ja", words, lang="ja")
@@ -385,4 +385,5 @@ def test_no_language_routing_segments_captions_as_stage1_segments_queries(tmp_pa
     assert {c: rows[c]["queries"] for c in english if c in rows} == {
         c: reference_match(queries, c) for c in english if reference_match(queries, c)}
     assert rows["ラオスの行政区分"]["queries"] == ["行政 区分"] and rows["ラオスの行政区分"]["lang"] == "ja"
-    assert sum(rows[c]["lang"] == "en" for c in english if c in rows) >= 50  # English captions matched, not filtered
+    # English captions matched, not filtered (measured: 29 of these 100 COCO captions hold one of the words)
+    assert sum(rows[c]["lang"] == "en" for c in english if c in rows) >= 25

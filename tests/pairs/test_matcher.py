@@ -142,10 +142,10 @@ def test_a_matcher_with_a_language_segments_in_match_and_haystacks_alike(queries
 
 def test_real_japanese_captions_match_segmented_queries_english_ones_the_spec() -> None:
     """Real captions: the image captions of the jawiki excerpt against nouns of real Japanese sentences (UD
-    Japanese-GSD, segmented as stage 1 segments), and Multi30k's English captions against English words. With
+    Japanese-GSD, segmented as stage 1 segments), and real English image captions (COCO, tests/data/captions) against English words. With
     its language the matcher finds the Japanese queries inside unspaced captions (textnorm alone finds almost
     none: 32 of 98 captions against 0); on English captions it is the textnorm reference, caption by caption."""
-    from tests.pairs.test_languages import jawiki_captions, multi30k, ud
+    from tests.pairs.test_languages import image_captions, jawiki_captions, ud
     from wit_builder.core import segment
 
     ja_queries = sorted({w for s in ud("ja_gsd_test300") for w in segment.tokenize(s, "ja") if len(w) >= 2}
@@ -156,7 +156,7 @@ def test_real_japanese_captions_match_segmented_queries_english_ones_the_spec() 
     hit, plain_hit = sum(map(bool, segmented)), sum(map(bool, plain))
     assert hit >= 25 and plain_hit <= hit // 10, (hit, plain_hit)  # measured: 32 of 98 captions against 0
     assert "行政 区分" in QueryMatcher(ja_queries, "ja").match("ラオスの行政区分")
-    english = multi30k()["en"]
+    english = image_captions()["en"]
     en_queries = sorted({w for c in english[:80] for w in segment.tokenize(c, "en") if len(w) > 2}
                         | {"young boy", "white dog"})
     assert QueryMatcher(en_queries, "en").match_batch(english) == [reference_match(en_queries, c) for c in english]
