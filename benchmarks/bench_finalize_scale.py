@@ -2,7 +2,7 @@
 several sizes, and one cluster of near-identical images (the same picture with one or two pixels changed, as
 re-encoded copies, logos and placeholders are in a crawl).
 
-    .venv/bin/python benchmarks/bench_finalize_scale.py [--distinct 10000,40000] [--cluster 20000]
+    .venv/bin/python benchmarks/bench_finalize_scale.py [--distinct 10000,40000,160000] [--cluster 20000]
         [--code DIR] [--out out/bench_finalize_scale]
     (make bench-scale runs it after the build-pairs benchmark)
 
@@ -13,9 +13,10 @@ pHashes); a cluster's members are one 32x32 picture with one pixel (two past 3,0
 member has its own sha256 and all pHashes lie within the default distance of one another.
 
 The sampler of ``bench_scale.py`` keeps the kernel's peak RSS (VmHWM) of the ``wit`` process (the launcher: on
-FnApiRunner it runs everything). ``--code`` runs another checkout's ``wit`` (e.g. the main branch before linear
-clusters) on the same inputs, for a side-by-side. Results go to stdout and OUT/results.json; with two cluster
-sizes the growth exponent log(t2/t1)/log(n2/n1) of time and memory is printed.
+FnApiRunner it runs everything) and the largest sum of RSS over the whole process tree at one sample (every 0.2 s).
+``--code`` runs another checkout's ``wit`` (e.g. the main branch before linear clusters) on the same inputs, for a
+side-by-side. Results go to stdout and OUT/results.json; with two cluster sizes the growth exponent
+log(t2/t1)/log(n2/n1) of time and memory is printed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import io
 import json
 import math
 import os
+import resource
 import subprocess
 import sys
 import tarfile
@@ -109,7 +111,7 @@ def run_finalize(code: Path, raw: Path, out: Path, timeout_s: float) -> dict:
     argv = [sys.executable, "-m", "wit_builder.cli", "finalize", "--raw", str(raw), "--out", str(out),
             "--samples-per-shard", "10000", "--runner=FnApiRunner"]
     env = {**os.environ, "PYTHONPATH": str(code)}
-    started = time.monotonic()
+    started, before = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
     with (out.parent / f"{out.name}.log").open("wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=code)
         sampler = Sampler(proc.pid)
@@ -122,8 +124,12 @@ def run_finalize(code: Path, raw: Path, out: Path, timeout_s: float) -> dict:
         sampler.stop.set()
         sampler.join()
     seconds = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     peak = max(sampler.by_role(0).get("launcher", [0]))
-    result = {"seconds": round(seconds, 1), "peak_rss_mb": peak, "exit": code_,
+    result = {"seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "peak_rss_mb": peak,
+              "tree_peak_rss_mb": round(sampler.tree_peak),
+              "exit": code_,
               "timed_out": seconds >= timeout_s}
     stats = out / "stats.json"
     if code_ == 0 and stats.exists():
@@ -140,9 +146,17 @@ def exponent(points: list[tuple[int, float]]) -> float | None:
     return round(math.log(y2 / y1) / math.log(n2 / n1), 2)
 
 
+def per_row(points: list[tuple[int, float]]) -> float | None:
+    """Growth of a peak in KB per row between the smallest and the largest run (MB figures)."""
+    if len(points) < 2:
+        return None
+    (n1, y1), (n2, y2) = points[0], points[-1]
+    return round((y2 - y1) * 1e3 / (n2 - n1), 2)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--distinct", default="10000,40000", help="comma-separated sizes of distinct-image runs")
+    parser.add_argument("--distinct", default="10000,40000,160000", help="comma-separated sizes of distinct-image runs")
     parser.add_argument("--cluster", default="20000", help="comma-separated sizes of near-identical clusters")
     parser.add_argument("--rows-per-shard", type=int, default=5000)
     parser.add_argument("--code", type=Path, default=ROOT, help="checkout whose `wit finalize` runs")
@@ -166,7 +180,9 @@ def main() -> int:
         done = [(n, r) for n, r in points if r["exit"] == 0]  # a run killed at the timeout has no rate
         growth = {"kind": kind, "code": args.label,
                   "time_exponent": exponent([(n, r["seconds"]) for n, r in done]),
-                  "rss_exponent": exponent([(n, r["peak_rss_mb"]) for n, r in done])}
+                  "rss_exponent": exponent([(n, r["peak_rss_mb"]) for n, r in done]),
+                  "tree_rss_exponent": exponent([(n, r["tree_peak_rss_mb"]) for n, r in done]),
+                  "tree_kb_per_row": per_row([(n, r["tree_peak_rss_mb"]) for n, r in done])}
         results.append(growth)
         print(json.dumps(growth), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

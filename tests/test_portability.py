@@ -272,6 +272,8 @@ def test_stage_reads_and_writes_an_object_store(stage, reference, served):
         run_stage(stage, inputs, out, BEAM_IN_PROCESS)
         assert stage_result(stage, out) == stage_result(stage, reference[OUTPUT_KEY[stage]])
         assert not [k for k in MemBucketFileSystem.objects if k.startswith(out) and ".tmp" in k]  # no temp left
+        spilled = [k for k in MemBucketFileSystem.objects if k.startswith(f"{out}/_tmp_spill/")]
+        assert not spilled  # the in-process run's spilled shuffles, object by object (wit_builder.beam.spill)
     finally:
         for key in [k for k in MemBucketFileSystem.objects if k.startswith(bucket)]:
             del MemBucketFileSystem.objects[key]

@@ -578,3 +578,83 @@ def test_a_full_disk_is_one_line_naming_the_shard(raw, tmp_path, capsys, full_di
     assert err.startswith("wit finalize: error: no space left on the device while writing ") and ".tar" in err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert not (out / "stats.json").exists() and not list(out.rglob("*.tmp-*"))
+
+
+# ---- in-process runners: the shuffles spilled to OUT/_tmp_spill (wit_builder.beam.spill) ----
+
+def test_spilled_shuffles_give_the_bytes_of_inline_ones_with_any_buckets(raw, out, tmp_path, monkeypatch):
+    """The in-process run spills its shuffles (``out``: one bucket); with a bucket per 3 rows and a file every few
+    rows, and inline as on Spark, Flink and Dataflow, the outputs are the same bytes and no spill folder is left."""
+    from wit_builder.beam import spill
+    from wit_builder.finalize import pipeline as stage
+
+    assert not (out / "_tmp_spill").exists()
+    monkeypatch.setattr(stage, "ROWS_PER_BUCKET", 3)
+    monkeypatch.setattr(spill, "FLUSH_BYTES", 600)
+    seen: list[str] = []
+    put_many = spill.Spill.put_many
+    monkeypatch.setattr(spill.Spill, "put_many", lambda self, name, blobs: seen.append(name) or put_many(
+        self, name, blobs))
+    small = tmp_path / "small-buckets"
+    assert finalize(raw.root, small) == 0
+    steps = {name.split("/")[0] for name in seen}
+    assert steps == {"uid", "sha256", "band", "near", "rebalance", "raw_shard", "final_shard"}
+    assert len(seen) > 2 * len(steps)  # several flushes per step
+    monkeypatch.setattr(stage, "spill_folder", lambda runner, out: None)  # as on Spark, Flink, Dataflow
+    seen.clear()
+    inline = tmp_path / "inline"
+    assert finalize(raw.root, inline) == 0
+    assert not seen
+    assert tree_bytes(small) == tree_bytes(out) == tree_bytes(inline)
+    assert not (small / "_tmp_spill").exists()
+
+
+def test_a_killed_runs_spill_files_go_on_the_next_run_and_nothing_else(raw, out, tmp_path):
+    """What a killed run spilled is removed by the next run (before its work: its buckets must not mix in);
+    files of the user's in the output folder, even named like ours, stay as they are."""
+    rerun = tmp_path / "rerun"
+    shutil.copytree(out, rerun)
+    left = rerun / "_tmp_spill" / "uid" / ("ab" * 16 + ".bin")
+    left.parent.mkdir(parents=True)
+    left.write_bytes(b"a killed run's bucket")
+    mine = {rerun / "notes.txt": b"the user's notes", rerun / "_tmp_spill.txt": b"not our folder",
+            rerun / "spill" / "uid.bin": b"someone's data"}
+    for path, data in mine.items():
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(data)
+    assert finalize(raw.root, rerun) == 0
+    assert not (rerun / "_tmp_spill").exists()
+    assert {path: path.read_bytes() for path in mine} == mine
+    for path in mine:
+        path.unlink()
+    (rerun / "spill").rmdir()
+    assert tree_bytes(rerun) == tree_bytes(out)
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_spilling_resumes_to_the_same_bytes(raw, out, tmp_path):
+    """SIGKILL a real `wit finalize` while its spill folder exists: the folder stays behind (nothing could remove
+    it), and the next run removes it and gives the bytes of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    killed = tmp_path / "killed"
+    argv = ["finalize", "--raw", str(raw.root), "--out", str(killed), "--samples-per-shard", str(PER_SHARD),
+            "--per-query-cap", str(SPACE_CAP), *BEAM_IN_PROCESS]
+    code = "import sys; from wit_builder.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, "-c", code, *argv], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((killed / "_tmp_spill").rglob("*.bin")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert list((killed / "_tmp_spill").rglob("*.bin"))
+    assert finalize(raw.root, killed) == 0
+    assert not (killed / "_tmp_spill").exists()
+    assert tree_bytes(killed) == tree_bytes(out)

@@ -160,3 +160,70 @@ def test_query_counts_count_each_query_entering_and_final(tmp_path):
         _ = selected | WriteQueryCounts(str(path))
     table = pq.read_table(path).to_pylist()
     assert [(r["query"], r["input"], r["final"]) for r in table] == [("moon", 2, 1), ("sun", 1, 0)]
+
+
+# ---- in-process runners: only file references cross the spilled shuffles ----
+
+CROSSED: list[tuple[str, object]] = []  # (shuffle or Flatten, element): filled by the taps in this process
+
+
+def _note(element, label):
+    CROSSED.append((label, element))
+    return element
+
+
+def _holds_record(value) -> bool:
+    if isinstance(value, RawRecord):
+        return True
+    if isinstance(value, dict):
+        value = list(value.values())
+    return isinstance(value, list | tuple) and any(_holds_record(v) for v in value)
+
+
+def _inside_combine(node) -> bool:
+    while node is not None:
+        if isinstance(node.transform, beam.CombinePerKey | beam.CombineGlobally | beam.combiners.Count.PerElement):
+            return True  # the runner lifts a combine: bundles' partial sums cross, not its input
+        node = node.parent
+    return False
+
+
+class _Crossings(beam.pipeline.PipelineVisitor):
+    """Every PCollection entering a GroupByKey or a Flatten (outside a combine): what the in-process runner holds
+    in its own memory until the next stage reads it."""
+
+    def __init__(self) -> None:
+        self.inputs: list[tuple[str, beam.PCollection]] = []
+
+    def visit_transform(self, node) -> None:
+        if isinstance(node.transform, beam.GroupByKey | beam.Flatten) and not _inside_combine(node.parent):
+            self.inputs += [(node.full_label, pc) for pc in node.inputs]
+
+
+def crossing_elements(raw, out, spilled: bool) -> list[tuple[str, object]]:
+    """Finalize (re-cap and decontamination on) with a tap on every shuffle's and Flatten's input."""
+    from wit_builder.finalize import inputs as stage_inputs
+    from wit_builder.finalize.options import FinalizeOptions
+    from wit_builder.finalize.pipeline import Finalize
+
+    options = FinalizeOptions(raw=(str(raw.root),), out=str(out), per_query_cap=1, decontaminate=str(raw.eval_dir))
+    p = beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(BEAM_IN_PROCESS))
+    _ = p | Finalize(options, stage_inputs.resolve(options), spill=spilled)
+    visitor = _Crossings()
+    p.visit(visitor)
+    for i, (label, pcoll) in enumerate(visitor.inputs):
+        _ = pcoll | f"Tap{i}" >> beam.Map(_note, label)
+    CROSSED.clear()
+    p.run().wait_until_finish()
+    return list(CROSSED)
+
+
+def test_only_file_references_cross_the_spilled_shuffles(raw, tmp_path):
+    inline = crossing_elements(raw, tmp_path / "inline", spilled=False)
+    assert sum(_holds_record(e) for _, e in inline) >= 4 * len(raw.rows)  # the check sees records when they cross
+    spilled = crossing_elements(raw, tmp_path / "spilled", spilled=True)
+    assert not [label for label, e in spilled if _holds_record(e)]
+    folder = str(tmp_path / "spilled" / "_tmp_spill") + "/"
+    refs = [e for label, e in spilled if "GroupRefsByBucket" in label or "SpilledRefs" in label]
+    assert len(refs) >= 7  # uid, sha256, band, near, rebalance... each one file reference or more
+    assert all(isinstance(b, int) and isinstance(r, str) and r.startswith(folder) and "@" in r for b, r in refs)

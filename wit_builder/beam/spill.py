@@ -12,6 +12,18 @@ and each file is written to a temporary name and renamed (``fileio.atomic_create
 the same bytes under the same name and nothing is doubled. A consumer never deletes what it read (a retried
 consumer reads it again); the command removes the whole folder when the run ends, whether it succeeded or not.
 
+A stage whose shuffle carries Beam elements (finalize's records) uses :class:`GroupByKeySpilled` /
+:class:`CoGroupByKeySpilled` in place of ``GroupByKey`` / ``CoGroupByKey``: each writer encodes its (key, value)
+pairs with the coders the GroupByKey would use, spreads them over buckets (a hash of the key, or a given
+function: one shard per bucket) and writes them ``FLUSH_BYTES`` at a time as one file ``STEP/<hash of its
+bytes>.bin``; only (bucket, reference) pairs are grouped, and the step after reads one bucket, groups it by key
+and yields what GroupByKey would. Several inputs are written by one writer each instead of being flattened
+first (the in-process runner holds a Flatten's output in memory too). :class:`Materialize` passes a PCollection
+through files where the runner must hold it anyway (a step whose side input is computed from the same rows).
+Memory: the writers' ``FLUSH_BYTES`` each, and one bucket's elements in the reader. The references grow as
+(spilled bytes / ``FLUSH_BYTES``) x buckets: 10M finalize rows of ~400 encoded bytes make ~0.5M references of
+~100 bytes per shuffle (quadratic in the rows: past ~50M rows in-process, a cluster runner).
+
 On a cluster (Dataflow, Spark, Flink) the runner's shuffle already spills to disk and moves data between
 machines, so :func:`spill_folder` gives None there and the blobs travel inline as before: same outputs, the
 shuffle unchanged.
@@ -20,6 +32,13 @@ shuffle unchanged.
 from __future__ import annotations
 
 import hashlib
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.windowed_value import WindowedValue
 
 from wit_builder.beam import fileio
 
@@ -34,6 +53,18 @@ def spill_folder(runner: str | None, out: str) -> str | None:
     """``OUT/_tmp_spill`` for an in-process runner (``--runner`` name, None or "" for the default), else None."""
     name = (runner or "").rsplit(".", 1)[-1].lower()
     return fileio.join(out, SPILL_DIR) if name in IN_PROCESS_RUNNERS else None
+
+
+def remove_spill(out: str) -> bool:
+    """Delete ``OUT/_tmp_spill``: the folder on a local filesystem, every object below it on an object store
+    (``gs://``, ``s3://``: no folders there, so the folder itself never "exists"); whether anything was there."""
+    folder = fileio.join(out, SPILL_DIR)
+    if fileio.exists(folder):
+        fileio.delete([folder])
+        return True
+    objects = fileio.match(fileio.join(folder, "**"))
+    fileio.delete(objects)
+    return bool(objects)
 
 
 def stable_name(text: str) -> str:
@@ -95,3 +126,224 @@ class Spill:
             return ""
         name = ref.rsplit("/", 1)[-1]
         return name.rsplit("@", 1)[0].removesuffix(".arrow") if "@" in name else name.removesuffix(".arrow")
+
+
+# ---- a spilled GroupByKey / CoGroupByKey: the unit is a bucket of keys ----
+
+FLUSH_BYTES = 8 << 20  # encoded elements one writer holds before it writes them out, as one file
+_FRAME = struct.Struct("<BII")  # one spilled element: input tag, key length, value length (then the two byte strings)
+
+
+def bucket_count(elements: int, per_bucket: int) -> int:
+    """Buckets for ``elements`` keyed elements so that one bucket holds about ``per_bucket`` of them: at least 1."""
+    return max(1, -(-elements // per_bucket))
+
+
+def hashed_bucket(encoded_key: bytes, buckets: int) -> int:
+    """The bucket of a key by a hash of its encoding: the same on every worker and every run."""
+    return int.from_bytes(hashlib.blake2b(encoded_key, digest_size=8).digest(), "little") % buckets
+
+
+def _kv_coders(pcoll: beam.PCollection) -> tuple[beam.coders.Coder, beam.coders.Coder]:
+    """The key and value coders of a PCollection of (key, value) pairs, from its element type (the coders its
+    GroupByKey would use); pickling-free primitives when the type is not declared."""
+    coder = beam.coders.registry.get_coder(pcoll.element_type)
+    if isinstance(coder, beam.coders.TupleCoder) and len(coder.coders()) == 2:
+        key, value = coder.coders()
+        return key, value
+    fallback = beam.coders.FastPrimitivesCoder()
+    return fallback, fallback
+
+
+class _SpillBuckets(beam.DoFn):
+    """(key, value) -> (bucket, reference): elements encoded into per-bucket blobs, written ``FLUSH_BYTES`` at a
+    time as one file ``folder/STEP/<hash of its bytes>.bin`` (a retried bundle that makes the same bytes writes the
+    same name; one that makes other bytes writes another file, which nothing references), each bucket's part
+    referenced by its byte range. Frames: ``_FRAME`` (tag, key length, value length), key bytes, value bytes."""
+
+    def __init__(self, spill: Spill, step: str, tag: int, buckets: int, coders: tuple[beam.coders.Coder, ...],
+                 bucket_of: Callable[[Any], int] | None) -> None:
+        super().__init__()
+        self._spill, self._step, self._tag, self._buckets = spill, step, tag, buckets
+        self._key_coder, self._value_coder = coders
+        self._bucket_of = bucket_of
+        self._pending: dict[int, list[bytes]] = {}
+        self._held = 0
+
+    def start_bundle(self) -> None:
+        self._pending, self._held = {}, 0
+
+    def process(self, element: tuple[Any, Any]) -> Iterator[tuple[int, Ref]]:
+        key, value = element
+        encoded_key, encoded_value = self._key_coder.encode(key), self._value_coder.encode(value)
+        bucket = (self._bucket_of(key) if self._bucket_of is not None
+                  else hashed_bucket(encoded_key, self._buckets))
+        frame = _FRAME.pack(self._tag, len(encoded_key), len(encoded_value)) + encoded_key + encoded_value
+        self._pending.setdefault(bucket, []).append(frame)
+        self._held += len(frame)
+        if self._held >= FLUSH_BYTES:
+            yield from self._flush()
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for bucket_ref in self._flush():
+            yield GlobalWindows.windowed_value(bucket_ref)
+
+    def _flush(self) -> list[tuple[int, Ref]]:
+        if not self._pending:
+            return []
+        buckets = sorted(self._pending)
+        blobs = [b"".join(self._pending[b]) for b in buckets]
+        self._pending, self._held = {}, 0
+        digest = hashlib.blake2b(digest_size=16)
+        for bucket, blob in zip(buckets, blobs, strict=True):
+            digest.update(f"{bucket}:{len(blob)};".encode())
+            digest.update(blob)
+        refs = self._spill.put_many(f"{self._step}/{digest.hexdigest()}.bin", blobs)
+        return list(zip(buckets, refs, strict=True))
+
+
+def _frames(data: bytes) -> Iterator[tuple[int, bytes, bytes]]:
+    """The (tag, key bytes, value bytes) of a spilled blob; ValueError for a cut frame (a changed file)."""
+    at, end = 0, len(data)
+    while at < end:
+        tag, key_len, value_len = _FRAME.unpack_from(data, at)
+        at += _FRAME.size
+        if at + key_len + value_len > end:
+            raise ValueError("a spilled blob ends inside an element (the spill file changed during the run)")
+        yield tag, data[at: at + key_len], data[at + key_len: at + key_len + value_len]
+        at += key_len + value_len
+
+
+class _GroupBucket(beam.DoFn):
+    """(bucket, references) -> each key of the bucket with its values: ``(key, [values])``, or with ``tags``
+    ``(key, {tag: [values]})`` as CoGroupByKey gives them. Keys come in the order of their encoding; values in
+    the order of their references (sorted) and frames. Memory: one bucket's elements."""
+
+    def __init__(self, coders: list[tuple[beam.coders.Coder, beam.coders.Coder]], tags: list[str] | None) -> None:
+        super().__init__()
+        self._coders, self._tags = coders, tags
+
+    def process(self, element: tuple[int, Iterable[Ref]]) -> Iterator[tuple[Any, Any]]:
+        groups: dict[bytes, list[list[Any]]] = {}
+        width = len(self._coders)
+        for ref in sorted(element[1], key=str):
+            for tag, key, value in _frames(Spill.get(ref)):
+                lists = groups.get(key)
+                if lists is None:
+                    lists = groups[key] = [[] for _ in range(width)]
+                lists[tag].append(self._coders[tag][1].decode(value))
+        for key in sorted(groups):
+            lists = groups.pop(key)
+            decoded = self._coders[0][0].decode(key)
+            if self._tags is None:
+                yield decoded, [v for values in lists for v in values]
+            else:
+                yield decoded, dict(zip(self._tags, lists, strict=True))
+
+
+class _SpilledGrouping(beam.PTransform):
+    """The shared body of :class:`GroupByKeySpilled` and :class:`CoGroupByKeySpilled`."""
+
+    def __init__(self, spill: Spill, step: str, buckets: int, bucket_of: Callable[[Any], int] | None,
+                 tags: list[str] | None) -> None:
+        super().__init__()
+        self._spill, self._step, self._buckets, self._bucket_of, self._tags = spill, step, buckets, bucket_of, tags
+
+    def expand(self, inputs: tuple[beam.PCollection, ...]) -> beam.PCollection:
+        coders = [_kv_coders(p) for p in inputs]
+        # one key encoding for every input, so that equal keys group together: theirs when they agree
+        key_coder = coders[0][0] if all(c[0] == coders[0][0] for c in coders) else beam.coders.FastPrimitivesCoder()
+        coders = [(key_coder, value) for _, value in coders]
+        refs = [
+            p | f"Spill{i}" >> beam.ParDo(_SpillBuckets(self._spill, self._step, i, self._buckets, coders[i],
+                                                        self._bucket_of))
+            for i, p in enumerate(inputs)
+        ]
+        return (
+            refs
+            | "SpilledRefs" >> beam.Flatten()
+            | "GroupRefsByBucket" >> beam.GroupByKey()
+            | "GroupBucket" >> beam.ParDo(_GroupBucket(coders, self._tags))
+        )
+
+
+class GroupByKeySpilled(beam.PTransform):
+    """``beam.GroupByKey`` of one or several PCollections of (key, value) (a tuple of them is flattened first), with
+    the elements spilled to files on the in-process runners: the shuffle then carries (bucket, file reference) pairs
+    only, and the step after it holds one bucket of keys at a time. Without a spill folder (a cluster runner) it is
+    ``Flatten`` + ``GroupByKey`` as they are. Values of a key come in no promised order (as from GroupByKey); keys
+    are encoded by the inputs' key coder (FastPrimitivesCoder when they differ).
+
+    Args:
+        spill: where the buckets go (``Spill(None)``: inline, a plain GroupByKey).
+        step: the sub-folder of the spill folder for this shuffle (unique per shuffle of a pipeline).
+        buckets: how many buckets the keys are spread over (``bucket_count``); memory is one bucket's elements.
+        bucket_of: a key's bucket in ``range(buckets)`` (e.g. a shard's number: one shard per bucket); None: a
+            hash of the key's encoding.
+    """
+
+    def __init__(self, spill: Spill, step: str, buckets: int, bucket_of: Callable[[Any], int] | None = None) -> None:
+        super().__init__()
+        self._spill, self._step, self._buckets, self._bucket_of = spill, step, buckets, bucket_of
+
+    def expand(self, pcolls):
+        inputs = pcolls if isinstance(pcolls, tuple) else (pcolls,)
+        if self._spill.folder is None:
+            flat = inputs[0] if len(inputs) == 1 else inputs | "Flatten" >> beam.Flatten()
+            return flat | "GroupByKey" >> beam.GroupByKey()
+        return inputs | "Spilled" >> _SpilledGrouping(self._spill, self._step, self._buckets, self._bucket_of, None)
+
+
+class CoGroupByKeySpilled(beam.PTransform):
+    """``beam.CoGroupByKey`` of a dict {tag: PCollection of (key, value)} -> (key, {tag: [values]}), spilled as
+    :class:`GroupByKeySpilled` on the in-process runners (``Spill(None)``: ``beam.CoGroupByKey`` as it is).
+
+    Args:
+        spill, step, buckets: as for :class:`GroupByKeySpilled`.
+    """
+
+    def __init__(self, spill: Spill, step: str, buckets: int) -> None:
+        super().__init__()
+        self._spill, self._step, self._buckets = spill, step, buckets
+
+    def expand(self, tagged):
+        if self._spill.folder is None:
+            return tagged | "CoGroupByKey" >> beam.CoGroupByKey()
+        tags = list(tagged)
+        return (tuple(tagged[t] for t in tags)
+                | "Spilled" >> _SpilledGrouping(self._spill, self._step, self._buckets, None, tags))
+
+
+def _spill_one(value: Any) -> tuple[None, Any]:
+    return None, value
+
+
+def _read_spilled(ref: tuple[int, Ref], coder: beam.coders.Coder) -> Iterator[Any]:
+    for _, _, value in _frames(Spill.get(ref[1])):
+        yield coder.decode(value)
+
+
+class Materialize(beam.PTransform):
+    """A PCollection through files, as it is (no grouping): for a step the in-process runner cannot fuse with its
+    producer (its side input is computed from the same rows), which would otherwise hold every element in
+    memory; it then holds file references. Without a spill folder the PCollection passes untouched.
+
+    Args:
+        spill: where the elements go.
+        step: the sub-folder of the spill folder.
+    """
+
+    def __init__(self, spill: Spill, step: str) -> None:
+        super().__init__()
+        self._spill, self._step = spill, step
+
+    def expand(self, pcoll):
+        if self._spill.folder is None:
+            return pcoll
+        coder = beam.coders.registry.get_coder(pcoll.element_type)
+        keyed = pcoll | "Unkeyed" >> beam.Map(_spill_one).with_output_types(
+            beam.typehints.Tuple[None, pcoll.element_type])
+        return (keyed
+                | "SpillElements" >> beam.ParDo(_SpillBuckets(self._spill, self._step, 0, 1,
+                                                              (beam.coders.FastPrimitivesCoder(), coder), None))
+                | "ReadElements" >> beam.FlatMap(_read_spilled, coder).with_output_types(pcoll.element_type))

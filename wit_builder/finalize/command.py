@@ -11,6 +11,7 @@ from __future__ import annotations
 from schemas.finalize import ROWS_DIR
 from wit_builder.beam import fileio
 from wit_builder.beam.launcher import Outcome, Pipeline, Stage, run_stage
+from wit_builder.beam.spill import SPILL_DIR, remove_spill
 from wit_builder.core import errors
 from wit_builder.finalize import gallery, outputs, rebuild, stats
 from wit_builder.finalize import inputs as stage_inputs
@@ -40,9 +41,16 @@ class FinalizeStage(Stage[FinalizeOptions, stage_inputs.Inputs]):
         return [f"finalize: {len(self.inputs.raw_files)} raw shards, {self.inputs.rows} rows -> {self.out}{listed}"]
 
     def clean_rerun(self) -> list[str]:
-        """The completion files and ``*.tmp-*`` files of an earlier run go first (``outputs.start_rerun``)."""
+        """The completion files and ``*.tmp-*`` files of an earlier run go first (``outputs.start_rerun``), and a
+        killed run's spilled shuffle files (``OUT/_tmp_spill``, ``wit_builder.beam.spill``)."""
         removed = outputs.start_rerun(self.out)
+        if remove_spill(self.out):
+            removed.append(fileio.join(self.out, SPILL_DIR))
         return [f"finalize: removed {len(removed)} completion and temporary files of an earlier run"] if removed else []
+
+    def after_run(self) -> None:
+        """The spilled shuffle files are only for the run: removed whether it succeeded or not."""
+        remove_spill(self.out)
 
     def build(self, pipeline: Pipeline) -> None:
         _ = pipeline | "Finalize" >> Finalize(self.options, self.inputs)

@@ -11,6 +11,12 @@ is (raw shard name, raw row): each final shard then reads contiguous runs of one
 few members from every raw tar. Shuffling is the data loader's job (WebDataset shuffles shards and a sample
 buffer).
 
+On the in-process runners every shuffle of rows below (uid, sha256, band, the near-duplicate join, raw shard,
+final shard; the re-cap's wait for its thresholds) goes through files under ``OUT/_tmp_spill``
+(``wit_builder.beam.spill``: only file references cross Beam's buffers; a bucket of ``ROWS_PER_BUCKET`` raw rows,
+one raw shard or one final shard is held at a time), and the decided rows of each step go to the raw-shard
+shuffle by themselves, never through one Flatten. Cluster runners keep their own shuffle; the bytes are the same.
+
 ```
 raw *.parquet ─Reshuffle─► ReadRawShards (index the tar: member offsets; decode every stored image; hash
                              images that lack sha256/pHash)
@@ -47,6 +53,14 @@ from schemas.finalize import (
 )
 from wit_builder.beam import counting, fileio
 from wit_builder.beam.counting import COUNTS
+from wit_builder.beam.spill import (
+    CoGroupByKeySpilled,
+    GroupByKeySpilled,
+    Materialize,
+    Spill,
+    bucket_count,
+    spill_folder,
+)
 from wit_builder.core import dedup, progress
 from wit_builder.core.verdicts import Drop
 from wit_builder.download import raw_shards
@@ -58,6 +72,7 @@ from wit_builder.finalize.outputs import WRITTEN_SIZES
 from wit_builder.finalize.stats import QueryCount
 
 NAMESPACE = "finalize"  # the Beam counters' namespace (monitoring)
+ROWS_PER_BUCKET = 10_000  # in-process runners: raw rows per spilled shuffle bucket (one bucket held at a time)
 DECIDED = "decided"  # tagged output: rows whose final status is settled (all but the survivors)
 
 
@@ -206,13 +221,23 @@ class _PickOnePerUid(counting.CountingDoFn):
 
 class DropRepeatedUids(beam.PTransform):
     """Rows -> one row per uid (the same pair in several raw rows keeps one): the successes (``kept``), every
-    other row with its final status (DECIDED) and the counts (COUNTS: ``uids``, ``hash_source_*``)."""
+    other row with its final status (DECIDED) and the counts (COUNTS: ``uids``, ``hash_source_*``).
+
+    Args:
+        spill: where the shuffle's buckets go on an in-process runner (``wit_builder.beam.spill``); inline by
+            default (a plain GroupByKey).
+        buckets: the buckets of a spilled shuffle.
+    """
+
+    def __init__(self, spill: Spill | None = None, buckets: int = 1) -> None:
+        super().__init__()
+        self._spill, self._buckets = spill or Spill(None), buckets
 
     def expand(self, rows):
         return (
             rows
             | "KeyByUid" >> beam.Map(_by_uid).with_output_types(KeyedRecord)
-            | "GroupByUid" >> beam.GroupByKey()
+            | "GroupByUid" >> GroupByKeySpilled(self._spill, "uid", self._buckets)
             | "PickOnePerUid" >> beam.ParDo(_PickOnePerUid()).with_outputs(DECIDED, COUNTS, main="kept")
         )
 
@@ -278,13 +303,21 @@ def _pick_exact(sha_rows: tuple[str, Iterable[RawRecord]]) -> Iterator[Any]:
 
 class DropExactDuplicates(beam.PTransform):
     """Successes -> one per sha256 (``kept``: the survivor_key-smallest) and the others, duplicates of it
-    (DECIDED; ``rules.pick_one_per_sha256``)."""
+    (DECIDED; ``rules.pick_one_per_sha256``).
+
+    Args:
+        spill, buckets: the shuffle's spill (as for :class:`DropRepeatedUids`).
+    """
+
+    def __init__(self, spill: Spill | None = None, buckets: int = 1) -> None:
+        super().__init__()
+        self._spill, self._buckets = spill or Spill(None), buckets
 
     def expand(self, rows):
         return (
             rows
             | "KeyBySha256" >> beam.Map(_by_sha256).with_output_types(KeyedRecord)
-            | "GroupBySha256" >> beam.GroupByKey()
+            | "GroupBySha256" >> GroupByKeySpilled(self._spill, "sha256", self._buckets)
             | "KeepOnePerSha256" >> beam.FlatMap(_pick_exact).with_outputs(DECIDED, main="kept")
         )
 
@@ -338,18 +371,20 @@ class DropNearDuplicates(beam.PTransform):
 
     Args:
         distance: the largest pHash Hamming distance (bits) of two near duplicates.
+        spill, buckets: the shuffles' spill (as for :class:`DropRepeatedUids`).
     """
 
-    def __init__(self, distance: int) -> None:
+    def __init__(self, distance: int, spill: Spill | None = None, buckets: int = 1) -> None:
         super().__init__()
         self._distance = distance
+        self._spill, self._buckets = spill or Spill(None), buckets
 
     def expand(self, rows):
         distance = self._distance
         removed = (
             rows
             | "BandKeys" >> beam.FlatMap(rules.band_entries, distance)
-            | "GroupByBand" >> beam.GroupByKey()
+            | "GroupByBand" >> GroupByKeySpilled(self._spill, "band", self._buckets)
             | "EdgesInBucket" >> beam.FlatMap(_bucket_edges, distance)
             | "ClusterForest" >> beam.CombineGlobally(_ClusterForest())
             | "ResolveClusters" >> beam.FlatMap(list)
@@ -357,7 +392,7 @@ class DropNearDuplicates(beam.PTransform):
         return (
             {"row": rows | "KeyRowsByUid" >> beam.Map(_by_uid).with_output_types(KeyedRecord),
              "survivor": removed}
-            | "JoinSurvivors" >> beam.CoGroupByKey()
+            | "JoinSurvivors" >> CoGroupByKeySpilled(self._spill, "near", self._buckets)
             | "MarkNearDuplicates" >> beam.FlatMap(_apply_near, distance).with_outputs(DECIDED, main="kept")
         )
 
@@ -378,11 +413,14 @@ class Rebalance(beam.PTransform):
         seed: the seed of the rank (stage 2's balance seed: ``wit_builder.finalize.inputs.rebalance_seed``).
         caps: each language's cap (``wit_builder.finalize.inputs.language_recaps``: stage 2's per-language rule
             with English at ``cap``); empty: ``cap`` for every query.
+        spill: on an in-process runner the rows wait for the thresholds as files (``spill.Materialize``), not
+            in the runner's memory; inline by default.
     """
 
-    def __init__(self, cap: int, seed: int, caps: dict[str, int] | None = None) -> None:
+    def __init__(self, cap: int, seed: int, caps: dict[str, int] | None = None, spill: Spill | None = None) -> None:
         super().__init__()
         self._cap, self._seed, self._caps = cap, seed, dict(caps or {})
+        self._spill = spill or Spill(None)
 
     def expand(self, rows):
         cap, seed, caps = self._cap, self._seed, self._caps
@@ -394,15 +432,17 @@ class Rebalance(beam.PTransform):
                 rules.threshold_over_cap, cap, caps, kept_as="queries_over_cap", namespace=NAMESPACE))
             .with_outputs(COUNTS, main="thresholds")
         )
-        capped = rows | "DropOverCap" >> beam.Map(
+        waiting = rows | "AwaitThresholds" >> Materialize(self._spill, "rebalance")
+        capped = waiting | "DropOverCap" >> beam.Map(
             _cap, beam.pvalue.AsDict(thresholds.thresholds), seed, cap, caps).with_outputs(DECIDED, main="kept")
         return {"kept": capped.kept, DECIDED: capped[DECIDED], COUNTS: thresholds[COUNTS]}
 
 
 class SelectSurvivors(beam.PTransform):
-    """Rows -> the survivors (``kept``) and every other row with its final status (DECIDED), in this order:
-    repeated uids, decontamination, exact duplicates, near duplicates, re-balance. Also ``candidates`` (the
-    successes entering dedup) and the counts (COUNTS).
+    """Rows -> the survivors (``kept``) and every other row with its final status (DECIDED: a tuple of
+    PCollections, one per step, flattened by the consumer's shuffle: an in-process runner holds a Flatten's
+    output in memory), in this order: repeated uids, decontamination, exact duplicates, near duplicates,
+    re-balance. Also ``candidates`` (the successes entering dedup) and the counts (COUNTS).
 
     Args:
         phash_distance: near duplicates and copies of evaluation images: pHash Hamming distance at most this.
@@ -411,35 +451,39 @@ class SelectSurvivors(beam.PTransform):
         per_query_cap: cap every query again at this many samples, or None (no re-balance).
         seed: the re-balance rank's seed.
         language_caps: each language's re-cap (``inputs.language_recaps``); empty: ``per_query_cap`` for all.
+        spill, buckets: the shuffles' spill (as for :class:`DropRepeatedUids`).
     """
 
     def __init__(self, phash_distance: int, decontaminate: str | None = None, eval_files: Iterable[str] = (),
                  per_query_cap: int | None = None, seed: int = 0,
-                 language_caps: Mapping[str, int] | None = None) -> None:
+                 language_caps: Mapping[str, int] | None = None, spill: Spill | None = None,
+                 buckets: int = 1) -> None:
         super().__init__()
         self._distance, self._decontaminate, self._eval_files = phash_distance, decontaminate, tuple(eval_files)
         self._cap, self._seed, self._language_caps = per_query_cap, seed, dict(language_caps or {})
+        self._spill, self._buckets = spill or Spill(None), buckets
 
     def expand(self, rows):
-        by_uid = rows | "DropRepeatedUids" >> DropRepeatedUids()
+        spill, buckets = self._spill, self._buckets
+        by_uid = rows | "DropRepeatedUids" >> DropRepeatedUids(spill, buckets)
         decided, counts, kept = [by_uid[DECIDED]], [by_uid[COUNTS]], by_uid.kept
         if self._decontaminate:
             clean = kept | "Decontaminate" >> Decontaminate(self._eval_files, self._decontaminate, self._distance)
             decided.append(clean[DECIDED])
             counts.append(clean[COUNTS])
             kept = clean["kept"]
-        exact = kept | "DropExactDuplicates" >> DropExactDuplicates()
-        near = exact.kept | "DropNearDuplicates" >> DropNearDuplicates(self._distance)
+        exact = kept | "DropExactDuplicates" >> DropExactDuplicates(spill, buckets)
+        near = exact.kept | "DropNearDuplicates" >> DropNearDuplicates(self._distance, spill, buckets)
         decided += [exact[DECIDED], near[DECIDED]]
         kept = near.kept
         if self._cap:
-            capped = kept | "Rebalance" >> Rebalance(self._cap, self._seed, self._language_caps)
+            capped = kept | "Rebalance" >> Rebalance(self._cap, self._seed, self._language_caps, spill)
             decided.append(capped[DECIDED])
             counts.append(capped[COUNTS])
             kept = capped["kept"]
         return {
             "kept": kept,
-            DECIDED: decided | "AllDecided" >> beam.Flatten(),
+            DECIDED: tuple(decided),
             "candidates": by_uid.kept,
             COUNTS: counts | "SelectionCounts" >> beam.Flatten(),
         }
@@ -504,11 +548,13 @@ class SelectListed(beam.PTransform):
     Args:
         uid_list: the ``--uids`` file.
         missing_path: where the listed uids without a success go (sorted ``uid<TAB>why`` lines).
+        spill, buckets: the join's spill (as for :class:`DropRepeatedUids`).
     """
 
-    def __init__(self, uid_list: str, missing_path: str) -> None:
+    def __init__(self, uid_list: str, missing_path: str, spill: Spill | None = None, buckets: int = 1) -> None:
         super().__init__()
         self._list, self._missing = uid_list, missing_path
+        self._spill, self._buckets = spill or Spill(None), buckets
 
     def expand(self, rows):
         # Beam's own sources split the list (text by byte ranges, parquet by row groups) over workers
@@ -523,14 +569,14 @@ class SelectListed(beam.PTransform):
         listed = uids | "ListedUid" >> beam.Map(_listed)
         selected = (
             {"listed": listed, "rows": rows | "KeyRowsByUid" >> beam.Map(_by_uid).with_output_types(KeyedRecord)}
-            | "JoinListByUid" >> beam.CoGroupByKey()
+            | "JoinListByUid" >> CoGroupByKeySpilled(self._spill, "listed", self._buckets)
             | "SelectListedUids" >> beam.ParDo(_SelectListedUid(self._list))
             .with_outputs(DECIDED, COUNTS, "missing", main="kept")
         )
         _ = (selected.missing
              | "CollectMissingUids" >> beam.combiners.ToList()
              | "WriteMissingUids" >> beam.Map(_write_missing, self._missing))
-        return {"kept": selected.kept, DECIDED: selected[DECIDED], "candidates": selected.kept,
+        return {"kept": selected.kept, DECIDED: (selected[DECIDED],), "candidates": selected.kept,
                 COUNTS: selected[COUNTS]}
 
 
@@ -611,6 +657,27 @@ def _survivor_raw_shard(record: RawRecord) -> str:
     return record.raw_shard
 
 
+class _RawShardBucket:
+    """A raw shard's spill bucket: its place among the run's raw shard names (one raw shard per bucket)."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self._index = {name: i for i, name in enumerate(sorted(names))}
+
+    def __call__(self, name: str) -> int:
+        return self._index[name]
+
+
+class _FinalShardBucket:
+    """A final shard's spill bucket: its number modulo the buckets (one final shard per bucket when there are as
+    many buckets as final shards at most)."""
+
+    def __init__(self, buckets: int) -> None:
+        self._buckets = buckets
+
+    def __call__(self, shard: int) -> int:
+        return shard % self._buckets
+
+
 class WriteShards(beam.PTransform):
     """Survivors (``kept``) and decided rows (DECIDED) -> the accounting parquets and the final shards under
     ``out``; produces ``sizes`` ((final shard name, samples written)) and COUNTS (every row's final status:
@@ -622,11 +689,17 @@ class WriteShards(beam.PTransform):
     Args:
         out: the output folder.
         samples_per_shard: samples per final shard (the last one may hold fewer).
+        spill: where the two shuffles' buckets go on an in-process runner (``wit_builder.beam.spill``): one raw
+            shard, then one final shard per bucket; inline by default.
+        raw_shards: the raw shard names (a spilled shuffle's buckets).
+        rows: the raw rows (at most this many survivors: the final shards' buckets).
     """
 
-    def __init__(self, out: str, samples_per_shard: int) -> None:
+    def __init__(self, out: str, samples_per_shard: int, spill: Spill | None = None,
+                 raw_shards: Iterable[str] = (), rows: int = 0) -> None:
         super().__init__()
         self._out, self._per_shard = out, samples_per_shard
+        self._spill, self._raw_shards, self._rows = spill or Spill(None), sorted(raw_shards), rows
 
     def expand(self, selected):
         offsets = (
@@ -636,18 +709,21 @@ class WriteShards(beam.PTransform):
             | "CollectSurvivorCounts" >> beam.combiners.ToList()
             | "PrefixOffsets" >> beam.Map(rules.prefix_offsets)
         )
+        keyed = tuple(rows | f"KeyByRawShard{i}" >> beam.Map(_by_raw_shard).with_output_types(KeyedRecord)
+                      for i, rows in enumerate((*selected[DECIDED], selected["kept"])))
+        final_buckets = bucket_count(self._rows, self._per_shard)  # survivors <= rows
         accounted = (
-            (selected[DECIDED], selected["kept"])
-            | "AllRows" >> beam.Flatten()
-            | "KeyByRawShard" >> beam.Map(_by_raw_shard).with_output_types(KeyedRecord)
-            | "GroupByRawShard" >> beam.GroupByKey()
+            keyed
+            | "GroupByRawShard" >> GroupByKeySpilled(self._spill, "raw_shard", max(1, len(self._raw_shards)),
+                                                     _RawShardBucket(self._raw_shards))
             | "AccountRawShards" >> beam.ParDo(_AccountRawShard(self._out, self._per_shard),
                                                beam.pvalue.AsSingleton(offsets)).with_output_types(ShardRecord)
             .with_outputs(COUNTS, main="numbered")
         )
         sizes = (
             accounted.numbered
-            | "GroupByFinalShard" >> beam.GroupByKey()
+            | "GroupByFinalShard" >> GroupByKeySpilled(self._spill, "final_shard", final_buckets,
+                                                       _FinalShardBucket(final_buckets))
             | "WriteFinalShards" >> beam.ParDo(_WriteFinalShard(self._out))
         )
         return {"sizes": sizes, COUNTS: accounted[COUNTS]}
@@ -697,23 +773,31 @@ class Finalize(beam.PTransform):
             ``decontaminate``).
         inputs: what they name, resolved (``wit_builder.finalize.inputs.resolve``): the raw parquets and their
             names, the evaluation images, the re-balance seed.
+        spill: whether the shuffles' rows travel as files under ``OUT/_tmp_spill`` (``wit_builder.beam.spill``)
+            with only their names crossing Beam, one bucket (``ROWS_PER_BUCKET`` raw rows, a raw shard, a final
+            shard) held at a time; None: on the in-process runners only (``spill.spill_folder``).
     """
 
-    def __init__(self, options: FinalizeOptions, inputs: Inputs) -> None:
+    def __init__(self, options: FinalizeOptions, inputs: Inputs, spill: bool | None = None) -> None:
         super().__init__()
-        self._options, self._inputs = options, inputs
+        self._options, self._inputs, self._spill_choice = options, inputs, spill
 
     def expand(self, pbegin):
         options, inputs, out = self._options, self._inputs, self._options.out
+        runner = pbegin.pipeline.options.view_as(beam.options.pipeline_options.StandardOptions).runner
+        folder = spill_folder(runner, out) if self._spill_choice is None else (
+            spill_folder("", out) if self._spill_choice else None)
+        spill, buckets = Spill(folder), bucket_count(inputs.rows, ROWS_PER_BUCKET)
         read = pbegin | "ReadRawShards" >> ReadRawShards(dict(inputs.raw_names))
         if options.uids:  # a rebuild: the list is the selection
             selected = read.rows | "SelectListed" >> SelectListed(
-                options.uids, fileio.join(out, rebuild.MISSING_UIDS))
+                options.uids, fileio.join(out, rebuild.MISSING_UIDS), spill, buckets)
         else:
             selected = read.rows | "SelectSurvivors" >> SelectSurvivors(
                 options.phash_distance, options.decontaminate, inputs.eval_files, options.per_query_cap, inputs.seed,
-                dict(inputs.language_caps))
-        written = selected | "WriteShards" >> WriteShards(out, options.samples_per_shard)
+                dict(inputs.language_caps), spill, buckets)
+        written = selected | "WriteShards" >> WriteShards(out, options.samples_per_shard, spill,
+                                                          [name for _, name in inputs.raw_names], inputs.rows)
         _ = selected | "WriteQueryCounts" >> WriteQueryCounts(fileio.join(out, QUERY_COUNTS_PARQUET))
         _ = written["sizes"] | "WriteShardSizes" >> counting.WriteCounts(fileio.join(out, WRITTEN_SIZES))
         return (

@@ -14,7 +14,7 @@ import json
 from schemas.pairs import BALANCE_PNG, PAIRS_GLOB, QUERY_COUNTS_PARQUET, STATS_JSON
 from wit_builder.beam import fileio
 from wit_builder.beam.launcher import Outcome, Pipeline, Stage, run_stage
-from wit_builder.beam.spill import SPILL_DIR
+from wit_builder.beam.spill import remove_spill
 from wit_builder.core import errors, segment
 from wit_builder.core.balance import language_caps, scaled_target
 from wit_builder.pairs import inputs, stats
@@ -78,16 +78,14 @@ class BuildPairsStage(Stage[BuildPairsOptions, inputs.PairsInputs]):
         out = self.out
         named = [fileio.join(out, name) for name in (STATS_JSON, QUERY_COUNTS_PARQUET, stats.BAD_RECORDS_JSONL,
                                                      BALANCE_PNG)]
-        named.append(fileio.join(out, SPILL_DIR))  # a killed run's spilled buckets
         fileio.delete([*fileio.match(fileio.join(out, PAIRS_GLOB)), *filter(fileio.exists, named)])
+        remove_spill(out)  # a killed run's spilled buckets (object by object on an object store)
         return []
 
     def after_run(self) -> None:
         """The spilled buckets (``wit_builder.beam.spill``) are only for the run: removed whether it succeeded
         or not."""
-        spilled = fileio.join(self.out, SPILL_DIR)
-        if fileio.exists(spilled):
-            fileio.delete([spilled])
+        remove_spill(self.out)
 
     def build(self, pipeline: Pipeline) -> None:
         """``BuildPairs`` on ``pipeline`` (a ``beam.Pipeline``: Beam itself stays in ``pipeline.py``)."""

@@ -9,7 +9,7 @@ from dataclasses import replace
 from schemas.queries import STATS_JSON
 from wit_builder.beam import fileio
 from wit_builder.beam.launcher import Outcome, Pipeline, Stage, run_stage
-from wit_builder.beam.spill import SPILL_DIR
+from wit_builder.beam.spill import remove_spill
 from wit_builder.core import segment
 from wit_builder.core.errors import StageFailed
 from wit_builder.queries import inputs, stats
@@ -69,10 +69,10 @@ class BuildQueriesStage(Stage[BuildQueriesOptions, QueryInputs]):
     def after_run(self) -> None:
         """Pass 1's text cache and, in-process, the sketch files (``OUT/_tmp_spill``) are only for pass 2:
         removed whether the run succeeded or not."""
-        for folder in (TEXT_CACHE, SPILL_DIR):
-            path = fileio.join(self.out, folder)
-            if fileio.exists(path):
-                fileio.delete([path])
+        path = fileio.join(self.out, TEXT_CACHE)
+        if fileio.exists(path):
+            fileio.delete([path])
+        remove_spill(self.out)  # also object by object on an object store (no folders there)
 
     def finish(self, counts: dict[str, int], seconds: float) -> Outcome:
         """stats.json from the counts and the pipeline's details file (removed after); the summary line."""
