@@ -179,6 +179,7 @@ class FastTextModel:
             self._bucket_rows = np.full(self.bucket, -1, np.int32)
             self._bucket_rows[pairs[:, 0]] = self.nwords + pairs[:, 1]
         self._vocabulary = {word: i for i, word in enumerate(words[:self.nwords])}
+        self._vocabulary_array = pa.array(words[:self.nwords], pa.string())  # word id i is element i
         self.labels = [label.removeprefix(LABEL) for label in words[self.nwords:]]
         (quantized_input,) = reader.take("<?")
         self._input = _quantized_rows(reader) if quantized_input else _dense_rows(reader)
@@ -231,17 +232,23 @@ class FastTextModel:
     def word_rows(self, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(sums, counts): for each word, the sum of the input rows ``row_ids`` gives ((len(words), dim)
         float32) and their number (float32), every n-gram of every word hashed in one vectorized pass."""
-        kept = [i for i, w in enumerate(words) if not w.startswith(LABEL)]
-        if not kept:
-            return self._summed(np.zeros(0, np.int64), np.zeros(0, np.int64), len(words))
-        wids = np.array([self._vocabulary.get(words[i], -1) for i in kept], np.int64)
-        owners = [np.array(kept, np.int64)[wids >= 0]]
+        array = pa.array(list(words), pa.string())
+        if not len(array):
+            return self._summed(np.zeros(0, np.int64), np.zeros(0, np.int64), 0)
+        skipped = pc.starts_with(array, LABEL).to_numpy(zero_copy_only=False)  # labels: no row at all
+        wids = pc.index_in(array, value_set=self._vocabulary_array).fill_null(-1).to_numpy().astype(np.int64)
+        wids[skipped] = -1
+        owners = [np.flatnonzero(wids >= 0)]
         rows = [wids[wids >= 0]]
-        spelled = [(BOW + words[i] + EOW).encode("utf-8", "surrogatepass") if words[i] != EOS else b"" for i in kept]
-        data = np.frombuffer(b"".join(spelled), np.uint8)
-        sizes = np.array([len(b) for b in spelled], np.int64)
-        ends = np.cumsum(sizes)
-        word_of_byte = np.repeat(np.array(kept, np.int64), sizes)
+        # "<word>" of every word but labels and </s> (no n-grams of their own): bytes and offsets, column-wise
+        spelled = pc.if_else(pc.or_(pa.array(skipped), pc.equal(array, EOS)), "",
+                             pc.binary_join_element_wise(BOW, array, EOW, ""))
+        spelled = spelled.combine_chunks() if isinstance(spelled, pa.ChunkedArray) else spelled
+        offsets = np.frombuffer(spelled.buffers()[1], np.int32, len(spelled) + 1, spelled.offset * 4).astype(np.int64)
+        data = np.frombuffer(spelled.buffers()[2], np.uint8, offsets[-1] - offsets[0], offsets[0])
+        sizes = np.diff(offsets)
+        ends = offsets[1:] - offsets[0]
+        word_of_byte = np.repeat(np.arange(len(array)), sizes)
         starts = np.flatnonzero((data & 0xC0) != 0x80)  # first byte of every character
         if not len(starts):
             return self._summed(np.concatenate(owners), np.concatenate(rows), len(words))
