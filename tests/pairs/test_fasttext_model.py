@@ -137,10 +137,18 @@ def test_identify_equals_the_one_caption_rule_with_fasttext_predict(reference) -
             if script is not None and re.search(f"[{script}]", line) is None:
                 continue
             score = min(1.0, score)
-            return (langid.WIKI_CODES.get(code, code) if score >= lid.min_score else "und"), score
-        return "und", min(1.0, found[0][0])
+            return (langid.WIKI_CODES.get(code, code) if score >= lid.min_score else alone(line)), score
+        return alone(line), min(1.0, found[0][0])
 
-    texts = real_lines() + no_language(2000, seed=3) + CORNERS + ["blurry", "a blurry picture", "line\nbreak"]
+    def alone(line: str) -> str:
+        letters = [c for c in line if c.isalpha()]
+        for code, chars in langid.SCRIPT_ALONE.items():
+            if letters and all(re.match(f"[{chars}]", c) for c in letters) and (
+                    code != "ja" or re.search(f"[{langid.KANA}]", line)):
+                return code
+        return "und"
+
+    texts = real_lines() + no_language(2000, seed=3) + CORNERS + ["blurry", "a blurry picture", "line\nbreak"] + SHORT
     langs, scores = lid.identify(pa.array(texts))
     assert lid.identify(texts)[0] == langs  # a list of strings: the same
     expected = [one(t) for t in texts]
@@ -150,6 +158,25 @@ def test_identify_equals_the_one_caption_rule_with_fasttext_predict(reference) -
     np.testing.assert_allclose(scores, [s for _, s in expected], atol=1e-5)
     assert scores.dtype == np.float32
     assert lid.identify_one("blurry") == ("und", pytest.approx(one("blurry")[1], abs=1e-5))
+
+
+SHORT = ["서울", "서울 2024", "猫", "ねこ", "東京の猫", "กรุงเทพ", "α β γ", "Ω", "서울 Seoul", "Athens", "ქართული", "ሰላም",
+         "ສະບາຍດີ", "ශ්‍රී", "東京", "中国", "Ἀθῆναι", "² ³", "Ⅻ"]
+
+
+def test_an_undetermined_caption_in_a_script_of_one_language_alone_is_that_language() -> None:
+    """Short captions the model is unsure of (``und`` under the threshold) but whose every letter is of a script
+    only one language of the model is written in (Hangul, kana with or without Han, Greek, Thai, ...) take that
+    language, their score kept; Han alone (Chinese or Japanese), or a second script, stays ``und``."""
+    lid = LanguageIdentifier()
+    langs, scores = lid.identify(SHORT)
+    found = dict(zip(SHORT, zip(langs, scores.tolist(), strict=True), strict=True))
+    assert found["서울"][0] == found["서울 2024"][0] == "ko" and found["서울"][1] < lid.min_score
+    assert found["α β γ"][0] == found["Ω"][0] == "el"
+    assert found["Ⅻ"][0] == "und" and found["² ³"][0] != "ko"  # numbers, no letter of a script: nobody's alone
+    assert found["猫"][0] == "und" and found["서울 Seoul"][0] == "und" and found["Athens"][0] == "und"
+    assert found["ねこ"][0] == found["東京の猫"][0] == "ja" and found["กรุงเทพ"][0] == "th"
+    assert LanguageIdentifier(min_score=0.0).identify(["서울"])[0] == ["ko"]
 
 
 def test_a_file_that_is_no_model_is_refused_naming_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -79,11 +79,20 @@ SCRIPTS: dict[str, str] = {
     "yi": "\u0590-\u05ff", "am": "\u1200-\u139f", "dv": "\u0780-\u07bf", "si": "\u0d80-\u0dff",
     "ta": "\u0b80-\u0bff", "te": "\u0c00-\u0c7f", "kn": "\u0c80-\u0cff", "ml": "\u0d00-\u0d7f", "gu": "\u0a80-\u0aff",
     "pa": "\u0a00-\u0a7f", "or": "\u0b00-\u0b7f", "bn": "\u0980-\u09ff", "as": "\u0980-\u09ff",
-    **dict.fromkeys(("hi", "mr", "ne", "sa", "bh", "new", "mai", "bpy", "gom"), _DEVANAGARI),
-    **dict.fromkeys(("ar", "fa", "ur", "ps", "ckb", "ug", "sd", "arz", "azb", "mzn", "pnb", "glk"), _ARABIC),
+    "xmf": "\u10a0-\u10ff", "bpy": "\u0980-\u09ff",
+    **dict.fromkeys(("hi", "mr", "ne", "sa", "bh", "new", "mai", "gom", "dty"), _DEVANAGARI),
+    **dict.fromkeys(("ar", "fa", "ur", "ps", "ckb", "ug", "sd", "arz", "azb", "mzn", "pnb", "glk", "lrc"), _ARABIC),
     **dict.fromkeys(("ru", "uk", "bg", "sr", "mk", "be", "kk", "ky", "tg", "mn", "ba", "tt", "cv", "ce", "sah", "os",
-                     "mhr", "mrj", "xal", "krc", "kv", "myv", "av", "lez", "tyv", "udm"), _CYRILLIC),
+                     "mhr", "mrj", "xal", "krc", "kv", "myv", "av", "lez", "tyv", "udm", "bxr", "rue"), _CYRILLIC),
 }
+# Scripts only one of lid.176's languages is written in (kana: Japanese alone; Han alone is Chinese or Japanese):
+# an ``und`` caption (a short one, the model unsure) whose every letter is of such a script is that language.
+SCRIPT_ALONE: dict[str, str] = {
+    **{code: SCRIPTS[code] for code in ("ko", "th", "lo", "km", "my", "bo", "hy", "el", "si", "ta", "te", "kn",
+                                        "ml", "gu", "pa", "or", "dv", "am")},
+    "ja": SCRIPTS["ja"],  # with at least one kana (KANA): Han characters alone are no sign of Japanese
+}
+KANA = "\u3040-\u30ff"
 _SCRIPT_PATTERNS = {lang: re.compile(f"[{chars}]") for lang, chars in SCRIPTS.items()}
 TOP_LABELS = 3  # labels of the model looked at, most probable first
 MAX_CHARS = 300  # the model reads at most this much of a caption: enough to tell, and long alt texts cost no more
@@ -155,8 +164,18 @@ class LanguageIdentifier:
         np.minimum(scores, 1.0, out=scores)  # the sigmoids' product can round a hair above 1
         letter = pc.match_substring_regex(lines, LETTER_RE2).to_numpy(zero_copy_only=False)
         scores[~letter] = 0.0
-        top[(top < 0) | (scores < self.min_score) | ~letter] = len(self._wiki)  # und
-        return self._codes[top].tolist(), scores.astype(np.float32)
+        undetermined = (top < 0) | (scores < self.min_score) | ~letter
+        top[undetermined] = len(self._wiki)  # und
+        codes = self._codes[top]
+        unsure = np.flatnonzero(undetermined & letter)
+        if len(unsure):  # every letter in a script of one language alone: that language (SCRIPT_ALONE)
+            texts_of = lines.take(pa.array(unsure))
+            for code, chars in SCRIPT_ALONE.items():
+                alone = pc.match_substring_regex(texts_of, f"^\\PL*[{chars}](?:[{chars}]|\\PL)*$").to_numpy(zero_copy_only=False)
+                if code == "ja":
+                    alone &= pc.match_substring_regex(texts_of, f"[{KANA}]").to_numpy(zero_copy_only=False)
+                codes[unsure[alone]] = code
+        return codes.tolist(), scores.astype(np.float32)
 
     def _script_held(self, lines: pa.Array, labels: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Mask: does line ``rows[k]`` hold a character of label ``labels[k]``'s own script (always, for labels of a
