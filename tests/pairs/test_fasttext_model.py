@@ -160,8 +160,8 @@ def test_identify_equals_the_one_caption_rule_with_fasttext_predict(reference) -
     assert lid.identify_one("blurry") == ("und", pytest.approx(one("blurry")[1], abs=1e-5))
 
 
-SHORT = ["서울", "서울 2024", "猫", "ねこ", "東京の猫", "กรุงเทพ", "α β γ", "Ω", "서울 Seoul", "Athens", "ქართული", "ሰላም",
-         "ສະບາຍດີ", "ශ්‍රී", "東京", "中国", "Ἀθῆναι", "² ³", "Ⅻ"]
+SHORT = ["서울", "서울 2024", "猫", "ねこ", "東京の猫", "กรุงเทพ", "α β γ", "Ω", "서울 Seoul", "Athens", "ქართული",
+         "ሰላም", "ສະບາຍດີ", "ශ්‍රී", "東京", "中国", "Ἀθῆναι", "² ³", "Ⅻ"]
 
 
 def test_an_undetermined_caption_in_a_script_of_one_language_alone_is_that_language() -> None:

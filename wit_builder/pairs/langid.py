@@ -171,7 +171,8 @@ class LanguageIdentifier:
         if len(unsure):  # every letter in a script of one language alone: that language (SCRIPT_ALONE)
             texts_of = lines.take(pa.array(unsure))
             for code, chars in SCRIPT_ALONE.items():
-                alone = pc.match_substring_regex(texts_of, f"^\\PL*[{chars}](?:[{chars}]|\\PL)*$").to_numpy(zero_copy_only=False)
+                only = f"^\\PL*[{chars}](?:[{chars}]|\\PL)*$"  # a letter of the script, and no letter of another
+                alone = pc.match_substring_regex(texts_of, only).to_numpy(zero_copy_only=False)
                 if code == "ja":
                     alone &= pc.match_substring_regex(texts_of, f"[{KANA}]").to_numpy(zero_copy_only=False)
                 codes[unsure[alone]] = code
