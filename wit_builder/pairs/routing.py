@@ -96,11 +96,12 @@ class RoutedMatcher:
         self.offsets = np.cumsum([0, *sizes])
         self.matchers: list[QueryMatcher | MetaClipMatcher | None] = []
         for i, lang in enumerate(self.langs):
-            part = entries.slice(int(self.offsets[i]), int(sizes[i])).to_pylist()
-            if lang not in self.kept or not part:
+            part = entries.slice(int(self.offsets[i]), int(sizes[i]))
+            if lang not in self.kept or not len(part):
                 self.matchers.append(None)
             else:
-                self.matchers.append(QueryMatcher(part, lang) if rule == NORMALIZED else MetaClipMatcher(part))
+                self.matchers.append(QueryMatcher(part, lang) if rule == NORMALIZED
+                                     else MetaClipMatcher(part.to_pylist()))
 
     def match(self, cleaned: pa.Array, raw: pa.Array, langs: Sequence[str]
               ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
