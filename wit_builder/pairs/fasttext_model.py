@@ -142,6 +142,19 @@ def _huffman_paths(counts: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.nd
     return left, right, children
 
 
+def _levels(children: np.ndarray, osz: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The internal nodes level by level from the root: (internal node indices j, their left and right child
+    ids), for scoring every leaf top-down as fastText's ``dfs`` sums (parent's score + the branch's log)."""
+    levels = []
+    current = np.array([len(children) - 1])  # the root: the last internal node
+    while len(current):
+        left, right = children[current, 0], children[current, 1]
+        levels.append((current, left, right))
+        below = np.concatenate([left, right])
+        current = below[below >= osz] - osz
+    return levels
+
+
 class FastTextModel:
     """A fastText supervised model file, read into numpy; ``predict`` scores a batch of lines.
 
@@ -194,6 +207,7 @@ class FastTextModel:
             left, right, self._children = _huffman_paths(counts[self.nwords:])
             self._paths = np.concatenate([left, right])  # (2 x internal nodes, labels)
             self._depth = int((left + right).sum(axis=0).max())  # the longest path, in internal nodes
+            self._levels = _levels(self._children, len(self.labels))
         self._max_cached = max_cached_words
         self._clear()
 
@@ -374,7 +388,10 @@ class FastTextModel:
     def log_scores(self, lines: Sequence[str] | pa.Array) -> np.ndarray:
         """(len(lines), labels) float32: each label's log-probability for each line (see ``hidden``), as fastText
         scores it (hs: the sum along its path of ``log(sigmoid + 1e-5)``; softmax: ``log(p + 1e-5)``)."""
-        hidden = self.hidden(lines)
+        return self.scores_of(self.hidden(lines))
+
+    def scores_of(self, hidden: np.ndarray) -> np.ndarray:
+        """``log_scores`` of lines given by their ``hidden`` vectors."""
         return np.concatenate([self._leaf_scores(hidden[i:i + self.CHUNK]) for i in range(0, len(hidden), self.CHUNK)]
                               or [np.zeros((0, len(self.labels)), np.float32)])
 
@@ -386,7 +403,10 @@ class FastTextModel:
         the leaf reached is the best when every branch left on the way scores below it by more than the most its
         subtree's remaining factors (each at most ``log(1 + 1e-5)``) could add; the other lines (near ties, a
         few in a hundred) are scored in full."""
-        hidden = self.hidden(lines)
+        return self.best_of(self.hidden(lines))
+
+    def best_of(self, hidden: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``best`` of lines given by their ``hidden`` vectors."""
         labels = np.empty(len(hidden), np.int64)
         scores = np.empty(len(hidden), np.float32)
         for start in range(0, len(hidden), self.CHUNK):
@@ -438,10 +458,17 @@ class FastTextModel:
             np.exp(logits, out=logits)
             logits /= logits.sum(axis=1, keepdims=True)
             return np.log(logits + np.float32(1e-5))
+        osz = len(self.labels)
         with np.errstate(over="ignore"):  # exp overflows to inf: sigmoid 0, as in fastText's float code
-            f = 1.0 / (1.0 + np.exp(-logits[:, :len(self.labels) - 1]))  # one row per internal node
-        both = np.concatenate([np.log(1.0 - f + np.float32(1e-5)), np.log(f + np.float32(1e-5))], axis=1)
-        return both @ self._paths
+            f = 1.0 / (1.0 + np.exp(-logits[:, :osz - 1]))  # one column per internal node
+        eps = np.float32(1e-5)
+        to_left, to_right = np.log(1.0 - f + eps), np.log(f + eps)
+        score = np.zeros((len(hidden), 2 * osz - 1), np.float32)  # every node's score: its path's sum
+        for nodes, left, right in self._levels:
+            base = score[:, osz + nodes]
+            score[:, left] = base + to_left[:, nodes]
+            score[:, right] = base + to_right[:, nodes]
+        return score[:, :osz]
 
     def predict(self, line: str, k: int = 1) -> list[tuple[float, str]]:
         """fasttext-predict's ``predict(line, k, 0.0)`` for one line: (probability, label) pairs, best first, the

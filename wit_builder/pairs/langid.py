@@ -144,12 +144,13 @@ class LanguageIdentifier:
         if not len(array):
             return [], np.zeros(0, np.float32)
         lines = pc.replace_substring_regex(pc.utf8_slice_codeunits(array, 0, MAX_CHARS), "[\\r\\n]", " ")
+        hidden = self._model.hidden(lines)
         with self._blas.limit(limits=1, user_api="blas"):  # small products: a second BLAS thread only spins
-            top, log_best = self._model.best(lines)
+            top, log_best = self._model.best_of(hidden)
         scores = np.exp(log_best)
         wrong = np.flatnonzero(~self._script_held(lines, top, np.arange(len(top))))
         if len(wrong):  # rare (a few in a hundred): the model's next labels, scored in full
-            log_scores = self._model.log_scores(lines.take(pa.array(wrong)))
+            log_scores = self._model.scores_of(hidden[wrong])
             order = np.argsort(-log_scores, axis=1, kind="stable")[:, :TOP_LABELS]
             chosen = np.full(len(wrong), -1, np.int64)
             for rank in range(order.shape[1]):
@@ -167,7 +168,8 @@ class LanguageIdentifier:
         undetermined = (top < 0) | (scores < self.min_score) | ~letter
         top[undetermined] = len(self._wiki)  # und
         codes = self._codes[top]
-        unsure = np.flatnonzero(undetermined & letter)
+        # Every SCRIPT_ALONE script is outside ASCII: only captions with a non-ASCII character can be one of them.
+        unsure = np.flatnonzero(undetermined & letter & ~pc.string_is_ascii(lines).to_numpy(zero_copy_only=False))
         if len(unsure):  # every letter in a script of one language alone: that language (SCRIPT_ALONE)
             texts_of = lines.take(pa.array(unsure))
             for code, chars in SCRIPT_ALONE.items():
