@@ -375,12 +375,17 @@ class FastTextModel:
             stop = min(start + self.CHUNK, len(array))
             chosen = slice(*np.searchsorted(line_of, [start, stop]))
             rows, at = where[chosen], line_of[chosen] - start
-            gathered = self._sums[rows]
-            for d in range(self.dim):
-                hidden[start:stop, d] = np.bincount(at, weights=gathered[:, d], minlength=stop - start)
+            part = hidden[start:stop]
+            tokens = np.bincount(at, minlength=stop - start)
+            if len(rows):  # each line's rows summed in one pass (lines without a row: zeros)
+                firsts = np.minimum(np.r_[0, np.cumsum(tokens)[:-1]], len(rows) - 1)
+                part[:] = np.add.reduceat(self._sums[rows], firsts, axis=0)
+                part[tokens == 0] = 0.0
+            else:
+                part[:] = 0.0
             total = np.bincount(at, weights=self._counts[rows], minlength=stop - start) + self._eos[1]
-            hidden[start:stop] += self._eos[0]  # </s> ends every line
-            hidden[start:stop] /= np.maximum(total, 1.0)[:, None].astype(np.float32)
+            part += self._eos[0]  # </s> ends every line
+            part /= np.maximum(total, 1.0)[:, None].astype(np.float32)
         return hidden
 
     CHUNK = 8192  # lines at a time: their (CHUNK, 2 x labels) float32 temporaries stay small
@@ -439,6 +444,11 @@ class FastTextModel:
             right = p >= 0.5
             to_right, to_left = np.log(p + eps), np.log(1 - p + eps)
             taken, other = np.where(right, to_right, to_left), np.where(right, to_left, to_right)
+            # The branch not taken: a leaf below it scores at most its prefix + the larger next step there.
+            aside = self._children[j, (~right).astype(np.int64)]
+            inner = aside >= osz
+            q = f[rows, np.where(inner, aside - osz, 0)]
+            other = other + np.where(inner, np.log(np.maximum(q, 1 - q) + eps), np.float32(0.0))
             alternative = np.where(internal, np.maximum(alternative, score + other), alternative)
             score = np.where(internal, score + taken, score)
             node = np.where(internal, self._children[j, right.astype(np.int64)], node)
