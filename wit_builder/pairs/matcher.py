@@ -144,8 +144,9 @@ class QueryMatcher:
         if not len(given):
             raise ValueError("no queries to match against")
         column = sorted_entries_array(given)
-        self.entries = column.to_pylist()
-        self.num_queries = len(self.entries)  # distinct queries
+        self._column = column
+        self._entries: list[str] | None = None
+        self.num_queries = len(column)  # distinct queries
         words = pc.add(pc.count_substring(column, " "), 1).to_numpy(zero_copy_only=False)
         # Queries of up to GRAM_WORDS words: looked up among each text's word n-grams; longer ones: an automaton.
         self._grams = {n: (column.filter(pa.array(words == n)), np.flatnonzero(words == n))
@@ -153,8 +154,15 @@ class QueryMatcher:
         longer = np.flatnonzero(words > GRAM_WORDS)
         self._longer: ahocorasick.Automaton | None = None
         if len(longer):
-            self._longer = _automaton((self.entries[i], int(i)) for i in longer.tolist())
+            self._longer = _automaton(zip(column.take(pa.array(longer)).to_pylist(), longer.tolist(), strict=True))
         self._automaton_all: ahocorasick.Automaton | None = None  # for one text at a time, built when first asked
+
+    @property
+    def entries(self) -> list[str]:
+        """The sorted distinct queries (query id i is element i), as Python strings when first asked."""
+        if self._entries is None:
+            self._entries = self._column.to_pylist()
+        return self._entries
 
     @property
     def _automaton(self) -> ahocorasick.Automaton:
