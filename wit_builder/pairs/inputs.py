@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from schemas.queries import LANG_METADATA, QUERIES_PARQUET, SEGMENTER_METADATA
 from schemas.queries import STATS_JSON as QUERIES_STATS_JSON
@@ -21,7 +22,7 @@ from wit_builder.core import errors
 from wit_builder.core.balance import ENGLISH
 from wit_builder.pairs.match_rules import entries_column
 from wit_builder.pairs.match_rules import validate as validate_entries
-from wit_builder.pairs.matcher import sorted_entries
+from wit_builder.pairs.matcher import sorted_entries_array
 from wit_builder.pairs.readers.formats import check_pool_file
 from wit_builder.pairs.readers.layouts import PoolOptions
 
@@ -94,7 +95,7 @@ def check_entries(path: str, match_rule: str) -> int:
     """The number of queries in ``path`` (rows); ValueError naming the first entry ``match_rule`` cannot use
     (``wit_builder.pairs.match_rules.validate``) or the missing column."""
     entries = _entries(path, match_rule)
-    validate_entries(entries, match_rule, path)
+    validate_entries(entries.to_pylist(), match_rule, path)
     return len(entries)
 
 
@@ -113,12 +114,13 @@ def load_entries(queries: QueriesFile | QuerySet) -> pa.Array:
     """The matcher's sorted distinct entries as a string array: query id i is element i (a query set's
     languages one after another, ``QuerySet.sizes`` long)."""
     files = queries.files if isinstance(queries, QuerySet) else (queries,)
-    return pa.array([e for f in files for e in sorted_entries(_entries(f.path, f.match_rule))], pa.string())
+    parts = [sorted_entries_array(_entries(f.path, f.match_rule)) for f in files]
+    return pa.concat_arrays(parts) if parts else pa.array([], pa.string())
 
 
 def distinct_entries(path: str, match_rule: str) -> int:
     """The number of distinct entries of a queries file (its range of query ids)."""
-    return len(set(_entries(path, match_rule)))
+    return len(pc.unique(_entries(path, match_rule)))
 
 
 def folder_language(folder: str, path: str) -> tuple[str, str | None]:
@@ -178,7 +180,9 @@ def check_languages(found: Sequence[tuple[str, str]], wanted: Sequence[str]) -> 
     return tuple(sorted(wanted)) if wanted else tuple(sorted(seen))
 
 
-def _entries(path: str, match_rule: str) -> list:
-    """Every entry of the queries file at ``path`` in the column ``match_rule`` matches with, as stored."""
+def _entries(path: str, match_rule: str) -> pa.Array:
+    """Every entry of the queries file at ``path`` in the column ``match_rule`` matches with, as stored (a string
+    array)."""
     table = fileio.read_parquet(path)
-    return table.column(entries_column(table, match_rule)).to_pylist()
+    column = table.column(entries_column(table, match_rule)).combine_chunks()
+    return column.cast(pa.string()) if column.type != pa.string() else column

@@ -174,8 +174,7 @@ class _ReadAndMatch(_EntriesDoFn):
                         yield TaggedOutput(REJECTED, rejection)
             if not len(batch):
                 continue
-            captions = batch.captions.to_pylist()
-            langs, scores = identifier.identify(captions)
+            langs, scores = identifier.identify(batch.captions)
             routes, found = matcher.match(batch.captions, batch.raw_captions, langs)
             filtered = routes == FILTERED
             matched = np.zeros(len(batch), bool)
@@ -187,7 +186,7 @@ class _ReadAndMatch(_EntriesDoFn):
                 held += len(rows)
             seen.update(candidates=len(batch), matched=int(matched.sum()), language_filtered=int(filtered.sum()),
                         no_match=int((~matched & ~filtered).sum()),
-                        unsegmented_script=int(unsegmented(captions).sum()))
+                        unsegmented_script=int(unsegmented(batch.captions).sum()))
             for what, mask in (("candidates", None), ("matched", matched), ("language_filtered", filtered)):
                 chosen = langs if mask is None else itertools.compress(langs, mask.tolist())
                 for lang, n in Counter(chosen).items():

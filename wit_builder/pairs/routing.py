@@ -35,6 +35,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from wit_builder.core.balance import ENGLISH
 from wit_builder.pairs.langid import UNDETERMINED
@@ -60,8 +61,15 @@ def route(langs: Sequence[str], run_langs: Sequence[str], kept: Sequence[str], r
     return np.array([index.get(lang, FILTERED) for lang in langs], np.int64)
 
 
-def unsegmented(texts: Sequence[str]) -> np.ndarray:
-    """Mask of the texts holding a letter of a spaceless script no segmenter covers (the textnorm fallback)."""
+def unsegmented(texts: Sequence[str] | pa.Array) -> np.ndarray:
+    """Mask of the texts holding a letter of a spaceless script no segmenter covers (the textnorm fallback).
+    Strings, or an Arrow string array without nulls (only its non-ASCII rows are read into Python)."""
+    if isinstance(texts, pa.Array):
+        mask = np.zeros(len(texts), bool)
+        others = np.flatnonzero(~pc.string_is_ascii(texts).to_numpy(zero_copy_only=False))
+        if len(others):
+            mask[others] = unsegmented(texts.take(pa.array(others)).to_pylist())
+        return mask
     search = UNSEGMENTED_SCRIPTS.search
     if search("\n".join(texts)) is None:  # one scan of the batch: such scripts are rare
         return np.zeros(len(texts), bool)
@@ -88,11 +96,12 @@ class RoutedMatcher:
         self.offsets = np.cumsum([0, *sizes])
         self.matchers: list[QueryMatcher | MetaClipMatcher | None] = []
         for i, lang in enumerate(self.langs):
-            part = entries.slice(int(self.offsets[i]), int(sizes[i])).to_pylist()
-            if lang not in self.kept or not part:
+            part = entries.slice(int(self.offsets[i]), int(sizes[i]))
+            if lang not in self.kept or not len(part):
                 self.matchers.append(None)
             else:
-                self.matchers.append(QueryMatcher(part, lang) if rule == NORMALIZED else MetaClipMatcher(part))
+                self.matchers.append(QueryMatcher(part, lang) if rule == NORMALIZED
+                                     else MetaClipMatcher(part.to_pylist()))
 
     def match(self, cleaned: pa.Array, raw: pa.Array, langs: Sequence[str]
               ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
