@@ -241,6 +241,38 @@ def test_queries_of_another_segmenter_are_refused_naming_both(tmp_path: Path, ca
     assert "made with segmenter mecab-0.996" in err and segment.segmenter_id("ja") in err
 
 
+@pytest.mark.parametrize(("lang", "says"), [
+    ("simple", "'simple', a language the language ID model never gives a caption"),  # Simple English: captions are en
+    ("zu", "'zu', a language the language ID model never gives a caption"),
+    ("jp", "its language 'jp' is no Wikipedia language code (did you mean 'ja'?)"),
+])
+def test_queries_no_caption_could_be_routed_to_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture, lang: str,
+                                                            says: str) -> None:
+    """A folder whose language the language ID model never gives a caption (simplewiki's queries are ``simple``,
+    its captions ``en``), or that is no Wikipedia code, would leave every caption ``language_filtered`` and end
+    in exit 3's hint about the pool's columns: refused before any work, naming the folder; with
+    --no-language-routing every caption is matched against it."""
+    folder = write_queries(tmp_path / "q", ["dog"], lang=lang)
+    pool = write_pool(tmp_path / "pool.jsonl", ["a dog on the beach"])
+    out = tmp_path / "o"
+    assert wit(["build-pairs", "--queries", str(write_queries(tmp_path / "en", ["cat"])), "--queries", str(folder),
+                "--pool", str(pool), "--out", str(out)]) == errors.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"--queries {folder}: " in err and says in err and not out.exists()
+    assert wit(["build-pairs", "--queries", str(folder), "--pool", str(pool), "--out", str(out),
+                "--no-language-routing"]) == 0
+    assert json.loads((out / STATS_JSON).read_text())["counts"]["kept"] == 1
+
+
+def test_every_label_of_the_model_is_a_wikipedia_code() -> None:
+    """Captions are routed by Wikipedia code: lid.176's ``yue`` and ``cbk`` are ``zh-yue`` and ``cbk-zam``."""
+    from wit_builder.core import languages
+
+    codes = {language.code for language in languages.all_languages()}
+    identifier = LanguageIdentifier()
+    assert identifier.languages <= codes and {"zh-yue", "cbk-zam", "en", "ja"} <= identifier.languages
+
+
 def test_each_language_gets_metaclip2_cap() -> None:
     """The stage's per-id targets are ``language_caps`` of the matched counts, language by language, times
     --oversample (hard and probabilistic cuts both use them)."""
