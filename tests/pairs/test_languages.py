@@ -229,6 +229,17 @@ def test_an_unknown_language_code_suggests_the_nearest(tmp_path: Path, capsys: p
     assert not out.exists()
 
 
+def test_languages_und_says_where_undetermined_captions_go(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``--languages ja,und`` was refused as an unknown code with 'did you mean udm (удмурт)?': ``und`` is the
+    stage's own label, and the refusal says where such captions go."""
+    pool = write_pool(tmp_path / "pool.jsonl", ["A dog"])
+    folder = write_queries(tmp_path / "q-ja", ["犬"], lang="ja")
+    assert wit(["build-pairs", "--queries", str(folder), "--pool", str(pool), "--out", str(tmp_path / "o"),
+                "--languages", "ja,und"]) == errors.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "'und' (no language found) is not kept on its own" in err and "udm" not in err
+
+
 def test_queries_of_another_segmenter_are_refused_naming_both(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     folder = write_queries(tmp_path / "q", ["猫"], lang="ja")
     table = pq.read_table(folder / "queries.parquet")
