@@ -143,6 +143,7 @@ def test_languages_en_keeps_the_german_caption_out(tmp_path: Path, capsys: pytes
     assert stats["parameters"]["languages"] == ["en"]
     # a filtered language keeps its counts and its queries, and has no cap or target (nothing of it was capped)
     assert stats["details"]["languages"]["de"] == {"candidates": 1, "language_filtered": 1, "matched": 0, "kept": 0,
+                                                   "unique_pairs": 0, "no_match": 0, "duplicates": 0, "over_cap": 0,
                                                    "queries": 4, "queries_hit": 0}
     assert stats["details"]["languages"]["en"]["cap"] == stats["details"]["languages"]["en"]["target"] == 20_000
     assert (out / "balance.png").read_bytes().startswith(b"\x89PNG")
@@ -169,6 +170,33 @@ def test_languages_en_keeps_the_german_caption_out(tmp_path: Path, capsys: pytes
     assert languages["de"] | languages["en"]  # both reported
     assert languages["de"]["queries_hit"] == 4 and languages["de"]["kept"] == 1
     assert languages["en"]["cap"] == 20_000
+
+
+def test_every_candidate_ends_with_a_status_counted_under_its_language(tmp_path: Path) -> None:
+    """details.languages closes the accounting per language as counts does for the run: candidates =
+    language_filtered + no_match + matched, matched = duplicates + unique_pairs, unique_pairs = kept + over_cap
+    (before, a duplicate, a capped pair and an unmatched caption of a language were told apart nowhere)."""
+    captions = image_captions()
+    en, ja = captions["en"][:6], captions["ja"][:6]
+    pool = write_pool(tmp_path / "pool.jsonl", en + ja + captions["de"][:2] + ["一匹の猫"])
+    lines = pool.read_text(encoding="utf-8").splitlines(keepends=True)
+    pool.write_text("".join(lines + lines[:2] + lines[6:9]), encoding="utf-8")  # 2 English, 3 Japanese pairs again
+    english = write_queries(tmp_path / "q-en", ["man", "woman", "table", "a"])
+    japanese = write_queries(tmp_path / "q-ja", [w for c in ja for w in segment.tokenize(c, "ja")][:40], lang="ja")
+    out = tmp_path / "o"
+    assert wit(["build-pairs", "--queries", str(english), "--queries", str(japanese), "--pool", str(pool),
+                "--out", str(out), "--per-query-cap", "1"]) == 0
+    stats = json.loads((out / STATS_JSON).read_text())
+    languages, counts = stats["details"]["languages"], stats["counts"]
+    for what in ("candidates", "language_filtered", "no_match", "matched", "duplicates", "unique_pairs", "over_cap",
+                 "kept"):
+        assert sum(row[what] for row in languages.values()) == counts[what], what
+    for row in languages.values():
+        assert row["candidates"] == row["language_filtered"] + row["no_match"] + row["matched"]
+        assert row["matched"] == row["duplicates"] + row["unique_pairs"]
+        assert row["unique_pairs"] == row["kept"] + row["over_cap"] and min(row.values()) >= 0
+    assert languages["en"]["duplicates"] == 2 and languages["ja"]["duplicates"] == 3
+    assert languages["de"]["language_filtered"] == 2 and languages["ja"]["over_cap"] > 0
 
 
 def test_japanese_chinese_thai_sentences_match_their_queries(tmp_path: Path) -> None:
