@@ -78,10 +78,10 @@ def languages(counts: Mapping[str, int], query_counts: Any, caps: Mapping[str, i
               targets: Mapping[str, int]) -> dict[str, dict[str, int]]:
     """stats.json's ``details.languages``: per caption language (every language seen or queried), its
     :data:`LANGUAGE_COUNTS` and :data:`LANGUAGE_DERIVED`, the distinct queries of that language it hit
-    (``queries_hit``), the queries of that language (``queries``), and for a language whose captions the run matched (``caps``' keys) the cap
-    used (``cap``) and the stage's target (``target``: the cap times ``--oversample``). A language with queries
-    that ``--languages`` filtered has no ``cap``/``target`` (absent: nothing of it was capped), only its counts.
-    ``query_counts`` is query_counts.parquet as a table."""
+    (``queries_hit``), the queries of that language (``queries``), and for a language whose captions the run
+    matched (``caps``' keys) the cap used (``cap``) and the stage's target (``target``: the cap times
+    ``--oversample``). A language with queries that ``--languages`` filtered has no ``cap``/``target`` (absent:
+    nothing of it was capped), only its counts. ``query_counts`` is query_counts.parquet as a table."""
     out: dict[str, dict[str, int]] = {}
     for name, n in counts.items():
         if name.startswith(LANGUAGE_PREFIX):
