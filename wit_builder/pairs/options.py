@@ -18,7 +18,7 @@ from schemas.queries import QUERIES_PARQUET
 from wit_builder.core import languages as wikipedia_languages
 from wit_builder.core.balance import LANGUAGE_CAP_RULES, MODES, BalanceConfig
 from wit_builder.core.options import option
-from wit_builder.pairs.langid import DEFAULT_MIN_SCORE
+from wit_builder.pairs.langid import DEFAULT_MIN_SCORE, UNDETERMINED
 from wit_builder.pairs.match_rules import DEFAULT_RULE, MATCH_RULES
 from wit_builder.pairs.readers.layouts import FORMATS, LAYOUTS, PoolOptions, parse_layout
 
@@ -59,6 +59,9 @@ class LanguageOptions:
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_language_score <= 1.0:
             raise ValueError(f"min_language_score must be within [0, 1], not {self.min_language_score}")
+        if UNDETERMINED in self.codes:  # no language: und captions follow English (docs/stages/pairs.md)
+            raise ValueError(f"languages: {UNDETERMINED!r} (no language found) is not kept on its own: such captions "
+                             "are matched against English's queries when 'en' is kept, else language_filtered")
         for code in self.codes:  # as build-queries' --wiki: an unknown code is refused with the nearest known one
             if (near := wikipedia_languages.nearest(code)) != code:
                 hint = f"; did you mean {near!r} ({wikipedia_languages.resolve(near).name})?" if near else ""

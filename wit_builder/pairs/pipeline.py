@@ -235,6 +235,9 @@ class _CollapseBucket(counting.CountingDoFn):
         ids, counts = query_counts(ranked)
         self.count("duplicates", table.num_rows - ranked.num_rows)
         self.count("unique_pairs", ranked.num_rows)
+        for lang, n in zip(*np.unique(ranked.column("lang").to_numpy(zero_copy_only=False), return_counts=True),
+                           strict=True):
+            self.count(language_count(str(lang), "unique_pairs"), int(n))
         self.count("matches", int(counts.sum()))
         if len(ids):
             yield TaggedOutput(_MATCHED_IDS, (ids, counts))
