@@ -14,6 +14,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from tests.conftest import BEAM_IN_PROCESS
 from wit_builder.beam import spill
 from wit_builder.beam.spill import CoGroupByKeySpilled, GroupByKeySpilled, Materialize, Spill, bucket_count
+from wit_builder.core.errors import UsageError
 
 PAIRS = [(f"k{i % 37}", (i, "x" * (i % 5))) for i in range(500)] + [(None, (-1, "none key"))]
 OTHER = [(f"k{i}", f"other {i}") for i in range(30, 45)]
@@ -157,3 +158,19 @@ def test_a_cut_spill_file_is_an_error_not_a_short_group(tmp_path: Path):
         path.write_bytes(cut)
         with pytest.raises(ValueError, match="changed during the run"):
             list(spill._GroupBucket([(coder, coder)], None).process(0, [wv.value]))
+
+
+def test_a_symbolic_link_named_like_the_spill_folder_is_refused_and_its_target_kept(tmp_path: Path):
+    # `ln -s ~/photos OUT/_tmp_spill` then `wit finalize --overwrite` ended in a traceback (rmtree on a link)
+    target = tmp_path / "photos"
+    target.mkdir()
+    (target / "keep.txt").write_text("precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / spill.SPILL_DIR).symlink_to(target)
+    with pytest.raises(UsageError, match="is a symbolic link .*remove the link"):
+        spill.remove_spill(str(out))
+    assert (target / "keep.txt").read_text() == "precious"
+    (out / spill.SPILL_DIR).unlink()
+    (out / spill.SPILL_DIR / "sketches").mkdir(parents=True)
+    assert spill.remove_spill(str(out)) and not (out / spill.SPILL_DIR).exists()

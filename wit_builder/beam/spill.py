@@ -38,6 +38,7 @@ shuffle unchanged.
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -47,6 +48,7 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
 from wit_builder.beam import fileio
+from wit_builder.core.errors import UsageError
 
 SPILL_DIR = "_tmp_spill"  # under --out; removed by the command when the run ends
 IN_PROCESS_RUNNERS = frozenset({"", "directrunner", "fnapirunner", "bundlebaseddirectrunner",
@@ -61,10 +63,21 @@ def spill_folder(runner: str | None, out: str) -> str | None:
     return fileio.join(out, SPILL_DIR) if name in IN_PROCESS_RUNNERS else None
 
 
+def refuse_link(path: str) -> None:
+    """UsageError when the local ``path`` (a folder the command deletes whole: ``OUT/_tmp_spill``, ``OUT/_tmp_text``)
+    is a symbolic link: what it points to is not the run's to delete, and deleting it failed with a traceback."""
+    local = fileio.local_path_or_none(path)
+    if local is not None and os.path.islink(local):
+        raise UsageError(f"{path} is a symbolic link (to {os.readlink(local)}); wit deletes that folder at every run "
+                         f"and does not follow links: remove the link (the folder's files stay under --out)")
+
+
 def remove_spill(out: str) -> bool:
     """Delete ``OUT/_tmp_spill``: the folder on a local filesystem, every object below it on an object store
-    (``gs://``, ``s3://``: no folders there, so the folder itself never "exists"); whether anything was there."""
+    (``gs://``, ``s3://``: no folders there, so the folder itself never "exists"); whether anything was there.
+    UsageError for a symbolic link there (``refuse_link``)."""
     folder = fileio.join(out, SPILL_DIR)
+    refuse_link(folder)
     if fileio.exists(folder):
         fileio.delete([folder])
         return True
