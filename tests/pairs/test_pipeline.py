@@ -96,8 +96,9 @@ def test_collapse_and_balance_count_duplicates_and_over_cap() -> None:
         assert_that(collapsed["matched"] | "MatchedList" >> beam.Map(list), equal_to([[2]]), label="MatchedPerQuery")
         assert_that(balanced["kept_counts"] | "KeptList" >> beam.Map(list), equal_to([[1]]), label="KeptPerQuery")
         counts = ((collapsed[COUNTS], balanced[COUNTS]) | beam.Flatten()) | "Sum" >> beam.CombinePerKey(sum)
-        assert_that(counts, equal_to([("duplicates", 1), ("unique_pairs", 2), ("matches", 2), ("over_cap", 1),
-                                      ("kept", 1), ("kept_matches", 1), ("lang.en.kept", 1)]), label="Counts")
+        assert_that(counts, equal_to([("duplicates", 1), ("unique_pairs", 2), ("lang.en.unique_pairs", 2),
+                                      ("matches", 2), ("over_cap", 1), ("kept", 1), ("kept_matches", 1),
+                                      ("lang.en.kept", 1)]), label="Counts")
         records = collapsed["ranked"] | "Rows" >> beam.FlatMap(lambda kv: pb.from_bytes(kv[1]).to_pylist())
         assert_that(records | "Copy" >> beam.Map(lambda r: (r["url"], r["source_record"])),
                     equal_to([("http://h.example/1.jpg", 2), ("http://h.example/2.jpg", 8)]), label="Earliest")
