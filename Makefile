@@ -147,6 +147,7 @@ bench-segment: $(STAMP)
 bench-scale: $(STAMP) runners
 	$(BIN)/python benchmarks/bench_scale.py --runners fnapi --texts 500000,2000000,8000000 --stages pairs,finalize,sketch
 	$(BIN)/python benchmarks/bench_scale.py --runners fnapi,spark --label spark
+	$(BIN)/python benchmarks/bench_spill_refs.py
 
 clean:
 	rm -rf out build *.egg-info

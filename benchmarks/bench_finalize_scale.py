@@ -2,7 +2,7 @@
 several sizes, and one cluster of near-identical images (the same picture with one or two pixels changed, as
 re-encoded copies, logos and placeholders are in a crawl).
 
-    .venv/bin/python benchmarks/bench_finalize_scale.py [--distinct 10000,40000,160000] [--cluster 20000]
+    .venv/bin/python benchmarks/bench_finalize_scale.py [--distinct 10000,40000,160000] [--cluster 5000,20000]
         [--code DIR] [--out out/bench_finalize_scale]
     (make bench-scale runs it after the build-pairs benchmark)
 
@@ -157,7 +157,8 @@ def per_row(points: list[tuple[int, float]]) -> float | None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--distinct", default="10000,40000,160000", help="comma-separated sizes of distinct-image runs")
-    parser.add_argument("--cluster", default="20000", help="comma-separated sizes of near-identical clusters")
+    parser.add_argument("--cluster", default="5000,20000",
+                        help="comma-separated sizes of near-identical clusters (two: the growth exponent of time)")
     parser.add_argument("--rows-per-shard", type=int, default=5000)
     parser.add_argument("--code", type=Path, default=ROOT, help="checkout whose `wit finalize` runs")
     parser.add_argument("--label", default="this", help="name of --code in the results")
@@ -165,6 +166,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench_finalize_scale")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    args.out = args.out.resolve()  # --code runs in its own folder
     results: list[dict] = [{"settings": {k: str(v) for k, v in vars(args).items()}}]
     series: dict[str, list[tuple[int, dict]]] = {}
     for kind, sizes in (("cluster", args.cluster), ("distinct", args.distinct)):

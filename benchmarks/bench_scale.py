@@ -16,7 +16,8 @@ everything), ``job-server`` (the Spark driver), ``executor`` (each Spark executo
 (master and workers), ``worker-pool`` and ``sdk-worker`` (each Python SDK worker process). Outputs of the runners
 are compared row for row (pairs and query counts); a difference exits 1. Results go to stdout and
 out/bench_scale/results.json. ``peak_tree_rss_mb`` is the largest sum of the resident sets of every process the
-run started (launcher, SDK workers, JVMs) seen at one sample; with two or more sizes the growth exponent of the
+run started (launcher, SDK workers, JVMs; for an in-process run only the launcher and its children, not the idle
+cluster beside it) seen at one sample; with two or more sizes the growth exponent of the
 in-process peak, log(m2/m1)/log(n2/n1) from the smallest to the largest size, is printed. ``--code DIR`` runs
 another checkout's ``wit`` on the same inputs (a side-by-side with the main branch); ``--stages`` adds
 ``finalize`` (benchmarks/bench_finalize_scale.py) and ``sketch`` (build-queries' sketch memory at two widths).
@@ -102,11 +103,20 @@ def _status_kb(pid: int, *fields: str) -> list[int]:
 class Sampler(threading.Thread):
     """The kernel's peak RSS (VmHWM) and peak address space (VmPeak), in MB, of every process of interest."""
 
-    def __init__(self, launcher: int) -> None:
+    def __init__(self, launcher: int, launcher_tree_only: bool = False) -> None:
         super().__init__(daemon=True)
         self.launcher, self.stop = launcher, threading.Event()
         self.peaks: dict[tuple[str, int], tuple[float, float]] = {}
         self.tree_peak = 0.0  # MB: the largest sum of VmRSS over the marked processes at one sample
+        # an in-process run beside an idle Spark cluster: only the launcher and its children count
+        self.launcher_tree_only = launcher_tree_only
+
+    def _in_launcher_tree(self, pid: int) -> bool:
+        while pid > 1:
+            if pid == self.launcher:
+                return True
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])  # the parent's pid
+        return False
 
     def sample(self) -> None:
         tree = 0.0
@@ -118,6 +128,8 @@ class Sampler(threading.Thread):
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
                 kind = role(cmd, self.launcher, pid)
                 marked = MARKER in Path(f"/proc/{pid}/environ").read_bytes() and pid != os.getpid()
+                if marked and self.launcher_tree_only:
+                    marked = self._in_launcher_tree(pid)
                 if marked:
                     tree += _status_kb(pid, "VmRSS")[0] / 1e3
                 if kind and marked:
@@ -148,7 +160,7 @@ def run_build_pairs(qdir: Path, pool: Path, out: Path, beam: list[str], rows_per
     started, before = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
     with (out.parent / f"{out.name}.log").open("wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=code)
-        sampler = Sampler(proc.pid)
+        sampler = Sampler(proc.pid, launcher_tree_only=beam == ["--runner=FnApiRunner"])
         sampler.start()
         try:
             code = proc.wait(timeout=timeout_s)

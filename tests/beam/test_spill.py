@@ -14,6 +14,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from tests.conftest import BEAM_IN_PROCESS
 from wit_builder.beam import spill
 from wit_builder.beam.spill import CoGroupByKeySpilled, GroupByKeySpilled, Materialize, Spill, bucket_count
+from wit_builder.core.errors import UsageError
 
 PAIRS = [(f"k{i % 37}", (i, "x" * (i % 5))) for i in range(500)] + [(None, (-1, "none key"))]
 OTHER = [(f"k{i}", f"other {i}") for i in range(30, 45)]
@@ -92,13 +93,51 @@ def test_a_retried_flush_writes_the_same_file_and_equal_blobs_are_read_once_per_
         writer.start_bundle()
         assert not list(writer.process(("a", 1))) and not list(writer.process(("b", 2)))
         refs.append([wv.value for wv in writer.finish_bundle()])
-    assert refs[0] == refs[1] and len(list(tmp_path.glob("step/*.bin"))) == 1
+    assert refs[0] == refs[1] and len(refs[0]) == 1 and len(list(tmp_path.glob("step/*.bin"))) == 1
     grouper = spill._GroupBucket([(coder, coder)], None)
-    by_bucket: dict[int, list] = {}
-    for bucket, ref in refs[0] + refs[1]:  # as if both bundles had succeeded: every value twice
-        by_bucket.setdefault(bucket, []).append(ref)
-    groups = [kv for item in by_bucket.items() for kv in grouper.process(item)]
+    both = refs[0] + refs[1]  # as if both bundles had succeeded: every value twice
+    groups = [kv for bucket in range(3) for kv in grouper.process(bucket, both)]
     assert sorted(groups) == [("a", [1, 1]), ("b", [2, 2])]
+
+
+def test_one_reference_per_file_whatever_the_buckets(tmp_path, monkeypatch):
+    """The references that cross Beam grow with the files (spilled bytes / FLUSH_BYTES), not with files x buckets:
+    a flush of 1,000 elements over 500 buckets is one reference, and each bucket reads its own range of it."""
+    monkeypatch.setattr(spill, "FLUSH_BYTES", 1 << 30)
+    coder = beam.coders.FastPrimitivesCoder()
+    writer = spill._SpillBuckets(Spill(str(tmp_path)), "step", 0, 500, (coder, coder), None)
+    writer.start_bundle()
+    for i in range(1000):
+        assert not list(writer.process((f"k{i}", i)))
+    [ref] = [wv.value for wv in writer.finish_bundle()]
+    path, first, last = ref
+    assert path.startswith(str(tmp_path)) and 0 <= first < last < 500
+    grouper = spill._GroupBucket([(coder, coder)], None)
+    got = {}
+    for bucket in range(500):
+        for key, values in grouper.process(bucket, [ref]):
+            assert spill.hashed_bucket(coder.encode(key), 500) == bucket and key not in got
+            got[key] = values
+    assert got == {f"k{i}": [i] for i in range(1000)}
+    assert spill._read_bucket(path, 500) == b""  # a bucket past the index: nothing, not an error
+
+
+def test_shard_buckets_open_only_the_files_that_span_them(tmp_path, monkeypatch):
+    """With a bucket per shard and rows arriving shard by shard, a file's index covers a few buckets, and a bucket's
+    reader skips every file whose span does not hold it."""
+    monkeypatch.setattr(spill, "FLUSH_BYTES", 200)
+    coder = beam.coders.FastPrimitivesCoder()
+    writer = spill._SpillBuckets(Spill(str(tmp_path)), "step", 0, 10, (coder, coder), lambda key: key)
+    writer.start_bundle()
+    refs = [ref for shard in range(10) for i in range(20) for ref in writer.process((shard, i))]
+    refs += [wv.value for wv in writer.finish_bundle()]
+    assert len(refs) > 10 and all(last - first <= 1 for _, first, last in refs)
+    opened: list[str] = []
+    read = spill._read_bucket
+    monkeypatch.setattr(spill, "_read_bucket", lambda path, bucket: opened.append(path) or read(path, bucket))
+    grouper = spill._GroupBucket([(coder, coder)], None)
+    assert list(grouper.process(3, refs)) == [(3, list(range(20)))]
+    assert 0 < len(opened) <= 3
 
 
 def test_bucket_count_and_hashed_bucket():
@@ -114,6 +153,24 @@ def test_a_cut_spill_file_is_an_error_not_a_short_group(tmp_path: Path):
     list(writer.process(("a", "value")))
     [wv] = list(writer.finish_bundle())
     path = next(tmp_path.glob("step/*.bin"))
-    path.write_bytes(path.read_bytes()[:-2])
-    with pytest.raises(ValueError, match="changed during the run"):
-        list(spill._GroupBucket([(coder, coder)], None).process((0, [wv.value[1]])))
+    whole = path.read_bytes()
+    for cut in (whole[:-2], whole[:12], whole[:3]):  # inside the blob, inside the index, inside its span
+        path.write_bytes(cut)
+        with pytest.raises(ValueError, match="changed during the run"):
+            list(spill._GroupBucket([(coder, coder)], None).process(0, [wv.value]))
+
+
+def test_a_symbolic_link_named_like_the_spill_folder_is_refused_and_its_target_kept(tmp_path: Path):
+    # `ln -s ~/photos OUT/_tmp_spill` then `wit finalize --overwrite` ended in a traceback (rmtree on a link)
+    target = tmp_path / "photos"
+    target.mkdir()
+    (target / "keep.txt").write_text("precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / spill.SPILL_DIR).symlink_to(target)
+    with pytest.raises(UsageError, match="is a symbolic link .*remove the link"):
+        spill.remove_spill(str(out))
+    assert (target / "keep.txt").read_text() == "precious"
+    (out / spill.SPILL_DIR).unlink()
+    (out / spill.SPILL_DIR / "sketches").mkdir(parents=True)
+    assert spill.remove_spill(str(out)) and not (out / spill.SPILL_DIR).exists()

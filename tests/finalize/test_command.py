@@ -592,9 +592,8 @@ def test_spilled_shuffles_give_the_bytes_of_inline_ones_with_any_buckets(raw, ou
     monkeypatch.setattr(stage, "ROWS_PER_BUCKET", 3)
     monkeypatch.setattr(spill, "FLUSH_BYTES", 600)
     seen: list[str] = []
-    put_many = spill.Spill.put_many
-    monkeypatch.setattr(spill.Spill, "put_many", lambda self, name, blobs: seen.append(name) or put_many(
-        self, name, blobs))
+    put = spill.Spill.put
+    monkeypatch.setattr(spill.Spill, "put", lambda self, name, data: seen.append(name) or put(self, name, data))
     small = tmp_path / "small-buckets"
     assert finalize(raw.root, small) == 0
     steps = {name.split("/")[0] for name in seen}

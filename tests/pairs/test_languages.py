@@ -143,6 +143,7 @@ def test_languages_en_keeps_the_german_caption_out(tmp_path: Path, capsys: pytes
     assert stats["parameters"]["languages"] == ["en"]
     # a filtered language keeps its counts and its queries, and has no cap or target (nothing of it was capped)
     assert stats["details"]["languages"]["de"] == {"candidates": 1, "language_filtered": 1, "matched": 0, "kept": 0,
+                                                   "unique_pairs": 0, "no_match": 0, "duplicates": 0, "over_cap": 0,
                                                    "queries": 4, "queries_hit": 0}
     assert stats["details"]["languages"]["en"]["cap"] == stats["details"]["languages"]["en"]["target"] == 20_000
     assert (out / "balance.png").read_bytes().startswith(b"\x89PNG")
@@ -169,6 +170,33 @@ def test_languages_en_keeps_the_german_caption_out(tmp_path: Path, capsys: pytes
     assert languages["de"] | languages["en"]  # both reported
     assert languages["de"]["queries_hit"] == 4 and languages["de"]["kept"] == 1
     assert languages["en"]["cap"] == 20_000
+
+
+def test_every_candidate_ends_with_a_status_counted_under_its_language(tmp_path: Path) -> None:
+    """details.languages closes the accounting per language as counts does for the run: candidates =
+    language_filtered + no_match + matched, matched = duplicates + unique_pairs, unique_pairs = kept + over_cap
+    (before, a duplicate, a capped pair and an unmatched caption of a language were told apart nowhere)."""
+    captions = image_captions()
+    en, ja = captions["en"][:6], captions["ja"][:6]
+    pool = write_pool(tmp_path / "pool.jsonl", en + ja + captions["de"][:2] + ["一匹の猫"])
+    lines = pool.read_text(encoding="utf-8").splitlines(keepends=True)
+    pool.write_text("".join(lines + lines[:2] + lines[6:9]), encoding="utf-8")  # 2 English, 3 Japanese pairs again
+    english = write_queries(tmp_path / "q-en", ["man", "woman", "table", "a"])
+    japanese = write_queries(tmp_path / "q-ja", [w for c in ja for w in segment.tokenize(c, "ja")][:40], lang="ja")
+    out = tmp_path / "o"
+    assert wit(["build-pairs", "--queries", str(english), "--queries", str(japanese), "--pool", str(pool),
+                "--out", str(out), "--per-query-cap", "1"]) == 0
+    stats = json.loads((out / STATS_JSON).read_text())
+    languages, counts = stats["details"]["languages"], stats["counts"]
+    for what in ("candidates", "language_filtered", "no_match", "matched", "duplicates", "unique_pairs", "over_cap",
+                 "kept"):
+        assert sum(row[what] for row in languages.values()) == counts[what], what
+    for row in languages.values():
+        assert row["candidates"] == row["language_filtered"] + row["no_match"] + row["matched"]
+        assert row["matched"] == row["duplicates"] + row["unique_pairs"]
+        assert row["unique_pairs"] == row["kept"] + row["over_cap"] and min(row.values()) >= 0
+    assert languages["en"]["duplicates"] == 2 and languages["ja"]["duplicates"] == 3
+    assert languages["de"]["language_filtered"] == 2 and languages["ja"]["over_cap"] > 0
 
 
 def test_japanese_chinese_thai_sentences_match_their_queries(tmp_path: Path) -> None:
@@ -229,6 +257,17 @@ def test_an_unknown_language_code_suggests_the_nearest(tmp_path: Path, capsys: p
     assert not out.exists()
 
 
+def test_languages_und_says_where_undetermined_captions_go(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``--languages ja,und`` was refused as an unknown code with 'did you mean udm (удмурт)?': ``und`` is the
+    stage's own label, and the refusal says where such captions go."""
+    pool = write_pool(tmp_path / "pool.jsonl", ["A dog"])
+    folder = write_queries(tmp_path / "q-ja", ["犬"], lang="ja")
+    assert wit(["build-pairs", "--queries", str(folder), "--pool", str(pool), "--out", str(tmp_path / "o"),
+                "--languages", "ja,und"]) == errors.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "'und' (no language found) is not kept on its own" in err and "udm" not in err
+
+
 def test_queries_of_another_segmenter_are_refused_naming_both(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     folder = write_queries(tmp_path / "q", ["猫"], lang="ja")
     table = pq.read_table(folder / "queries.parquet")
@@ -239,6 +278,38 @@ def test_queries_of_another_segmenter_are_refused_naming_both(tmp_path: Path, ca
                 str(tmp_path / "o")]) == errors.EXIT_USAGE
     err = capsys.readouterr().err
     assert "made with segmenter mecab-0.996" in err and segment.segmenter_id("ja") in err
+
+
+@pytest.mark.parametrize(("lang", "says"), [
+    ("simple", "'simple', a language the language ID model never gives a caption"),  # Simple English: captions are en
+    ("zu", "'zu', a language the language ID model never gives a caption"),
+    ("jp", "its language 'jp' is no Wikipedia language code (did you mean 'ja'?)"),
+])
+def test_queries_no_caption_could_be_routed_to_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture, lang: str,
+                                                            says: str) -> None:
+    """A folder whose language the language ID model never gives a caption (simplewiki's queries are ``simple``,
+    its captions ``en``), or that is no Wikipedia code, would leave every caption ``language_filtered`` and end
+    in exit 3's hint about the pool's columns: refused before any work, naming the folder; with
+    --no-language-routing every caption is matched against it."""
+    folder = write_queries(tmp_path / "q", ["dog"], lang=lang)
+    pool = write_pool(tmp_path / "pool.jsonl", ["a dog on the beach"])
+    out = tmp_path / "o"
+    assert wit(["build-pairs", "--queries", str(write_queries(tmp_path / "en", ["cat"])), "--queries", str(folder),
+                "--pool", str(pool), "--out", str(out)]) == errors.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"--queries {folder}: " in err and says in err and not out.exists()
+    assert wit(["build-pairs", "--queries", str(folder), "--pool", str(pool), "--out", str(out),
+                "--no-language-routing"]) == 0
+    assert json.loads((out / STATS_JSON).read_text())["counts"]["kept"] == 1
+
+
+def test_every_label_of_the_model_is_a_wikipedia_code() -> None:
+    """Captions are routed by Wikipedia code: lid.176's ``yue`` and ``cbk`` are ``zh-yue`` and ``cbk-zam``."""
+    from wit_builder.core import languages
+
+    codes = {language.code for language in languages.all_languages()}
+    identifier = LanguageIdentifier()
+    assert identifier.languages <= codes and {"zh-yue", "cbk-zam", "en", "ja"} <= identifier.languages
 
 
 def test_each_language_gets_metaclip2_cap() -> None:

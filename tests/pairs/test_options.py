@@ -42,6 +42,9 @@ def test_nested_groups_carry_the_flags_and_defaults() -> None:
 def test_settings_errors_name_the_flags() -> None:
     assert settings_error("--rows-per-file", "0") == "--rows-per-file must be at least 1, not 0"
     assert settings_error("--shuffle-buckets", "0") == "--shuffle-buckets must be at least 1, not 0"
+    assert settings_error("--shuffle-buckets", "1000000000") == (  # one spill file per bucket in-process
+        "--shuffle-buckets must be at most 1048576 (one bucket per 64 MiB of pool covers 64 TiB), not 1000000000")
+    assert parse("--shuffle-buckets", "1048576").shuffle_buckets == 1 << 20
     assert settings_error("--oversample", "0.5").startswith("--oversample must be a finite number >= 1")
     assert settings_error("--max-url-length", "8") == "--max-url-length must be at least 16, not 8"
     assert settings_error("--pool-layout", "laion") == "--pool-layout 'laion': expected PATTERN=LAYOUT"

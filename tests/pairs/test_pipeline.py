@@ -96,8 +96,9 @@ def test_collapse_and_balance_count_duplicates_and_over_cap() -> None:
         assert_that(collapsed["matched"] | "MatchedList" >> beam.Map(list), equal_to([[2]]), label="MatchedPerQuery")
         assert_that(balanced["kept_counts"] | "KeptList" >> beam.Map(list), equal_to([[1]]), label="KeptPerQuery")
         counts = ((collapsed[COUNTS], balanced[COUNTS]) | beam.Flatten()) | "Sum" >> beam.CombinePerKey(sum)
-        assert_that(counts, equal_to([("duplicates", 1), ("unique_pairs", 2), ("matches", 2), ("over_cap", 1),
-                                      ("kept", 1), ("kept_matches", 1), ("lang.en.kept", 1)]), label="Counts")
+        assert_that(counts, equal_to([("duplicates", 1), ("unique_pairs", 2), ("lang.en.unique_pairs", 2),
+                                      ("matches", 2), ("over_cap", 1), ("kept", 1), ("kept_matches", 1),
+                                      ("lang.en.kept", 1)]), label="Counts")
         records = collapsed["ranked"] | "Rows" >> beam.FlatMap(lambda kv: pb.from_bytes(kv[1]).to_pylist())
         assert_that(records | "Copy" >> beam.Map(lambda r: (r["url"], r["source_record"])),
                     equal_to([("http://h.example/1.jpg", 2), ("http://h.example/2.jpg", 8)]), label="Earliest")
@@ -175,26 +176,33 @@ def test_a_retried_bundle_leaves_the_stats_unchanged(pool: dict, tmp_path: Path,
 
 
 def test_in_process_buckets_spill_to_files_and_give_the_same_bytes(pool: dict, tmp_path: Path, monkeypatch) -> None:
-    """On the in-process runner the buckets travel as files under OUT/_tmp_spill and only their names cross Beam
-    (``wit_builder.beam.spill``); the outputs are byte for byte those of the inline run (the cluster runners'
-    path), with any bucket count, and the spill folder is gone when the run ends."""
+    """On the in-process runner the buckets travel as files under OUT/_tmp_spill and only one reference per file
+    crosses Beam (``wit_builder.beam.spill.GroupByKeySpilled``: linear in the pool, not files x buckets); the
+    outputs are byte for byte those of the inline run (the cluster runners' path), with any bucket count, and the
+    spill folder is gone when the run ends."""
+    from wit_builder.beam import spill as spill_module
+
     assert build(pool, tmp_path / "spilled", BEAM_IN_PROCESS, "--rows-per-file", "50") == 0
     assert not (tmp_path / "spilled" / "_tmp_spill").exists()
-    seen: list[type] = []
-    original = pipeline._CollapseBucket.process
+    refs: list[object] = []
+    original = spill_module._SpillBuckets._flush
 
-    def recording(self, element):
-        seen.extend(type(ref) for ref in element[1])
-        yield from original(self, element)
+    def recording(self):
+        made = original(self)
+        refs.extend(made)
+        return made
 
-    monkeypatch.setattr(pipeline._CollapseBucket, "process", recording)
+    monkeypatch.setattr(spill_module._SpillBuckets, "_flush", recording)
     assert build(pool, tmp_path / "spilled-7", BEAM_IN_PROCESS, "--rows-per-file", "50",
                  "--shuffle-buckets", "7") == 0
-    assert seen and set(seen) == {str}  # file names, never the rows
+    matched = [r for r in refs if "/_tmp_spill/matched/" in r[0]]  # type: ignore[index]
+    # one (path, first bucket, last bucket) per spill file crosses Beam, never the rows, never one per bucket
+    assert matched and all(isinstance(path, str) and 0 <= first <= last < 7 for path, first, last in matched)
+    assert len(matched) <= len(list(pool["files"].iterdir()))  # small pool files: one spill file each at most
     monkeypatch.setattr(pipeline, "spill_folder", lambda runner, out: None)  # as on Spark, Flink, Dataflow
-    seen.clear()
+    refs.clear()
     assert build(pool, tmp_path / "inline", BEAM_IN_PROCESS, "--rows-per-file", "50") == 0
-    assert seen and set(seen) == {bytes}
+    assert not refs  # no spill: the plain GroupByKey
 
     def outputs(out: Path) -> dict[str, bytes]:
         return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name != STATS_JSON}

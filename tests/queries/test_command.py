@@ -26,7 +26,7 @@ from tests.queries.conftest import (
     write_multistream,
 )
 from wit_builder.core import segment
-from wit_builder.core.errors import StageFailed
+from wit_builder.core.errors import StageFailed, UsageError
 from wit_builder.core.run_folder import MARKER
 from wit_builder.core.textnorm import is_query_token, tokenize
 from wit_builder.queries import stats as query_stats
@@ -307,6 +307,19 @@ def test_a_failed_run_says_no_output_was_written_and_the_cache_goes(tmp_path):
     stage.after_run()
     assert not cache.exists()
     stage.after_run()  # nothing left: nothing to do
+
+
+def test_a_link_named_like_the_text_cache_is_refused_before_pass_1_writes_through_it(tmp_path):
+    stage = _stage(tmp_path)
+    target = tmp_path / "photos"
+    target.mkdir()
+    Path(stage.out).mkdir(parents=True, exist_ok=True)
+    (Path(stage.out) / TEXT_CACHE).symlink_to(target)
+    with pytest.raises(UsageError, match="_tmp_text is a symbolic link"):
+        stage.clean_rerun()
+    assert list(target.iterdir()) == []
+    (Path(stage.out) / TEXT_CACHE).unlink()
+    assert stage.clean_rerun() == []
 
 
 def test_resolve_pairs_each_dump_with_its_index_and_refuses_index_files_alone(tmp_path, enwiki_sample):

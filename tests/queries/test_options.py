@@ -55,6 +55,9 @@ def test_parameters_are_flat_as_the_flags_are():
 
 @pytest.mark.parametrize(("extra", "said"), [
     (["--sketch-width", "1000"], "--sketch-width must be >= 1024, got 1000"),
+    # 2^40 was taken, printed "41,943,040 MiB of sketches per worker" and died in the pipeline with a traceback
+    (["--sketch-width", str(1 << 40)], "--sketch-width must be <= 4294967296 (2^32: the sketch's 32-bit hashes "
+                                       "reach no counter beyond; 160 GiB per worker), got 1099511627776"),
     (["--split-bytes", "0"], "--split-bytes must be >= 1, got 0"),
     (["--parse-timeout", "0"], "--parse-timeout must be > 0 seconds, got 0.0"),
     (["--parse-memory-mb", "32"], "--parse-memory-mb must be >= 64, got 32"),

@@ -16,13 +16,19 @@ A stage whose shuffle carries Beam elements (finalize's records) uses :class:`Gr
 :class:`CoGroupByKeySpilled` in place of ``GroupByKey`` / ``CoGroupByKey``: each writer encodes its (key, value)
 pairs with the coders the GroupByKey would use, spreads them over buckets (a hash of the key, or a given
 function: one shard per bucket) and writes them ``FLUSH_BYTES`` at a time as one file ``STEP/<hash of its
-bytes>.bin``; only (bucket, reference) pairs are grouped, and the step after reads one bucket, groups it by key
-and yields what GroupByKey would. Several inputs are written by one writer each instead of being flattened
-first (the in-process runner holds a Flatten's output in memory too). :class:`Materialize` passes a PCollection
-through files where the runner must hold it anyway (a step whose side input is computed from the same rows).
-Memory: the writers' ``FLUSH_BYTES`` each, and one bucket's elements in the reader. The references grow as
-(spilled bytes / ``FLUSH_BYTES``) x buckets: 10M finalize rows of ~400 encoded bytes make ~0.5M references of
-~100 bytes per shuffle (quadratic in the rows: past ~50M rows in-process, a cluster runner).
+bytes>.bin`` that starts with an index of its buckets' byte ranges; only one reference per file (its path and the
+first and last bucket it holds) crosses Beam, as a side input of the step after, which reads one bucket at a time
+(its range of every file whose buckets span it), groups it by key and yields what GroupByKey would. Several
+inputs are written by one writer each instead of being flattened first (the in-process runner holds a Flatten's
+output in memory too). :class:`Materialize` passes a PCollection through files where the runner must hold it
+anyway (a step whose side input is computed from the same rows).
+Memory: the writers' ``FLUSH_BYTES`` each, one bucket's elements in the reader, and one reference per file:
+spilled bytes / ``FLUSH_BYTES``, linear in the rows (10M finalize rows of ~340 encoded bytes per shuffle: ~400
+references). A reference per (file, bucket), as a GroupByKey of bucket -> ranges would need, grows as files x
+buckets, i.e. with the square of the rows, and the in-process runner holds each at ~0.5 KB (measured by
+benchmarks/bench_spill_refs.py: ~0.4M and ~0.2 GB per shuffle at 10M rows, ~37M and ~17 GB at 100M). Reading:
+each bucket opens every file whose bucket span covers it (files x buckets opens when keys are hashed; a 16-byte
+index read when the bucket is not there).
 
 On a cluster (Dataflow, Spark, Flink) the runner's shuffle already spills to disk and moves data between
 machines, so :func:`spill_folder` gives None there and the blobs travel inline as before: same outputs, the
@@ -32,6 +38,7 @@ shuffle unchanged.
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -41,6 +48,7 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
 from wit_builder.beam import fileio
+from wit_builder.core.errors import UsageError
 
 SPILL_DIR = "_tmp_spill"  # under --out; removed by the command when the run ends
 IN_PROCESS_RUNNERS = frozenset({"", "directrunner", "fnapirunner", "bundlebaseddirectrunner",
@@ -55,10 +63,21 @@ def spill_folder(runner: str | None, out: str) -> str | None:
     return fileio.join(out, SPILL_DIR) if name in IN_PROCESS_RUNNERS else None
 
 
+def refuse_link(path: str) -> None:
+    """UsageError when the local ``path`` (a folder the command deletes whole: ``OUT/_tmp_spill``, ``OUT/_tmp_text``)
+    is a symbolic link: what it points to is not the run's to delete, and deleting it failed with a traceback."""
+    local = fileio.local_path_or_none(path)
+    if local is not None and os.path.islink(local):
+        raise UsageError(f"{path} is a symbolic link (to {os.readlink(local)}); wit deletes that folder at every run "
+                         f"and does not follow links: remove the link (the folder's files stay under --out)")
+
+
 def remove_spill(out: str) -> bool:
     """Delete ``OUT/_tmp_spill``: the folder on a local filesystem, every object below it on an object store
-    (``gs://``, ``s3://``: no folders there, so the folder itself never "exists"); whether anything was there."""
+    (``gs://``, ``s3://``: no folders there, so the folder itself never "exists"); whether anything was there.
+    UsageError for a symbolic link there (``refuse_link``)."""
     folder = fileio.join(out, SPILL_DIR)
+    refuse_link(folder)
     if fileio.exists(folder):
         fileio.delete([folder])
         return True
@@ -156,10 +175,11 @@ def _kv_coders(pcoll: beam.PCollection) -> tuple[beam.coders.Coder, beam.coders.
 
 
 class _SpillBuckets(beam.DoFn):
-    """(key, value) -> (bucket, reference): elements encoded into per-bucket blobs, written ``FLUSH_BYTES`` at a
-    time as one file ``folder/STEP/<hash of its bytes>.bin`` (a retried bundle that makes the same bytes writes the
-    same name; one that makes other bytes writes another file, which nothing references), each bucket's part
-    referenced by its byte range. Frames: ``_FRAME`` (tag, key length, value length), key bytes, value bytes."""
+    """(key, value) -> one :data:`FileRef` per file: elements encoded into per-bucket blobs, written ``FLUSH_BYTES``
+    at a time as one file ``folder/STEP/<hash of its bytes>.bin`` (a retried bundle that makes the same bytes writes
+    the same name; one that makes other bytes writes another file, which nothing references). A file is an index
+    (:func:`_pack_buckets`) then the buckets' blobs; a blob is frames: ``_FRAME`` (tag, key length, value length),
+    key bytes, value bytes."""
 
     def __init__(self, spill: Spill, step: str, tag: int, buckets: int, coders: tuple[beam.coders.Coder, ...],
                  bucket_of: Callable[[Any], int] | None) -> None:
@@ -173,7 +193,7 @@ class _SpillBuckets(beam.DoFn):
     def start_bundle(self) -> None:
         self._pending, self._held = {}, 0
 
-    def process(self, element: tuple[Any, Any]) -> Iterator[tuple[int, Ref]]:
+    def process(self, element: tuple[Any, Any]) -> Iterator[FileRef]:
         key, value = element
         encoded_key, encoded_value = self._key_coder.encode(key), self._value_coder.encode(value)
         bucket = (self._bucket_of(key) if self._bucket_of is not None
@@ -185,21 +205,62 @@ class _SpillBuckets(beam.DoFn):
             yield from self._flush()
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
-        for bucket_ref in self._flush():
-            yield GlobalWindows.windowed_value(bucket_ref)
+        for ref in self._flush():
+            yield GlobalWindows.windowed_value(ref)
 
-    def _flush(self) -> list[tuple[int, Ref]]:
+    def _flush(self) -> list[FileRef]:
         if not self._pending:
             return []
-        buckets = sorted(self._pending)
-        blobs = [b"".join(self._pending[b]) for b in buckets]
+        data, first, last = _pack_buckets({b: b"".join(frames) for b, frames in self._pending.items()})
         self._pending, self._held = {}, 0
-        digest = hashlib.blake2b(digest_size=16)
-        for bucket, blob in zip(buckets, blobs, strict=True):
-            digest.update(f"{bucket}:{len(blob)};".encode())
-            digest.update(blob)
-        refs = self._spill.put_many(f"{self._step}/{digest.hexdigest()}.bin", blobs)
-        return list(zip(buckets, refs, strict=True))
+        path = self._spill.put(f"{self._step}/{hashlib.blake2b(data, digest_size=16).hexdigest()}.bin", data)
+        assert isinstance(path, str)  # only used with a spill folder
+        return [(path, first, last)]
+
+
+FileRef = tuple[str, int, int]  # a spilled file: its path, and the first and last bucket its index covers
+_SPAN = struct.Struct("<II")  # a spilled file's first bucket and bucket count
+_OFFSET = struct.Struct("<Q")
+
+
+def _pack_buckets(blobs: dict[int, bytes]) -> tuple[bytes, int, int]:
+    """One spilled file's bytes for ``blobs`` {bucket: frames}: ``_SPAN`` (first bucket, count), ``count + 1``
+    offsets (uint64, little-endian) of each bucket's blob from the end of the index (an absent bucket: an empty
+    range), then the blobs in bucket order; and the first and last bucket. Reading one bucket's blob takes one
+    16-byte read of the index, whatever the number of buckets."""
+    first, last = min(blobs), max(blobs)
+    offsets, at = [], 0
+    for bucket in range(first, last + 1):
+        offsets.append(at)
+        at += len(blobs.get(bucket, b""))
+    offsets.append(at)
+    count = last - first + 1
+    index = _SPAN.pack(first, count) + struct.pack(f"<{count + 1}Q", *offsets)
+    return index + b"".join(blobs[b] for b in sorted(blobs)), first, last
+
+
+def _read_bucket(path: str, bucket: int) -> bytes:
+    """The frames of ``bucket`` in the spilled file ``path`` (b"" when its index has none); ValueError for a file
+    shorter than its index says (changed during the run), FileNotFoundError for one that is gone."""
+    with fileio.open_read(path) as f:
+        head = f.read(_SPAN.size)
+        if len(head) < _SPAN.size:
+            raise ValueError(f"spill file {path} has no index (changed during the run)")
+        first, count = _SPAN.unpack(head)
+        if not first <= bucket < first + count:
+            return b""
+        f.seek(_SPAN.size + (bucket - first) * _OFFSET.size)
+        bounds = f.read(2 * _OFFSET.size)
+        if len(bounds) < 2 * _OFFSET.size:
+            raise ValueError(f"spill file {path} is shorter than its index (changed during the run)")
+        start, end = struct.unpack("<QQ", bounds)
+        if end == start:
+            return b""
+        f.seek(_SPAN.size + (count + 1) * _OFFSET.size + start)
+        data = f.read(end - start)
+    if len(data) != end - start:
+        raise ValueError(f"spill file {path} is shorter than its index says (changed during the run)")
+    return data
 
 
 def _frames(data: bytes) -> Iterator[tuple[int, bytes, bytes]]:
@@ -215,19 +276,26 @@ def _frames(data: bytes) -> Iterator[tuple[int, bytes, bytes]]:
 
 
 class _GroupBucket(beam.DoFn):
-    """(bucket, references) -> each key of the bucket with its values: ``(key, [values])``, or with ``tags``
-    ``(key, {tag: [values]})`` as CoGroupByKey gives them. Keys come in the order of their encoding; values in
-    the order of their references (sorted) and frames. Memory: one bucket's elements."""
+    """bucket (with every file reference as a side input) -> each key of the bucket with its values:
+    ``(key, [values])``, or with ``tags`` ``(key, {tag: [values]})`` as CoGroupByKey gives them. Keys come in the
+    order of their encoding; values in the order of their files (sorted by path; a file referenced twice, as two
+    flushes of equal bytes are, is read twice) and frames. Memory: one bucket's elements."""
 
     def __init__(self, coders: list[tuple[beam.coders.Coder, beam.coders.Coder]], tags: list[str] | None) -> None:
         super().__init__()
         self._coders, self._tags = coders, tags
+        self._refs: Iterable[FileRef] | None = None
+        self._sorted: list[FileRef] = []
 
-    def process(self, element: tuple[int, Iterable[Ref]]) -> Iterator[tuple[Any, Any]]:
+    def process(self, bucket: int, refs: Iterable[FileRef]) -> Iterator[tuple[Any, Any]]:
+        if refs is not self._refs:  # the runner hands the same side input to every bucket: sorted once
+            self._refs, self._sorted = refs, sorted(refs)
         groups: dict[bytes, list[list[Any]]] = {}
         width = len(self._coders)
-        for ref in sorted(element[1], key=str):
-            for tag, key, value in _frames(Spill.get(ref)):
+        for path, first, last in self._sorted:
+            if not first <= bucket <= last:
+                continue  # the file holds no element of this bucket: not opened
+            for tag, key, value in _frames(_read_bucket(path, bucket)):
                 lists = groups.get(key)
                 if lists is None:
                     lists = groups[key] = [[] for _ in range(width)]
@@ -259,19 +327,21 @@ class _SpilledGrouping(beam.PTransform):
                                                         self._bucket_of))
             for i, p in enumerate(inputs)
         ]
+        files = refs | "SpilledRefs" >> beam.Flatten()
+        pipeline = inputs[0].pipeline
+        # every bucket is read once, with the file references (one per file, not per bucket) as a side input
         return (
-            refs
-            | "SpilledRefs" >> beam.Flatten()
-            | "GroupRefsByBucket" >> beam.GroupByKey()
-            | "GroupBucket" >> beam.ParDo(_GroupBucket(coders, self._tags))
+            pipeline
+            | "Buckets" >> beam.Create(list(range(self._buckets)))
+            | "GroupBucket" >> beam.ParDo(_GroupBucket(coders, self._tags), beam.pvalue.AsList(files))
         )
 
 
 class GroupByKeySpilled(beam.PTransform):
     """``beam.GroupByKey`` of one or several PCollections of (key, value) (a tuple of them is flattened first), with
-    the elements spilled to files on the in-process runners: the shuffle then carries (bucket, file reference) pairs
-    only, and the step after it holds one bucket of keys at a time. Without a spill folder (a cluster runner) it is
-    ``Flatten`` + ``GroupByKey`` as they are. Values of a key come in no promised order (as from GroupByKey); keys
+    the elements spilled to files on the in-process runners: only one reference per file crosses Beam (a side input
+    of the step after), and that step holds one bucket of keys at a time. Without a spill folder (a cluster runner)
+    it is ``Flatten`` + ``GroupByKey`` as they are. Values of a key come in no promised order (as from GroupByKey); keys
     are encoded by the inputs' key coder (FastPrimitivesCoder when they differ).
 
     Args:
@@ -318,8 +388,8 @@ def _spill_one(value: Any) -> tuple[None, Any]:
     return None, value
 
 
-def _read_spilled(ref: tuple[int, Ref], coder: beam.coders.Coder) -> Iterator[Any]:
-    for _, _, value in _frames(Spill.get(ref[1])):
+def _read_spilled(ref: FileRef, coder: beam.coders.Coder) -> Iterator[Any]:
+    for _, _, value in _frames(_read_bucket(ref[0], 0)):
         yield coder.decode(value)
 
 

@@ -56,7 +56,10 @@ class BuildPairsStage(Stage[BuildPairsOptions, inputs.PairsInputs]):
         if not o.language.routing and len(found) > 1:
             raise errors.UsageError(f"--no-language-routing matches every caption against one --queries folder, "
                                     f"not {len(found)}; give one, or route by language")
-        LanguageIdentifier(o.language.min_language_score)  # the model loads here, or the error names the package
+        identifier = LanguageIdentifier(o.language.min_language_score)  # loads here, or the error names the package
+        if o.language.routing:
+            for (f, _, _), folder in zip(found, o.queries, strict=True):
+                inputs.check_identifiable(folder, f.lang, identifier.languages)
         files = inputs.pool_files(o.pool, pool)
         query_set = inputs.QuerySet(tuple(f for f, _, _ in found), tuple(n for _, _, n in found), kept,
                                     o.language.routing)

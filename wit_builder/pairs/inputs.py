@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -19,6 +19,7 @@ from schemas.queries import LANG_METADATA, QUERIES_PARQUET, SEGMENTER_METADATA
 from schemas.queries import STATS_JSON as QUERIES_STATS_JSON
 from wit_builder.beam import fileio
 from wit_builder.core import errors
+from wit_builder.core import languages as wikipedia_languages
 from wit_builder.core.balance import ENGLISH
 from wit_builder.pairs.match_rules import entries_column
 from wit_builder.pairs.match_rules import validate as validate_entries
@@ -158,6 +159,23 @@ def check_segmenter(folder: str, lang: str, recorded: str | None, ours: str) -> 
         raise errors.UsageError(f"--queries {folder}: its {lang!r} queries were made with segmenter {recorded}, "
                                 f"this installation segments captions with {ours}; rebuild the queries with "
                                 "'wit build-queries' here, or install the segmenter they were made with")
+
+
+def check_identifiable(folder: str, lang: str, identified: Collection[str]) -> None:
+    """UsageError when captions can never be routed to ``folder``'s queries: their language ``lang`` is no
+    Wikipedia code (naming the nearest, as ``--languages`` does), or one the language ID model never gives a
+    caption (``identified``; e.g. ``simple``, Simple English, whose captions are labelled ``en``)."""
+    if lang in identified:
+        return
+    near = wikipedia_languages.nearest(lang)
+    if near == lang:
+        raise errors.UsageError(f"--queries {folder}: its queries are in {lang!r}, a language the language ID model "
+                                "never gives a caption, so no caption could be routed to them; leave the folder out, "
+                                "or match every caption against it alone with --no-language-routing")
+    raise errors.UsageError(f"--queries {folder}: its language {lang!r} is no Wikipedia language code"
+                            f"{f' (did you mean {near!r}?)' if near else ''}, so no caption could be routed to its "
+                            "queries; rebuild them with 'wit build-queries', or match every caption against them "
+                            "alone with --no-language-routing")
 
 
 def check_languages(found: Sequence[tuple[str, str]], wanted: Sequence[str]) -> tuple[str, ...]:

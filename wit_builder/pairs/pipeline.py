@@ -2,8 +2,9 @@
 it chains. The rules are pure functions elsewhere (``batches``, ``matcher``/``metaclip_rule``, ``readers``,
 ``stats``); the DoFns here are thin, private frames around them that count what they see.
 
-    pool files ─► ReadAndMatch (read in column batches, clean, match: automaton per process)
-      ─► (bucket, IPC bytes of matched rows) ─► CollapseDuplicates (GroupByKey(bucket), one copy per uid, seeded
+    pool files ─► ReadAndMatch (read in column batches, clean, language ID, match: matchers per process)
+      ─► (bucket, IPC bytes of matched rows) ─► CollapseDuplicates (GroupByKey(bucket), in-process through spill
+      files with one reference per file (``beam.spill.GroupByKeySpilled``), one copy per uid, seeded
       rank; matched per query id) ─► Balance (capped set ─► k smallest ranks of capped queries, merged per group of
       query ids ─► one threshold per capped query ─► cut array as a side input ─► kept rows)
       ─► WritePairs (pairs-*.parquet)
@@ -38,7 +39,7 @@ from apache_beam.utils import shared
 from schemas.pairs import QUERY_COUNTS_PARQUET
 from wit_builder.beam import counting, fileio
 from wit_builder.beam.counting import COUNTS
-from wit_builder.beam.spill import Ref, Spill, spill_folder, stable_name
+from wit_builder.beam.spill import GroupByKeySpilled, Ref, Spill, spill_folder
 from wit_builder.core import progress
 from wit_builder.core.balance import LANGUAGE_CAP_RULES, BalanceConfig
 from wit_builder.pairs.batches import (
@@ -138,12 +139,11 @@ class _ReadAndMatch(_EntriesDoFn):
     """
 
     def __init__(self, queries: QuerySet, handle: shared.Shared, pool: PoolOptions, buckets: int,
-                 min_language_score: float, spill: Spill):
+                 min_language_score: float):
         super().__init__(queries, handle)
         self._pool = pool
         self._buckets = buckets
         self._min_score = min_language_score
-        self._spill = spill
         self._matchers = shared.Shared()
         self._matcher: RoutedMatcher | None = None
         self._identifier: LanguageIdentifier | None = None
@@ -162,8 +162,7 @@ class _ReadAndMatch(_EntriesDoFn):
         self.count("pool_files")
         seen: Counter[str] = Counter()  # this file's records by verdict: counted at its end, and logged
         pending: list[pa.Table] = []
-        held, flushes = 0, 0
-        spilled = stable_name(path)  # spill files: named by the pool file and the flush (retry-safe)
+        held = 0
         for batch in read_pool_batches(path, fileio.open_read, self._pool):
             seen["records"] += len(batch.rejections) + len(batch)
             for rejection in batch.rejections:
@@ -192,9 +191,9 @@ class _ReadAndMatch(_EntriesDoFn):
                 for lang, n in Counter(chosen).items():
                     seen[language_count(lang, what)] += n
             if held >= PENDING_ROWS:
-                yield from self._emit(pending, f"{spilled}-{flushes:05d}")
-                pending, held, flushes = [], 0, flushes + 1
-        yield from self._emit(pending, f"{spilled}-{flushes:05d}")
+                yield from self._emit(pending)
+                pending, held = [], 0
+        yield from self._emit(pending)
         for name, n in seen.items():
             if n:
                 self.count(name, n)
@@ -203,15 +202,14 @@ class _ReadAndMatch(_EntriesDoFn):
         logging.getLogger(__name__).info("read %s: %s candidates, %s matched%s", path, f"{seen['candidates']:,}",
                                          f"{seen['matched']:,}", f"; {rejected}" if rejected else "")
 
-    def _emit(self, pending: list[pa.Table], name: str) -> Iterator[tuple[int, Ref]]:
+    def _emit(self, pending: list[pa.Table]) -> Iterator[tuple[int, bytes]]:
+        """The held rows as (bucket, IPC bytes) elements, one per bucket they fall in (``CollapseDuplicates``
+        spills them to files in-process: ``beam.spill.GroupByKeySpilled``)."""
         if not pending:
             return
         table = pa.concat_tables(pending).combine_chunks()
         buckets = bucket_of_keys(table.column("key").to_numpy(), self._buckets)
-        parts = [(bucket, to_bytes(rows)) for bucket, rows in split_by_key(table, buckets)]
-        refs = self._spill.put_many(f"matched/{name}.arrow", [blob for _, blob in parts])  # one file per flush
-        for (bucket, _), ref in zip(parts, refs, strict=True):
-            yield bucket, ref
+        yield from ((bucket, to_bytes(rows)) for bucket, rows in split_by_key(table, buckets))
 
 
 _MATCHED_IDS = "matched_ids"  # tagged output of _CollapseBucket: (query ids, pairs matched) of a bucket
@@ -237,6 +235,9 @@ class _CollapseBucket(counting.CountingDoFn):
         ids, counts = query_counts(ranked)
         self.count("duplicates", table.num_rows - ranked.num_rows)
         self.count("unique_pairs", ranked.num_rows)
+        for lang, n in zip(*np.unique(ranked.column("lang").to_numpy(zero_copy_only=False), return_counts=True),
+                           strict=True):
+            self.count(language_count(str(lang), "unique_pairs"), int(n))
         self.count("matches", int(counts.sum()))
         if len(ids):
             yield TaggedOutput(_MATCHED_IDS, (ids, counts))
@@ -442,6 +443,11 @@ class _WriteQueryCounts(_EntriesDoFn):
         return iter(())
 
 
+def _own_bucket(bucket: int) -> int:
+    """A uid bucket is its own spill bucket (``GroupByKeySpilled``'s ``bucket_of``)."""
+    return bucket
+
+
 def _row_count(element: tuple[int, Ref]) -> int:
     return element[0]
 
@@ -476,18 +482,17 @@ class ReadAndMatch(beam.PTransform):
     """
 
     def __init__(self, queries: QuerySet, pool: PoolOptions, buckets: int, entries: shared.Shared,
-                 min_language_score: float, spill: Spill | None = None):
+                 min_language_score: float):
         super().__init__()
         self._queries, self._pool, self._buckets, self._entries = queries, pool, buckets, entries
         self._min_score = min_language_score
-        self._spill = spill or Spill(None)
 
     def expand(self, paths: beam.PCollection) -> Any:
         return (
             paths
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadFiles" >> beam.ParDo(_ReadAndMatch(self._queries, self._entries, self._pool, self._buckets,
-                                                      self._min_score, self._spill))
+                                                      self._min_score))
             .with_outputs(REJECTED, COUNTS, main="matched")
         )
 
@@ -500,17 +505,21 @@ class CollapseDuplicates(beam.PTransform):
 
     Args:
         seed: the seed of the ranks (``--seed``).
+        spill: in-process, the buckets' rows go through files (``beam.spill.GroupByKeySpilled``: one reference
+            per spill file crosses Beam, linear in the pool; a bucket's rows are read back one bucket at a time).
+        buckets: the uid buckets of the elements' keys (``--shuffle-buckets``).
     """
 
-    def __init__(self, seed: int, spill: Spill | None = None):
+    def __init__(self, seed: int, spill: Spill | None = None, buckets: int = 256):
         super().__init__()
         self._seed = seed
         self._spill = spill or Spill(None)
+        self._buckets = buckets
 
     def expand(self, matched: beam.PCollection) -> dict[str, beam.PCollection]:
         collapsed = (
             matched
-            | "GroupByBucket" >> beam.GroupByKey()
+            | "GroupByBucket" >> GroupByKeySpilled(self._spill, "matched", self._buckets, _own_bucket)
             | "CollapseBucket" >> beam.ParDo(_CollapseBucket(self._seed, self._spill))
             .with_outputs(_MATCHED_IDS, COUNTS, main="ranked")
         )
@@ -689,9 +698,9 @@ class BuildPairs(beam.PTransform):
         read = (
             pipeline
             | "PoolFiles" >> beam.Create(self._files)
-            | "ReadAndMatch" >> ReadAndMatch(queries, self._pool, self._buckets, entries, self._min_score, spill)
+            | "ReadAndMatch" >> ReadAndMatch(queries, self._pool, self._buckets, entries, self._min_score)
         )
-        collapsed = read.matched | "CollapseDuplicates" >> CollapseDuplicates(self._balance.seed, spill)
+        collapsed = read.matched | "CollapseDuplicates" >> CollapseDuplicates(self._balance.seed, spill, self._buckets)
         balanced = ({"ranked": collapsed["ranked"], "matched": collapsed["matched"]}
                     | "Balance" >> Balance(self._balance, queries, entries, self._language_caps, spill))
         written = balanced["kept"] | "WritePairs" >> WritePairs(out, self._rows_per_file, queries, entries, spill)

@@ -12,8 +12,9 @@ a caption in a language the run does not keep, ``wit_builder.pairs.routing``); `
 ``queries``, ``queries_matched``, ``queries_capped`` the rows of ``query_counts.parquet``; ``pair_files`` the
 ``pairs-*.parquet`` files; ``pool_files`` the files read; ``unsegmented_script`` the candidates holding a
 spaceless script no segmenter covers (matched by the textnorm fallback). Per caption language ``lang.CODE.WHAT``
-(:func:`language_count`) counts ``candidates``, ``language_filtered``, ``matched`` (before duplicates collapse)
-and ``kept``; stats.json's ``details.languages`` gathers them with each language's queries hit and cap.
+(:func:`language_count`) counts ``candidates``, ``language_filtered``, ``matched`` (before duplicates collapse),
+``unique_pairs`` and ``kept``; stats.json's ``details.languages`` gathers them with each language's queries hit and
+cap, and closes the accounting per language (``no_match``, ``duplicates``, ``over_cap`` by the equations above).
 """
 
 from __future__ import annotations
@@ -62,7 +63,10 @@ def no_candidate_error(counts: dict[str, int]) -> str:
 
 
 LANGUAGE_PREFIX = "lang."
-LANGUAGE_COUNTS = ("candidates", "language_filtered", "matched", "kept")
+LANGUAGE_COUNTS = ("candidates", "language_filtered", "matched", "unique_pairs", "kept")
+# details.languages' statuses that are the others' differences (the equations of the module's docstring)
+LANGUAGE_DERIVED = {"no_match": ("candidates", "language_filtered", "matched"),
+                    "duplicates": ("matched", "unique_pairs"), "over_cap": ("unique_pairs", "kept")}
 
 
 def language_count(lang: str, what: str) -> str:
@@ -73,16 +77,19 @@ def language_count(lang: str, what: str) -> str:
 def languages(counts: Mapping[str, int], query_counts: Any, caps: Mapping[str, int],
               targets: Mapping[str, int]) -> dict[str, dict[str, int]]:
     """stats.json's ``details.languages``: per caption language (every language seen or queried), its
-    :data:`LANGUAGE_COUNTS`, the distinct queries of that language it hit (``queries_hit``), the queries of
-    that language (``queries``), and for a language whose captions the run matched (``caps``' keys) the cap
-    used (``cap``) and the stage's target (``target``: the cap times ``--oversample``). A language with queries
-    that ``--languages`` filtered has no ``cap``/``target`` (absent: nothing of it was capped), only its counts.
-    ``query_counts`` is query_counts.parquet as a table."""
+    :data:`LANGUAGE_COUNTS` and :data:`LANGUAGE_DERIVED`, the distinct queries of that language it hit
+    (``queries_hit``), the queries of that language (``queries``), and for a language whose captions the run
+    matched (``caps``' keys) the cap used (``cap``) and the stage's target (``target``: the cap times
+    ``--oversample``). A language with queries that ``--languages`` filtered has no ``cap``/``target`` (absent:
+    nothing of it was capped), only its counts. ``query_counts`` is query_counts.parquet as a table."""
     out: dict[str, dict[str, int]] = {}
     for name, n in counts.items():
         if name.startswith(LANGUAGE_PREFIX):
             lang, _, what = name[len(LANGUAGE_PREFIX):].rpartition(".")
             out.setdefault(lang, dict.fromkeys(LANGUAGE_COUNTS, 0))[what] = int(n)
+    for row in out.values():
+        for what, (whole, *parts) in LANGUAGE_DERIVED.items():
+            row[what] = row[whole] - sum(row[part] for part in parts)
     langs = np.asarray(query_counts.column("lang").to_pylist(), object)
     matched = query_counts.column("matched").to_numpy()
     for lang in sorted(set(langs.tolist())):

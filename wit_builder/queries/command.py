@@ -9,7 +9,7 @@ from dataclasses import replace
 from schemas.queries import STATS_JSON
 from wit_builder.beam import fileio
 from wit_builder.beam.launcher import Outcome, Pipeline, Stage, run_stage
-from wit_builder.beam.spill import remove_spill
+from wit_builder.beam.spill import SPILL_DIR, refuse_link, remove_spill
 from wit_builder.core import segment
 from wit_builder.core.errors import StageFailed
 from wit_builder.queries import inputs, stats
@@ -66,10 +66,18 @@ class BuildQueriesStage(Stage[BuildQueriesOptions, QueryInputs]):
     def on_failure(self, error: StageFailed) -> StageFailed:
         return StageFailed(f"{error}. No output was written.")
 
+    def clean_rerun(self) -> list[str]:
+        """Nothing to remove before the run, but the folders it deletes after it must not be links (``refuse_link``):
+        checked before pass 1 writes its text cache through one."""
+        refuse_link(fileio.join(self.out, TEXT_CACHE))
+        refuse_link(fileio.join(self.out, SPILL_DIR))
+        return []
+
     def after_run(self) -> None:
         """Pass 1's text cache and, in-process, the sketch files (``OUT/_tmp_spill``) are only for pass 2:
         removed whether the run succeeded or not."""
         path = fileio.join(self.out, TEXT_CACHE)
+        refuse_link(path)
         if fileio.exists(path):
             fileio.delete([path])
         remove_spill(self.out)  # also object by object on an object store (no folders there)

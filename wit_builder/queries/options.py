@@ -23,6 +23,9 @@ from wit_builder.queries.selection import Budgets, Thresholds
 from wit_builder.queries.wikidump import DEFAULT_TARGET_BYTES
 
 MIN_SKETCH_WIDTH = 1024
+# The sketch's column hashes are crc32 values (ngram_sketch.CountMinSketch._columns): row 0 reaches no counter past
+# 2^32, so a wider sketch buys nothing (it is 160 GiB per worker already; full enwiki takes 2^28).
+MAX_SKETCH_WIDTH = 1 << 32
 MIN_PARSE_MEMORY_MB = MIN_PARSE_MEMORY_BYTES >> 20  # the parser's own floor, in the flag's unit
 
 
@@ -47,11 +50,14 @@ class ReadOptions:
                                            "counters; the unigram sketch has a quarter: 40 bytes per counter, held "
                                            "once per worker); wider = fewer n-grams below the thresholds counted "
                                            "exactly in pass 2; none: from the dumps' size (at least 2^20, "
-                                           "ngram_sketch.width_for; full enwiki ~2^28, docs/deploy.md)")
+                                           "ngram_sketch.width_for; full enwiki ~2^28, docs/deploy.md); 2^10 to 2^32")
 
     def __post_init__(self) -> None:
         if self.sketch_width is not None and self.sketch_width < MIN_SKETCH_WIDTH:
             raise ValueError(f"sketch_width must be >= {MIN_SKETCH_WIDTH}, got {self.sketch_width}")
+        if self.sketch_width is not None and self.sketch_width > MAX_SKETCH_WIDTH:
+            raise ValueError(f"sketch_width must be <= {MAX_SKETCH_WIDTH} (2^32: the sketch's 32-bit hashes reach no "
+                             f"counter beyond; 160 GiB per worker), got {self.sketch_width}")
         if self.split_bytes < 1:
             raise ValueError(f"split_bytes must be >= 1, got {self.split_bytes}")
         if not self.parse_timeout > 0:
