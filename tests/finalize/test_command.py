@@ -378,30 +378,36 @@ def test_a_failed_rerun_never_looks_complete_and_orphans_are_removed(raw, out, t
     assert tree_bytes(rerun) == tree_bytes(out)
 
 
-@pytest.mark.slow
-def test_a_killed_rerun_never_looks_complete_then_resumes_to_the_same_bytes(raw, out, tmp_path):
-    """SIGKILL a real `wit finalize` rerun as soon as it started: the folder no longer looks complete (the old
-    completion files went first), and the next rerun gives the same bytes as an uninterrupted run."""
+def kill_finalize_when(raw, out: Path, ready) -> None:
+    """Start a real `wit finalize` of ``raw`` into ``out`` in a child process, SIGKILL it as soon as ``ready()``
+    holds (checked every few ms, at most 120 s), and check it was killed, not finished."""
     import os
     import signal
     import subprocess
     import sys
     import time
 
-    rerun = tmp_path / "rerun"
-    shutil.copytree(out, rerun)
-    argv = ["finalize", "--raw", str(raw.root), "--out", str(rerun), "--samples-per-shard", str(PER_SHARD),
+    argv = ["finalize", "--raw", str(raw.root), "--out", str(out), "--samples-per-shard", str(PER_SHARD),
             "--per-query-cap", str(SPACE_CAP), *BEAM_IN_PROCESS]
     code = "import sys; from wit_builder.cli import main; sys.exit(main(sys.argv[1:]))"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.Popen([sys.executable, "-c", code, *argv], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while (rerun / "stats.json").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
+    while not ready() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the rerun finished before it could be killed"
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+
+
+@pytest.mark.slow
+def test_a_killed_rerun_never_looks_complete_then_resumes_to_the_same_bytes(raw, out, tmp_path):
+    """SIGKILL a real `wit finalize` rerun as soon as it started: the folder no longer looks complete (the old
+    completion files went first), and the next rerun gives the same bytes as an uninterrupted run."""
+    rerun = tmp_path / "rerun"
+    shutil.copytree(out, rerun)
+    kill_finalize_when(raw, rerun, lambda: not (rerun / "stats.json").exists())
     assert not [name for name in COMPLETION if (rerun / name).exists()]
     assert finalize(raw.root, rerun) == 0
     assert tree_bytes(rerun) == tree_bytes(out)
@@ -634,25 +640,8 @@ def test_a_killed_runs_spill_files_go_on_the_next_run_and_nothing_else(raw, out,
 def test_a_run_killed_while_spilling_resumes_to_the_same_bytes(raw, out, tmp_path):
     """SIGKILL a real `wit finalize` while its spill folder exists: the folder stays behind (nothing could remove
     it), and the next run removes it and gives the bytes of an uninterrupted run."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     killed = tmp_path / "killed"
-    argv = ["finalize", "--raw", str(raw.root), "--out", str(killed), "--samples-per-shard", str(PER_SHARD),
-            "--per-query-cap", str(SPACE_CAP), *BEAM_IN_PROCESS]
-    code = "import sys; from wit_builder.cli import main; sys.exit(main(sys.argv[1:]))"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    proc = subprocess.Popen([sys.executable, "-c", code, *argv], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not list((killed / "_tmp_spill").rglob("*.bin")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    kill_finalize_when(raw, killed, lambda: bool(list((killed / "_tmp_spill").rglob("*.bin"))))
     assert list((killed / "_tmp_spill").rglob("*.bin"))
     assert finalize(raw.root, killed) == 0
     assert not (killed / "_tmp_spill").exists()

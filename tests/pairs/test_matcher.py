@@ -105,6 +105,12 @@ def test_padded_haystacks_equal_the_spec_row_by_row(batch: list[str]) -> None:
 @given(queries=queries_lists, text_batch=st.lists(texts(), min_size=1, max_size=12))
 def test_match_ids_equal_match(queries: list[str], text_batch: list[str]) -> None:
     """``match_ids`` over a batch: matched rows, counts and sorted ids naming exactly ``match``'s queries."""
+    matcher = assert_batch_equals_match(queries, text_batch)
+    assert matcher.entries == sorted(set(queries))
+
+
+def assert_batch_equals_match(queries: list[str], text_batch: list[str]) -> QueryMatcher:
+    """``match_ids`` over ``text_batch``: matched rows, counts and sorted ids naming exactly ``match``'s queries."""
     import pyarrow as pa
 
     matcher = QueryMatcher(queries)
@@ -114,7 +120,7 @@ def test_match_ids_equal_match(queries: list[str], text_batch: list[str]) -> Non
     assert rows.tolist() == sorted(expected)
     assert lengths.tolist() == [len(expected[r]) for r in sorted(expected)]
     assert [matcher.entries[i] for i in ids.tolist()] == [q for r in sorted(expected) for q in expected[r]]
-    assert matcher.entries == sorted(set(queries))
+    return matcher
 
 
 @settings(max_examples=150, deadline=None)
@@ -201,12 +207,4 @@ def test_word_ngram_lookup_equals_the_automaton_over_every_query_on_long_and_rep
        text_batch=st.lists(texts(), min_size=1, max_size=12))
 def test_match_ids_equal_match_with_queries_longer_than_the_ngrams(queries: list[str], text_batch: list[str]) -> None:
     """Queries of up to 9 words (past ``GRAM_WORDS``): the batch path equals ``match`` (one automaton)."""
-    import pyarrow as pa
-
-    matcher = QueryMatcher(queries)
-    column = pa.array(text_batch, pa.string())
-    rows, lengths, ids = matcher.match_ids(matcher.haystacks(column, column))
-    expected = {i: matcher.match(t) for i, t in enumerate(text_batch) if matcher.match(t)}
-    assert rows.tolist() == sorted(expected)
-    assert lengths.tolist() == [len(expected[r]) for r in sorted(expected)]
-    assert [matcher.entries[i] for i in ids.tolist()] == [q for r in sorted(expected) for q in expected[r]]
+    assert_batch_equals_match(queries, text_batch)
