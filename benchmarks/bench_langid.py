@@ -146,7 +146,7 @@ def speed(detect: Detector, texts: list[str], rounds: int) -> float:
     best = float("inf")
     for _ in range(rounds):
         start = time.process_time()
-        if hasattr(detect, "batch"):  # the stage's identifier: batches of up to 65,536 captions, as in the stage
+        if hasattr(detect, "batch"):  # the stage's identifier: in batches, as the stage calls it
             for i in range(0, len(texts), 65_536):
                 detect.batch(texts[i:i + 65_536])
         else:
