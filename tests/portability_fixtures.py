@@ -399,3 +399,23 @@ def serve_small_corpus(folder: Path) -> Iterator[Any]:
     with DemoServer(folder / demo_corpus.WWW, corpus.redirects) as server:
         server.corpus = corpus
         yield server
+
+
+def write_served_pool(queries_dir: str, server: Any, path: str) -> None:
+    """The served corpus's pool records as a parquet file at ``path``, each served row's caption (not the
+    distractors' or the filtered ones') gaining a seeded query of stage 1's output in ``queries_dir``, so that a
+    tiny dump's queries still match it in stage 2."""
+    import random
+
+    import pyarrow as pa
+
+    from wit_builder.beam import fileio
+    from wit_builder.demo import corpus as demo_corpus
+
+    queries = fileio.read_parquet(fileio.join(queries_dir, "queries.parquet")).column("query").to_pylist()
+    rng = random.Random(0)
+    records = demo_corpus.pool_records(server.corpus, server.base_url)
+    for record in records:
+        if record["kind"] not in ("distractor", "filtered"):
+            record["caption"] = f"{record['caption']} {rng.choice(queries)}"
+    fileio.write_parquet(path, pa.Table.from_pylist(records))

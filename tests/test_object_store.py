@@ -14,7 +14,6 @@ are one line naming the URL and the setting to fix, in seconds.
 from __future__ import annotations
 
 import os
-import random
 import subprocess
 import sys
 import time
@@ -26,10 +25,9 @@ import pyarrow as pa
 import pytest
 
 from tests.conftest import BEAM_IN_PROCESS
-from tests.portability_fixtures import free_port, serve_small_corpus, truncated_dump
+from tests.portability_fixtures import free_port, serve_small_corpus, truncated_dump, write_served_pool
 from wit_builder import cli
 from wit_builder.beam import fileio
-from wit_builder.demo import corpus as demo_corpus
 from wit_builder.demo.server import DemoServer
 
 boto3 = pytest.importorskip("boto3", reason="apache-beam[aws] (boto3) is a test dependency")
@@ -140,14 +138,8 @@ def local(tmp_path_factory, enwiki_sample, served) -> dict[str, str]:
              "queries": str(root / "queries")}
     assert cli.main(["build-queries", "--dump", paths["dump"], "--out", paths["queries"], "--min-unigram-count",
                      "20", "--min-bigram-count", "10", *BEAM_IN_PROCESS]) == 0
-    queries = fileio.read_parquet(fileio.join(paths["queries"], "queries.parquet")).column("query").to_pylist()
-    rng = random.Random(0)
-    records = demo_corpus.pool_records(served.corpus, served.base_url)
-    for record in records:  # each served row's caption gains a query of this tiny dump, so that stage 2 keeps it
-        if record["kind"] not in ("distractor", "filtered"):
-            record["caption"] = f"{record['caption']} {rng.choice(queries)}"
     paths["pool"] = str(root / "pool.parquet")
-    fileio.write_parquet(paths["pool"], pa.Table.from_pylist(records))
+    write_served_pool(paths["queries"], served, paths["pool"])
     for stage, key in (("build-pairs", "pairs"), ("download", "raw"), ("finalize", "final")):
         paths[key] = str(root / key)
         _run(stage, paths, paths[key], BEAM_IN_PROCESS)

@@ -21,12 +21,10 @@ import contextlib
 import functools
 import json
 import os
-import random
 import socket
 from pathlib import Path
 
 import apache_beam as beam
-import pyarrow as pa
 import pytest
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.runners.portability.stager import Stager
@@ -43,6 +41,7 @@ from tests.portability_fixtures import (
     spark_standalone,
     truncated_dump,
     upload_tree,
+    write_served_pool,
 )
 from wit_builder import cli
 from wit_builder.beam import fileio
@@ -124,15 +123,8 @@ def reference(tmp_path_factory, enwiki_sample, served) -> dict[str, str]:
     paths = {"dump": str(truncated_dump(enwiki_sample, root / "enwiki-12-pages.xml.bz2", 12))}
     paths["queries"] = str(root / "queries")
     run_stage("build-queries", paths, paths["queries"], BEAM_IN_PROCESS)
-    queries = fileio.read_parquet(fileio.join(paths["queries"], "queries.parquet")).column("query").to_pylist()
-    # Each served row's caption gains a query of this tiny dump, so that it is matched in stage 2.
-    rng = random.Random(0)
-    records = demo_corpus.pool_records(served.corpus, served.base_url)
-    for record in records:
-        if record["kind"] not in ("distractor", "filtered"):
-            record["caption"] = f"{record['caption']} {rng.choice(queries)}"
     paths["pool"] = str(root / "pool.parquet")
-    fileio.write_parquet(paths["pool"], pa.Table.from_pylist(records))
+    write_served_pool(paths["queries"], served, paths["pool"])
     for stage, key in (("build-pairs", "pairs"), ("download", "raw"), ("finalize", "final")):
         paths[key] = str(root / key)
         run_stage(stage, paths, paths[key], BEAM_IN_PROCESS)
